@@ -1,0 +1,139 @@
+"""Proto messages -> the typed results in maxact.client.types (one direction only)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from maxact.client import types as t
+from maxact.client.preprocessing import Preprocessing
+from maxact.v1 import (
+    common_pb2,
+    dataset_service_pb2,
+    model_service_pb2,
+    receptive_field_service_pb2,
+    topk_service_pb2,
+)
+
+MODE_NAMES = {
+    topk_service_pb2.TOP_K_MODE_UNSPECIFIED: "image",
+    topk_service_pb2.TOP_K_MODE_IMAGE: "image",
+    topk_service_pb2.TOP_K_MODE_POSITION: "position",
+}
+MODES = {
+    "image": topk_service_pb2.TOP_K_MODE_IMAGE,
+    "position": topk_service_pb2.TOP_K_MODE_POSITION,
+}
+
+
+def _axis_pair(values: Iterable[float]) -> tuple[float, float]:
+    items = [float(v) for v in values]
+    if len(items) != 2:
+        return (0.0, 0.0)
+    return (items[0], items[1])
+
+
+def _intervals(values: Iterable[common_pb2.Interval]) -> tuple[t.Interval, ...]:
+    return tuple((int(i.start), int(i.stop)) for i in values)
+
+
+def box(msg: common_pb2.Box) -> t.BoxYX:
+    return (int(msg.y0), int(msg.x0), int(msg.y1), int(msg.x1))
+
+
+def geometry(msg: common_pb2.FieldGeometry) -> t.FieldGeometry:
+    return t.FieldGeometry(_axis_pair(msg.size), _axis_pair(msg.stride), _axis_pair(msg.padding))
+
+
+def receptive_field(msg: common_pb2.ReceptiveField) -> t.ReceptiveField:
+    return t.ReceptiveField(
+        spatial=msg.spatial,
+        geometry=geometry(msg.geometry),
+        channel_groups=tuple(
+            t.ChannelGroup(
+                first_channel=g.first_channel,
+                last_channel=g.last_channel,
+                geometry=geometry(g.geometry),
+                rows=_intervals(g.rows),
+                cols=_intervals(g.cols),
+            )
+            for g in msg.channel_groups
+        ),
+        global_context=msg.global_context,
+        rows=_intervals(msg.rows),
+        cols=_intervals(msg.cols),
+    )
+
+
+def tensor(msg: model_service_pb2.TensorInfo) -> t.TensorInfo:
+    return t.TensorInfo(msg.name, msg.element_type, tuple(int(d) for d in msg.shape))
+
+
+def model_summary(msg: model_service_pb2.ModelSummary) -> t.ModelSummary:
+    return t.ModelSummary(msg.name, int(msg.size_bytes), msg.loaded)
+
+
+def layer(msg: model_service_pb2.Layer) -> t.LayerInfo:
+    rf = receptive_field(msg.receptive_field) if msg.HasField("receptive_field") else None
+    return t.LayerInfo(msg.name, msg.op, tuple(int(d) for d in msg.shape), rf, msg.field_error)
+
+
+def model_info(msg: model_service_pb2.GetModelResponse) -> t.ModelInfo:
+    return t.ModelInfo(
+        name=msg.name,
+        inputs=tuple(tensor(i) for i in msg.inputs),
+        outputs=tuple(tensor(o) for o in msg.outputs),
+        default_preprocessing=Preprocessing.from_proto(msg.default_preprocessing),
+        input_height=msg.input_height,
+        input_width=msg.input_width,
+        layers=tuple(layer(x) for x in msg.layers),
+    )
+
+
+def field_info(msg: receptive_field_service_pb2.GetReceptiveFieldResponse) -> t.FieldInfo:
+    return t.FieldInfo(
+        model=msg.model,
+        layer=msg.layer,
+        input_name=msg.input_name,
+        input_height=msg.input_height,
+        input_width=msg.input_width,
+        shape=tuple(int(d) for d in msg.shape),
+        receptive_field=receptive_field(msg.receptive_field),
+        box=box(msg.box) if msg.HasField("box") else None,
+        box_unclipped=box(msg.box_unclipped) if msg.HasField("box_unclipped") else None,
+    )
+
+
+def dataset_summary(msg: dataset_service_pb2.DatasetSummary) -> t.DatasetSummary:
+    return t.DatasetSummary(msg.name, int(msg.image_count), tuple(msg.labels))
+
+
+def hit(msg: topk_service_pb2.Hit) -> t.Hit:
+    return t.Hit(
+        rank=msg.rank,
+        image=msg.image,
+        score=msg.score,
+        unit=(msg.unit.y, msg.unit.x),
+        box=box(msg.box),
+        input_box=box(msg.input_box),
+        channel=msg.channel,
+    )
+
+
+def topk_event(
+    msg: topk_service_pb2.StreamTopKResponse | topk_service_pb2.StreamTopKImagesResponse,
+) -> t.TopKEvent | None:
+    """The typed event of one stream message; None for an empty (unknown/newer) event."""
+    kind = msg.WhichOneof("event")
+    if kind == "progress":
+        p = msg.progress
+        return t.Progress(int(p.images_done), int(p.images_total), int(p.images_failed))
+    if kind == "partial":
+        return t.PartialTopK(tuple(hit(h) for h in msg.partial.hits), int(msg.partial.images_done))
+    if kind == "patch":
+        return t.Patch(hit(msg.patch.hit), bytes(msg.patch.png))
+    if kind == "skipped":
+        return t.ImageSkipped(msg.skipped.image, msg.skipped.reason)
+    if kind == "done":
+        d = msg.done
+        return t.Done(int(d.images_scanned), int(d.images_failed), d.k, MODE_NAMES.get(d.mode, ""))
+    return None

@@ -1,0 +1,54 @@
+"""One exception type for every failed call, so callers never handle raw grpc.RpcError."""
+
+from __future__ import annotations
+
+import grpc
+from google.rpc import error_details_pb2
+
+try:  # grpcio-status is a client dependency, but a missing detail parser must not break errors.
+    from grpc_status import rpc_status
+except ImportError:  # pragma: no cover
+    rpc_status = None
+
+
+class MaxactError(Exception):
+    """A failed maxact call: the gRPC status code, the ErrorInfo reason and the server's message."""
+
+    def __init__(self, code: grpc.StatusCode, reason: str, message: str) -> None:
+        super().__init__(code, reason, message)
+        self.code = code
+        self.reason = reason
+        self.message = message
+
+    def __str__(self) -> str:
+        if self.reason:
+            return f"{self.code.name} ({self.reason}): {self.message}"
+        return f"{self.code.name}: {self.message}"
+
+
+def _reason_of(error: grpc.RpcError) -> str:
+    """The ErrorInfo reason carried in the rich google.rpc.Status, or "" when there is none."""
+    if rpc_status is None or not isinstance(error, grpc.Call):
+        return ""
+    try:
+        status = rpc_status.from_call(error)
+    except ValueError:  # a status whose details disagree with the call's code
+        return ""
+    if status is None:
+        return ""
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info.reason
+    return ""
+
+
+def from_rpc_error(error: grpc.RpcError, server: str = "") -> MaxactError:
+    """Convert a grpc.RpcError, naming the server when it could not be reached at all."""
+    code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
+    message = (error.details() if isinstance(error, grpc.Call) else str(error)) or ""
+    reason = _reason_of(error)
+    if code == grpc.StatusCode.UNAVAILABLE and server and not reason:
+        message = f"cannot reach the maxact server at {server}: {message}"
+    return MaxactError(code, reason, message)

@@ -1,0 +1,219 @@
+"""Typed, immutable results of the client, so callers never depend on the generated protos."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from maxact.client.preprocessing import Preprocessing
+
+Interval = tuple[int, int]
+"""Half-open [start, stop) of model-input pixels."""
+
+BoxYX = tuple[int, int, int, int]
+"""Half-open box (y0, x0, y1, x1) in pixels."""
+
+
+@dataclass(frozen=True)
+class FieldGeometry:
+    """Per axis (height, width): unit i covers [i*stride - padding, i*stride - padding + size)."""
+
+    size: tuple[float, float]
+    stride: tuple[float, float]
+    padding: tuple[float, float]
+
+
+@dataclass(frozen=True)
+class ChannelGroup:
+    """Channels first..last (inclusive) that share one receptive field."""
+
+    first_channel: int
+    last_channel: int
+    geometry: FieldGeometry
+    rows: tuple[Interval, ...]
+    cols: tuple[Interval, ...]
+
+
+@dataclass(frozen=True)
+class ReceptiveField:
+    """The field of a tensor for a concrete input size; the geometry is the union of groups."""
+
+    spatial: bool
+    geometry: FieldGeometry
+    channel_groups: tuple[ChannelGroup, ...]
+    global_context: bool
+    rows: tuple[Interval, ...]
+    cols: tuple[Interval, ...]
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """A model input or output; -1 marks a dynamic dimension."""
+
+    name: str
+    element_type: str
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """A tensor a neuron can be chosen from; receptive_field is None when field_error says why."""
+
+    name: str
+    op: str
+    shape: tuple[int, ...]
+    receptive_field: ReceptiveField | None
+    field_error: str = ""
+
+    @property
+    def global_context(self) -> bool:
+        return self.receptive_field is not None and self.receptive_field.global_context
+
+    @property
+    def has_spatial_field(self) -> bool:
+        """True when patches can be cut for this layer (a spatial, derivable field)."""
+        rf = self.receptive_field
+        return rf is not None and rf.spatial and not self.field_error
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    name: str
+    size_bytes: int
+    loaded: bool
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A described model: its inputs, default preprocessing and layer catalogue."""
+
+    name: str
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+    default_preprocessing: Preprocessing
+    input_height: int
+    input_width: int
+    layers: tuple[LayerInfo, ...]
+
+    def layer(self, name: str) -> LayerInfo:
+        """The layer called name; KeyError names it when it is not in the catalogue."""
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(f"model {self.name!r} has no layer {name!r}")
+
+
+@dataclass(frozen=True)
+class FieldInfo:
+    """The receptive field of one layer (and, with a unit, that unit's exact input box)."""
+
+    model: str
+    layer: str
+    input_name: str
+    input_height: int
+    input_width: int
+    shape: tuple[int, ...]
+    receptive_field: ReceptiveField
+    box: BoxYX | None = None
+    box_unclipped: BoxYX | None = None
+
+    @property
+    def geometry(self) -> FieldGeometry:
+        return self.receptive_field.geometry
+
+    @property
+    def channel_groups(self) -> tuple[ChannelGroup, ...]:
+        return self.receptive_field.channel_groups
+
+    @property
+    def global_context(self) -> bool:
+        return self.receptive_field.global_context
+
+    @property
+    def rows(self) -> tuple[Interval, ...]:
+        return self.receptive_field.rows
+
+    @property
+    def cols(self) -> tuple[Interval, ...]:
+        return self.receptive_field.cols
+
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    name: str
+    image_count: int
+    labels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One ranked response; box is in ORIGINAL image pixels, input_box in model-input pixels."""
+
+    rank: int
+    image: str
+    score: float
+    unit: tuple[int, int]
+    box: BoxYX
+    input_box: BoxYX
+    channel: int
+
+
+@dataclass(frozen=True)
+class Progress:
+    images_done: int
+    images_total: int
+    images_failed: int = 0
+
+
+@dataclass(frozen=True)
+class PartialTopK:
+    """The running top-k so far (no patches yet)."""
+
+    hits: tuple[Hit, ...]
+    images_done: int
+
+
+@dataclass(frozen=True)
+class Patch:
+    """A final hit with the PNG bytes of its crop from the original image."""
+
+    hit: Hit
+    png: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ImageSkipped:
+    """An image the server could not read; it was skipped and the scan went on."""
+
+    image: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Done:
+    images_scanned: int
+    images_failed: int
+    k: int
+    mode: str  # "image" | "position"
+
+
+TopKEvent = Progress | PartialTopK | Patch | ImageSkipped | Done
+
+
+@dataclass(frozen=True)
+class TopKResult:
+    """The outcome of a finished top-k stream: the patches best first, and the skipped images."""
+
+    model: str
+    layer: str
+    channel: int
+    k: int
+    mode: str
+    bottom: bool
+    images_scanned: int
+    images_failed: int
+    patches: tuple[Patch, ...]
+    skipped: tuple[ImageSkipped, ...] = ()
+
+    @property
+    def hits(self) -> tuple[Hit, ...]:
+        return tuple(p.hit for p in self.patches)
