@@ -1,0 +1,256 @@
+"""The `maxact` command line (DESIGN §3): serve, models, layers, rf, topk, demo."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from maxact.client import json_out, text_out
+from maxact.client import types as t
+from maxact.client.client import Client
+from maxact.client.errors import MaxactError
+from maxact.client.patches_out import write_patches
+from maxact.client.preprocessing import add_preprocessing_arguments, preprocessing_from_args
+from maxact.client.progress import ProgressBar
+
+PROG = "maxact"
+EXIT_SERVER_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def _nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = _nonnegative_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be positive: 0")
+    return value
+
+
+def _add_json(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON document on stdout (DESIGN §3)"
+    )
+
+
+def _add_size(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument("--size", nargs=2, type=_positive_int, metavar=("H", "W"), help=help_text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole CLI grammar; tests parse every command with it."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Top-k activating image patches and receptive fields for ONNX CNNs.",
+    )
+    parser.add_argument(
+        "--server",
+        metavar="HOST:PORT",
+        help="maxact server (default: $MAXACT_SERVER, else 127.0.0.1:50051)",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    serve = commands.add_parser("serve", help="run the maxact server (needs maxact[server])")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=_nonnegative_int, default=50051, help="0: a free port")
+    serve.add_argument("--model-root", required=True, metavar="DIR")
+    serve.add_argument("--data-root", metavar="DIR")
+    serve.add_argument("--store", metavar="PATH")
+    serve.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    serve.add_argument("--auth-token-file", metavar="F")
+    serve.add_argument("--tls-cert", metavar="F")
+    serve.add_argument("--tls-key", metavar="F")
+
+    models = commands.add_parser("models", help="list the models under the server's model root")
+    _add_json(models)
+
+    layers = commands.add_parser("layers", help="a model's layers with their receptive fields")
+    layers.add_argument("model", metavar="MODEL")
+    _add_size(layers, "input size for models with dynamic H/W")
+    _add_json(layers)
+
+    rf = commands.add_parser("rf", help="the receptive field of a layer (or of one unit)")
+    rf.add_argument("model", metavar="MODEL")
+    rf.add_argument("layer", metavar="LAYER")
+    rf.add_argument(
+        "--unit", nargs=2, type=_nonnegative_int, metavar=("Y", "X"), help="also its exact box"
+    )
+    _add_size(rf, "input size for models with dynamic H/W")
+    _add_json(rf)
+
+    topk = commands.add_parser("topk", help="the top-k image patches of one channel")
+    topk.add_argument("model", metavar="MODEL")
+    topk.add_argument("layer", metavar="LAYER")
+    topk.add_argument("--channel", type=_nonnegative_int, required=True, metavar="C")
+    topk.add_argument("-k", type=_positive_int, default=9, metavar="K", help="default 9")
+    topk.add_argument(
+        "--dataset", required=True, metavar="NAME", help="a folder under the server's data root"
+    )
+    topk.add_argument("--mode", choices=("image", "position"), default="image")
+    topk.add_argument("--bottom", action="store_true", help="the k weakest responses instead")
+    topk.add_argument(
+        "--unit", nargs=2, type=_nonnegative_int, metavar=("Y", "X"), help="a single unit"
+    )
+    add_preprocessing_arguments(topk)
+    topk.add_argument("--out", type=Path, metavar="DIR", help="write rank_N.png and montage.png")
+    _add_json(topk)
+
+    demo = commands.add_parser("demo", help="a real CNN on real photos, montages in demo-out/")
+    demo.add_argument("--out", type=Path, default=Path("demo-out"), metavar="DIR")
+    demo.add_argument(
+        "--cache",
+        type=Path,
+        metavar="DIR",
+        help="model and photo cache (default: $MAXACT_CACHE, else ~/.cache/maxact)",
+    )
+    demo.add_argument("-k", type=_positive_int, default=8, metavar="K")
+    return parser
+
+
+def serve_argv(argv: Sequence[str]) -> list[str]:
+    """The arguments after `serve`, exactly as typed, for maxact.server.app.main."""
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if token == "--server":
+            i += 2
+            continue
+        if token == "serve":
+            return list(argv[i + 1 :])
+        i += 1
+    return []
+
+
+def _print_doc(args: argparse.Namespace, doc: object, text: str) -> None:
+    print(json_out.dumps(doc) if args.json else text)
+
+
+def cmd_serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    try:
+        from maxact.server import app  # lazy: the light client has no server dependencies
+    except ImportError as error:
+        _error(f"the server is not installed ({error}); pip install 'maxact[server]'")
+        return EXIT_USAGE
+    return int(app.main(serve_argv(argv)) or 0)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    with Client(args.server) as client:
+        models = client.list_models()
+    doc = {
+        "models": [{"name": m.name, "size_bytes": m.size_bytes, "loaded": m.loaded} for m in models]
+    }
+    _print_doc(args, doc, text_out.models_text(models))
+    return 0
+
+
+def cmd_layers(args: argparse.Namespace) -> int:
+    with Client(args.server) as client:
+        info = client.get_model(args.model, size=tuple(args.size) if args.size else None)
+    _print_doc(args, json_out.layers_json(info), text_out.layers_text(info))
+    return 0
+
+
+def cmd_rf(args: argparse.Namespace) -> int:
+    with Client(args.server) as client:
+        info = client.receptive_field(
+            args.model,
+            args.layer,
+            unit=tuple(args.unit) if args.unit else None,
+            size=tuple(args.size) if args.size else None,
+        )
+    _print_doc(args, json_out.rf_json(info), text_out.rf_text(info))
+    return 0
+
+
+def run_topk(
+    client: Client, args: argparse.Namespace, bar: ProgressBar | None = None
+) -> t.TopKResult:
+    """Run the scan with a progress display; Ctrl-C or an error cancels the server's scan."""
+    bar = bar or ProgressBar(f"top-{args.k} {args.layer} channel {args.channel}")
+    try:
+        with client.topk(
+            args.model,
+            args.layer,
+            args.channel,
+            dataset=args.dataset,
+            k=args.k,
+            mode=args.mode,
+            bottom=args.bottom,
+            unit=tuple(args.unit) if args.unit else None,
+            preprocessing=preprocessing_from_args(args),
+        ) as stream:
+            for event in stream:
+                if isinstance(event, t.Progress):
+                    bar.update(event.images_done, event.images_total, event.images_failed)
+                elif isinstance(event, t.ImageSkipped):
+                    bar.note(f"{PROG}: skipped {event.image}: {event.reason}")
+            return stream.result()
+    finally:
+        bar.close()
+
+
+def cmd_topk(args: argparse.Namespace) -> int:
+    with Client(args.server) as client:
+        result = run_topk(client, args)
+    files = write_patches(result, args.out) if args.out is not None else None
+    _print_doc(args, json_out.topk_json(result, files), text_out.topk_text(result, files))
+    if args.out is not None and not args.json:
+        print(f"wrote {len(result.patches)} patches and {args.out / 'montage.png'}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from maxact.client import demo  # lazy: pulls in the optional demo dependencies
+
+    return demo.run(out_dir=args.out, cache_dir=args.cache, k=args.k)
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "models": cmd_models,
+    "layers": cmd_layers,
+    "rf": cmd_rf,
+    "topk": cmd_topk,
+    "demo": cmd_demo,
+}
+
+
+def _error(message: str) -> None:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `maxact`; returns the exit code (1: server error, 2: usage)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return cmd_serve(args, argv)
+        return COMMANDS[args.command](args)
+    except MaxactError as error:
+        _error(str(error))
+        return EXIT_SERVER_ERROR
+    except ValueError as error:  # a bad argument the parser could not see (e.g. preprocessing)
+        _error(str(error))
+        return EXIT_USAGE
+    except OSError as error:
+        _error(str(error))
+        return EXIT_SERVER_ERROR
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

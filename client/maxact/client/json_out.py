@@ -1,0 +1,114 @@
+"""Typed results -> the JSON documents of DESIGN §3 (the contract scripts rely on)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from maxact.client import types as t
+
+
+def number(value: float) -> int | float:
+    """An int when the value is integral, else the float (fractional strides stay exact)."""
+    as_float = float(value)
+    if as_float.is_integer():
+        return int(as_float)
+    return as_float
+
+
+def _numbers(values: Iterable[float]) -> list[int | float]:
+    return [number(v) for v in values]
+
+
+def _intervals(values: Iterable[t.Interval]) -> list[list[int]]:
+    return [[int(a), int(b)] for a, b in values]
+
+
+def geometry_json(geometry: t.FieldGeometry) -> dict[str, Any]:
+    return {
+        "size": _numbers(geometry.size),
+        "stride": _numbers(geometry.stride),
+        "padding": _numbers(geometry.padding),
+    }
+
+
+def channel_group_json(group: t.ChannelGroup) -> dict[str, Any]:
+    return {
+        "channels": [group.first_channel, group.last_channel],
+        **geometry_json(group.geometry),
+        "rows": _intervals(group.rows),
+        "cols": _intervals(group.cols),
+    }
+
+
+def rf_json(info: t.FieldInfo) -> dict[str, Any]:
+    """The `maxact rf --json` document; box and box_unclipped only when a unit was asked."""
+    rf = info.receptive_field
+    doc: dict[str, Any] = {
+        "model": info.model,
+        "layer": info.layer,
+        "input": {"name": info.input_name, "height": info.input_height, "width": info.input_width},
+        "shape": list(info.shape),
+        "rf": geometry_json(rf.geometry),
+        "channel_groups": [channel_group_json(g) for g in rf.channel_groups],
+        "global_context": rf.global_context,
+        "rows": _intervals(rf.rows),
+        "cols": _intervals(rf.cols),
+    }
+    if info.box is not None:
+        doc["box"] = list(info.box)
+    if info.box_unclipped is not None:
+        doc["box_unclipped"] = list(info.box_unclipped)
+    return doc
+
+
+def layers_json(info: t.ModelInfo) -> dict[str, Any]:
+    """The `maxact layers --json` document: rf is null where no field could be derived."""
+    return {
+        "model": info.name,
+        "layers": [
+            {
+                "name": layer.name,
+                "op": layer.op,
+                "shape": list(layer.shape),
+                "rf": geometry_json(layer.receptive_field.geometry)
+                if layer.receptive_field is not None
+                else None,
+                "global_context": layer.global_context,
+            }
+            for layer in info.layers
+        ],
+    }
+
+
+def hit_json(hit: t.Hit, patch_file: str | None = None) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "rank": hit.rank,
+        "image": hit.image,
+        "score": hit.score,
+        "unit": list(hit.unit),
+        "box": list(hit.box),
+    }
+    if patch_file is not None:
+        doc["patch"] = patch_file
+    return doc
+
+
+def topk_json(result: t.TopKResult, patch_files: Mapping[int, str] | None = None) -> dict[str, Any]:
+    """The `maxact topk --json` document, best first; patch_files maps rank -> file name."""
+    files = patch_files or {}
+    return {
+        "model": result.model,
+        "layer": result.layer,
+        "channel": result.channel,
+        "k": result.k,
+        "mode": result.mode,
+        "images_scanned": result.images_scanned,
+        "results": [hit_json(hit, files.get(hit.rank)) for hit in result.hits],
+    }
+
+
+def dumps(doc: Any) -> str:
+    """The one JSON document printed on stdout: indented for people, stable for scripts."""
+    return json.dumps(doc, indent=2, ensure_ascii=False)
