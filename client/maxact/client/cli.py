@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from maxact.client import json_out, text_out
 from maxact.client import types as t
@@ -19,6 +20,14 @@ PROG = "maxact"
 EXIT_SERVER_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors of every subcommand read `maxact: error: ...` (exit 2), one prefix to grep."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{PROG}: error: {message}\n")
 
 
 def _nonnegative_int(text: str) -> int:
@@ -50,7 +59,7 @@ def _add_size(parser: argparse.ArgumentParser, help_text: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole CLI grammar; tests parse every command with it."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description="Top-k activating image patches and receptive fields for ONNX CNNs.",
     )

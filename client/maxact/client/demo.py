@@ -135,6 +135,7 @@ def run(out_dir: Path = Path("demo-out"), cache_dir: Path | None = None, k: int 
 def _run_layers(
     client: Client, info: t.ModelInfo, layers: Sequence[t.LayerInfo], out_dir: Path, k: int
 ) -> dict[str, Any]:
+    out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     layer_docs = []
     for layer in layers:

@@ -28,7 +28,7 @@ class MaxactError(Exception):
 
 def _reason_of(error: grpc.RpcError) -> str:
     """The ErrorInfo reason carried in the rich google.rpc.Status, or "" when there is none."""
-    if rpc_status is None or not isinstance(error, grpc.Call):
+    if rpc_status is None or not hasattr(error, "trailing_metadata"):
         return ""
     try:
         status = rpc_status.from_call(error)
@@ -46,8 +46,9 @@ def _reason_of(error: grpc.RpcError) -> str:
 
 def from_rpc_error(error: grpc.RpcError, server: str = "") -> MaxactError:
     """Convert a grpc.RpcError, naming the server when it could not be reached at all."""
-    code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
-    message = (error.details() if isinstance(error, grpc.Call) else str(error)) or ""
+    # Duck-typed: the errors grpc raises are also grpc.Call objects with code() and details().
+    code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
+    message = (error.details() if hasattr(error, "details") else str(error)) or ""
     reason = _reason_of(error)
     if code == grpc.StatusCode.UNAVAILABLE and server and not reason:
         message = f"cannot reach the maxact server at {server}: {message}"

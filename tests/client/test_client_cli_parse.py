@@ -1,0 +1,110 @@
+"""Every command of DESIGN §3 parses as documented; bad usage exits 2 with `maxact: error:`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from maxact.client import cli
+
+
+def parse(*argv: str):
+    return cli.build_parser().parse_args(list(argv))
+
+
+def test_global_server_flag_precedes_the_command() -> None:
+    args = parse("--server", "host:1234", "models")
+    assert args.server == "host:1234" and args.command == "models" and not args.json
+
+
+def test_server_defaults_to_none_so_the_client_reads_the_environment() -> None:
+    assert parse("models").server is None
+
+
+def test_serve_parses_every_documented_flag() -> None:
+    args = parse(
+        "serve", "--host", "0.0.0.0", "--port", "0", "--model-root", "M", "--data-root", "D",
+        "--store", "s.db", "--device", "cpu", "--auth-token-file", "tok",
+        "--tls-cert", "c.pem", "--tls-key", "k.pem",
+    )  # fmt: skip
+    assert (args.host, args.port, args.model_root, args.data_root) == ("0.0.0.0", 0, "M", "D")
+    assert (args.store, args.device, args.auth_token_file) == ("s.db", "cpu", "tok")
+    assert (args.tls_cert, args.tls_key) == ("c.pem", "k.pem")
+
+
+def test_serve_defaults_match_the_contract() -> None:
+    args = parse("serve", "--model-root", "M")
+    assert (args.host, args.port, args.device) == ("127.0.0.1", 50051, "auto")
+
+
+def test_serve_forwards_its_arguments_verbatim() -> None:
+    argv = ["--server", "serve", "serve", "--model-root", "M", "--port", "0"]
+    assert cli.serve_argv(argv) == ["--model-root", "M", "--port", "0"]
+
+
+def test_serve_calls_the_server_main_with_the_serve_flags(monkeypatch) -> None:
+    import sys
+    import types
+
+    seen: list[list[str]] = []
+    fake_app = types.ModuleType("maxact.server.app")
+    fake_app.main = lambda argv: seen.append(argv) or 0  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "maxact.server.app", fake_app)
+    import maxact.server
+
+    monkeypatch.setattr(maxact.server, "app", fake_app, raising=False)
+    assert cli.main(["serve", "--model-root", "M", "--port", "0"]) == 0
+    assert seen == [["--model-root", "M", "--port", "0"]]
+
+
+def test_models_and_layers_take_json() -> None:
+    assert parse("models", "--json").json
+    args = parse("layers", "zoo/r50", "--json")
+    assert (args.model, args.json, args.size) == ("zoo/r50", True, None)
+
+
+def test_rf_takes_unit_and_size() -> None:
+    args = parse("rf", "m", "/features/conv:0", "--unit", "3", "4", "--size", "224", "320")
+    assert (args.model, args.layer) == ("m", "/features/conv:0")
+    assert args.unit == [3, 4] and args.size == [224, 320] and not args.json
+
+
+def test_topk_defaults() -> None:
+    args = parse("topk", "m", "l", "--channel", "5", "--dataset", "photos")
+    assert (args.channel, args.k, args.mode, args.bottom) == (5, 9, "image", False)
+    assert args.out is None and args.unit is None and not args.json
+
+
+def test_topk_full_form() -> None:
+    args = parse(
+        "topk", "m", "l", "--channel", "0", "-k", "4", "--dataset", "d", "--mode", "position",
+        "--bottom", "--scale", "1/255", "--channel-order", "bgr", "--out", "o", "--json",
+    )  # fmt: skip
+    assert (args.k, args.mode, args.bottom, args.json) == (4, "position", True, True)
+    assert args.out == Path("o") and args.scale == pytest.approx(1 / 255)
+
+
+def test_demo_defaults_to_demo_out() -> None:
+    args = parse("demo")
+    assert args.out == Path("demo-out") and args.k == 8 and args.cache is None
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["scan"],
+        ["topk", "m", "l", "--dataset", "d"],  # no --channel
+        ["topk", "m", "l", "--channel", "0"],  # no --dataset
+        ["topk", "m", "l", "--channel", "-1", "--dataset", "d"],
+        ["topk", "m", "l", "--channel", "0", "--dataset", "d", "-k", "0"],
+        ["topk", "m", "l", "--channel", "0", "--dataset", "d", "--mode", "pixel"],
+        ["rf", "m"],
+        ["serve"],  # no --model-root
+    ],
+)
+def test_bad_usage_exits_2_with_maxact_error(argv: list[str], capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    assert "maxact: error:" in capsys.readouterr().err

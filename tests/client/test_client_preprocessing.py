@@ -1,0 +1,120 @@
+"""Preprocessing flags, proto and sidecar JSON agree with each other and with DESIGN §3."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+from maxact.client.fetch import DEMO_PREPROCESSING
+from maxact.client.preprocessing import (
+    Preprocessing,
+    add_preprocessing_arguments,
+    parse_number,
+    preprocessing_from_args,
+)
+from maxact.v1 import common_pb2
+
+
+def _parse(*argv: str) -> Preprocessing | None:
+    parser = argparse.ArgumentParser()
+    add_preprocessing_arguments(parser)
+    return preprocessing_from_args(parser.parse_args(list(argv)))
+
+
+def test_no_flags_means_model_defaults() -> None:
+    assert _parse() is None
+
+
+def test_every_flag_is_parsed_into_its_field() -> None:
+    prep = _parse(
+        "--size", "224", "320", "--resize-shorter", "256", "--center-crop", "224", "224",
+        "--scale", "0.5", "--mean", "104", "117", "123", "--std", "1", "2", "3",
+        "--channel-order", "bgr", "--layout", "nhwc",
+    )  # fmt: skip
+    assert prep == Preprocessing(
+        size=(224, 320),
+        resize_shorter=256,
+        center_crop=(224, 224),
+        scale=0.5,
+        mean=(104.0, 117.0, 123.0),
+        std=(1.0, 2.0, 3.0),
+        channel_order="bgr",
+        layout="nhwc",
+    )
+
+
+def test_scale_accepts_a_fraction() -> None:
+    assert _parse("--scale", "1/255").scale == pytest.approx(1 / 255, rel=1e-15)
+
+
+def test_mean_accepts_fractions_and_decimals() -> None:
+    assert _parse("--mean", "0.485", "1/2", "3").mean == (0.485, 0.5, 3.0)
+
+
+@pytest.mark.parametrize("text", ["abc", "1/0", ""])
+def test_parse_number_rejects_non_numbers(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_number(text)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--size", "224"],
+        ["--size", "0", "224"],
+        ["--mean", "1", "2"],
+        ["--channel-order", "rgba"],
+        ["--layout", "chw"],
+        ["--resize-shorter", "-1"],
+    ],
+)
+def test_malformed_flags_are_usage_errors(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        _parse(*argv)
+    assert exit_info.value.code == 2
+
+
+def test_to_proto_leaves_unset_fields_unset() -> None:
+    msg = Preprocessing(mean=(1.0, 2.0, 3.0)).to_proto()
+    assert list(msg.mean) == [1.0, 2.0, 3.0]
+    assert not msg.HasField("scale")
+    assert list(msg.size) == [] and msg.resize_shorter == 0
+    assert msg.channel_order == common_pb2.CHANNEL_ORDER_UNSPECIFIED
+
+
+def test_scale_zero_is_sent_because_it_is_explicit() -> None:
+    msg = Preprocessing(scale=0.0).to_proto()
+    assert msg.HasField("scale") and msg.scale == 0.0
+
+
+def test_proto_round_trip_keeps_every_field() -> None:
+    prep = Preprocessing(
+        size=(10, 20),
+        resize_shorter=30,
+        center_crop=(8, 9),
+        scale=1 / 255,
+        mean=(0.1, 0.2, 0.3),
+        std=(0.4, 0.5, 0.6),
+        channel_order="rgb",
+        layout="nchw",
+    )
+    assert Preprocessing.from_proto(prep.to_proto()) == prep
+    assert Preprocessing.from_proto(Preprocessing().to_proto()) == Preprocessing()
+
+
+def test_demo_sidecar_parses_and_round_trips_through_dict() -> None:
+    prep = Preprocessing.from_dict(DEMO_PREPROCESSING)
+    assert prep.channel_order == "bgr" and prep.center_crop == (224, 224)
+    assert prep.to_dict() == DEMO_PREPROCESSING
+
+
+def test_from_dict_rejects_unknown_keys_so_typos_show() -> None:
+    with pytest.raises(ValueError, match="sclae"):
+        Preprocessing.from_dict({"sclae": 1})
+
+
+def test_wrong_arity_and_enum_values_are_rejected() -> None:
+    with pytest.raises(ValueError):
+        Preprocessing(mean=(1.0, 2.0))  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        Preprocessing(channel_order="rgba")
