@@ -1,0 +1,112 @@
+"""ONNX graph surgery: find the image input, and prune a graph to the tensors a request needs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import onnx
+from onnx import TensorProto, helper
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """The graph input that takes images, and what its declared shape fixes."""
+
+    name: str
+    shape: tuple[int | None, ...]  # None: dynamic
+    layout: str  # "nchw" | "nhwc"
+    elem_type: int
+
+    @property
+    def fixed_size(self) -> tuple[int, int] | None:
+        h, w = (self.shape[2], self.shape[3]) if self.layout == "nchw" else self.shape[1:3]
+        return (h, w) if h is not None and w is not None else None
+
+    @property
+    def fixed_batch(self) -> int | None:
+        return self.shape[0]
+
+
+def image_input(model: onnx.ModelProto) -> ImageInput:
+    """The first 4-D graph input that is not an initializer; layout from where the 3 sits."""
+    initializers = {init.name for init in model.graph.initializer}
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        tensor_type = value.type.tensor_type
+        dims = tuple(
+            d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+            for d in tensor_type.shape.dim
+        )
+        if len(dims) != 4:
+            continue
+        layout = "nhwc" if dims[3] in (1, 3, 4) and dims[1] not in (1, 3, 4) else "nchw"
+        return ImageInput(value.name, dims, layout, tensor_type.elem_type)
+    raise ValueError("the model has no 4-D image input (expected [N, C, H, W] or [N, H, W, C])")
+
+
+def used_names(node: onnx.NodeProto) -> set[str]:
+    """Every outer-scope tensor a node reads, including those its subgraphs (If/Loop) capture."""
+    names = {name for name in node.input if name}
+    for attribute in node.attribute:
+        graphs = list(attribute.graphs)
+        if attribute.HasField("g"):
+            graphs.append(attribute.g)
+        for subgraph in graphs:
+            defined = {i.name for i in subgraph.input} | {i.name for i in subgraph.initializer}
+            for sub_node in subgraph.node:
+                names |= used_names(sub_node) - defined
+                defined |= set(sub_node.output)
+    return names
+
+
+def prune_to_outputs(
+    model: onnx.ModelProto, outputs: Iterable[str], elem_types: dict[str, int] | None = None
+) -> onnx.ModelProto:
+    """A copy whose graph outputs are exactly `outputs` and which keeps only the nodes they need.
+
+    onnxruntime can only return graph outputs, and anything after the requested tensors is
+    wasted work, so the scan runs this graph rather than the original.
+    """
+    wanted = list(dict.fromkeys(outputs))
+    producer: dict[str, int] = {}
+    for index, node in enumerate(model.graph.node):
+        for name in node.output:
+            producer[name] = index
+    keep: set[int] = set()
+    needed: set[str] = set()
+    stack = list(wanted)
+    while stack:
+        name = stack.pop()
+        if name in needed:
+            continue
+        needed.add(name)
+        index = producer.get(name)
+        if index is None or index in keep:
+            continue
+        keep.add(index)
+        stack.extend(used_names(model.graph.node[index]))
+
+    pruned = onnx.ModelProto()
+    pruned.CopyFrom(model)
+    graph = pruned.graph
+    nodes = [node for index, node in enumerate(model.graph.node) if index in keep]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    initializers = [init for init in model.graph.initializer if init.name in needed]
+    del graph.initializer[:]
+    graph.initializer.extend(initializers)
+    inputs = [value for value in model.graph.input if value.name in needed]
+    del graph.input[:]
+    graph.input.extend(inputs)
+    known_types = dict(elem_types or {})
+    for value in list(model.graph.value_info) + list(model.graph.output):
+        if value.type.tensor_type.elem_type:
+            known_types.setdefault(value.name, value.type.tensor_type.elem_type)
+    del graph.output[:]
+    for name in wanted:
+        graph.output.append(
+            helper.make_tensor_value_info(name, known_types.get(name, TensorProto.FLOAT), None)
+        )
+    return pruned

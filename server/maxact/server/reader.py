@@ -1,0 +1,115 @@
+"""The dataset reader: decode and preprocess in worker threads, in dataset order, in batches.
+
+Pillow releases the GIL while decoding and resizing, so a few threads keep onnxruntime fed.
+At most `window` images are in flight, which bounds memory whatever the dataset size.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from .preprocess import ResolvedPreprocessing
+
+Image.MAX_IMAGE_PIXELS = 20_000 * 20_000
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """An image to scan: its id, its position in dataset order, and how to get its bytes."""
+
+    index: int
+    image_id: str
+    open: Callable[[], Image.Image]
+
+
+@dataclass
+class Batch:
+    indices: list[int]
+    ids: list[str]
+    array: np.ndarray  # [B, ...] model input
+    original_sizes: list[tuple[int, int]]  # (height, width)
+
+
+@dataclass(frozen=True)
+class Skipped:
+    image_id: str
+    reason: str
+
+
+def file_source(index: int, image_id: str, path: Path) -> ImageSource:
+    return ImageSource(index, image_id, lambda: Image.open(path))
+
+
+def load_original(source: ImageSource) -> Image.Image:
+    """Decode fully, upright (EXIF orientation applied): the "original image" boxes refer to."""
+    with source.open() as image:
+        image.load()
+        upright = ImageOps.exif_transpose(image)
+        return upright if upright is not None else image.copy()
+
+
+def _prepare(
+    source: ImageSource, prep: ResolvedPreprocessing
+) -> tuple[np.ndarray, tuple[int, int]]:
+    image = load_original(source)
+    return prep.to_array(image), (image.height, image.width)
+
+
+def read_batches(
+    sources: list[ImageSource],
+    prep: ResolvedPreprocessing,
+    batch_size: int,
+    stop: threading.Event,
+    threads: int | None = None,
+) -> Iterator[Batch | Skipped]:
+    """Yield batches in dataset order; unreadable images come out as Skipped, in order."""
+    workers = threads or max(1, min(4, os.cpu_count() or 1))
+    window = max(2 * batch_size, 4 * workers)
+    with ThreadPoolExecutor(workers, thread_name_prefix="maxact-scan-decode") as pool:
+        pending: deque[tuple[ImageSource, Future[tuple[np.ndarray, tuple[int, int]]]]] = deque()
+        position = 0
+        current: list[tuple[ImageSource, np.ndarray, tuple[int, int]]] = []
+        try:
+            while (position < len(sources) or pending) and not stop.is_set():
+                while position < len(sources) and len(pending) < window:
+                    source = sources[position]
+                    pending.append((source, pool.submit(_prepare, source, prep)))
+                    position += 1
+                source, future = pending.popleft()
+                try:
+                    array, size = future.result()
+                except Exception as exc:
+                    yield Skipped(source.image_id, _describe(exc))
+                    continue
+                current.append((source, array, size))
+                if len(current) == batch_size:
+                    yield _batch(current)
+                    current = []
+            if current and not stop.is_set():
+                yield _batch(current)
+        finally:
+            for _, future in pending:
+                future.cancel()
+
+
+def _batch(items: list[tuple[ImageSource, np.ndarray, tuple[int, int]]]) -> Batch:
+    return Batch(
+        indices=[source.index for source, _, _ in items],
+        ids=[source.image_id for source, _, _ in items],
+        array=np.stack([array for _, array, _ in items]),
+        original_sizes=[size for _, _, size in items],
+    )
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc) or type(exc).__name__
+    return f"cannot read image: {text}"

@@ -1,0 +1,96 @@
+"""Running top-k per channel: vectorised, deterministic on ties, and mergeable.
+
+Memory is k x channels whatever the dataset size. Two reducers fed disjoint shards merge into
+exactly the reducer of the union, because selection is a total order on (score, image, y, x).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+_NO_IMAGE = np.iinfo(np.int64).max
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One kept response: the score as the model produced it, and where."""
+
+    score: float
+    image: int
+    y: int
+    x: int
+
+
+class RunningTopK:
+    """The k best (largest, or smallest when `largest=False`) responses per channel.
+
+    Ties: the earlier image wins, then the earlier unit in row-major order.
+    """
+
+    def __init__(self, channels: int, k: int, largest: bool = True) -> None:
+        if k <= 0 or channels <= 0:
+            raise ValueError("k and channels must be positive")
+        self.channels = channels
+        self.k = k
+        self.largest = largest
+        self._key = np.full((channels, k), -np.inf)
+        self._image = np.full((channels, k), _NO_IMAGE, dtype=np.int64)
+        self._y = np.zeros((channels, k), dtype=np.int64)
+        self._x = np.zeros((channels, k), dtype=np.int64)
+
+    def update(
+        self, scores: np.ndarray, images: np.ndarray, ys: np.ndarray, xs: np.ndarray
+    ) -> None:
+        """Offer N candidates per channel: arrays of shape [N, channels] (images may be [N])."""
+        scores = np.asarray(scores, dtype=np.float64)
+        if scores.size == 0:
+            return
+        images = np.asarray(images, dtype=np.int64)
+        if images.ndim == 1:
+            images = np.broadcast_to(images[:, None], scores.shape)
+        key = scores if self.largest else -scores
+        key = np.where(np.isnan(key), -np.inf, key)
+        self._select(
+            np.concatenate([self._key, key.T], axis=1),
+            np.concatenate([self._image, images.T], axis=1),
+            np.concatenate([self._y, np.broadcast_to(ys, scores.shape).T], axis=1),
+            np.concatenate([self._x, np.broadcast_to(xs, scores.shape).T], axis=1),
+        )
+
+    def merge(self, other: RunningTopK) -> None:
+        """Fold in a reducer of a disjoint shard (image indices global to the union)."""
+        if (other.channels, other.k, other.largest) != (self.channels, self.k, self.largest):
+            raise ValueError("can only merge reducers with the same channels, k and direction")
+        self._select(
+            np.concatenate([self._key, other._key], axis=1),
+            np.concatenate([self._image, other._image], axis=1),
+            np.concatenate([self._y, other._y], axis=1),
+            np.concatenate([self._x, other._x], axis=1),
+        )
+
+    def _select(self, key: np.ndarray, image: np.ndarray, y: np.ndarray, x: np.ndarray) -> None:
+        order = np.lexsort((x, y, image, -key), axis=-1)[:, : self.k]
+        self._key = np.take_along_axis(key, order, axis=1)
+        self._image = np.take_along_axis(image, order, axis=1)
+        self._y = np.take_along_axis(y, order, axis=1)
+        self._x = np.take_along_axis(x, order, axis=1)
+
+    def entries(self, channel: int = 0) -> list[Entry]:
+        """Best first; empty slots (fewer candidates than k) left out."""
+        result = []
+        for j in range(self.k):
+            image = int(self._image[channel, j])
+            if image == _NO_IMAGE:
+                break
+            key = float(self._key[channel, j])
+            result.append(
+                Entry(
+                    key if self.largest else -key,
+                    image,
+                    int(self._y[channel, j]),
+                    int(self._x[channel, j]),
+                )
+            )
+        return result

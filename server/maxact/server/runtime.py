@@ -1,0 +1,70 @@
+"""onnxruntime sessions: pick the device once, and build sessions tuned for throughput."""
+
+from __future__ import annotations
+
+import logging
+import os
+from functools import lru_cache
+
+import onnx
+import onnxruntime as ort
+
+log = logging.getLogger("maxact.server")
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+@lru_cache(maxsize=4)
+def providers_for(device: str) -> tuple[str, ...]:
+    """Providers for 'auto' | 'cpu' | 'cuda'; 'auto' probes CUDA once and logs ONE line.
+
+    onnxruntime-gpu lists the CUDA provider even on machines without a GPU and then prints a
+    page of errors per session; probing once with logging silenced keeps the log readable.
+    """
+    if device == "cpu":
+        return (CPU,)
+    if CUDA in ort.get_available_providers() and _cuda_loads():
+        log.info("using the CUDA execution provider")
+        return (CUDA, CPU)
+    if device == "cuda":
+        raise RuntimeError("--device cuda: the CUDA execution provider does not load here")
+    log.info("CUDA execution provider unavailable; using the CPU")
+    return (CPU,)
+
+
+def _cuda_loads() -> bool:
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "probe",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    try:
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=[CUDA, CPU])
+    except Exception:
+        return False
+    return CUDA in session.get_providers()
+
+
+def session_options() -> ort.SessionOptions:
+    """Threads = cores; extended optimisations keep exposed intermediate outputs intact."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = os.cpu_count() or 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    return options
+
+
+def create_session(model: onnx.ModelProto, device: str = "auto") -> ort.InferenceSession:
+    return ort.InferenceSession(
+        model.SerializeToString(), session_options(), providers=list(providers_for(device))
+    )

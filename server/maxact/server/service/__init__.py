@@ -1,0 +1,1 @@
+"""Thin gRPC servicers: validate, call the engine modules, convert to protos, stream."""

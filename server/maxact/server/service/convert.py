@@ -1,0 +1,126 @@
+"""Engine objects <-> API messages."""
+
+from __future__ import annotations
+
+from maxact.v1 import common_pb2, topk_service_pb2
+
+from ..preprocess import Preprocessing, ResolvedPreprocessing
+from ..rf import AxisGeometry, TensorField
+from ..scanner import Hit
+
+_ORDERS = {common_pb2.CHANNEL_ORDER_RGB: "rgb", common_pb2.CHANNEL_ORDER_BGR: "bgr"}
+_LAYOUTS = {common_pb2.LAYOUT_NCHW: "nchw", common_pb2.LAYOUT_NHWC: "nhwc"}
+MODES = {
+    topk_service_pb2.TOP_K_MODE_UNSPECIFIED: "image",
+    topk_service_pb2.TOP_K_MODE_IMAGE: "image",
+    topk_service_pb2.TOP_K_MODE_POSITION: "position",
+}
+
+
+def preprocessing_from_proto(message: common_pb2.Preprocessing) -> Preprocessing:
+    """Unset proto fields become None so model defaults can fill them."""
+    from ..errors import invalid_argument
+
+    def pair(values: list[int], name: str) -> tuple[int, int] | None:
+        if not values:
+            return None
+        if len(values) != 2:
+            raise invalid_argument(
+                "INVALID_PREPROCESSING", f"{name} needs two values [height, width], got {values}"
+            )
+        return int(values[0]), int(values[1])
+
+    def triple(values: list[float], name: str) -> tuple[float, float, float] | None:
+        if not values:
+            return None
+        if len(values) != 3:
+            raise invalid_argument(
+                "INVALID_PREPROCESSING", f"{name} needs three values, got {list(values)}"
+            )
+        return float(values[0]), float(values[1]), float(values[2])
+
+    return Preprocessing(
+        size=pair(list(message.size), "size"),
+        resize_shorter=message.resize_shorter or None,
+        center_crop=pair(list(message.center_crop), "center_crop"),
+        scale=message.scale if message.HasField("scale") else None,
+        mean=triple(list(message.mean), "mean"),
+        std=triple(list(message.std), "std"),
+        channel_order=_ORDERS.get(message.channel_order),
+        layout=_LAYOUTS.get(message.layout),
+    )
+
+
+def preprocessing_to_proto(prep: Preprocessing | ResolvedPreprocessing) -> common_pb2.Preprocessing:
+    message = common_pb2.Preprocessing()
+    if prep.size:
+        message.size.extend(prep.size)
+    if prep.resize_shorter:
+        message.resize_shorter = prep.resize_shorter
+    if prep.center_crop:
+        message.center_crop.extend(prep.center_crop)
+    if prep.scale is not None:
+        message.scale = prep.scale
+    if prep.mean:
+        message.mean.extend(prep.mean)
+    if prep.std:
+        message.std.extend(prep.std)
+    reverse_orders = {v: k for k, v in _ORDERS.items()}
+    reverse_layouts = {v: k for k, v in _LAYOUTS.items()}
+    if prep.channel_order:
+        message.channel_order = reverse_orders[prep.channel_order]
+    if prep.layout:
+        message.layout = reverse_layouts[prep.layout]
+    return message
+
+
+def geometry_to_proto(height: AxisGeometry, width: AxisGeometry) -> common_pb2.FieldGeometry:
+    return common_pb2.FieldGeometry(
+        size=[float(height.size), float(width.size)],
+        stride=[float(height.stride), float(width.stride)],
+        padding=[float(height.padding), float(width.padding)],
+    )
+
+
+def intervals(pairs: tuple[tuple[int, int], ...]) -> list[common_pb2.Interval]:
+    return [common_pb2.Interval(start=start, stop=stop) for start, stop in pairs]
+
+
+def field_to_proto(field: TensorField) -> common_pb2.ReceptiveField:
+    message = common_pb2.ReceptiveField(spatial=field.spatial, global_context=field.global_context)
+    if not field.spatial:
+        return message
+    message.geometry.CopyFrom(geometry_to_proto(*field.geometry()))
+    message.rows.extend(intervals(field.rows()))
+    message.cols.extend(intervals(field.cols()))
+    for group in field.groups:
+        message.channel_groups.append(
+            common_pb2.ChannelGroup(
+                first_channel=group.first,
+                last_channel=group.last,
+                geometry=geometry_to_proto(group.height, group.width),
+                rows=intervals(group.rows),
+                cols=intervals(group.cols),
+            )
+        )
+    return message
+
+
+def box_to_proto(box: tuple[int, int, int, int]) -> common_pb2.Box:
+    return common_pb2.Box(y0=box[0], x0=box[1], y1=box[2], x1=box[3])
+
+
+def hit_to_proto(
+    hit: Hit, original_box: tuple[int, int, int, int] | None = None
+) -> topk_service_pb2.Hit:
+    message = topk_service_pb2.Hit(
+        rank=hit.rank,
+        image=hit.image_id,
+        score=hit.score,
+        unit=common_pb2.Unit(y=hit.unit[0], x=hit.unit[1]),
+        input_box=box_to_proto(hit.box),
+        channel=hit.channel,
+    )
+    if original_box is not None:
+        message.box.CopyFrom(box_to_proto(original_box))
+    return message

@@ -1,0 +1,39 @@
+"""DatasetService: the image folders under the data root."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+from maxact.v1 import dataset_service_pb2 as pb
+from maxact.v1 import dataset_service_pb2_grpc
+
+from ..datasets import Dataset
+from .errors import rpc
+from .lookup import ServerState
+
+
+def _summary(dataset: Dataset) -> pb.DatasetSummary:
+    return pb.DatasetSummary(
+        name=dataset.name, image_count=len(dataset.ids), labels=dataset.classes
+    )
+
+
+class DatasetServicer(dataset_service_pb2_grpc.DatasetServiceServicer):
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+
+    @rpc
+    async def ListDatasets(
+        self, request: pb.ListDatasetsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListDatasetsResponse:
+        catalog = self.state.datasets
+        datasets = await asyncio.to_thread(lambda: [catalog.open(n) for n in catalog.names()])
+        return pb.ListDatasetsResponse(datasets=[_summary(d) for d in datasets])
+
+    @rpc
+    async def GetDataset(
+        self, request: pb.GetDatasetRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetDatasetResponse:
+        dataset = await asyncio.to_thread(self.state.datasets.open, request.name)
+        return pb.GetDatasetResponse(dataset=_summary(dataset))

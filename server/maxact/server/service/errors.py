@@ -1,0 +1,69 @@
+"""Turn ServiceError (and surprises) into rich gRPC statuses, for unary and streaming handlers."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+from grpc_status import rpc_status
+
+from ..errors import ServiceError
+
+log = logging.getLogger("maxact.server")
+
+
+def _internal(exc: Exception, method: str) -> ServiceError:
+    log.exception("unexpected error in %s", method)
+    return ServiceError(
+        grpc.StatusCode.INTERNAL, "INTERNAL", f"{method} failed unexpectedly: {exc}"
+    )
+
+
+async def _abort(context: grpc.aio.ServicerContext, error: ServiceError) -> None:
+    await context.abort_with_status(rpc_status.to_status(error.to_status()))
+
+
+def rpc(handler: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a servicer method so that every failure reaches the client as a proper status."""
+    name = handler.__name__
+    if inspect.isasyncgenfunction(handler):
+
+        @functools.wraps(handler)
+        async def streaming(
+            self: Any, request: Any, context: grpc.aio.ServicerContext
+        ) -> AsyncIterator[Any]:
+            try:
+                async for item in handler(self, request, context):
+                    yield item
+            except ServiceError as error:
+                await _abort(context, error)
+            except Exception as exc:
+                if isinstance(exc, grpc.aio.AbortError):
+                    raise
+                await _abort(context, _internal(exc, name))
+
+        return streaming
+
+    @functools.wraps(handler)
+    async def unary(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await handler(self, request, context)
+        except ServiceError as error:
+            await _abort(context, error)
+        except Exception as exc:
+            if isinstance(exc, grpc.aio.AbortError):
+                raise
+            await _abort(context, _internal(exc, name))
+
+    return unary
+
+
+async def abort_unimplemented(context: grpc.aio.ServicerContext, what: str) -> None:
+    """UNIMPLEMENTED with a message that says which RPC; never a fake answer."""
+    from ..errors import unimplemented
+
+    await _abort(context, unimplemented(what))

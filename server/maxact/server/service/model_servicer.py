@@ -1,0 +1,102 @@
+"""ModelService: list, describe (inputs, default preprocessing, layer catalogue with fields)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+from maxact.v1 import model_service_pb2 as pb
+from maxact.v1 import model_service_pb2_grpc
+from onnx import TensorProto
+
+from .convert import field_to_proto, preprocessing_to_proto
+from .errors import abort_unimplemented, rpc
+from .lookup import ServerState, load_model, size_from
+
+
+class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+
+    @rpc
+    async def ListModels(
+        self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListModelsResponse:
+        names = await asyncio.to_thread(self.state.models.names)
+        return pb.ListModelsResponse(
+            models=[
+                pb.ModelSummary(
+                    name=name, size_bytes=size, loaded=self.state.models.is_loaded(name)
+                )
+                for name, size in names
+            ]
+        )
+
+    @rpc
+    async def GetModel(
+        self, request: pb.GetModelRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetModelResponse:
+        model = await load_model(self.state, request.name)
+        size = model.input_size(size_from(list(request.size)))
+        view = await asyncio.to_thread(model.view, size)
+        response = pb.GetModelResponse(
+            name=model.name,
+            default_preprocessing=preprocessing_to_proto(model.default_preprocessing),
+            input_height=size[0],
+            input_width=size[1],
+        )
+        for value in model.proto.graph.input:
+            if value.name == model.input.name:
+                response.inputs.append(_tensor_info(value))
+        response.outputs.extend(_tensor_info(value) for value in model.proto.graph.output)
+        for layer in view.layers:
+            message = pb.Layer(
+                name=layer.name, op=layer.op, shape=list(layer.shape), field_error=layer.field_error
+            )
+            if layer.field is not None:
+                message.receptive_field.CopyFrom(field_to_proto(layer.field))
+            response.layers.append(message)
+        return response
+
+    @rpc
+    async def LoadModel(
+        self, request: pb.LoadModelRequest, context: grpc.aio.ServicerContext
+    ) -> pb.LoadModelResponse:
+        model = await load_model(self.state, request.name)
+        return pb.LoadModelResponse(
+            model=pb.ModelSummary(
+                name=model.name, size_bytes=model.path.stat().st_size, loaded=True
+            )
+        )
+
+    @rpc
+    async def UnloadModel(
+        self, request: pb.UnloadModelRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UnloadModelResponse:
+        self.state.models.path_of(request.name)
+        self.state.models.unload(request.name)
+        return pb.UnloadModelResponse()
+
+    async def UploadModel(
+        self,
+        request_iterator: AsyncIterator[pb.UploadModelRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> pb.UploadModelResponse:
+        await abort_unimplemented(context, "ModelService.UploadModel")
+        return pb.UploadModelResponse()
+
+
+def _tensor_info(value: object) -> pb.TensorInfo:
+    tensor_type = value.type.tensor_type  # type: ignore[attr-defined]
+    shape = [
+        d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1
+        for d in tensor_type.shape.dim
+    ]
+    return pb.TensorInfo(
+        name=value.name,  # type: ignore[attr-defined]
+        element_type=TensorProto.DataType.Name(tensor_type.elem_type).lower()
+        if tensor_type.elem_type
+        else "",
+        shape=shape,
+    )

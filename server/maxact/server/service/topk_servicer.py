@@ -1,0 +1,215 @@
+"""TopKService: scan a server-side dataset for one neuron and stream progress, then patches.
+
+The scan runs in its own thread ("maxact-scan-N"); events cross into the event loop through an
+asyncio queue. When the client cancels, the handler's finally stops the scan (between batches
+and inside a running inference) and waits for the thread, so no work outlives the call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+from maxact.v1 import topk_service_pb2 as pb
+from maxact.v1 import topk_service_pb2_grpc
+
+from ..datasets import Dataset
+from ..errors import invalid_argument
+from ..patches import crop_patch
+from ..preprocess import resolve
+from ..reader import file_source
+from ..scanner import Hit, NeuronQuery, NeuronScan, ScanCallbacks, ScanCancelled
+from .convert import MODES, hit_to_proto, preprocessing_from_proto
+from .errors import abort_unimplemented, rpc
+from .lookup import (
+    ServerState,
+    check_channel,
+    check_unit,
+    find_layer,
+    load_model,
+    require_field,
+)
+
+MAX_K = 1000
+DEFAULT_K = 9
+_scan_numbers = itertools.count(1)
+_DONE = object()
+
+
+class TopKServicer(topk_service_pb2_grpc.TopKServiceServicer):
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+
+    @rpc
+    async def StreamTopK(
+        self, request: pb.StreamTopKRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.StreamTopKResponse]:
+        query_message = request.query
+        model = await load_model(self.state, query_message.model)
+        prep_request = preprocessing_from_proto(query_message.preprocessing)
+        prep = resolve(
+            model.default_preprocessing, prep_request, model.input.fixed_size, model.input.layout
+        )
+        layer = await find_layer(model, prep.input_size, query_message.layer)
+        query = _neuron_query(query_message)
+        check_channel(layer, query.channel)
+        if query.unit is not None:
+            check_unit(layer, query.unit)
+        require_field(layer)
+        if not request.dataset:
+            raise invalid_argument("DATASET_REQUIRED", "no dataset name given")
+        dataset = await asyncio.to_thread(self.state.datasets.open, request.dataset)
+        scan = await asyncio.to_thread(NeuronScan, model, layer, query, prep)
+        async for event in _run_in_thread(
+            lambda emit: _scan_dataset(scan, dataset, emit), stopper=scan.stop
+        ):
+            yield event
+
+    async def StreamTopKImages(
+        self,
+        request_iterator: AsyncIterator[pb.StreamTopKImagesRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[pb.StreamTopKImagesResponse]:
+        await abort_unimplemented(context, "TopKService.StreamTopKImages")
+        yield pb.StreamTopKImagesResponse()
+
+
+def _neuron_query(message: pb.TopKQuery) -> NeuronQuery:
+    k = message.k or DEFAULT_K
+    if not 0 < k <= MAX_K:
+        raise invalid_argument("K_OUT_OF_RANGE", f"k must be in 1..{MAX_K}, got {k}")
+    if message.mode not in MODES:
+        raise invalid_argument("INVALID_MODE", f"unknown top-k mode {message.mode}")
+    if message.per_image_cap < 0:
+        raise invalid_argument("INVALID_CAP", "per_image_cap must be >= 0")
+    if message.channel < 0:
+        raise invalid_argument("CHANNEL_OUT_OF_RANGE", f"channel {message.channel} is negative")
+    return NeuronQuery(
+        layer=message.layer,
+        channel=message.channel,
+        unit=(message.unit.y, message.unit.x) if message.HasField("unit") else None,
+        k=k,
+        mode=MODES[message.mode],
+        bottom=message.bottom,
+        per_image_cap=message.per_image_cap,
+    )
+
+
+def _scan_dataset(scan: NeuronScan, dataset: Dataset, emit: Callable[[Any], None]) -> None:
+    """The scan thread's body: scan, then crop and send each patch, then done."""
+    sources = [
+        file_source(i, image_id, dataset.path_of(image_id))
+        for i, image_id in enumerate(dataset.ids)
+    ]
+    callbacks = ScanCallbacks(
+        progress=_throttled(
+            lambda done, total, failed: emit(
+                pb.StreamTopKResponse(
+                    progress=pb.Progress(images_done=done, images_total=total, images_failed=failed)
+                )
+            )
+        ),
+        partial=lambda hits, done: emit(
+            pb.StreamTopKResponse(
+                partial=pb.PartialTopK(hits=[hit_to_proto(hit) for hit in hits], images_done=done)
+            )
+        ),
+        skipped=lambda image_id, reason: emit(
+            pb.StreamTopKResponse(skipped=pb.ImageSkipped(image=image_id, reason=reason))
+        ),
+    )
+    outcome = scan.run(sources, callbacks)
+    emit(
+        pb.StreamTopKResponse(
+            progress=pb.Progress(
+                images_done=outcome.images_scanned,
+                images_total=len(sources),
+                images_failed=outcome.images_failed,
+            )
+        )
+    )
+    for hit in outcome.hits:
+        if scan.stop_event.is_set():
+            raise ScanCancelled()
+        emit(pb.StreamTopKResponse(patch=_patch(scan, sources, hit)))
+    emit(
+        pb.StreamTopKResponse(
+            done=pb.Done(
+                images_scanned=outcome.images_scanned,
+                images_failed=outcome.images_failed,
+                k=scan.query.k,
+                mode=_mode_enum(scan.query.mode),
+            )
+        )
+    )
+
+
+def _patch(scan: NeuronScan, sources: list[Any], hit: Hit) -> pb.Patch:
+    patch = crop_patch(sources[hit.image_index], hit.box, scan.prep)
+    return pb.Patch(hit=hit_to_proto(hit, patch.box), png=patch.png)
+
+
+def _mode_enum(mode: str) -> int:
+    return pb.TOP_K_MODE_POSITION if mode == "position" else pb.TOP_K_MODE_IMAGE
+
+
+def _throttled(
+    send: Callable[[int, int, int], None], interval: float = 0.1
+) -> Callable[[int, int, int], None]:
+    """At most one progress message per interval (the final one is sent separately)."""
+    import time
+
+    last = [0.0]
+
+    def maybe_send(done: int, total: int, failed: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= interval:
+            last[0] = now
+            send(done, total, failed)
+
+    return maybe_send
+
+
+async def _run_in_thread(
+    body: Callable[[Callable[[Any], None]], None],
+    stopper: Callable[[], None] | None = None,
+) -> AsyncIterator[Any]:
+    """Run `body(emit)` in a named thread and yield what it emits, until it returns.
+
+    Cancelling the consumer stops the body (via `stopper`) and joins the thread.
+    """
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+
+    def emit(item: Any) -> None:
+        loop.call_soon_threadsafe(queue.put_nowait, item)
+
+    def target() -> None:
+        try:
+            body(emit)
+        except ScanCancelled:
+            pass
+        except BaseException as exc:
+            emit(exc)
+        finally:
+            emit(_DONE)
+
+    thread = threading.Thread(target=target, name=f"maxact-scan-{next(_scan_numbers)}", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = await queue.get()
+            if item is _DONE:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        if thread.is_alive():
+            if stopper is not None:
+                stopper()
+            await asyncio.to_thread(thread.join)
