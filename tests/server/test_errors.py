@@ -1,0 +1,111 @@
+"""Bad input gets the right status code, a reason, and a message naming the culprit; the server
+keeps serving afterwards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from PIL import Image
+
+from maxact.client import Client, MaxactError
+from tests.onnx_models import bright_square_model, save
+
+
+@pytest.fixture
+def world(model_root: Path, data_root: Path) -> Path:
+    save(bright_square_model(64), model_root, "net")
+    (model_root / "broken.onnx").write_bytes(b"this is not an onnx model at all\x00\xff")
+    dataset = data_root / "mixed"
+    dataset.mkdir()
+    for i in range(5):
+        pixels = np.full((64, 64, 3), 20 * i, dtype=np.uint8)
+        Image.fromarray(pixels).save(dataset / f"ok_{i}.png")
+    (dataset / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated garbage")
+    return dataset
+
+
+def _error(call) -> MaxactError:  # type: ignore[no-untyped-def]
+    with pytest.raises(MaxactError) as caught:
+        call()
+    return caught.value
+
+
+def test_unknown_model_is_not_found_and_named(client: Client, world: Path) -> None:
+    error = _error(lambda: client.get_model("no/such/model"))
+    assert error.code == grpc.StatusCode.NOT_FOUND
+    assert error.reason == "MODEL_NOT_FOUND"
+    assert "no/such/model" in error.message
+    assert [m.name for m in client.list_models()] == ["broken", "net"]
+
+
+def test_unknown_layer_is_invalid_argument_and_named(client: Client, world: Path) -> None:
+    error = _error(lambda: client.topk("net", "conv9", 0, dataset="mixed").result())
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.reason == "LAYER_NOT_FOUND"
+    assert "conv9" in error.message
+    error = _error(lambda: client.receptive_field("net", "nope"))
+    assert error.reason == "LAYER_NOT_FOUND"
+
+
+def test_channel_out_of_range_names_the_valid_range(client: Client, world: Path) -> None:
+    error = _error(lambda: client.topk("net", "conv1", 2, dataset="mixed").result())
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.reason == "CHANNEL_OUT_OF_RANGE"
+    assert "0..1" in error.message and "conv1" in error.message
+
+
+def test_unreadable_image_is_reported_and_skipped_and_the_scan_completes(
+    client: Client, world: Path
+) -> None:
+    result = client.topk("net", "conv1", 0, dataset="mixed", k=3).result()
+    assert [s.image for s in result.skipped] == ["corrupt.jpg"]
+    assert "cannot read image" in result.skipped[0].reason
+    assert result.images_scanned == 5
+    assert result.images_failed == 1
+    assert [h.image for h in result.hits] == ["ok_4.png", "ok_3.png", "ok_2.png"]
+
+
+def test_file_that_is_not_onnx_is_failed_precondition(client: Client, world: Path) -> None:
+    error = _error(lambda: client.get_model("broken"))
+    assert error.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert error.reason == "MODEL_INVALID"
+    assert "broken" in error.message
+    assert client.get_model("net").name == "net"
+
+
+def test_unknown_dataset_is_not_found(client: Client, world: Path) -> None:
+    error = _error(lambda: client.topk("net", "conv1", 0, dataset="nope").result())
+    assert error.code == grpc.StatusCode.NOT_FOUND
+    assert error.reason == "DATASET_NOT_FOUND"
+
+
+def test_names_escaping_the_root_are_refused(client: Client, world: Path) -> None:
+    error = _error(lambda: client.get_model("../models/net"))
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.reason == "INVALID_NAME"
+    error = _error(lambda: client.topk("net", "conv1", 0, dataset="..").result())
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_wrong_preprocessing_size_for_a_fixed_model_is_invalid(client: Client,
+                                                               world: Path) -> None:
+    from maxact.client import Preprocessing
+
+    error = _error(lambda: client.topk("net", "conv1", 0, dataset="mixed",
+                                       preprocessing=Preprocessing(size=(32, 32))).result())
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.reason == "INVALID_PREPROCESSING"
+    assert "[64, 64]" in error.message
+
+
+def test_unimplemented_rpcs_say_which(client: Client, world: Path) -> None:
+    from maxact.v1 import scan_service_pb2, scan_service_pb2_grpc
+
+    stub = scan_service_pb2_grpc.ScanServiceStub(client._channel)  # noqa: SLF001
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ListScans(scan_service_pb2.ListScansRequest())
+    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "ScanService.ListScans" in caught.value.details()
