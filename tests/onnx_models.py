@@ -104,7 +104,7 @@ def heavy_cnn(size: int = 128, depth: int = 6, width: int = 32) -> onnx.ModelPro
         nodes,
         "heavy",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, size, size])],
-        [helper.make_tensor_value_info(previous, TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info(previous, TensorProto.FLOAT, ["N", width, size, size])],
         initializer=inits,
     )
     return finish(graph)

@@ -81,7 +81,7 @@ def _expected_channel_topk(values: np.ndarray, channel: int, k: int, ids: list[s
                            bottom: bool = False) -> list[tuple[str, float, tuple[int, int]]]:
     maps = values[:, channel]
     flat = maps.reshape(len(ids), -1)
-    best = flat.argmin(axis=1) if bottom else flat.argmax(axis=1)
+    best = flat.argmax(axis=1)  # an image's response is the channel's max, also for bottom-k
     scores = flat[np.arange(len(ids)), best]
     order = sorted(range(len(ids)), key=lambda i: ((scores[i] if bottom else -scores[i]), i))[:k]
     width = maps.shape[2]

@@ -1,7 +1,7 @@
 """Scan a dataset for one neuron: batched inference on the pruned graph, then running top-k.
 
 Modes (DESIGN §4): `image` keeps at most one entry per image (the channel's max over space,
-or the single unit's value); `position` keeps the best units anywhere, suppressing units whose
+or the single unit's value; `bottom` ranks the same per-image responses ascending); `position` keeps the best units anywhere, suppressing units whose
 receptive-field boxes overlap a better unit of the same image; flat tensors rank an index.
 """
 
@@ -160,7 +160,7 @@ class NeuronScan:
                 )
         else:
             flat = maps.reshape(len(images), -1)
-            best = np.argmin(flat, axis=1) if query.bottom else np.argmax(flat, axis=1)
+            best = np.argmax(flat, axis=1)  # the channel's response; bottom ranks it ascending
             scores = flat[np.arange(len(images)), best]
             width = maps.shape[2]
             self._reducer.update(
