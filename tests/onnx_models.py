@@ -63,12 +63,19 @@ def random_cnn(seed: int = 0, size: int = 32) -> onnx.ModelProto:
     w_fc = rng.normal(0, 0.5, (4, 6)).astype(np.float32)
     b_fc = np.zeros((4,), dtype=np.float32)
     nodes = [
-        helper.make_node("Conv", ["input", "w_a", "b_a"], ["conv_a"], kernel_shape=[3, 3],
-                         pads=[1, 1, 1, 1]),
+        helper.make_node(
+            "Conv", ["input", "w_a", "b_a"], ["conv_a"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]
+        ),
         helper.make_node("Relu", ["conv_a"], ["relu_a"]),
         helper.make_node("MaxPool", ["relu_a"], ["pool_a"], kernel_shape=[2, 2], strides=[2, 2]),
-        helper.make_node("Conv", ["pool_a", "w_b", "b_b"], ["conv_b"], kernel_shape=[3, 3],
-                         strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node(
+            "Conv",
+            ["pool_a", "w_b", "b_b"],
+            ["conv_b"],
+            kernel_shape=[3, 3],
+            strides=[2, 2],
+            pads=[1, 1, 1, 1],
+        ),
         helper.make_node("Relu", ["conv_b"], ["relu_b"]),
         helper.make_node("GlobalAveragePool", ["relu_b"], ["gap"]),
         helper.make_node("Flatten", ["gap"], ["flat"]),
@@ -80,9 +87,12 @@ def random_cnn(seed: int = 0, size: int = 32) -> onnx.ModelProto:
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, size, size])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 4])],
         initializer=[
-            numpy_helper.from_array(w_a, "w_a"), numpy_helper.from_array(b_a, "b_a"),
-            numpy_helper.from_array(w_b, "w_b"), numpy_helper.from_array(b_b, "b_b"),
-            numpy_helper.from_array(w_fc, "w_fc"), numpy_helper.from_array(b_fc, "b_fc"),
+            numpy_helper.from_array(w_a, "w_a"),
+            numpy_helper.from_array(b_a, "b_a"),
+            numpy_helper.from_array(w_b, "w_b"),
+            numpy_helper.from_array(b_b, "b_b"),
+            numpy_helper.from_array(w_fc, "w_fc"),
+            numpy_helper.from_array(b_fc, "b_fc"),
         ],
     )
     return finish(graph)
@@ -96,8 +106,11 @@ def heavy_cnn(size: int = 128, depth: int = 6, width: int = 32) -> onnx.ModelPro
     for i in range(depth):
         w = rng.normal(0, 0.1, (width, channels, 3, 3)).astype(np.float32)
         inits.append(numpy_helper.from_array(w, f"w{i}"))
-        nodes.append(helper.make_node("Conv", [previous, f"w{i}"], [f"conv{i}"],
-                                      kernel_shape=[3, 3], pads=[1, 1, 1, 1]))
+        nodes.append(
+            helper.make_node(
+                "Conv", [previous, f"w{i}"], [f"conv{i}"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]
+            )
+        )
         nodes.append(helper.make_node("Relu", [f"conv{i}"], [f"relu{i}"]))
         previous, channels = f"relu{i}", width
     graph = helper.make_graph(

@@ -90,12 +90,14 @@ def test_names_escaping_the_root_are_refused(client: Client, world: Path) -> Non
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT
 
 
-def test_wrong_preprocessing_size_for_a_fixed_model_is_invalid(client: Client,
-                                                               world: Path) -> None:
+def test_wrong_preprocessing_size_for_a_fixed_model_is_invalid(client: Client, world: Path) -> None:
     from maxact.client import Preprocessing
 
-    error = _error(lambda: client.topk("net", "conv1", 0, dataset="mixed",
-                                       preprocessing=Preprocessing(size=(32, 32))).result())
+    error = _error(
+        lambda: client.topk(
+            "net", "conv1", 0, dataset="mixed", preprocessing=Preprocessing(size=(32, 32))
+        ).result()
+    )
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT
     assert error.reason == "INVALID_PREPROCESSING"
     assert "[64, 64]" in error.message
@@ -104,7 +106,7 @@ def test_wrong_preprocessing_size_for_a_fixed_model_is_invalid(client: Client,
 def test_unimplemented_rpcs_say_which(client: Client, world: Path) -> None:
     from maxact.v1 import scan_service_pb2, scan_service_pb2_grpc
 
-    stub = scan_service_pb2_grpc.ScanServiceStub(client._channel)  # noqa: SLF001
+    stub = scan_service_pb2_grpc.ScanServiceStub(client._channel)
     with pytest.raises(grpc.RpcError) as caught:
         stub.ListScans(scan_service_pb2.ListScansRequest())
     assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED

@@ -12,19 +12,24 @@ from maxact.server.preprocess import Preprocessing, resolve
 
 
 def test_fed_value_is_pixel_times_scale_minus_mean_over_std_in_bgr_order() -> None:
-    prep = resolve(Preprocessing(), Preprocessing(size=(2, 2), scale=0.5, mean=(1, 2, 3),
-                                                  std=(2, 4, 8), channel_order="bgr"),
-                   None, "nchw")
+    prep = resolve(
+        Preprocessing(),
+        Preprocessing(size=(2, 2), scale=0.5, mean=(1, 2, 3), std=(2, 4, 8), channel_order="bgr"),
+        None,
+        "nchw",
+    )
     image = Image.fromarray(np.full((2, 2, 3), (10, 20, 30), dtype=np.uint8))
     values = prep.to_array(image)
     assert values.shape == (3, 2, 2)
-    assert values[:, 0, 0].tolist() == pytest.approx([(30 * 0.5 - 1) / 2, (20 * 0.5 - 2) / 4,
-                                                      (10 * 0.5 - 3) / 8])
+    assert values[:, 0, 0].tolist() == pytest.approx(
+        [(30 * 0.5 - 1) / 2, (20 * 0.5 - 2) / 4, (10 * 0.5 - 3) / 8]
+    )
 
 
 def test_resize_shorter_and_center_crop_box_maps_back_exactly() -> None:
-    prep = resolve(Preprocessing(), Preprocessing(resize_shorter=100, center_crop=(100, 100)),
-                   None, "nchw")
+    prep = resolve(
+        Preprocessing(), Preprocessing(resize_shorter=100, center_crop=(100, 100)), None, "nchw"
+    )
     geometry = prep.geometry(200, 400)  # halve: 100 x 200, crop columns 50..150
     assert geometry.to_original((0, 0, 100, 100)) == (0, 100, 200, 300)
     assert geometry.to_original((10, 20, 11, 21)) == (20, 140, 22, 142)
@@ -46,4 +51,8 @@ def test_request_overrides_model_defaults_field_by_field() -> None:
     defaults = Preprocessing(resize_shorter=256, center_crop=(224, 224), mean=(1, 2, 3))
     prep = resolve(defaults, Preprocessing(std=(2, 2, 2)), (224, 224), "nchw")
     assert (prep.resize_shorter, prep.center_crop, prep.mean, prep.std) == (
-        256, (224, 224), (1, 2, 3), (2, 2, 2))
+        256,
+        (224, 224),
+        (1, 2, 3),
+        (2, 2, 2),
+    )

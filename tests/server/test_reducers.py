@@ -48,6 +48,7 @@ def test_merging_disjoint_shards_equals_scanning_their_union() -> None:
 
 def test_fewer_candidates_than_k_returns_only_real_entries() -> None:
     reducer = RunningTopK(1, 5)
-    reducer.update(np.array([[1.0], [3.0]]), np.array([0, 1]), np.zeros((2, 1), int),
-                   np.zeros((2, 1), int))
+    reducer.update(
+        np.array([[1.0], [3.0]]), np.array([0, 1]), np.zeros((2, 1), int), np.zeros((2, 1), int)
+    )
     assert [e.image for e in reducer.entries(0)] == [1, 0]

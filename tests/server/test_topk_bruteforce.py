@@ -44,13 +44,15 @@ def _brute_force_inputs(dataset: Path, ids: list[str]) -> np.ndarray:
     return np.stack(arrays).astype(np.float32)
 
 
-def _layer_outputs(model: onnx.ModelProto, layers: list[str], inputs: np.ndarray
-                   ) -> dict[str, np.ndarray]:
+def _layer_outputs(
+    model: onnx.ModelProto, layers: list[str], inputs: np.ndarray
+) -> dict[str, np.ndarray]:
     exposed = onnx.ModelProto()
     exposed.CopyFrom(model)
     for layer in layers:
-        exposed.graph.output.append(onnx.helper.make_tensor_value_info(layer, onnx.TensorProto.FLOAT,
-                                                                       None))
+        exposed.graph.output.append(
+            onnx.helper.make_tensor_value_info(layer, onnx.TensorProto.FLOAT, None)
+        )
     session = ort.InferenceSession(exposed.SerializeToString(), providers=["CPUExecutionProvider"])
     values = session.run(layers, {"input": inputs})
     return dict(zip(layers, values, strict=True))
@@ -72,32 +74,47 @@ def bruteforce_world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, obje
 def bf_client(bruteforce_world: dict[str, object]):  # type: ignore[no-untyped-def]
     from maxact.server.app import start_server
 
-    with start_server(bruteforce_world["model_root"], bruteforce_world["data_root"],
-                      device="cpu") as running, Client(running.address, timeout=120) as client:
+    with (
+        start_server(
+            bruteforce_world["model_root"], bruteforce_world["data_root"], device="cpu"
+        ) as running,
+        Client(running.address, timeout=120) as client,
+    ):
         yield client
 
 
-def _expected_channel_topk(values: np.ndarray, channel: int, k: int, ids: list[str],
-                           bottom: bool = False) -> list[tuple[str, float, tuple[int, int]]]:
+def _expected_channel_topk(
+    values: np.ndarray, channel: int, k: int, ids: list[str], bottom: bool = False
+) -> list[tuple[str, float, tuple[int, int]]]:
     maps = values[:, channel]
     flat = maps.reshape(len(ids), -1)
     best = flat.argmax(axis=1)  # an image's response is the channel's max, also for bottom-k
     scores = flat[np.arange(len(ids)), best]
     order = sorted(range(len(ids)), key=lambda i: ((scores[i] if bottom else -scores[i]), i))[:k]
     width = maps.shape[2]
-    return [(ids[i], float(scores[i]), (int(best[i] // width), int(best[i] % width)))
-            for i in order]
+    return [
+        (ids[i], float(scores[i]), (int(best[i] // width), int(best[i] % width))) for i in order
+    ]
 
 
-@pytest.mark.parametrize(("layer", "channel"), [("conv_a", 0), ("conv_a", 5), ("relu_b", 2),
-                                                ("relu_b", 4)])
-def test_channel_topk_equals_brute_force(bf_client: Client, bruteforce_world: dict, layer: str,
-                                         channel: int) -> None:
+@pytest.mark.parametrize(
+    ("layer", "channel"), [("conv_a", 0), ("conv_a", 5), ("relu_b", 2), ("relu_b", 4)]
+)
+def test_channel_topk_equals_brute_force(
+    bf_client: Client, bruteforce_world: dict, layer: str, channel: int
+) -> None:
     k = 10
-    result = bf_client.topk("random", layer, channel, dataset="photos", k=k,
-                            preprocessing=Preprocessing(size=(SIZE, SIZE))).result()
-    expected = _expected_channel_topk(bruteforce_world["outputs"][layer], channel, k,
-                                      bruteforce_world["ids"])
+    result = bf_client.topk(
+        "random",
+        layer,
+        channel,
+        dataset="photos",
+        k=k,
+        preprocessing=Preprocessing(size=(SIZE, SIZE)),
+    ).result()
+    expected = _expected_channel_topk(
+        bruteforce_world["outputs"][layer], channel, k, bruteforce_world["ids"]
+    )
     assert result.images_scanned == IMAGES
     assert [h.image for h in result.hits] == [e[0] for e in expected]
     assert [h.unit for h in result.hits] == [e[2] for e in expected]
@@ -105,10 +122,18 @@ def test_channel_topk_equals_brute_force(bf_client: Client, bruteforce_world: di
 
 
 def test_bottom_k_equals_brute_force(bf_client: Client, bruteforce_world: dict) -> None:
-    result = bf_client.topk("random", "conv_a", 1, dataset="photos", k=7, bottom=True,
-                            preprocessing=Preprocessing(size=(SIZE, SIZE))).result()
-    expected = _expected_channel_topk(bruteforce_world["outputs"]["conv_a"], 1, 7,
-                                      bruteforce_world["ids"], bottom=True)
+    result = bf_client.topk(
+        "random",
+        "conv_a",
+        1,
+        dataset="photos",
+        k=7,
+        bottom=True,
+        preprocessing=Preprocessing(size=(SIZE, SIZE)),
+    ).result()
+    expected = _expected_channel_topk(
+        bruteforce_world["outputs"]["conv_a"], 1, 7, bruteforce_world["ids"], bottom=True
+    )
     assert [h.image for h in result.hits] == [e[0] for e in expected]
     assert [h.score for h in result.hits] == pytest.approx([e[1] for e in expected], rel=1e-5)
 
@@ -116,12 +141,20 @@ def test_bottom_k_equals_brute_force(bf_client: Client, bruteforce_world: dict) 
 def test_single_unit_topk_equals_brute_force(bf_client: Client, bruteforce_world: dict) -> None:
     values = bruteforce_world["outputs"]["relu_b"][:, 3, 2, 5]
     order = sorted(range(IMAGES), key=lambda i: (-values[i], i))[:5]
-    result = bf_client.topk("random", "relu_b", 3, unit=(2, 5), dataset="photos", k=5,
-                            preprocessing=Preprocessing(size=(SIZE, SIZE))).result()
+    result = bf_client.topk(
+        "random",
+        "relu_b",
+        3,
+        unit=(2, 5),
+        dataset="photos",
+        k=5,
+        preprocessing=Preprocessing(size=(SIZE, SIZE)),
+    ).result()
     assert [h.image for h in result.hits] == [bruteforce_world["ids"][i] for i in order]
     assert all(h.unit == (2, 5) for h in result.hits)
-    assert [h.score for h in result.hits] == pytest.approx([float(values[i]) for i in order],
-                                                           rel=1e-5)
+    assert [h.score for h in result.hits] == pytest.approx(
+        [float(values[i]) for i in order], rel=1e-5
+    )
 
 
 def test_flat_logit_topk_equals_brute_force_with_whole_image_patches(
@@ -129,11 +162,13 @@ def test_flat_logit_topk_equals_brute_force_with_whole_image_patches(
 ) -> None:
     logits = bruteforce_world["outputs"]["logits"][:, 2]
     order = sorted(range(IMAGES), key=lambda i: (-logits[i], i))[:6]
-    result = bf_client.topk("random", "logits", 2, dataset="photos", k=6,
-                            preprocessing=Preprocessing(size=(SIZE, SIZE))).result()
+    result = bf_client.topk(
+        "random", "logits", 2, dataset="photos", k=6, preprocessing=Preprocessing(size=(SIZE, SIZE))
+    ).result()
     assert [h.image for h in result.hits] == [bruteforce_world["ids"][i] for i in order]
-    assert [h.score for h in result.hits] == pytest.approx([float(logits[i]) for i in order],
-                                                           rel=1e-5)
+    assert [h.score for h in result.hits] == pytest.approx(
+        [float(logits[i]) for i in order], rel=1e-5
+    )
     for patch in result.patches:
         width, height = Image.open(bruteforce_world["data_root"] / "photos" / patch.hit.image).size
         assert patch.hit.box == (0, 0, height, width)
