@@ -1,8 +1,9 @@
 """Scan a dataset for one neuron: batched inference on the pruned graph, then running top-k.
 
 Modes (DESIGN §4): `image` keeps at most one entry per image (the channel's max over space,
-or the single unit's value; `bottom` ranks the same per-image responses ascending); `position` keeps the best units anywhere, suppressing units whose
-receptive-field boxes overlap a better unit of the same image; flat tensors rank an index.
+or the single unit's value; `bottom` ranks the same per-image responses ascending);
+`position` keeps the best units anywhere, suppressing units whose receptive-field boxes
+overlap a better unit of the same image; flat tensors rank an index.
 """
 
 from __future__ import annotations
