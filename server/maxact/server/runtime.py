@@ -46,10 +46,13 @@ def _cuda_loads() -> bool:
     model.ir_version = 8
     options = ort.SessionOptions()
     options.log_severity_level = 4
+    ort.set_default_logger_severity(4)  # the provider bridge logs through the default logger
     try:
         session = ort.InferenceSession(model.SerializeToString(), options, providers=[CUDA, CPU])
-    except Exception:
+    except Exception:  # any failure means "no CUDA here"
         return False
+    finally:
+        ort.set_default_logger_severity(3)
     return CUDA in session.get_providers()
 
 
