@@ -13,6 +13,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
 from maxact.v1 import (
     dataset_service_pb2,
     dataset_service_pb2_grpc,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import grpc
+
 from maxact.v1 import dataset_service_pb2 as pb
 from maxact.v1 import dataset_service_pb2_grpc
 

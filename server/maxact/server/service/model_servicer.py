@@ -6,9 +6,10 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
+from onnx import TensorProto
+
 from maxact.v1 import model_service_pb2 as pb
 from maxact.v1 import model_service_pb2_grpc
-from onnx import TensorProto
 
 from .convert import field_to_proto, preprocessing_to_proto
 from .errors import abort_unimplemented, rpc

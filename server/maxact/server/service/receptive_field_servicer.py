@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grpc
+
 from maxact.v1 import receptive_field_service_pb2 as pb
 from maxact.v1 import receptive_field_service_pb2_grpc
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import grpc
+
 from maxact.v1 import neuron_service_pb2 as npb
 from maxact.v1 import neuron_service_pb2_grpc, scan_service_pb2_grpc
 from maxact.v1 import scan_service_pb2 as spb
