@@ -89,7 +89,7 @@ def intervals(pairs: tuple[tuple[int, int], ...]) -> list[common_pb2.Interval]:
 def field_to_proto(field: TensorField) -> common_pb2.ReceptiveField:
     message = common_pb2.ReceptiveField(spatial=field.spatial, global_context=field.global_context)
     if not field.spatial:
-        return message
+        return _whole_image(message, field)
     message.geometry.CopyFrom(geometry_to_proto(*field.geometry()))
     message.rows.extend(intervals(field.rows()))
     message.cols.extend(intervals(field.cols()))
@@ -123,4 +123,30 @@ def hit_to_proto(
     )
     if original_box is not None:
         message.box.CopyFrom(box_to_proto(original_box))
+    return message
+
+
+def _whole_image(
+    message: common_pb2.ReceptiveField, field: TensorField
+) -> common_pb2.ReceptiveField:
+    """A flat tensor sees the whole input: one unit whose field is every pixel."""
+    height, width = field.input_height, field.input_width
+    geometry = common_pb2.FieldGeometry(
+        size=[height, width], stride=[height, width], padding=[0, 0]
+    )
+    rows = [common_pb2.Interval(start=0, stop=height)]
+    cols = [common_pb2.Interval(start=0, stop=width)]
+    message.geometry.CopyFrom(geometry)
+    message.rows.extend(rows)
+    message.cols.extend(cols)
+    message.channel_groups.append(
+        common_pb2.ChannelGroup(
+            first_channel=0,
+            last_channel=field.channels - 1,
+            geometry=geometry,
+            rows=rows,
+            cols=cols,
+        )
+    )
+    message.global_context = True
     return message
