@@ -5,9 +5,10 @@ from __future__ import annotations
 import io
 
 import pytest
+from PIL import Image
+
 from maxact.client import types as t
 from maxact.client.preprocessing import Preprocessing
-from PIL import Image
 
 
 def png_bytes(width: int, height: int, color: tuple[int, int, int]) -> bytes:

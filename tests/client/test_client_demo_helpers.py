@@ -6,6 +6,7 @@ import io
 import zipfile
 
 import pytest
+
 from maxact.client import fetch
 from maxact.client.demo import choose_layers, slug
 from maxact.client.progress import ProgressBar

@@ -15,6 +15,8 @@ import pytest
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
+from PIL import Image
+
 from maxact.client import Client, MaxactError, Preprocessing, cli
 from maxact.v1 import (
     common_pb2,
@@ -25,7 +27,6 @@ from maxact.v1 import (
     topk_service_pb2,
     topk_service_pb2_grpc,
 )
-from PIL import Image
 
 BIG_PATCH = 6 * 1024 * 1024  # over gRPC's 4 MiB default: the client must raise its limit
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image
+
 from maxact.client import montage
 from maxact.client.montage import caption, fit_tile, render_montage, stack_rows
-from PIL import Image
 
 
 def _checker(size: int) -> Image.Image:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 import pytest
+
 from maxact.client.fetch import DEMO_PREPROCESSING
 from maxact.client.preprocessing import (
     Preprocessing,

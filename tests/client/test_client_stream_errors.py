@@ -6,6 +6,7 @@ import grpc
 import pytest
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
+
 from maxact.client import MaxactError, TopKStream
 from maxact.client import types as t
 from maxact.client.errors import from_rpc_error

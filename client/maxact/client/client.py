@@ -8,6 +8,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import grpc
+
 from maxact.client import convert
 from maxact.client import types as t
 from maxact.client.errors import from_rpc_error

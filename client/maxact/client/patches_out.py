@@ -5,9 +5,10 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+from PIL import Image
+
 from maxact.client import types as t
 from maxact.client.montage import caption, render_montage
-from PIL import Image
 
 MONTAGE_FILE = "montage.png"
 

@@ -7,6 +7,7 @@ from types import TracebackType
 from typing import Any
 
 import grpc
+
 from maxact.client import convert
 from maxact.client import types as t
 from maxact.client.errors import MaxactError, from_rpc_error
