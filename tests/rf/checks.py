@@ -34,33 +34,47 @@ def _to_chw(a: np.ndarray, f: TensorField) -> np.ndarray:
     return np.transpose(a, (f.channel_axis - 1, f.height_axis - 1, f.width_axis - 1))
 
 
+def _axis_units(oracle: tuple[np.ndarray, ...], axis: int, ch: int, i: int) -> np.ndarray:
+    """(lo, hi) pairs the oracle reports for unit i of one axis (all units of the other axis)."""
+    lo = oracle[2 * axis][ch][i, :] if axis == 0 else oracle[2 * axis][ch][:, i]
+    hi = oracle[2 * axis + 1][ch][i, :] if axis == 0 else oracle[2 * axis + 1][ch][:, i]
+    live = hi > lo  # units fed through the other axis' constant padding are empty
+    return np.stack([lo[live], hi[live]], axis=1)
+
+
 def check_geometry(f: TensorField, oracle: tuple[np.ndarray, ...]) -> int:
-    """For interior units (formula box inside the input) with exact geometry, the formula box
-    equals the oracle box; otherwise it contains it. Returns how many interior units were seen."""
+    """R/S/P against the oracle; returns how many units confirmed them.
+
+    Exact geometry: no oracle box is wider than R, and the interior units (formula box inside
+    the input, oracle box R wide: not clipped anywhere) sit exactly at `[i*S - P, i*S - P + R)`;
+    S is also derived from consecutive such units. Inexact (fractional) geometry: the formula
+    box of every unit whose formula box lies inside the input contains the oracle box.
+    """
     seen = 0
     for g in f.groups:
         for axis, geom, n, size in (
             (0, g.height, f.height, f.input_height),
             (1, g.width, f.width, f.input_width),
         ):
-            lo_o, hi_o = oracle[2 * axis][g.first], oracle[2 * axis + 1][g.first]
+            full = {}
             for i in range(n):
-                start = geom.start(i)
-                end = start + geom.size
-                if start < 0 or end > size:
+                start, end = geom.start(i), geom.start(i) + geom.size
+                boxes = _axis_units(oracle, axis, g.first, i)
+                if not len(boxes):
                     continue
-                seen += 1
-                lo = lo_o[i, :] if axis == 0 else lo_o[:, i]
-                hi = hi_o[i, :] if axis == 0 else hi_o[:, i]
+                lo, hi = boxes[:, 0], boxes[:, 1]
+                where = f"{f.tensor} ch{g.first} axis{axis} unit {i} ({geom})"
                 if geom.exact:
-                    assert (lo == start).all() and (hi == end).all(), (
-                        f"{f.tensor} ch{g.first} axis{axis} unit {i}: oracle "
-                        f"[{lo.min()},{hi.max()}) vs formula [{start},{end}) ({geom})"
-                    )
-                else:
-                    assert (lo >= start).all() and (hi <= end).all(), (
-                        f"{f.tensor} axis{axis} unit {i}: oracle box outside envelope {geom}"
-                    )
+                    assert (hi - lo <= geom.size).all(), f"{where}: oracle box wider than R"
+                    if start >= 0 and end <= size and (hi - lo == geom.size).all():
+                        assert (lo == start).all(), f"{where}: oracle starts at {lo[0]}"
+                        full[i] = int(lo[0])
+                        seen += 1
+                elif start >= 0 and end <= size:
+                    assert (lo >= start).all() and (hi <= end).all(), f"{where}: outside envelope"
+                    seen += 1
+            pairs = [full[i + 1] - full[i] for i in full if i + 1 in full]
+            assert all(p == geom.stride for p in pairs), f"{f.tensor}: derived strides {pairs}"
     return seen
 
 

@@ -117,7 +117,7 @@ class TensorField:
     def box(self, y: int, x: int, channel: int | None = None) -> tuple[int, int, int, int]:
         """Exact (y0, x0, y1, x1), half-open, of the input pixels that can reach unit (y, x).
 
-        A unit fed only by constant padding has an empty box (y0 == y1 or x0 == x1).
+        A unit fed only by constant padding has the empty box (0, 0, 0, 0).
         """
         self._check_unit(y, x)
         if channel is None:
@@ -125,6 +125,8 @@ class TensorField:
         else:
             g = self.group_of(channel)
             (y0, y1), (x0, x1) = g.rows[y], g.cols[x]
+        if y0 >= y1 or x0 >= x1:
+            return (0, 0, 0, 0)
         return (y0, x0, y1, x1)
 
     def box_unclipped(

@@ -143,7 +143,11 @@ def _concat_spatial(xs: list[Spatial], on_h: bool, ctx_flag: bool) -> Spatial:
     us = [x.union() for x in xs]
     along = [u.h if on_h else u.w for u in us]
     across = [u.w if on_h else u.h for u in us]
-    check_aligned(across, "width" if on_h else "height")
+    if any(
+        not (np.array_equal(a.lo, across[0].lo) and np.array_equal(a.hi, across[0].hi))
+        for a in across
+    ):
+        raise Unsupported("Concat on a spatial axis of parts with different fields across it")
     geom = dataclasses.replace(along[0].geom, exact=False)
     stacked = AxisField(
         np.concatenate([a.lo for a in along]), np.concatenate([a.hi for a in along]), geom
