@@ -41,6 +41,7 @@ def fit_tile(patch: Image.Image, tile: int) -> Image.Image:
 
 def caption(rank: int, score: float) -> str:
     """The caption under a tile, e.g. '#1  12.34'."""
+    score += 0.0  # -0.0 -> 0.0: "-0" reads like a bug
     return f"#{rank}  {score:.4g}" if abs(score) < 1e5 else f"#{rank}  {score:.3e}"
 
 
@@ -76,7 +77,7 @@ def stack_rows(rows: Sequence[tuple[str, Image.Image]]) -> Image.Image:
         + [_text_size(probe, t, font)[0] + 2 * MARGIN for t, _ in rows]
         + [1]
     )
-    height = sum(title_h + 6 + image.height for _, image in rows) + MARGIN
+    height = sum(title_h + 6 + image.height + GAP for _, image in rows) + MARGIN
     canvas = Image.new("RGB", (width, max(1, height)), BACKGROUND)
     draw = ImageDraw.Draw(canvas)
     y = MARGIN
@@ -84,5 +85,5 @@ def stack_rows(rows: Sequence[tuple[str, Image.Image]]) -> Image.Image:
         draw.text((MARGIN, y), title, fill=INK, font=font)
         y += title_h + 6
         canvas.paste(image.convert("RGB"), (0, y))
-        y += image.height
+        y += image.height + GAP
     return canvas

@@ -104,7 +104,7 @@ def topk_text(result: t.TopKResult, patch_files: dict[int, str] | None = None) -
         rows.append(
             (
                 f"#{hit.rank}",
-                f"{hit.score:.4g}",
+                f"{hit.score + 0.0:.4g}",
                 hit.image,
                 f"{hit.unit[0]},{hit.unit[1]}",
                 f"[{y0}:{y1}, {x0}:{x1}]",
