@@ -74,3 +74,28 @@ def test_demo_photos_are_real_bundled_images_plus_variants(tmp_path) -> None:
     with Image.open(tmp_path / "photos" / "china.jpg") as china:
         assert china.size == (640, 427)
     assert fetch.write_demo_photos(tmp_path / "photos") == paths  # idempotent
+
+
+def test_progress_on_a_pipe_skips_the_empty_first_update() -> None:
+    stream = io.StringIO()
+    bar = ProgressBar("scan", stream)
+    bar.update(0, 10)
+    bar.update(10, 10)
+    assert stream.getvalue().splitlines() == ["scan [" + "#" * 30 + "] 10/10 images (100%)"]
+
+
+def test_progress_on_a_terminal_redraws_one_line() -> None:
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    stream = Tty()
+    bar = ProgressBar("scan", stream)
+    for done in range(5):
+        bar.update(done, 4)
+    bar.note("skipped x.jpg")
+    bar.update(4, 4)
+    bar.close()
+    text = stream.getvalue()
+    assert text.count("\r") >= 5 and text.endswith("\n")
+    assert "skipped x.jpg\n" in text

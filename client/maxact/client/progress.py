@@ -32,6 +32,9 @@ class ProgressBar:
             self._drawn = True
             return
         now = time.monotonic()
+        if self._last_log == 0.0 and done == 0:
+            self._last_log = now  # plain mode: "0 of N" says nothing; the first line waits
+            return
         if now - self._last_log >= LOG_INTERVAL_S or (total and done >= total):
             self._last_log = now
             self.stream.write(text + "\n")
