@@ -94,7 +94,9 @@ def test_conv_transpose_decoder_has_fractional_stride_and_exact_boxes() -> None:
     y = net.conv_t(y, 2, 3, 2, pads=[1, 1, 1, 1], output_padding=[1, 1])  # 16x16
     z = net.conv_t(y, 2, 3, 1, pads=[1, 1, 1, 1])
     w = net.conv_t(x, 2, 3, 2, output_shape=[8, 8], auto_pad="SAME_UPPER")
-    rf = assert_matches_oracle(net.model([z, w]), (16, 16))
+    v = net.conv_t(x, 2, 4, 2, output_shape=[9, 9])
+    u = net.conv_t(x, 2, 3, 3, auto_pad="SAME_LOWER", dilations=[2, 2])
+    rf = assert_matches_oracle(net.model([z, w, v, u]), (16, 16))
     assert rf.field(y).geometry()[0].stride == 1
     assert rf.field(z).height == 16
 
@@ -151,3 +153,12 @@ def test_constant_node_weights_work_like_initializers() -> None:
         rf = assert_matches_oracle(net.model([x]), (16, 16))
         boxes.append(rf.field(x).rows())
     assert boxes[0] == boxes[1]
+
+
+def test_legacy_upsample_nearest_and_linear_match_oracle() -> None:
+    for mode in ("nearest", "linear"):
+        net = Net((16, 16), opset=9)
+        x = net.conv("x", 2, 3, stride=2)
+        y = net.op("Upsample", [x, net.floats([1, 1, 2, 2])], mode=mode)
+        rf = assert_matches_oracle(net.model([net.conv(y, 2, 3)]), (16, 16))
+        assert rf.field(y).geometry()[0].stride == 1

@@ -139,10 +139,12 @@ def image_input(model: onnx.ModelProto, shapes: dict | None = None) -> onnx.Valu
 
 
 def detect_layout(dims: list[int]) -> str:
-    """NCHW when dim 1 is 3 or 1, NHWC when the last dim is; NCHW otherwise."""
+    """NCHW when dim 1 is 3 or 1, NHWC when the last dim is; else the smaller known dim is C."""
     if dims[1] in (1, 3):
         return "nchw"
     if dims[3] in (1, 3):
+        return "nhwc"
+    if dims[1] and dims[3] and dims[3] < dims[1]:
         return "nhwc"
     return "nchw"
 
