@@ -2,7 +2,8 @@
 
 The graph is rewritten into a positive linear function of the input: every weight |w| + 1
 (scaled by the fan-in), biases dropped, MaxPool/LpPool -> AveragePool, activations and
-normalisations -> Identity, LRN -> a banded 1x1 conv, gates broadcast over space dropped,
+normalisations -> Identity, LRN -> a banded 1x1 conv, Softmax over channels -> a 1x1 conv of
+ones (over space -> Identity), gates broadcast over space dropped,
 Mul/Sub/Div/Max/Min -> Sum of the local inputs, constant padding value 0. A unit is then
 positive iff some set input pixel can reach it. Feeding row sweeps (rows 0..r set, and rows
 r..H-1 set; likewise columns) reveals each unit's exact first and last input row and column.
@@ -43,8 +44,6 @@ IDENTITY = set(
         "Identity",
         "Cast",
         "Dropout",
-        "Softmax",
-        "LogSoftmax",
     ]
 )
 COMBINE = set(["Add", "Mul", "Sub", "Div", "Max", "Min", "Sum", "Mean"])
@@ -134,6 +133,20 @@ def positive_linear(model: onnx.ModelProto, image_shape: tuple[int, ...]) -> onn
                 nodes.append(helper.make_node("AveragePool", [n.input[0]], [n.output[0]], **attrs))
         elif op == "GlobalMaxPool":
             nodes.append(helper.make_node("GlobalAveragePool", [n.input[0]], [n.output[0]]))
+        elif op in ("Softmax", "LogSoftmax"):
+            rank = len(shapes[n.input[0]])
+            axis = next((a.i for a in n.attribute if a.name == "axis"), -1) % rank
+            if rank == 4 and axis == 1:  # over channels: every channel reads every channel
+                c = shapes[n.input[0]][1]
+                wname = n.output[0] + "_all"
+                new_values[wname] = np.ones((c, c, 1, 1), np.float32)
+                nodes.append(
+                    helper.make_node(
+                        "Conv", [n.input[0], wname], [n.output[0]], kernel_shape=[1, 1]
+                    )
+                )
+            else:  # over space (or a flat tensor): the local field stays
+                nodes.append(helper.make_node("Identity", [n.input[0]], [n.output[0]]))
         elif op == "LRN":
             size = next(helper.get_attribute_value(a) for a in n.attribute if a.name == "size")
             c = shapes[n.input[0]][1]

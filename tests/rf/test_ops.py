@@ -123,3 +123,18 @@ def test_concat_on_height_of_parts_with_different_widths_fields_is_refused() -> 
     with pytest.raises(FieldError) as err:
         rf.field(cat)
     assert err.value.op == "Concat" and err.value.tensor == cat
+
+
+def test_softmax_and_reduce_over_channels_merge_groups_reduce_over_space_is_flat() -> None:
+    net = Net((12, 12))
+    a = net.conv("x", 2, 1, pad=0)
+    b = net.conv("x", 2, 3)
+    cat = net.op("Concat", [a, b], 4, axis=1)
+    sm = net.op("Softmax", [cat], axis=1)
+    mean_c = net.op("ReduceMean", [cat], 1, axes=[1], keepdims=1)
+    max_hw = net.op("ReduceMax", [cat], axes=[2, 3], keepdims=1)
+    rf = assert_matches_oracle(net.model([sm, mean_c, max_hw]), (12, 12))
+    assert len(rf.field(cat).groups) == 2
+    assert len(rf.field(sm).groups) == 1 and rf.field(sm).geometry()[0].size == 3
+    assert rf.field(mean_c).channels == 1 and not rf.field(sm).global_context
+    assert not rf.field(max_hw).spatial
