@@ -68,3 +68,15 @@ def test_geometry_is_exact_rational_and_flags_exactness() -> None:
     model, pools = vgg16(64)
     g = compute_receptive_fields(model, (64, 64)).field(pools[0]).geometry()[0]
     assert isinstance(g.stride, Fraction) and g.exact
+
+
+def test_alexnet_like_valid_11x11_stride4_at_224_never_reads_row_223() -> None:
+    net = Net((224, 224))
+    c1 = net.relu(net.conv("x", 2, 11, stride=4, pad=0))  # 54x54, reads rows 0..222
+    p1 = net.pool(c1, 3, 2)  # 26x26
+    c2 = net.conv(p1, 2, 5, pad=2)
+    rf = assert_matches_oracle(net.model([c2]), (224, 224))
+    assert rf.field(c1).rows()[-1] == (212, 223)  # row 223 is never read
+    f = rf.field(c2)  # the 3x2 pool drops c1's last unit too: rows 219.. never reach c2
+    assert max(hi for _, hi in f.rows()) == 219 and max(hi for _, hi in f.cols()) == 219
+    assert f.box_unclipped(f.height - 1, 0)[2] > 224
