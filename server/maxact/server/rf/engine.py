@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 
@@ -15,6 +16,8 @@ from .context import Context
 from .errors import FieldError
 from .fields import ChannelGroupField, TensorField
 from .state import CONST, FLAT, Const, Failed, Flat, Group, Spatial, State, Unsupported
+
+log = logging.getLogger(__name__)
 
 Handler = Callable[[Context, onnx.NodeProto, list[State]], list[State]]
 
@@ -230,6 +233,12 @@ class ReceptiveFields:
                 outs = [Failed(str(exc), node.op_type, node.name, node.output[0])] * len(
                     node.output
                 )
+            except Exception as exc:  # a malformed node must not take the whole model down
+                log.warning(
+                    "receptive field of node %r (%s) failed: %r", node.name, node.op_type, exc
+                )
+                reason = f"internal error: {exc!r}"
+                outs = [Failed(reason, node.op_type, node.name, node.output[0])] * len(node.output)
         for name, state in zip(node.output, outs, strict=False):
             if name:
                 self._states[name] = state
