@@ -76,6 +76,13 @@ def layers_json(info: t.ModelInfo) -> dict[str, Any]:
                 if layer.receptive_field is not None
                 else None,
                 "global_context": layer.global_context,
+                "channel_groups": [
+                    {"channels": [g.first_channel, g.last_channel], **geometry_json(g.geometry)}
+                    for g in layer.receptive_field.channel_groups
+                ]
+                if layer.receptive_field is not None
+                else [],
+                **({"error": layer.field_error} if layer.field_error else {}),
             }
             for layer in info.layers
         ],

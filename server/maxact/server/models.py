@@ -64,6 +64,9 @@ class LoadedModel:
     _sessions: OrderedDict[tuple[str, ...], ort.InferenceSession] = field(
         default_factory=OrderedDict
     )
+    _scan_sessions: dict[tuple[str, ...], tuple[ort.InferenceSession, int | None]] = field(
+        default_factory=dict
+    )
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def input_size(self, requested: tuple[int, int] | None) -> tuple[int, int]:
@@ -120,7 +123,10 @@ class LoadedModel:
             self.proto, size, input_name=self.input.name, shapes=shapes
         )
         layers: list[LayerEntry] = []
-        for tensor in fields.tensors():
+        position = {out: i for i, node in enumerate(self.proto.graph.node) for out in node.output}
+        failed = fields.failed()
+        names = sorted([*fields.tensors(), *failed], key=lambda name: position.get(name, -1))
+        for tensor in names:
             try:
                 tensor_field: TensorField | None = fields.field(tensor)
                 error = ""
@@ -168,6 +174,35 @@ class LoadedModel:
             while len(self._sessions) > SESSIONS_PER_MODEL:
                 self._sessions.popitem(last=False)
         return session
+
+    def scan_session(
+        self, outputs: tuple[str, ...], size: tuple[int, int]
+    ) -> tuple[ort.InferenceSession, int | None]:
+        """(session, largest batch or None for any) for scanning `outputs`.
+
+        A model exported with a fixed batch of 1 gets a batch-symbolic graph when a one-time
+        check shows it batches correctly, else it runs one image at a time.
+        """
+        fixed = self.input.fixed_batch
+        if fixed != 1:
+            return self.session(outputs), fixed
+        key = (*sorted(outputs), f"{size[0]}x{size[1]}")
+        with self._lock:
+            cached = self._scan_sessions.get(key)
+        if cached is not None:
+            return cached
+        from .scan.batching import batchable_session
+
+        session = batchable_session(
+            self.proto,
+            self.input,
+            tuple(sorted(outputs)),
+            size,
+            lambda proto: create_session(proto, self.device),
+        )
+        found = (session, None) if session is not None else (self.session(outputs), 1)
+        with self._lock:
+            return self._scan_sessions.setdefault(key, found)
 
 
 class ModelRegistry:
