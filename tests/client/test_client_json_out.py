@@ -60,7 +60,7 @@ def test_layers_document_has_rf_or_null_and_global_context(model_info) -> None:
     doc = json_out.layers_json(model_info)
     assert doc["model"] == "zoo/net"
     by_name = {layer["name"]: layer for layer in doc["layers"]}
-    assert list(by_name["conv1"]) == ["name", "op", "shape", "rf", "global_context"]
+    assert list(by_name["conv1"]) == ["name", "op", "shape", "rf", "global_context", "channel_groups"]
     assert by_name["conv1"] == {
         "name": "conv1",
         "op": "Conv",
