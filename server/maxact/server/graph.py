@@ -110,3 +110,26 @@ def prune_to_outputs(
             helper.make_tensor_value_info(name, known_types.get(name, TensorProto.FLOAT), None)
         )
     return pruned
+
+
+def with_symbolic_batch(model: onnx.ModelProto, name: str = "N") -> onnx.ModelProto:
+    """A copy whose graph inputs and outputs have a symbolic batch dimension.
+
+    Exporters often fix the batch at 1. Dim 0 of every non-initializer input and of every
+    output becomes `name`, and intermediate value_info (whose shapes said 1) is dropped. Graphs
+    that hard-code the batch elsewhere (a Reshape to [1, -1]) still run but compute the wrong
+    thing, so callers must verify the result (see `scan.batching`).
+    """
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    graph = copy.graph
+    initializers = {init.name for init in graph.initializer}
+    for value in list(graph.input) + list(graph.output):
+        if value.name in initializers:
+            continue
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) > 0:
+            dims[0].Clear()
+            dims[0].dim_param = name
+    del graph.value_info[:]
+    return copy

@@ -45,6 +45,9 @@ class Skipped:
     reason: str
 
 
+Prepare = Callable[[ImageSource, ResolvedPreprocessing], tuple[np.ndarray, tuple[int, int]]]
+
+
 def file_source(index: int, image_id: str, path: Path) -> ImageSource:
     return ImageSource(index, image_id, lambda: Image.open(path))
 
@@ -70,8 +73,13 @@ def read_batches(
     batch_size: int,
     stop: threading.Event,
     threads: int | None = None,
+    prepare: Prepare | None = None,
 ) -> Iterator[Batch | Skipped]:
-    """Yield batches in dataset order; unreadable images come out as Skipped, in order."""
+    """Yield batches in dataset order; unreadable images come out as Skipped, in order.
+
+    `prepare` decodes and preprocesses one image (default: full decode, `prep.to_array`).
+    """
+    prepare = prepare or _prepare
     workers = threads or max(1, min(4, os.cpu_count() or 1))
     window = max(2 * batch_size, 4 * workers)
     with ThreadPoolExecutor(workers, thread_name_prefix="maxact-scan-decode") as pool:
@@ -82,7 +90,7 @@ def read_batches(
             while (position < len(sources) or pending) and not stop.is_set():
                 while position < len(sources) and len(pending) < window:
                     source = sources[position]
-                    pending.append((source, pool.submit(_prepare, source, prep)))
+                    pending.append((source, pool.submit(prepare, source, prep)))
                     position += 1
                 source, future = pending.popleft()
                 try:

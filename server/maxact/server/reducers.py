@@ -94,3 +94,7 @@ class RunningTopK:
                 )
             )
         return result
+
+    def images(self) -> np.ndarray:
+        """[channels, k] image index of every kept slot (-1 where empty)."""
+        return np.where(self._image == _NO_IMAGE, -1, self._image)

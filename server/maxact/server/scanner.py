@@ -1,5 +1,8 @@
 """Scan a dataset for one neuron: batched inference on the pruned graph, then running top-k.
 
+Channel and flat-index queries run on the layer scan engine (`scan.engine`, restricted to the
+one channel); a single unit (C, y, x) keeps its own small loop here.
+
 Modes (DESIGN §4): `image` keeps at most one entry per image (the channel's max over space,
 or the single unit's value; `bottom` ranks the same per-image responses ascending);
 `position` keeps the best units anywhere, suppressing units whose receptive-field boxes
@@ -21,6 +24,8 @@ from .preprocess import ResolvedPreprocessing
 from .reader import Batch, ImageSource, Skipped, read_batches
 from .reducers import Entry, RunningTopK
 from .rf import TensorField
+from .scan.engine import EngineCallbacks, EngineCancelled, ScanEngine
+from .scan.layer import ReduceOptions
 
 
 @dataclass(frozen=True)
@@ -68,7 +73,8 @@ class ScanCallbacks:
 
 
 def batch_size_for(model: LoadedModel, requested: int = 16) -> int:
-    """Models exported with a fixed batch run one image (or their batch) at a time."""
+    """Models exported with a fixed batch run their batch at a time (batch-1 models that batch
+    correctly once made symbolic run `requested`, see `LoadedModel.scan_session`)."""
     fixed = model.input.fixed_batch
     return fixed if fixed is not None else requested
 
@@ -88,20 +94,31 @@ class NeuronScan:
         self.layer = layer
         self.query = query
         self.prep = prep
-        self.batch_size = batch_size_for(model, batch_size)
+        self._field = layer.field
+        self._engine: ScanEngine | None = None
+        if query.unit is None:
+            self._engine = _engine_for(model, layer, query, prep, batch_size)
+            self.stop_event = self._engine.stop_event
+            self.batch_size = self._engine.batch_size
+            return
+        self._session, fixed = model.scan_session((layer.name,), prep.input_size)
+        self.batch_size = fixed or batch_size
         self.stop_event = threading.Event()
         self._run_options = ort.RunOptions()
-        self._session = model.session((layer.name,))
-        self._field = layer.field
         self._reducer = RunningTopK(1, query.k, largest=not query.bottom)
         self._ids: dict[int, str] = {}
 
     def stop(self) -> None:
         """Stop promptly: between batches, and abort a run in progress."""
+        if self._engine is not None:
+            self._engine.stop()
+            return
         self.stop_event.set()
         self._run_options.terminate = True
 
     def run(self, sources: list[ImageSource], callbacks: ScanCallbacks) -> ScanOutcome:
+        if self._engine is not None:
+            return self._run_engine(self._engine, sources, callbacks)
         total = len(sources)
         done = failed = 0
         last_partial = time.monotonic()
@@ -123,6 +140,24 @@ class NeuronScan:
         if self.stop_event.is_set():
             raise ScanCancelled()
         return ScanOutcome(self.hits(), done, failed, cancelled=False)
+
+    def _run_engine(
+        self, engine: ScanEngine, sources: list[ImageSource], callbacks: ScanCallbacks
+    ) -> ScanOutcome:
+        self._ids = {source.index: source.image_id for source in sources}
+        try:
+            outcome = engine.run(
+                sources,
+                callbacks=EngineCallbacks(
+                    progress=callbacks.progress,
+                    skipped=callbacks.skipped,
+                    partial=lambda done: callbacks.partial(self.hits(), done),
+                    partial_interval=callbacks.partial_interval,
+                ),
+            )
+        except EngineCancelled:
+            raise ScanCancelled() from None
+        return ScanOutcome(self.hits(), outcome.images_scanned, outcome.images_failed, False)
 
     def _infer(self, batch: Batch) -> np.ndarray:
         try:
@@ -203,6 +238,10 @@ class NeuronScan:
             self._ids = {index: self._ids[index] for index in kept}
 
     def hits(self) -> list[Hit]:
+        if self._engine is not None:
+            reducer = self._engine.reducers[self.layer.name]
+            entries = reducer.entries(0, _kind(self.query, reducer.spatial))
+            return [self._hit(rank, entry) for rank, entry in enumerate(entries, start=1)]
         return [
             self._hit(rank, entry) for rank, entry in enumerate(self._reducer.entries(0), start=1)
         ]
@@ -223,6 +262,40 @@ class NeuronScan:
             self.query.channel,
             box,
         )
+
+
+def _kind(query: NeuronQuery, spatial: bool) -> str:
+    """Which of the engine's rankings answers the query (flat tensors have no positions)."""
+    position = "position" if query.mode == "position" and spatial else ""
+    if query.bottom:
+        return f"{position}_bottom" if position else "bottom"
+    return position or "top"
+
+
+def _engine_for(
+    model: LoadedModel,
+    layer: LayerEntry,
+    query: NeuronQuery,
+    prep: ResolvedPreprocessing,
+    batch_size: int,
+) -> ScanEngine:
+    """An engine restricted to the query's channel, keeping only the ranking it asks for."""
+    kind = _kind(query, layer.field is not None and layer.field.spatial)
+    options = ReduceOptions(
+        k=query.k,
+        bottom=kind == "bottom",
+        position=kind == "position",
+        position_bottom=kind == "position_bottom",
+        per_image_cap=query.per_image_cap,
+    )
+    return ScanEngine(
+        model,
+        [layer],
+        prep,
+        options,
+        channels={layer.name: (query.channel,)},
+        batch_size=batch_size,
+    )
 
 
 def channel_maps(output: np.ndarray, field: TensorField, channel: int) -> np.ndarray:

@@ -1,0 +1,183 @@
+"""The layer scan engine: one pass over a dataset serves every channel of every requested layer.
+
+The graph is pruned to the requested tensors (nothing after them runs) and exposes exactly
+those; images are decoded in worker threads (`reader`), batched into onnxruntime in this
+thread, and each batch's outputs are reduced in a second thread while the next batch runs
+(`pipeline`). Per layer a `LayerReducer` keeps top-k / bottom-k / position-mode entries and
+statistics for all channels, with memory bounded by k x channels.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+
+import numpy as np
+import onnxruntime as ort
+
+from ..models import LayerEntry, LoadedModel
+from ..preprocess import ResolvedPreprocessing
+from ..reader import Batch, ImageSource, Skipped, read_batches
+from .decode import prepare
+from .layer import LayerReducer, ReduceOptions
+from .pipeline import Overlapped
+
+DEFAULT_BATCH = 16
+
+
+class EngineCancelled(Exception):
+    """The scan was stopped from another thread."""
+
+
+@dataclass
+class EngineCallbacks:
+    """Called from the reduction thread, in dataset order, after the reducers saw the batch."""
+
+    progress: Callable[[int, int, int], None] = lambda done, total, failed: None
+    skipped: Callable[[str, str], None] = lambda image_id, reason: None
+    partial: Callable[[int], None] = lambda done: None  # reducers are consistent here
+    partial_interval: float = 0.5
+
+
+@dataclass
+class EngineOutcome:
+    images_scanned: int
+    images_failed: int
+    seconds: float
+    batch_size: int
+
+
+@dataclass
+class _Counters:
+    done: int = 0
+    failed: int = 0
+    last_partial: float = field(default_factory=time.monotonic)
+
+
+class ScanEngine:
+    """Scan images through the layers `layers` of `model`; reducers are in `self.reducers`."""
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        layers: Sequence[LayerEntry],
+        prep: ResolvedPreprocessing,
+        options: ReduceOptions | None = None,
+        classes: Sequence[str] = (),
+        channels: dict[str, tuple[int, ...]] | None = None,
+        batch_size: int = DEFAULT_BATCH,
+        draft: bool = False,
+    ) -> None:
+        if not layers:
+            raise ValueError("a scan needs at least one layer")
+        self.model = model
+        self.layers = list(layers)
+        self.names = tuple(dict.fromkeys(layer.name for layer in layers))
+        self.prep = prep
+        self.options = options or ReduceOptions()
+        self.classes = tuple(classes)
+        self.draft = draft
+        self.session, self.fixed_batch = model.scan_session(self.names, prep.input_size)
+        self.batch_size = self.fixed_batch or batch_size
+        self.reducers = {
+            layer.name: LayerReducer(
+                layer.name,
+                layer.field,
+                layer.shape,
+                self.options,
+                self.classes,
+                (channels or {}).get(layer.name),
+            )
+            for layer in self.layers
+        }
+        self.stop_event = threading.Event()
+        self._run_options = ort.RunOptions()
+
+    def stop(self) -> None:
+        """Stop promptly: between batches, and abort a run in progress."""
+        self.stop_event.set()
+        self._run_options.terminate = True
+
+    def run(
+        self,
+        sources: list[ImageSource],
+        labels: np.ndarray | None = None,
+        callbacks: EngineCallbacks | None = None,
+        threads: int | None = None,
+    ) -> EngineOutcome:
+        """Scan image files; `labels[i]` is the class id of dataset index i (-1: none)."""
+        prepare_one = partial(prepare, draft=self.draft)
+        items = read_batches(
+            sources, self.prep, self.batch_size, self.stop_event, threads, prepare_one
+        )
+        return self.run_batches(items, len(sources), labels, callbacks)
+
+    def run_batches(
+        self,
+        items: Iterable[Batch | Skipped],
+        total: int,
+        labels: np.ndarray | None = None,
+        callbacks: EngineCallbacks | None = None,
+    ) -> EngineOutcome:
+        """Scan already prepared batches (and skipped images), e.g. pre-decoded tensors."""
+        callbacks = callbacks or EngineCallbacks()
+        counters = _Counters()
+        label_array = None if labels is None else np.asarray(labels, dtype=np.int64)
+        start = time.perf_counter()
+        callbacks.progress(0, total, 0)
+
+        def reduce(item: tuple[Batch, list[np.ndarray]] | Skipped) -> None:
+            if isinstance(item, Skipped):
+                counters.failed += 1
+                callbacks.skipped(item.image_id, item.reason)
+            else:
+                batch, outputs = item
+                indices = np.asarray(batch.indices, dtype=np.int64)
+                batch_labels = None if label_array is None else label_array[indices]
+                for name, output in zip(self.names, outputs, strict=True):
+                    self.reducers[name].update(output, indices, batch_labels)
+                counters.done += len(indices)
+            callbacks.progress(counters.done, total, counters.failed)
+            now = time.monotonic()
+            if now - counters.last_partial >= callbacks.partial_interval:
+                counters.last_partial = now
+                callbacks.partial(counters.done)
+
+        Overlapped(reduce).run(self._inferred(items))
+        if self.stop_event.is_set():
+            raise EngineCancelled()
+        return EngineOutcome(
+            counters.done, counters.failed, time.perf_counter() - start, self.batch_size
+        )
+
+    def _inferred(
+        self, items: Iterable[Batch | Skipped]
+    ) -> Iterator[tuple[Batch, list[np.ndarray]] | Skipped]:
+        for item in items:
+            if self.stop_event.is_set():
+                return
+            yield item if isinstance(item, Skipped) else (item, self._infer(item.array))
+
+    def _infer(self, array: np.ndarray) -> list[np.ndarray]:
+        count = array.shape[0]
+        if self.fixed_batch is not None and count != self.fixed_batch:
+            if count > self.fixed_batch:
+                parts = [
+                    self._infer(array[i : i + self.fixed_batch])
+                    for i in range(0, count, self.fixed_batch)
+                ]
+                return [np.concatenate(column) for column in zip(*parts, strict=True)]
+            padding = np.zeros((self.fixed_batch - count, *array.shape[1:]), array.dtype)
+            array = np.concatenate([array, padding])
+        try:
+            outputs = self.session.run(
+                list(self.names), {self.model.input.name: array}, self._run_options
+            )
+        except Exception:
+            if self.stop_event.is_set():
+                raise EngineCancelled() from None
+            raise
+        return [np.asarray(output)[:count] for output in outputs]

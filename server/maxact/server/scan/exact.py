@@ -1,0 +1,76 @@
+"""Exact, order-independent sums of float32 values, so merged shards equal one scan bit for bit.
+
+A float32 is m * 2**e with a 24-bit integer m. Each value is added as an integer into 16-bit
+"limbs" of a fixed-point number whose unit is 2**-172 (below the smallest float32 subnormal).
+Integer addition is associative, and carries are normalised after every update (every limb
+but the top one in [0, 2**16)), so the state is a unique function of the multiset of values:
+any split into shards and any batch order gives identical limbs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+LIMB_BITS = 16
+_BASE_EXPONENT = -172  # 2**-149 (smallest subnormal) = 2**23 * 2**-172
+LIMBS = 21  # bit positions 0..276 for finite float32, plus headroom for carries
+
+
+def _contributions(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(limb index, integer weight < 2**40) of each value; values are cast to float32."""
+    as32 = np.nan_to_num(np.asarray(values, dtype=np.float32))
+    mantissa, exponent = np.frexp(as32.astype(np.float64))
+    m = np.ldexp(mantissa, 24)  # exact integer-valued float64, |m| < 2**24
+    position = np.where(m == 0, 0, exponent.astype(np.int64) - 24 - _BASE_EXPONENT)
+    limb = position // LIMB_BITS
+    weight = np.ldexp(m, (position % LIMB_BITS).astype(np.int32))
+    return limb, weight
+
+
+class ExactSums:
+    """A grid of independent exact sums (e.g. [classes, channels]); add values cell by cell."""
+
+    def __init__(self, cells: int) -> None:
+        self.cells = cells
+        self.limbs = np.zeros((cells, LIMBS), dtype=np.int64)
+
+    def add(self, cell: np.ndarray, values: np.ndarray) -> None:
+        """Add values[i] to cell[i] (flat cell indices, same shape as values)."""
+        cell = np.asarray(cell, dtype=np.int64).reshape(-1)
+        if cell.size == 0:
+            return
+        if cell.size > 8192:  # keep each bincount total below 2**53 (exact in float64)
+            for start in range(0, cell.size, 8192):
+                self.add(cell[start : start + 8192], values.reshape(-1)[start : start + 8192])
+            return
+        limb, weight = _contributions(np.asarray(values).reshape(-1))
+        totals = np.bincount(
+            cell * LIMBS + limb, weights=weight, minlength=self.cells * LIMBS
+        ).reshape(self.cells, LIMBS)
+        self.limbs += totals.astype(np.int64)
+        self._normalise()
+
+    def add_rows(self, values: np.ndarray) -> None:
+        """Add a [N, cells] array: row i's value j goes to cell j."""
+        n = values.shape[0]
+        self.add(np.broadcast_to(np.arange(self.cells), (n, self.cells)), values)
+
+    def merge(self, other: ExactSums) -> None:
+        if other.cells != self.cells:
+            raise ValueError("can only merge sums over the same cells")
+        self.limbs += other.limbs
+        self._normalise()
+
+    def _normalise(self) -> None:
+        for i in range(LIMBS - 1):
+            carry = self.limbs[:, i] >> LIMB_BITS
+            self.limbs[:, i] -= carry << LIMB_BITS
+            self.limbs[:, i + 1] += carry
+
+    def values(self) -> np.ndarray:
+        """The sums as float64 (a fixed function of the limbs, so equal limbs give equal sums)."""
+        scales = np.ldexp(1.0, np.arange(LIMBS) * LIMB_BITS + _BASE_EXPONENT)
+        total = np.zeros(self.cells)
+        for i in range(LIMBS - 1, -1, -1):
+            total = total + self.limbs[:, i] * scales[i]
+        return total

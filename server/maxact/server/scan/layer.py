@@ -1,0 +1,162 @@
+"""Everything a scan keeps for one layer: top-k / bottom-k per channel, position mode, statistics.
+
+Memory is k x channels (+ classes x channels), whatever the dataset size. Every part merges
+exactly, so reducers of disjoint shards (image indices global to the union) merge into the
+reducer of the union.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..reducers import Entry, RunningTopK
+from ..rf import TensorField
+from .stats import ChannelStatistics, StatisticsReducer
+from .suppress import overlap_matrix, suppressed_candidates
+
+_NO_IMAGE = np.iinfo(np.int64).max
+KINDS = ("top", "bottom", "position", "position_bottom")
+
+
+@dataclass(frozen=True)
+class ReduceOptions:
+    """What to keep per channel. `image` mode top-k is always kept."""
+
+    k: int = 9
+    bottom: bool = True  # the k weakest per-image responses too
+    position: bool = False  # position mode (several units per image, RF-overlap suppressed)
+    position_bottom: bool = False
+    per_image_cap: int = 0  # position mode: at most this many units per image (0: k)
+
+
+class LayerReducer:
+    """Reduces a layer's output batches; `channels` selects a subset (default: all)."""
+
+    def __init__(
+        self,
+        name: str,
+        field: TensorField | None,
+        shape: tuple[int, ...],
+        options: ReduceOptions,
+        classes: tuple[str, ...] = (),
+        channels: tuple[int, ...] | None = None,
+    ) -> None:
+        self.name = name
+        self.field = field if field is not None and field.spatial else None
+        total = self.field.channels if self.field is not None else int(np.prod(shape))
+        self.channels = tuple(range(total)) if channels is None else tuple(channels)
+        self.options = options
+        count = len(self.channels)
+        self._topk: dict[str, RunningTopK] = {"top": RunningTopK(count, options.k)}
+        if options.bottom:
+            self._topk["bottom"] = RunningTopK(count, options.k, largest=False)
+        if self.field is not None and options.position:
+            self._topk["position"] = RunningTopK(count, options.k)
+        if self.field is not None and options.position_bottom:
+            self._topk["position_bottom"] = RunningTopK(count, options.k, largest=False)
+        self.stats = StatisticsReducer(count, classes)
+        self._groups = self._overlap_groups() if self.field is not None else []
+
+    @property
+    def spatial(self) -> bool:
+        return self.field is not None
+
+    def _overlap_groups(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """(positions in self.channels, row overlap, col overlap) per receptive-field group."""
+        assert self.field is not None
+        wanted = np.asarray(self.channels)
+        groups = []
+        for group in self.field.groups:
+            inside = np.flatnonzero((wanted >= group.first) & (wanted <= group.last))
+            if inside.size:
+                groups.append((inside, overlap_matrix(group.rows), overlap_matrix(group.cols)))
+        return groups
+
+    def maps(self, output: np.ndarray) -> np.ndarray:
+        """[B, C, H, W] (spatial) or [B, C] (flat) of the selected channels."""
+        if self.field is not None:
+            f = self.field
+            moved = np.moveaxis(output, (f.channel_axis, f.height_axis, f.width_axis), (1, 2, 3))
+        else:
+            moved = output.reshape(output.shape[0], -1)
+        if len(self.channels) != moved.shape[1]:
+            moved = moved[:, list(self.channels)]
+        return moved
+
+    def update(
+        self, output: np.ndarray, images: np.ndarray, labels: np.ndarray | None = None
+    ) -> None:
+        """One batch of the layer's output; `images` are dataset indices [B]."""
+        maps = self.maps(np.asarray(output))
+        images = np.asarray(images, dtype=np.int64)
+        b = maps.shape[0]
+        if self.field is None:
+            responses = maps
+            ys = xs = np.zeros((b, len(self.channels)), dtype=np.int64)
+        else:
+            flat = maps.reshape(b, maps.shape[1], -1)
+            best = np.argmax(flat, axis=2)  # first max: row-major tie rule
+            responses = np.take_along_axis(flat, best[..., None], axis=2)[..., 0]
+            ys, xs = np.divmod(best, maps.shape[3])
+        for kind in ("top", "bottom"):
+            if kind in self._topk:
+                self._topk[kind].update(responses, images, ys, xs)
+        for kind, largest in (("position", True), ("position_bottom", False)):
+            if kind in self._topk:
+                self._update_position(self._topk[kind], maps, images, largest)
+        self.stats.update(responses, labels)
+
+    def _update_position(
+        self, topk: RunningTopK, maps: np.ndarray, images: np.ndarray, largest: bool
+    ) -> None:
+        cap = self.options.k
+        if self.options.per_image_cap > 0:
+            cap = min(cap, self.options.per_image_cap)
+        b, c = maps.shape[:2]
+        for inside, rows, cols in self._groups:
+            part = maps[:, inside] if len(inside) != c else maps
+            scores, ys, xs, valid = suppressed_candidates(part, rows, cols, cap, largest)
+            full_scores = np.full((b, cap, c), -np.inf if largest else np.inf)
+            full_y = np.zeros((b, cap, c), dtype=np.int64)
+            full_x = np.zeros((b, cap, c), dtype=np.int64)
+            full_image = np.full((b, cap, c), _NO_IMAGE, dtype=np.int64)
+            full_scores[:, :, inside] = np.where(valid, scores, full_scores[:, :, inside])
+            full_y[:, :, inside], full_x[:, :, inside] = ys, xs
+            full_image[:, :, inside] = np.where(valid, images[:, None, None], _NO_IMAGE)
+            topk.update(
+                full_scores.reshape(b * cap, c),
+                full_image.reshape(b * cap, c),
+                full_y.reshape(b * cap, c),
+                full_x.reshape(b * cap, c),
+            )
+
+    def merge(self, other: LayerReducer) -> None:
+        """Fold in the reducer of a disjoint shard of the same layer and options."""
+        if (other.name, other.channels, other.options) != (self.name, self.channels, self.options):
+            raise ValueError("can only merge reducers of the same layer, channels and options")
+        for kind, topk in self._topk.items():
+            topk.merge(other._topk[kind])
+        self.stats.merge(other.stats)
+
+    def kinds(self) -> tuple[str, ...]:
+        return tuple(self._topk)
+
+    def entries(self, position: int, kind: str = "top") -> list[Entry]:
+        """Ranked entries of the channel at `position` in self.channels, best first."""
+        if kind not in self._topk:
+            raise KeyError(f"this scan did not keep {kind!r} (kept: {list(self._topk)})")
+        return self._topk[kind].entries(position)
+
+    def top_images(self, kind: str = "top") -> np.ndarray:
+        """[C, k] dataset indices of each channel's kept entries (-1 for empty slots)."""
+        return self._topk[kind].images()
+
+    def statistics(self, labels: np.ndarray | None = None) -> ChannelStatistics:
+        """Statistics; `labels` maps dataset index -> class id (-1 unlabelled) for histograms."""
+        top_labels = None
+        if labels is not None and self.stats.classes:
+            images = self.top_images("top")
+            top_labels = np.where(images >= 0, np.asarray(labels)[np.maximum(images, 0)], -1)
+        return self.stats.summary(top_labels)
