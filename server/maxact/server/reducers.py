@@ -51,12 +51,30 @@ class RunningTopK:
         if images.ndim == 1:
             images = np.broadcast_to(images[:, None], scores.shape)
         key = scores if self.largest else -scores
-        key = np.where(np.isnan(key), -np.inf, key)
+        key = np.where(np.isnan(key), -np.inf, key).T
+        images = images.T
+        # only channels where some candidate can enter (ties may: the order decides) are sorted
+        full = self._image[:, -1] != _NO_IMAGE
+        entering = ((key >= self._key[:, -1:]) & (images != _NO_IMAGE)).any(axis=1) | ~full
+        rows = np.flatnonzero(entering)
+        if rows.size == 0:
+            return
+        ys = np.broadcast_to(ys, scores.shape).T
+        xs = np.broadcast_to(xs, scores.shape).T
+        if rows.size == self.channels:
+            self._select(
+                np.concatenate([self._key, key], axis=1),
+                np.concatenate([self._image, images], axis=1),
+                np.concatenate([self._y, ys], axis=1),
+                np.concatenate([self._x, xs], axis=1),
+            )
+            return
         self._select(
-            np.concatenate([self._key, key.T], axis=1),
-            np.concatenate([self._image, images.T], axis=1),
-            np.concatenate([self._y, np.broadcast_to(ys, scores.shape).T], axis=1),
-            np.concatenate([self._x, np.broadcast_to(xs, scores.shape).T], axis=1),
+            np.concatenate([self._key[rows], key[rows]], axis=1),
+            np.concatenate([self._image[rows], images[rows]], axis=1),
+            np.concatenate([self._y[rows], ys[rows]], axis=1),
+            np.concatenate([self._x[rows], xs[rows]], axis=1),
+            rows,
         )
 
     def merge(self, other: RunningTopK) -> None:
@@ -70,12 +88,21 @@ class RunningTopK:
             np.concatenate([self._x, other._x], axis=1),
         )
 
-    def _select(self, key: np.ndarray, image: np.ndarray, y: np.ndarray, x: np.ndarray) -> None:
+    def _select(
+        self,
+        key: np.ndarray,
+        image: np.ndarray,
+        y: np.ndarray,
+        x: np.ndarray,
+        rows: np.ndarray | None = None,
+    ) -> None:
+        """Keep the k best of each row; `rows`: which channels these rows are (default all)."""
         order = np.lexsort((x, y, image, -key), axis=-1)[:, : self.k]
-        self._key = np.take_along_axis(key, order, axis=1)
-        self._image = np.take_along_axis(image, order, axis=1)
-        self._y = np.take_along_axis(y, order, axis=1)
-        self._x = np.take_along_axis(x, order, axis=1)
+        picked = [np.take_along_axis(a, order, axis=1) for a in (key, image, y, x)]
+        if rows is None:
+            self._key, self._image, self._y, self._x = picked
+            return
+        self._key[rows], self._image[rows], self._y[rows], self._x[rows] = picked
 
     def entries(self, channel: int = 0) -> list[Entry]:
         """Best first; empty slots (fewer candidates than k) left out."""

@@ -2,9 +2,9 @@
 
 A float32 is m * 2**e with a 24-bit integer m. Each value is added as an integer into 16-bit
 "limbs" of a fixed-point number whose unit is 2**-172 (below the smallest float32 subnormal).
-Integer addition is associative, and carries are normalised after every update (every limb
-but the top one in [0, 2**16)), so the state is a unique function of the multiset of values:
-any split into shards and any batch order gives identical limbs.
+Integer addition is associative, and carries are normalised before the limbs are read (every
+limb but the top one in [0, 2**16)), so the normalised state is a unique function of the
+multiset of values: any split into shards and any batch order gives identical limbs.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import numpy as np
 LIMB_BITS = 16
 _BASE_EXPONENT = -172  # 2**-149 (smallest subnormal) = 2**23 * 2**-172
 LIMBS = 21  # bit positions 0..276 for finite float32, plus headroom for carries
+# each add puts < 2**53 into a limb; carries are propagated before 2**63 could be reached
+_NORMALISE_EVERY = 512
 
 
 def _contributions(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -32,7 +34,14 @@ class ExactSums:
 
     def __init__(self, cells: int) -> None:
         self.cells = cells
-        self.limbs = np.zeros((cells, LIMBS), dtype=np.int64)
+        self._limbs = np.zeros((cells, LIMBS), dtype=np.int64)
+        self._pending = 0  # adds since the last carry normalisation
+
+    @property
+    def limbs(self) -> np.ndarray:
+        """The normalised limbs: a unique function of the multiset of values added."""
+        self._normalise()
+        return self._limbs
 
     def add(self, cell: np.ndarray, values: np.ndarray) -> None:
         """Add values[i] to cell[i] (flat cell indices, same shape as values)."""
@@ -47,8 +56,10 @@ class ExactSums:
         totals = np.bincount(
             cell * LIMBS + limb, weights=weight, minlength=self.cells * LIMBS
         ).reshape(self.cells, LIMBS)
-        self.limbs += totals.astype(np.int64)
-        self._normalise()
+        self._limbs += totals.astype(np.int64)
+        self._pending += 1
+        if self._pending >= _NORMALISE_EVERY:
+            self._normalise()
 
     def add_rows(self, values: np.ndarray) -> None:
         """Add a [N, cells] array: row i's value j goes to cell j."""
@@ -58,19 +69,25 @@ class ExactSums:
     def merge(self, other: ExactSums) -> None:
         if other.cells != self.cells:
             raise ValueError("can only merge sums over the same cells")
-        self.limbs += other.limbs
+        self._limbs += other.limbs
+        self._pending += 1
         self._normalise()
 
     def _normalise(self) -> None:
+        if self._pending == 0:
+            return
+        limbs = self._limbs
         for i in range(LIMBS - 1):
-            carry = self.limbs[:, i] >> LIMB_BITS
-            self.limbs[:, i] -= carry << LIMB_BITS
-            self.limbs[:, i + 1] += carry
+            carry = limbs[:, i] >> LIMB_BITS
+            limbs[:, i] -= carry << LIMB_BITS
+            limbs[:, i + 1] += carry
+        self._pending = 0
 
     def values(self) -> np.ndarray:
         """The sums as float64 (a fixed function of the limbs, so equal limbs give equal sums)."""
         scales = np.ldexp(1.0, np.arange(LIMBS) * LIMB_BITS + _BASE_EXPONENT)
+        limbs = self.limbs
         total = np.zeros(self.cells)
         for i in range(LIMBS - 1, -1, -1):
-            total = total + self.limbs[:, i] * scales[i]
+            total = total + limbs[:, i] * scales[i]
         return total
