@@ -43,21 +43,6 @@ def test_serve_forwards_its_arguments_verbatim() -> None:
     assert cli.serve_argv(argv) == ["--model-root", "M", "--port", "0"]
 
 
-def test_serve_calls_the_server_main_with_the_serve_flags(monkeypatch) -> None:
-    import sys
-    import types
-
-    seen: list[list[str]] = []
-    fake_app = types.ModuleType("maxact.server.app")
-    fake_app.main = lambda argv: seen.append(argv) or 0  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "maxact.server.app", fake_app)
-    import maxact.server
-
-    monkeypatch.setattr(maxact.server, "app", fake_app, raising=False)
-    assert cli.main(["serve", "--model-root", "M", "--port", "0"]) == 0
-    assert seen == [["--model-root", "M", "--port", "0"]]
-
-
 def test_models_and_layers_take_json() -> None:
     assert parse("models", "--json").json
     args = parse("layers", "zoo/r50", "--json")

@@ -7,6 +7,7 @@ At most `window` images are in flight, which bounds memory whatever the dataset 
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -15,11 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .preprocess import ResolvedPreprocessing
 
 Image.MAX_IMAGE_PIXELS = 20_000 * 20_000
+_PATH_IN_QUOTES = re.compile(r"['\"]/[^'\"]*['\"]")
 
 
 @dataclass(frozen=True)
@@ -119,5 +121,10 @@ def _batch(items: list[tuple[ImageSource, np.ndarray, tuple[int, int]]]) -> Batc
 
 
 def _describe(exc: Exception) -> str:
-    text = str(exc) or type(exc).__name__
+    """Why an image was skipped, without the server's file paths."""
+    if isinstance(exc, UnidentifiedImageError):
+        return "cannot read image: not a recognised image format, or corrupt"
+    if isinstance(exc, FileNotFoundError):
+        return "cannot read image: the file vanished during the scan"
+    text = _PATH_IN_QUOTES.sub("'...'", str(exc)) or type(exc).__name__
     return f"cannot read image: {text}"

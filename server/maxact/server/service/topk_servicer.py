@@ -8,6 +8,7 @@ and inside a running inference) and waits for the thread, so no work outlives th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -19,7 +20,7 @@ from maxact.v1 import topk_service_pb2 as pb
 from maxact.v1 import topk_service_pb2_grpc
 
 from ..datasets import Dataset
-from ..errors import invalid_argument
+from ..errors import failed_precondition, invalid_argument
 from ..patches import crop_patch
 from ..preprocess import resolve
 from ..reader import file_source
@@ -150,7 +151,15 @@ def _scan_dataset(scan: NeuronScan, dataset: Dataset, emit: Callable[[Any], None
 
 
 def _patch(scan: NeuronScan, sources: list[Any], hit: Hit) -> pb.Patch:
-    patch = crop_patch(sources[hit.image_index], hit.box, scan.prep)
+    try:
+        patch = crop_patch(sources[hit.image_index], hit.box, scan.prep)
+    except (OSError, ValueError) as exc:  # the file changed or vanished since it was scanned
+        raise failed_precondition(
+            "IMAGE_UNREADABLE",
+            f"image {hit.image_id!r} (rank {hit.rank}) could not be read again to crop its "
+            f"patch: {type(exc).__name__}; was the dataset modified during the scan?",
+            image=hit.image_id,
+        ) from None
     return pb.Patch(hit=hit_to_proto(hit, patch.box), png=patch.png)
 
 
@@ -187,7 +196,9 @@ async def _run_in_thread(
     queue: asyncio.Queue[Any] = asyncio.Queue()
 
     def emit(item: Any) -> None:
-        loop.call_soon_threadsafe(queue.put_nowait, item)
+        # RuntimeError: the server's loop already closed (shutdown), so nobody listens
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(queue.put_nowait, item)
 
     def target() -> None:
         try:
