@@ -202,6 +202,8 @@ class LoadedModel:
         )
         found = (session, None) if session is not None else (self.session(outputs), 1)
         with self._lock:
+            while len(self._scan_sessions) >= SESSIONS_PER_MODEL:
+                self._scan_sessions.pop(next(iter(self._scan_sessions)))
             return self._scan_sessions.setdefault(key, found)
 
 
