@@ -1,4 +1,4 @@
-"""The `maxact` command line (DESIGN §3): serve, models, layers, rf, topk, demo."""
+"""The `maxact` command line (DESIGN §3): serve, models, upload, layers, rf, topk, demo."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import NoReturn
 
 from maxact.client import json_out, text_out
 from maxact.client import types as t
+from maxact.client.channel import read_token_file
 from maxact.client.client import Client
 from maxact.client.errors import MaxactError
 from maxact.client.patches_out import write_patches
@@ -68,6 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="maxact server (default: $MAXACT_SERVER, else 127.0.0.1:50051)",
     )
+    parser.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="F",
+        help="bearer token for a server started with --auth-token-file (default: $MAXACT_TOKEN)",
+    )
+    parser.add_argument(
+        "--tls-ca", type=Path, metavar="F", help="CA certificate (PEM): connect with TLS"
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     serve = commands.add_parser("serve", help="run the maxact server (needs maxact[server])")
@@ -80,9 +90,23 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--auth-token-file", metavar="F")
     serve.add_argument("--tls-cert", metavar="F")
     serve.add_argument("--tls-key", metavar="F")
+    serve.add_argument("--max-upload-mb", type=_positive_int, default=2048, metavar="MB")
+    serve.add_argument("--max-concurrent-rpcs", type=_positive_int, default=64, metavar="N")
 
     models = commands.add_parser("models", help="list the models under the server's model root")
     _add_json(models)
+
+    upload = commands.add_parser("upload", help="upload a local .onnx file to the model root")
+    upload.add_argument("file", type=Path, metavar="FILE")
+    upload.add_argument("--name", metavar="NAME", help="model name (default: the file's stem)")
+    upload.add_argument("--overwrite", action="store_true", help="replace an existing model")
+    upload.add_argument(
+        "--preprocess-json",
+        type=Path,
+        metavar="F",
+        help="default preprocessing (JSON object), stored as NAME.preprocess.json",
+    )
+    _add_json(upload)
 
     layers = commands.add_parser("layers", help="a model's layers with their receptive fields")
     layers.add_argument("model", metavar="MODEL")
@@ -127,18 +151,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_GLOBAL_VALUE_OPTIONS = ("--server", "--token-file", "--tls-ca")
+
+
 def serve_argv(argv: Sequence[str]) -> list[str]:
     """The arguments after `serve`, exactly as typed, for maxact.server.app.main."""
     i = 0
     while i < len(argv):
         token = argv[i]
-        if token == "--server":
+        if token in _GLOBAL_VALUE_OPTIONS:
             i += 2
             continue
         if token == "serve":
             return list(argv[i + 1 :])
         i += 1
     return []
+
+
+def connect(args: argparse.Namespace) -> Client:
+    """A client for the global --server / --token-file / --tls-ca options."""
+    token = read_token_file(args.token_file) if args.token_file else None
+    return Client(args.server, token=token, tls_ca=args.tls_ca)
 
 
 def _print_doc(args: argparse.Namespace, doc: object, text: str) -> None:
@@ -155,7 +188,7 @@ def cmd_serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    with Client(args.server) as client:
+    with connect(args) as client:
         models = client.list_models()
     doc = {
         "models": [{"name": m.name, "size_bytes": m.size_bytes, "loaded": m.loaded} for m in models]
@@ -164,15 +197,28 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_upload(args: argparse.Namespace) -> int:
+    if not args.file.is_file():
+        raise ValueError(f"no such file: {args.file}")
+    preprocess = args.preprocess_json.read_text(encoding="utf-8") if args.preprocess_json else None
+    with connect(args) as client:
+        model = client.upload_model(
+            args.file, args.name, overwrite=args.overwrite, preprocess_json=preprocess
+        )
+    doc = {"name": model.name, "size_bytes": model.size_bytes, "loaded": model.loaded}
+    _print_doc(args, doc, f"uploaded {model.name} ({model.size_bytes} bytes)")
+    return 0
+
+
 def cmd_layers(args: argparse.Namespace) -> int:
-    with Client(args.server) as client:
+    with connect(args) as client:
         info = client.get_model(args.model, size=tuple(args.size) if args.size else None)
     _print_doc(args, json_out.layers_json(info), text_out.layers_text(info))
     return 0
 
 
 def cmd_rf(args: argparse.Namespace) -> int:
-    with Client(args.server) as client:
+    with connect(args) as client:
         info = client.receptive_field(
             args.model,
             args.layer,
@@ -211,7 +257,7 @@ def run_topk(
 
 
 def cmd_topk(args: argparse.Namespace) -> int:
-    with Client(args.server) as client:
+    with connect(args) as client:
         result = run_topk(client, args)
     files = write_patches(result, args.out) if args.out is not None else None
     _print_doc(args, json_out.topk_json(result, files), text_out.topk_text(result, files))
@@ -228,6 +274,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "models": cmd_models,
+    "upload": cmd_upload,
     "layers": cmd_layers,
     "rf": cmd_rf,
     "topk": cmd_topk,

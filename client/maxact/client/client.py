@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -11,9 +12,11 @@ import grpc
 
 from maxact.client import convert
 from maxact.client import types as t
+from maxact.client.channel import MAX_MESSAGE_BYTES, open_channel, resolve_token
 from maxact.client.errors import from_rpc_error
 from maxact.client.preprocessing import Preprocessing
 from maxact.client.stream import TopKStream
+from maxact.client.upload import DEFAULT_CHUNK_BYTES, file_sha256, upload_requests
 from maxact.v1 import (
     common_pb2,
     dataset_service_pb2,
@@ -27,7 +30,7 @@ from maxact.v1 import (
 )
 
 DEFAULT_SERVER = "127.0.0.1:50051"
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # patches of large photos exceed gRPC's 4 MiB default
+__all__ = ["DEFAULT_SERVER", "MAX_MESSAGE_BYTES", "Client", "default_server"]
 
 R = TypeVar("R")
 
@@ -38,18 +41,23 @@ def default_server() -> str:
 
 
 class Client:
-    """A connection to a maxact server; use it as a context manager to close the channel."""
+    """A connection to a maxact server; use it as a context manager to close the channel.
 
-    def __init__(self, server: str | None = None, *, timeout: float | None = None) -> None:
+    `token`: bearer token sent with every call (default: $MAXACT_TOKEN, if set).
+    `tls_ca`: CA certificate (PEM path or bytes) to verify a TLS server; None: plaintext.
+    """
+
+    def __init__(
+        self,
+        server: str | None = None,
+        *,
+        timeout: float | None = None,
+        token: str | None = None,
+        tls_ca: str | Path | bytes | None = None,
+    ) -> None:
         self.server = server or default_server()
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(
-            self.server,
-            options=[
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ],
-        )
+        self._channel = open_channel(self.server, token=resolve_token(token), tls_ca=tls_ca)
         self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
         self._fields = receptive_field_service_pb2_grpc.ReceptiveFieldServiceStub(self._channel)
         self._datasets = dataset_service_pb2_grpc.DatasetServiceStub(self._channel)
@@ -79,6 +87,42 @@ class Client:
     def list_models(self) -> list[t.ModelSummary]:
         response = self._call(self._models.ListModels, model_service_pb2.ListModelsRequest())
         return [convert.model_summary(m) for m in response.models]
+
+    def load_model(self, name: str) -> t.ModelSummary:
+        """Load (and validate) a model now rather than on first use."""
+        response = self._call(self._models.LoadModel, model_service_pb2.LoadModelRequest(name=name))
+        return convert.model_summary(response.model)
+
+    def unload_model(self, name: str) -> None:
+        """Drop the server's cached copy (sessions, fields); the file stays."""
+        self._call(self._models.UnloadModel, model_service_pb2.UnloadModelRequest(name=name))
+
+    def upload_model(
+        self,
+        path: str | Path,
+        name: str | None = None,
+        *,
+        overwrite: bool = False,
+        preprocess_json: str | None = None,
+        chunk_size: int = DEFAULT_CHUNK_BYTES,
+    ) -> t.ModelSummary:
+        """Stream a local .onnx file to the server's model root as `name` (default: file stem).
+
+        The server verifies the SHA-256 and that the file is an ONNX model before it appears;
+        `preprocess_json` (a JSON object, DESIGN §3 Preprocessing) becomes its default
+        preprocessing. An existing name is refused (ALREADY_EXISTS) unless `overwrite`.
+        """
+        path = Path(path)
+        requests = upload_requests(
+            path,
+            name or path.stem,
+            sha256=file_sha256(path),
+            overwrite=overwrite,
+            preprocess_json=preprocess_json,
+            chunk_size=chunk_size,
+        )
+        response = self._call(self._models.UploadModel, requests)
+        return convert.model_summary(response.model)
 
     def get_model(self, name: str, size: tuple[int, int] | None = None) -> t.ModelInfo:
         """Inputs, default preprocessing and layers; size is needed for dynamic-size models."""

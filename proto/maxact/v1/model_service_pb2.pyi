@@ -260,21 +260,30 @@ class UploadModelRequest(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     SHA256_FIELD_NUMBER: _builtins.int
     CHUNK_FIELD_NUMBER: _builtins.int
+    OVERWRITE_FIELD_NUMBER: _builtins.int
+    PREPROCESS_JSON_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """Set in the first message."""
+    """Set in the first message: the model name (path under the model root, without ".onnx")."""
     sha256: _builtins.str
     """Hex SHA-256 of the whole file, set in the first message."""
     chunk: _builtins.bytes
+    """Every message may carry a chunk of the file, in order."""
+    overwrite: _builtins.bool
+    """First message: replace an existing model of that name (else ALREADY_EXISTS)."""
+    preprocess_json: _builtins.str
+    """First message, optional: the default preprocessing, stored as NAME.preprocess.json."""
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         sha256: _builtins.str = ...,
         chunk: _builtins.bytes = ...,
+        overwrite: _builtins.bool = ...,
+        preprocess_json: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "name", b"name", "sha256", b"sha256"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "name", b"name", "overwrite", b"overwrite", "preprocess_json", b"preprocess_json", "sha256", b"sha256"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -29,20 +29,25 @@ from maxact.v1 import (
     topk_service_pb2_grpc,
 )
 
+from .auth import BearerTokenInterceptor, read_token
 from .datasets import DatasetCatalog
 from .models import ModelRegistry
 from .runtime import providers_for
 from .service.dataset_servicer import DatasetServicer
 from .service.lookup import ServerState
-from .service.model_servicer import ModelServicer
+from .service.model_servicer import DEFAULT_MAX_UPLOAD_BYTES, ModelServicer
 from .service.receptive_field_servicer import ReceptiveFieldServicer
 from .service.scan_servicer import NeuronServicer, ScanServicer
 from .service.topk_servicer import TopKServicer
+from .upload import remove_stale_uploads
 
 log = logging.getLogger("maxact.server")
 
 DEFAULT_PORT = 50051
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# Beyond this many calls in flight grpc answers RESOURCE_EXHAUSTED instead of queueing without
+# bound (each scan holds threads and memory; a flood must not take the server down).
+DEFAULT_MAX_CONCURRENT_RPCS = 64
 SERVICE_NAMES = [
     descriptor.services_by_name[name].full_name
     for descriptor, name in [
@@ -63,23 +68,35 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     device: str = "auto"
+    # Bearer token every RPC but health must carry; None: no authentication.
+    auth_token: str | None = None
+    # (certificate chain PEM, private key PEM) to serve TLS; None: plaintext.
+    tls: tuple[bytes, bytes] | None = None
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS
 
 
 async def build_server(config: ServerConfig) -> tuple[grpc.aio.Server, int]:
     """A started server with every maxact service, health and reflection; returns the port."""
     providers_for(config.device)  # decide the device (and log it) once, up front
+    remove_stale_uploads(config.model_root)
     state = ServerState(
         models=ModelRegistry(config.model_root, config.device),
         datasets=DatasetCatalog(config.data_root),
     )
+    interceptors = [BearerTokenInterceptor(config.auth_token)] if config.auth_token else []
     server = grpc.aio.server(
+        interceptors=interceptors,
         options=[
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
-        ]
+        ],
+        maximum_concurrent_rpcs=config.max_concurrent_rpcs,
     )
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(state), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+        ModelServicer(state, config.max_upload_bytes), server
+    )
     receptive_field_service_pb2_grpc.add_ReceptiveFieldServiceServicer_to_server(
         ReceptiveFieldServicer(state), server
     )
@@ -98,7 +115,13 @@ async def build_server(config: ServerConfig) -> tuple[grpc.aio.Server, int]:
         ],
         server,
     )
-    port = server.add_insecure_port(f"{config.host}:{config.port}")
+    address = f"{config.host}:{config.port}"
+    if config.tls is not None:
+        cert_chain, private_key = config.tls
+        credentials = grpc.ssl_server_credentials([(private_key, cert_chain)])
+        port = server.add_secure_port(address, credentials)
+    else:
+        port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot listen on {config.host}:{config.port}")
     await server.start()
@@ -161,10 +184,32 @@ def start_server(
     host: str = "127.0.0.1",
     port: int = 0,
     device: str = "auto",
+    *,
+    auth_token: str | None = None,
+    tls: tuple[bytes, bytes] | None = None,
+    max_upload_mb: int | None = None,
+    max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS,
 ) -> RunningServer:
-    """Start a server in this process (port 0: a free port); `.port`, `.address`, `.stop()`."""
+    """Start a server in this process (port 0: a free port); `.port`, `.address`, `.stop()`.
+
+    `tls` is (certificate chain PEM, private key PEM); `auth_token` turns on bearer tokens.
+    """
     return RunningServer(
-        ServerConfig(Path(model_root), Path(data_root) if data_root else None, host, port, device)
+        ServerConfig(
+            Path(model_root),
+            Path(data_root) if data_root else None,
+            host,
+            port,
+            device,
+            auth_token=auth_token,
+            tls=tls,
+            max_upload_bytes=(
+                max_upload_mb * 1024 * 1024
+                if max_upload_mb is not None
+                else DEFAULT_MAX_UPLOAD_BYTES
+            ),
+            max_concurrent_rpcs=max_concurrent_rpcs,
+        )
     )
 
 
@@ -176,20 +221,47 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--data-root", type=Path)
     parser.add_argument("--store", type=Path, help="SQLite store for scans (not used yet)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    parser.add_argument("--auth-token-file", type=Path, help="not supported yet")
-    parser.add_argument("--tls-cert", type=Path, help="not supported yet")
-    parser.add_argument("--tls-key", type=Path, help="not supported yet")
+    parser.add_argument(
+        "--auth-token-file",
+        type=Path,
+        help="require 'authorization: Bearer <token>' (the file's content) on every RPC but health",
+    )
+    parser.add_argument("--tls-cert", type=Path, help="PEM certificate chain: serve TLS")
+    parser.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    parser.add_argument(
+        "--max-upload-mb",
+        type=int,
+        default=DEFAULT_MAX_UPLOAD_BYTES // (1024 * 1024),
+        help="largest model upload accepted (MiB; default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-concurrent-rpcs",
+        type=int,
+        default=DEFAULT_MAX_CONCURRENT_RPCS,
+        help="calls in flight beyond this get RESOURCE_EXHAUSTED (default %(default)s)",
+    )
     return parser.parse_args(argv)
+
+
+def security_from_args(args: argparse.Namespace) -> tuple[str | None, tuple[bytes, bytes] | None]:
+    """(token, (cert, key)) from the command line; ValueError/OSError say what is wrong."""
+    token = read_token(args.auth_token_file) if args.auth_token_file else None
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise ValueError("--tls-cert and --tls-key go together")
+    tls = (args.tls_cert.read_bytes(), args.tls_key.read_bytes()) if args.tls_cert else None
+    return token, tls
 
 
 async def _serve(config: ServerConfig) -> None:
     server, port = await build_server(config)
     log.info(
-        "maxact serving on %s:%d (models: %s, data: %s)",
+        "maxact serving on %s:%d (models: %s, data: %s, %s, %s)",
         config.host,
         port,
         config.model_root,
         config.data_root,
+        "TLS" if config.tls else "plaintext",
+        "bearer token required" if config.auth_token else "no authentication",
     )
     print(f"maxact serving on {config.host}:{port}", flush=True)
     stop = asyncio.Event()
@@ -204,16 +276,30 @@ async def _serve(config: ServerConfig) -> None:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    for option in ("auth_token_file", "tls_cert", "tls_key"):
-        if getattr(args, option):
-            log.error("--%s is not supported in this version", option.replace("_", "-"))
-            return 2
+    try:
+        token, tls = security_from_args(args)
+    except (ValueError, OSError) as exc:
+        log.error("%s", exc)
+        return 2
+    if args.max_upload_mb <= 0 or args.max_concurrent_rpcs <= 0:
+        log.error("--max-upload-mb and --max-concurrent-rpcs must be positive")
+        return 2
     if not args.model_root.is_dir():
         log.error("--model-root %s is not a folder", args.model_root)
         return 2
     if args.data_root is not None and not args.data_root.is_dir():
         log.error("--data-root %s is not a folder", args.data_root)
         return 2
-    config = ServerConfig(args.model_root, args.data_root, args.host, args.port, args.device)
+    config = ServerConfig(
+        args.model_root,
+        args.data_root,
+        args.host,
+        args.port,
+        args.device,
+        auth_token=token,
+        tls=tls,
+        max_upload_bytes=args.max_upload_mb * 1024 * 1024,
+        max_concurrent_rpcs=args.max_concurrent_rpcs,
+    )
     asyncio.run(_serve(config))
     return 0

@@ -1,4 +1,5 @@
-"""ModelService: list, describe (inputs, default preprocessing, layer catalogue with fields)."""
+"""ModelService: list, describe (inputs, default preprocessing, layer catalogue with fields),
+load, unload, and upload by client streaming."""
 
 from __future__ import annotations
 
@@ -11,14 +12,21 @@ from onnx import TensorProto
 from maxact.v1 import model_service_pb2 as pb
 from maxact.v1 import model_service_pb2_grpc
 
+from ..errors import invalid_argument
+from ..upload import ModelUpload
 from .convert import field_to_proto, preprocessing_to_proto
-from .errors import abort_unimplemented, rpc
+from .errors import rpc
 from .lookup import ServerState, load_model, size_from
+
+DEFAULT_MAX_UPLOAD_BYTES = 2048 * 1024 * 1024
 
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
-    def __init__(self, state: ServerState) -> None:
+    def __init__(
+        self, state: ServerState, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    ) -> None:
         self.state = state
+        self.max_upload_bytes = max_upload_bytes
 
     @rpc
     async def ListModels(
@@ -79,13 +87,41 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         self.state.models.unload(request.name)
         return pb.UnloadModelResponse()
 
+    @rpc
     async def UploadModel(
         self,
         request_iterator: AsyncIterator[pb.UploadModelRequest],
         context: grpc.aio.ServicerContext,
     ) -> pb.UploadModelResponse:
-        await abort_unimplemented(context, "ModelService.UploadModel")
-        return pb.UploadModelResponse()
+        """Chunks go to a temp file as they arrive (memory stays at one chunk); a cancelled
+        stream cancels this task, and the finally removes the temp file."""
+        iterator = aiter(request_iterator)
+        first = await anext(iterator, None)
+        if first is None:
+            raise invalid_argument("UPLOAD_EMPTY", "the upload stream carried no message")
+        if not first.name:
+            raise invalid_argument("MODEL_REQUIRED", "the first upload message must name the model")
+        models = self.state.models
+        upload = await asyncio.to_thread(
+            ModelUpload,
+            models.model_root,
+            first.name,
+            first.sha256,
+            max_bytes=self.max_upload_bytes,
+            overwrite=first.overwrite,
+            preprocess_json=first.preprocess_json,
+        )
+        try:
+            upload.write(first.chunk)
+            async for message in iterator:
+                upload.write(message.chunk)
+            size = await asyncio.to_thread(upload.commit)
+        finally:
+            upload.abort()
+        models.unload(first.name)  # an overwritten model is loaded afresh on next use
+        return pb.UploadModelResponse(
+            model=pb.ModelSummary(name=first.name, size_bytes=size, loaded=False)
+        )
 
 
 def _tensor_info(value: object) -> pb.TensorInfo:
