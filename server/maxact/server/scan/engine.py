@@ -156,10 +156,15 @@ class ScanEngine:
     def _inferred(
         self, items: Iterable[Batch | Skipped]
     ) -> Iterator[tuple[Batch, list[np.ndarray]] | Skipped]:
-        for item in items:
-            if self.stop_event.is_set():
-                return
-            yield item if isinstance(item, Skipped) else (item, self._infer(item.array))
+        try:
+            for item in items:
+                if self.stop_event.is_set():
+                    return
+                yield item if isinstance(item, Skipped) else (item, self._infer(item.array))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:  # a reader: stop its decode threads now, not at GC
+                close()
 
     def _infer(self, array: np.ndarray) -> list[np.ndarray]:
         count = array.shape[0]
