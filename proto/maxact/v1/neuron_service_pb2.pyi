@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from maxact.v1 import scan_service_pb2 as _scan_service_pb2
 from maxact.v1 import topk_service_pb2 as _topk_service_pb2
 import builtins as _builtins
 import sys
@@ -28,12 +29,15 @@ class GetNeuronRequest(_message.Message):
     CHANNEL_FIELD_NUMBER: _builtins.int
     K_FIELD_NUMBER: _builtins.int
     INCLUDE_PATCHES_FIELD_NUMBER: _builtins.int
+    BOTTOM_FIELD_NUMBER: _builtins.int
     scan: _builtins.str
     """"scans/{id}"."""
     layer: _builtins.str
     channel: _builtins.int
     k: _builtins.int
     include_patches: _builtins.bool
+    bottom: _builtins.bool
+    """The k weakest responses instead of the strongest."""
     def __init__(
         self,
         *,
@@ -42,10 +46,11 @@ class GetNeuronRequest(_message.Message):
         channel: _builtins.int = ...,
         k: _builtins.int = ...,
         include_patches: _builtins.bool = ...,
+        bottom: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "include_patches", b"include_patches", "k", b"k", "layer", b"layer", "scan", b"scan"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bottom", b"bottom", "channel", b"channel", "include_patches", b"include_patches", "k", b"k", "layer", b"layer", "scan", b"scan"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -57,18 +62,27 @@ class GetNeuronResponse(_message.Message):
 
     PATCHES_FIELD_NUMBER: _builtins.int
     IMAGES_SCANNED_FIELD_NUMBER: _builtins.int
+    SCAN_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
     images_scanned: _builtins.int
+    mode: _topk_service_pb2.TopKMode.ValueType
     @_builtins.property
-    def patches(self) -> _containers.RepeatedCompositeFieldContainer[_topk_service_pb2.Patch]: ...
+    def patches(self) -> _containers.RepeatedCompositeFieldContainer[_topk_service_pb2.Patch]:
+        """Best first; png is empty unless include_patches."""
+
+    @_builtins.property
+    def scan(self) -> _scan_service_pb2.Scan: ...
     def __init__(
         self,
         *,
         patches: _abc.Iterable[_topk_service_pb2.Patch] | None = ...,
         images_scanned: _builtins.int = ...,
+        scan: _scan_service_pb2.Scan | None = ...,
+        mode: _topk_service_pb2.TopKMode.ValueType = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["scan", b"scan"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["images_scanned", b"images_scanned", "patches", b"patches"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["images_scanned", b"images_scanned", "mode", b"mode", "patches", b"patches", "scan", b"scan"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -98,6 +112,26 @@ class ChannelStatistics(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class TopClassHistogramEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     CHANNEL_FIELD_NUMBER: _builtins.int
     MEAN_MAX_FIELD_NUMBER: _builtins.int
     MAX_MAX_FIELD_NUMBER: _builtins.int
@@ -105,14 +139,21 @@ class ChannelStatistics(_message.Message):
     DEAD_FIELD_NUMBER: _builtins.int
     SELECTIVITY_FIELD_NUMBER: _builtins.int
     CLASS_MEAN_FIELD_NUMBER: _builtins.int
+    TOP_CLASS_HISTOGRAM_FIELD_NUMBER: _builtins.int
+    PREFERRED_CLASS_FIELD_NUMBER: _builtins.int
     channel: _builtins.int
     mean_max: _builtins.float
     max_max: _builtins.float
     firing_rate: _builtins.float
     dead: _builtins.bool
     selectivity: _builtins.float
+    preferred_class: _builtins.str
     @_builtins.property
     def class_mean(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]: ...
+    @_builtins.property
+    def top_class_histogram(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Class of each top-k image, counted."""
+
     def __init__(
         self,
         *,
@@ -123,10 +164,12 @@ class ChannelStatistics(_message.Message):
         dead: _builtins.bool = ...,
         selectivity: _builtins.float = ...,
         class_mean: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        top_class_histogram: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        preferred_class: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "class_mean", b"class_mean", "dead", b"dead", "firing_rate", b"firing_rate", "max_max", b"max_max", "mean_max", b"mean_max", "selectivity", b"selectivity"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "class_mean", b"class_mean", "dead", b"dead", "firing_rate", b"firing_rate", "max_max", b"max_max", "mean_max", b"mean_max", "preferred_class", b"preferred_class", "selectivity", b"selectivity", "top_class_histogram", b"top_class_histogram"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -158,13 +201,63 @@ Global___GetLayerStatisticsRequest: _TypeAlias = GetLayerStatisticsRequest  # no
 class GetLayerStatisticsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class TopChannelsPerClassEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> Global___ChannelList: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: Global___ChannelList | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     CHANNELS_FIELD_NUMBER: _builtins.int
+    IMAGES_SCANNED_FIELD_NUMBER: _builtins.int
+    TOP_CHANNELS_PER_CLASS_FIELD_NUMBER: _builtins.int
+    images_scanned: _builtins.int
     @_builtins.property
     def channels(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChannelStatistics]: ...
+    @_builtins.property
+    def top_channels_per_class(self) -> _containers.MessageMap[_builtins.str, Global___ChannelList]:
+        """For each class, the channels that fire most for it, best first."""
+
     def __init__(
         self,
         *,
         channels: _abc.Iterable[Global___ChannelStatistics] | None = ...,
+        images_scanned: _builtins.int = ...,
+        top_channels_per_class: _abc.Mapping[_builtins.str, Global___ChannelList] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channels", b"channels", "images_scanned", b"images_scanned", "top_channels_per_class", b"top_channels_per_class"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetLayerStatisticsResponse: _TypeAlias = GetLayerStatisticsResponse  # noqa: Y015
+
+@_typing.final
+class ChannelList(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNELS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def channels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def __init__(
+        self,
+        *,
+        channels: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -172,4 +265,4 @@ class GetLayerStatisticsResponse(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___GetLayerStatisticsResponse: _TypeAlias = GetLayerStatisticsResponse  # noqa: Y015
+Global___ChannelList: _TypeAlias = ChannelList  # noqa: Y015

@@ -58,6 +58,10 @@ class Scan(_message.Message):
     IMAGES_DONE_FIELD_NUMBER: _builtins.int
     IMAGES_TOTAL_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    IMAGES_FAILED_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """"scans/{id}"."""
     model: _builtins.str
@@ -67,6 +71,11 @@ class Scan(_message.Message):
     images_done: _builtins.int
     images_total: _builtins.int
     error: _builtins.str
+    mode: _topk_service_pb2.TopKMode.ValueType
+    images_failed: _builtins.int
+    create_time: _builtins.float
+    """Seconds since the Unix epoch."""
+    update_time: _builtins.float
     @_builtins.property
     def layers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -84,10 +93,14 @@ class Scan(_message.Message):
         images_done: _builtins.int = ...,
         images_total: _builtins.int = ...,
         error: _builtins.str = ...,
+        mode: _topk_service_pb2.TopKMode.ValueType = ...,
+        images_failed: _builtins.int = ...,
+        create_time: _builtins.float = ...,
+        update_time: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["preprocessing", b"preprocessing"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset", "error", b"error", "images_done", b"images_done", "images_total", b"images_total", "k", b"k", "layers", b"layers", "model", b"model", "name", b"name", "preprocessing", b"preprocessing", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "dataset", b"dataset", "error", b"error", "images_done", b"images_done", "images_failed", b"images_failed", "images_total", b"images_total", "k", b"k", "layers", b"layers", "mode", b"mode", "model", b"model", "name", b"name", "preprocessing", b"preprocessing", "state", b"state", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
