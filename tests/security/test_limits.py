@@ -85,3 +85,21 @@ def test_calls_beyond_maximum_concurrent_rpcs_are_resource_exhausted(model_root:
         with pytest.raises(grpc.RpcError):
             holding.result(timeout=20)  # empty upload: checksum mismatch
         assert client.list_models() == []  # the slot is free again
+
+
+def test_a_bomb_between_pillows_warning_and_error_limits_is_refused_from_its_header(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An 18000x18000 1-bit PNG (~40 KB on disk) is over our limit but under twice Pillow's, where
+    Pillow only warns and would decode it in full; it must be refused from its header alone."""
+    from maxact.server.reader import MAX_PIXELS, ImageSource, load_original
+
+    path = tmp_path / "bomb.png"
+    with monkeypatch.context() as patch:
+        patch.setattr(Image, "MAX_IMAGE_PIXELS", None)
+        Image.new("1", (18_000, 18_000)).save(path)
+    assert MAX_PIXELS < 18_000 * 18_000 < 2 * MAX_PIXELS
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="possible decompression bomb"):
+        load_original(ImageSource(0, "bomb.png", lambda: Image.open(path)))
+    assert time.perf_counter() - start < 1.0

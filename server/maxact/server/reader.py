@@ -10,7 +10,7 @@ import os
 import re
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sized
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +20,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .preprocess import ResolvedPreprocessing
 
-Image.MAX_IMAGE_PIXELS = 20_000 * 20_000
+# Decompression-bomb guard: refuse images over this many pixels from the header alone, before
+# any decoding (Pillow itself only warns below twice its limit and decodes in full).
+MAX_PIXELS = 200_000_000
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 _PATH_IN_QUOTES = re.compile(r"['\"]/[^'\"]*['\"]")
 
 
@@ -54,9 +57,20 @@ def file_source(index: int, image_id: str, path: Path) -> ImageSource:
     return ImageSource(index, image_id, lambda: Image.open(path))
 
 
+def check_pixels(image: Image.Image) -> None:
+    """Raise before decoding when the header announces more than MAX_PIXELS pixels."""
+    width, height = image.size
+    if width * height > MAX_PIXELS:
+        raise ValueError(
+            f"image is {width}x{height} = {width * height:,} pixels, over the limit of "
+            f"{MAX_PIXELS:,} (possible decompression bomb)"
+        )
+
+
 def load_original(source: ImageSource) -> Image.Image:
     """Decode fully, upright (EXIF orientation applied): the "original image" boxes refer to."""
     with source.open() as image:
+        check_pixels(image)
         image.load()
         upright = ImageOps.exif_transpose(image)
         return upright if upright is not None else image.copy()
@@ -69,8 +83,13 @@ def _prepare(
     return prep.to_array(image), (image.height, image.width)
 
 
+def known_total(sources: Iterable[ImageSource]) -> int:
+    """How many images `sources` holds when it says so (a list), else 0: unknown (a stream)."""
+    return len(sources) if isinstance(sources, Sized) else 0
+
+
 def read_batches(
-    sources: list[ImageSource],
+    sources: Iterable[ImageSource],
     prep: ResolvedPreprocessing,
     batch_size: int,
     stop: threading.Event,
@@ -79,6 +98,9 @@ def read_batches(
 ) -> Iterator[Batch | Skipped]:
     """Yield batches in dataset order; unreadable images come out as Skipped, in order.
 
+    `sources` may be a list or any iterator, e.g. images still arriving from a client (the
+    total need not be known); it is pulled only while fewer than `window` images are in
+    flight, and not at all once `stop` is set. Indices must follow the iteration order.
     `prepare` decodes and preprocesses one image (default: full decode, `prep.to_array`).
     """
     prepare = prepare or _prepare
@@ -86,14 +108,19 @@ def read_batches(
     window = max(2 * batch_size, 4 * workers)
     with ThreadPoolExecutor(workers, thread_name_prefix="maxact-scan-decode") as pool:
         pending: deque[tuple[ImageSource, Future[tuple[np.ndarray, tuple[int, int]]]]] = deque()
-        position = 0
+        remaining = iter(sources)
+        exhausted = False
         current: list[tuple[ImageSource, np.ndarray, tuple[int, int]]] = []
         try:
-            while (position < len(sources) or pending) and not stop.is_set():
-                while position < len(sources) and len(pending) < window:
-                    source = sources[position]
-                    pending.append((source, pool.submit(prepare, source, prep)))
-                    position += 1
+            while not stop.is_set():
+                while not exhausted and len(pending) < window and not stop.is_set():
+                    next_source = next(remaining, None)
+                    if next_source is None:
+                        exhausted = True
+                    else:
+                        pending.append((next_source, pool.submit(prepare, next_source, prep)))
+                if not pending:
+                    break
                 source, future = pending.popleft()
                 try:
                     array, size = future.result()

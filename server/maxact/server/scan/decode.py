@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ..preprocess import ResolvedPreprocessing, shorter_side_size, to_rgb
-from ..reader import ImageSource, load_original
+from ..reader import ImageSource, check_pixels, load_original
 
 DRAFT_FACTOR = 2
 
@@ -51,6 +51,7 @@ def prepare(
         image = load_original(source)
         return prep.to_array(image), (image.height, image.width)
     with source.open() as opened:
+        check_pixels(opened)
         if not uses_draft(prep, opened):
             opened.load()
             upright = ImageOps.exif_transpose(opened)

@@ -7,6 +7,7 @@ reducer of the union.
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 
 import numpy as np
@@ -139,6 +140,21 @@ class LayerReducer:
         for kind, topk in self._topk.items():
             topk.merge(other._topk[kind])
         self.stats.merge(other.stats)
+
+    def state(self) -> bytes:
+        """The accumulated state (top-k arrays and statistics), for checkpoints.
+
+        Pickle is safe here: the server reads back only what it wrote into its own store.
+        """
+        return pickle.dumps({"topk": self._topk, "stats": self.stats}, protocol=5)
+
+    def load_state(self, data: bytes) -> None:
+        """Restore a checkpoint written by `state()` for the same layer and options."""
+        state = pickle.loads(data)  # noqa: S301 - the server's own store
+        if set(state["topk"]) != set(self._topk):
+            raise ValueError("checkpoint was written with different options")
+        self._topk = state["topk"]
+        self.stats = state["stats"]
 
     def kinds(self) -> tuple[str, ...]:
         return tuple(self._topk)
