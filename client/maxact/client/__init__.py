@@ -2,6 +2,7 @@
 
 from maxact.client.client import DEFAULT_SERVER, Client
 from maxact.client.errors import MaxactError
+from maxact.client.images import collect_images
 from maxact.client.preprocessing import Preprocessing
 from maxact.client.stream import TopKStream
 from maxact.client.types import (
@@ -47,4 +48,5 @@ __all__ = [
     "TopKEvent",
     "TopKResult",
     "TopKStream",
+    "collect_images",
 ]

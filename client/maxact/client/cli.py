@@ -13,9 +13,11 @@ from maxact.client import types as t
 from maxact.client.channel import read_token_file
 from maxact.client.client import Client
 from maxact.client.errors import MaxactError
+from maxact.client.images import collect_images
 from maxact.client.patches_out import write_patches
 from maxact.client.preprocessing import add_preprocessing_arguments, preprocessing_from_args
 from maxact.client.progress import ProgressBar
+from maxact.client.stream import TopKStream
 
 PROG = "maxact"
 EXIT_SERVER_ERROR = 1
@@ -127,8 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
     topk.add_argument("layer", metavar="LAYER")
     topk.add_argument("--channel", type=_nonnegative_int, required=True, metavar="C")
     topk.add_argument("-k", type=_positive_int, default=9, metavar="K", help="default 9")
-    topk.add_argument(
-        "--dataset", required=True, metavar="NAME", help="a folder under the server's data root"
+    source = topk.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dataset", metavar="NAME", help="a folder under the server's data root")
+    source.add_argument(
+        "--images",
+        nargs="+",
+        type=Path,
+        metavar="DIR_OR_FILE",
+        help="local image folders or files, streamed to the server (ids: the path relative to "
+        "a folder, or a file's base name)",
     )
     topk.add_argument("--mode", choices=("image", "position"), default="image")
     topk.add_argument("--bottom", action="store_true", help="the k weakest responses instead")
@@ -235,17 +244,7 @@ def run_topk(
     """Run the scan with a progress display; Ctrl-C or an error cancels the server's scan."""
     bar = bar or ProgressBar(f"top-{args.k} {args.layer} channel {args.channel}")
     try:
-        with client.topk(
-            args.model,
-            args.layer,
-            args.channel,
-            dataset=args.dataset,
-            k=args.k,
-            mode=args.mode,
-            bottom=args.bottom,
-            unit=tuple(args.unit) if args.unit else None,
-            preprocessing=preprocessing_from_args(args),
-        ) as stream:
+        with _start_topk(client, args) as stream:
             for event in stream:
                 if isinstance(event, t.Progress):
                     bar.update(event.images_done, event.images_total, event.images_failed)
@@ -254,6 +253,21 @@ def run_topk(
             return stream.result()
     finally:
         bar.close()
+
+
+def _start_topk(client: Client, args: argparse.Namespace) -> TopKStream:
+    """The scan of --dataset on the server, or of the --images streamed from here."""
+    options = {
+        "k": args.k,
+        "mode": args.mode,
+        "bottom": args.bottom,
+        "unit": tuple(args.unit) if args.unit else None,
+        "preprocessing": preprocessing_from_args(args),
+    }
+    if args.images:
+        images = collect_images(args.images)  # ValueError (a usage error) before any call
+        return client.topk_images(args.model, args.layer, args.channel, images, **options)
+    return client.topk(args.model, args.layer, args.channel, dataset=args.dataset, **options)
 
 
 def cmd_topk(args: argparse.Namespace) -> int:

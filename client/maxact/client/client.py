@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -14,6 +14,7 @@ from maxact.client import convert
 from maxact.client import types as t
 from maxact.client.channel import MAX_MESSAGE_BYTES, open_channel, resolve_token
 from maxact.client.errors import from_rpc_error
+from maxact.client.images import ImageData, ImageRequests, as_images
 from maxact.client.preprocessing import Preprocessing
 from maxact.client.stream import TopKStream
 from maxact.client.upload import DEFAULT_CHUNK_BYTES, file_sha256, upload_requests
@@ -170,23 +171,9 @@ class Client:
         preprocessing: Preprocessing | None = None,
     ) -> TopKStream:
         """Start a top-k scan of a server-side dataset; returns the event stream."""
-        if mode not in convert.MODES:
-            raise ValueError(f"mode must be 'image' or 'position', not {mode!r}")
-        if k <= 0:
-            raise ValueError(f"k must be positive, not {k}")
-        query = topk_service_pb2.TopKQuery(
-            model=model,
-            layer=layer,
-            channel=channel,
-            k=k,
-            mode=convert.MODES[mode],
-            bottom=bottom,
-            per_image_cap=per_image_cap,
+        query = _topk_query(
+            model, layer, channel, k, mode, bottom, unit, per_image_cap, preprocessing
         )
-        if unit is not None:
-            query.unit.CopyFrom(common_pb2.Unit(y=unit[0], x=unit[1]))
-        if preprocessing is not None:
-            query.preprocessing.CopyFrom(preprocessing.to_proto())
         request = topk_service_pb2.StreamTopKRequest(query=query, dataset=dataset)
         try:
             call = self._topk.StreamTopK(request, timeout=self.timeout)
@@ -202,3 +189,77 @@ class Client:
             bottom=bottom,
             server=self.server,
         )
+
+    def topk_images(
+        self,
+        model: str,
+        layer: str,
+        channel: int,
+        images: Iterable[tuple[str, ImageData]] | Iterable[str | os.PathLike[str]] | str | Path,
+        *,
+        k: int = 9,
+        mode: str = "image",
+        bottom: bool = False,
+        unit: tuple[int, int] | None = None,
+        per_image_cap: int = 0,
+        preprocessing: Preprocessing | None = None,
+    ) -> TopKStream:
+        """Start a top-k scan of images streamed from here; returns the same event stream as
+        `topk`. Nothing is stored on the server.
+
+        `images`: (id, bytes or local path) pairs in the order to rank them (ties: the earlier
+        wins), or local folders and files, whose ids and order follow DESIGN §3 (see
+        `collect_images`). Files are read one at a time as gRPC sends them; an unreadable one
+        cancels the scan and is raised (OSError) from the stream.
+        """
+        query = _topk_query(
+            model, layer, channel, k, mode, bottom, unit, per_image_cap, preprocessing
+        )
+        requests = ImageRequests(query, as_images(images))
+        try:
+            call = self._topk.StreamTopKImages(iter(requests), timeout=self.timeout)
+        except grpc.RpcError as error:  # pragma: no cover - raised lazily in practice
+            raise from_rpc_error(error, self.server) from None
+        requests.attach(call.cancel)
+        return TopKStream(
+            call,
+            model=model,
+            layer=layer,
+            channel=channel,
+            k=k,
+            mode=mode,
+            bottom=bottom,
+            server=self.server,
+            local_error=lambda: requests.error,
+        )
+
+
+def _topk_query(
+    model: str,
+    layer: str,
+    channel: int,
+    k: int,
+    mode: str,
+    bottom: bool,
+    unit: tuple[int, int] | None,
+    per_image_cap: int,
+    preprocessing: Preprocessing | None,
+) -> topk_service_pb2.TopKQuery:
+    if mode not in convert.MODES:
+        raise ValueError(f"mode must be 'image' or 'position', not {mode!r}")
+    if k <= 0:
+        raise ValueError(f"k must be positive, not {k}")
+    query = topk_service_pb2.TopKQuery(
+        model=model,
+        layer=layer,
+        channel=channel,
+        k=k,
+        mode=convert.MODES[mode],
+        bottom=bottom,
+        per_image_cap=per_image_cap,
+    )
+    if unit is not None:
+        query.unit.CopyFrom(common_pb2.Unit(y=unit[0], x=unit[1]))
+    if preprocessing is not None:
+        query.preprocessing.CopyFrom(preprocessing.to_proto())
+    return query

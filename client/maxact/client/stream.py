@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any
 
@@ -31,8 +31,10 @@ class TopKStream(Iterator[t.TopKEvent]):
         mode: str,
         bottom: bool,
         server: str = "",
+        local_error: Callable[[], BaseException | None] = lambda: None,
     ) -> None:
         self._call = call
+        self._local_error = local_error  # e.g. an image file that could not be read
         self._query = {"model": model, "layer": layer, "channel": channel, "k": k, "mode": mode}
         self._bottom = bottom
         self._server = server
@@ -58,6 +60,9 @@ class TopKStream(Iterator[t.TopKEvent]):
                 self._finished = True
                 if self._cancelled and error.code() == grpc.StatusCode.CANCELLED:
                     raise StopIteration from None
+                local = self._local_error()
+                if local is not None:  # the client cancelled the call because of it
+                    raise local from None
                 raise from_rpc_error(error, self._server) from None
             event = convert.topk_event(msg)
             if event is not None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,10 +21,10 @@ import onnxruntime as ort
 
 from .models import LayerEntry, LoadedModel
 from .preprocess import ResolvedPreprocessing
-from .reader import Batch, ImageSource, Skipped, read_batches
+from .reader import Batch, ImageSource, Skipped, known_total, read_batches
 from .reducers import Entry, RunningTopK
 from .rf import TensorField
-from .scan.engine import EngineCallbacks, EngineCancelled, ScanEngine
+from .scan.engine import EngineCallbacks, EngineCancelled, ScanEngine, Total
 from .scan.layer import ReduceOptions
 
 
@@ -96,6 +96,8 @@ class NeuronScan:
         self.prep = prep
         self._field = layer.field
         self._engine: ScanEngine | None = None
+        self._ids: dict[int, str] = {}  # image index -> id, for images kept or in flight
+        self._ids_lock = threading.Lock()
         if query.unit is None:
             self._engine = _engine_for(model, layer, query, prep, batch_size)
             self.stop_event = self._engine.stop_event
@@ -106,7 +108,6 @@ class NeuronScan:
         self.stop_event = threading.Event()
         self._run_options = ort.RunOptions()
         self._reducer = RunningTopK(1, query.k, largest=not query.bottom)
-        self._ids: dict[int, str] = {}
 
     def stop(self) -> None:
         """Stop promptly: between batches, and abort a run in progress."""
@@ -116,24 +117,36 @@ class NeuronScan:
         self.stop_event.set()
         self._run_options.terminate = True
 
-    def run(self, sources: list[ImageSource], callbacks: ScanCallbacks) -> ScanOutcome:
+    def run(
+        self,
+        sources: Iterable[ImageSource],
+        callbacks: ScanCallbacks,
+        total: Total | None = None,
+    ) -> ScanOutcome:
+        """Scan `sources`: a list, or an iterator of images still arriving (indices 0, 1, ...
+        in iteration order). `total` is what progress reports as images_total: default
+        `len(sources)` for a list, else 0 (unknown); a function is asked at each report."""
+        total = known_total(sources) if total is None else total
+        sources = self._recording(sources)
         if self._engine is not None:
-            return self._run_engine(self._engine, sources, callbacks)
-        total = len(sources)
+            return self._run_engine(self._engine, sources, callbacks, total)
+        count = total if callable(total) else lambda: total
         done = failed = 0
         last_partial = time.monotonic()
-        callbacks.progress(0, total, 0)
+        callbacks.progress(0, count(), 0)
         for item in read_batches(sources, self.prep, self.batch_size, self.stop_event):
             if self.stop_event.is_set():
                 break
             if isinstance(item, Skipped):
                 failed += 1
                 callbacks.skipped(item.image_id, item.reason)
-                callbacks.progress(done, total, failed)
+                self._forget_unkept(done + failed)
+                callbacks.progress(done, count(), failed)
                 continue
             self._reduce(item, self._infer(item))
             done += len(item.indices)
-            callbacks.progress(done, total, failed)
+            self._forget_unkept(done + failed)
+            callbacks.progress(done, count(), failed)
             if time.monotonic() - last_partial >= callbacks.partial_interval:
                 last_partial = time.monotonic()
                 callbacks.partial(self.hits(), done)
@@ -141,15 +154,30 @@ class NeuronScan:
             raise ScanCancelled()
         return ScanOutcome(self.hits(), done, failed, cancelled=False)
 
+    def _recording(self, sources: Iterable[ImageSource]) -> Iterator[ImageSource]:
+        """Remember each image's id as the reader takes it (forgotten once out of the top-k)."""
+        for source in sources:
+            with self._ids_lock:
+                self._ids[source.index] = source.image_id
+            yield source
+
     def _run_engine(
-        self, engine: ScanEngine, sources: list[ImageSource], callbacks: ScanCallbacks
+        self,
+        engine: ScanEngine,
+        sources: Iterable[ImageSource],
+        callbacks: ScanCallbacks,
+        total: Total,
     ) -> ScanOutcome:
-        self._ids = {source.index: source.image_id for source in sources}
+        def progress(done: int, total: int, failed: int) -> None:
+            self._forget_unkept(done + failed)
+            callbacks.progress(done, total, failed)
+
         try:
             outcome = engine.run(
                 sources,
+                total=total,
                 callbacks=EngineCallbacks(
-                    progress=callbacks.progress,
+                    progress=progress,
                     skipped=callbacks.skipped,
                     partial=lambda done: callbacks.partial(self.hits(), done),
                     partial_interval=callbacks.partial_interval,
@@ -171,8 +199,6 @@ class NeuronScan:
         return np.asarray(output)
 
     def _reduce(self, batch: Batch, output: np.ndarray) -> None:
-        for index, image_id in zip(batch.indices, batch.ids, strict=True):
-            self._ids[index] = image_id
         images = np.asarray(batch.indices, dtype=np.int64)
         field = self._field
         query = self.query
@@ -180,7 +206,6 @@ class NeuronScan:
             values = output.reshape(output.shape[0], -1)[:, query.channel]
             zeros = np.zeros((len(images), 1), dtype=np.int64)
             self._reducer.update(values[:, None], images, zeros, zeros)
-            self._forget_unkept()
             return
         maps = channel_maps(output, field, query.channel)  # [B, H, W]
         if query.unit is not None:
@@ -202,7 +227,6 @@ class NeuronScan:
             self._reducer.update(
                 scores[:, None], images, (best // width)[:, None], (best % width)[:, None]
             )
-        self._forget_unkept()
 
     def _suppressed_candidates(
         self, channel_map: np.ndarray
@@ -231,11 +255,28 @@ class NeuronScan:
         picked = np.asarray(chosen, dtype=np.int64)
         return flat[picked], picked // width, picked % width
 
-    def _forget_unkept(self) -> None:
-        """Keep ids only for images still in the top-k, so memory stays bounded by k."""
-        if len(self._ids) > 4 * self.query.k + 4 * self.batch_size:
-            kept = {entry.image for entry in self._reducer.entries(0)}
-            self._ids = {index: self._ids[index] for index in kept}
+    def kept_images(self) -> set[int]:
+        """Indices of the images the ranking holds now (call where the reducer is consistent:
+        in the progress callback, or after the scan)."""
+        if self._engine is not None:
+            reducer = self._engine.reducers[self.layer.name]
+            images = reducer.top_images(_kind(self.query, reducer.spatial))
+        else:
+            images = self._reducer.images()
+        return {int(index) for index in np.asarray(images).ravel() if index >= 0}
+
+    def _forget_unkept(self, reduced: int) -> None:
+        """Keep ids only for images in the top-k or not reduced yet (index >= `reduced`), so
+        memory stays bounded by k plus the reader's window, whatever the number of images."""
+        if len(self._ids) <= 4 * self.query.k + 4 * self.batch_size:
+            return
+        kept = self.kept_images()
+        with self._ids_lock:
+            self._ids = {
+                index: image_id
+                for index, image_id in self._ids.items()
+                if index >= reduced or index in kept
+            }
 
     def hits(self) -> list[Hit]:
         if self._engine is not None:

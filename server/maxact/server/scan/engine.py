@@ -20,7 +20,7 @@ import onnxruntime as ort
 
 from ..models import LayerEntry, LoadedModel
 from ..preprocess import ResolvedPreprocessing
-from ..reader import Batch, ImageSource, Skipped, read_batches
+from ..reader import Batch, ImageSource, Skipped, known_total, read_batches
 from .decode import prepare
 from .layer import LayerReducer, ReduceOptions
 from .pipeline import Overlapped
@@ -32,14 +32,25 @@ class EngineCancelled(Exception):
     """The scan was stopped from another thread."""
 
 
+Total = int | Callable[[], int]
+"""An image count for progress, or a function giving it now (images received so far)."""
+
+
 @dataclass
 class EngineCallbacks:
-    """Called from the reduction thread, in dataset order, after the reducers saw the batch."""
+    """Called from the reduction thread, in dataset order, after the reducers saw the batch.
+
+    `progress(done, total, failed)`: `total` is the dataset size, the images received so far
+    for a stream with an unknown end, or 0 when unknown.
+    """
 
     progress: Callable[[int, int, int], None] = lambda done, total, failed: None
     skipped: Callable[[str, str], None] = lambda image_id, reason: None
     partial: Callable[[int], None] = lambda done: None  # reducers are consistent here
     partial_interval: float = 0.5
+    # After a batch was reduced: every image before `position` (a dataset index) is now
+    # accounted for, reduced or skipped; a consistent point to checkpoint at.
+    batch_done: Callable[[int], None] = lambda position: None
 
 
 @dataclass
@@ -103,22 +114,29 @@ class ScanEngine:
 
     def run(
         self,
-        sources: list[ImageSource],
+        sources: Iterable[ImageSource],
         labels: np.ndarray | None = None,
         callbacks: EngineCallbacks | None = None,
         threads: int | None = None,
+        total: Total | None = None,
     ) -> EngineOutcome:
-        """Scan image files; `labels[i]` is the class id of dataset index i (-1: none)."""
+        """Scan images; `labels[i]` is the class id of dataset index i (-1: none).
+
+        `sources` is a list or an iterator of images still arriving (see `read_batches`);
+        `total` defaults to `len(sources)` for a list, else 0 (unknown).
+        """
         prepare_one = partial(prepare, draft=self.draft)
         items = read_batches(
             sources, self.prep, self.batch_size, self.stop_event, threads, prepare_one
         )
-        return self.run_batches(items, len(sources), labels, callbacks)
+        return self.run_batches(
+            items, known_total(sources) if total is None else total, labels, callbacks
+        )
 
     def run_batches(
         self,
         items: Iterable[Batch | Skipped],
-        total: int,
+        total: Total,
         labels: np.ndarray | None = None,
         callbacks: EngineCallbacks | None = None,
     ) -> EngineOutcome:
@@ -127,7 +145,8 @@ class ScanEngine:
         counters = _Counters()
         label_array = None if labels is None else np.asarray(labels, dtype=np.int64)
         start = time.perf_counter()
-        callbacks.progress(0, total, 0)
+        count = total if callable(total) else lambda: total
+        callbacks.progress(0, count(), 0)
 
         def reduce(item: tuple[Batch, list[np.ndarray]] | Skipped) -> None:
             if isinstance(item, Skipped):
@@ -140,7 +159,9 @@ class ScanEngine:
                 for name, output in zip(self.names, outputs, strict=True):
                     self.reducers[name].update(output, indices, batch_labels)
                 counters.done += len(indices)
-            callbacks.progress(counters.done, total, counters.failed)
+            callbacks.progress(counters.done, count(), counters.failed)
+            if not isinstance(item, Skipped):
+                callbacks.batch_done(int(indices.max()) + 1)
             now = time.monotonic()
             if now - counters.last_partial >= callbacks.partial_interval:
                 counters.last_partial = now

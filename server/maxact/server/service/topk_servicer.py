@@ -1,8 +1,12 @@
-"""TopKService: scan a server-side dataset for one neuron and stream progress, then patches.
+"""TopKService: scan a server-side dataset (StreamTopK) or images the client streams
+(StreamTopKImages) for one neuron and stream progress, then patches.
 
 The scan runs in its own thread ("maxact-scan-N"); events cross into the event loop through an
 asyncio queue. When the client cancels, the handler's finally stops the scan (between batches
 and inside a running inference) and waits for the thread, so no work outlives the call.
+
+Client-streamed images are scanned as they arrive (see `client_images`); their progress
+reports images_total = the images received so far, since the end is not known in advance.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import asyncio
 import contextlib
 import itertools
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import grpc
@@ -21,12 +25,15 @@ from maxact.v1 import topk_service_pb2_grpc
 
 from ..datasets import Dataset
 from ..errors import failed_precondition, invalid_argument
+from ..models import LayerEntry, LoadedModel
 from ..patches import crop_patch
-from ..preprocess import resolve
-from ..reader import file_source
+from ..preprocess import ResolvedPreprocessing, resolve
+from ..reader import ImageSource, file_source
+from ..scan.engine import Total
 from ..scanner import Hit, NeuronQuery, NeuronScan, ScanCallbacks, ScanCancelled
+from .client_images import ClientImages
 from .convert import MODES, hit_to_proto, preprocessing_from_proto
-from .errors import abort_unimplemented, rpc
+from .errors import rpc
 from .lookup import (
     ServerState,
     check_channel,
@@ -46,22 +53,28 @@ class TopKServicer(topk_service_pb2_grpc.TopKServiceServicer):
     def __init__(self, state: ServerState) -> None:
         self.state = state
 
-    @rpc
-    async def StreamTopK(
-        self, request: pb.StreamTopKRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.StreamTopKResponse]:
-        query_message = request.query
-        model = await load_model(self.state, query_message.model)
-        prep_request = preprocessing_from_proto(query_message.preprocessing)
+    async def _checked_query(
+        self, message: pb.TopKQuery
+    ) -> tuple[LoadedModel, LayerEntry, NeuronQuery, ResolvedPreprocessing]:
+        """Validate a query (model, preprocessing, layer, channel, unit, k, mode, field)."""
+        model = await load_model(self.state, message.model)
+        prep_request = preprocessing_from_proto(message.preprocessing)
         prep = resolve(
             model.default_preprocessing, prep_request, model.input.fixed_size, model.input.layout
         )
-        layer = await find_layer(model, prep.input_size, query_message.layer)
-        query = _neuron_query(query_message)
+        layer = await find_layer(model, prep.input_size, message.layer)
+        query = _neuron_query(message)
         check_channel(layer, query.channel)
         if query.unit is not None:
             check_unit(layer, query.unit)
         require_field(layer)
+        return model, layer, query, prep
+
+    @rpc
+    async def StreamTopK(
+        self, request: pb.StreamTopKRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.StreamTopKResponse]:
+        model, layer, query, prep = await self._checked_query(request.query)
         if not request.dataset:
             raise invalid_argument("DATASET_REQUIRED", "no dataset name given")
         dataset = await asyncio.to_thread(self.state.datasets.open, request.dataset)
@@ -71,13 +84,32 @@ class TopKServicer(topk_service_pb2_grpc.TopKServiceServicer):
         ):
             yield event
 
+    @rpc
     async def StreamTopKImages(
         self,
         request_iterator: AsyncIterator[pb.StreamTopKImagesRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[pb.StreamTopKImagesResponse]:
-        await abort_unimplemented(context, "TopKService.StreamTopKImages")
-        yield pb.StreamTopKImagesResponse()
+        requests = aiter(request_iterator)
+        first = await anext(requests, None)
+        kind = None if first is None else first.WhichOneof("message")
+        if first is None or kind != "query":
+            got = "no message" if first is None else f"a {kind or 'empty'} message"
+            raise invalid_argument(
+                "QUERY_REQUIRED", f"the first message of the stream must be a query, got {got}"
+            )
+        model, layer, query, prep = await self._checked_query(first.query)
+        scan = await asyncio.to_thread(NeuronScan, model, layer, query, prep)
+        images = ClientImages(requests, asyncio.get_running_loop())
+
+        def stop() -> None:
+            scan.stop()
+            images.stop()
+
+        async for event in _run_in_thread(
+            lambda emit: _scan_client_images(scan, images, emit), stopper=stop
+        ):
+            yield event
 
 
 def _neuron_query(message: pb.TopKQuery) -> NeuronQuery:
@@ -102,34 +134,87 @@ def _neuron_query(message: pb.TopKQuery) -> NeuronQuery:
 
 
 def _scan_dataset(scan: NeuronScan, dataset: Dataset, emit: Callable[[Any], None]) -> None:
-    """The scan thread's body: scan, then crop and send each patch, then done."""
+    """The scan thread's body for a server dataset."""
     sources = [
         file_source(i, image_id, dataset.path_of(image_id))
         for i, image_id in enumerate(dataset.ids)
     ]
-    callbacks = ScanCallbacks(
-        progress=_throttled(
-            lambda done, total, failed: emit(
-                pb.StreamTopKResponse(
-                    progress=pb.Progress(images_done=done, images_total=total, images_failed=failed)
-                )
+    _scan_and_send(
+        scan,
+        sources,
+        emit,
+        response=pb.StreamTopKResponse,
+        total=len(sources),
+        source_of=lambda hit: sources[hit.image_index],
+        hint="; was the dataset modified during the scan?",
+    )
+
+
+def _scan_client_images(
+    scan: NeuronScan, images: ClientImages, emit: Callable[[Any], None]
+) -> None:
+    """The scan thread's body for client-streamed images: they are scanned as they arrive,
+    and after each batch the bytes of images out of the ranking are released."""
+
+    def reduced(done: int, failed: int) -> None:
+        images.forget_unkept(done + failed, scan.kept_images())
+
+    _scan_and_send(
+        scan,
+        images,
+        emit,
+        response=pb.StreamTopKImagesResponse,
+        total=lambda: images.received,
+        source_of=lambda hit: images.source(hit.image_index, hit.image_id),
+        reduced=reduced,
+    )
+
+
+def _scan_and_send(
+    scan: NeuronScan,
+    sources: Iterable[ImageSource],
+    emit: Callable[[Any], None],
+    *,
+    response: Callable[..., Any],
+    total: Total,
+    source_of: Callable[[Hit], ImageSource],
+    reduced: Callable[[int, int], None] = lambda done, failed: None,
+    hint: str = "",
+) -> None:
+    """Scan, then crop and send each patch, then done; `response` is the RPC's response type.
+
+    `reduced(done, failed)` runs after each batch, when the ranking is consistent.
+    """
+    count = total if callable(total) else lambda: total
+    send_progress = _throttled(
+        lambda done, total, failed: emit(
+            response(
+                progress=pb.Progress(images_done=done, images_total=total, images_failed=failed)
             )
-        ),
+        )
+    )
+
+    def progress(done: int, total: int, failed: int) -> None:
+        reduced(done, failed)
+        send_progress(done, total, failed)
+
+    callbacks = ScanCallbacks(
+        progress=progress,
         partial=lambda hits, done: emit(
-            pb.StreamTopKResponse(
+            response(
                 partial=pb.PartialTopK(hits=[hit_to_proto(hit) for hit in hits], images_done=done)
             )
         ),
         skipped=lambda image_id, reason: emit(
-            pb.StreamTopKResponse(skipped=pb.ImageSkipped(image=image_id, reason=reason))
+            response(skipped=pb.ImageSkipped(image=image_id, reason=reason))
         ),
     )
-    outcome = scan.run(sources, callbacks)
+    outcome = scan.run(sources, callbacks, total=total)
     emit(
-        pb.StreamTopKResponse(
+        response(
             progress=pb.Progress(
                 images_done=outcome.images_scanned,
-                images_total=len(sources),
+                images_total=count(),
                 images_failed=outcome.images_failed,
             )
         )
@@ -137,9 +222,9 @@ def _scan_dataset(scan: NeuronScan, dataset: Dataset, emit: Callable[[Any], None
     for hit in outcome.hits:
         if scan.stop_event.is_set():
             raise ScanCancelled()
-        emit(pb.StreamTopKResponse(patch=_patch(scan, sources, hit)))
+        emit(response(patch=_patch(scan, source_of(hit), hit, hint)))
     emit(
-        pb.StreamTopKResponse(
+        response(
             done=pb.Done(
                 images_scanned=outcome.images_scanned,
                 images_failed=outcome.images_failed,
@@ -150,14 +235,14 @@ def _scan_dataset(scan: NeuronScan, dataset: Dataset, emit: Callable[[Any], None
     )
 
 
-def _patch(scan: NeuronScan, sources: list[Any], hit: Hit) -> pb.Patch:
+def _patch(scan: NeuronScan, source: ImageSource, hit: Hit, hint: str = "") -> pb.Patch:
     try:
-        patch = crop_patch(sources[hit.image_index], hit.box, scan.prep)
-    except (OSError, ValueError) as exc:  # the file changed or vanished since it was scanned
+        patch = crop_patch(source, hit.box, scan.prep)
+    except (OSError, ValueError, LookupError) as exc:  # e.g. the file vanished since its scan
         raise failed_precondition(
             "IMAGE_UNREADABLE",
             f"image {hit.image_id!r} (rank {hit.rank}) could not be read again to crop its "
-            f"patch: {type(exc).__name__}; was the dataset modified during the scan?",
+            f"patch: {type(exc).__name__}{hint}",
             image=hit.image_id,
         ) from None
     return pb.Patch(hit=hit_to_proto(hit, patch.box), png=patch.png)

@@ -1,0 +1,135 @@
+"""Images a client streams to TopKService.StreamTopKImages, fed to the scan as they arrive.
+
+The scan thread pulls the next request message from the RPC's async request iterator through
+the event loop, one message at a time, only when the reader has room in its window: gRPC flow
+control then holds the client back, so the server never buffers more than the reader's window.
+Bytes are decoded from memory (nothing is written to disk) and kept only while needed: for
+images not reduced yet (in flight) and for images the ranking currently holds, whose patches
+are cropped at the end. Ids are remembered to refuse duplicates (a set of strings).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import io
+import threading
+from collections.abc import AsyncIterator, Iterator
+from functools import partial
+
+from PIL import Image
+
+from maxact.v1 import topk_service_pb2 as pb
+
+from ..errors import invalid_argument
+from ..reader import ImageSource
+
+
+async def _next_or_none(
+    requests: AsyncIterator[pb.StreamTopKImagesRequest],
+) -> pb.StreamTopKImagesRequest | None:
+    try:
+        return await anext(requests)
+    except StopAsyncIteration:
+        return None
+
+
+class ClientImages:
+    """The images after the query message, as ImageSources in the client's order (index 0, 1,
+    ...). Iterate it in the scan thread; `stop()` from any thread ends the iteration."""
+
+    def __init__(
+        self,
+        requests: AsyncIterator[pb.StreamTopKImagesRequest],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self._requests = requests
+        self._loop = loop
+        self._data: dict[int, bytes] = {}
+        self._lock = threading.Lock()
+        self._seen: set[str] = set()
+        self._pending: concurrent.futures.Future[pb.StreamTopKImagesRequest | None] | None = None
+        self._stopped = threading.Event()
+        self.received = 0
+        """Images received so far (what progress reports as images_total)."""
+
+    def __iter__(self) -> Iterator[ImageSource]:
+        while not self._stopped.is_set():
+            message = self._next_message()
+            if message is None:
+                return
+            yield self._accept(message)
+
+    def _accept(self, message: pb.StreamTopKImagesRequest) -> ImageSource:
+        kind = message.WhichOneof("message")
+        number = self.received + 1
+        if kind != "image":
+            raise invalid_argument(
+                "IMAGE_EXPECTED",
+                f"after the first message (the query) every message must be an image; "
+                f"image message {number} is {'a ' + kind if kind else 'empty'}",
+            )
+        image = message.image
+        if not image.id:
+            raise invalid_argument("IMAGE_ID_REQUIRED", f"image {number} has an empty id")
+        if image.id in self._seen:
+            raise invalid_argument(
+                "DUPLICATE_IMAGE_ID",
+                f"image id {image.id!r} was sent twice (image {number}); ids must be unique",
+                image=image.id,
+            )
+        self._seen.add(image.id)
+        index = self.received
+        with self._lock:
+            self._data[index] = image.data
+        self.received += 1
+        return self.source(index, image.id)
+
+    def _next_message(self) -> pb.StreamTopKImagesRequest | None:
+        """The next request message (None at the end of the stream or once stopped)."""
+        try:
+            future = asyncio.run_coroutine_threadsafe(_next_or_none(self._requests), self._loop)
+        except RuntimeError:  # the server's loop is closed: shutting down
+            return None
+        self._pending = future
+        if self._stopped.is_set():  # stop() may have run before _pending was set
+            future.cancel()
+        try:
+            return future.result()
+        except concurrent.futures.CancelledError:
+            return None
+        finally:
+            self._pending = None
+
+    def stop(self) -> None:
+        """End the iteration now, also while it waits for the client's next message."""
+        self._stopped.set()
+        pending = self._pending
+        if pending is not None:
+            pending.cancel()
+
+    def source(self, index: int, image_id: str) -> ImageSource:
+        """The image at `index`, decoded from the bytes held in memory."""
+        return ImageSource(index, image_id, partial(self._open, index, image_id))
+
+    def _open(self, index: int, image_id: str) -> Image.Image:
+        with self._lock:
+            data = self._data.get(index)
+        if data is None:
+            raise LookupError(f"the bytes of image {image_id!r} were released")
+        return Image.open(io.BytesIO(data))
+
+    def forget_unkept(self, reduced: int, kept: set[int]) -> None:
+        """Release the bytes of images already reduced (index < `reduced`) and not in `kept`."""
+        with self._lock:
+            self._data = {
+                index: data
+                for index, data in self._data.items()
+                if index >= reduced or index in kept
+            }
+
+    @property
+    def held(self) -> int:
+        """How many images' bytes are held now (for tests of the memory bound)."""
+        with self._lock:
+            return len(self._data)
