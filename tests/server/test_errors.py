@@ -101,13 +101,3 @@ def test_wrong_preprocessing_size_for_a_fixed_model_is_invalid(client: Client, w
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT
     assert error.reason == "INVALID_PREPROCESSING"
     assert "[64, 64]" in error.message
-
-
-def test_unimplemented_rpcs_say_which(client: Client, world: Path) -> None:
-    from maxact.v1 import scan_service_pb2, scan_service_pb2_grpc
-
-    stub = scan_service_pb2_grpc.ScanServiceStub(client._channel)
-    with pytest.raises(grpc.RpcError) as caught:
-        stub.ListScans(scan_service_pb2.ListScansRequest())
-    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "ScanService.ListScans" in caught.value.details()

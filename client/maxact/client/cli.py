@@ -94,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-key", metavar="F")
     serve.add_argument("--max-upload-mb", type=_positive_int, default=2048, metavar="MB")
     serve.add_argument("--max-concurrent-rpcs", type=_positive_int, default=64, metavar="N")
+    serve.add_argument("--max-running-scans", type=_positive_int, default=1, metavar="N")
+    serve.add_argument("--checkpoint-images", type=_positive_int, default=256, metavar="N")
 
     models = commands.add_parser("models", help="list the models under the server's model root")
     _add_json(models)

@@ -16,6 +16,7 @@ from maxact.client.channel import MAX_MESSAGE_BYTES, open_channel, resolve_token
 from maxact.client.errors import from_rpc_error
 from maxact.client.images import ImageData, ImageRequests, as_images
 from maxact.client.preprocessing import Preprocessing
+from maxact.client.scans import ScanCalls
 from maxact.client.stream import TopKStream
 from maxact.client.upload import DEFAULT_CHUNK_BYTES, file_sha256, upload_requests
 from maxact.v1 import (
@@ -63,6 +64,8 @@ class Client:
         self._fields = receptive_field_service_pb2_grpc.ReceptiveFieldServiceStub(self._channel)
         self._datasets = dataset_service_pb2_grpc.DatasetServiceStub(self._channel)
         self._topk = topk_service_pb2_grpc.TopKServiceStub(self._channel)
+        # persisted scans and neuron queries: client.scans.create(...), .get, .watch, .neuron
+        self.scans = ScanCalls(self._channel, self._call, timeout)
 
     def close(self) -> None:
         self._channel.close()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,12 +35,14 @@ from .auth import BearerTokenInterceptor, read_token
 from .datasets import DatasetCatalog
 from .models import ModelRegistry
 from .runtime import providers_for
+from .scan_jobs import ScanJobs
 from .service.dataset_servicer import DatasetServicer
 from .service.lookup import ServerState
 from .service.model_servicer import DEFAULT_MAX_UPLOAD_BYTES, ModelServicer
 from .service.receptive_field_servicer import ReceptiveFieldServicer
 from .service.scan_servicer import NeuronServicer, ScanServicer
 from .service.topk_servicer import TopKServicer
+from .store import Store
 from .upload import remove_stale_uploads
 
 log = logging.getLogger("maxact.server")
@@ -74,15 +78,50 @@ class ServerConfig:
     tls: tuple[bytes, bytes] | None = None
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS
+    # SQLite file of persisted scans; None: a fresh temporary store (in-process servers).
+    store: Path | None = None
+    max_running_scans: int = 1
+    checkpoint_images: int = 256
 
 
-async def build_server(config: ServerConfig) -> tuple[grpc.aio.Server, int]:
+@dataclass
+class BuiltServer:
+    """A started server and what its shutdown must stop first."""
+
+    server: grpc.aio.Server
+    port: int
+    jobs: ScanJobs
+    health: health.aio.HealthServicer
+
+    async def stop(self, grace: float) -> None:
+        """Health says NOT_SERVING, running scans stop at a checkpoint-able point (a restart
+        resumes them), calls in flight get `grace` seconds."""
+        for name in [*SERVICE_NAMES, ""]:
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await asyncio.to_thread(self.jobs.shutdown, grace)
+        await self.server.stop(grace)
+
+
+def default_store_path() -> Path:
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "maxact" / "store.sqlite"
+
+
+async def build_server(config: ServerConfig) -> BuiltServer:
     """A started server with every maxact service, health and reflection; returns the port."""
     providers_for(config.device)  # decide the device (and log it) once, up front
     remove_stale_uploads(config.model_root)
     state = ServerState(
         models=ModelRegistry(config.model_root, config.device),
         datasets=DatasetCatalog(config.data_root),
+    )
+    store_path = config.store or Path(tempfile.mkdtemp(prefix="maxact-store-")) / "store.sqlite"
+    jobs = ScanJobs(
+        Store(store_path),
+        state.models,
+        state.datasets,
+        config.max_running_scans,
+        config.checkpoint_images,
     )
     interceptors = [BearerTokenInterceptor(config.auth_token)] if config.auth_token else []
     server = grpc.aio.server(
@@ -102,8 +141,8 @@ async def build_server(config: ServerConfig) -> tuple[grpc.aio.Server, int]:
     )
     dataset_service_pb2_grpc.add_DatasetServiceServicer_to_server(DatasetServicer(state), server)
     topk_service_pb2_grpc.add_TopKServiceServicer_to_server(TopKServicer(state), server)
-    scan_service_pb2_grpc.add_ScanServiceServicer_to_server(ScanServicer(), server)
-    neuron_service_pb2_grpc.add_NeuronServiceServicer_to_server(NeuronServicer(), server)
+    scan_service_pb2_grpc.add_ScanServiceServicer_to_server(ScanServicer(jobs), server)
+    neuron_service_pb2_grpc.add_NeuronServiceServicer_to_server(NeuronServicer(jobs), server)
 
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -127,7 +166,8 @@ async def build_server(config: ServerConfig) -> tuple[grpc.aio.Server, int]:
     await server.start()
     for name in [*SERVICE_NAMES, ""]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return server, port
+    await asyncio.to_thread(jobs.resume_unfinished)
+    return BuiltServer(server, port, jobs, health_servicer)
 
 
 class RunningServer:
@@ -154,7 +194,8 @@ class RunningServer:
     def _run(self, config: ServerConfig) -> None:
         asyncio.set_event_loop(self._loop)
         try:
-            self._server, self.port = self._loop.run_until_complete(build_server(config))
+            self._built = self._loop.run_until_complete(build_server(config))
+            self._server, self.port = self._built.server, self._built.port
         except BaseException as exc:
             self._error = exc
             self._started.set()
@@ -166,7 +207,7 @@ class RunningServer:
     def stop(self, grace: float = 1.0) -> None:
         if self._server is None or not self._thread.is_alive():
             return
-        future = asyncio.run_coroutine_threadsafe(self._server.stop(grace), self._loop)
+        future = asyncio.run_coroutine_threadsafe(self._built.stop(grace), self._loop)
         future.result(timeout=grace + 10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
@@ -189,6 +230,8 @@ def start_server(
     tls: tuple[bytes, bytes] | None = None,
     max_upload_mb: int | None = None,
     max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS,
+    store: Path | None = None,
+    checkpoint_images: int = 256,
 ) -> RunningServer:
     """Start a server in this process (port 0: a free port); `.port`, `.address`, `.stop()`.
 
@@ -209,6 +252,8 @@ def start_server(
                 else DEFAULT_MAX_UPLOAD_BYTES
             ),
             max_concurrent_rpcs=max_concurrent_rpcs,
+            store=Path(store) if store is not None else None,
+            checkpoint_images=checkpoint_images,
         )
     )
 
@@ -219,7 +264,24 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     parser.add_argument("--model-root", type=Path, required=True)
     parser.add_argument("--data-root", type=Path)
-    parser.add_argument("--store", type=Path, help="SQLite store for scans (not used yet)")
+    parser.add_argument(
+        "--store",
+        type=Path,
+        default=None,
+        help=f"SQLite store of persisted scans (default {default_store_path()})",
+    )
+    parser.add_argument(
+        "--max-running-scans",
+        type=int,
+        default=1,
+        help="scans running at once; more wait queued (default %(default)s)",
+    )
+    parser.add_argument(
+        "--checkpoint-images",
+        type=int,
+        default=256,
+        help="a running scan checkpoints after this many images (default %(default)s)",
+    )
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument(
         "--auth-token-file",
@@ -253,7 +315,8 @@ def security_from_args(args: argparse.Namespace) -> tuple[str | None, tuple[byte
 
 
 async def _serve(config: ServerConfig) -> None:
-    server, port = await build_server(config)
+    built = await build_server(config)
+    port = built.port
     log.info(
         "maxact serving on %s:%d (models: %s, data: %s, %s, %s)",
         config.host,
@@ -270,7 +333,7 @@ async def _serve(config: ServerConfig) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down: finishing running calls (grace 10 s)")
-    await server.stop(10)
+    await built.stop(10)
 
 
 def main(argv: list[str]) -> int:
@@ -300,6 +363,9 @@ def main(argv: list[str]) -> int:
         tls=tls,
         max_upload_bytes=args.max_upload_mb * 1024 * 1024,
         max_concurrent_rpcs=args.max_concurrent_rpcs,
+        store=args.store or default_store_path(),
+        max_running_scans=args.max_running_scans,
+        checkpoint_images=args.checkpoint_images,
     )
     asyncio.run(_serve(config))
     return 0

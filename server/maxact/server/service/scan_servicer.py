@@ -1,10 +1,8 @@
-"""ScanService and NeuronService: persisted scans arrive with the store (issue #5).
-
-Until then every RPC answers UNIMPLEMENTED naming itself, never a fake answer.
-"""
+"""ScanService (persisted scans) and NeuronService (queries answered from the store)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
@@ -12,51 +10,225 @@ import grpc
 from maxact.v1 import neuron_service_pb2 as npb
 from maxact.v1 import neuron_service_pb2_grpc, scan_service_pb2_grpc
 from maxact.v1 import scan_service_pb2 as spb
+from maxact.v1 import topk_service_pb2 as tpb
 
-from .errors import abort_unimplemented
+from ..errors import failed_precondition, invalid_argument, not_found
+from ..patches import crop_patch
+from ..preprocess import Preprocessing
+from ..reader import file_source
+from ..scan_jobs import ScanJobs, scan_id_from
+from ..scanner import Hit
+from ..store import ScanRecord
+from .convert import MODES, hit_to_proto, preprocessing_from_proto, preprocessing_to_proto
+from .errors import rpc
+from .lookup import check_channel
+
+_STATES = {
+    "queued": spb.SCAN_STATE_QUEUED,
+    "running": spb.SCAN_STATE_RUNNING,
+    "succeeded": spb.SCAN_STATE_SUCCEEDED,
+    "failed": spb.SCAN_STATE_FAILED,
+    "cancelled": spb.SCAN_STATE_CANCELLED,
+}
+_MODE_ENUMS = {"image": tpb.TOP_K_MODE_IMAGE, "position": tpb.TOP_K_MODE_POSITION}
+DEFAULT_PAGE = 50
+MAX_PAGE = 1000
+WATCH_INTERVAL = 0.2
+
+
+def scan_to_proto(record: ScanRecord) -> spb.Scan:
+    return spb.Scan(
+        name=f"scans/{record.id}",
+        model=record.model,
+        layers=list(record.layers),
+        dataset=record.dataset,
+        k=record.k,
+        preprocessing=preprocessing_to_proto(
+            Preprocessing.from_mapping(record.preprocessing, "scan")
+        ),
+        state=_STATES[record.state],
+        images_done=record.images_done,
+        images_total=record.images_total,
+        error=record.error,
+        mode=_MODE_ENUMS[record.mode],
+        images_failed=record.images_failed,
+        create_time=record.create_time,
+        update_time=record.update_time,
+    )
 
 
 class ScanServicer(scan_service_pb2_grpc.ScanServiceServicer):
+    def __init__(self, jobs: ScanJobs) -> None:
+        self.jobs = jobs
+
+    @rpc
     async def CreateScan(
         self, request: spb.CreateScanRequest, context: grpc.aio.ServicerContext
     ) -> spb.CreateScanResponse:
-        await abort_unimplemented(context, "ScanService.CreateScan")
-        return spb.CreateScanResponse()
+        if request.mode not in MODES:
+            raise invalid_argument("INVALID_MODE", f"unknown top-k mode {request.mode}")
+        record = await asyncio.to_thread(
+            self.jobs.create,
+            request.model,
+            list(request.layers),
+            request.dataset,
+            request.k or 9,
+            MODES[request.mode],
+            preprocessing_from_proto(request.preprocessing),
+        )
+        return spb.CreateScanResponse(scan=scan_to_proto(record))
 
+    @rpc
     async def GetScan(
         self, request: spb.GetScanRequest, context: grpc.aio.ServicerContext
     ) -> spb.GetScanResponse:
-        await abort_unimplemented(context, "ScanService.GetScan")
-        return spb.GetScanResponse()
+        record = await asyncio.to_thread(self.jobs.get, scan_id_from(request.name))
+        return spb.GetScanResponse(scan=scan_to_proto(record))
 
+    @rpc
     async def ListScans(
         self, request: spb.ListScansRequest, context: grpc.aio.ServicerContext
     ) -> spb.ListScansResponse:
-        await abort_unimplemented(context, "ScanService.ListScans")
-        return spb.ListScansResponse()
+        size = request.page_size or DEFAULT_PAGE
+        if not 0 < size <= MAX_PAGE:
+            raise invalid_argument("INVALID_PAGE_SIZE", f"page_size must be in 1..{MAX_PAGE}")
+        after = 0
+        if request.page_token:
+            if not request.page_token.isdigit():
+                raise invalid_argument("INVALID_PAGE_TOKEN", "page_token is not one we issued")
+            after = int(request.page_token)
+        records = await asyncio.to_thread(self.jobs.store.list, size + 1, after)
+        page, more = records[:size], len(records) > size
+        return spb.ListScansResponse(
+            scans=[scan_to_proto(r) for r in page],
+            next_page_token=str(page[-1].seq) if more and page else "",
+        )
 
+    @rpc
     async def WatchScan(
         self, request: spb.WatchScanRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[spb.WatchScanResponse]:
-        await abort_unimplemented(context, "ScanService.WatchScan")
-        yield spb.WatchScanResponse()
+        scan_id = scan_id_from(request.name)
+        last: tuple[str, int, int] | None = None
+        while True:
+            record = await asyncio.to_thread(self.jobs.get, scan_id)
+            key = (record.state, record.images_done, record.images_failed)
+            if key != last:
+                last = key
+                yield spb.WatchScanResponse(scan=scan_to_proto(record))
+            if record.finished:
+                return
+            await asyncio.sleep(WATCH_INTERVAL)
 
+    @rpc
     async def CancelScan(
         self, request: spb.CancelScanRequest, context: grpc.aio.ServicerContext
     ) -> spb.CancelScanResponse:
-        await abort_unimplemented(context, "ScanService.CancelScan")
-        return spb.CancelScanResponse()
+        record = await asyncio.to_thread(self.jobs.cancel, scan_id_from(request.name))
+        return spb.CancelScanResponse(scan=scan_to_proto(record))
 
 
 class NeuronServicer(neuron_service_pb2_grpc.NeuronServiceServicer):
+    def __init__(self, jobs: ScanJobs) -> None:
+        self.jobs = jobs
+
+    def _finished(self, name: str) -> ScanRecord:
+        record = self.jobs.get(scan_id_from(name))
+        if record.state != "succeeded":
+            raise failed_precondition(
+                "SCAN_NOT_FINISHED",
+                f"scan 'scans/{record.id}' is {record.state}; neuron queries need a finished scan",
+                scan=record.id,
+            )
+        return record
+
+    @rpc
     async def GetNeuron(
         self, request: npb.GetNeuronRequest, context: grpc.aio.ServicerContext
     ) -> npb.GetNeuronResponse:
-        await abort_unimplemented(context, "NeuronService.GetNeuron")
-        return npb.GetNeuronResponse()
+        return await asyncio.to_thread(self._neuron, request)
 
+    def _neuron(self, request: npb.GetNeuronRequest) -> npb.GetNeuronResponse:
+        record = self._finished(request.scan)
+        if request.layer not in record.layers:
+            raise invalid_argument(
+                "LAYER_NOT_FOUND",
+                f"scan 'scans/{record.id}' did not scan layer {request.layer!r} "
+                f"(it scanned {list(record.layers)})",
+                layer=request.layer,
+            )
+        k = request.k or record.k
+        if not 0 < k <= record.k:
+            raise invalid_argument(
+                "K_OUT_OF_RANGE", f"k must be in 1..{record.k} (the scan kept {record.k})"
+            )
+        _, prep, layers = self.jobs.prepare(record)
+        layer = next(entry for entry in layers if entry.name == request.layer)
+        check_channel(layer, request.channel)
+        kind = "bottom" if request.bottom else ("position" if record.mode == "position" else "top")
+        rows = self.jobs.store.topk_rows(record.id, layer.name, request.channel, kind, k)
+        dataset = self.jobs.datasets.open(record.dataset) if request.include_patches else None
+        response = npb.GetNeuronResponse(
+            images_scanned=record.images_done, mode=_MODE_ENUMS[record.mode]
+        )
+        response.scan.CopyFrom(scan_to_proto(record))
+        height, width = prep.input_size
+        for row in rows:
+            box = (
+                layer.field.box(row.y, row.x, request.channel)
+                if layer.field is not None and layer.field.spatial
+                else (0, 0, height, width)
+            )
+            hit = Hit(row.rank, -1, row.image, row.score, (row.y, row.x), request.channel, box)
+            if dataset is None:
+                response.patches.append(tpb.Patch(hit=hit_to_proto(hit)))
+                continue
+            source = file_source(0, row.image, dataset.root / row.image)
+            try:
+                patch = crop_patch(source, box, prep)
+            except (OSError, ValueError):
+                raise not_found(
+                    "IMAGE_NOT_FOUND",
+                    f"image {row.image!r} of dataset {record.dataset!r} can no longer be read",
+                    image=row.image,
+                ) from None
+            response.patches.append(tpb.Patch(hit=hit_to_proto(hit, patch.box), png=patch.png))
+        return response
+
+    @rpc
     async def GetLayerStatistics(
         self, request: npb.GetLayerStatisticsRequest, context: grpc.aio.ServicerContext
     ) -> npb.GetLayerStatisticsResponse:
-        await abort_unimplemented(context, "NeuronService.GetLayerStatistics")
-        return npb.GetLayerStatisticsResponse()
+        record = await asyncio.to_thread(self._finished, request.scan)
+        stats = await asyncio.to_thread(self.jobs.store.statistics, record.id, request.layer)
+        if stats is None:
+            raise invalid_argument(
+                "LAYER_NOT_FOUND",
+                f"scan 'scans/{record.id}' did not scan layer {request.layer!r}",
+                layer=request.layer,
+            )
+        classes = stats["classes"]
+        response = npb.GetLayerStatisticsResponse(images_scanned=stats["images"])
+        for channel, mean in enumerate(stats["mean"]):
+            message = npb.ChannelStatistics(
+                channel=channel,
+                mean_max=mean,
+                max_max=stats["max"][channel] if stats["max"][channel] is not None else 0.0,
+                firing_rate=stats["firing_rate"][channel],
+                dead=stats["dead"][channel],
+            )
+            if "selectivity" in stats:
+                message.selectivity = stats["selectivity"][channel]
+                message.preferred_class = classes[stats["preferred_class"][channel]]
+                for class_index, name in enumerate(classes):
+                    value = stats["class_mean"][class_index][channel]
+                    if value is not None:
+                        message.class_mean[name] = value
+            if "top_class_histogram" in stats:
+                for class_index, count in enumerate(stats["top_class_histogram"][channel]):
+                    if count:
+                        message.top_class_histogram[classes[class_index]] = count
+            response.channels.append(message)
+        for name, channels in (stats.get("top_units_per_class") or {}).items():
+            response.top_channels_per_class[name].channels.extend(channels)
+        return response

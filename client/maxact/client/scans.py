@@ -1,0 +1,198 @@
+"""Persisted scans and neuron queries: typed results over ScanService and NeuronService."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from maxact.client import convert
+from maxact.client import types as t
+from maxact.client.preprocessing import Preprocessing
+from maxact.v1 import (
+    neuron_service_pb2,
+    neuron_service_pb2_grpc,
+    scan_service_pb2,
+    scan_service_pb2_grpc,
+    topk_service_pb2,
+)
+
+STATES = {
+    scan_service_pb2.SCAN_STATE_QUEUED: "queued",
+    scan_service_pb2.SCAN_STATE_RUNNING: "running",
+    scan_service_pb2.SCAN_STATE_SUCCEEDED: "succeeded",
+    scan_service_pb2.SCAN_STATE_FAILED: "failed",
+    scan_service_pb2.SCAN_STATE_CANCELLED: "cancelled",
+}
+FINISHED = frozenset({"succeeded", "failed", "cancelled"})
+_MODES = {topk_service_pb2.TOP_K_MODE_POSITION: "position"}
+
+
+@dataclass(frozen=True)
+class ScanInfo:
+    """A persisted scan; `id` is what the CLI prints, `name` is "scans/{id}"."""
+
+    id: str
+    state: str
+    images_done: int
+    images_total: int
+    images_failed: int
+    model: str
+    layers: tuple[str, ...]
+    dataset: str
+    k: int
+    mode: str
+    error: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"scans/{self.id}"
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED
+
+
+@dataclass(frozen=True)
+class ChannelStatistics:
+    channel: int
+    mean_max: float
+    max_max: float
+    firing_rate: float
+    dead: bool
+    selectivity: float = 0.0
+    preferred_class: str = ""
+    class_mean: dict[str, float] = field(default_factory=dict)
+    top_class_histogram: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LayerStatistics:
+    images_scanned: int
+    channels: tuple[ChannelStatistics, ...]
+    top_channels_per_class: dict[str, tuple[int, ...]]
+
+
+def scan_info(message: scan_service_pb2.Scan) -> ScanInfo:
+    return ScanInfo(
+        id=message.name.removeprefix("scans/"),
+        state=STATES.get(message.state, "unknown"),
+        images_done=message.images_done,
+        images_total=message.images_total,
+        images_failed=message.images_failed,
+        model=message.model,
+        layers=tuple(message.layers),
+        dataset=message.dataset,
+        k=message.k,
+        mode=_MODES.get(message.mode, "image"),
+        error=message.error,
+    )
+
+
+def _name(scan: str) -> str:
+    return scan if scan.startswith("scans/") else f"scans/{scan}"
+
+
+class ScanCalls:
+    """The scan and neuron RPCs; `call` turns gRPC errors into MaxactError."""
+
+    def __init__(self, channel: object, call: object, timeout: float | None) -> None:
+        self._scans = scan_service_pb2_grpc.ScanServiceStub(channel)
+        self._neurons = neuron_service_pb2_grpc.NeuronServiceStub(channel)
+        self._call = call
+        self._timeout = timeout
+
+    def create(
+        self,
+        model: str,
+        layers: list[str],
+        dataset: str,
+        k: int = 9,
+        mode: str = "image",
+        preprocessing: Preprocessing | None = None,
+    ) -> ScanInfo:
+        request = scan_service_pb2.CreateScanRequest(
+            model=model, layers=layers, dataset=dataset, k=k, mode=convert.MODES[mode]
+        )
+        if preprocessing is not None:
+            request.preprocessing.CopyFrom(preprocessing.to_proto())
+        return scan_info(self._call(self._scans.CreateScan, request).scan)  # type: ignore[operator]
+
+    def get(self, scan: str) -> ScanInfo:
+        request = scan_service_pb2.GetScanRequest(name=_name(scan))
+        return scan_info(self._call(self._scans.GetScan, request).scan)  # type: ignore[operator]
+
+    def cancel(self, scan: str) -> ScanInfo:
+        request = scan_service_pb2.CancelScanRequest(name=_name(scan))
+        return scan_info(self._call(self._scans.CancelScan, request).scan)  # type: ignore[operator]
+
+    def list(self, page_size: int = 100) -> list[ScanInfo]:
+        """Every scan, newest first (follows page tokens)."""
+        scans: list[ScanInfo] = []
+        token = ""
+        while True:
+            request = scan_service_pb2.ListScansRequest(page_size=page_size, page_token=token)
+            response = self._call(self._scans.ListScans, request)  # type: ignore[operator]
+            scans.extend(scan_info(s) for s in response.scans)
+            token = response.next_page_token
+            if not token:
+                return scans
+
+    def watch(self, scan: str) -> Iterator[ScanInfo]:
+        """Yields the scan whenever its state or progress changes, until it is finished."""
+        import grpc
+
+        from maxact.client.errors import from_rpc_error
+
+        request = scan_service_pb2.WatchScanRequest(name=_name(scan))
+        try:
+            for response in self._scans.WatchScan(request, timeout=self._timeout):
+                yield scan_info(response.scan)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+
+    def neuron(
+        self,
+        scan: str,
+        layer: str,
+        channel: int,
+        k: int = 0,
+        bottom: bool = False,
+        patches: bool = True,
+    ) -> tuple[ScanInfo, tuple[t.Patch, ...], int]:
+        """(the scan, ranked patches (png empty unless `patches`), images scanned)."""
+        request = neuron_service_pb2.GetNeuronRequest(
+            scan=_name(scan),
+            layer=layer,
+            channel=channel,
+            k=k,
+            bottom=bottom,
+            include_patches=patches,
+        )
+        response = self._call(self._neurons.GetNeuron, request)  # type: ignore[operator]
+        found = tuple(t.Patch(hit=convert.hit(p.hit), png=p.png) for p in response.patches)
+        return scan_info(response.scan), found, response.images_scanned
+
+    def statistics(self, scan: str, layer: str) -> LayerStatistics:
+        request = neuron_service_pb2.GetLayerStatisticsRequest(scan=_name(scan), layer=layer)
+        response = self._call(self._neurons.GetLayerStatistics, request)  # type: ignore[operator]
+        return LayerStatistics(
+            images_scanned=response.images_scanned,
+            channels=tuple(
+                ChannelStatistics(
+                    channel=c.channel,
+                    mean_max=c.mean_max,
+                    max_max=c.max_max,
+                    firing_rate=c.firing_rate,
+                    dead=c.dead,
+                    selectivity=c.selectivity,
+                    preferred_class=c.preferred_class,
+                    class_mean=dict(c.class_mean),
+                    top_class_histogram=dict(c.top_class_histogram),
+                )
+                for c in response.channels
+            ),
+            top_channels_per_class={
+                name: tuple(entry.channels)
+                for name, entry in response.top_channels_per_class.items()
+            },
+        )

@@ -1,0 +1,117 @@
+"""A server killed with SIGKILL in the middle of a scan resumes it from its last checkpoint on
+restart, and the final top-k and statistics equal those of an uninterrupted scan."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from maxact.client import Client
+from maxact.server.app import start_server
+from maxact.server.store import Store
+from tests.onnx_models import heavy_cnn, save
+
+IMAGES = 400
+
+
+def _serve(model_root: Path, data_root: Path, store: Path) -> tuple[subprocess.Popen[str], str]:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "maxact.client.cli",
+            "serve",
+            "--model-root",
+            str(model_root),
+            "--data-root",
+            str(data_root),
+            "--store",
+            str(store),
+            "--port",
+            "0",
+            "--device",
+            "cpu",
+            "--checkpoint-images",
+            "32",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert process.stdout is not None
+    match = re.search(r"serving on [\d.]+:(\d+)", process.stdout.readline())
+    assert match, "the server did not start"
+    return process, f"127.0.0.1:{match.group(1)}"
+
+
+def _results(client: Client, scan_id: str) -> tuple[list, list]:
+    neurons = []
+    for channel in (0, 7, 31):
+        for bottom in (False, True):
+            _, patches, scanned = client.scans.neuron(
+                scan_id, "relu3", channel, bottom=bottom, patches=False
+            )
+            neurons.append((scanned, [(p.hit.image, p.hit.score, p.hit.unit) for p in patches]))
+    stats = client.scans.statistics(scan_id, "relu3")
+    return neurons, [
+        (c.mean_max, c.max_max, c.firing_rate, c.dead, c.class_mean) for c in stats.channels
+    ]
+
+
+def test_sigkilled_scan_resumes_from_checkpoint_and_equals_an_uninterrupted_scan(
+    tmp_path: Path,
+) -> None:
+    model_root, data_root = tmp_path / "models", tmp_path / "data"
+    save(heavy_cnn(64), model_root, "heavy")
+    rng = np.random.default_rng(11)
+    for i in range(IMAGES):
+        label = ("a", "b", "c")[i % 3]
+        path = data_root / "photos" / label / f"{i:04d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(path)
+    store = tmp_path / "store.sqlite"
+
+    process, address = _serve(model_root, data_root, store)
+    try:
+        with Client(address, timeout=120) as client:
+            scan = client.scans.create("heavy", ["relu3"], "photos", k=5)
+            for info in client.scans.watch(scan.id):
+                if info.images_done >= 96:
+                    break
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    killed = Store(store).get(scan.id)
+    assert killed is not None and killed.state == "running", "the kill must land mid-scan"
+    assert 0 < killed.checkpoint_position < IMAGES
+
+    process, address = _serve(model_root, data_root, store)
+    try:
+        with Client(address, timeout=120) as client:
+            states = [info.state for info in client.scans.watch(scan.id)]
+            assert states[-1] == "succeeded"
+            assert client.scans.get(scan.id).images_done == IMAGES
+            resumed = _results(client, scan.id)
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+    other_store = tmp_path / "other.sqlite"
+    with (
+        start_server(model_root, data_root, device="cpu", store=other_store) as srv,
+        Client(srv.address, timeout=120) as client,
+    ):
+        again = client.scans.create("heavy", ["relu3"], "photos", k=5)
+        assert [info.state for info in client.scans.watch(again.id)][-1] == "succeeded"
+        uninterrupted = _results(client, again.id)
+    assert resumed == uninterrupted
