@@ -48,6 +48,7 @@ class Batch:
 class Skipped:
     image_id: str
     reason: str
+    index: int = -1  # the source's index (-1: unknown)
 
 
 Prepare = Callable[[ImageSource, ResolvedPreprocessing], tuple[np.ndarray, tuple[int, int]]]
@@ -96,7 +97,8 @@ def read_batches(
     threads: int | None = None,
     prepare: Prepare | None = None,
 ) -> Iterator[Batch | Skipped]:
-    """Yield batches in dataset order; unreadable images come out as Skipped, in order.
+    """Yield batches in dataset order; unreadable images come out as Skipped, in order of
+    their failure: before the batch still filling with the images read before them.
 
     `sources` may be a list or any iterator, e.g. images still arriving from a client (the
     total need not be known); it is pulled only while fewer than `window` images are in
@@ -125,7 +127,7 @@ def read_batches(
                 try:
                     array, size = future.result()
                 except Exception as exc:
-                    yield Skipped(source.image_id, _describe(exc))
+                    yield Skipped(source.image_id, _describe(exc), source.index)
                     continue
                 current.append((source, array, size))
                 if len(current) == batch_size:

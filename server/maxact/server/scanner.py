@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import numpy as np
 import onnxruntime as ort
@@ -70,6 +71,44 @@ class ScanCallbacks:
     partial: Callable[[list[Hit], int], None] = lambda hits, done: None
     skipped: Callable[[str, str], None] = lambda image_id, reason: None
     partial_interval: float = 0.5
+    # the image indices just reduced or skipped, before `progress`; `kept_images()` is
+    # consistent here
+    reduced: Callable[[list[int]], None] = lambda indices: None
+
+
+V = TypeVar("V")
+
+
+class HeldWhileNeeded(Generic[V]):
+    """A value per image index (its id, its bytes), held while the image is in flight and,
+    once reduced, only while the ranking keeps it: memory bounded by k plus the reader's
+    window, whatever the number of images. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._values: dict[int, V] = {}
+        self._reduced: set[int] = set()  # reduced and still held (in the ranking)
+        self._lock = threading.Lock()
+
+    def add(self, index: int, value: V) -> None:
+        with self._lock:
+            self._values[index] = value
+
+    def get(self, index: int) -> V | None:
+        with self._lock:
+            return self._values.get(index)
+
+    def reduced(self, indices: Iterable[int], kept: Callable[[], set[int]]) -> None:
+        """`indices` were reduced (or skipped): release every reduced one not in `kept()`."""
+        with self._lock:
+            self._reduced.update(indices)
+            ranked = kept()
+            for index in [i for i in self._reduced if i not in ranked]:
+                self._reduced.discard(index)
+                self._values.pop(index, None)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._values)
 
 
 def batch_size_for(model: LoadedModel, requested: int = 16) -> int:
@@ -96,8 +135,7 @@ class NeuronScan:
         self.prep = prep
         self._field = layer.field
         self._engine: ScanEngine | None = None
-        self._ids: dict[int, str] = {}  # image index -> id, for images kept or in flight
-        self._ids_lock = threading.Lock()
+        self._ids: HeldWhileNeeded[str] = HeldWhileNeeded()
         if query.unit is None:
             self._engine = _engine_for(model, layer, query, prep, batch_size)
             self.stop_event = self._engine.stop_event
@@ -140,12 +178,12 @@ class NeuronScan:
             if isinstance(item, Skipped):
                 failed += 1
                 callbacks.skipped(item.image_id, item.reason)
-                self._forget_unkept(done + failed)
+                self._reduced([item.index], callbacks)
                 callbacks.progress(done, count(), failed)
                 continue
             self._reduce(item, self._infer(item))
             done += len(item.indices)
-            self._forget_unkept(done + failed)
+            self._reduced(item.indices, callbacks)
             callbacks.progress(done, count(), failed)
             if time.monotonic() - last_partial >= callbacks.partial_interval:
                 last_partial = time.monotonic()
@@ -157,9 +195,12 @@ class NeuronScan:
     def _recording(self, sources: Iterable[ImageSource]) -> Iterator[ImageSource]:
         """Remember each image's id as the reader takes it (forgotten once out of the top-k)."""
         for source in sources:
-            with self._ids_lock:
-                self._ids[source.index] = source.image_id
+            self._ids.add(source.index, source.image_id)
             yield source
+
+    def _reduced(self, indices: list[int], callbacks: ScanCallbacks) -> None:
+        self._ids.reduced(indices, self.kept_images)
+        callbacks.reduced(indices)
 
     def _run_engine(
         self,
@@ -168,16 +209,13 @@ class NeuronScan:
         callbacks: ScanCallbacks,
         total: Total,
     ) -> ScanOutcome:
-        def progress(done: int, total: int, failed: int) -> None:
-            self._forget_unkept(done + failed)
-            callbacks.progress(done, total, failed)
-
         try:
             outcome = engine.run(
                 sources,
                 total=total,
                 callbacks=EngineCallbacks(
-                    progress=progress,
+                    reduced=lambda indices: self._reduced(indices, callbacks),
+                    progress=callbacks.progress,
                     skipped=callbacks.skipped,
                     partial=lambda done: callbacks.partial(self.hits(), done),
                     partial_interval=callbacks.partial_interval,
@@ -255,6 +293,11 @@ class NeuronScan:
         picked = np.asarray(chosen, dtype=np.int64)
         return flat[picked], picked // width, picked % width
 
+    @property
+    def ids_held(self) -> int:
+        """How many image ids the scan holds now (ranked or in flight)."""
+        return len(self._ids)
+
     def kept_images(self) -> set[int]:
         """Indices of the images the ranking holds now (call where the reducer is consistent:
         in the progress callback, or after the scan)."""
@@ -265,19 +308,6 @@ class NeuronScan:
             images = self._reducer.images()
         return {int(index) for index in np.asarray(images).ravel() if index >= 0}
 
-    def _forget_unkept(self, reduced: int) -> None:
-        """Keep ids only for images in the top-k or not reduced yet (index >= `reduced`), so
-        memory stays bounded by k plus the reader's window, whatever the number of images."""
-        if len(self._ids) <= 4 * self.query.k + 4 * self.batch_size:
-            return
-        kept = self.kept_images()
-        with self._ids_lock:
-            self._ids = {
-                index: image_id
-                for index, image_id in self._ids.items()
-                if index >= reduced or index in kept
-            }
-
     def hits(self) -> list[Hit]:
         if self._engine is not None:
             reducer = self._engine.reducers[self.layer.name]
@@ -286,6 +316,12 @@ class NeuronScan:
         return [
             self._hit(rank, entry) for rank, entry in enumerate(self._reducer.entries(0), start=1)
         ]
+
+    def _image_id(self, index: int) -> str:
+        image_id = self._ids.get(index)
+        if image_id is None:  # never: ranked images stay held
+            raise LookupError(f"the id of ranked image {index} was released")
+        return image_id
 
     def _hit(self, rank: int, entry: Entry) -> Hit:
         field = self._field
@@ -297,7 +333,7 @@ class NeuronScan:
         return Hit(
             rank,
             entry.image,
-            self._ids[entry.image],
+            self._image_id(entry.image),
             entry.score,
             (entry.y, entry.x),
             self.query.channel,

@@ -47,6 +47,8 @@ class EngineCallbacks:
     progress: Callable[[int, int, int], None] = lambda done, total, failed: None
     skipped: Callable[[str, str], None] = lambda image_id, reason: None
     partial: Callable[[int], None] = lambda done: None  # reducers are consistent here
+    # the dataset indices just reduced (a batch) or skipped, before `progress`
+    reduced: Callable[[list[int]], None] = lambda indices: None
     partial_interval: float = 0.5
     # After a batch was reduced: every image before `position` (a dataset index) is now
     # accounted for, reduced or skipped; a consistent point to checkpoint at.
@@ -152,6 +154,7 @@ class ScanEngine:
             if isinstance(item, Skipped):
                 counters.failed += 1
                 callbacks.skipped(item.image_id, item.reason)
+                callbacks.reduced([item.index])
             else:
                 batch, outputs = item
                 indices = np.asarray(batch.indices, dtype=np.int64)
@@ -159,6 +162,7 @@ class ScanEngine:
                 for name, output in zip(self.names, outputs, strict=True):
                     self.reducers[name].update(output, indices, batch_labels)
                 counters.done += len(indices)
+                callbacks.reduced(batch.indices)
             callbacks.progress(counters.done, count(), counters.failed)
             if not isinstance(item, Skipped):
                 callbacks.batch_done(int(indices.max()) + 1)

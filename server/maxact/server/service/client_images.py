@@ -14,7 +14,7 @@ import asyncio
 import concurrent.futures
 import io
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from functools import partial
 
 from PIL import Image
@@ -23,6 +23,7 @@ from maxact.v1 import topk_service_pb2 as pb
 
 from ..errors import invalid_argument
 from ..reader import ImageSource
+from ..scanner import HeldWhileNeeded
 
 
 async def _next_or_none(
@@ -45,8 +46,7 @@ class ClientImages:
     ) -> None:
         self._requests = requests
         self._loop = loop
-        self._data: dict[int, bytes] = {}
-        self._lock = threading.Lock()
+        self._data: HeldWhileNeeded[bytes] = HeldWhileNeeded()
         self._seen: set[str] = set()
         self._pending: concurrent.futures.Future[pb.StreamTopKImagesRequest | None] | None = None
         self._stopped = threading.Event()
@@ -80,8 +80,7 @@ class ClientImages:
             )
         self._seen.add(image.id)
         index = self.received
-        with self._lock:
-            self._data[index] = image.data
+        self._data.add(index, image.data)
         self.received += 1
         return self.source(index, image.id)
 
@@ -113,23 +112,17 @@ class ClientImages:
         return ImageSource(index, image_id, partial(self._open, index, image_id))
 
     def _open(self, index: int, image_id: str) -> Image.Image:
-        with self._lock:
-            data = self._data.get(index)
+        data = self._data.get(index)
         if data is None:
             raise LookupError(f"the bytes of image {image_id!r} were released")
         return Image.open(io.BytesIO(data))
 
-    def forget_unkept(self, reduced: int, kept: set[int]) -> None:
-        """Release the bytes of images already reduced (index < `reduced`) and not in `kept`."""
-        with self._lock:
-            self._data = {
-                index: data
-                for index, data in self._data.items()
-                if index >= reduced or index in kept
-            }
+    def reduced(self, indices: list[int], kept: Callable[[], set[int]]) -> None:
+        """`indices` were reduced or skipped: release the bytes of every reduced image the
+        ranking (`kept()`) does not hold."""
+        self._data.reduced(indices, kept)
 
     @property
     def held(self) -> int:
-        """How many images' bytes are held now (for tests of the memory bound)."""
-        with self._lock:
-            return len(self._data)
+        """How many images' bytes are held now."""
+        return len(self._data)

@@ -156,9 +156,6 @@ def _scan_client_images(
     """The scan thread's body for client-streamed images: they are scanned as they arrive,
     and after each batch the bytes of images out of the ranking are released."""
 
-    def reduced(done: int, failed: int) -> None:
-        images.forget_unkept(done + failed, scan.kept_images())
-
     _scan_and_send(
         scan,
         images,
@@ -166,7 +163,7 @@ def _scan_client_images(
         response=pb.StreamTopKImagesResponse,
         total=lambda: images.received,
         source_of=lambda hit: images.source(hit.image_index, hit.image_id),
-        reduced=reduced,
+        reduced=lambda indices: images.reduced(indices, scan.kept_images),
     )
 
 
@@ -178,28 +175,24 @@ def _scan_and_send(
     response: Callable[..., Any],
     total: Total,
     source_of: Callable[[Hit], ImageSource],
-    reduced: Callable[[int, int], None] = lambda done, failed: None,
+    reduced: Callable[[list[int]], None] = lambda indices: None,
     hint: str = "",
 ) -> None:
     """Scan, then crop and send each patch, then done; `response` is the RPC's response type.
 
-    `reduced(done, failed)` runs after each batch, when the ranking is consistent.
+    `reduced(indices)` runs after each batch (or skipped image), when the ranking is
+    consistent.
     """
     count = total if callable(total) else lambda: total
-    send_progress = _throttled(
-        lambda done, total, failed: emit(
-            response(
-                progress=pb.Progress(images_done=done, images_total=total, images_failed=failed)
-            )
-        )
-    )
-
-    def progress(done: int, total: int, failed: int) -> None:
-        reduced(done, failed)
-        send_progress(done, total, failed)
-
     callbacks = ScanCallbacks(
-        progress=progress,
+        progress=_throttled(
+            lambda done, total, failed: emit(
+                response(
+                    progress=pb.Progress(images_done=done, images_total=total, images_failed=failed)
+                )
+            )
+        ),
+        reduced=reduced,
         partial=lambda hits, done: emit(
             response(
                 partial=pb.PartialTopK(hits=[hit_to_proto(hit) for hit in hits], images_done=done)
