@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -55,6 +58,27 @@ def scan_to_proto(record: ScanRecord) -> spb.Scan:
         create_time=record.create_time,
         update_time=record.update_time,
     )
+
+
+_CROP_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="maxact-crop")
+
+
+def _input_box(row: Any, layer: Any, prep: Any, channel: int) -> tuple[int, int, int, int]:
+    """The stored hit's exact field in model-input pixels (flat tensors: the whole input)."""
+    if layer.field is not None and layer.field.spatial:
+        return layer.field.box(row.y, row.x, channel)
+    height, width = prep.input_size
+    return (0, 0, height, width)
+
+
+def _crop_or_none(path: Path, row: Any, layer: Any, prep: Any, channel: int) -> Any:
+    """Crop one stored hit from its original image (None when it can no longer be read)."""
+    try:
+        return crop_patch(
+            file_source(0, row.image, path), _input_box(row, layer, prep, channel), prep
+        )
+    except (OSError, ValueError):
+        return None
 
 
 class ScanServicer(scan_service_pb2_grpc.ScanServiceServicer):
@@ -168,30 +192,32 @@ class NeuronServicer(neuron_service_pb2_grpc.NeuronServiceServicer):
         kind = "bottom" if request.bottom else ("position" if record.mode == "position" else "top")
         rows = self.jobs.store.topk_rows(record.id, layer.name, request.channel, kind, k)
         dataset = self.jobs.datasets.open(record.dataset) if request.include_patches else None
+        crops: list[Any] = [None] * len(rows)
+        if dataset is not None:
+            crops = list(
+                _CROP_POOL.map(
+                    lambda row: _crop_or_none(
+                        dataset.root / row.image, row, layer, prep, request.channel
+                    ),
+                    rows,
+                )
+            )
         response = npb.GetNeuronResponse(
             images_scanned=record.images_done, mode=_MODE_ENUMS[record.mode]
         )
         response.scan.CopyFrom(scan_to_proto(record))
-        height, width = prep.input_size
-        for row in rows:
-            box = (
-                layer.field.box(row.y, row.x, request.channel)
-                if layer.field is not None and layer.field.spatial
-                else (0, 0, height, width)
-            )
+        for row, patch in zip(rows, crops, strict=True):
+            box = _input_box(row, layer, prep, request.channel)
             hit = Hit(row.rank, -1, row.image, row.score, (row.y, row.x), request.channel, box)
             if dataset is None:
                 response.patches.append(tpb.Patch(hit=hit_to_proto(hit)))
                 continue
-            source = file_source(0, row.image, dataset.root / row.image)
-            try:
-                patch = crop_patch(source, box, prep)
-            except (OSError, ValueError):
+            if patch is None:
                 raise not_found(
                     "IMAGE_NOT_FOUND",
                     f"image {row.image!r} of dataset {record.dataset!r} can no longer be read",
                     image=row.image,
-                ) from None
+                )
             response.patches.append(tpb.Patch(hit=hit_to_proto(hit, patch.box), png=patch.png))
         return response
 
