@@ -37,6 +37,46 @@ CHANNEL_ORDER_RGB: ChannelOrder.ValueType  # 1
 CHANNEL_ORDER_BGR: ChannelOrder.ValueType  # 2
 Global___ChannelOrder: _TypeAlias = ChannelOrder  # noqa: Y015
 
+class _PatchRender:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PatchRenderEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PatchRender.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PATCH_RENDER_UNSPECIFIED: _PatchRender.ValueType  # 0
+    """The default: PATCH_RENDER_RF."""
+    PATCH_RENDER_RF: _PatchRender.ValueType  # 1
+    """The receptive-field box (the formula box, unclipped) cropped from the original image;
+    pixels outside the image are neutral grey (128) and Patch.clipped_fraction says how much.
+    """
+    PATCH_RENDER_HEATMAP: _PatchRender.ValueType  # 2
+    """The RF patch with the channel's activation map for that image overlaid as a heatmap."""
+    PATCH_RENDER_MASK: _PatchRender.ValueType  # 3
+    """NetDissect style: the channel's activation map upsampled onto the model input (unit
+    centres at i*stride - padding + (size - 1) / 2, bilinear between centres), thresholded
+    at the mask_quantile of this image's upsampled map; the patch is the bounding box of the
+    mask's connected region holding the hit's unit. For fields larger than the image.
+    """
+
+class PatchRender(_PatchRender, metaclass=_PatchRenderEnumTypeWrapper):
+    """How a hit's patch is rendered (server side, per request)."""
+
+PATCH_RENDER_UNSPECIFIED: PatchRender.ValueType  # 0
+"""The default: PATCH_RENDER_RF."""
+PATCH_RENDER_RF: PatchRender.ValueType  # 1
+"""The receptive-field box (the formula box, unclipped) cropped from the original image;
+pixels outside the image are neutral grey (128) and Patch.clipped_fraction says how much.
+"""
+PATCH_RENDER_HEATMAP: PatchRender.ValueType  # 2
+"""The RF patch with the channel's activation map for that image overlaid as a heatmap."""
+PATCH_RENDER_MASK: PatchRender.ValueType  # 3
+"""NetDissect style: the channel's activation map upsampled onto the model input (unit
+centres at i*stride - padding + (size - 1) / 2, bilinear between centres), thresholded
+at the mask_quantile of this image's upsampled map; the patch is the bounding box of the
+mask's connected region holding the hit's unit. For fields larger than the image.
+"""
+Global___PatchRender: _TypeAlias = PatchRender  # noqa: Y015
+
 class _Layout:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015

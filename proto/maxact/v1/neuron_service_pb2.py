@@ -22,11 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from maxact.v1 import common_pb2 as maxact_dot_v1_dot_common__pb2
 from maxact.v1 import scan_service_pb2 as maxact_dot_v1_dot_scan__service__pb2
 from maxact.v1 import topk_service_pb2 as maxact_dot_v1_dot_topk__service__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1emaxact/v1/neuron_service.proto\x12\tmaxact.v1\x1a\x1cmaxact/v1/scan_service.proto\x1a\x1cmaxact/v1/topk_service.proto\"t\n\x10GetNeuronRequest\x12\x0c\n\x04scan\x18\x01 \x01(\t\x12\r\n\x05layer\x18\x02 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x03 \x01(\x05\x12\t\n\x01k\x18\x04 \x01(\x05\x12\x17\n\x0finclude_patches\x18\x05 \x01(\x08\x12\x0e\n\x06\x62ottom\x18\x06 \x01(\x08\"\x90\x01\n\x11GetNeuronResponse\x12!\n\x07patches\x18\x01 \x03(\x0b\x32\x10.maxact.v1.Patch\x12\x16\n\x0eimages_scanned\x18\x02 \x01(\x03\x12\x1d\n\x04scan\x18\x03 \x01(\x0b\x32\x0f.maxact.v1.Scan\x12!\n\x04mode\x18\x04 \x01(\x0e\x32\x13.maxact.v1.TopKMode\"\x97\x03\n\x11\x43hannelStatistics\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\x05\x12\x10\n\x08mean_max\x18\x02 \x01(\x01\x12\x0f\n\x07max_max\x18\x03 \x01(\x01\x12\x13\n\x0b\x66iring_rate\x18\x04 \x01(\x01\x12\x0c\n\x04\x64\x65\x61\x64\x18\x05 \x01(\x08\x12\x13\n\x0bselectivity\x18\x06 \x01(\x01\x12?\n\nclass_mean\x18\x07 \x03(\x0b\x32+.maxact.v1.ChannelStatistics.ClassMeanEntry\x12P\n\x13top_class_histogram\x18\x08 \x03(\x0b\x32\x33.maxact.v1.ChannelStatistics.TopClassHistogramEntry\x12\x17\n\x0fpreferred_class\x18\t \x01(\t\x1a\x30\n\x0e\x43lassMeanEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x38\n\x16TopClassHistogramEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"8\n\x19GetLayerStatisticsRequest\x12\x0c\n\x04scan\x18\x01 \x01(\t\x12\r\n\x05layer\x18\x02 \x01(\t\"\x98\x02\n\x1aGetLayerStatisticsResponse\x12.\n\x08\x63hannels\x18\x01 \x03(\x0b\x32\x1c.maxact.v1.ChannelStatistics\x12\x16\n\x0eimages_scanned\x18\x02 \x01(\x03\x12^\n\x16top_channels_per_class\x18\x03 \x03(\x0b\x32>.maxact.v1.GetLayerStatisticsResponse.TopChannelsPerClassEntry\x1aR\n\x18TopChannelsPerClassEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.maxact.v1.ChannelList:\x02\x38\x01\"\x1f\n\x0b\x43hannelList\x12\x10\n\x08\x63hannels\x18\x01 \x03(\x05\x32\xba\x01\n\rNeuronService\x12\x46\n\tGetNeuron\x12\x1b.maxact.v1.GetNeuronRequest\x1a\x1c.maxact.v1.GetNeuronResponse\x12\x61\n\x12GetLayerStatistics\x12$.maxact.v1.GetLayerStatisticsRequest\x1a%.maxact.v1.GetLayerStatisticsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1emaxact/v1/neuron_service.proto\x12\tmaxact.v1\x1a\x16maxact/v1/common.proto\x1a\x1cmaxact/v1/scan_service.proto\x1a\x1cmaxact/v1/topk_service.proto\"\xde\x01\n\x10GetNeuronRequest\x12\x0c\n\x04scan\x18\x01 \x01(\t\x12\r\n\x05layer\x18\x02 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x03 \x01(\x05\x12\t\n\x01k\x18\x04 \x01(\x05\x12\x17\n\x0finclude_patches\x18\x05 \x01(\x08\x12\x0e\n\x06\x62ottom\x18\x06 \x01(\x08\x12&\n\x06render\x18\x07 \x01(\x0e\x32\x16.maxact.v1.PatchRender\x12\x1a\n\rmask_quantile\x18\x08 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\npatch_size\x18\t \x01(\x05\x42\x10\n\x0e_mask_quantile\"\x90\x01\n\x11GetNeuronResponse\x12!\n\x07patches\x18\x01 \x03(\x0b\x32\x10.maxact.v1.Patch\x12\x16\n\x0eimages_scanned\x18\x02 \x01(\x03\x12\x1d\n\x04scan\x18\x03 \x01(\x0b\x32\x0f.maxact.v1.Scan\x12!\n\x04mode\x18\x04 \x01(\x0e\x32\x13.maxact.v1.TopKMode\"\x97\x03\n\x11\x43hannelStatistics\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\x05\x12\x10\n\x08mean_max\x18\x02 \x01(\x01\x12\x0f\n\x07max_max\x18\x03 \x01(\x01\x12\x13\n\x0b\x66iring_rate\x18\x04 \x01(\x01\x12\x0c\n\x04\x64\x65\x61\x64\x18\x05 \x01(\x08\x12\x13\n\x0bselectivity\x18\x06 \x01(\x01\x12?\n\nclass_mean\x18\x07 \x03(\x0b\x32+.maxact.v1.ChannelStatistics.ClassMeanEntry\x12P\n\x13top_class_histogram\x18\x08 \x03(\x0b\x32\x33.maxact.v1.ChannelStatistics.TopClassHistogramEntry\x12\x17\n\x0fpreferred_class\x18\t \x01(\t\x1a\x30\n\x0e\x43lassMeanEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x38\n\x16TopClassHistogramEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"8\n\x19GetLayerStatisticsRequest\x12\x0c\n\x04scan\x18\x01 \x01(\t\x12\r\n\x05layer\x18\x02 \x01(\t\"\x98\x02\n\x1aGetLayerStatisticsResponse\x12.\n\x08\x63hannels\x18\x01 \x03(\x0b\x32\x1c.maxact.v1.ChannelStatistics\x12\x16\n\x0eimages_scanned\x18\x02 \x01(\x03\x12^\n\x16top_channels_per_class\x18\x03 \x03(\x0b\x32>.maxact.v1.GetLayerStatisticsResponse.TopChannelsPerClassEntry\x1aR\n\x18TopChannelsPerClassEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.maxact.v1.ChannelList:\x02\x38\x01\"\x1f\n\x0b\x43hannelList\x12\x10\n\x08\x63hannels\x18\x01 \x03(\x05\x32\xba\x01\n\rNeuronService\x12\x46\n\tGetNeuron\x12\x1b.maxact.v1.GetNeuronRequest\x1a\x1c.maxact.v1.GetNeuronResponse\x12\x61\n\x12GetLayerStatistics\x12$.maxact.v1.GetLayerStatisticsRequest\x1a%.maxact.v1.GetLayerStatisticsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,24 +40,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHANNELSTATISTICS_TOPCLASSHISTOGRAMENTRY']._serialized_options = b'8\001'
   _globals['_GETLAYERSTATISTICSRESPONSE_TOPCHANNELSPERCLASSENTRY']._loaded_options = None
   _globals['_GETLAYERSTATISTICSRESPONSE_TOPCHANNELSPERCLASSENTRY']._serialized_options = b'8\001'
-  _globals['_GETNEURONREQUEST']._serialized_start=105
-  _globals['_GETNEURONREQUEST']._serialized_end=221
-  _globals['_GETNEURONRESPONSE']._serialized_start=224
-  _globals['_GETNEURONRESPONSE']._serialized_end=368
-  _globals['_CHANNELSTATISTICS']._serialized_start=371
-  _globals['_CHANNELSTATISTICS']._serialized_end=778
-  _globals['_CHANNELSTATISTICS_CLASSMEANENTRY']._serialized_start=672
-  _globals['_CHANNELSTATISTICS_CLASSMEANENTRY']._serialized_end=720
-  _globals['_CHANNELSTATISTICS_TOPCLASSHISTOGRAMENTRY']._serialized_start=722
-  _globals['_CHANNELSTATISTICS_TOPCLASSHISTOGRAMENTRY']._serialized_end=778
-  _globals['_GETLAYERSTATISTICSREQUEST']._serialized_start=780
-  _globals['_GETLAYERSTATISTICSREQUEST']._serialized_end=836
-  _globals['_GETLAYERSTATISTICSRESPONSE']._serialized_start=839
-  _globals['_GETLAYERSTATISTICSRESPONSE']._serialized_end=1119
-  _globals['_GETLAYERSTATISTICSRESPONSE_TOPCHANNELSPERCLASSENTRY']._serialized_start=1037
-  _globals['_GETLAYERSTATISTICSRESPONSE_TOPCHANNELSPERCLASSENTRY']._serialized_end=1119
-  _globals['_CHANNELLIST']._serialized_start=1121
-  _globals['_CHANNELLIST']._serialized_end=1152
-  _globals['_NEURONSERVICE']._serialized_start=1155
-  _globals['_NEURONSERVICE']._serialized_end=1341
+  _globals['_GETNEURONREQUEST']._serialized_start=130
+  _globals['_GETNEURONREQUEST']._serialized_end=352
+  _globals['_GETNEURONRESPONSE']._serialized_start=355
+  _globals['_GETNEURONRESPONSE']._serialized_end=499
+  _globals['_CHANNELSTATISTICS']._serialized_start=502
+  _globals['_CHANNELSTATISTICS']._serialized_end=909
+  _globals['_CHANNELSTATISTICS_CLASSMEANENTRY']._serialized_start=803
+  _globals['_CHANNELSTATISTICS_CLASSMEANENTRY']._serialized_end=851
+  _globals['_CHANNELSTATISTICS_TOPCLASSHISTOGRAMENTRY']._serialized_start=853
+  _globals['_CHANNELSTATISTICS_TOPCLASSHISTOGRAMENTRY']._serialized_end=909
+  _globals['_GETLAYERSTATISTICSREQUEST']._serialized_start=911
+  _globals['_GETLAYERSTATISTICSREQUEST']._serialized_end=967
+  _globals['_GETLAYERSTATISTICSRESPONSE']._serialized_start=970
+  _globals['_GETLAYERSTATISTICSRESPONSE']._serialized_end=1250
+  _globals['_GETLAYERSTATISTICSRESPONSE_TOPCHANNELSPERCLASSENTRY']._serialized_start=1168
+  _globals['_GETLAYERSTATISTICSRESPONSE_TOPCHANNELSPERCLASSENTRY']._serialized_end=1250
+  _globals['_CHANNELLIST']._serialized_start=1252
+  _globals['_CHANNELLIST']._serialized_end=1283
+  _globals['_NEURONSERVICE']._serialized_start=1286
+  _globals['_NEURONSERVICE']._serialized_end=1472
 # @@protoc_insertion_point(module_scope)

@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from maxact.v1 import common_pb2 as _common_pb2
 from maxact.v1 import scan_service_pb2 as _scan_service_pb2
 from maxact.v1 import topk_service_pb2 as _topk_service_pb2
 import builtins as _builtins
@@ -30,6 +31,9 @@ class GetNeuronRequest(_message.Message):
     K_FIELD_NUMBER: _builtins.int
     INCLUDE_PATCHES_FIELD_NUMBER: _builtins.int
     BOTTOM_FIELD_NUMBER: _builtins.int
+    RENDER_FIELD_NUMBER: _builtins.int
+    MASK_QUANTILE_FIELD_NUMBER: _builtins.int
+    PATCH_SIZE_FIELD_NUMBER: _builtins.int
     scan: _builtins.str
     """"scans/{id}"."""
     layer: _builtins.str
@@ -38,6 +42,16 @@ class GetNeuronRequest(_message.Message):
     include_patches: _builtins.bool
     bottom: _builtins.bool
     """The k weakest responses instead of the strongest."""
+    render: _common_pb2.PatchRender.ValueType
+    """How the patch is rendered (default PATCH_RENDER_RF)."""
+    mask_quantile: _builtins.float
+    """PATCH_RENDER_MASK: the per-image quantile of the upsampled activation map above which
+    pixels are in the mask, in (0, 1); unset: 0.95 (the top 5% of the image).
+    """
+    patch_size: _builtins.int
+    """> 0: every patch is resized to patch_size x patch_size, aspect kept, grey letterbox
+    (for montages). 0: the patch's own size.
+    """
     def __init__(
         self,
         *,
@@ -47,12 +61,17 @@ class GetNeuronRequest(_message.Message):
         k: _builtins.int = ...,
         include_patches: _builtins.bool = ...,
         bottom: _builtins.bool = ...,
+        render: _common_pb2.PatchRender.ValueType = ...,
+        mask_quantile: _builtins.float | None = ...,
+        patch_size: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_mask_quantile", b"_mask_quantile", "mask_quantile", b"mask_quantile"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bottom", b"bottom", "channel", b"channel", "include_patches", b"include_patches", "k", b"k", "layer", b"layer", "scan", b"scan"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_mask_quantile", b"_mask_quantile", "bottom", b"bottom", "channel", b"channel", "include_patches", b"include_patches", "k", b"k", "layer", b"layer", "mask_quantile", b"mask_quantile", "patch_size", b"patch_size", "render", b"render", "scan", b"scan"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__mask_quantile: _TypeAlias = _typing.Literal["mask_quantile"]  # noqa: Y015
+    _WhichOneofArgType__mask_quantile: _TypeAlias = _typing.Literal["_mask_quantile", b"_mask_quantile"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__mask_quantile) -> _WhichOneofReturnType__mask_quantile | None: ...
 
 Global___GetNeuronRequest: _TypeAlias = GetNeuronRequest  # noqa: Y015
 

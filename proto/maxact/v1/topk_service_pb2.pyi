@@ -56,6 +56,9 @@ class TopKQuery(_message.Message):
     BOTTOM_FIELD_NUMBER: _builtins.int
     PREPROCESSING_FIELD_NUMBER: _builtins.int
     PER_IMAGE_CAP_FIELD_NUMBER: _builtins.int
+    RENDER_FIELD_NUMBER: _builtins.int
+    MASK_QUANTILE_FIELD_NUMBER: _builtins.int
+    PATCH_SIZE_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     layer: _builtins.str
     channel: _builtins.int
@@ -67,6 +70,16 @@ class TopKQuery(_message.Message):
     """The k weakest responses instead of the strongest."""
     per_image_cap: _builtins.int
     """Position mode: at most this many entries per image (0: no cap)."""
+    render: _common_pb2.PatchRender.ValueType
+    """How the patch is rendered (default PATCH_RENDER_RF)."""
+    mask_quantile: _builtins.float
+    """PATCH_RENDER_MASK: the per-image quantile of the upsampled activation map above which
+    pixels are in the mask, in (0, 1); unset: 0.95 (the top 5% of the image).
+    """
+    patch_size: _builtins.int
+    """> 0: every patch is resized to patch_size x patch_size, aspect kept, grey letterbox
+    (for montages). 0: the patch's own size.
+    """
     @_builtins.property
     def unit(self) -> _common_pb2.Unit:
         """When set: a single unit (channel, y, x) instead of the whole channel."""
@@ -85,12 +98,17 @@ class TopKQuery(_message.Message):
         bottom: _builtins.bool = ...,
         preprocessing: _common_pb2.Preprocessing | None = ...,
         per_image_cap: _builtins.int = ...,
+        render: _common_pb2.PatchRender.ValueType = ...,
+        mask_quantile: _builtins.float | None = ...,
+        patch_size: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["preprocessing", b"preprocessing", "unit", b"unit"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_mask_quantile", b"_mask_quantile", "mask_quantile", b"mask_quantile", "preprocessing", b"preprocessing", "unit", b"unit"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bottom", b"bottom", "channel", b"channel", "k", b"k", "layer", b"layer", "mode", b"mode", "model", b"model", "per_image_cap", b"per_image_cap", "preprocessing", b"preprocessing", "unit", b"unit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_mask_quantile", b"_mask_quantile", "bottom", b"bottom", "channel", b"channel", "k", b"k", "layer", b"layer", "mask_quantile", b"mask_quantile", "mode", b"mode", "model", b"model", "patch_size", b"patch_size", "per_image_cap", b"per_image_cap", "preprocessing", b"preprocessing", "render", b"render", "unit", b"unit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__mask_quantile: _TypeAlias = _typing.Literal["mask_quantile"]  # noqa: Y015
+    _WhichOneofArgType__mask_quantile: _TypeAlias = _typing.Literal["_mask_quantile", b"_mask_quantile"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__mask_quantile) -> _WhichOneofReturnType__mask_quantile | None: ...
 
 Global___TopKQuery: _TypeAlias = TopKQuery  # noqa: Y015
 
@@ -222,19 +240,32 @@ class Patch(_message.Message):
 
     HIT_FIELD_NUMBER: _builtins.int
     PNG_FIELD_NUMBER: _builtins.int
+    CLIPPED_FRACTION_FIELD_NUMBER: _builtins.int
+    PATCH_BOX_FIELD_NUMBER: _builtins.int
     png: _builtins.bytes
-    """PNG bytes of the crop from the original image."""
+    """PNG bytes of the patch rendered from the original image."""
+    clipped_fraction: _builtins.float
+    """Fraction of patch_box outside the original image (shown as neutral grey), 0..1."""
     @_builtins.property
     def hit(self) -> Global___Hit: ...
+    @_builtins.property
+    def patch_box(self) -> _common_pb2.Box:
+        """The region the png shows, in ORIGINAL image pixels (half-open). Unlike hit.box it is not
+        clipped: in rf and heatmap renders it is the whole formula receptive field; in mask
+        renders, the mask's bounding box. Before any patch_size resize.
+        """
+
     def __init__(
         self,
         *,
         hit: Global___Hit | None = ...,
         png: _builtins.bytes = ...,
+        clipped_fraction: _builtins.float = ...,
+        patch_box: _common_pb2.Box | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["hit", b"hit"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["hit", b"hit", "patch_box", b"patch_box"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["hit", b"hit", "png", b"png"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clipped_fraction", b"clipped_fraction", "hit", b"hit", "patch_box", b"patch_box", "png", b"png"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
