@@ -17,6 +17,8 @@ from maxact.client.images import collect_images
 from maxact.client.patches_out import write_patches
 from maxact.client.preprocessing import add_preprocessing_arguments, preprocessing_from_args
 from maxact.client.progress import ProgressBar
+from maxact.client.scan_cli import COMMANDS as SCAN_COMMANDS
+from maxact.client.scan_cli import add_parsers as add_scan_parsers
 from maxact.client.stream import TopKStream
 
 PROG = "maxact"
@@ -149,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_preprocessing_arguments(topk)
     topk.add_argument("--out", type=Path, metavar="DIR", help="write rank_N.png and montage.png")
     _add_json(topk)
+
+    add_scan_parsers(commands, _add_json)  # scan create|get|watch|cancel|list, neuron, report
 
     demo = commands.add_parser("demo", help="a real CNN on real photos, montages in demo-out/")
     demo.add_argument("--out", type=Path, default=Path("demo-out"), metavar="DIR")
@@ -295,6 +299,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "rf": cmd_rf,
     "topk": cmd_topk,
     "demo": cmd_demo,
+    **SCAN_COMMANDS,
 }
 
 
