@@ -18,9 +18,12 @@ from maxact.server.store import Store
 from tests.onnx_models import heavy_cnn, save
 
 IMAGES = 400
+SIZE = 96  # slow enough that the kill lands well before the scan ends
 
 
-def _serve(model_root: Path, data_root: Path, store: Path) -> tuple[subprocess.Popen[str], str]:
+def _serve(
+    model_root: Path, data_root: Path, store: Path, checkpoint_images: int = 32
+) -> tuple[subprocess.Popen[str], str]:
     process = subprocess.Popen(
         [
             sys.executable,
@@ -38,7 +41,7 @@ def _serve(model_root: Path, data_root: Path, store: Path) -> tuple[subprocess.P
             "--device",
             "cpu",
             "--checkpoint-images",
-            "32",
+            str(checkpoint_images),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -64,17 +67,22 @@ def _results(client: Client, scan_id: str) -> tuple[list, list]:
     ]
 
 
-def test_sigkilled_scan_resumes_from_checkpoint_and_equals_an_uninterrupted_scan(
-    tmp_path: Path,
-) -> None:
+def _world(tmp_path: Path) -> tuple[Path, Path]:
     model_root, data_root = tmp_path / "models", tmp_path / "data"
-    save(heavy_cnn(64), model_root, "heavy")
+    save(heavy_cnn(SIZE), model_root, "heavy")
     rng = np.random.default_rng(11)
     for i in range(IMAGES):
         label = ("a", "b", "c")[i % 3]
         path = data_root / "photos" / label / f"{i:04d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(path)
+        Image.fromarray(rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)).save(path)
+    return model_root, data_root
+
+
+def test_sigkilled_scan_resumes_from_checkpoint_and_equals_an_uninterrupted_scan(
+    tmp_path: Path,
+) -> None:
+    model_root, data_root = _world(tmp_path)
     store = tmp_path / "store.sqlite"
 
     process, address = _serve(model_root, data_root, store)
@@ -115,3 +123,31 @@ def test_sigkilled_scan_resumes_from_checkpoint_and_equals_an_uninterrupted_scan
         assert [info.state for info in client.scans.watch(again.id)][-1] == "succeeded"
         uninterrupted = _results(client, again.id)
     assert resumed == uninterrupted
+
+
+def test_sigterm_checkpoints_a_running_scan_and_a_restart_finishes_it(tmp_path: Path) -> None:
+    """No periodic checkpoint is due (every 100000 images): the one on shutdown keeps the work."""
+    model_root, data_root = _world(tmp_path)
+    store = tmp_path / "store.sqlite"
+    process, address = _serve(model_root, data_root, store, checkpoint_images=100_000)
+    try:
+        with Client(address, timeout=120) as client:
+            scan = client.scans.create("heavy", ["relu3"], "photos", k=5)
+            for info in client.scans.watch(scan.id):
+                if info.images_done >= 64:
+                    break
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    parked = Store(store).get(scan.id)
+    assert parked is not None and parked.state == "running"
+    assert 64 <= parked.checkpoint_position < IMAGES
+    process, address = _serve(model_root, data_root, store)
+    try:
+        with Client(address, timeout=120) as client:
+            assert [info.state for info in client.scans.watch(scan.id)][-1] == "succeeded"
+            assert client.scans.get(scan.id).images_done == IMAGES
+    finally:
+        process.kill()

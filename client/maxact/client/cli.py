@@ -98,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-concurrent-rpcs", type=_positive_int, default=64, metavar="N")
     serve.add_argument("--max-running-scans", type=_positive_int, default=1, metavar="N")
     serve.add_argument("--checkpoint-images", type=_positive_int, default=256, metavar="N")
+    serve.add_argument("--metrics-port", type=_nonnegative_int, metavar="PORT")
 
     models = commands.add_parser("models", help="list the models under the server's model root")
     _add_json(models)

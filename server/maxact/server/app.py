@@ -33,7 +33,9 @@ from maxact.v1 import (
 
 from .auth import BearerTokenInterceptor, read_token
 from .datasets import DatasetCatalog
+from .metrics import MetricsServer
 from .models import ModelRegistry
+from .observe import ObservingInterceptor
 from .runtime import providers_for
 from .scan_jobs import ScanJobs
 from .service.dataset_servicer import DatasetServicer
@@ -80,6 +82,8 @@ class ServerConfig:
     max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS
     # SQLite file of persisted scans; None: a fresh temporary store (in-process servers).
     store: Path | None = None
+    # Prometheus /metrics on this port (0: a free one); None: no metrics endpoint.
+    metrics_port: int | None = None
     max_running_scans: int = 1
     checkpoint_images: int = 256
 
@@ -92,6 +96,7 @@ class BuiltServer:
     port: int
     jobs: ScanJobs
     health: health.aio.HealthServicer
+    metrics: MetricsServer | None = None
 
     async def stop(self, grace: float) -> None:
         """Health says NOT_SERVING, running scans stop at a checkpoint-able point (a restart
@@ -100,6 +105,8 @@ class BuiltServer:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await asyncio.to_thread(self.jobs.shutdown, grace)
         await self.server.stop(grace)
+        if self.metrics is not None:
+            self.metrics.stop()
 
 
 def default_store_path() -> Path:
@@ -123,7 +130,9 @@ async def build_server(config: ServerConfig) -> BuiltServer:
         config.max_running_scans,
         config.checkpoint_images,
     )
-    interceptors = [BearerTokenInterceptor(config.auth_token)] if config.auth_token else []
+    interceptors: list[grpc.aio.ServerInterceptor] = [ObservingInterceptor()]
+    if config.auth_token:
+        interceptors.append(BearerTokenInterceptor(config.auth_token))
     server = grpc.aio.server(
         interceptors=interceptors,
         options=[
@@ -167,7 +176,11 @@ async def build_server(config: ServerConfig) -> BuiltServer:
     for name in [*SERVICE_NAMES, ""]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     await asyncio.to_thread(jobs.resume_unfinished)
-    return BuiltServer(server, port, jobs, health_servicer)
+    metrics = None
+    if config.metrics_port is not None:
+        metrics = MetricsServer(config.host, config.metrics_port)
+        log.info("metrics on http://%s:%d/metrics", config.host, metrics.port)
+    return BuiltServer(server, port, jobs, health_servicer, metrics)
 
 
 class RunningServer:
@@ -179,6 +192,7 @@ class RunningServer:
         self._error: BaseException | None = None
         self._server: grpc.aio.Server | None = None
         self.port = 0
+        self.metrics_port: int | None = None
         self._thread = threading.Thread(
             target=self._run, args=(config,), name="maxact-server-loop", daemon=True
         )
@@ -196,6 +210,7 @@ class RunningServer:
         try:
             self._built = self._loop.run_until_complete(build_server(config))
             self._server, self.port = self._built.server, self._built.port
+            self.metrics_port = self._built.metrics.port if self._built.metrics else None
         except BaseException as exc:
             self._error = exc
             self._started.set()
@@ -232,6 +247,7 @@ def start_server(
     max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS,
     store: Path | None = None,
     checkpoint_images: int = 256,
+    metrics_port: int | None = None,
 ) -> RunningServer:
     """Start a server in this process (port 0: a free port); `.port`, `.address`, `.stop()`.
 
@@ -254,6 +270,7 @@ def start_server(
             max_concurrent_rpcs=max_concurrent_rpcs,
             store=Path(store) if store is not None else None,
             checkpoint_images=checkpoint_images,
+            metrics_port=metrics_port,
         )
     )
 
@@ -275,6 +292,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         type=int,
         default=1,
         help="scans running at once; more wait queued (default %(default)s)",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics at http://HOST:PORT/metrics",
     )
     parser.add_argument(
         "--checkpoint-images",
@@ -366,6 +389,7 @@ def main(argv: list[str]) -> int:
         store=args.store or default_store_path(),
         max_running_scans=args.max_running_scans,
         checkpoint_images=args.checkpoint_images,
+        metrics_port=args.metrics_port,
     )
     asyncio.run(_serve(config))
     return 0

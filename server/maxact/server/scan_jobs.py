@@ -20,6 +20,7 @@ import numpy as np
 
 from .datasets import DatasetCatalog
 from .errors import ServiceError, failed_precondition, invalid_argument, not_found
+from .metrics import METRICS
 from .models import LayerEntry, LoadedModel, ModelRegistry
 from .preprocess import Preprocessing, ResolvedPreprocessing, resolve
 from .reader import file_source
@@ -66,6 +67,7 @@ class ScanJobs:
         self._running: dict[str, _Running] = {}
         self._lock = threading.Lock()
         self._closing = threading.Event()
+        self._queued = self._active = 0
 
     # -- lifecycle -------------------------------------------------------------------------
     def resume_unfinished(self) -> list[str]:
@@ -163,13 +165,25 @@ class ScanJobs:
             self._running[scan_id] = job
         job.thread.start()
 
+    def _gauges(self, delta_queued: int, delta_running: int) -> None:
+        with self._lock:
+            self._queued += delta_queued
+            self._active += delta_running
+            METRICS.set("maxact_scans_queued", self._queued)
+            METRICS.set("maxact_scans_running", self._active)
+
     def _run(self, scan_id: str) -> None:
         job = self._running[scan_id]
+        self._gauges(+1, 0)
         try:
             with self._slots:
-                if job.cancel.is_set() or self._closing.is_set():
-                    return
-                self._scan(scan_id, job)
+                self._gauges(-1, +1)
+                try:
+                    if job.cancel.is_set() or self._closing.is_set():
+                        return
+                    self._scan(scan_id, job)
+                finally:
+                    self._gauges(0, -1)
         except EngineCancelled:
             pass
         except ServiceError as error:
@@ -235,24 +249,35 @@ class ScanJobs:
                 progress["written"] = time.monotonic()
                 self.store.set_progress(scan_id, progress["done"], progress["failed"])
 
-        def on_batch(position: int) -> None:
-            if position - progress["saved"] >= self.checkpoint_images:
-                self.store.save_checkpoint(
-                    scan_id,
-                    position,
-                    progress["done"],
-                    progress["failed"],
-                    {name: r.state() for name, r in engine.reducers.items()},
-                )
-                progress["saved"] = position
+        def save(position: int) -> None:
+            self.store.save_checkpoint(
+                scan_id,
+                position,
+                progress["done"],
+                progress["failed"],
+                {name: r.state() for name, r in engine.reducers.items()},
+            )
+            progress["saved"] = position
 
-        outcome = engine.run(
-            sources,
-            labels,
-            EngineCallbacks(progress=on_progress, batch_done=on_batch),
-        )
+        def on_batch(position: int) -> None:
+            # the reducers hold exactly the images before `position` here
+            progress["position"] = position
+            if position - progress["saved"] >= self.checkpoint_images:
+                save(position)
+
+        try:
+            outcome = engine.run(
+                sources, labels, EngineCallbacks(progress=on_progress, batch_done=on_batch)
+            )
+        except EngineCancelled:
+            if self._closing.is_set() and progress.get("position", 0) > progress["saved"]:
+                save(progress["position"])  # shutting down: keep the work done so far
+            raise
         if job.cancel.is_set():
             raise EngineCancelled()
+        METRICS.set(
+            "maxact_scan_images_per_second", outcome.images_scanned / max(outcome.seconds, 1e-9)
+        )
         done = base_done + outcome.images_scanned
         failed = base_failed + outcome.images_failed
         self.store.finish(

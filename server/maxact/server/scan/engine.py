@@ -18,6 +18,7 @@ from functools import partial
 import numpy as np
 import onnxruntime as ort
 
+from ..metrics import METRICS
 from ..models import LayerEntry, LoadedModel
 from ..preprocess import ResolvedPreprocessing
 from ..reader import Batch, ImageSource, Skipped, known_total, read_batches
@@ -153,6 +154,7 @@ class ScanEngine:
         def reduce(item: tuple[Batch, list[np.ndarray]] | Skipped) -> None:
             if isinstance(item, Skipped):
                 counters.failed += 1
+                METRICS.inc("maxact_images_skipped_total")
                 callbacks.skipped(item.image_id, item.reason)
                 callbacks.reduced([item.index])
             else:
@@ -162,6 +164,7 @@ class ScanEngine:
                 for name, output in zip(self.names, outputs, strict=True):
                     self.reducers[name].update(output, indices, batch_labels)
                 counters.done += len(indices)
+                METRICS.inc("maxact_images_scanned_total", len(indices))
                 callbacks.reduced(batch.indices)
             callbacks.progress(counters.done, count(), counters.failed)
             if not isinstance(item, Skipped):

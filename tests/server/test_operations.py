@@ -1,0 +1,119 @@
+"""Operations: Prometheus metrics after a scan, one structured log line per RPC with its request
+id, health NOT_SERVING while shutting down."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import urllib.request
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from PIL import Image
+
+from maxact.client import Client
+from maxact.server.app import start_server
+from maxact.v1 import model_service_pb2, model_service_pb2_grpc
+from tests.onnx_models import bright_square_model, save
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> tuple[Path, Path]:
+    model_root, data_root = tmp_path / "models", tmp_path / "data"
+    save(bright_square_model(64), model_root, "net")
+    (data_root / "squares").mkdir(parents=True)
+    for i in range(6):
+        pixels = np.zeros((64, 64, 3), dtype=np.uint8)
+        pixels[8 * i : 8 * i + 4, 10:14] = 100 + 20 * i
+        Image.fromarray(pixels).save(data_root / "squares" / f"{i}.png")
+    return model_root, data_root
+
+
+def _metrics(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        assert response.headers["Content-Type"].startswith("text/plain")
+        text = response.read().decode()
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    return values
+
+
+def test_metrics_endpoint_exposes_rpc_and_scan_counters_after_a_scan(
+    world: tuple[Path, Path], tmp_path: Path
+) -> None:
+    model_root, data_root = world
+    with (
+        start_server(
+            model_root, data_root, device="cpu", metrics_port=0, store=tmp_path / "s.sqlite"
+        ) as server,
+        Client(server.address, timeout=60) as client,
+    ):
+        before = _metrics(server.metrics_port).get("maxact_images_scanned_total", 0.0)
+        client.topk("net", "conv1", 0, dataset="squares", k=2).result()
+        scan = client.scans.create("net", ["conv1"], "squares", k=2)
+        assert [s.state for s in client.scans.watch(scan.id)][-1] == "succeeded"
+        values = _metrics(server.metrics_port)
+    assert values["maxact_images_scanned_total"] - before == 12
+    method = "/maxact.v1.TopKService/StreamTopK"
+    assert values[f'maxact_rpc_requests_total{{code="OK",method="{method}"}}'] >= 1
+    assert values[f'maxact_rpc_duration_seconds_count{{method="{method}"}}'] >= 1
+    assert values["maxact_scans_running"] == 0 and values["maxact_scans_queued"] == 0
+    assert values["maxact_scan_images_per_second"] > 0
+
+
+def test_every_rpc_logs_one_json_line_with_its_request_id_and_code(
+    world: tuple[Path, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    model_root, data_root = world
+    caplog.set_level(logging.INFO, logger="maxact.server.rpc")
+    with (
+        start_server(model_root, data_root, device="cpu") as server,
+        grpc.insecure_channel(server.address) as channel,
+    ):
+        stub = model_service_pb2_grpc.ModelServiceStub(channel)
+        stub.ListModels(
+            model_service_pb2.ListModelsRequest(),
+            timeout=10,
+            metadata=[("x-request-id", "req-123")],
+        )
+        with pytest.raises(grpc.RpcError):
+            stub.GetModel(model_service_pb2.GetModelRequest(name="nope"), timeout=10)
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "maxact.server.rpc"]
+    by_method = {line["method"].rsplit("/", 1)[1]: line for line in lines}
+    assert by_method["ListModels"]["request_id"] == "req-123"
+    assert by_method["ListModels"]["code"] == "OK"
+    assert by_method["GetModel"]["code"] == "NOT_FOUND"
+    assert len(by_method["GetModel"]["request_id"]) == 16
+    assert all(line["ms"] >= 0 for line in lines)
+
+
+def test_health_turns_not_serving_when_shutdown_begins(world: tuple[Path, Path]) -> None:
+    model_root, data_root = world
+    server = start_server(model_root, data_root, device="cpu")
+    statuses: list[int] = []
+    ready = threading.Event()
+
+    def watch() -> None:
+        with grpc.insecure_channel(server.address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            try:
+                for response in stub.Watch(health_pb2.HealthCheckRequest(service=""), timeout=30):
+                    statuses.append(response.status)
+                    ready.set()
+            except grpc.RpcError:
+                pass
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    assert ready.wait(10)
+    server.stop(grace=2)
+    watcher.join(10)
+    assert statuses[0] == health_pb2.HealthCheckResponse.SERVING
+    assert health_pb2.HealthCheckResponse.NOT_SERVING in statuses
