@@ -1,0 +1,260 @@
+"""`maxact report SCAN --out DIR` against the real in-process server: the gallery's files, safe
+folder names for layer names with '/', ':' and '.', the overview grid, and the pages in headless
+Chromium (rows, images, no console errors, no broken images, sorting and filtering)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+from PIL import Image
+
+from maxact.client import Client
+from maxact.client.cli import main
+from maxact.client.montage import GAP, MARGIN
+from maxact.client.report import OVERVIEW_COLUMNS, OVERVIEW_TILE, patch_file, safe_names
+from tests.browser import Browser, ensure_chromium
+from tests.onnx_models import heavy_cnn, random_cnn, save
+
+# tensor names as exporters write them
+RENAMED = {"conv_a": "stem/conv.a:0", "relu_a": "stem/relu.a:0", "relu_b": "block.1/relu_b:0"}
+LAYERS = ["stem/relu.a:0", "block.1/relu_b:0"]
+K = 5
+DEAD = 6
+CLASSES = ("red", "green", "blue")
+
+
+def _exporter_named_cnn() -> onnx.ModelProto:
+    """random_cnn (8 then 6 channels, 32x32 input) with '/', ':' and '.' in its tensor names,
+    and channel DEAD of stem/relu.a:0 dead (a bias no image can overcome)."""
+    model = random_cnn(seed=3, size=32)
+    bias = next(init for init in model.graph.initializer if init.name == "b_a")
+    values = numpy_helper.to_array(bias).copy()
+    values[DEAD] = -1000.0
+    bias.CopyFrom(numpy_helper.from_array(values, "b_a"))
+    for node in model.graph.node:
+        node.input[:] = [RENAMED.get(n, n) for n in node.input]
+        node.output[:] = [RENAMED.get(n, n) for n in node.output]
+    onnx.checker.check_model(model)
+    return model
+
+
+def _coloured_dataset(root: Path) -> None:
+    """Class folders of noisy images tinted by their class, so channels differ in selectivity."""
+    rng = np.random.default_rng(11)
+    for i in range(30):
+        label = CLASSES[i % 3]
+        pixels = rng.integers(0, 90, size=(32, 32, 3))
+        channel = CLASSES.index(label)
+        y, x = rng.integers(0, 24, size=2)
+        pixels[y : y + 8, x : x + 8, channel] = 255
+        pixels[..., channel] += 60
+        path = root / label / f"{i:03d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path)
+
+
+@pytest.fixture
+def finished_scan(client: Client, model_root: Path, data_root: Path) -> tuple[Client, str]:
+    save(_exporter_named_cnn(), model_root, "exported")
+    _coloured_dataset(data_root / "tinted")
+    scan = client.scans.create("exported", LAYERS, "tinted", k=K)
+    assert [s.state for s in client.scans.watch(scan.id)][-1] == "succeeded"
+    return client, scan.id
+
+
+def _report(client: Client, scan_id: str, out: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+    code = main(["--server", client.server, "report", scan_id, "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert captured.out.strip() == f"wrote {out / 'index.html'}"
+    return out
+
+
+def test_report_folder_has_index_pages_patches_overviews_and_a_name_mapping(
+    finished_scan: tuple[Client, str],
+    tmp_path: Path,
+    capsys,  # type: ignore[no-untyped-def]
+) -> None:
+    client, scan_id = finished_scan
+    out = _report(client, scan_id, tmp_path / "gallery", capsys)
+    mapping = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert mapping["scan"]["id"] == scan_id and mapping["scan"]["state"] == "succeeded"
+    assert [layer["name"] for layer in mapping["layers"]] == LAYERS
+    index = (out / "index.html").read_text(encoding="utf-8")
+    for layer in mapping["layers"]:
+        folder = out / layer["directory"]
+        assert re.fullmatch(r"layers/[A-Za-z0-9_-]+", layer["directory"])
+        assert layer["page"] in index and layer["overview"] in index  # linked from the index
+        stats = client.scans.statistics(scan_id, layer["name"])
+        assert layer["channels"] == len(stats.channels)
+        expected = {"index.html", "overview.png"} | {
+            patch_file(c.channel, rank) for c in stats.channels for rank in range(1, K + 1)
+        }
+        assert {p.name for p in folder.iterdir()} == expected
+        # the patches are the server's crops, byte for byte
+        _, patches, _ = client.scans.neuron(scan_id, layer["name"], 2, k=K)
+        for patch in patches:
+            assert (folder / patch_file(2, patch.hit.rank)).read_bytes() == patch.png
+        page = (folder / "index.html").read_text(encoding="utf-8")
+        assert page.count("<section class='neuron'") == len(stats.channels)
+        dead = [c.channel for c in stats.channels if c.dead]
+        assert page.count("<span class='badge dead'") == len(dead)
+        assert page.count("loading='lazy'") == len(stats.channels) * K
+        assert "href='overview.png'" in page
+        assert "http://" not in page and "https://" not in page  # nothing from the network
+    # the index shows the model's layers with shapes and receptive fields
+    assert "stem/conv.a:0" in index and "size 3x3 / stride 1x1 / padding 1x1" in index
+    assert "8×32×32" in index
+
+
+def test_safe_names_are_distinct_file_names_even_ignoring_case() -> None:
+    names = ["conv1", "Conv1", "a/b", "a_b", "a:b", "a.b", "../../etc", "", "x" * 300]
+    safe = safe_names(names)
+    assert safe["conv1"] == "conv1"  # a name that is already safe stays readable
+    assert len({s.lower() for s in safe.values()}) == len(names)
+    for original, name in safe.items():
+        assert re.fullmatch(r"[A-Za-z0-9_-]{1,80}", name), (original, name)
+
+
+def test_overview_png_has_one_top1_tile_per_channel(
+    finished_scan: tuple[Client, str],
+    tmp_path: Path,
+    capsys,  # type: ignore[no-untyped-def]
+) -> None:
+    client, scan_id = finished_scan
+    out = _report(client, scan_id, tmp_path / "gallery", capsys)
+    mapping = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    for layer in mapping["layers"]:
+        columns = min(OVERVIEW_COLUMNS, layer["channels"])
+        with Image.open(out / layer["overview"]) as overview:
+            assert overview.width == 2 * MARGIN + columns * OVERVIEW_TILE + (columns - 1) * GAP
+            assert overview.height > OVERVIEW_TILE
+
+
+def test_report_of_a_cancelled_scan_exits_1_with_scan_not_finished(
+    client: Client,
+    model_root: Path,
+    data_root: Path,
+    tmp_path: Path,
+    capsys,  # type: ignore[no-untyped-def]
+) -> None:
+    save(heavy_cnn(128), model_root, "heavy")
+    folder = data_root / "many"
+    folder.mkdir()
+    image = Image.fromarray(np.full((128, 128, 3), 100, dtype=np.uint8))
+    for i in range(150):
+        image.save(folder / f"{i:04d}.png")
+    scan = client.scans.create("heavy", ["relu5"], "many", k=3)
+    client.scans.cancel(scan.id)
+    code = main(["--server", client.server, "report", scan.id, "--out", str(tmp_path / "r")])
+    assert code == 1 and "SCAN_NOT_FINISHED" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- in a real browser
+
+
+@pytest.fixture(scope="session")
+def chromium() -> None:
+    reason = ensure_chromium()
+    if reason is not None:
+        pytest.skip(reason)
+
+
+@pytest.fixture
+def browser(chromium: None, tmp_path: Path) -> Iterator[Browser]:
+    with Browser(tmp_path / "chromium-profile") as opened:
+        yield opened
+
+
+LOAD_EVERY_IMAGE = """
+var done = arguments[arguments.length - 1];
+var images = Array.prototype.slice.call(document.images);
+var started = Date.now();
+// scroll each image into view, as a reader would: lazy images load only near the viewport
+images.forEach(function (img) { img.scrollIntoView({block: "center"}); });
+(function poll() {
+  images.forEach(function (img) { if (!img.complete) { img.scrollIntoView({block: "center"}); } });
+  var pending = images.filter(function (img) { return !img.complete; }).length;
+  if (pending === 0 || Date.now() - started > 20000) {
+    window.scrollTo(0, 0);
+    done(images.map(function (img) {
+      return {src: img.getAttribute("src"), complete: img.complete, width: img.naturalWidth};
+    }));
+  } else { setTimeout(poll, 50); }
+})();
+"""
+ROW_ORDER = (
+    "return Array.prototype.slice.call(document.querySelectorAll('section.neuron'))"
+    ".filter(function (r) { return !r.hidden; })"
+    ".map(function (r) { return parseInt(r.getAttribute('data-channel'), 10); });"
+)
+
+
+def _severe(entries: list[dict]) -> list[dict]:
+    return [e for e in entries if e.get("level") in ("SEVERE", "ERROR")]
+
+
+def test_gallery_renders_every_row_and_image_without_errors_and_sorts_by_selectivity(
+    finished_scan: tuple[Client, str],
+    browser: Browser,
+    tmp_path: Path,
+    capsys,  # type: ignore[no-untyped-def]
+) -> None:
+    client, scan_id = finished_scan
+    out = _report(client, scan_id, tmp_path / "gallery", capsys)
+    mapping = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    layer = mapping["layers"][0]
+    stats = client.scans.statistics(scan_id, layer["name"])
+
+    browser.open((out / layer["page"]).resolve().as_uri())
+    assert browser.run("return document.readyState") == "complete"
+    assert browser.run("return document.querySelectorAll('section.neuron').length") == len(
+        stats.channels
+    )
+    images = browser.run_async(LOAD_EVERY_IMAGE)
+    assert len(images) == len(stats.channels) * K
+    broken = [img["src"] for img in images if not img["complete"] or img["width"] <= 0]
+    assert broken == []
+    assert browser.run("return document.getElementById('count').textContent") == (
+        f"{len(stats.channels)} of {len(stats.channels)} neurons"
+    )
+    shot = browser.screenshot(tmp_path / "layer-page.png")
+    assert Image.open(shot).width > 0
+
+    # sorting by selectivity reorders the rows: descending, ties by channel
+    assert browser.run(ROW_ORDER) == [c.channel for c in stats.channels]
+    by_selectivity = [
+        c.channel for c in sorted(stats.channels, key=lambda c: (-c.selectivity, c.channel))
+    ]
+    assert by_selectivity != [c.channel for c in stats.channels]  # the data makes it matter
+    browser.select("#sort", "selectivity")
+    assert browser.run(ROW_ORDER) == by_selectivity
+    browser.screenshot(tmp_path / "layer-page-by-selectivity.png")
+
+    # filters: hide dead neurons, and a text filter on the channel
+    browser.run(
+        "var b = document.getElementById('hide-dead'); b.checked = true;"
+        "b.dispatchEvent(new Event('change'));"
+    )
+    assert [c.channel for c in stats.channels if c.dead] == [DEAD]
+    assert sorted(browser.run(ROW_ORDER)) == [c.channel for c in stats.channels if not c.dead]
+    browser.run(
+        "var f = document.getElementById('filter'); f.value = 'c3';"
+        "f.dispatchEvent(new Event('input'));"
+    )
+    assert browser.run(ROW_ORDER) == ([] if stats.channels[3].dead else [3])
+
+    # the index opens too, its overview thumbnails load, and nothing logged an error
+    browser.open((out / "index.html").resolve().as_uri())
+    assert browser.run("return document.querySelectorAll('tr.layer').length") == len(LAYERS)
+    thumbs = browser.run_async(LOAD_EVERY_IMAGE)
+    assert thumbs and all(img["width"] > 0 for img in thumbs)
+    browser.screenshot(tmp_path / "index.png")
+    assert _severe(browser.console()) == []
