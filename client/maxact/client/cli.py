@@ -99,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-running-scans", type=_positive_int, default=1, metavar="N")
     serve.add_argument("--checkpoint-images", type=_positive_int, default=256, metavar="N")
     serve.add_argument("--metrics-port", type=_nonnegative_int, metavar="PORT")
+    serve.add_argument("--session-cache-mb", type=_positive_int, default=2048, metavar="MB")
 
     models = commands.add_parser("models", help="list the models under the server's model root")
     _add_json(models)

@@ -44,6 +44,7 @@ from .service.model_servicer import DEFAULT_MAX_UPLOAD_BYTES, ModelServicer
 from .service.receptive_field_servicer import ReceptiveFieldServicer
 from .service.scan_servicer import NeuronServicer, ScanServicer
 from .service.topk_servicer import TopKServicer
+from .session_cache import DEFAULT_MAX_BYTES as DEFAULT_SESSION_CACHE_BYTES
 from .store import Store
 from .upload import remove_stale_uploads
 
@@ -85,6 +86,7 @@ class ServerConfig:
     # Prometheus /metrics on this port (0: a free one); None: no metrics endpoint.
     metrics_port: int | None = None
     max_running_scans: int = 1
+    session_cache_bytes: int = DEFAULT_SESSION_CACHE_BYTES
     checkpoint_images: int = 256
 
 
@@ -119,7 +121,7 @@ async def build_server(config: ServerConfig) -> BuiltServer:
     providers_for(config.device)  # decide the device (and log it) once, up front
     remove_stale_uploads(config.model_root)
     state = ServerState(
-        models=ModelRegistry(config.model_root, config.device),
+        models=ModelRegistry(config.model_root, config.device, config.session_cache_bytes),
         datasets=DatasetCatalog(config.data_root),
     )
     store_path = config.store or Path(tempfile.mkdtemp(prefix="maxact-store-")) / "store.sqlite"
@@ -248,6 +250,7 @@ def start_server(
     store: Path | None = None,
     checkpoint_images: int = 256,
     metrics_port: int | None = None,
+    session_cache_mb: int | None = None,
 ) -> RunningServer:
     """Start a server in this process (port 0: a free port); `.port`, `.address`, `.stop()`.
 
@@ -271,6 +274,11 @@ def start_server(
             store=Path(store) if store is not None else None,
             checkpoint_images=checkpoint_images,
             metrics_port=metrics_port,
+            session_cache_bytes=(
+                session_cache_mb * 1024 * 1024
+                if session_cache_mb is not None
+                else DEFAULT_SESSION_CACHE_BYTES
+            ),
         )
     )
 
@@ -298,6 +306,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         type=int,
         default=None,
         help="serve Prometheus metrics at http://HOST:PORT/metrics",
+    )
+    parser.add_argument(
+        "--session-cache-mb",
+        type=int,
+        default=DEFAULT_SESSION_CACHE_BYTES // (1024 * 1024),
+        help="memory budget of cached onnxruntime sessions, estimated (default %(default)s)",
     )
     parser.add_argument(
         "--checkpoint-images",
@@ -390,6 +404,7 @@ def main(argv: list[str]) -> int:
         max_running_scans=args.max_running_scans,
         checkpoint_images=args.checkpoint_images,
         metrics_port=args.metrics_port,
+        session_cache_bytes=args.session_cache_mb * 1024 * 1024,
     )
     asyncio.run(_serve(config))
     return 0

@@ -7,7 +7,6 @@ catalogue (computed once), and one onnxruntime session per set of exposed tensor
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,12 +20,12 @@ from .paths import is_inside, resolve_under
 from .preprocess import Preprocessing
 from .rf import FieldError, ReceptiveFields, TensorField, compute_receptive_fields
 from .runtime import create_session
+from .session_cache import DEFAULT_MAX_BYTES, SessionCache
 from .shapes import infer_shapes
 
 MODEL_SUFFIX = ".onnx"
 PREPROCESS_SIDECAR_SUFFIX = ".preprocess.json"
 PREPROCESS_METADATA_KEY = "maxact.preprocess"
-SESSIONS_PER_MODEL = 8
 
 
 @dataclass(frozen=True)
@@ -61,12 +60,7 @@ class LoadedModel:
     device: str
     producers: dict[str, str]
     _views: dict[tuple[int, int], SizeView] = field(default_factory=dict)
-    _sessions: OrderedDict[tuple[str, ...], ort.InferenceSession] = field(
-        default_factory=OrderedDict
-    )
-    _scan_sessions: dict[tuple[str, ...], tuple[ort.InferenceSession, int | None]] = field(
-        default_factory=dict
-    )
+    sessions: SessionCache = field(default_factory=SessionCache)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def input_size(self, requested: tuple[int, int] | None) -> tuple[int, int]:
@@ -162,18 +156,14 @@ class LoadedModel:
         return entry
 
     def session(self, outputs: tuple[str, ...]) -> ort.InferenceSession:
-        """A session on the graph pruned to `outputs`, cached (LRU) per set of outputs."""
+        """A session on the graph pruned to `outputs`, from the server-wide LRU."""
         key = tuple(sorted(outputs))
-        with self._lock:
-            if key in self._sessions:
-                self._sessions.move_to_end(key)
-                return self._sessions[key]
-        session = create_session(prune_to_outputs(self.proto, key), self.device)
-        with self._lock:
-            self._sessions[key] = session
-            while len(self._sessions) > SESSIONS_PER_MODEL:
-                self._sessions.popitem(last=False)
-        return session
+
+        def create() -> tuple[ort.InferenceSession, int]:
+            pruned = prune_to_outputs(self.proto, key)
+            return create_session(pruned, self.device), pruned.ByteSize()
+
+        return self.sessions.get_or_create((self.name, "outputs", key), create)
 
     def scan_session(
         self, outputs: tuple[str, ...], size: tuple[int, int]
@@ -187,32 +177,32 @@ class LoadedModel:
         if fixed != 1:
             return self.session(outputs), fixed
         key = (*sorted(outputs), f"{size[0]}x{size[1]}")
-        with self._lock:
-            cached = self._scan_sessions.get(key)
-        if cached is not None:
-            return cached
-        from .scan.batching import batchable_session
 
-        session = batchable_session(
-            self.proto,
-            self.input,
-            tuple(sorted(outputs)),
-            size,
-            lambda proto: create_session(proto, self.device),
-        )
-        found = (session, None) if session is not None else (self.session(outputs), 1)
-        with self._lock:
-            while len(self._scan_sessions) >= SESSIONS_PER_MODEL:
-                self._scan_sessions.pop(next(iter(self._scan_sessions)))
-            return self._scan_sessions.setdefault(key, found)
+        def create() -> tuple[tuple[ort.InferenceSession, int | None], int]:
+            from .scan.batching import batchable_session
+
+            session = batchable_session(
+                self.proto,
+                self.input,
+                tuple(sorted(outputs)),
+                size,
+                lambda proto: create_session(proto, self.device),
+            )
+            found = (session, None) if session is not None else (self.session(outputs), 1)
+            return found, self.proto.ByteSize()
+
+        return self.sessions.get_or_create((self.name, "scan", key), create)
 
 
 class ModelRegistry:
     """Models under one root, loaded on first use and kept until unloaded."""
 
-    def __init__(self, model_root: Path, device: str = "auto") -> None:
+    def __init__(
+        self, model_root: Path, device: str = "auto", session_cache_bytes: int = DEFAULT_MAX_BYTES
+    ) -> None:
         self.model_root = model_root
         self.device = device
+        self.sessions = SessionCache(session_cache_bytes)
         self._loaded: dict[str, LoadedModel] = {}
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}
@@ -253,7 +243,9 @@ class ModelRegistry:
 
     def unload(self, name: str) -> bool:
         with self._lock:
-            return self._loaded.pop(name, None) is not None
+            found = self._loaded.pop(name, None) is not None
+        self.sessions.evict(lambda key: key[0] == name)  # type: ignore[index]
+        return found
 
     def path_of(self, name: str) -> Path:
         path = resolve_under(self.model_root, name + MODEL_SUFFIX, "model")
@@ -298,6 +290,7 @@ class ModelRegistry:
             default_preprocessing=_default_preprocessing(proto, path, name),
             device=self.device,
             producers=producers,
+            sessions=self.sessions,
         )
 
 

@@ -1,0 +1,56 @@
+"""Sessions are cached server-wide in an LRU bounded by estimated memory; eviction never
+changes answers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from maxact.client import Client
+from maxact.server.app import start_server
+from maxact.server.session_cache import SessionCache
+from tests.onnx_models import random_cnn, save
+
+
+def test_lru_evicts_least_recently_used_beyond_the_byte_budget() -> None:
+    cache = SessionCache(max_bytes=1000)
+    made: list[str] = []
+
+    def maker(name: str, size: int):  # type: ignore[no-untyped-def]
+        return lambda: (made.append(name) or name, size)
+
+    assert cache.get_or_create("a", maker("a", 200)) == "a"  # cost 400
+    assert cache.get_or_create("b", maker("b", 200)) == "b"  # 800
+    assert cache.get_or_create("a", maker("a", 200)) == "a"  # hit: a is now most recent
+    assert cache.get_or_create("c", maker("c", 200)) == "c"  # 1200 > 1000: evict b
+    assert made == ["a", "b", "c"] and cache.bytes == 800
+    assert cache.get_or_create("b", maker("b", 200)) == "b"  # recreated; evicts a
+    assert made == ["a", "b", "c", "b"]
+    assert cache.evict(lambda key: key == "c") == 1 and len(cache) == 1
+
+
+def test_a_tiny_budget_keeps_one_session_and_answers_stay_equal(tmp_path: Path) -> None:
+    model_root, data_root = tmp_path / "models", tmp_path / "data"
+    save(random_cnn(seed=4, size=32), model_root, "net")
+    (data_root / "d").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
+            data_root / "d" / f"{i}.png"
+        )
+    answers = {}
+    for budget_mb in (1024, 0):
+        with (
+            start_server(model_root, data_root, device="cpu", session_cache_mb=budget_mb) as srv,
+            Client(srv.address, timeout=60) as client,
+        ):
+            for _ in range(2):
+                for layer in ("conv_a", "pool_a", "relu_b"):
+                    result = client.topk("net", layer, 1, dataset="d", k=3).result()
+                    hits = [(h.image, h.score, h.unit) for h in result.hits]
+                    answers.setdefault(layer, hits)
+                    assert hits == answers[layer]
+            cache = srv._built.jobs.models.sessions
+            assert len(cache) == (1 if budget_mb == 0 else 3)
