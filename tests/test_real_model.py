@@ -94,4 +94,8 @@ def test_real_model_topk_equals_plain_onnxruntime(
         width, height = Image.open(photos / patch.hit.image).size
         y0, x0, y1, x1 = patch.hit.box
         assert 0 <= y0 < y1 <= height and 0 <= x0 < x1 <= width
-        assert Image.open(io.BytesIO(patch.png)).size == (x1 - x0, y1 - y0)
+        # the png shows the whole (unclipped) receptive field, grey outside the image
+        assert patch.patch_box is not None
+        py0, px0, py1, px1 = patch.patch_box
+        assert py0 <= y0 and px0 <= x0 and y1 <= py1 and x1 <= px1
+        assert Image.open(io.BytesIO(patch.png)).size == (px1 - px0, py1 - py0)

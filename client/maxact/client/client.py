@@ -172,11 +172,20 @@ class Client:
         unit: tuple[int, int] | None = None,
         per_image_cap: int = 0,
         preprocessing: Preprocessing | None = None,
+        render: str = "rf",
+        mask_quantile: float | None = None,
+        patch_size: int = 0,
     ) -> TopKStream:
-        """Start a top-k scan of a server-side dataset; returns the event stream."""
+        """Start a top-k scan of a server-side dataset; returns the event stream.
+
+        Patches: `render` "rf" (the receptive field, pixels outside the image neutral grey),
+        "heatmap" (rf with the activation map overlaid) or "mask" (NetDissect style: the box
+        of the activation above the image's `mask_quantile`, default 0.95, around the unit);
+        `patch_size` > 0 letterboxes every patch into that square (montages)."""
         query = _topk_query(
             model, layer, channel, k, mode, bottom, unit, per_image_cap, preprocessing
         )
+        convert.set_render(query, render, mask_quantile, patch_size)
         request = topk_service_pb2.StreamTopKRequest(query=query, dataset=dataset)
         try:
             call = self._topk.StreamTopK(request, timeout=self.timeout)
@@ -206,6 +215,9 @@ class Client:
         unit: tuple[int, int] | None = None,
         per_image_cap: int = 0,
         preprocessing: Preprocessing | None = None,
+        render: str = "rf",
+        mask_quantile: float | None = None,
+        patch_size: int = 0,
     ) -> TopKStream:
         """Start a top-k scan of images streamed from here; returns the same event stream as
         `topk`. Nothing is stored on the server.
@@ -218,6 +230,7 @@ class Client:
         query = _topk_query(
             model, layer, channel, k, mode, bottom, unit, per_image_cap, preprocessing
         )
+        convert.set_render(query, render, mask_quantile, patch_size)
         requests = ImageRequests(query, as_images(images))
         try:
             call = self._topk.StreamTopKImages(iter(requests), timeout=self.timeout)

@@ -40,6 +40,38 @@ def box(msg: common_pb2.Box) -> t.BoxYX:
     return (int(msg.y0), int(msg.x0), int(msg.y1), int(msg.x1))
 
 
+RENDERS = {
+    "rf": common_pb2.PATCH_RENDER_RF,
+    "heatmap": common_pb2.PATCH_RENDER_HEATMAP,
+    "mask": common_pb2.PATCH_RENDER_MASK,
+}
+
+
+def set_render(
+    message: topk_service_pb2.TopKQuery | object,
+    render: str,
+    mask_quantile: float | None,
+    patch_size: int,
+) -> None:
+    """Set the render fields of a TopKQuery or GetNeuronRequest (the server validates
+    values)."""
+    if render not in RENDERS:
+        raise ValueError(f"render must be one of {sorted(RENDERS)}, not {render!r}")
+    message.render = RENDERS[render]  # type: ignore[attr-defined]
+    if mask_quantile is not None:
+        message.mask_quantile = mask_quantile  # type: ignore[attr-defined]
+    message.patch_size = patch_size  # type: ignore[attr-defined]
+
+
+def patch(msg: topk_service_pb2.Patch) -> t.Patch:
+    return t.Patch(
+        hit(msg.hit),
+        bytes(msg.png),
+        patch_box=box(msg.patch_box) if msg.HasField("patch_box") else None,
+        clipped_fraction=float(msg.clipped_fraction),
+    )
+
+
 def geometry(msg: common_pb2.FieldGeometry) -> t.FieldGeometry:
     return t.FieldGeometry(_axis_pair(msg.size), _axis_pair(msg.stride), _axis_pair(msg.padding))
 
@@ -130,7 +162,7 @@ def topk_event(
     if kind == "partial":
         return t.PartialTopK(tuple(hit(h) for h in msg.partial.hits), int(msg.partial.images_done))
     if kind == "patch":
-        return t.Patch(hit(msg.patch.hit), bytes(msg.patch.png))
+        return patch(msg.patch)
     if kind == "skipped":
         return t.ImageSkipped(msg.skipped.image, msg.skipped.reason)
     if kind == "done":

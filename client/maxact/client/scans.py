@@ -158,8 +158,16 @@ class ScanCalls:
         k: int = 0,
         bottom: bool = False,
         patches: bool = True,
+        render: str = "rf",
+        mask_quantile: float | None = None,
+        patch_size: int = 0,
     ) -> tuple[ScanInfo, tuple[t.Patch, ...], int]:
-        """(the scan, ranked patches (png empty unless `patches`), images scanned)."""
+        """(the scan, ranked patches (png empty unless `patches`), images scanned).
+
+        `render`: "rf" (the receptive field, grey outside the image), "heatmap" (with the
+        activation map overlaid) or "mask" (NetDissect-style box of the activation above the
+        image's `mask_quantile`, default 0.95); `patch_size` > 0 letterboxes every patch to
+        that square."""
         request = neuron_service_pb2.GetNeuronRequest(
             scan=_name(scan),
             layer=layer,
@@ -168,8 +176,9 @@ class ScanCalls:
             bottom=bottom,
             include_patches=patches,
         )
+        convert.set_render(request, render, mask_quantile, patch_size)
         response = self._call(self._neurons.GetNeuron, request)  # type: ignore[operator]
-        found = tuple(t.Patch(hit=convert.hit(p.hit), png=p.png) for p in response.patches)
+        found = tuple(convert.patch(p) for p in response.patches)
         return scan_info(response.scan), found, response.images_scanned
 
     def statistics(self, scan: str, layer: str) -> LayerStatistics:

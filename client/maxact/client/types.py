@@ -174,10 +174,16 @@ class PartialTopK:
 
 @dataclass(frozen=True)
 class Patch:
-    """A final hit with the PNG bytes of its crop from the original image."""
+    """A final hit with the PNG bytes of its patch rendered from the original image.
+
+    `patch_box`: the region the PNG shows, in original pixels (unlike `hit.box` not clipped:
+    the whole receptive field in rf/heatmap renders, the mask's bounding box in mask renders);
+    `clipped_fraction`: the share of it outside the image (shown neutral grey)."""
 
     hit: Hit
     png: bytes = field(repr=False)
+    patch_box: BoxYX | None = None
+    clipped_fraction: float = 0.0
 
 
 @dataclass(frozen=True)

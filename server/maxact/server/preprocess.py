@@ -145,13 +145,20 @@ class Geometry:
     original_height: int
     original_width: int
 
+    def to_original_unclipped(self, box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+        """Model-input box (half-open) -> original-image box, rounded outward, NOT clipped:
+        it may extend beyond the image (negative start, stop past the size)."""
+        y0, x0, y1, x1 = box
+        return (
+            math.floor((y0 + self.offset_y) / self.factor_y + 1e-9),
+            math.floor((x0 + self.offset_x) / self.factor_x + 1e-9),
+            math.ceil((y1 + self.offset_y) / self.factor_y - 1e-9),
+            math.ceil((x1 + self.offset_x) / self.factor_x - 1e-9),
+        )
+
     def to_original(self, box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
         """Model-input box (half-open) -> original-image box, rounded outward and clipped."""
-        y0, x0, y1, x1 = box
-        oy0 = math.floor((y0 + self.offset_y) / self.factor_y + 1e-9)
-        ox0 = math.floor((x0 + self.offset_x) / self.factor_x + 1e-9)
-        oy1 = math.ceil((y1 + self.offset_y) / self.factor_y - 1e-9)
-        ox1 = math.ceil((x1 + self.offset_x) / self.factor_x - 1e-9)
+        oy0, ox0, oy1, ox1 = self.to_original_unclipped(box)
         return (
             max(0, min(oy0, self.original_height)),
             max(0, min(ox0, self.original_width)),

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from maxact.v1 import common_pb2, topk_service_pb2
 
 from ..preprocess import Preprocessing, ResolvedPreprocessing
+from ..render import DEFAULT_MASK_QUANTILE, RenderOptions
 from ..rf import AxisGeometry, TensorField
 from ..scanner import Hit
 
@@ -15,6 +18,29 @@ MODES = {
     topk_service_pb2.TOP_K_MODE_IMAGE: "image",
     topk_service_pb2.TOP_K_MODE_POSITION: "position",
 }
+
+_RENDERS = {
+    common_pb2.PATCH_RENDER_UNSPECIFIED: "rf",
+    common_pb2.PATCH_RENDER_RF: "rf",
+    common_pb2.PATCH_RENDER_HEATMAP: "heatmap",
+    common_pb2.PATCH_RENDER_MASK: "mask",
+}
+
+
+def render_options_from_proto(message: Any) -> RenderOptions:
+    """The render fields (render, mask_quantile, patch_size) of a TopKQuery or a
+    GetNeuronRequest, validated."""
+    from ..errors import invalid_argument
+
+    if message.render not in _RENDERS:
+        raise invalid_argument("INVALID_RENDER", f"unknown patch render {message.render}")
+    return RenderOptions(
+        mode=_RENDERS[message.render],
+        mask_quantile=message.mask_quantile
+        if message.HasField("mask_quantile")
+        else DEFAULT_MASK_QUANTILE,
+        patch_size=message.patch_size,
+    ).validated()
 
 
 def preprocessing_from_proto(message: common_pb2.Preprocessing) -> Preprocessing:
@@ -150,3 +176,13 @@ def _whole_image(
     )
     message.global_context = True
     return message
+
+
+def patch_to_proto(hit: Hit, patch: Any) -> topk_service_pb2.Patch:
+    """A rendered `patches.PatchImage` of `hit`."""
+    return topk_service_pb2.Patch(
+        hit=hit_to_proto(hit, patch.box),
+        png=patch.png,
+        clipped_fraction=patch.clipped_fraction,
+        patch_box=box_to_proto(patch.patch_box),
+    )

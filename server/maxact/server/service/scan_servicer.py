@@ -16,13 +16,20 @@ from maxact.v1 import scan_service_pb2 as spb
 from maxact.v1 import topk_service_pb2 as tpb
 
 from ..errors import failed_precondition, invalid_argument, not_found
-from ..patches import crop_patch
+from ..patches import PatchRenderer
 from ..preprocess import Preprocessing
 from ..reader import file_source
 from ..scan_jobs import ScanJobs, scan_id_from
 from ..scanner import Hit
 from ..store import ScanRecord
-from .convert import MODES, hit_to_proto, preprocessing_from_proto, preprocessing_to_proto
+from .convert import (
+    MODES,
+    hit_to_proto,
+    patch_to_proto,
+    preprocessing_from_proto,
+    preprocessing_to_proto,
+    render_options_from_proto,
+)
 from .errors import rpc
 from .lookup import check_channel
 
@@ -71,11 +78,17 @@ def _input_box(row: Any, layer: Any, prep: Any, channel: int) -> tuple[int, int,
     return (0, 0, height, width)
 
 
-def _crop_or_none(path: Path, row: Any, layer: Any, prep: Any, channel: int) -> Any:
-    """Crop one stored hit from its original image (None when it can no longer be read)."""
+def _crop_or_none(
+    renderer: PatchRenderer, path: Path, row: Any, layer: Any, prep: Any, channel: int
+) -> Any:
+    """Render one stored hit's patch from its original image (None when it can no longer be
+    read)."""
     try:
-        return crop_patch(
-            file_source(0, row.image, path), _input_box(row, layer, prep, channel), prep
+        return renderer(
+            file_source(0, row.image, path),
+            _input_box(row, layer, prep, channel),
+            (row.y, row.x),
+            channel,
         )
     except (OSError, ValueError):
         return None
@@ -186,9 +199,15 @@ class NeuronServicer(neuron_service_pb2_grpc.NeuronServiceServicer):
             raise invalid_argument(
                 "K_OUT_OF_RANGE", f"k must be in 1..{record.k} (the scan kept {record.k})"
             )
-        _, prep, layers = self.jobs.prepare(record)
+        options = render_options_from_proto(request)
+        model, prep, layers = self.jobs.prepare(record)
         layer = next(entry for entry in layers if entry.name == request.layer)
         check_channel(layer, request.channel)
+        renderer = (
+            PatchRenderer(model, layer.name, layer.field, prep, options)
+            if request.include_patches
+            else None
+        )
         kind = "bottom" if request.bottom else ("position" if record.mode == "position" else "top")
         rows = self.jobs.store.topk_rows(record.id, layer.name, request.channel, kind, k)
         dataset = self.jobs.datasets.open(record.dataset) if request.include_patches else None
@@ -197,7 +216,7 @@ class NeuronServicer(neuron_service_pb2_grpc.NeuronServiceServicer):
             crops = list(
                 _CROP_POOL.map(
                     lambda row: _crop_or_none(
-                        dataset.root / row.image, row, layer, prep, request.channel
+                        renderer, dataset.root / row.image, row, layer, prep, request.channel
                     ),
                     rows,
                 )
@@ -218,7 +237,7 @@ class NeuronServicer(neuron_service_pb2_grpc.NeuronServiceServicer):
                     f"image {row.image!r} of dataset {record.dataset!r} can no longer be read",
                     image=row.image,
                 )
-            response.patches.append(tpb.Patch(hit=hit_to_proto(hit, patch.box), png=patch.png))
+            response.patches.append(patch_to_proto(hit, patch))
         return response
 
     @rpc

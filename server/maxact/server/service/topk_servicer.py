@@ -26,13 +26,19 @@ from maxact.v1 import topk_service_pb2_grpc
 from ..datasets import Dataset
 from ..errors import failed_precondition, invalid_argument
 from ..models import LayerEntry, LoadedModel
-from ..patches import crop_patch
+from ..patches import PatchRenderer
 from ..preprocess import ResolvedPreprocessing, resolve
 from ..reader import ImageSource, file_source
 from ..scan.engine import Total
 from ..scanner import Hit, NeuronQuery, NeuronScan, ScanCallbacks, ScanCancelled
 from .client_images import ClientImages
-from .convert import MODES, hit_to_proto, preprocessing_from_proto
+from .convert import (
+    MODES,
+    hit_to_proto,
+    patch_to_proto,
+    preprocessing_from_proto,
+    render_options_from_proto,
+)
 from .errors import rpc
 from .lookup import (
     ServerState,
@@ -55,8 +61,9 @@ class TopKServicer(topk_service_pb2_grpc.TopKServiceServicer):
 
     async def _checked_query(
         self, message: pb.TopKQuery
-    ) -> tuple[LoadedModel, LayerEntry, NeuronQuery, ResolvedPreprocessing]:
-        """Validate a query (model, preprocessing, layer, channel, unit, k, mode, field)."""
+    ) -> tuple[LoadedModel, LayerEntry, NeuronQuery, ResolvedPreprocessing, PatchRenderer]:
+        """Validate a query (model, preprocessing, layer, channel, unit, k, mode, field,
+        patch rendering)."""
         model = await load_model(self.state, message.model)
         prep_request = preprocessing_from_proto(message.preprocessing)
         prep = resolve(
@@ -68,19 +75,22 @@ class TopKServicer(topk_service_pb2_grpc.TopKServiceServicer):
         if query.unit is not None:
             check_unit(layer, query.unit)
         require_field(layer)
-        return model, layer, query, prep
+        renderer = PatchRenderer(
+            model, layer.name, layer.field, prep, render_options_from_proto(message)
+        )
+        return model, layer, query, prep, renderer
 
     @rpc
     async def StreamTopK(
         self, request: pb.StreamTopKRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.StreamTopKResponse]:
-        model, layer, query, prep = await self._checked_query(request.query)
+        model, layer, query, prep, renderer = await self._checked_query(request.query)
         if not request.dataset:
             raise invalid_argument("DATASET_REQUIRED", "no dataset name given")
         dataset = await asyncio.to_thread(self.state.datasets.open, request.dataset)
         scan = await asyncio.to_thread(NeuronScan, model, layer, query, prep)
         async for event in _run_in_thread(
-            lambda emit: _scan_dataset(scan, dataset, emit), stopper=scan.stop
+            lambda emit: _scan_dataset(scan, dataset, renderer, emit), stopper=scan.stop
         ):
             yield event
 
@@ -98,7 +108,7 @@ class TopKServicer(topk_service_pb2_grpc.TopKServiceServicer):
             raise invalid_argument(
                 "QUERY_REQUIRED", f"the first message of the stream must be a query, got {got}"
             )
-        model, layer, query, prep = await self._checked_query(first.query)
+        model, layer, query, prep, renderer = await self._checked_query(first.query)
         scan = await asyncio.to_thread(NeuronScan, model, layer, query, prep)
         images = ClientImages(requests, asyncio.get_running_loop())
 
@@ -107,7 +117,7 @@ class TopKServicer(topk_service_pb2_grpc.TopKServiceServicer):
             images.stop()
 
         async for event in _run_in_thread(
-            lambda emit: _scan_client_images(scan, images, emit), stopper=stop
+            lambda emit: _scan_client_images(scan, images, renderer, emit), stopper=stop
         ):
             yield event
 
@@ -133,7 +143,9 @@ def _neuron_query(message: pb.TopKQuery) -> NeuronQuery:
     )
 
 
-def _scan_dataset(scan: NeuronScan, dataset: Dataset, emit: Callable[[Any], None]) -> None:
+def _scan_dataset(
+    scan: NeuronScan, dataset: Dataset, renderer: PatchRenderer, emit: Callable[[Any], None]
+) -> None:
     """The scan thread's body for a server dataset."""
     sources = [
         file_source(i, image_id, dataset.path_of(image_id))
@@ -143,6 +155,7 @@ def _scan_dataset(scan: NeuronScan, dataset: Dataset, emit: Callable[[Any], None
         scan,
         sources,
         emit,
+        renderer=renderer,
         response=pb.StreamTopKResponse,
         total=len(sources),
         source_of=lambda hit: sources[hit.image_index],
@@ -151,7 +164,10 @@ def _scan_dataset(scan: NeuronScan, dataset: Dataset, emit: Callable[[Any], None
 
 
 def _scan_client_images(
-    scan: NeuronScan, images: ClientImages, emit: Callable[[Any], None]
+    scan: NeuronScan,
+    images: ClientImages,
+    renderer: PatchRenderer,
+    emit: Callable[[Any], None],
 ) -> None:
     """The scan thread's body for client-streamed images: they are scanned as they arrive,
     and after each batch the bytes of images out of the ranking are released."""
@@ -160,6 +176,7 @@ def _scan_client_images(
         scan,
         images,
         emit,
+        renderer=renderer,
         response=pb.StreamTopKImagesResponse,
         total=lambda: images.received,
         source_of=lambda hit: images.source(hit.image_index, hit.image_id),
@@ -172,6 +189,7 @@ def _scan_and_send(
     sources: Iterable[ImageSource],
     emit: Callable[[Any], None],
     *,
+    renderer: PatchRenderer,
     response: Callable[..., Any],
     total: Total,
     source_of: Callable[[Hit], ImageSource],
@@ -215,7 +233,7 @@ def _scan_and_send(
     for hit in outcome.hits:
         if scan.stop_event.is_set():
             raise ScanCancelled()
-        emit(response(patch=_patch(scan, source_of(hit), hit, hint)))
+        emit(response(patch=_patch(renderer, source_of(hit), hit, hint)))
     emit(
         response(
             done=pb.Done(
@@ -228,9 +246,9 @@ def _scan_and_send(
     )
 
 
-def _patch(scan: NeuronScan, source: ImageSource, hit: Hit, hint: str = "") -> pb.Patch:
+def _patch(renderer: PatchRenderer, source: ImageSource, hit: Hit, hint: str = "") -> pb.Patch:
     try:
-        patch = crop_patch(source, hit.box, scan.prep)
+        patch = renderer(source, hit.box, hit.unit, hit.channel)
     except (OSError, ValueError, LookupError) as exc:  # e.g. the file vanished since its scan
         raise failed_precondition(
             "IMAGE_UNREADABLE",
@@ -238,7 +256,7 @@ def _patch(scan: NeuronScan, source: ImageSource, hit: Hit, hint: str = "") -> p
             f"patch: {type(exc).__name__}{hint}",
             image=hit.image_id,
         ) from None
-    return pb.Patch(hit=hit_to_proto(hit, patch.box), png=patch.png)
+    return patch_to_proto(hit, patch)
 
 
 def _mode_enum(mode: str) -> int:
