@@ -273,3 +273,36 @@ def test_neuron_query_renders_the_same_patches_as_a_live_topk(client: Client, de
     with pytest.raises(MaxactError) as caught:
         client.scans.neuron(scan.id, "relu6", 0, render="mask", mask_quantile=1.0)
     assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_cli_topk_and_neuron_render_flags_write_letterboxed_mask_patches(
+    server: object, deep: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from maxact.client.cli import main
+
+    address = server.address  # type: ignore[attr-defined]
+    flags = ["--render", "mask", "--mask-quantile", "0.99", "--patch-size", "40"]
+    out = tmp_path / "topk"
+    argv = ["--server", address, "topk", "deep", "relu6", "--channel", "0", "-k", "2"]
+    assert main([*argv, "--dataset", "squares", *flags, "--out", str(out), "--json"]) == 0
+    capsys.readouterr()
+    assert Image.open(out / "rank_1.png").size == (40, 40)
+    with Client(address) as client:
+        scan = client.scans.create("deep", ["relu6"], "squares", k=2)
+        assert [info.state for info in client.scans.watch(scan.id)][-1] == "succeeded"
+    neuron_out = tmp_path / "neuron"
+    assert main(["--server", address, "neuron", scan.id, "relu6", "0", *flags,
+                 "--out", str(neuron_out), "--json"]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert (neuron_out / "rank_1.png").read_bytes() == (out / "rank_1.png").read_bytes()
+
+
+def test_cli_rejects_a_mask_quantile_outside_zero_one_as_a_usage_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from maxact.client.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["topk", "m", "l", "--channel", "0", "--dataset", "d", "--mask-quantile", "1"])
+    assert exited.value.code == 2
+    assert "between 0 and 1" in capsys.readouterr().err

@@ -17,6 +17,7 @@ from maxact.client.images import collect_images
 from maxact.client.patches_out import write_patches
 from maxact.client.preprocessing import add_preprocessing_arguments, preprocessing_from_args
 from maxact.client.progress import ProgressBar
+from maxact.client.render_args import add_render_arguments, render_options_from_args
 from maxact.client.scan_cli import COMMANDS as SCAN_COMMANDS
 from maxact.client.scan_cli import add_parsers as add_scan_parsers
 from maxact.client.stream import TopKStream
@@ -151,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--unit", nargs=2, type=_nonnegative_int, metavar=("Y", "X"), help="a single unit"
     )
     add_preprocessing_arguments(topk)
+    add_render_arguments(topk)
     topk.add_argument("--out", type=Path, metavar="DIR", help="write rank_N.png and montage.png")
     _add_json(topk)
 
@@ -271,6 +273,7 @@ def _start_topk(client: Client, args: argparse.Namespace) -> TopKStream:
         "bottom": args.bottom,
         "unit": tuple(args.unit) if args.unit else None,
         "preprocessing": preprocessing_from_args(args),
+        **render_options_from_args(args),
     }
     if args.images:
         images = collect_images(args.images)  # ValueError (a usage error) before any call

@@ -18,6 +18,7 @@ from maxact.client import types as t
 from maxact.client.patches_out import write_patches
 from maxact.client.preprocessing import add_preprocessing_arguments, preprocessing_from_args
 from maxact.client.progress import ProgressBar
+from maxact.client.render_args import add_render_arguments, render_options_from_args
 from maxact.client.scans import ScanInfo
 
 EXIT_OK = 0
@@ -130,6 +131,7 @@ def add_parsers(commands: Any, add_json: Callable[[argparse.ArgumentParser], Non
         help="default 9, or the scan's k when it kept fewer",
     )
     neuron.add_argument("--bottom", action="store_true", help="the k weakest responses instead")
+    add_render_arguments(neuron)
     neuron.add_argument("--out", type=Path, metavar="DIR", help="write rank_N.png and montage.png")
     add_json(neuron)
 
@@ -231,13 +233,22 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 def neuron_result(
-    client: Any, scan_id: str, layer: str, channel: int, k: int | None = None, bottom: bool = False
+    client: Any,
+    scan_id: str,
+    layer: str,
+    channel: int,
+    k: int | None = None,
+    bottom: bool = False,
+    **render: Any,
 ) -> t.TopKResult:
     """A finished scan's top-k (or bottom-k) of one channel with patches, as a TopKResult so the
-    topk writers (JSON, table, rank_N.png + montage.png) serve it unchanged."""
+    topk writers (JSON, table, rank_N.png + montage.png) serve it unchanged. `render`:
+    render, mask_quantile, patch_size (see Client.topk)."""
     if k is None:  # default 9, but never more than the scan kept
         k = min(DEFAULT_K, client.scans.get(scan_id).k or DEFAULT_K)
-    scan, patches, scanned = client.scans.neuron(scan_id, layer, channel, k=k, bottom=bottom)
+    scan, patches, scanned = client.scans.neuron(
+        scan_id, layer, channel, k=k, bottom=bottom, **render
+    )
     return t.TopKResult(
         model=scan.model,
         layer=layer,
@@ -254,7 +265,13 @@ def neuron_result(
 def cmd_neuron(args: argparse.Namespace) -> int:
     with _connect(args) as client:
         result = neuron_result(
-            client, args.scan_id, args.layer, args.channel, k=args.k, bottom=args.bottom
+            client,
+            args.scan_id,
+            args.layer,
+            args.channel,
+            k=args.k,
+            bottom=args.bottom,
+            **render_options_from_args(args),
         )
     files = write_patches(result, args.out) if args.out is not None else None
     _print(args, json_out.topk_json(result, files), text_out.topk_text(result, files))
