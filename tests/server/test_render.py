@@ -306,3 +306,14 @@ def test_cli_rejects_a_mask_quantile_outside_zero_one_as_a_usage_error(
         main(["topk", "m", "l", "--channel", "0", "--dataset", "d", "--mask-quantile", "1"])
     assert exited.value.code == 2
     assert "between 0 and 1" in capsys.readouterr().err
+
+
+def test_streamed_images_get_the_same_rendered_patches_as_the_dataset(
+    client: Client, deep: Path
+) -> None:
+    options = {"render": "mask", "mask_quantile": SQUARE_QUANTILE, "patch_size": 24}
+    streamed = client.topk_images("deep", "relu6", 0, deep, k=2, **options).result()  # type: ignore[arg-type]
+    served = _top(client, **options)
+    assert [p.hit.image for p in streamed.patches] == [p.hit.image for p in served.patches]
+    assert [p.patch_box for p in streamed.patches] == [p.patch_box for p in served.patches]
+    assert [p.png for p in streamed.patches] == [p.png for p in served.patches]

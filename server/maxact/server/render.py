@@ -47,8 +47,9 @@ RENDER_MODES = ("rf", "heatmap", "mask")
 DEFAULT_MASK_QUANTILE = 0.95
 MAX_PATCH_SIZE = 2048
 # An unclipped field can be far larger than the image (deep layers, big photos resized down):
-# the grey-bordered patch is scaled down to at most this many pixels.
-MAX_PATCH_PIXELS = 4096 * 4096
+# grey-bordered and heatmap patches are scaled down to at most this many pixels (a plain crop
+# inside the image is never resampled).
+MAX_PATCH_PIXELS = 2048 * 2048
 GREY = 128
 HEATMAP_ALPHA = 0.5
 Box = tuple[int, int, int, int]
@@ -321,7 +322,7 @@ def colorize(values: np.ndarray) -> np.ndarray:
     """[..] values in 0..1 -> [.., 3] float RGB 0..255 (jet-like)."""
     flat = np.clip(values, 0.0, 1.0).ravel()
     channels = [np.interp(flat, _COLORMAP[:, 0], _COLORMAP[:, c]) for c in (1, 2, 3)]
-    return np.stack(channels, axis=-1).reshape(*values.shape, 3)
+    return np.stack(channels, axis=-1).reshape(*values.shape, 3).astype(np.float32)
 
 
 def _heatmap(
@@ -333,6 +334,12 @@ def _heatmap(
 ) -> Rendered:
     box = geometry.to_original_unclipped(target.formula_box(prep))
     patch, clipped = crop_with_border(picture, box)
+    if patch.width * patch.height > MAX_PATCH_PIXELS:
+        scale = math.sqrt(MAX_PATCH_PIXELS / (patch.width * patch.height))
+        patch = patch.resize(
+            (max(1, int(patch.width * scale)), max(1, int(patch.height * scale))),
+            Image.Resampling.BILINEAR,
+        )
     y0, x0, y1, x1 = box
     y1, x1 = max(y1, y0 + 1), max(x1, x0 + 1)
     out_w, out_h = patch.size
@@ -344,7 +351,7 @@ def _heatmap(
     values = upsample(channel_map, target.axes(), iy, ix)
     low, high = float(channel_map.min()), float(channel_map.max())
     normalised = (values - low) / (high - low) if high > low else np.zeros_like(values)
-    pixels = np.asarray(patch.convert("RGB"), dtype=np.float64)
+    pixels = np.asarray(patch.convert("RGB"), dtype=np.float32)
     blended = (1 - HEATMAP_ALPHA) * pixels + HEATMAP_ALPHA * colorize(normalised)
     inside = ((oy >= 0) & (oy < geometry.original_height))[:, None] & (
         (ox >= 0) & (ox < geometry.original_width)
