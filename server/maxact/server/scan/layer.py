@@ -150,7 +150,7 @@ class LayerReducer:
 
     def load_state(self, data: bytes) -> None:
         """Restore a checkpoint written by `state()` for the same layer and options."""
-        state = pickle.loads(data)  # noqa: S301 - the server's own store
+        state = pickle.loads(data)
         if set(state["topk"]) != set(self._topk):
             raise ValueError("checkpoint was written with different options")
         self._topk = state["topk"]
