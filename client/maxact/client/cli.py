@@ -146,6 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="local image folders or files, streamed to the server (ids: the path relative to "
         "a folder, or a file's base name)",
     )
+    topk.add_argument(
+        "--keep-as-dataset",
+        metavar="NAME",
+        help="with --images: also store them on the server as dataset NAME (all or nothing)",
+    )
     topk.add_argument("--mode", choices=("image", "position"), default="image")
     topk.add_argument("--bottom", action="store_true", help="the k weakest responses instead")
     topk.add_argument(
@@ -277,7 +282,16 @@ def _start_topk(client: Client, args: argparse.Namespace) -> TopKStream:
     }
     if args.images:
         images = collect_images(args.images)  # ValueError (a usage error) before any call
-        return client.topk_images(args.model, args.layer, args.channel, images, **options)
+        return client.topk_images(
+            args.model,
+            args.layer,
+            args.channel,
+            images,
+            keep_as_dataset=args.keep_as_dataset,
+            **options,
+        )
+    if args.keep_as_dataset:
+        raise ValueError("--keep-as-dataset goes with --images")
     return client.topk(args.model, args.layer, args.channel, dataset=args.dataset, **options)
 
 

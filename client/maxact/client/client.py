@@ -218,9 +218,11 @@ class Client:
         render: str = "rf",
         mask_quantile: float | None = None,
         patch_size: int = 0,
+        keep_as_dataset: str | None = None,
     ) -> TopKStream:
         """Start a top-k scan of images streamed from here; returns the same event stream as
-        `topk`. Nothing is stored on the server.
+        `topk`. Nothing is stored on the server unless `keep_as_dataset` names a new dataset
+        to keep the images as (created only when the stream completes).
 
         `images`: (id, bytes or local path) pairs in the order to rank them (ties: the earlier
         wins), or local folders and files, whose ids and order follow DESIGN §3 (see
@@ -231,7 +233,7 @@ class Client:
             model, layer, channel, k, mode, bottom, unit, per_image_cap, preprocessing
         )
         convert.set_render(query, render, mask_quantile, patch_size)
-        requests = ImageRequests(query, as_images(images))
+        requests = ImageRequests(query, as_images(images), keep_as_dataset or "")
         try:
             call = self._topk.StreamTopKImages(iter(requests), timeout=self.timeout)
         except grpc.RpcError as error:  # pragma: no cover - raised lazily in practice

@@ -93,9 +93,13 @@ class ImageRequests:
     """
 
     def __init__(
-        self, query: topk_service_pb2.TopKQuery, images: Iterable[tuple[str, ImageData]]
+        self,
+        query: topk_service_pb2.TopKQuery,
+        images: Iterable[tuple[str, ImageData]],
+        keep_as_dataset: str = "",
     ) -> None:
         self._query = query
+        self._keep_as_dataset = keep_as_dataset
         self._images = images
         self._attached = threading.Event()
         self._cancel: Callable[[], object] = lambda: None
@@ -107,7 +111,9 @@ class ImageRequests:
         self._attached.set()
 
     def __iter__(self) -> Iterator[topk_service_pb2.StreamTopKImagesRequest]:
-        yield topk_service_pb2.StreamTopKImagesRequest(query=self._query)
+        yield topk_service_pb2.StreamTopKImagesRequest(
+            query=self._query, keep_as_dataset=self._keep_as_dataset
+        )
         try:
             for image_id, data in self._images:
                 if not isinstance(data, bytes):

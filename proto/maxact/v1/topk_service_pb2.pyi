@@ -394,6 +394,13 @@ class StreamTopKImagesRequest(_message.Message):
 
     QUERY_FIELD_NUMBER: _builtins.int
     IMAGE_FIELD_NUMBER: _builtins.int
+    KEEP_AS_DATASET_FIELD_NUMBER: _builtins.int
+    keep_as_dataset: _builtins.str
+    """First message only: also keep the streamed images as a new dataset with this folder name
+    under the server's data root (ids become paths; labels go to labels.csv). Written to a
+    hidden folder and renamed into place only when the stream completes; refused if it exists.
+    Without it, images are never written to the server's disk.
+    """
     @_builtins.property
     def query(self) -> Global___TopKQuery:
         """First message."""
@@ -405,10 +412,11 @@ class StreamTopKImagesRequest(_message.Message):
         *,
         query: Global___TopKQuery | None = ...,
         image: Global___ClientImage | None = ...,
+        keep_as_dataset: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "message", b"message", "query", b"query"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "message", b"message", "query", b"query"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "keep_as_dataset", b"keep_as_dataset", "message", b"message", "query", b"query"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["query", "image"]  # noqa: Y015
     _WhichOneofArgType_message: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015

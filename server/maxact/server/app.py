@@ -32,6 +32,7 @@ from maxact.v1 import (
 )
 
 from .auth import BearerTokenInterceptor, read_token
+from .dataset_writer import remove_stale_incoming
 from .datasets import DatasetCatalog
 from .metrics import MetricsServer
 from .models import ModelRegistry
@@ -120,6 +121,7 @@ async def build_server(config: ServerConfig) -> BuiltServer:
     """A started server with every maxact service, health and reflection; returns the port."""
     providers_for(config.device)  # decide the device (and log it) once, up front
     remove_stale_uploads(config.model_root)
+    remove_stale_incoming(config.data_root)
     state = ServerState(
         models=ModelRegistry(config.model_root, config.device, config.session_cache_bytes),
         datasets=DatasetCatalog(config.data_root),

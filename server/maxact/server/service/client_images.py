@@ -3,7 +3,8 @@
 The scan thread pulls the next request message from the RPC's async request iterator through
 the event loop, one message at a time, only when the reader has room in its window: gRPC flow
 control then holds the client back, so the server never buffers more than the reader's window.
-Bytes are decoded from memory (nothing is written to disk) and kept only while needed: for
+Bytes are decoded from memory (nothing is written to disk unless the client asked to keep
+the images as a dataset: `DatasetWriter`) and kept only while needed: for
 images not reduced yet (in flight) and for images the ranking currently holds, whose patches
 are cropped at the end. Ids are remembered to refuse duplicates (a set of strings).
 """
@@ -21,6 +22,7 @@ from PIL import Image
 
 from maxact.v1 import topk_service_pb2 as pb
 
+from ..dataset_writer import DatasetWriter
 from ..errors import invalid_argument
 from ..reader import ImageSource
 from ..scanner import HeldWhileNeeded
@@ -43,8 +45,10 @@ class ClientImages:
         self,
         requests: AsyncIterator[pb.StreamTopKImagesRequest],
         loop: asyncio.AbstractEventLoop,
+        keep: DatasetWriter | None = None,
     ) -> None:
         self._requests = requests
+        self._keep = keep
         self._loop = loop
         self._data: HeldWhileNeeded[bytes] = HeldWhileNeeded()
         self._seen: set[str] = set()
@@ -79,6 +83,8 @@ class ClientImages:
                 image=image.id,
             )
         self._seen.add(image.id)
+        if self._keep is not None:
+            self._keep.add(image.id, image.data, image.label)
         index = self.received
         self._data.add(index, image.data)
         self.received += 1

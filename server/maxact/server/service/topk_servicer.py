@@ -23,6 +23,7 @@ import grpc
 from maxact.v1 import topk_service_pb2 as pb
 from maxact.v1 import topk_service_pb2_grpc
 
+from ..dataset_writer import DatasetWriter
 from ..datasets import Dataset
 from ..errors import failed_precondition, invalid_argument
 from ..models import LayerEntry, LoadedModel
@@ -110,16 +111,36 @@ class TopKServicer(topk_service_pb2_grpc.TopKServiceServicer):
             )
         model, layer, query, prep, renderer = await self._checked_query(first.query)
         scan = await asyncio.to_thread(NeuronScan, model, layer, query, prep)
-        images = ClientImages(requests, asyncio.get_running_loop())
+        keep = None
+        if first.keep_as_dataset:
+            keep = await asyncio.to_thread(
+                DatasetWriter, self.state.datasets.data_root, first.keep_as_dataset
+            )
+        images = ClientImages(requests, asyncio.get_running_loop(), keep)
 
         def stop() -> None:
             scan.stop()
             images.stop()
 
-        async for event in _run_in_thread(
-            lambda emit: _scan_client_images(scan, images, renderer, emit), stopper=stop
-        ):
-            yield event
+        def body(emit: Callable[[Any], None]) -> None:
+            held: list[Any] = []  # Done waits until the kept dataset is in place
+
+            def gate(item: Any) -> None:
+                is_done = isinstance(item, pb.StreamTopKImagesResponse) and item.HasField("done")
+                (held.append if is_done and keep is not None else emit)(item)
+
+            _scan_client_images(scan, images, renderer, gate)
+            if keep is not None:
+                keep.commit()
+            for item in held:
+                emit(item)
+
+        try:
+            async for event in _run_in_thread(body, stopper=stop):
+                yield event
+        finally:
+            if keep is not None:
+                keep.abort()  # removes the hidden folder unless it was committed
 
 
 def _neuron_query(message: pb.TopKQuery) -> NeuronQuery:
