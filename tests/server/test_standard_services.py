@@ -32,3 +32,18 @@ def test_reflection_lists_every_maxact_service(server: object) -> None:
         names = {s.name for s in response.list_services_response.service}
     assert names >= MAXACT_SERVICES
     assert "grpc.health.v1.Health" in names
+
+
+def test_datasets_report_image_count_labels_and_size(client, data_root) -> None:  # type: ignore[no-untyped-def]
+    from PIL import Image
+
+    for label, count in (("cats", 2), ("dogs", 3)):
+        (data_root / "pets" / label).mkdir(parents=True)
+        for i in range(count):
+            Image.new("RGB", (8, 8)).save(data_root / "pets" / label / f"{i}.png")
+    (data_root / "pets" / "notes.txt").write_text("not an image")
+    (summary,) = client.list_datasets()
+    size = sum(p.stat().st_size for p in (data_root / "pets").rglob("*.png"))
+    assert (summary.name, summary.image_count, summary.labels) == ("pets", 5, ("cats", "dogs"))
+    assert summary.size_bytes == size
+    assert client.get_dataset("pets") == summary

@@ -136,7 +136,7 @@ def field_info(msg: receptive_field_service_pb2.GetReceptiveFieldResponse) -> t.
 
 
 def dataset_summary(msg: dataset_service_pb2.DatasetSummary) -> t.DatasetSummary:
-    return t.DatasetSummary(msg.name, int(msg.image_count), tuple(msg.labels))
+    return t.DatasetSummary(msg.name, int(msg.image_count), tuple(msg.labels), int(msg.size_bytes))
 
 
 def hit(msg: topk_service_pb2.Hit) -> t.Hit:

@@ -142,6 +142,7 @@ class DatasetSummary:
     name: str
     image_count: int
     labels: tuple[str, ...] = ()
+    size_bytes: int = 0
 
 
 @dataclass(frozen=True)

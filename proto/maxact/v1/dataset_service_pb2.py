@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fmaxact/v1/dataset_service.proto\x12\tmaxact.v1\"C\n\x0e\x44\x61tasetSummary\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bimage_count\x18\x02 \x01(\x03\x12\x0e\n\x06labels\x18\x03 \x03(\t\"\x15\n\x13ListDatasetsRequest\"C\n\x14ListDatasetsResponse\x12+\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x19.maxact.v1.DatasetSummary\"!\n\x11GetDatasetRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"@\n\x12GetDatasetResponse\x12*\n\x07\x64\x61taset\x18\x01 \x01(\x0b\x32\x19.maxact.v1.DatasetSummary2\xac\x01\n\x0e\x44\x61tasetService\x12O\n\x0cListDatasets\x12\x1e.maxact.v1.ListDatasetsRequest\x1a\x1f.maxact.v1.ListDatasetsResponse\x12I\n\nGetDataset\x12\x1c.maxact.v1.GetDatasetRequest\x1a\x1d.maxact.v1.GetDatasetResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fmaxact/v1/dataset_service.proto\x12\tmaxact.v1\"W\n\x0e\x44\x61tasetSummary\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bimage_count\x18\x02 \x01(\x03\x12\x0e\n\x06labels\x18\x03 \x03(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\"\x15\n\x13ListDatasetsRequest\"C\n\x14ListDatasetsResponse\x12+\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x19.maxact.v1.DatasetSummary\"!\n\x11GetDatasetRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"@\n\x12GetDatasetResponse\x12*\n\x07\x64\x61taset\x18\x01 \x01(\x0b\x32\x19.maxact.v1.DatasetSummary2\xac\x01\n\x0e\x44\x61tasetService\x12O\n\x0cListDatasets\x12\x1e.maxact.v1.ListDatasetsRequest\x1a\x1f.maxact.v1.ListDatasetsResponse\x12I\n\nGetDataset\x12\x1c.maxact.v1.GetDatasetRequest\x1a\x1d.maxact.v1.GetDatasetResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,15 +32,15 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'maxact.v1.dataset_service_p
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_DATASETSUMMARY']._serialized_start=46
-  _globals['_DATASETSUMMARY']._serialized_end=113
-  _globals['_LISTDATASETSREQUEST']._serialized_start=115
-  _globals['_LISTDATASETSREQUEST']._serialized_end=136
-  _globals['_LISTDATASETSRESPONSE']._serialized_start=138
-  _globals['_LISTDATASETSRESPONSE']._serialized_end=205
-  _globals['_GETDATASETREQUEST']._serialized_start=207
-  _globals['_GETDATASETREQUEST']._serialized_end=240
-  _globals['_GETDATASETRESPONSE']._serialized_start=242
-  _globals['_GETDATASETRESPONSE']._serialized_end=306
-  _globals['_DATASETSERVICE']._serialized_start=309
-  _globals['_DATASETSERVICE']._serialized_end=481
+  _globals['_DATASETSUMMARY']._serialized_end=133
+  _globals['_LISTDATASETSREQUEST']._serialized_start=135
+  _globals['_LISTDATASETSREQUEST']._serialized_end=156
+  _globals['_LISTDATASETSRESPONSE']._serialized_start=158
+  _globals['_LISTDATASETSRESPONSE']._serialized_end=225
+  _globals['_GETDATASETREQUEST']._serialized_start=227
+  _globals['_GETDATASETREQUEST']._serialized_end=260
+  _globals['_GETDATASETRESPONSE']._serialized_start=262
+  _globals['_GETDATASETRESPONSE']._serialized_end=326
+  _globals['_DATASETSERVICE']._serialized_start=329
+  _globals['_DATASETSERVICE']._serialized_end=501
 # @@protoc_insertion_point(module_scope)

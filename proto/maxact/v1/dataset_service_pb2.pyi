@@ -25,8 +25,11 @@ class DatasetSummary(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     IMAGE_COUNT_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     image_count: _builtins.int
+    size_bytes: _builtins.int
+    """Total bytes of its image files."""
     @_builtins.property
     def labels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Class names, when the dataset is labelled."""
@@ -37,10 +40,11 @@ class DatasetSummary(_message.Message):
         name: _builtins.str = ...,
         image_count: _builtins.int = ...,
         labels: _abc.Iterable[_builtins.str] | None = ...,
+        size_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["image_count", b"image_count", "labels", b"labels", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image_count", b"image_count", "labels", b"labels", "name", b"name", "size_bytes", b"size_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -16,7 +16,10 @@ from .lookup import ServerState
 
 def _summary(dataset: Dataset) -> pb.DatasetSummary:
     return pb.DatasetSummary(
-        name=dataset.name, image_count=len(dataset.ids), labels=dataset.classes
+        name=dataset.name,
+        image_count=len(dataset.ids),
+        labels=dataset.classes,
+        size_bytes=sum(dataset.path_of(i).stat().st_size for i in dataset.ids),
     )
 
 
