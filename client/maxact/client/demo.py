@@ -1,16 +1,25 @@
 """`maxact demo`: a real pretrained CNN on real photos, end to end through a real server.
 
 Fetches the model and photos (fetch.py), starts a server in-process on a free loopback port,
-runs top-k for a few channels of an early and a mid layer, writes montages and a summary.
+runs top-k for a few channels of an early and a mid layer, writes montages and a summary; then a
+persisted scan of both layers (every channel) and its HTML gallery (`maxact report`) in
+demo-out/report/, and, when Chromium is installed (never installed from here), a screenshot of a
+layer page as demo-out/gallery.png.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
+import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import grpc
 
 from maxact.client import json_out
 from maxact.client import types as t
@@ -26,11 +35,17 @@ from maxact.client.fetch import (
 from maxact.client.montage import stack_rows
 from maxact.client.patches_out import montage_of, write_patches
 from maxact.client.progress import ProgressBar
+from maxact.client.report import write_report
 
 DATASET = "photos"
 CHANNELS = (0, 1, 2, 3)
 EARLY_RF = (20.0, 60.0, 40.0)  # (low, high, ideal) receptive-field size in input pixels
 MID_RF = (100.0, 200.0, 150.0)
+REPORT = "report"  # the gallery's folder under the output folder
+REPORT_PATCH = 128  # px: the gallery shows patches in 88 px boxes
+GALLERY_PNG = "gallery.png"
+SCREENSHOT_WINDOW = (1080, 900)  # px: a patch row of the layer page fills the width
+SCREENSHOT_LAYER = 1  # the mid layer's page: its patches show whole parts of objects
 
 
 def _rf_size(layer: t.LayerInfo) -> float:
@@ -73,14 +88,14 @@ def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "layer"
 
 
-def _start_server(model_root: Path, data_root: Path) -> Any:
+def _start_server(model_root: Path, data_root: Path, store: Path) -> Any:
     try:
         from maxact.server.app import start_server  # lazy: needs the `server` extra
     except ImportError as error:
         raise DemoSetupError(
             f"the demo runs a server in-process and needs maxact[server] ({error})"
         ) from error
-    return start_server(model_root, data_root, host="127.0.0.1", port=0)
+    return start_server(model_root, data_root, host="127.0.0.1", port=0, store=store)
 
 
 def _run_channel(
@@ -98,14 +113,62 @@ def _run_channel(
     return result, write_patches(result, out_dir)
 
 
+def scan_and_report(client: Client, layers: Sequence[str], out: Path, k: int) -> Path:
+    """A persisted scan of `layers` (every channel) over the demo photos, then its HTML gallery
+    written into `out`; returns the path of the gallery's index.html."""
+    scan = client.scans.create(DEMO_MODEL, list(layers), DATASET, k=k)
+    bar = ProgressBar(f"scan {scan.id}")
+    try:
+        for update in client.scans.watch(scan.id):
+            bar.update(update.images_done, update.images_total, update.images_failed)
+            scan = update
+    finally:
+        bar.close()
+    if scan.state != "succeeded":
+        raise MaxactError(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "SCAN_NOT_FINISHED",
+            f"scan {scan.id} ended {scan.state}: {scan.error}",
+        )
+    progress = ProgressBar("report")
+    return write_report(client, scan.id, out, k=k, progress=progress, patch_size=REPORT_PATCH)
+
+
+def screenshot_gallery(index: Path, out: Path, layer: int = 0) -> str | None:
+    """Screenshot the gallery's page of its `layer`-th layer into `out` with headless Chromium;
+    None when written, else why not (Chromium missing or failing: nothing is installed here)."""
+    from maxact.client import screenshot
+
+    out.unlink(missing_ok=True)  # never leave the picture of an older run
+    reason = screenshot.missing()
+    if reason is not None:
+        return reason
+    mapping = json.loads((index.parent / "report.json").read_text(encoding="utf-8"))
+    pages = [entry["page"] for entry in mapping["layers"]]
+    page = index.parent / pages[min(layer, len(pages) - 1)]
+    try:
+        screenshot.screenshot_page(page, out, *SCREENSHOT_WINDOW)
+    except (OSError, subprocess.SubprocessError, screenshot.WebDriverError) as error:
+        return f"headless Chromium failed: {error}"
+    return None
+
+
 def run(out_dir: Path = Path("demo-out"), cache_dir: Path | None = None, k: int = 8) -> int:
     """The whole demo; returns the exit code."""
     cache = cache_dir or default_cache_dir()
+    state = Path(tempfile.mkdtemp(prefix="maxact-demo-"))  # the server's scan store
+    try:
+        return _run(out_dir, cache, state, k)
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def _run(out_dir: Path, cache: Path, state: Path, k: int) -> int:
     try:
         print(f"fetching the model and photos (cache: {cache}) ...", file=sys.stderr)
         model_path = fetch_demo_model(cache)
         photos = write_demo_photos(cache / "data" / DATASET)
-        handle = _start_server(model_path.parent, cache / "data")
+        handle = _start_server(model_path.parent, cache / "data", state / "store.sqlite")
     except DemoSetupError as error:
         print(f"maxact: error: {error}", file=sys.stderr)
         return 1
@@ -118,17 +181,25 @@ def run(out_dir: Path = Path("demo-out"), cache_dir: Path | None = None, k: int 
                 print("maxact: error: no layer with a spatial receptive field", file=sys.stderr)
                 return 1
             summary = _run_layers(client, info, layers, out_dir, k)
+            index = scan_and_report(client, [layer.name for layer in layers], out_dir / REPORT, k)
     except MaxactError as error:
         print(f"maxact: error: {error}", file=sys.stderr)
         return 1
     finally:
         handle.stop()
+    summary["report"] = str(index.relative_to(out_dir))
     (out_dir / "summary.json").write_text(json_out.dumps(summary) + "\n")
     print(f"montage: {out_dir / 'montage.png'}")
     print(f"summary: {out_dir / 'summary.json'}")
     for layer_doc in summary["layers"]:
         for channel_doc in layer_doc["channels"]:
             print(f"  {out_dir / channel_doc['montage']}")
+    print(f"report: {index}")
+    skipped = screenshot_gallery(index, out_dir / GALLERY_PNG, SCREENSHOT_LAYER)
+    if skipped is None:
+        print(f"gallery screenshot: {out_dir / GALLERY_PNG}")
+    else:
+        print(f"gallery screenshot skipped: {skipped}")
     return 0
 
 

@@ -96,12 +96,12 @@ def overview_image(
 
 
 def _query(
-    client: Any, scan_id: str, layer: str, channels: Sequence[int], k: int
+    client: Any, scan_id: str, layer: str, channels: Sequence[int], k: int, patch_size: int = 0
 ) -> dict[int, tuple[t.Patch, ...]]:
     """Every channel's top-k with patches; a few calls in flight (the channel is thread-safe)."""
 
     def one(channel: int) -> tuple[int, tuple[t.Patch, ...]]:
-        _, patches, _ = client.scans.neuron(scan_id, layer, channel, k=k)
+        _, patches, _ = client.scans.neuron(scan_id, layer, channel, k=k, patch_size=patch_size)
         return channel, tuple(sorted(patches, key=lambda p: p.hit.rank))
 
     with ThreadPoolExecutor(max_workers=QUERY_THREADS) as pool:
@@ -124,8 +124,11 @@ def write_report(
     k: int | None = None,
     size: tuple[int, int] | None = None,
     progress: Any = None,
+    patch_size: int = 0,
 ) -> Path:
-    """Write the gallery of a finished scan into `out`; returns the path of index.html."""
+    """Write the gallery of a finished scan into `out`; returns the path of index.html.
+
+    `patch_size` > 0 has the server letterbox every patch into that square (smaller files)."""
     from maxact.client.scan_cli import scan_json
 
     scan: ScanInfo = client.scans.get(scan_id)
@@ -178,7 +181,7 @@ def write_report(
         # in slices, so the progress bar moves and memory holds one slice of PNGs at a time
         for start in range(0, len(channels), 4 * QUERY_THREADS):
             chunk = channels[start : start + 4 * QUERY_THREADS]
-            found = _query(client, scan.id, name, chunk, k)
+            found = _query(client, scan.id, name, chunk, k, patch_size)
             for channel in chunk:
                 entries = []
                 for patch in found[channel]:
