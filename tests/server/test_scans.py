@@ -120,3 +120,16 @@ def test_bad_scan_requests_fail_at_once_with_the_culprit_named(squares: Client) 
         with pytest.raises(MaxactError) as caught:
             call()
         assert (caught.value.code, caught.value.reason) == (code, reason)
+
+
+def test_a_cancelled_scan_stays_cancelled_whatever_its_worker_was_doing(
+    squares: Client,
+) -> None:
+    """Cancel right after create, many times: the worker may be loading, preparing or running;
+    the scan must end cancelled (never flip back to running or succeeded) and watch must end."""
+    for _ in range(15):
+        scan = squares.scans.create("net", ["conv1", "relu1"], "labelled", k=3)
+        assert squares.scans.cancel(scan.id).state in ("cancelled", "succeeded")
+        final = [info.state for info in squares.scans.watch(scan.id)][-1]
+        assert final == squares.scans.get(scan.id).state
+        assert final in ("cancelled", "succeeded")

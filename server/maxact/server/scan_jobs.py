@@ -32,6 +32,7 @@ log = logging.getLogger("maxact.server")
 
 MAX_K = 1000
 MAX_LAYERS = 16
+ACTIVE_STATES = frozenset({"queued", "running"})
 KINDS_BY_MODE = {"image": ("top", "bottom"), "position": ("top", "bottom", "position")}
 
 
@@ -146,11 +147,11 @@ class ScanJobs:
             return record
         with self._lock:
             job = self._running.get(scan_id)
-        self.store.set_state(scan_id, "cancelled")
         if job is not None:
             job.cancel.set()
             if job.engine is not None:
                 job.engine.stop()
+        self.store.transition(scan_id, "cancelled", ACTIVE_STATES)
         return self.get(scan_id)
 
     # -- running ---------------------------------------------------------------------------
@@ -196,9 +197,8 @@ class ScanJobs:
                 self._running.pop(scan_id, None)
 
     def _fail(self, scan_id: str, message: str) -> None:
-        record = self.store.get(scan_id)
-        if record is not None and not record.finished and not self._closing.is_set():
-            self.store.set_state(scan_id, "failed", message)
+        if not self._closing.is_set():
+            self.store.transition(scan_id, "failed", ACTIVE_STATES, message)
 
     def prepare(
         self, record: ScanRecord
@@ -232,7 +232,8 @@ class ScanJobs:
                 reducer.load_state(states[name])
             start = record.checkpoint_position
             base_done, base_failed = record.checkpoint_done, record.checkpoint_failed
-        self.store.set_state(scan_id, "running")
+        if not self.store.transition(scan_id, "running", ACTIVE_STATES):
+            return  # cancelled while it was being prepared
         sources = [
             file_source(i, image_id, dataset.root / image_id) for i, image_id in enumerate(ids)
         ][start:]

@@ -225,6 +225,19 @@ class Store:
                 (state, error, time.time(), scan_id),
             )
 
+    def transition(
+        self, scan_id: str, state: str, allowed_from: frozenset[str], error: str = ""
+    ) -> bool:
+        """Set `state` only if the scan is in one of `allowed_from` (atomic): a cancelled scan
+        can never be turned back into a running or succeeded one by a racing worker."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                f"UPDATE scans SET state = ?, error = ?, update_time = ? WHERE id = ?"
+                f" AND state IN ({','.join('?' * len(allowed_from))})",
+                (state, error, time.time(), scan_id, *sorted(allowed_from)),
+            )
+            return cursor.rowcount == 1
+
     def set_progress(self, scan_id: str, done: int, failed: int) -> None:
         with self._transaction() as db:
             db.execute(
@@ -262,8 +275,12 @@ class Store:
         done: int,
         failed: int,
     ) -> None:
-        """Store the results and mark the scan succeeded, in one transaction."""
+        """Store the results and mark the scan succeeded, in one transaction (unless it was
+        cancelled meanwhile: then nothing is written)."""
         with self._transaction() as db:
+            (state,) = db.execute("SELECT state FROM scans WHERE id = ?", (scan_id,)).fetchone()
+            if state != "running":
+                return
             db.execute("DELETE FROM topk_rows WHERE scan_id = ?", (scan_id,))
             db.executemany(
                 "INSERT INTO topk_rows (scan_id, layer, channel, kind, rank, image, score, y, x)"
