@@ -186,18 +186,27 @@ class ResolvedPreprocessing:
         assert size is not None
         return size
 
+    def resized_size(self, height: int, width: int) -> tuple[int, int]:
+        """(height, width) of an image of this size after the resize step."""
+        if self.size is not None:
+            return self.size
+        if self.resize_shorter is not None:
+            return shorter_side_size(height, width, self.resize_shorter)
+        return height, width
+
+    def crop_origin(self, resized_height: int, resized_width: int) -> tuple[int, int]:
+        """(top, left) of the centre crop inside the resized image ((0, 0) without a crop)."""
+        if self.center_crop is None:
+            return 0, 0
+        return (
+            round((resized_height - self.center_crop[0]) / 2.0),
+            round((resized_width - self.center_crop[1]) / 2.0),
+        )
+
     def geometry(self, original_height: int, original_width: int) -> Geometry:
         """The affine map from this image's pixels to model-input pixels."""
-        if self.size is not None:
-            new_h, new_w = self.size
-        elif self.resize_shorter is not None:
-            new_h, new_w = shorter_side_size(original_height, original_width, self.resize_shorter)
-        else:
-            new_h, new_w = original_height, original_width
-        top = left = 0
-        if self.center_crop is not None:
-            top = round((new_h - self.center_crop[0]) / 2.0)
-            left = round((new_w - self.center_crop[1]) / 2.0)
+        new_h, new_w = self.resized_size(original_height, original_width)
+        top, left = self.crop_origin(new_h, new_w)
         return Geometry(
             factor_y=new_h / original_height,
             factor_x=new_w / original_width,
@@ -210,18 +219,12 @@ class ResolvedPreprocessing:
     def resize_and_crop(self, image: Image.Image) -> Image.Image:
         """The geometric part: Pillow bilinear resize, then centre crop (padding if too small)."""
         width, height = image.size
-        if self.size is not None:
-            new_h, new_w = self.size
-        elif self.resize_shorter is not None:
-            new_h, new_w = shorter_side_size(height, width, self.resize_shorter)
-        else:
-            new_h, new_w = height, width
+        new_h, new_w = self.resized_size(height, width)
         if (new_w, new_h) != (width, height):
             image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
         if self.center_crop is not None:
+            top, left = self.crop_origin(new_h, new_w)
             crop_h, crop_w = self.center_crop
-            top = round((new_h - crop_h) / 2.0)
-            left = round((new_w - crop_w) / 2.0)
             image = image.crop((left, top, left + crop_w, top + crop_h))
         return image
 
