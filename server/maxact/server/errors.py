@@ -45,11 +45,3 @@ def not_found(reason: str, message: str, **metadata: str) -> ServiceError:
 
 def failed_precondition(reason: str, message: str, **metadata: str) -> ServiceError:
     return ServiceError(grpc.StatusCode.FAILED_PRECONDITION, reason, message, metadata)
-
-
-def unimplemented(what: str) -> ServiceError:
-    return ServiceError(
-        grpc.StatusCode.UNIMPLEMENTED,
-        "NOT_IMPLEMENTED",
-        f"{what} is not implemented in this version of the maxact server",
-    )

@@ -27,6 +27,14 @@ async def _abort(context: grpc.aio.ServicerContext, error: ServiceError) -> None
     await context.abort_with_status(rpc_status.to_status(error.to_status()))
 
 
+async def _abort_for(exc: Exception, context: grpc.aio.ServicerContext, method: str) -> None:
+    """Abort with `exc` as a status: a ServiceError as it is, a surprise as INTERNAL (logged);
+    an abort already under way passes through."""
+    if isinstance(exc, grpc.aio.AbortError):
+        raise exc
+    await _abort(context, exc if isinstance(exc, ServiceError) else _internal(exc, method))
+
+
 def rpc(handler: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap a servicer method so that every failure reaches the client as a proper status."""
     name = handler.__name__
@@ -39,12 +47,8 @@ def rpc(handler: Callable[..., Any]) -> Callable[..., Any]:
             try:
                 async for item in handler(self, request, context):
                     yield item
-            except ServiceError as error:
-                await _abort(context, error)
             except Exception as exc:
-                if isinstance(exc, grpc.aio.AbortError):
-                    raise
-                await _abort(context, _internal(exc, name))
+                await _abort_for(exc, context, name)
 
         return streaming
 
@@ -52,18 +56,7 @@ def rpc(handler: Callable[..., Any]) -> Callable[..., Any]:
     async def unary(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             return await handler(self, request, context)
-        except ServiceError as error:
-            await _abort(context, error)
         except Exception as exc:
-            if isinstance(exc, grpc.aio.AbortError):
-                raise
-            await _abort(context, _internal(exc, name))
+            await _abort_for(exc, context, name)
 
     return unary
-
-
-async def abort_unimplemented(context: grpc.aio.ServicerContext, what: str) -> None:
-    """UNIMPLEMENTED with a message that says which RPC; never a fake answer."""
-    from ..errors import unimplemented
-
-    await _abort(context, unimplemented(what))
