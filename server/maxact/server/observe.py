@@ -8,11 +8,13 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import grpc
 
+from .handlers import same_shape
 from .metrics import METRICS
 
 log = logging.getLogger("maxact.server.rpc")
@@ -45,36 +47,34 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):
         metadata = dict(details.invocation_metadata or ())
         request_id = str(metadata.get(REQUEST_ID_HEADER) or uuid.uuid4().hex[:16])
 
-        def finish(
-            context: grpc.aio.ServicerContext, start: float, failed: BaseException | None
-        ) -> None:
-            seconds = time.perf_counter() - start
-            code = _code_name(context, failed)
-            METRICS.inc("maxact_rpc_requests_total", method=method, code=code)
-            METRICS.observe("maxact_rpc_duration_seconds", seconds, method=method)
-            log.info(
-                json.dumps(
-                    {
-                        "request_id": request_id,
-                        "method": method,
-                        "code": code,
-                        "ms": round(seconds * 1000, 2),
-                        "peer": context.peer(),
-                    }
-                )
-            )
+        @contextmanager
+        def watched(context: grpc.aio.ServicerContext) -> Iterator[None]:
+            """Time the call, then count it and log one line with its final status."""
+            start, failed = time.perf_counter(), None
+            try:
+                yield
+            except BaseException as exc:
+                failed = exc
+                raise
+            finally:
+                seconds = time.perf_counter() - start
+                code = _code_name(context, failed)
+                METRICS.inc("maxact_rpc_requests_total", method=method, code=code)
+                METRICS.observe("maxact_rpc_duration_seconds", seconds, method=method)
+                line = {
+                    "request_id": request_id,
+                    "method": method,
+                    "code": code,
+                    "ms": round(seconds * 1000, 2),
+                    "peer": context.peer(),
+                }
+                log.info(json.dumps(line))
 
         def unary(behaviour: Callable[..., Any]) -> Callable[..., Any]:
             async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                start, failed = time.perf_counter(), None
-                try:
+                with watched(context):
                     result = behaviour(request, context)
                     return await result if inspect.isawaitable(result) else result
-                except BaseException as exc:
-                    failed = exc
-                    raise
-                finally:
-                    finish(context, start, failed)
 
             return wrapped
 
@@ -85,8 +85,7 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):
             async def wrapped(
                 request: Any, context: grpc.aio.ServicerContext
             ) -> AsyncIterator[Any]:
-                start, failed = time.perf_counter(), None
-                try:
+                with watched(context):
                     results = behaviour(request, context)
                     if hasattr(results, "__aiter__"):
                         async for item in results:
@@ -94,22 +93,7 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):
                     else:
                         for item in results:
                             yield item
-                except BaseException as exc:
-                    failed = exc
-                    raise
-                finally:
-                    finish(context, start, failed)
 
             return wrapped
 
-        shape = dict(
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(unary(handler.unary_unary), **shape)
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(streaming(handler.unary_stream), **shape)
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(unary(handler.stream_unary), **shape)
-        return grpc.stream_stream_rpc_method_handler(streaming(handler.stream_stream), **shape)
+        return same_shape(handler, unary, streaming)
