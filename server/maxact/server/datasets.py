@@ -82,6 +82,13 @@ class DatasetCatalog:
         )
 
     def open(self, name: str) -> Dataset:
+        """The dataset listed now: ids, labels (walks the whole folder)."""
+        root = self.root_of(name)
+        ids = list_image_ids(root)
+        return Dataset(name=name, root=root, ids=tuple(ids), labels=read_labels(root, ids))
+
+    def root_of(self, name: str) -> Path:
+        """The dataset's folder, checked, without listing its images."""
         if self.data_root is None:
             raise not_found(
                 "DATASET_NOT_FOUND",
@@ -99,5 +106,4 @@ class DatasetCatalog:
                 f"dataset {name!r} not found under the data root; known: {self.names()}",
                 dataset=name,
             )
-        ids = list_image_ids(root)
-        return Dataset(name=name, root=root, ids=tuple(ids), labels=read_labels(root, ids))
+        return root

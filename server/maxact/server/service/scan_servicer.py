@@ -210,13 +210,14 @@ class NeuronServicer(neuron_service_pb2_grpc.NeuronServiceServicer):
         )
         kind = "bottom" if request.bottom else ("position" if record.mode == "position" else "top")
         rows = self.jobs.store.topk_rows(record.id, layer.name, request.channel, kind, k)
-        dataset = self.jobs.datasets.open(record.dataset) if request.include_patches else None
+        # the dataset's folder only: listing its images is not needed to crop k of them
+        root = self.jobs.datasets.root_of(record.dataset) if request.include_patches else None
         crops: list[Any] = [None] * len(rows)
-        if dataset is not None:
+        if root is not None:
             crops = list(
                 _CROP_POOL.map(
                     lambda row: _crop_or_none(
-                        renderer, dataset.root / row.image, row, layer, prep, request.channel
+                        renderer, root / row.image, row, layer, prep, request.channel
                     ),
                     rows,
                 )
@@ -228,7 +229,7 @@ class NeuronServicer(neuron_service_pb2_grpc.NeuronServiceServicer):
         for row, patch in zip(rows, crops, strict=True):
             box = _input_box(row, layer, prep, request.channel)
             hit = Hit(row.rank, -1, row.image, row.score, (row.y, row.x), request.channel, box)
-            if dataset is None:
+            if root is None:
                 response.patches.append(tpb.Patch(hit=hit_to_proto(hit)))
                 continue
             if patch is None:
