@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import onnx
 
 from .axis import AxisField, transposed_window_axis, window_axis
 from .context import Context, attr
-from .state import FLAT, Const, Flat, Group, Spatial, State, Unsupported, groups_in, union_groups
+from .state import (
+    FLAT,
+    Const,
+    Flat,
+    Group,
+    Spatial,
+    State,
+    Unsupported,
+    groups_in,
+    map_axes,
+    merge_groups,
+    union_groups,
+)
 
 
 def _nchw(x: Spatial, op: str) -> None:
@@ -23,7 +36,6 @@ def _same_total(n: int, n_out: int, k: int, s: int, d: int) -> int:
 def window_pads(
     node: onnx.NodeProto,
     sizes: tuple[int, int],
-    outs: tuple[int, int],
     kernel: list[int],
     strides: list[int],
     dils: list[int],
@@ -42,6 +54,28 @@ def window_pads(
     return pads[:2]
 
 
+def transposed_pads(
+    node: onnx.NodeProto,
+    sizes: tuple[int, int],
+    outs: tuple[int, int],
+    kernel: list[int],
+    strides: list[int],
+    dils: list[int],
+) -> list[int]:
+    """ConvTranspose begin pads: from attributes, or from output_shape / auto_pad."""
+    mode = attr(node, "auto_pad", "NOTSET")
+    if attr(node, "output_shape") is not None or mode in ("SAME_UPPER", "SAME_LOWER"):
+        opad = list(attr(node, "output_padding", [0, 0]))
+        pads = []
+        for k in range(2):
+            total = strides[k] * (sizes[k] - 1) + opad[k] + (kernel[k] - 1) * dils[k] + 1 - outs[k]
+            pads.append(total // 2 if mode == "SAME_UPPER" else total - total // 2)
+        return pads
+    if mode == "VALID":
+        return [0, 0]
+    return list(attr(node, "pads", [0, 0, 0, 0]))[:2]
+
+
 def _geometry(node: onnx.NodeProto, kernel: list[int]) -> tuple[list[int], list[int]]:
     strides = list(attr(node, "strides", [1, 1]))
     dils = list(attr(node, "dilations", [1, 1]))
@@ -50,29 +84,60 @@ def _geometry(node: onnx.NodeProto, kernel: list[int]) -> tuple[list[int], list[
     return strides, dils
 
 
-def conv(ctx: Context, node: onnx.NodeProto, ins: list[State]) -> list[State]:
-    """Conv: each output channel block reads its input block through one window per axis."""
+AxisWindow = Callable[[AxisField, int, int, int, int, int], AxisField]
+
+
+def _windows(
+    window: AxisWindow,
+    out_shape: tuple[int, ...],
+    kernel: list[int],
+    strides: list[int],
+    dils: list[int],
+    pads: list[int],
+) -> tuple[Callable[[AxisField], AxisField], Callable[[AxisField], AxisField]]:
+    """The (height, width) axis ops of one 2-D window op on an NCHW output."""
+
+    def fh(a: AxisField) -> AxisField:
+        return window(a, out_shape[2], kernel[0], strides[0], dils[0], pads[0])
+
+    def fw(a: AxisField) -> AxisField:
+        return window(a, out_shape[3], kernel[1], strides[1], dils[1], pads[1])
+
+    return fh, fw
+
+
+def _channel_mixing(
+    ctx: Context, node: onnx.NodeProto, ins: list[State], window: AxisWindow, transposed: bool
+) -> list[State]:
+    """Conv / ConvTranspose: each output channel block reads its input block through a window."""
     x = ins[0]
     if any(not isinstance(s, Const) for s in ins[1:]):
-        raise Unsupported("Conv weights depend on the image")
+        raise Unsupported(f"{node.op_type} weights depend on the image")
     if isinstance(x, Flat):
         return [FLAT]
     assert isinstance(x, Spatial)
-    _nchw(x, "Conv")
+    _nchw(x, node.op_type)
     wshape = ctx.shape(node.input[1])
     kernel = list(attr(node, "kernel_shape", wshape[2:]))
     strides, dils = _geometry(node, kernel)
     in_shape, out_shape = ctx.shape(node.input[0]), ctx.shape(node.output[0])
-    pads = window_pads(node, in_shape[2:], out_shape[2:], kernel, strides, dils)
-
-    def fh(a: AxisField) -> AxisField:
-        return window_axis(a, out_shape[2], kernel[0], strides[0], dils[0], pads[0])
-
-    def fw(a: AxisField) -> AxisField:
-        return window_axis(a, out_shape[3], kernel[1], strides[1], dils[1], pads[1])
-
+    if transposed:
+        pads = transposed_pads(node, in_shape[2:], out_shape[2:], kernel, strides, dils)
+    else:
+        pads = window_pads(node, in_shape[2:], kernel, strides, dils)
+    fh, fw = _windows(window, out_shape, kernel, strides, dils, pads)
     groups = _blocks(x, int(attr(node, "group", 1)), in_shape[1], out_shape[1], fh, fw)
     return [Spatial(4, 1, 2, 3, out_shape[1], tuple(groups), x.global_context)]
+
+
+def conv(ctx: Context, node: onnx.NodeProto, ins: list[State]) -> list[State]:
+    """Conv: one window per axis, stride s."""
+    return _channel_mixing(ctx, node, ins, window_axis, transposed=False)
+
+
+def conv_transpose(ctx: Context, node: onnx.NodeProto, ins: list[State]) -> list[State]:
+    """ConvTranspose: the stride becomes 1/s; pads from attributes or output_shape/auto_pad."""
+    return _channel_mixing(ctx, node, ins, transposed_window_axis, transposed=True)
 
 
 def _blocks(x: Spatial, group: int, cin: int, cout: int, fh, fw) -> list[Group]:
@@ -90,12 +155,8 @@ def _blocks(x: Spatial, group: int, cin: int, cout: int, fh, fw) -> list[Group]:
         if id(u) not in done:
             done[id(u)] = (fh(u.h), fw(u.w))
         h, w = done[id(u)]
-        first = b * cout_g
-        if out and out[-1].h is h and out[-1].w is w:
-            out[-1] = Group(out[-1].first, first + cout_g - 1, h, w)
-        else:
-            out.append(Group(first, first + cout_g - 1, h, w))
-    return out
+        out.append(Group(b * cout_g, (b + 1) * cout_g - 1, h, w))
+    return merge_groups(out)
 
 
 def pool(ctx: Context, node: onnx.NodeProto, ins: list[State]) -> list[State]:
@@ -108,56 +169,8 @@ def pool(ctx: Context, node: onnx.NodeProto, ins: list[State]) -> list[State]:
     kernel = list(attr(node, "kernel_shape"))
     strides, dils = _geometry(node, kernel)
     in_shape, out_shape = ctx.shape(node.input[0]), ctx.shape(node.output[0])
-    pads = window_pads(node, in_shape[2:], out_shape[2:], kernel, strides, dils)
-    cache: dict[tuple[int, int], AxisField] = {}
-
-    def once(a: AxisField, k: int) -> AxisField:
-        key = (id(a), k)
-        if key not in cache:
-            cache[key] = window_axis(a, out_shape[2 + k], kernel[k], strides[k], dils[k], pads[k])
-        return cache[key]
-
-    groups = [Group(g.first, g.last, once(g.h, 0), once(g.w, 1)) for g in x.groups]
+    pads = window_pads(node, in_shape[2:], kernel, strides, dils)
+    fh, fw = _windows(window_axis, out_shape, kernel, strides, dils, pads)
+    groups = map_axes(x.groups, fh, fw)
     y = Spatial(4, 1, 2, 3, x.channels, tuple(groups), x.global_context)
     return [y] * len(node.output)
-
-
-def conv_transpose(ctx: Context, node: onnx.NodeProto, ins: list[State]) -> list[State]:
-    """ConvTranspose: the stride becomes 1/s; pads from attributes or output_shape/auto_pad."""
-    x = ins[0]
-    if any(not isinstance(s, Const) for s in ins[1:]):
-        raise Unsupported("ConvTranspose weights depend on the image")
-    if isinstance(x, Flat):
-        return [FLAT]
-    assert isinstance(x, Spatial)
-    _nchw(x, "ConvTranspose")
-    wshape = ctx.shape(node.input[1])
-    kernel = list(attr(node, "kernel_shape", wshape[2:]))
-    strides, dils = _geometry(node, kernel)
-    in_shape, out_shape = ctx.shape(node.input[0]), ctx.shape(node.output[0])
-    mode = attr(node, "auto_pad", "NOTSET")
-    if attr(node, "output_shape") is not None or mode in ("SAME_UPPER", "SAME_LOWER"):
-        opad = list(attr(node, "output_padding", [0, 0]))
-        pads = []
-        for k in range(2):
-            total = (
-                strides[k] * (in_shape[2 + k] - 1)
-                + opad[k]
-                + (kernel[k] - 1) * dils[k]
-                + 1
-                - out_shape[2 + k]
-            )
-            pads.append(total // 2 if mode == "SAME_UPPER" else total - total // 2)
-    elif mode == "VALID":
-        pads = [0, 0]
-    else:
-        pads = list(attr(node, "pads", [0, 0, 0, 0]))[:2]
-
-    def fh(a: AxisField) -> AxisField:
-        return transposed_window_axis(a, out_shape[2], kernel[0], strides[0], dils[0], pads[0])
-
-    def fw(a: AxisField) -> AxisField:
-        return transposed_window_axis(a, out_shape[3], kernel[1], strides[1], dils[1], pads[1])
-
-    groups = _blocks(x, int(attr(node, "group", 1)), in_shape[1], out_shape[1], fh, fw)
-    return [Spatial(4, 1, 2, 3, out_shape[1], tuple(groups), x.global_context)]
