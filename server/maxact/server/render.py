@@ -39,6 +39,7 @@ from PIL import Image
 from .errors import failed_precondition, invalid_argument
 from .preprocess import Geometry, ResolvedPreprocessing, to_rgb
 from .rf import AxisGeometry, TensorField
+from .scan.layer import channels_first
 
 if TYPE_CHECKING:
     from .models import LoadedModel
@@ -371,8 +372,6 @@ class LayerActivations:
         self._field = field
 
     def __call__(self, array: np.ndarray, channel: int) -> np.ndarray:
-        from .scanner import channel_maps
-
         model = self._model
         session = model.session((self._layer,))
         batch = array[None]
@@ -380,4 +379,4 @@ class LayerActivations:
         if fixed is not None and fixed > 1:
             batch = np.repeat(batch, fixed, axis=0)
         (output,) = session.run([self._layer], {model.input.name: batch})
-        return channel_maps(np.asarray(output), self._field, channel)[0]
+        return channels_first(np.asarray(output), self._field)[0, channel]

@@ -21,6 +21,12 @@ _NO_IMAGE = np.iinfo(np.int64).max
 KINDS = ("top", "bottom", "position", "position_bottom")
 
 
+def channels_first(output: np.ndarray, field: TensorField) -> np.ndarray:
+    """[B, C, H, W] view of a spatial tensor, whatever its layout."""
+    axes = (field.channel_axis, field.height_axis, field.width_axis)
+    return np.moveaxis(output, axes, (1, 2, 3))
+
+
 @dataclass(frozen=True)
 class ReduceOptions:
     """What to keep per channel. `image` mode top-k is always kept."""
@@ -30,6 +36,9 @@ class ReduceOptions:
     position: bool = False  # position mode (several units per image, RF-overlap suppressed)
     position_bottom: bool = False
     per_image_cap: int = 0  # position mode: at most this many units per image (0: k)
+    # image mode on one unit: rank each channel's value at this (y, x) of a spatial tensor
+    # instead of its maximum over space (a neuron query for a single unit)
+    unit: tuple[int, int] | None = None
 
 
 class LayerReducer:
@@ -78,8 +87,7 @@ class LayerReducer:
     def maps(self, output: np.ndarray) -> np.ndarray:
         """[B, C, H, W] (spatial) or [B, C] (flat) of the selected channels."""
         if self.field is not None:
-            f = self.field
-            moved = np.moveaxis(output, (f.channel_axis, f.height_axis, f.width_axis), (1, 2, 3))
+            moved = channels_first(output, self.field)
         else:
             moved = output.reshape(output.shape[0], -1)
         if len(self.channels) != moved.shape[1]:
@@ -96,6 +104,11 @@ class LayerReducer:
         if self.field is None:
             responses = maps
             ys = xs = np.zeros((b, len(self.channels)), dtype=np.int64)
+        elif self.options.unit is not None:
+            y, x = self.options.unit
+            responses = maps[:, :, y, x]
+            ys = np.full(responses.shape, y, dtype=np.int64)
+            xs = np.full(responses.shape, x, dtype=np.int64)
         else:
             flat = maps.reshape(b, maps.shape[1], -1)
             best = np.argmax(flat, axis=2)  # first max: row-major tie rule
