@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-_NO_IMAGE = np.iinfo(np.int64).max
+NO_IMAGE = np.iinfo(np.int64).max  # the image index of an empty slot
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class RunningTopK:
         self.k = k
         self.largest = largest
         self._key = np.full((channels, k), -np.inf)
-        self._image = np.full((channels, k), _NO_IMAGE, dtype=np.int64)
+        self._image = np.full((channels, k), NO_IMAGE, dtype=np.int64)
         self._y = np.zeros((channels, k), dtype=np.int64)
         self._x = np.zeros((channels, k), dtype=np.int64)
 
@@ -54,8 +54,8 @@ class RunningTopK:
         key = np.where(np.isnan(key), -np.inf, key).T
         images = images.T
         # only channels where some candidate can enter (ties may: the order decides) are sorted
-        full = self._image[:, -1] != _NO_IMAGE
-        entering = ((key >= self._key[:, -1:]) & (images != _NO_IMAGE)).any(axis=1) | ~full
+        full = self._image[:, -1] != NO_IMAGE
+        entering = ((key >= self._key[:, -1:]) & (images != NO_IMAGE)).any(axis=1) | ~full
         rows = np.flatnonzero(entering)
         if rows.size == 0:
             return
@@ -109,7 +109,7 @@ class RunningTopK:
         result = []
         for j in range(self.k):
             image = int(self._image[channel, j])
-            if image == _NO_IMAGE:
+            if image == NO_IMAGE:
                 break
             key = float(self._key[channel, j])
             result.append(
@@ -124,4 +124,4 @@ class RunningTopK:
 
     def images(self) -> np.ndarray:
         """[channels, k] image index of every kept slot (-1 where empty)."""
-        return np.where(self._image == _NO_IMAGE, -1, self._image)
+        return np.where(self._image == NO_IMAGE, -1, self._image)

@@ -12,12 +12,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..reducers import Entry, RunningTopK
+from ..reducers import NO_IMAGE, Entry, RunningTopK
 from ..rf import TensorField
 from .stats import ChannelStatistics, StatisticsReducer
 from .suppress import overlap_matrix, suppressed_candidates
 
-_NO_IMAGE = np.iinfo(np.int64).max
 KINDS = ("top", "bottom", "position", "position_bottom")
 
 
@@ -135,10 +134,10 @@ class LayerReducer:
             full_scores = np.full((b, cap, c), -np.inf if largest else np.inf)
             full_y = np.zeros((b, cap, c), dtype=np.int64)
             full_x = np.zeros((b, cap, c), dtype=np.int64)
-            full_image = np.full((b, cap, c), _NO_IMAGE, dtype=np.int64)
+            full_image = np.full((b, cap, c), NO_IMAGE, dtype=np.int64)
             full_scores[:, :, inside] = np.where(valid, scores, full_scores[:, :, inside])
             full_y[:, :, inside], full_x[:, :, inside] = ys, xs
-            full_image[:, :, inside] = np.where(valid, images[:, None, None], _NO_IMAGE)
+            full_image[:, :, inside] = np.where(valid, images[:, None, None], NO_IMAGE)
             topk.update(
                 full_scores.reshape(b * cap, c),
                 full_image.reshape(b * cap, c),
