@@ -39,6 +39,17 @@ class LayerEntry:
     field_error: str
 
 
+def require_field(layer: LayerEntry) -> TensorField:
+    """Patches need a receptive field; an untraceable op is a precondition failure."""
+    if layer.field is None:
+        raise failed_precondition(
+            "RECEPTIVE_FIELD_UNAVAILABLE",
+            layer.field_error or f"layer {layer.name!r} has no receptive field",
+            layer=layer.name,
+        )
+    return layer.field
+
+
 @dataclass
 class SizeView:
     """Everything about a model that depends on the input size, computed once."""

@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from .datasets import DatasetCatalog
-from .errors import ServiceError, failed_precondition, invalid_argument, not_found
+from .errors import ServiceError, invalid_argument, not_found
 from .metrics import METRICS
-from .models import LayerEntry, LoadedModel, ModelRegistry
+from .models import LayerEntry, LoadedModel, ModelRegistry, require_field
 from .preprocess import Preprocessing, ResolvedPreprocessing, resolve
 from .reader import file_source
 from .scan.engine import EngineCallbacks, EngineCancelled, ScanEngine
@@ -33,7 +33,6 @@ log = logging.getLogger("maxact.server")
 MAX_K = 1000
 MAX_LAYERS = 16
 ACTIVE_STATES = frozenset({"queued", "running"})
-KINDS_BY_MODE = {"image": ("top", "bottom"), "position": ("top", "bottom", "position")}
 
 
 @dataclass
@@ -116,11 +115,7 @@ class ScanJobs:
             model.default_preprocessing, preprocessing, model.input.fixed_size, model.input.layout
         )
         for layer in dict.fromkeys(layers):
-            entry = model.layer(prep.input_size, layer)
-            if entry.field is None:
-                raise failed_precondition(
-                    "RECEPTIVE_FIELD_UNAVAILABLE", entry.field_error, layer=layer
-                )
+            require_field(model.layer(prep.input_size, layer))
         dataset = self.datasets.open(dataset_name)
         record = self.store.create_scan(
             uuid.uuid4().hex[:16],

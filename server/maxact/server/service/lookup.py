@@ -6,8 +6,8 @@ import asyncio
 from dataclasses import dataclass
 
 from ..datasets import DatasetCatalog
-from ..errors import failed_precondition, invalid_argument
-from ..models import LayerEntry, LoadedModel, ModelRegistry
+from ..errors import invalid_argument
+from ..models import LayerEntry, LoadedModel, ModelRegistry, require_field
 
 
 @dataclass
@@ -66,11 +66,12 @@ def check_unit(layer: LayerEntry, unit: tuple[int, int]) -> None:
         )
 
 
-def require_field(layer: LayerEntry) -> None:
-    """Patches need a receptive field; an untraceable op is a precondition failure."""
-    if layer.field is None:
-        raise failed_precondition(
-            "RECEPTIVE_FIELD_UNAVAILABLE",
-            layer.field_error or f"layer {layer.name!r} has no receptive field",
-            layer=layer.name,
-        )
+__all__ = [
+    "ServerState",
+    "check_channel",
+    "check_unit",
+    "find_layer",
+    "load_model",
+    "require_field",
+    "size_from",
+]
