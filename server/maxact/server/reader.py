@@ -72,14 +72,21 @@ def load_original(source: ImageSource) -> Image.Image:
     """Decode fully, upright (EXIF orientation applied): the "original image" boxes refer to."""
     with source.open() as image:
         check_pixels(image)
-        image.load()
-        upright = ImageOps.exif_transpose(image)
-        return upright if upright is not None else image.copy()
+        return upright(image)
 
 
-def _prepare(
+def upright(opened: Image.Image) -> Image.Image:
+    """Decode an opened image and apply its EXIF orientation: a new image, usable once the
+    file is closed."""
+    opened.load()
+    turned = ImageOps.exif_transpose(opened)
+    return turned if turned is not None else opened.copy()
+
+
+def prepare_full(
     source: ImageSource, prep: ResolvedPreprocessing
 ) -> tuple[np.ndarray, tuple[int, int]]:
+    """(model input array, original (height, width)) from a full decode."""
     image = load_original(source)
     return prep.to_array(image), (image.height, image.width)
 
@@ -105,7 +112,7 @@ def read_batches(
     flight, and not at all once `stop` is set. Indices must follow the iteration order.
     `prepare` decodes and preprocesses one image (default: full decode, `prep.to_array`).
     """
-    prepare = prepare or _prepare
+    prepare = prepare or prepare_full
     workers = threads or max(1, min(4, os.cpu_count() or 1))
     window = max(2 * batch_size, 4 * workers)
     with ThreadPoolExecutor(workers, thread_name_prefix="maxact-scan-decode") as pool:

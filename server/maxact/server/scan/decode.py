@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ..preprocess import ResolvedPreprocessing, shorter_side_size, to_rgb
-from ..reader import ImageSource, check_pixels, load_original
+from ..reader import ImageSource, check_pixels, prepare_full, upright
 
 DRAFT_FACTOR = 2
 
@@ -48,22 +48,19 @@ def prepare(
 ) -> tuple[np.ndarray, tuple[int, int]]:
     """(model input array, original (height, width)); draft mode only where `uses_draft`."""
     if not draft:
-        image = load_original(source)
-        return prep.to_array(image), (image.height, image.width)
+        return prepare_full(source, prep)
     with source.open() as opened:
         check_pixels(opened)
         if not uses_draft(prep, opened):
-            opened.load()
-            upright = ImageOps.exif_transpose(opened)
-            image = upright if upright is not None else opened.copy()
+            image = upright(opened)
             return prep.to_array(image), (image.height, image.width)
         width, height = _upright_size(opened)
         target_h, target_w = resize_target(prep, height, width)
         request = (target_w, target_h) if (width, height) == opened.size else (target_h, target_w)
         drafted = opened.draft("RGB", request)
         opened.load()
-        upright = ImageOps.exif_transpose(opened)
-        image = upright if upright is not None else opened
+        turned = ImageOps.exif_transpose(opened)
+        image = turned if turned is not None else opened
         scale = opened.decoderconfig[0] if drafted is not None and opened.decoderconfig else 1
         box = (0.0, 0.0, width / scale, height / scale)  # the original's extent, reduced
         resized = to_rgb(image).resize((target_w, target_h), Image.Resampling.BILINEAR, box=box)
