@@ -13,6 +13,14 @@ def parse(*argv: str):
     return cli.build_parser().parse_args(list(argv))
 
 
+def parse_serve(*argv: str):
+    """`maxact serve ARGS`: the client hands ARGS to the server's parser, the one place that
+    declares the serve flags."""
+    from maxact.server import app
+
+    return app.parse_args(cli.serve_argv(["serve", *argv]))
+
+
 def test_global_server_flag_precedes_the_command() -> None:
     args = parse("--server", "host:1234", "models")
     assert args.server == "host:1234" and args.command == "models" and not args.json
@@ -23,18 +31,20 @@ def test_server_defaults_to_none_so_the_client_reads_the_environment() -> None:
 
 
 def test_serve_parses_every_documented_flag() -> None:
-    args = parse(
-        "serve", "--host", "0.0.0.0", "--port", "0", "--model-root", "M", "--data-root", "D",
+    args = parse_serve(
+        "--host", "0.0.0.0", "--port", "0", "--model-root", "M", "--data-root", "D",
         "--store", "s.db", "--device", "cpu", "--auth-token-file", "tok",
         "--tls-cert", "c.pem", "--tls-key", "k.pem",
     )  # fmt: skip
-    assert (args.host, args.port, args.model_root, args.data_root) == ("0.0.0.0", 0, "M", "D")
-    assert (args.store, args.device, args.auth_token_file) == ("s.db", "cpu", "tok")
-    assert (args.tls_cert, args.tls_key) == ("c.pem", "k.pem")
+    assert (args.host, args.port, args.model_root, args.data_root) == (
+        "0.0.0.0", 0, Path("M"), Path("D"),
+    )  # fmt: skip
+    assert (args.store, args.device, args.auth_token_file) == (Path("s.db"), "cpu", Path("tok"))
+    assert (args.tls_cert, args.tls_key) == (Path("c.pem"), Path("k.pem"))
 
 
 def test_serve_defaults_match_the_contract() -> None:
-    args = parse("serve", "--model-root", "M")
+    args = parse_serve("--model-root", "M")
     assert (args.host, args.port, args.device) == ("127.0.0.1", 50051, "auto")
 
 
@@ -86,7 +96,6 @@ def test_demo_defaults_to_demo_out() -> None:
         ["topk", "m", "l", "--channel", "0", "--dataset", "d", "-k", "0"],
         ["topk", "m", "l", "--channel", "0", "--dataset", "d", "--mode", "pixel"],
         ["rf", "m"],
-        ["serve"],  # no --model-root
     ],
 )
 def test_bad_usage_exits_2_with_maxact_error(argv: list[str], capsys) -> None:
@@ -94,3 +103,24 @@ def test_bad_usage_exits_2_with_maxact_error(argv: list[str], capsys) -> None:
         cli.main(argv)
     assert exit_info.value.code == 2
     assert "maxact: error:" in capsys.readouterr().err
+
+
+def test_serve_without_model_root_exits_2_from_the_server_parser(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["serve"])  # no --model-root
+    assert exit_info.value.code == 2
+    assert "maxact serve: error:" in capsys.readouterr().err
+
+
+def test_serve_help_is_the_server_parsers(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["serve", "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: maxact serve" in capsys.readouterr().out
+
+
+def test_unknown_options_of_other_commands_are_still_usage_errors(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["models", "--bogus"])
+    assert exit_info.value.code == 2
+    assert "maxact: error: unrecognized arguments: --bogus" in capsys.readouterr().err

@@ -85,22 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    serve = commands.add_parser("serve", help="run the maxact server (needs maxact[server])")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=_nonnegative_int, default=50051, help="0: a free port")
-    serve.add_argument("--model-root", required=True, metavar="DIR")
-    serve.add_argument("--data-root", metavar="DIR")
-    serve.add_argument("--store", metavar="PATH")
-    serve.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    serve.add_argument("--auth-token-file", metavar="F")
-    serve.add_argument("--tls-cert", metavar="F")
-    serve.add_argument("--tls-key", metavar="F")
-    serve.add_argument("--max-upload-mb", type=_positive_int, default=2048, metavar="MB")
-    serve.add_argument("--max-concurrent-rpcs", type=_positive_int, default=64, metavar="N")
-    serve.add_argument("--max-running-scans", type=_positive_int, default=1, metavar="N")
-    serve.add_argument("--checkpoint-images", type=_positive_int, default=256, metavar="N")
-    serve.add_argument("--metrics-port", type=_nonnegative_int, metavar="PORT")
-    serve.add_argument("--session-cache-mb", type=_positive_int, default=2048, metavar="MB")
+    # The flags of `serve` live in maxact.server.app alone: everything after `serve` is handed
+    # to it verbatim (serve_argv), and it prints `maxact serve --help` itself.
+    commands.add_parser(
+        "serve", help="run the maxact server (needs maxact[server])", add_help=False
+    )
 
     models = commands.add_parser("models", help="list the models under the server's model root")
     _add_json(models)
@@ -175,21 +164,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_GLOBAL_VALUE_OPTIONS = ("--server", "--token-file", "--tls-ca")
+def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    """The parsed command line and, for `serve`, the arguments after it exactly as typed (for
+    maxact.server.app.main, which alone knows the flags of `serve`); exits 2 on bad usage."""
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if rest and args.command != "serve":
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    return args, rest
 
 
 def serve_argv(argv: Sequence[str]) -> list[str]:
     """The arguments after `serve`, exactly as typed, for maxact.server.app.main."""
-    i = 0
-    while i < len(argv):
-        token = argv[i]
-        if token in _GLOBAL_VALUE_OPTIONS:
-            i += 2
-            continue
-        if token == "serve":
-            return list(argv[i + 1 :])
-        i += 1
-    return []
+    return parse(argv)[1]
 
 
 def connect(args: argparse.Namespace) -> Client:
@@ -202,13 +189,14 @@ def _print_doc(args: argparse.Namespace, doc: object, text: str) -> None:
     print(json_out.dumps(doc) if args.json else text)
 
 
-def cmd_serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
+def cmd_serve(argv: list[str]) -> int:
+    """Hand the arguments after `serve` to the server's own command line."""
     try:
         from maxact.server import app  # lazy: the light client has no server dependencies
     except ImportError as error:
         _error(f"the server is not installed ({error}); pip install 'maxact[server]'")
         return EXIT_USAGE
-    return int(app.main(serve_argv(argv)) or 0)
+    return int(app.main(argv) or 0)
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -329,10 +317,10 @@ def _error(message: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `maxact`; returns the exit code (1: server error, 2: usage)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    args, serve_args = parse(argv)
     try:
         if args.command == "serve":
-            return cmd_serve(args, argv)
+            return cmd_serve(serve_args)
         return COMMANDS[args.command](args)
     except MaxactError as error:
         _error(str(error))
