@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
 
 import onnx
 
@@ -15,11 +14,9 @@ from .constants import Constants
 from .context import Context
 from .errors import FieldError
 from .fields import ChannelGroupField, TensorField
-from .state import CONST, FLAT, Const, Failed, Flat, Group, Spatial, State, Unsupported
+from .state import CONST, FLAT, Const, Failed, Flat, Group, Handler, Spatial, State, Unsupported
 
 log = logging.getLogger(__name__)
-
-Handler = Callable[[Context, onnx.NodeProto, list[State]], list[State]]
 
 _UNARY = [
     "Relu",

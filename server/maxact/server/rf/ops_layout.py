@@ -24,6 +24,7 @@ from .state import (
     Unsupported,
     check_aligned,
     groups_in,
+    on_image,
     union_groups,
 )
 
@@ -157,12 +158,9 @@ def _concat_spatial(xs: list[Spatial], on_h: bool, ctx_flag: bool) -> Spatial:
     return xs[0].with_groups([Group(0, xs[0].channels - 1, h, w)], global_context=ctx_flag)
 
 
-def transpose(ctx: Context, node: onnx.NodeProto, ins: list[State]) -> list[State]:
+@on_image
+def transpose(ctx: Context, node: onnx.NodeProto, x: Spatial) -> list[State]:
     """Transpose: the field follows the axes (NHWC models transpose the input first)."""
-    x = ins[0]
-    if isinstance(x, Flat):
-        return [FLAT]
-    assert isinstance(x, Spatial)
     perm = list(attr(node, "perm", list(range(x.rank))[::-1]))
     if perm[0] != 0:
         raise Unsupported("Transpose moves the batch axis")
@@ -188,12 +186,9 @@ def _find_axis(in_shape: tuple[int, ...], out_shape: tuple[int, ...], axis: int)
     return None
 
 
-def reshape(ctx: Context, node: onnx.NodeProto, ins: list[State]) -> list[State]:
+@on_image
+def reshape(ctx: Context, node: onnx.NodeProto, x: Spatial) -> list[State]:
     """Reshape/Flatten/Squeeze/Unsqueeze: local while both spatial axes survive, else flat."""
-    x = ins[0]
-    if isinstance(x, Flat):
-        return [FLAT]
-    assert isinstance(x, Spatial)
     in_shape, out_shape = ctx.shape(node.input[0]), ctx.shape(node.output[0])
     h = _find_axis(in_shape, out_shape, x.h_axis)
     w = _find_axis(in_shape, out_shape, x.w_axis)
@@ -223,12 +218,9 @@ def _axes(ctx: Context, node: onnx.NodeProto, rank: int) -> set[int] | None:
     return None if axes is None else {int(a) % rank for a in axes}
 
 
-def reduce(ctx: Context, node: onnx.NodeProto, ins: list[State]) -> list[State]:
+@on_image
+def reduce(ctx: Context, node: onnx.NodeProto, x: Spatial) -> list[State]:
     """Reduce*/ArgMax: over space -> flat (global); over channels -> one union group."""
-    x = ins[0]
-    if isinstance(x, Flat):
-        return [FLAT]
-    assert isinstance(x, Spatial)
     axes = _axes(ctx, node, x.rank)
     if axes is None:
         if attr(node, "noop_with_empty_axes", 0):
@@ -246,12 +238,9 @@ def reduce(ctx: Context, node: onnx.NodeProto, ins: list[State]) -> list[State]:
     return [x.with_groups([Group(0, 0, g.h, g.w)], channels=1)]
 
 
-def softmax(ctx: Context, node: onnx.NodeProto, ins: list[State]) -> list[State]:
+@on_image
+def softmax(ctx: Context, node: onnx.NodeProto, x: Spatial) -> list[State]:
     """Softmax over channels mixes channels; over space it adds global context."""
-    x = ins[0]
-    if isinstance(x, Flat):
-        return [FLAT]
-    assert isinstance(x, Spatial)
     default = -1 if ctx.opset >= 13 else 1
     axis = int(attr(node, "axis", default)) % x.rank
     axes = {axis} if ctx.opset >= 13 else set(range(axis, x.rank))
@@ -272,12 +261,9 @@ def matmul(ctx: Context, node: onnx.NodeProto, ins: list[State]) -> list[State]:
     return [FLAT]
 
 
-def lrn(ctx: Context, node: onnx.NodeProto, ins: list[State]) -> list[State]:
+@on_image
+def lrn(ctx: Context, node: onnx.NodeProto, x: Spatial) -> list[State]:
     """LRN: channel c reads channels c - (n-1)//2 .. c + ceil((n-1)/2) at the same unit."""
-    x = ins[0]
-    if isinstance(x, Flat):
-        return [FLAT]
-    assert isinstance(x, Spatial)
     if len(x.groups) == 1:
         return [x]
     n = int(attr(node, "size"))

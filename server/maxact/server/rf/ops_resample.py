@@ -12,13 +12,12 @@ import onnx
 from .axis import AxisField, gather_axis, propagate
 from .context import Context, attr
 from .state import (
-    FLAT,
-    Flat,
     Group,
     Spatial,
     State,
     Unsupported,
     map_axes,
+    on_image,
     slice_groups,
 )
 
@@ -52,12 +51,9 @@ def _pad_index(n_out: int, n: int, begin: int, mode: str) -> np.ndarray:
     return np.where((idx >= 0) & (idx < n), idx, -1)
 
 
-def pad(ctx: Context, node: onnx.NodeProto, ins: list[State]) -> list[State]:
+@on_image
+def pad(ctx: Context, node: onnx.NodeProto, x: Spatial) -> list[State]:
     """Pad: constant padding reaches no pixel; reflect/edge/wrap padding reads real pixels."""
-    x = ins[0]
-    if isinstance(x, Flat):
-        return [FLAT]
-    assert isinstance(x, Spatial)
     mode = attr(node, "mode", "constant")
     pads = attr(node, "pads") if ctx.opset < 11 else ctx.value(node, 1)
     if pads is None:
@@ -164,12 +160,9 @@ def _round_envelope(beta: Fraction, nearest: str, down: bool) -> tuple[Fraction,
     return beta - Fraction(1, 2), Fraction(1), False
 
 
-def resize(ctx: Context, node: onnx.NodeProto, ins: list[State]) -> list[State]:
+@on_image
+def resize(ctx: Context, node: onnx.NodeProto, x: Spatial) -> list[State]:
     """Resize / Upsample on the spatial axes (batch and channels must keep their size)."""
-    x = ins[0]
-    if isinstance(x, Flat):
-        return [FLAT]
-    assert isinstance(x, Spatial)
     in_shape, out_shape = ctx.shape(node.input[0]), ctx.shape(node.output[0])
     for a in range(x.rank):
         if a not in (x.h_axis, x.w_axis) and in_shape[a] != out_shape[a]:
@@ -232,12 +225,9 @@ def _cut(x: Spatial, axis: int, start: int, step: int, n_out: int) -> Spatial:
     raise Unsupported(f"slice on axis {axis}")
 
 
-def slice_op(ctx: Context, node: onnx.NodeProto, ins: list[State]) -> list[State]:
+@on_image
+def slice_op(ctx: Context, node: onnx.NodeProto, x: Spatial) -> list[State]:
     """Slice: crops (and strides) spatial axes or selects channel ranges."""
-    x = ins[0]
-    if isinstance(x, Flat):
-        return [FLAT]
-    assert isinstance(x, Spatial)
     if ctx.opset < 10:
         starts, axes, steps = attr(node, "starts"), attr(node, "axes"), None
     else:
@@ -253,12 +243,9 @@ def slice_op(ctx: Context, node: onnx.NodeProto, ins: list[State]) -> list[State
     return [x]
 
 
-def split(ctx: Context, node: onnx.NodeProto, ins: list[State]) -> list[State]:
+@on_image
+def split(ctx: Context, node: onnx.NodeProto, x: Spatial) -> list[State]:
     """Split: each output is a contiguous slice of one axis."""
-    x = ins[0]
-    if isinstance(x, Flat):
-        return [FLAT] * len(node.output)
-    assert isinstance(x, Spatial)
     axis = int(attr(node, "axis", 0)) % x.rank
     out = []
     start = 0
@@ -272,12 +259,9 @@ def split(ctx: Context, node: onnx.NodeProto, ins: list[State]) -> list[State]:
 # ---- DepthToSpace / SpaceToDepth ----------------------------------------------------------
 
 
-def depth_to_space(ctx: Context, node: onnx.NodeProto, ins: list[State]) -> list[State]:
+@on_image
+def depth_to_space(ctx: Context, node: onnx.NodeProto, x: Spatial) -> list[State]:
     """Output row y reads input row y // b (of one channel chosen by y % b: groups merged)."""
-    x = ins[0]
-    if isinstance(x, Flat):
-        return [FLAT]
-    assert isinstance(x, Spatial)
     b = int(attr(node, "blocksize"))
     out_shape = ctx.shape(node.output[0])
     g = x.union()
@@ -291,12 +275,9 @@ def depth_to_space(ctx: Context, node: onnx.NodeProto, ins: list[State]) -> list
     return [_per_axis(single, ops, channels=out_shape[x.c_axis])]
 
 
-def space_to_depth(ctx: Context, node: onnx.NodeProto, ins: list[State]) -> list[State]:
+@on_image
+def space_to_depth(ctx: Context, node: onnx.NodeProto, x: Spatial) -> list[State]:
     """Output channel block (by, bx) reads input rows y*b + by and columns x*b + bx."""
-    x = ins[0]
-    if isinstance(x, Flat):
-        return [FLAT]
-    assert isinstance(x, Spatial)
     b = int(attr(node, "blocksize"))
     out_shape = ctx.shape(node.output[0])
     groups: list[Group] = []

@@ -20,6 +20,7 @@ from .state import (
     groups_in,
     map_axes,
     merge_groups,
+    on_image,
     union_groups,
 )
 
@@ -159,12 +160,9 @@ def _blocks(x: Spatial, group: int, cin: int, cout: int, fh, fw) -> list[Group]:
     return merge_groups(out)
 
 
-def pool(ctx: Context, node: onnx.NodeProto, ins: list[State]) -> list[State]:
+@on_image
+def pool(ctx: Context, node: onnx.NodeProto, x: Spatial) -> list[State]:
     """Max/Average/Lp pooling: a per-channel window (ceil_mode shows in the output size)."""
-    x = ins[0]
-    if isinstance(x, Flat):
-        return [FLAT] * len(node.output)
-    assert isinstance(x, Spatial)
     _nchw(x, node.op_type)
     kernel = list(attr(node, "kernel_shape"))
     strides, dils = _geometry(node, kernel)

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from .axis import AxisField, union_axes
+
+if TYPE_CHECKING:
+    import onnx
+
+    from .context import Context
 
 
 class Unsupported(Exception):
@@ -69,6 +76,22 @@ class Failed:
 
 
 State = Const | Spatial | Flat | Failed
+
+Handler = Callable[["Context", "onnx.NodeProto", list[State]], list[State]]
+
+
+def on_image(fn: Callable[[Context, onnx.NodeProto, Spatial], list[State]]) -> Handler:
+    """Handler of an op whose first input carries the image: a flat one gives flat outputs."""
+
+    @functools.wraps(fn)
+    def handler(ctx: Context, node: onnx.NodeProto, ins: list[State]) -> list[State]:
+        x = ins[0]
+        if isinstance(x, Flat):
+            return [FLAT] * len(node.output)
+        assert isinstance(x, Spatial)
+        return fn(ctx, node, x)
+
+    return handler
 
 
 def union_groups(groups: tuple[Group, ...] | list[Group], first: int, last: int) -> Group:
