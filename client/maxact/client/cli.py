@@ -11,6 +11,7 @@ from typing import NoReturn
 from maxact.client import json_out, text_out
 from maxact.client import types as t
 from maxact.client.channel import read_token_file
+from maxact.client.cli_common import nonnegative_int, positive_int
 from maxact.client.client import Client
 from maxact.client.errors import MaxactError
 from maxact.client.images import collect_images
@@ -36,23 +37,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{PROG}: error: {message}\n")
 
 
-def _nonnegative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = _nonnegative_int(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("must be positive: 0")
-    return value
-
-
 def _add_json(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--json", action="store_true", help="print one JSON document on stdout (DESIGN §3)"
@@ -60,7 +44,7 @@ def _add_json(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_size(parser: argparse.ArgumentParser, help_text: str) -> None:
-    parser.add_argument("--size", nargs=2, type=_positive_int, metavar=("H", "W"), help=help_text)
+    parser.add_argument("--size", nargs=2, type=positive_int, metavar=("H", "W"), help=help_text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     rf.add_argument("model", metavar="MODEL")
     rf.add_argument("layer", metavar="LAYER")
     rf.add_argument(
-        "--unit", nargs=2, type=_nonnegative_int, metavar=("Y", "X"), help="also its exact box"
+        "--unit", nargs=2, type=nonnegative_int, metavar=("Y", "X"), help="also its exact box"
     )
     _add_size(rf, "input size for models with dynamic H/W")
     _add_json(rf)
@@ -123,8 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     topk = commands.add_parser("topk", help="the top-k image patches of one channel")
     topk.add_argument("model", metavar="MODEL")
     topk.add_argument("layer", metavar="LAYER")
-    topk.add_argument("--channel", type=_nonnegative_int, required=True, metavar="C")
-    topk.add_argument("-k", type=_positive_int, default=9, metavar="K", help="default 9")
+    topk.add_argument("--channel", type=nonnegative_int, required=True, metavar="C")
+    topk.add_argument("-k", type=positive_int, default=9, metavar="K", help="default 9")
     source = topk.add_mutually_exclusive_group(required=True)
     source.add_argument("--dataset", metavar="NAME", help="a folder under the server's data root")
     source.add_argument(
@@ -143,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     topk.add_argument("--mode", choices=("image", "position"), default="image")
     topk.add_argument("--bottom", action="store_true", help="the k weakest responses instead")
     topk.add_argument(
-        "--unit", nargs=2, type=_nonnegative_int, metavar=("Y", "X"), help="a single unit"
+        "--unit", nargs=2, type=nonnegative_int, metavar=("Y", "X"), help="a single unit"
     )
     add_preprocessing_arguments(topk)
     add_render_arguments(topk)
@@ -160,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="model and photo cache (default: $MAXACT_CACHE, else ~/.cache/maxact)",
     )
-    demo.add_argument("-k", type=_positive_int, default=8, metavar="K")
+    demo.add_argument("-k", type=positive_int, default=8, metavar="K")
     return parser
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, fields
 from fractions import Fraction
 from typing import Any
 
+from maxact.client.cli_common import positive_int
 from maxact.v1 import common_pb2
 
 _CHANNEL_ORDERS = {"rgb": common_pb2.CHANNEL_ORDER_RGB, "bgr": common_pb2.CHANNEL_ORDER_BGR}
@@ -116,29 +117,19 @@ def parse_number(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
-    return value
-
-
 def add_preprocessing_arguments(parser: argparse.ArgumentParser) -> None:
     """The DESIGN §3 preprocessing flags, shared by every command that runs the model."""
     group = parser.add_argument_group("preprocessing (unset: the model's defaults)")
     group.add_argument(
-        "--size", nargs=2, type=_positive_int, metavar=("H", "W"), help="resize to H x W"
+        "--size", nargs=2, type=positive_int, metavar=("H", "W"), help="resize to H x W"
     )
     group.add_argument(
-        "--resize-shorter", type=_positive_int, metavar="S", help="resize the shorter side to S"
+        "--resize-shorter", type=positive_int, metavar="S", help="resize the shorter side to S"
     )
     group.add_argument(
         "--center-crop",
         nargs=2,
-        type=_positive_int,
+        type=positive_int,
         metavar=("H", "W"),
         help="then crop H x W from the centre",
     )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from maxact.client.cli_common import nonnegative_int
+
 
 def _quantile(text: str) -> float:
     try:
@@ -13,16 +15,6 @@ def _quantile(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(f"must be strictly between 0 and 1: {text!r}")
-    return value
-
-
-def _size(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
     return value
 
 
@@ -45,7 +37,7 @@ def add_render_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--patch-size",
-        type=_size,
+        type=nonnegative_int,
         default=0,
         metavar="N",
         help="letterbox every patch into N x N (grey bands; 0: own size)",

@@ -15,6 +15,7 @@ from typing import Any
 
 from maxact.client import json_out, text_out
 from maxact.client import types as t
+from maxact.client.cli_common import nonnegative_int, positive_int
 from maxact.client.patches_out import write_patches
 from maxact.client.preprocessing import add_preprocessing_arguments, preprocessing_from_args
 from maxact.client.progress import ProgressBar
@@ -84,8 +85,6 @@ def scans_text(scans: list[ScanInfo]) -> str:
 
 def add_parsers(commands: Any, add_json: Callable[[argparse.ArgumentParser], None]) -> None:
     """Register `scan`, `neuron` and `report` on cli.py's subparsers."""
-    from maxact.client.cli import _nonnegative_int, _positive_int
-
     scan = commands.add_parser("scan", help="persisted scans of whole layers on the server")
     verbs = scan.add_subparsers(dest="scan_command", metavar="VERB", required=True)
 
@@ -95,7 +94,7 @@ def add_parsers(commands: Any, add_json: Callable[[argparse.ArgumentParser], Non
     create.add_argument("model", metavar="MODEL")
     create.add_argument("--layers", nargs="+", required=True, metavar="L")
     create.add_argument("--dataset", required=True, metavar="NAME")
-    create.add_argument("-k", type=_positive_int, default=DEFAULT_K, metavar="K", help="default 9")
+    create.add_argument("-k", type=positive_int, default=DEFAULT_K, metavar="K", help="default 9")
     create.add_argument("--mode", choices=("image", "position"), default="image")
     add_preprocessing_arguments(create)
     create.add_argument(
@@ -122,10 +121,10 @@ def add_parsers(commands: Any, add_json: Callable[[argparse.ArgumentParser], Non
     )
     neuron.add_argument("scan_id", metavar="SCAN_ID")
     neuron.add_argument("layer", metavar="LAYER")
-    neuron.add_argument("channel", type=_nonnegative_int, metavar="CHANNEL")
+    neuron.add_argument("channel", type=nonnegative_int, metavar="CHANNEL")
     neuron.add_argument(
         "-k",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="K",
         help="default 9, or the scan's k when it kept fewer",
@@ -141,12 +140,12 @@ def add_parsers(commands: Any, add_json: Callable[[argparse.ArgumentParser], Non
     report.add_argument("scan_id", metavar="SCAN_ID")
     report.add_argument("--out", type=Path, required=True, metavar="DIR")
     report.add_argument(
-        "-k", type=_positive_int, default=None, metavar="K", help="patches per neuron (default 9)"
+        "-k", type=positive_int, default=None, metavar="K", help="patches per neuron (default 9)"
     )
     report.add_argument(
         "--size",
         nargs=2,
-        type=_positive_int,
+        type=positive_int,
         metavar=("H", "W"),
         help="input size for the receptive fields of a model with dynamic H/W",
     )
