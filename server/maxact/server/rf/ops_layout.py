@@ -66,12 +66,8 @@ def _refined_union(xs: list[Spatial], channels: int) -> list[Group]:
             hs = list({id(p.h): p.h for p in parts}.values())
             ws = list({id(p.w): p.w for p in parts}.values())
             cache[key] = (union_axes(hs), union_axes(ws))
-        h, w = cache[key]
-        if out and out[-1].h is h and out[-1].w is w:
-            out[-1] = Group(out[-1].first, b - 1, h, w)
-        else:
-            out.append(Group(a, b - 1, h, w))
-    return out
+        out.append(Group(a, b - 1, *cache[key]))
+    return out  # the caller's with_groups merges neighbours that share fields
 
 
 def elementwise(ctx: Context, node: onnx.NodeProto, ins: list[State]) -> list[State]:
