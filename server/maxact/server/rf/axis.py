@@ -14,7 +14,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from .fields import AxisGeometry
+from .fields import AxisGeometry, union_geometry
 
 # Sentinels of an empty interval: min/max reductions then ignore it naturally.
 EMPTY_LO = np.int64(2**40)
@@ -120,8 +120,6 @@ def gather_axis(
 
 def union_axes(parts: list[AxisField]) -> AxisField:
     """Hull of several fields of the same length (caller checks stride alignment)."""
-    from .fields import union_geometry
-
     if len(parts) == 1:
         return parts[0]
     lo = np.minimum.reduce([p.lo for p in parts])

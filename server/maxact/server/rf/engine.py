@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from fractions import Fraction
 
 import onnx
 
@@ -13,7 +14,7 @@ from .axis import identity_axis
 from .constants import Constants
 from .context import Context
 from .errors import FieldError
-from .fields import ChannelGroupField, TensorField
+from .fields import AxisGeometry, ChannelGroupField, TensorField
 from .state import CONST, FLAT, Const, Failed, Flat, Group, Handler, Spatial, State, Unsupported
 
 log = logging.getLogger(__name__)
@@ -130,7 +131,7 @@ HANDLERS: dict[str, Handler] = {
 }
 
 
-def image_input(model: onnx.ModelProto, shapes: dict | None = None) -> onnx.ValueInfoProto:
+def image_input(model: onnx.ModelProto) -> onnx.ValueInfoProto:
     """The first real (non-initializer) graph input of rank 4."""
     for vi in graph_inputs(model):
         if len(vi.type.tensor_type.shape.dim) == 4:
@@ -222,19 +223,19 @@ class ReceptiveFields:
             outs = [CONST] * len(node.output)
         else:
             handler = HANDLERS.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+            reason = None
             try:
                 if handler is None:
                     raise Unsupported("")
                 outs = handler(ctx, node, ins)
             except Unsupported as exc:
-                outs = [Failed(str(exc), node.op_type, node.name, node.output[0])] * len(
-                    node.output
-                )
+                reason = str(exc)
             except Exception as exc:  # a malformed node must not take the whole model down
                 log.warning(
                     "receptive field of node %r (%s) failed: %r", node.name, node.op_type, exc
                 )
                 reason = f"internal error: {exc!r}"
+            if reason is not None:
                 outs = [Failed(reason, node.op_type, node.name, node.output[0])] * len(node.output)
         for name, state in zip(node.output, outs, strict=False):
             if name:
@@ -297,10 +298,6 @@ class ReceptiveFields:
 
     def _flat(self, tensor: str) -> TensorField:
         """Whole-image field; channels = features (the product of the non-batch dims)."""
-        from fractions import Fraction
-
-        from .fields import AxisGeometry
-
         shape = self._shapes.get(tensor, (1, 1))
         features = math.prod(shape[1:]) if len(shape) > 1 else 1
         big = [k for k in range(1, len(shape)) if shape[k] > 1]

@@ -6,9 +6,11 @@ squeeze-excitation gate, a flat tensor) only add `global_context`.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
+import numpy as np
 import onnx
 
 from .axis import AxisField, union_axes
@@ -133,10 +135,6 @@ def concat(ctx: Context, node: onnx.NodeProto, ins: list[State]) -> list[State]:
 
 def _concat_spatial(xs: list[Spatial], on_h: bool, ctx_flag: bool) -> Spatial:
     """Stack units along one spatial axis (R/S/P of the first part, marked not exact)."""
-    import dataclasses
-
-    import numpy as np
-
     us = [x.union() for x in xs]
     along = [u.h if on_h else u.w for u in us]
     across = [u.w if on_h else u.h for u in us]
