@@ -10,12 +10,11 @@ from typing import NoReturn
 
 from maxact.client import json_out, text_out
 from maxact.client import types as t
-from maxact.client.channel import read_token_file
-from maxact.client.cli_common import nonnegative_int, positive_int
+from maxact.client.cli_common import add_json, nonnegative_int, positive_int
+from maxact.client.cli_io import connect, print_doc, print_topk
 from maxact.client.client import Client
 from maxact.client.errors import MaxactError
 from maxact.client.images import collect_images
-from maxact.client.patches_out import write_patches
 from maxact.client.preprocessing import add_preprocessing_arguments, preprocessing_from_args
 from maxact.client.progress import ProgressBar
 from maxact.client.render_args import add_render_arguments, render_options_from_args
@@ -35,12 +34,6 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         self.exit(EXIT_USAGE, f"{PROG}: error: {message}\n")
-
-
-def _add_json(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--json", action="store_true", help="print one JSON document on stdout (DESIGN §3)"
-    )
 
 
 def _add_size(parser: argparse.ArgumentParser, help_text: str) -> None:
@@ -76,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     models = commands.add_parser("models", help="list the models under the server's model root")
-    _add_json(models)
+    add_json(models)
 
     upload = commands.add_parser("upload", help="upload a local .onnx file to the model root")
     upload.add_argument("file", type=Path, metavar="FILE")
@@ -88,12 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="F",
         help="default preprocessing (JSON object), stored as NAME.preprocess.json",
     )
-    _add_json(upload)
+    add_json(upload)
 
     layers = commands.add_parser("layers", help="a model's layers with their receptive fields")
     layers.add_argument("model", metavar="MODEL")
     _add_size(layers, "input size for models with dynamic H/W")
-    _add_json(layers)
+    add_json(layers)
 
     rf = commands.add_parser("rf", help="the receptive field of a layer (or of one unit)")
     rf.add_argument("model", metavar="MODEL")
@@ -102,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--unit", nargs=2, type=nonnegative_int, metavar=("Y", "X"), help="also its exact box"
     )
     _add_size(rf, "input size for models with dynamic H/W")
-    _add_json(rf)
+    add_json(rf)
 
     topk = commands.add_parser("topk", help="the top-k image patches of one channel")
     topk.add_argument("model", metavar="MODEL")
@@ -132,9 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_preprocessing_arguments(topk)
     add_render_arguments(topk)
     topk.add_argument("--out", type=Path, metavar="DIR", help="write rank_N.png and montage.png")
-    _add_json(topk)
+    add_json(topk)
 
-    add_scan_parsers(commands, _add_json)  # scan create|get|watch|cancel|list, neuron, report
+    add_scan_parsers(commands)  # scan create|get|watch|cancel|list, neuron, report
 
     demo = commands.add_parser("demo", help="a real CNN on real photos, montages in demo-out/")
     demo.add_argument("--out", type=Path, default=Path("demo-out"), metavar="DIR")
@@ -163,16 +156,6 @@ def serve_argv(argv: Sequence[str]) -> list[str]:
     return parse(argv)[1]
 
 
-def connect(args: argparse.Namespace) -> Client:
-    """A client for the global --server / --token-file / --tls-ca options."""
-    token = read_token_file(args.token_file) if args.token_file else None
-    return Client(args.server, token=token, tls_ca=args.tls_ca)
-
-
-def _print_doc(args: argparse.Namespace, doc: object, text: str) -> None:
-    print(json_out.dumps(doc) if args.json else text)
-
-
 def cmd_serve(argv: list[str]) -> int:
     """Hand the arguments after `serve` to the server's own command line."""
     try:
@@ -189,7 +172,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     doc = {
         "models": [{"name": m.name, "size_bytes": m.size_bytes, "loaded": m.loaded} for m in models]
     }
-    _print_doc(args, doc, text_out.models_text(models))
+    print_doc(args, doc, text_out.models_text(models))
     return 0
 
 
@@ -202,14 +185,14 @@ def cmd_upload(args: argparse.Namespace) -> int:
             args.file, args.name, overwrite=args.overwrite, preprocess_json=preprocess
         )
     doc = {"name": model.name, "size_bytes": model.size_bytes, "loaded": model.loaded}
-    _print_doc(args, doc, f"uploaded {model.name} ({model.size_bytes} bytes)")
+    print_doc(args, doc, f"uploaded {model.name} ({model.size_bytes} bytes)")
     return 0
 
 
 def cmd_layers(args: argparse.Namespace) -> int:
     with connect(args) as client:
         info = client.get_model(args.model, size=tuple(args.size) if args.size else None)
-    _print_doc(args, json_out.layers_json(info), text_out.layers_text(info))
+    print_doc(args, json_out.layers_json(info), text_out.layers_text(info))
     return 0
 
 
@@ -221,7 +204,7 @@ def cmd_rf(args: argparse.Namespace) -> int:
             unit=tuple(args.unit) if args.unit else None,
             size=tuple(args.size) if args.size else None,
         )
-    _print_doc(args, json_out.rf_json(info), text_out.rf_text(info))
+    print_doc(args, json_out.rf_json(info), text_out.rf_text(info))
     return 0
 
 
@@ -270,10 +253,7 @@ def _start_topk(client: Client, args: argparse.Namespace) -> TopKStream:
 def cmd_topk(args: argparse.Namespace) -> int:
     with connect(args) as client:
         result = run_topk(client, args)
-    files = write_patches(result, args.out) if args.out is not None else None
-    _print_doc(args, json_out.topk_json(result, files), text_out.topk_text(result, files))
-    if args.out is not None and not args.json:
-        print(f"wrote {len(result.patches)} patches and {args.out / 'montage.png'}")
+    print_topk(args, result)
     return 0
 
 

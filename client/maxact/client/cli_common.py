@@ -1,5 +1,5 @@
 """What every `maxact` command module shares (cli.py, scan_cli.py, preprocessing and render
-flags): the argparse value types."""
+flags) at parse time: the argparse value types and --json."""
 
 from __future__ import annotations
 
@@ -25,3 +25,9 @@ def positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
     return value
+
+
+def add_json(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON document on stdout (DESIGN §3)"
+    )

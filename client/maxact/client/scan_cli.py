@@ -13,10 +13,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from maxact.client import json_out, text_out
+from maxact.client import text_out
 from maxact.client import types as t
-from maxact.client.cli_common import nonnegative_int, positive_int
-from maxact.client.patches_out import write_patches
+from maxact.client.cli_common import add_json, nonnegative_int, positive_int
+from maxact.client.cli_io import connect, print_doc, print_topk
 from maxact.client.preprocessing import add_preprocessing_arguments, preprocessing_from_args
 from maxact.client.progress import ProgressBar
 from maxact.client.render_args import add_render_arguments, render_options_from_args
@@ -83,7 +83,7 @@ def scans_text(scans: list[ScanInfo]) -> str:
 # ---------------------------------------------------------------- grammar
 
 
-def add_parsers(commands: Any, add_json: Callable[[argparse.ArgumentParser], None]) -> None:
+def add_parsers(commands: Any) -> None:
     """Register `scan`, `neuron` and `report` on cli.py's subparsers."""
     scan = commands.add_parser("scan", help="persisted scans of whole layers on the server")
     verbs = scan.add_subparsers(dest="scan_command", metavar="VERB", required=True)
@@ -154,16 +154,6 @@ def add_parsers(commands: Any, add_json: Callable[[argparse.ArgumentParser], Non
 # ---------------------------------------------------------------- commands
 
 
-def _connect(args: argparse.Namespace) -> Any:
-    from maxact.client.cli import connect
-
-    return connect(args)
-
-
-def _print(args: argparse.Namespace, doc: object, text: str) -> None:
-    print(json_out.dumps(doc) if args.json else text)
-
-
 def follow(client: Any, info: ScanInfo, stream: Any = None) -> ScanInfo:
     """Watch a scan until it ends, with a progress bar on stderr; returns its last state."""
     bar = ProgressBar(f"scan {info.id}", stream=stream)
@@ -195,7 +185,7 @@ def _ended(info: ScanInfo) -> int:
 
 def cmd_scan(args: argparse.Namespace) -> int:
     verb = args.scan_command
-    with _connect(args) as client:
+    with connect(args) as client:
         if verb == "create":
             info = client.scans.create(
                 args.model,
@@ -210,23 +200,23 @@ def cmd_scan(args: argparse.Namespace) -> int:
                 info = follow(client, info)
                 code = _ended(info)
             # text mode prints the bare id so `ID=$(maxact scan create ...)` works
-            _print(args, scan_json(info), info.id)
+            print_doc(args, scan_json(info), info.id)
             return code
         if verb == "list":
             scans = client.scans.list()
-            _print(args, scans_json(scans), scans_text(scans))
+            print_doc(args, scans_json(scans), scans_text(scans))
             return EXIT_OK
         if verb == "get":
             info = client.scans.get(args.scan_id)
-            _print(args, scan_json(info), scan_text(info))
+            print_doc(args, scan_json(info), scan_text(info))
             return EXIT_OK
         if verb == "cancel":
             info = client.scans.cancel(args.scan_id)
-            _print(args, scan_json(info), f"scan {info.id} {info.state}")
+            print_doc(args, scan_json(info), f"scan {info.id} {info.state}")
             return EXIT_OK
         if verb == "watch":
             info = follow(client, client.scans.get(args.scan_id))
-            _print(args, scan_json(info), scan_text(info))
+            print_doc(args, scan_json(info), scan_text(info))
             return _ended(info)
     raise ValueError(f"unknown scan command {verb!r}")  # pragma: no cover - argparse refuses
 
@@ -262,7 +252,7 @@ def neuron_result(
 
 
 def cmd_neuron(args: argparse.Namespace) -> int:
-    with _connect(args) as client:
+    with connect(args) as client:
         result = neuron_result(
             client,
             args.scan_id,
@@ -272,17 +262,14 @@ def cmd_neuron(args: argparse.Namespace) -> int:
             bottom=args.bottom,
             **render_options_from_args(args),
         )
-    files = write_patches(result, args.out) if args.out is not None else None
-    _print(args, json_out.topk_json(result, files), text_out.topk_text(result, files))
-    if args.out is not None and not args.json:
-        print(f"wrote {len(result.patches)} patches and {args.out / 'montage.png'}")
+    print_topk(args, result)
     return EXIT_OK
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from maxact.client.report import write_report
 
-    with _connect(args) as client:
+    with connect(args) as client:
         index = write_report(
             client,
             args.scan_id,
