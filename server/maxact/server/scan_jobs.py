@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .datasets import DatasetCatalog
+from .datasets import DatasetCatalog, read_labels
 from .errors import ServiceError, invalid_argument, not_found
 from .metrics import METRICS
 from .models import LayerEntry, LoadedModel, ModelRegistry, require_field
@@ -210,11 +210,13 @@ class ScanJobs:
         if record.finished:
             return
         model, prep, layers = self.prepare(record)
-        dataset = self.datasets.open(record.dataset)
+        # the snapshot taken at creation, not a new listing: a resumed scan sees the same images
+        root = self.datasets.root_of(record.dataset)
         ids = self.store.image_ids(scan_id)
-        classes = tuple(dataset.classes)
+        label_of = read_labels(root, ids)
+        classes = tuple(sorted(set(label_of.values())))
         class_ids = {name: i for i, name in enumerate(classes)}
-        labels = np.asarray([class_ids.get(dataset.labels.get(i, ""), -1) for i in ids])
+        labels = np.asarray([class_ids.get(label_of.get(i, ""), -1) for i in ids])
         options = ReduceOptions(k=record.k, bottom=True, position=record.mode == "position")
         engine = ScanEngine(model, layers, prep, options, classes=classes)
         job.engine = engine
@@ -229,9 +231,7 @@ class ScanJobs:
             base_done, base_failed = record.checkpoint_done, record.checkpoint_failed
         if not self.store.transition(scan_id, "running", ACTIVE_STATES):
             return  # cancelled while it was being prepared
-        sources = [
-            file_source(i, image_id, dataset.root / image_id) for i, image_id in enumerate(ids)
-        ][start:]
+        sources = [file_source(i, ids[i], root / ids[i]) for i in range(start, len(ids))]
         progress = {
             "done": base_done,
             "failed": base_failed,
