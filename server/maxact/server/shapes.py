@@ -86,13 +86,15 @@ def infer_shapes(
 
 
 def _run_for_shapes(
-    model: onnx.ModelProto, fixed: dict[str, tuple[int, ...]], names: list[str]
+    m: onnx.ModelProto, fixed: dict[str, tuple[int, ...]], names: list[str]
 ) -> dict[str, tuple[int, ...]]:
-    """Run the graph once on zeros, exposing `names`; tensors it cannot produce stay missing."""
+    """Run the graph once on zeros, exposing `names`; tensors it cannot produce stay missing.
+
+    `m` is infer_shapes' private copy: its outputs are extended in place (no second copy of
+    the weights).
+    """
     import onnxruntime as ort
 
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
     known = {o.name for o in m.graph.output}
     for name in names:
         if name not in known:
