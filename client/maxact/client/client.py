@@ -82,7 +82,8 @@ class Client:
         self.close()
 
     def _call(self, method: Callable[..., R], request: Any) -> R:
-        """One unary call with the client's deadline; RpcError becomes MaxactError."""
+        """Start a call with the client's deadline; RpcError becomes MaxactError (a streaming
+        call's later errors are converted by its reader: TopKStream, ScanCalls.watch)."""
         try:
             return method(request, timeout=self.timeout)
         except grpc.RpcError as error:
@@ -187,20 +188,7 @@ class Client:
         )
         convert.set_render(query, render, mask_quantile, patch_size)
         request = topk_service_pb2.StreamTopKRequest(query=query, dataset=dataset)
-        try:
-            call = self._topk.StreamTopK(request, timeout=self.timeout)
-        except grpc.RpcError as error:  # pragma: no cover - raised lazily in practice
-            raise from_rpc_error(error, self.server) from None
-        return TopKStream(
-            call,
-            model=model,
-            layer=layer,
-            channel=channel,
-            k=k,
-            mode=mode,
-            bottom=bottom,
-            server=self.server,
-        )
+        return self._stream(self._call(self._topk.StreamTopK, request), query, mode)
 
     def topk_images(
         self,
@@ -234,21 +222,28 @@ class Client:
         )
         convert.set_render(query, render, mask_quantile, patch_size)
         requests = ImageRequests(query, as_images(images), keep_as_dataset or "")
-        try:
-            call = self._topk.StreamTopKImages(iter(requests), timeout=self.timeout)
-        except grpc.RpcError as error:  # pragma: no cover - raised lazily in practice
-            raise from_rpc_error(error, self.server) from None
+        call = self._call(self._topk.StreamTopKImages, iter(requests))
         requests.attach(call.cancel)
+        return self._stream(call, query, mode, local_error=lambda: requests.error)
+
+    def _stream(
+        self,
+        call: Any,
+        query: topk_service_pb2.TopKQuery,
+        mode: str,
+        local_error: Callable[[], BaseException | None] = lambda: None,
+    ) -> TopKStream:
+        """The typed event stream of a started top-k call (`topk` and `topk_images`)."""
         return TopKStream(
             call,
-            model=model,
-            layer=layer,
-            channel=channel,
-            k=k,
+            model=query.model,
+            layer=query.layer,
+            channel=query.channel,
+            k=query.k,
             mode=mode,
-            bottom=bottom,
+            bottom=query.bottom,
             server=self.server,
-            local_error=lambda: requests.error,
+            local_error=local_error,
         )
 
 
