@@ -14,10 +14,12 @@ import onnx
 from onnx import numpy_helper
 
 
-def _attr(node: onnx.NodeProto, name: str, default: object = None) -> object:
+def attr(node: onnx.NodeProto, name: str, default: object = None) -> object:
+    """Attribute value of a node (bytes decoded to str), or `default`."""
     for a in node.attribute:
         if a.name == name:
-            return onnx.helper.get_attribute_value(a)
+            value = onnx.helper.get_attribute_value(a)
+            return value.decode() if isinstance(value, bytes) else value
     return default
 
 
@@ -87,7 +89,7 @@ def _fold_shape(c: Constants, n: onnx.NodeProto) -> np.ndarray | None:
     shape = c.shapes.get(n.input[0])
     if shape is None:
         return None
-    start, end = _attr(n, "start", 0), _attr(n, "end", None)
+    start, end = attr(n, "start", 0), attr(n, "end", None)
     return np.array(shape[start:end], dtype=np.int64)
 
 
@@ -102,23 +104,23 @@ def _fold_all(fn: Callable[..., np.ndarray]) -> Callable[[Constants, onnx.NodePr
 
 
 def _unsqueeze(n: onnx.NodeProto, x: np.ndarray, axes: np.ndarray | None = None) -> np.ndarray:
-    ax = _attr(n, "axes") if axes is None else axes.tolist()
+    ax = attr(n, "axes") if axes is None else axes.tolist()
     for a in sorted(int(a) % (x.ndim + len(ax)) for a in ax):
         x = np.expand_dims(x, a)
     return x
 
 
 def _squeeze(n: onnx.NodeProto, x: np.ndarray, axes: np.ndarray | None = None) -> np.ndarray:
-    ax = _attr(n, "axes") if axes is None else axes.tolist()
+    ax = attr(n, "axes") if axes is None else axes.tolist()
     return np.squeeze(x, axis=None if ax is None else tuple(int(a) for a in ax))
 
 
 _FOLD: dict[str, Callable[[Constants, onnx.NodeProto], object]] = {
     "Shape": _fold_shape,
     "Identity": _fold_all(lambda n, x: x),
-    "Cast": _fold_all(lambda n, x: x.astype(onnx.helper.tensor_dtype_to_np_dtype(_attr(n, "to")))),
-    "Concat": _fold_all(lambda n, *xs: np.concatenate(xs, axis=_attr(n, "axis"))),
-    "Gather": _fold_all(lambda n, x, i: np.take(x, i, axis=_attr(n, "axis", 0))),
+    "Cast": _fold_all(lambda n, x: x.astype(onnx.helper.tensor_dtype_to_np_dtype(attr(n, "to")))),
+    "Concat": _fold_all(lambda n, *xs: np.concatenate(xs, axis=attr(n, "axis"))),
+    "Gather": _fold_all(lambda n, x, i: np.take(x, i, axis=attr(n, "axis", 0))),
     "Unsqueeze": _fold_all(_unsqueeze),
     "Squeeze": _fold_all(_squeeze),
     "Slice": _fold_all(lambda n, x, *a: _slice(x, *a)),

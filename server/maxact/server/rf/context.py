@@ -7,17 +7,10 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from .constants import Constants
+from .constants import Constants, attr
 from .state import Unsupported
 
-
-def attr(node: onnx.NodeProto, name: str, default: object = None) -> object:
-    """Attribute value of a node (bytes decoded to str), or `default`."""
-    for a in node.attribute:
-        if a.name == name:
-            value = onnx.helper.get_attribute_value(a)
-            return value.decode() if isinstance(value, bytes) else value
-    return default
+__all__ = ["Context", "attr"]
 
 
 @dataclass
