@@ -118,14 +118,15 @@ def resize_axis(
     """Taps of one resized axis, with the envelope `[alpha*i + b, alpha*i + b + w]`."""
     alpha, beta = _coord(coord, n_in, n_out, scale)
     xs = [alpha * i + beta for i in range(n_out)]
+    integer = alpha.denominator == 1 and beta.denominator == 1  # every tap is a whole index
     if mode == "nearest":
         down = scale < 1
         taps = np.array([[min(max(_round(x, nearest, down), 0), n_in - 1)] for x in xs])
         valid = np.ones_like(taps, dtype=bool)
-        if alpha.denominator == 1 and beta.denominator == 1:
+        if integer:
             b, w, exact = beta, Fraction(0), True
         else:
-            b, w, exact = _round_envelope(beta, nearest, scale < 1)
+            b, w, exact = _round_envelope(beta, nearest, down)
     elif mode in ("linear", "bilinear", "cubic"):
         reach = 2 if mode == "cubic" else 1
         rows = []
@@ -136,7 +137,7 @@ def resize_axis(
             rows.append([min(max(j, 0), n_in - 1) for j in js] + [-1] * (2 * reach - len(js)))
         taps = np.array(rows, dtype=np.int64)
         valid = taps >= 0
-        if alpha.denominator == 1 and beta.denominator == 1:
+        if integer:
             b, w, exact = beta, Fraction(0), True
         elif alpha.denominator == 1 and mode != "cubic":
             b, w, exact = Fraction(math.floor(beta)), Fraction(1), True
