@@ -8,12 +8,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-import grpc
-
 from maxact.client import convert
 from maxact.client import types as t
 from maxact.client.channel import MAX_MESSAGE_BYTES, open_channel, resolve_token
-from maxact.client.errors import from_rpc_error
+from maxact.client.errors import rpc_errors
 from maxact.client.images import ImageData, ImageRequests, as_images
 from maxact.client.preprocessing import Preprocessing
 from maxact.client.scans import ScanCalls
@@ -65,7 +63,7 @@ class Client:
         self._datasets = dataset_service_pb2_grpc.DatasetServiceStub(self._channel)
         self._topk = topk_service_pb2_grpc.TopKServiceStub(self._channel)
         # persisted scans and neuron queries: client.scans.create(...), .get, .watch, .neuron
-        self.scans = ScanCalls(self._channel, self._call, timeout)
+        self.scans = ScanCalls(self._channel, self._call, timeout, self.server)
 
     def close(self) -> None:
         self._channel.close()
@@ -84,10 +82,8 @@ class Client:
     def _call(self, method: Callable[..., R], request: Any) -> R:
         """Start a call with the client's deadline; RpcError becomes MaxactError (a streaming
         call's later errors are converted by its reader: TopKStream, ScanCalls.watch)."""
-        try:
+        with rpc_errors(self.server):
             return method(request, timeout=self.timeout)
-        except grpc.RpcError as error:
-            raise from_rpc_error(error, self.server) from None
 
     def list_models(self) -> list[t.ModelSummary]:
         response = self._call(self._models.ListModels, model_service_pb2.ListModelsRequest())

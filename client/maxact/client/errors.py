@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import grpc
 from google.rpc import error_details_pb2
 
@@ -53,3 +56,12 @@ def from_rpc_error(error: grpc.RpcError, server: str = "") -> MaxactError:
     if code == grpc.StatusCode.UNAVAILABLE and server and not reason:
         message = f"cannot reach the maxact server at {server}: {message}"
     return MaxactError(code, reason, message)
+
+
+@contextmanager
+def rpc_errors(server: str = "") -> Iterator[None]:
+    """A grpc.RpcError raised inside (starting or reading a call) leaves as a MaxactError."""
+    try:
+        yield
+    except grpc.RpcError as error:
+        raise from_rpc_error(error, server) from None

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from maxact.client import convert
 from maxact.client import types as t
+from maxact.client.errors import rpc_errors
 from maxact.client.preprocessing import Preprocessing
 from maxact.v1 import (
     neuron_service_pb2,
@@ -95,11 +96,14 @@ def _name(scan: str) -> str:
 class ScanCalls:
     """The scan and neuron RPCs; `call` turns gRPC errors into MaxactError."""
 
-    def __init__(self, channel: object, call: object, timeout: float | None) -> None:
+    def __init__(
+        self, channel: object, call: object, timeout: float | None, server: str = ""
+    ) -> None:
         self._scans = scan_service_pb2_grpc.ScanServiceStub(channel)
         self._neurons = neuron_service_pb2_grpc.NeuronServiceStub(channel)
         self._call = call
         self._timeout = timeout
+        self._server = server
 
     def create(
         self,
@@ -139,16 +143,10 @@ class ScanCalls:
 
     def watch(self, scan: str) -> Iterator[ScanInfo]:
         """Yields the scan whenever its state or progress changes, until it is finished."""
-        import grpc
-
-        from maxact.client.errors import from_rpc_error
-
         request = scan_service_pb2.WatchScanRequest(name=_name(scan))
-        try:
+        with rpc_errors(self._server):
             for response in self._scans.WatchScan(request, timeout=self._timeout):
                 yield scan_info(response.scan)
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from None
 
     def neuron(
         self,
