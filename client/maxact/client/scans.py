@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
 
 from maxact.client import convert
 from maxact.client import types as t
@@ -97,7 +100,11 @@ class ScanCalls:
     """The scan and neuron RPCs; `call` turns gRPC errors into MaxactError."""
 
     def __init__(
-        self, channel: object, call: object, timeout: float | None, server: str = ""
+        self,
+        channel: grpc.Channel,
+        call: Callable[[Callable[..., Any], Any], Any],
+        timeout: float | None,
+        server: str = "",
     ) -> None:
         self._scans = scan_service_pb2_grpc.ScanServiceStub(channel)
         self._neurons = neuron_service_pb2_grpc.NeuronServiceStub(channel)
@@ -119,15 +126,15 @@ class ScanCalls:
         )
         if preprocessing is not None:
             request.preprocessing.CopyFrom(preprocessing.to_proto())
-        return scan_info(self._call(self._scans.CreateScan, request).scan)  # type: ignore[operator]
+        return scan_info(self._call(self._scans.CreateScan, request).scan)
 
     def get(self, scan: str) -> ScanInfo:
         request = scan_service_pb2.GetScanRequest(name=_name(scan))
-        return scan_info(self._call(self._scans.GetScan, request).scan)  # type: ignore[operator]
+        return scan_info(self._call(self._scans.GetScan, request).scan)
 
     def cancel(self, scan: str) -> ScanInfo:
         request = scan_service_pb2.CancelScanRequest(name=_name(scan))
-        return scan_info(self._call(self._scans.CancelScan, request).scan)  # type: ignore[operator]
+        return scan_info(self._call(self._scans.CancelScan, request).scan)
 
     def list(self, page_size: int = 100) -> list[ScanInfo]:
         """Every scan, newest first (follows page tokens)."""
@@ -135,7 +142,7 @@ class ScanCalls:
         token = ""
         while True:
             request = scan_service_pb2.ListScansRequest(page_size=page_size, page_token=token)
-            response = self._call(self._scans.ListScans, request)  # type: ignore[operator]
+            response = self._call(self._scans.ListScans, request)
             scans.extend(scan_info(s) for s in response.scans)
             token = response.next_page_token
             if not token:
@@ -175,13 +182,13 @@ class ScanCalls:
             include_patches=patches,
         )
         convert.set_render(request, render, mask_quantile, patch_size)
-        response = self._call(self._neurons.GetNeuron, request)  # type: ignore[operator]
+        response = self._call(self._neurons.GetNeuron, request)
         found = tuple(convert.patch(p) for p in response.patches)
         return scan_info(response.scan), found, response.images_scanned
 
     def statistics(self, scan: str, layer: str) -> LayerStatistics:
         request = neuron_service_pb2.GetLayerStatisticsRequest(scan=_name(scan), layer=layer)
-        response = self._call(self._neurons.GetLayerStatistics, request)  # type: ignore[operator]
+        response = self._call(self._neurons.GetLayerStatistics, request)
         return LayerStatistics(
             images_scanned=response.images_scanned,
             channels=tuple(
