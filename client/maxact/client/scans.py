@@ -17,7 +17,6 @@ from maxact.v1 import (
     neuron_service_pb2_grpc,
     scan_service_pb2,
     scan_service_pb2_grpc,
-    topk_service_pb2,
 )
 
 STATES = {
@@ -28,7 +27,6 @@ STATES = {
     scan_service_pb2.SCAN_STATE_CANCELLED: "cancelled",
 }
 FINISHED = frozenset({"succeeded", "failed", "cancelled"})
-_MODES = {topk_service_pb2.TOP_K_MODE_POSITION: "position"}
 
 
 @dataclass(frozen=True)
@@ -87,7 +85,7 @@ def scan_info(message: scan_service_pb2.Scan) -> ScanInfo:
         layers=tuple(message.layers),
         dataset=message.dataset,
         k=message.k,
-        mode=_MODES.get(message.mode, "image"),
+        mode=convert.MODE_NAMES.get(message.mode, "image"),
         error=message.error,
     )
 
