@@ -10,7 +10,7 @@ from typing import NoReturn
 
 from maxact.client import json_out, text_out
 from maxact.client import types as t
-from maxact.client.cli_common import add_json, nonnegative_int, positive_int
+from maxact.client.cli_common import add_json, add_size, nonnegative_int, positive_int
 from maxact.client.cli_io import connect, print_doc, print_topk
 from maxact.client.client import Client
 from maxact.client.errors import MaxactError
@@ -34,10 +34,6 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         self.exit(EXIT_USAGE, f"{PROG}: error: {message}\n")
-
-
-def _add_size(parser: argparse.ArgumentParser, help_text: str) -> None:
-    parser.add_argument("--size", nargs=2, type=positive_int, metavar=("H", "W"), help=help_text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     layers = commands.add_parser("layers", help="a model's layers with their receptive fields")
     layers.add_argument("model", metavar="MODEL")
-    _add_size(layers, "input size for models with dynamic H/W")
+    add_size(layers, "input size for models with dynamic H/W")
     add_json(layers)
 
     rf = commands.add_parser("rf", help="the receptive field of a layer (or of one unit)")
@@ -94,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     rf.add_argument(
         "--unit", nargs=2, type=nonnegative_int, metavar=("Y", "X"), help="also its exact box"
     )
-    _add_size(rf, "input size for models with dynamic H/W")
+    add_size(rf, "input size for models with dynamic H/W")
     add_json(rf)
 
     topk = commands.add_parser("topk", help="the top-k image patches of one channel")

@@ -1,5 +1,5 @@
 """What every `maxact` command module shares (cli.py, scan_cli.py, preprocessing and render
-flags) at parse time: the argparse value types and --json."""
+flags) at parse time: the argparse value types, --json and --size."""
 
 from __future__ import annotations
 
@@ -31,3 +31,8 @@ def add_json(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--json", action="store_true", help="print one JSON document on stdout (DESIGN §3)"
     )
+
+
+def add_size(parser: argparse._ActionsContainer, help_text: str) -> None:
+    """`--size H W`: an input size for dynamic-size models, or the preprocessing resize."""
+    parser.add_argument("--size", nargs=2, type=positive_int, metavar=("H", "W"), help=help_text)

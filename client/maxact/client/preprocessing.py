@@ -10,7 +10,7 @@ from dataclasses import dataclass, fields
 from fractions import Fraction
 from typing import Any
 
-from maxact.client.cli_common import positive_int
+from maxact.client.cli_common import add_size, positive_int
 from maxact.v1 import common_pb2
 
 _CHANNEL_ORDERS = {"rgb": common_pb2.CHANNEL_ORDER_RGB, "bgr": common_pb2.CHANNEL_ORDER_BGR}
@@ -120,9 +120,7 @@ def parse_number(text: str) -> float:
 def add_preprocessing_arguments(parser: argparse.ArgumentParser) -> None:
     """The DESIGN §3 preprocessing flags, shared by every command that runs the model."""
     group = parser.add_argument_group("preprocessing (unset: the model's defaults)")
-    group.add_argument(
-        "--size", nargs=2, type=positive_int, metavar=("H", "W"), help="resize to H x W"
-    )
+    add_size(group, "resize to H x W")
     group.add_argument(
         "--resize-shorter", type=positive_int, metavar="S", help="resize the shorter side to S"
     )

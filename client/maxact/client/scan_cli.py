@@ -15,7 +15,7 @@ from typing import Any
 
 from maxact.client import text_out
 from maxact.client import types as t
-from maxact.client.cli_common import add_json, nonnegative_int, positive_int
+from maxact.client.cli_common import add_json, add_size, nonnegative_int, positive_int
 from maxact.client.cli_io import connect, print_doc, print_topk
 from maxact.client.preprocessing import add_preprocessing_arguments, preprocessing_from_args
 from maxact.client.progress import ProgressBar
@@ -142,13 +142,7 @@ def add_parsers(commands: Any) -> None:
     report.add_argument(
         "-k", type=positive_int, default=None, metavar="K", help="patches per neuron (default 9)"
     )
-    report.add_argument(
-        "--size",
-        nargs=2,
-        type=positive_int,
-        metavar=("H", "W"),
-        help="input size for the receptive fields of a model with dynamic H/W",
-    )
+    add_size(report, "input size for the receptive fields of a model with dynamic H/W")
 
 
 # ---------------------------------------------------------------- commands
