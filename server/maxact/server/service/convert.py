@@ -18,6 +18,10 @@ MODES = {
     topk_service_pb2.TOP_K_MODE_IMAGE: "image",
     topk_service_pb2.TOP_K_MODE_POSITION: "position",
 }
+MODE_ENUMS = {
+    "image": topk_service_pb2.TOP_K_MODE_IMAGE,
+    "position": topk_service_pb2.TOP_K_MODE_POSITION,
+}
 
 _RENDERS = {
     common_pb2.PATCH_RENDER_UNSPECIFIED: "rf",

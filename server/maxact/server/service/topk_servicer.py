@@ -34,6 +34,7 @@ from ..scan.engine import Total
 from ..scanner import Hit, NeuronQuery, NeuronScan, ScanCallbacks, ScanCancelled
 from .client_images import ClientImages
 from .convert import (
+    MODE_ENUMS,
     MODES,
     hit_to_proto,
     patch_to_proto,
@@ -261,7 +262,7 @@ def _scan_and_send(
                 images_scanned=outcome.images_scanned,
                 images_failed=outcome.images_failed,
                 k=scan.query.k,
-                mode=_mode_enum(scan.query.mode),
+                mode=MODE_ENUMS[scan.query.mode],
             )
         )
     )
@@ -278,10 +279,6 @@ def _patch(renderer: PatchRenderer, source: ImageSource, hit: Hit, hint: str = "
             image=hit.image_id,
         ) from None
     return patch_to_proto(hit, patch)
-
-
-def _mode_enum(mode: str) -> int:
-    return pb.TOP_K_MODE_POSITION if mode == "position" else pb.TOP_K_MODE_IMAGE
 
 
 def _throttled(
