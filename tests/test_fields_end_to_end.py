@@ -7,12 +7,11 @@ import json
 from pathlib import Path
 
 import grpc
-import numpy as np
 import pytest
-from PIL import Image
 
 from maxact.client import Client, MaxactError
 from maxact.client.cli import main
+from tests.datasets import write_images
 from tests.onnx_models import save
 from tests.rf.builders import Net
 
@@ -39,13 +38,7 @@ def _inception_se_gather_model() -> tuple[object, dict[str, str]]:
 def fields_world(server: object, model_root: Path, data_root: Path) -> dict[str, str]:
     model, names = _inception_se_gather_model()
     save(model, model_root, "inception")
-    dataset = data_root / "noise"
-    dataset.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(
-            dataset / f"n{i}.png"
-        )
+    write_images(data_root / "noise", 4, 24, seed=0)
     return {**names, "address": server.address}  # type: ignore[attr-defined]
 
 

@@ -20,7 +20,8 @@ from maxact.client.cli import main
 from maxact.client.montage import GAP, MARGIN
 from maxact.client.report import OVERVIEW_COLUMNS, OVERVIEW_TILE, patch_file, safe_names
 from tests.browser import Browser, ensure_chromium
-from tests.onnx_models import heavy_cnn, random_cnn, save
+from tests.datasets import slow_scan
+from tests.onnx_models import random_cnn, save
 
 # tensor names as exporters write them
 RENAMED = {"conv_a": "stem/conv.a:0", "relu_a": "stem/relu.a:0", "relu_b": "block.1/relu_b:0"}
@@ -145,12 +146,7 @@ def test_report_of_a_cancelled_scan_exits_1_with_scan_not_finished(
     tmp_path: Path,
     capsys,  # type: ignore[no-untyped-def]
 ) -> None:
-    save(heavy_cnn(128), model_root, "heavy")
-    folder = data_root / "many"
-    folder.mkdir()
-    image = Image.fromarray(np.full((128, 128, 3), 100, dtype=np.uint8))
-    for i in range(150):
-        image.save(folder / f"{i:04d}.png")
+    slow_scan(model_root, data_root, 150)
     scan = client.scans.create("heavy", ["relu5"], "many", k=3)
     client.scans.cancel(scan.id)
     code = main(["--server", client.server, "report", scan.id, "--out", str(tmp_path / "r")])

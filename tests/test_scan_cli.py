@@ -12,7 +12,8 @@ from PIL import Image
 
 from maxact.client import Client
 from maxact.client.cli import main
-from tests.onnx_models import bright_square_model, heavy_cnn, save
+from tests.datasets import slow_scan
+from tests.onnx_models import bright_square_model, save
 
 SCAN_KEYS = {"id", "state", "images_done", "images_total", "model", "layers", "dataset"}
 
@@ -144,12 +145,7 @@ def test_scan_cancel_json_ends_a_running_scan_and_watch_exits_nonzero(
     capsys,  # type: ignore[no-untyped-def]
 ) -> None:
     address = server.address  # type: ignore[attr-defined]
-    save(heavy_cnn(128), model_root, "heavy")
-    folder = data_root / "many"
-    folder.mkdir()
-    image = Image.fromarray(np.full((128, 128, 3), 100, dtype=np.uint8))
-    for i in range(200):
-        image.save(folder / f"{i:04d}.png")
+    slow_scan(model_root, data_root, 200)
     created = _json(
         capsys,
         "--server",

@@ -6,11 +6,8 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
 from maxact.client import Client, Progress
-from tests.onnx_models import heavy_cnn, save
+from tests.datasets import slow_scan
 
 
 def _scan_threads() -> list[str]:
@@ -20,13 +17,7 @@ def _scan_threads() -> list[str]:
 def test_cancel_stops_scan_threads_within_a_second(
     client: Client, model_root: Path, data_root: Path
 ) -> None:
-    save(heavy_cnn(128), model_root, "heavy")
-    dataset = data_root / "many"
-    dataset.mkdir()
-    rng = np.random.default_rng(0)
-    image = Image.fromarray(rng.integers(0, 256, (128, 128, 3), dtype=np.uint8))
-    for i in range(300):
-        image.save(dataset / f"img_{i:04d}.png")
+    slow_scan(model_root, data_root, 300)
 
     stream = client.topk("heavy", "relu5", 0, dataset="many", k=5)
     for event in stream:

@@ -5,23 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
 from maxact.client import Client, Done, PartialTopK, Patch
-from tests.onnx_models import heavy_cnn, save
+from tests.datasets import slow_scan
 
 
 def test_partial_snapshots_arrive_during_the_scan_and_improve_monotonically(
     client: Client, model_root: Path, data_root: Path
 ) -> None:
-    save(heavy_cnn(128), model_root, "heavy")
-    dataset = data_root / "noise"
-    dataset.mkdir()
-    rng = np.random.default_rng(5)
-    for i in range(160):
-        pixels = rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(dataset / f"img_{i:04d}.png")
+    slow_scan(model_root, data_root, 160, seed=5, dataset="noise")
 
     partials: list[PartialTopK] = []
     patches: list[Patch] = []

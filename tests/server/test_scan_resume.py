@@ -9,12 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
 from maxact.client import Client
 from maxact.server.app import start_server
 from maxact.server.store import Store
+from tests.datasets import write_images
 from tests.onnx_models import heavy_cnn, save
 
 IMAGES = 400
@@ -70,12 +68,7 @@ def _results(client: Client, scan_id: str) -> tuple[list, list]:
 def _world(tmp_path: Path) -> tuple[Path, Path]:
     model_root, data_root = tmp_path / "models", tmp_path / "data"
     save(heavy_cnn(SIZE), model_root, "heavy")
-    rng = np.random.default_rng(11)
-    for i in range(IMAGES):
-        label = ("a", "b", "c")[i % 3]
-        path = data_root / "photos" / label / f"{i:04d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)).save(path)
+    write_images(data_root / "photos", IMAGES, SIZE, seed=11, classes=("a", "b", "c"))
     return model_root, data_root
 
 

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from maxact.client import Client, MaxactError
-from tests.onnx_models import bright_square_model, heavy_cnn, save
+from tests.datasets import slow_scan
+from tests.onnx_models import bright_square_model, save
 
 
 def _labelled_squares(root: Path) -> None:
@@ -79,12 +80,7 @@ def test_statistics_name_dead_and_class_selective_channels(squares: Client) -> N
 def test_cancelled_scan_refuses_neuron_queries(
     client: Client, model_root: Path, data_root: Path
 ) -> None:
-    save(heavy_cnn(128), model_root, "heavy")
-    folder = data_root / "many"
-    folder.mkdir()
-    image = Image.fromarray(np.full((128, 128, 3), 100, dtype=np.uint8))
-    for i in range(200):
-        image.save(folder / f"{i:04d}.png")
+    slow_scan(model_root, data_root, 200)
     scan = client.scans.create("heavy", ["relu5"], "many", k=3)
     for info in client.scans.watch(scan.id):
         if info.images_done > 0:

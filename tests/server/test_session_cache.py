@@ -5,12 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
 from maxact.client import Client
 from maxact.server.app import start_server
 from maxact.server.session_cache import SessionCache
+from tests.datasets import write_images
 from tests.onnx_models import random_cnn, save
 
 
@@ -34,12 +32,7 @@ def test_lru_evicts_least_recently_used_beyond_the_byte_budget() -> None:
 def test_a_tiny_budget_keeps_one_session_and_answers_stay_equal(tmp_path: Path) -> None:
     model_root, data_root = tmp_path / "models", tmp_path / "data"
     save(random_cnn(seed=4, size=32), model_root, "net")
-    (data_root / "d").mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for i in range(12):
-        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
-            data_root / "d" / f"{i}.png"
-        )
+    write_images(data_root / "d", 12, 32, seed=0)
     answers = {}
     for budget_mb in (1024, 0):
         with (

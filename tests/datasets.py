@@ -1,0 +1,35 @@
+"""Image folders for server tests: datasets of noise or flat images, and a scan slow enough to
+watch, cancel or kill midway."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from tests.onnx_models import heavy_cnn, save
+
+
+def write_images(
+    folder: Path, count: int, size: int, seed: int | None = None, classes: tuple[str, ...] = ()
+) -> None:
+    """`count` size x size PNGs named img_0000.png, ... in `folder` (made if missing): uniform
+    RGB noise from `seed`, or flat grey (100) when seed is None. With `classes`, image i goes
+    into the class folder classes[i % len(classes)]."""
+    rng = np.random.default_rng(seed)
+    flat = np.full((size, size, 3), 100, dtype=np.uint8)
+    for i in range(count):
+        pixels = flat if seed is None else rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        path = folder / (classes[i % len(classes)] if classes else "") / f"img_{i:04d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(path)
+
+
+def slow_scan(
+    model_root: Path, data_root: Path, count: int, seed: int | None = None, dataset: str = "many"
+) -> None:
+    """Model `heavy` (heavy_cnn at 128) and `count` 128x128 images in dataset `dataset`: a scan of
+    relu5 takes seconds, so a test can act while it runs."""
+    save(heavy_cnn(128), model_root, "heavy")
+    write_images(data_root / dataset, count, 128, seed)
