@@ -50,7 +50,9 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):
         @contextmanager
         def watched(context: grpc.aio.ServicerContext) -> Iterator[None]:
             """Time the call, then count it and log one line with its final status."""
-            start, failed = time.perf_counter(), None
+            # The peer is read while the call is alive: asking a call that the server has
+            # already torn down (at shutdown) for its peer crashes the process.
+            start, failed, peer = time.perf_counter(), None, context.peer()
             try:
                 yield
             except BaseException as exc:
@@ -66,7 +68,7 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):
                     "method": method,
                     "code": code,
                     "ms": round(seconds * 1000, 2),
-                    "peer": context.peer(),
+                    "peer": peer,
                 }
                 log.info(json.dumps(line))
 
