@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import signal
 import subprocess
 import sys
@@ -10,39 +9,16 @@ from pathlib import Path
 
 from maxact.client import Client
 from tests.onnx_models import bright_square_model, save
+from tests.serve_process import serve_process
 
 
 def test_serve_listens_on_the_printed_port_and_exits_cleanly_on_sigterm(tmp_path: Path) -> None:
     save(bright_square_model(64), tmp_path / "models", "net")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "maxact.client.cli",
-            "serve",
-            "--model-root",
-            str(tmp_path / "models"),
-            "--port",
-            "0",
-            "--device",
-            "cpu",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        match = re.search(r"serving on 127\.0\.0\.1:(\d+)", line)
-        assert match, line
-        with Client(f"127.0.0.1:{match.group(1)}", timeout=30) as client:
+    with serve_process("--model-root", str(tmp_path / "models")) as (process, address):
+        with Client(address, timeout=30) as client:
             assert [m.name for m in client.list_models()] == ["net"]
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
 
 
 def test_serve_refuses_a_missing_model_root(tmp_path: Path) -> None:

@@ -3,10 +3,7 @@ reaches the server, which then speaks TLS and checks the token."""
 
 from __future__ import annotations
 
-import re
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import grpc
@@ -14,6 +11,7 @@ import pytest
 
 from maxact.client import Client, MaxactError
 from tests.onnx_models import bright_square_model, save
+from tests.serve_process import serve_process
 
 
 def test_serve_flags_turn_on_tls_and_the_token_in_a_real_process(
@@ -23,22 +21,9 @@ def test_serve_flags_turn_on_tls_and_the_token_in_a_real_process(
     cert, key = certificate
     token = tmp_path / "token"
     token.write_text("process-token\n")
-    process = subprocess.Popen(
-        [
-            sys.executable, "-m", "maxact.client.cli", "serve",
-            "--model-root", str(tmp_path / "models"), "--port", "0", "--device", "cpu",
-            "--auth-token-file", str(token), "--tls-cert", str(cert), "--tls-key", str(key),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        match = re.search(r"serving on 127\.0\.0\.1:(\d+)", line)
-        assert match, line + (process.stderr.read() if process.poll() is not None else "")
-        address = f"127.0.0.1:{match.group(1)}"
+    flags = ["--model-root", str(tmp_path / "models"), "--auth-token-file", str(token)]
+    flags += ["--tls-cert", str(cert), "--tls-key", str(key)]
+    with serve_process(*flags) as (process, address):
         with Client(address, timeout=30, tls_ca=cert, token="process-token") as client:
             assert [m.name for m in client.list_models()] == ["net"]
         client = Client(address, timeout=30, tls_ca=cert, token="wrong")
@@ -47,9 +32,6 @@ def test_serve_flags_turn_on_tls_and_the_token_in_a_real_process(
         assert caught.value.code == grpc.StatusCode.UNAUTHENTICATED
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
 
 
 def test_global_token_and_ca_options_are_not_passed_to_serve() -> None:

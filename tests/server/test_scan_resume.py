@@ -3,10 +3,9 @@ restart, and the final top-k and statistics equal those of an uninterrupted scan
 
 from __future__ import annotations
 
-import re
 import signal
 import subprocess
-import sys
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from maxact.client import Client
@@ -14,6 +13,7 @@ from maxact.server.app import start_server
 from maxact.server.store import Store
 from tests.datasets import write_images
 from tests.onnx_models import heavy_cnn, save
+from tests.serve_process import serve_process
 
 IMAGES = 400
 SIZE = 96  # slow enough that the kill lands well before the scan ends
@@ -21,34 +21,11 @@ SIZE = 96  # slow enough that the kill lands well before the scan ends
 
 def _serve(
     model_root: Path, data_root: Path, store: Path, checkpoint_images: int = 32
-) -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "maxact.client.cli",
-            "serve",
-            "--model-root",
-            str(model_root),
-            "--data-root",
-            str(data_root),
-            "--store",
-            str(store),
-            "--port",
-            "0",
-            "--device",
-            "cpu",
-            "--checkpoint-images",
-            str(checkpoint_images),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
+) -> AbstractContextManager[tuple[subprocess.Popen[str], str]]:
+    return serve_process(
+        *["--model-root", str(model_root), "--data-root", str(data_root), "--store", str(store)],
+        *["--checkpoint-images", str(checkpoint_images)],
     )
-    assert process.stdout is not None
-    match = re.search(r"serving on [\d.]+:(\d+)", process.stdout.readline())
-    assert match, "the server did not start"
-    return process, f"127.0.0.1:{match.group(1)}"
 
 
 def _results(client: Client, scan_id: str) -> tuple[list, list]:
@@ -78,8 +55,7 @@ def test_sigkilled_scan_resumes_from_checkpoint_and_equals_an_uninterrupted_scan
     model_root, data_root = _world(tmp_path)
     store = tmp_path / "store.sqlite"
 
-    process, address = _serve(model_root, data_root, store)
-    try:
+    with _serve(model_root, data_root, store) as (process, address):
         with Client(address, timeout=120) as client:
             scan = client.scans.create("heavy", ["relu3"], "photos", k=5)
             for info in client.scans.watch(scan.id):
@@ -87,15 +63,11 @@ def test_sigkilled_scan_resumes_from_checkpoint_and_equals_an_uninterrupted_scan
                     break
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=10)
-    finally:
-        if process.poll() is None:
-            process.kill()
     killed = Store(store).get(scan.id)
     assert killed is not None and killed.state == "running", "the kill must land mid-scan"
     assert 0 < killed.checkpoint_position < IMAGES
 
-    process, address = _serve(model_root, data_root, store)
-    try:
+    with _serve(model_root, data_root, store) as (process, address):
         with Client(address, timeout=120) as client:
             states = [info.state for info in client.scans.watch(scan.id)]
             assert states[-1] == "succeeded"
@@ -103,9 +75,6 @@ def test_sigkilled_scan_resumes_from_checkpoint_and_equals_an_uninterrupted_scan
             resumed = _results(client, scan.id)
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=20)
-    finally:
-        if process.poll() is None:
-            process.kill()
 
     other_store = tmp_path / "other.sqlite"
     with (
@@ -122,8 +91,7 @@ def test_sigterm_checkpoints_a_running_scan_and_a_restart_finishes_it(tmp_path: 
     """No periodic checkpoint is due (every 100000 images): the one on shutdown keeps the work."""
     model_root, data_root = _world(tmp_path)
     store = tmp_path / "store.sqlite"
-    process, address = _serve(model_root, data_root, store, checkpoint_images=100_000)
-    try:
+    with _serve(model_root, data_root, store, checkpoint_images=100_000) as (process, address):
         with Client(address, timeout=120) as client:
             scan = client.scans.create("heavy", ["relu3"], "photos", k=5)
             for info in client.scans.watch(scan.id):
@@ -131,16 +99,12 @@ def test_sigterm_checkpoints_a_running_scan_and_a_restart_finishes_it(tmp_path: 
                     break
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
     parked = Store(store).get(scan.id)
     assert parked is not None and parked.state == "running"
     assert 64 <= parked.checkpoint_position < IMAGES
-    process, address = _serve(model_root, data_root, store)
-    try:
-        with Client(address, timeout=120) as client:
-            assert [info.state for info in client.scans.watch(scan.id)][-1] == "succeeded"
-            assert client.scans.get(scan.id).images_done == IMAGES
-    finally:
-        process.kill()
+    with (
+        _serve(model_root, data_root, store) as (_, address),
+        Client(address, timeout=120) as client,
+    ):
+        assert [info.state for info in client.scans.watch(scan.id)][-1] == "succeeded"
+        assert client.scans.get(scan.id).images_done == IMAGES
