@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 IR_VERSION = 10
@@ -25,6 +26,24 @@ def save(model: onnx.ModelProto, root: Path, name: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))
     return path
+
+
+def layer_outputs(
+    model: onnx.ModelProto, layers: list[str], inputs: np.ndarray, batch_size: int = 16
+) -> dict[str, np.ndarray]:
+    """The oracle: plain onnxruntime on the whole graph with `layers` exposed as outputs, run
+    batch by batch over `inputs` (NCHW float32)."""
+    exposed = onnx.ModelProto()
+    exposed.CopyFrom(model)
+    for layer in layers:
+        exposed.graph.output.append(helper.make_tensor_value_info(layer, TensorProto.FLOAT, None))
+    session = ort.InferenceSession(exposed.SerializeToString(), providers=["CPUExecutionProvider"])
+    name = exposed.graph.input[0].name
+    parts = [
+        session.run(layers, {name: inputs[i : i + batch_size]})
+        for i in range(0, len(inputs), batch_size)
+    ]
+    return {layer: np.concatenate([p[j] for p in parts]) for j, layer in enumerate(layers)}
 
 
 def bright_square_model(size: int = 64) -> onnx.ModelProto:

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from PIL import Image
 
 from maxact.server.datasets import list_image_ids, read_labels
@@ -78,22 +77,6 @@ def oracle_inputs(root: Path, ids: list[str]) -> np.ndarray:
         for i in ids
     ]
     return np.stack(arrays).astype(np.float32)
-
-
-def oracle_outputs(
-    model: onnx.ModelProto, layers: list[str], inputs: np.ndarray
-) -> dict[str, np.ndarray]:
-    """Plain onnxruntime on the whole graph with the layers exposed, batch by batch."""
-    exposed = onnx.ModelProto()
-    exposed.CopyFrom(model)
-    for layer in layers:
-        exposed.graph.output.append(
-            onnx.helper.make_tensor_value_info(layer, onnx.TensorProto.FLOAT, None)
-        )
-    session = ort.InferenceSession(exposed.SerializeToString(), providers=["CPUExecutionProvider"])
-    name = exposed.graph.input[0].name
-    parts = [session.run(layers, {name: inputs[i : i + 16]}) for i in range(0, len(inputs), 16)]
-    return {layer: np.concatenate([p[j] for p in parts]) for j, layer in enumerate(layers)}
 
 
 def _overlaps(a: tuple, b: tuple) -> bool:

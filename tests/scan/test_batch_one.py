@@ -11,12 +11,11 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from maxact.server.scan.layer import ReduceOptions
-from tests.onnx_models import random_cnn
+from tests.onnx_models import layer_outputs, random_cnn
 from tests.scan.helpers import (
     engine,
     load,
     oracle_inputs,
-    oracle_outputs,
     sources,
     write_random_images,
 )
@@ -48,7 +47,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
     data = root / "data"
     ids = write_random_images(data, 40, SIZE, seed=2)
     base = random_cnn(seed=6, size=SIZE)
-    outputs = oracle_outputs(base, ["conv_a", "logits"], oracle_inputs(data, ids))
+    outputs = layer_outputs(base, ["conv_a", "logits"], oracle_inputs(data, ids))
     return {"root": root, "data": data, "ids": ids, "outputs": outputs}
 
 

@@ -7,12 +7,11 @@ import numpy as np
 import pytest
 
 from maxact.server.scan.layer import ReduceOptions
-from tests.onnx_models import random_cnn
+from tests.onnx_models import layer_outputs, random_cnn
 from tests.scan.helpers import (
     engine,
     load,
     oracle_inputs,
-    oracle_outputs,
     oracle_position_mode,
     sources,
     write_random_images,
@@ -31,7 +30,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
     model = load(proto, root / "models", "random")
     data = root / "data"
     ids = write_random_images(data, IMAGES, SIZE)
-    outputs = oracle_outputs(proto, LAYERS, oracle_inputs(data, ids))
+    outputs = layer_outputs(proto, LAYERS, oracle_inputs(data, ids))
     return {"model": model, "data": data, "ids": ids, "outputs": outputs}
 
 

@@ -9,10 +9,9 @@ import pytest
 
 from maxact.client import Client, Preprocessing
 from maxact.server.models import ModelRegistry
-from tests.onnx_models import random_cnn, save
+from tests.onnx_models import layer_outputs, random_cnn, save
 from tests.scan.helpers import (
     oracle_inputs,
-    oracle_outputs,
     oracle_position_mode,
     write_random_images,
 )
@@ -28,7 +27,7 @@ def test_stream_topk_position_mode_equals_oracle(
     save(proto, model_root, "random")
     photos = data_root / "photos"
     ids = write_random_images(photos, 200, SIZE, seed=3)
-    values = oracle_outputs(proto, ["relu_b"], oracle_inputs(photos, ids))["relu_b"]
+    values = layer_outputs(proto, ["relu_b"], oracle_inputs(photos, ids))["relu_b"]
     field = ModelRegistry(model_root, "cpu").get("random").layer((SIZE, SIZE), "relu_b").field
     expected = oracle_position_mode(field, values, 2, 8, bottom, cap=2)
 

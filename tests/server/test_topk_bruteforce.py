@@ -5,13 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 import pytest
 from PIL import Image
 
 from maxact.client import Client, Preprocessing
-from tests.onnx_models import random_cnn, save
+from tests.onnx_models import layer_outputs, random_cnn, save
 
 SIZE = 32
 IMAGES = 120
@@ -44,20 +42,6 @@ def _brute_force_inputs(dataset: Path, ids: list[str]) -> np.ndarray:
     return np.stack(arrays).astype(np.float32)
 
 
-def _layer_outputs(
-    model: onnx.ModelProto, layers: list[str], inputs: np.ndarray
-) -> dict[str, np.ndarray]:
-    exposed = onnx.ModelProto()
-    exposed.CopyFrom(model)
-    for layer in layers:
-        exposed.graph.output.append(
-            onnx.helper.make_tensor_value_info(layer, onnx.TensorProto.FLOAT, None)
-        )
-    session = ort.InferenceSession(exposed.SerializeToString(), providers=["CPUExecutionProvider"])
-    values = session.run(layers, {"input": inputs})
-    return dict(zip(layers, values, strict=True))
-
-
 @pytest.fixture(scope="module")
 def bruteforce_world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     root = tmp_path_factory.mktemp("bruteforce")
@@ -66,7 +50,7 @@ def bruteforce_world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, obje
     save(model, model_root, "random")
     ids = _write_random_images(data_root / "photos", IMAGES)
     inputs = _brute_force_inputs(data_root / "photos", ids)
-    outputs = _layer_outputs(model, ["conv_a", "relu_b", "logits"], inputs)
+    outputs = layer_outputs(model, ["conv_a", "relu_b", "logits"], inputs)
     return {"model_root": model_root, "data_root": data_root, "ids": ids, "outputs": outputs}
 
 
