@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import onnx
 import pytest
 
 from maxact.client import Client
+from tests.onnx_models import bright_square_model
 
 
 @pytest.fixture
@@ -22,6 +24,15 @@ def data_root(tmp_path: Path) -> Path:
     root = tmp_path / "data"
     root.mkdir()
     return root
+
+
+@pytest.fixture
+def net_file(tmp_path: Path) -> Path:
+    """bright_square_model saved outside the model root: a model file to upload."""
+    path = tmp_path / "upload" / "net.onnx"
+    path.parent.mkdir()
+    onnx.save(bright_square_model(64), str(path))
+    return path
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """Security fixtures: a self-signed certificate made with the openssl command line (no extra
-Python dependency), and a model file to send."""
+Python dependency)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import onnx
 import pytest
-
-from tests.onnx_models import bright_square_model
 
 
 def make_certificate(folder: Path, name: str = "server") -> tuple[Path, Path]:
@@ -36,11 +33,3 @@ def make_certificate(folder: Path, name: str = "server") -> tuple[Path, Path]:
 @pytest.fixture
 def certificate(tmp_path: Path) -> tuple[Path, Path]:
     return make_certificate(tmp_path / "tls")
-
-
-@pytest.fixture
-def net_file(tmp_path: Path) -> Path:
-    path = tmp_path / "upload" / "net.onnx"
-    path.parent.mkdir()
-    onnx.save(bright_square_model(64), str(path))
-    return path

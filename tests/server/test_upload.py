@@ -45,14 +45,6 @@ def leftovers(root: Path) -> list[str]:
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
 
 
-@pytest.fixture
-def net_file(tmp_path: Path) -> Path:
-    path = tmp_path / "upload" / "net.onnx"
-    path.parent.mkdir()
-    onnx.save(bright_square_model(64), str(path))
-    return path
-
-
 def _error(call) -> MaxactError:  # type: ignore[no-untyped-def]
     with pytest.raises(MaxactError) as caught:
         call()
