@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
 
 from maxact.client import Client, Progress
 from tests.datasets import slow_scan
-
-
-def _scan_threads() -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name.startswith("maxact-scan")]
+from tests.threads import scan_threads, scan_threads_after
 
 
 def test_cancel_stops_scan_threads_within_a_second(
@@ -23,11 +18,8 @@ def test_cancel_stops_scan_threads_within_a_second(
     for event in stream:
         if isinstance(event, Progress) and event.images_done > 0:
             break
-    assert _scan_threads(), "the scan should be running"
+    assert scan_threads(), "the scan should be running"
     stream.cancel()
-    deadline = time.monotonic() + 1.0
-    while _scan_threads() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert _scan_threads() == []
+    assert scan_threads_after(1.0) == []
     # and the server still answers
     assert [m.name for m in client.list_models()] == ["heavy"]

@@ -25,6 +25,7 @@ from maxact.server.datasets import list_image_ids
 from maxact.v1 import topk_service_pb2 as pb
 from maxact.v1 import topk_service_pb2_grpc
 from tests.onnx_models import bright_square_model, heavy_cnn, random_cnn, save
+from tests.threads import scan_threads, scan_threads_after
 
 SIZE = 32
 CORRUPT = "b/broken.png"
@@ -234,18 +235,7 @@ def test_unreadable_local_file_is_raised_and_cancels_the_scan(
     pairs = [("ok.png", world / "img_00.png"), ("gone.png", tmp_path / "gone.png")]
     with pytest.raises(FileNotFoundError):
         client.topk_images("net", "conv1", 0, pairs).result()
-    assert _scan_threads_after(1.0) == []
-
-
-def _scan_threads() -> list[str]:
-    return [th.name for th in threading.enumerate() if th.name.startswith("maxact-scan")]
-
-
-def _scan_threads_after(seconds: float) -> list[str]:
-    deadline = time.monotonic() + seconds
-    while _scan_threads() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return _scan_threads()
+    assert scan_threads_after(1.0) == []
 
 
 @pytest.fixture
@@ -263,10 +253,10 @@ def test_cancel_during_the_scan_stops_the_server_threads(client: Client, heavy_p
     for event in stream:
         if isinstance(event, t.Progress) and event.images_done > 0:
             break
-    assert _scan_threads(), "the scan should still be running"
+    assert scan_threads(), "the scan should still be running"
     stream.cancel()
     assert list(stream) == []
-    assert _scan_threads_after(1.0) == []
+    assert scan_threads_after(1.0) == []
 
 
 def test_cancel_while_the_server_waits_for_the_next_image_stops_its_threads(
@@ -283,9 +273,9 @@ def test_cancel_while_the_server_waits_for_the_next_image_stops_its_threads(
     try:
         assert isinstance(next(stream), t.Progress)
         time.sleep(0.3)  # the server reads the three images and waits for a fourth
-        assert _scan_threads(), "the scan should be waiting for images"
+        assert scan_threads(), "the scan should be waiting for images"
         stream.cancel()
-        assert _scan_threads_after(1.0) == []
+        assert scan_threads_after(1.0) == []
     finally:
         release.set()
 
