@@ -61,21 +61,33 @@ def _coloured_dataset(root: Path) -> None:
         Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path)
 
 
-@pytest.fixture
-def finished_scan(client: Client, model_root: Path, data_root: Path) -> tuple[Client, str]:
+@pytest.fixture(scope="module")
+def finished_scan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Client, str]]:
+    """One server and one finished scan for the module: the reports only read it."""
+    from maxact.server.app import start_server
+
+    root = tmp_path_factory.mktemp("report")
+    model_root, data_root = root / "models", root / "data"
     save(_exporter_named_cnn(), model_root, "exported")
     _coloured_dataset(data_root / "tinted")
-    scan = client.scans.create("exported", LAYERS, "tinted", k=K)
-    assert [s.state for s in client.scans.watch(scan.id)][-1] == "succeeded"
-    return client, scan.id
+    with (
+        start_server(model_root, data_root, port=0, device="cpu") as running,
+        Client(running.address, timeout=120) as client,
+    ):
+        scan = client.scans.create("exported", LAYERS, "tinted", k=K)
+        assert [s.state for s in client.scans.watch(scan.id)][-1] == "succeeded"
+        yield client, scan.id
 
 
-def _report(client: Client, scan_id: str, out: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+def _report(
+    client: Client, scan_id: str, out: Path, capsys: pytest.CaptureFixture[str]
+) -> tuple[Path, dict]:
+    """`maxact report` into `out`: (out, its report.json)."""
     code = main(["--server", client.server, "report", scan_id, "--out", str(out)])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert captured.out.strip() == f"wrote {out / 'index.html'}"
-    return out
+    return out, json.loads((out / "report.json").read_text(encoding="utf-8"))
 
 
 def test_report_folder_has_index_pages_patches_overviews_and_a_name_mapping(
@@ -84,8 +96,7 @@ def test_report_folder_has_index_pages_patches_overviews_and_a_name_mapping(
     capsys,  # type: ignore[no-untyped-def]
 ) -> None:
     client, scan_id = finished_scan
-    out = _report(client, scan_id, tmp_path / "gallery", capsys)
-    mapping = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    out, mapping = _report(client, scan_id, tmp_path / "gallery", capsys)
     assert mapping["scan"]["id"] == scan_id and mapping["scan"]["state"] == "succeeded"
     assert [layer["name"] for layer in mapping["layers"]] == LAYERS
     index = (out / "index.html").read_text(encoding="utf-8")
@@ -130,8 +141,7 @@ def test_overview_png_has_one_top1_tile_per_channel(
     capsys,  # type: ignore[no-untyped-def]
 ) -> None:
     client, scan_id = finished_scan
-    out = _report(client, scan_id, tmp_path / "gallery", capsys)
-    mapping = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    out, mapping = _report(client, scan_id, tmp_path / "gallery", capsys)
     for layer in mapping["layers"]:
         columns = min(OVERVIEW_COLUMNS, layer["channels"])
         with Image.open(out / layer["overview"]) as overview:
@@ -204,8 +214,7 @@ def test_gallery_renders_every_row_and_image_without_errors_and_sorts_by_selecti
     capsys,  # type: ignore[no-untyped-def]
 ) -> None:
     client, scan_id = finished_scan
-    out = _report(client, scan_id, tmp_path / "gallery", capsys)
-    mapping = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    out, mapping = _report(client, scan_id, tmp_path / "gallery", capsys)
     layer = mapping["layers"][0]
     stats = client.scans.statistics(scan_id, layer["name"])
 
