@@ -6,11 +6,17 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
 
 from maxact.client import json_out, text_out
 from maxact.client import types as t
-from maxact.client.cli_common import add_json, add_size, nonnegative_int, positive_int
+from maxact.client.cli_common import (
+    EXIT_USAGE,
+    MaxactParser,
+    add_json,
+    add_size,
+    nonnegative_int,
+    positive_int,
+)
 from maxact.client.cli_io import connect, print_doc, print_topk
 from maxact.client.client import Client
 from maxact.client.errors import MaxactError
@@ -24,21 +30,12 @@ from maxact.client.stream import TopKStream
 
 PROG = "maxact"
 EXIT_SERVER_ERROR = 1
-EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
-
-
-class _Parser(argparse.ArgumentParser):
-    """Usage errors of every subcommand read `maxact: error: ...` (exit 2), one prefix to grep."""
-
-    def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        self.exit(EXIT_USAGE, f"{PROG}: error: {message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole CLI grammar; tests parse every command with it."""
-    parser = _Parser(
+    parser = MaxactParser(
         prog=PROG,
         description="Top-k activating image patches and receptive fields for ONNX CNNs.",
     )

@@ -4,6 +4,19 @@ flags) at parse time: the argparse value types, --json and --size."""
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import NoReturn
+
+EXIT_USAGE = 2
+
+
+class MaxactParser(argparse.ArgumentParser):
+    """Usage errors of every maxact command (`maxact serve` too) read `maxact: error: ...`
+    (exit 2): one prefix to grep."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"maxact: error: {message}\n")
 
 
 def _int(text: str) -> int:

@@ -16,6 +16,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from maxact.client.cli_common import MaxactParser, nonnegative_int, positive_int
 from maxact.v1 import (
     dataset_service_pb2,
     dataset_service_pb2_grpc,
@@ -286,9 +287,9 @@ def start_server(
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="maxact serve", description="Run the maxact server.")
+    parser = MaxactParser(prog="maxact serve", description="Run the maxact server.")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--port", type=nonnegative_int, default=DEFAULT_PORT)
     parser.add_argument("--model-root", type=Path, required=True)
     parser.add_argument("--data-root", type=Path)
     parser.add_argument(
@@ -299,25 +300,25 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument(
         "--max-running-scans",
-        type=int,
+        type=positive_int,
         default=1,
         help="scans running at once; more wait queued (default %(default)s)",
     )
     parser.add_argument(
         "--metrics-port",
-        type=int,
+        type=nonnegative_int,
         default=None,
         help="serve Prometheus metrics at http://HOST:PORT/metrics",
     )
     parser.add_argument(
         "--session-cache-mb",
-        type=int,
+        type=positive_int,
         default=DEFAULT_SESSION_CACHE_BYTES // (1024 * 1024),
         help="memory budget of cached onnxruntime sessions, estimated (default %(default)s)",
     )
     parser.add_argument(
         "--checkpoint-images",
-        type=int,
+        type=positive_int,
         default=256,
         help="a running scan checkpoints after this many images (default %(default)s)",
     )
@@ -331,13 +332,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
     parser.add_argument(
         "--max-upload-mb",
-        type=int,
+        type=positive_int,
         default=DEFAULT_MAX_UPLOAD_BYTES // (1024 * 1024),
         help="largest model upload accepted (MiB; default %(default)s)",
     )
     parser.add_argument(
         "--max-concurrent-rpcs",
-        type=int,
+        type=positive_int,
         default=DEFAULT_MAX_CONCURRENT_RPCS,
         help="calls in flight beyond this get RESOURCE_EXHAUSTED (default %(default)s)",
     )
@@ -382,9 +383,6 @@ def main(argv: list[str]) -> int:
         token, tls = security_from_args(args)
     except (ValueError, OSError) as exc:
         log.error("%s", exc)
-        return 2
-    if args.max_upload_mb <= 0 or args.max_concurrent_rpcs <= 0:
-        log.error("--max-upload-mb and --max-concurrent-rpcs must be positive")
         return 2
     if not args.model_root.is_dir():
         log.error("--model-root %s is not a folder", args.model_root)
