@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
-from maxact.client import Client, MaxactError
+from maxact.client import Client, MaxactError, Patch, Preprocessing
 from tests.onnx_models import bright_square_model, finish, save
 
 SIZE = 64
@@ -78,6 +79,14 @@ def _top(client: Client, **options: object):  # type: ignore[no-untyped-def]
     return client.topk("deep", "relu6", 0, dataset="squares", k=2, **options).result()
 
 
+def _resized_top1(client: Client, model: str, layer: str, dataset: str, **options: Any) -> Patch:
+    """The one patch of a top-1 on channel 0 of a one-image dataset resized to SIZE x SIZE."""
+    resize = Preprocessing(size=(SIZE, SIZE))
+    stream = client.topk(model, layer, 0, dataset=dataset, k=1, preprocessing=resize, **options)
+    (patch,) = stream.result().patches
+    return patch
+
+
 def test_mask_box_matches_the_square_and_is_tighter_than_the_rf_box(
     client: Client, deep: Path
 ) -> None:
@@ -113,21 +122,8 @@ def test_mask_box_maps_back_into_the_pixels_of_a_resized_original(
     dataset.mkdir()
     big = np.repeat(np.repeat(_square_image(SQUARE, 250), 2, axis=0), 2, axis=1)
     Image.fromarray(big).save(dataset / "big.png")
-    from maxact.client import Preprocessing
-
-    (patch,) = (
-        client.topk(
-            "deep",
-            "relu6",
-            0,
-            dataset="big",
-            k=1,
-            render="mask",
-            mask_quantile=SQUARE_QUANTILE,
-            preprocessing=Preprocessing(size=(SIZE, SIZE)),
-        )
-        .result()
-        .patches
+    patch = _resized_top1(
+        client, "deep", "relu6", "big", render="mask", mask_quantile=SQUARE_QUANTILE
     )
     assert patch.patch_box is not None
     assert np.abs(np.subtract(patch.patch_box, [2 * v for v in SQUARE])).max() <= 2
@@ -203,21 +199,7 @@ def test_patch_size_keeps_the_aspect_with_a_grey_letterbox(
     dataset.mkdir()
     pixels = np.full((SIZE, 2 * SIZE, 3), 255, dtype=np.uint8)  # 64x128: the input is squeezed
     Image.fromarray(pixels).save(dataset / "wide.png")
-    from maxact.client import Preprocessing
-
-    (patch,) = (
-        client.topk(
-            "net",
-            "conv1",
-            0,
-            dataset="wide",
-            k=1,
-            patch_size=32,
-            preprocessing=Preprocessing(size=(SIZE, SIZE)),
-        )
-        .result()
-        .patches
-    )
+    patch = _resized_top1(client, "net", "conv1", "wide", patch_size=32)
     assert patch.hit.box[2] - patch.hit.box[0] == 4 and patch.hit.box[3] - patch.hit.box[1] == 8
     pixels = _png(patch.png)
     assert pixels.shape == (32, 32, 3)
