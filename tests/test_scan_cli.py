@@ -46,25 +46,14 @@ def _json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict:
     return json.loads(out)
 
 
+def _create(address: str, *layers_then_flags: str) -> list[str]:
+    """The argv of `scan create zoo/squares --dataset labelled --layers LAYERS [FLAGS]`."""
+    command = ["scan", "create", "zoo/squares", "--dataset", "labelled", "--layers"]
+    return ["--server", address, *command, *layers_then_flags]
+
+
 def _create_finished(capsys: pytest.CaptureFixture[str], address: str, *extra: str) -> dict:
-    return _json(
-        capsys,
-        "--server",
-        address,
-        "scan",
-        "create",
-        "zoo/squares",
-        "--layers",
-        "conv1",
-        "pool1",
-        "--dataset",
-        "labelled",
-        "-k",
-        "4",
-        "--wait",
-        "--json",
-        *extra,
-    )
+    return _json(capsys, *_create(address, "conv1", "pool1", "-k", "4", "--wait", "--json", *extra))
 
 
 def test_scan_create_wait_json_prints_the_finished_scan_document(world: str, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -81,18 +70,7 @@ def test_scan_create_wait_json_prints_the_finished_scan_document(world: str, cap
 
 
 def test_scan_create_without_wait_prints_the_bare_id_at_once(world: str, capsys) -> None:  # type: ignore[no-untyped-def]
-    code, out, _ = _run(
-        capsys,
-        "--server",
-        world,
-        "scan",
-        "create",
-        "zoo/squares",
-        "--layers",
-        "conv1",
-        "--dataset",
-        "labelled",
-    )
+    code, out, _ = _run(capsys, *_create(world, "conv1"))
     scan_id = out.strip()
     assert code == 0 and scan_id and "\n" not in scan_id and "/" not in scan_id
     with Client(world) as client:
@@ -119,20 +97,7 @@ def test_scan_create_wait_progress_goes_to_stderr_and_stdout_stays_one_document(
     world: str,
     capsys,  # type: ignore[no-untyped-def]
 ) -> None:
-    code, out, err = _run(
-        capsys,
-        "--server",
-        world,
-        "scan",
-        "create",
-        "zoo/squares",
-        "--layers",
-        "relu1",
-        "--dataset",
-        "labelled",
-        "--wait",
-        "--json",
-    )
+    code, out, err = _run(capsys, *_create(world, "relu1", "--wait", "--json"))
     assert code == 0
     assert json.loads(out)["state"] == "succeeded"  # nothing but the document on stdout
     assert "12/12 images" in err
