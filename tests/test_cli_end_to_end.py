@@ -30,6 +30,12 @@ def _json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict:
     return json.loads(capsys.readouterr().out)
 
 
+def _topk_conv1(address: str, channel: int, *flags: str) -> list[str]:
+    """The argv of `topk zoo/squares conv1 --channel CHANNEL --dataset squares --json [FLAGS]`."""
+    command = ["topk", "zoo/squares", "conv1", "--channel", str(channel), "--dataset", "squares"]
+    return ["--server", address, *command, "--json", *flags]
+
+
 def test_models_json_lists_models_by_relative_name(cli_world: str, capsys) -> None:  # type: ignore[no-untyped-def]
     document = _json(capsys, "--server", cli_world, "models", "--json")
     names = [m["name"] for m in document["models"]]
@@ -71,23 +77,7 @@ def test_topk_json_and_out_folder_write_patches_and_montage(
     tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     out = tmp_path / "out"
-    document = _json(
-        capsys,
-        "--server",
-        cli_world,
-        "topk",
-        "zoo/squares",
-        "conv1",
-        "--channel",
-        "0",
-        "-k",
-        "2",
-        "--dataset",
-        "squares",
-        "--out",
-        str(out),
-        "--json",
-    )
+    document = _json(capsys, *_topk_conv1(cli_world, 0, "-k", "2", "--out", str(out)))
     assert document["model"] == "zoo/squares" and document["layer"] == "conv1"
     assert document["channel"] == 0 and document["k"] == 2 and document["mode"] == "image"
     assert document["images_scanned"] == 3
@@ -102,20 +92,7 @@ def test_topk_json_and_out_folder_write_patches_and_montage(
 
 
 def test_cli_reports_server_errors_on_stderr_with_nonzero_exit(cli_world: str, capsys) -> None:  # type: ignore[no-untyped-def]
-    code = main(
-        [
-            "--server",
-            cli_world,
-            "topk",
-            "zoo/squares",
-            "conv1",
-            "--channel",
-            "7",
-            "--dataset",
-            "squares",
-            "--json",
-        ]
-    )
+    code = main(_topk_conv1(cli_world, 7))
     captured = capsys.readouterr()
     assert code == 1
     assert captured.out == ""
