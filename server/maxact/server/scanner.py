@@ -22,6 +22,7 @@ from .models import LayerEntry, LoadedModel
 from .preprocess import ResolvedPreprocessing
 from .reader import ImageSource, known_total
 from .reducers import Entry
+from .rf import TensorField
 from .scan.engine import EngineCallbacks, EngineCancelled, ScanEngine, Total
 from .scan.layer import ReduceOptions
 
@@ -193,12 +194,7 @@ class NeuronScan:
         return image_id
 
     def _hit(self, rank: int, entry: Entry) -> Hit:
-        field = self._field
-        if field is None or not field.spatial:
-            height, width = self.prep.input_size
-            box = (0, 0, height, width)
-        else:
-            box = field.box(entry.y, entry.x, self.query.channel)
+        box = input_box(self._field, self.prep, entry.y, entry.x, self.query.channel)
         return Hit(
             rank,
             entry.image,
@@ -245,3 +241,13 @@ def _engine_for(
         channels={layer.name: (query.channel,)},
         batch_size=batch_size,
     )
+
+
+def input_box(
+    field: TensorField | None, prep: ResolvedPreprocessing, y: int, x: int, channel: int
+) -> tuple[int, int, int, int]:
+    """A unit's exact receptive field in model-input pixels; a flat tensor's is the input."""
+    if field is None or not field.spatial:
+        height, width = prep.input_size
+        return (0, 0, height, width)
+    return field.box(y, x, channel)

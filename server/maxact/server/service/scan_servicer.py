@@ -20,9 +20,10 @@ from ..patches import PatchRenderer
 from ..preprocess import Preprocessing
 from ..reader import file_source
 from ..scan_jobs import ScanJobs, scan_id_from
-from ..scanner import Hit
+from ..scanner import Hit, input_box
 from ..store import ScanRecord
 from .convert import (
+    MODE_ENUMS,
     MODES,
     hit_to_proto,
     patch_to_proto,
@@ -40,7 +41,6 @@ _STATES = {
     "failed": spb.SCAN_STATE_FAILED,
     "cancelled": spb.SCAN_STATE_CANCELLED,
 }
-_MODE_ENUMS = {"image": tpb.TOP_K_MODE_IMAGE, "position": tpb.TOP_K_MODE_POSITION}
 DEFAULT_PAGE = 50
 MAX_PAGE = 1000
 WATCH_INTERVAL = 0.2
@@ -60,7 +60,7 @@ def scan_to_proto(record: ScanRecord) -> spb.Scan:
         images_done=record.images_done,
         images_total=record.images_total,
         error=record.error,
-        mode=_MODE_ENUMS[record.mode],
+        mode=MODE_ENUMS[record.mode],
         images_failed=record.images_failed,
         create_time=record.create_time,
         update_time=record.update_time,
@@ -68,14 +68,6 @@ def scan_to_proto(record: ScanRecord) -> spb.Scan:
 
 
 _CROP_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="maxact-crop")
-
-
-def _input_box(row: Any, layer: Any, prep: Any, channel: int) -> tuple[int, int, int, int]:
-    """The stored hit's exact field in model-input pixels (flat tensors: the whole input)."""
-    if layer.field is not None and layer.field.spatial:
-        return layer.field.box(row.y, row.x, channel)
-    height, width = prep.input_size
-    return (0, 0, height, width)
 
 
 def _crop_or_none(
@@ -86,7 +78,7 @@ def _crop_or_none(
     try:
         return renderer(
             file_source(0, row.image, path),
-            _input_box(row, layer, prep, channel),
+            input_box(layer.field, prep, row.y, row.x, channel),
             (row.y, row.x),
             channel,
         )
@@ -223,11 +215,11 @@ class NeuronServicer(neuron_service_pb2_grpc.NeuronServiceServicer):
                 )
             )
         response = npb.GetNeuronResponse(
-            images_scanned=record.images_done, mode=_MODE_ENUMS[record.mode]
+            images_scanned=record.images_done, mode=MODE_ENUMS[record.mode]
         )
         response.scan.CopyFrom(scan_to_proto(record))
         for row, patch in zip(rows, crops, strict=True):
-            box = _input_box(row, layer, prep, request.channel)
+            box = input_box(layer.field, prep, row.y, row.x, request.channel)
             hit = Hit(row.rank, -1, row.image, row.score, (row.y, row.x), request.channel, box)
             if root is None:
                 response.patches.append(tpb.Patch(hit=hit_to_proto(hit)))
