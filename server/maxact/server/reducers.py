@@ -10,7 +10,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import invalid_argument
+
 NO_IMAGE = np.iinfo(np.int64).max  # the image index of an empty slot
+
+
+# A request's k: memory is k x channels, so it is bounded for every scan the same way.
+MAX_K = 1000
+
+
+def check_k(k: int) -> int:
+    """`k` when it is in 1..MAX_K, else INVALID_ARGUMENT naming the range."""
+    if not 0 < k <= MAX_K:
+        raise invalid_argument("K_OUT_OF_RANGE", f"k must be in 1..{MAX_K}, got {k}")
+    return k
 
 
 @dataclass(frozen=True)

@@ -24,13 +24,13 @@ from .metrics import METRICS
 from .models import LayerEntry, LoadedModel, ModelRegistry, require_field
 from .preprocess import Preprocessing, ResolvedPreprocessing, resolve
 from .reader import file_source
+from .reducers import check_k
 from .scan.engine import EngineCallbacks, EngineCancelled, ScanEngine
 from .scan.layer import LayerReducer, ReduceOptions
 from .store import ScanRecord, Store
 
 log = logging.getLogger("maxact.server")
 
-MAX_K = 1000
 MAX_LAYERS = 16
 ACTIVE_STATES = frozenset({"queued", "running"})
 
@@ -108,8 +108,7 @@ class ScanJobs:
             raise invalid_argument("LAYERS_REQUIRED", "a scan needs at least one layer")
         if len(set(layers)) > MAX_LAYERS:
             raise invalid_argument("TOO_MANY_LAYERS", f"at most {MAX_LAYERS} layers per scan")
-        if not 0 < k <= MAX_K:
-            raise invalid_argument("K_OUT_OF_RANGE", f"k must be in 1..{MAX_K}, got {k}")
+        check_k(k)
         model = self.models.get(model_name)
         prep = resolve(
             model.default_preprocessing, preprocessing, model.input.fixed_size, model.input.layout

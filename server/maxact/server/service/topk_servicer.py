@@ -30,6 +30,7 @@ from ..models import LayerEntry, LoadedModel
 from ..patches import PatchRenderer
 from ..preprocess import ResolvedPreprocessing, resolve
 from ..reader import ImageSource, file_source
+from ..reducers import check_k
 from ..scan.engine import Total
 from ..scanner import Hit, NeuronQuery, NeuronScan, ScanCallbacks, ScanCancelled
 from .client_images import ClientImages
@@ -51,7 +52,6 @@ from .lookup import (
     require_field,
 )
 
-MAX_K = 1000
 DEFAULT_K = 9
 _scan_numbers = itertools.count(1)
 _DONE = object()
@@ -145,9 +145,7 @@ class TopKServicer(topk_service_pb2_grpc.TopKServiceServicer):
 
 
 def _neuron_query(message: pb.TopKQuery) -> NeuronQuery:
-    k = message.k or DEFAULT_K
-    if not 0 < k <= MAX_K:
-        raise invalid_argument("K_OUT_OF_RANGE", f"k must be in 1..{MAX_K}, got {k}")
+    k = check_k(message.k or DEFAULT_K)
     if message.mode not in MODES:
         raise invalid_argument("INVALID_MODE", f"unknown top-k mode {message.mode}")
     if message.per_image_cap < 0:
