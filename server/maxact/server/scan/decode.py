@@ -13,19 +13,10 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageOps
 
-from ..preprocess import ResolvedPreprocessing, shorter_side_size, to_rgb
+from ..preprocess import ResolvedPreprocessing, to_rgb
 from ..reader import ImageSource, check_pixels, prepare_full, upright
 
 DRAFT_FACTOR = 2
-
-
-def resize_target(prep: ResolvedPreprocessing, height: int, width: int) -> tuple[int, int]:
-    """(height, width) the whole image is resized to before any centre crop."""
-    if prep.size is not None:
-        return prep.size
-    if prep.resize_shorter is not None:
-        return shorter_side_size(height, width, prep.resize_shorter)
-    return height, width
 
 
 def uses_draft(prep: ResolvedPreprocessing, image: Image.Image) -> bool:
@@ -33,7 +24,7 @@ def uses_draft(prep: ResolvedPreprocessing, image: Image.Image) -> bool:
     if image.format != "JPEG":
         return False
     width, height = _upright_size(image)
-    target_h, target_w = resize_target(prep, height, width)
+    target_h, target_w = prep.resized_size(height, width)
     return width >= DRAFT_FACTOR * target_w and height >= DRAFT_FACTOR * target_h
 
 
@@ -55,7 +46,7 @@ def prepare(
             image = upright(opened)
             return prep.to_array(image), (image.height, image.width)
         width, height = _upright_size(opened)
-        target_h, target_w = resize_target(prep, height, width)
+        target_h, target_w = prep.resized_size(height, width)
         request = (target_w, target_h) if (width, height) == opened.size else (target_h, target_w)
         drafted = opened.draft("RGB", request)
         opened.load()
