@@ -17,6 +17,7 @@ import grpc
 from grpc_status import rpc_status
 
 from .errors import ServiceError
+from .handlers import same_shape
 
 AUTH_HEADER = "authorization"
 PUBLIC_PREFIXES = ("/grpc.health.v1.Health/",)
@@ -85,14 +86,4 @@ def _refusing(handler: grpc.RpcMethodHandler, error: ServiceError) -> grpc.RpcMe
         await context.abort_with_status(status)
         yield  # pragma: no cover - abort raises; this makes the function an async generator
 
-    shape = dict(
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
-    )
-    if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(unary_response, **shape)
-    if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(stream_response, **shape)
-    if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(unary_response, **shape)
-    return grpc.stream_stream_rpc_method_handler(stream_response, **shape)
+    return same_shape(handler, lambda _: unary_response, lambda _: stream_response)
