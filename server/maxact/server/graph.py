@@ -28,8 +28,20 @@ class ImageInput:
         return self.shape[0]
 
 
+def detect_layout(dims: list[int]) -> str:
+    """NCHW when dim 1 is 3 or 1, NHWC when the last dim is; else the smaller known dim is C
+    (0 = unknown). One rule for the layer catalogue and the receptive-field engine."""
+    if dims[1] in (1, 3):
+        return "nchw"
+    if dims[3] in (1, 3):
+        return "nhwc"
+    if dims[1] and dims[3] and dims[3] < dims[1]:
+        return "nhwc"
+    return "nchw"
+
+
 def image_input(model: onnx.ModelProto) -> ImageInput:
-    """The first 4-D graph input that is not an initializer; layout from where the 3 sits."""
+    """The first 4-D graph input that is not an initializer; layout by `detect_layout`."""
     initializers = {init.name for init in model.graph.initializer}
     for value in model.graph.input:
         if value.name in initializers:
@@ -41,7 +53,7 @@ def image_input(model: onnx.ModelProto) -> ImageInput:
         )
         if len(dims) != 4:
             continue
-        layout = "nhwc" if dims[3] in (1, 3, 4) and dims[1] not in (1, 3, 4) else "nchw"
+        layout = detect_layout([d or 0 for d in dims])
         return ImageInput(value.name, dims, layout, tensor_type.elem_type)
     raise ValueError("the model has no 4-D image input (expected [N, C, H, W] or [N, H, W, C])")
 

@@ -8,6 +8,7 @@ from fractions import Fraction
 
 import onnx
 
+from ..graph import detect_layout
 from ..shapes import graph_inputs, infer_shapes
 from . import ops_layout, ops_resample, ops_window
 from .axis import identity_axis
@@ -137,17 +138,6 @@ def image_input(model: onnx.ModelProto) -> onnx.ValueInfoProto:
         if len(vi.type.tensor_type.shape.dim) == 4:
             return vi
     raise ValueError("the model has no 4-D image input")
-
-
-def detect_layout(dims: list[int]) -> str:
-    """NCHW when dim 1 is 3 or 1, NHWC when the last dim is; else the smaller known dim is C."""
-    if dims[1] in (1, 3):
-        return "nchw"
-    if dims[3] in (1, 3):
-        return "nhwc"
-    if dims[1] and dims[3] and dims[3] < dims[1]:
-        return "nhwc"
-    return "nchw"
 
 
 def _topological(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
