@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from maxact.client import Client
-from maxact.client.fetch import default_cache_dir, fetch_demo_model, write_demo_photos
+from maxact.client.demo.fetch import default_cache_dir, fetch_demo_model, write_demo_photos
 from maxact.server.app import start_server
 
 LAYERS = ["p2o.pd_op.hardswish.3.0", "p2o.pd_op.hardswish.13.0"]

@@ -12,8 +12,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from maxact.server.models.shapes import infer_shapes
 from maxact.server.rf import compute_receptive_fields
-from maxact.server.shapes import infer_shapes
 
 
 def resnet_like(layers: int = 200, width: int = 8) -> onnx.ModelProto:

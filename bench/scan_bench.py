@@ -30,12 +30,12 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
-from maxact.client.fetch import default_cache_dir, fetch_demo_model, write_demo_photos
-from maxact.server.graph import prune_to_outputs
-from maxact.server.models import LoadedModel, ModelRegistry
-from maxact.server.preprocess import Preprocessing, resolve
-from maxact.server.reader import Batch, file_source
-from maxact.server.runtime import create_session
+from maxact.client.demo.fetch import default_cache_dir, fetch_demo_model, write_demo_photos
+from maxact.server.data.preprocess import Preprocessing, resolve
+from maxact.server.data.reader import Batch, file_source
+from maxact.server.models.graph import prune_to_outputs
+from maxact.server.models.registry import LoadedModel, ModelRegistry
+from maxact.server.models.runtime import create_session
 from maxact.server.scan.engine import ScanEngine
 from maxact.server.scan.layer import ReduceOptions
 

@@ -19,12 +19,12 @@ import numpy as np
 import onnx
 
 from maxact.client import Client
-from maxact.client.fetch import default_cache_dir, fetch_demo_model, write_demo_photos
+from maxact.client.demo.fetch import default_cache_dir, fetch_demo_model, write_demo_photos
 from maxact.server.app import start_server
-from maxact.server.graph import prune_to_outputs
-from maxact.server.preprocess import Preprocessing, resolve
-from maxact.server.reader import file_source, load_original
-from maxact.server.runtime import create_session
+from maxact.server.data.preprocess import Preprocessing, resolve
+from maxact.server.data.reader import file_source, load_original
+from maxact.server.models.graph import prune_to_outputs
+from maxact.server.models.runtime import create_session
 
 BATCH = 16
 

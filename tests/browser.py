@@ -10,7 +10,7 @@ import os
 import shutil
 import subprocess
 
-from maxact.client.screenshot import CHROMEDRIVER, CHROMIUM, Browser, WebDriverError
+from maxact.client.report.screenshot import CHROMEDRIVER, CHROMIUM, Browser, WebDriverError
 
 __all__ = ["CHROMEDRIVER", "CHROMIUM", "Browser", "WebDriverError", "ensure_chromium"]
 

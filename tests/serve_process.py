@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-SERVE = [sys.executable, "-m", "maxact.client.cli", "serve", "--port", "0", "--device", "cpu"]
+SERVE = [sys.executable, "-m", "maxact.client.cli.main", "serve", "--port", "0", "--device", "cpu"]
 
 
 @contextmanager

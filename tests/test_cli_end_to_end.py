@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maxact.client.cli import main
+from maxact.client.cli.main import main
 from tests.onnx_models import bright_square_model, save
 
 

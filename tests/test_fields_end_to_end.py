@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from maxact.client import Client, MaxactError
-from maxact.client.cli import main
+from maxact.client.cli.main import main
 from tests.datasets import write_images
 from tests.onnx_models import save
 from tests.rf.builders import Net

@@ -20,7 +20,7 @@ import onnx
 import pytest
 from PIL import Image
 
-from maxact.client.cli import main as maxact_main
+from maxact.client.cli.main import main as maxact_main
 from tests.onnx_models import bright_square_model, random_cnn, save
 
 REPO = Path(__file__).resolve().parents[1]

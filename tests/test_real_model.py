@@ -16,7 +16,13 @@ import pytest
 from PIL import Image
 
 from maxact.client import Client
-from maxact.client.demo import (
+from maxact.client.demo.fetch import (
+    DEMO_MODEL,
+    default_cache_dir,
+    fetch_demo_model,
+    write_demo_photos,
+)
+from maxact.client.demo.run import (
     DATASET,
     REPORT_PATCH,
     SCREENSHOT_LAYER,
@@ -25,7 +31,6 @@ from maxact.client.demo import (
     scan_and_report,
     screenshot_gallery,
 )
-from maxact.client.fetch import DEMO_MODEL, default_cache_dir, fetch_demo_model, write_demo_photos
 from tests.browser import ensure_chromium
 from tests.onnx_models import layer_outputs
 
@@ -148,7 +153,7 @@ def test_demo_scans_both_layers_and_writes_their_gallery(
 def test_demo_screenshot_is_skipped_with_a_reason_when_chromium_is_missing(
     demo_report: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from maxact.client import screenshot
+    from maxact.client.report import screenshot
 
     monkeypatch.setattr(screenshot, "CHROMIUM", tmp_path / "no-chromium")
     stale = tmp_path / "gallery.png"

@@ -16,9 +16,9 @@ from onnx import numpy_helper
 from PIL import Image
 
 from maxact.client import Client
-from maxact.client.cli import main
+from maxact.client.cli.main import main
 from maxact.client.montage import GAP, MARGIN
-from maxact.client.report import OVERVIEW_COLUMNS, OVERVIEW_TILE, patch_file, safe_names
+from maxact.client.report.writer import OVERVIEW_COLUMNS, OVERVIEW_TILE, patch_file, safe_names
 from tests.browser import Browser, ensure_chromium
 from tests.datasets import slow_scan
 from tests.onnx_models import random_cnn, save

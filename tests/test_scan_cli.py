@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from maxact.client import Client
-from maxact.client.cli import main
+from maxact.client.cli.main import main
 from tests.datasets import slow_scan
 from tests.onnx_models import bright_square_model, save
 

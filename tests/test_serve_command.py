@@ -26,7 +26,7 @@ def test_serve_refuses_a_missing_model_root(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "maxact.client.cli",
+            "maxact.client.cli.main",
             "serve",
             "--model-root",
             str(tmp_path / "nope"),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from maxact.client import cli
+from maxact.client.cli import main as cli
 
 
 def parse(*argv: str):

@@ -13,7 +13,8 @@ import pytest
 from google.rpc import code_pb2
 from PIL import Image
 
-from maxact.client import Client, MaxactError, Preprocessing, cli
+from maxact.client import Client, MaxactError, Preprocessing
+from maxact.client.cli import main as cli
 from tests.onnx_models import random_cnn, save
 
 

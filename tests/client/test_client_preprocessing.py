@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from maxact.client.fetch import DEMO_PREPROCESSING
+from maxact.client.demo.fetch import DEMO_PREPROCESSING
 from maxact.client.preprocessing import (
     Preprocessing,
     add_preprocessing_arguments,

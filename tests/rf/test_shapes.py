@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
+from maxact.server.models.shapes import infer_shapes
 from maxact.server.rf import compute_receptive_fields
-from maxact.server.shapes import infer_shapes
 
 from .builders import Net
 from .checks import assert_matches_oracle

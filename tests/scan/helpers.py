@@ -8,10 +8,10 @@ import numpy as np
 import onnx
 from PIL import Image
 
-from maxact.server.datasets import list_image_ids, read_labels
-from maxact.server.models import LoadedModel, ModelRegistry
-from maxact.server.preprocess import Preprocessing, ResolvedPreprocessing, resolve
-from maxact.server.reader import ImageSource, file_source
+from maxact.server.data.datasets import list_image_ids, read_labels
+from maxact.server.data.preprocess import Preprocessing, ResolvedPreprocessing, resolve
+from maxact.server.data.reader import ImageSource, file_source
+from maxact.server.models.registry import LoadedModel, ModelRegistry
 from maxact.server.scan.engine import ScanEngine
 from maxact.server.scan.layer import ReduceOptions
 from tests.onnx_models import save

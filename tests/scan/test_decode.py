@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from maxact.server.preprocess import Preprocessing, resolve
-from maxact.server.reader import file_source
-from maxact.server.scan.decode import prepare, uses_draft
+from maxact.server.data.decode import prepare, uses_draft
+from maxact.server.data.preprocess import Preprocessing, resolve
+from maxact.server.data.reader import file_source
 
 
 def _bars(path: Path, width: int, height: int) -> None:

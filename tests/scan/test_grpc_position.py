@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from maxact.client import Client, Preprocessing
-from maxact.server.models import ModelRegistry
+from maxact.server.models.registry import ModelRegistry
 from tests.onnx_models import layer_outputs, random_cnn, save
 from tests.scan.helpers import (
     oracle_inputs,

@@ -68,7 +68,7 @@ def statistics(tmp_path_factory: pytest.TempPathFactory):
     model = load(detector_model(), root / "models", "detectors")
     data = root / "data"
     write_classes(data)
-    from maxact.server.datasets import list_image_ids
+    from maxact.server.data.datasets import list_image_ids
 
     ids = list_image_ids(data)
     classes, labels = label_array(data, ids)
@@ -118,7 +118,7 @@ def test_labels_csv_flows_into_statistics(tmp_path: Path) -> None:
         Image.fromarray(pixels).save(data / f"{i:02d}.png")
         rows.append(f"{i:02d}.png,{'red' if red else 'blue'}")
     (data / "labels.csv").write_text("\n".join(rows) + "\n")
-    from maxact.server.datasets import list_image_ids
+    from maxact.server.data.datasets import list_image_ids
 
     ids = list_image_ids(data)
     classes, labels = label_array(data, ids)

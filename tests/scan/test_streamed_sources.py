@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from maxact.server.reader import ImageSource, file_source
-from maxact.server.scanner import NeuronQuery, NeuronScan, ScanCallbacks
+from maxact.server.data.reader import ImageSource, file_source
+from maxact.server.scan.neuron import NeuronQuery, NeuronScan, ScanCallbacks
 from tests.onnx_models import random_cnn
 from tests.scan.helpers import load, prep_for, write_random_images
 

@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 
 from maxact.client import Client, MaxactError
-from maxact.client.cli import main as cli_main
+from maxact.client.cli.main import main as cli_main
 from tests.onnx_models import bright_square_model, save
 
 TOKEN = "s3cret-token-for-tests"

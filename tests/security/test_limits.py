@@ -92,7 +92,7 @@ def test_a_bomb_between_pillows_warning_and_error_limits_is_refused_from_its_hea
 ) -> None:
     """An 18000x18000 1-bit PNG (~40 KB on disk) is over our limit but under twice Pillow's, where
     Pillow only warns and would decode it in full; it must be refused from its header alone."""
-    from maxact.server.reader import MAX_PIXELS, ImageSource, load_original
+    from maxact.server.data.reader import MAX_PIXELS, ImageSource, load_original
 
     path = tmp_path / "bomb.png"
     with monkeypatch.context() as patch:

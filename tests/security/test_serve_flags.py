@@ -35,7 +35,7 @@ def test_serve_flags_turn_on_tls_and_the_token_in_a_real_process(
 
 
 def test_global_token_and_ca_options_are_not_passed_to_serve() -> None:
-    from maxact.client.cli import serve_argv
+    from maxact.client.cli.main import serve_argv
 
     argv = ["--token-file", "serve", "--tls-ca", "ca", "serve", "--model-root", "M"]
     assert serve_argv(argv) == ["--model-root", "M"]

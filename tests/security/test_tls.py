@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from maxact.client import Client, MaxactError
-from maxact.client.cli import main as cli_main
+from maxact.client.cli.main import main as cli_main
 from tests.onnx_models import bright_square_model, save
 from tests.security.conftest import make_certificate
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from maxact.server.data.preprocess import Preprocessing, resolve
 from maxact.server.errors import ServiceError
-from maxact.server.preprocess import Preprocessing, resolve
 
 
 def test_fed_value_is_pixel_times_scale_minus_mean_over_std_in_bgr_order() -> None:

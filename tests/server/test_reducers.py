@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from maxact.server.reducers import RunningTopK
+from maxact.server.scan.reducers import RunningTopK
 
 
 def _brute(scores: np.ndarray, channel: int, k: int, largest: bool) -> list[tuple[float, int]]:

@@ -260,7 +260,7 @@ def test_neuron_query_renders_the_same_patches_as_a_live_topk(client: Client, de
 def test_cli_topk_and_neuron_render_flags_write_letterboxed_mask_patches(
     server: object, deep: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from maxact.client.cli import main
+    from maxact.client.cli.main import main
 
     address = server.address  # type: ignore[attr-defined]
     flags = ["--render", "mask", "--mask-quantile", "0.99", "--patch-size", "40"]
@@ -282,7 +282,7 @@ def test_cli_topk_and_neuron_render_flags_write_letterboxed_mask_patches(
 def test_cli_rejects_a_mask_quantile_outside_zero_one_as_a_usage_error(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from maxact.client.cli import main
+    from maxact.client.cli.main import main
 
     with pytest.raises(SystemExit) as exited:
         main(["topk", "m", "l", "--channel", "0", "--dataset", "d", "--mask-quantile", "1"])

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from maxact.client import Client
 from maxact.server.app import start_server
-from maxact.server.store import Store
+from maxact.server.jobs.store import Store
 from tests.datasets import write_images
 from tests.onnx_models import heavy_cnn, save
 from tests.serve_process import serve_process

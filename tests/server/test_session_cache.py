@@ -7,7 +7,7 @@ from pathlib import Path
 
 from maxact.client import Client
 from maxact.server.app import start_server
-from maxact.server.session_cache import SessionCache
+from maxact.server.models.sessions import SessionCache
 from tests.datasets import write_images
 from tests.onnx_models import random_cnn, save
 

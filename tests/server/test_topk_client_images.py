@@ -19,9 +19,9 @@ from PIL import Image
 
 from maxact.client import Client, MaxactError, Preprocessing, collect_images
 from maxact.client import types as t
-from maxact.client.cli import main
+from maxact.client.cli.main import main
 from maxact.client.errors import from_rpc_error
-from maxact.server.datasets import list_image_ids
+from maxact.server.data.datasets import list_image_ids
 from maxact.v1 import topk_service_pb2 as pb
 from maxact.v1 import topk_service_pb2_grpc
 from tests.onnx_models import bright_square_model, heavy_cnn, random_cnn, save

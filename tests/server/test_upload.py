@@ -19,7 +19,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from maxact.client import Client, MaxactError
-from maxact.client.cli import main as cli_main
+from maxact.client.cli.main import main as cli_main
 from maxact.v1 import model_service_pb2, model_service_pb2_grpc
 from tests.onnx_models import bright_square_model, finish
 

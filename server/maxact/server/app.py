@@ -16,7 +16,24 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from maxact.client.cli_common import MaxactParser, nonnegative_int, positive_int
+from maxact.client.cli.common import MaxactParser, nonnegative_int, positive_int
+from maxact.server.data.dataset_writer import remove_stale_incoming
+from maxact.server.data.datasets import DatasetCatalog
+from maxact.server.jobs.scan_jobs import ScanJobs
+from maxact.server.jobs.store import Store
+from maxact.server.models.registry import ModelRegistry
+from maxact.server.models.runtime import providers_for
+from maxact.server.models.sessions import DEFAULT_MAX_BYTES as DEFAULT_SESSION_CACHE_BYTES
+from maxact.server.models.upload import remove_stale_uploads
+from maxact.server.ops.auth import BearerTokenInterceptor, read_token
+from maxact.server.ops.call_observer import ObservingInterceptor
+from maxact.server.ops.metrics import MetricsServer
+from maxact.server.service.dataset_servicer import DatasetServicer
+from maxact.server.service.model_servicer import DEFAULT_MAX_UPLOAD_BYTES, ModelServicer
+from maxact.server.service.receptive_field_servicer import ReceptiveFieldServicer
+from maxact.server.service.scan_servicer import NeuronServicer, ScanServicer
+from maxact.server.service.topk_servicer import TopKServicer
+from maxact.server.service.validate import ServerState
 from maxact.v1 import (
     dataset_service_pb2,
     dataset_service_pb2_grpc,
@@ -31,24 +48,6 @@ from maxact.v1 import (
     topk_service_pb2,
     topk_service_pb2_grpc,
 )
-
-from .auth import BearerTokenInterceptor, read_token
-from .dataset_writer import remove_stale_incoming
-from .datasets import DatasetCatalog
-from .metrics import MetricsServer
-from .models import ModelRegistry
-from .observe import ObservingInterceptor
-from .runtime import providers_for
-from .scan_jobs import ScanJobs
-from .service.dataset_servicer import DatasetServicer
-from .service.lookup import ServerState
-from .service.model_servicer import DEFAULT_MAX_UPLOAD_BYTES, ModelServicer
-from .service.receptive_field_servicer import ReceptiveFieldServicer
-from .service.scan_servicer import NeuronServicer, ScanServicer
-from .service.topk_servicer import TopKServicer
-from .session_cache import DEFAULT_MAX_BYTES as DEFAULT_SESSION_CACHE_BYTES
-from .store import Store
-from .upload import remove_stale_uploads
 
 log = logging.getLogger("maxact.server")
 

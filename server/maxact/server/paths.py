@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import invalid_argument
+from maxact.server.errors import invalid_argument
 
 
 def resolve_under(root: Path, relative: str, what: str) -> Path:

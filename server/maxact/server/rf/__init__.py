@@ -19,9 +19,9 @@ Gemm, Flatten, spatial reductions) give flat tensors whose field is the whole im
 Unsupported ops fail lazily: only the tensors depending on them raise `FieldError`.
 """
 
-from .engine import ReceptiveFields, compute_receptive_fields
-from .errors import FieldError
-from .fields import AxisGeometry, ChannelGroupField, TensorField
+from maxact.server.rf.engine import ReceptiveFields, compute_receptive_fields
+from maxact.server.rf.errors import FieldError
+from maxact.server.rf.fields import AxisGeometry, ChannelGroupField, TensorField
 
 __all__ = [
     "AxisGeometry",

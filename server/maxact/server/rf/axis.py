@@ -14,7 +14,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from .fields import AxisGeometry, union_geometry
+from maxact.server.rf.fields import AxisGeometry, union_geometry
 
 # Sentinels of an empty interval: min/max reductions then ignore it naturally.
 EMPTY_LO = np.int64(2**40)

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from .constants import Constants, attr
-from .state import Unsupported
+from maxact.server.rf.constants import Constants, attr
+from maxact.server.rf.state import Unsupported
 
 __all__ = ["Context", "attr"]
 

@@ -8,15 +8,26 @@ from fractions import Fraction
 
 import onnx
 
-from ..graph import detect_layout
-from ..shapes import graph_inputs, infer_shapes
-from . import ops_layout, ops_resample, ops_window
-from .axis import identity_axis
-from .constants import Constants
-from .context import Context
-from .errors import FieldError
-from .fields import AxisGeometry, ChannelGroupField, TensorField
-from .state import CONST, FLAT, Const, Failed, Flat, Group, Handler, Spatial, State, Unsupported
+from maxact.server.models.graph import detect_layout
+from maxact.server.models.shapes import graph_inputs, infer_shapes
+from maxact.server.rf import ops_layout, ops_resample, ops_window
+from maxact.server.rf.axis import identity_axis
+from maxact.server.rf.constants import Constants
+from maxact.server.rf.context import Context
+from maxact.server.rf.errors import FieldError
+from maxact.server.rf.fields import AxisGeometry, ChannelGroupField, TensorField
+from maxact.server.rf.state import (
+    CONST,
+    FLAT,
+    Const,
+    Failed,
+    Flat,
+    Group,
+    Handler,
+    Spatial,
+    State,
+    Unsupported,
+)
 
 log = logging.getLogger(__name__)
 

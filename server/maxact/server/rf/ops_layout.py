@@ -13,9 +13,9 @@ import math
 import numpy as np
 import onnx
 
-from .axis import AxisField, union_axes
-from .context import Context, attr
-from .state import (
+from maxact.server.rf.axis import AxisField, union_axes
+from maxact.server.rf.context import Context, attr
+from maxact.server.rf.state import (
     FLAT,
     Const,
     Failed,

@@ -9,9 +9,9 @@ from fractions import Fraction
 import numpy as np
 import onnx
 
-from .axis import AxisField, gather_axis, propagate
-from .context import Context, attr
-from .state import (
+from maxact.server.rf.axis import AxisField, gather_axis, propagate
+from maxact.server.rf.context import Context, attr
+from maxact.server.rf.state import (
     Group,
     Spatial,
     State,

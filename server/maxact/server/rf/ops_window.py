@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 import onnx
 
-from .axis import AxisField, transposed_window_axis, window_axis
-from .context import Context, attr
-from .state import (
+from maxact.server.rf.axis import AxisField, transposed_window_axis, window_axis
+from maxact.server.rf.context import Context, attr
+from maxact.server.rf.state import (
     FLAT,
     Const,
     Flat,

@@ -7,12 +7,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from .axis import AxisField, union_axes
+from maxact.server.rf.axis import AxisField, union_axes
 
 if TYPE_CHECKING:
     import onnx
 
-    from .context import Context
+    from maxact.server.rf.context import Context
 
 
 class Unsupported(Exception):

@@ -18,13 +18,13 @@ from functools import partial
 import numpy as np
 import onnxruntime as ort
 
-from ..metrics import METRICS
-from ..models import LayerEntry, LoadedModel
-from ..preprocess import ResolvedPreprocessing
-from ..reader import Batch, ImageSource, Skipped, known_total, read_batches
-from .decode import prepare
-from .layer import LayerReducer, ReduceOptions
-from .pipeline import Overlapped
+from maxact.server.data.decode import prepare
+from maxact.server.data.preprocess import ResolvedPreprocessing
+from maxact.server.data.reader import Batch, ImageSource, Skipped, known_total, read_batches
+from maxact.server.models.registry import LayerEntry, LoadedModel
+from maxact.server.ops.metrics import METRICS
+from maxact.server.scan.layer import LayerReducer, ReduceOptions
+from maxact.server.scan.pipeline import Overlapped
 
 DEFAULT_BATCH = 16
 

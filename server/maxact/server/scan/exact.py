@@ -73,6 +73,15 @@ class ExactSums:
         self._pending += 1
         self._normalise()
 
+    def load_limbs(self, limbs: np.ndarray) -> None:
+        """Restore sums from `limbs` (as a checkpoint stored them)."""
+        limbs = np.asarray(limbs)
+        if limbs.shape != (self.cells, LIMBS):
+            raise ValueError(f"limbs have shape {limbs.shape}, expected {(self.cells, LIMBS)}")
+        self._limbs = limbs.astype(np.int64)
+        self._pending = 1
+        self._normalise()
+
     def _normalise(self) -> None:
         if self._pending == 0:
             return

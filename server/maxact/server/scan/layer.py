@@ -7,15 +7,16 @@ reducer of the union.
 
 from __future__ import annotations
 
-import pickle
+import io
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..reducers import NO_IMAGE, Entry, RunningTopK
-from ..rf import TensorField
-from .stats import ChannelStatistics, StatisticsReducer
-from .suppress import overlap_matrix, suppressed_candidates
+from maxact.server.rf import TensorField
+from maxact.server.scan.reducers import NO_IMAGE, Entry, RunningTopK
+from maxact.server.scan.statistics import ChannelStatistics, StatisticsReducer
+from maxact.server.scan.suppress import overlap_matrix, suppressed_candidates
 
 KINDS = ("top", "bottom", "position", "position_bottom")
 
@@ -153,20 +154,39 @@ class LayerReducer:
             topk.merge(other._topk[kind])
         self.stats.merge(other.stats)
 
-    def state(self) -> bytes:
-        """The accumulated state (top-k arrays and statistics), for checkpoints.
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """The accumulated state as named arrays ("top/key", "stats/fired", ...): pure data,
+        so a stored checkpoint or a Ray worker's result can never execute code when read."""
+        state = {
+            f"{kind}/{name}": a
+            for kind, t in self._topk.items()
+            for name, a in t.state_dict().items()
+        }
+        state.update({f"stats/{name}": a for name, a in self.stats.state_dict().items()})
+        return state
 
-        Pickle is safe here: the server reads back only what it wrote into its own store.
-        """
-        return pickle.dumps({"topk": self._topk, "stats": self.stats}, protocol=5)
+    def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
+        """Restore `state_dict()` of a reducer of the same layer and options."""
+        kinds = {key.split("/", 1)[0] for key in state} - {"stats"}
+        if kinds != set(self._topk):
+            raise ValueError(f"state keeps {sorted(kinds)}, this scan keeps {sorted(self._topk)}")
+        for kind, topk in self._topk.items():
+            prefix = f"{kind}/"
+            topk.load_state_dict(
+                {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            )
+        self.stats.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("stats/")})
+
+    def state(self) -> bytes:
+        """`state_dict()` as an .npz file (read back with allow_pickle=False)."""
+        buffer = io.BytesIO()
+        np.savez(buffer, **self.state_dict())
+        return buffer.getvalue()
 
     def load_state(self, data: bytes) -> None:
-        """Restore a checkpoint written by `state()` for the same layer and options."""
-        state = pickle.loads(data)
-        if set(state["topk"]) != set(self._topk):
-            raise ValueError("checkpoint was written with different options")
-        self._topk = state["topk"]
-        self.stats = state["stats"]
+        """Restore a checkpoint written by `state()`; anything but plain arrays is refused."""
+        with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+            self.load_state_dict({name: arrays[name] for name in arrays.files})
 
     def kinds(self) -> tuple[str, ...]:
         return tuple(self._topk)

@@ -20,12 +20,11 @@ from functools import partial
 
 from PIL import Image
 
+from maxact.server.data.dataset_writer import DatasetWriter
+from maxact.server.data.reader import ImageSource
+from maxact.server.errors import invalid_argument
+from maxact.server.scan.neuron import HeldWhileNeeded
 from maxact.v1 import topk_service_pb2 as pb
-
-from ..dataset_writer import DatasetWriter
-from ..errors import invalid_argument
-from ..reader import ImageSource
-from ..scanner import HeldWhileNeeded
 
 
 async def _next_or_none(

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from maxact.server.data.preprocess import Preprocessing, ResolvedPreprocessing
+from maxact.server.patches.render import DEFAULT_MASK_QUANTILE, RenderOptions
+from maxact.server.rf import AxisGeometry, TensorField
+from maxact.server.scan.neuron import Hit
 from maxact.v1 import common_pb2, topk_service_pb2
-
-from ..preprocess import Preprocessing, ResolvedPreprocessing
-from ..render import DEFAULT_MASK_QUANTILE, RenderOptions
-from ..rf import AxisGeometry, TensorField
-from ..scanner import Hit
 
 _ORDERS = {common_pb2.CHANNEL_ORDER_RGB: "rgb", common_pb2.CHANNEL_ORDER_BGR: "bgr"}
 _LAYOUTS = {common_pb2.LAYOUT_NCHW: "nchw", common_pb2.LAYOUT_NHWC: "nhwc"}
@@ -34,7 +33,7 @@ _RENDERS = {
 def render_options_from_proto(message: Any) -> RenderOptions:
     """The render fields (render, mask_quantile, patch_size) of a TopKQuery or a
     GetNeuronRequest, validated."""
-    from ..errors import invalid_argument
+    from maxact.server.errors import invalid_argument
 
     if message.render not in _RENDERS:
         raise invalid_argument("INVALID_RENDER", f"unknown patch render {message.render}")
@@ -49,7 +48,7 @@ def render_options_from_proto(message: Any) -> RenderOptions:
 
 def preprocessing_from_proto(message: common_pb2.Preprocessing) -> Preprocessing:
     """Unset proto fields become None so model defaults can fill them."""
-    from ..errors import invalid_argument
+    from maxact.server.errors import invalid_argument
 
     def pair(values: list[int], name: str) -> tuple[int, int] | None:
         if not values:

@@ -6,12 +6,11 @@ import asyncio
 
 import grpc
 
+from maxact.server.data.datasets import Dataset
+from maxact.server.service.errors import rpc
+from maxact.server.service.validate import ServerState
 from maxact.v1 import dataset_service_pb2 as pb
 from maxact.v1 import dataset_service_pb2_grpc
-
-from ..datasets import Dataset
-from .errors import rpc
-from .lookup import ServerState
 
 
 def _summary(dataset: Dataset) -> pb.DatasetSummary:

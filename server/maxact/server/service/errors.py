@@ -11,7 +11,7 @@ from typing import Any
 import grpc
 from grpc_status import rpc_status
 
-from ..errors import ServiceError
+from maxact.server.errors import ServiceError
 
 log = logging.getLogger("maxact.server")
 

@@ -9,14 +9,13 @@ from collections.abc import AsyncIterator
 import grpc
 from onnx import TensorProto
 
+from maxact.server.errors import invalid_argument
+from maxact.server.models.upload import ModelUpload
+from maxact.server.service.convert import field_to_proto, preprocessing_to_proto
+from maxact.server.service.errors import rpc
+from maxact.server.service.validate import ServerState, load_model, size_from
 from maxact.v1 import model_service_pb2 as pb
 from maxact.v1 import model_service_pb2_grpc
-
-from ..errors import invalid_argument
-from ..upload import ModelUpload
-from .convert import field_to_proto, preprocessing_to_proto
-from .errors import rpc
-from .lookup import ServerState, load_model, size_from
 
 DEFAULT_MAX_UPLOAD_BYTES = 2048 * 1024 * 1024
 

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import grpc
 
+from maxact.server.errors import invalid_argument
+from maxact.server.service.convert import box_to_proto, field_to_proto
+from maxact.server.service.errors import rpc
+from maxact.server.service.validate import (
+    ServerState,
+    check_unit,
+    find_layer,
+    load_model,
+    require_field,
+    size_from,
+)
 from maxact.v1 import receptive_field_service_pb2 as pb
 from maxact.v1 import receptive_field_service_pb2_grpc
-
-from ..errors import invalid_argument
-from .convert import box_to_proto, field_to_proto
-from .errors import rpc
-from .lookup import ServerState, check_unit, find_layer, load_model, require_field, size_from
 
 
 class ReceptiveFieldServicer(receptive_field_service_pb2_grpc.ReceptiveFieldServiceServicer):

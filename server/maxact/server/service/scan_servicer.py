@@ -10,19 +10,14 @@ from typing import Any
 
 import grpc
 
-from maxact.v1 import neuron_service_pb2 as npb
-from maxact.v1 import neuron_service_pb2_grpc, scan_service_pb2_grpc
-from maxact.v1 import scan_service_pb2 as spb
-from maxact.v1 import topk_service_pb2 as tpb
-
-from ..errors import failed_precondition, invalid_argument, not_found
-from ..patches import PatchRenderer
-from ..preprocess import Preprocessing
-from ..reader import file_source
-from ..scan_jobs import ScanJobs, scan_id_from
-from ..scanner import Hit, input_box
-from ..store import ScanRecord
-from .convert import (
+from maxact.server.data.preprocess import Preprocessing
+from maxact.server.data.reader import file_source
+from maxact.server.errors import failed_precondition, invalid_argument, not_found
+from maxact.server.jobs.scan_jobs import ScanJobs, scan_id_from
+from maxact.server.jobs.store import ScanRecord
+from maxact.server.patches.crop import PatchRenderer
+from maxact.server.scan.neuron import Hit, input_box
+from maxact.server.service.convert import (
     MODE_ENUMS,
     MODES,
     hit_to_proto,
@@ -31,8 +26,12 @@ from .convert import (
     preprocessing_to_proto,
     render_options_from_proto,
 )
-from .errors import rpc
-from .lookup import check_channel
+from maxact.server.service.errors import rpc
+from maxact.server.service.validate import check_channel
+from maxact.v1 import neuron_service_pb2 as npb
+from maxact.v1 import neuron_service_pb2_grpc, scan_service_pb2_grpc
+from maxact.v1 import scan_service_pb2 as spb
+from maxact.v1 import topk_service_pb2 as tpb
 
 _STATES = {
     "queued": spb.SCAN_STATE_QUEUED,

@@ -20,21 +20,18 @@ from typing import Any
 
 import grpc
 
-from maxact.v1 import topk_service_pb2 as pb
-from maxact.v1 import topk_service_pb2_grpc
-
-from ..dataset_writer import DatasetWriter
-from ..datasets import Dataset
-from ..errors import failed_precondition, invalid_argument
-from ..models import LayerEntry, LoadedModel
-from ..patches import PatchRenderer
-from ..preprocess import ResolvedPreprocessing, resolve
-from ..reader import ImageSource, file_source
-from ..reducers import check_k
-from ..scan.engine import Total
-from ..scanner import Hit, NeuronQuery, NeuronScan, ScanCallbacks, ScanCancelled
-from .client_images import ClientImages
-from .convert import (
+from maxact.server.data.dataset_writer import DatasetWriter
+from maxact.server.data.datasets import Dataset
+from maxact.server.data.preprocess import ResolvedPreprocessing, resolve
+from maxact.server.data.reader import ImageSource, file_source
+from maxact.server.errors import failed_precondition, invalid_argument
+from maxact.server.models.registry import LayerEntry, LoadedModel
+from maxact.server.patches.crop import PatchRenderer
+from maxact.server.scan.engine import Total
+from maxact.server.scan.neuron import Hit, NeuronQuery, NeuronScan, ScanCallbacks, ScanCancelled
+from maxact.server.scan.reducers import check_k
+from maxact.server.service.client_images import ClientImages
+from maxact.server.service.convert import (
     MODE_ENUMS,
     MODES,
     hit_to_proto,
@@ -42,8 +39,8 @@ from .convert import (
     preprocessing_from_proto,
     render_options_from_proto,
 )
-from .errors import rpc
-from .lookup import (
+from maxact.server.service.errors import rpc
+from maxact.server.service.validate import (
     ServerState,
     check_channel,
     check_unit,
@@ -51,6 +48,8 @@ from .lookup import (
     load_model,
     require_field,
 )
+from maxact.v1 import topk_service_pb2 as pb
+from maxact.v1 import topk_service_pb2_grpc
 
 DEFAULT_K = 9
 _scan_numbers = itertools.count(1)

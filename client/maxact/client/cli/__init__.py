@@ -1,0 +1,1 @@
+"""The `maxact` command line."""

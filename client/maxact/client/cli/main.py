@@ -1,0 +1,297 @@
+"""The `maxact` command line (DESIGN §3): serve, models, upload, layers, rf, topk, demo."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from maxact.client import types as t
+from maxact.client.cli import json_out, text_out
+from maxact.client.cli.common import (
+    EXIT_USAGE,
+    MaxactParser,
+    add_json,
+    add_size,
+    nonnegative_int,
+    positive_int,
+)
+from maxact.client.cli.output import connect, print_doc, print_topk
+from maxact.client.cli.progress import ProgressBar
+from maxact.client.cli.render_args import add_render_arguments, render_options_from_args
+from maxact.client.cli.scan_commands import COMMANDS as SCAN_COMMANDS
+from maxact.client.cli.scan_commands import add_parsers as add_scan_parsers
+from maxact.client.client import Client
+from maxact.client.errors import MaxactError
+from maxact.client.images import collect_images
+from maxact.client.preprocessing import add_preprocessing_arguments, preprocessing_from_args
+from maxact.client.stream import TopKStream
+
+PROG = "maxact"
+EXIT_SERVER_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole CLI grammar; tests parse every command with it."""
+    parser = MaxactParser(
+        prog=PROG,
+        description="Top-k activating image patches and receptive fields for ONNX CNNs.",
+    )
+    parser.add_argument(
+        "--server",
+        metavar="HOST:PORT",
+        help="maxact server (default: $MAXACT_SERVER, else 127.0.0.1:50051)",
+    )
+    parser.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="F",
+        help="bearer token for a server started with --auth-token-file (default: $MAXACT_TOKEN)",
+    )
+    parser.add_argument(
+        "--tls-ca", type=Path, metavar="F", help="CA certificate (PEM): connect with TLS"
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    # The flags of `serve` live in maxact.server.app alone: everything after `serve` is handed
+    # to it verbatim (serve_argv), and it prints `maxact serve --help` itself.
+    commands.add_parser(
+        "serve", help="run the maxact server (needs maxact[server])", add_help=False
+    )
+
+    models = commands.add_parser("models", help="list the models under the server's model root")
+    add_json(models)
+
+    upload = commands.add_parser("upload", help="upload a local .onnx file to the model root")
+    upload.add_argument("file", type=Path, metavar="FILE")
+    upload.add_argument("--name", metavar="NAME", help="model name (default: the file's stem)")
+    upload.add_argument("--overwrite", action="store_true", help="replace an existing model")
+    upload.add_argument(
+        "--preprocess-json",
+        type=Path,
+        metavar="F",
+        help="default preprocessing (JSON object), stored as NAME.preprocess.json",
+    )
+    add_json(upload)
+
+    layers = commands.add_parser("layers", help="a model's layers with their receptive fields")
+    layers.add_argument("model", metavar="MODEL")
+    add_size(layers, "input size for models with dynamic H/W")
+    add_json(layers)
+
+    rf = commands.add_parser("rf", help="the receptive field of a layer (or of one unit)")
+    rf.add_argument("model", metavar="MODEL")
+    rf.add_argument("layer", metavar="LAYER")
+    rf.add_argument(
+        "--unit", nargs=2, type=nonnegative_int, metavar=("Y", "X"), help="also its exact box"
+    )
+    add_size(rf, "input size for models with dynamic H/W")
+    add_json(rf)
+
+    topk = commands.add_parser("topk", help="the top-k image patches of one channel")
+    topk.add_argument("model", metavar="MODEL")
+    topk.add_argument("layer", metavar="LAYER")
+    topk.add_argument("--channel", type=nonnegative_int, required=True, metavar="C")
+    topk.add_argument("-k", type=positive_int, default=9, metavar="K", help="default 9")
+    source = topk.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dataset", metavar="NAME", help="a folder under the server's data root")
+    source.add_argument(
+        "--images",
+        nargs="+",
+        type=Path,
+        metavar="DIR_OR_FILE",
+        help="local image folders or files, streamed to the server (ids: the path relative to "
+        "a folder, or a file's base name)",
+    )
+    topk.add_argument(
+        "--keep-as-dataset",
+        metavar="NAME",
+        help="with --images: also store them on the server as dataset NAME (all or nothing)",
+    )
+    topk.add_argument("--mode", choices=("image", "position"), default="image")
+    topk.add_argument("--bottom", action="store_true", help="the k weakest responses instead")
+    topk.add_argument(
+        "--unit", nargs=2, type=nonnegative_int, metavar=("Y", "X"), help="a single unit"
+    )
+    add_preprocessing_arguments(topk)
+    add_render_arguments(topk)
+    topk.add_argument("--out", type=Path, metavar="DIR", help="write rank_N.png and montage.png")
+    add_json(topk)
+
+    add_scan_parsers(commands)  # scan create|get|watch|cancel|list, neuron, report
+
+    demo = commands.add_parser("demo", help="a real CNN on real photos, montages in demo-out/")
+    demo.add_argument("--out", type=Path, default=Path("demo-out"), metavar="DIR")
+    demo.add_argument(
+        "--cache",
+        type=Path,
+        metavar="DIR",
+        help="model and photo cache (default: $MAXACT_CACHE, else ~/.cache/maxact)",
+    )
+    demo.add_argument("-k", type=positive_int, default=8, metavar="K")
+    return parser
+
+
+def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    """The parsed command line and, for `serve`, the arguments after it exactly as typed (for
+    maxact.server.app.main, which alone knows the flags of `serve`); exits 2 on bad usage."""
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if rest and args.command != "serve":
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    return args, rest
+
+
+def serve_argv(argv: Sequence[str]) -> list[str]:
+    """The arguments after `serve`, exactly as typed, for maxact.server.app.main."""
+    return parse(argv)[1]
+
+
+def cmd_serve(argv: list[str]) -> int:
+    """Hand the arguments after `serve` to the server's own command line."""
+    try:
+        from maxact.server import app
+    except ImportError as error:
+        _error(f"the server is not installed ({error}); pip install 'maxact[server]'")
+        return EXIT_USAGE
+    return int(app.main(argv) or 0)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        models = client.list_models()
+    doc = {
+        "models": [{"name": m.name, "size_bytes": m.size_bytes, "loaded": m.loaded} for m in models]
+    }
+    print_doc(args, doc, text_out.models_text(models))
+    return 0
+
+
+def cmd_upload(args: argparse.Namespace) -> int:
+    if not args.file.is_file():
+        raise ValueError(f"no such file: {args.file}")
+    preprocess = args.preprocess_json.read_text(encoding="utf-8") if args.preprocess_json else None
+    with connect(args) as client:
+        model = client.upload_model(
+            args.file, args.name, overwrite=args.overwrite, preprocess_json=preprocess
+        )
+    doc = {"name": model.name, "size_bytes": model.size_bytes, "loaded": model.loaded}
+    print_doc(args, doc, f"uploaded {model.name} ({model.size_bytes} bytes)")
+    return 0
+
+
+def cmd_layers(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        info = client.get_model(args.model, size=tuple(args.size) if args.size else None)
+    print_doc(args, json_out.layers_json(info), text_out.layers_text(info))
+    return 0
+
+
+def cmd_rf(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        info = client.receptive_field(
+            args.model,
+            args.layer,
+            unit=tuple(args.unit) if args.unit else None,
+            size=tuple(args.size) if args.size else None,
+        )
+    print_doc(args, json_out.rf_json(info), text_out.rf_text(info))
+    return 0
+
+
+def run_topk(
+    client: Client, args: argparse.Namespace, bar: ProgressBar | None = None
+) -> t.TopKResult:
+    """Run the scan with a progress display; Ctrl-C or an error cancels the server's scan."""
+    bar = bar or ProgressBar(f"top-{args.k} {args.layer} channel {args.channel}")
+    try:
+        with _start_topk(client, args) as stream:
+            for event in stream:
+                if isinstance(event, t.Progress):
+                    bar.update(event.images_done, event.images_total, event.images_failed)
+                elif isinstance(event, t.ImageSkipped):
+                    bar.note(f"{PROG}: skipped {event.image}: {event.reason}")
+            return stream.result()
+    finally:
+        bar.close()
+
+
+def _start_topk(client: Client, args: argparse.Namespace) -> TopKStream:
+    """The scan of --dataset on the server, or of the --images streamed from here."""
+    options = {
+        "k": args.k,
+        "mode": args.mode,
+        "bottom": args.bottom,
+        "unit": tuple(args.unit) if args.unit else None,
+        "preprocessing": preprocessing_from_args(args),
+        **render_options_from_args(args),
+    }
+    if args.images:
+        images = collect_images(args.images)  # ValueError (a usage error) before any call
+        return client.topk_images(
+            args.model,
+            args.layer,
+            args.channel,
+            images,
+            keep_as_dataset=args.keep_as_dataset,
+            **options,
+        )
+    if args.keep_as_dataset:
+        raise ValueError("--keep-as-dataset goes with --images")
+    return client.topk(args.model, args.layer, args.channel, dataset=args.dataset, **options)
+
+
+def cmd_topk(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        result = run_topk(client, args)
+    print_topk(args, result)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from maxact.client.demo import run as demo
+
+    return demo.run(out_dir=args.out, cache_dir=args.cache, k=args.k)
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "models": cmd_models,
+    "upload": cmd_upload,
+    "layers": cmd_layers,
+    "rf": cmd_rf,
+    "topk": cmd_topk,
+    "demo": cmd_demo,
+    **SCAN_COMMANDS,
+}
+
+
+def _error(message: str) -> None:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `maxact`; returns the exit code (1: server error, 2: usage)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args, serve_args = parse(argv)
+    try:
+        if args.command == "serve":
+            return cmd_serve(serve_args)
+        return COMMANDS[args.command](args)
+    except MaxactError as error:
+        _error(str(error))
+        return EXIT_SERVER_ERROR
+    except ValueError as error:  # a bad argument the parser could not see (e.g. preprocessing)
+        _error(str(error))
+        return EXIT_USAGE
+    except OSError as error:
+        _error(str(error))
+        return EXIT_SERVER_ERROR
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""What the `maxact` command modules (cli.py, scan_cli.py) share at run time: the connection
+the global options describe, and printing a document as JSON or text."""
+
+from __future__ import annotations
+
+import argparse
+
+from maxact.client import types as t
+from maxact.client.channel import read_token_file
+from maxact.client.cli import json_out, text_out
+from maxact.client.cli.patches_out import write_patches
+from maxact.client.client import Client
+
+
+def connect(args: argparse.Namespace) -> Client:
+    """A client for the global --server / --token-file / --tls-ca options."""
+    token = read_token_file(args.token_file) if args.token_file else None
+    return Client(args.server, token=token, tls_ca=args.tls_ca)
+
+
+def print_doc(args: argparse.Namespace, doc: object, text: str) -> None:
+    print(json_out.dumps(doc) if args.json else text)
+
+
+def print_topk(args: argparse.Namespace, result: t.TopKResult) -> None:
+    """`topk` and `neuron` output: the document or table, and with --out the patch files."""
+    files = write_patches(result, args.out) if args.out is not None else None
+    print_doc(args, json_out.topk_json(result, files), text_out.topk_text(result, files))
+    if args.out is not None and not args.json:
+        print(f"wrote {len(result.patches)} patches and {args.out / 'montage.png'}")

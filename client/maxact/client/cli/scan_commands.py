@@ -1,0 +1,283 @@
+"""`maxact scan create|get|watch|cancel|list`, `maxact neuron` and `maxact report` (DESIGN §3).
+
+cli.py only registers these (add_parsers + COMMANDS); the grammar and the commands live here.
+Exit codes follow cli.py: 0 ok, 1 server error (and a scan that ended failed or cancelled
+under `scan create --wait` / `scan watch`), 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from maxact.client import types as t
+from maxact.client.cli import text_out
+from maxact.client.cli.common import add_json, add_size, nonnegative_int, positive_int
+from maxact.client.cli.output import connect, print_doc, print_topk
+from maxact.client.cli.progress import ProgressBar
+from maxact.client.cli.render_args import add_render_arguments, render_options_from_args
+from maxact.client.preprocessing import add_preprocessing_arguments, preprocessing_from_args
+from maxact.client.scans import ScanInfo
+
+EXIT_OK = 0
+EXIT_SCAN_NOT_SUCCEEDED = 1
+DEFAULT_K = 9
+
+
+# ---------------------------------------------------------------- JSON documents and tables
+
+
+def scan_json(info: ScanInfo) -> dict[str, Any]:
+    """The `scan get` document of DESIGN §3, plus k, mode, images_failed and error (additive)."""
+    return {
+        "id": info.id,
+        "state": info.state,
+        "images_done": info.images_done,
+        "images_total": info.images_total,
+        "model": info.model,
+        "layers": list(info.layers),
+        "dataset": info.dataset,
+        "k": info.k,
+        "mode": info.mode,
+        "images_failed": info.images_failed,
+        "error": info.error,
+    }
+
+
+def scans_json(scans: Iterable[ScanInfo]) -> dict[str, Any]:
+    return {"scans": [scan_json(s) for s in scans]}
+
+
+def _progress(info: ScanInfo) -> str:
+    text = f"{info.images_done}/{info.images_total}"
+    return text + (f" ({info.images_failed} skipped)" if info.images_failed else "")
+
+
+def scan_text(info: ScanInfo) -> str:
+    lines = [
+        f"scan     {info.id}",
+        f"state    {info.state}",
+        f"images   {_progress(info)}",
+        f"model    {info.model}",
+        f"layers   {' '.join(info.layers)}",
+        f"dataset  {info.dataset}",
+        f"k        {info.k} ({info.mode} mode)",
+    ]
+    if info.error:
+        lines.append(f"error    {info.error}")
+    return "\n".join(lines)
+
+
+def scans_text(scans: list[ScanInfo]) -> str:
+    if not scans:
+        return "no scans"
+    rows = [
+        (s.id, s.state, _progress(s), s.model, s.dataset, s.k, " ".join(s.layers)) for s in scans
+    ]
+    return text_out.table(("ID", "STATE", "IMAGES", "MODEL", "DATASET", "K", "LAYERS"), rows)
+
+
+# ---------------------------------------------------------------- grammar
+
+
+def add_parsers(commands: Any) -> None:
+    """Register `scan`, `neuron` and `report` on cli.py's subparsers."""
+    scan = commands.add_parser("scan", help="persisted scans of whole layers on the server")
+    verbs = scan.add_subparsers(dest="scan_command", metavar="VERB", required=True)
+
+    create = verbs.add_parser(
+        "create", help="start a scan of every channel of some layers; prints the scan id"
+    )
+    create.add_argument("model", metavar="MODEL")
+    create.add_argument("--layers", nargs="+", required=True, metavar="L")
+    create.add_argument("--dataset", required=True, metavar="NAME")
+    create.add_argument("-k", type=positive_int, default=DEFAULT_K, metavar="K", help="default 9")
+    create.add_argument("--mode", choices=("image", "position"), default="image")
+    add_preprocessing_arguments(create)
+    create.add_argument(
+        "--wait",
+        action="store_true",
+        help="watch until the scan ends (progress on stderr); exit 1 unless it succeeded",
+    )
+    add_json(create)
+
+    for verb, text in (
+        ("get", "a scan's state and progress"),
+        ("watch", "follow a scan until it ends (exit 1 unless it succeeded)"),
+        ("cancel", "stop a queued or running scan"),
+    ):
+        parser = verbs.add_parser(verb, help=text)
+        parser.add_argument("scan_id", metavar="SCAN_ID")
+        add_json(parser)
+
+    listing = verbs.add_parser("list", help="every scan, newest first")
+    add_json(listing)
+
+    neuron = commands.add_parser(
+        "neuron", help="the top-k patches of one channel from a finished scan (no model run)"
+    )
+    neuron.add_argument("scan_id", metavar="SCAN_ID")
+    neuron.add_argument("layer", metavar="LAYER")
+    neuron.add_argument("channel", type=nonnegative_int, metavar="CHANNEL")
+    neuron.add_argument(
+        "-k",
+        type=positive_int,
+        default=None,
+        metavar="K",
+        help="default 9, or the scan's k when it kept fewer",
+    )
+    neuron.add_argument("--bottom", action="store_true", help="the k weakest responses instead")
+    add_render_arguments(neuron)
+    neuron.add_argument("--out", type=Path, metavar="DIR", help="write rank_N.png and montage.png")
+    add_json(neuron)
+
+    report = commands.add_parser(
+        "report", help="a static HTML gallery of a finished scan (opens from disk)"
+    )
+    report.add_argument("scan_id", metavar="SCAN_ID")
+    report.add_argument("--out", type=Path, required=True, metavar="DIR")
+    report.add_argument(
+        "-k", type=positive_int, default=None, metavar="K", help="patches per neuron (default 9)"
+    )
+    add_size(report, "input size for the receptive fields of a model with dynamic H/W")
+
+
+# ---------------------------------------------------------------- commands
+
+
+def follow(client: Any, info: ScanInfo, stream: Any = None) -> ScanInfo:
+    """Watch a scan until it ends, with a progress bar on stderr; returns its last state."""
+    bar = ProgressBar(f"scan {info.id}", stream=stream)
+    last = info
+    try:
+        if not info.finished:
+            for last in client.scans.watch(info.id):
+                bar.update(last.images_done, last.images_total, last.images_failed)
+    except KeyboardInterrupt:
+        bar.close()
+        print(
+            f"maxact: stopped watching; scan {info.id} goes on "
+            f"(maxact scan cancel {info.id} stops it)",
+            file=sys.stderr,
+        )
+        raise
+    bar.close()
+    return last
+
+
+def _ended(info: ScanInfo) -> int:
+    """Exit status of a scan followed to its end: 0 only when it succeeded."""
+    if info.state == "succeeded":
+        return EXIT_OK
+    detail = f": {info.error}" if info.error else ""
+    print(f"maxact: error: scan {info.id} {info.state}{detail}", file=sys.stderr)
+    return EXIT_SCAN_NOT_SUCCEEDED
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    verb = args.scan_command
+    with connect(args) as client:
+        if verb == "create":
+            info = client.scans.create(
+                args.model,
+                list(args.layers),
+                args.dataset,
+                k=args.k,
+                mode=args.mode,
+                preprocessing=preprocessing_from_args(args),
+            )
+            code = EXIT_OK
+            if args.wait:
+                info = follow(client, info)
+                code = _ended(info)
+            # text mode prints the bare id so `ID=$(maxact scan create ...)` works
+            print_doc(args, scan_json(info), info.id)
+            return code
+        if verb == "list":
+            scans = client.scans.list()
+            print_doc(args, scans_json(scans), scans_text(scans))
+            return EXIT_OK
+        if verb == "get":
+            info = client.scans.get(args.scan_id)
+            print_doc(args, scan_json(info), scan_text(info))
+            return EXIT_OK
+        if verb == "cancel":
+            info = client.scans.cancel(args.scan_id)
+            print_doc(args, scan_json(info), f"scan {info.id} {info.state}")
+            return EXIT_OK
+        if verb == "watch":
+            info = follow(client, client.scans.get(args.scan_id))
+            print_doc(args, scan_json(info), scan_text(info))
+            return _ended(info)
+    raise ValueError(f"unknown scan command {verb!r}")  # pragma: no cover - argparse refuses
+
+
+def neuron_result(
+    client: Any,
+    scan_id: str,
+    layer: str,
+    channel: int,
+    k: int | None = None,
+    bottom: bool = False,
+    **render: Any,
+) -> t.TopKResult:
+    """A finished scan's top-k (or bottom-k) of one channel with patches, as a TopKResult so the
+    topk writers (JSON, table, rank_N.png + montage.png) serve it unchanged. `render`:
+    render, mask_quantile, patch_size (see Client.topk)."""
+    if k is None:  # default 9, but never more than the scan kept
+        k = min(DEFAULT_K, client.scans.get(scan_id).k or DEFAULT_K)
+    scan, patches, scanned = client.scans.neuron(
+        scan_id, layer, channel, k=k, bottom=bottom, **render
+    )
+    return t.TopKResult(
+        model=scan.model,
+        layer=layer,
+        channel=channel,
+        k=k,
+        mode=scan.mode,
+        bottom=bottom,
+        images_scanned=scanned,
+        images_failed=scan.images_failed,
+        patches=tuple(sorted(patches, key=lambda p: p.hit.rank)),
+    )
+
+
+def cmd_neuron(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        result = neuron_result(
+            client,
+            args.scan_id,
+            args.layer,
+            args.channel,
+            k=args.k,
+            bottom=args.bottom,
+            **render_options_from_args(args),
+        )
+    print_topk(args, result)
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from maxact.client.report.writer import write_report
+
+    with connect(args) as client:
+        index = write_report(
+            client,
+            args.scan_id,
+            args.out,
+            k=args.k,
+            size=tuple(args.size) if args.size else None,
+            progress=ProgressBar(f"report {args.scan_id}"),
+        )
+    print(f"wrote {index}")
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "scan": cmd_scan,
+    "neuron": cmd_neuron,
+    "report": cmd_report,
+}

@@ -1,0 +1,116 @@
+"""Human-readable tables for the CLI (the --json documents are in json_out)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from maxact.client import types as t
+from maxact.client.cli.json_out import number
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """Left-aligned columns separated by two spaces; the last column is not padded."""
+    cells = [[str(h) for h in headers], *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = []
+    for row in cells:
+        padded = [c.ljust(w) for c, w in zip(row[:-1], widths[:-1], strict=True)]
+        lines.append("  ".join([*padded, row[-1]]).rstrip())
+    return "\n".join(lines)
+
+
+def _pair(values: Sequence[float]) -> str:
+    return "x".join(str(number(v)) for v in values)
+
+
+def geometry_text(geometry: t.FieldGeometry) -> str:
+    return (
+        f"size {_pair(geometry.size)}  stride {_pair(geometry.stride)}"
+        f"  padding {_pair(geometry.padding)}"
+    )
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
+def models_text(models: Sequence[t.ModelSummary]) -> str:
+    if not models:
+        return "no models under the server's model root"
+    rows = [(m.name, _size(m.size_bytes), "yes" if m.loaded else "no") for m in models]
+    return table(("MODEL", "SIZE", "LOADED"), rows)
+
+
+def layers_text(info: t.ModelInfo) -> str:
+    rows = []
+    for layer in info.layers:
+        rf = layer.receptive_field
+        if rf is None:
+            field = f"- ({layer.field_error})" if layer.field_error else "-"
+        elif not rf.spatial:
+            field = "whole image"
+        else:
+            g = rf.geometry
+            field = f"{_pair(g.size)} / {_pair(g.stride)} / {_pair(g.padding)}"
+        shape = "x".join(str(d) for d in layer.shape)
+        rows.append(
+            (layer.name, layer.op or "(input)", shape, field, "yes" if layer.global_context else "")
+        )
+    head = f"model {info.name}  input {info.input_height}x{info.input_width}\n"
+    return head + table(("LAYER", "OP", "SHAPE", "RF SIZE / STRIDE / PADDING", "GLOBAL"), rows)
+
+
+def rf_text(info: t.FieldInfo) -> str:
+    rf = info.receptive_field
+    lines = [
+        f"model   {info.model}",
+        f"layer   {info.layer}  shape {'x'.join(str(d) for d in info.shape)}",
+        f"input   {info.input_name}  {info.input_height}x{info.input_width}",
+        f"field   {geometry_text(rf.geometry)}",
+    ]
+    if len(rf.channel_groups) > 1:
+        for g in rf.channel_groups:
+            lines.append(
+                f"  channels {g.first_channel}-{g.last_channel}: {geometry_text(g.geometry)}"
+            )
+    if rf.global_context:
+        lines.append("global  some channels also depend on the whole image (global path)")
+    if info.box is not None:
+        y0, x0, y1, x1 = info.box
+        lines.append(f"box     rows {y0}..{y1}  cols {x0}..{x1}  (exact, half-open)")
+    if info.box_unclipped is not None:
+        y0, x0, y1, x1 = info.box_unclipped
+        lines.append(f"formula rows {y0}..{y1}  cols {x0}..{x1}  (unclipped)")
+    return "\n".join(lines)
+
+
+def topk_text(result: t.TopKResult, patch_files: dict[int, str] | None = None) -> str:
+    files = patch_files or {}
+    which = "bottom" if result.bottom else "top"
+    head = (
+        f"{which}-{result.k} of {result.model} {result.layer} channel {result.channel}"
+        f" ({result.mode} mode, {result.images_scanned} images"
+        + (f", {result.images_failed} skipped" if result.images_failed else "")
+        + ")"
+    )
+    rows = []
+    for hit in result.hits:
+        y0, x0, y1, x1 = hit.box
+        rows.append(
+            (
+                f"#{hit.rank}",
+                f"{hit.score + 0.0:.4g}",
+                hit.image,
+                f"{hit.unit[0]},{hit.unit[1]}",
+                f"[{y0}:{y1}, {x0}:{x1}]",
+                files.get(hit.rank, ""),
+            )
+        )
+    body = table(("RANK", "SCORE", "IMAGE", "UNIT Y,X", "BOX (ORIGINAL PX)", "PATCH"), rows)
+    skipped = "".join(f"\nskipped {s.image}: {s.reason}" for s in result.skipped)
+    return f"{head}\n{body}{skipped}"

@@ -1,0 +1,1 @@
+"""`maxact demo`: a real pretrained CNN on real photos, end to end."""

@@ -1,0 +1,1 @@
+"""`maxact report`: the static HTML gallery of a finished scan."""

@@ -1,0 +1,1 @@
+"""Datasets: image folders, readers, preprocessing and its exact inverse."""

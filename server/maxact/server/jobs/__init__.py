@@ -1,0 +1,1 @@
+"""Persisted scans: the store, background jobs, checkpoints and resume."""

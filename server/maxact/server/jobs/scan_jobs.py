@@ -1,0 +1,334 @@
+"""Persisted scans: run in the background, checkpoint, resume after a restart, answer queries.
+
+A scan is a row in the store. Worker threads (at most `max_running` at once; the rest wait
+queued) run the scan engine over the dataset snapshot taken at creation, and every
+`checkpoint_images` images write the reducers' state together with the position in the
+dataset. A restarted server resumes unfinished scans from their last checkpoint, so the final
+result equals an uninterrupted scan (reducers are exact and order-independent).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from maxact.server.data.datasets import DatasetCatalog, read_labels
+from maxact.server.data.preprocess import Preprocessing, ResolvedPreprocessing, resolve
+from maxact.server.data.reader import file_source
+from maxact.server.errors import ServiceError, invalid_argument, not_found
+from maxact.server.jobs.store import ScanRecord, Store
+from maxact.server.models.registry import LayerEntry, LoadedModel, ModelRegistry, require_field
+from maxact.server.ops.metrics import METRICS
+from maxact.server.scan.engine import EngineCallbacks, EngineCancelled, ScanEngine
+from maxact.server.scan.layer import LayerReducer, ReduceOptions
+from maxact.server.scan.reducers import check_k
+
+log = logging.getLogger("maxact.server")
+
+MAX_LAYERS = 16
+ACTIVE_STATES = frozenset({"queued", "running"})
+
+
+@dataclass
+class _Running:
+    thread: threading.Thread
+    cancel: threading.Event
+    engine: ScanEngine | None = None
+
+
+def scan_id_from(name: str) -> str:
+    """Accept "scans/{id}" or a bare id."""
+    scan_id = name.removeprefix("scans/")
+    if not scan_id or "/" in scan_id:
+        raise invalid_argument("INVALID_NAME", f"invalid scan name {name!r}: use scans/ID")
+    return scan_id
+
+
+class ScanJobs:
+    def __init__(
+        self,
+        store: Store,
+        models: ModelRegistry,
+        datasets: DatasetCatalog,
+        max_running: int = 1,
+        checkpoint_images: int = 256,
+    ) -> None:
+        self.store = store
+        self.models = models
+        self.datasets = datasets
+        self.checkpoint_images = checkpoint_images
+        self._slots = threading.Semaphore(max_running)
+        self._running: dict[str, _Running] = {}
+        self._lock = threading.Lock()
+        self._closing = threading.Event()
+        self._queued = self._active = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def resume_unfinished(self) -> list[str]:
+        """Start (again) every queued or running scan; called once when the server starts."""
+        resumed = []
+        for record in self.store.unfinished():
+            self.store.set_state(record.id, "queued")
+            self._start(record.id)
+            resumed.append(record.id)
+        if resumed:
+            log.info("resuming %d unfinished scan(s): %s", len(resumed), ", ".join(resumed))
+        return resumed
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Stop running scans without marking them cancelled: a restart resumes them."""
+        self._closing.set()
+        with self._lock:
+            running = list(self._running.values())
+        for job in running:
+            job.cancel.set()
+            if job.engine is not None:
+                job.engine.stop()
+        for job in running:
+            job.thread.join(timeout)
+
+    # -- requests --------------------------------------------------------------------------
+    def create(
+        self,
+        model_name: str,
+        layers: list[str],
+        dataset_name: str,
+        k: int,
+        mode: str,
+        preprocessing: Preprocessing,
+    ) -> ScanRecord:
+        """Validate everything a scan needs now, so a bad request fails at once, not later."""
+        if not layers:
+            raise invalid_argument("LAYERS_REQUIRED", "a scan needs at least one layer")
+        if len(set(layers)) > MAX_LAYERS:
+            raise invalid_argument("TOO_MANY_LAYERS", f"at most {MAX_LAYERS} layers per scan")
+        check_k(k)
+        model = self.models.get(model_name)
+        prep = resolve(
+            model.default_preprocessing, preprocessing, model.input.fixed_size, model.input.layout
+        )
+        for layer in dict.fromkeys(layers):
+            require_field(model.layer(prep.input_size, layer))
+        dataset = self.datasets.open(dataset_name)
+        record = self.store.create_scan(
+            uuid.uuid4().hex[:16],
+            model_name,
+            list(dict.fromkeys(layers)),
+            dataset_name,
+            k,
+            mode,
+            preprocessing.to_mapping(),
+            list(dataset.ids),
+        )
+        self._start(record.id)
+        return record
+
+    def get(self, scan_id: str) -> ScanRecord:
+        record = self.store.get(scan_id)
+        if record is None:
+            raise not_found("SCAN_NOT_FOUND", f"scan 'scans/{scan_id}' not found", scan=scan_id)
+        return record
+
+    def cancel(self, scan_id: str) -> ScanRecord:
+        record = self.get(scan_id)
+        if record.finished:
+            return record
+        with self._lock:
+            job = self._running.get(scan_id)
+        if job is not None:
+            job.cancel.set()
+            if job.engine is not None:
+                job.engine.stop()
+        self.store.transition(scan_id, "cancelled", ACTIVE_STATES)
+        return self.get(scan_id)
+
+    # -- running ---------------------------------------------------------------------------
+    def _start(self, scan_id: str) -> None:
+        job = _Running(
+            threading.Thread(
+                target=self._run, args=(scan_id,), name=f"maxact-scan-job-{scan_id}", daemon=True
+            ),
+            threading.Event(),
+        )
+        with self._lock:
+            self._running[scan_id] = job
+        job.thread.start()
+
+    def _gauges(self, delta_queued: int, delta_running: int) -> None:
+        with self._lock:
+            self._queued += delta_queued
+            self._active += delta_running
+            METRICS.set("maxact_scans_queued", self._queued)
+            METRICS.set("maxact_scans_running", self._active)
+
+    def _run(self, scan_id: str) -> None:
+        job = self._running[scan_id]
+        self._gauges(+1, 0)
+        try:
+            with self._slots:
+                self._gauges(-1, +1)
+                try:
+                    if job.cancel.is_set() or self._closing.is_set():
+                        return
+                    self._scan(scan_id, job)
+                finally:
+                    self._gauges(0, -1)
+        except EngineCancelled:
+            pass
+        except ServiceError as error:
+            self._fail(scan_id, error.message)
+        except Exception as exc:
+            log.exception("scan %s failed", scan_id)
+            self._fail(scan_id, f"{type(exc).__name__}: {exc}")
+        finally:
+            with self._lock:
+                self._running.pop(scan_id, None)
+
+    def _fail(self, scan_id: str, message: str) -> None:
+        if not self._closing.is_set():
+            self.store.transition(scan_id, "failed", ACTIVE_STATES, message)
+
+    def prepare(
+        self, record: ScanRecord
+    ) -> tuple[LoadedModel, ResolvedPreprocessing, list[LayerEntry]]:
+        model = self.models.get(record.model)
+        request = Preprocessing.from_mapping(record.preprocessing, "scan preprocessing")
+        prep = resolve(
+            model.default_preprocessing, request, model.input.fixed_size, model.input.layout
+        )
+        return model, prep, [model.layer(prep.input_size, name) for name in record.layers]
+
+    def _scan(self, scan_id: str, job: _Running) -> None:
+        record = self.get(scan_id)
+        if record.finished:
+            return
+        model, prep, layers = self.prepare(record)
+        # the snapshot taken at creation, not a new listing: a resumed scan sees the same images
+        root = self.datasets.root_of(record.dataset)
+        ids = self.store.image_ids(scan_id)
+        label_of = read_labels(root, ids)
+        classes = tuple(sorted(set(label_of.values())))
+        class_ids = {name: i for i, name in enumerate(classes)}
+        labels = np.asarray([class_ids.get(label_of.get(i, ""), -1) for i in ids])
+        options = ReduceOptions(k=record.k, bottom=True, position=record.mode == "position")
+        engine = ScanEngine(model, layers, prep, options, classes=classes)
+        job.engine = engine
+        if job.cancel.is_set():
+            return
+        start, base_done, base_failed = 0, 0, 0
+        states = self.store.checkpoint(scan_id)
+        if states and record.checkpoint_position > 0:
+            for name, reducer in engine.reducers.items():
+                reducer.load_state(states[name])
+            start = record.checkpoint_position
+            base_done, base_failed = record.checkpoint_done, record.checkpoint_failed
+        if not self.store.transition(scan_id, "running", ACTIVE_STATES):
+            return  # cancelled while it was being prepared
+        sources = [file_source(i, ids[i], root / ids[i]) for i in range(start, len(ids))]
+        progress = {
+            "done": base_done,
+            "failed": base_failed,
+            "saved": start,
+            "written": time.monotonic(),
+        }
+
+        def on_progress(done: int, total: int, failed: int) -> None:
+            progress["done"], progress["failed"] = base_done + done, base_failed + failed
+            if time.monotonic() - progress["written"] > 0.5:
+                progress["written"] = time.monotonic()
+                self.store.set_progress(scan_id, progress["done"], progress["failed"])
+
+        def save(position: int) -> None:
+            self.store.save_checkpoint(
+                scan_id,
+                position,
+                progress["done"],
+                progress["failed"],
+                {name: r.state() for name, r in engine.reducers.items()},
+            )
+            progress["saved"] = position
+
+        def on_batch(position: int) -> None:
+            # the reducers hold exactly the images before `position` here
+            progress["position"] = position
+            if position - progress["saved"] >= self.checkpoint_images:
+                save(position)
+
+        try:
+            outcome = engine.run(
+                sources, labels, EngineCallbacks(progress=on_progress, batch_done=on_batch)
+            )
+        except EngineCancelled:
+            if self._closing.is_set() and progress.get("position", 0) > progress["saved"]:
+                save(progress["position"])  # shutting down: keep the work done so far
+            raise
+        if job.cancel.is_set():
+            raise EngineCancelled()
+        METRICS.set(
+            "maxact_scan_images_per_second", outcome.images_scanned / max(outcome.seconds, 1e-9)
+        )
+        done = base_done + outcome.images_scanned
+        failed = base_failed + outcome.images_failed
+        self.store.finish(
+            scan_id,
+            self._rows(engine.reducers, ids, record),
+            self._statistics(engine.reducers, labels),
+            done,
+            failed,
+        )
+
+    @staticmethod
+    def _rows(
+        reducers: dict[str, LayerReducer], ids: list[str], record: ScanRecord
+    ) -> list[tuple[str, int, str, int, str, float, int, int]]:
+        rows = []
+        for name, reducer in reducers.items():
+            for kind in reducer.kinds():
+                for position, channel in enumerate(reducer.channels):
+                    for rank, entry in enumerate(reducer.entries(position, kind), start=1):
+                        rows.append(
+                            (
+                                name,
+                                channel,
+                                kind,
+                                rank,
+                                ids[entry.image],
+                                float(entry.score),
+                                entry.y,
+                                entry.x,
+                            )
+                        )
+        return rows
+
+    @staticmethod
+    def _statistics(
+        reducers: dict[str, LayerReducer], labels: np.ndarray
+    ) -> dict[str, dict[str, Any]]:
+        result = {}
+        for name, reducer in reducers.items():
+            stats = reducer.statistics(labels)
+            document: dict[str, Any] = {
+                "images": stats.images,
+                "mean": stats.mean.tolist(),
+                "max": [float(v) if np.isfinite(v) else None for v in stats.max],
+                "firing_rate": stats.firing_rate.tolist(),
+                "dead": stats.dead.tolist(),
+                "classes": list(stats.classes),
+            }
+            if stats.class_mean is not None:
+                document["class_mean"] = [
+                    [None if np.isnan(v) else float(v) for v in row] for row in stats.class_mean
+                ]
+                document["selectivity"] = stats.selectivity.tolist()
+                document["preferred_class"] = stats.preferred_class.tolist()
+                document["top_units_per_class"] = stats.top_units_per_class
+            if stats.top_class_histogram is not None:
+                document["top_class_histogram"] = stats.top_class_histogram.tolist()
+            result[name] = document
+        return result

@@ -1,0 +1,1 @@
+"""Models: find and load ONNX files, graph surgery, shapes, sessions, upload."""

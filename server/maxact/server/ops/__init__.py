@@ -1,0 +1,1 @@
+"""Operations: authentication, metrics, structured logs, interceptor plumbing."""

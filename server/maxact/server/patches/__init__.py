@@ -1,0 +1,1 @@
+"""Patches: a hit's receptive field cropped from the original image, rendered."""

@@ -1,0 +1,99 @@
+"""A hit's patch from the ORIGINAL image through the inverse preprocessing, as PNG.
+
+`render_patch` is the one path every RPC that returns patches takes (StreamTopK,
+StreamTopKImages, GetNeuron); the render options (rf / heatmap / mask, patch_size) are in
+`render`.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from PIL import Image
+
+from maxact.server.data.preprocess import ResolvedPreprocessing
+from maxact.server.data.reader import ImageSource, load_original
+from maxact.server.patches.render import (
+    ActivationFn,
+    LayerActivations,
+    PatchTarget,
+    RenderOptions,
+    render,
+)
+from maxact.server.rf import TensorField
+
+if TYPE_CHECKING:
+    from maxact.server.models.registry import LoadedModel
+
+# Lossless either way; level 1 encodes several times faster than the default 6 for patches
+# that are a few KB to a few hundred KB, which is what keeps neuron queries interactive.
+PNG_COMPRESS_LEVEL = 1
+Box = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class PatchImage:
+    box: Box  # the exact field in original-image pixels, half-open, clipped (Hit.box)
+    png: bytes
+    patch_box: Box = (0, 0, 0, 0)  # what the png shows, original pixels, may leave the image
+    clipped_fraction: float = 0.0  # share of patch_box outside the image (grey)
+
+
+def render_patch(
+    source: ImageSource,
+    target: PatchTarget,
+    prep: ResolvedPreprocessing,
+    options: RenderOptions | None = None,
+    activations: ActivationFn | None = None,
+) -> PatchImage:
+    """Load the original image and render `target`'s patch with `options` (default: rf)."""
+    image = load_original(source)
+    geometry = prep.geometry(image.height, image.width)
+    y0, x0, y1, x1 = geometry.to_original(target.input_box)
+    if y1 <= y0 or x1 <= x0:  # field lies entirely in padding added by the crop
+        y1, x1 = max(y1, y0 + 1), max(x1, x0 + 1)
+    rendered = render(image, prep, target, options or RenderOptions(), activations)
+    return PatchImage(
+        (y0, x0, y1, x1), encode_png(rendered.image), rendered.patch_box, rendered.clipped_fraction
+    )
+
+
+class PatchRenderer:
+    """Renders the patches of one layer's hits with one request's options (thread-safe)."""
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        layer: str,
+        field: TensorField | None,
+        prep: ResolvedPreprocessing,
+        options: RenderOptions | None = None,
+    ) -> None:
+        self.field = field
+        self.prep = prep
+        self.options = options or RenderOptions()
+        self.options.check_layer(field, layer)
+        self._activations = (
+            LayerActivations(model, layer, field)
+            if self.options.needs_activations and field is not None
+            else None
+        )
+
+    def __call__(
+        self, source: ImageSource, input_box: Box, unit: tuple[int, int], channel: int
+    ) -> PatchImage:
+        target = PatchTarget(input_box, unit, channel, self.field)
+        return render_patch(source, target, self.prep, self.options, self._activations)
+
+
+def crop_patch(source: ImageSource, input_box: Box, prep: ResolvedPreprocessing) -> PatchImage:
+    """Crop the exact model-input box, clipped (no grey border: the field is not known)."""
+    return render_patch(source, PatchTarget(input_box), prep)
+
+
+def encode_png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    return buffer.getvalue()

@@ -1,0 +1,382 @@
+"""Render a hit's patch from the ORIGINAL image: `rf`, `heatmap` or `mask` (issue 6).
+
+- `rf` (the default): the unit's formula receptive field `[i*S - P, i*S - P + R)` per axis,
+  UNCLIPPED, mapped back through the inverse preprocessing. Pixels of that box outside the
+  original image are neutral grey (128); `clipped_fraction` is the share of the box's area
+  they take. A box inside the image gives exactly the crop of the image (no resampling).
+- `heatmap`: the `rf` patch with the channel's activation map for that image overlaid (jet-like
+  colormap, alpha 0.5; normalised by the image's map minimum and maximum). Grey border pixels
+  stay grey.
+- `mask` (NetDissect style, Bau et al. 2017): the channel's activation map is upsampled to the
+  model input with the RF-centre-preserving mapping (unit i's value sits at input pixel
+  `i*S - P + (R-1)/2`, bilinear between centres, constant beyond the outer centres), then
+  thresholded at the `mask_quantile` quantile of THIS image's upsampled map (NetDissect takes
+  a dataset-wide quantile per unit; a per-image quantile needs no extra pass over the data:
+  with the default 0.95 the mask is at most the hottest 5% of the image). The patch is the
+  bounding box of the mask's 8-connected region holding the hit's unit centre (else the
+  region nearest to it), mapped back into the original image. Useful in deep layers, whose
+  theoretical field is often larger than the image. The mask marks where the unit fires
+  MOST, also for bottom-k hits.
+
+`patch_size` > 0 then fits every patch into a patch_size x patch_size square, aspect kept,
+grey letterbox (montages): upscaling with nearest neighbour (pixels stay visible), downscaling
+with Lanczos.
+
+The activation map needs the layer's output for that one image: the pruned, cached session
+runs on the single preprocessed image (k runs per request).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image
+
+from maxact.server.data.preprocess import Geometry, ResolvedPreprocessing, to_rgb
+from maxact.server.errors import failed_precondition, invalid_argument
+from maxact.server.rf import AxisGeometry, TensorField
+from maxact.server.scan.layer import channels_first
+
+if TYPE_CHECKING:
+    from maxact.server.models.registry import LoadedModel
+
+RENDER_MODES = ("rf", "heatmap", "mask")
+DEFAULT_MASK_QUANTILE = 0.95
+MAX_PATCH_SIZE = 2048
+# An unclipped field can be far larger than the image (deep layers, big photos resized down):
+# grey-bordered and heatmap patches are scaled down to at most this many pixels (a plain crop
+# inside the image is never resampled).
+MAX_PATCH_PIXELS = 2048 * 2048
+GREY = 128
+HEATMAP_ALPHA = 0.5
+Box = tuple[int, int, int, int]
+# (position, RGB) stops of a jet-like colormap
+_COLORMAP = np.array(
+    [
+        (0.0, 0, 0, 143),
+        (0.125, 0, 0, 255),
+        (0.375, 0, 255, 255),
+        (0.625, 255, 255, 0),
+        (0.875, 255, 0, 0),
+        (1.0, 128, 0, 0),
+    ],
+    dtype=np.float64,
+)
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    mode: str = "rf"
+    mask_quantile: float = DEFAULT_MASK_QUANTILE
+    patch_size: int = 0
+
+    def validated(self) -> RenderOptions:
+        if self.mode not in RENDER_MODES:
+            raise invalid_argument(
+                "INVALID_RENDER", f"render must be one of {RENDER_MODES}, got {self.mode!r}"
+            )
+        if not (0.0 < self.mask_quantile < 1.0) or math.isnan(self.mask_quantile):
+            raise invalid_argument(
+                "INVALID_MASK_QUANTILE",
+                f"mask_quantile must be strictly between 0 and 1, got {self.mask_quantile}",
+            )
+        if not 0 <= self.patch_size <= MAX_PATCH_SIZE:
+            raise invalid_argument(
+                "INVALID_PATCH_SIZE",
+                f"patch_size must be in 0..{MAX_PATCH_SIZE} (0: the patch's own size), "
+                f"got {self.patch_size}",
+            )
+        return self
+
+    @property
+    def needs_activations(self) -> bool:
+        return self.mode != "rf"
+
+    def check_layer(self, field: TensorField | None, layer: str) -> None:
+        """heatmap and mask need a spatial activation map."""
+        if self.needs_activations and (field is None or not field.spatial):
+            raise failed_precondition(
+                "RENDER_NEEDS_SPATIAL_LAYER",
+                f"render {self.mode!r} needs a spatial layer; {layer!r} is flat (its patch is "
+                "the whole image): use render 'rf'",
+                layer=layer,
+            )
+
+
+@dataclass(frozen=True)
+class PatchTarget:
+    """The hit a patch is rendered for."""
+
+    input_box: Box  # the exact field in model-input pixels (Hit.box)
+    unit: tuple[int, int] = (0, 0)
+    channel: int = 0
+    field: TensorField | None = None  # None: only `input_box` is known (no border, no maps)
+
+    @property
+    def spatial(self) -> bool:
+        return self.field is not None and self.field.spatial
+
+    def formula_box(self, prep: ResolvedPreprocessing) -> Box:
+        """The unclipped formula field (model-input pixels), holding the exact one."""
+        if self.field is None:
+            return self.input_box
+        if not self.field.spatial:
+            height, width = prep.input_size
+            return (0, 0, height, width)
+        y0, x0, y1, x1 = self.field.box_outward(*self.unit, self.channel)
+        e = self.input_box
+        if e[0] < e[2] and e[1] < e[3]:
+            y0, x0, y1, x1 = min(y0, e[0]), min(x0, e[1]), max(y1, e[2]), max(x1, e[3])
+        return (y0, x0, y1, x1)
+
+    def axes(self) -> tuple[AxisGeometry, AxisGeometry]:
+        assert self.field is not None
+        group = self.field.group_of(self.channel)
+        return group.height, group.width
+
+
+@dataclass(frozen=True)
+class Rendered:
+    image: Image.Image
+    patch_box: Box  # original pixels, half-open, may leave the image
+    clipped_fraction: float
+
+
+# Takes one preprocessed image (no batch axis) and a channel, returns its [H', W'] map.
+ActivationFn = Callable[[np.ndarray, int], np.ndarray]
+
+
+def render(
+    image: Image.Image,
+    prep: ResolvedPreprocessing,
+    target: PatchTarget,
+    options: RenderOptions,
+    activations: ActivationFn | None = None,
+) -> Rendered:
+    """Render the patch of `target` from the original (upright, loaded) `image`."""
+    geometry = prep.geometry(image.height, image.width)
+    picture = to_rgb(image) if image.mode not in ("RGB", "L") else image
+    if options.needs_activations:
+        if activations is None or not target.spatial:
+            raise ValueError(f"render {options.mode!r} needs a spatial layer and activations")
+        channel_map = np.asarray(
+            activations(prep.to_array(image), target.channel), dtype=np.float64
+        )
+        if options.mode == "mask":
+            rendered = _mask(picture, prep, geometry, target, options, channel_map)
+        else:
+            rendered = _heatmap(picture, prep, geometry, target, channel_map)
+    else:
+        box = geometry.to_original_unclipped(target.formula_box(prep))
+        patch, clipped = crop_with_border(picture, box)
+        rendered = Rendered(patch, box, clipped)
+    if options.patch_size > 0:
+        rendered = Rendered(
+            letterbox(rendered.image, options.patch_size),
+            rendered.patch_box,
+            rendered.clipped_fraction,
+        )
+    return rendered
+
+
+def crop_with_border(image: Image.Image, box: Box) -> tuple[Image.Image, float]:
+    """Crop `box` (original pixels, may leave the image); outside pixels neutral grey.
+
+    Returns the patch and the fraction of the box outside the image. A box inside the image
+    is a plain crop; a box over MAX_PATCH_PIXELS is rendered scaled down.
+    """
+    y0, x0, y1, x1 = box
+    y1, x1 = max(y1, y0 + 1), max(x1, x0 + 1)
+    height, width = y1 - y0, x1 - x0
+    iy0, ix0 = max(y0, 0), max(x0, 0)
+    iy1, ix1 = min(y1, image.height), min(x1, image.width)
+    inside = max(0, iy1 - iy0) * max(0, ix1 - ix0)
+    if inside == height * width:
+        return image.crop((x0, y0, x1, y1)), 0.0
+    clipped = 1.0 - inside / (height * width)
+    scale = min(1.0, math.sqrt(MAX_PATCH_PIXELS / (height * width)))
+    out_h, out_w = max(1, round(height * scale)), max(1, round(width * scale))
+    fill: int | tuple[int, int, int] = GREY if image.mode == "L" else (GREY, GREY, GREY)
+    canvas = Image.new(image.mode, (out_w, out_h), fill)
+    if inside:
+        part = image.crop((ix0, iy0, ix1, iy1))
+        dy0, dx0 = round((iy0 - y0) * scale), round((ix0 - x0) * scale)
+        if scale < 1.0:
+            dy1, dx1 = round((iy1 - y0) * scale), round((ix1 - x0) * scale)
+            part = part.resize((max(1, dx1 - dx0), max(1, dy1 - dy0)), Image.Resampling.BILINEAR)
+        canvas.paste(part, (dx0, dy0))
+    return canvas, clipped
+
+
+def letterbox(image: Image.Image, size: int) -> Image.Image:
+    """Fit into size x size, aspect kept, centred on neutral grey."""
+    scale = size / max(image.width, image.height)
+    new_w = min(size, max(1, round(image.width * scale)))
+    new_h = min(size, max(1, round(image.height * scale)))
+    if (new_w, new_h) != image.size:
+        method = Image.Resampling.NEAREST if scale > 1 else Image.Resampling.LANCZOS
+        image = image.resize((new_w, new_h), method)
+    fill: int | tuple[int, int, int] = GREY if image.mode == "L" else (GREY, GREY, GREY)
+    canvas = Image.new(image.mode, (size, size), fill)
+    canvas.paste(image, ((size - new_w) // 2, (size - new_h) // 2))
+    return canvas
+
+
+def _interpolation(axis: AxisGeometry, units: int, coords: np.ndarray) -> np.ndarray:
+    """[len(coords), units] bilinear weights at model-input pixel coordinates `coords`, unit i's
+    value sitting at its field's centre pixel i*S - P + (R-1)/2 (constant beyond the ends)."""
+    first_centre = float(-axis.padding + (axis.size - 1) / 2)
+    position = np.clip((coords - first_centre) / float(axis.stride), 0.0, units - 1.0)
+    low = np.floor(position).astype(np.int64)
+    high = np.minimum(low + 1, units - 1)
+    fraction = position - low
+    weights = np.zeros((len(coords), units), dtype=np.float64)
+    rows = np.arange(len(coords))
+    np.add.at(weights, (rows, low), 1.0 - fraction)
+    np.add.at(weights, (rows, high), fraction)
+    return weights
+
+
+def upsample(
+    channel_map: np.ndarray,
+    axes: tuple[AxisGeometry, AxisGeometry],
+    ys: np.ndarray,
+    xs: np.ndarray,
+) -> np.ndarray:
+    """The map's values at model-input pixel coordinates ys x xs (RF-centre-preserving)."""
+    height, width = channel_map.shape
+    wy = _interpolation(axes[0], height, ys)
+    wx = _interpolation(axes[1], width, xs)
+    return wy @ channel_map @ wx.T
+
+
+def _unit_centre(target: PatchTarget, size: tuple[int, int]) -> tuple[int, int]:
+    gh, gw = target.axes()
+    y, x = target.unit
+    cy = math.floor(float(y * gh.stride - gh.padding + (gh.size - 1) / 2) + 0.5)
+    cx = math.floor(float(x * gw.stride - gw.padding + (gw.size - 1) / 2) + 0.5)
+    return min(max(cy, 0), size[0] - 1), min(max(cx, 0), size[1] - 1)
+
+
+def _component(mask: np.ndarray, seed: tuple[int, int]) -> np.ndarray:
+    """The 8-connected region of `mask` holding `seed` (which must be in the mask)."""
+    region = np.zeros_like(mask)
+    region[seed] = True
+    count = 1
+    while True:
+        grown = region.copy()
+        grown[1:] |= region[:-1]
+        grown[:-1] |= region[1:]
+        spread = grown.copy()
+        spread[:, 1:] |= grown[:, :-1]
+        spread[:, :-1] |= grown[:, 1:]
+        spread &= mask
+        new_count = int(spread.sum())
+        if new_count == count:
+            return spread
+        region, count = spread, new_count
+
+
+def mask_box(
+    channel_map: np.ndarray,
+    target: PatchTarget,
+    size: tuple[int, int],
+    quantile: float,
+) -> Box:
+    """The mask's bounding box in model-input pixels (see the module docstring)."""
+    up = upsample(
+        channel_map, target.axes(), np.arange(size[0], dtype=np.float64), np.arange(size[1])
+    )
+    threshold = float(np.quantile(up, quantile))
+    mask = up > threshold
+    if not mask.any():  # the top values tie (e.g. a constant map)
+        mask = up >= threshold
+    seed = _unit_centre(target, size)
+    if not mask[seed]:
+        ys, xs = np.nonzero(mask)
+        nearest = int(np.argmin((ys - seed[0]) ** 2 + (xs - seed[1]) ** 2))
+        seed = (int(ys[nearest]), int(xs[nearest]))
+    ys, xs = np.nonzero(_component(mask, seed))
+    return (int(ys.min()), int(xs.min()), int(ys.max()) + 1, int(xs.max()) + 1)
+
+
+def _mask(
+    picture: Image.Image,
+    prep: ResolvedPreprocessing,
+    geometry: Geometry,
+    target: PatchTarget,
+    options: RenderOptions,
+    channel_map: np.ndarray,
+) -> Rendered:
+    box = mask_box(channel_map, target, prep.input_size, options.mask_quantile)
+    y0, x0, y1, x1 = geometry.to_original(box)
+    y1, x1 = max(y1, y0 + 1), max(x1, x0 + 1)
+    patch, clipped = crop_with_border(picture, (y0, x0, y1, x1))
+    return Rendered(patch, (y0, x0, y1, x1), clipped)
+
+
+def colorize(values: np.ndarray) -> np.ndarray:
+    """[..] values in 0..1 -> [.., 3] float RGB 0..255 (jet-like)."""
+    flat = np.clip(values, 0.0, 1.0).ravel()
+    channels = [np.interp(flat, _COLORMAP[:, 0], _COLORMAP[:, c]) for c in (1, 2, 3)]
+    return np.stack(channels, axis=-1).reshape(*values.shape, 3).astype(np.float32)
+
+
+def _heatmap(
+    picture: Image.Image,
+    prep: ResolvedPreprocessing,
+    geometry: Geometry,
+    target: PatchTarget,
+    channel_map: np.ndarray,
+) -> Rendered:
+    box = geometry.to_original_unclipped(target.formula_box(prep))
+    patch, clipped = crop_with_border(picture, box)
+    if patch.width * patch.height > MAX_PATCH_PIXELS:
+        scale = math.sqrt(MAX_PATCH_PIXELS / (patch.width * patch.height))
+        patch = patch.resize(
+            (max(1, int(patch.width * scale)), max(1, int(patch.height * scale))),
+            Image.Resampling.BILINEAR,
+        )
+    y0, x0, y1, x1 = box
+    y1, x1 = max(y1, y0 + 1), max(x1, x0 + 1)
+    out_w, out_h = patch.size
+    # patch pixel centres -> original coordinates -> model-input pixel coordinates
+    oy = y0 + (np.arange(out_h) + 0.5) * ((y1 - y0) / out_h)
+    ox = x0 + (np.arange(out_w) + 0.5) * ((x1 - x0) / out_w)
+    iy = oy * geometry.factor_y - geometry.offset_y - 0.5
+    ix = ox * geometry.factor_x - geometry.offset_x - 0.5
+    values = upsample(channel_map, target.axes(), iy, ix)
+    low, high = float(channel_map.min()), float(channel_map.max())
+    normalised = (values - low) / (high - low) if high > low else np.zeros_like(values)
+    pixels = np.asarray(patch.convert("RGB"), dtype=np.float32)
+    blended = (1 - HEATMAP_ALPHA) * pixels + HEATMAP_ALPHA * colorize(normalised)
+    inside = ((oy >= 0) & (oy < geometry.original_height))[:, None] & (
+        (ox >= 0) & (ox < geometry.original_width)
+    )[None, :]
+    pixels[inside] = blended[inside]
+    image = Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8), "RGB")
+    return Rendered(image, box, clipped)
+
+
+class LayerActivations:
+    """One channel's activation map for one image: the pruned, cached session of the layer
+    run on that single preprocessed image (tiled when the model's batch is fixed above 1)."""
+
+    def __init__(self, model: LoadedModel, layer: str, field: TensorField) -> None:
+        self._model = model
+        self._layer = layer
+        self._field = field
+
+    def __call__(self, array: np.ndarray, channel: int) -> np.ndarray:
+        model = self._model
+        session = model.session((self._layer,))
+        batch = array[None]
+        fixed = model.input.fixed_batch
+        if fixed is not None and fixed > 1:
+            batch = np.repeat(batch, fixed, axis=0)
+        (output,) = session.run([self._layer], {model.input.name: batch})
+        return channels_first(np.asarray(output), self._field)[0, channel]

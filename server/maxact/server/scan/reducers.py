@@ -1,0 +1,155 @@
+"""Running top-k per channel: vectorised, deterministic on ties, and mergeable.
+
+Memory is k x channels whatever the dataset size. Two reducers fed disjoint shards merge into
+exactly the reducer of the union, because selection is a total order on (score, image, y, x).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from maxact.server.errors import invalid_argument
+
+NO_IMAGE = np.iinfo(np.int64).max  # the image index of an empty slot
+
+
+# A request's k: memory is k x channels, so it is bounded for every scan the same way.
+MAX_K = 1000
+
+
+def check_k(k: int) -> int:
+    """`k` when it is in 1..MAX_K, else INVALID_ARGUMENT naming the range."""
+    if not 0 < k <= MAX_K:
+        raise invalid_argument("K_OUT_OF_RANGE", f"k must be in 1..{MAX_K}, got {k}")
+    return k
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One kept response: the score as the model produced it, and where."""
+
+    score: float
+    image: int
+    y: int
+    x: int
+
+
+class RunningTopK:
+    """The k best (largest, or smallest when `largest=False`) responses per channel.
+
+    Ties: the earlier image wins, then the earlier unit in row-major order.
+    """
+
+    def __init__(self, channels: int, k: int, largest: bool = True) -> None:
+        if k <= 0 or channels <= 0:
+            raise ValueError("k and channels must be positive")
+        self.channels = channels
+        self.k = k
+        self.largest = largest
+        self._key = np.full((channels, k), -np.inf)
+        self._image = np.full((channels, k), NO_IMAGE, dtype=np.int64)
+        self._y = np.zeros((channels, k), dtype=np.int64)
+        self._x = np.zeros((channels, k), dtype=np.int64)
+
+    def update(
+        self, scores: np.ndarray, images: np.ndarray, ys: np.ndarray, xs: np.ndarray
+    ) -> None:
+        """Offer N candidates per channel: arrays of shape [N, channels] (images may be [N])."""
+        scores = np.asarray(scores, dtype=np.float64)
+        if scores.size == 0:
+            return
+        images = np.asarray(images, dtype=np.int64)
+        if images.ndim == 1:
+            images = np.broadcast_to(images[:, None], scores.shape)
+        key = scores if self.largest else -scores
+        key = np.where(np.isnan(key), -np.inf, key).T
+        images = images.T
+        # only channels where some candidate can enter (ties may: the order decides) are sorted
+        full = self._image[:, -1] != NO_IMAGE
+        entering = ((key >= self._key[:, -1:]) & (images != NO_IMAGE)).any(axis=1) | ~full
+        rows = np.flatnonzero(entering)
+        if rows.size == 0:
+            return
+        ys = np.broadcast_to(ys, scores.shape).T
+        xs = np.broadcast_to(xs, scores.shape).T
+        if rows.size == self.channels:
+            self._select(
+                np.concatenate([self._key, key], axis=1),
+                np.concatenate([self._image, images], axis=1),
+                np.concatenate([self._y, ys], axis=1),
+                np.concatenate([self._x, xs], axis=1),
+            )
+            return
+        self._select(
+            np.concatenate([self._key[rows], key[rows]], axis=1),
+            np.concatenate([self._image[rows], images[rows]], axis=1),
+            np.concatenate([self._y[rows], ys[rows]], axis=1),
+            np.concatenate([self._x[rows], xs[rows]], axis=1),
+            rows,
+        )
+
+    def merge(self, other: RunningTopK) -> None:
+        """Fold in a reducer of a disjoint shard (image indices global to the union)."""
+        if (other.channels, other.k, other.largest) != (self.channels, self.k, self.largest):
+            raise ValueError("can only merge reducers with the same channels, k and direction")
+        self._select(
+            np.concatenate([self._key, other._key], axis=1),
+            np.concatenate([self._image, other._image], axis=1),
+            np.concatenate([self._y, other._y], axis=1),
+            np.concatenate([self._x, other._x], axis=1),
+        )
+
+    def _select(
+        self,
+        key: np.ndarray,
+        image: np.ndarray,
+        y: np.ndarray,
+        x: np.ndarray,
+        rows: np.ndarray | None = None,
+    ) -> None:
+        """Keep the k best of each row; `rows`: which channels these rows are (default all)."""
+        order = np.lexsort((x, y, image, -key), axis=-1)[:, : self.k]
+        picked = [np.take_along_axis(a, order, axis=1) for a in (key, image, y, x)]
+        if rows is None:
+            self._key, self._image, self._y, self._x = picked
+            return
+        self._key[rows], self._image[rows], self._y[rows], self._x[rows] = picked
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """The kept slots as plain arrays (checkpoints, Ray shards): data, never objects."""
+        return {"key": self._key, "image": self._image, "y": self._y, "x": self._x}
+
+    def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
+        """Restore `state_dict()` of a reducer with the same channels and k."""
+        shape = (self.channels, self.k)
+        arrays = [np.asarray(state[name]) for name in ("key", "image", "y", "x")]
+        if any(a.shape != shape for a in arrays):
+            raise ValueError(f"top-k state has shape {arrays[0].shape}, expected {shape}")
+        key, image, y, x = arrays
+        self._key = key.astype(np.float64)
+        self._image, self._y, self._x = (a.astype(np.int64) for a in (image, y, x))
+
+    def entries(self, channel: int = 0) -> list[Entry]:
+        """Best first; empty slots (fewer candidates than k) left out."""
+        result = []
+        for j in range(self.k):
+            image = int(self._image[channel, j])
+            if image == NO_IMAGE:
+                break
+            key = float(self._key[channel, j])
+            result.append(
+                Entry(
+                    key if self.largest else -key,
+                    image,
+                    int(self._y[channel, j]),
+                    int(self._x[channel, j]),
+                )
+            )
+        return result
+
+    def images(self) -> np.ndarray:
+        """[channels, k] image index of every kept slot (-1 where empty)."""
+        return np.where(self._image == NO_IMAGE, -1, self._image)
