@@ -19,7 +19,9 @@ from grpc_reflection.v1alpha import reflection
 from maxact.client.cli.common import MaxactParser, nonnegative_int, positive_int
 from maxact.server.data.dataset_writer import remove_stale_incoming
 from maxact.server.data.datasets import DatasetCatalog
+from maxact.server.jobs.ray_executor import RayCluster, import_ray
 from maxact.server.jobs.scan_jobs import ScanJobs
+from maxact.server.jobs.shard_work import DEFAULT_SHARD_IMAGES
 from maxact.server.jobs.store import Store
 from maxact.server.models.registry import ModelRegistry
 from maxact.server.models.runtime import providers_for
@@ -89,6 +91,11 @@ class ServerConfig:
     max_running_scans: int = 1
     session_cache_bytes: int = DEFAULT_SESSION_CACHE_BYTES
     checkpoint_images: int = 256
+    # Ray cluster address ("auto" or host:port) to run persisted scans on; None: locally.
+    ray_address: str | None = None
+    ray_workers: int = 0  # at most this many Ray workers per scan (0: as the cluster allows)
+    ray_worker_cpus: int = 1  # CPU cores per Ray worker on nodes without GPUs
+    shard_images: int = DEFAULT_SHARD_IMAGES  # images per shard of a Ray scan
 
 
 @dataclass
@@ -100,6 +107,7 @@ class BuiltServer:
     jobs: ScanJobs
     health: health.aio.HealthServicer
     metrics: MetricsServer | None = None
+    ray: RayCluster | None = None
 
     async def stop(self, grace: float) -> None:
         """Health says NOT_SERVING, running scans stop at a checkpoint-able point (a restart
@@ -108,6 +116,8 @@ class BuiltServer:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await asyncio.to_thread(self.jobs.shutdown, grace)
         await self.server.stop(grace)
+        if self.ray is not None:
+            await asyncio.to_thread(self.ray.close)
         if self.metrics is not None:
             self.metrics.stop()
 
@@ -127,12 +137,25 @@ async def build_server(config: ServerConfig) -> BuiltServer:
         datasets=DatasetCatalog(config.data_root),
     )
     store_path = config.store or Path(tempfile.mkdtemp(prefix="maxact-store-")) / "store.sqlite"
+    ray = None
+    if config.ray_address:
+        ray = await asyncio.to_thread(
+            RayCluster,
+            config.ray_address,
+            config.model_root,
+            config.data_root,
+            config.device,
+            config.ray_workers,
+            config.ray_worker_cpus,
+        )
     jobs = ScanJobs(
         Store(store_path),
         state.models,
         state.datasets,
         config.max_running_scans,
         config.checkpoint_images,
+        shard_executor=ray.executor if ray is not None else None,
+        shard_images=config.shard_images,
     )
     interceptors: list[grpc.aio.ServerInterceptor] = [ObservingInterceptor()]
     if config.auth_token:
@@ -184,7 +207,7 @@ async def build_server(config: ServerConfig) -> BuiltServer:
     if config.metrics_port is not None:
         metrics = MetricsServer(config.host, config.metrics_port)
         log.info("metrics on http://%s:%d/metrics", config.host, metrics.port)
-    return BuiltServer(server, port, jobs, health_servicer, metrics)
+    return BuiltServer(server, port, jobs, health_servicer, metrics, ray)
 
 
 class RunningServer:
@@ -253,6 +276,9 @@ def start_server(
     checkpoint_images: int = 256,
     metrics_port: int | None = None,
     session_cache_mb: int | None = None,
+    ray_address: str | None = None,
+    ray_workers: int = 0,
+    shard_images: int = DEFAULT_SHARD_IMAGES,
 ) -> RunningServer:
     """Start a server in this process (port 0: a free port); `.port`, `.address`, `.stop()`.
 
@@ -281,6 +307,9 @@ def start_server(
                 if session_cache_mb is not None
                 else DEFAULT_SESSION_CACHE_BYTES
             ),
+            ray_address=ray_address,
+            ray_workers=ray_workers,
+            shard_images=shard_images,
         )
     )
 
@@ -322,6 +351,31 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="a running scan checkpoints after this many images (default %(default)s)",
     )
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument(
+        "--ray-address",
+        default=os.environ.get("MAXACT_RAY_ADDRESS") or None,
+        help="run persisted scans on this Ray cluster ('auto' or HOST:PORT; needs the 'ray'"
+        " extra); default: locally",
+    )
+    parser.add_argument(
+        "--ray-workers",
+        type=nonnegative_int,
+        default=0,
+        help="at most this many Ray workers per scan (default: one per GPU, else per"
+        " --ray-worker-cpus cores of the cluster)",
+    )
+    parser.add_argument(
+        "--ray-worker-cpus",
+        type=positive_int,
+        default=1,
+        help="CPU cores per Ray worker on nodes without GPUs (default %(default)s)",
+    )
+    parser.add_argument(
+        "--shard-images",
+        type=positive_int,
+        default=DEFAULT_SHARD_IMAGES,
+        help="images per shard of a Ray scan (default %(default)s)",
+    )
     parser.add_argument(
         "--auth-token-file",
         type=Path,
@@ -404,6 +458,16 @@ def main(argv: list[str]) -> int:
         checkpoint_images=args.checkpoint_images,
         metrics_port=args.metrics_port,
         session_cache_bytes=args.session_cache_mb * 1024 * 1024,
+        ray_address=args.ray_address,
+        ray_workers=args.ray_workers,
+        ray_worker_cpus=args.ray_worker_cpus,
+        shard_images=args.shard_images,
     )
+    if args.ray_address:
+        try:
+            import_ray()
+        except RuntimeError as exc:
+            log.error("%s", exc)
+            return 2
     asyncio.run(_serve(config))
     return 0

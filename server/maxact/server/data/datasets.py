@@ -1,13 +1,28 @@
-"""Image folders under the data root: stable ids, labels, and safe listing."""
+"""Image folders under the data root: stable ids, labels, and safe listing.
+
+A folder holds loose image files, or shard files (`.tar` / `.parquet`, see `shards`); the
+functions here hide which, so every reader of a dataset takes the same path.
+"""
 
 from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from maxact.server.errors import invalid_argument, not_found
+from maxact.server.data.reader import ImageSource, file_source
+from maxact.server.data.shards import (
+    ShardError,
+    is_sharded,
+    list_sharded,
+    shard_files,
+    shard_of,
+    shard_source,
+    stream_shard_sources,
+)
+from maxact.server.errors import failed_precondition, invalid_argument, not_found
 from maxact.server.paths import is_inside, resolve_under
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
@@ -24,6 +39,14 @@ class Dataset:
 
     def path_of(self, image_id: str) -> Path:
         return self.root / image_id
+
+    def source(self, index: int, image_id: str) -> ImageSource:
+        return image_source(self.root, index, image_id)
+
+    def size_bytes(self) -> int:
+        if is_sharded(self.root):
+            return sum(path.stat().st_size for path in shard_files(self.root))
+        return sum(self.path_of(i).stat().st_size for i in self.ids)
 
     @property
     def classes(self) -> list[str]:
@@ -48,8 +71,37 @@ def list_image_ids(root: Path) -> list[str]:
     return sorted(found)
 
 
+def image_source(root: Path, index: int, image_id: str) -> ImageSource:
+    """One image of the dataset at `root`, read on demand (a loose file or a shard sample)."""
+    if shard_of(root, image_id) is not None:
+        return shard_source(root, index, image_id)
+    return file_source(index, image_id, root / image_id)
+
+
+def dataset_sources(
+    root: Path, ids: Sequence[str], indices: Sequence[int]
+) -> Iterable[ImageSource]:
+    """Sources of `ids` (at dataset `indices`) for a scan: a list of files, or a stream that
+    reads each shard once front to back."""
+    if ids and shard_of(root, ids[0]) is not None:
+        return stream_shard_sources(root, ids, indices)
+    return [
+        file_source(i, image_id, root / image_id) for i, image_id in zip(indices, ids, strict=True)
+    ]
+
+
+def _listed_shards(root: Path) -> tuple[list[str], dict[str, str]]:
+    try:
+        return list_sharded(root)
+    except ShardError as exc:
+        raise failed_precondition("DATASET_UNREADABLE", str(exc), dataset=root.name) from None
+
+
 def read_labels(root: Path, ids: list[str]) -> dict[str, str]:
-    """labels.csv (path,label) at the root wins; else class folders (first-level subfolder)."""
+    """labels.csv (path,label) at the root wins; else class folders (first-level subfolder);
+    a sharded dataset's labels are its samples' labels (`.cls` members, a label column)."""
+    if is_sharded(root):
+        return _listed_shards(root)[1]
     labels_file = root / "labels.csv"
     if labels_file.is_file():
         labels: dict[str, str] = {}
@@ -84,6 +136,9 @@ class DatasetCatalog:
     def open(self, name: str) -> Dataset:
         """The dataset listed now: ids, labels (walks the whole folder)."""
         root = self.root_of(name)
+        if is_sharded(root):
+            shard_ids, labels = _listed_shards(root)
+            return Dataset(name=name, root=root, ids=tuple(shard_ids), labels=labels)
         ids = list_image_ids(root)
         return Dataset(name=name, root=root, ids=tuple(ids), labels=read_labels(root, ids))
 

@@ -5,6 +5,10 @@ queued) run the scan engine over the dataset snapshot taken at creation, and eve
 `checkpoint_images` images write the reducers' state together with the position in the
 dataset. A restarted server resumes unfinished scans from their last checkpoint, so the final
 result equals an uninterrupted scan (reducers are exact and order-independent).
+
+Given a shard executor (a Ray cluster), a scan runs as shards instead (`shard_work`): the plan
+is kept in the store, each finished shard is merged into the checkpoint in the transaction
+that marks it done, and a resumed scan runs only the shards not yet done.
 """
 
 from __future__ import annotations
@@ -13,15 +17,24 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from maxact.server.data.datasets import DatasetCatalog, read_labels
+from maxact.server.data.datasets import DatasetCatalog, dataset_sources, read_labels
 from maxact.server.data.preprocess import Preprocessing, ResolvedPreprocessing, resolve
-from maxact.server.data.reader import file_source
 from maxact.server.errors import ServiceError, invalid_argument, not_found
+from maxact.server.jobs.shard_work import (
+    DEFAULT_SHARD_IMAGES,
+    LocalShardExecutor,
+    ShardExecutor,
+    ShardResult,
+    ShardTask,
+    ShardWork,
+    shard_ranges,
+)
 from maxact.server.jobs.store import ScanRecord, Store
 from maxact.server.models.registry import LayerEntry, LoadedModel, ModelRegistry, require_field
 from maxact.server.ops.metrics import METRICS
@@ -35,11 +48,15 @@ MAX_LAYERS = 16
 ACTIVE_STATES = frozenset({"queued", "running"})
 
 
+class _Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
 @dataclass
 class _Running:
     thread: threading.Thread
     cancel: threading.Event
-    engine: ScanEngine | None = None
+    engine: _Stoppable | None = None  # the scan engine, or the shard executor
 
 
 def scan_id_from(name: str) -> str:
@@ -58,11 +75,16 @@ class ScanJobs:
         datasets: DatasetCatalog,
         max_running: int = 1,
         checkpoint_images: int = 256,
+        shard_executor: Callable[[], ShardExecutor] | None = None,
+        shard_images: int = DEFAULT_SHARD_IMAGES,
     ) -> None:
         self.store = store
         self.models = models
         self.datasets = datasets
         self.checkpoint_images = checkpoint_images
+        # None: scans run in this process; else each scan's shards go to a new executor
+        self.shard_executor = shard_executor
+        self.shard_images = shard_images
         self._slots = threading.Semaphore(max_running)
         self._running: dict[str, _Running] = {}
         self._lock = threading.Lock()
@@ -217,6 +239,9 @@ class ScanJobs:
         class_ids = {name: i for i, name in enumerate(classes)}
         labels = np.asarray([class_ids.get(label_of.get(i, ""), -1) for i in ids])
         options = ReduceOptions(k=record.k, bottom=True, position=record.mode == "position")
+        if self.shard_executor is not None or self.store.shards(scan_id):
+            self._scan_shards(record, job, ids, labels, classes, layers, options)
+            return
         engine = ScanEngine(model, layers, prep, options, classes=classes)
         job.engine = engine
         if job.cancel.is_set():
@@ -230,7 +255,7 @@ class ScanJobs:
             base_done, base_failed = record.checkpoint_done, record.checkpoint_failed
         if not self.store.transition(scan_id, "running", ACTIVE_STATES):
             return  # cancelled while it was being prepared
-        sources = [file_source(i, ids[i], root / ids[i]) for i in range(start, len(ids))]
+        sources = dataset_sources(root, ids[start:], range(start, len(ids)))
         progress = {
             "done": base_done,
             "failed": base_failed,
@@ -262,7 +287,10 @@ class ScanJobs:
 
         try:
             outcome = engine.run(
-                sources, labels, EngineCallbacks(progress=on_progress, batch_done=on_batch)
+                sources,
+                labels,
+                EngineCallbacks(progress=on_progress, batch_done=on_batch),
+                total=len(ids) - start,
             )
         except EngineCancelled:
             if self._closing.is_set() and progress.get("position", 0) > progress["saved"]:
@@ -281,6 +309,100 @@ class ScanJobs:
             self._statistics(engine.reducers, labels),
             done,
             failed,
+        )
+
+    def _scan_shards(
+        self,
+        record: ScanRecord,
+        job: _Running,
+        ids: list[str],
+        labels: np.ndarray,
+        classes: tuple[str, ...],
+        layers: list[LayerEntry],
+        options: ReduceOptions,
+    ) -> None:
+        """Run the scan's unfinished shards on the executor, merging each as it reports."""
+        scan_id = record.id
+        fields = {layer.name: layer for layer in layers}
+
+        def fresh(name: str) -> LayerReducer:
+            layer = fields[name]
+            return LayerReducer(name, layer.field, layer.shape, options, classes)
+
+        reducers = {name: fresh(name) for name in fields}
+        states = self.store.checkpoint(scan_id)
+        if states:  # a local checkpoint prefix and/or the shards finished before a restart
+            for name, reducer in reducers.items():
+                reducer.load_state(states[name])
+        shards = self.store.plan_shards(
+            scan_id, shard_ranges(record.checkpoint_position, len(ids), self.shard_images)
+        )
+        totals = {
+            "done": record.checkpoint_done + sum(s.images_done for s in shards if s.done),
+            "failed": record.checkpoint_failed + sum(s.images_failed for s in shards if s.done),
+        }
+        if not self.store.transition(scan_id, "running", ACTIVE_STATES):
+            return  # cancelled while it was being prepared
+        self.store.set_progress(scan_id, totals["done"], totals["failed"])
+        tasks = [
+            ShardTask(s.shard, s.first, ids[s.first : s.stop], labels[s.first : s.stop].tolist())
+            for s in shards
+            if not s.done
+        ]
+        work = ShardWork(
+            scan_id,
+            record.model,
+            list(record.layers),
+            record.dataset,
+            record.k,
+            record.mode,
+            dict(record.preprocessing),
+            list(classes),
+        )
+
+        def finished(result: ShardResult) -> None:
+            for name, state in result.states.items():
+                part = fresh(name)
+                part.load_state_dict(state)
+                reducers[name].merge(part)
+            totals["done"] += result.done
+            totals["failed"] += result.failed
+            self.store.finish_shard(
+                scan_id,
+                result.shard,
+                result.done,
+                result.failed,
+                {name: reducer.state() for name, reducer in reducers.items()},
+                totals["done"],
+                totals["failed"],
+            )
+
+        executor = (
+            self.shard_executor()
+            if self.shard_executor is not None
+            else LocalShardExecutor(self.models, self.datasets)
+        )
+        job.engine = executor
+        if job.cancel.is_set():
+            raise EngineCancelled()
+        started = time.monotonic()
+        executor.run(
+            work,
+            tasks,
+            lambda shard: self.store.shard_started(scan_id, shard),
+            finished,
+            job.cancel,
+        )
+        if job.cancel.is_set():
+            raise EngineCancelled()
+        images = sum(len(task.ids) for task in tasks)
+        METRICS.set("maxact_scan_images_per_second", images / max(time.monotonic() - started, 1e-9))
+        self.store.finish(
+            scan_id,
+            self._rows(reducers, ids, record),
+            self._statistics(reducers, labels),
+            totals["done"],
+            totals["failed"],
         )
 
     @staticmethod

@@ -56,6 +56,18 @@ CREATE TABLE IF NOT EXISTS topk_rows (
     x INTEGER NOT NULL,
     PRIMARY KEY (scan_id, layer, channel, kind, rank)
 );
+CREATE TABLE IF NOT EXISTS scan_shards (
+    scan_id TEXT NOT NULL,
+    shard INTEGER NOT NULL,
+    first INTEGER NOT NULL,
+    stop INTEGER NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    images_done INTEGER NOT NULL DEFAULT 0,
+    images_failed INTEGER NOT NULL DEFAULT 0,
+    finish_time REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (scan_id, shard)
+);
 CREATE TABLE IF NOT EXISTS layer_statistics (
     scan_id TEXT NOT NULL,
     layer TEXT NOT NULL,
@@ -67,7 +79,10 @@ CREATE TABLE IF NOT EXISTS layer_statistics (
 # PRAGMA user_version of the schema this code writes. History:
 #   0: a new, empty file (or a store from before versioning: its checkpoints were pickles)
 #   2: checkpoints are .npz arrays (never pickles); earlier checkpoints are dropped on migration
-SCHEMA_VERSION = 2
+#   3: scan_shards, the shards of a scan run shard by shard (Ray): a finished shard's work is
+#      folded into the checkpoint in the same transaction that marks it done (the table is
+#      created on migration; nothing else changes)
+SCHEMA_VERSION = 3
 
 
 class StoreVersionError(RuntimeError):
@@ -101,6 +116,25 @@ class ScanRecord:
     @property
     def finished(self) -> bool:
         return self.state in TERMINAL_STATES
+
+
+@dataclass(frozen=True)
+class ShardRow:
+    """Images [first, stop) of a scan's snapshot; `attempts` counts how often it was sent to
+    a worker (a finished shard is never sent again)."""
+
+    shard: int
+    first: int
+    stop: int
+    state: str  # pending | done
+    attempts: int
+    images_done: int
+    images_failed: int
+    finish_time: float
+
+    @property
+    def done(self) -> bool:
+        return self.state == "done"
 
 
 @dataclass(frozen=True)
@@ -147,7 +181,9 @@ class Store:
         had_scans = db.execute(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'scans'"
         ).fetchone()
-        db.executescript(SCHEMA)  # executescript manages its own transaction
+        # executescript manages its own transaction; it also is the step to version 3 (it
+        # creates scan_shards)
+        db.executescript(SCHEMA)
         if version < 2 and had_scans:
             # Version 0/1 checkpoints are pickles, which are never loaded: unfinished scans
             # restart from their first image (their results stay equal, only slower).
@@ -295,6 +331,65 @@ class Store:
                 " WHERE id = ?",
                 (position, done, failed, done, failed, time.time(), scan_id),
             )
+
+    def shards(self, scan_id: str) -> list[ShardRow]:
+        rows = self._connection().execute(
+            "SELECT shard, first, stop, state, attempts, images_done, images_failed, finish_time"
+            " FROM scan_shards WHERE scan_id = ? ORDER BY shard",
+            (scan_id,),
+        )
+        return [ShardRow(*row) for row in rows]
+
+    def plan_shards(self, scan_id: str, ranges: list[tuple[int, int]]) -> list[ShardRow]:
+        """The scan's shards: planned now from `ranges` unless a previous run planned them
+        (a resumed scan keeps its shards, so finished ones stay finished)."""
+        with self._transaction() as db:
+            (count,) = db.execute(
+                "SELECT COUNT(*) FROM scan_shards WHERE scan_id = ?", (scan_id,)
+            ).fetchone()
+            if count == 0:
+                db.executemany(
+                    "INSERT INTO scan_shards (scan_id, shard, first, stop) VALUES (?, ?, ?, ?)",
+                    [(scan_id, i, first, stop) for i, (first, stop) in enumerate(ranges)],
+                )
+        return self.shards(scan_id)
+
+    def shard_started(self, scan_id: str, shard: int) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE scan_shards SET attempts = attempts + 1 WHERE scan_id = ? AND shard = ?",
+                (scan_id, shard),
+            )
+
+    def finish_shard(
+        self,
+        scan_id: str,
+        shard: int,
+        shard_done: int,
+        shard_failed: int,
+        states: dict[str, bytes],
+        done: int,
+        failed: int,
+    ) -> bool:
+        """Mark a shard done and store `states` (the merge of every finished shard and the
+        scan's earlier checkpoint) in one transaction; False when it was already done."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE scan_shards SET state = 'done', images_done = ?, images_failed = ?,"
+                " finish_time = ? WHERE scan_id = ? AND shard = ? AND state != 'done'",
+                (shard_done, shard_failed, time.time(), scan_id, shard),
+            )
+            if cursor.rowcount != 1:
+                return False
+            db.executemany(
+                "INSERT OR REPLACE INTO checkpoints (scan_id, layer, state) VALUES (?, ?, ?)",
+                [(scan_id, layer, state) for layer, state in states.items()],
+            )
+            db.execute(
+                "UPDATE scans SET images_done = ?, images_failed = ?, update_time = ? WHERE id = ?",
+                (done, failed, time.time(), scan_id),
+            )
+        return True
 
     def checkpoint(self, scan_id: str) -> dict[str, bytes]:
         rows = self._connection().execute(

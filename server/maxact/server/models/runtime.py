@@ -56,10 +56,15 @@ def _cuda_loads() -> bool:
     return CUDA in session.get_providers()
 
 
+INTRA_OP_THREADS_ENV = "MAXACT_INTRA_OP_THREADS"
+
+
 def session_options() -> ort.SessionOptions:
-    """Threads = cores, no spinning; optimisations keep exposed intermediate outputs intact."""
+    """Threads = cores (or MAXACT_INTRA_OP_THREADS: a Ray worker's share of them), no
+    spinning; optimisations keep exposed intermediate outputs intact."""
     options = ort.SessionOptions()
-    options.intra_op_num_threads = os.cpu_count() or 1
+    threads = os.environ.get(INTRA_OP_THREADS_ENV, "")
+    options.intra_op_num_threads = int(threads) if threads.isdigit() else os.cpu_count() or 1
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -18,7 +18,7 @@ def _summary(dataset: Dataset) -> pb.DatasetSummary:
         name=dataset.name,
         image_count=len(dataset.ids),
         labels=dataset.classes,
-        size_bytes=sum(dataset.path_of(i).stat().st_size for i in dataset.ids),
+        size_bytes=dataset.size_bytes(),
     )
 
 

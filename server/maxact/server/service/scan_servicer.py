@@ -10,8 +10,8 @@ from typing import Any
 
 import grpc
 
+from maxact.server.data.datasets import image_source
 from maxact.server.data.preprocess import Preprocessing
-from maxact.server.data.reader import file_source
 from maxact.server.errors import failed_precondition, invalid_argument, not_found
 from maxact.server.jobs.scan_jobs import ScanJobs, scan_id_from
 from maxact.server.jobs.store import ScanRecord
@@ -70,13 +70,13 @@ _CROP_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="maxact-crop")
 
 
 def _crop_or_none(
-    renderer: PatchRenderer, path: Path, row: Any, layer: Any, prep: Any, channel: int
+    renderer: PatchRenderer, root: Path, row: Any, layer: Any, prep: Any, channel: int
 ) -> Any:
     """Render one stored hit's patch from its original image (None when it can no longer be
     read)."""
     try:
         return renderer(
-            file_source(0, row.image, path),
+            image_source(root, 0, row.image),
             input_box(layer.field, prep, row.y, row.x, channel),
             (row.y, row.x),
             channel,
@@ -207,9 +207,7 @@ class NeuronServicer(neuron_service_pb2_grpc.NeuronServiceServicer):
         if root is not None:
             crops = list(
                 _CROP_POOL.map(
-                    lambda row: _crop_or_none(
-                        renderer, root / row.image, row, layer, prep, request.channel
-                    ),
+                    lambda row: _crop_or_none(renderer, root, row, layer, prep, request.channel),
                     rows,
                 )
             )

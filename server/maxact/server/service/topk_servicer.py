@@ -21,9 +21,9 @@ from typing import Any
 import grpc
 
 from maxact.server.data.dataset_writer import DatasetWriter
-from maxact.server.data.datasets import Dataset
+from maxact.server.data.datasets import Dataset, dataset_sources
 from maxact.server.data.preprocess import ResolvedPreprocessing, resolve
-from maxact.server.data.reader import ImageSource, file_source
+from maxact.server.data.reader import ImageSource
 from maxact.server.errors import failed_precondition, invalid_argument
 from maxact.server.models.registry import LayerEntry, LoadedModel
 from maxact.server.patches.crop import PatchRenderer
@@ -166,18 +166,15 @@ def _scan_dataset(
     scan: NeuronScan, dataset: Dataset, renderer: PatchRenderer, emit: Callable[[Any], None]
 ) -> None:
     """The scan thread's body for a server dataset."""
-    sources = [
-        file_source(i, image_id, dataset.path_of(image_id))
-        for i, image_id in enumerate(dataset.ids)
-    ]
+    sources = dataset_sources(dataset.root, dataset.ids, range(len(dataset.ids)))
     _scan_and_send(
         scan,
         sources,
         emit,
         renderer=renderer,
         response=pb.StreamTopKResponse,
-        total=len(sources),
-        source_of=lambda hit: sources[hit.image_index],
+        total=len(dataset.ids),
+        source_of=lambda hit: dataset.source(hit.image_index, dataset.ids[hit.image_index]),
         hint="; was the dataset modified during the scan?",
     )
 

@@ -1,0 +1,219 @@
+"""Persisted scans on a Ray cluster (`maxact serve --ray-address auto|ADDR`).
+
+Why Ray Core actors and not Ray Data: a scan's unit of work is a shard whose result is a small
+reducer state (k x channels arrays), not a stream of rows. Actors let each worker load the
+model and build its pruned onnxruntime session once and reuse it for every shard; the server
+sees each shard finish individually, so it can merge it, record it in the store (a restart
+re-runs only unfinished shards), report progress and retry exactly the shard a lost worker
+held. Cancelling is killing the actors. Ray Data would bring its own image decoding (a
+different decode/resize path, so answers would drift from the local scan's), a row-oriented
+pipeline whose per-shard completion is not observable, and pyarrow/pandas on every node.
+Workers run the same scan engine the local path runs (`shard_work.scan_shard`).
+
+Sizing: one worker per GPU when the cluster has GPUs (and the server's device is not cpu),
+else one per `cpus_per_worker` CPU cores of the cluster, capped by `max_workers`. Workers
+read models and datasets from the same paths as the server: a path every node sees.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from maxact.server.jobs.ray_worker import ShardWorker
+from maxact.server.jobs.shard_work import ShardResult, ShardTask, ShardWork
+from maxact.server.scan.engine import EngineCancelled
+
+log = logging.getLogger("maxact.server")
+
+RAY_EXTRA = "ray"
+MAX_SHARD_ATTEMPTS = 3  # a shard whose worker was lost this often fails the scan
+WAIT_SECONDS = 0.2  # how often the dispatch loop looks at the cancel flag
+WORKER_START_SECONDS = 120.0  # replacements for lost workers must start within this
+
+
+def import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise RuntimeError(f"--ray-address needs Ray: pip install 'maxact[{RAY_EXTRA}]'") from None
+    return ray
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    count: int
+    options: dict[str, Any]  # ray actor options (num_cpus / num_gpus)
+    device: str
+    threads: int
+
+
+class RayCluster:
+    """The server's connection to a Ray cluster, opened at start and closed at shutdown."""
+
+    def __init__(
+        self,
+        address: str,
+        model_root: Path,
+        data_root: Path | None,
+        device: str = "auto",
+        max_workers: int = 0,
+        cpus_per_worker: int = 1,
+    ) -> None:
+        self.ray = import_ray()
+        self.model_root = Path(model_root).resolve()
+        self.data_root = Path(data_root).resolve() if data_root is not None else None
+        self.device = device
+        self.max_workers = max_workers
+        self.cpus_per_worker = cpus_per_worker
+        self.ray.init(
+            address=address,
+            namespace="maxact",
+            log_to_driver=False,
+            ignore_reinit_error=True,
+            configure_logging=False,
+        )
+        resources = self.ray.cluster_resources()
+        log.info(
+            "Ray cluster at %s: %s CPU, %s GPU",
+            address,
+            resources.get("CPU", 0),
+            resources.get("GPU", 0),
+        )
+
+    def plan(self) -> WorkerPlan:
+        """Workers for the cluster as it is now (nodes may have come or gone)."""
+        resources = self.ray.cluster_resources()
+        gpus = int(resources.get("GPU", 0))
+        if gpus > 0 and self.device != "cpu":
+            count, options = gpus, {"num_gpus": 1, "num_cpus": 1}
+            device, threads = "cuda", 0
+        else:
+            cpus = int(resources.get("CPU", 1))
+            count = max(1, cpus // self.cpus_per_worker)
+            options = {"num_cpus": self.cpus_per_worker}
+            device, threads = "cpu", self.cpus_per_worker
+        if self.max_workers > 0:
+            count = min(count, self.max_workers)
+        return WorkerPlan(count, options, device, threads)
+
+    def executor(self) -> RayShardExecutor:
+        return RayShardExecutor(self)
+
+    def close(self) -> None:
+        self.ray.shutdown()
+
+
+class RayShardExecutor:
+    """One scan's shards over a pool of actors; lost workers' shards go to the others."""
+
+    def __init__(self, cluster: RayCluster) -> None:
+        self.cluster = cluster
+        self.ray = cluster.ray
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._actors: list[Any] = []
+
+    def _start_workers(self, count: int) -> list[Any]:
+        plan = self.cluster.plan()
+        data_root = str(self.cluster.data_root or "")
+        remote = self.ray.remote(max_restarts=0, max_task_retries=0)(ShardWorker)
+        actors = [
+            remote.options(**plan.options).remote(
+                str(self.cluster.model_root), data_root, plan.device, plan.threads
+            )
+            for _ in range(min(count, plan.count))
+        ]
+        with self._lock:
+            self._actors.extend(actors)
+        return actors
+
+    def run(
+        self,
+        work: ShardWork,
+        tasks: Sequence[ShardTask],
+        started: Callable[[int], None],
+        finished: Callable[[ShardResult], None],
+        cancel: threading.Event,
+    ) -> None:
+        ray = self.ray
+        lost_errors = (
+            ray.exceptions.RayActorError,
+            ray.exceptions.WorkerCrashedError,
+            ray.exceptions.ObjectLostError,
+            ray.exceptions.NodeDiedError,
+        )
+        work_data = work.to_dict()
+        queue = deque(tasks)
+        attempts: dict[int, int] = {}
+        idle = self._start_workers(len(tasks))
+        running: dict[Any, tuple[Any, ShardTask]] = {}
+        try:
+            while queue or running:
+                if cancel.is_set() or self._stop.is_set():
+                    raise EngineCancelled()
+                while idle and queue:
+                    actor, task = idle.pop(), queue.popleft()
+                    started(task.shard)
+                    running[actor.scan.remote(work_data, task.to_dict())] = (actor, task)
+                if not running:  # every worker was lost: start new ones where nodes remain
+                    idle = self._replacements(len(queue))
+                    continue
+                ready, _ = ray.wait(list(running), num_returns=1, timeout=WAIT_SECONDS)
+                for ref in ready:
+                    actor, task = running.pop(ref)
+                    try:
+                        data = ray.get(ref)
+                    except lost_errors as exc:
+                        if cancel.is_set() or self._stop.is_set():
+                            raise EngineCancelled() from None
+                        attempts[task.shard] = attempts.get(task.shard, 0) + 1
+                        if attempts[task.shard] >= MAX_SHARD_ATTEMPTS:
+                            raise RuntimeError(
+                                f"shard {task.shard} was lost with its Ray worker"
+                                f" {attempts[task.shard]} times: {type(exc).__name__}"
+                            ) from None
+                        log.warning(
+                            "scan %s: Ray worker lost (%s); shard %d goes to another worker",
+                            work.scan_id,
+                            type(exc).__name__,
+                            task.shard,
+                        )
+                        queue.appendleft(task)
+                        continue
+                    except ray.exceptions.RayTaskError as exc:
+                        cause = exc.cause if isinstance(exc.cause, Exception) else exc
+                        raise cause from None
+                    finished(ShardResult.from_dict(data))
+                    idle.append(actor)
+        finally:
+            self._kill_all()
+
+    def _replacements(self, wanted: int) -> list[Any]:
+        """New workers after all were lost; they must start within WORKER_START_SECONDS."""
+        actors = self._start_workers(max(1, wanted))
+        probes = [actor.ready.remote() for actor in actors]
+        ready, _ = self.ray.wait(probes, num_returns=len(probes), timeout=WORKER_START_SECONDS)
+        alive = [actor for actor, probe in zip(actors, probes, strict=True) if probe in ready]
+        if not alive:
+            raise RuntimeError("every Ray worker was lost and none could be started again")
+        return alive
+
+    def stop(self) -> None:
+        """Cancel: kill the workers now (their shards stay unfinished in the store)."""
+        self._stop.set()
+        self._kill_all()
+
+    def _kill_all(self) -> None:
+        with self._lock:
+            actors, self._actors = self._actors, []
+        for actor in actors:
+            try:
+                self.ray.kill(actor, no_restart=True)
+            except Exception:  # already dead with its node
+                log.debug("Ray worker already gone", exc_info=True)
