@@ -13,12 +13,17 @@ Workers run the same scan engine the local path runs (`shard_work.scan_shard`).
 Sizing: one worker per GPU when the cluster has GPUs (and the server's device is not cpu),
 else one per `cpus_per_worker` CPU cores of the cluster, capped by `max_workers`. Workers
 read models and datasets from the same paths as the server: a path every node sees.
+
+Starting a worker (a process importing onnxruntime, then loading the model) costs seconds, so
+workers outlive a scan: idle ones are kept for `idle_seconds` and reused by the next scan (a
+model they loaded stays loaded), then killed so the cluster's cores go back to other users.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,6 +40,7 @@ RAY_EXTRA = "ray"
 MAX_SHARD_ATTEMPTS = 3  # a shard whose worker was lost this often fails the scan
 WAIT_SECONDS = 0.2  # how often the dispatch loop looks at the cancel flag
 WORKER_START_SECONDS = 120.0  # replacements for lost workers must start within this
+DEFAULT_IDLE_SECONDS = 60.0
 
 
 def import_ray() -> Any:
@@ -64,8 +70,13 @@ class RayCluster:
         device: str = "auto",
         max_workers: int = 0,
         cpus_per_worker: int = 1,
+        idle_seconds: float = DEFAULT_IDLE_SECONDS,
     ) -> None:
         self.ray = import_ray()
+        self.idle_seconds = idle_seconds
+        self._idle: list[tuple[float, Any]] = []  # (idle since, actor)
+        self._lock = threading.Lock()
+        self._reaper: threading.Timer | None = None
         self.model_root = Path(model_root).resolve()
         self.data_root = Path(data_root).resolve() if data_root is not None else None
         self.device = device
@@ -105,7 +116,59 @@ class RayCluster:
     def executor(self) -> RayShardExecutor:
         return RayShardExecutor(self)
 
+    def acquire(self, count: int) -> list[Any]:
+        """Up to `count` workers (as many as the cluster plan allows): idle ones first."""
+        plan = self.plan()
+        count = min(count, plan.count)
+        with self._lock:
+            self._idle.sort(key=lambda pair: pair[0])
+            taken = [actor for _, actor in self._idle[-count:]] if count else []
+            self._idle = self._idle[: len(self._idle) - len(taken)]
+        remote = self.ray.remote(max_restarts=0, max_task_retries=0)(ShardWorker)
+        data_root = str(self.data_root or "")
+        fresh = [
+            remote.options(**plan.options).remote(
+                str(self.model_root), data_root, plan.device, plan.threads
+            )
+            for _ in range(count - len(taken))
+        ]
+        return taken + fresh
+
+    def release(self, actors: list[Any]) -> None:
+        """Keep healthy workers for the next scan; killed after `idle_seconds` unused."""
+        now = time.monotonic()
+        with self._lock:
+            self._idle.extend((now, actor) for actor in actors)
+            if self._reaper is None:
+                self._reaper = threading.Timer(self.idle_seconds, self._reap)
+                self._reaper.daemon = True
+                self._reaper.start()
+
+    def _reap(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._reaper = None
+            expired = [actor for since, actor in self._idle if now - since >= self.idle_seconds]
+            self._idle = [pair for pair in self._idle if now - pair[0] < self.idle_seconds]
+            if self._idle:
+                self._reaper = threading.Timer(self.idle_seconds, self._reap)
+                self._reaper.daemon = True
+                self._reaper.start()
+        self.kill(expired)
+
+    def kill(self, actors: list[Any]) -> None:
+        for actor in actors:
+            try:
+                self.ray.kill(actor, no_restart=True)
+            except Exception:  # already dead with its node
+                log.debug("Ray worker already gone", exc_info=True)
+
     def close(self) -> None:
+        with self._lock:
+            idle, self._idle = [actor for _, actor in self._idle], []
+            if self._reaper is not None:
+                self._reaper.cancel()
+        self.kill(idle)
         self.ray.shutdown()
 
 
@@ -120,15 +183,7 @@ class RayShardExecutor:
         self._actors: list[Any] = []
 
     def _start_workers(self, count: int) -> list[Any]:
-        plan = self.cluster.plan()
-        data_root = str(self.cluster.data_root or "")
-        remote = self.ray.remote(max_restarts=0, max_task_retries=0)(ShardWorker)
-        actors = [
-            remote.options(**plan.options).remote(
-                str(self.cluster.model_root), data_root, plan.device, plan.threads
-            )
-            for _ in range(min(count, plan.count))
-        ]
+        actors = self.cluster.acquire(count)
         with self._lock:
             self._actors.extend(actors)
         return actors
@@ -191,8 +246,13 @@ class RayShardExecutor:
                         raise cause from None
                     finished(ShardResult.from_dict(data))
                     idle.append(actor)
-        finally:
+        except BaseException:
             self._kill_all()
+            raise
+        # healthy workers serve the next scan; lost ones are gone with their nodes
+        with self._lock:
+            self._actors = []
+        self.cluster.release(idle)
 
     def _replacements(self, wanted: int) -> list[Any]:
         """New workers after all were lost; they must start within WORKER_START_SECONDS."""
@@ -212,8 +272,4 @@ class RayShardExecutor:
     def _kill_all(self) -> None:
         with self._lock:
             actors, self._actors = self._actors, []
-        for actor in actors:
-            try:
-                self.ray.kill(actor, no_restart=True)
-            except Exception:  # already dead with its node
-                log.debug("Ray worker already gone", exc_info=True)
+        self.cluster.kill(actors)
