@@ -4,9 +4,12 @@ shards' labels), neuron patches byte for byte, and streamed top-k."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from maxact.client import Client
 from maxact.server.app import start_server
@@ -70,3 +73,32 @@ def test_streamed_topk_over_shards_equals_loose_files_with_byte_identical_patche
     loose = top("loose")
     assert top("tars") == loose
     assert top("parquet") == loose
+
+
+def test_parquet_with_a_plain_binary_column_and_no_key_is_keyed_by_row_number(
+    tmp_path: Path,
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from maxact.server.data.datasets import DatasetCatalog, image_source
+
+    items = labelled_images(5, 8, seed=1, classes=("x",))
+    (tmp_path / "plain").mkdir()
+    table = pa.table({"jpg": pa.array([data for _, _, data in items], pa.binary())})
+    pq.write_table(table, tmp_path / "plain" / "a.parquet", row_group_size=2)
+    dataset = DatasetCatalog(tmp_path).open("plain")
+    assert dataset.ids == tuple(f"a.parquet/{row:06d}" for row in range(5))
+    assert dataset.labels == {}
+    with image_source(dataset.root, 3, dataset.ids[3]).open() as image:
+        assert image.tobytes() == Image.open(io.BytesIO(items[3][2])).tobytes()
+
+
+def test_an_unreadable_tar_shard_fails_the_dataset_with_its_name(tmp_path: Path) -> None:
+    from maxact.server.data.datasets import DatasetCatalog
+    from maxact.server.errors import ServiceError
+
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "s.tar").write_bytes(b"not a tar file" * 100)
+    with pytest.raises(ServiceError, match=r"'s\.tar'"):
+        DatasetCatalog(tmp_path).open("broken")

@@ -278,6 +278,7 @@ def start_server(
     session_cache_mb: int | None = None,
     ray_address: str | None = None,
     ray_workers: int = 0,
+    ray_worker_cpus: int = 1,
     shard_images: int = DEFAULT_SHARD_IMAGES,
 ) -> RunningServer:
     """Start a server in this process (port 0: a free port); `.port`, `.address`, `.stop()`.
@@ -309,6 +310,7 @@ def start_server(
             ),
             ray_address=ray_address,
             ray_workers=ray_workers,
+            ray_worker_cpus=ray_worker_cpus,
             shard_images=shard_images,
         )
     )

@@ -41,6 +41,7 @@ MAX_SHARD_ATTEMPTS = 3  # a shard whose worker was lost this often fails the sca
 WAIT_SECONDS = 0.2  # how often the dispatch loop looks at the cancel flag
 WORKER_START_SECONDS = 120.0  # replacements for lost workers must start within this
 DEFAULT_IDLE_SECONDS = 60.0
+PROBE_SECONDS = 10.0  # an idle worker that does not answer within this is replaced
 
 
 def import_ray() -> Any:
@@ -124,6 +125,7 @@ class RayCluster:
             self._idle.sort(key=lambda pair: pair[0])
             taken = [actor for _, actor in self._idle[-count:]] if count else []
             self._idle = self._idle[: len(self._idle) - len(taken)]
+        taken = self._alive(taken)
         remote = self.ray.remote(max_restarts=0, max_task_retries=0)(ShardWorker)
         data_root = str(self.data_root or "")
         fresh = [
@@ -133,6 +135,22 @@ class RayCluster:
             for _ in range(count - len(taken))
         ]
         return taken + fresh
+
+    def _alive(self, actors: list[Any]) -> list[Any]:
+        """The idle workers that still answer (a node may have gone while they waited)."""
+        if not actors:
+            return []
+        probes = [actor.ready.remote() for actor in actors]
+        ready, _ = self.ray.wait(probes, num_returns=len(probes), timeout=PROBE_SECONDS)
+        alive, dead = [], []
+        for actor, probe in zip(actors, probes, strict=True):
+            try:
+                answered = probe in ready and self.ray.get(probe)
+            except Exception:
+                answered = False
+            (alive if answered else dead).append(actor)
+        self.kill(dead)
+        return alive
 
     def release(self, actors: list[Any]) -> None:
         """Keep healthy workers for the next scan; killed after `idle_seconds` unused."""
