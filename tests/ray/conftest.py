@@ -12,8 +12,6 @@ from collections.abc import Iterator
 
 import pytest
 
-ray_cluster_utils = pytest.importorskip("ray.cluster_utils")
-
 LOOPBACK_ENV = {
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     "RAY_USAGE_STATS_ENABLED": "0",
@@ -27,6 +25,7 @@ NODE_ARGS = {"num_cpus": 1, "include_dashboard": False, "object_store_memory": 8
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[object]:
     """Head (1 CPU) + 2 worker nodes (1 CPU each); shut down after the module's tests."""
+    ray_cluster_utils = pytest.importorskip("ray.cluster_utils")
     saved = {name: os.environ.get(name) for name in LOOPBACK_ENV}
     os.environ.update(LOOPBACK_ENV)
     cluster = ray_cluster_utils.Cluster(initialize_head=True, head_node_args=dict(NODE_ARGS))
