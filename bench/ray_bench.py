@@ -16,19 +16,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from scan_bench import resnet18  # bench/ is on sys.path when this script runs
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scan_bench import resnet18  # noqa: E402
-
-from maxact.client import Client  # noqa: E402
-from maxact.server.app import start_server  # noqa: E402
+from maxact.client import Client
+from maxact.server.app import start_server
 
 LAYERS = ["layer3", "layer4"]
 LOOPBACK_ENV = {
