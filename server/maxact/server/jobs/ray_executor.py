@@ -262,6 +262,8 @@ class RayShardExecutor:
                     except ray.exceptions.RayTaskError as exc:
                         cause = exc.cause if isinstance(exc.cause, Exception) else exc
                         raise cause from None
+                    if cancel.is_set() or self._stop.is_set():
+                        raise EngineCancelled()
                     finished(ShardResult.from_dict(data))
                     idle.append(actor)
         except BaseException:

@@ -372,8 +372,12 @@ class Store:
         failed: int,
     ) -> bool:
         """Mark a shard done and store `states` (the merge of every finished shard and the
-        scan's earlier checkpoint) in one transaction; False when it was already done."""
+        scan's earlier checkpoint) in one transaction; False when it was already done or the
+        scan is no longer active (a shard reporting after a cancel is not recorded)."""
         with self._transaction() as db:
+            (state,) = db.execute("SELECT state FROM scans WHERE id = ?", (scan_id,)).fetchone()
+            if state not in ("queued", "running"):
+                return False
             cursor = db.execute(
                 "UPDATE scan_shards SET state = 'done', images_done = ?, images_failed = ?,"
                 " finish_time = ? WHERE scan_id = ? AND shard = ? AND state != 'done'",
