@@ -14,7 +14,7 @@ import onnx
 import onnxruntime as ort
 from google.protobuf.message import DecodeError
 
-from maxact.server.data.preprocess import Preprocessing
+from maxact.server.data.preprocess import Preprocessing, parse_json
 from maxact.server.errors import failed_precondition, invalid_argument, not_found
 from maxact.server.models.graph import ImageInput, image_input, prune_to_outputs
 from maxact.server.models.runtime import create_session
@@ -336,8 +336,8 @@ def _default_preprocessing(proto: onnx.ModelProto, path: Path, name: str) -> Pre
     """Sidecar NAME.preprocess.json wins over the metadata key; neither: empty."""
     sidecar = path.with_name(path.name[: -len(MODEL_SUFFIX)] + PREPROCESS_SIDECAR_SUFFIX)
     if sidecar.is_file():
-        return Preprocessing.from_json(sidecar.read_text(encoding="utf-8"), str(sidecar.name))
+        return parse_json(sidecar.read_text(encoding="utf-8"), str(sidecar.name))
     for prop in proto.metadata_props:
         if prop.key == PREPROCESS_METADATA_KEY:
-            return Preprocessing.from_json(prop.value, f"model {name!r} metadata")
+            return parse_json(prop.value, f"model {name!r} metadata")
     return Preprocessing()

@@ -70,7 +70,7 @@ class TopKServicer(topk_service_pb2_grpc.TopKServiceServicer):
         prep = resolve(
             model.default_preprocessing, prep_request, model.input.fixed_size, model.input.layout
         )
-        layer = await find_layer(model, prep.input_size, message.layer)
+        layer = await find_layer(model, prep.reference_size, message.layer)
         query = _neuron_query(message)
         check_channel(layer, query.channel)
         if query.unit is not None:
