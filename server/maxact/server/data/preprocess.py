@@ -22,7 +22,7 @@ from PIL import Image
 from maxact.client.preprocessing import CHANNEL_ORDERS, LAYOUTS, Preprocessing
 from maxact.server.errors import invalid_argument
 
-__all__ = ["CHANNEL_ORDERS", "LAYOUTS", "Preprocessing", "parse_mapping", "parse_json"]
+__all__ = ["CHANNEL_ORDERS", "LAYOUTS", "Preprocessing", "parse_json", "parse_mapping"]
 
 
 def parse_mapping(data: Mapping[str, Any], source: str) -> Preprocessing:
