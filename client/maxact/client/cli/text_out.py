@@ -57,12 +57,19 @@ def layers_text(info: t.ModelInfo) -> str:
         else:
             g = rf.geometry
             field = f"{_pair(g.size)} / {_pair(g.stride)} / {_pair(g.padding)}"
-        shape = "x".join(str(d) for d in layer.shape)
+        shape = "x".join(str(d) for d in layer.shape) or "?"
         rows.append(
             (layer.name, layer.op or "(input)", shape, field, "yes" if layer.global_context else "")
         )
     head = f"model {info.name}  input {info.input_height}x{info.input_width}\n"
-    return head + table(("LAYER", "OP", "SHAPE", "RF SIZE / STRIDE / PADDING", "GLOBAL"), rows)
+    body = table(("LAYER", "OP", "SHAPE", "RF SIZE / STRIDE / PADDING", "GLOBAL"), rows)
+    unshaped = [layer.name for layer in info.layers if not layer.shape]
+    if unshaped:  # a size the model does not take: say so instead of listing fewer
+        body += (
+            f"\n{len(unshaped)} of {len(info.layers)} tensors have no shape at input "
+            f"{info.input_height}x{info.input_width} (shape ?): the model may not take this size"
+        )
+    return head + body
 
 
 def rf_text(info: t.FieldInfo) -> str:

@@ -23,7 +23,6 @@ from maxact.server.data.preprocess import (
     Preprocessing,
     ResolvedPreprocessing,
     parse_mapping,
-    resolve,
 )
 from maxact.server.data.reader import file_source
 from maxact.server.errors import ServiceError, invalid_argument, not_found
@@ -115,9 +114,7 @@ class ScanJobs:
             raise invalid_argument("TOO_MANY_LAYERS", f"at most {MAX_LAYERS} layers per scan")
         check_k(k)
         model = self.models.get(model_name)
-        prep = resolve(
-            model.default_preprocessing, preprocessing, model.input.fixed_size, model.input.layout
-        )
+        prep = model.resolve(preprocessing)
         for layer in dict.fromkeys(layers):
             require_field(model.layer(prep.reference_size, layer))
         dataset = self.datasets.open(dataset_name)
@@ -128,7 +125,7 @@ class ScanJobs:
             dataset_name,
             k,
             mode,
-            preprocessing.to_dict(),
+            prep.as_request().to_dict(),  # resolved now: a later sidecar edit changes nothing
             list(dataset.ids),
         )
         self._start(record.id)
@@ -204,9 +201,7 @@ class ScanJobs:
     ) -> tuple[LoadedModel, ResolvedPreprocessing, list[LayerEntry]]:
         model = self.models.get(record.model)
         request = parse_mapping(record.preprocessing, "scan preprocessing")
-        prep = resolve(
-            model.default_preprocessing, request, model.input.fixed_size, model.input.layout
-        )
+        prep = model.resolve(request)
         return model, prep, [model.layer(prep.reference_size, name) for name in record.layers]
 
     def _scan(self, scan_id: str, job: _Running) -> None:

@@ -101,6 +101,7 @@ class ScanServicer(scan_service_pb2_grpc.ScanServiceServicer):
     ) -> spb.CreateScanResponse:
         if request.mode not in MODES:
             raise invalid_argument("INVALID_MODE", f"unknown top-k mode {request.mode}")
+        preprocessing = preprocessing_from_proto(request.preprocessing)
         record = await asyncio.to_thread(
             self.jobs.create,
             request.model,
@@ -108,9 +109,13 @@ class ScanServicer(scan_service_pb2_grpc.ScanServiceServicer):
             request.dataset,
             request.k or 9,
             MODES[request.mode],
-            preprocessing_from_proto(request.preprocessing),
+            preprocessing,
         )
-        return spb.CreateScanResponse(scan=scan_to_proto(record))
+        model = await asyncio.to_thread(self.jobs.models.get, record.model)
+        return spb.CreateScanResponse(
+            scan=scan_to_proto(record),
+            preprocessing_warning=model.preprocessing_warning(preprocessing),
+        )
 
     @rpc
     async def GetScan(
