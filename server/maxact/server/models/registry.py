@@ -21,7 +21,6 @@ from maxact.server.data.preprocess import (
     ResolvedPreprocessing,
     parse_json,
     resolve,
-    round_to_multiple,
 )
 from maxact.server.errors import failed_precondition, invalid_argument, not_found
 from maxact.server.models.graph import ImageInput, image_input, prune_to_outputs
@@ -325,17 +324,15 @@ class LoadedModel:
         )
 
     def size_multiple(self, size: tuple[int, int]) -> int | None:
-        """The smallest side multiple M at which the model takes `size` rounded to multiples
-        of M, or None (cached per size)."""
+        """The smallest side multiple M the model takes near `size`, or None (cached per
+        size). M is tried at ODD multiples of M, so a model that wants 32 is not reported as
+        wanting 8 just because 96 (a multiple of 8, and of 32) works."""
         key = f"{size[0]}x{size[1]}"
         if key not in self._multiple:
             found = None
             for multiple in SIZE_MULTIPLES:
-                rounded = (
-                    round_to_multiple(size[0], multiple),
-                    round_to_multiple(size[1], multiple),
-                )
-                if rounded != size and not self.view(rounded).unshaped:
+                near = (_odd_multiple(size[0], multiple), _odd_multiple(size[1], multiple))
+                if near != size and not self.view(near).unshaped:
                     found = multiple
                     break
             self._multiple[key] = found
@@ -517,6 +514,14 @@ def _default_preprocessing(proto: onnx.ModelProto, path: Path, name: str) -> Def
     defaults = DefaultPreprocessing(sidecar, metadata, name)
     defaults.current()
     return defaults
+
+
+def _odd_multiple(side: int, multiple: int) -> int:
+    """The odd multiple of `multiple` nearest to `side` (at least `multiple`)."""
+    quotient = max(1, round(side / multiple))
+    if quotient % 2 == 0:
+        quotient += 1 if side / multiple >= quotient else -1
+    return max(1, quotient) * multiple
 
 
 def _shorten(text: str, limit: int = 200) -> str:
