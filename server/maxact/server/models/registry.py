@@ -200,9 +200,12 @@ class LoadedModel:
             if min(requested) <= 0:
                 raise invalid_argument("INVALID_SIZE", f"size must be positive, got {requested}")
             return (int(requested[0]), int(requested[1]))
-        default = self.default_preprocessing.output_size()
+        defaults = self.default_preprocessing
+        default = defaults.output_size()
         if default is not None:
             return default
+        if defaults.resize_shorter is not None:  # per-image sizes: that of a square image
+            return resolve(defaults, Preprocessing(), None, self.input.layout).reference_size
         raise invalid_argument(
             "INPUT_SIZE_REQUIRED",
             f"model {self.name!r} has a dynamic input height/width: give a size (--size H W)",

@@ -71,6 +71,7 @@ class EngineOutcome:
 class _Counters:
     done: int = 0
     failed: int = 0
+    last_index: int = -1  # the largest dataset index reduced or skipped so far
     last_partial: float = field(default_factory=time.monotonic)
 
 
@@ -164,6 +165,7 @@ class ScanEngine:
                 METRICS.inc("maxact_images_skipped_total")
                 callbacks.skipped(item.image_id, item.reason)
                 callbacks.reduced([item.index])
+                counters.last_index = max(counters.last_index, item.index)
             else:
                 batch, outputs = item
                 indices = np.asarray(batch.indices, dtype=np.int64)
@@ -174,10 +176,14 @@ class ScanEngine:
                 for name, output in zip(self.names, outputs, strict=True):
                     self.reducers[name].update(output, indices, batch_labels, layers[name].field)
                 counters.done += len(indices)
+                counters.last_index = max(counters.last_index, int(indices.max()))
                 METRICS.inc("maxact_images_scanned_total", len(indices))
                 callbacks.reduced(batch.indices)
             callbacks.progress(counters.done, count(), counters.failed)
-            if not isinstance(item, Skipped):
+            # a checkpoint point only when nothing past it was reduced yet: batches by size
+            # can run ahead of an image still waiting for its batch (resume must not
+            # reduce an image twice)
+            if not isinstance(item, Skipped) and counters.last_index < item[0].position:
                 callbacks.batch_done(item[0].position)
             now = time.monotonic()
             if now - counters.last_partial >= callbacks.partial_interval:
