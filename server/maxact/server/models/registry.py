@@ -36,6 +36,9 @@ PREPROCESS_METADATA_KEY = "maxact.preprocess"
 # Side multiples tried, smallest first, to tell a user which sizes a model takes when shapes
 # cannot be inferred at the requested one (detectors and OCR models want multiples of 32).
 SIZE_MULTIPLES = (8, 16, 32, 64, 128)
+# Input sizes whose shapes, fields and catalogue a model keeps (oldest dropped first): per-image
+# sizing without size_multiple brings one size per aspect ratio.
+MAX_SIZE_VIEWS = 64
 log = logging.getLogger(__name__)
 
 
@@ -173,8 +176,9 @@ class LoadedModel:
         """A layout that puts channels where the model declares a fixed other size would fail
         inside onnxruntime; say which layout the model takes instead."""
         height, width = prep.reference_size
-        fed = (3, height, width) if prep.layout == "nchw" else (height, width, 3)
         declared = self.input.shape[1:]
+        channels = (declared[0] if self.input.layout == "nchw" else declared[2]) or 3
+        fed = (channels, height, width) if prep.layout == "nchw" else (height, width, channels)
         if any(d is not None and d != f for d, f in zip(declared, fed, strict=True)):
             shown = ["N", *("?" if d is None else d for d in declared)]
             raise invalid_argument(
@@ -219,7 +223,9 @@ class LoadedModel:
         view = self._build_view(size)
         with self._lock:
             self._views.setdefault(size, view)
-            return self._views[size]
+            while len(self._views) > MAX_SIZE_VIEWS:  # per-image sizing brings many sizes
+                del self._views[next(iter(self._views))]
+            return self._views.get(size, view)
 
     def _build_view(self, size: tuple[int, int]) -> SizeView:
         batch = self.input.fixed_batch or 1
