@@ -212,7 +212,8 @@ class LoadedModel:
             return resolve(defaults, Preprocessing(), None, self.input.layout).reference_size
         raise invalid_argument(
             "INPUT_SIZE_REQUIRED",
-            f"model {self.name!r} has a dynamic input height/width: give a size (--size H W)",
+            f"model {self.name!r} has a dynamic input height/width: give a size (--size H W), "
+            f"e.g. `maxact layers {self.name} --size 224 224`",
         )
 
     def view(self, size: tuple[int, int]) -> SizeView:
