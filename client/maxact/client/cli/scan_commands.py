@@ -67,6 +67,8 @@ def scan_text(info: ScanInfo) -> str:
         f"dataset  {info.dataset}",
         f"k        {info.k} ({info.mode} mode)",
     ]
+    if info.preprocessing is not None:
+        lines.append(f"preprocessing {text_out.preprocessing_text(info.preprocessing)}")
     if info.error:
         lines.append(f"error    {info.error}")
     return "\n".join(lines)
