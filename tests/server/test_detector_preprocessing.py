@@ -81,6 +81,14 @@ def test_resize_shorter_with_size_multiple_equals_brute_force_at_per_image_sizes
         assert [h.box for h in streamed.hits] == [h.box for h in result.hits]
     assert result.preprocessing is not None
     assert (result.preprocessing.resize_shorter, result.preprocessing.size_multiple) == (64, 32)
+    # position mode suppresses overlapping fields with each size's own fields; its best unit
+    # is the best image's best unit
+    position = client.topk(
+        "ocr", LAYER, 3, dataset="texts", k=K, mode="position", preprocessing=OCR_PREP
+    ).result()
+    scores = [h.score for h in position.hits]
+    assert len(scores) == K and scores == sorted(scores, reverse=True)
+    assert (position.hits[0].image, position.hits[0].unit) == (expected[0][0], expected[0][2])
     assert result.preprocessing.center_crop is None
 
 
