@@ -410,3 +410,61 @@ def test_a_labels_sidecar_names_the_logits_channels_in_topk_neuron_and_layers(
     layers = _json(capsys, "--server", address, "layers", "detectors")
     (logits,) = [layer for layer in layers["layers"] if layer["name"] == "logits"]
     assert logits["labels"] == ["vertical", "horizontal", "red", "nothing", "always"]
+
+
+# ---------------------------------------------------------------- the gallery
+
+
+def test_report_classes_page_flags_uncovered_classes_and_names_logits(world, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from html.parser import HTMLParser
+
+    from maxact.client.report.writer import write_report
+
+    address = world["address"]
+    with Client(address, timeout=120) as client:
+        scan = client.scans.create(
+            "detectors",
+            ["features", "logits"],
+            "shapes",
+            k=3,
+            preprocessing=Preprocessing(size=(SIZE, SIZE), scale=1 / 255),
+        )
+        *_, last = client.scans.watch(scan.id)
+        assert last.state == "succeeded"
+        index = write_report(client, scan.id, tmp_path / "gallery", k=3)
+    folders = json.loads((index.parent / "report.json").read_text())
+    text = json.dumps(folders)
+    assert "features" in text
+    features = next(p for p in (index.parent / "layers").iterdir() if p.name == "features")
+    page = (features / "classes.html").read_text()
+    assert "classes.html" in (features / "index.html").read_text()
+
+    class Rows(HTMLParser):
+        """Collects each table row's css class and text."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.rows: list[tuple[str, str]] = []
+            self.images: list[str] = []
+
+        def handle_starttag(self, tag, attrs):  # type: ignore[no-untyped-def]
+            attributes = dict(attrs)
+            if tag == "tr":
+                self.rows.append((attributes.get("class") or "", ""))
+            if tag == "img":
+                self.images.append(attributes["src"])
+
+        def handle_data(self, data):  # type: ignore[no-untyped-def]
+            if self.rows:
+                css, text = self.rows[-1]
+                self.rows[-1] = (css, text + data)
+
+    parser = Rows()
+    parser.feed(page)
+    by_class = {text.split()[0]: css for css, text in parser.rows[1:]}
+    assert set(by_class) == set(CLASSES)
+    assert by_class["blank"] == "uncovered" and by_class["hstripes"] == ""
+    assert parser.images and all((features / src).is_file() for src in parser.images)
+    assert "classes/c2_r1.png" in parser.images  # red blobs' best channel shows its patch
+    logits = next(p for p in (index.parent / "layers").iterdir() if p.name == "logits")
+    assert "channel 2 · red" in (logits / "index.html").read_text()
