@@ -57,6 +57,7 @@ class AnalysisCalls:
                     images=c.images,
                     selective_channels=tuple(c.selective_channels),
                     top_channels=tuple(_channel(x) for x in c.top_channels),
+                    selective=tuple(_channel(x) for x in c.selective_details),
                 )
                 for c in response.classes
             ),

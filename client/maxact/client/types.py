@@ -246,6 +246,7 @@ class ClassAnswer:
     images: int
     selective_channels: tuple[int, ...]
     top_channels: tuple[ClassChannel, ...]
+    selective: tuple[ClassChannel, ...] = ()  # the selective channels, by contrast
 
 
 @dataclass(frozen=True)

@@ -93,6 +93,7 @@ class ClassAnswer(_message.Message):
     IMAGES_FIELD_NUMBER: _builtins.int
     SELECTIVE_CHANNELS_FIELD_NUMBER: _builtins.int
     TOP_CHANNELS_FIELD_NUMBER: _builtins.int
+    SELECTIVE_DETAILS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     images: _builtins.int
     """Labelled images of this class that were scanned."""
@@ -104,6 +105,12 @@ class ClassAnswer(_message.Message):
     def top_channels(self) -> _containers.RepeatedCompositeFieldContainer[Global___ClassChannel]:
         """Best first by contrast (> 0 only); ties: lower channel."""
 
+    @_builtins.property
+    def selective_details(self) -> _containers.RepeatedCompositeFieldContainer[Global___ClassChannel]:
+        """The selective channels again with their figures, by contrast (the one that fires most
+        for this class first; ties: lower channel).
+        """
+
     def __init__(
         self,
         *,
@@ -111,10 +118,11 @@ class ClassAnswer(_message.Message):
         images: _builtins.int = ...,
         selective_channels: _abc.Iterable[_builtins.int] | None = ...,
         top_channels: _abc.Iterable[Global___ClassChannel] | None = ...,
+        selective_details: _abc.Iterable[Global___ClassChannel] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["images", b"images", "name", b"name", "selective_channels", b"selective_channels", "top_channels", b"top_channels"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["images", b"images", "name", b"name", "selective_channels", b"selective_channels", "selective_details", b"selective_details", "top_channels", b"top_channels"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

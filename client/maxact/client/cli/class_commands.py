@@ -122,10 +122,6 @@ def _listing(channels: Sequence[int]) -> str:
     return shown + (", ..." if len(channels) > LISTED else "")
 
 
-def _selectivity_of(answer: t.ClassAnswer, channel: int) -> float | None:
-    return next((x.selectivity for x in answer.top_channels if x.channel == channel), None)
-
-
 def class_sentence(answer: t.ClassAnswer) -> str:
     """One class's answer as a sentence."""
     tops = ", ".join(f"{x.channel} (+{x.contrast:.3g})" for x in answer.top_channels[:5])
@@ -135,16 +131,15 @@ def class_sentence(answer: t.ClassAnswer) -> str:
     selective = answer.selective_channels
     if not selective:
         return f"no channel is selective for {answer.name!r} ({answer.images} images){fires_most}"
-    best = max(
-        selective,
-        key=lambda c: (_selectivity_of(answer, c) or 0.0, -c),
+    best = (
+        f", best {answer.selective[0].channel} (selectivity {answer.selective[0].selectivity:.2f})"
+        if answer.selective
+        else ""
     )
-    best_si = _selectivity_of(answer, best)
-    best_text = f"best {best}" + (f" (selectivity {best_si:.2f})" if best_si is not None else "")
     count = len(selective)
     return (
         f"class {answer.name!r} ({answer.images} images): {count} selective "
-        f"channel{'s' if count != 1 else ''} ({_listing(selective)}), {best_text}{fires_most}"
+        f"channel{'s' if count != 1 else ''} ({_listing(selective)}){best}{fires_most}"
     )
 
 

@@ -34,6 +34,7 @@ class ClassAnswer:
     images: int
     selective_channels: list[int]
     top_channels: list[ClassChannel]
+    selective_details: list[ClassChannel]  # by contrast: the strongest selective first
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,14 @@ def confusable_pairs(
     return [(names[a], names[b], -negative) for negative, a, b in pairs[:limit]]
 
 
+def _figures(
+    channel: int, j: int, m: np.ndarray, contrast: np.ndarray, selectivity: np.ndarray
+) -> ClassChannel:
+    return ClassChannel(
+        channel, float(m[j][channel]), float(contrast[j][channel]), float(selectivity[channel])
+    )
+
+
 def class_answer(
     names: list[str],
     class_images: np.ndarray,
@@ -107,9 +116,10 @@ def class_answer(
                 name=name,
                 images=int(class_images[j]),
                 selective_channels=[int(c) for c in selective],
-                top_channels=[
-                    ClassChannel(c, float(m[j][c]), float(contrast[j][c]), float(selectivity[c]))
-                    for c in best
+                top_channels=[_figures(c, j, m, contrast, selectivity) for c in best],
+                selective_details=[
+                    _figures(int(c), j, m, contrast, selectivity)
+                    for c in sorted(selective, key=lambda c: (-contrast[j][c], c))
                 ],
             )
         )

@@ -143,6 +143,7 @@ class AnalysisServicer(analysis_service_pb2_grpc.AnalysisServiceServicer):
                     images=entry.images,
                     selective_channels=entry.selective_channels,
                     top_channels=[_channel(c) for c in entry.top_channels],
+                    selective_details=[_channel(c) for c in entry.selective_details],
                 )
             )
         for a, b, similarity in answer.confusable:
