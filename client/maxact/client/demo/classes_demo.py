@@ -16,6 +16,7 @@ from PIL import Image
 
 from maxact.client import types as t
 from maxact.client.cli.class_commands import classes_text
+from maxact.client.demo.fetch import DEMO_MODEL
 
 FACES = "faces"
 # what each bundled photo shows (variants share their photo's label)
@@ -122,10 +123,15 @@ def run_classes(
     scan_and_report: Any,
 ) -> tuple[Path, Path | None]:
     """Print the class answers of the photo scan (`photos_index` is its gallery) and of a scan
-    of the faces dataset (its gallery goes to out_dir/report-faces); returns (the faces
+    of the faces dataset (its gallery, with the named outputs too, goes to
+    out_dir/report-faces); returns (the faces
     gallery's index, the photo gallery's classes page of the most interesting layer)."""
     photos = print_answer(client, _report_scan_id(photos_index), layers, "demo photos by content")
-    faces_index = scan_and_report(client, list(layers), out_dir / "report-faces", k, FACES)
+    names = client.analysis.class_names(DEMO_MODEL)
+    outputs = [names.layer] if names.layer and names.layer not in layers else []
+    if names.names:
+        print(f"\nthe model's outputs ({names.layer}) are named: {', '.join(names.names)}")
+    faces_index = scan_and_report(client, [*layers, *outputs], out_dir / "report-faces", k, FACES)
     scan = _report_scan_id(faces_index)
     best = print_answer(client, scan, layers, "lfw_subset faces / non-faces")
     face = best.of("face")
