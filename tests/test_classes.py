@@ -408,6 +408,7 @@ def test_a_labels_sidecar_names_the_logits_channels_in_topk_neuron_and_layers(
     )  # fmt: skip
     assert "label" not in conv  # only the flat output's channels are named
     layers = _json(capsys, "--server", address, "layers", "detectors")
+    assert all("labels" not in layer for layer in layers["layers"] if layer["name"] != "logits")
     (logits,) = [layer for layer in layers["layers"] if layer["name"] == "logits"]
     assert logits["labels"] == ["vertical", "horizontal", "red", "nothing", "always"]
 
@@ -415,7 +416,9 @@ def test_a_labels_sidecar_names_the_logits_channels_in_topk_neuron_and_layers(
 # ---------------------------------------------------------------- the gallery
 
 
-def test_report_classes_page_flags_uncovered_classes_and_names_logits(world, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_report_classes_page_flags_uncovered_classes_and_names_logits(
+    world, tmp_path, capsys
+) -> None:  # type: ignore[no-untyped-def]
     from html.parser import HTMLParser
 
     from maxact.client.report.writer import write_report
@@ -432,6 +435,9 @@ def test_report_classes_page_flags_uncovered_classes_and_names_logits(world, tmp
         *_, last = client.scans.watch(scan.id)
         assert last.state == "succeeded"
         index = write_report(client, scan.id, tmp_path / "gallery", k=3)
+    code, out, err = _cli(capsys, "--server", address, "neuron", scan.id, "logits", "2", "--json")
+    assert code == 0, err
+    assert json.loads(out)["label"] == "red"
     folders = json.loads((index.parent / "report.json").read_text())
     text = json.dumps(folders)
     assert "features" in text
@@ -468,3 +474,23 @@ def test_report_classes_page_flags_uncovered_classes_and_names_logits(world, tmp
     assert "classes/c2_r1.png" in parser.images  # red blobs' best channel shows its patch
     logits = next(p for p in (index.parent / "layers").iterdir() if p.name == "logits")
     assert "channel 2 · red" in (logits / "index.html").read_text()
+
+
+def test_metadata_key_names_the_outputs_and_a_bad_value_is_refused(tmp_path) -> None:
+    from maxact.server.app import start_server
+
+    w, b = detector_weights()
+    named, broken = detector_model(w, b), detector_model(w, b)
+    helper.set_model_props(named, {"maxact.labels": json.dumps(list("abcde"))})
+    helper.set_model_props(broken, {"maxact.labels": '{"not": "a list"}'})
+    save(named, tmp_path, "named")
+    save(broken, tmp_path, "broken")
+    server = start_server(tmp_path, None, port=0, device="cpu")
+    try:
+        with Client(server.address, timeout=30) as client:
+            assert client.analysis.class_names("named").names == tuple("abcde")
+            with pytest.raises(MaxactError) as caught:
+                client.analysis.class_names("broken")
+            assert caught.value.reason == "MODEL_LABELS_INVALID"
+    finally:
+        server.stop()
