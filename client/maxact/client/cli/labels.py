@@ -5,13 +5,26 @@ from __future__ import annotations
 
 from typing import Any
 
+import grpc
+
 from maxact.client import types as t
 from maxact.client.client import Client
+from maxact.client.errors import MaxactError
+
+
+def class_names(client: Client, model: str) -> t.ClassNames:
+    """The model's output class names; none from a server that predates them."""
+    try:
+        return client.analysis.class_names(model)
+    except MaxactError as error:
+        if error.code == grpc.StatusCode.UNIMPLEMENTED:
+            return t.ClassNames()
+        raise
 
 
 def output_label(client: Client, model: str, layer: str, channel: int) -> str | None:
     """The class name of `channel` when `layer` is the model's named flat output."""
-    return client.analysis.class_names(model).label(layer, channel)
+    return class_names(client, model).label(layer, channel)
 
 
 def add_layer_labels(doc: dict[str, Any], names: t.ClassNames) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from maxact.client.cli.common import (
     nonnegative_int,
     positive_int,
 )
-from maxact.client.cli.labels import add_layer_labels, labels_line, output_label
+from maxact.client.cli.labels import add_layer_labels, class_names, labels_line, output_label
 from maxact.client.cli.output import connect, print_doc, print_topk
 from maxact.client.cli.progress import ProgressBar
 from maxact.client.cli.render_args import add_render_arguments, render_options_from_args
@@ -189,7 +189,7 @@ def cmd_upload(args: argparse.Namespace) -> int:
 def cmd_layers(args: argparse.Namespace) -> int:
     with connect(args) as client:
         info = client.get_model(args.model, size=tuple(args.size) if args.size else None)
-        names = client.analysis.class_names(args.model)
+        names = class_names(client, args.model)
     doc = add_layer_labels(json_out.layers_json(info), names)
     print_doc(args, doc, text_out.layers_text(info) + labels_line(names))
     return 0
