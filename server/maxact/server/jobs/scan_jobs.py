@@ -24,7 +24,11 @@ from typing import Any, Protocol
 import numpy as np
 
 from maxact.server.data.datasets import DatasetCatalog, dataset_sources, read_labels
-from maxact.server.data.preprocess import Preprocessing, ResolvedPreprocessing, resolve
+from maxact.server.data.preprocess import (
+    Preprocessing,
+    ResolvedPreprocessing,
+    parse_mapping,
+)
 from maxact.server.errors import ServiceError, invalid_argument, not_found
 from maxact.server.jobs.shard_work import (
     DEFAULT_SHARD_IMAGES,
@@ -132,11 +136,9 @@ class ScanJobs:
             raise invalid_argument("TOO_MANY_LAYERS", f"at most {MAX_LAYERS} layers per scan")
         check_k(k)
         model = self.models.get(model_name)
-        prep = resolve(
-            model.default_preprocessing, preprocessing, model.input.fixed_size, model.input.layout
-        )
+        prep = model.resolve(preprocessing)
         for layer in dict.fromkeys(layers):
-            require_field(model.layer(prep.input_size, layer))
+            require_field(model.layer(prep.reference_size, layer))
         dataset = self.datasets.open(dataset_name)
         record = self.store.create_scan(
             uuid.uuid4().hex[:16],
@@ -145,7 +147,7 @@ class ScanJobs:
             dataset_name,
             k,
             mode,
-            preprocessing.to_mapping(),
+            prep.as_request().to_dict(),  # resolved now: a later sidecar edit changes nothing
             list(dataset.ids),
         )
         self._start(record.id)
@@ -220,11 +222,9 @@ class ScanJobs:
         self, record: ScanRecord
     ) -> tuple[LoadedModel, ResolvedPreprocessing, list[LayerEntry]]:
         model = self.models.get(record.model)
-        request = Preprocessing.from_mapping(record.preprocessing, "scan preprocessing")
-        prep = resolve(
-            model.default_preprocessing, request, model.input.fixed_size, model.input.layout
-        )
-        return model, prep, [model.layer(prep.input_size, name) for name in record.layers]
+        request = parse_mapping(record.preprocessing, "scan preprocessing")
+        prep = model.resolve(request)
+        return model, prep, [model.layer(prep.reference_size, name) for name in record.layers]
 
     def _scan(self, scan_id: str, job: _Running) -> None:
         record = self.get(scan_id)
@@ -446,6 +446,12 @@ class ScanJobs:
             if stats.class_mean is not None:
                 document["class_mean"] = [
                     [None if np.isnan(v) else float(v) for v in row] for row in stats.class_mean
+                ]
+                # the class answer's m[j][c] (analysis/classes.py)
+                document["class_images"] = stats.class_images.tolist()
+                document["class_mean_clipped"] = [
+                    [None if np.isnan(v) else float(v) for v in row]
+                    for row in stats.class_mean_clipped
                 ]
                 document["selectivity"] = stats.selectivity.tolist()
                 document["preferred_class"] = stats.preferred_class.tolist()

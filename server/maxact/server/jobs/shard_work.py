@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from maxact.server.data.datasets import DatasetCatalog, dataset_sources
-from maxact.server.data.preprocess import Preprocessing, resolve
+from maxact.server.data.preprocess import parse_mapping
 from maxact.server.models.registry import ModelRegistry
 from maxact.server.scan.engine import EngineCallbacks, EngineCancelled, ScanEngine
 from maxact.server.scan.layer import ReduceOptions
@@ -105,9 +105,8 @@ def scan_shard(
 ) -> ShardResult:
     """Run the scan engine over one shard and return its reducers' state."""
     model = models.get(work.model)
-    request = Preprocessing.from_mapping(work.preprocessing, "scan preprocessing")
-    prep = resolve(model.default_preprocessing, request, model.input.fixed_size, model.input.layout)
-    layers = [model.layer(prep.input_size, name) for name in work.layers]
+    prep = model.resolve(parse_mapping(work.preprocessing, "scan preprocessing"))
+    layers = [model.layer(prep.reference_size, name) for name in work.layers]
     options = ReduceOptions(k=work.k, bottom=True, position=work.mode == "position")
     engine = ScanEngine(model, layers, prep, options, classes=tuple(work.classes))
     on_engine(engine)
