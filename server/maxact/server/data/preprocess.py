@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from maxact.server.errors import invalid_argument
+from maxact.server.limits import check_image_input_pixels, check_input_pixels
 
 CHANNEL_ORDERS = ("rgb", "bgr")
 LAYOUTS = ("nchw", "nhwc")
@@ -63,15 +64,17 @@ class Preprocessing:
                 channel_order=data.get("channel_order"),
                 layout=data.get("layout"),
             ).validated(source)
-        except (TypeError, ValueError) as exc:
-            raise invalid_argument("INVALID_PREPROCESSING", f"{source}: {exc}") from exc
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise invalid_argument("INVALID_PREPROCESSING", f"{source}: {exc}") from None
 
     @classmethod
     def from_json(cls, text: str, source: str) -> Preprocessing:
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise invalid_argument("INVALID_PREPROCESSING", f"{source}: not JSON: {exc}") from exc
+            data = json.loads(text, parse_float=_finite_float, parse_constant=_no_constant)
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+            raise invalid_argument(
+                "INVALID_PREPROCESSING", f"{source}: not JSON: {str(exc)[:200]}"
+            ) from None
         if not isinstance(data, dict):
             raise invalid_argument("INVALID_PREPROCESSING", f"{source}: expected a JSON object")
         return cls.from_mapping(data, source)
@@ -114,6 +117,17 @@ class Preprocessing:
         if self.size is not None:
             return self.size
         return None
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
+def _no_constant(text: str) -> float:
+    raise ValueError(f"{text} is not a number JSON allows")
 
 
 def _pair(value: Any) -> tuple[int, int] | None:
@@ -187,11 +201,14 @@ class ResolvedPreprocessing:
         return size
 
     def resized_size(self, height: int, width: int) -> tuple[int, int]:
-        """(height, width) of an image of this size after the resize step."""
+        """(height, width) of an image of this size after the resize step; an image whose
+        resize would be over the model-input bound is refused here, before any allocation."""
         if self.size is not None:
             return self.size
         if self.resize_shorter is not None:
-            return shorter_side_size(height, width, self.resize_shorter)
+            resized = shorter_side_size(height, width, self.resize_shorter)
+            check_image_input_pixels(*resized)
+            return resized
         return height, width
 
     def crop_origin(self, resized_height: int, resized_width: int) -> tuple[int, int]:
@@ -303,6 +320,9 @@ def resolve(
             "INVALID_PREPROCESSING",
             f"preprocessing produces {list(output)} but the model input is {list(model_size)}",
         )
+    check_input_pixels(*output, what="model input")
+    if merged.resize_shorter is not None:  # the resized image is at least shorter x shorter
+        check_input_pixels(merged.resize_shorter, merged.resize_shorter, what="resize_shorter")
     layout = merged.layout or model_layout
     return ResolvedPreprocessing(
         size=merged.size,

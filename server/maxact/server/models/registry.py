@@ -15,12 +15,14 @@ import onnxruntime as ort
 from google.protobuf.message import DecodeError
 
 from maxact.server.data.preprocess import Preprocessing
-from maxact.server.errors import failed_precondition, invalid_argument, not_found
+from maxact.server.errors import failed_precondition, invalid_argument, not_found, shown
+from maxact.server.limits import check_input_pixels
+from maxact.server.models.feedable import external_data_problem, unsupported_input
 from maxact.server.models.graph import ImageInput, image_input, prune_to_outputs
 from maxact.server.models.runtime import create_session
 from maxact.server.models.sessions import DEFAULT_MAX_BYTES, SessionCache
 from maxact.server.models.shapes import infer_shapes
-from maxact.server.paths import is_inside, resolve_under
+from maxact.server.paths import check_name, is_inside, resolve_under
 from maxact.server.rf import FieldError, ReceptiveFields, TensorField, compute_receptive_fields
 
 MODEL_SUFFIX = ".onnx"
@@ -98,6 +100,7 @@ class LoadedModel:
         )
 
     def view(self, size: tuple[int, int]) -> SizeView:
+        check_input_pixels(*size, what=f"input size of model {self.name!r}")
         with self._lock:
             cached = self._views.get(size)
         if cached is not None:
@@ -259,12 +262,13 @@ class ModelRegistry:
         return found
 
     def path_of(self, name: str) -> Path:
+        check_name(name, "model")
         path = resolve_under(self.model_root, name + MODEL_SUFFIX, "model")
         if not path.is_file():
             known = [n for n, _ in self.names()][:10]
             raise not_found(
                 "MODEL_NOT_FOUND",
-                f"model {name!r} not found under the model root (known: {known})",
+                f"model {shown(name)} not found under the model root (known: {known})",
                 model=name,
             )
         return path
@@ -292,6 +296,11 @@ class ModelRegistry:
             raise failed_precondition(
                 "MODEL_INVALID", f"model {name!r}: {exc}", model=name
             ) from exc
+        reason = unsupported_input(proto, model_input)
+        if reason is not None:
+            raise failed_precondition(
+                "MODEL_UNSUPPORTED", f"model {name!r} cannot be scanned: {reason}", model=name
+            )
         producers = {out: node.op_type for node in proto.graph.node for out in node.output}
         return LoadedModel(
             name=name,
@@ -319,8 +328,18 @@ def _load_external_data(proto: onnx.ModelProto, folder: Path, name: str) -> None
                 f"model {name!r}: external data {location!r} lies outside the model's folder",
                 model=name,
             )
+    problem = external_data_problem(external, folder)
+    if problem is not None:
+        raise failed_precondition("MODEL_INVALID", f"model {name!r}: {problem}", model=name)
     if external:
-        onnx.load_external_data_for_model(proto, str(folder))
+        try:
+            onnx.load_external_data_for_model(proto, str(folder))
+        except (OSError, ValueError) as exc:
+            raise failed_precondition(
+                "MODEL_INVALID",
+                f"model {name!r}: its external data cannot be read ({type(exc).__name__})",
+                model=name,
+            ) from None
 
 
 def _all_tensors(proto: onnx.ModelProto) -> list[onnx.TensorProto]:
