@@ -32,6 +32,7 @@ from maxact.server.models.upload import remove_stale_uploads
 from maxact.server.ops.admission import AdmissionInterceptor
 from maxact.server.ops.auth import BearerTokenInterceptor, read_token
 from maxact.server.ops.call_observer import ObservingInterceptor
+from maxact.server.ops.decode_guard import DecodeGuardInterceptor
 from maxact.server.ops.metrics import MetricsServer
 from maxact.server.service.dataset_servicer import DatasetServicer
 from maxact.server.service.model_servicer import DEFAULT_MAX_UPLOAD_BYTES, ModelServicer
@@ -95,6 +96,8 @@ class ServerConfig:
     max_running_scans: int = 1
     session_cache_bytes: int = DEFAULT_SESSION_CACHE_BYTES
     checkpoint_images: int = 256
+    # largest size of the store file; None: as large as the disk allows
+    store_max_bytes: int | None = None
     limits: limits.Limits = field(default_factory=limits.Limits)
 
 
@@ -140,13 +143,16 @@ async def build_server(config: ServerConfig) -> BuiltServer:
     )
     store_path = config.store or Path(tempfile.mkdtemp(prefix="maxact-store-")) / "store.sqlite"
     jobs = ScanJobs(
-        Store.open(store_path),
+        Store.open(store_path, config.store_max_bytes),
         state.models,
         state.datasets,
         config.max_running_scans,
         config.checkpoint_images,
     )
-    interceptors: list[grpc.aio.ServerInterceptor] = [ObservingInterceptor()]
+    interceptors: list[grpc.aio.ServerInterceptor] = [
+        ObservingInterceptor(),
+        DecodeGuardInterceptor(),
+    ]
     if config.auth_token:
         interceptors.append(BearerTokenInterceptor(config.auth_token))
     # last: it wraps the real handlers, so refused (unauthenticated) calls take no slot
@@ -319,6 +325,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help=f"SQLite store of persisted scans (default {default_store_path()})",
     )
     parser.add_argument(
+        "--store-max-mb",
+        type=positive_int,
+        default=None,
+        help="largest size of the store; when full, new scans get RESOURCE_EXHAUSTED "
+        "(default: as large as the disk allows)",
+    )
+    parser.add_argument(
         "--max-running-scans",
         type=positive_int,
         default=1,
@@ -455,6 +468,7 @@ def main(argv: list[str]) -> int:
         max_concurrent_rpcs=args.max_concurrent_rpcs,
         store=args.store or default_store_path(),
         max_running_scans=args.max_running_scans,
+        store_max_bytes=args.store_max_mb * 1024 * 1024 if args.store_max_mb else None,
         checkpoint_images=args.checkpoint_images,
         metrics_port=args.metrics_port,
         session_cache_bytes=args.session_cache_mb * 1024 * 1024,

@@ -190,17 +190,18 @@ def _record(row: tuple[Any, ...]) -> ScanRecord:
 class Store:
     """Thread-safe access to one SQLite file."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, max_bytes: int | None = None) -> None:
         self.path = Path(path)
+        self.max_bytes = max_bytes
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._migrate()
 
     @classmethod
-    def open(cls, path: Path) -> Store:
+    def open(cls, path: Path, max_bytes: int | None = None) -> Store:
         """The store at `path`, or StoreError: one line naming the file and what to do."""
         try:
-            return cls(path)
+            return cls(path, max_bytes)
         except StoreError:
             raise
         except sqlite3.DatabaseError as exc:
@@ -267,6 +268,10 @@ class Store:
             connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")
+            if self.max_bytes is not None:  # a full store behaves like a full disk
+                (page_size,) = connection.execute("PRAGMA page_size").fetchone()
+                pages = max(1, self.max_bytes // page_size)
+                connection.execute(f"PRAGMA max_page_count = {pages}")
             self._local.connection = connection
         return connection
 

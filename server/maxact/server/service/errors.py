@@ -18,8 +18,11 @@ log = logging.getLogger("maxact.server")
 
 def _internal(exc: Exception, method: str) -> ServiceError:
     log.exception("unexpected error in %s", method)
+    # the exception's text may hold server paths: the client gets its type, the log the rest
     return ServiceError(
-        grpc.StatusCode.INTERNAL, "INTERNAL", f"{method} failed unexpectedly: {exc}"
+        grpc.StatusCode.INTERNAL,
+        "INTERNAL",
+        f"{method} failed unexpectedly ({type(exc).__name__}); the server log has the details",
     )
 
 
