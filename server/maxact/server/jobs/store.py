@@ -95,7 +95,8 @@ def _write_error(exc: sqlite3.Error) -> ServiceError:
         return ServiceError(
             grpc.StatusCode.RESOURCE_EXHAUSTED,
             "STORE_FULL",
-            "the server's scan store is full (no disk space left); retry once space is freed",
+            "the server's scan store is full (no disk space left, or maxact serve "
+            "--store-max-mb reached)",
         )
     return ServiceError(
         grpc.StatusCode.UNAVAILABLE,
