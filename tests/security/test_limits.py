@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 
 from maxact.client import Client, MaxactError
@@ -81,6 +82,14 @@ def test_calls_beyond_maximum_concurrent_rpcs_are_resource_exhausted(model_root:
         with pytest.raises(MaxactError) as caught:
             client.list_models()
         assert caught.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "--max-concurrent-rpcs" in caught.value.message
+        with pytest.raises(MaxactError) as caught:  # streams too (they were CANCELLED)
+            client.topk("net", "conv1", 0, dataset="ds").result()
+        assert caught.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        # a health probe is always answered: it must not declare a busy server dead
+        health = health_pb2_grpc.HealthStub(client._channel)
+        answer = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
         release.set()
         with pytest.raises(grpc.RpcError):
             holding.result(timeout=20)  # empty upload: checksum mismatch
