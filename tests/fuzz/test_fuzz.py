@@ -1,6 +1,7 @@
 """Fuzzing every RPC through the real server: request messages of every method, raw bytes,
-image bytes and model files. Whatever a client sends, the answer is never INTERNAL or UNKNOWN,
-and afterwards the server is still SERVING and answers a known top-k correctly."""
+image bytes and model files. Whatever a client sends, the answer is never INTERNAL or UNKNOWN
+and names no server folder; afterwards the server is still SERVING and answers a known top-k
+correctly."""
 
 from __future__ import annotations
 
@@ -50,6 +51,7 @@ METHODS = [
     for method in service.methods
 ]
 _names = itertools.count()
+_ROOTS: list[str] = []  # the server's folders: no error may name them
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +63,7 @@ def fuzzed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     (data / "ds").mkdir(parents=True)
     for i, value in enumerate(BRIGHTNESS):
         Image.fromarray(np.full((64, 64, 3), value, np.uint8)).save(data / "ds" / f"img_{i}.png")
+    _ROOTS[:] = [str(root), str(root.resolve())]
     running = start_server(models, data, port=0, device="cpu")
     try:
         yield running
@@ -103,7 +106,9 @@ def _call(channel: grpc.Channel, method: Any, requests: list[Any]) -> None:
         call.cancel()
     except grpc.RpcError as error:
         code = error.code()
-        assert code not in FORBIDDEN, f"{path}: {code.name}: {error.details()}"
+        details = error.details() or ""
+        assert code not in FORBIDDEN, f"{path}: {code.name}: {details}"
+        assert not any(root in details for root in _ROOTS), f"{path} leaks a path: {details}"
 
 
 @pytest.mark.parametrize("method", METHODS, ids=lambda m: m.name)

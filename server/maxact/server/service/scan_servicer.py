@@ -136,7 +136,8 @@ class ScanServicer(scan_service_pb2_grpc.ScanServiceServicer):
             raise invalid_argument("INVALID_PAGE_SIZE", f"page_size must be in 1..{MAX_PAGE}")
         after = 0
         if request.page_token:
-            if not request.page_token.isdigit():
+            token = request.page_token
+            if not (token.isascii() and token.isdigit() and len(token) <= 18):
                 raise invalid_argument("INVALID_PAGE_TOKEN", "page_token is not one we issued")
             after = int(request.page_token)
         records = await asyncio.to_thread(self.jobs.store.list, size + 1, after)
