@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from maxact.server.models.graph import ImageInput
 
@@ -70,4 +70,33 @@ def external_data_problem(tensors: list[onnx.TensorProto], folder: Path) -> str 
                 f"external data {info.location!r} is truncated: tensor {tensor.name!r} needs "
                 f"{needed} bytes, {max(available, 0)} are there"
             )
+    return None
+
+
+def tensor_problem(tensors: list[onnx.TensorProto]) -> str | None:
+    """Why one of `tensors` (initializers, Constant values) does not hold the data its shape
+    and type declare: such a file would load, then fail deep inside at first use."""
+    for tensor in tensors:
+        if tensor.data_location == TensorProto.EXTERNAL:
+            continue
+        if any(dim < 0 for dim in tensor.dims):
+            return f"tensor {tensor.name!r} has a negative dimension {list(tensor.dims)}"
+        count = int(np.prod(tensor.dims, dtype=np.int64))
+        if tensor.HasField("raw_data"):
+            try:
+                itemsize = helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+            except (KeyError, ValueError, TypeError):
+                return f"tensor {tensor.name!r} has an unknown data type {tensor.data_type}"
+            if len(tensor.raw_data) != count * itemsize:
+                return (
+                    f"tensor {tensor.name!r} holds {len(tensor.raw_data)} bytes, its shape "
+                    f"{list(tensor.dims)} and type need {count * itemsize}"
+                )
+            continue
+        try:
+            array = numpy_helper.to_array(tensor)
+        except Exception as exc:  # any decoding failure is a damaged tensor
+            return f"tensor {tensor.name!r} cannot be read ({type(exc).__name__})"
+        if array.size != count:
+            return f"tensor {tensor.name!r} does not match its shape {list(tensor.dims)}"
     return None

@@ -7,6 +7,7 @@ catalogue (computed once), and one onnxruntime session per set of exposed tensor
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,9 +16,19 @@ import onnxruntime as ort
 from google.protobuf.message import DecodeError
 
 from maxact.server.data.preprocess import Preprocessing
-from maxact.server.errors import failed_precondition, invalid_argument, not_found, shown
+from maxact.server.errors import (
+    ServiceError,
+    failed_precondition,
+    invalid_argument,
+    not_found,
+    shown,
+)
 from maxact.server.limits import check_input_pixels
-from maxact.server.models.feedable import external_data_problem, unsupported_input
+from maxact.server.models.feedable import (
+    external_data_problem,
+    tensor_problem,
+    unsupported_input,
+)
 from maxact.server.models.graph import ImageInput, image_input, prune_to_outputs
 from maxact.server.models.runtime import create_session
 from maxact.server.models.sessions import DEFAULT_MAX_BYTES, SessionCache
@@ -156,6 +167,21 @@ class LoadedModel:
             )
         return SizeView(size, shapes, fields, layers, {layer.name: layer for layer in layers})
 
+    def _created(self, create: Callable[[], ort.InferenceSession]) -> ort.InferenceSession:
+        """A new session; onnxruntime refusing the graph is the model's fault, said as such."""
+        try:
+            return create()
+        except ServiceError:
+            raise
+        except Exception as exc:
+            first_line = (str(exc).strip().splitlines() or [""])[-1][:200]
+            raise failed_precondition(
+                "MODEL_INVALID",
+                f"model {self.name!r}: onnxruntime cannot run it ({type(exc).__name__}: "
+                f"{first_line})",
+                model=self.name,
+            ) from None
+
     def layer(self, size: tuple[int, int], name: str) -> LayerEntry:
         view = self.view(size)
         entry = view.by_name.get(name)
@@ -175,7 +201,7 @@ class LoadedModel:
 
         def create() -> tuple[ort.InferenceSession, int]:
             pruned = prune_to_outputs(self.proto, key)
-            return create_session(pruned, self.device), pruned.ByteSize()
+            return self._created(lambda: create_session(pruned, self.device)), pruned.ByteSize()
 
         return self.sessions.get_or_create((self.name, "outputs", key), create)
 
@@ -200,7 +226,7 @@ class LoadedModel:
                 self.input,
                 tuple(sorted(outputs)),
                 size,
-                lambda proto: create_session(proto, self.device),
+                lambda proto: self._created(lambda: create_session(proto, self.device)),
             )
             found = (session, None) if session is not None else (self.session(outputs), 1)
             return found, self.proto.ByteSize()
@@ -297,6 +323,9 @@ class ModelRegistry:
                 "MODEL_INVALID", f"model {name!r}: {exc}", model=name
             ) from exc
         reason = unsupported_input(proto, model_input)
+        damaged = tensor_problem(_all_tensors(proto))
+        if damaged is not None:
+            raise failed_precondition("MODEL_INVALID", f"model {name!r}: {damaged}", model=name)
         if reason is not None:
             raise failed_precondition(
                 "MODEL_UNSUPPORTED", f"model {name!r} cannot be scanned: {reason}", model=name
