@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
 from onnx import TensorProto, helper, numpy_helper
 
 from maxact.server.models.graph import ImageInput
@@ -99,4 +101,20 @@ def tensor_problem(tensors: list[onnx.TensorProto]) -> str | None:
             return f"tensor {tensor.name!r} cannot be read ({type(exc).__name__})"
         if array.size != count:
             return f"tensor {tensor.name!r} does not match its shape {list(tensor.dims)}"
+    return None
+
+
+def text_problem(message: Message) -> str | None:
+    """ONNX files are proto2, whose strings are not checked for UTF-8 when parsed: protobuf
+    hands invalid ones over as bytes, which fail deep inside at first use. Look at each once."""
+    for field, value in message.ListFields():
+        if field.type == FieldDescriptor.TYPE_MESSAGE:
+            for item in value if field.is_repeated else [value]:
+                found = text_problem(item)
+                if found is not None:
+                    return found
+        elif field.type == FieldDescriptor.TYPE_STRING:
+            items = value if field.is_repeated else [value]
+            if any(not isinstance(item, str) for item in items):
+                return f"a string in its {field.name!r} field is not valid UTF-8"
     return None

@@ -27,6 +27,7 @@ from maxact.server.limits import check_input_pixels
 from maxact.server.models.feedable import (
     external_data_problem,
     tensor_problem,
+    text_problem,
     unsupported_input,
 )
 from maxact.server.models.graph import ImageInput, image_input, prune_to_outputs
@@ -315,6 +316,9 @@ class ModelRegistry:
                 f"model {name!r}: {path.name} is not an ONNX model (no graph nodes)",
                 model=name,
             )
+        garbled = text_problem(proto)
+        if garbled is not None:
+            raise failed_precondition("MODEL_INVALID", f"model {name!r}: {garbled}", model=name)
         _load_external_data(proto, path.parent, name)
         try:
             model_input = image_input(proto)

@@ -21,7 +21,7 @@ from google.protobuf.message import DecodeError
 
 from maxact.server.data.preprocess import Preprocessing
 from maxact.server.errors import ServiceError, failed_precondition, invalid_argument
-from maxact.server.models.feedable import unsupported_input
+from maxact.server.models.feedable import text_problem, unsupported_input
 from maxact.server.models.graph import image_input
 from maxact.server.paths import check_name, is_inside, resolve_under
 
@@ -163,6 +163,9 @@ def check_model_file(path: Path, folder: Path, name: str) -> None:
         raise bad(f"not a readable ONNX model: {exc}") from exc
     if not proto.graph.node:
         raise bad("not an ONNX model (no graph nodes)")
+    garbled = text_problem(proto)
+    if garbled is not None:
+        raise bad(garbled)
     try:
         model_input = image_input(proto)
     except ValueError as exc:
