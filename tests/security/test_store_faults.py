@@ -74,7 +74,7 @@ def test_damaged_rows_fail_their_scan_and_the_others_start(tmp_path: Path) -> No
         listed = {scan.id: scan for scan in client.scans.list()}  # was INTERNAL
         assert listed["weird"].state == "failed" and "exploded" in listed["weird"].error
         assert client.scans.get("weird").state == "failed"
-    assert Store(path).get("good").resume_attempts == 1  # counted before it was resumed
+    assert Store(path).get("good").resume_attempts == 1  # counted before it ran
 
 
 @pytest.mark.parametrize("content", [b"\x00" * 8192, b"this is not a database" * 100])
@@ -138,3 +138,29 @@ def test_a_full_store_fails_every_scan_with_the_reason_and_keeps_serving_reads(
     )
     with restarted, Client(restarted.address, timeout=60) as client:
         assert {s.state for s in client.scans.list()} == {"failed"}
+
+
+def test_a_version_2_store_gains_resume_attempts_and_keeps_its_scans(tmp_path: Path) -> None:
+    path = tmp_path / "v2.sqlite"
+    with sqlite3.connect(path) as db:  # the version 2 scans table, without resume_attempts
+        db.execute(
+            "CREATE TABLE scans (id TEXT PRIMARY KEY, seq INTEGER NOT NULL, model TEXT NOT NULL,"
+            " layers TEXT NOT NULL, dataset TEXT NOT NULL, k INTEGER NOT NULL, mode TEXT NOT NULL,"
+            " preprocessing TEXT NOT NULL, state TEXT NOT NULL,"
+            " images_done INTEGER NOT NULL DEFAULT 0, images_failed INTEGER NOT NULL DEFAULT 0,"
+            " images_total INTEGER NOT NULL DEFAULT 0, error TEXT NOT NULL DEFAULT '',"
+            " create_time REAL NOT NULL, update_time REAL NOT NULL, image_ids TEXT NOT NULL,"
+            " checkpoint_position INTEGER NOT NULL DEFAULT 0,"
+            " checkpoint_done INTEGER NOT NULL DEFAULT 0,"
+            " checkpoint_failed INTEGER NOT NULL DEFAULT 0)"
+        )
+        db.execute(
+            "INSERT INTO scans (id, seq, model, layers, dataset, k, mode, preprocessing, state,"
+            " create_time, update_time, image_ids) VALUES ('s1', 1, 'm', '[\"l\"]', 'd', 3,"
+            " 'image', '{}', 'queued', 0, 0, '[]')"
+        )
+        db.execute("PRAGMA user_version = 2")
+    record = Store(path).get("s1")
+    assert record is not None and record.resume_attempts == 0 and record.layers == ("l",)
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (3,)

@@ -94,11 +94,11 @@ class ScanJobs:
                 self._fail(
                     record.id,
                     f"the server stopped abnormally {record.resume_attempts} times while this "
-                    "scan was resumed (e.g. out of memory); it is not resumed again",
+                    "scan ran, before it reached a checkpoint (e.g. out of memory); it is not "
+                    "resumed again",
                 )
                 continue
             try:
-                self.store.count_resume(record.id)  # before resuming: a crash loop ends
                 self.store.set_state(record.id, "queued")
             except ServiceError as error:
                 self._fail(record.id, error.message)
@@ -294,6 +294,9 @@ class ScanJobs:
                 reducer.load_state(states[name])
             start = record.checkpoint_position
             base_done, base_failed = record.checkpoint_done, record.checkpoint_failed
+        # counted before it runs, reset at each checkpoint: a scan that takes the server down
+        # (e.g. out of memory) is not resumed into a crash loop
+        self.store.count_run(scan_id)
         if not self.store.transition(scan_id, "running", ACTIVE_STATES):
             return  # cancelled while it was being prepared
         sources = [file_source(i, ids[i], root / ids[i]) for i in range(start, len(ids))]

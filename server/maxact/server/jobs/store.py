@@ -72,8 +72,8 @@ CREATE TABLE IF NOT EXISTS layer_statistics (
 # PRAGMA user_version of the schema this code writes. History:
 #   0: a new, empty file (or a store from before versioning: its checkpoints were pickles)
 #   2: checkpoints are .npz arrays (never pickles); earlier checkpoints are dropped on migration
-#   3: scans.resume_attempts counts restarts that resumed a scan without it reaching a
-#      checkpoint or a clean shutdown (a scan that crashed the server twice is failed)
+#   3: scans.resume_attempts counts runs of a scan since its last checkpoint or clean
+#      shutdown (a scan whose runs died with the server twice is failed, not resumed)
 SCHEMA_VERSION = 3
 MAX_RESUME_ATTEMPTS = 2
 OUR_TABLES = frozenset({"scans", "checkpoints", "topk_rows", "layer_statistics"})
@@ -359,8 +359,9 @@ class Store:
             raise ValueError("the stored image ids are not a list of names")
         return ids
 
-    def count_resume(self, scan_id: str) -> None:
-        """Record, BEFORE resuming, that a restart resumes this scan (a crash loop ends)."""
+    def count_run(self, scan_id: str) -> None:
+        """Record, BEFORE it runs, that the scan starts running (a crash loop ends: a scan
+        whose runs died with the server MAX_RESUME_ATTEMPTS times is not resumed again)."""
         with self._transaction() as db:
             db.execute(
                 "UPDATE scans SET resume_attempts = resume_attempts + 1 WHERE id = ?", (scan_id,)
