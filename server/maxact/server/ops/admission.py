@@ -9,6 +9,7 @@ and released when it ends (the event loop runs one coroutine at a time: no lock 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -59,20 +60,29 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
                 await context.abort_with_status(self._refusal())
             self.in_flight += 1
             try:
-                return await behaviour(request, context)
+                result = behaviour(request, context)
+                return await result if inspect.isawaitable(result) else result
             finally:
                 self.in_flight -= 1
 
         return unary
 
     def _admitted_stream(self, behaviour: Callable[..., Any]) -> Callable[..., Any]:
+        if inspect.iscoroutinefunction(behaviour):  # it writes through context.write()
+            return self._admitted_unary(behaviour)
+
         async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             if self.in_flight >= self.limit:
                 await context.abort_with_status(self._refusal())
             self.in_flight += 1
             try:
-                async for item in behaviour(request, context):
-                    yield item
+                results = behaviour(request, context)
+                if hasattr(results, "__aiter__"):
+                    async for item in results:
+                        yield item
+                else:
+                    for item in results:
+                        yield item
             finally:
                 self.in_flight -= 1
 

@@ -9,6 +9,7 @@ error (REQUEST_UNDECODABLE), for every request message of unary and streaming ca
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -85,17 +86,26 @@ def _unary_in(behaviour: Callable[..., Any]) -> Callable[..., Any]:
     async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
         if isinstance(request, Undecodable):
             await _abort(context, request)
-        return await behaviour(request, context)
+        result = behaviour(request, context)
+        return await result if inspect.isawaitable(result) else result
 
     return unary
 
 
 def _unary_in_stream_out(behaviour: Callable[..., Any]) -> Callable[..., Any]:
+    if inspect.iscoroutinefunction(behaviour):  # it writes through context.write()
+        return _unary_in(behaviour)
+
     async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         if isinstance(request, Undecodable):
             await _abort(context, request)
-        async for item in behaviour(request, context):
-            yield item
+        results = behaviour(request, context)
+        if hasattr(results, "__aiter__"):
+            async for item in results:
+                yield item
+        else:
+            for item in results:
+                yield item
 
     return stream
 
