@@ -16,9 +16,10 @@ import pytest
 from maxact.client import Client
 from maxact.server.app import RunningServer, ServerConfig, start_server
 from maxact.server.jobs.store import Store, StoreError
-from tests.datasets import write_images
+from tests.datasets import slow_scan, write_images
 from tests.onnx_models import heavy_cnn, save
 from tests.security.robust_helpers import refused
+from tests.serve_process import serve_process
 
 
 def _world(tmp_path: Path, images: int = 3) -> tuple[Path, Path]:
@@ -164,3 +165,29 @@ def test_a_version_2_store_gains_resume_attempts_and_keeps_its_scans(tmp_path: P
     assert record is not None and record.resume_attempts == 0 and record.layers == ("l",)
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone() == (3,)
+
+
+def test_a_scan_whose_runs_die_with_the_server_twice_is_failed_not_resumed(
+    tmp_path: Path,
+) -> None:
+    """The crash loop of reproduction 1 with real deaths: SIGKILL twice while the scan runs
+    (before any checkpoint); the third start fails it with the reason instead of running it."""
+    model_root, data_root = tmp_path / "models", tmp_path / "data"
+    slow_scan(model_root, data_root, 200)
+    flags = ["--model-root", str(model_root), "--data-root", str(data_root)]
+    flags += ["--store", str(tmp_path / "store.sqlite"), "--checkpoint-images", "100000"]
+    scan_id = ""
+    for death in (1, 2):
+        with serve_process(*flags) as (process, address), Client(address, timeout=60) as client:
+            if death == 1:
+                scan_id = client.scans.create("heavy", ["relu5"], "many", k=3).id
+            deadline = time.monotonic() + 60
+            while client.scans.get(scan_id).state != "running":
+                assert time.monotonic() < deadline, "the scan never ran"
+                time.sleep(0.05)
+            process.kill()
+            process.wait()
+    with serve_process(*flags) as (process, address), Client(address, timeout=60) as client:
+        scan = client.scans.get(scan_id)
+        assert scan.state == "failed" and "stopped abnormally 2 times" in scan.error
+        assert [m.name for m in client.list_models()] == ["heavy"]
