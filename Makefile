@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROTOS := $(wildcard proto/maxact/v1/*.proto)
 
-.PHONY: demo test lint proto bench clean venv
+.PHONY: demo test fuzz lint proto bench clean venv
 
 venv: $(STAMP)
 
@@ -20,6 +20,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# the fuzz suite's long profile (400 examples per fuzz test; `make test` runs 15 each)
+fuzz: $(STAMP)
+	MAXACT_FUZZ_PROFILE=long $(BIN)/python -m pytest -q tests/fuzz --hypothesis-show-statistics
 
 proto: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m grpc_tools.protoc -Iproto \

@@ -7,8 +7,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from maxact.server.errors import invalid_argument, not_found
-from maxact.server.paths import is_inside, resolve_under
+from maxact.server.errors import invalid_argument, not_found, shown
+from maxact.server.paths import check_name, is_inside, resolve_under
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
 
@@ -95,9 +95,10 @@ class DatasetCatalog:
                 f"dataset {name!r} not found: the server was started without --data-root",
                 dataset=name,
             )
+        check_name(name, "dataset")
         if "/" in name:
             raise invalid_argument(
-                "INVALID_NAME", f"invalid dataset name {name!r}: a dataset is a folder name"
+                "INVALID_NAME", f"invalid dataset name {shown(name)}: a dataset is a folder name"
             )
         root = resolve_under(self.data_root, name, "dataset")
         if not root.is_dir():

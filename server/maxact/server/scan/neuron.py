@@ -108,6 +108,11 @@ class HeldWhileNeeded(Generic[V]):
         with self._lock:
             return len(self._values)
 
+    def total(self, size: Callable[[V], int]) -> int:
+        """The summed `size` of every value held now (memory accounting)."""
+        with self._lock:
+            return sum(size(value) for value in self._values.values())
+
 
 class NeuronScan:
     """One pass over images for one neuron; thread-safe to stop from another thread."""

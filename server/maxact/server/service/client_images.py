@@ -20,6 +20,7 @@ from functools import partial
 
 from PIL import Image
 
+from maxact.server import limits
 from maxact.server.data.dataset_writer import DatasetWriter
 from maxact.server.data.reader import ImageSource
 from maxact.server.errors import invalid_argument
@@ -82,6 +83,9 @@ class ClientImages:
                 image=image.id,
             )
         self._seen.add(image.id)
+        held = self._data.total(len) + len(image.data)
+        if held > limits.current().max_request_bytes:
+            raise limits.request_bytes_error(held)
         if self._keep is not None:
             self._keep.add(image.id, image.data, image.label)
         index = self.received
