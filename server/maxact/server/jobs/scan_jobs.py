@@ -24,7 +24,7 @@ from maxact.server.data.reader import file_source
 from maxact.server.errors import ServiceError, invalid_argument, not_found
 from maxact.server.jobs.store import ScanRecord, Store
 from maxact.server.models.registry import LayerEntry, LoadedModel, ModelRegistry, require_field
-from maxact.server.ops.metrics import METRICS
+from maxact.server.ops.metrics import SCAN_IMAGES_PER_SECOND, SCANS_QUEUED, SCANS_RUNNING
 from maxact.server.scan.engine import EngineCallbacks, EngineCancelled, ScanEngine
 from maxact.server.scan.layer import LayerReducer, ReduceOptions
 from maxact.server.scan.reducers import check_k
@@ -164,8 +164,8 @@ class ScanJobs:
         with self._lock:
             self._queued += delta_queued
             self._active += delta_running
-            METRICS.set("maxact_scans_queued", self._queued)
-            METRICS.set("maxact_scans_running", self._active)
+            SCANS_QUEUED.set(self._queued)
+            SCANS_RUNNING.set(self._active)
 
     def _run(self, scan_id: str) -> None:
         job = self._running[scan_id]
@@ -270,9 +270,7 @@ class ScanJobs:
             raise
         if job.cancel.is_set():
             raise EngineCancelled()
-        METRICS.set(
-            "maxact_scan_images_per_second", outcome.images_scanned / max(outcome.seconds, 1e-9)
-        )
+        SCAN_IMAGES_PER_SECOND.set(outcome.images_scanned / max(outcome.seconds, 1e-9))
         done = base_done + outcome.images_scanned
         failed = base_failed + outcome.images_failed
         self.store.finish(
