@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROTOS := $(wildcard proto/maxact/v1/*.proto)
 
-.PHONY: demo test lint proto bench clean venv
+.PHONY: demo test lint proto bench clean venv sysdeps
 
 venv: $(STAMP)
 
@@ -18,7 +18,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/maxact demo
 
-test: $(STAMP)
+# System packages outside pip (Debian chromium, chromium-driver): installed when missing and
+# possible (root + apt-get), else listed; tests that need a missing one skip with the reason.
+sysdeps: $(STAMP)
+	sh scripts/sysdeps.sh $(VENV)/sysdeps-missing.txt
+
+test: $(STAMP) sysdeps
 	$(BIN)/python -m pytest -q
 
 proto: $(STAMP)

@@ -148,7 +148,7 @@ def screenshot_gallery(index: Path, out: Path, layer: int = 0) -> str | None:
     page = index.parent / pages[min(layer, len(pages) - 1)]
     try:
         screenshot.screenshot_page(page, out, *SCREENSHOT_WINDOW)
-    except (OSError, subprocess.SubprocessError, screenshot.WebDriverError) as error:
+    except (OSError, subprocess.SubprocessError, screenshot.ScreenshotError) as error:
         return f"headless Chromium failed: {error}"
     return None
 
