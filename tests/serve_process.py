@@ -21,14 +21,18 @@ def serve_process(
     """Start `maxact serve --port 0 --device cpu FLAGS` (extra environment `env`; its stderr
     into `stderr_to` if given); yield (process, address) once it prints the port it listens
     on. A process still running at exit is killed."""
-    with tempfile.TemporaryFile("w+") as own:  # a file, not a pipe: a full pipe would block
+    with (
+        tempfile.TemporaryFile("w+") as own,  # a file, not a pipe: a full pipe would block
+        tempfile.TemporaryDirectory(prefix="maxact-serve-state-") as state,
+    ):
         stderr = stderr_to if stderr_to is not None else own
         process = subprocess.Popen(
             [*SERVE, *flags],
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,
-            env={**os.environ, **(env or {})},
+            # the default --store lives under XDG_STATE_HOME: never the user's own
+            env={**os.environ, "XDG_STATE_HOME": state, **(env or {})},
         )
         try:
             assert process.stdout is not None

@@ -9,9 +9,9 @@ import zipfile
 
 import pytest
 
-from maxact.client.cli.progress import ProgressBar
 from maxact.client.demo import fetch
 from maxact.client.demo.run import choose_layers, slug
+from maxact.client.progress import ProgressBar
 
 
 def test_demo_picks_an_early_and_a_mid_hardswish_layer_with_local_fields(model_info) -> None:

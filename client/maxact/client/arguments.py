@@ -51,6 +51,11 @@ def positive_int(text: str) -> int:
     return value
 
 
+def add_size(parser: argparse._ActionsContainer, help_text: str) -> None:
+    """`--size H W`: an input size for dynamic-size models, or the preprocessing resize."""
+    parser.add_argument("--size", nargs=2, type=positive_int, metavar=("H", "W"), help=help_text)
+
+
 def env_name(option: str) -> str:
     """`--model-root` -> `MAXACT_MODEL_ROOT`."""
     return ENV_PREFIX + option.lstrip("-").upper().replace("-", "_")

@@ -10,7 +10,7 @@ from dataclasses import dataclass, fields
 from fractions import Fraction
 from typing import Any
 
-from maxact.client.cli.common import add_size, positive_int
+from maxact.client.arguments import add_size, positive_int
 from maxact.v1 import common_pb2
 
 _CHANNEL_ORDERS = {"rgb": common_pb2.CHANNEL_ORDER_RGB, "bgr": common_pb2.CHANNEL_ORDER_BGR}

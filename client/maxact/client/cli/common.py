@@ -7,7 +7,13 @@ import argparse
 
 # The parser and argument types live in maxact.client.arguments (the server's `serve` command
 # line uses them too); re-exported here for the command modules.
-from maxact.client.arguments import EXIT_USAGE, MaxactParser, nonnegative_int, positive_int
+from maxact.client.arguments import (
+    EXIT_USAGE,
+    MaxactParser,
+    add_size,
+    nonnegative_int,
+    positive_int,
+)
 
 __all__ = [
     "EXIT_USAGE",
@@ -21,8 +27,3 @@ __all__ = [
 
 def add_json(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON document on stdout")
-
-
-def add_size(parser: argparse._ActionsContainer, help_text: str) -> None:
-    """`--size H W`: an input size for dynamic-size models, or the preprocessing resize."""
-    parser.add_argument("--size", nargs=2, type=positive_int, metavar=("H", "W"), help=help_text)

@@ -12,8 +12,8 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from maxact.client import json_out, text_out
 from maxact.client import types as t
-from maxact.client.cli import json_out, text_out
 from maxact.client.cli.common import (
     EXIT_USAGE,
     MaxactParser,
@@ -23,7 +23,6 @@ from maxact.client.cli.common import (
     positive_int,
 )
 from maxact.client.cli.output import connect, print_doc, print_topk
-from maxact.client.cli.progress import ProgressBar
 from maxact.client.cli.render_args import add_render_arguments, render_options_from_args
 from maxact.client.cli.scan_commands import COMMANDS as SCAN_COMMANDS
 from maxact.client.cli.scan_commands import add_parsers as add_scan_parsers
@@ -31,6 +30,7 @@ from maxact.client.client import Client
 from maxact.client.errors import MaxactError
 from maxact.client.images import collect_images
 from maxact.client.preprocessing import add_preprocessing_arguments, preprocessing_from_args
+from maxact.client.progress import ProgressBar
 from maxact.client.stream import TopKStream
 
 PROG = "maxact"

@@ -1,7 +1,8 @@
-"""`maxact scan create|get|watch|cancel|list`, `maxact neuron` and `maxact report` (DESIGN §3).
+"""`maxact scan create|get|watch|cancel|list`, `maxact neuron` and `maxact report` (README.md,
+"Command line").
 
-cli.py only registers these (add_parsers + COMMANDS); the grammar and the commands live here.
-Exit codes follow cli.py: 0 ok, 1 server error (and a scan that ended failed or cancelled
+main.py only registers these (add_parsers + COMMANDS); the grammar and the commands live here.
+Exit codes follow main.py: 0 ok, 1 server error (and a scan that ended failed or cancelled
 under `scan create --wait` / `scan watch`), 2 usage.
 """
 
@@ -9,17 +10,18 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from maxact.client import text_out
 from maxact.client import types as t
-from maxact.client.cli import text_out
 from maxact.client.cli.common import add_json, add_size, nonnegative_int, positive_int
 from maxact.client.cli.output import connect, print_doc, print_topk
-from maxact.client.cli.progress import ProgressBar
 from maxact.client.cli.render_args import add_render_arguments, render_options_from_args
+from maxact.client.json_out import scan_json, scans_json
 from maxact.client.preprocessing import add_preprocessing_arguments, preprocessing_from_args
+from maxact.client.progress import ProgressBar
 from maxact.client.scans import ScanInfo
 
 EXIT_OK = 0
@@ -28,27 +30,6 @@ DEFAULT_K = 9
 
 
 # ---------------------------------------------------------------- JSON documents and tables
-
-
-def scan_json(info: ScanInfo) -> dict[str, Any]:
-    """The `scan get` document of DESIGN §3, plus k, mode, images_failed and error (additive)."""
-    return {
-        "id": info.id,
-        "state": info.state,
-        "images_done": info.images_done,
-        "images_total": info.images_total,
-        "model": info.model,
-        "layers": list(info.layers),
-        "dataset": info.dataset,
-        "k": info.k,
-        "mode": info.mode,
-        "images_failed": info.images_failed,
-        "error": info.error,
-    }
-
-
-def scans_json(scans: Iterable[ScanInfo]) -> dict[str, Any]:
-    return {"scans": [scan_json(s) for s in scans]}
 
 
 def _progress(info: ScanInfo) -> str:
@@ -84,7 +65,7 @@ def scans_text(scans: list[ScanInfo]) -> str:
 
 
 def add_parsers(commands: Any) -> None:
-    """Register `scan`, `neuron` and `report` on cli.py's subparsers."""
+    """Register `scan`, `neuron` and `report` on main.py's subparsers."""
     scan = commands.add_parser("scan", help="persisted scans of whole layers on the server")
     verbs = scan.add_subparsers(dest="scan_command", metavar="VERB", required=True)
 

@@ -21,10 +21,8 @@ from typing import Any
 
 import grpc
 
+from maxact.client import json_out
 from maxact.client import types as t
-from maxact.client.cli import json_out
-from maxact.client.cli.patches_out import montage_of, write_patches
-from maxact.client.cli.progress import ProgressBar
 from maxact.client.client import Client
 from maxact.client.demo.fetch import (
     DEMO_MODEL,
@@ -35,6 +33,8 @@ from maxact.client.demo.fetch import (
 )
 from maxact.client.errors import MaxactError
 from maxact.client.montage import stack_rows
+from maxact.client.patches_out import montage_of, write_patches
+from maxact.client.progress import ProgressBar
 from maxact.client.report.writer import write_report
 
 DATASET = "photos"
@@ -238,13 +238,3 @@ def _run_layers(
         "montage": "montage.png",
         "layers": layer_docs,
     }
-
-
-def main(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - `python -m` shim
-    from maxact.client.cli.main import main as cli_main
-
-    return cli_main(["demo", *(argv or [])])
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main(sys.argv[1:]))

@@ -16,10 +16,10 @@ from google.protobuf.message import DecodeError
 
 from maxact.server.data.preprocess import Preprocessing
 from maxact.server.errors import failed_precondition, invalid_argument, not_found
-from maxact.server.models.graph import ImageInput, image_input, prune_to_outputs
+from maxact.server.graph.shapes import infer_shapes
+from maxact.server.graph.surgery import ImageInput, image_input, prune_to_outputs
 from maxact.server.models.runtime import create_session
 from maxact.server.models.sessions import DEFAULT_MAX_BYTES, SessionCache
-from maxact.server.models.shapes import infer_shapes
 from maxact.server.paths import is_inside, resolve_under
 from maxact.server.rf import FieldError, ReceptiveFields, TensorField, compute_receptive_fields
 

@@ -21,7 +21,7 @@ from google.protobuf.message import DecodeError
 
 from maxact.server.data.preprocess import Preprocessing
 from maxact.server.errors import ServiceError, invalid_argument
-from maxact.server.models.graph import image_input
+from maxact.server.graph.surgery import image_input
 from maxact.server.paths import is_inside, resolve_under
 
 log = logging.getLogger("maxact.server")

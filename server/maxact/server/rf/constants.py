@@ -8,14 +8,17 @@ folded here with numpy using the inferred shapes.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
 
-def attr(node: onnx.NodeProto, name: str, default: object = None) -> object:
-    """Attribute value of a node (bytes decoded to str), or `default`."""
+def attr(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
+    """Attribute value of a node (bytes decoded to str), or `default`. Typed Any on purpose:
+    an ONNX attribute is an int, float, str, list or tensor by its name, which the caller knows
+    (onnx.helper.get_attribute_value is untyped the same way)."""
     for a in node.attribute:
         if a.name == name:
             value = onnx.helper.get_attribute_value(a)
@@ -59,10 +62,6 @@ class Constants:
                 value = _constant_node_value(node)
                 if value is not None:
                     self.values[node.output[0]] = value
-
-    def is_weight(self, name: str) -> bool:
-        """True for initializers and Constant-node outputs."""
-        return name in self.values
 
     def get(self, name: str) -> np.ndarray | None:
         """The value of `name`, or None when it cannot be folded."""

@@ -1,11 +1,12 @@
-"""Human-readable tables for the CLI (the --json documents are in json_out)."""
+"""Human-readable tables of typed results, for the CLI and the report (the --json documents
+are in json_out)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from maxact.client import types as t
-from maxact.client.cli.json_out import number
+from maxact.client.json_out import number
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
