@@ -34,6 +34,7 @@ proto: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/buf lint
 	$(MAKE) proto
 	git diff --exit-code -- proto || (echo "generated stubs are stale: run 'make proto' and commit" && exit 1)

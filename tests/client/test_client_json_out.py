@@ -1,4 +1,4 @@
-"""The --json documents keep the exact shapes of DESIGN §3."""
+"""The --json documents keep the exact shapes the README documents."""
 
 from __future__ import annotations
 

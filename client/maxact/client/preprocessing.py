@@ -82,7 +82,8 @@ class Preprocessing:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """The sidecar / JSON form (DESIGN §3): only the fields that are set, lists for tuples."""
+        """The sidecar / JSON form (docs/contracts.md): only the fields that are set, lists for
+        tuples."""
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
@@ -97,7 +98,9 @@ class Preprocessing:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown preprocessing keys: {', '.join(unknown)}")
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        values: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in data.items()
+        }
         return cls(**values)
 
 
@@ -118,7 +121,7 @@ def parse_number(text: str) -> float:
 
 
 def add_preprocessing_arguments(parser: argparse.ArgumentParser) -> None:
-    """The DESIGN §3 preprocessing flags, shared by every command that runs the model."""
+    """The preprocessing flags (docs/contracts.md), shared by every command that runs the model."""
     group = parser.add_argument_group("preprocessing (unset: the model's defaults)")
     add_size(group, "resize to H x W")
     group.add_argument(

@@ -27,6 +27,7 @@ from maxact.client.cli.render_args import add_render_arguments, render_options_f
 from maxact.client.cli.scan_commands import COMMANDS as SCAN_COMMANDS
 from maxact.client.cli.scan_commands import add_parsers as add_scan_parsers
 from maxact.client.client import Client
+from maxact.client.defaults import DEFAULT_K
 from maxact.client.errors import MaxactError
 from maxact.client.images import collect_images
 from maxact.client.preprocessing import add_preprocessing_arguments, preprocessing_from_args
@@ -87,7 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     topk.add_argument("model", metavar="MODEL")
     topk.add_argument("layer", metavar="LAYER")
     topk.add_argument("--channel", type=nonnegative_int, required=True, metavar="C")
-    topk.add_argument("-k", type=positive_int, default=9, metavar="K", help="default 9")
+    topk.add_argument(
+        "-k", type=positive_int, default=DEFAULT_K, metavar="K", help="default %(default)s"
+    )
     source = topk.add_mutually_exclusive_group(required=True)
     source.add_argument("--dataset", metavar="NAME", help="a folder under the server's data root")
     source.add_argument(

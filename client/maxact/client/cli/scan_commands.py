@@ -19,6 +19,7 @@ from maxact.client import types as t
 from maxact.client.cli.common import add_json, add_size, nonnegative_int, positive_int
 from maxact.client.cli.output import connect, print_doc, print_topk
 from maxact.client.cli.render_args import add_render_arguments, render_options_from_args
+from maxact.client.defaults import DEFAULT_K
 from maxact.client.json_out import scan_json, scans_json
 from maxact.client.preprocessing import add_preprocessing_arguments, preprocessing_from_args
 from maxact.client.progress import ProgressBar
@@ -26,7 +27,6 @@ from maxact.client.scans import ScanInfo
 
 EXIT_OK = 0
 EXIT_SCAN_NOT_SUCCEEDED = 1
-DEFAULT_K = 9
 
 
 # ---------------------------------------------------------------- JSON documents and tables
@@ -75,7 +75,9 @@ def add_parsers(commands: Any) -> None:
     create.add_argument("model", metavar="MODEL")
     create.add_argument("--layers", nargs="+", required=True, metavar="L")
     create.add_argument("--dataset", required=True, metavar="NAME")
-    create.add_argument("-k", type=positive_int, default=DEFAULT_K, metavar="K", help="default 9")
+    create.add_argument(
+        "-k", type=positive_int, default=DEFAULT_K, metavar="K", help="default %(default)s"
+    )
     create.add_argument("--mode", choices=("image", "position"), default="image")
     add_preprocessing_arguments(create)
     create.add_argument(
@@ -108,7 +110,7 @@ def add_parsers(commands: Any) -> None:
         type=positive_int,
         default=None,
         metavar="K",
-        help="default 9, or the scan's k when it kept fewer",
+        help=f"default {DEFAULT_K}, or the scan's k when it kept fewer",
     )
     neuron.add_argument("--bottom", action="store_true", help="the k weakest responses instead")
     add_render_arguments(neuron)
@@ -121,7 +123,11 @@ def add_parsers(commands: Any) -> None:
     report.add_argument("scan_id", metavar="SCAN_ID")
     report.add_argument("--out", type=Path, required=True, metavar="DIR")
     report.add_argument(
-        "-k", type=positive_int, default=None, metavar="K", help="patches per neuron (default 9)"
+        "-k",
+        type=positive_int,
+        default=None,
+        metavar="K",
+        help=f"patches per neuron (default {DEFAULT_K})",
     )
     add_size(report, "input size for the receptive fields of a model with dynamic H/W")
 
@@ -208,7 +214,7 @@ def neuron_result(
     """A finished scan's top-k (or bottom-k) of one channel with patches, as a TopKResult so the
     topk writers (JSON, table, rank_N.png + montage.png) serve it unchanged. `render`:
     render, mask_quantile, patch_size (see Client.topk)."""
-    if k is None:  # default 9, but never more than the scan kept
+    if k is None:  # the default, but never more than the scan kept
         k = min(DEFAULT_K, client.scans.get(scan_id).k or DEFAULT_K)
     scan, patches, scanned = client.scans.neuron(
         scan_id, layer, channel, k=k, bottom=bottom, **render

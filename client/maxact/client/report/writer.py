@@ -27,13 +27,13 @@ from PIL import Image
 
 from maxact.client import text_out
 from maxact.client import types as t
+from maxact.client.defaults import DEFAULT_K
 from maxact.client.errors import MaxactError
 from maxact.client.json_out import scan_json
 from maxact.client.montage import BACKGROUND, render_montage, stack_rows
 from maxact.client.report import html as g
 from maxact.client.scans import ChannelStatistics, LayerStatistics, ScanInfo
 
-DEFAULT_K = 9
 OVERVIEW_TILE = 64
 OVERVIEW_COLUMNS = 16
 QUERY_THREADS = 8

@@ -41,7 +41,6 @@ class Batch:
     indices: list[int]
     ids: list[str]
     array: np.ndarray  # [B, ...] model input
-    original_sizes: list[tuple[int, int]]  # (height, width)
 
 
 @dataclass(frozen=True)
@@ -152,7 +151,6 @@ def _batch(items: list[tuple[ImageSource, np.ndarray, tuple[int, int]]]) -> Batc
         indices=[source.index for source, _, _ in items],
         ids=[source.image_id for source, _, _ in items],
         array=np.stack([array for _, array, _ in items]),
-        original_sizes=[size for _, _, size in items],
     )
 
 

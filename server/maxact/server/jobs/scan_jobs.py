@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -33,6 +33,18 @@ log = logging.getLogger("maxact.server")
 
 MAX_LAYERS = 16
 ACTIVE_STATES = frozenset({"queued", "running"})
+
+
+@dataclass
+class _RunProgress:
+    """Where a running scan is: images done/failed (checkpoint included), the position of the
+    last checkpoint and of the last finished batch, and when progress was last stored."""
+
+    done: int
+    failed: int
+    saved: int
+    position: int
+    written: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -231,33 +243,28 @@ class ScanJobs:
         if not self.store.transition(scan_id, "running", ACTIVE_STATES):
             return  # cancelled while it was being prepared
         sources = [file_source(i, ids[i], root / ids[i]) for i in range(start, len(ids))]
-        progress = {
-            "done": base_done,
-            "failed": base_failed,
-            "saved": start,
-            "written": time.monotonic(),
-        }
+        progress = _RunProgress(done=base_done, failed=base_failed, saved=start, position=start)
 
         def on_progress(done: int, total: int, failed: int) -> None:
-            progress["done"], progress["failed"] = base_done + done, base_failed + failed
-            if time.monotonic() - progress["written"] > 0.5:
-                progress["written"] = time.monotonic()
-                self.store.set_progress(scan_id, progress["done"], progress["failed"])
+            progress.done, progress.failed = base_done + done, base_failed + failed
+            if time.monotonic() - progress.written > 0.5:
+                progress.written = time.monotonic()
+                self.store.set_progress(scan_id, progress.done, progress.failed)
 
         def save(position: int) -> None:
             self.store.save_checkpoint(
                 scan_id,
                 position,
-                progress["done"],
-                progress["failed"],
+                progress.done,
+                progress.failed,
                 {name: r.state() for name, r in engine.reducers.items()},
             )
-            progress["saved"] = position
+            progress.saved = position
 
         def on_batch(position: int) -> None:
             # the reducers hold exactly the images before `position` here
-            progress["position"] = position
-            if position - progress["saved"] >= self.checkpoint_images:
+            progress.position = position
+            if position - progress.saved >= self.checkpoint_images:
                 save(position)
 
         try:
@@ -265,8 +272,8 @@ class ScanJobs:
                 sources, labels, EngineCallbacks(progress=on_progress, batch_done=on_batch)
             )
         except EngineCancelled:
-            if self._closing.is_set() and progress.get("position", 0) > progress["saved"]:
-                save(progress["position"])  # shutting down: keep the work done so far
+            if self._closing.is_set() and progress.position > progress.saved:
+                save(progress.position)  # shutting down: keep the work done so far
             raise
         if job.cancel.is_set():
             raise EngineCancelled()
@@ -319,7 +326,11 @@ class ScanJobs:
                 "dead": stats.dead.tolist(),
                 "classes": list(stats.classes),
             }
-            if stats.class_mean is not None:
+            if (
+                stats.class_mean is not None
+                and stats.selectivity is not None
+                and stats.preferred_class is not None
+            ):
                 document["class_mean"] = [
                     [None if np.isnan(v) else float(v) for v in row] for row in stats.class_mean
                 ]

@@ -75,7 +75,7 @@ class LoadedModel:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def input_size(self, requested: tuple[int, int] | None) -> tuple[int, int]:
-        """The concrete size fields are computed for (DESIGN §3 order of precedence)."""
+        """The concrete size fields are computed for (order of precedence: docs/contracts.md)."""
         fixed = self.input.fixed_size
         if fixed is not None:
             if requested is not None and tuple(requested) != fixed:

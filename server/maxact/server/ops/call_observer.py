@@ -14,7 +14,7 @@ from typing import Any
 
 import grpc
 
-from maxact.server.ops.handlers import same_shape
+from maxact.server.ops.handlers import Handler, same_shape
 from maxact.server.ops.logs import REQUEST_ID
 from maxact.server.ops.metrics import GRPC_HANDLED, GRPC_HANDLING_SECONDS, GRPC_STARTED
 
@@ -35,7 +35,7 @@ def _code_name(context: grpc.aio.ServicerContext, failed: BaseException | None) 
     return "UNKNOWN" if isinstance(failed, Exception) else "CANCELLED"
 
 
-def _rpc_type(handler: grpc.RpcMethodHandler) -> str:
+def _rpc_type(handler: Handler) -> str:
     """The grpc_type label of the standard metrics."""
     if handler.unary_unary:
         return "unary"
@@ -47,9 +47,9 @@ def _rpc_type(handler: grpc.RpcMethodHandler) -> str:
 class ObservingInterceptor(grpc.aio.ServerInterceptor):
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         handler = await continuation(details)
         if handler is None:
             return handler

@@ -70,15 +70,16 @@ class Constants:
         if name in self.values:
             return self.values[name]
         node = self.producer.get(name)
-        value = None
+        value: object = None
         if node is not None and node.op_type in _FOLD:
             try:
                 value = _FOLD[node.op_type](self, node)
             except Exception:  # folding is best effort; the caller reports what it misses
                 value = None
-        if value is not None:
-            self.values[name] = np.asarray(value)
-        return value
+        if value is None:
+            return None
+        self.values[name] = np.asarray(value)
+        return self.values[name]
 
     def inputs(self, node: onnx.NodeProto) -> list[np.ndarray | None]:
         return [self.get(i) for i in node.input]

@@ -10,6 +10,7 @@ from typing import Any
 
 import grpc
 
+from maxact.client.defaults import DEFAULT_K
 from maxact.server.data.preprocess import Preprocessing
 from maxact.server.data.reader import file_source
 from maxact.server.errors import failed_precondition, invalid_argument, not_found
@@ -100,7 +101,7 @@ class ScanServicer(scan_service_pb2_grpc.ScanServiceServicer):
             request.model,
             list(request.layers),
             request.dataset,
-            request.k or 9,
+            request.k or DEFAULT_K,
             MODES[request.mode],
             preprocessing_from_proto(request.preprocessing),
         )
@@ -204,7 +205,7 @@ class NeuronServicer(neuron_service_pb2_grpc.NeuronServiceServicer):
         # the dataset's folder only: listing its images is not needed to crop k of them
         root = self.jobs.datasets.root_of(record.dataset) if request.include_patches else None
         crops: list[Any] = [None] * len(rows)
-        if root is not None:
+        if root is not None and renderer is not None:
             crops = list(
                 _CROP_POOL.map(
                     lambda row: _crop_or_none(
