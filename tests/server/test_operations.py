@@ -125,3 +125,15 @@ def test_health_turns_not_serving_when_shutdown_begins(world: tuple[Path, Path])
     watcher.join(10)
     assert statuses[0] == health_pb2.HealthCheckResponse.SERVING
     assert health_pb2.HealthCheckResponse.NOT_SERVING in statuses
+
+
+def test_the_container_healthcheck_passes_on_a_serving_server_and_fails_without_one(
+    world: tuple[Path, Path],
+) -> None:
+    from maxact.server import healthcheck
+
+    model_root, data_root = world
+    with start_server(model_root, data_root, device="cpu") as server:
+        assert healthcheck.main(["--address", server.address]) == 0
+        address = server.address
+    assert healthcheck.main(["--address", address, "--timeout", "1"]) == 1
