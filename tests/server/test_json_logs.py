@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from maxact.client import Client
 from maxact.v1 import model_service_pb2, model_service_pb2_grpc
 from tests.onnx_models import bright_square_model, save
 from tests.serve_process import serve_process
@@ -38,6 +39,8 @@ def test_every_log_line_of_serve_with_json_format_is_one_json_object(tmp_path: P
                         timeout=10,
                         metadata=[("x-request-id", "req-json-2")],
                     )
+            with Client(address, timeout=30) as client:  # a call that logs from deep inside
+                client.upload_model(tmp_path / "models" / "net.onnx", "copy")
             process.send_signal(signal.SIGTERM)
             assert process.wait(timeout=20) == 0
             assert process.stdout is not None
@@ -53,3 +56,7 @@ def test_every_log_line_of_serve_with_json_format_is_one_json_object(tmp_path: P
     assert calls["req-json-1"]["method"].endswith("/ListModels")
     assert calls["req-json-2"]["code"] == "NOT_FOUND"
     assert any("shutting down" in doc["message"] for doc in documents)
+    # the upload's own log line, written far below the servicer, carries the call's request id
+    uploaded = next(doc for doc in documents if doc["message"].startswith("model copy uploaded"))
+    upload_call = next(doc for doc in documents if doc.get("method", "").endswith("/UploadModel"))
+    assert uploaded["request_id"] == upload_call["request_id"] != ""

@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     # The flags of `serve` live in maxact.server.app alone: everything after `serve` is handed
-    # to it verbatim (serve_argv), and it prints `maxact serve --help` itself.
+    # to `python -m maxact.server` verbatim (serve_argv), which prints `maxact serve --help`.
     commands.add_parser(
         "serve", help="run the maxact server (needs maxact[server])", add_help=False
     )
