@@ -330,9 +330,17 @@ class ScanJobs:
                 stats.class_mean is not None
                 and stats.selectivity is not None
                 and stats.preferred_class is not None
+                and stats.class_images is not None
+                and stats.class_mean_clipped is not None
             ):
                 document["class_mean"] = [
                     [None if np.isnan(v) else float(v) for v in row] for row in stats.class_mean
+                ]
+                # the class answer's m[j][c] (analysis/classes.py)
+                document["class_images"] = stats.class_images.tolist()
+                document["class_mean_clipped"] = [
+                    [None if np.isnan(v) else float(v) for v in row]
+                    for row in stats.class_mean_clipped
                 ]
                 document["selectivity"] = stats.selectivity.tolist()
                 document["preferred_class"] = stats.preferred_class.tolist()
