@@ -4,6 +4,7 @@ inside functions (lazy imports make cycles too, just later)."""
 from __future__ import annotations
 
 import ast
+import functools
 from collections import defaultdict
 from pathlib import Path
 
@@ -42,6 +43,7 @@ def _imported(node: ast.AST, module: str, is_package: bool, known: set[str]) -> 
     return submodules + ([base] if len(submodules) < len(named) else [])
 
 
+@functools.cache
 def import_edges() -> dict[str, set[str]]:
     """module -> the maxact modules it imports anywhere in its file."""
     modules = module_files()
