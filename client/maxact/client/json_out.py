@@ -115,6 +115,7 @@ def topk_json(result: t.TopKResult, patch_files: Mapping[int, str] | None = None
         "mode": result.mode,
         "images_scanned": result.images_scanned,
         "results": [hit_json(hit, files.get(hit.rank)) for hit in result.hits],
+        "preprocessing": result.preprocessing.to_dict() if result.preprocessing else None,
     }
 
 
@@ -137,6 +138,7 @@ def scan_json(info: ScanInfo) -> dict[str, Any]:
         "mode": info.mode,
         "images_failed": info.images_failed,
         "error": info.error,
+        "preprocessing": info.preprocessing.to_dict() if info.preprocessing else None,
     }
 
 
