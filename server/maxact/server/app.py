@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -19,7 +20,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from maxact.client.cli.common import MaxactParser, nonnegative_int, positive_int
+from maxact.client.arguments import (
+    MaxactParser,
+    defaults_from_environment,
+    nonnegative_int,
+    positive_int,
+)
 from maxact.server import limits
 from maxact.server.data.dataset_writer import remove_stale_incoming
 from maxact.server.data.datasets import DatasetCatalog
@@ -33,6 +39,7 @@ from maxact.server.ops.admission import AdmissionInterceptor
 from maxact.server.ops.auth import BearerTokenInterceptor, read_token
 from maxact.server.ops.call_observer import ObservingInterceptor
 from maxact.server.ops.decode_guard import DecodeGuardInterceptor
+from maxact.server.ops.logs import LOG_FORMATS, configure_logging
 from maxact.server.ops.metrics import MetricsServer
 from maxact.server.service.analysis_servicer import AnalysisServicer
 from maxact.server.service.dataset_servicer import DatasetServicer
@@ -321,7 +328,11 @@ def start_server(
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = MaxactParser(prog="maxact serve", description="Run the maxact server.")
+    parser = MaxactParser(
+        prog="maxact serve",
+        description="Run the maxact server. Every option can also be given as the environment "
+        "variable named after it in brackets (the command line wins).",
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=nonnegative_int, default=DEFAULT_PORT)
     parser.add_argument("--model-root", type=Path, required=True)
@@ -403,6 +414,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=DEFAULT_MAX_CONCURRENT_RPCS,
         help="calls in flight beyond this get RESOURCE_EXHAUSTED (default %(default)s)",
     )
+    # text by default: people start `maxact serve` at a terminal; collectors (the container
+    # image sets MAXACT_LOG_FORMAT=json) want one JSON object per line.
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="text",
+        help="text for people, json for log collectors: JSON Lines (default %(default)s)",
+    )
+    defaults_from_environment(parser)
     return parser.parse_args(argv)
 
 
@@ -423,7 +443,7 @@ def security_from_args(args: argparse.Namespace) -> tuple[str | None, tuple[byte
     return token, tls
 
 
-async def _serve(config: ServerConfig) -> None:
+async def _serve(config: ServerConfig, log_format: str) -> None:
     built = await build_server(config)
     port = built.port
     log.info(
@@ -435,7 +455,10 @@ async def _serve(config: ServerConfig) -> None:
         "TLS" if config.tls else "plaintext",
         "bearer token required" if config.auth_token else "no authentication",
     )
-    print(f"maxact serving on {config.host}:{port}", flush=True)
+    ready = f"maxact serving on {config.host}:{port}"  # scripts wait for this line on stdout
+    if log_format == "json":
+        ready = json.dumps({"message": ready, "host": config.host, "port": port})
+    print(ready, flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -453,7 +476,7 @@ def _startup_failure(message: str) -> int:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    configure_logging(args.log_format)
     try:
         token, tls = security_from_args(args)
     except (ValueError, OSError) as exc:
@@ -487,7 +510,7 @@ def main(argv: list[str]) -> int:
         ),
     )
     try:
-        asyncio.run(_serve(config))
+        asyncio.run(_serve(config, args.log_format))
     except (StartupError, StoreError) as exc:
         return _startup_failure(str(exc))
     except (OSError, sqlite3.Error) as exc:

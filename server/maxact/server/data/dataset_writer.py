@@ -16,7 +16,7 @@ from pathlib import Path
 
 import grpc
 
-from maxact.server.data.datasets import IMAGE_SUFFIXES
+from maxact.client.images import IMAGE_SUFFIXES
 from maxact.server.errors import ServiceError, failed_precondition, invalid_argument, shown
 from maxact.server.paths import check_name, resolve_under
 

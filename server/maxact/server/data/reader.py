@@ -38,7 +38,6 @@ class Batch:
     indices: list[int]
     ids: list[str]
     array: np.ndarray  # [B, ...] model input
-    original_sizes: list[tuple[int, int]]  # (height, width)
     # every image with a smaller index was yielded (in this or an earlier batch, or skipped)
     # by the time this batch was: a consistent point to checkpoint at (None: max index + 1)
     complete_before: int | None = None
@@ -183,7 +182,6 @@ def _batch(
         indices=[source.index for source, _, _ in items],
         ids=[source.image_id for source, _, _ in items],
         array=np.stack([array for _, array, _ in items]),
-        original_sizes=[size for _, _, size in items],
         complete_before=complete_before,
     )
 

@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from contextlib import suppress
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -35,7 +35,7 @@ from maxact.server.errors import (
 )
 from maxact.server.jobs.store import MAX_RESUME_ATTEMPTS, TERMINAL_STATES, ScanRecord, Store
 from maxact.server.models.registry import LayerEntry, LoadedModel, ModelRegistry, require_field
-from maxact.server.ops.metrics import METRICS
+from maxact.server.ops.metrics import SCAN_IMAGES_PER_SECOND, SCANS_QUEUED, SCANS_RUNNING
 from maxact.server.paths import check_name
 from maxact.server.scan.engine import EngineCallbacks, EngineCancelled, ScanEngine
 from maxact.server.scan.layer import LayerReducer, ReduceOptions
@@ -46,6 +46,18 @@ log = logging.getLogger("maxact.server")
 MAX_LAYERS = 16
 ACTIVE_STATES = frozenset({"queued", "running"})
 KNOWN_STATES = ACTIVE_STATES | TERMINAL_STATES
+
+
+@dataclass
+class _RunProgress:
+    """Where a running scan is: images done/failed (checkpoint included), the position of the
+    last checkpoint and of the last finished batch, and when progress was last stored."""
+
+    done: int
+    failed: int
+    saved: int
+    position: int
+    written: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -213,8 +225,8 @@ class ScanJobs:
         with self._lock:
             self._queued += delta_queued
             self._active += delta_running
-            METRICS.set("maxact_scans_queued", self._queued)
-            METRICS.set("maxact_scans_running", self._active)
+            SCANS_QUEUED.set(self._queued)
+            SCANS_RUNNING.set(self._active)
 
     def _run(self, scan_id: str) -> None:
         job = self._running[scan_id]
@@ -300,33 +312,28 @@ class ScanJobs:
         if not self.store.transition(scan_id, "running", ACTIVE_STATES):
             return  # cancelled while it was being prepared
         sources = [file_source(i, ids[i], root / ids[i]) for i in range(start, len(ids))]
-        progress = {
-            "done": base_done,
-            "failed": base_failed,
-            "saved": start,
-            "written": time.monotonic(),
-        }
+        progress = _RunProgress(done=base_done, failed=base_failed, saved=start, position=start)
 
         def on_progress(done: int, total: int, failed: int) -> None:
-            progress["done"], progress["failed"] = base_done + done, base_failed + failed
-            if time.monotonic() - progress["written"] > 0.5:
-                progress["written"] = time.monotonic()
-                self.store.set_progress(scan_id, progress["done"], progress["failed"])
+            progress.done, progress.failed = base_done + done, base_failed + failed
+            if time.monotonic() - progress.written > 0.5:
+                progress.written = time.monotonic()
+                self.store.set_progress(scan_id, progress.done, progress.failed)
 
         def save(position: int) -> None:
             self.store.save_checkpoint(
                 scan_id,
                 position,
-                progress["done"],
-                progress["failed"],
+                progress.done,
+                progress.failed,
                 {name: r.state() for name, r in engine.reducers.items()},
             )
-            progress["saved"] = position
+            progress.saved = position
 
         def on_batch(position: int) -> None:
             # the reducers hold exactly the images before `position` here
-            progress["position"] = position
-            if position - progress["saved"] >= self.checkpoint_images:
+            progress.position = position
+            if position - progress.saved >= self.checkpoint_images:
                 save(position)
 
         try:
@@ -334,14 +341,12 @@ class ScanJobs:
                 sources, labels, EngineCallbacks(progress=on_progress, batch_done=on_batch)
             )
         except EngineCancelled:
-            if self._closing.is_set() and progress.get("position", 0) > progress["saved"]:
-                save(progress["position"])  # shutting down: keep the work done so far
+            if self._closing.is_set() and progress.position > progress.saved:
+                save(progress.position)  # shutting down: keep the work done so far
             raise
         if job.cancel.is_set():
             raise EngineCancelled()
-        METRICS.set(
-            "maxact_scan_images_per_second", outcome.images_scanned / max(outcome.seconds, 1e-9)
-        )
+        SCAN_IMAGES_PER_SECOND.set(outcome.images_scanned / max(outcome.seconds, 1e-9))
         done = base_done + outcome.images_scanned
         failed = base_failed + outcome.images_failed
         self.store.finish(
@@ -390,7 +395,13 @@ class ScanJobs:
                 "dead": stats.dead.tolist(),
                 "classes": list(stats.classes),
             }
-            if stats.class_mean is not None:
+            if (
+                stats.class_mean is not None
+                and stats.selectivity is not None
+                and stats.preferred_class is not None
+                and stats.class_images is not None
+                and stats.class_mean_clipped is not None
+            ):
                 document["class_mean"] = [
                     [None if np.isnan(v) else float(v) for v in row] for row in stats.class_mean
                 ]

@@ -6,6 +6,7 @@ short transaction, so a SIGKILL leaves the last committed checkpoint intact.
 
 from __future__ import annotations
 
+import builtins
 import json
 import sqlite3
 import threading
@@ -386,7 +387,7 @@ class Store:
             )
         return [_record(row) for row in rows]
 
-    def unfinished(self) -> list[ScanRecord]:
+    def unfinished(self) -> builtins.list[ScanRecord]:  # `list` is a method here
         rows = self._connection().execute(
             f"SELECT {_COLUMNS} FROM scans WHERE state IN ('queued', 'running') ORDER BY seq"
         )
@@ -473,7 +474,9 @@ class Store:
                 (done, failed, time.time(), scan_id),
             )
 
-    def topk_rows(self, scan_id: str, layer: str, channel: int, kind: str, k: int) -> list[TopKRow]:
+    def topk_rows(
+        self, scan_id: str, layer: str, channel: int, kind: str, k: int
+    ) -> builtins.list[TopKRow]:
         rows = self._connection().execute(
             "SELECT rank, image, score, y, x FROM topk_rows WHERE scan_id = ? AND layer = ?"
             " AND channel = ? AND kind = ? ORDER BY rank LIMIT ?",

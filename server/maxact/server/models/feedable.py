@@ -15,7 +15,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from onnx import TensorProto, helper, numpy_helper
 
-from maxact.server.models.graph import ImageInput
+from maxact.server.graph.surgery import ImageInput
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
 

@@ -30,6 +30,8 @@ from maxact.server.errors import (
     not_found,
     shown,
 )
+from maxact.server.graph.shapes import infer_shapes_reporting
+from maxact.server.graph.surgery import ImageInput, image_input, prune_to_outputs
 from maxact.server.limits import check_input_pixels
 from maxact.server.models.feedable import (
     external_data_problem,
@@ -37,10 +39,8 @@ from maxact.server.models.feedable import (
     text_problem,
     unsupported_input,
 )
-from maxact.server.models.graph import ImageInput, image_input, prune_to_outputs
 from maxact.server.models.runtime import create_session
 from maxact.server.models.sessions import DEFAULT_MAX_BYTES, SessionCache
-from maxact.server.models.shapes import infer_shapes_reporting
 from maxact.server.paths import check_name, is_inside, resolve_under
 from maxact.server.rf import FieldError, ReceptiveFields, TensorField, compute_receptive_fields
 
@@ -204,7 +204,7 @@ class LoadedModel:
             )
 
     def input_size(self, requested: tuple[int, int] | None) -> tuple[int, int]:
-        """The concrete size fields are computed for (DESIGN §3 order of precedence)."""
+        """The concrete size fields are computed for (order of precedence: docs/contracts.md)."""
         fixed = self.input.fixed_size
         if fixed is not None:
             if requested is not None and tuple(requested) != fixed:

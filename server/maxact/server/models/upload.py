@@ -21,8 +21,8 @@ from google.protobuf.message import DecodeError
 
 from maxact.server.data.preprocess import parse_json
 from maxact.server.errors import ServiceError, failed_precondition, invalid_argument
+from maxact.server.graph.surgery import image_input
 from maxact.server.models.feedable import text_problem, unsupported_input
-from maxact.server.models.graph import image_input
 from maxact.server.paths import check_name, is_inside, resolve_under
 
 log = logging.getLogger("maxact.server")

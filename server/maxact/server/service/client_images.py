@@ -130,8 +130,3 @@ class ClientImages:
         """`indices` were reduced or skipped: release the bytes of every reduced image the
         ranking (`kept()`) does not hold."""
         self._data.reduced(indices, kept)
-
-    @property
-    def held(self) -> int:
-        """How many images' bytes are held now."""
-        return len(self._data)

@@ -10,6 +10,7 @@ from typing import Any
 
 import grpc
 
+from maxact.client.defaults import DEFAULT_K
 from maxact.server.data.preprocess import Preprocessing, parse_mapping
 from maxact.server.data.reader import file_source, upright_size
 from maxact.server.errors import (
@@ -123,7 +124,7 @@ class ScanServicer(scan_service_pb2_grpc.ScanServiceServicer):
             request.model,
             list(request.layers),
             request.dataset,
-            request.k or 9,
+            request.k or DEFAULT_K,
             MODES[request.mode],
             preprocessing,
         )
@@ -250,7 +251,7 @@ class NeuronServicer(neuron_service_pb2_grpc.NeuronServiceServicer):
                 f"{type(exc).__name__}",
             ) from None
         crops: list[Any] = [None] * len(rows)
-        if root is not None and request.include_patches:
+        if root is not None and renderer is not None:
             crops = list(
                 _CROP_POOL.map(
                     lambda pair: _crop_or_none(
