@@ -530,7 +530,9 @@ class Store:
                 [(scan_id, layer, state) for layer, state in states.items()],
             )
             db.execute(
-                "UPDATE scans SET images_done = ?, images_failed = ?, update_time = ? WHERE id = ?",
+                # a finished shard is a checkpoint: the resume-attempt count starts again
+                "UPDATE scans SET images_done = ?, images_failed = ?, update_time = ?,"
+                " resume_attempts = 0 WHERE id = ?",
                 (done, failed, time.time(), scan_id),
             )
         return True
