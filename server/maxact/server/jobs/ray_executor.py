@@ -142,7 +142,8 @@ class RayCluster:
             return []
         probes = [actor.ready.remote() for actor in actors]
         ready, _ = self.ray.wait(probes, num_returns=len(probes), timeout=PROBE_SECONDS)
-        alive, dead = [], []
+        alive: list[Any] = []
+        dead: list[Any] = []
         for actor, probe in zip(actors, probes, strict=True):
             try:
                 answered = probe in ready and self.ray.get(probe)

@@ -472,7 +472,7 @@ class Store:
                 (position, done, failed, done, failed, time.time(), scan_id),
             )
 
-    def shards(self, scan_id: str) -> list[ShardRow]:
+    def shards(self, scan_id: str) -> builtins.list[ShardRow]:
         rows = self._connection().execute(
             "SELECT shard, first, stop, state, attempts, images_done, images_failed, finish_time"
             " FROM scan_shards WHERE scan_id = ? ORDER BY shard",
@@ -480,7 +480,9 @@ class Store:
         )
         return [ShardRow(*row) for row in rows]
 
-    def plan_shards(self, scan_id: str, ranges: list[tuple[int, int]]) -> list[ShardRow]:
+    def plan_shards(
+        self, scan_id: str, ranges: builtins.list[tuple[int, int]]
+    ) -> builtins.list[ShardRow]:
         """The scan's shards: planned now from `ranges` unless a previous run planned them
         (a resumed scan keeps its shards, so finished ones stay finished)."""
         with self._transaction() as db:
