@@ -15,7 +15,7 @@ import pytest
 
 from maxact.client import Client
 from maxact.server.app import RunningServer, ServerConfig, start_server
-from maxact.server.jobs.store import Store, StoreError
+from maxact.server.jobs.store import SCHEMA_VERSION, Store, StoreError
 from tests.datasets import slow_scan, write_images
 from tests.onnx_models import heavy_cnn, save
 from tests.security.robust_helpers import refused
@@ -164,7 +164,7 @@ def test_a_version_2_store_gains_resume_attempts_and_keeps_its_scans(tmp_path: P
     record = Store(path).get("s1")
     assert record is not None and record.resume_attempts == 0 and record.layers == ("l",)
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (3,)
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
 
 
 def test_a_scan_whose_runs_die_with_the_server_twice_is_failed_not_resumed(
