@@ -44,6 +44,16 @@ class ScanInfo:
     k: int
     mode: str
     error: str = ""
+    # what the scan ran with: the request plus the input geometry the server resolved it to
+    preprocessing: Preprocessing | None = None
+
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        """(height, width) of the model input the scan ran at, when the server said so."""
+        prep = self.preprocessing
+        if prep is None:
+            return None
+        return prep.center_crop or prep.size
 
     @property
     def name(self) -> str:
@@ -87,6 +97,11 @@ def scan_info(message: scan_service_pb2.Scan) -> ScanInfo:
         k=message.k,
         mode=convert.MODE_NAMES.get(message.mode, "image"),
         error=message.error,
+        preprocessing=(
+            Preprocessing.from_proto(message.preprocessing)
+            if message.HasField("preprocessing")
+            else None
+        ),
     )
 
 

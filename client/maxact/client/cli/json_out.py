@@ -102,7 +102,22 @@ def hit_json(hit: t.Hit, patch_file: str | None = None) -> dict[str, Any]:
     return doc
 
 
-def topk_json(result: t.TopKResult, patch_files: Mapping[int, str] | None = None) -> dict[str, Any]:
+def patch_json(patch: t.Patch, patch_file: str | None = None, render: str = "rf") -> dict[str, Any]:
+    """A hit with its patch: `box` is the region the patch crops (under `--render mask` the
+    mask's box, else the receptive field clipped to the image), `rf_box` the receptive field
+    (clipped), `patch_box` what the picture shows (unclipped, may leave the image)."""
+    doc = hit_json(patch.hit, patch_file)
+    doc["rf_box"] = list(patch.hit.box)
+    if patch.patch_box is not None:
+        doc["patch_box"] = list(patch.patch_box)
+        if render == "mask":
+            doc["box"] = list(patch.patch_box)
+    return doc
+
+
+def topk_json(
+    result: t.TopKResult, patch_files: Mapping[int, str] | None = None, render: str = "rf"
+) -> dict[str, Any]:
     """The `maxact topk --json` document, best first; patch_files maps rank -> file name."""
     files = patch_files or {}
     return {
@@ -112,7 +127,9 @@ def topk_json(result: t.TopKResult, patch_files: Mapping[int, str] | None = None
         "k": result.k,
         "mode": result.mode,
         "images_scanned": result.images_scanned,
-        "results": [hit_json(hit, files.get(hit.rank)) for hit in result.hits],
+        "results": [
+            patch_json(patch, files.get(patch.hit.rank), render) for patch in result.patches
+        ],
     }
 
 

@@ -25,6 +25,7 @@ def print_doc(args: argparse.Namespace, doc: object, text: str) -> None:
 def print_topk(args: argparse.Namespace, result: t.TopKResult) -> None:
     """`topk` and `neuron` output: the document or table, and with --out the patch files."""
     files = write_patches(result, args.out) if args.out is not None else None
-    print_doc(args, json_out.topk_json(result, files), text_out.topk_text(result, files))
+    render = getattr(args, "render", "rf")
+    print_doc(args, json_out.topk_json(result, files, render), text_out.topk_text(result, files))
     if args.out is not None and not args.json:
         print(f"wrote {len(result.patches)} patches and {args.out / 'montage.png'}")

@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -123,7 +123,7 @@ class ScanJobs:
             dataset_name,
             k,
             mode,
-            preprocessing.to_mapping(),
+            ran_at(preprocessing, prep).to_mapping(),
             list(dataset.ids),
         )
         self._start(record.id)
@@ -332,3 +332,12 @@ class ScanJobs:
                 document["top_class_histogram"] = stats.top_class_histogram.tolist()
             result[name] = document
         return result
+
+
+def ran_at(request: Preprocessing, prep: ResolvedPreprocessing) -> Preprocessing:
+    """The request with the geometry it resolved to (size / resize_shorter / center_crop): a
+    scan remembers the input size it ran at, so a report of a dynamic-size model made without
+    --size describes the layers at that size (and a later sidecar change does not move it)."""
+    return replace(
+        request, size=prep.size, resize_shorter=prep.resize_shorter, center_crop=prep.center_crop
+    )

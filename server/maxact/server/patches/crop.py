@@ -8,6 +8,7 @@ StreamTopKImages, GetNeuron); the render options (rf / heatmap / mask, patch_siz
 from __future__ import annotations
 
 import io
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -15,6 +16,7 @@ from PIL import Image
 
 from maxact.server.data.preprocess import ResolvedPreprocessing
 from maxact.server.data.reader import ImageSource, load_original
+from maxact.server.patches.cache import ORIGINALS
 from maxact.server.patches.render import (
     ActivationFn,
     LayerActivations,
@@ -47,9 +49,11 @@ def render_patch(
     prep: ResolvedPreprocessing,
     options: RenderOptions | None = None,
     activations: ActivationFn | None = None,
+    image: Image.Image | None = None,
 ) -> PatchImage:
-    """Load the original image and render `target`'s patch with `options` (default: rf)."""
-    image = load_original(source)
+    """Render `target`'s patch with `options` (default: rf) from the original image (`image`
+    when already loaded, else decoded from `source`)."""
+    image = image if image is not None else load_original(source)
     geometry = prep.geometry(image.height, image.width)
     y0, x0, y1, x1 = geometry.to_original(target.input_box)
     if y1 <= y0 or x1 <= x0:  # field lies entirely in padding added by the crop
@@ -82,10 +86,23 @@ class PatchRenderer:
         )
 
     def __call__(
-        self, source: ImageSource, input_box: Box, unit: tuple[int, int], channel: int
+        self,
+        source: ImageSource,
+        input_box: Box,
+        unit: tuple[int, int],
+        channel: int,
+        key: Hashable | None = None,
     ) -> PatchImage:
+        """The patch of one hit; with `key` (cache.file_key of the source) the decoded image
+        and the layer's output for it come from the shared caches."""
         target = PatchTarget(input_box, unit, channel, self.field)
-        return render_patch(source, target, self.prep, self.options, self._activations)
+        if key is None:
+            return render_patch(source, target, self.prep, self.options, self._activations)
+        image = ORIGINALS.get(key, lambda: load_original(source))
+        activations = self._activations
+        if activations is not None:
+            activations = activations.cached((key, self.prep))
+        return render_patch(source, target, self.prep, self.options, activations, image)
 
 
 def crop_patch(source: ImageSource, input_box: Box, prep: ResolvedPreprocessing) -> PatchImage:

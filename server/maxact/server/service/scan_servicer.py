@@ -15,6 +15,7 @@ from maxact.server.data.reader import file_source
 from maxact.server.errors import failed_precondition, invalid_argument, not_found
 from maxact.server.jobs.scan_jobs import ScanJobs, scan_id_from
 from maxact.server.jobs.store import ScanRecord
+from maxact.server.patches.cache import file_key
 from maxact.server.patches.crop import PatchRenderer
 from maxact.server.scan.neuron import Hit, input_box
 from maxact.server.service.convert import (
@@ -80,6 +81,7 @@ def _crop_or_none(
             input_box(layer.field, prep, row.y, row.x, channel),
             (row.y, row.x),
             channel,
+            key=file_key(path),
         )
     except (OSError, ValueError):
         return None
