@@ -69,10 +69,15 @@ def photos(root: Path, count: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def wide_scan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Client, str]]:
+def wide_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("wide")
+
+
+@pytest.fixture(scope="module")
+def wide_scan(wide_root: Path) -> Iterator[tuple[Client, str]]:
     from maxact.server.app import start_server
 
-    root = tmp_path_factory.mktemp("wide")
+    root = wide_root
     save(wide_cnn(), root / "models", "wide")
     save(wide_cnn(None), root / "models", "dynamic")
     photos(root / "data" / "photos", IMAGES)
@@ -179,3 +184,44 @@ def test_report_of_a_dynamic_size_scan_describes_layers_at_the_size_the_scan_ran
     assert "Relu" in row.group(1) and f"{WIDE}×12×12" in row.group(1)
     assert "size 39x39 / stride 8x8" in row.group(1)
     assert re.search(r"All \d+ layers", page) and "All 0 layers" not in page
+
+
+def test_heatmap_patch_has_a_ring_on_the_winning_unit(wide_scan: tuple[Client, str]) -> None:
+    client, scan_id = wide_scan
+    _, patches, _ = client.scans.neuron(scan_id, "deep", 5, k=3, render="heatmap")
+    for patch in patches:
+        pixels = np.asarray(Image.open(io.BytesIO(patch.png)).convert("RGB")).astype(int)
+        # a 50% blend with the colormap is never pure white or pure black: the ring is
+        white = np.argwhere((pixels == 255).all(axis=-1))
+        assert len(white) > 0 and ((pixels == 0).all(axis=-1)).any()
+        # the rf patch is the unit's formula field, centred on the unit: so is the ring
+        centre = white.mean(axis=0)
+        height, width = pixels.shape[:2]
+        assert abs(centre[0] - height / 2) < 1.5 and abs(centre[1] - width / 2) < 1.5
+
+
+def test_rf_patch_is_grey_only_past_the_photo_edge_and_shows_photo_pixels_outside_the_crop(
+    wide_scan: tuple[Client, str], wide_root: Path
+) -> None:
+    """The oracle: a grey canvas the size of patch_box with the photo pasted where it has
+    pixels; unit (0, 0) reaches left of the centre crop (inside the 240x180 photo) and above
+    the photo."""
+    from maxact.client.preprocessing import Preprocessing
+
+    client, _ = wide_scan
+    prep = Preprocessing(resize_shorter=64, center_crop=(64, 64))
+    with client.topk(
+        "wide", "deep", 7, dataset="photos", k=2, unit=(0, 0), preprocessing=prep
+    ) as s:
+        result = s.result()
+    crop_left = (round(240 * 64 / 180) - 64) // 2 * 180 / 64  # original px left of the crop
+    for patch in result.patches:
+        y0, x0, y1, x1 = patch.patch_box
+        assert x0 < 0 < crop_left < x1 and y0 < 0  # past the edge, and photo outside the crop
+        source = np.asarray(Image.open(wide_root / "data" / "photos" / patch.hit.image))
+        expected = np.full((y1 - y0, x1 - x0, 3), 128, dtype=np.uint8)
+        sy0, sx0 = max(y0, 0), max(x0, 0)
+        sy1, sx1 = min(y1, source.shape[0]), min(x1, source.shape[1])
+        expected[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = source[sy0:sy1, sx0:sx1]
+        got = np.asarray(Image.open(io.BytesIO(patch.png)).convert("RGB"))
+        assert np.array_equal(got, expected)
