@@ -23,6 +23,7 @@ V = TypeVar("V")
 
 ORIGINALS_BYTES = 768 * 1024 * 1024  # decoded RGB photos: ~4.5 MB for 1235x1235
 ACTIVATIONS_BYTES = 512 * 1024 * 1024  # one layer's output for one image, all channels
+RENDERED_BYTES = 64 * 1024 * 1024  # encoded patches
 
 
 class SizedLRU(Generic[V]):
@@ -75,6 +76,8 @@ def _array_bytes(entry: tuple[Any, np.ndarray]) -> int:
 
 
 ORIGINALS: SizedLRU[Image.Image] = SizedLRU(ORIGINALS_BYTES, _image_bytes)
+# rendered `rf` patches (PatchImage): one per image and field box, shared by every channel
+RENDERED: SizedLRU[Any] = SizedLRU(RENDERED_BYTES, lambda patch: max(1, len(patch.png)))
 ACTIVATIONS: SizedLRU[tuple[Any, np.ndarray]] = SizedLRU(ACTIVATIONS_BYTES, _array_bytes)
 
 

@@ -16,7 +16,7 @@ from PIL import Image
 
 from maxact.server.data.preprocess import ResolvedPreprocessing
 from maxact.server.data.reader import ImageSource, load_original
-from maxact.server.patches.cache import ORIGINALS
+from maxact.server.patches.cache import ORIGINALS, RENDERED
 from maxact.server.patches.render import (
     ActivationFn,
     LayerActivations,
@@ -98,11 +98,23 @@ class PatchRenderer:
         target = PatchTarget(input_box, unit, channel, self.field)
         if key is None:
             return render_patch(source, target, self.prep, self.options, self._activations)
-        image = ORIGINALS.get(key, lambda: load_original(source))
-        activations = self._activations
-        if activations is not None:
-            activations = activations.cached((key, self.prep))
+        if self._activations is None:
+            # rf: the patch depends on the image and the field's box only, not the channel (a
+            # flat layer's 1280 channels all show the whole image): render it once
+            box = target.formula_box(self.prep)
+            return RENDERED.get(
+                (key, self.prep, self.options, box, input_box),
+                lambda: render_patch(
+                    source, target, self.prep, self.options, None, self._image(key, source)
+                ),
+            )
+        activations = self._activations.cached((key, self.prep))
+        image = self._image(key, source)
         return render_patch(source, target, self.prep, self.options, activations, image)
+
+    @staticmethod
+    def _image(key: Hashable, source: ImageSource) -> Image.Image:
+        return ORIGINALS.get(key, lambda: load_original(source))
 
 
 def crop_patch(source: ImageSource, input_box: Box, prep: ResolvedPreprocessing) -> PatchImage:

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw
+from scipy import ndimage
 
 from maxact.server.data.preprocess import Geometry, ResolvedPreprocessing, to_rgb
 from maxact.server.errors import failed_precondition, invalid_argument
@@ -54,8 +55,9 @@ MAX_PATCH_SIZE = 2048
 # inside the image is never resampled).
 MAX_PATCH_PIXELS = 2048 * 2048
 GREY = 128
+EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 HEATMAP_ALPHA = 0.5
-MARKER_RADIUS = 0.06  # of the heatmap patch's shorter side
+MARKER_RADIUS = 0.1  # of the heatmap patch's shorter side
 Box = tuple[int, int, int, int]
 # (position, RGB) stops of a jet-like colormap
 _COLORMAP = np.array(
@@ -222,8 +224,10 @@ def letterbox(image: Image.Image, size: int) -> Image.Image:
     new_w = min(size, max(1, round(image.width * scale)))
     new_h = min(size, max(1, round(image.height * scale)))
     if (new_w, new_h) != image.size:
-        method = Image.Resampling.NEAREST if scale > 1 else Image.Resampling.LANCZOS
-        image = image.resize((new_w, new_h), method)
+        if scale > 1:
+            image = image.resize((new_w, new_h), Image.Resampling.NEAREST)
+        else:  # reducing_gap: a box pre-shrink, then Lanczos; ~10x faster for big photos
+            image = image.resize((new_w, new_h), Image.Resampling.LANCZOS, reducing_gap=3.0)
     fill: int | tuple[int, int, int] = GREY if image.mode == "L" else (GREY, GREY, GREY)
     canvas = Image.new(image.mode, (size, size), fill)
     canvas.paste(image, ((size - new_w) // 2, (size - new_h) // 2))
@@ -268,21 +272,8 @@ def _unit_centre(target: PatchTarget, size: tuple[int, int]) -> tuple[int, int]:
 
 def _component(mask: np.ndarray, seed: tuple[int, int]) -> np.ndarray:
     """The 8-connected region of `mask` holding `seed` (which must be in the mask)."""
-    region = np.zeros_like(mask)
-    region[seed] = True
-    count = 1
-    while True:
-        grown = region.copy()
-        grown[1:] |= region[:-1]
-        grown[:-1] |= region[1:]
-        spread = grown.copy()
-        spread[:, 1:] |= grown[:, :-1]
-        spread[:, :-1] |= grown[:, 1:]
-        spread &= mask
-        new_count = int(spread.sum())
-        if new_count == count:
-            return spread
-        region, count = spread, new_count
+    labels, _ = ndimage.label(mask, structure=EIGHT_CONNECTED)
+    return np.asarray(labels == labels[seed])
 
 
 def mask_box(
@@ -375,10 +366,10 @@ def mark_unit(image: Image.Image, centre: tuple[float, float]) -> None:
     """A ring around the winning unit's field centre (white with a black edge: visible on any
     colour of the map)."""
     y, x = centre
-    radius = max(3.0, MARKER_RADIUS * min(image.size))
+    radius = max(4.0, MARKER_RADIUS * min(image.size))  # the unit's own pixels stay visible
     draw = ImageDraw.Draw(image)
-    for width, colour in ((4, (0, 0, 0)), (2, (255, 255, 255))):
-        draw.ellipse((x - radius, y - radius, x + radius, y + radius), outline=colour, width=width)
+    for r, colour in ((radius + 1, (0, 0, 0)), (radius, (255, 255, 255))):
+        draw.ellipse((x - r, y - r, x + r, y + r), outline=colour, width=1)
 
 
 class LayerActivations:
