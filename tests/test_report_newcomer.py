@@ -225,3 +225,20 @@ def test_rf_patch_is_grey_only_past_the_photo_edge_and_shows_photo_pixels_outsid
         expected[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = source[sy0:sy1, sx0:sx1]
         got = np.asarray(Image.open(io.BytesIO(patch.png)).convert("RGB"))
         assert np.array_equal(got, expected)
+
+
+def test_index_shows_readable_top1_previews_linked_to_their_channel(
+    wide_scan: tuple[Client, str], tmp_path: Path
+) -> None:
+    client, scan_id = wide_scan
+    index = write_report(client, scan_id, tmp_path / "r", k=1)
+    page = index.read_text(encoding="utf-8")
+    previews = re.findall(
+        r'<a href="layers/([^/"]+)/index.html#c(\d+)"[^>]*><figure class="mini"><img src="([^"]+)"'
+        r'[^>]*width="(\d+)"',
+        page,
+    )
+    assert len(previews) == 10  # the strongest channels' top-1 patches
+    for folder, channel, src, width in previews:
+        assert int(width) >= 64 and (index.parent / src).is_file()
+        assert src == f"layers/{folder}/c{channel}_r1.jpg"

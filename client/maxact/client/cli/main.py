@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_json(models)
     model_verbs = models.add_subparsers(dest="models_command", metavar="VERB")
     for verb, text in (
-        ("load", "load and validate a model now (not on first use); re-reads its sidecar"),
+        ("load", "load and validate a model now rather than on first use"),
         ("unload", "drop the server's cached sessions and fields of a model (the file stays)"),
     ):
         verb_parser = model_verbs.add_parser(verb, help=text)
