@@ -20,7 +20,7 @@ from maxact.client import Client
 from maxact.client.cli.main import main
 from maxact.client.cli.progress import ProgressBar
 from maxact.client.report.writer import OutputNotEmptyError, write_report
-from maxact.server.patches.cache import ACTIVATIONS, ORIGINALS
+from maxact.server.patches.cache import ACTIVATIONS, ORIGINALS, RENDERED
 from tests.onnx_models import finish, save
 
 WIDE = 512  # channels of the deep layer
@@ -98,8 +98,8 @@ def test_report_of_a_512_channel_layer_fits_the_time_and_size_budget_decoding_ea
     wide_scan: tuple[Client, str], tmp_path: Path
 ) -> None:
     client, scan_id = wide_scan
-    ORIGINALS.clear()
-    ACTIVATIONS.clear()
+    for cache in (ORIGINALS, ACTIVATIONS, RENDERED):
+        cache.clear()
     started = time.monotonic()
     write_report(client, scan_id, tmp_path / "r", k=K)
     elapsed = time.monotonic() - started

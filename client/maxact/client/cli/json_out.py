@@ -103,15 +103,13 @@ def hit_json(hit: t.Hit, patch_file: str | None = None) -> dict[str, Any]:
 
 
 def patch_json(patch: t.Patch, patch_file: str | None = None, render: str = "rf") -> dict[str, Any]:
-    """A hit with its patch: `box` is the region the patch crops (under `--render mask` the
-    mask's box, else the receptive field clipped to the image), `rf_box` the receptive field
-    (clipped), `patch_box` what the picture shows (unclipped, may leave the image)."""
+    """A hit of the document. Under `--render mask` `box` is the region the patch crops (the
+    mask's box, original pixels) and `rf_box` the receptive field (clipped); otherwise `box`
+    is the receptive field clipped to the image, which is what the patch shows."""
     doc = hit_json(patch.hit, patch_file)
-    doc["rf_box"] = list(patch.hit.box)
-    if patch.patch_box is not None:
-        doc["patch_box"] = list(patch.patch_box)
-        if render == "mask":
-            doc["box"] = list(patch.patch_box)
+    if render == "mask" and patch.patch_box is not None:
+        doc["box"] = list(patch.patch_box)
+        doc["rf_box"] = list(patch.hit.box)
     return doc
 
 

@@ -21,8 +21,8 @@ from PIL import Image
 
 V = TypeVar("V")
 
-ORIGINALS_BYTES = 768 * 1024 * 1024  # decoded RGB photos: ~4.5 MB for 1235x1235
-ACTIVATIONS_BYTES = 512 * 1024 * 1024  # one layer's output for one image, all channels
+ORIGINALS_BYTES = 512 * 1024 * 1024  # decoded RGB photos: ~4.5 MB for 1235x1235
+ACTIVATIONS_BYTES = 384 * 1024 * 1024  # one layer's output for one image, all channels
 RENDERED_BYTES = 64 * 1024 * 1024  # encoded patches
 
 
@@ -63,8 +63,10 @@ class SizedLRU(Generic[V]):
         return value
 
     def clear(self) -> None:
+        """Empty the cache and restart its hit / miss counts."""
         with self._lock:
             self._cache.clear()
+            self.hits = self.misses = 0
 
 
 def _image_bytes(image: Image.Image) -> int:
