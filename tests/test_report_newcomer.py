@@ -24,21 +24,22 @@ from maxact.server.patches.cache import ACTIVATIONS, ORIGINALS, RENDERED
 from tests.onnx_models import finish, save
 
 WIDE = 512  # channels of the deep layer
+NARROW = 16  # the same layer, narrow: tests of what a report holds, not of its speed
 IMAGES = 40
 K = 8
 SIZE = 64
 # the budget of the issue is 1280 channels x 8 patches over 100 images in well under a
 # minute and ~100 MB; this layer is 40% of that
-TIME_BUDGET_S = 40.0
+TIME_BUDGET_S = 45.0  # measured ~15 s alone, ~29 s on 2 cores shared with 7 others
 BYTES_BUDGET = 40 * 1024 * 1024
 
 
-def wide_cnn(size: int | None = SIZE) -> object:
+def wide_cnn(size: int | None = SIZE, width: int = WIDE) -> object:
     """conv1 (7x7 stride 4, 16 ch) -> relu -> conv2 (9x9 stride 2, WIDE ch) -> relu: `deep`
     sees 39x39 input pixels, more than half of a 64 px input (so the report picks `mask`)."""
     rng = np.random.default_rng(5)
     w1 = rng.normal(0, 0.3, (16, 3, 7, 7)).astype(np.float32)
-    w2 = rng.normal(0, 0.1, (WIDE, 16, 9, 9)).astype(np.float32)
+    w2 = rng.normal(0, 0.1, (width, 16, 9, 9)).astype(np.float32)
     nodes = [
         helper.make_node("Conv", ["input", "w1"], ["c1"], kernel_shape=[7, 7], strides=[4, 4]),
         helper.make_node("Relu", ["c1"], ["r1"]),
@@ -52,7 +53,7 @@ def wide_cnn(size: int | None = SIZE) -> object:
         nodes,
         "wide_cnn",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, side, side])],
-        [helper.make_tensor_value_info("deep", TensorProto.FLOAT, ["N", WIDE, "h", "w"])],
+        [helper.make_tensor_value_info("deep", TensorProto.FLOAT, ["N", width, "h", "w"])],
         initializer=[numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")],
     )
     return finish(graph)
@@ -79,8 +80,10 @@ def wide_scan(wide_root: Path) -> Iterator[tuple[Client, str]]:
 
     root = wide_root
     save(wide_cnn(), root / "models", "wide")
-    save(wide_cnn(None), root / "models", "dynamic")
+    save(wide_cnn(None, NARROW), root / "models", "dynamic")
+    save(wide_cnn(width=NARROW), root / "models", "narrow")
     photos(root / "data" / "photos", IMAGES)
+    photos(root / "data" / "few", 3)
     with (
         start_server(root / "models", root / "data", port=0, device="cpu") as running,
         Client(running.address, timeout=120) as client,
@@ -88,6 +91,15 @@ def wide_scan(wide_root: Path) -> Iterator[tuple[Client, str]]:
         scan = client.scans.create("wide", ["deep"], "photos", k=K)
         assert [s.state for s in client.scans.watch(scan.id)][-1] == "succeeded"
         yield client, scan.id
+
+
+@pytest.fixture(scope="module")
+def narrow_scan(wide_scan: tuple[Client, str]) -> tuple[Client, str]:
+    """The same layer with NARROW channels: for tests that check what, not how fast."""
+    client, _ = wide_scan
+    scan = client.scans.create("narrow", ["deep"], "photos", k=K)
+    assert [s.state for s in client.scans.watch(scan.id)][-1] == "succeeded"
+    return client, scan.id
 
 
 def _folder_bytes(folder: Path) -> int:
@@ -120,9 +132,9 @@ def test_report_of_a_512_channel_layer_fits_the_time_and_size_budget_decoding_ea
 
 
 def test_deep_layer_defaults_to_mask_render_and_mask_json_box_is_the_cropped_region(
-    wide_scan: tuple[Client, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    narrow_scan: tuple[Client, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    client, scan_id = wide_scan
+    client, scan_id = narrow_scan
     write_report(client, scan_id, tmp_path / "r", k=2)
     mapping = json.loads((tmp_path / "r" / "report.json").read_text(encoding="utf-8"))
     assert mapping["layers"][0]["render"] == "mask"  # field 39 px > half of 64 px
@@ -143,9 +155,9 @@ def test_deep_layer_defaults_to_mask_render_and_mask_json_box_is_the_cropped_reg
 
 
 def test_report_refuses_a_non_empty_folder_unless_forced(
-    wide_scan: tuple[Client, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    narrow_scan: tuple[Client, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    client, scan_id = wide_scan
+    client, scan_id = narrow_scan
     out = tmp_path / "mine"
     out.mkdir()
     (out / "notes.txt").write_text("keep me")
@@ -165,13 +177,13 @@ def test_report_progress_counts_channels() -> None:
 
 
 def test_report_of_a_dynamic_size_scan_describes_layers_at_the_size_the_scan_ran_at(
-    wide_scan: tuple[Client, str], tmp_path: Path
+    narrow_scan: tuple[Client, str], tmp_path: Path
 ) -> None:
     from maxact.client.preprocessing import Preprocessing
 
-    client, _ = wide_scan
+    client, _ = narrow_scan
     scan = client.scans.create(
-        "dynamic", ["deep"], "photos", k=2, preprocessing=Preprocessing(size=(96, 96))
+        "dynamic", ["deep"], "few", k=1, preprocessing=Preprocessing(size=(96, 96))
     )
     assert [s.state for s in client.scans.watch(scan.id)][-1] == "succeeded"
     assert client.scans.get(scan.id).input_size == (96, 96)
@@ -181,13 +193,13 @@ def test_report_of_a_dynamic_size_scan_describes_layers_at_the_size_the_scan_ran
     assert "input 96×96" in page
     row = re.search(r'<tr class="layer">(.*?)</tr>', page, re.S)
     assert row is not None
-    assert "Relu" in row.group(1) and f"{WIDE}×12×12" in row.group(1)
+    assert "Relu" in row.group(1) and f"{NARROW}×12×12" in row.group(1)
     assert "size 39x39 / stride 8x8" in row.group(1)
     assert re.search(r"All \d+ layers", page) and "All 0 layers" not in page
 
 
-def test_heatmap_patch_has_a_ring_on_the_winning_unit(wide_scan: tuple[Client, str]) -> None:
-    client, scan_id = wide_scan
+def test_heatmap_patch_has_a_ring_on_the_winning_unit(narrow_scan: tuple[Client, str]) -> None:
+    client, scan_id = narrow_scan
     _, patches, _ = client.scans.neuron(scan_id, "deep", 5, k=3, render="heatmap")
     for patch in patches:
         pixels = np.asarray(Image.open(io.BytesIO(patch.png)).convert("RGB")).astype(int)
@@ -201,14 +213,14 @@ def test_heatmap_patch_has_a_ring_on_the_winning_unit(wide_scan: tuple[Client, s
 
 
 def test_rf_patch_is_grey_only_past_the_photo_edge_and_shows_photo_pixels_outside_the_crop(
-    wide_scan: tuple[Client, str], wide_root: Path
+    narrow_scan: tuple[Client, str], wide_root: Path
 ) -> None:
     """The oracle: a grey canvas the size of patch_box with the photo pasted where it has
     pixels; unit (0, 0) reaches left of the centre crop (inside the 240x180 photo) and above
     the photo."""
     from maxact.client.preprocessing import Preprocessing
 
-    client, _ = wide_scan
+    client, _ = narrow_scan
     prep = Preprocessing(resize_shorter=64, center_crop=(64, 64))
     with client.topk(
         "wide", "deep", 7, dataset="photos", k=2, unit=(0, 0), preprocessing=prep
@@ -228,9 +240,9 @@ def test_rf_patch_is_grey_only_past_the_photo_edge_and_shows_photo_pixels_outsid
 
 
 def test_index_shows_readable_top1_previews_linked_to_their_channel(
-    wide_scan: tuple[Client, str], tmp_path: Path
+    narrow_scan: tuple[Client, str], tmp_path: Path
 ) -> None:
-    client, scan_id = wide_scan
+    client, scan_id = narrow_scan
     index = write_report(client, scan_id, tmp_path / "r", k=1)
     page = index.read_text(encoding="utf-8")
     previews = re.findall(
