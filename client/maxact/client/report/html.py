@@ -41,6 +41,7 @@ class PatchEntry:
 class NeuronEntry:
     stats: ChannelStatistics
     patches: tuple[PatchEntry, ...]
+    label: str = ""  # the class name of a named logits channel
 
     @property
     def channel(self) -> int:
@@ -145,13 +146,14 @@ def neuron_data(entry: NeuronEntry, labelled: bool) -> dict[str, Any]:
     s = entry.stats
     flat = non_selective(s, labelled)
     ranked = sorted(s.top_class_histogram.items(), key=lambda item: (-item[1], item[0]))
-    words = [f"c{s.channel}", str(s.channel)]
+    words = [f"c{s.channel}", str(s.channel), entry.label]
     words += ["dead"] if s.dead else []
     words += ["non-selective"] if flat else []
     words += [s.preferred_class] if s.preferred_class else []
     words += list(s.top_class_histogram)
     return {
         "channel": s.channel,
+        "label": entry.label,
         "max": float(s.max_max),
         "mean": float(s.mean_max),
         "firing": float(s.firing_rate),
@@ -160,7 +162,7 @@ def neuron_data(entry: NeuronEntry, labelled: bool) -> dict[str, Any]:
         "flat": flat,
         "prefers": s.preferred_class if labelled else "",
         "classes": [[name, n] for name, n in ranked[:TOP_CLASSES]],
-        "text": " ".join(words).lower(),
+        "text": " ".join(w for w in words if w).lower(),
         "patches": [[p.file, p.rank, fmt(p.score), p.image] for p in entry.patches],
     }
 

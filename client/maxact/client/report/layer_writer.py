@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ class LayerJob:
     patch_size: int
     file_format: str  # "jpeg" | "png"
     mask_quantile: float | None = None
+    labels: dict[int, str] = field(default_factory=dict)  # class names of named channels
 
 
 def patch_file(channel: int, rank: int, file_format: str = "png") -> str:
@@ -108,7 +109,8 @@ def write_layer(
                     entries.append(
                         g.PatchEntry(patch.hit.rank, file, patch.hit.score, patch.hit.image)
                     )
-                neurons.append(g.NeuronEntry(by_channel[channel], tuple(entries)))
+                label = job.labels.get(channel, "")
+                neurons.append(g.NeuronEntry(by_channel[channel], tuple(entries), label))
                 if found[channel]:
                     first_files[channel] = entries[0].file
                 tops.append((channel, decode(found[channel][0][1]) if found[channel] else None))

@@ -195,6 +195,32 @@ def write_index(out: Path, ctx: ReportContext, summaries: list[g.LayerSummary]) 
     return index
 
 
+def _classes_page(client: Any, scan: ScanInfo, layer: str, folder: Path) -> Path:
+    """The layer's classes page (classes_page.py); when the server cannot answer the class
+    questions (fewer than two classes, an older scan) the page says why."""
+    from maxact.client.report.classes_page import write_classes_page, write_unanswered_page
+
+    try:
+        return write_classes_page(client, scan, layer, folder)
+    except MaxactError as error:
+        if error.code.name != "FAILED_PRECONDITION":
+            raise
+        return write_unanswered_page(layer, error.message, folder)
+
+
+def _class_names(client: Any, model: str) -> t.ClassNames:
+    """The model's output class names (empty when it names none or is gone)."""
+    try:
+        return client.analysis.class_names(model)
+    except MaxactError:
+        return t.ClassNames()
+
+
+def _labels(names: t.ClassNames, layer: str, channels: int) -> dict[int, str]:
+    found = {channel: names.label(layer, channel) for channel in range(channels)}
+    return {channel: label for channel, label in found.items() if label}
+
+
 def write_report(
     client: Any,
     scan_id: str,
@@ -226,6 +252,7 @@ def write_report(
         if progress is not None:
             progress.update(done, total)
 
+    names = _class_names(client, ctx.scan.model)
     summaries = []
     for name in ctx.scan.layers:
         info = ctx.layer(name)
@@ -243,9 +270,12 @@ def write_report(
             patch_size=patch_size,
             file_format=patch_format(info, mode, patch_size),
             mask_quantile=mask_quantile,
+            labels=_labels(names, name, len(ctx.statistics[name].channels)),
         )
         summary = layer_summary(ctx, name, mode)
         summaries.append(write_layer(client, ctx.scan.id, ctx.header, summary, job, advance))
+        if summary.labelled:
+            _classes_page(client, ctx.scan, name, folder)
     if progress is not None:
         progress.close()
     return write_index(out, ctx, summaries)

@@ -31,7 +31,7 @@
     section.id = "c" + n.channel;
     section.setAttribute("data-channel", n.channel);
     var info = el("div", "info");
-    var title = el("div", "channel", "channel " + n.channel);
+    var title = el("div", "channel", "channel " + n.channel + (n.label ? " · " + n.label : ""));
     if (n.dead) {
       var dead = el("span", "badge dead", "dead");
       dead.title = "never fires (max ≤ 0 on every image)";
