@@ -167,5 +167,12 @@ def topk_event(
         return t.ImageSkipped(msg.skipped.image, msg.skipped.reason)
     if kind == "done":
         d = msg.done
-        return t.Done(int(d.images_scanned), int(d.images_failed), d.k, MODE_NAMES.get(d.mode, ""))
+        return t.Done(
+            int(d.images_scanned),
+            int(d.images_failed),
+            d.k,
+            MODE_NAMES.get(d.mode, ""),
+            Preprocessing.from_proto(d.preprocessing) if d.HasField("preprocessing") else None,
+            d.preprocessing_warning,
+        )
     return None

@@ -44,12 +44,14 @@ class ScanInfo:
     k: int
     mode: str
     error: str = ""
-    # what the scan ran with: the request plus the input geometry the server resolved it to
-    preprocessing: Preprocessing | None = None
+    preprocessing: Preprocessing | None = None  # resolved when the scan was created
+    # from create only: the model runs on built-in default preprocessing
+    preprocessing_warning: str = ""
 
     @property
     def input_size(self) -> tuple[int, int] | None:
-        """(height, width) of the model input the scan ran at, when the server said so."""
+        """(height, width) of the model input the scan ran at, when it is one size for every
+        image (not with a per-image resize_shorter)."""
         prep = self.preprocessing
         if prep is None:
             return None
@@ -84,7 +86,7 @@ class LayerStatistics:
     top_channels_per_class: dict[str, tuple[int, ...]]
 
 
-def scan_info(message: scan_service_pb2.Scan) -> ScanInfo:
+def scan_info(message: scan_service_pb2.Scan, preprocessing_warning: str = "") -> ScanInfo:
     return ScanInfo(
         id=message.name.removeprefix("scans/"),
         state=STATES.get(message.state, "unknown"),
@@ -97,11 +99,10 @@ def scan_info(message: scan_service_pb2.Scan) -> ScanInfo:
         k=message.k,
         mode=convert.MODE_NAMES.get(message.mode, "image"),
         error=message.error,
-        preprocessing=(
-            Preprocessing.from_proto(message.preprocessing)
-            if message.HasField("preprocessing")
-            else None
-        ),
+        preprocessing=Preprocessing.from_proto(message.preprocessing)
+        if message.HasField("preprocessing")
+        else None,
+        preprocessing_warning=preprocessing_warning,
     )
 
 
@@ -139,7 +140,8 @@ class ScanCalls:
         )
         if preprocessing is not None:
             request.preprocessing.CopyFrom(preprocessing.to_proto())
-        return scan_info(self._call(self._scans.CreateScan, request).scan)
+        response = self._call(self._scans.CreateScan, request)
+        return scan_info(response.scan, response.preprocessing_warning)
 
     def get(self, scan: str) -> ScanInfo:
         request = scan_service_pb2.GetScanRequest(name=_name(scan))

@@ -128,6 +128,7 @@ def topk_json(
         "results": [
             patch_json(patch, files.get(patch.hit.rank), render) for patch in result.patches
         ],
+        "preprocessing": result.preprocessing.to_dict() if result.preprocessing else None,
     }
 
 

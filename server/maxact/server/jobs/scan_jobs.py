@@ -13,13 +13,17 @@ import logging
 import threading
 import time
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from maxact.server.data.datasets import DatasetCatalog, read_labels
-from maxact.server.data.preprocess import Preprocessing, ResolvedPreprocessing, resolve
+from maxact.server.data.preprocess import (
+    Preprocessing,
+    ResolvedPreprocessing,
+    parse_mapping,
+)
 from maxact.server.data.reader import file_source
 from maxact.server.errors import ServiceError, invalid_argument, not_found
 from maxact.server.jobs.store import ScanRecord, Store
@@ -110,11 +114,9 @@ class ScanJobs:
             raise invalid_argument("TOO_MANY_LAYERS", f"at most {MAX_LAYERS} layers per scan")
         check_k(k)
         model = self.models.get(model_name)
-        prep = resolve(
-            model.default_preprocessing, preprocessing, model.input.fixed_size, model.input.layout
-        )
+        prep = model.resolve(preprocessing)
         for layer in dict.fromkeys(layers):
-            require_field(model.layer(prep.input_size, layer))
+            require_field(model.layer(prep.reference_size, layer))
         dataset = self.datasets.open(dataset_name)
         record = self.store.create_scan(
             uuid.uuid4().hex[:16],
@@ -123,7 +125,7 @@ class ScanJobs:
             dataset_name,
             k,
             mode,
-            ran_at(preprocessing, prep).to_mapping(),
+            prep.as_request().to_dict(),  # resolved now: a later sidecar edit changes nothing
             list(dataset.ids),
         )
         self._start(record.id)
@@ -198,11 +200,9 @@ class ScanJobs:
         self, record: ScanRecord
     ) -> tuple[LoadedModel, ResolvedPreprocessing, list[LayerEntry]]:
         model = self.models.get(record.model)
-        request = Preprocessing.from_mapping(record.preprocessing, "scan preprocessing")
-        prep = resolve(
-            model.default_preprocessing, request, model.input.fixed_size, model.input.layout
-        )
-        return model, prep, [model.layer(prep.input_size, name) for name in record.layers]
+        request = parse_mapping(record.preprocessing, "scan preprocessing")
+        prep = model.resolve(request)
+        return model, prep, [model.layer(prep.reference_size, name) for name in record.layers]
 
     def _scan(self, scan_id: str, job: _Running) -> None:
         record = self.get(scan_id)
@@ -338,12 +338,3 @@ class ScanJobs:
                 document["top_class_histogram"] = stats.top_class_histogram.tolist()
             result[name] = document
         return result
-
-
-def ran_at(request: Preprocessing, prep: ResolvedPreprocessing) -> Preprocessing:
-    """The request with the geometry it resolved to (size / resize_shorter / center_crop): a
-    scan remembers the input size it ran at, so a report of a dynamic-size model made without
-    --size describes the layers at that size (and a later sidecar change does not move it)."""
-    return replace(
-        request, size=prep.size, resize_shorter=prep.resize_shorter, center_crop=prep.center_crop
-    )

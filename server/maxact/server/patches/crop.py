@@ -53,7 +53,19 @@ def render_patch(
 ) -> PatchImage:
     """Render `target`'s patch with `options` (default: rf) from the original image (`image`
     when already loaded, else decoded from `source`)."""
-    image = image if image is not None else load_original(source)
+    return render_loaded(
+        image if image is not None else load_original(source), target, prep, options, activations
+    )
+
+
+def render_loaded(
+    image: Image.Image,
+    target: PatchTarget,
+    prep: ResolvedPreprocessing,
+    options: RenderOptions | None = None,
+    activations: ActivationFn | None = None,
+) -> PatchImage:
+    """`render_patch` of an image already loaded upright (`load_original`)."""
     geometry = prep.geometry(image.height, image.width)
     y0, x0, y1, x1 = geometry.to_original(target.input_box)
     if y1 <= y0 or x1 <= x0:  # field lies entirely in padding added by the crop
@@ -76,6 +88,8 @@ class PatchRenderer:
         options: RenderOptions | None = None,
     ) -> None:
         self.field = field
+        self.model = model
+        self.layer = layer
         self.prep = prep
         self.options = options or RenderOptions()
         self.options.check_layer(field, layer)
@@ -93,27 +107,31 @@ class PatchRenderer:
         channel: int,
         key: Hashable | None = None,
     ) -> PatchImage:
-        """The patch of one hit; with `key` (cache.file_key of the source) the decoded image
-        and the layer's output for it come from the shared caches."""
-        target = PatchTarget(input_box, unit, channel, self.field)
+        """The patch of one hit; with `key` (cache.file_key of the source) the decoded image,
+        the layer's output for it and channel-independent rf patches come from shared caches."""
+        image = self._image(key, source)
+        field = self.field
+        size = self.prep.input_size_for(image.height, image.width)
+        if self.prep.fixed_size is None:  # per-image sizing: the field at this image's size
+            field = self.model.layer(size, self.layer).field
+        target = PatchTarget(input_box, unit, channel, field)
         if key is None:
-            return render_patch(source, target, self.prep, self.options, self._activations)
+            return render_loaded(image, target, self.prep, self.options, self._activations)
         if self._activations is None:
             # rf: the patch depends on the image and the field's box only, not the channel (a
             # flat layer's 1280 channels all show the whole image): render it once
-            box = target.formula_box(self.prep)
+            box = target.formula_box(size)
             return RENDERED.get(
                 (key, self.prep, self.options, box, input_box),
-                lambda: render_patch(
-                    source, target, self.prep, self.options, None, self._image(key, source)
-                ),
+                lambda: render_loaded(image, target, self.prep, self.options, None),
             )
         activations = self._activations.cached((key, self.prep))
-        image = self._image(key, source)
-        return render_patch(source, target, self.prep, self.options, activations, image)
+        return render_loaded(image, target, self.prep, self.options, activations)
 
     @staticmethod
-    def _image(key: Hashable, source: ImageSource) -> Image.Image:
+    def _image(key: Hashable | None, source: ImageSource) -> Image.Image:
+        if key is None:
+            return load_original(source)
         return ORIGINALS.get(key, lambda: load_original(source))
 
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import grpc
 
-from maxact.server.data.preprocess import Preprocessing
-from maxact.server.data.reader import file_source
+from maxact.server.data.preprocess import parse_mapping
+from maxact.server.data.reader import file_source, upright_size
 from maxact.server.errors import failed_precondition, invalid_argument, not_found
 from maxact.server.jobs.scan_jobs import ScanJobs, scan_id_from
 from maxact.server.jobs.store import ScanRecord
@@ -53,9 +53,7 @@ def scan_to_proto(record: ScanRecord) -> spb.Scan:
         layers=list(record.layers),
         dataset=record.dataset,
         k=record.k,
-        preprocessing=preprocessing_to_proto(
-            Preprocessing.from_mapping(record.preprocessing, "scan")
-        ),
+        preprocessing=preprocessing_to_proto(parse_mapping(record.preprocessing, "scan")),
         state=_STATES[record.state],
         images_done=record.images_done,
         images_total=record.images_total,
@@ -70,18 +68,27 @@ def scan_to_proto(record: ScanRecord) -> spb.Scan:
 _CROP_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="maxact-crop")
 
 
+def _stored_box(
+    model: Any, layer: Any, prep: Any, path: Path | None, row: Any, channel: int
+) -> tuple[int, int, int, int]:
+    """A stored hit's field in model-input pixels; with per-image sizing the image's size
+    (read from its header) decides the input size, hence the field."""
+    size = prep.fixed_size
+    if size is None:
+        assert path is not None
+        size = prep.input_size_for(*upright_size(file_source(0, row.image, path)))
+        return input_box(model.layer(size, layer.name).field, size, row.y, row.x, channel)
+    return input_box(layer.field, size, row.y, row.x, channel)
+
+
 def _crop_or_none(
-    renderer: PatchRenderer, path: Path, row: Any, layer: Any, prep: Any, channel: int
+    renderer: PatchRenderer, path: Path, row: Any, box: tuple[int, int, int, int], channel: int
 ) -> Any:
     """Render one stored hit's patch from its original image (None when it can no longer be
     read)."""
     try:
         return renderer(
-            file_source(0, row.image, path),
-            input_box(layer.field, prep, row.y, row.x, channel),
-            (row.y, row.x),
-            channel,
-            key=file_key(path),
+            file_source(0, row.image, path), box, (row.y, row.x), channel, key=file_key(path)
         )
     except (OSError, ValueError):
         return None
@@ -97,6 +104,7 @@ class ScanServicer(scan_service_pb2_grpc.ScanServiceServicer):
     ) -> spb.CreateScanResponse:
         if request.mode not in MODES:
             raise invalid_argument("INVALID_MODE", f"unknown top-k mode {request.mode}")
+        preprocessing = preprocessing_from_proto(request.preprocessing)
         record = await asyncio.to_thread(
             self.jobs.create,
             request.model,
@@ -104,9 +112,13 @@ class ScanServicer(scan_service_pb2_grpc.ScanServiceServicer):
             request.dataset,
             request.k or 9,
             MODES[request.mode],
-            preprocessing_from_proto(request.preprocessing),
+            preprocessing,
         )
-        return spb.CreateScanResponse(scan=scan_to_proto(record))
+        model = await asyncio.to_thread(self.jobs.models.get, record.model)
+        return spb.CreateScanResponse(
+            scan=scan_to_proto(record),
+            preprocessing_warning=model.preprocessing_warning(preprocessing),
+        )
 
     @rpc
     async def GetScan(
@@ -204,25 +216,42 @@ class NeuronServicer(neuron_service_pb2_grpc.NeuronServiceServicer):
         kind = "bottom" if request.bottom else ("position" if record.mode == "position" else "top")
         rows = self.jobs.store.topk_rows(record.id, layer.name, request.channel, kind, k)
         # the dataset's folder only: listing its images is not needed to crop k of them
-        root = self.jobs.datasets.root_of(record.dataset) if request.include_patches else None
+        per_image = prep.fixed_size is None
+        root = (
+            self.jobs.datasets.root_of(record.dataset)
+            if request.include_patches or per_image
+            else None
+        )
+        try:
+            boxes = [
+                _stored_box(
+                    model, layer, prep, root / row.image if root else None, row, request.channel
+                )
+                for row in rows
+            ]
+        except OSError as exc:
+            raise not_found(
+                "IMAGE_NOT_FOUND",
+                f"an image of dataset {record.dataset!r} can no longer be read: "
+                f"{type(exc).__name__}",
+            ) from None
         crops: list[Any] = [None] * len(rows)
-        if root is not None:
+        if root is not None and request.include_patches:
             crops = list(
                 _CROP_POOL.map(
-                    lambda row: _crop_or_none(
-                        renderer, root / row.image, row, layer, prep, request.channel
+                    lambda pair: _crop_or_none(
+                        renderer, root / pair[0].image, pair[0], pair[1], request.channel
                     ),
-                    rows,
+                    zip(rows, boxes, strict=True),
                 )
             )
         response = npb.GetNeuronResponse(
             images_scanned=record.images_done, mode=MODE_ENUMS[record.mode]
         )
         response.scan.CopyFrom(scan_to_proto(record))
-        for row, patch in zip(rows, crops, strict=True):
-            box = input_box(layer.field, prep, row.y, row.x, request.channel)
+        for row, patch, box in zip(rows, crops, boxes, strict=True):
             hit = Hit(row.rank, -1, row.image, row.score, (row.y, row.x), request.channel, box)
-            if root is None:
+            if not request.include_patches:
                 response.patches.append(tpb.Patch(hit=hit_to_proto(hit)))
                 continue
             if patch is None:
