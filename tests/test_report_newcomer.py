@@ -18,7 +18,7 @@ from PIL import Image
 
 from maxact.client import Client
 from maxact.client.cli.main import main
-from maxact.client.cli.progress import ProgressBar
+from maxact.client.progress import ProgressBar
 from maxact.client.report.writer import OutputNotEmptyError, write_report
 from maxact.server.patches.cache import ACTIVATIONS, ORIGINALS, RENDERED
 from tests.onnx_models import finish, save

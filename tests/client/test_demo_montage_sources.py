@@ -7,9 +7,9 @@ import io
 from PIL import Image
 
 from maxact.client import types as t
-from maxact.client.cli.patches_out import montage_of
 from maxact.client.demo.run import distinct_sources, source_photo
 from maxact.client.montage import image_caption, render_montage
+from maxact.client.patches_out import montage_of
 
 
 def _png() -> bytes:

@@ -10,6 +10,7 @@ import grpc
 
 from maxact.client import convert
 from maxact.client import types as t
+from maxact.client.defaults import DEFAULT_K
 from maxact.client.errors import rpc_errors
 from maxact.client.preprocessing import Preprocessing
 from maxact.v1 import (
@@ -131,7 +132,7 @@ class ScanCalls:
         model: str,
         layers: list[str],
         dataset: str,
-        k: int = 9,
+        k: int = DEFAULT_K,
         mode: str = "image",
         preprocessing: Preprocessing | None = None,
     ) -> ScanInfo:

@@ -24,9 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from maxact.client import text_out
 from maxact.client import types as t
-from maxact.client.cli import text_out
+from maxact.client.defaults import DEFAULT_K
 from maxact.client.errors import MaxactError
+from maxact.client.json_out import scan_json
 from maxact.client.report import html as g
 from maxact.client.report.choose import RENDER_MODES, default_render, patch_format
 from maxact.client.report.layer_writer import (
@@ -49,7 +51,6 @@ __all__ = [
     "write_report",
 ]
 
-DEFAULT_K = 8
 DEFAULT_PATCH_SIZE = 128
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 _MAX_STEM = 60
@@ -174,8 +175,6 @@ def layer_summary(ctx: ReportContext, name: str, render: str) -> g.LayerSummary:
 
 
 def write_index(out: Path, ctx: ReportContext, summaries: list[g.LayerSummary]) -> Path:
-    from maxact.client.cli.scan_commands import scan_json
-
     catalogue = [
         g.ModelLayerRow(
             name=layer.name,

@@ -10,9 +10,16 @@ from typing import Any
 
 import grpc
 
-from maxact.server.data.preprocess import parse_mapping
+from maxact.client.defaults import DEFAULT_K
+from maxact.server.data.preprocess import Preprocessing, parse_mapping
 from maxact.server.data.reader import file_source, upright_size
-from maxact.server.errors import failed_precondition, invalid_argument, not_found
+from maxact.server.errors import (
+    ServiceError,
+    failed_precondition,
+    invalid_argument,
+    not_found,
+    shown,
+)
 from maxact.server.jobs.scan_jobs import ScanJobs, scan_id_from
 from maxact.server.jobs.store import ScanRecord
 from maxact.server.patches.cache import file_key
@@ -47,22 +54,32 @@ WATCH_INTERVAL = 0.2
 
 
 def scan_to_proto(record: ScanRecord) -> spb.Scan:
+    """The scan as the API shows it; a damaged row (unknown state or mode, preprocessing that
+    no longer parses) still converts, so one bad row never breaks ListScans."""
+    try:
+        preprocessing = parse_mapping(record.preprocessing, "scan")
+    except ServiceError:
+        preprocessing = Preprocessing()
     return spb.Scan(
         name=f"scans/{record.id}",
         model=record.model,
         layers=list(record.layers),
         dataset=record.dataset,
         k=record.k,
-        preprocessing=preprocessing_to_proto(parse_mapping(record.preprocessing, "scan")),
-        state=_STATES[record.state],
+        preprocessing=preprocessing_to_proto(preprocessing),
+        state=_STATES.get(record.state, spb.SCAN_STATE_FAILED),
         images_done=record.images_done,
         images_total=record.images_total,
-        error=record.error,
-        mode=MODE_ENUMS[record.mode],
+        error=record.error or _unknown_state(record.state),
+        mode=MODE_ENUMS.get(record.mode, 0),
         images_failed=record.images_failed,
         create_time=record.create_time,
         update_time=record.update_time,
     )
+
+
+def _unknown_state(state: str) -> str:
+    return "" if state in _STATES else f"damaged store row: unknown state {shown(state)}"
 
 
 _CROP_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="maxact-crop")
@@ -110,7 +127,7 @@ class ScanServicer(scan_service_pb2_grpc.ScanServiceServicer):
             request.model,
             list(request.layers),
             request.dataset,
-            request.k or 9,
+            request.k or DEFAULT_K,
             MODES[request.mode],
             preprocessing,
         )
@@ -136,13 +153,14 @@ class ScanServicer(scan_service_pb2_grpc.ScanServiceServicer):
             raise invalid_argument("INVALID_PAGE_SIZE", f"page_size must be in 1..{MAX_PAGE}")
         after = 0
         if request.page_token:
-            if not request.page_token.isdigit():
+            token = request.page_token
+            if not (token.isascii() and token.isdigit() and len(token) <= 18):
                 raise invalid_argument("INVALID_PAGE_TOKEN", "page_token is not one we issued")
             after = int(request.page_token)
         records = await asyncio.to_thread(self.jobs.store.list, size + 1, after)
         page, more = records[:size], len(records) > size
         return spb.ListScansResponse(
-            scans=[scan_to_proto(r) for r in page],
+            scans=[scan_to_proto(self.jobs.with_unrecorded(r)) for r in page],
             next_page_token=str(page[-1].seq) if more and page else "",
         )
 
@@ -236,7 +254,7 @@ class NeuronServicer(neuron_service_pb2_grpc.NeuronServiceServicer):
                 f"{type(exc).__name__}",
             ) from None
         crops: list[Any] = [None] * len(rows)
-        if root is not None and request.include_patches:
+        if root is not None and renderer is not None:
             crops = list(
                 _CROP_POOL.map(
                     lambda pair: _crop_or_none(

@@ -20,6 +20,7 @@ from typing import Any
 
 import grpc
 
+from maxact.client.defaults import DEFAULT_K
 from maxact.server.data.dataset_writer import DatasetWriter
 from maxact.server.data.datasets import Dataset
 from maxact.server.data.preprocess import ResolvedPreprocessing
@@ -52,7 +53,6 @@ from maxact.server.service.validate import (
 from maxact.v1 import topk_service_pb2 as pb
 from maxact.v1 import topk_service_pb2_grpc
 
-DEFAULT_K = 9
 _scan_numbers = itertools.count(1)
 _DONE = object()
 
