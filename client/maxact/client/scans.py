@@ -50,6 +50,15 @@ class ScanInfo:
     preprocessing_warning: str = ""
 
     @property
+    def input_size(self) -> tuple[int, int] | None:
+        """(height, width) of the model input the scan ran at, when it is one size for every
+        image (not with a per-image resize_shorter)."""
+        prep = self.preprocessing
+        if prep is None:
+            return None
+        return prep.center_crop or prep.size
+
+    @property
     def name(self) -> str:
         return f"scans/{self.id}"
 

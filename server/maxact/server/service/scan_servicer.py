@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,7 @@ from maxact.client.defaults import DEFAULT_K
 from maxact.server.data.datasets import image_source
 from maxact.server.data.preprocess import Preprocessing, parse_mapping
 from maxact.server.data.reader import upright_size
+from maxact.server.data.shards import shard_of
 from maxact.server.errors import (
     ServiceError,
     failed_precondition,
@@ -23,6 +24,7 @@ from maxact.server.errors import (
 )
 from maxact.server.jobs.scan_jobs import ScanJobs, scan_id_from
 from maxact.server.jobs.store import ScanRecord
+from maxact.server.patches.cache import file_key
 from maxact.server.patches.crop import PatchRenderer
 from maxact.server.scan.neuron import Hit, input_box
 from maxact.server.service.convert import (
@@ -98,13 +100,28 @@ def _stored_box(
     return input_box(layer.field, size, row.y, row.x, channel)
 
 
+def _image_key(root: Path, image_id: str) -> Hashable | None:
+    """The render-cache key of an image: its file's stamp, or its shard file's and its id."""
+    located = shard_of(root, image_id)
+    if located is None:
+        return file_key(root / image_id)
+    stamp = file_key(located[0])
+    return None if stamp is None else (stamp, image_id)
+
+
 def _crop_or_none(
     renderer: PatchRenderer, root: Path, row: Any, box: tuple[int, int, int, int], channel: int
 ) -> Any:
     """Render one stored hit's patch from its original image (None when it can no longer be
     read)."""
     try:
-        return renderer(image_source(root, 0, row.image), box, (row.y, row.x), channel)
+        return renderer(
+            image_source(root, 0, row.image),
+            box,
+            (row.y, row.x),
+            channel,
+            key=_image_key(root, row.image),
+        )
     except (OSError, ValueError):
         return None
 
