@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -185,7 +185,7 @@ def _record(row: tuple[Any, ...]) -> ScanRecord:
     for index in (0, 2, 4, 6, 8, 12):
         values[index] = str(values[index])
     if damage:
-        return ScanRecord(*values, damage="damaged store row: " + "; ".join(damage))
+        return replace(ScanRecord(*values), damage="damaged store row: " + "; ".join(damage))
     return ScanRecord(*values)
 
 
