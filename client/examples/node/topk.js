@@ -5,7 +5,7 @@
 //
 // Server: $MAXACT_SERVER (host:port, default 127.0.0.1:50051); bearer token: $MAXACT_TOKEN.
 // Writes OUTDIR/rank_1.png ... (the PNG bytes exactly as the server sent them), progress on
-// stderr, and ONE JSON document on stdout shaped like `maxact topk --json` (DESIGN §3).
+// stderr, and ONE JSON document on stdout shaped like `maxact topk --json`.
 // Errors: "maxact-node: error: CODE_NAME (REASON): message" on stderr and exit code 1.
 //
 // The stubs are generated at run time from the repository's .proto files with
@@ -38,7 +38,7 @@ const EXIT_INTERRUPTED = 130;
 //   enums: String    -> enum values are their names ('TOP_K_MODE_IMAGE')
 //   bytes: Buffer    -> Patch.png is a Buffer, written to disk unchanged
 //   defaults: true   -> unset scalar fields read as their zero value
-//   oneofs: true     -> a oneof's virtual field (StreamTopKResponse.event) names the set member
+//   oneofs: true     -> a oneof's virtual field (TopKEvent.event) names the set member
 const LOADER_OPTIONS = {
   keepCase: true,
   longs: Number,
@@ -266,13 +266,13 @@ function makeProgress() {
   return {
     update(p, label) {
       const now = Date.now();
-      const finished = p.images_total > 0 && p.images_done >= p.images_total;
+      const finished = p.images_total > 0 && p.images_scanned >= p.images_total;
       if (!finished && now - last < (tty ? 100 : 1000)) {
         return;
       }
       last = now;
       const failed = p.images_failed ? `, ${p.images_failed} failed` : '';
-      const line = `${label}: ${p.images_done}/${p.images_total} images${failed}`;
+      const line = `${label}: ${p.images_scanned}/${p.images_total} images${failed}`;
       if (tty) {
         process.stderr.write(`\r${line}\x1b[K`);
         shown = true;
@@ -325,7 +325,9 @@ function streamTopK(stub, request, server, label) {
         resolve({ patches, done });
       }
     };
-    call.on('data', (message) => {
+    call.on('data', (response) => {
+      // StreamTopKResponse wraps the TopKEvent that both top-k streams send
+      const message = response.event || {};
       switch (message.event) {
         case 'progress':
           progress.update(message.progress, label);

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import grpc
-from google.rpc import error_details_pb2
+from google.rpc import error_details_pb2, status_pb2
 
 try:  # grpcio-status is a client dependency, but a missing detail parser must not break errors.
     from grpc_status import rpc_status
@@ -29,6 +29,22 @@ class MaxactError(Exception):
         return f"{self.code.name}: {self.message}"
 
 
+def _info_reason(status: status_pb2.Status) -> str:
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info.reason
+    return ""
+
+
+def from_status(status: status_pb2.Status) -> MaxactError:
+    """A google.rpc.Status carried in a message (a failed scan's error) as the error type a
+    failed call raises."""
+    code = next((c for c in grpc.StatusCode if c.value[0] == status.code), grpc.StatusCode.UNKNOWN)
+    return MaxactError(code, _info_reason(status), status.message)
+
+
 def _reason_of(error: grpc.RpcError) -> str:
     """The ErrorInfo reason carried in the rich google.rpc.Status, or "" when there is none."""
     if rpc_status is None or not hasattr(error, "trailing_metadata"):
@@ -39,12 +55,7 @@ def _reason_of(error: grpc.RpcError) -> str:
         return ""
     if status is None:
         return ""
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return info.reason
-    return ""
+    return _info_reason(status)
 
 
 def from_rpc_error(error: grpc.RpcError, server: str = "") -> MaxactError:

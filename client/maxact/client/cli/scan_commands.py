@@ -98,6 +98,12 @@ def add_parsers(commands: Any) -> None:
     create.add_argument("--mode", choices=("image", "position"), default="image")
     add_preprocessing_arguments(create)
     create.add_argument(
+        "--request-id",
+        metavar="ID",
+        help="idempotency key: re-running with the same ID returns the scan the first run"
+        " created instead of starting another (default: a new random id)",
+    )
+    create.add_argument(
         "--wait",
         action="store_true",
         help="watch until the scan ends (progress on stderr); exit 1 unless it succeeded",
@@ -108,6 +114,7 @@ def add_parsers(commands: Any) -> None:
         ("get", "a scan's state and progress"),
         ("watch", "follow a scan until it ends (exit 1 unless it succeeded)"),
         ("cancel", "stop a queued or running scan"),
+        ("delete", "remove a scan and its results (a running scan is cancelled first)"),
     ):
         parser = verbs.add_parser(verb, help=text)
         parser.add_argument("scan_id", metavar="SCAN_ID")
@@ -188,6 +195,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
                 k=args.k,
                 mode=args.mode,
                 preprocessing=preprocessing_from_args(args),
+                request_id=args.request_id,
             )
             code = EXIT_OK
             if args.wait:
@@ -207,6 +215,11 @@ def cmd_scan(args: argparse.Namespace) -> int:
         if verb == "cancel":
             info = client.scans.cancel(args.scan_id)
             print_doc(args, scan_json(info), f"scan {info.id} {info.state}")
+            return EXIT_OK
+        if verb == "delete":
+            client.delete_scan(args.scan_id)
+            scan_id = args.scan_id.removeprefix("scans/")
+            print_doc(args, {"id": scan_id, "deleted": True}, f"scan {scan_id} deleted")
             return EXIT_OK
         if verb == "watch":
             info = follow(client, client.scans.get(args.scan_id))

@@ -13,16 +13,27 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import grpc
 import numpy as np
 
+from maxact.client.kinds import ACTIVE_STATES, ScanState, TopKKind, TopKMode
 from maxact.server.data.datasets import DatasetCatalog, read_labels
 from maxact.server.data.preprocess import Preprocessing, ResolvedPreprocessing, resolve
 from maxact.server.data.reader import file_source
 from maxact.server.errors import ServiceError, invalid_argument, not_found
-from maxact.server.jobs.store import ScanRecord, Store
+from maxact.server.jobs.store import (
+    Checkpoint,
+    NewScan,
+    RequestIdReused,
+    ScanError,
+    ScanRecord,
+    Store,
+    TopKRow,
+)
 from maxact.server.models.registry import LayerEntry, LoadedModel, ModelRegistry, require_field
 from maxact.server.ops.metrics import METRICS
 from maxact.server.scan.engine import EngineCallbacks, EngineCancelled, ScanEngine
@@ -32,7 +43,9 @@ from maxact.server.scan.reducers import check_k
 log = logging.getLogger("maxact.server")
 
 MAX_LAYERS = 16
-ACTIVE_STATES = frozenset({"queued", "running"})
+MAX_REQUEST_ID = 128
+# how long DeleteScan waits for a running scan's worker to stop
+DELETE_WAIT_SECONDS = 30.0
 
 
 @dataclass
@@ -40,6 +53,17 @@ class _Running:
     thread: threading.Thread
     cancel: threading.Event
     engine: ScanEngine | None = None
+
+
+@dataclass
+class _Progress:
+    """A running scan's counts, updated from the engine's callbacks (one thread)."""
+
+    done: int
+    failed: int
+    saved: int  # the dataset position of the last checkpoint
+    written: float  # time.monotonic() of the last progress write to the store
+    position: int = 0  # every image before it is accounted for in the reducers
 
 
 def scan_id_from(name: str) -> str:
@@ -74,7 +98,7 @@ class ScanJobs:
         """Start (again) every queued or running scan; called once when the server starts."""
         resumed = []
         for record in self.store.unfinished():
-            self.store.set_state(record.id, "queued")
+            self.store.set_state(record.id, ScanState.QUEUED)
             self._start(record.id)
             resumed.append(record.id)
         if resumed:
@@ -100,10 +124,20 @@ class ScanJobs:
         layers: list[str],
         dataset_name: str,
         k: int,
-        mode: str,
+        mode: TopKMode,
         preprocessing: Preprocessing,
+        request_id: str = "",
+        deadline: float | None = None,
     ) -> ScanRecord:
-        """Validate everything a scan needs now, so a bad request fails at once, not later."""
+        """Validate everything a scan needs now, so a bad request fails at once, not later.
+
+        `request_id` makes a retry return the scan the first call created; `deadline`
+        (time.monotonic()) refuses to commit a scan the caller has stopped waiting for: it
+        would run with nobody knowing its id."""
+        if len(request_id) > MAX_REQUEST_ID:
+            raise invalid_argument(
+                "INVALID_REQUEST_ID", f"request_id is longer than {MAX_REQUEST_ID} characters"
+            )
         if not layers:
             raise invalid_argument("LAYERS_REQUIRED", "a scan needs at least one layer")
         if len(set(layers)) > MAX_LAYERS:
@@ -116,17 +150,32 @@ class ScanJobs:
         for layer in dict.fromkeys(layers):
             require_field(model.layer(prep.input_size, layer))
         dataset = self.datasets.open(dataset_name)
-        record = self.store.create_scan(
-            uuid.uuid4().hex[:16],
+        scan = NewScan(
             model_name,
-            list(dict.fromkeys(layers)),
+            tuple(dict.fromkeys(layers)),
             dataset_name,
             k,
             mode,
             preprocessing.to_mapping(),
-            list(dataset.ids),
         )
-        self._start(record.id)
+        try:
+            record, created = self.store.create_scan(
+                uuid.uuid4().hex[:16],
+                scan,
+                list(dataset.ids),
+                request_id,
+                before_commit=_deadline_check(deadline),
+            )
+        except RequestIdReused as reused:
+            raise ServiceError(
+                grpc.StatusCode.ALREADY_EXISTS,
+                "REQUEST_ID_REUSED",
+                f"request_id {request_id!r} already created scan 'scans/{reused.scan_id}'"
+                " from a different request; use a new request_id",
+                {"request_id": request_id, "scan": reused.scan_id},
+            ) from None
+        if created:
+            self._start(record.id)
         return record
 
     def get(self, scan_id: str) -> ScanRecord:
@@ -145,8 +194,25 @@ class ScanJobs:
             job.cancel.set()
             if job.engine is not None:
                 job.engine.stop()
-        self.store.transition(scan_id, "cancelled", ACTIVE_STATES)
+        self.store.transition(scan_id, ScanState.CANCELLED, ACTIVE_STATES)
         return self.get(scan_id)
+
+    def delete(self, scan_id: str) -> None:
+        """Cancel the scan if it is active, wait for its worker to stop (it must not write a
+        checkpoint after the rows are gone), then remove everything stored for it."""
+        self.cancel(scan_id)
+        with self._lock:
+            job = self._running.get(scan_id)
+        if job is not None and job.thread is not threading.current_thread():
+            job.thread.join(DELETE_WAIT_SECONDS)
+            if job.thread.is_alive():
+                raise ServiceError(
+                    grpc.StatusCode.UNAVAILABLE,
+                    "SCAN_STILL_STOPPING",
+                    f"scan 'scans/{scan_id}' was cancelled but has not stopped yet; retry",
+                    {"scan": scan_id},
+                )
+        self.store.delete(scan_id)
 
     # -- running ---------------------------------------------------------------------------
     def _start(self, scan_id: str) -> None:
@@ -182,17 +248,22 @@ class ScanJobs:
         except EngineCancelled:
             pass
         except ServiceError as error:
-            self._fail(scan_id, error.message)
+            self._fail(scan_id, ScanError(error.code.value[0], error.reason, error.message))
         except Exception as exc:
             log.exception("scan %s failed", scan_id)
-            self._fail(scan_id, f"{type(exc).__name__}: {exc}")
+            self._fail(
+                scan_id,
+                ScanError(
+                    grpc.StatusCode.INTERNAL.value[0], "SCAN_FAILED", f"{type(exc).__name__}: {exc}"
+                ),
+            )
         finally:
             with self._lock:
                 self._running.pop(scan_id, None)
 
-    def _fail(self, scan_id: str, message: str) -> None:
+    def _fail(self, scan_id: str, error: ScanError) -> None:
         if not self._closing.is_set():
-            self.store.transition(scan_id, "failed", ACTIVE_STATES, message)
+            self.store.transition(scan_id, ScanState.FAILED, ACTIVE_STATES, error)
 
     def prepare(
         self, record: ScanRecord
@@ -216,7 +287,7 @@ class ScanJobs:
         classes = tuple(sorted(set(label_of.values())))
         class_ids = {name: i for i, name in enumerate(classes)}
         labels = np.asarray([class_ids.get(label_of.get(i, ""), -1) for i in ids])
-        options = ReduceOptions(k=record.k, bottom=True, position=record.mode == "position")
+        options = ReduceOptions(k=record.k, bottom=True, position=record.mode is TopKMode.POSITION)
         engine = ScanEngine(model, layers, prep, options, classes=classes)
         job.engine = engine
         if job.cancel.is_set():
@@ -228,36 +299,28 @@ class ScanJobs:
                 reducer.load_state(states[name])
             start = record.checkpoint_position
             base_done, base_failed = record.checkpoint_done, record.checkpoint_failed
-        if not self.store.transition(scan_id, "running", ACTIVE_STATES):
+        if not self.store.transition(scan_id, ScanState.RUNNING, ACTIVE_STATES):
             return  # cancelled while it was being prepared
         sources = [file_source(i, ids[i], root / ids[i]) for i in range(start, len(ids))]
-        progress = {
-            "done": base_done,
-            "failed": base_failed,
-            "saved": start,
-            "written": time.monotonic(),
-        }
+        progress = _Progress(base_done, base_failed, saved=start, written=time.monotonic())
 
         def on_progress(done: int, total: int, failed: int) -> None:
-            progress["done"], progress["failed"] = base_done + done, base_failed + failed
-            if time.monotonic() - progress["written"] > 0.5:
-                progress["written"] = time.monotonic()
-                self.store.set_progress(scan_id, progress["done"], progress["failed"])
+            progress.done, progress.failed = base_done + done, base_failed + failed
+            if time.monotonic() - progress.written > 0.5:
+                progress.written = time.monotonic()
+                self.store.set_progress(scan_id, progress.done, progress.failed)
 
         def save(position: int) -> None:
+            states = {name: r.state() for name, r in engine.reducers.items()}
             self.store.save_checkpoint(
-                scan_id,
-                position,
-                progress["done"],
-                progress["failed"],
-                {name: r.state() for name, r in engine.reducers.items()},
+                scan_id, Checkpoint(position, progress.done, progress.failed, states)
             )
-            progress["saved"] = position
+            progress.saved = position
 
         def on_batch(position: int) -> None:
             # the reducers hold exactly the images before `position` here
-            progress["position"] = position
-            if position - progress["saved"] >= self.checkpoint_images:
+            progress.position = position
+            if position - progress.saved >= self.checkpoint_images:
                 save(position)
 
         try:
@@ -265,8 +328,8 @@ class ScanJobs:
                 sources, labels, EngineCallbacks(progress=on_progress, batch_done=on_batch)
             )
         except EngineCancelled:
-            if self._closing.is_set() and progress.get("position", 0) > progress["saved"]:
-                save(progress["position"])  # shutting down: keep the work done so far
+            if self._closing.is_set() and progress.position > progress.saved:
+                save(progress.position)  # shutting down: keep the work done so far
             raise
         if job.cancel.is_set():
             raise EngineCancelled()
@@ -277,26 +340,24 @@ class ScanJobs:
         failed = base_failed + outcome.images_failed
         self.store.finish(
             scan_id,
-            self._rows(engine.reducers, ids, record),
+            self._rows(engine.reducers, ids),
             self._statistics(engine.reducers, labels),
             done,
             failed,
         )
 
     @staticmethod
-    def _rows(
-        reducers: dict[str, LayerReducer], ids: list[str], record: ScanRecord
-    ) -> list[tuple[str, int, str, int, str, float, int, int]]:
+    def _rows(reducers: dict[str, LayerReducer], ids: list[str]) -> list[TopKRow]:
         rows = []
         for name, reducer in reducers.items():
             for kind in reducer.kinds():
                 for position, channel in enumerate(reducer.channels):
                     for rank, entry in enumerate(reducer.entries(position, kind), start=1):
                         rows.append(
-                            (
+                            TopKRow(
                                 name,
                                 channel,
-                                kind,
+                                TopKKind(kind),
                                 rank,
                                 ids[entry.image],
                                 float(entry.score),
@@ -332,3 +393,17 @@ class ScanJobs:
                 document["top_class_histogram"] = stats.top_class_histogram.tolist()
             result[name] = document
         return result
+
+
+def _deadline_check(deadline: float | None) -> Callable[[], None]:
+    """Raises DEADLINE_EXCEEDED once `deadline` (time.monotonic()) has passed."""
+
+    def check() -> None:
+        if deadline is not None and time.monotonic() >= deadline:
+            raise ServiceError(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                "DEADLINE_EXCEEDED",
+                "the call's deadline passed before the scan was stored; nothing was created",
+            )
+
+    return check
