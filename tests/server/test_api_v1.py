@@ -141,9 +141,9 @@ def test_a_scan_whose_deadline_passed_before_commit_is_never_stored(
         grpc.StatusCode.DEADLINE_EXCEEDED,
         "DEADLINE_EXCEEDED",
     )
-    assert store.list(10) == []
+    assert store.list_scans(10) == []
     record = jobs.create("net", ["conv1"], "small", 2, TopKMode.IMAGE, Preprocessing(), "late")
-    assert [r.id for r in store.list(10)] == [record.id]  # the id is free for the retry
+    assert [r.id for r in store.list_scans(10)] == [record.id]  # the id is free for the retry
     jobs.shutdown()
 
 

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import grpc
+from google.protobuf import timestamp_pb2
 
 from maxact.client import convert
 from maxact.client import types as t
@@ -74,10 +75,8 @@ class LayerStatistics:
     top_channels_per_class: dict[str, tuple[int, ...]]
 
 
-def _time(message: scan_service_pb2.Scan, name: str) -> datetime | None:
-    if not message.HasField(name):
-        return None
-    return getattr(message, name).ToDatetime(tzinfo=timezone.utc)  # type: ignore[no-any-return]
+def _time(stamp: timestamp_pb2.Timestamp, is_set: bool) -> datetime | None:
+    return stamp.ToDatetime(tzinfo=timezone.utc) if is_set else None
 
 
 def scan_info(message: scan_service_pb2.Scan) -> ScanInfo:
@@ -95,8 +94,8 @@ def scan_info(message: scan_service_pb2.Scan) -> ScanInfo:
         mode=TopKMode.from_proto(message.mode),
         error=failure.message if failure is not None else "",
         failure=failure,
-        create_time=_time(message, "create_time"),
-        update_time=_time(message, "update_time"),
+        create_time=_time(message.create_time, message.HasField("create_time")),
+        update_time=_time(message.update_time, message.HasField("update_time")),
         request_id=message.request_id,
     )
 

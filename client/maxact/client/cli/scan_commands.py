@@ -19,6 +19,7 @@ from maxact.client.cli.common import add_json, add_size, nonnegative_int, positi
 from maxact.client.cli.output import connect, print_doc, print_topk
 from maxact.client.cli.progress import ProgressBar
 from maxact.client.cli.render_args import add_render_arguments, render_options_from_args
+from maxact.client.kinds import TopKMode
 from maxact.client.preprocessing import add_preprocessing_arguments, preprocessing_from_args
 from maxact.client.scans import ScanInfo
 
@@ -95,7 +96,7 @@ def add_parsers(commands: Any) -> None:
     create.add_argument("--layers", nargs="+", required=True, metavar="L")
     create.add_argument("--dataset", required=True, metavar="NAME")
     create.add_argument("-k", type=positive_int, default=DEFAULT_K, metavar="K", help="default 9")
-    create.add_argument("--mode", choices=("image", "position"), default="image")
+    create.add_argument("--mode", choices=[m.value for m in TopKMode], default="image")
     add_preprocessing_arguments(create)
     create.add_argument(
         "--request-id",

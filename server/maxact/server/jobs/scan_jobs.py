@@ -20,7 +20,7 @@ from typing import Any
 import grpc
 import numpy as np
 
-from maxact.client.kinds import ACTIVE_STATES, ScanState, TopKKind, TopKMode
+from maxact.client.kinds import ACTIVE_STATES, ScanState, TopKMode
 from maxact.server.data.datasets import DatasetCatalog, read_labels
 from maxact.server.data.preprocess import Preprocessing, ResolvedPreprocessing, resolve
 from maxact.server.data.reader import file_source
@@ -357,7 +357,7 @@ class ScanJobs:
                             TopKRow(
                                 name,
                                 channel,
-                                TopKKind(kind),
+                                kind,
                                 rank,
                                 ids[entry.image],
                                 float(entry.score),

@@ -381,7 +381,7 @@ class Store:
         )
         return list(json.loads(text))
 
-    def list(self, limit: int, after_seq: int = 0) -> list[ScanRecord]:
+    def list_scans(self, limit: int, after_seq: int = 0) -> list[ScanRecord]:
         """Newest first; `after_seq` is the page token (seq of the last scan of the previous
         page), so pages stay stable while scans are created."""
         if after_seq > 0:

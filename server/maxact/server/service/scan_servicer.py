@@ -71,7 +71,7 @@ class ScanServicer(scan_service_pb2_grpc.ScanServiceServicer):
     ) -> spb.ListScansResponse:
         size = page_size(request.page_size)
         before_seq = decode_token("scans", request.page_token, int)
-        records = await asyncio.to_thread(self.jobs.store.list, size + 1, before_seq or 0)
+        records = await asyncio.to_thread(self.jobs.store.list_scans, size + 1, before_seq or 0)
         page, more = records[:size], len(records) > size
         return spb.ListScansResponse(
             scans=[scan_to_proto(r) for r in page],

@@ -3,19 +3,21 @@
 A scan runs in its own named thread ("maxact-scan-N"); what it emits crosses into the event
 loop through an asyncio queue. When the client cancels, the handler's finally stops the
 body (between batches and inside a running inference) and joins the thread, so no work
-outlives the call. `throttled` caps how often progress is sent; `poll_changes` is the same
-idea for WatchScan, which reads the store instead of a thread.
+outlives the call. `BlockingPull` is the other direction: the scan thread reads a client's
+request stream. `throttled` caps how often progress is sent; `poll_changes` is the same idea
+for WatchScan, which reads the store instead of a thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import itertools
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Hashable
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from maxact.server.scan.neuron import ScanCancelled
 
@@ -98,3 +100,51 @@ async def poll_changes(
         if finished(value):
             return
         await asyncio.sleep(interval)
+
+
+async def _next_or_none(source: AsyncIterator[T]) -> T | None:
+    try:
+        return await anext(source)
+    except StopAsyncIteration:
+        return None
+
+
+class BlockingPull(Generic[T]):
+    """Read a request stream (an async iterator of the event loop) from a worker thread, one
+    message at a time and only when asked: gRPC flow control then holds the client back, so
+    nothing is buffered beyond what the reader asked for. `stop()` from any thread ends it,
+    also while it waits for the client's next message."""
+
+    def __init__(self, source: AsyncIterator[T], loop: asyncio.AbstractEventLoop) -> None:
+        self._source = source
+        self._loop = loop
+        self._pending: concurrent.futures.Future[T | None] | None = None
+        self._stopped = threading.Event()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped.is_set()
+
+    def next(self) -> T | None:
+        """The next message (None at the end of the stream or once stopped)."""
+        if self._stopped.is_set():
+            return None
+        try:
+            future = asyncio.run_coroutine_threadsafe(_next_or_none(self._source), self._loop)
+        except RuntimeError:  # the server's loop is closed: shutting down
+            return None
+        self._pending = future
+        if self._stopped.is_set():  # stop() may have run before _pending was set
+            future.cancel()
+        try:
+            return future.result()
+        except concurrent.futures.CancelledError:
+            return None
+        finally:
+            self._pending = None
+
+    def stop(self) -> None:
+        self._stopped.set()
+        pending = self._pending
+        if pending is not None:
+            pending.cancel()
