@@ -178,9 +178,14 @@ def test_deleting_a_running_scan_cancels_it_and_leaves_no_rows(
     running = start_server(model_root, data_root, port=0, device="cpu", store=path)
     with running, Client(running.address, timeout=60) as own:
         scan = own.scans.create("heavy", ["relu5"], "many", k=3)
+        queued = own.scans.create("heavy", ["relu5"], "many", k=3)  # waits for the one slot
         for info in own.scans.watch(scan.id):
             if info.images_done > 0:
                 break
+        started = time.monotonic()
+        own.delete_scan(queued.id)  # not held up by the running scan
+        assert time.monotonic() - started < 5
+        assert Store(path).row_counts(queued.id) == dict.fromkeys(TABLES, 0)
         own.delete_scan(scan.id)
         assert Store(path).row_counts(scan.id) == dict.fromkeys(TABLES, 0)
         time.sleep(0.3)  # a worker that outlived the delete would write a checkpoint now

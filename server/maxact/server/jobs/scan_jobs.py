@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -53,6 +53,8 @@ class _Running:
     thread: threading.Thread
     cancel: threading.Event
     engine: ScanEngine | None = None
+    # set once the worker holds a slot; before that it waits and writes nothing
+    holds_slot: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass
@@ -198,12 +200,14 @@ class ScanJobs:
         return self.get(scan_id)
 
     def delete(self, scan_id: str) -> None:
-        """Cancel the scan if it is active, wait for its worker to stop (it must not write a
-        checkpoint after the rows are gone), then remove everything stored for it."""
+        """Cancel the scan if it is active, wait for a running worker to stop, then remove
+        everything stored for it. (Store writes of a worker that outlives its rows are no-ops
+        anyway; the wait keeps a deleted scan from using a slot. A queued worker is not waited
+        for: it sees the cancel as soon as it gets a slot, before touching anything.)"""
         self.cancel(scan_id)
         with self._lock:
             job = self._running.get(scan_id)
-        if job is not None and job.thread is not threading.current_thread():
+        if job is not None and job.holds_slot.is_set():
             job.thread.join(DELETE_WAIT_SECONDS)
             if job.thread.is_alive():
                 raise ServiceError(
@@ -238,6 +242,7 @@ class ScanJobs:
         self._gauges(+1, 0)
         try:
             with self._slots:
+                job.holds_slot.set()
                 self._gauges(-1, +1)
                 try:
                     if job.cancel.is_set() or self._closing.is_set():
