@@ -109,6 +109,8 @@ def test_report_folder_has_index_pages_patches_overviews_and_a_name_mapping(
         expected = {"index.html", "overview.png"} | {
             patch_file(c.channel, rank) for c in stats.channels for rank in range(1, K + 1)
         }
+        if any(c.class_mean for c in stats.channels):  # labelled: the classes page too
+            expected |= {"classes.html", "classes"}
         assert {p.name for p in folder.iterdir()} == expected
         # the patches are the server's crops, byte for byte
         _, patches, _ = client.scans.neuron(scan_id, layer["name"], 2, k=K)

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from maxact.client import convert
 from maxact.client import types as t
+from maxact.client.analysis import AnalysisCalls
 from maxact.client.channel import MAX_MESSAGE_BYTES, open_channel, resolve_token
 from maxact.client.errors import rpc_errors
 from maxact.client.images import ImageData, ImageRequests, as_images
@@ -67,6 +68,8 @@ class Client:
         self._topk = topk_service_pb2_grpc.TopKServiceStub(self._channel)
         # persisted scans and neuron queries: client.scans.create(...), .get, .watch, .neuron
         self.scans = ScanCalls(self._channel, self._call, timeout, self.server)
+        # class questions and scan comparisons: client.analysis.classes(...), .compare(...)
+        self.analysis = AnalysisCalls(self._channel, self._call)
 
     def close(self) -> None:
         self._channel.close()

@@ -28,6 +28,7 @@ from maxact.server.models.upload import remove_stale_uploads
 from maxact.server.ops.auth import BearerTokenInterceptor, read_token
 from maxact.server.ops.call_observer import ObservingInterceptor
 from maxact.server.ops.metrics import MetricsServer
+from maxact.server.service.analysis_servicer import AnalysisServicer
 from maxact.server.service.dataset_servicer import DatasetServicer
 from maxact.server.service.model_servicer import DEFAULT_MAX_UPLOAD_BYTES, ModelServicer
 from maxact.server.service.neuron_servicer import NeuronServicer
@@ -36,6 +37,8 @@ from maxact.server.service.scan_servicer import ScanServicer
 from maxact.server.service.topk_servicer import TopKServicer
 from maxact.server.service.validate import ServerState
 from maxact.v1 import (
+    analysis_service_pb2,
+    analysis_service_pb2_grpc,
     dataset_service_pb2,
     dataset_service_pb2_grpc,
     model_service_pb2,
@@ -66,6 +69,7 @@ SERVICE_NAMES = [
         (topk_service_pb2.DESCRIPTOR, "TopKService"),
         (scan_service_pb2.DESCRIPTOR, "ScanService"),
         (neuron_service_pb2.DESCRIPTOR, "NeuronService"),
+        (analysis_service_pb2.DESCRIPTOR, "AnalysisService"),
     ]
 ]
 
@@ -156,7 +160,11 @@ async def build_server(config: ServerConfig) -> BuiltServer:
     dataset_service_pb2_grpc.add_DatasetServiceServicer_to_server(DatasetServicer(state), server)
     topk_service_pb2_grpc.add_TopKServiceServicer_to_server(TopKServicer(state), server)
     scan_service_pb2_grpc.add_ScanServiceServicer_to_server(ScanServicer(jobs), server)
-    neuron_service_pb2_grpc.add_NeuronServiceServicer_to_server(NeuronServicer(jobs), server)
+    neurons = NeuronServicer(jobs)
+    neuron_service_pb2_grpc.add_NeuronServiceServicer_to_server(neurons, server)
+    analysis_service_pb2_grpc.add_AnalysisServiceServicer_to_server(
+        AnalysisServicer(jobs, neurons), server
+    )
 
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from maxact.client import types as t
 from maxact.client.cli import json_out, text_out
+from maxact.client.cli.class_commands import COMMANDS as CLASS_COMMANDS
+from maxact.client.cli.class_commands import add_parsers as add_class_parsers
 from maxact.client.cli.common import (
     EXIT_USAGE,
     MaxactParser,
@@ -17,6 +19,7 @@ from maxact.client.cli.common import (
     nonnegative_int,
     positive_int,
 )
+from maxact.client.cli.labels import add_layer_labels, class_names, labels_line, output_label
 from maxact.client.cli.output import connect, print_doc, print_topk
 from maxact.client.cli.progress import ProgressBar
 from maxact.client.cli.render_args import add_render_arguments, render_options_from_args
@@ -121,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_json(topk)
 
     add_scan_parsers(commands)  # scan create|get|watch|cancel|list, neuron, report
+    add_class_parsers(commands)  # classes, class, compare
 
     demo = commands.add_parser("demo", help="a real CNN on real photos, montages in demo-out/")
     demo.add_argument("--out", type=Path, default=Path("demo-out"), metavar="DIR")
@@ -185,7 +189,9 @@ def cmd_upload(args: argparse.Namespace) -> int:
 def cmd_layers(args: argparse.Namespace) -> int:
     with connect(args) as client:
         info = client.get_model(args.model, size=tuple(args.size) if args.size else None)
-    print_doc(args, json_out.layers_json(info), text_out.layers_text(info))
+        names = class_names(client, args.model)
+    doc = add_layer_labels(json_out.layers_json(info), names)
+    print_doc(args, doc, text_out.layers_text(info) + labels_line(names))
     return 0
 
 
@@ -246,7 +252,8 @@ def _start_topk(client: Client, args: argparse.Namespace) -> TopKStream:
 def cmd_topk(args: argparse.Namespace) -> int:
     with connect(args) as client:
         result = run_topk(client, args)
-    print_topk(args, result)
+        label = output_label(client, args.model, args.layer, args.channel)
+    print_topk(args, result, label)
     return 0
 
 
@@ -264,6 +271,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "topk": cmd_topk,
     "demo": cmd_demo,
     **SCAN_COMMANDS,
+    **CLASS_COMMANDS,
 }
 
 

@@ -22,9 +22,15 @@ def print_doc(args: argparse.Namespace, doc: object, text: str) -> None:
     print(json_out.dumps(doc) if args.json else text)
 
 
-def print_topk(args: argparse.Namespace, result: t.TopKResult) -> None:
-    """`topk` and `neuron` output: the document or table, and with --out the patch files."""
+def print_topk(args: argparse.Namespace, result: t.TopKResult, label: str | None = None) -> None:
+    """`topk` and `neuron` output: the document or table, and with --out the patch files;
+    `label`: the class name of a named logits channel."""
     files = write_patches(result, args.out) if args.out is not None else None
-    print_doc(args, json_out.topk_json(result, files), text_out.topk_text(result, files))
+    doc = json_out.topk_json(result, files)
+    text = text_out.topk_text(result, files)
+    if label is not None:
+        doc["label"] = label
+        text = f"class {label!r}\n{text}"
+    print_doc(args, doc, text)
     if args.out is not None and not args.json:
         print(f"wrote {len(result.patches)} patches and {args.out / 'montage.png'}")

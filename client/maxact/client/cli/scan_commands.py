@@ -16,6 +16,7 @@ from typing import Any
 from maxact.client import types as t
 from maxact.client.cli import text_out
 from maxact.client.cli.common import add_json, add_size, nonnegative_int, positive_int
+from maxact.client.cli.labels import output_label
 from maxact.client.cli.output import connect, print_doc, print_topk
 from maxact.client.cli.progress import ProgressBar
 from maxact.client.cli.render_args import add_render_arguments, render_options_from_args
@@ -270,7 +271,8 @@ def cmd_neuron(args: argparse.Namespace) -> int:
             bottom=args.bottom,
             **render_options_from_args(args),
         )
-    print_topk(args, result)
+        label = output_label(client, result.model, args.layer, args.channel)
+    print_topk(args, result, label)
     return EXIT_OK
 
 

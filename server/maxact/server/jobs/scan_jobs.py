@@ -391,6 +391,12 @@ class ScanJobs:
                 document["class_mean"] = [
                     [None if np.isnan(v) else float(v) for v in row] for row in stats.class_mean
                 ]
+                # the class answer's m[j][c] (analysis/classes.py)
+                document["class_images"] = stats.class_images.tolist()
+                document["class_mean_clipped"] = [
+                    [None if np.isnan(v) else float(v) for v in row]
+                    for row in stats.class_mean_clipped
+                ]
                 document["selectivity"] = stats.selectivity.tolist()
                 document["preferred_class"] = stats.preferred_class.tolist()
                 document["top_units_per_class"] = stats.top_units_per_class
