@@ -306,20 +306,19 @@ class Store:
         (e.g. the caller's deadline passed) leaves no scan behind."""
         now = time.time()
         fingerprint = scan.fingerprint()
-        earlier = None
         with self._transaction() as db:
+            earlier = None
             if request_id:
                 earlier = db.execute(
                     "SELECT id, request_fingerprint FROM scans WHERE request_id = ?",
                     (request_id,),
                 ).fetchone()
-                if earlier is not None:
-                    if earlier[1] != fingerprint:
-                        raise RequestIdReused(request_id, earlier[0])
-                    created = False
-                    scan_id = earlier[0]
-            if not request_id or earlier is None:
-                created = True
+            if earlier is not None:
+                earlier_id, earlier_fingerprint = earlier
+                if earlier_fingerprint != fingerprint:
+                    raise RequestIdReused(request_id, earlier_id)
+                scan_id, created = earlier_id, False
+            else:
                 (seq,) = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM scans").fetchone()
                 db.execute(
                     "INSERT INTO scans (id, seq, model, layers, dataset, k, mode, preprocessing,"
@@ -344,6 +343,7 @@ class Store:
                     ),
                 )
                 before_commit()
+                created = True
         record = self.get(scan_id)
         assert record is not None
         return record, created
