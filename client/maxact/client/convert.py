@@ -161,7 +161,14 @@ def topk_event(
         return t.ImageSkipped(msg.skipped.image, msg.skipped.reason)
     if kind == "done":
         d = msg.done
-        return t.Done(int(d.images_scanned), int(d.images_failed), d.k, _mode_name(d.mode))
+        return t.Done(
+            int(d.images_scanned),
+            int(d.images_failed),
+            d.k,
+            _mode_name(d.mode),
+            Preprocessing.from_proto(d.preprocessing) if d.HasField("preprocessing") else None,
+            d.preprocessing_warning,
+        )
     return None
 
 

@@ -45,6 +45,9 @@ class ScanInfo:
     create_time: datetime | None = None
     update_time: datetime | None = None
     request_id: str = ""
+    preprocessing: Preprocessing | None = None  # resolved when the scan was created
+    # from create only: the model runs on built-in default preprocessing
+    preprocessing_warning: str = ""
 
     @property
     def name(self) -> str:
@@ -79,7 +82,7 @@ def _time(stamp: timestamp_pb2.Timestamp, is_set: bool) -> datetime | None:
     return stamp.ToDatetime(tzinfo=timezone.utc) if is_set else None
 
 
-def scan_info(message: scan_service_pb2.Scan) -> ScanInfo:
+def scan_info(message: scan_service_pb2.Scan, preprocessing_warning: str = "") -> ScanInfo:
     failure = from_status(message.error) if message.HasField("error") else None
     return ScanInfo(
         id=message.name.removeprefix("scans/"),
@@ -97,6 +100,10 @@ def scan_info(message: scan_service_pb2.Scan) -> ScanInfo:
         create_time=_time(message.create_time, message.HasField("create_time")),
         update_time=_time(message.update_time, message.HasField("update_time")),
         request_id=message.request_id,
+        preprocessing=Preprocessing.from_proto(message.preprocessing)
+        if message.HasField("preprocessing")
+        else None,
+        preprocessing_warning=preprocessing_warning,
     )
 
 
@@ -142,7 +149,8 @@ class ScanCalls:
         )
         if preprocessing is not None:
             request.preprocessing.CopyFrom(preprocessing.to_proto())
-        return scan_info(self._call(self._scans.CreateScan, request).scan)
+        response = self._call(self._scans.CreateScan, request)
+        return scan_info(response.scan, response.preprocessing_warning)
 
     def get(self, scan: str) -> ScanInfo:
         request = scan_service_pb2.GetScanRequest(name=_name(scan))

@@ -112,6 +112,8 @@ class TopKStream(Iterator[t.TopKEvent]):
             images_failed=done.images_failed,
             patches=tuple(sorted(self._patches, key=lambda p: p.hit.rank)),
             skipped=tuple(self._skipped),
+            preprocessing=done.preprocessing,
+            preprocessing_warning=done.preprocessing_warning,
         )
 
     def __enter__(self) -> TopKStream:

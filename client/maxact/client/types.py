@@ -201,6 +201,9 @@ class Done:
     images_failed: int
     k: int
     mode: str  # "image" | "position"
+    preprocessing: Preprocessing | None = None  # what the server actually used
+    # set when the model ran on built-in default preprocessing (no sidecar, no metadata)
+    preprocessing_warning: str = ""
 
 
 TopKEvent = Progress | PartialTopK | Patch | ImageSkipped | Done
@@ -220,6 +223,8 @@ class TopKResult:
     images_failed: int
     patches: tuple[Patch, ...]
     skipped: tuple[ImageSkipped, ...] = ()
+    preprocessing: Preprocessing | None = None  # what the server actually used
+    preprocessing_warning: str = ""
 
     @property
     def hits(self) -> tuple[Hit, ...]:

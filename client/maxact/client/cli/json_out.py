@@ -113,6 +113,7 @@ def topk_json(result: t.TopKResult, patch_files: Mapping[int, str] | None = None
         "mode": result.mode,
         "images_scanned": result.images_scanned,
         "results": [hit_json(hit, files.get(hit.rank)) for hit in result.hits],
+        "preprocessing": result.preprocessing.to_dict() if result.preprocessing else None,
     }
 
 

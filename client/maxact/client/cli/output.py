@@ -4,6 +4,7 @@ the global options describe, and printing a document as JSON or text."""
 from __future__ import annotations
 
 import argparse
+import sys
 
 from maxact.client import types as t
 from maxact.client.channel import read_token_file
@@ -22,9 +23,16 @@ def print_doc(args: argparse.Namespace, doc: object, text: str) -> None:
     print(json_out.dumps(doc) if args.json else text)
 
 
+def warn(message: str) -> None:
+    """A server's warning (e.g. default preprocessing) on stderr, one line, never on stdout."""
+    if message:
+        print(f"maxact: warning: {message}", file=sys.stderr)
+
+
 def print_topk(args: argparse.Namespace, result: t.TopKResult, label: str | None = None) -> None:
     """`topk` and `neuron` output: the document or table, and with --out the patch files;
     `label`: the class name of a named logits channel."""
+    warn(result.preprocessing_warning)
     files = write_patches(result, args.out) if args.out is not None else None
     doc = json_out.topk_json(result, files)
     text = text_out.topk_text(result, files)

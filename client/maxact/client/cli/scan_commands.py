@@ -17,7 +17,7 @@ from maxact.client import types as t
 from maxact.client.cli import text_out
 from maxact.client.cli.common import add_json, add_size, nonnegative_int, positive_int
 from maxact.client.cli.labels import output_label
-from maxact.client.cli.output import connect, print_doc, print_topk
+from maxact.client.cli.output import connect, print_doc, print_topk, warn
 from maxact.client.cli.progress import ProgressBar
 from maxact.client.cli.render_args import add_render_arguments, render_options_from_args
 from maxact.client.kinds import TopKMode
@@ -46,6 +46,7 @@ def scan_json(info: ScanInfo) -> dict[str, Any]:
         "mode": info.mode,
         "images_failed": info.images_failed,
         "error": info.error,
+        "preprocessing": info.preprocessing.to_dict() if info.preprocessing else None,
     }
 
 
@@ -68,6 +69,8 @@ def scan_text(info: ScanInfo) -> str:
         f"dataset  {info.dataset}",
         f"k        {info.k} ({info.mode} mode)",
     ]
+    if info.preprocessing is not None:
+        lines.append(f"preprocessing {text_out.preprocessing_text(info.preprocessing)}")
     if info.error:
         lines.append(f"error    {info.error}")
     return "\n".join(lines)
@@ -199,6 +202,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
                 preprocessing=preprocessing_from_args(args),
                 request_id=args.request_id,
             )
+            warn(info.preprocessing_warning)
             code = EXIT_OK
             if args.wait:
                 info = follow(client, info)
@@ -257,6 +261,7 @@ def neuron_result(
         images_scanned=scanned,
         images_failed=scan.images_failed,
         patches=tuple(sorted(patches, key=lambda p: p.hit.rank)),
+        preprocessing=scan.preprocessing,
     )
 
 

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from maxact.client import types as t
 from maxact.client.cli.json_out import number
+from maxact.client.preprocessing import Preprocessing
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -57,12 +58,19 @@ def layers_text(info: t.ModelInfo) -> str:
         else:
             g = rf.geometry
             field = f"{_pair(g.size)} / {_pair(g.stride)} / {_pair(g.padding)}"
-        shape = "x".join(str(d) for d in layer.shape)
+        shape = "x".join(str(d) for d in layer.shape) or "?"
         rows.append(
             (layer.name, layer.op or "(input)", shape, field, "yes" if layer.global_context else "")
         )
     head = f"model {info.name}  input {info.input_height}x{info.input_width}\n"
-    return head + table(("LAYER", "OP", "SHAPE", "RF SIZE / STRIDE / PADDING", "GLOBAL"), rows)
+    body = table(("LAYER", "OP", "SHAPE", "RF SIZE / STRIDE / PADDING", "GLOBAL"), rows)
+    unshaped = [layer.name for layer in info.layers if not layer.shape]
+    if unshaped:  # a size the model does not take: say so instead of listing fewer
+        body += (
+            f"\n{len(unshaped)} of {len(info.layers)} tensors have no shape at input "
+            f"{info.input_height}x{info.input_width} (shape ?): the model may not take this size"
+        )
+    return head + body
 
 
 def rf_text(info: t.FieldInfo) -> str:
@@ -113,4 +121,20 @@ def topk_text(result: t.TopKResult, patch_files: dict[int, str] | None = None) -
         )
     body = table(("RANK", "SCORE", "IMAGE", "UNIT Y,X", "BOX (ORIGINAL PX)", "PATCH"), rows)
     skipped = "".join(f"\nskipped {s.image}: {s.reason}" for s in result.skipped)
+    if result.preprocessing is not None:
+        head += f"\npreprocessing {preprocessing_text(result.preprocessing)}"
     return f"{head}\n{body}{skipped}"
+
+
+def preprocessing_text(prep: Preprocessing) -> str:
+    """One line: the fields that are set, `name value`, lists joined by x (sizes) or ,."""
+    parts = []
+    for name, value in prep.to_dict().items():
+        if name in ("size", "center_crop", "letterbox"):
+            value = "x".join(str(v) for v in value)
+        elif isinstance(value, list):
+            value = ",".join(f"{v:.4g}" for v in value)
+        elif isinstance(value, float):
+            value = f"{value:.4g}"
+        parts.append(f"{name} {value}")
+    return "  ".join(parts)

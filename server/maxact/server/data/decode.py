@@ -21,7 +21,8 @@ DRAFT_FACTOR = 2
 
 def uses_draft(prep: ResolvedPreprocessing, image: Image.Image) -> bool:
     """The rule: a JPEG at least DRAFT_FACTOR times the resize target on both axes."""
-    if image.format != "JPEG":
+    if image.format != "JPEG" or prep.size_multiple is not None:
+        # size_multiple: re-deriving the size from the drafted image may round differently
         return False
     width, height = _upright_size(image)
     target_h, target_w = prep.resized_size(height, width)

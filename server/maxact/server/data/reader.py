@@ -42,6 +42,13 @@ class Batch:
     ids: list[str]
     array: np.ndarray  # [B, ...] model input
     original_sizes: list[tuple[int, int]]  # (height, width)
+    # every image with a smaller index was yielded (in this or an earlier batch, or skipped)
+    # by the time this batch was: a consistent point to checkpoint at (None: max index + 1)
+    complete_before: int | None = None
+
+    @property
+    def position(self) -> int:
+        return self.complete_before if self.complete_before is not None else max(self.indices) + 1
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,15 @@ def load_original(source: ImageSource) -> Image.Image:
     with source.open() as image:
         check_pixels(image)
         return upright(image)
+
+
+def upright_size(source: ImageSource) -> tuple[int, int]:
+    """The (height, width) of the image as `load_original` gives it, from its header alone."""
+    with source.open() as image:
+        check_pixels(image)
+        width, height = image.size
+        turned = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # EXIF orientation
+    return (width, height) if turned else (height, width)
 
 
 def upright(opened: Image.Image) -> Image.Image:
@@ -107,6 +123,11 @@ def read_batches(
     """Yield batches in dataset order; unreadable images come out as Skipped, in order of
     their failure: before the batch still filling with the images read before them.
 
+    Images whose model inputs differ in size (per-image sizing) are batched by size: a
+    batch holds one size; when more than `window` images wait in partial batches, the one
+    holding the earliest image goes out. Rankings break ties by dataset index, so the
+    order batches come in does not change any result.
+
     `sources` may be a list or any iterator, e.g. images still arriving from a client (the
     total need not be known); it is pulled only while fewer than `window` images are in
     flight, and not at all once `stop` is set. Indices must follow the iteration order.
@@ -119,7 +140,17 @@ def read_batches(
         pending: deque[tuple[ImageSource, Future[tuple[np.ndarray, tuple[int, int]]]]] = deque()
         remaining = iter(sources)
         exhausted = False
-        current: list[tuple[ImageSource, np.ndarray, tuple[int, int]]] = []
+        groups: dict[tuple[int, ...], list[tuple[ImageSource, np.ndarray, tuple[int, int]]]] = {}
+        taken = -1  # the index of the last source pulled
+
+        def complete_before() -> int:
+            held = [items[0][0].index for items in groups.values() if items]
+            held += [source.index for source, _ in pending]
+            return min(held) if held else taken + 1
+
+        def take(shape: tuple[int, ...]) -> Batch:
+            return _batch(groups.pop(shape), complete_before())
+
         try:
             while not stop.is_set():
                 while not exhausted and len(pending) < window and not stop.is_set():
@@ -127,6 +158,7 @@ def read_batches(
                     if next_source is None:
                         exhausted = True
                     else:
+                        taken = next_source.index
                         pending.append((next_source, pool.submit(prepare, next_source, prep)))
                 if not pending:
                     break
@@ -136,23 +168,28 @@ def read_batches(
                 except Exception as exc:
                     yield Skipped(source.image_id, _describe(exc), source.index)
                     continue
-                current.append((source, array, size))
-                if len(current) == batch_size:
-                    yield _batch(current)
-                    current = []
-            if current and not stop.is_set():
-                yield _batch(current)
+                group = groups.setdefault(array.shape, [])
+                group.append((source, array, size))
+                if len(group) == batch_size:
+                    yield take(array.shape)
+                elif sum(len(items) for items in groups.values()) > window:
+                    yield take(min(groups, key=lambda shape: groups[shape][0][0].index))
+            while groups and not stop.is_set():
+                yield take(min(groups, key=lambda shape: groups[shape][0][0].index))
         finally:
             for _, future in pending:
                 future.cancel()
 
 
-def _batch(items: list[tuple[ImageSource, np.ndarray, tuple[int, int]]]) -> Batch:
+def _batch(
+    items: list[tuple[ImageSource, np.ndarray, tuple[int, int]]], complete_before: int | None
+) -> Batch:
     return Batch(
         indices=[source.index for source, _, _ in items],
         ids=[source.image_id for source, _, _ in items],
         array=np.stack([array for _, array, _ in items]),
         original_sizes=[size for _, _, size in items],
+        complete_before=complete_before,
     )
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from maxact.client.kinds import ScanState, TopKKind
-from maxact.server.data.reader import file_source
+from maxact.server.data.reader import file_source, upright_size
 from maxact.server.errors import failed_precondition, invalid_argument, not_found
 from maxact.server.jobs.scan_jobs import ScanJobs, scan_id_from
 from maxact.server.jobs.store import ScanRecord, TopKRow
@@ -28,6 +29,19 @@ class StoredNeuron:
     record: ScanRecord
     hits: tuple[Hit, ...]
     patches: tuple[PatchImage, ...]
+
+
+def _stored_box(
+    model: Any, layer: Any, prep: Any, path: Path | None, row: TopKRow, channel: int
+) -> tuple[int, int, int, int]:
+    """A stored hit's field in model-input pixels; with per-image sizing the image's size
+    (read from its header) decides the input size, hence the field."""
+    size = prep.fixed_size
+    if size is None:
+        assert path is not None
+        size = prep.input_size_for(*upright_size(file_source(0, row.image, path)))
+        return input_box(model.layer(size, layer.name).field, size, row.y, row.x, channel)
+    return input_box(layer.field, size, row.y, row.x, channel)
 
 
 def finished_scan(jobs: ScanJobs, name: str) -> ScanRecord:
@@ -70,28 +84,32 @@ def stored_neuron(
     check_channel(layer, channel)
     kind = TopKKind.of(record.mode, bottom)
     rows = jobs.store.topk_rows(record.id, layer.name, channel, kind, k)
+    # the dataset's folder only: listing its images is not needed to crop k of them
+    per_image = prep.fixed_size is None
+    root = jobs.datasets.root_of(record.dataset) if render is not None or per_image else None
+    try:
+        boxes = [
+            _stored_box(model, layer, prep, root / row.image if root else None, row, channel)
+            for row in rows
+        ]
+    except OSError as exc:
+        raise not_found(
+            "IMAGE_NOT_FOUND",
+            f"an image of dataset {record.dataset!r} can no longer be read: {type(exc).__name__}",
+        ) from None
     hits = tuple(
-        Hit(
-            row.rank,
-            -1,
-            row.image,
-            row.score,
-            (row.y, row.x),
-            channel,
-            input_box(layer.field, prep, row.y, row.x, channel),
-        )
-        for row in rows
+        Hit(row.rank, -1, row.image, row.score, (row.y, row.x), channel, box)
+        for row, box in zip(rows, boxes, strict=True)
     )
-    if render is None:
+    if render is None or root is None:
         return StoredNeuron(record, hits, ())
     renderer = PatchRenderer(model, layer.name, layer.field, prep, render)
-    # the dataset's folder only: listing its images is not needed to crop k of them
-    root = jobs.datasets.root_of(record.dataset)
+    folder = root
 
     def crop(pair: tuple[TopKRow, Hit]) -> PatchImage | None:
         row, hit = pair
         try:
-            source = file_source(0, row.image, root / row.image)
+            source = file_source(0, row.image, folder / row.image)
             return renderer(source, hit.box, hit.unit, channel)
         except (OSError, ValueError):
             return None

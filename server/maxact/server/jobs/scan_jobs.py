@@ -22,7 +22,11 @@ import numpy as np
 
 from maxact.client.kinds import ACTIVE_STATES, ScanState, TopKMode
 from maxact.server.data.datasets import DatasetCatalog, read_labels
-from maxact.server.data.preprocess import Preprocessing, ResolvedPreprocessing, resolve
+from maxact.server.data.preprocess import (
+    Preprocessing,
+    ResolvedPreprocessing,
+    parse_mapping,
+)
 from maxact.server.data.reader import file_source
 from maxact.server.errors import ServiceError, invalid_argument, not_found
 from maxact.server.jobs.store import (
@@ -146,11 +150,9 @@ class ScanJobs:
             raise invalid_argument("TOO_MANY_LAYERS", f"at most {MAX_LAYERS} layers per scan")
         check_k(k)
         model = self.models.get(model_name)
-        prep = resolve(
-            model.default_preprocessing, preprocessing, model.input.fixed_size, model.input.layout
-        )
+        prep = model.resolve(preprocessing)
         for layer in dict.fromkeys(layers):
-            require_field(model.layer(prep.input_size, layer))
+            require_field(model.layer(prep.reference_size, layer))
         dataset = self.datasets.open(dataset_name)
         scan = NewScan(
             model_name,
@@ -158,7 +160,7 @@ class ScanJobs:
             dataset_name,
             k,
             mode,
-            preprocessing.to_mapping(),
+            prep.as_request().to_dict(),  # resolved now: a later sidecar edit changes nothing
         )
         try:
             record, created = self.store.create_scan(
@@ -274,11 +276,9 @@ class ScanJobs:
         self, record: ScanRecord
     ) -> tuple[LoadedModel, ResolvedPreprocessing, list[LayerEntry]]:
         model = self.models.get(record.model)
-        request = Preprocessing.from_mapping(record.preprocessing, "scan preprocessing")
-        prep = resolve(
-            model.default_preprocessing, request, model.input.fixed_size, model.input.layout
-        )
-        return model, prep, [model.layer(prep.input_size, name) for name in record.layers]
+        request = parse_mapping(record.preprocessing, "scan preprocessing")
+        prep = model.resolve(request)
+        return model, prep, [model.layer(prep.reference_size, name) for name in record.layers]
 
     def _scan(self, scan_id: str, job: _Running) -> None:
         record = self.get(scan_id)

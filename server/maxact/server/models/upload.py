@@ -19,7 +19,7 @@ import grpc
 import onnx
 from google.protobuf.message import DecodeError
 
-from maxact.server.data.preprocess import Preprocessing
+from maxact.server.data.preprocess import parse_json
 from maxact.server.errors import ServiceError, invalid_argument
 from maxact.server.models.graph import image_input
 from maxact.server.paths import is_inside, resolve_under
@@ -215,7 +215,7 @@ def _checked_digest(sha256: str) -> str:
 def _checked_sidecar(text: str, name: str) -> str | None:
     if not text:
         return None
-    Preprocessing.from_json(text, f"preprocess_json of model upload {name!r}")  # validates
+    parse_json(text, f"preprocess_json of model upload {name!r}")  # validates
     return text
 
 

@@ -54,6 +54,9 @@ class EngineCallbacks:
     # After a batch was reduced: every image before `position` (a dataset index) is now
     # accounted for, reduced or skipped; a consistent point to checkpoint at.
     batch_done: Callable[[int], None] = lambda position: None
+    # The dataset indices of a batch and their model-input (height, width), before
+    # `reduced`: with per-image sizing, where a unit lies depends on it.
+    sized: Callable[[list[int], tuple[int, int]], None] = lambda indices, size: None
 
 
 @dataclass
@@ -68,6 +71,7 @@ class EngineOutcome:
 class _Counters:
     done: int = 0
     failed: int = 0
+    last_index: int = -1  # the largest dataset index reduced or skipped so far
     last_partial: float = field(default_factory=time.monotonic)
 
 
@@ -94,8 +98,12 @@ class ScanEngine:
         self.options = options or ReduceOptions()
         self.classes = tuple(classes)
         self.draft = draft
-        self.session, self.fixed_batch = model.scan_session(self.names, prep.input_size)
+        self._sessions: dict[tuple[int, int], tuple[ort.InferenceSession, int | None]] = {}
+        self.session, self.fixed_batch = self._session_for(prep.reference_size)
         self.batch_size = self.fixed_batch or batch_size
+        self._layers_at: dict[tuple[int, int], dict[str, LayerEntry]] = {
+            prep.reference_size: {layer.name: layer for layer in self.layers}
+        }
         self.reducers = {
             layer.name: LayerReducer(
                 layer.name,
@@ -157,18 +165,26 @@ class ScanEngine:
                 METRICS.inc("maxact_images_skipped_total")
                 callbacks.skipped(item.image_id, item.reason)
                 callbacks.reduced([item.index])
+                counters.last_index = max(counters.last_index, item.index)
             else:
                 batch, outputs = item
                 indices = np.asarray(batch.indices, dtype=np.int64)
                 batch_labels = None if label_array is None else label_array[indices]
+                size = self._size_of(batch.array)
+                layers = self._layers_for(size)
+                callbacks.sized(batch.indices, size)
                 for name, output in zip(self.names, outputs, strict=True):
-                    self.reducers[name].update(output, indices, batch_labels)
+                    self.reducers[name].update(output, indices, batch_labels, layers[name].field)
                 counters.done += len(indices)
+                counters.last_index = max(counters.last_index, int(indices.max()))
                 METRICS.inc("maxact_images_scanned_total", len(indices))
                 callbacks.reduced(batch.indices)
             callbacks.progress(counters.done, count(), counters.failed)
-            if not isinstance(item, Skipped):
-                callbacks.batch_done(int(indices.max()) + 1)
+            # a checkpoint point only when nothing past it was reduced yet: batches by size
+            # can run ahead of an image still waiting for its batch (resume must not
+            # reduce an image twice)
+            if not isinstance(item, Skipped) and counters.last_index < item[0].position:
+                callbacks.batch_done(item[0].position)
             now = time.monotonic()
             if now - counters.last_partial >= callbacks.partial_interval:
                 counters.last_partial = now
@@ -194,19 +210,48 @@ class ScanEngine:
             if close is not None:  # a reader: stop its decode threads now, not at GC
                 close()
 
+    def _size_of(self, array: np.ndarray) -> tuple[int, int]:
+        """The model-input (height, width) of a batch [B, ...] in the prep's layout."""
+        if self.prep.layout == "nchw":
+            return int(array.shape[2]), int(array.shape[3])
+        return int(array.shape[1]), int(array.shape[2])
+
+    def _session_for(self, size: tuple[int, int]) -> tuple[ort.InferenceSession, int | None]:
+        found = self._sessions.get(size)
+        if found is None:
+            found = self._sessions[size] = self.model.scan_session(self.names, size)
+        return found
+
+    def layer_at(self, size: tuple[int, int], name: str) -> LayerEntry:
+        """A scanned layer's catalogue row at a model-input size."""
+        return self._layers_for(size)[name]
+
+    def _layers_for(self, size: tuple[int, int]) -> dict[str, LayerEntry]:
+        """The layers' catalogue rows (shapes, receptive fields) at a model-input size; a
+        size the model cannot take fails here with the reason (see `LoadedModel.layer`)."""
+        found = self._layers_at.get(size)
+        if found is None:
+            found = self._layers_at[size] = {
+                name: self.model.layer(size, name) for name in self.names
+            }
+        return found
+
     def _infer(self, array: np.ndarray) -> list[np.ndarray]:
+        size = self._size_of(array)
+        if self.prep.fixed_size is None:
+            self._layers_for(size)  # a size the model cannot take fails here, saying why
+        session, fixed_batch = self._session_for(size)
         count = array.shape[0]
-        if self.fixed_batch is not None and count != self.fixed_batch:
-            if count > self.fixed_batch:
+        if fixed_batch is not None and count != fixed_batch:
+            if count > fixed_batch:
                 parts = [
-                    self._infer(array[i : i + self.fixed_batch])
-                    for i in range(0, count, self.fixed_batch)
+                    self._infer(array[i : i + fixed_batch]) for i in range(0, count, fixed_batch)
                 ]
                 return [np.concatenate(column) for column in zip(*parts, strict=True)]
-            padding = np.zeros((self.fixed_batch - count, *array.shape[1:]), array.dtype)
+            padding = np.zeros((fixed_batch - count, *array.shape[1:]), array.dtype)
             array = np.concatenate([array, padding])
         try:
-            outputs = self.session.run(
+            outputs = session.run(
                 list(self.names), {self.model.input.name: array}, self._run_options
             )
         except Exception:

@@ -66,21 +66,26 @@ class LayerReducer:
         if self.field is not None and options.position_bottom:
             self._topk[TopKKind.POSITION_BOTTOM] = RunningTopK(count, options.k, largest=False)
         self.stats = StatisticsReducer(count, classes)
-        self._groups = self._overlap_groups() if self.field is not None else []
+        # per field (one per input size), the field kept alive so its id stays its own
+        self._groups_at: dict[int, tuple[TensorField, list[tuple[np.ndarray, ...]]]] = {}
 
     @property
     def spatial(self) -> bool:
         return self.field is not None
 
-    def _overlap_groups(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """(positions in self.channels, row overlap, col overlap) per receptive-field group."""
-        assert self.field is not None
+    def _overlap_groups(self, field: TensorField) -> list[tuple[np.ndarray, ...]]:
+        """(positions in self.channels, row overlap, col overlap) per receptive-field group,
+        for the field at one input size (cached: per-image sizing brings a few sizes)."""
+        cached = self._groups_at.get(id(field))
+        if cached is not None:
+            return cached[1]
         wanted = np.asarray(self.channels)
         groups = []
-        for group in self.field.groups:
+        for group in field.groups:
             inside = np.flatnonzero((wanted >= group.first) & (wanted <= group.last))
             if inside.size:
                 groups.append((inside, overlap_matrix(group.rows), overlap_matrix(group.cols)))
+        self._groups_at[id(field)] = (field, groups)
         return groups
 
     def maps(self, output: np.ndarray) -> np.ndarray:
@@ -94,9 +99,14 @@ class LayerReducer:
         return moved
 
     def update(
-        self, output: np.ndarray, images: np.ndarray, labels: np.ndarray | None = None
+        self,
+        output: np.ndarray,
+        images: np.ndarray,
+        labels: np.ndarray | None = None,
+        field: TensorField | None = None,
     ) -> None:
-        """One batch of the layer's output; `images` are dataset indices [B]."""
+        """One batch of the layer's output; `images` are dataset indices [B]; `field` is the
+        layer's field at this batch's input size (default: the one given at construction)."""
         maps = self.maps(np.asarray(output))
         images = np.asarray(images, dtype=np.int64)
         b = maps.shape[0]
@@ -118,17 +128,23 @@ class LayerReducer:
                 self._topk[kind].update(responses, images, ys, xs)
         for kind, largest in ((TopKKind.POSITION, True), (TopKKind.POSITION_BOTTOM, False)):
             if kind in self._topk:
-                self._update_position(self._topk[kind], maps, images, largest)
+                self._update_position(self._topk[kind], maps, images, largest, field or self.field)
         self.stats.update(responses, labels)
 
     def _update_position(
-        self, topk: RunningTopK, maps: np.ndarray, images: np.ndarray, largest: bool
+        self,
+        topk: RunningTopK,
+        maps: np.ndarray,
+        images: np.ndarray,
+        largest: bool,
+        field: TensorField | None,
     ) -> None:
         cap = self.options.k
         if self.options.per_image_cap > 0:
             cap = min(cap, self.options.per_image_cap)
         b, c = maps.shape[:2]
-        for inside, rows, cols in self._groups:
+        assert field is not None
+        for inside, rows, cols in self._overlap_groups(field):
             part = maps[:, inside] if len(inside) != c else maps
             scores, ys, xs, valid = suppressed_candidates(part, rows, cols, cap, largest)
             full_scores = np.full((b, cap, c), -np.inf if largest else np.inf)

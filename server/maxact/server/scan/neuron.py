@@ -125,8 +125,9 @@ class NeuronScan:
         self.layer = layer
         self.query = query
         self.prep = prep
-        self._field = layer.field
         self._ids: HeldWhileNeeded[str] = HeldWhileNeeded()
+        # each held image's model-input size, where it depends on the image
+        self._sizes: HeldWhileNeeded[tuple[int, int]] = HeldWhileNeeded()
         self._engine = _engine_for(model, layer, query, prep, batch_size)
         self._reducer = self._engine.reducers[layer.name]
         self._kind = _kind(query, self._reducer.spatial)
@@ -153,6 +154,7 @@ class NeuronScan:
                 total=total,
                 callbacks=EngineCallbacks(
                     reduced=lambda indices: self._reduced(indices, callbacks),
+                    sized=self._sized,
                     progress=callbacks.progress,
                     skipped=callbacks.skipped,
                     partial=lambda done: callbacks.partial(self.hits(), done),
@@ -169,8 +171,14 @@ class NeuronScan:
             self._ids.add(source.index, source.image_id)
             yield source
 
+    def _sized(self, indices: list[int], size: tuple[int, int]) -> None:
+        if self.prep.fixed_size is None:
+            for index in indices:
+                self._sizes.add(index, size)
+
     def _reduced(self, indices: list[int], callbacks: ScanCallbacks) -> None:
         self._ids.reduced(indices, self.kept_images)
+        self._sizes.reduced(indices, self.kept_images)
         callbacks.reduced(indices)
 
     @property
@@ -195,7 +203,11 @@ class NeuronScan:
         return image_id
 
     def _hit(self, rank: int, entry: Entry) -> Hit:
-        box = input_box(self._field, self.prep, entry.y, entry.x, self.query.channel)
+        size = self.prep.fixed_size or self._sizes.get(entry.image)
+        if size is None:  # never: ranked images stay held
+            raise LookupError(f"the input size of ranked image {entry.image} was released")
+        field = self._engine.layer_at(size, self.layer.name).field
+        box = input_box(field, size, entry.y, entry.x, self.query.channel)
         return Hit(
             rank,
             entry.image,
@@ -243,10 +255,11 @@ def _engine_for(
 
 
 def input_box(
-    field: TensorField | None, prep: ResolvedPreprocessing, y: int, x: int, channel: int
+    field: TensorField | None, input_size: tuple[int, int], y: int, x: int, channel: int
 ) -> tuple[int, int, int, int]:
-    """A unit's exact receptive field in model-input pixels; a flat tensor's is the input."""
+    """A unit's exact receptive field in model-input pixels (the field at the image's
+    model-input size `input_size`); a flat tensor's is the whole input."""
     if field is None or not field.spatial:
-        height, width = prep.input_size
+        height, width = input_size
         return (0, 0, height, width)
     return field.box(y, x, channel)

@@ -118,7 +118,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         sidecar = ""
         if header.HasField("preprocessing"):
             prep = preprocessing_from_proto(header.preprocessing)
-            sidecar = json.dumps(prep.to_mapping(), indent=2) + "\n"
+            sidecar = json.dumps(prep.to_dict(), indent=2) + "\n"
         models = self.state.models
         upload = await asyncio.to_thread(
             ModelUpload,

@@ -45,6 +45,7 @@ class ScanServicer(scan_service_pb2_grpc.ScanServiceServicer):
             mode = TopKMode.from_proto(request.mode)
         except ValueError:
             raise invalid_argument("INVALID_MODE", f"unknown top-k mode {request.mode}") from None
+        preprocessing = preprocessing_from_proto(request.preprocessing)
         record = await asyncio.to_thread(
             self.jobs.create,
             request.model,
@@ -52,11 +53,15 @@ class ScanServicer(scan_service_pb2_grpc.ScanServiceServicer):
             request.dataset,
             request.k or DEFAULT_K,
             mode,
-            preprocessing_from_proto(request.preprocessing),
+            preprocessing,
             request_id=request.request_id,
             deadline=_deadline(context),
         )
-        return spb.CreateScanResponse(scan=scan_to_proto(record))
+        model = await asyncio.to_thread(self.jobs.models.get, record.model)
+        return spb.CreateScanResponse(
+            scan=scan_to_proto(record),
+            preprocessing_warning=model.preprocessing_warning(preprocessing),
+        )
 
     @rpc
     async def GetScan(
