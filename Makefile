@@ -10,7 +10,7 @@ PROTO_DEPS := build/proto-deps
 # `buf breaking` compares the protos with this commit's (the previous one by default).
 BREAKING_AGAINST ?= HEAD~1
 
-.PHONY: demo test lint proto proto-deps breaking bench clean venv
+.PHONY: demo test fuzz lint proto proto-deps breaking bench clean venv sysdeps
 
 venv: $(STAMP)
 
@@ -23,8 +23,17 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/maxact demo
 
-test: $(STAMP)
+# System packages outside pip (Debian chromium, chromium-driver): installed when missing and
+# possible (root + apt-get), else listed; tests that need a missing one skip with the reason.
+sysdeps: $(STAMP)
+	sh scripts/sysdeps.sh $(VENV)/sysdeps-missing.txt
+
+test: $(STAMP) sysdeps
 	$(BIN)/python -m pytest -q
+
+# the fuzz suite's long profile (400 examples per fuzz test; `make test` runs 15 each)
+fuzz: $(STAMP)
+	MAXACT_FUZZ_PROFILE=long $(BIN)/python -m pytest -q tests/fuzz --hypothesis-show-statistics
 
 proto-deps: $(STAMP)
 	mkdir -p $(PROTO_DEPS)/google/rpc
@@ -38,6 +47,7 @@ proto: proto-deps
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(MAKE) proto-deps
 	$(BIN)/buf lint
 	$(MAKE) breaking

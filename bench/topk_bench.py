@@ -23,7 +23,7 @@ from maxact.client.demo.fetch import default_cache_dir, fetch_demo_model, write_
 from maxact.server.app import start_server
 from maxact.server.data.preprocess import Preprocessing, parse_json, resolve
 from maxact.server.data.reader import file_source, load_original
-from maxact.server.models.graph import prune_to_outputs
+from maxact.server.graph.surgery import prune_to_outputs
 from maxact.server.models.runtime import create_session
 
 BATCH = 16

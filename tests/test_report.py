@@ -19,7 +19,7 @@ from maxact.client import Client
 from maxact.client.cli.main import main
 from maxact.client.montage import GAP, MARGIN
 from maxact.client.report.writer import OVERVIEW_COLUMNS, OVERVIEW_TILE, patch_file, safe_names
-from tests.browser import Browser, ensure_chromium
+from tests.browser import Browser, browser_missing
 from tests.datasets import slow_scan
 from tests.onnx_models import random_cnn, save
 
@@ -170,7 +170,7 @@ def test_report_of_a_cancelled_scan_exits_1_with_scan_not_finished(
 
 @pytest.fixture(scope="session")
 def chromium() -> None:
-    reason = ensure_chromium()
+    reason = browser_missing()
     if reason is not None:
         pytest.skip(reason)
 

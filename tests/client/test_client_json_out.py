@@ -1,10 +1,10 @@
-"""The --json documents keep the exact shapes of DESIGN §3."""
+"""The --json documents keep the exact shapes the README documents."""
 
 from __future__ import annotations
 
 import json
 
-from maxact.client.cli import json_out
+from maxact.client import json_out
 
 
 def test_number_is_int_when_integral_and_float_when_fractional() -> None:

@@ -1,4 +1,4 @@
-"""Preprocessing flags, proto and sidecar JSON agree with each other and with DESIGN §3."""
+"""Preprocessing flags, proto and sidecar JSON agree with each other and with docs/contracts.md."""
 
 from __future__ import annotations
 

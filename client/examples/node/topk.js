@@ -5,7 +5,7 @@
 //
 // Server: $MAXACT_SERVER (host:port, default 127.0.0.1:50051); bearer token: $MAXACT_TOKEN.
 // Writes OUTDIR/rank_1.png ... (the PNG bytes exactly as the server sent them), progress on
-// stderr, and ONE JSON document on stdout shaped like `maxact topk --json`.
+// stderr, and ONE JSON document on stdout shaped like `maxact topk --json` (README.md).
 // Errors: "maxact-node: error: CODE_NAME (REASON): message" on stderr and exit code 1.
 //
 // The stubs are generated at run time from the repository's .proto files with

@@ -13,6 +13,7 @@ from maxact.client import convert
 from maxact.client import types as t
 from maxact.client.analysis import AnalysisCalls
 from maxact.client.channel import MAX_MESSAGE_BYTES, open_channel, resolve_token
+from maxact.client.defaults import DEFAULT_K
 from maxact.client.errors import rpc_errors
 from maxact.client.images import ImageData, ImageRequests, as_images
 from maxact.client.kinds import TopKMode
@@ -40,7 +41,7 @@ R = TypeVar("R")
 
 
 def default_server() -> str:
-    """MAXACT_SERVER when set, else the default loopback port (DESIGN §3)."""
+    """MAXACT_SERVER when set, else the default loopback port."""
     return os.environ.get("MAXACT_SERVER") or DEFAULT_SERVER
 
 
@@ -125,9 +126,10 @@ class Client:
         """Stream a local .onnx file to the server's model root as `name` (default: file stem).
 
         The server verifies the SHA-256 and that the file is an ONNX model before it appears;
-        `preprocessing` (or `preprocess_json`, the sidecar's JSON object, parsed here: a typo
-        raises ValueError before anything is sent) becomes its default preprocessing. An
-        existing name is refused (ALREADY_EXISTS) unless `overwrite`.
+        `preprocessing` (or `preprocess_json`, the sidecar's JSON object, docs/contracts.md
+        "Preprocessing", parsed here: a typo raises ValueError before anything is sent) becomes
+        its default preprocessing. An existing name is refused (ALREADY_EXISTS) unless
+        `overwrite`.
         """
         path = Path(path)
         if preprocess_json is not None:
@@ -197,7 +199,7 @@ class Client:
         channel: int,
         *,
         dataset: str,
-        k: int = 9,
+        k: int = DEFAULT_K,
         mode: str = "image",
         bottom: bool = False,
         unit: tuple[int, int] | None = None,
@@ -227,7 +229,7 @@ class Client:
         channel: int,
         images: Iterable[tuple[str, ImageData]] | Iterable[str | os.PathLike[str]] | str | Path,
         *,
-        k: int = 9,
+        k: int = DEFAULT_K,
         mode: str = "image",
         bottom: bool = False,
         unit: tuple[int, int] | None = None,
@@ -243,7 +245,7 @@ class Client:
         to keep the images as (created only when the stream completes).
 
         `images`: (id, bytes or local path) pairs in the order to rank them (ties: the earlier
-        wins), or local folders and files, whose ids and order follow DESIGN §3 (see
+        wins), or local folders and files, whose ids and order follow docs/contracts.md (see
         `collect_images`). Files are read one at a time as gRPC sends them; an unreadable one
         cancels the scan and is raised (OSError) from the stream.
         """

@@ -11,6 +11,7 @@ from maxact.v1 import (
     common_pb2,
     dataset_service_pb2,
     model_service_pb2,
+    neuron_service_pb2,
     receptive_field_service_pb2,
     topk_service_pb2,
 )
@@ -39,7 +40,7 @@ RENDERS = {
 
 
 def set_render(
-    message: topk_service_pb2.TopKQuery | object,
+    message: topk_service_pb2.TopKQuery | neuron_service_pb2.GetNeuronRequest,
     render: str,
     mask_quantile: float | None,
     patch_size: int,
@@ -48,10 +49,10 @@ def set_render(
     values)."""
     if render not in RENDERS:
         raise ValueError(f"render must be one of {sorted(RENDERS)}, not {render!r}")
-    message.render = RENDERS[render]  # type: ignore[attr-defined]
+    message.render = RENDERS[render]
     if mask_quantile is not None:
-        message.mask_quantile = mask_quantile  # type: ignore[attr-defined]
-    message.patch_size = patch_size  # type: ignore[attr-defined]
+        message.mask_quantile = mask_quantile
+    message.patch_size = patch_size
 
 
 def patch(msg: topk_service_pb2.Patch) -> t.Patch:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields, replace
 from fractions import Fraction
 from typing import Any
 
-from maxact.client.cli.common import add_size, positive_int
+from maxact.client.arguments import add_size, positive_int
 from maxact.v1 import common_pb2
 
 _CHANNEL_ORDERS = {"rgb": common_pb2.CHANNEL_ORDER_RGB, "bgr": common_pb2.CHANNEL_ORDER_BGR}
@@ -169,7 +169,8 @@ class Preprocessing:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """The sidecar / JSON form: only the fields that are set, lists for tuples."""
+        """The sidecar / JSON form (docs/contracts.md): only the fields that are set, lists for
+        tuples."""
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)

@@ -13,6 +13,7 @@ from google.protobuf import timestamp_pb2
 
 from maxact.client import convert
 from maxact.client import types as t
+from maxact.client.defaults import DEFAULT_K
 from maxact.client.errors import MaxactError, from_status, rpc_errors
 from maxact.client.kinds import ScanState, TopKMode
 from maxact.client.pages import all_pages
@@ -132,7 +133,7 @@ class ScanCalls:
         model: str,
         layers: list[str],
         dataset: str,
-        k: int = 9,
+        k: int = DEFAULT_K,
         mode: str = "image",
         preprocessing: Preprocessing | None = None,
         request_id: str | None = None,

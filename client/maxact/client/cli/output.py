@@ -1,4 +1,4 @@
-"""What the `maxact` command modules (cli.py, scan_cli.py) share at run time: the connection
+"""What the `maxact` command modules (main.py, scan_commands.py) share at run time: the connection
 the global options describe, and printing a document as JSON or text."""
 
 from __future__ import annotations
@@ -6,11 +6,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from maxact.client import json_out, text_out
 from maxact.client import types as t
 from maxact.client.channel import read_token_file
-from maxact.client.cli import json_out, text_out
-from maxact.client.cli.patches_out import write_patches
 from maxact.client.client import Client
+from maxact.client.patches_out import write_patches
 
 
 def connect(args: argparse.Namespace) -> Client:

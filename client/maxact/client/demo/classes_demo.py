@@ -15,8 +15,8 @@ import numpy as np
 from PIL import Image
 
 from maxact.client import types as t
-from maxact.client.cli.class_commands import classes_text
 from maxact.client.demo.fetch import DEMO_MODEL
+from maxact.client.text_out import classes_text
 
 FACES = "faces"
 # what each bundled photo shows (variants share their photo's label)

@@ -21,10 +21,8 @@ from typing import Any
 
 import grpc
 
+from maxact.client import json_out
 from maxact.client import types as t
-from maxact.client.cli import json_out
-from maxact.client.cli.patches_out import montage_of, write_patches
-from maxact.client.cli.progress import ProgressBar
 from maxact.client.client import Client
 from maxact.client.demo import classes_demo
 from maxact.client.demo.fetch import (
@@ -36,6 +34,8 @@ from maxact.client.demo.fetch import (
 )
 from maxact.client.errors import MaxactError
 from maxact.client.montage import stack_rows
+from maxact.client.patches_out import montage_of, write_patches
+from maxact.client.progress import ProgressBar
 from maxact.client.report.writer import write_report
 
 DATASET = "photos"
@@ -153,7 +153,7 @@ def screenshot_gallery(index: Path, out: Path, layer: int = 0) -> str | None:
     page = index.parent / pages[min(layer, len(pages) - 1)]
     try:
         screenshot.screenshot_page(page, out, *SCREENSHOT_WINDOW)
-    except (OSError, subprocess.SubprocessError, screenshot.WebDriverError) as error:
+    except (OSError, subprocess.SubprocessError, screenshot.ScreenshotError) as error:
         return f"headless Chromium failed: {error}"
     return None
 
@@ -256,13 +256,3 @@ def _run_layers(
         "montage": "montage.png",
         "layers": layer_docs,
     }
-
-
-def main(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - `python -m` shim
-    from maxact.client.cli.main import main as cli_main
-
-    return cli_main(["demo", *(argv or [])])
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main(sys.argv[1:]))

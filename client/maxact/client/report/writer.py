@@ -25,14 +25,15 @@ from typing import Any
 
 from PIL import Image
 
+from maxact.client import text_out
 from maxact.client import types as t
-from maxact.client.cli import text_out
+from maxact.client.defaults import DEFAULT_K
 from maxact.client.errors import MaxactError
+from maxact.client.json_out import scan_json
 from maxact.client.montage import BACKGROUND, render_montage, stack_rows
 from maxact.client.report import html as g
 from maxact.client.scans import ChannelStatistics, LayerStatistics, ScanInfo
 
-DEFAULT_K = 9
 OVERVIEW_TILE = 64
 OVERVIEW_COLUMNS = 16
 QUERY_THREADS = 8
@@ -150,8 +151,6 @@ def write_report(
     """Write the gallery of a finished scan into `out`; returns the path of index.html.
 
     `patch_size` > 0 has the server letterbox every patch into that square (smaller files)."""
-    from maxact.client.cli.scan_commands import scan_json
-
     scan: ScanInfo = client.scans.get(scan_id)
     statistics: dict[str, LayerStatistics] = {
         name: client.scans.statistics(scan.id, name)  # FAILED_PRECONDITION unless succeeded

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import csv
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from maxact.server.errors import invalid_argument, not_found
-from maxact.server.paths import is_inside, resolve_under
-
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
+from maxact.client.images import walk_images
+from maxact.server.errors import invalid_argument, not_found, shown
+from maxact.server.paths import check_name, is_inside, resolve_under
 
 
 @dataclass(frozen=True)
@@ -35,17 +33,11 @@ def list_image_ids(root: Path) -> list[str]:
 
     Symlinks that lead outside the root are ignored so a dataset can never expose other files.
     """
-    found: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for filename in filenames:
-            if filename.startswith(".") or Path(filename).suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            path = Path(dirpath) / filename
-            if path.is_symlink() and not is_inside(root, path):
-                continue
-            found.append(path.relative_to(root).as_posix())
-    return sorted(found)
+
+    def stays_inside(path: Path) -> bool:
+        return not path.is_symlink() or is_inside(root, path)
+
+    return [image_id for image_id, _ in walk_images(root, stays_inside)]
 
 
 def read_labels(root: Path, ids: list[str]) -> dict[str, str]:
@@ -95,9 +87,10 @@ class DatasetCatalog:
                 f"dataset {name!r} not found: the server was started without --data-root",
                 dataset=name,
             )
+        check_name(name, "dataset")
         if "/" in name:
             raise invalid_argument(
-                "INVALID_NAME", f"invalid dataset name {name!r}: a dataset is a folder name"
+                "INVALID_NAME", f"invalid dataset name {shown(name)}: a dataset is a folder name"
             )
         root = resolve_under(self.data_root, name, "dataset")
         if not root.is_dir():

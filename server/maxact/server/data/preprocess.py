@@ -21,6 +21,7 @@ from PIL import Image
 
 from maxact.client.preprocessing import CHANNEL_ORDERS, LAYOUTS, Preprocessing
 from maxact.server.errors import invalid_argument
+from maxact.server.limits import check_image_input_pixels, check_input_pixels
 
 __all__ = ["CHANNEL_ORDERS", "LAYOUTS", "Preprocessing", "parse_json", "parse_mapping"]
 
@@ -35,9 +36,11 @@ def parse_mapping(data: Mapping[str, Any], source: str) -> Preprocessing:
 
 def parse_json(text: str, source: str) -> Preprocessing:
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise invalid_argument("INVALID_PREPROCESSING", f"{source}: not JSON: {exc}") from exc
+        data = json.loads(text)  # non-finite numbers are refused by validation, naming the field
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+        raise invalid_argument(
+            "INVALID_PREPROCESSING", f"{source}: not JSON: {str(exc)[:200]}"
+        ) from None
     if not isinstance(data, dict):
         raise invalid_argument("INVALID_PREPROCESSING", f"{source}: expected a JSON object")
     return parse_mapping(data, source)
@@ -144,7 +147,8 @@ class ResolvedPreprocessing:
         )
 
     def resized_size(self, height: int, width: int) -> tuple[int, int]:
-        """(height, width) of an image of this size after the resize step."""
+        """(height, width) of an image of this size after the resize step; an image whose
+        resize would be over the model-input bound is refused here, before any allocation."""
         if self.size is not None:
             return self.size
         if self.letterbox is not None:
@@ -152,10 +156,11 @@ class ResolvedPreprocessing:
         if self.resize_shorter is not None:
             resized = shorter_side_size(height, width, self.resize_shorter)
             if self.size_multiple is not None:
-                return (
+                resized = (
                     round_to_multiple(resized[0], self.size_multiple),
                     round_to_multiple(resized[1], self.size_multiple),
                 )
+            check_image_input_pixels(*resized)
             return resized
         return height, width
 
@@ -295,6 +300,12 @@ def resolve(
             f"preprocessing produces {list(output or ())} but the model input is "
             f"{list(model_size)}",
         )
+    if output is not None:
+        check_input_pixels(*output, what="model input")
+    if merged.letterbox is not None:
+        check_input_pixels(*merged.letterbox, what="letterbox")
+    if merged.resize_shorter is not None:  # the resized image is at least shorter x shorter
+        check_input_pixels(merged.resize_shorter, merged.resize_shorter, what="resize_shorter")
     return ResolvedPreprocessing(
         size=merged.size,
         resize_shorter=merged.resize_shorter,

@@ -18,12 +18,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from maxact.server import limits
 from maxact.server.data.preprocess import ResolvedPreprocessing
 
-# Decompression-bomb guard: refuse images over this many pixels from the header alone, before
-# any decoding (Pillow itself only warns below twice its limit and decodes in full).
-MAX_PIXELS = 200_000_000
-Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 _PATH_IN_QUOTES = re.compile(r"['\"]/[^'\"]*['\"]")
 
 
@@ -41,7 +38,6 @@ class Batch:
     indices: list[int]
     ids: list[str]
     array: np.ndarray  # [B, ...] model input
-    original_sizes: list[tuple[int, int]]  # (height, width)
     # every image with a smaller index was yielded (in this or an earlier batch, or skipped)
     # by the time this batch was: a consistent point to checkpoint at (None: max index + 1)
     complete_before: int | None = None
@@ -66,13 +62,11 @@ def file_source(index: int, image_id: str, path: Path) -> ImageSource:
 
 
 def check_pixels(image: Image.Image) -> None:
-    """Raise before decoding when the header announces more than MAX_PIXELS pixels."""
+    """Decompression-bomb guard: raise from the header alone, before any decoding, when the
+    image announces more pixels than the decoded-pixel bound (Pillow itself only warns below
+    twice its limit and decodes in full)."""
     width, height = image.size
-    if width * height > MAX_PIXELS:
-        raise ValueError(
-            f"image is {width}x{height} = {width * height:,} pixels, over the limit of "
-            f"{MAX_PIXELS:,} (possible decompression bomb)"
-        )
+    limits.check_image_pixels(width, height)
 
 
 def load_original(source: ImageSource) -> Image.Image:
@@ -188,7 +182,6 @@ def _batch(
         indices=[source.index for source, _, _ in items],
         ids=[source.image_id for source, _, _ in items],
         array=np.stack([array for _, array, _ in items]),
-        original_sizes=[size for _, _, size in items],
         complete_before=complete_before,
     )
 

@@ -13,10 +13,10 @@ from maxact.server.data.reader import file_source, upright_size
 from maxact.server.errors import failed_precondition, invalid_argument, not_found
 from maxact.server.jobs.scan_jobs import ScanJobs, scan_id_from
 from maxact.server.jobs.store import ScanRecord, TopKRow
+from maxact.server.models.registry import check_channel
 from maxact.server.patches.crop import PatchImage, PatchRenderer
 from maxact.server.patches.render import RenderOptions
 from maxact.server.scan.neuron import Hit, input_box
-from maxact.server.service.validate import check_channel
 
 # Crops of one answer run side by side (Pillow releases the GIL while decoding).
 _CROP_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="maxact-crop")

@@ -14,7 +14,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from contextlib import suppress
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import grpc
@@ -28,8 +29,14 @@ from maxact.server.data.preprocess import (
     parse_mapping,
 )
 from maxact.server.data.reader import file_source
-from maxact.server.errors import ServiceError, invalid_argument, not_found
+from maxact.server.errors import (
+    ServiceError,
+    failed_precondition,
+    invalid_argument,
+    not_found,
+)
 from maxact.server.jobs.store import (
+    MAX_RESUME_ATTEMPTS,
     Checkpoint,
     NewScan,
     RequestIdReused,
@@ -39,7 +46,8 @@ from maxact.server.jobs.store import (
     TopKRow,
 )
 from maxact.server.models.registry import LayerEntry, LoadedModel, ModelRegistry, require_field
-from maxact.server.ops.metrics import METRICS
+from maxact.server.ops.metrics import SCAN_IMAGES_PER_SECOND, SCANS_QUEUED, SCANS_RUNNING
+from maxact.server.paths import check_name
 from maxact.server.scan.engine import EngineCallbacks, EngineCancelled, ScanEngine
 from maxact.server.scan.layer import LayerReducer, ReduceOptions
 from maxact.server.scan.reducers import check_k
@@ -53,23 +61,25 @@ DELETE_WAIT_SECONDS = 30.0
 
 
 @dataclass
+class _RunProgress:
+    """Where a running scan is: images done/failed (checkpoint included), the position of the
+    last checkpoint and of the last finished batch, and when progress was last stored."""
+
+    done: int
+    failed: int
+    saved: int
+    position: int
+    written: float = field(default_factory=time.monotonic)
+
+
+@dataclass
 class _Running:
     thread: threading.Thread
     cancel: threading.Event
     engine: ScanEngine | None = None
+    scan_id: str = ""
     # set once the worker holds a slot; before that it waits and writes nothing
     holds_slot: threading.Event = field(default_factory=threading.Event)
-
-
-@dataclass
-class _Progress:
-    """A running scan's counts, updated from the engine's callbacks (one thread)."""
-
-    done: int
-    failed: int
-    saved: int  # the dataset position of the last checkpoint
-    written: float  # time.monotonic() of the last progress write to the store
-    position: int = 0  # every image before it is accounted for in the reducers
 
 
 def scan_id_from(name: str) -> str:
@@ -98,13 +108,35 @@ class ScanJobs:
         self._lock = threading.Lock()
         self._closing = threading.Event()
         self._queued = self._active = 0
+        # failures the store could not record (e.g. a full disk): reported from memory, so a
+        # scan always reaches a final state for its watchers
+        self._unrecorded_failures: dict[str, ScanError] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
     def resume_unfinished(self) -> list[str]:
         """Start (again) every queued or running scan; called once when the server starts."""
         resumed = []
         for record in self.store.unfinished():
-            self.store.set_state(record.id, ScanState.QUEUED)
+            if record.damage:
+                self._fail(record.id, _damaged(record.damage))
+                continue
+            if record.resume_attempts >= MAX_RESUME_ATTEMPTS:
+                self._fail(
+                    record.id,
+                    ScanError(
+                        grpc.StatusCode.ABORTED.value[0],
+                        "TOO_MANY_RESTARTS",
+                        f"the server stopped abnormally {record.resume_attempts} times while this"
+                        " scan ran, before it reached a checkpoint (e.g. out of memory); it is not"
+                        " resumed again",
+                    ),
+                )
+                continue
+            try:
+                self.store.set_state(record.id, ScanState.QUEUED)
+            except ServiceError as error:
+                self._fail(record.id, _scan_error(error))
+                continue
             self._start(record.id)
             resumed.append(record.id)
         if resumed:
@@ -122,6 +154,9 @@ class ScanJobs:
                 job.engine.stop()
         for job in running:
             job.thread.join(timeout)
+        for job in running:
+            with suppress(ServiceError):  # stopped cleanly: a restart resumes it, no crash counted
+                self.store.clear_resumes(job.scan_id)
 
     # -- requests --------------------------------------------------------------------------
     def create(
@@ -186,6 +221,15 @@ class ScanJobs:
         record = self.store.get(scan_id)
         if record is None:
             raise not_found("SCAN_NOT_FOUND", f"scan 'scans/{scan_id}' not found", scan=scan_id)
+        return self.with_unrecorded(record)
+
+    def with_unrecorded(self, record: ScanRecord) -> ScanRecord:
+        """`record`, failed if its failure could only be kept in memory."""
+        reason = self._unrecorded_failures.get(record.id)
+        if reason is not None and not record.finished:
+            return replace(record, state=ScanState.FAILED, error=reason)
+        if record.damage and not record.finished:
+            return replace(record, state=ScanState.FAILED, error=_damaged(record.damage))
         return record
 
     def cancel(self, scan_id: str) -> ScanRecord:
@@ -227,6 +271,7 @@ class ScanJobs:
                 target=self._run, args=(scan_id,), name=f"maxact-scan-job-{scan_id}", daemon=True
             ),
             threading.Event(),
+            scan_id=scan_id,
         )
         with self._lock:
             self._running[scan_id] = job
@@ -236,8 +281,8 @@ class ScanJobs:
         with self._lock:
             self._queued += delta_queued
             self._active += delta_running
-            METRICS.set("maxact_scans_queued", self._queued)
-            METRICS.set("maxact_scans_running", self._active)
+            SCANS_QUEUED.set(self._queued)
+            SCANS_RUNNING.set(self._active)
 
     def _run(self, scan_id: str) -> None:
         job = self._running[scan_id]
@@ -255,7 +300,7 @@ class ScanJobs:
         except EngineCancelled:
             pass
         except ServiceError as error:
-            self._fail(scan_id, ScanError(error.code.value[0], error.reason, error.message))
+            self._fail(scan_id, _scan_error(error))
         except Exception as exc:
             log.exception("scan %s failed", scan_id)
             self._fail(
@@ -269,12 +314,26 @@ class ScanJobs:
                 self._running.pop(scan_id, None)
 
     def _fail(self, scan_id: str, error: ScanError) -> None:
-        if not self._closing.is_set():
+        """Mark the scan failed; when the store cannot take it (full disk), remember it in
+        memory so the scan still ends `failed` for everyone watching."""
+        if self._closing.is_set():
+            return
+        try:
             self.store.transition(scan_id, ScanState.FAILED, ACTIVE_STATES, error)
+        except ServiceError as failure:
+            log.warning(
+                "scan %s failed (%s); the store cannot record it: %s",
+                scan_id,
+                error.message,
+                failure.message,
+            )
+            self._unrecorded_failures[scan_id] = error
 
     def prepare(
         self, record: ScanRecord
     ) -> tuple[LoadedModel, ResolvedPreprocessing, list[LayerEntry]]:
+        if record.damage:
+            raise failed_precondition("SCAN_DAMAGED", record.damage, scan=record.id)
         model = self.models.get(record.model)
         request = parse_mapping(record.preprocessing, "scan preprocessing")
         prep = model.resolve(request)
@@ -287,7 +346,12 @@ class ScanJobs:
         model, prep, layers = self.prepare(record)
         # the snapshot taken at creation, not a new listing: a resumed scan sees the same images
         root = self.datasets.root_of(record.dataset)
-        ids = self.store.image_ids(scan_id)
+        try:
+            ids = self.store.image_ids(scan_id)
+        except ValueError as exc:
+            raise failed_precondition("SCAN_DAMAGED", f"damaged store row: {exc}") from None
+        for image_id in ids:  # stored ids are re-checked: a store row is not trusted
+            check_name(image_id, "stored image")
         label_of = read_labels(root, ids)
         classes = tuple(sorted(set(label_of.values())))
         class_ids = {name: i for i, name in enumerate(classes)}
@@ -304,10 +368,13 @@ class ScanJobs:
                 reducer.load_state(states[name])
             start = record.checkpoint_position
             base_done, base_failed = record.checkpoint_done, record.checkpoint_failed
+        # counted before it runs, reset at each checkpoint: a scan that takes the server down
+        # (e.g. out of memory) is not resumed into a crash loop
+        self.store.count_run(scan_id)
         if not self.store.transition(scan_id, ScanState.RUNNING, ACTIVE_STATES):
             return  # cancelled while it was being prepared
         sources = [file_source(i, ids[i], root / ids[i]) for i in range(start, len(ids))]
-        progress = _Progress(base_done, base_failed, saved=start, written=time.monotonic())
+        progress = _RunProgress(done=base_done, failed=base_failed, saved=start, position=start)
 
         def on_progress(done: int, total: int, failed: int) -> None:
             progress.done, progress.failed = base_done + done, base_failed + failed
@@ -338,9 +405,7 @@ class ScanJobs:
             raise
         if job.cancel.is_set():
             raise EngineCancelled()
-        METRICS.set(
-            "maxact_scan_images_per_second", outcome.images_scanned / max(outcome.seconds, 1e-9)
-        )
+        SCAN_IMAGES_PER_SECOND.set(outcome.images_scanned / max(outcome.seconds, 1e-9))
         done = base_done + outcome.images_scanned
         failed = base_failed + outcome.images_failed
         self.store.finish(
@@ -387,7 +452,13 @@ class ScanJobs:
                 "dead": stats.dead.tolist(),
                 "classes": list(stats.classes),
             }
-            if stats.class_mean is not None:
+            if (
+                stats.class_mean is not None
+                and stats.selectivity is not None
+                and stats.preferred_class is not None
+                and stats.class_images is not None
+                and stats.class_mean_clipped is not None
+            ):
                 document["class_mean"] = [
                     [None if np.isnan(v) else float(v) for v in row] for row in stats.class_mean
                 ]
@@ -418,3 +489,11 @@ def _deadline_check(deadline: float | None) -> Callable[[], None]:
             )
 
     return check
+
+
+def _scan_error(error: ServiceError) -> ScanError:
+    return ScanError(error.code.value[0], error.reason, error.message)
+
+
+def _damaged(damage: str) -> ScanError:
+    return ScanError(grpc.StatusCode.DATA_LOSS.value[0], "SCAN_DAMAGED", damage)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,12 +23,25 @@ from maxact.server.data.preprocess import (
     parse_json,
     resolve,
 )
-from maxact.server.errors import failed_precondition, invalid_argument, not_found
-from maxact.server.models.graph import ImageInput, image_input, prune_to_outputs
+from maxact.server.errors import (
+    ServiceError,
+    failed_precondition,
+    invalid_argument,
+    not_found,
+    shown,
+)
+from maxact.server.graph.shapes import infer_shapes_reporting
+from maxact.server.graph.surgery import ImageInput, image_input, prune_to_outputs
+from maxact.server.limits import check_input_pixels
+from maxact.server.models.feedable import (
+    external_data_problem,
+    tensor_problem,
+    text_problem,
+    unsupported_input,
+)
 from maxact.server.models.runtime import create_session
 from maxact.server.models.sessions import DEFAULT_MAX_BYTES, SessionCache
-from maxact.server.models.shapes import infer_shapes_reporting
-from maxact.server.paths import is_inside, resolve_under
+from maxact.server.paths import check_name, is_inside, resolve_under
 from maxact.server.rf import FieldError, ReceptiveFields, TensorField, compute_receptive_fields
 
 MODEL_SUFFIX = ".onnx"
@@ -62,6 +76,20 @@ def require_field(layer: LayerEntry) -> TensorField:
             layer=layer.name,
         )
     return layer.field
+
+
+def check_channel(layer: LayerEntry, channel: int) -> None:
+    """A channel (or a flat tensor's index) must exist in the layer."""
+    channels = layer.shape[0] if layer.shape else 0
+    if not 0 <= channel < channels:
+        what = "index" if len(layer.shape) == 1 else "channel"
+        raise invalid_argument(
+            "CHANNEL_OUT_OF_RANGE",
+            f"{what} {channel} is out of range for layer {layer.name!r}, which has {channels} "
+            f"{'features' if what == 'index' else 'channels'} (valid: 0..{channels - 1})",
+            layer=layer.name,
+            channel=str(channel),
+        )
 
 
 @dataclass
@@ -190,7 +218,7 @@ class LoadedModel:
             )
 
     def input_size(self, requested: tuple[int, int] | None) -> tuple[int, int]:
-        """The concrete size fields are computed for (DESIGN §3 order of precedence)."""
+        """The concrete size fields are computed for (order of precedence: docs/contracts.md)."""
         fixed = self.input.fixed_size
         if fixed is not None:
             if requested is not None and tuple(requested) != fixed:
@@ -217,6 +245,7 @@ class LoadedModel:
         )
 
     def view(self, size: tuple[int, int]) -> SizeView:
+        check_input_pixels(*size, what=f"input size of model {self.name!r}")
         with self._lock:
             cached = self._views.get(size)
         if cached is not None:
@@ -287,6 +316,21 @@ class LoadedModel:
         shaped = {layer.name: layer for layer in layers if layer.name not in unshaped}
         return SizeView(size, shapes, fields, layers, shaped, unshaped, shape_error)
 
+    def _created(self, create: Callable[[], ort.InferenceSession]) -> ort.InferenceSession:
+        """A new session; onnxruntime refusing the graph is the model's fault, said as such."""
+        try:
+            return create()
+        except ServiceError:
+            raise
+        except Exception as exc:
+            first_line = (str(exc).strip().splitlines() or [""])[-1][:200]
+            raise failed_precondition(
+                "MODEL_INVALID",
+                f"model {self.name!r}: onnxruntime cannot run it ({type(exc).__name__}: "
+                f"{first_line})",
+                model=self.name,
+            ) from None
+
     def layer(self, size: tuple[int, int], name: str) -> LayerEntry:
         """The catalogue row of `name` at `size`; when there is none, an error that names the
         real cause (the size, a misspelt name) and a command that works."""
@@ -354,7 +398,7 @@ class LoadedModel:
 
         def create() -> tuple[ort.InferenceSession, int]:
             pruned = prune_to_outputs(self.proto, key)
-            return create_session(pruned, self.device), pruned.ByteSize()
+            return self._created(lambda: create_session(pruned, self.device)), pruned.ByteSize()
 
         return self.sessions.get_or_create((self.name, "outputs", key), create)
 
@@ -379,7 +423,7 @@ class LoadedModel:
                 self.input,
                 tuple(sorted(outputs)),
                 size,
-                lambda proto: create_session(proto, self.device),
+                lambda proto: self._created(lambda: create_session(proto, self.device)),
             )
             found = (session, None) if session is not None else (self.session(outputs), 1)
             return found, self.proto.ByteSize()
@@ -441,12 +485,13 @@ class ModelRegistry:
         return found
 
     def path_of(self, name: str) -> Path:
+        check_name(name, "model")
         path = resolve_under(self.model_root, name + MODEL_SUFFIX, "model")
         if not path.is_file():
             known = [n for n, _ in self.names()][:10]
             raise not_found(
                 "MODEL_NOT_FOUND",
-                f"model {name!r} not found under the model root (known: {known})",
+                f"model {shown(name)} not found under the model root (known: {known})",
                 model=name,
             )
         return path
@@ -467,6 +512,9 @@ class ModelRegistry:
                 f"model {name!r}: {path.name} is not an ONNX model (no graph nodes)",
                 model=name,
             )
+        garbled = text_problem(proto)
+        if garbled is not None:
+            raise failed_precondition("MODEL_INVALID", f"model {name!r}: {garbled}", model=name)
         _load_external_data(proto, path.parent, name)
         try:
             model_input = image_input(proto)
@@ -474,6 +522,14 @@ class ModelRegistry:
             raise failed_precondition(
                 "MODEL_INVALID", f"model {name!r}: {exc}", model=name
             ) from exc
+        reason = unsupported_input(proto, model_input)
+        damaged = tensor_problem(_all_tensors(proto))
+        if damaged is not None:
+            raise failed_precondition("MODEL_INVALID", f"model {name!r}: {damaged}", model=name)
+        if reason is not None:
+            raise failed_precondition(
+                "MODEL_UNSUPPORTED", f"model {name!r} cannot be scanned: {reason}", model=name
+            )
         producers = {out: node.op_type for node in proto.graph.node for out in node.output}
         return LoadedModel(
             name=name,
@@ -501,8 +557,18 @@ def _load_external_data(proto: onnx.ModelProto, folder: Path, name: str) -> None
                 f"model {name!r}: external data {location!r} lies outside the model's folder",
                 model=name,
             )
+    problem = external_data_problem(external, folder)
+    if problem is not None:
+        raise failed_precondition("MODEL_INVALID", f"model {name!r}: {problem}", model=name)
     if external:
-        onnx.load_external_data_for_model(proto, str(folder))
+        try:
+            onnx.load_external_data_for_model(proto, str(folder))
+        except (OSError, ValueError) as exc:
+            raise failed_precondition(
+                "MODEL_INVALID",
+                f"model {name!r}: its external data cannot be read ({type(exc).__name__})",
+                model=name,
+            ) from None
 
 
 def _all_tensors(proto: onnx.ModelProto) -> list[onnx.TensorProto]:

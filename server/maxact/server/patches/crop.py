@@ -105,11 +105,6 @@ class PatchRenderer:
         return render_loaded(image, target, self.prep, self.options, self._activations)
 
 
-def crop_patch(source: ImageSource, input_box: Box, prep: ResolvedPreprocessing) -> PatchImage:
-    """Crop the exact model-input box, clipped (no grey border: the field is not known)."""
-    return render_patch(source, PatchTarget(input_box), prep)
-
-
 def encode_png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)

@@ -1,4 +1,4 @@
-"""Render a hit's patch from the ORIGINAL image: `rf`, `heatmap` or `mask` (issue 6).
+"""Render a hit's patch from the ORIGINAL image: `rf`, `heatmap` or `mask`.
 
 - `rf` (the default): the unit's formula receptive field `[i*S - P, i*S - P + R)` per axis,
   UNCLIPPED, mapped back through the inverse preprocessing. Pixels of that box outside the

@@ -22,7 +22,7 @@ from maxact.server.data.decode import prepare
 from maxact.server.data.preprocess import ResolvedPreprocessing
 from maxact.server.data.reader import Batch, ImageSource, Skipped, known_total, read_batches
 from maxact.server.models.registry import LayerEntry, LoadedModel
-from maxact.server.ops.metrics import METRICS
+from maxact.server.ops.metrics import IMAGES_SCANNED, IMAGES_SKIPPED
 from maxact.server.scan.layer import LayerReducer, ReduceOptions
 from maxact.server.scan.pipeline import Overlapped
 
@@ -162,7 +162,7 @@ class ScanEngine:
         def reduce(item: tuple[Batch, list[np.ndarray]] | Skipped) -> None:
             if isinstance(item, Skipped):
                 counters.failed += 1
-                METRICS.inc("maxact_images_skipped_total")
+                IMAGES_SKIPPED.inc()
                 callbacks.skipped(item.image_id, item.reason)
                 callbacks.reduced([item.index])
                 counters.last_index = max(counters.last_index, item.index)
@@ -177,7 +177,7 @@ class ScanEngine:
                     self.reducers[name].update(output, indices, batch_labels, layers[name].field)
                 counters.done += len(indices)
                 counters.last_index = max(counters.last_index, int(indices.max()))
-                METRICS.inc("maxact_images_scanned_total", len(indices))
+                IMAGES_SCANNED.inc(len(indices))
                 callbacks.reduced(batch.indices)
             callbacks.progress(counters.done, count(), counters.failed)
             # a checkpoint point only when nothing past it was reduced yet: batches by size

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from maxact.client.defaults import DEFAULT_K
 from maxact.client.kinds import TopKKind
 from maxact.server.rf import TensorField
 from maxact.server.scan.reducers import NO_IMAGE, Entry, RunningTopK
@@ -30,7 +31,7 @@ def channels_first(output: np.ndarray, field: TensorField) -> np.ndarray:
 class ReduceOptions:
     """What to keep per channel. `image` mode top-k is always kept."""
 
-    k: int = 9
+    k: int = DEFAULT_K
     bottom: bool = True  # the k weakest per-image responses too
     position: bool = False  # position mode (several units per image, RF-overlap suppressed)
     position_bottom: bool = False
@@ -80,7 +81,7 @@ class LayerReducer:
         if cached is not None:
             return cached[1]
         wanted = np.asarray(self.channels)
-        groups = []
+        groups: list[tuple[np.ndarray, ...]] = []
         for group in field.groups:
             inside = np.flatnonzero((wanted >= group.first) & (wanted <= group.last))
             if inside.size:
@@ -196,7 +197,8 @@ class LayerReducer:
     def state(self) -> bytes:
         """`state_dict()` as an .npz file (read back with allow_pickle=False)."""
         buffer = io.BytesIO()
-        np.savez(buffer, **self.state_dict())
+        # numpy's stub types **arrays as if one of them could be `allow_pickle` (a bool)
+        np.savez(buffer, **self.state_dict())  # type: ignore[arg-type]
         return buffer.getvalue()
 
     def load_state(self, data: bytes) -> None:

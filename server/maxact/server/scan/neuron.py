@@ -3,7 +3,7 @@
 Every query runs on the layer scan engine (`scan.engine`), restricted to the one channel and,
 for a single unit (C, y, x), to that unit (`ReduceOptions.unit`).
 
-Modes (DESIGN §4): `image` keeps at most one entry per image (the channel's max over space,
+Modes (docs/contracts.md): `image` keeps at most one entry per image (the channel's max over space,
 or the single unit's value; `bottom` ranks the same per-image responses ascending);
 `position` keeps the best units anywhere, suppressing units whose receptive-field boxes
 overlap a better unit of the same image; flat tensors rank an index.
@@ -18,6 +18,7 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
+from maxact.client.defaults import DEFAULT_K
 from maxact.client.kinds import TopKKind, TopKMode
 from maxact.server.data.preprocess import ResolvedPreprocessing
 from maxact.server.data.reader import ImageSource, known_total
@@ -33,7 +34,7 @@ class NeuronQuery:
     layer: str
     channel: int
     unit: tuple[int, int] | None = None
-    k: int = 9
+    k: int = DEFAULT_K
     mode: TopKMode = TopKMode.IMAGE
     bottom: bool = False
     per_image_cap: int = 0
@@ -108,6 +109,11 @@ class HeldWhileNeeded(Generic[V]):
     def __len__(self) -> int:
         with self._lock:
             return len(self._values)
+
+    def total(self, size: Callable[[V], int]) -> int:
+        """The summed `size` of every value held now (memory accounting)."""
+        with self._lock:
+            return sum(size(value) for value in self._values.values())
 
 
 class NeuronScan:

@@ -1,4 +1,4 @@
-"""Per-channel statistics of a layer over a dataset, mergeable exactly (DESIGN §4).
+"""Per-channel statistics of a layer over a dataset, mergeable exactly (docs/contracts.md).
 
 Everything derives from each image's per-channel response (the channel's max over space, or a
 flat tensor's value): mean and max of it, firing rate (fraction of images with response > 0),
@@ -104,7 +104,7 @@ class StatisticsReducer:
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """The accumulated counts and exact sums as plain arrays."""
-        state = {
+        state: dict[str, np.ndarray] = {
             "images": np.asarray(self.images, dtype=np.int64),
             "fired": self.fired,
             "maximum": self.maximum,

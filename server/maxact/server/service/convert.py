@@ -8,7 +8,7 @@ from google.protobuf import any_pb2, timestamp_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from maxact.server.data.preprocess import Preprocessing, ResolvedPreprocessing, parse_mapping
-from maxact.server.errors import ERROR_DOMAIN
+from maxact.server.errors import ERROR_DOMAIN, ServiceError
 from maxact.server.jobs.store import ScanError, ScanRecord
 from maxact.server.patches.render import DEFAULT_MASK_QUANTILE, RenderOptions
 from maxact.server.rf import AxisGeometry, TensorField
@@ -156,13 +156,19 @@ def scan_error_to_status(error: ScanError) -> status_pb2.Status:
 
 
 def scan_to_proto(record: ScanRecord) -> scan_service_pb2.Scan:
+    """The scan as the API shows it; a damaged row (preprocessing that no longer parses)
+    still converts, so one bad row never breaks ListScans."""
+    try:
+        preprocessing = parse_mapping(record.preprocessing, "scan")
+    except ServiceError:
+        preprocessing = Preprocessing()
     message = scan_service_pb2.Scan(
         name=f"scans/{record.id}",
         model=record.model,
         layers=list(record.layers),
         dataset=record.dataset,
         k=record.k,
-        preprocessing=preprocessing_to_proto(parse_mapping(record.preprocessing, "scan")),
+        preprocessing=preprocessing_to_proto(preprocessing),
         state=record.state.to_proto(),
         images_scanned=record.images_done,
         images_total=record.images_total,

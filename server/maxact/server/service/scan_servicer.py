@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from maxact.client.defaults import DEFAULT_K
 from maxact.client.kinds import TopKMode
 from maxact.server.errors import invalid_argument
 from maxact.server.jobs.scan_jobs import ScanJobs, scan_id_from
@@ -19,7 +20,6 @@ from maxact.server.service.streaming import poll_changes
 from maxact.v1 import scan_service_pb2 as spb
 from maxact.v1 import scan_service_pb2_grpc
 
-DEFAULT_K = 9
 WATCH_INTERVAL = 0.2
 
 
@@ -79,7 +79,7 @@ class ScanServicer(scan_service_pb2_grpc.ScanServiceServicer):
         records = await asyncio.to_thread(self.jobs.store.list_scans, size + 1, before_seq or 0)
         page, more = records[:size], len(records) > size
         return spb.ListScansResponse(
-            scans=[scan_to_proto(r) for r in page],
+            scans=[scan_to_proto(self.jobs.with_unrecorded(r)) for r in page],
             next_page_token=encode_token("scans", page[-1].seq) if more and page else "",
         )
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import grpc
 
+from maxact.client.defaults import DEFAULT_K
 from maxact.client.kinds import TopKMode
 from maxact.server.data.dataset_writer import DatasetWriter
 from maxact.server.data.datasets import Dataset
@@ -47,8 +48,6 @@ from maxact.server.service.validate import (
 )
 from maxact.v1 import topk_service_pb2 as pb
 from maxact.v1 import topk_service_pb2_grpc
-
-DEFAULT_K = 9
 
 
 class TopKServicer(topk_service_pb2_grpc.TopKServiceServicer):

@@ -1,11 +1,12 @@
-"""Human-readable tables for the CLI (the --json documents are in json_out)."""
+"""Human-readable tables of typed results, for the CLI and the report (the --json documents
+are in json_out)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from maxact.client import types as t
-from maxact.client.cli.json_out import number
+from maxact.client.json_out import number
 from maxact.client.preprocessing import Preprocessing
 
 
@@ -138,3 +139,64 @@ def preprocessing_text(prep: Preprocessing) -> str:
             value = f"{value:.4g}"
         parts.append(f"{name} {value}")
     return "  ".join(parts)
+
+
+# ---------------------------------------------------------------- class answers
+
+LISTED = 12  # channels named in a sentence before "..."
+
+
+def _listing(channels: Sequence[int]) -> str:
+    shown = ", ".join(str(c) for c in channels[:LISTED])
+    return shown + (", ..." if len(channels) > LISTED else "")
+
+
+def class_sentence(answer: t.ClassAnswer) -> str:
+    """One class's answer as a sentence."""
+    tops = ", ".join(f"{x.channel} (+{x.contrast:.3g})" for x in answer.top_channels[:5])
+    fires_most = (
+        f"; fires most: {tops}" if tops else "; no channel fires more for it than for the rest"
+    )
+    selective = answer.selective_channels
+    if not selective:
+        return f"no channel is selective for {answer.name!r} ({answer.images} images){fires_most}"
+    best = (
+        f", best {answer.selective[0].channel} (selectivity {answer.selective[0].selectivity:.2f})"
+        if answer.selective
+        else ""
+    )
+    count = len(selective)
+    return (
+        f"class {answer.name!r} ({answer.images} images): {count} selective "
+        f"channel{'s' if count != 1 else ''} ({_listing(selective)}){best}{fires_most}"
+    )
+
+
+def classes_text(answer: t.LayerClassAnswer, selective: float) -> str:
+    lines = [
+        f"layer {answer.layer} of scan {answer.scan}: {answer.channels} channels, "
+        f"{answer.images_scanned} images, {len(answer.classes)} classes "
+        f"(selective: selectivity >= {selective:g})"
+    ]
+    lines += [class_sentence(c) for c in answer.classes]
+    lines.append(
+        f"{len(answer.non_selective)} of {answer.channels} channels fire for everything "
+        f"(firing rate >= 0.9, selectivity < 0.1)"
+        + (f": {_listing(answer.non_selective)}" if answer.non_selective else "")
+    )
+    lines.append(
+        f"{len(answer.dead)} of {answer.channels} channels are dead (never fire)"
+        + (f": {_listing(answer.dead)}" if answer.dead else "")
+    )
+    if answer.uncovered:
+        names = ", ".join(repr(n) for n in answer.uncovered)
+        lines.append(f"uncovered (no selective channel): {names}")
+    else:
+        lines.append("every class has a selective channel")
+    if answer.confusable:
+        pairs = ", ".join(
+            f"{p.classes[0]!r} ~ {p.classes[1]!r} ({p.similarity:.2f})"
+            for p in answer.confusable[:5]
+        )
+        lines.append(f"most confusable classes: {pairs}")
+    return "\n".join(lines)
