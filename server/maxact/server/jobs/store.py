@@ -230,6 +230,7 @@ _COLUMNS = (
 )
 # a failed scan stored before version 4 kept only its message
 _UNKNOWN_CODE = 2
+_DATA_LOSS = 15  # grpc.StatusCode.DATA_LOSS
 
 
 def _record(row: tuple[Any, ...]) -> ScanRecord:
@@ -265,19 +266,20 @@ def _record(row: tuple[Any, ...]) -> ScanRecord:
     try:
         values[6] = TopKMode(values[6])
     except ValueError:
+        damage.append(f"mode {values[6][:50]!r} is unknown")
         values[6] = TopKMode.IMAGE
-        damage.append(f"mode {values[6]!r} is unknown")
-    try:
-        values[8] = ScanState(values[8])
-    except ValueError:
-        values[8] = ScanState.FAILED
-        damage.append(f"state {values[8]!r} is unknown")
     message, code, reason = values[12], values[20], values[21]
     values[12] = (
         ScanError(code or _UNKNOWN_CODE, reason or "SCAN_FAILED", message)
         if message or code
         else None
     )
+    try:
+        values[8] = ScanState(values[8])
+    except ValueError:  # shown as failed, with the reason, so a watcher's wait ends
+        unknown = f"damaged store row: unknown state {values[8][:50]!r}"
+        values[8] = ScanState.FAILED
+        values[12] = values[12] or ScanError(_DATA_LOSS, "SCAN_DAMAGED", unknown)
     del values[20:22]
     record = ScanRecord(*values)
     if damage:
