@@ -76,6 +76,7 @@ class DecodeGuardInterceptor(grpc.aio.ServerInterceptor):
             return grpc.unary_stream_rpc_method_handler(streaming, **shape)
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(_stream_in(handler.stream_unary), **shape)
+        assert handler.stream_stream is not None  # a handler has exactly one of the four
         return grpc.stream_stream_rpc_method_handler(_stream_in(handler.stream_stream), **shape)
 
 
