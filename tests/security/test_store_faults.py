@@ -14,8 +14,9 @@ import grpc
 import pytest
 
 from maxact.client import Client
+from maxact.client.kinds import TopKMode
 from maxact.server.app import RunningServer, ServerConfig, start_server
-from maxact.server.jobs.store import SCHEMA_VERSION, Store, StoreError
+from maxact.server.jobs.store import SCHEMA_VERSION, NewScan, Store, StoreError
 from tests.datasets import slow_scan, write_images
 from tests.onnx_models import heavy_cnn, save
 from tests.security.robust_helpers import refused
@@ -30,7 +31,7 @@ def _world(tmp_path: Path, images: int = 3) -> tuple[Path, Path]:
 
 
 def _queued_scan(store: Store, ids: list[str], scan_id: str) -> None:
-    store.create_scan(scan_id, "heavy", ["relu1"], "ds", 3, "image", {}, ids)
+    store.create_scan(scan_id, NewScan("heavy", ("relu1",), "ds", 3, TopKMode.IMAGE, {}), ids)
 
 
 def _wait_finished(client: Client, scan_id: str, timeout: float = 60) -> object:

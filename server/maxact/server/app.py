@@ -46,8 +46,9 @@ from maxact.server.ops.metrics import MetricsServer
 from maxact.server.service.analysis_servicer import AnalysisServicer
 from maxact.server.service.dataset_servicer import DatasetServicer
 from maxact.server.service.model_servicer import DEFAULT_MAX_UPLOAD_BYTES, ModelServicer
+from maxact.server.service.neuron_servicer import NeuronServicer
 from maxact.server.service.receptive_field_servicer import ReceptiveFieldServicer
-from maxact.server.service.scan_servicer import NeuronServicer, ScanServicer
+from maxact.server.service.scan_servicer import ScanServicer
 from maxact.server.service.topk_servicer import TopKServicer
 from maxact.server.service.validate import ServerState
 from maxact.v1 import (

@@ -22,6 +22,7 @@ from maxact.client.cli.output import connect, print_doc, print_topk, warn
 from maxact.client.cli.render_args import add_render_arguments, render_options_from_args
 from maxact.client.defaults import DEFAULT_K
 from maxact.client.json_out import scan_json, scans_json
+from maxact.client.kinds import TopKMode
 from maxact.client.preprocessing import add_preprocessing_arguments, preprocessing_from_args
 from maxact.client.progress import ProgressBar
 from maxact.client.scans import ScanInfo
@@ -83,12 +84,18 @@ def add_parsers(commands: Any) -> None:
     )
     create.add_argument(
         "--mode",
-        choices=("image", "position"),
+        choices=[m.value for m in TopKMode],
         default="image",
         help="image: an image's best unit counts once (k distinct images, default); "
         "position: every unit of every image competes",
     )
     add_preprocessing_arguments(create)
+    create.add_argument(
+        "--request-id",
+        metavar="ID",
+        help="idempotency key: re-running with the same ID returns the scan the first run"
+        " created instead of starting another (default: a new random id)",
+    )
     create.add_argument(
         "--wait",
         action="store_true",
@@ -100,6 +107,7 @@ def add_parsers(commands: Any) -> None:
         ("get", "a scan's state and progress"),
         ("watch", "follow a scan until it ends (exit 1 unless it succeeded)"),
         ("cancel", "stop a queued or running scan"),
+        ("delete", "remove a scan and its results (a running scan is cancelled first)"),
     ):
         parser = verbs.add_parser(verb, help=text)
         parser.add_argument("scan_id", metavar="SCAN_ID")
@@ -223,6 +231,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
                 k=args.k,
                 mode=args.mode,
                 preprocessing=preprocessing_from_args(args),
+                request_id=args.request_id,
             )
             warn(info.preprocessing_warning)
             code = EXIT_OK
@@ -243,6 +252,11 @@ def cmd_scan(args: argparse.Namespace) -> int:
         if verb == "cancel":
             info = client.scans.cancel(args.scan_id)
             print_doc(args, scan_json(info), f"scan {info.id} {info.state}")
+            return EXIT_OK
+        if verb == "delete":
+            client.delete_scan(args.scan_id)
+            scan_id = args.scan_id.removeprefix("scans/")
+            print_doc(args, {"id": scan_id, "deleted": True}, f"scan {scan_id} deleted")
             return EXIT_OK
         if verb == "watch":
             info = follow(client, client.scans.get(args.scan_id))
