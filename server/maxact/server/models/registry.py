@@ -22,6 +22,7 @@ from maxact.server.models.sessions import DEFAULT_MAX_BYTES, SessionCache
 from maxact.server.models.shapes import infer_shapes
 from maxact.server.paths import is_inside, resolve_under
 from maxact.server.rf import FieldError, ReceptiveFields, TensorField, compute_receptive_fields
+from maxact.server.scan.ingraph import LayerReduction, with_reductions
 
 MODEL_SUFFIX = ".onnx"
 PREPROCESS_SIDECAR_SUFFIX = ".preprocess.json"
@@ -177,29 +178,46 @@ class LoadedModel:
         return self.sessions.get_or_create((self.name, "outputs", key), create)
 
     def scan_session(
-        self, outputs: tuple[str, ...], size: tuple[int, int]
+        self,
+        outputs: tuple[str, ...],
+        size: tuple[int, int],
+        reductions: tuple[LayerReduction, ...] = (),
     ) -> tuple[ort.InferenceSession, int | None]:
         """(session, largest batch or None for any) for scanning `outputs`.
 
-        A model exported with a fixed batch of 1 gets a batch-symbolic graph when a one-time
-        check shows it batches correctly, else it runs one image at a time.
+        With `reductions` the pruned graph ends in them (`scan.ingraph`) and its outputs are
+        theirs, in order. A model exported with a fixed batch of 1 gets a batch-symbolic graph
+        when a one-time check shows it batches correctly, else it runs one image at a time.
         """
         fixed = self.input.fixed_batch
-        if fixed != 1:
+        if fixed != 1 and not reductions:
             return self.session(outputs), fixed
-        key = (*sorted(outputs), f"{size[0]}x{size[1]}")
+        key = (*sorted(outputs), f"{size[0]}x{size[1]}", reductions)
+
+        def reduced(proto: onnx.ModelProto) -> onnx.ModelProto:
+            return with_reductions(proto, reductions) if reductions else proto
 
         def create() -> tuple[tuple[ort.InferenceSession, int | None], int]:
             from maxact.server.models.batching import batchable_session
 
+            pruned = prune_to_outputs(self.proto, tuple(sorted(outputs)))
+            if fixed != 1:
+                final = reduced(pruned)
+                return (create_session(final, self.device), fixed), final.ByteSize()
+            names = tuple(o for r in reductions for o in r.outputs) or tuple(sorted(outputs))
             session = batchable_session(
                 self.proto,
                 self.input,
                 tuple(sorted(outputs)),
                 size,
-                lambda proto: create_session(proto, self.device),
+                lambda proto: create_session(reduced(proto), self.device),
+                names,
             )
-            found = (session, None) if session is not None else (self.session(outputs), 1)
+            found: tuple[ort.InferenceSession, int | None] = (
+                (session, None)
+                if session is not None
+                else (create_session(reduced(pruned), self.device), 1)
+            )
             return found, self.proto.ByteSize()
 
         return self.sessions.get_or_create((self.name, "scan", key), create)

@@ -1,9 +1,9 @@
 """The layer scan engine: one pass over a dataset serves every channel of every requested layer.
 
-The graph is pruned to the requested tensors (nothing after them runs) and exposes exactly
-those; images are decoded in worker threads (`reader`), batched into onnxruntime in this
-thread, and each batch's outputs are reduced in a second thread while the next batch runs
-(`pipeline`). Per layer a `LayerReducer` keeps top-k / bottom-k / position-mode entries and
+The graph is pruned to the requested tensors (nothing after them runs) and ends in the
+reductions the scan needs (`ingraph`: [N, C]-sized results, not activation maps); images are
+decoded in worker threads (`reader`), batched into onnxruntime in this thread, and each
+batch's outputs are reduced in a second thread while the next batch runs (`pipeline`). Per layer a `LayerReducer` keeps top-k / bottom-k / position-mode entries and
 statistics for all channels, with memory bounded by k x channels.
 """
 
@@ -22,7 +22,15 @@ from maxact.server.data.decode import prepare
 from maxact.server.data.preprocess import ResolvedPreprocessing
 from maxact.server.data.reader import Batch, ImageSource, Skipped, known_total, read_batches
 from maxact.server.models.registry import LayerEntry, LoadedModel
+from maxact.server.models.runtime import CUDA
 from maxact.server.ops.metrics import METRICS
+from maxact.server.scan.binding import BoundRunner, device_batch_size
+from maxact.server.scan.ingraph import (
+    LayerReduction,
+    default_opset,
+    plan_reduction,
+    split_outputs,
+)
 from maxact.server.scan.layer import LayerReducer, ReduceOptions
 from maxact.server.scan.pipeline import Overlapped
 
@@ -82,9 +90,14 @@ class ScanEngine:
         options: ReduceOptions | None = None,
         classes: Sequence[str] = (),
         channels: dict[str, tuple[int, ...]] | None = None,
-        batch_size: int = DEFAULT_BATCH,
+        batch_size: int | None = None,
         draft: bool = False,
+        in_graph: bool = True,
+        io_binding: bool | None = None,
     ) -> None:
+        """`in_graph`: reduce inside the graph (`ingraph`; False: every map comes back and is
+        reduced in numpy, the reference path). `io_binding`: run through onnxruntime IO
+        binding (default: on a GPU only); `batch_size` default: chosen for the device."""
         if not layers:
             raise ValueError("a scan needs at least one layer")
         self.model = model
@@ -94,8 +107,6 @@ class ScanEngine:
         self.options = options or ReduceOptions()
         self.classes = tuple(classes)
         self.draft = draft
-        self.session, self.fixed_batch = model.scan_session(self.names, prep.input_size)
-        self.batch_size = self.fixed_batch or batch_size
         self.reducers = {
             layer.name: LayerReducer(
                 layer.name,
@@ -107,8 +118,40 @@ class ScanEngine:
             )
             for layer in self.layers
         }
+        self.reductions = (
+            self._plan(model, prep.input_size)
+            if in_graph
+            else tuple(LayerReduction(name, "host") for name in self.names)
+        )
+        self.session, self.fixed_batch = model.scan_session(
+            self.names, prep.input_size, self.reductions if in_graph else ()
+        )
+        self.output_names = [name for r in self.reductions for name in r.outputs]
+        on_gpu = CUDA in self.session.get_providers()
+        self.batch_size = self.fixed_batch or batch_size or device_batch_size(on_gpu)
+        use_binding = on_gpu if io_binding is None else io_binding
+        self._runner = (
+            BoundRunner(self.session, model.input.name, self.output_names) if use_binding else None
+        )
         self.stop_event = threading.Event()
         self._run_options = ort.RunOptions()
+
+    def _plan(self, model: LoadedModel, size: tuple[int, int]) -> tuple[LayerReduction, ...]:
+        shapes = model.view(size).shapes
+        opset = default_opset(model.proto)
+        fields = {layer.name: layer.field for layer in self.layers}
+        return tuple(
+            plan_reduction(
+                name,
+                fields[name],
+                len(shapes.get(name, ())),
+                self.reducers[name].channels,
+                self.options.unit,
+                self.options.position or self.options.position_bottom,
+                opset,
+            )
+            for name in self.names
+        )
 
     def stop(self) -> None:
         """Stop promptly: between batches, and abort a run in progress."""
@@ -161,8 +204,11 @@ class ScanEngine:
                 batch, outputs = item
                 indices = np.asarray(batch.indices, dtype=np.int64)
                 batch_labels = None if label_array is None else label_array[indices]
-                for name, output in zip(self.names, outputs, strict=True):
-                    self.reducers[name].update(output, indices, batch_labels)
+                parts = split_outputs(self.reductions, outputs)
+                for reduction, part in zip(self.reductions, parts, strict=True):
+                    self.reducers[reduction.tensor].update_reduced(
+                        reduction, part, indices, batch_labels
+                    )
                 counters.done += len(indices)
                 METRICS.inc("maxact_images_scanned_total", len(indices))
                 callbacks.reduced(batch.indices)
@@ -206,9 +252,12 @@ class ScanEngine:
             padding = np.zeros((self.fixed_batch - count, *array.shape[1:]), array.dtype)
             array = np.concatenate([array, padding])
         try:
-            outputs = self.session.run(
-                list(self.names), {self.model.input.name: array}, self._run_options
-            )
+            if self._runner is not None:
+                outputs = self._runner.run(array, self._run_options)
+            else:
+                outputs = self.session.run(
+                    self.output_names, {self.model.input.name: array}, self._run_options
+                )
         except Exception:
             if self.stop_event.is_set():
                 raise EngineCancelled() from None

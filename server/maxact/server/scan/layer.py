@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from maxact.server.rf import TensorField
+from maxact.server.scan.ingraph import LayerReduction
 from maxact.server.scan.reducers import NO_IMAGE, Entry, RunningTopK
 from maxact.server.scan.statistics import ChannelStatistics, StatisticsReducer
 from maxact.server.scan.suppress import overlap_matrix, suppressed_candidates
@@ -99,7 +100,6 @@ class LayerReducer:
     ) -> None:
         """One batch of the layer's output; `images` are dataset indices [B]."""
         maps = self.maps(np.asarray(output))
-        images = np.asarray(images, dtype=np.int64)
         b = maps.shape[0]
         if self.field is None:
             responses = maps
@@ -114,11 +114,49 @@ class LayerReducer:
             best = np.argmax(flat, axis=2)  # first max: row-major tie rule
             responses = np.take_along_axis(flat, best[..., None], axis=2)[..., 0]
             ys, xs = np.divmod(best, maps.shape[3])
+        self._update_responses(responses, ys, xs, maps, images, labels)
+
+    def update_reduced(
+        self,
+        reduction: LayerReduction,
+        outputs: Mapping[str, np.ndarray],
+        images: np.ndarray,
+        labels: np.ndarray | None = None,
+    ) -> None:
+        """One batch of the graph's in-graph reductions of this layer (see `ingraph`)."""
+        if reduction.kind in ("flat", "host"):
+            self.update(outputs[reduction.tensor], images, labels)
+            return
+        assert self.field is not None
+        maps = self.maps(np.asarray(outputs[reduction.tensor])) if reduction.keep_map else None
+        if reduction.kind == "unit":
+            assert self.options.unit is not None
+            (responses,) = (np.asarray(outputs[name]) for name in reduction.outputs[:1])
+            y, x = self.options.unit
+            ys = np.full(responses.shape, y, dtype=np.int64)
+            xs = np.full(responses.shape, x, dtype=np.int64)
+        else:
+            value, index = reduction.outputs[:2]
+            responses = np.asarray(outputs[value])
+            ys, xs = np.divmod(np.asarray(outputs[index], dtype=np.int64), self.field.width)
+        self._update_responses(responses, ys, xs, maps, images, labels)
+
+    def _update_responses(
+        self,
+        responses: np.ndarray,
+        ys: np.ndarray,
+        xs: np.ndarray,
+        maps: np.ndarray | None,
+        images: np.ndarray,
+        labels: np.ndarray | None,
+    ) -> None:
+        images = np.asarray(images, dtype=np.int64)
         for kind in ("top", "bottom"):
             if kind in self._topk:
                 self._topk[kind].update(responses, images, ys, xs)
         for kind, largest in (("position", True), ("position_bottom", False)):
             if kind in self._topk:
+                assert maps is not None, "position mode needs the layer's maps"
                 self._update_position(self._topk[kind], maps, images, largest)
         self.stats.update(responses, labels)
 
