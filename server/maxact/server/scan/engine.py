@@ -4,7 +4,8 @@ The graph is pruned to the requested tensors (nothing after them runs) and ends 
 reductions the scan needs (`ingraph`: [N, C]-sized results, not activation maps); images are
 decoded in worker threads (`reader`), batched into onnxruntime in this thread, and each
 batch's outputs are reduced in a second thread while the next batch runs (`pipeline`). Per
-layer a `LayerReducer` keeps top-k / bottom-k / position-mode entries and statistics for all channels, with memory bounded by k x channels.
+layer a `LayerReducer` keeps top-k / bottom-k / position-mode entries and statistics for all
+channels, with memory bounded by k x channels.
 """
 
 from __future__ import annotations
