@@ -11,10 +11,10 @@ photo is at least twice the resize target on both axes.
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from maxact.server.data.preprocess import ResolvedPreprocessing, to_rgb
-from maxact.server.data.reader import ImageSource, check_pixels, prepare_full, upright
+from maxact.server.data.reader import ImageSource, check_pixels, decode_pixels, oriented
 
 DRAFT_FACTOR = 2
 
@@ -38,21 +38,28 @@ def prepare(
     source: ImageSource, prep: ResolvedPreprocessing, draft: bool = True
 ) -> tuple[np.ndarray, tuple[int, int]]:
     """(model input array, original (height, width)); draft mode only where `uses_draft`."""
+    pixels, size = decode(source, prep, draft)
+    return prep.normalise(pixels), size
+
+
+def decode(
+    source: ImageSource, prep: ResolvedPreprocessing, draft: bool = True
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """(uint8 RGB pixels at the model-input size, original (height, width)): the geometry
+    without normalisation (what the decoded-input cache stores)."""
     if not draft:
-        return prepare_full(source, prep)
+        return decode_pixels(source, prep)
     with source.open() as opened:
         check_pixels(opened)
         if not uses_draft(prep, opened):
-            image = upright(opened)
-            return prep.to_array(image), (image.height, image.width)
+            image = oriented(opened)
+            return prep.to_pixels(image), (image.height, image.width)
         width, height = _upright_size(opened)
         target_h, target_w = prep.resized_size(height, width)
         request = (target_w, target_h) if (width, height) == opened.size else (target_h, target_w)
         drafted = opened.draft("RGB", request)
-        opened.load()
-        turned = ImageOps.exif_transpose(opened)
-        image = turned if turned is not None else opened
+        image = oriented(opened)
         scale = opened.decoderconfig[0] if drafted is not None and opened.decoderconfig else 1
         box = (0.0, 0.0, width / scale, height / scale)  # the original's extent, reduced
         resized = to_rgb(image).resize((target_w, target_h), Image.Resampling.BILINEAR, box=box)
-        return prep.to_array(resized), (height, width)
+        return prep.to_pixels(resized), (height, width)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from maxact.server.data.normalise import normalise
 from maxact.server.errors import invalid_argument
 
 CHANNEL_ORDERS = ("rgb", "bgr")
@@ -228,22 +229,22 @@ class ResolvedPreprocessing:
             image = image.crop((left, top, left + crop_w, top + crop_h))
         return image
 
-    def to_array(self, image: Image.Image) -> np.ndarray:
-        """One image (any mode) -> float32 array in the model's layout, without batch axis."""
-        rgb = to_rgb(image)
-        pixels = np.asarray(self.resize_and_crop(rgb), dtype=np.float32)
+    def to_pixels(self, image: Image.Image) -> np.ndarray:
+        """One image (any mode) -> uint8 RGB [H, W, 3] at the model-input size (geometry only)."""
+        pixels = np.asarray(self.resize_and_crop(to_rgb(image)))
         if pixels.shape[:2] != self.input_size:
             raise ValueError(
                 f"preprocessing produced {pixels.shape[:2]}, model expects {self.input_size}"
             )
-        if self.channel_order == "bgr":
-            pixels = pixels[:, :, ::-1]
-        mean = np.asarray(self.mean, dtype=np.float32)
-        std = np.asarray(self.std, dtype=np.float32)
-        values = (pixels * np.float32(self.scale) - mean) / std
-        if self.layout == "nchw":
-            values = values.transpose(2, 0, 1)
-        return np.ascontiguousarray(values, dtype=np.float32)
+        return pixels
+
+    def normalise(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 RGB [H, W, 3] -> float32 in the model's layout (lookup tables, one pass)."""
+        return normalise(pixels, self.scale, self.mean, self.std, self.channel_order, self.layout)
+
+    def to_array(self, image: Image.Image) -> np.ndarray:
+        """One image (any mode) -> float32 array in the model's layout, without batch axis."""
+        return self.normalise(self.to_pixels(image))
 
 
 def shorter_side_size(height: int, width: int, shorter: int) -> tuple[int, int]:

@@ -75,20 +75,41 @@ def load_original(source: ImageSource) -> Image.Image:
         return upright(image)
 
 
+EXIF_ORIENTATION = 0x0112
+
+
+def oriented(opened: Image.Image) -> Image.Image:
+    """Decode an opened image and apply its EXIF orientation; without an orientation tag this
+    is `opened` itself (no copy), so use it before the file is closed."""
+    opened.load()
+    if opened.getexif().get(EXIF_ORIENTATION, 1) in (2, 3, 4, 5, 6, 7, 8):
+        return ImageOps.exif_transpose(opened)
+    return opened
+
+
 def upright(opened: Image.Image) -> Image.Image:
     """Decode an opened image and apply its EXIF orientation: a new image, usable once the
     file is closed."""
-    opened.load()
-    turned = ImageOps.exif_transpose(opened)
-    return turned if turned is not None else opened.copy()
+    turned = oriented(opened)
+    return turned if turned is not opened else opened.copy()
 
 
 def prepare_full(
     source: ImageSource, prep: ResolvedPreprocessing
 ) -> tuple[np.ndarray, tuple[int, int]]:
     """(model input array, original (height, width)) from a full decode."""
-    image = load_original(source)
-    return prep.to_array(image), (image.height, image.width)
+    pixels, size = decode_pixels(source, prep)
+    return prep.normalise(pixels), size
+
+
+def decode_pixels(
+    source: ImageSource, prep: ResolvedPreprocessing
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """(uint8 RGB model-size pixels, original (height, width)) from a full decode."""
+    with source.open() as opened:
+        check_pixels(opened)
+        image = oriented(opened)
+        return prep.to_pixels(image), (image.height, image.width)
 
 
 def known_total(sources: Iterable[ImageSource]) -> int:
