@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import csv
 import os
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from maxact.server.errors import invalid_argument, not_found
 from maxact.server.paths import is_inside, resolve_under
 
+RACY_NS = 2_000_000_000
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
 
 
@@ -21,6 +24,7 @@ class Dataset:
     root: Path
     ids: tuple[str, ...]
     labels: dict[str, str]
+    size_bytes: int = 0  # of the listed image files, when listed
 
     def path_of(self, image_id: str) -> Path:
         return self.root / image_id
@@ -35,8 +39,21 @@ def list_image_ids(root: Path) -> list[str]:
 
     Symlinks that lead outside the root are ignored so a dataset can never expose other files.
     """
-    found: list[str] = []
+    return _walk(root).ids
+
+
+@dataclass(frozen=True)
+class _Listing:
+    ids: list[str]
+    folders: list[str]  # every folder walked (root first): what the cache signature stats
+    size_bytes: int
+
+
+def _walk(root: Path) -> _Listing:
+    found: list[tuple[str, int]] = []
+    folders: list[str] = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        folders.append(dirpath)
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         for filename in filenames:
             if filename.startswith(".") or Path(filename).suffix.lower() not in IMAGE_SUFFIXES:
@@ -44,8 +61,26 @@ def list_image_ids(root: Path) -> list[str]:
             path = Path(dirpath) / filename
             if path.is_symlink() and not is_inside(root, path):
                 continue
-            found.append(path.relative_to(root).as_posix())
-    return sorted(found)
+            try:
+                size = path.stat().st_size
+            except OSError:  # vanished or a dangling link: listed, size unknown
+                size = 0
+            found.append((path.relative_to(root).as_posix(), size))
+    found.sort()
+    return _Listing([i for i, _ in found], folders, sum(size for _, size in found))
+
+
+def _signature(root: Path, folders: list[str]) -> tuple[int, ...]:
+    """The folders' mtimes (and labels.csv's): adding, removing or renaming a file changes its
+    folder's mtime, so an unchanged signature means an unchanged listing, at one stat per
+    folder instead of one per image."""
+    stamps = []
+    for folder in [*folders, str(root / "labels.csv")]:
+        try:
+            stamps.append(os.stat(folder).st_mtime_ns)
+        except OSError:
+            stamps.append(-1)
+    return tuple(stamps)
 
 
 def read_labels(root: Path, ids: list[str]) -> dict[str, str]:
@@ -69,6 +104,10 @@ class DatasetCatalog:
 
     def __init__(self, data_root: Path | None) -> None:
         self.data_root = data_root
+        # name -> (folder signature, listing): a listing is walked once and reused while no
+        # folder of the dataset changed (20k images: ~150 ms of stat() calls per walk)
+        self._listings: dict[str, tuple[tuple[int, ...], _Listing]] = {}
+        self._lock = threading.Lock()
 
     def names(self) -> list[str]:
         if self.data_root is None or not self.data_root.is_dir():
@@ -84,8 +123,30 @@ class DatasetCatalog:
     def open(self, name: str) -> Dataset:
         """The dataset listed now: ids, labels (walks the whole folder)."""
         root = self.root_of(name)
-        ids = list_image_ids(root)
-        return Dataset(name=name, root=root, ids=tuple(ids), labels=read_labels(root, ids))
+        listing = self._listing(name, root)
+        ids = listing.ids
+        return Dataset(
+            name=name,
+            root=root,
+            ids=tuple(ids),
+            labels=read_labels(root, ids),
+            size_bytes=listing.size_bytes,
+        )
+
+    def _listing(self, name: str, root: Path) -> _Listing:
+        with self._lock:
+            cached = self._listings.get(name)
+        if cached is not None and _signature(root, cached[1].folders) == cached[0]:
+            return cached[1]
+        started = time.time_ns()
+        listing = _walk(root)
+        signature = _signature(root, listing.folders)
+        # Folder mtimes have a coarse clock (a few ms): a folder touched within the last
+        # RACY_NS may still change without its mtime moving, so such a listing is not reused.
+        if max(signature) < started - RACY_NS:
+            with self._lock:
+                self._listings[name] = (signature, listing)
+        return listing
 
     def root_of(self, name: str) -> Path:
         """The dataset's folder, checked, without listing its images."""

@@ -18,7 +18,7 @@ def _summary(dataset: Dataset) -> pb.DatasetSummary:
         name=dataset.name,
         image_count=len(dataset.ids),
         labels=dataset.classes,
-        size_bytes=sum(dataset.path_of(i).stat().st_size for i in dataset.ids),
+        size_bytes=dataset.size_bytes,
     )
 
 
@@ -31,12 +31,14 @@ class DatasetServicer(dataset_service_pb2_grpc.DatasetServiceServicer):
         self, request: pb.ListDatasetsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListDatasetsResponse:
         catalog = self.state.datasets
-        datasets = await asyncio.to_thread(lambda: [catalog.open(n) for n in catalog.names()])
-        return pb.ListDatasetsResponse(datasets=[_summary(d) for d in datasets])
+        summaries = await asyncio.to_thread(
+            lambda: [_summary(catalog.open(n)) for n in catalog.names()]
+        )
+        return pb.ListDatasetsResponse(datasets=summaries)
 
     @rpc
     async def GetDataset(
         self, request: pb.GetDatasetRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetDatasetResponse:
-        dataset = await asyncio.to_thread(self.state.datasets.open, request.name)
-        return pb.GetDatasetResponse(dataset=_summary(dataset))
+        summary = await asyncio.to_thread(lambda: _summary(self.state.datasets.open(request.name)))
+        return pb.GetDatasetResponse(dataset=summary)
