@@ -19,6 +19,7 @@ from grpc_reflection.v1alpha import reflection
 from maxact.client.cli.common import MaxactParser, nonnegative_int, positive_int
 from maxact.server.data.dataset_writer import remove_stale_incoming
 from maxact.server.data.datasets import DatasetCatalog
+from maxact.server.data.input_cache import InputCache
 from maxact.server.jobs.scan_jobs import ScanJobs
 from maxact.server.jobs.store import Store
 from maxact.server.models.registry import ModelRegistry
@@ -89,6 +90,9 @@ class ServerConfig:
     max_running_scans: int = 1
     session_cache_bytes: int = DEFAULT_SESSION_CACHE_BYTES
     checkpoint_images: int = 256
+    # decoded-input cache (uint8 model inputs per dataset and geometry); None: no cache
+    cache_dir: Path | None = None
+    cache_bytes: int = 0
 
 
 @dataclass
@@ -124,7 +128,10 @@ async def build_server(config: ServerConfig) -> BuiltServer:
     remove_stale_incoming(config.data_root)
     state = ServerState(
         models=ModelRegistry(config.model_root, config.device, config.session_cache_bytes),
-        datasets=DatasetCatalog(config.data_root),
+        datasets=DatasetCatalog(
+            config.data_root,
+            InputCache(config.cache_dir, config.cache_bytes) if config.cache_dir else None,
+        ),
     )
     store_path = config.store or Path(tempfile.mkdtemp(prefix="maxact-store-")) / "store.sqlite"
     jobs = ScanJobs(
@@ -253,6 +260,8 @@ def start_server(
     checkpoint_images: int = 256,
     metrics_port: int | None = None,
     session_cache_mb: int | None = None,
+    cache_dir: Path | None = None,
+    cache_bytes: int = 0,
 ) -> RunningServer:
     """Start a server in this process (port 0: a free port); `.port`, `.address`, `.stop()`.
 
@@ -281,6 +290,8 @@ def start_server(
                 if session_cache_mb is not None
                 else DEFAULT_SESSION_CACHE_BYTES
             ),
+            cache_dir=Path(cache_dir) if cache_dir is not None else None,
+            cache_bytes=cache_bytes,
         )
     )
 
@@ -322,6 +333,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="a running scan checkpoints after this many images (default %(default)s)",
     )
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="keep decoded model inputs here, so repeated scans of a dataset read instead of "
+        "decoding (invalidated per image when its file changes)",
+    )
+    parser.add_argument(
+        "--cache-gb",
+        type=float,
+        default=10.0,
+        help="size bound of --cache-dir; least recently used datasets go first "
+        "(default %(default)s)",
+    )
     parser.add_argument(
         "--auth-token-file",
         type=Path,
@@ -404,6 +429,8 @@ def main(argv: list[str]) -> int:
         checkpoint_images=args.checkpoint_images,
         metrics_port=args.metrics_port,
         session_cache_bytes=args.session_cache_mb * 1024 * 1024,
+        cache_dir=args.cache_dir,
+        cache_bytes=int(args.cache_gb * 1024**3),
     )
     asyncio.run(_serve(config))
     return 0

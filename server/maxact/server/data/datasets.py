@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from maxact.server.data.input_cache import DatasetInputCache, InputCache
 from maxact.server.errors import invalid_argument, not_found
 from maxact.server.paths import is_inside, resolve_under
 
@@ -25,6 +26,7 @@ class Dataset:
     ids: tuple[str, ...]
     labels: dict[str, str]
     size_bytes: int = 0  # of the listed image files, when listed
+    input_cache: DatasetInputCache | None = None  # its decoded inputs, when the server caches
 
     def path_of(self, image_id: str) -> Path:
         return self.root / image_id
@@ -102,8 +104,9 @@ def read_labels(root: Path, ids: list[str]) -> dict[str, str]:
 class DatasetCatalog:
     """Datasets under one data root, listed on demand (folders can change while serving)."""
 
-    def __init__(self, data_root: Path | None) -> None:
+    def __init__(self, data_root: Path | None, input_cache: InputCache | None = None) -> None:
         self.data_root = data_root
+        self.input_cache = input_cache
         # name -> (folder signature, listing): a listing is walked once and reused while no
         # folder of the dataset changed (20k images: ~150 ms of stat() calls per walk)
         self._listings: dict[str, tuple[tuple[int, ...], _Listing]] = {}
@@ -131,7 +134,12 @@ class DatasetCatalog:
             ids=tuple(ids),
             labels=read_labels(root, ids),
             size_bytes=listing.size_bytes,
+            input_cache=self.input_cache_for(name),
         )
+
+    def input_cache_for(self, name: str) -> DatasetInputCache | None:
+        """The dataset's part of the decoded-input cache (None: the server does not cache)."""
+        return None if self.input_cache is None else self.input_cache.dataset(name)
 
     def _listing(self, name: str, root: Path) -> _Listing:
         with self._lock:

@@ -37,8 +37,16 @@ def _upright_size(image: Image.Image) -> tuple[int, int]:
 def prepare(
     source: ImageSource, prep: ResolvedPreprocessing, draft: bool = True
 ) -> tuple[np.ndarray, tuple[int, int]]:
-    """(model input array, original (height, width)); draft mode only where `uses_draft`."""
-    pixels, size = decode(source, prep, draft)
+    """(model input array, original (height, width)); draft mode only where `uses_draft`.
+
+    A file source with a dataset in the decoded-input cache reads its pixels from there when
+    the file is unchanged, and stores them after decoding otherwise."""
+    if source.cache is not None and source.path is not None:
+        pixels, size = source.cache.decoded(
+            source.image_id, source.path, prep, draft, lambda: decode(source, prep, draft)
+        )
+    else:
+        pixels, size = decode(source, prep, draft)
     return prep.normalise(pixels), size
 
 

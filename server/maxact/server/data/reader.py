@@ -14,11 +14,15 @@ from collections.abc import Callable, Iterable, Iterator, Sized
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from maxact.server.data.preprocess import ResolvedPreprocessing
+
+if TYPE_CHECKING:
+    from maxact.server.data.input_cache import DatasetInputCache
 
 # Decompression-bomb guard: refuse images over this many pixels from the header alone, before
 # any decoding (Pillow itself only warns below twice its limit and decodes in full).
@@ -34,6 +38,8 @@ class ImageSource:
     index: int
     image_id: str
     open: Callable[[], Image.Image]
+    path: Path | None = None  # a file on the server: what the decoded-input cache keys on
+    cache: DatasetInputCache | None = None  # this image's dataset in the input cache
 
 
 @dataclass
@@ -54,8 +60,10 @@ class Skipped:
 Prepare = Callable[[ImageSource, ResolvedPreprocessing], tuple[np.ndarray, tuple[int, int]]]
 
 
-def file_source(index: int, image_id: str, path: Path) -> ImageSource:
-    return ImageSource(index, image_id, lambda: Image.open(path))
+def file_source(
+    index: int, image_id: str, path: Path, cache: DatasetInputCache | None = None
+) -> ImageSource:
+    return ImageSource(index, image_id, lambda: Image.open(path), path, cache)
 
 
 def check_pixels(image: Image.Image) -> None:

@@ -230,7 +230,8 @@ class ScanJobs:
             base_done, base_failed = record.checkpoint_done, record.checkpoint_failed
         if not self.store.transition(scan_id, "running", ACTIVE_STATES):
             return  # cancelled while it was being prepared
-        sources = [file_source(i, ids[i], root / ids[i]) for i in range(start, len(ids))]
+        cache = self.datasets.input_cache_for(record.dataset)
+        sources = [file_source(i, ids[i], root / ids[i], cache) for i in range(start, len(ids))]
         progress = {
             "done": base_done,
             "failed": base_failed,

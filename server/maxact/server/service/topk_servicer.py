@@ -167,7 +167,7 @@ def _scan_dataset(
 ) -> None:
     """The scan thread's body for a server dataset."""
     sources = [
-        file_source(i, image_id, dataset.path_of(image_id))
+        file_source(i, image_id, dataset.path_of(image_id), dataset.input_cache)
         for i, image_id in enumerate(dataset.ids)
     ]
     _scan_and_send(
