@@ -13,7 +13,6 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from maxact.server.data.jpeg import decode_upright, fast_decodable
 from maxact.server.data.preprocess import ResolvedPreprocessing, to_rgb
 from maxact.server.data.reader import ImageSource, check_pixels, decode_pixels, oriented
 
@@ -61,11 +60,7 @@ def decode(
     with source.open() as opened:
         check_pixels(opened)
         if not uses_draft(prep, opened):
-            if fast_decodable(opened, source.path):
-                assert source.path is not None
-                image = decode_upright(opened, source.path)
-            else:
-                image = oriented(opened)
+            image = oriented(opened)
             return prep.to_pixels(image), (image.height, image.width)
         width, height = _upright_size(opened)
         target_h, target_w = prep.resized_size(height, width)

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from maxact.server.data import jpeg
 from maxact.server.data.preprocess import ResolvedPreprocessing
 
 if TYPE_CHECKING:
@@ -117,11 +116,7 @@ def decode_pixels(
     """(uint8 RGB model-size pixels, original (height, width)) from a full decode."""
     with source.open() as opened:
         check_pixels(opened)
-        if jpeg.fast_decodable(opened, source.path):
-            assert source.path is not None
-            image = jpeg.decode_upright(opened, source.path)
-        else:
-            image = oriented(opened)
+        image = oriented(opened)
         return prep.to_pixels(image), (image.height, image.width)
 
 
