@@ -23,7 +23,7 @@ from maxact.server.data.decode import prepare
 from maxact.server.data.preprocess import ResolvedPreprocessing
 from maxact.server.data.reader import Batch, ImageSource, Skipped, known_total, read_batches
 from maxact.server.models.registry import LayerEntry, LoadedModel
-from maxact.server.models.runtime import CUDA
+from maxact.server.models.runtime import CUDA, providers_for
 from maxact.server.ops.metrics import METRICS
 from maxact.server.scan.binding import BoundRunner, device_batch_size
 from maxact.server.scan.ingraph import (
@@ -93,12 +93,17 @@ class ScanEngine:
         channels: dict[str, tuple[int, ...]] | None = None,
         batch_size: int | None = None,
         draft: bool = False,
-        in_graph: bool = True,
+        in_graph: bool | None = None,
         io_binding: bool | None = None,
     ) -> None:
-        """`in_graph`: reduce inside the graph (`ingraph`; False: every map comes back and is
-        reduced in numpy, the reference path). `io_binding`: run through onnxruntime IO
-        binding (default: on a GPU only); `batch_size` default: chosen for the device."""
+        """`in_graph`: reduce inside the graph (`ingraph`) so only [N, C] results leave the
+        session; False: every map comes back and is reduced in numpy in a second thread.
+        Default: on a GPU only. On the CPU provider onnxruntime's ArgMax kernel costs 4-8x
+        numpy's argmax CPU time (measured: 2.5 vs 0.3 ms for [16, 32, 56*56]) and runs inside
+        the inference call, whereas numpy's reduction overlaps with the next batch; on a GPU
+        the maps would cross the bus instead. Both paths give identical results (tested).
+        `io_binding`: run through onnxruntime IO binding (default: on a GPU only);
+        `batch_size` default: chosen for the device."""
         if not layers:
             raise ValueError("a scan needs at least one layer")
         self.model = model
@@ -119,6 +124,8 @@ class ScanEngine:
             )
             for layer in self.layers
         }
+        on_gpu = CUDA in providers_for(model.device)
+        in_graph = on_gpu if in_graph is None else in_graph
         self.reductions = (
             self._plan(model, prep.input_size)
             if in_graph
