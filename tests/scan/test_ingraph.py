@@ -149,3 +149,50 @@ def test_in_graph_image_mode_equals_brute_force_with_ties(world: dict) -> None:
                 expected = [(i, best[i] // w, best[i] % w, score[i]) for i in order[:k]]
                 got = engine.reducers[layer].entries(channel, "bottom" if bottom else "top")
                 assert [(e.image, e.y, e.x, e.score) for e in got] == expected
+
+
+@pytest.mark.parametrize("order", ["rgb", "bgr"])
+def test_uint8_feed_normalised_in_graph_equals_host_normalisation(
+    world: dict, tmp_path: Path, order: str
+) -> None:
+    from maxact.server.data.preprocess import ResolvedPreprocessing
+    from maxact.server.data.reader import file_source
+    from tests.scan.helpers import write_random_images
+
+    ids = write_random_images(tmp_path, 20, SIZE)
+    model = world["model"]
+    prep = ResolvedPreprocessing(
+        (SIZE, SIZE),
+        None,
+        None,
+        1 / 255,
+        (0.485, 0.456, 0.406),
+        (0.229, 0.224, 0.225),
+        order,
+        "nchw",
+    )
+    layers = [model.layer(prep.input_size, name) for name in ("conv_a", "nhwc", "logits")]
+    options = ReduceOptions(k=4, bottom=True, position=True)
+    states = []
+    for in_graph, io_binding, uint8_feed in [
+        (False, False, False),
+        (True, True, True),
+        (False, False, True),
+    ]:
+        engine = ScanEngine(
+            model,
+            layers,
+            prep,
+            options,
+            batch_size=8,
+            in_graph=in_graph,
+            io_binding=io_binding,
+            uint8_feed=uint8_feed,
+        )
+        sources = [file_source(i, image_id, tmp_path / image_id) for i, image_id in enumerate(ids)]
+        assert engine.run(sources).images_scanned == len(ids)
+        input_type = engine.session.get_inputs()[0].type
+        assert input_type == ("tensor(uint8)" if uint8_feed else "tensor(float)")
+        states.append(_states(engine))
+    _assert_equal_states(states[1], states[0])
+    _assert_equal_states(states[2], states[0])

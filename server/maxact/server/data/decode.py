@@ -35,9 +35,10 @@ def _upright_size(image: Image.Image) -> tuple[int, int]:
 
 
 def prepare(
-    source: ImageSource, prep: ResolvedPreprocessing, draft: bool = True
+    source: ImageSource, prep: ResolvedPreprocessing, draft: bool = True, normalised: bool = True
 ) -> tuple[np.ndarray, tuple[int, int]]:
-    """(model input array, original (height, width)); draft mode only where `uses_draft`.
+    """(model input array, original (height, width)); draft mode only where `uses_draft`;
+    `normalised=False`: the uint8 pixels (for a graph that normalises them itself).
 
     A file source with a dataset in the decoded-input cache reads its pixels from there when
     the file is unchanged, and stores them after decoding otherwise."""
@@ -47,7 +48,7 @@ def prepare(
         )
     else:
         pixels, size = decode(source, prep, draft)
-    return prep.normalise(pixels), size
+    return (prep.normalise(pixels) if normalised else pixels), size
 
 
 def decode(

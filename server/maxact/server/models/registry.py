@@ -22,7 +22,12 @@ from maxact.server.models.sessions import DEFAULT_MAX_BYTES, SessionCache
 from maxact.server.models.shapes import infer_shapes
 from maxact.server.paths import is_inside, resolve_under
 from maxact.server.rf import FieldError, ReceptiveFields, TensorField, compute_receptive_fields
-from maxact.server.scan.ingraph import LayerReduction, with_reductions
+from maxact.server.scan.ingraph import (
+    LayerReduction,
+    Uint8Feed,
+    with_reductions,
+    with_uint8_input,
+)
 
 MODEL_SUFFIX = ".onnx"
 PREPROCESS_SIDECAR_SUFFIX = ".preprocess.json"
@@ -182,19 +187,23 @@ class LoadedModel:
         outputs: tuple[str, ...],
         size: tuple[int, int],
         reductions: tuple[LayerReduction, ...] = (),
+        feed: Uint8Feed | None = None,
     ) -> tuple[ort.InferenceSession, int | None]:
         """(session, largest batch or None for any) for scanning `outputs`.
 
         With `reductions` the pruned graph ends in them (`scan.ingraph`) and its outputs are
-        theirs, in order. A model exported with a fixed batch of 1 gets a batch-symbolic graph
-        when a one-time check shows it batches correctly, else it runs one image at a time.
+        theirs, in order; with `feed` the input is uint8 pixels normalised in the graph. A
+        model exported with a fixed batch of 1 gets a batch-symbolic graph when a one-time
+        check shows it batches correctly, else it runs one image at a time.
         """
         fixed = self.input.fixed_batch
-        if fixed != 1 and not reductions:
+        if fixed != 1 and not reductions and feed is None:
             return self.session(outputs), fixed
-        key = (*sorted(outputs), f"{size[0]}x{size[1]}", reductions)
+        key = (*sorted(outputs), f"{size[0]}x{size[1]}", reductions, feed)
 
         def reduced(proto: onnx.ModelProto) -> onnx.ModelProto:
+            if feed is not None:
+                proto = with_uint8_input(proto, self.input.name, feed)
             return with_reductions(proto, reductions) if reductions else proto
 
         def create() -> tuple[tuple[ort.InferenceSession, int | None], int]:

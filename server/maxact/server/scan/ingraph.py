@@ -205,3 +205,58 @@ def split_outputs(
         result.append(dict(zip(names, values[position : position + len(names)], strict=True)))
         position += len(names)
     return result
+
+
+@dataclass(frozen=True)
+class Uint8Feed:
+    """The graph takes uint8 RGB [N, H, W, 3] and normalises inside (4x less to copy to a GPU).
+
+    The nodes compute `(float(pixel) * scale - mean) / std` in float32 in the formula's order,
+    after picking the channel order, then transpose to NCHW when the model wants it."""
+
+    scale: float
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    channel_order: str
+    layout: str
+
+
+def with_uint8_input(model: onnx.ModelProto, input_name: str, feed: Uint8Feed) -> onnx.ModelProto:
+    """A copy of `model` whose input `input_name` is uint8 pixels, normalised in the graph."""
+    fed = onnx.ModelProto()
+    fed.CopyFrom(model)
+    graph = fed.graph
+    inner = f"{input_name}{SEPARATOR}normalised"
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name == input_name:
+                node.input[i] = inner
+    prefix = f"{input_name}{SEPARATOR}"
+    scale = _constant(graph, prefix + "scale", np.asarray(feed.scale, np.float32))
+    mean = _constant(graph, prefix + "mean", np.asarray(feed.mean, np.float32))
+    std = _constant(graph, prefix + "std", np.asarray(feed.std, np.float32))
+    current = input_name
+    nodes = []
+    if feed.channel_order == "bgr":
+        order = _constant(graph, prefix + "bgr", np.asarray([2, 1, 0], np.int64))
+        nodes.append(helper.make_node("Gather", [current, order], [prefix + "ordered"], axis=3))
+        current = prefix + "ordered"
+    nodes += [
+        helper.make_node("Cast", [current], [prefix + "float"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", [prefix + "float", scale], [prefix + "scaled"]),
+        helper.make_node("Sub", [prefix + "scaled", mean], [prefix + "centred"]),
+        helper.make_node(
+            "Div", [prefix + "centred", std], [inner if feed.layout == "nhwc" else prefix + "hwc"]
+        ),
+    ]
+    if feed.layout == "nchw":
+        nodes.append(helper.make_node("Transpose", [prefix + "hwc"], [inner], perm=[0, 3, 1, 2]))
+    existing = list(graph.node)
+    del graph.node[:]
+    graph.node.extend([*nodes, *existing])
+    for value in graph.input:
+        if value.name == input_name:
+            value.CopyFrom(
+                helper.make_tensor_value_info(input_name, TensorProto.UINT8, ["N", None, None, 3])
+            )
+    return fed
