@@ -5,14 +5,15 @@
 #
 # 1. makes .venv if missing (pip install -e '.[dev]': onnxruntime-gpu comes with the server extra);
 # 2. checks that onnxruntime's CUDA provider loads;
-# 3. equality: every channel's top-9 / bottom-9 (and statistics) of the scan engine on CUDA
-#    (in-graph reductions + IO binding, and maps reduced on the host) equal the CPU engine's
-#    within float tolerance, for the ResNet-50-shaped graph and the PP-LCNet demo model;
+# 3. equality: every channel's top-9 / bottom-9 of the scan engine on CUDA equal the CPU
+#    engine's within float tolerance, for the PP-LCNet demo model and a ResNet-50-shaped graph,
+#    on two GPU paths: in-graph reductions + IO binding + uint8 feed (the GPU defaults), and
+#    float feed with the maps reduced on the host;
 # 4. benchmark on the GPU, one run: (1) plain onnxruntime CUDA on the pruned graph, numpy
-#    in/out; (1b) the same with IO binding; (2) the engine on the same tensors (in-graph
-#    reductions, IO binding, batch 64); (2h) the engine with maps copied back and reduced in
-#    numpy; (3) end to end from files, first scan (host decode, fills the cache); (4) second scan
-#    from the decoded-input cache; (5) naive: every tensor an output, numpy top-k.
+#    in/out; (1b) the same with IO binding; (2) the engine on the same images (GPU defaults,
+#    batch 64); (2h) the engine with float input, maps copied back and reduced in numpy;
+#    (3) end to end from files, first scan (host decode, fills the cache); (4) second scan from
+#    the decoded-input cache; (5) naive: every tensor an output, numpy top-k.
 # Prints markdown tables; exits non-zero if an equality check fails. Takes ~3-6 minutes.
 # A dry run of this script's logic without a GPU (both sides on the CPU, fewer photos):
 #     MAXACT_GPU_CHECK_DEVICE=cpu MAXACT_GPU_CHECK_PHOTOS=32 bash bench/gpu_check.sh
@@ -99,8 +100,10 @@ for model_name, layer, defaults in cases:
     sources = [file_source(i, p.name, p) for i, p in enumerate(photos[:EQUAL])]
     labels = np.arange(EQUAL) % CLASSES
     reference.run(sources, labels)
-    for label, kw in (("in-graph + IO binding", {"in_graph": True, "io_binding": True}),
-                      ("host reductions", {"in_graph": False, "io_binding": False})):
+    for label, kw in (
+        ("in-graph + IO binding + uint8 feed", {"in_graph": True, "io_binding": True, "uint8_feed": True}),
+        ("host reductions, float feed", {"in_graph": False, "io_binding": False, "uint8_feed": False}),
+    ):
         scan, _ = engine(gpu, model_name, layer, defaults, **kw)
         scan.run(sources, labels)
         a, b = reference.reducers[layer], scan.reducers[layer]
@@ -125,6 +128,9 @@ for model_name, layer, defaults in cases:
     arrays = np.stack([prepare(file_source(i, p.name, p), prep, False)[0] for i, p in enumerate(photos)])
     arrays = np.concatenate([arrays] * 4)  # 2048 tensors
     batches = _batches(arrays, 64)
+    pixels = np.stack([prepare(file_source(i, p.name, p), prep, False, normalised=False)[0] for i, p in enumerate(photos)])
+    pixel_batches = _batches(np.concatenate([pixels] * 4), 64)
+    fed = lambda engine: pixel_batches if engine.uint8_feed else batches
     n = len(arrays)
     labels = np.arange(n) % CLASSES
     session = create_session(prune_to_outputs(model.proto, [layer]), DEVICE)
@@ -140,9 +146,10 @@ for model_name, layer, defaults in cases:
     for batch in batches:
         runner.run(batch.array)
     r1b = n / (time.perf_counter() - t)
-    scan.run_batches(batches[:1], 64, labels)
-    r2 = n / engine(gpu, model_name, layer, defaults)[0].run_batches(batches, n, labels).seconds
-    host = engine(gpu, model_name, layer, defaults, in_graph=False, io_binding=False)[0]
+    scan.run_batches(fed(scan)[:1], 64, labels)
+    default = engine(gpu, model_name, layer, defaults)[0]
+    r2 = n / default.run_batches(fed(default), n, labels).seconds
+    host = engine(gpu, model_name, layer, defaults, in_graph=False, io_binding=False, uint8_feed=False)[0]
     r2h = n / host.run_batches(batches, n, labels).seconds
     cache = InputCache(work / "cache", 20 * 2**30)
     files = lambda: [file_source(i, p.name, p, cache.dataset("photos")) for i, p in enumerate(photos)]
@@ -175,8 +182,8 @@ for model_name, layer, defaults in cases:
     for label, rate in (
         ("(1) plain onnxruntime CUDA, pruned graph, numpy in/out", r1),
         ("(1b) the same with IO binding", r1b),
-        ("(2) engine, same tensors: in-graph reductions + IO binding", r2),
-        ("(2h) engine, maps copied back, numpy reductions", r2h),
+        ("(2) engine, same images: in-graph reductions, IO binding, uint8 feed", r2),
+        ("(2h) engine, float feed, maps copied back, numpy reductions", r2h),
         ("(3) engine from files, first scan (host decode, fills cache)", r3),
         ("(4) engine from files, second scan (decoded-input cache)", r4),
         ("(5) naive: every tensor an output, numpy top-k", r5),
