@@ -163,7 +163,7 @@ def read_batches(
                 try:
                     array, size = future.result()
                 except Exception as exc:
-                    yield Skipped(source.image_id, _describe(exc), source.index)
+                    yield Skipped(source.image_id, describe_error(exc), source.index)
                     continue
                 current.append((source, array, size))
                 if len(current) == batch_size:
@@ -185,7 +185,7 @@ def _batch(items: list[tuple[ImageSource, np.ndarray, tuple[int, int]]]) -> Batc
     )
 
 
-def _describe(exc: Exception) -> str:
+def describe_error(exc: Exception) -> str:
     """Why an image was skipped, without the server's file paths."""
     if isinstance(exc, UnidentifiedImageError):
         return "cannot read image: not a recognised image format, or corrupt"

@@ -21,6 +21,7 @@ import onnxruntime as ort
 
 from maxact.server.data.decode import prepare
 from maxact.server.data.preprocess import ResolvedPreprocessing
+from maxact.server.data.process_reader import read_batches_in_processes, use_processes
 from maxact.server.data.reader import Batch, ImageSource, Skipped, known_total, read_batches
 from maxact.server.models.registry import LayerEntry, LoadedModel
 from maxact.server.models.runtime import CUDA, providers_for
@@ -183,16 +184,31 @@ class ScanEngine:
         callbacks: EngineCallbacks | None = None,
         threads: int | None = None,
         total: Total | None = None,
+        processes: int | None = None,
     ) -> EngineOutcome:
         """Scan images; `labels[i]` is the class id of dataset index i (-1: none).
 
         `sources` is a list or an iterator of images still arriving (see `read_batches`);
-        `total` defaults to `len(sources)` for a list, else 0 (unknown).
+        `total` defaults to `len(sources)` for a list, else 0 (unknown). Decoding runs in
+        `processes` worker processes (default: on machines with many cores, for a list of file
+        sources without the input cache; 0: never), else in `threads` threads.
         """
-        prepare_one = partial(prepare, draft=self.draft, normalised=not self.uint8_feed)
-        items = read_batches(
-            sources, self.prep, self.batch_size, self.stop_event, threads, prepare_one
-        )
+        if processes or (processes is None and use_processes(sources)):
+            assert isinstance(sources, list)
+            items: Iterable[Batch | Skipped] = read_batches_in_processes(
+                sources,
+                self.prep,
+                self.batch_size,
+                self.stop_event,
+                processes or None,
+                self.draft,
+                not self.uint8_feed,
+            )
+        else:
+            prepare_one = partial(prepare, draft=self.draft, normalised=not self.uint8_feed)
+            items = read_batches(
+                sources, self.prep, self.batch_size, self.stop_event, threads, prepare_one
+            )
         return self.run_batches(
             items, known_total(sources) if total is None else total, labels, callbacks
         )
