@@ -15,6 +15,11 @@ Position mode keeps the full map: its greedy receptive-field suppression may kee
 (image, channel), a unit ranked anywhere in that channel's order (every better unit can overlap
 an already kept one), so no fixed-size TopK prefix is exact; the map is only added to the
 outputs of scans that ask for position mode.
+
+The engine uses this on GPUs (there the maps would cross the bus); on the CPU provider
+onnxruntime's ArgMax kernel costs 4-8x numpy's argmax, so the maps are reduced in numpy, in a
+second thread, with identical results (tested). `with_uint8_input` lets the same graph take
+uint8 pixels and normalise them itself (a quarter of the host-to-device bytes).
 """
 
 from __future__ import annotations
@@ -182,16 +187,6 @@ def _to_nchw(rank: int, axes: tuple[int, int, int]) -> tuple[int, ...]:
         source.remove(axis)
     perm = [source[0], *axes, *source[1:]]
     return tuple(int(a) for a in perm)
-
-
-@dataclass(frozen=True)
-class Reduced:
-    """One layer's batch as the reducer needs it: per-image responses and where, maybe maps."""
-
-    responses: np.ndarray  # [B, C]
-    ys: np.ndarray  # [B, C] int64
-    xs: np.ndarray  # [B, C] int64
-    maps: np.ndarray | None  # [B, C, H, W] for position mode, else None
 
 
 def split_outputs(
