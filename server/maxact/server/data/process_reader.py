@@ -19,7 +19,6 @@ import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from multiprocessing import resource_tracker
 from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
 
@@ -53,10 +52,9 @@ def _decode_chunk(
     slots: dict[str, SharedMemory] = _worker["slots"]  # type: ignore[assignment]
     memory = slots.get(slot)
     if memory is None:
+        # (workers share the parent's resource tracker, so attaching registers nothing new;
+        # the parent unlinks the segment)
         memory = slots[slot] = SharedMemory(name=slot)
-        # attaching registers the segment with the resource tracker as if this process owned
-        # it (before Python 3.13); the parent owns and unlinks it
-        resource_tracker.unregister(memory._name, "shared_memory")  # type: ignore[attr-defined]
     rows = np.ndarray((len(items), *shape), dtype=dtype, buffer=memory.buf)
     decoded, failed = [], []
     for index, image_id, path in items:
