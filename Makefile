@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROTOS := $(wildcard proto/maxact/v1/*.proto)
 
-.PHONY: demo test lint proto bench clean venv
+.PHONY: demo test fuzz lint proto bench clean venv sysdeps
 
 venv: $(STAMP)
 
@@ -18,8 +18,17 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/maxact demo
 
-test: $(STAMP)
+# System packages outside pip (Debian chromium, chromium-driver): installed when missing and
+# possible (root + apt-get), else listed; tests that need a missing one skip with the reason.
+sysdeps: $(STAMP)
+	sh scripts/sysdeps.sh $(VENV)/sysdeps-missing.txt
+
+test: $(STAMP) sysdeps
 	$(BIN)/python -m pytest -q
+
+# the fuzz suite's long profile (400 examples per fuzz test; `make test` runs 15 each)
+fuzz: $(STAMP)
+	MAXACT_FUZZ_PROFILE=long $(BIN)/python -m pytest -q tests/fuzz --hypothesis-show-statistics
 
 proto: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m grpc_tools.protoc -Iproto \
@@ -29,6 +38,7 @@ proto: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/buf lint
 	$(MAKE) proto
 	git diff --exit-code -- proto || (echo "generated stubs are stale: run 'make proto' and commit" && exit 1)

@@ -127,7 +127,7 @@ def resnet50(size: int = 224, seed: int = 0) -> onnx.ModelProto:
 
 def _batches(arrays: np.ndarray, batch: int) -> list[Batch]:
     return [
-        Batch(list(range(i, i + len(part))), [], part, [])
+        Batch(list(range(i, i + len(part))), [], part)
         for i in range(0, len(arrays), batch)
         for part in [arrays[i : i + batch]]
     ]
@@ -324,7 +324,7 @@ def _synthetic(count: int, shape: tuple[int, ...]) -> Iterator[Batch]:
     base = np.random.default_rng(1).normal(size=(16, *shape)).astype(np.float32)
     for start in range(0, count, 16):
         n = min(16, count - start)
-        yield Batch(list(range(start, start + n)), [], np.roll(base, start % 7, axis=-1)[:n], [])
+        yield Batch(list(range(start, start + n)), [], np.roll(base, start % 7, axis=-1)[:n])
 
 
 def memory_child(models: Path, count: int) -> None:

@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from maxact.server.models.shapes import infer_shapes
+from maxact.server.graph.shapes import infer_shapes
 from maxact.server.rf import compute_receptive_fields
 
 

@@ -33,7 +33,7 @@ from PIL import Image
 from maxact.client.demo.fetch import default_cache_dir, fetch_demo_model, write_demo_photos
 from maxact.server.data.preprocess import Preprocessing, resolve
 from maxact.server.data.reader import Batch, file_source
-from maxact.server.models.graph import prune_to_outputs
+from maxact.server.graph.surgery import prune_to_outputs
 from maxact.server.models.registry import LoadedModel, ModelRegistry
 from maxact.server.models.runtime import create_session
 from maxact.server.scan.engine import ScanEngine

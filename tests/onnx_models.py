@@ -140,3 +140,34 @@ def heavy_cnn(size: int = 128, depth: int = 6, width: int = 32) -> onnx.ModelPro
         initializer=inits,
     )
     return finish(graph)
+
+
+def ocr_like_model(seed: int = 0) -> onnx.ModelProto:
+    """A PP-OCR-like detector with a dynamic input [N, 3, H, W]: a stride-2 path `c2` plus a
+    stride-32 path `c32` upsampled x16 back (`up`), added (`sum`), then `prob` = Sigmoid.
+    `c32` has floor(H2 / 16) rows for H2 = ceil(H / 2), so the Add only type-checks when
+    H2 is a multiple of 16: for sides that are multiples of 32 (like PP-OCR's 32 rule)."""
+    rng = np.random.default_rng(seed)
+    w2 = rng.normal(0, 0.3, (4, 3, 3, 3)).astype(np.float32)
+    w32 = rng.normal(0, 0.05, (4, 4, 16, 16)).astype(np.float32)
+    nodes = [
+        helper.make_node(
+            "Conv", ["image", "w2"], ["c2"], kernel_shape=[3, 3], strides=[2, 2], pads=[1] * 4
+        ),
+        helper.make_node("Conv", ["c2", "w32"], ["c32"], kernel_shape=[16, 16], strides=[16, 16]),
+        helper.make_node("Resize", ["c32", "", "scales"], ["up"], mode="nearest"),
+        helper.make_node("Add", ["c2", "up"], ["sum"]),
+        helper.make_node("Sigmoid", ["sum"], ["prob"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "ocr_like",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("prob", TensorProto.FLOAT, ["N", 4, "H2", "W2"])],
+        [
+            numpy_helper.from_array(w2, "w2"),
+            numpy_helper.from_array(w32, "w32"),
+            numpy_helper.from_array(np.asarray([1, 1, 16, 16], dtype=np.float32), "scales"),
+        ],
+    )
+    return finish(graph)

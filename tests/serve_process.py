@@ -2,26 +2,37 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import IO
 
 SERVE = [sys.executable, "-m", "maxact.client.cli.main", "serve", "--port", "0", "--device", "cpu"]
 
 
 @contextmanager
-def serve_process(*flags: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """Start `maxact serve --port 0 --device cpu FLAGS`; yield (process, address) once it prints
-    the port it listens on. A process still running at exit is killed."""
-    with tempfile.TemporaryFile("w+") as stderr:  # a file, not a pipe: a full pipe would block
+def serve_process(
+    *flags: str, env: Mapping[str, str] | None = None, stderr_to: IO[str] | None = None
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """Start `maxact serve --port 0 --device cpu FLAGS` (extra environment `env`; its stderr
+    into `stderr_to` if given); yield (process, address) once it prints the port it listens
+    on. A process still running at exit is killed."""
+    with (
+        tempfile.TemporaryFile("w+") as own,  # a file, not a pipe: a full pipe would block
+        tempfile.TemporaryDirectory(prefix="maxact-serve-state-") as state,
+    ):
+        stderr = stderr_to if stderr_to is not None else own
         process = subprocess.Popen(
             [*SERVE, *flags],
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,
+            # the default --store lives under XDG_STATE_HOME: never the user's own
+            env={**os.environ, "XDG_STATE_HOME": state, **(env or {})},
         )
         try:
             assert process.stdout is not None

@@ -1,4 +1,4 @@
-"""The `maxact` CLI against a real in-process server: JSON documents as DESIGN §3 specifies."""
+"""The `maxact` CLI against a real in-process server: JSON documents as the README specifies."""
 
 from __future__ import annotations
 

@@ -31,7 +31,7 @@ from maxact.client.demo.run import (
     scan_and_report,
     screenshot_gallery,
 )
-from tests.browser import ensure_chromium
+from tests.browser import browser_missing
 from tests.onnx_models import layer_outputs
 
 pytest.importorskip("skimage")
@@ -164,7 +164,7 @@ def test_demo_screenshot_is_skipped_with_a_reason_when_chromium_is_missing(
 
 
 def test_demo_screenshots_a_layer_page_of_its_gallery(demo_report: Path, tmp_path: Path) -> None:
-    reason = ensure_chromium()
+    reason = browser_missing(driver=False)
     if reason is not None:
         pytest.skip(reason)
     out = tmp_path / "gallery.png"

@@ -19,7 +19,7 @@ from maxact.client import Client
 from maxact.client.cli.main import main
 from maxact.client.montage import GAP, MARGIN
 from maxact.client.report.writer import OVERVIEW_COLUMNS, OVERVIEW_TILE, patch_file, safe_names
-from tests.browser import Browser, ensure_chromium
+from tests.browser import Browser, browser_missing
 from tests.datasets import slow_scan
 from tests.onnx_models import random_cnn, save
 
@@ -109,6 +109,8 @@ def test_report_folder_has_index_pages_patches_overviews_and_a_name_mapping(
         expected = {"index.html", "overview.png"} | {
             patch_file(c.channel, rank) for c in stats.channels for rank in range(1, K + 1)
         }
+        if any(c.class_mean for c in stats.channels):  # labelled: the classes page too
+            expected |= {"classes.html", "classes"}
         assert {p.name for p in folder.iterdir()} == expected
         # the patches are the server's crops, byte for byte
         _, patches, _ = client.scans.neuron(scan_id, layer["name"], 2, k=K)
@@ -168,7 +170,7 @@ def test_report_of_a_cancelled_scan_exits_1_with_scan_not_finished(
 
 @pytest.fixture(scope="session")
 def chromium() -> None:
-    reason = ensure_chromium()
+    reason = browser_missing()
     if reason is not None:
         pytest.skip(reason)
 

@@ -1,7 +1,10 @@
-"""Every command of DESIGN §3 parses as documented; bad usage exits 2 with `maxact: error:`."""
+"""Every command parses as README.md documents it; bad usage exits 2 with `maxact: error:`."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -105,19 +108,23 @@ def test_bad_usage_exits_2_with_maxact_error(argv: list[str], capsys) -> None:
     assert "maxact: error:" in capsys.readouterr().err
 
 
-def test_serve_without_model_root_exits_2_from_the_server_parser(capsys) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main(["serve"])  # no --model-root
-    assert exit_info.value.code == 2
-    # the server's parser says it (prefix "maxact serve:" today, "maxact:" if it adopts cli's)
-    assert "error: the following arguments are required: --model-root" in capsys.readouterr().err
+def _maxact_serve(*argv: str) -> subprocess.CompletedProcess[str]:
+    """`maxact serve ARGV` as a real process: the client execs the server's entry point."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAXACT_")}
+    command = [sys.executable, "-m", "maxact.client.cli.main", "serve", *argv]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
 
 
-def test_serve_help_is_the_server_parsers(capsys) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main(["serve", "--help"])
-    assert exit_info.value.code == 0
-    assert "usage: maxact serve" in capsys.readouterr().out
+def test_serve_without_model_root_exits_2_from_the_server_parser() -> None:
+    result = _maxact_serve()  # no --model-root
+    assert result.returncode == 2
+    assert "maxact: error: the following arguments are required: --model-root" in result.stderr
+
+
+def test_serve_help_is_the_server_parsers() -> None:
+    result = _maxact_serve("--help")
+    assert result.returncode == 0
+    assert "usage: maxact serve" in result.stdout
 
 
 def test_unknown_options_of_other_commands_are_still_usage_errors(capsys) -> None:
@@ -125,3 +132,57 @@ def test_unknown_options_of_other_commands_are_still_usage_errors(capsys) -> Non
         cli.main(["models", "--bogus"])
     assert exit_info.value.code == 2
     assert "maxact: error: unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+def test_global_flags_are_accepted_after_the_command_too() -> None:
+    args = parse("models", "--server", "h:1", "--token-file", "t", "--tls-ca", "ca.pem")
+    assert (args.server, args.token_file, args.tls_ca) == ("h:1", Path("t"), Path("ca.pem"))
+    nested = parse("scan", "get", "s1", "--server", "h:2")
+    assert (nested.command, nested.server) == ("scan", "h:2")
+
+
+def test_a_global_flag_after_the_command_overrides_the_one_before() -> None:
+    assert parse("--server", "a:1", "models", "--server", "b:2").server == "b:2"
+    assert parse("--server", "a:1", "models").server == "a:1"
+
+
+def test_global_flags_default_to_the_maxact_environment_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MAXACT_SERVER", "env:7")
+    monkeypatch.setenv("MAXACT_TLS_CA", "env-ca.pem")
+    args = parse("models")
+    assert (args.server, args.tls_ca) == ("env:7", Path("env-ca.pem"))
+
+
+def test_version_prints_the_installed_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exit_info:
+        parse("--version")
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"maxact {version('maxact')}"
+
+
+def test_every_serve_flag_also_reads_its_maxact_environment_variable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MAXACT_MODEL_ROOT", "env-models")  # a required flag: now optional
+    monkeypatch.setenv("MAXACT_PORT", "6000")
+    monkeypatch.setenv("MAXACT_LOG_FORMAT", "json")
+    args = parse_serve()
+    assert (args.model_root, args.port, args.log_format) == (Path("env-models"), 6000, "json")
+    assert parse_serve("--port", "7000").port == 7000  # the command line wins
+    from maxact.server import app
+
+    monkeypatch.setenv("MAXACT_PORT", "many")
+    with pytest.raises(SystemExit) as exit_info:
+        app.parse_args([])
+    assert exit_info.value.code == 2
+    assert "$MAXACT_PORT" in capsys.readouterr().err
+    monkeypatch.delenv("MAXACT_PORT")
+    with pytest.raises(SystemExit):
+        app.parse_args(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    for flag in ("HOST", "PORT", "MODEL_ROOT", "DATA_ROOT", "STORE", "DEVICE", "METRICS_PORT"):
+        assert f"[env MAXACT_{flag}]" in help_text

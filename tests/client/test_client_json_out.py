@@ -1,10 +1,10 @@
-"""The --json documents keep the exact shapes of DESIGN §3."""
+"""The --json documents keep the exact shapes the README documents."""
 
 from __future__ import annotations
 
 import json
 
-from maxact.client.cli import json_out
+from maxact.client import json_out
 
 
 def test_number_is_int_when_integral_and_float_when_fractional() -> None:
@@ -78,7 +78,16 @@ def test_layers_document_has_rf_or_null_and_global_context(model_info) -> None:
 
 def test_topk_document_lists_results_best_first_without_patch_files(topk_result) -> None:
     doc = json_out.topk_json(topk_result)
-    assert list(doc) == ["model", "layer", "channel", "k", "mode", "images_scanned", "results"]
+    assert list(doc) == [
+        "model",
+        "layer",
+        "channel",
+        "k",
+        "mode",
+        "images_scanned",
+        "results",
+        "preprocessing",
+    ]
     assert doc["channel"] == 3 and doc["k"] == 2 and doc["mode"] == "image"
     assert doc["images_scanned"] == 40
     assert doc["results"][0] == {

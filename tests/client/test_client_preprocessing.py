@@ -1,4 +1,4 @@
-"""Preprocessing flags, proto and sidecar JSON agree with each other and with DESIGN §3."""
+"""Preprocessing flags, proto and sidecar JSON agree with each other and with docs/contracts.md."""
 
 from __future__ import annotations
 
@@ -119,3 +119,32 @@ def test_wrong_arity_and_enum_values_are_rejected() -> None:
         Preprocessing(mean=(1.0, 2.0))  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         Preprocessing(channel_order="rgba")
+
+
+def test_sidecar_scalar_mean_and_std_mean_every_channel() -> None:
+    prep = Preprocessing.from_dict({"mean": 0.5, "std": [0.2, 0.3, 0.4], "scale": 1})
+    assert prep.mean == (0.5, 0.5, 0.5) and prep.std == (0.2, 0.3, 0.4) and prep.scale == 1.0
+
+
+@pytest.mark.parametrize(
+    ("document", "field"),
+    [
+        ({"std": float("nan")}, "std"),
+        ({"pad_value": float("inf")}, "pad_value"),
+        ({"mean": "grey"}, "mean"),
+        ({"size": [224]}, "size"),
+        ({"resize_shorter": 2.5}, "resize_shorter"),
+        ({"channel_order": 3}, "channel_order"),
+    ],
+)
+def test_bad_sidecar_values_raise_value_error_naming_the_field(document: dict, field: str) -> None:
+    with pytest.raises(ValueError, match=f"'{field}'"):
+        Preprocessing.from_dict(document)
+
+
+def test_detector_fields_round_trip_through_proto_and_dict() -> None:
+    prep = Preprocessing(resize_shorter=736, size_multiple=32, mean=(1.0, 2.0, 3.0))
+    boxed = Preprocessing(letterbox=(640, 640), pad_value=114.0)
+    for value in (prep, boxed):
+        assert Preprocessing.from_proto(value.to_proto()) == value
+        assert Preprocessing.from_dict(value.to_dict()) == value

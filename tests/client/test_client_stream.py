@@ -103,7 +103,12 @@ def test_events_arrive_typed_in_order_progress_then_patches_by_rank_then_done(
     skipped = [e for e in events if isinstance(e, t.ImageSkipped)]
     assert [e.image for e in skipped] == [CORRUPT] and skipped[0].reason
     done = events[-1]
-    assert done == t.Done(images_scanned=len(SQUARES), images_failed=1, k=3, mode="image")
+    assert (done.images_scanned, done.images_failed, done.k, done.mode) == (
+        len(SQUARES),
+        1,
+        3,
+        "image",
+    )
 
 
 def test_result_collects_the_streamed_patches_by_rank_and_the_skipped_images(

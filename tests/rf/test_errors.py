@@ -41,7 +41,7 @@ def test_unknown_op_fails_only_dependent_tensors_naming_op_and_tensor(domain: st
 
 def _with_known(model: onnx.ModelProto, extra: dict) -> dict:
     """Shapes for a model onnx cannot fully infer: the known part plus the given ones."""
-    from maxact.server.models.shapes import infer_shapes
+    from maxact.server.graph.shapes import infer_shapes
 
     shapes = infer_shapes(model, {"x": (1, 3, 16, 16)})
     shapes.update(extra)

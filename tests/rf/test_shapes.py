@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from maxact.server.models.shapes import infer_shapes
+from maxact.server.graph.shapes import infer_shapes
 from maxact.server.rf import compute_receptive_fields
 
 from .builders import Net

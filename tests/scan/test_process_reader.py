@@ -26,7 +26,7 @@ def _flatten(items) -> tuple[list, np.ndarray, list]:
         else:
             assert isinstance(item, Batch)
             arrays.append(item.array)
-            order += list(zip(item.indices, item.ids, item.original_sizes, strict=True))
+            order += list(zip(item.indices, item.ids, strict=True))
     return skipped, np.concatenate(arrays), order
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 
 from maxact.client import Client, MaxactError
@@ -81,6 +82,14 @@ def test_calls_beyond_maximum_concurrent_rpcs_are_resource_exhausted(model_root:
         with pytest.raises(MaxactError) as caught:
             client.list_models()
         assert caught.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "--max-concurrent-rpcs" in caught.value.message
+        with pytest.raises(MaxactError) as caught:  # streams too (they were CANCELLED)
+            client.topk("net", "conv1", 0, dataset="ds").result()
+        assert caught.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        # a health probe is always answered: it must not declare a busy server dead
+        health = health_pb2_grpc.HealthStub(client._channel)
+        answer = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
         release.set()
         with pytest.raises(grpc.RpcError):
             holding.result(timeout=20)  # empty upload: checksum mismatch
@@ -90,16 +99,20 @@ def test_calls_beyond_maximum_concurrent_rpcs_are_resource_exhausted(model_root:
 def test_a_bomb_between_pillows_warning_and_error_limits_is_refused_from_its_header(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An 18000x18000 1-bit PNG (~40 KB on disk) is over our limit but under twice Pillow's, where
-    Pillow only warns and would decode it in full; it must be refused from its header alone."""
-    from maxact.server.data.reader import MAX_PIXELS, ImageSource, load_original
+    """A 9000x9000 1-bit PNG (~10 KB on disk) is over the decoded-pixel bound but under twice
+    Pillow's limit, where Pillow only warns and would decode it in full; it must be refused from
+    its header alone, naming the bound's serve flag."""
+    from maxact.server import limits
+    from maxact.server.data.reader import ImageSource, load_original
 
     path = tmp_path / "bomb.png"
     with monkeypatch.context() as patch:
         patch.setattr(Image, "MAX_IMAGE_PIXELS", None)
-        Image.new("1", (18_000, 18_000)).save(path)
-    assert MAX_PIXELS < 18_000 * 18_000 < 2 * MAX_PIXELS
+        Image.new("1", (9_000, 9_000)).save(path)
+    bound = limits.current().max_image_pixels
+    assert bound < 9_000 * 9_000 < 2 * bound
     start = time.perf_counter()
-    with pytest.raises(ValueError, match="possible decompression bomb"):
+    with pytest.raises(ValueError, match="possible decompression bomb") as caught:
         load_original(ImageSource(0, "bomb.png", lambda: Image.open(path)))
+    assert "--max-image-pixels" in str(caught.value)
     assert time.perf_counter() - start < 1.0

@@ -1,5 +1,5 @@
 """Server paths never escape their roots: no `..`, no absolute names, no symlink escape, and no
-ONNX external data read from outside the model's folder (DESIGN §3 Names)."""
+ONNX external data read from outside the model's folder (docs/contracts.md, "Names")."""
 
 from __future__ import annotations
 

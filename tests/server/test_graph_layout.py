@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from onnx import TensorProto, helper
 
-from maxact.server.models.graph import image_input
+from maxact.server.graph.surgery import image_input
 from maxact.server.rf import compute_receptive_fields
 from tests.onnx_models import finish
 

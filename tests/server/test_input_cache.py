@@ -70,7 +70,7 @@ def test_a_changed_file_is_decoded_again(tmp_path: Path) -> None:
 
 
 def test_the_size_bound_is_kept_least_recently_used_dataset_first(tmp_path: Path) -> None:
-    entry = 8 + SIZE * SIZE * 3
+    entry = 16 + SIZE * SIZE * 3
     cache = InputCache(tmp_path / "cache", 10 * entry)
     for name in ("a", "b", "c"):
         ids = _photos(tmp_path / name, 4, seed=ord(name))

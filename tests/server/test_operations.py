@@ -17,6 +17,7 @@ from PIL import Image
 
 from maxact.client import Client
 from maxact.server.app import start_server
+from maxact.server.ops.logs import JsonFormatter
 from maxact.v1 import model_service_pb2, model_service_pb2_grpc
 from tests.onnx_models import bright_square_model, save
 
@@ -61,14 +62,19 @@ def test_metrics_endpoint_exposes_rpc_and_scan_counters_after_a_scan(
         assert [s.state for s in client.scans.watch(scan.id)][-1] == "succeeded"
         values = _metrics(server.metrics_port)
     assert values["maxact_images_scanned_total"] - before == 12
-    method = "/maxact.v1.TopKService/StreamTopK"
-    assert values[f'maxact_rpc_requests_total{{code="OK",method="{method}"}}'] >= 1
-    assert values[f'maxact_rpc_duration_seconds_count{{method="{method}"}}'] >= 1
+    labels = (
+        'grpc_method="StreamTopK",grpc_service="maxact.v1.TopKService",grpc_type="server_stream"'
+    )
+    assert values[f"grpc_server_started_total{{{labels}}}"] >= 1
+    handled = f'grpc_server_handled_total{{grpc_code="OK",{labels}}}'
+    assert values[handled] >= 1
+    assert values[f"grpc_server_handling_seconds_count{{{labels}}}"] >= 1
+    assert values["process_cpu_seconds_total"] > 0  # prometheus_client's process collector
     assert values["maxact_scans_running"] == 0 and values["maxact_scans_queued"] == 0
     assert values["maxact_scan_images_per_second"] > 0
 
 
-def test_every_rpc_logs_one_json_line_with_its_request_id_and_code(
+def test_every_rpc_logs_one_line_with_its_request_id_and_code_as_fields(
     world: tuple[Path, Path], caplog: pytest.LogCaptureFixture
 ) -> None:
     model_root, data_root = world
@@ -85,7 +91,9 @@ def test_every_rpc_logs_one_json_line_with_its_request_id_and_code(
         )
         with pytest.raises(grpc.RpcError):
             stub.GetModel(model_service_pb2.GetModelRequest(name="nope"), timeout=10)
-    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "maxact.server.rpc"]
+    formatter = JsonFormatter()
+    records = [r for r in caplog.records if r.name == "maxact.server.rpc"]
+    lines = [json.loads(formatter.format(r)) for r in records]
     by_method = {line["method"].rsplit("/", 1)[1]: line for line in lines}
     assert by_method["ListModels"]["request_id"] == "req-123"
     assert by_method["ListModels"]["code"] == "OK"
@@ -117,3 +125,15 @@ def test_health_turns_not_serving_when_shutdown_begins(world: tuple[Path, Path])
     watcher.join(10)
     assert statuses[0] == health_pb2.HealthCheckResponse.SERVING
     assert health_pb2.HealthCheckResponse.NOT_SERVING in statuses
+
+
+def test_the_container_healthcheck_passes_on_a_serving_server_and_fails_without_one(
+    world: tuple[Path, Path],
+) -> None:
+    from maxact.server import healthcheck
+
+    model_root, data_root = world
+    with start_server(model_root, data_root, device="cpu") as server:
+        assert healthcheck.main(["--address", server.address]) == 0
+        address = server.address
+    assert healthcheck.main(["--address", address, "--timeout", "1"]) == 1

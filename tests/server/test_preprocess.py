@@ -56,3 +56,56 @@ def test_request_overrides_model_defaults_field_by_field() -> None:
         (1, 2, 3),
         (2, 2, 2),
     )
+
+
+def test_size_multiple_rounds_each_side_to_the_nearest_multiple_and_maps_back() -> None:
+    prep = resolve(
+        Preprocessing(), Preprocessing(resize_shorter=64, size_multiple=32), None, "nchw"
+    )
+    # 100 x 180: shorter side 64 -> 64 x 115.2 -> 64 x 115 -> rounded to 64 x 128
+    assert prep.input_size_for(100, 180) == (64, 128)
+    assert prep.input_size_for(10, 10) == (64, 64)  # small images grow: at least one multiple
+    assert prep.input_size_for(1000, 50) == (1280, 64)
+    geometry = prep.geometry(100, 180)
+    assert (geometry.factor_y, geometry.factor_x) == (0.64, 128 / 180)
+    assert geometry.to_original((0, 0, 64, 128)) == (0, 0, 100, 180)
+    image = Image.fromarray(np.zeros((100, 180, 3), dtype=np.uint8))
+    assert prep.to_array(image).shape == (3, 64, 128)
+
+
+def test_letterbox_fits_inside_keeps_the_aspect_and_pads_bottom_right_with_pad_value() -> None:
+    prep = resolve(
+        Preprocessing(), Preprocessing(letterbox=(64, 64), pad_value=100, scale=1.0), None, "nhwc"
+    )
+    assert prep.fixed_size == (64, 64)
+    assert prep.resized_size(20, 40) == (32, 64) and prep.resized_size(40, 20) == (64, 32)
+    image = Image.fromarray(np.full((20, 40, 3), 7, dtype=np.uint8))
+    values = prep.to_array(image)
+    assert values.shape == (64, 64, 3)
+    assert (values[:32] == 7).all() and (values[32:] == 100).all()
+    geometry = prep.geometry(32, 16)  # scaled by 2 to 64 x 32, columns 32.. padded
+    assert geometry.to_original((2, 4, 6, 8)) == (1, 2, 3, 4)
+    assert geometry.to_original((0, 20, 64, 64)) == (0, 10, 32, 16)  # the pad is clipped off
+
+
+def test_a_request_that_sizes_another_way_drops_the_defaults_way_of_sizing() -> None:
+    defaults = Preprocessing(letterbox=(640, 640), mean=(1, 2, 3))
+    prep = resolve(defaults, Preprocessing(size=(32, 32)), None, "nchw")
+    assert (prep.size, prep.letterbox, prep.mean) == ((32, 32), None, (1, 2, 3))
+    crop = Preprocessing(resize_shorter=256, center_crop=(224, 224))
+    prep = resolve(crop, Preprocessing(resize_shorter=64, size_multiple=32), None, "nchw")
+    assert (prep.center_crop, prep.fixed_size) == (None, None)
+
+
+@pytest.mark.parametrize(
+    "request_prep",
+    [
+        Preprocessing(letterbox=(64, 64), center_crop=(32, 32)),
+        Preprocessing(size=(64, 64), size_multiple=32),
+        Preprocessing(letterbox=(0, 64)),
+    ],
+)
+def test_contradictory_sizing_is_invalid_preprocessing(request_prep: Preprocessing) -> None:
+    with pytest.raises(ServiceError) as caught:
+        resolve(Preprocessing(), request_prep, None, "nchw")
+    assert caught.value.reason == "INVALID_PREPROCESSING"

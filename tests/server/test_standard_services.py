@@ -13,6 +13,7 @@ MAXACT_SERVICES = {
     "maxact.v1.TopKService",
     "maxact.v1.ScanService",
     "maxact.v1.NeuronService",
+    "maxact.v1.AnalysisService",
 }
 
 

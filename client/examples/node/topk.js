@@ -5,7 +5,7 @@
 //
 // Server: $MAXACT_SERVER (host:port, default 127.0.0.1:50051); bearer token: $MAXACT_TOKEN.
 // Writes OUTDIR/rank_1.png ... (the PNG bytes exactly as the server sent them), progress on
-// stderr, and ONE JSON document on stdout shaped like `maxact topk --json` (DESIGN §3).
+// stderr, and ONE JSON document on stdout shaped like `maxact topk --json` (README.md).
 // Errors: "maxact-node: error: CODE_NAME (REASON): message" on stderr and exit code 1.
 //
 // The stubs are generated at run time from the repository's .proto files with
@@ -243,6 +243,39 @@ function describeField(rf) {
   return text;
 }
 
+// The preprocessing the server used (Done.preprocessing) as the Python CLI prints it: only
+// the fields that are set; proto3 zero values and unset optionals mean "not set".
+function preprocessingJson(p) {
+  if (!p) {
+    return null;
+  }
+  const doc = {};
+  for (const name of ['size', 'center_crop', 'mean', 'std', 'letterbox']) {
+    if (p[name] && p[name].length) {
+      doc[name] = p[name];
+    }
+  }
+  for (const name of ['resize_shorter', 'size_multiple']) {
+    if (p[name]) {
+      doc[name] = p[name];
+    }
+  }
+  for (const name of ['scale', 'pad_value']) {
+    if (p[`_${name}`] === name) {
+      doc[name] = p[name];
+    }
+  }
+  const orders = { CHANNEL_ORDER_RGB: 'rgb', CHANNEL_ORDER_BGR: 'bgr' };
+  const layouts = { LAYOUT_NCHW: 'nchw', LAYOUT_NHWC: 'nhwc' };
+  if (orders[p.channel_order]) {
+    doc.channel_order = orders[p.channel_order];
+  }
+  if (layouts[p.layout]) {
+    doc.layout = layouts[p.layout];
+  }
+  return doc;
+}
+
 function hitJson(hit, patchFile) {
   const unit = hit.unit || { y: 0, x: 0 };
   const box = hit.box || { y0: 0, x0: 0, y1: 0, x1: 0 };
@@ -414,7 +447,11 @@ async function run(args) {
       mode: MODE_NAMES[done.mode] || 'image',
       images_scanned: done.images_scanned,
       results,
+      preprocessing: preprocessingJson(done.preprocessing),
     };
+    if (done.preprocessing_warning) {
+      process.stderr.write(`${PROG}: warning: ${done.preprocessing_warning}\n`);
+    }
     process.stdout.write(JSON.stringify(doc, null, 2) + '\n');
     process.stderr.write(`${PROG}: wrote ${results.length} patches to ${args.outDir}\n`);
   } finally {

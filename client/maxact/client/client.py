@@ -10,7 +10,9 @@ from typing import Any, TypeVar
 
 from maxact.client import convert
 from maxact.client import types as t
+from maxact.client.analysis import AnalysisCalls
 from maxact.client.channel import MAX_MESSAGE_BYTES, open_channel, resolve_token
+from maxact.client.defaults import DEFAULT_K
 from maxact.client.errors import rpc_errors
 from maxact.client.images import ImageData, ImageRequests, as_images
 from maxact.client.preprocessing import Preprocessing
@@ -36,7 +38,7 @@ R = TypeVar("R")
 
 
 def default_server() -> str:
-    """MAXACT_SERVER when set, else the default loopback port (DESIGN §3)."""
+    """MAXACT_SERVER when set, else the default loopback port."""
     return os.environ.get("MAXACT_SERVER") or DEFAULT_SERVER
 
 
@@ -64,6 +66,8 @@ class Client:
         self._topk = topk_service_pb2_grpc.TopKServiceStub(self._channel)
         # persisted scans and neuron queries: client.scans.create(...), .get, .watch, .neuron
         self.scans = ScanCalls(self._channel, self._call, timeout, self.server)
+        # class questions and scan comparisons: client.analysis.classes(...), .compare(...)
+        self.analysis = AnalysisCalls(self._channel, self._call)
 
     def close(self) -> None:
         self._channel.close()
@@ -110,7 +114,7 @@ class Client:
         """Stream a local .onnx file to the server's model root as `name` (default: file stem).
 
         The server verifies the SHA-256 and that the file is an ONNX model before it appears;
-        `preprocess_json` (a JSON object, DESIGN §3 Preprocessing) becomes its default
+        `preprocess_json` (a JSON object, docs/contracts.md "Preprocessing") becomes its default
         preprocessing. An existing name is refused (ALREADY_EXISTS) unless `overwrite`.
         """
         path = Path(path)
@@ -163,7 +167,7 @@ class Client:
         channel: int,
         *,
         dataset: str,
-        k: int = 9,
+        k: int = DEFAULT_K,
         mode: str = "image",
         bottom: bool = False,
         unit: tuple[int, int] | None = None,
@@ -193,7 +197,7 @@ class Client:
         channel: int,
         images: Iterable[tuple[str, ImageData]] | Iterable[str | os.PathLike[str]] | str | Path,
         *,
-        k: int = 9,
+        k: int = DEFAULT_K,
         mode: str = "image",
         bottom: bool = False,
         unit: tuple[int, int] | None = None,
@@ -209,7 +213,7 @@ class Client:
         to keep the images as (created only when the stream completes).
 
         `images`: (id, bytes or local path) pairs in the order to rank them (ties: the earlier
-        wins), or local folders and files, whose ids and order follow DESIGN §3 (see
+        wins), or local folders and files, whose ids and order follow docs/contracts.md (see
         `collect_images`). Files are read one at a time as gRPC sends them; an unreadable one
         cancels the scan and is raised (OSError) from the stream.
         """

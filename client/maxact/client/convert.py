@@ -10,6 +10,7 @@ from maxact.v1 import (
     common_pb2,
     dataset_service_pb2,
     model_service_pb2,
+    neuron_service_pb2,
     receptive_field_service_pb2,
     topk_service_pb2,
 )
@@ -48,7 +49,7 @@ RENDERS = {
 
 
 def set_render(
-    message: topk_service_pb2.TopKQuery | object,
+    message: topk_service_pb2.TopKQuery | neuron_service_pb2.GetNeuronRequest,
     render: str,
     mask_quantile: float | None,
     patch_size: int,
@@ -57,10 +58,10 @@ def set_render(
     values)."""
     if render not in RENDERS:
         raise ValueError(f"render must be one of {sorted(RENDERS)}, not {render!r}")
-    message.render = RENDERS[render]  # type: ignore[attr-defined]
+    message.render = RENDERS[render]
     if mask_quantile is not None:
-        message.mask_quantile = mask_quantile  # type: ignore[attr-defined]
-    message.patch_size = patch_size  # type: ignore[attr-defined]
+        message.mask_quantile = mask_quantile
+    message.patch_size = patch_size
 
 
 def patch(msg: topk_service_pb2.Patch) -> t.Patch:
@@ -167,5 +168,12 @@ def topk_event(
         return t.ImageSkipped(msg.skipped.image, msg.skipped.reason)
     if kind == "done":
         d = msg.done
-        return t.Done(int(d.images_scanned), int(d.images_failed), d.k, MODE_NAMES.get(d.mode, ""))
+        return t.Done(
+            int(d.images_scanned),
+            int(d.images_failed),
+            d.k,
+            MODE_NAMES.get(d.mode, ""),
+            Preprocessing.from_proto(d.preprocessing) if d.HasField("preprocessing") else None,
+            d.preprocessing_warning,
+        )
     return None

@@ -7,11 +7,7 @@ from contextlib import contextmanager
 
 import grpc
 from google.rpc import error_details_pb2
-
-try:  # grpcio-status is a client dependency, but a missing detail parser must not break errors.
-    from grpc_status import rpc_status
-except ImportError:  # pragma: no cover
-    rpc_status = None
+from grpc_status import rpc_status
 
 
 class MaxactError(Exception):
@@ -31,7 +27,7 @@ class MaxactError(Exception):
 
 def _reason_of(error: grpc.RpcError) -> str:
     """The ErrorInfo reason carried in the rich google.rpc.Status, or "" when there is none."""
-    if rpc_status is None or not hasattr(error, "trailing_metadata"):
+    if not isinstance(error, grpc.Call):  # every RpcError grpc raises is also its Call
         return ""
     try:
         status = rpc_status.from_call(error)

@@ -1,8 +1,9 @@
 """Local images for `Client.topk_images` / `maxact topk --images`: ids, order, lazy reading.
 
-Ids follow DESIGN §3 exactly like a server dataset's: a folder contributes its image files found
-recursively (hidden files and folders skipped), each with its path relative to the folder,
-'/'-joined, sorted by code point; a file given alone contributes its base name. Several
+Ids are those of a server dataset (docs/contracts.md, "Names"; the server lists its datasets
+with the same `walk_images`): a folder contributes its image files found recursively (hidden
+files and folders skipped), each with its path relative to the folder, '/'-joined, sorted by
+code point; a file given alone contributes its base name. Several
 arguments are concatenated in the order given; an id appearing twice is an error.
 """
 
@@ -15,21 +16,28 @@ from pathlib import Path
 
 from maxact.v1 import topk_service_pb2
 
+# The image files a folder contributes (client folders and server datasets alike).
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
 
 ImageData = bytes | str | os.PathLike[str]
 """What an image is sent from: its bytes, or a local path read when it is sent."""
 
 
-def _folder_images(root: Path) -> list[tuple[str, Path]]:
+def walk_images(
+    root: Path, keep: Callable[[Path], bool] = lambda path: True
+) -> list[tuple[str, Path]]:
+    """(id, path) of the image files under `root`, recursively, in id (code-point) order: the
+    id is the '/'-joined path relative to `root`. Hidden files and folders are skipped, symlinked
+    folders are not entered, and `keep` may refuse more files."""
     found: list[tuple[str, Path]] = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         for filename in filenames:
             if filename.startswith(".") or Path(filename).suffix.lower() not in IMAGE_SUFFIXES:
                 continue
             path = Path(dirpath) / filename
-            found.append((path.relative_to(root).as_posix(), path))
+            if keep(path):
+                found.append((path.relative_to(root).as_posix(), path))
     return sorted(found, key=lambda item: item[0])
 
 
@@ -44,7 +52,7 @@ def collect_images(paths: Iterable[str | os.PathLike[str]]) -> list[tuple[str, P
     for argument in paths:
         path = Path(argument)
         if path.is_dir():
-            found = _folder_images(path)
+            found = walk_images(path)
             if not found:
                 raise ValueError(f"no images (png, jpg, bmp, webp, gif, tiff) under {path}")
         elif path.is_file():

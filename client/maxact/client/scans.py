@@ -10,6 +10,7 @@ import grpc
 
 from maxact.client import convert
 from maxact.client import types as t
+from maxact.client.defaults import DEFAULT_K
 from maxact.client.errors import rpc_errors
 from maxact.client.preprocessing import Preprocessing
 from maxact.v1 import (
@@ -44,6 +45,9 @@ class ScanInfo:
     k: int
     mode: str
     error: str = ""
+    preprocessing: Preprocessing | None = None  # resolved when the scan was created
+    # from create only: the model runs on built-in default preprocessing
+    preprocessing_warning: str = ""
 
     @property
     def name(self) -> str:
@@ -74,7 +78,7 @@ class LayerStatistics:
     top_channels_per_class: dict[str, tuple[int, ...]]
 
 
-def scan_info(message: scan_service_pb2.Scan) -> ScanInfo:
+def scan_info(message: scan_service_pb2.Scan, preprocessing_warning: str = "") -> ScanInfo:
     return ScanInfo(
         id=message.name.removeprefix("scans/"),
         state=STATES.get(message.state, "unknown"),
@@ -87,6 +91,10 @@ def scan_info(message: scan_service_pb2.Scan) -> ScanInfo:
         k=message.k,
         mode=convert.MODE_NAMES.get(message.mode, "image"),
         error=message.error,
+        preprocessing=Preprocessing.from_proto(message.preprocessing)
+        if message.HasField("preprocessing")
+        else None,
+        preprocessing_warning=preprocessing_warning,
     )
 
 
@@ -115,7 +123,7 @@ class ScanCalls:
         model: str,
         layers: list[str],
         dataset: str,
-        k: int = 9,
+        k: int = DEFAULT_K,
         mode: str = "image",
         preprocessing: Preprocessing | None = None,
     ) -> ScanInfo:
@@ -124,7 +132,8 @@ class ScanCalls:
         )
         if preprocessing is not None:
             request.preprocessing.CopyFrom(preprocessing.to_proto())
-        return scan_info(self._call(self._scans.CreateScan, request).scan)
+        response = self._call(self._scans.CreateScan, request)
+        return scan_info(response.scan, response.preprocessing_warning)
 
     def get(self, scan: str) -> ScanInfo:
         request = scan_service_pb2.GetScanRequest(name=_name(scan))

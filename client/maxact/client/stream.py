@@ -4,13 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 
 from maxact.client import convert
 from maxact.client import types as t
 from maxact.client.errors import MaxactError, from_rpc_error
+
+
+class _Query(NamedTuple):
+    """What was asked, for the result (the done event repeats k and mode when it knows them)."""
+
+    model: str
+    layer: str
+    channel: int
+    k: int
+    mode: str
 
 
 class TopKStream(Iterator[t.TopKEvent]):
@@ -35,7 +45,7 @@ class TopKStream(Iterator[t.TopKEvent]):
     ) -> None:
         self._call = call
         self._local_error = local_error  # e.g. an image file that could not be read
-        self._query = {"model": model, "layer": layer, "channel": channel, "k": k, "mode": mode}
+        self._query = _Query(model, layer, channel, k, mode)
         self._bottom = bottom
         self._server = server
         self._cancelled = False
@@ -102,16 +112,18 @@ class TopKStream(Iterator[t.TopKEvent]):
         done = self._done
         q = self._query
         return t.TopKResult(
-            model=q["model"],
-            layer=q["layer"],
-            channel=q["channel"],
-            k=done.k or q["k"],
-            mode=done.mode or q["mode"],
+            model=q.model,
+            layer=q.layer,
+            channel=q.channel,
+            k=done.k or q.k,
+            mode=done.mode or q.mode,
             bottom=self._bottom,
             images_scanned=done.images_scanned,
             images_failed=done.images_failed,
             patches=tuple(sorted(self._patches, key=lambda p: p.hit.rank)),
             skipped=tuple(self._skipped),
+            preprocessing=done.preprocessing,
+            preprocessing_warning=done.preprocessing_warning,
         )
 
     def __enter__(self) -> TopKStream:

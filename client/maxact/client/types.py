@@ -201,6 +201,9 @@ class Done:
     images_failed: int
     k: int
     mode: str  # "image" | "position"
+    preprocessing: Preprocessing | None = None  # what the server actually used
+    # set when the model ran on built-in default preprocessing (no sidecar, no metadata)
+    preprocessing_warning: str = ""
 
 
 TopKEvent = Progress | PartialTopK | Patch | ImageSkipped | Done
@@ -220,7 +223,108 @@ class TopKResult:
     images_failed: int
     patches: tuple[Patch, ...]
     skipped: tuple[ImageSkipped, ...] = ()
+    preprocessing: Preprocessing | None = None  # what the server actually used
+    preprocessing_warning: str = ""
 
     @property
     def hits(self) -> tuple[Hit, ...]:
         return tuple(p.hit for p in self.patches)
+
+
+# ---------------------------------------------------------------- class answers, comparisons
+
+
+@dataclass(frozen=True)
+class ClassChannel:
+    """A channel seen from one class: `mean` = m[class][c], the class's mean of max(0, the
+    channel's per-image maximum); `contrast` = that minus the other classes' mean."""
+
+    channel: int
+    mean: float
+    contrast: float
+    selectivity: float
+
+
+@dataclass(frozen=True)
+class ClassAnswer:
+    name: str
+    images: int
+    selective_channels: tuple[int, ...]
+    top_channels: tuple[ClassChannel, ...]
+    selective: tuple[ClassChannel, ...] = ()  # the selective channels, by contrast
+
+
+@dataclass(frozen=True)
+class ConfusablePair:
+    classes: tuple[str, str]
+    similarity: float
+
+
+@dataclass(frozen=True)
+class LayerClassAnswer:
+    """The class questions answered for one layer of a finished, labelled scan."""
+
+    scan: str
+    layer: str
+    images_scanned: int
+    channels: int
+    dead: tuple[int, ...]
+    non_selective: tuple[int, ...]
+    classes: tuple[ClassAnswer, ...]
+    uncovered: tuple[str, ...]
+    confusable: tuple[ConfusablePair, ...]
+
+    def of(self, name: str) -> ClassAnswer:
+        for answer in self.classes:
+            if answer.name == name:
+                return answer
+        raise KeyError(f"no class {name!r}")
+
+
+@dataclass(frozen=True)
+class ClassChannelPatches:
+    channel: ClassChannel
+    patches: tuple[Patch, ...]
+
+
+@dataclass(frozen=True)
+class ClassChannels:
+    """One class's top channels (by contrast), each with its top-k patches."""
+
+    scan: str
+    layer: str
+    class_name: str
+    images: int
+    channels: tuple[ClassChannelPatches, ...]
+
+
+@dataclass(frozen=True)
+class ChannelChange:
+    channel: int
+    overlap: float
+    firing_rate: tuple[float, float]
+    mean: tuple[float, float]
+
+
+@dataclass(frozen=True)
+class ScanComparison:
+    """Two scans of one dataset, channel by channel, most changed first."""
+
+    a: str
+    b: str
+    layer: str
+    k: int
+    channels: tuple[ChannelChange, ...]
+
+
+@dataclass(frozen=True)
+class ClassNames:
+    """The names of the channels of a model's flat output (`layer`); empty when unnamed."""
+
+    layer: str = ""
+    names: tuple[str, ...] = ()
+
+    def label(self, layer: str, channel: int) -> str | None:
+        if layer == self.layer and 0 <= channel < len(self.names):
+            return self.names[channel]
+        return None

@@ -111,11 +111,20 @@ class Preprocessing(_message.Message):
     STD_FIELD_NUMBER: _builtins.int
     CHANNEL_ORDER_FIELD_NUMBER: _builtins.int
     LAYOUT_FIELD_NUMBER: _builtins.int
+    SIZE_MULTIPLE_FIELD_NUMBER: _builtins.int
+    LETTERBOX_FIELD_NUMBER: _builtins.int
+    PAD_VALUE_FIELD_NUMBER: _builtins.int
     resize_shorter: _builtins.int
     """Resize so that the shorter side is this long (then usually center_crop)."""
     scale: _builtins.float
     channel_order: Global___ChannelOrder.ValueType
     layout: Global___Layout.ValueType
+    size_multiple: _builtins.int
+    """With resize_shorter and no center_crop (aspect kept, per-image size): round each side
+    to the nearest multiple of this, at least one multiple (the PP-OCR rule).
+    """
+    pad_value: _builtins.float
+    """The letterbox padding, a pixel value (0..255) before scale/mean/std; default 0."""
     @_builtins.property
     def size(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Resize the whole image to [height, width]."""
@@ -130,6 +139,10 @@ class Preprocessing(_message.Message):
 
     @_builtins.property
     def std(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    @_builtins.property
+    def letterbox(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """[height, width]: resize to fit inside, keeping the aspect ratio; pad bottom/right."""
+
     def __init__(
         self,
         *,
@@ -141,13 +154,21 @@ class Preprocessing(_message.Message):
         std: _abc.Iterable[_builtins.float] | None = ...,
         channel_order: Global___ChannelOrder.ValueType = ...,
         layout: Global___Layout.ValueType = ...,
+        size_multiple: _builtins.int = ...,
+        letterbox: _abc.Iterable[_builtins.int] | None = ...,
+        pad_value: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_scale", b"_scale", "scale", b"scale"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_pad_value", b"_pad_value", "_scale", b"_scale", "pad_value", b"pad_value", "scale", b"scale"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_scale", b"_scale", "center_crop", b"center_crop", "channel_order", b"channel_order", "layout", b"layout", "mean", b"mean", "resize_shorter", b"resize_shorter", "scale", b"scale", "size", b"size", "std", b"std"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_pad_value", b"_pad_value", "_scale", b"_scale", "center_crop", b"center_crop", "channel_order", b"channel_order", "layout", b"layout", "letterbox", b"letterbox", "mean", b"mean", "pad_value", b"pad_value", "resize_shorter", b"resize_shorter", "scale", b"scale", "size", b"size", "size_multiple", b"size_multiple", "std", b"std"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__pad_value: _TypeAlias = _typing.Literal["pad_value"]  # noqa: Y015
+    _WhichOneofArgType__pad_value: _TypeAlias = _typing.Literal["_pad_value", b"_pad_value"]  # noqa: Y015
     _WhichOneofReturnType__scale: _TypeAlias = _typing.Literal["scale"]  # noqa: Y015
     _WhichOneofArgType__scale: _TypeAlias = _typing.Literal["_scale", b"_scale"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__pad_value) -> _WhichOneofReturnType__pad_value | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__scale) -> _WhichOneofReturnType__scale | None: ...
 
 Global___Preprocessing: _TypeAlias = Preprocessing  # noqa: Y015

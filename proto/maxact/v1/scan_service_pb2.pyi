@@ -79,7 +79,11 @@ class Scan(_message.Message):
     @_builtins.property
     def layers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
-    def preprocessing(self) -> _common_pb2.Preprocessing: ...
+    def preprocessing(self) -> _common_pb2.Preprocessing:
+        """The preprocessing the scan runs with, resolved at creation (model defaults with the
+        request on top), so a later change of the model's sidecar does not change the scan.
+        """
+
     def __init__(
         self,
         *,
@@ -147,16 +151,20 @@ class CreateScanResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SCAN_FIELD_NUMBER: _builtins.int
+    PREPROCESSING_WARNING_FIELD_NUMBER: _builtins.int
+    preprocessing_warning: _builtins.str
+    """Set when the model runs on built-in default preprocessing (no sidecar, no metadata)."""
     @_builtins.property
     def scan(self) -> Global___Scan: ...
     def __init__(
         self,
         *,
         scan: Global___Scan | None = ...,
+        preprocessing_warning: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["scan", b"scan"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["scan", b"scan"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["preprocessing_warning", b"preprocessing_warning", "scan", b"scan"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

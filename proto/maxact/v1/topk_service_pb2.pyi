@@ -303,10 +303,18 @@ class Done(_message.Message):
     IMAGES_FAILED_FIELD_NUMBER: _builtins.int
     K_FIELD_NUMBER: _builtins.int
     MODE_FIELD_NUMBER: _builtins.int
+    PREPROCESSING_FIELD_NUMBER: _builtins.int
+    PREPROCESSING_WARNING_FIELD_NUMBER: _builtins.int
     images_scanned: _builtins.int
     images_failed: _builtins.int
     k: _builtins.int
     mode: Global___TopKMode.ValueType
+    preprocessing_warning: _builtins.str
+    """Set when the model ran on built-in default preprocessing (no sidecar, no metadata)."""
+    @_builtins.property
+    def preprocessing(self) -> _common_pb2.Preprocessing:
+        """The preprocessing actually used: the model's defaults with the request on top."""
+
     def __init__(
         self,
         *,
@@ -314,10 +322,12 @@ class Done(_message.Message):
         images_failed: _builtins.int = ...,
         k: _builtins.int = ...,
         mode: Global___TopKMode.ValueType = ...,
+        preprocessing: _common_pb2.Preprocessing | None = ...,
+        preprocessing_warning: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["preprocessing", b"preprocessing"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["images_failed", b"images_failed", "images_scanned", b"images_scanned", "k", b"k", "mode", b"mode"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["images_failed", b"images_failed", "images_scanned", b"images_scanned", "k", b"k", "mode", b"mode", "preprocessing", b"preprocessing", "preprocessing_warning", b"preprocessing_warning"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

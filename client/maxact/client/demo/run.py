@@ -21,11 +21,10 @@ from typing import Any
 
 import grpc
 
+from maxact.client import json_out
 from maxact.client import types as t
-from maxact.client.cli import json_out
-from maxact.client.cli.patches_out import montage_of, write_patches
-from maxact.client.cli.progress import ProgressBar
 from maxact.client.client import Client
+from maxact.client.demo import classes_demo
 from maxact.client.demo.fetch import (
     DEMO_MODEL,
     DemoSetupError,
@@ -35,6 +34,8 @@ from maxact.client.demo.fetch import (
 )
 from maxact.client.errors import MaxactError
 from maxact.client.montage import stack_rows
+from maxact.client.patches_out import montage_of, write_patches
+from maxact.client.progress import ProgressBar
 from maxact.client.report.writer import write_report
 
 DATASET = "photos"
@@ -44,6 +45,8 @@ MID_RF = (100.0, 200.0, 150.0)
 REPORT = "report"  # the gallery's folder under the output folder
 REPORT_PATCH = 128  # px: the gallery shows patches in 88 px boxes
 GALLERY_PNG = "gallery.png"
+CLASSES_PNG = "classes.png"
+CLASSES_WINDOW = (1400, 1000)  # px: four channels of a class per row, the first classes
 SCREENSHOT_WINDOW = (1080, 900)  # px: a patch row of the layer page fills the width
 SCREENSHOT_LAYER = 1  # the mid layer's page: its patches show whole parts of objects
 
@@ -113,10 +116,12 @@ def _run_channel(
     return result, write_patches(result, out_dir)
 
 
-def scan_and_report(client: Client, layers: Sequence[str], out: Path, k: int) -> Path:
-    """A persisted scan of `layers` (every channel) over the demo photos, then its HTML gallery
-    written into `out`; returns the path of the gallery's index.html."""
-    scan = client.scans.create(DEMO_MODEL, list(layers), DATASET, k=k)
+def scan_and_report(
+    client: Client, layers: Sequence[str], out: Path, k: int, dataset: str = DATASET
+) -> Path:
+    """A persisted scan of `layers` (every channel) over the demo photos (or `dataset`), then
+    its HTML gallery written into `out`; returns the path of the gallery's index.html."""
+    scan = client.scans.create(DEMO_MODEL, list(layers), dataset, k=k)
     bar = ProgressBar(f"scan {scan.id}")
     try:
         for update in client.scans.watch(scan.id):
@@ -148,7 +153,7 @@ def screenshot_gallery(index: Path, out: Path, layer: int = 0) -> str | None:
     page = index.parent / pages[min(layer, len(pages) - 1)]
     try:
         screenshot.screenshot_page(page, out, *SCREENSHOT_WINDOW)
-    except (OSError, subprocess.SubprocessError, screenshot.WebDriverError) as error:
+    except (OSError, subprocess.SubprocessError, screenshot.ScreenshotError) as error:
         return f"headless Chromium failed: {error}"
     return None
 
@@ -168,6 +173,9 @@ def _run(out_dir: Path, cache: Path, state: Path, k: int) -> int:
         print(f"fetching the model and photos (cache: {cache}) ...", file=sys.stderr)
         model_path = fetch_demo_model(cache)
         photos = write_demo_photos(cache / "data" / DATASET)
+        classes_demo.write_photo_labels(photos)
+        classes_demo.write_faces(cache / "data" / classes_demo.FACES)
+        classes_demo.write_model_labels(model_path)
         handle = _start_server(model_path.parent, cache / "data", state / "store.sqlite")
     except DemoSetupError as error:
         print(f"maxact: error: {error}", file=sys.stderr)
@@ -181,7 +189,11 @@ def _run(out_dir: Path, cache: Path, state: Path, k: int) -> int:
                 print("maxact: error: no layer with a spatial receptive field", file=sys.stderr)
                 return 1
             summary = _run_layers(client, info, layers, out_dir, k)
-            index = scan_and_report(client, [layer.name for layer in layers], out_dir / REPORT, k)
+            scanned = [layer.name for layer in layers]
+            index = scan_and_report(client, scanned, out_dir / REPORT, k)
+            faces, classes_page = classes_demo.run_classes(
+                client, index, scanned, out_dir, k, scan_and_report
+            )
     except MaxactError as error:
         print(f"maxact: error: {error}", file=sys.stderr)
         return 1
@@ -195,7 +207,13 @@ def _run(out_dir: Path, cache: Path, state: Path, k: int) -> int:
         for channel_doc in layer_doc["channels"]:
             print(f"  {out_dir / channel_doc['montage']}")
     print(f"report: {index}")
+    print(f"faces report: {faces}")
     skipped = screenshot_gallery(index, out_dir / GALLERY_PNG, SCREENSHOT_LAYER)
+    if classes_page is not None and skipped is None:
+        from maxact.client.report import screenshot
+
+        screenshot.screenshot_page(classes_page, out_dir / CLASSES_PNG, *CLASSES_WINDOW)
+        print(f"classes page screenshot: {out_dir / CLASSES_PNG}")
     if skipped is None:
         print(f"gallery screenshot: {out_dir / GALLERY_PNG}")
     else:
@@ -238,13 +256,3 @@ def _run_layers(
         "montage": "montage.png",
         "layers": layer_docs,
     }
-
-
-def main(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - `python -m` shim
-    from maxact.client.cli.main import main as cli_main
-
-    return cli_main(["demo", *(argv or [])])
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main(sys.argv[1:]))

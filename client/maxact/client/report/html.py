@@ -31,6 +31,7 @@ class PatchEntry:
 class NeuronEntry:
     stats: ChannelStatistics
     patches: tuple[PatchEntry, ...]
+    label: str = ""  # the class name of a named logits channel
 
     @property
     def channel(self) -> int:
@@ -277,7 +278,7 @@ def _neuron_row(entry: NeuronEntry, labelled: bool, k: int) -> str:
             f"<span class='badge flat' title='class selectivity below {NON_SELECTIVE}'>"
             "non-selective</span>"
         )
-    words = [f"c{s.channel}", str(s.channel)]
+    words = [f"c{s.channel}", str(s.channel), entry.label]
     if s.dead:
         words.append("dead")
     if non_selective(s, labelled):
@@ -314,10 +315,14 @@ def _neuron_row(entry: NeuronEntry, labelled: bool, k: int) -> str:
     attributes = " ".join(f"data-{key}='{value}'" for key, value in data.items())
     return (
         f"<section class='neuron' id='c{s.channel}' {attributes}>"
-        f"<div class='info'><div class='channel'>channel {s.channel}{badges}</div>"
+        f"<div class='info'><div class='channel'>channel {s.channel}"
+        f"{' · ' + esc(entry.label) if entry.label else ''}{badges}</div>"
         f"<dl>{dl}</dl>{_class_bars(s, k)}</div>"
         f"<div class='patches'>{figures}</div></section>"
     )
+
+
+CLASSES_LINK = "<a href='classes.html'>classes (which channels fire for which class)</a> · "
 
 
 def layer_page(scan: ScanHeader, layer: LayerSummary, neurons: Sequence[NeuronEntry]) -> str:
@@ -326,7 +331,9 @@ def layer_page(scan: ScanHeader, layer: LayerSummary, neurons: Sequence[NeuronEn
         f"<h1>{esc(layer.name)}</h1><div class='meta'><a href='../../index.html'>all layers</a>"
         f" · {esc(layer.op or '(input)')} · shape {shape_text(layer.shape)} · receptive field "
         f"{esc(layer.field)}{' · global context' if layer.global_context else ''} · "
-        f"<a href='overview.png'>overview (top-1 of every channel)</a> · {_scan_meta(scan)}</div>"
+        f"<a href='overview.png'>overview (top-1 of every channel)</a> · "
+        f"{CLASSES_LINK if layer.labelled else ''}"
+        f"{_scan_meta(scan)}</div>"
         "<div class='controls'>"
         "<label>sort by <select id='sort'><option value='channel'>channel</option>"
         "<option value='max'>max</option><option value='mean'>mean max</option>"

@@ -1,199 +1,87 @@
-"""Headless Chromium driven through chromedriver's W3C WebDriver HTTP API with urllib (no Python
-dependency): `maxact demo` screenshots its gallery with it, and the browser tests use it.
+"""Screenshots of a local HTML page with Chromium's own headless mode
+(`chromium --headless --screenshot=FILE`): one short-lived browser process, no driver, no
+Python dependency. `maxact demo` pictures its gallery with it.
 
-Nothing here installs anything: `missing()` says why Chromium cannot be used (the demo then skips
-its screenshot); the tests' set-up (tests/browser.py) installs the Debian packages when missing.
+Nothing here installs anything: `missing()` says why Chromium cannot be used (the demo then
+skips its screenshot); `make sysdeps` installs it where it can.
 """
 
 from __future__ import annotations
 
-import base64
-import json
-import socket
+import os
+import shutil
 import subprocess
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Any
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
+# Names the browser goes by on PATH, most likely first (Debian: chromium).
+BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+# An explicit browser binary; None: the first of BROWSER_NAMES found on PATH.
+CHROMIUM: Path | None = None
+TIMEOUT_S = 120.0
 
 
-def missing() -> str | None:
-    """None when Chromium and chromedriver are installed, else which is missing."""
-    absent = [str(path) for path in (CHROMIUM, CHROMEDRIVER) if not path.exists()]
-    if absent:
-        hint = "Debian: apt-get install chromium chromium-driver"
-        return f"{' and '.join(absent)} not installed ({hint})"
+class ScreenshotError(RuntimeError):
+    """Chromium ran but wrote no picture (its last output lines say why)."""
+
+
+def find_chromium() -> Path | None:
+    """The browser to run, or None when there is none."""
+    if CHROMIUM is not None:
+        return CHROMIUM if CHROMIUM.exists() else None
+    for name in BROWSER_NAMES:
+        found = shutil.which(name)
+        if found:
+            return Path(found)
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def missing() -> str | None:
+    """None when Chromium can be run, else why not (and what to install)."""
+    if find_chromium() is not None:
+        return None
+    wanted = str(CHROMIUM) if CHROMIUM is not None else " / ".join(BROWSER_NAMES)
+    return f"{wanted} not installed (Debian: apt-get install chromium; or run `make sysdeps`)"
 
 
-class WebDriverError(RuntimeError):
-    pass
+def chromium_command(browser: Path, profile: Path, width: int, height: int) -> list[str]:
+    """The browser's command line, without the page and output: headless, and kept off the
+    network (no updates, sync, first-run or background requests) with a throw-away profile."""
+    flags = [
+        "--headless",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={profile}",
+        f"--window-size={width},{height}",
+        # Let the page's timers and image loads run (virtually) before the picture is taken.
+        "--virtual-time-budget=10000",
+    ]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        flags.append("--no-sandbox")  # Chromium refuses to start its sandbox as root
+    return [str(browser), *flags]
 
 
-class Browser:
-    """One chromedriver process and one headless Chromium session."""
-
-    def __init__(self, profile: Path, width: int = 1400, height: int = 1000) -> None:
-        self.port = _free_port()
-        self.log = profile.with_suffix(".chromedriver.log")
-        self._driver = subprocess.Popen(
-            [str(CHROMEDRIVER), f"--port={self.port}", f"--log-path={self.log}"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        self.session = ""
-        try:
-            self._wait_ready()
-            capabilities = {
-                "browserName": "chrome",
-                "goog:chromeOptions": {
-                    "binary": str(CHROMIUM),
-                    "args": [
-                        "--headless",
-                        "--no-sandbox",
-                        "--disable-gpu",
-                        "--hide-scrollbars",
-                        "--disable-quic",
-                        "--no-first-run",
-                        "--disable-background-networking",
-                        "--disable-component-update",
-                        "--disable-sync",
-                        "--disable-dev-shm-usage",
-                        f"--window-size={width},{height}",
-                        f"--user-data-dir={profile}",
-                    ],
-                },
-                "goog:loggingPrefs": {"browser": "ALL"},
-            }
-            value = self._request(
-                "POST", "/session", {"capabilities": {"alwaysMatch": capabilities}}
-            )
-            self.session = value["sessionId"]
-        except BaseException:
-            self.close()
-            raise
-
-    def _wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._driver.poll() is not None:
-                raise WebDriverError(f"chromedriver exited with {self._driver.returncode}")
-            try:
-                if self._request("GET", "/status").get("ready"):
-                    return
-            except (OSError, WebDriverError):
-                pass
-            time.sleep(0.1)
-        raise WebDriverError("chromedriver did not become ready")
-
-    def _request(self, method: str, path: str, body: object = None) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}{path}",
-            data=data,
-            method=method,
-            headers={"Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=120) as response:
-                payload = json.loads(response.read() or b"{}")
-        except urllib.error.HTTPError as error:
-            detail = error.read().decode(errors="replace")
-            raise WebDriverError(f"{method} {path}: HTTP {error.code}: {detail[:500]}") from None
-        return payload.get("value", payload)
-
-    def _session(self, method: str, path: str, body: object = None) -> Any:
-        return self._request(method, f"/session/{self.session}{path}", body)
-
-    def open(self, url: str) -> None:
-        self._session("POST", "/url", {"url": url})
-
-    def run(self, script: str, *args: object) -> Any:
-        """Run `script` as a function body (return its value)."""
-        return self._session("POST", "/execute/sync", {"script": script, "args": list(args)})
-
-    def run_async(self, script: str, *args: object) -> Any:
-        """Run `script`; it ends by calling arguments[arguments.length - 1](value)."""
-        return self._session("POST", "/execute/async", {"script": script, "args": list(args)})
-
-    def select(self, css: str, value: str) -> None:
-        """Choose an <option> the way a user does: set the value and fire `change`."""
-        self.run(
-            "var el = document.querySelector(arguments[0]); el.value = arguments[1];"
-            "el.dispatchEvent(new Event('change', {bubbles: true}));",
-            css,
-            value,
-        )
-
-    def console(self) -> list[dict[str, Any]]:
-        """Browser log entries since the last call (console messages, failed loads)."""
-        return list(self._session("POST", "/se/log", {"type": "browser"}))
-
-    def screenshot(self, path: Path) -> Path:
-        path.write_bytes(base64.b64decode(self._session("GET", "/screenshot")))
-        return path
-
-    def close(self) -> None:
-        try:
-            if self.session:
-                self._session("DELETE", "")
-        except (OSError, WebDriverError):
-            pass
-        finally:
-            self.session = ""
-            self._driver.terminate()
-            try:
-                self._driver.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._driver.kill()
-                self._driver.wait()
-
-    def __enter__(self) -> Browser:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-# Resolves once every image in (or near) the viewport has loaded (lazy images further down
-# never start; they are not in the picture), or after a time limit.
-_WAIT_FOR_VISIBLE_IMAGES = """
-var done = arguments[arguments.length - 1];
-var limit = Date.now() + arguments[0];
-function pending() {
-  return Array.prototype.slice.call(document.images).filter(function (img) {
-    var box = img.getBoundingClientRect();
-    return box.top < window.innerHeight && box.bottom > 0 && !img.complete;
-  }).length;
-}
-(function poll() {
-  if (document.readyState === "complete" && (pending() === 0 || Date.now() > limit)) {
-    requestAnimationFrame(function () { done(pending()); });
-  } else { setTimeout(poll, 50); }
-})();
-"""
-
-
-def screenshot_page(
-    page: Path, out: Path, width: int = 1400, height: int = 1000, wait_s: float = 15.0
-) -> Path:
-    """Open a local HTML file in headless Chromium and save the viewport as a PNG."""
-    with (
-        tempfile.TemporaryDirectory(prefix="maxact-chromium-") as profile,
-        Browser(Path(profile) / "profile", width=width, height=height) as browser,
-    ):
-        browser.open(page.resolve().as_uri())
-        browser.run_async(_WAIT_FOR_VISIBLE_IMAGES, int(wait_s * 1000))
-        out.parent.mkdir(parents=True, exist_ok=True)
-        return browser.screenshot(out)
+def screenshot_page(page: Path, out: Path, width: int = 1400, height: int = 1000) -> Path:
+    """Open a local HTML file in headless Chromium and save the viewport as a PNG at `out`.
+    OSError when there is no browser, ScreenshotError when it writes no picture."""
+    browser = find_chromium()
+    if browser is None:
+        raise FileNotFoundError(missing())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory(prefix="maxact-chromium-") as profile:
+        command = [
+            *chromium_command(browser, Path(profile), width, height),
+            f"--screenshot={out.resolve()}",
+            page.resolve().as_uri(),
+        ]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S)
+    if done.returncode != 0 or not out.is_file():
+        tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
+        raise ScreenshotError(f"{browser.name} exited with {done.returncode}: {tail}")
+    return out

@@ -25,14 +25,15 @@ from typing import Any
 
 from PIL import Image
 
+from maxact.client import text_out
 from maxact.client import types as t
-from maxact.client.cli import text_out
+from maxact.client.defaults import DEFAULT_K
 from maxact.client.errors import MaxactError
+from maxact.client.json_out import scan_json
 from maxact.client.montage import BACKGROUND, render_montage, stack_rows
 from maxact.client.report import html as g
 from maxact.client.scans import ChannelStatistics, LayerStatistics, ScanInfo
 
-DEFAULT_K = 9
 OVERVIEW_TILE = 64
 OVERVIEW_COLUMNS = 16
 QUERY_THREADS = 8
@@ -116,6 +117,27 @@ def _model_info(client: Any, scan: ScanInfo, size: tuple[int, int] | None) -> tu
         return None, f"the model's layers could not be described: {error}"
 
 
+def _classes_page(client: Any, scan: ScanInfo, layer: str, folder: Path) -> Path:
+    """The layer's classes page (classes_page.py); when the server cannot answer the class
+    questions (fewer than two classes, an older scan) the page says why."""
+    from maxact.client.report.classes_page import write_classes_page, write_unanswered_page
+
+    try:
+        return write_classes_page(client, scan, layer, folder)
+    except MaxactError as error:
+        if error.code.name != "FAILED_PRECONDITION":
+            raise
+        return write_unanswered_page(layer, error.message, folder)
+
+
+def _class_names(client: Any, model: str) -> t.ClassNames:
+    """The model's output class names (empty when it names none or is gone)."""
+    try:
+        return client.analysis.class_names(model)
+    except MaxactError:
+        return t.ClassNames()
+
+
 def write_report(
     client: Any,
     scan_id: str,
@@ -129,8 +151,6 @@ def write_report(
     """Write the gallery of a finished scan into `out`; returns the path of index.html.
 
     `patch_size` > 0 has the server letterbox every patch into that square (smaller files)."""
-    from maxact.client.cli.scan_commands import scan_json
-
     scan: ScanInfo = client.scans.get(scan_id)
     statistics: dict[str, LayerStatistics] = {
         name: client.scans.statistics(scan.id, name)  # FAILED_PRECONDITION unless succeeded
@@ -140,6 +160,7 @@ def write_report(
     model, note = _model_info(client, scan, size)
     described = {layer.name: layer for layer in model.layers} if model is not None else {}
     folders = safe_names(scan.layers)
+    names = _class_names(client, scan.model)
     header = g.ScanHeader(
         id=scan.id,
         model=scan.model,
@@ -190,7 +211,8 @@ def write_report(
                     entries.append(
                         g.PatchEntry(patch.hit.rank, file, patch.hit.score, patch.hit.image)
                     )
-                neurons.append(g.NeuronEntry(by_channel[channel], tuple(entries)))
+                label = names.label(name, channel) or ""
+                neurons.append(g.NeuronEntry(by_channel[channel], tuple(entries), label))
                 first = found[channel][0] if found[channel] else None
                 tops.append(
                     (channel, first.png if first else None, first.hit.score if first else 0.0)
@@ -200,6 +222,8 @@ def write_report(
                 progress.update(done, total)
         overview_image(tops).save(folder / "overview.png")
         (folder / "index.html").write_text(g.layer_page(header, summary, neurons), encoding="utf-8")
+        if labelled:
+            _classes_page(client, scan, name, folder)
         summaries.append(summary)
     if progress is not None:
         progress.close()

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import grpc
 
-from maxact.server.data.datasets import IMAGE_SUFFIXES
-from maxact.server.errors import ServiceError, failed_precondition, invalid_argument
-from maxact.server.paths import resolve_under
+from maxact.client.images import IMAGE_SUFFIXES
+from maxact.server.errors import ServiceError, failed_precondition, invalid_argument, shown
+from maxact.server.paths import check_name, resolve_under
 
 TEMP_PREFIX = ".incoming-"
 
@@ -39,9 +39,10 @@ class DatasetWriter:
                 "DATA_ROOT_REQUIRED",
                 "the server was started without --data-root: it cannot keep images",
             )
-        if "/" in name or name.startswith("."):
+        check_name(name, "dataset")
+        if "/" in name:
             raise invalid_argument(
-                "INVALID_NAME", f"invalid dataset name {name!r}: a visible folder name"
+                "INVALID_NAME", f"invalid dataset name {shown(name)}: a folder name, without '/'"
             )
         self.target = resolve_under(data_root, name, "dataset")
         if self.target.exists():
@@ -57,6 +58,7 @@ class DatasetWriter:
         self._labels: list[tuple[str, str]] = []
 
     def add(self, image_id: str, data: bytes, label: str) -> None:
+        check_name(image_id, "image")
         if Path(image_id).suffix.lower() not in IMAGE_SUFFIXES:
             raise invalid_argument(
                 "INVALID_IMAGE_ID",

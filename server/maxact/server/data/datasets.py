@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import threading
@@ -9,12 +10,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from maxact.client.images import walk_images
 from maxact.server.data.input_cache import DatasetInputCache, InputCache
-from maxact.server.errors import invalid_argument, not_found
-from maxact.server.paths import is_inside, resolve_under
-
-RACY_NS = 2_000_000_000
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
+from maxact.server.errors import invalid_argument, not_found, shown
+from maxact.server.paths import check_name, is_inside, resolve_under
 
 
 @dataclass(frozen=True)
@@ -41,35 +40,34 @@ def list_image_ids(root: Path) -> list[str]:
 
     Symlinks that lead outside the root are ignored so a dataset can never expose other files.
     """
+
     return _walk(root).ids
+
+
+RACY_NS = 2_000_000_000
 
 
 @dataclass(frozen=True)
 class _Listing:
     ids: list[str]
-    folders: list[str]  # every folder walked (root first): what the cache signature stats
+    folders: list[str]  # every folder under the root (root first): what the signature stats
     size_bytes: int
 
 
 def _walk(root: Path) -> _Listing:
-    found: list[tuple[str, int]] = []
-    folders: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        folders.append(dirpath)
+    def stays_inside(path: Path) -> bool:
+        return not path.is_symlink() or is_inside(root, path)
+
+    found = walk_images(root, stays_inside)
+    size = 0
+    for _, path in found:
+        with contextlib.suppress(OSError):  # vanished or a dangling link: size unknown
+            size += path.stat().st_size
+    folders = []
+    for dirpath, dirnames, _ in os.walk(root, followlinks=False):  # names only: no stat calls
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for filename in filenames:
-            if filename.startswith(".") or Path(filename).suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            path = Path(dirpath) / filename
-            if path.is_symlink() and not is_inside(root, path):
-                continue
-            try:
-                size = path.stat().st_size
-            except OSError:  # vanished or a dangling link: listed, size unknown
-                size = 0
-            found.append((path.relative_to(root).as_posix(), size))
-    found.sort()
-    return _Listing([i for i, _ in found], folders, sum(size for _, size in found))
+        folders.append(dirpath)
+    return _Listing([image_id for image_id, _ in found], folders, size)
 
 
 def _signature(root: Path, folders: list[str]) -> tuple[int, ...]:
@@ -164,9 +162,10 @@ class DatasetCatalog:
                 f"dataset {name!r} not found: the server was started without --data-root",
                 dataset=name,
             )
+        check_name(name, "dataset")
         if "/" in name:
             raise invalid_argument(
-                "INVALID_NAME", f"invalid dataset name {name!r}: a dataset is a folder name"
+                "INVALID_NAME", f"invalid dataset name {shown(name)}: a dataset is a folder name"
             )
         root = resolve_under(self.data_root, name, "dataset")
         if not root.is_dir():

@@ -14,14 +14,15 @@ import numpy as np
 from PIL import Image
 
 from maxact.server.data.preprocess import ResolvedPreprocessing, to_rgb
-from maxact.server.data.reader import ImageSource, check_pixels, decode_pixels, oriented
+from maxact.server.data.reader import Finish, ImageSource, check_pixels, decode_pixels, oriented
 
 DRAFT_FACTOR = 2
 
 
 def uses_draft(prep: ResolvedPreprocessing, image: Image.Image) -> bool:
     """The rule: a JPEG at least DRAFT_FACTOR times the resize target on both axes."""
-    if image.format != "JPEG":
+    if image.format != "JPEG" or prep.size_multiple is not None:
+        # size_multiple: re-deriving the size from the drafted image may round differently
         return False
     width, height = _upright_size(image)
     target_h, target_w = prep.resized_size(height, width)
@@ -42,27 +43,30 @@ def prepare(
 
     A file source with a dataset in the decoded-input cache reads its pixels from there when
     the file is unchanged, and stores them after decoding otherwise."""
-    if source.cache is not None and source.path is not None:
+    if source.cache is not None and source.path is not None and prep.pixels_exact:
         pixels, size = source.cache.decoded(
             source.image_id, source.path, prep, draft, lambda: decode(source, prep, draft)
         )
-    else:
-        pixels, size = decode(source, prep, draft)
-    return (prep.normalise(pixels) if normalised else pixels), size
+        return (prep.normalise(pixels) if normalised else pixels), size
+    return decode(source, prep, draft, prep.to_array if normalised else prep.to_pixels)
 
 
 def decode(
-    source: ImageSource, prep: ResolvedPreprocessing, draft: bool = True
+    source: ImageSource,
+    prep: ResolvedPreprocessing,
+    draft: bool = True,
+    finish: Finish | None = None,
 ) -> tuple[np.ndarray, tuple[int, int]]:
-    """(uint8 RGB pixels at the model-input size, original (height, width)): the geometry
-    without normalisation (what the decoded-input cache stores)."""
+    """(`finish(image)`, original (height, width)); `finish` default: `prep.to_pixels`, the
+    uint8 pixels after the geometry (what the decoded-input cache stores)."""
+    finish = finish or prep.to_pixels
     if not draft:
-        return decode_pixels(source, prep)
+        return decode_pixels(source, prep, finish)
     with source.open() as opened:
         check_pixels(opened)
         if not uses_draft(prep, opened):
             image = oriented(opened)
-            return prep.to_pixels(image), (image.height, image.width)
+            return finish(image), (image.height, image.width)
         width, height = _upright_size(opened)
         target_h, target_w = prep.resized_size(height, width)
         request = (target_w, target_h) if (width, height) == opened.size else (target_h, target_w)
@@ -71,4 +75,4 @@ def decode(
         scale = opened.decoderconfig[0] if drafted is not None and opened.decoderconfig else 1
         box = (0.0, 0.0, width / scale, height / scale)  # the original's extent, reduced
         resized = to_rgb(image).resize((target_w, target_h), Image.Resampling.BILINEAR, box=box)
-        return prep.to_pixels(resized), (height, width)
+        return finish(resized), (height, width)

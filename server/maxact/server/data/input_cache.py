@@ -3,7 +3,8 @@
 What is stored is the uint8 RGB image after the geometry (resize, crop) and before
 normalisation, so one entry serves every mean/std/channel order/layout. Layout:
 
-    <cache dir>/<dataset>/<geometry>/<entry>.bin     8-byte header (original h, w) + H*W*3 bytes
+    <cache dir>/<dataset>/<geometry>/<entry>.bin     16-byte header (original h, w; input h, w)
+                                                      + h*w*3 pixel bytes
 
 An entry's name hashes the image id with the file's size and mtime: a changed file has a new
 name and is decoded again (the stale entry is never read and goes with its dataset's eviction).
@@ -29,8 +30,8 @@ from maxact.server.data.preprocess import ResolvedPreprocessing
 
 log = logging.getLogger("maxact.server")
 
-FORMAT_VERSION = 1
-HEADER = 8
+FORMAT_VERSION = 2
+HEADER = 16
 STAMP = ".last_used"
 
 Decoded = tuple[np.ndarray, tuple[int, int]]  # (uint8 [H, W, 3] pixels, original (h, w))
@@ -46,7 +47,8 @@ def geometry_key(prep: ResolvedPreprocessing, draft: bool) -> str:
     """What decides the cached pixels: the geometry and the decoder, not the normalisation."""
     return _slug(
         f"v{FORMAT_VERSION} size={prep.size} shorter={prep.resize_shorter} "
-        f"crop={prep.center_crop} draft={draft}"
+        f"crop={prep.center_crop} multiple={prep.size_multiple} letterbox={prep.letterbox} "
+        f"pad={prep.pad_value} draft={draft}"
     )
 
 
@@ -131,7 +133,6 @@ class DatasetInputCache:
         draft: bool,
         decode: Callable[[], Decoded],
     ) -> Decoded:
-        height, width = prep.input_size
         entry = self._entry(image_id, path, geometry_key(prep, draft))
         if entry is None:
             return decode()
@@ -139,16 +140,19 @@ class DatasetInputCache:
             data = entry.read_bytes()
         except OSError:
             data = b""
-        if len(data) == HEADER + height * width * 3:
-            original = np.frombuffer(data, dtype="<u4", count=2)
-            pixels = np.frombuffer(data, dtype=np.uint8, offset=HEADER).reshape(height, width, 3)
-            return pixels, (int(original[0]), int(original[1]))
+        if len(data) >= HEADER:
+            header = np.frombuffer(data, dtype="<u4", count=4)
+            height, width = int(header[2]), int(header[3])
+            if len(data) == HEADER + height * width * 3:
+                pixels = np.frombuffer(data, np.uint8, offset=HEADER).reshape(height, width, 3)
+                return pixels, (int(header[0]), int(header[1]))
         pixels, original = decode()
         self._store(entry, pixels, original)
         return pixels, original
 
     def _store(self, entry: Path, pixels: np.ndarray, original: tuple[int, int]) -> None:
-        data = np.asarray(original, dtype="<u4").tobytes() + np.ascontiguousarray(pixels).tobytes()
+        header = np.asarray([*original, *pixels.shape[:2]], dtype="<u4").tobytes()
+        data = header + np.ascontiguousarray(pixels).tobytes()
         if not self.cache._admit(self.folder, len(data)):
             return
         entry.parent.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,11 @@
 """Image -> model input, and the exact inverse that maps a model-input box into the original image.
 
-The value fed is `(pixel * scale - mean) / std` per channel (pixel in 0..255, channels in
-`channel_order`). Geometry is either `size` (resize the whole image) or `resize_shorter` then
-`center_crop`; both are affine per axis, so a box maps back exactly.
+The request fields are the client's `Preprocessing` (one definition for client, CLI, sidecar and
+wire); this module resolves them against a model and owns the geometry. The value fed is
+`(pixel * scale - mean) / std` per channel (pixel in 0..255, channels in `channel_order`).
+Geometry is `size` (resize the whole image), `resize_shorter` then `center_crop`,
+`resize_shorter` alone (aspect kept, per-image size, optionally rounded to `size_multiple`), or
+`letterbox` (fit inside, pad bottom/right); all are affine per axis, so a box maps back exactly.
 """
 
 from __future__ import annotations
@@ -10,129 +13,46 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from maxact.client.preprocessing import CHANNEL_ORDERS, LAYOUTS, Preprocessing
 from maxact.server.data.normalise import normalise
 from maxact.server.errors import invalid_argument
+from maxact.server.limits import check_image_input_pixels, check_input_pixels
 
-CHANNEL_ORDERS = ("rgb", "bgr")
-LAYOUTS = ("nchw", "nhwc")
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """A request's preprocessing; None means "not given" so that defaults can fill it in."""
-
-    size: tuple[int, int] | None = None
-    resize_shorter: int | None = None
-    center_crop: tuple[int, int] | None = None
-    scale: float | None = None
-    mean: tuple[float, float, float] | None = None
-    std: tuple[float, float, float] | None = None
-    channel_order: str | None = None
-    layout: str | None = None
-
-    def overridden_by(self, other: Preprocessing) -> Preprocessing:
-        """Self as defaults, `other`'s given fields on top."""
-        given = {f.name: getattr(other, f.name) for f in fields(other)}
-        return replace(self, **{k: v for k, v in given.items() if v is not None})
-
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, Any], source: str) -> Preprocessing:
-        """Parse the JSON form (sidecar file / metadata), with errors naming the source."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise invalid_argument(
-                "INVALID_PREPROCESSING",
-                f"{source}: unknown preprocessing keys {sorted(unknown)}; known: {sorted(known)}",
-            )
-        try:
-            return cls(
-                size=_pair(data.get("size")),
-                resize_shorter=None
-                if data.get("resize_shorter") is None
-                else int(data["resize_shorter"]),
-                center_crop=_pair(data.get("center_crop")),
-                scale=None if data.get("scale") is None else float(data["scale"]),
-                mean=_triple(data.get("mean")),
-                std=_triple(data.get("std")),
-                channel_order=data.get("channel_order"),
-                layout=data.get("layout"),
-            ).validated(source)
-        except (TypeError, ValueError) as exc:
-            raise invalid_argument("INVALID_PREPROCESSING", f"{source}: {exc}") from exc
-
-    @classmethod
-    def from_json(cls, text: str, source: str) -> Preprocessing:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise invalid_argument("INVALID_PREPROCESSING", f"{source}: not JSON: {exc}") from exc
-        if not isinstance(data, dict):
-            raise invalid_argument("INVALID_PREPROCESSING", f"{source}: expected a JSON object")
-        return cls.from_mapping(data, source)
-
-    def to_mapping(self) -> dict[str, Any]:
-        return {
-            f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None
-        }
-
-    def validated(self, source: str = "preprocessing") -> Preprocessing:
-        """Reject values that cannot describe a transform, naming the field."""
-
-        def bad(message: str) -> Exception:
-            return invalid_argument("INVALID_PREPROCESSING", f"{source}: {message}")
-
-        for name in ("size", "center_crop"):
-            value = getattr(self, name)
-            if value is not None and (len(value) != 2 or min(value) <= 0):
-                raise bad(f"{name} must be two positive integers [height, width], got {value}")
-        if self.resize_shorter is not None and self.resize_shorter <= 0:
-            raise bad(f"resize_shorter must be positive, got {self.resize_shorter}")
-        if self.size is not None and self.resize_shorter is not None:
-            raise bad("give either size or resize_shorter, not both")
-        if self.scale is not None and not math.isfinite(self.scale):
-            raise bad(f"scale must be finite, got {self.scale}")
-        if self.std is not None and any(s == 0 or not math.isfinite(s) for s in self.std):
-            raise bad(f"std values must be finite and non-zero, got {self.std}")
-        if self.mean is not None and any(not math.isfinite(m) for m in self.mean):
-            raise bad(f"mean values must be finite, got {self.mean}")
-        if self.channel_order is not None and self.channel_order not in CHANNEL_ORDERS:
-            raise bad(f"channel_order must be one of {CHANNEL_ORDERS}, got {self.channel_order!r}")
-        if self.layout is not None and self.layout not in LAYOUTS:
-            raise bad(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
-        return self
-
-    def output_size(self) -> tuple[int, int] | None:
-        """The model-input [H, W] this produces, when it does not depend on the image."""
-        if self.center_crop is not None:
-            return self.center_crop
-        if self.size is not None:
-            return self.size
-        return None
+__all__ = ["CHANNEL_ORDERS", "LAYOUTS", "Preprocessing", "parse_json", "parse_mapping"]
 
 
-def _pair(value: Any) -> tuple[int, int] | None:
-    if value is None:
-        return None
-    items = [int(v) for v in value]
-    if len(items) != 2:
-        raise ValueError(f"expected two integers, got {value}")
-    return items[0], items[1]
+def parse_mapping(data: Mapping[str, Any], source: str) -> Preprocessing:
+    """Parse the JSON form (sidecar file / metadata / stored scan), errors naming the source."""
+    try:
+        return Preprocessing.from_dict(data)
+    except (TypeError, ValueError) as exc:
+        raise invalid_argument("INVALID_PREPROCESSING", f"{source}: {exc}") from None
 
 
-def _triple(value: Any) -> tuple[float, float, float] | None:
-    if value is None:
-        return None
-    items = [float(v) for v in value]
-    if len(items) != 3:
-        raise ValueError(f"expected three numbers, got {value}")
-    return items[0], items[1], items[2]
+def parse_json(text: str, source: str) -> Preprocessing:
+    try:
+        data = json.loads(text)  # non-finite numbers are refused by validation, naming the field
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+        raise invalid_argument(
+            "INVALID_PREPROCESSING", f"{source}: not JSON: {str(exc)[:200]}"
+        ) from None
+    if not isinstance(data, dict):
+        raise invalid_argument("INVALID_PREPROCESSING", f"{source}: expected a JSON object")
+    return parse_mapping(data, source)
+
+
+def checked(prep: Preprocessing, source: str = "preprocessing") -> Preprocessing:
+    """`prep.validated()` as INVALID_ARGUMENT naming the source."""
+    try:
+        return prep.validated()
+    except ValueError as exc:
+        raise invalid_argument("INVALID_PREPROCESSING", f"{source}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -180,23 +100,74 @@ class ResolvedPreprocessing:
     std: tuple[float, float, float]
     channel_order: str
     layout: str
+    size_multiple: int | None = None
+    letterbox: tuple[int, int] | None = None
+    pad_value: float = 0.0
+
+    @property
+    def fixed_size(self) -> tuple[int, int] | None:
+        """The model-input (height, width) of every image, or None when it is per image."""
+        return self.letterbox or self.center_crop or self.size
 
     @property
     def input_size(self) -> tuple[int, int]:
-        size = self.center_crop or self.size
-        assert size is not None
+        """The model-input size when it is the same for every image (else ValueError: use
+        `input_size_for`)."""
+        size = self.fixed_size
+        if size is None:
+            raise ValueError("the model-input size depends on the image (resize_shorter alone)")
         return size
 
+    @property
+    def reference_size(self) -> tuple[int, int]:
+        """A size to check a request at before any image is seen: the fixed size, else that
+        of a square image (resize_shorter x resize_shorter, rounded to size_multiple)."""
+        if self.fixed_size is not None:
+            return self.fixed_size
+        assert self.resize_shorter is not None
+        return self.input_size_for(self.resize_shorter, self.resize_shorter)
+
+    def input_size_for(self, height: int, width: int) -> tuple[int, int]:
+        """The model-input (height, width) of an original image of this size."""
+        return self.fixed_size or self.resized_size(height, width)
+
+    def as_request(self) -> Preprocessing:
+        """The resolved values in the request form (shown with results, stored nowhere)."""
+        return Preprocessing(
+            size=self.size,
+            resize_shorter=self.resize_shorter,
+            center_crop=self.center_crop,
+            scale=self.scale,
+            mean=self.mean,
+            std=self.std,
+            channel_order=self.channel_order,
+            layout=self.layout,
+            size_multiple=self.size_multiple,
+            letterbox=self.letterbox,
+            pad_value=self.pad_value if self.letterbox is not None else None,
+        )
+
     def resized_size(self, height: int, width: int) -> tuple[int, int]:
-        """(height, width) of an image of this size after the resize step."""
+        """(height, width) of an image of this size after the resize step; an image whose
+        resize would be over the model-input bound is refused here, before any allocation."""
         if self.size is not None:
             return self.size
+        if self.letterbox is not None:
+            return fit_inside(height, width, self.letterbox)
         if self.resize_shorter is not None:
-            return shorter_side_size(height, width, self.resize_shorter)
+            resized = shorter_side_size(height, width, self.resize_shorter)
+            if self.size_multiple is not None:
+                resized = (
+                    round_to_multiple(resized[0], self.size_multiple),
+                    round_to_multiple(resized[1], self.size_multiple),
+                )
+            check_image_input_pixels(*resized)
+            return resized
         return height, width
 
     def crop_origin(self, resized_height: int, resized_width: int) -> tuple[int, int]:
-        """(top, left) of the centre crop inside the resized image ((0, 0) without a crop)."""
+        """(top, left) of the centre crop inside the resized image ((0, 0) without a crop;
+        a letterbox pads bottom/right, so its image starts at (0, 0) too)."""
         if self.center_crop is None:
             return 0, 0
         return (
@@ -218,7 +189,8 @@ class ResolvedPreprocessing:
         )
 
     def resize_and_crop(self, image: Image.Image) -> Image.Image:
-        """The geometric part: Pillow bilinear resize, then centre crop (padding if too small)."""
+        """The geometric part: Pillow bilinear resize, then centre crop (padding if too small).
+        A letterbox's padding is added by `to_array` (its value is not a Pillow colour)."""
         width, height = image.size
         new_h, new_w = self.resized_size(height, width)
         if (new_w, new_h) != (width, height):
@@ -229,13 +201,25 @@ class ResolvedPreprocessing:
             image = image.crop((left, top, left + crop_w, top + crop_h))
         return image
 
+    @property
+    def pixels_exact(self) -> bool:
+        """The model input is uint8 pixels then normalised: true unless a letterbox pads with
+        a value that is not a whole 0..255 pixel value (then only the float path is exact)."""
+        pad = self.pad_value
+        return self.letterbox is None or (float(pad).is_integer() and 0 <= pad <= 255)
+
     def to_pixels(self, image: Image.Image) -> np.ndarray:
-        """One image (any mode) -> uint8 RGB [H, W, 3] at the model-input size (geometry only)."""
-        pixels = np.asarray(self.resize_and_crop(to_rgb(image)))
-        if pixels.shape[:2] != self.input_size:
-            raise ValueError(
-                f"preprocessing produced {pixels.shape[:2]}, model expects {self.input_size}"
-            )
+        """One image (any mode) -> uint8 RGB [H, W, 3] at its model-input size (geometry
+        only: what the decoded-input cache keeps and a uint8-fed graph takes)."""
+        if not self.pixels_exact:
+            raise ValueError(f"letterbox pad_value {self.pad_value} is not a uint8 pixel value")
+        rgb = to_rgb(image)
+        expected = self.input_size_for(rgb.height, rgb.width)
+        pixels = np.asarray(self.resize_and_crop(rgb))
+        if self.letterbox is not None:
+            pixels = pad_bottom_right(pixels, self.letterbox, self.pad_value)
+        if pixels.shape[:2] != expected:
+            raise ValueError(f"preprocessing produced {pixels.shape[:2]}, model expects {expected}")
         return pixels
 
     def normalise(self, pixels: np.ndarray) -> np.ndarray:
@@ -244,7 +228,47 @@ class ResolvedPreprocessing:
 
     def to_array(self, image: Image.Image) -> np.ndarray:
         """One image (any mode) -> float32 array in the model's layout, without batch axis."""
-        return self.normalise(self.to_pixels(image))
+        if self.pixels_exact:
+            return self.normalise(self.to_pixels(image))
+        rgb = to_rgb(image)
+        expected = self.input_size_for(rgb.height, rgb.width)
+        pixels = np.asarray(self.resize_and_crop(rgb), dtype=np.float32)
+        if self.letterbox is not None:
+            pixels = pad_bottom_right(pixels, self.letterbox, self.pad_value)
+        if pixels.shape[:2] != expected:
+            raise ValueError(f"preprocessing produced {pixels.shape[:2]}, model expects {expected}")
+        if self.channel_order == "bgr":
+            pixels = pixels[:, :, ::-1]
+        mean = np.asarray(self.mean, dtype=np.float32)
+        std = np.asarray(self.std, dtype=np.float32)
+        values = (pixels * np.float32(self.scale) - mean) / std
+        if self.layout == "nchw":
+            values = values.transpose(2, 0, 1)
+        return np.ascontiguousarray(values, dtype=np.float32)
+
+
+def fit_inside(height: int, width: int, box: tuple[int, int]) -> tuple[int, int]:
+    """Size after scaling to fit inside `box` (height, width) keeping the aspect ratio: the
+    binding side fills the box exactly, the other is rounded (at least 1)."""
+    box_h, box_w = box
+    if height * box_w >= width * box_h:  # height binds
+        return box_h, min(box_w, max(1, round(width * box_h / height)))
+    return min(box_h, max(1, round(height * box_w / width))), box_w
+
+
+def round_to_multiple(side: int, multiple: int) -> int:
+    """The nearest multiple of `multiple`, at least one multiple (the PP-OCR rule)."""
+    return max(multiple, round(side / multiple) * multiple)
+
+
+def pad_bottom_right(pixels: np.ndarray, size: tuple[int, int], value: float) -> np.ndarray:
+    """[h, w, 3] pixels placed at the top-left of a [H, W, 3] canvas of `value`."""
+    height, width = pixels.shape[:2]
+    if (height, width) == tuple(size):
+        return pixels
+    canvas = np.full((size[0], size[1], pixels.shape[2]), value, dtype=pixels.dtype)
+    canvas[:height, :width] = pixels
+    return canvas
 
 
 def shorter_side_size(height: int, width: int, shorter: int) -> tuple[int, int]:
@@ -277,34 +301,39 @@ def resolve(
     model_layout: str,
 ) -> ResolvedPreprocessing:
     """Merge model defaults and the request, and check the result fits the model input."""
-    merged = DEFAULT_PREPROCESSING.overridden_by(defaults).overridden_by(request.validated())
-    if request.size is not None:
-        merged = replace(merged, resize_shorter=None, center_crop=request.center_crop)
-    elif request.resize_shorter is not None:
-        merged = replace(merged, size=None)
-    if merged.size is None and merged.resize_shorter is None and merged.center_crop is None:
+    merged = DEFAULT_PREPROCESSING.overridden_by(defaults).overridden_by(checked(request))
+    merged = checked(merged, "preprocessing (model defaults and request merged)")
+    sizing = (merged.size, merged.resize_shorter, merged.center_crop, merged.letterbox)
+    if all(value is None for value in sizing):
         if model_size is None:
             raise invalid_argument(
                 "INPUT_SIZE_REQUIRED",
-                "the model has a dynamic input height/width: give a size "
-                "(--size H W, or --resize-shorter S --center-crop H W)",
+                "the model has a dynamic input height/width: give a size (--size H W; "
+                "--resize-shorter S [--center-crop H W | --size-multiple M]; --letterbox H W)",
             )
         merged = replace(merged, size=model_size)
     output = merged.output_size()
-    if output is None:
-        if model_size is None:
+    if output is None and model_size is not None:
+        if merged.size_multiple is not None:
             raise invalid_argument(
-                "INPUT_SIZE_REQUIRED",
-                "resize_shorter alone gives a size that depends on the image: add center_crop",
+                "INVALID_PREPROCESSING",
+                f"size_multiple sizes each image itself, but the model input is fixed at "
+                f"{list(model_size)}: drop it (or use letterbox)",
             )
         merged = replace(merged, center_crop=model_size)
         output = model_size
     if model_size is not None and output != model_size:
         raise invalid_argument(
             "INVALID_PREPROCESSING",
-            f"preprocessing produces {list(output)} but the model input is {list(model_size)}",
+            f"preprocessing produces {list(output or ())} but the model input is "
+            f"{list(model_size)}",
         )
-    layout = merged.layout or model_layout
+    if output is not None:
+        check_input_pixels(*output, what="model input")
+    if merged.letterbox is not None:
+        check_input_pixels(*merged.letterbox, what="letterbox")
+    if merged.resize_shorter is not None:  # the resized image is at least shorter x shorter
+        check_input_pixels(merged.resize_shorter, merged.resize_shorter, what="resize_shorter")
     return ResolvedPreprocessing(
         size=merged.size,
         resize_shorter=merged.resize_shorter,
@@ -313,5 +342,8 @@ def resolve(
         mean=merged.mean or (0.0, 0.0, 0.0),
         std=merged.std or (1.0, 1.0, 1.0),
         channel_order=merged.channel_order or "rgb",
-        layout=layout,
+        layout=merged.layout or model_layout,
+        size_multiple=merged.size_multiple,
+        letterbox=merged.letterbox,
+        pad_value=float(merged.pad_value or 0.0),
     )

@@ -32,9 +32,12 @@ MIN_CORES = 5
 _worker: dict[str, object] = {}
 
 
-def use_processes(sources: object) -> bool:
-    """Processes pay off with spare cores, and only for plain file sources."""
+def use_processes(sources: object, prep: ResolvedPreprocessing) -> bool:
+    """Processes pay off with spare cores, and only for plain file sources decoded to one
+    input size."""
     if (os.cpu_count() or 1) < MIN_CORES or not isinstance(sources, Sequence):
+        return False
+    if prep.fixed_size is None or not prep.pixels_exact:
         return False
     return all(s.path is not None and s.cache is None for s in sources)
 
@@ -56,7 +59,8 @@ def _decode_chunk(
         # the parent unlinks the segment)
         memory = slots[slot] = SharedMemory(name=slot)
     rows = np.ndarray((len(items), *shape), dtype=dtype, buffer=memory.buf)
-    decoded, failed = [], []
+    decoded: list[tuple[int, str, tuple[int, int]]] = []
+    failed: list[tuple[int, str, str]] = []
     for index, image_id, path in items:
         try:
             array, size = prepare(
@@ -87,11 +91,11 @@ def read_batches_in_processes(
     cores but one)."""
     workers = workers or max(1, (os.cpu_count() or 2) - 1)
     height, width = prep.input_size
+    shape: tuple[int, ...] = (height, width, 3)
+    dtype: np.dtype = np.dtype(np.uint8)
     if normalised:
         shape = (3, height, width) if prep.layout == "nchw" else (height, width, 3)
         dtype = np.dtype(np.float32)
-    else:
-        shape, dtype = (height, width, 3), np.dtype(np.uint8)
     depth = 2 * workers
     slots = [
         SharedMemory(create=True, size=batch_size * int(np.prod(shape)) * dtype.itemsize)
@@ -129,7 +133,6 @@ def read_batches_in_processes(
                         [index for index, _, _ in decoded],
                         [image_id for _, image_id, _ in decoded],
                         array,
-                        [size for _, _, size in decoded],
                     )
             for _, future in pending:
                 future.cancel()

@@ -19,15 +19,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from maxact.server import limits
 from maxact.server.data.preprocess import ResolvedPreprocessing
 
 if TYPE_CHECKING:
     from maxact.server.data.input_cache import DatasetInputCache
 
-# Decompression-bomb guard: refuse images over this many pixels from the header alone, before
-# any decoding (Pillow itself only warns below twice its limit and decodes in full).
-MAX_PIXELS = 200_000_000
-Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 _PATH_IN_QUOTES = re.compile(r"['\"]/[^'\"]*['\"]")
 
 
@@ -47,7 +44,13 @@ class Batch:
     indices: list[int]
     ids: list[str]
     array: np.ndarray  # [B, ...] model input
-    original_sizes: list[tuple[int, int]]  # (height, width)
+    # every image with a smaller index was yielded (in this or an earlier batch, or skipped)
+    # by the time this batch was: a consistent point to checkpoint at (None: max index + 1)
+    complete_before: int | None = None
+
+    @property
+    def position(self) -> int:
+        return self.complete_before if self.complete_before is not None else max(self.indices) + 1
 
 
 @dataclass(frozen=True)
@@ -67,13 +70,11 @@ def file_source(
 
 
 def check_pixels(image: Image.Image) -> None:
-    """Raise before decoding when the header announces more than MAX_PIXELS pixels."""
+    """Decompression-bomb guard: raise from the header alone, before any decoding, when the
+    image announces more pixels than the decoded-pixel bound (Pillow itself only warns below
+    twice its limit and decodes in full)."""
     width, height = image.size
-    if width * height > MAX_PIXELS:
-        raise ValueError(
-            f"image is {width}x{height} = {width * height:,} pixels, over the limit of "
-            f"{MAX_PIXELS:,} (possible decompression bomb)"
-        )
+    limits.check_image_pixels(width, height)
 
 
 def load_original(source: ImageSource) -> Image.Image:
@@ -95,6 +96,15 @@ def oriented(opened: Image.Image) -> Image.Image:
     return opened
 
 
+def upright_size(source: ImageSource) -> tuple[int, int]:
+    """The (height, width) of the image as `load_original` gives it, from its header alone."""
+    with source.open() as image:
+        check_pixels(image)
+        width, height = image.size
+        turned = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # EXIF orientation
+    return (width, height) if turned else (height, width)
+
+
 def upright(opened: Image.Image) -> Image.Image:
     """Decode an opened image and apply its EXIF orientation: a new image, usable once the
     file is closed."""
@@ -106,18 +116,23 @@ def prepare_full(
     source: ImageSource, prep: ResolvedPreprocessing
 ) -> tuple[np.ndarray, tuple[int, int]]:
     """(model input array, original (height, width)) from a full decode."""
-    pixels, size = decode_pixels(source, prep)
-    return prep.normalise(pixels), size
+    return decode_pixels(source, prep, prep.to_array)
+
+
+Finish = Callable[[Image.Image], np.ndarray]
+"""The last step on the decoded upright image: `prep.to_pixels` or `prep.to_array`."""
 
 
 def decode_pixels(
-    source: ImageSource, prep: ResolvedPreprocessing
+    source: ImageSource, prep: ResolvedPreprocessing, finish: Finish | None = None
 ) -> tuple[np.ndarray, tuple[int, int]]:
-    """(uint8 RGB model-size pixels, original (height, width)) from a full decode."""
+    """(`finish(image)`, default uint8 RGB model-size pixels; original (height, width)) from
+    a full decode, without copying the decoded image."""
+    finish = finish or prep.to_pixels
     with source.open() as opened:
         check_pixels(opened)
         image = oriented(opened)
-        return prep.to_pixels(image), (image.height, image.width)
+        return finish(image), (image.height, image.width)
 
 
 def known_total(sources: Iterable[ImageSource]) -> int:
@@ -136,6 +151,11 @@ def read_batches(
     """Yield batches in dataset order; unreadable images come out as Skipped, in order of
     their failure: before the batch still filling with the images read before them.
 
+    Images whose model inputs differ in size (per-image sizing) are batched by size: a
+    batch holds one size; when more than `window` images wait in partial batches, the one
+    holding the earliest image goes out. Rankings break ties by dataset index, so the
+    order batches come in does not change any result.
+
     `sources` may be a list or any iterator, e.g. images still arriving from a client (the
     total need not be known); it is pulled only while fewer than `window` images are in
     flight, and not at all once `stop` is set. Indices must follow the iteration order.
@@ -148,7 +168,17 @@ def read_batches(
         pending: deque[tuple[ImageSource, Future[tuple[np.ndarray, tuple[int, int]]]]] = deque()
         remaining = iter(sources)
         exhausted = False
-        current: list[tuple[ImageSource, np.ndarray, tuple[int, int]]] = []
+        groups: dict[tuple[int, ...], list[tuple[ImageSource, np.ndarray, tuple[int, int]]]] = {}
+        taken = -1  # the index of the last source pulled
+
+        def complete_before() -> int:
+            held = [items[0][0].index for items in groups.values() if items]
+            held += [source.index for source, _ in pending]
+            return min(held) if held else taken + 1
+
+        def take(shape: tuple[int, ...]) -> Batch:
+            return _batch(groups.pop(shape), complete_before())
+
         try:
             while not stop.is_set():
                 while not exhausted and len(pending) < window and not stop.is_set():
@@ -156,6 +186,7 @@ def read_batches(
                     if next_source is None:
                         exhausted = True
                     else:
+                        taken = next_source.index
                         pending.append((next_source, pool.submit(prepare, next_source, prep)))
                 if not pending:
                     break
@@ -165,23 +196,27 @@ def read_batches(
                 except Exception as exc:
                     yield Skipped(source.image_id, describe_error(exc), source.index)
                     continue
-                current.append((source, array, size))
-                if len(current) == batch_size:
-                    yield _batch(current)
-                    current = []
-            if current and not stop.is_set():
-                yield _batch(current)
+                group = groups.setdefault(array.shape, [])
+                group.append((source, array, size))
+                if len(group) == batch_size:
+                    yield take(array.shape)
+                elif sum(len(items) for items in groups.values()) > window:
+                    yield take(min(groups, key=lambda shape: groups[shape][0][0].index))
+            while groups and not stop.is_set():
+                yield take(min(groups, key=lambda shape: groups[shape][0][0].index))
         finally:
             for _, future in pending:
                 future.cancel()
 
 
-def _batch(items: list[tuple[ImageSource, np.ndarray, tuple[int, int]]]) -> Batch:
+def _batch(
+    items: list[tuple[ImageSource, np.ndarray, tuple[int, int]]], complete_before: int | None
+) -> Batch:
     return Batch(
         indices=[source.index for source, _, _ in items],
         ids=[source.image_id for source, _, _ in items],
         array=np.stack([array for _, array, _ in items]),
-        original_sizes=[size for _, _, size in items],
+        complete_before=complete_before,
     )
 
 

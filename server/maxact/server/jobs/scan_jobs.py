@@ -13,18 +13,30 @@ import logging
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from contextlib import suppress
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from maxact.server.data.datasets import DatasetCatalog, read_labels
-from maxact.server.data.preprocess import Preprocessing, ResolvedPreprocessing, resolve
+from maxact.server.data.preprocess import (
+    Preprocessing,
+    ResolvedPreprocessing,
+    parse_mapping,
+)
 from maxact.server.data.reader import file_source
-from maxact.server.errors import ServiceError, invalid_argument, not_found
-from maxact.server.jobs.store import ScanRecord, Store
+from maxact.server.errors import (
+    ServiceError,
+    failed_precondition,
+    invalid_argument,
+    not_found,
+    shown,
+)
+from maxact.server.jobs.store import MAX_RESUME_ATTEMPTS, TERMINAL_STATES, ScanRecord, Store
 from maxact.server.models.registry import LayerEntry, LoadedModel, ModelRegistry, require_field
-from maxact.server.ops.metrics import METRICS
+from maxact.server.ops.metrics import SCAN_IMAGES_PER_SECOND, SCANS_QUEUED, SCANS_RUNNING
+from maxact.server.paths import check_name
 from maxact.server.scan.engine import EngineCallbacks, EngineCancelled, ScanEngine
 from maxact.server.scan.layer import LayerReducer, ReduceOptions
 from maxact.server.scan.reducers import check_k
@@ -33,6 +45,19 @@ log = logging.getLogger("maxact.server")
 
 MAX_LAYERS = 16
 ACTIVE_STATES = frozenset({"queued", "running"})
+KNOWN_STATES = ACTIVE_STATES | TERMINAL_STATES
+
+
+@dataclass
+class _RunProgress:
+    """Where a running scan is: images done/failed (checkpoint included), the position of the
+    last checkpoint and of the last finished batch, and when progress was last stored."""
+
+    done: int
+    failed: int
+    saved: int
+    position: int
+    written: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -40,6 +65,7 @@ class _Running:
     thread: threading.Thread
     cancel: threading.Event
     engine: ScanEngine | None = None
+    scan_id: str = ""
 
 
 def scan_id_from(name: str) -> str:
@@ -68,13 +94,31 @@ class ScanJobs:
         self._lock = threading.Lock()
         self._closing = threading.Event()
         self._queued = self._active = 0
+        # failures the store could not record (e.g. a full disk): reported from memory, so a
+        # scan always reaches a final state for its watchers
+        self._unrecorded_failures: dict[str, str] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
     def resume_unfinished(self) -> list[str]:
         """Start (again) every queued or running scan; called once when the server starts."""
         resumed = []
         for record in self.store.unfinished():
-            self.store.set_state(record.id, "queued")
+            if record.damage:
+                self._fail(record.id, record.damage)
+                continue
+            if record.resume_attempts >= MAX_RESUME_ATTEMPTS:
+                self._fail(
+                    record.id,
+                    f"the server stopped abnormally {record.resume_attempts} times while this "
+                    "scan ran, before it reached a checkpoint (e.g. out of memory); it is not "
+                    "resumed again",
+                )
+                continue
+            try:
+                self.store.set_state(record.id, "queued")
+            except ServiceError as error:
+                self._fail(record.id, error.message)
+                continue
             self._start(record.id)
             resumed.append(record.id)
         if resumed:
@@ -92,6 +136,9 @@ class ScanJobs:
                 job.engine.stop()
         for job in running:
             job.thread.join(timeout)
+        for job in running:
+            with suppress(ServiceError):  # stopped cleanly: a restart resumes it, no crash counted
+                self.store.clear_resumes(job.scan_id)
 
     # -- requests --------------------------------------------------------------------------
     def create(
@@ -110,11 +157,9 @@ class ScanJobs:
             raise invalid_argument("TOO_MANY_LAYERS", f"at most {MAX_LAYERS} layers per scan")
         check_k(k)
         model = self.models.get(model_name)
-        prep = resolve(
-            model.default_preprocessing, preprocessing, model.input.fixed_size, model.input.layout
-        )
+        prep = model.resolve(preprocessing)
         for layer in dict.fromkeys(layers):
-            require_field(model.layer(prep.input_size, layer))
+            require_field(model.layer(prep.reference_size, layer))
         dataset = self.datasets.open(dataset_name)
         record = self.store.create_scan(
             uuid.uuid4().hex[:16],
@@ -123,7 +168,7 @@ class ScanJobs:
             dataset_name,
             k,
             mode,
-            preprocessing.to_mapping(),
+            prep.as_request().to_dict(),  # resolved now: a later sidecar edit changes nothing
             list(dataset.ids),
         )
         self._start(record.id)
@@ -133,6 +178,21 @@ class ScanJobs:
         record = self.store.get(scan_id)
         if record is None:
             raise not_found("SCAN_NOT_FOUND", f"scan 'scans/{scan_id}' not found", scan=scan_id)
+        return self.with_unrecorded(record)
+
+    def with_unrecorded(self, record: ScanRecord) -> ScanRecord:
+        """`record`, failed if its failure could only be kept in memory."""
+        reason = self._unrecorded_failures.get(record.id)
+        if reason is not None and not record.finished:
+            return replace(record, state="failed", error=reason)
+        if record.damage and not record.finished:
+            return replace(record, state="failed", error=record.damage)
+        if record.state not in KNOWN_STATES:
+            return replace(
+                record,
+                state="failed",
+                error=f"damaged store row: unknown state {shown(record.state)}",
+            )
         return record
 
     def cancel(self, scan_id: str) -> ScanRecord:
@@ -155,6 +215,7 @@ class ScanJobs:
                 target=self._run, args=(scan_id,), name=f"maxact-scan-job-{scan_id}", daemon=True
             ),
             threading.Event(),
+            scan_id=scan_id,
         )
         with self._lock:
             self._running[scan_id] = job
@@ -164,8 +225,8 @@ class ScanJobs:
         with self._lock:
             self._queued += delta_queued
             self._active += delta_running
-            METRICS.set("maxact_scans_queued", self._queued)
-            METRICS.set("maxact_scans_running", self._active)
+            SCANS_QUEUED.set(self._queued)
+            SCANS_RUNNING.set(self._active)
 
     def _run(self, scan_id: str) -> None:
         job = self._running[scan_id]
@@ -191,18 +252,30 @@ class ScanJobs:
                 self._running.pop(scan_id, None)
 
     def _fail(self, scan_id: str, message: str) -> None:
-        if not self._closing.is_set():
+        """Mark the scan failed; when the store cannot take it (full disk), remember it in
+        memory so the scan still ends `failed` for everyone watching."""
+        if self._closing.is_set():
+            return
+        try:
             self.store.transition(scan_id, "failed", ACTIVE_STATES, message)
+        except ServiceError as error:
+            log.warning(
+                "scan %s failed (%s); the store cannot record it: %s",
+                scan_id,
+                message,
+                error.message,
+            )
+            self._unrecorded_failures[scan_id] = message
 
     def prepare(
         self, record: ScanRecord
     ) -> tuple[LoadedModel, ResolvedPreprocessing, list[LayerEntry]]:
+        if record.damage:
+            raise failed_precondition("SCAN_DAMAGED", record.damage, scan=record.id)
         model = self.models.get(record.model)
-        request = Preprocessing.from_mapping(record.preprocessing, "scan preprocessing")
-        prep = resolve(
-            model.default_preprocessing, request, model.input.fixed_size, model.input.layout
-        )
-        return model, prep, [model.layer(prep.input_size, name) for name in record.layers]
+        request = parse_mapping(record.preprocessing, "scan preprocessing")
+        prep = model.resolve(request)
+        return model, prep, [model.layer(prep.reference_size, name) for name in record.layers]
 
     def _scan(self, scan_id: str, job: _Running) -> None:
         record = self.get(scan_id)
@@ -211,7 +284,12 @@ class ScanJobs:
         model, prep, layers = self.prepare(record)
         # the snapshot taken at creation, not a new listing: a resumed scan sees the same images
         root = self.datasets.root_of(record.dataset)
-        ids = self.store.image_ids(scan_id)
+        try:
+            ids = self.store.image_ids(scan_id)
+        except ValueError as exc:
+            raise failed_precondition("SCAN_DAMAGED", f"damaged store row: {exc}") from None
+        for image_id in ids:  # stored ids are re-checked: a store row is not trusted
+            check_name(image_id, "stored image")
         label_of = read_labels(root, ids)
         classes = tuple(sorted(set(label_of.values())))
         class_ids = {name: i for i, name in enumerate(classes)}
@@ -228,37 +306,35 @@ class ScanJobs:
                 reducer.load_state(states[name])
             start = record.checkpoint_position
             base_done, base_failed = record.checkpoint_done, record.checkpoint_failed
+        # counted before it runs, reset at each checkpoint: a scan that takes the server down
+        # (e.g. out of memory) is not resumed into a crash loop
+        self.store.count_run(scan_id)
         if not self.store.transition(scan_id, "running", ACTIVE_STATES):
             return  # cancelled while it was being prepared
         cache = self.datasets.input_cache_for(record.dataset)
         sources = [file_source(i, ids[i], root / ids[i], cache) for i in range(start, len(ids))]
-        progress = {
-            "done": base_done,
-            "failed": base_failed,
-            "saved": start,
-            "written": time.monotonic(),
-        }
+        progress = _RunProgress(done=base_done, failed=base_failed, saved=start, position=start)
 
         def on_progress(done: int, total: int, failed: int) -> None:
-            progress["done"], progress["failed"] = base_done + done, base_failed + failed
-            if time.monotonic() - progress["written"] > 0.5:
-                progress["written"] = time.monotonic()
-                self.store.set_progress(scan_id, progress["done"], progress["failed"])
+            progress.done, progress.failed = base_done + done, base_failed + failed
+            if time.monotonic() - progress.written > 0.5:
+                progress.written = time.monotonic()
+                self.store.set_progress(scan_id, progress.done, progress.failed)
 
         def save(position: int) -> None:
             self.store.save_checkpoint(
                 scan_id,
                 position,
-                progress["done"],
-                progress["failed"],
+                progress.done,
+                progress.failed,
                 {name: r.state() for name, r in engine.reducers.items()},
             )
-            progress["saved"] = position
+            progress.saved = position
 
         def on_batch(position: int) -> None:
             # the reducers hold exactly the images before `position` here
-            progress["position"] = position
-            if position - progress["saved"] >= self.checkpoint_images:
+            progress.position = position
+            if position - progress.saved >= self.checkpoint_images:
                 save(position)
 
         try:
@@ -266,14 +342,12 @@ class ScanJobs:
                 sources, labels, EngineCallbacks(progress=on_progress, batch_done=on_batch)
             )
         except EngineCancelled:
-            if self._closing.is_set() and progress.get("position", 0) > progress["saved"]:
-                save(progress["position"])  # shutting down: keep the work done so far
+            if self._closing.is_set() and progress.position > progress.saved:
+                save(progress.position)  # shutting down: keep the work done so far
             raise
         if job.cancel.is_set():
             raise EngineCancelled()
-        METRICS.set(
-            "maxact_scan_images_per_second", outcome.images_scanned / max(outcome.seconds, 1e-9)
-        )
+        SCAN_IMAGES_PER_SECOND.set(outcome.images_scanned / max(outcome.seconds, 1e-9))
         done = base_done + outcome.images_scanned
         failed = base_failed + outcome.images_failed
         self.store.finish(
@@ -322,9 +396,21 @@ class ScanJobs:
                 "dead": stats.dead.tolist(),
                 "classes": list(stats.classes),
             }
-            if stats.class_mean is not None:
+            if (
+                stats.class_mean is not None
+                and stats.selectivity is not None
+                and stats.preferred_class is not None
+                and stats.class_images is not None
+                and stats.class_mean_clipped is not None
+            ):
                 document["class_mean"] = [
                     [None if np.isnan(v) else float(v) for v in row] for row in stats.class_mean
+                ]
+                # the class answer's m[j][c] (analysis/classes.py)
+                document["class_images"] = stats.class_images.tolist()
+                document["class_mean_clipped"] = [
+                    [None if np.isnan(v) else float(v) for v in row]
+                    for row in stats.class_mean_clipped
                 ]
                 document["selectivity"] = stats.selectivity.tolist()
                 document["preferred_class"] = stats.preferred_class.tolist()

@@ -6,15 +6,20 @@ short transaction, so a SIGKILL leaves the last committed checkpoint intact.
 
 from __future__ import annotations
 
+import builtins
 import json
 import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import grpc
+
+from maxact.server.errors import ServiceError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS scans (
@@ -36,7 +41,8 @@ CREATE TABLE IF NOT EXISTS scans (
     image_ids TEXT NOT NULL,
     checkpoint_position INTEGER NOT NULL DEFAULT 0,
     checkpoint_done INTEGER NOT NULL DEFAULT 0,
-    checkpoint_failed INTEGER NOT NULL DEFAULT 0
+    checkpoint_failed INTEGER NOT NULL DEFAULT 0,
+    resume_attempts INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS checkpoints (
     scan_id TEXT NOT NULL,
@@ -67,11 +73,37 @@ CREATE TABLE IF NOT EXISTS layer_statistics (
 # PRAGMA user_version of the schema this code writes. History:
 #   0: a new, empty file (or a store from before versioning: its checkpoints were pickles)
 #   2: checkpoints are .npz arrays (never pickles); earlier checkpoints are dropped on migration
-SCHEMA_VERSION = 2
+#   3: scans.resume_attempts counts runs of a scan since its last checkpoint or clean
+#      shutdown (a scan whose runs died with the server twice is failed, not resumed)
+SCHEMA_VERSION = 3
+MAX_RESUME_ATTEMPTS = 2
+OUR_TABLES = frozenset({"scans", "checkpoints", "topk_rows", "layer_statistics"})
 
 
-class StoreVersionError(RuntimeError):
-    """The store file was written by a newer maxact (or is not a maxact store)."""
+class StoreError(RuntimeError):
+    """The store file cannot be used; the message is one line naming it and what to do."""
+
+
+class StoreVersionError(StoreError):
+    """The store file was written by a newer maxact."""
+
+
+def _write_error(exc: sqlite3.Error) -> ServiceError:
+    """A failed store write as the client should see it: full -> RESOURCE_EXHAUSTED, else
+    UNAVAILABLE (never INTERNAL: the request was fine, the server's disk is not)."""
+    text = str(exc)
+    if "full" in text:
+        return ServiceError(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "STORE_FULL",
+            "the server's scan store is full (no disk space left, or maxact serve "
+            "--store-max-mb reached)",
+        )
+    return ServiceError(
+        grpc.StatusCode.UNAVAILABLE,
+        "STORE_UNAVAILABLE",
+        f"the server's scan store cannot be written ({type(exc).__name__}: {text[:200]})",
+    )
 
 
 TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
@@ -97,6 +129,9 @@ class ScanRecord:
     checkpoint_position: int
     checkpoint_done: int
     checkpoint_failed: int
+    resume_attempts: int = 0
+    damage: str = ""
+    """Why this row could not be read (empty: it parsed); such a scan is failed, not run."""
 
     @property
     def finished(self) -> bool:
@@ -115,25 +150,82 @@ class TopKRow:
 _COLUMNS = (
     "id, seq, model, layers, dataset, k, mode, preprocessing, state, images_done, images_failed,"
     " images_total, error, create_time, update_time, checkpoint_position, checkpoint_done,"
-    " checkpoint_failed"
+    " checkpoint_failed, resume_attempts"
 )
 
 
 def _record(row: tuple[Any, ...]) -> ScanRecord:
+    """A row as a record; a row that does not parse becomes a record carrying its `damage`
+    (so one bad row fails that scan, and listing the others still works)."""
     values = list(row)
-    values[3] = tuple(json.loads(values[3]))
-    values[7] = json.loads(values[7])
+    damage = []
+    try:
+        layers = json.loads(values[3])
+        if not isinstance(layers, list) or not all(isinstance(x, str) for x in layers):
+            raise ValueError("not a list of names")
+        values[3] = tuple(layers)
+    except (TypeError, ValueError) as exc:
+        values[3] = ()
+        damage.append(f"layers: {str(exc)[:100]}")
+    try:
+        preprocessing = json.loads(values[7])
+        if not isinstance(preprocessing, dict):
+            raise ValueError("not an object")
+        values[7] = preprocessing
+    except (TypeError, ValueError) as exc:
+        values[7] = {}
+        damage.append(f"preprocessing: {str(exc)[:100]}")
+    for index in (1, 5, *range(9, 12), *range(15, 19)):
+        if not isinstance(values[index], int):
+            values[index] = 0
+            damage.append(f"column {_COLUMNS.split(', ')[index].strip()} is not a number")
+    for index in (13, 14):
+        if not isinstance(values[index], (int, float)):
+            values[index] = 0.0
+    for index in (0, 2, 4, 6, 8, 12):
+        values[index] = str(values[index])
+    if damage:
+        return ScanRecord(*values, damage="damaged store row: " + "; ".join(damage))
     return ScanRecord(*values)
 
 
 class Store:
     """Thread-safe access to one SQLite file."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, max_bytes: int | None = None) -> None:
         self.path = Path(path)
+        self.max_bytes = max_bytes
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._migrate()
+
+    @classmethod
+    def open(cls, path: Path, max_bytes: int | None = None) -> Store:
+        """The store at `path`, or StoreError: one line naming the file and what to do."""
+        try:
+            return cls(path, max_bytes)
+        except StoreError:
+            raise
+        except sqlite3.DatabaseError as exc:
+            text = str(exc)
+            if "not a database" in text or "malformed" in text:
+                raise StoreError(
+                    f"store {path} is not a maxact store or is corrupt ({text}): move it away "
+                    "(a new empty store is created) or pass another --store"
+                ) from None
+            if "full" in text:
+                raise StoreError(
+                    f"store {path}: the disk is full ({text}): free space or pass another --store"
+                ) from None
+            raise StoreError(
+                f"store {path} cannot be opened for writing ({text}): check that its folder is "
+                "writable, or pass another --store"
+            ) from None
+        except OSError as exc:
+            raise StoreError(
+                f"store {path} cannot be created ({exc.strerror or exc}): check that its folder is "
+                "writable, or pass another --store"
+            ) from None
 
     def _migrate(self) -> None:
         """Bring the file to SCHEMA_VERSION, or refuse a newer one with its version named."""
@@ -144,10 +236,22 @@ class Store:
                 f"store {self.path.name} has schema version {version}; this maxact reads up to"
                 f" {SCHEMA_VERSION}: upgrade maxact or start with another --store"
             )
-        had_scans = db.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'scans'"
-        ).fetchone()
+        tables = {
+            name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+        if tables and not tables & OUR_TABLES:
+            raise StoreError(
+                f"store {self.path} is an SQLite file but not a maxact store (its tables: "
+                f"{', '.join(sorted(tables))[:200]}): pass another --store"
+            )
+        had_scans = "scans" in tables
         db.executescript(SCHEMA)  # executescript manages its own transaction
+        if version < 3 and had_scans:
+            columns = {row[1] for row in db.execute("PRAGMA table_info(scans)")}
+            if "resume_attempts" not in columns:
+                db.execute(
+                    "ALTER TABLE scans ADD COLUMN resume_attempts INTEGER NOT NULL DEFAULT 0"
+                )
         if version < 2 and had_scans:
             # Version 0/1 checkpoints are pickles, which are never loaded: unfinished scans
             # restart from their first image (their results stay equal, only slower).
@@ -166,19 +270,38 @@ class Store:
             connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")
+            if self.max_bytes is not None:  # a full store behaves like a full disk
+                (page_size,) = connection.execute("PRAGMA page_size").fetchone()
+                pages = max(1, self.max_bytes // page_size)
+                connection.execute(f"PRAGMA max_page_count = {pages}")
             self._local.connection = connection
         return connection
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; a store that cannot be written (full disk, read-only,
+        locked) raises a ServiceError (STORE_FULL / STORE_UNAVAILABLE), never INTERNAL."""
         db = self._connection()
-        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise _write_error(exc) from exc
         try:
             yield db
-        except BaseException:
-            db.execute("ROLLBACK")
+        except BaseException as exc:
+            if db.in_transaction:
+                with suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise _write_error(exc) from exc
             raise
-        db.execute("COMMIT")
+        try:
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                with suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            raise _write_error(exc) from exc
 
     def create_scan(
         self,
@@ -226,12 +349,29 @@ class Store:
         return None if row is None else _record(row)
 
     def image_ids(self, scan_id: str) -> list[str]:
+        """The dataset snapshot of a scan; ValueError when the stored list does not parse."""
         (text,) = (
             self._connection()
             .execute("SELECT image_ids FROM scans WHERE id = ?", (scan_id,))
             .fetchone()
         )
-        return list(json.loads(text))
+        ids = json.loads(text)
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise ValueError("the stored image ids are not a list of names")
+        return ids
+
+    def count_run(self, scan_id: str) -> None:
+        """Record, BEFORE it runs, that the scan starts running (a crash loop ends: a scan
+        whose runs died with the server MAX_RESUME_ATTEMPTS times is not resumed again)."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE scans SET resume_attempts = resume_attempts + 1 WHERE id = ?", (scan_id,)
+            )
+
+    def clear_resumes(self, scan_id: str) -> None:
+        """The scan got somewhere (a checkpoint, a clean shutdown): resuming it is safe."""
+        with self._transaction() as db:
+            db.execute("UPDATE scans SET resume_attempts = 0 WHERE id = ?", (scan_id,))
 
     def list(self, limit: int, after_seq: int = 0) -> list[ScanRecord]:
         """Newest first; `after_seq` is the page token (seq of the last scan of the previous
@@ -247,7 +387,7 @@ class Store:
             )
         return [_record(row) for row in rows]
 
-    def unfinished(self) -> list[ScanRecord]:
+    def unfinished(self) -> builtins.list[ScanRecord]:  # `list` is a method here
         rows = self._connection().execute(
             f"SELECT {_COLUMNS} FROM scans WHERE state IN ('queued', 'running') ORDER BY seq"
         )
@@ -291,8 +431,8 @@ class Store:
             )
             db.execute(
                 "UPDATE scans SET checkpoint_position = ?, checkpoint_done = ?,"
-                " checkpoint_failed = ?, images_done = ?, images_failed = ?, update_time = ?"
-                " WHERE id = ?",
+                " checkpoint_failed = ?, images_done = ?, images_failed = ?, update_time = ?,"
+                " resume_attempts = 0 WHERE id = ?",
                 (position, done, failed, done, failed, time.time(), scan_id),
             )
 
@@ -334,7 +474,9 @@ class Store:
                 (done, failed, time.time(), scan_id),
             )
 
-    def topk_rows(self, scan_id: str, layer: str, channel: int, kind: str, k: int) -> list[TopKRow]:
+    def topk_rows(
+        self, scan_id: str, layer: str, channel: int, kind: str, k: int
+    ) -> builtins.list[TopKRow]:
         rows = self._connection().execute(
             "SELECT rank, image, score, y, x FROM topk_rows WHERE scan_id = ? AND layer = ?"
             " AND channel = ? AND kind = ? ORDER BY rank LIMIT ?",

@@ -1,1 +1,1 @@
-"""Models: find and load ONNX files, graph surgery, shapes, sessions, upload."""
+"""Models: find and load ONNX files, sessions, upload (graph reading lives in graph/)."""

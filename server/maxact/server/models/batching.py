@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from maxact.server.models.graph import ImageInput, prune_to_outputs, with_symbolic_batch
+from maxact.server.graph.surgery import ImageInput, prune_to_outputs, with_symbolic_batch
 
 log = logging.getLogger("maxact.server")
 

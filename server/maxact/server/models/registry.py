@@ -6,7 +6,10 @@ catalogue (computed once), and one onnxruntime session per set of exposed tensor
 
 from __future__ import annotations
 
+import difflib
+import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,24 +17,49 @@ import onnx
 import onnxruntime as ort
 from google.protobuf.message import DecodeError
 
-from maxact.server.data.preprocess import Preprocessing
-from maxact.server.errors import failed_precondition, invalid_argument, not_found
-from maxact.server.models.graph import ImageInput, image_input, prune_to_outputs
-from maxact.server.models.runtime import create_session
-from maxact.server.models.sessions import DEFAULT_MAX_BYTES, SessionCache
-from maxact.server.models.shapes import infer_shapes
-from maxact.server.paths import is_inside, resolve_under
-from maxact.server.rf import FieldError, ReceptiveFields, TensorField, compute_receptive_fields
-from maxact.server.scan.ingraph import (
+from maxact.server.data.preprocess import (
+    Preprocessing,
+    ResolvedPreprocessing,
+    parse_json,
+    resolve,
+)
+from maxact.server.errors import (
+    ServiceError,
+    failed_precondition,
+    invalid_argument,
+    not_found,
+    shown,
+)
+from maxact.server.graph.reductions import (
     LayerReduction,
     Uint8Feed,
     with_reductions,
     with_uint8_input,
 )
+from maxact.server.graph.shapes import infer_shapes_reporting
+from maxact.server.graph.surgery import ImageInput, image_input, prune_to_outputs
+from maxact.server.limits import check_input_pixels
+from maxact.server.models.feedable import (
+    external_data_problem,
+    tensor_problem,
+    text_problem,
+    unsupported_input,
+)
+from maxact.server.models.runtime import create_session
+from maxact.server.models.sessions import DEFAULT_MAX_BYTES, SessionCache
+from maxact.server.paths import check_name, is_inside, resolve_under
+from maxact.server.rf import FieldError, ReceptiveFields, TensorField, compute_receptive_fields
 
 MODEL_SUFFIX = ".onnx"
 PREPROCESS_SIDECAR_SUFFIX = ".preprocess.json"
 PREPROCESS_METADATA_KEY = "maxact.preprocess"
+# Side multiples tried, smallest first, to tell a user which sizes a model takes when shapes
+# cannot be inferred at the requested one (detectors and OCR models want multiples of 32).
+SIZE_MULTIPLES = (8, 16, 32, 64, 128)
+# Input sizes whose shapes, fields and catalogue a model keeps (oldest dropped first): per-image
+# sizing without size_multiple brings one size per aspect ratio.
+MAX_SIZE_VIEWS = 64
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -63,8 +91,53 @@ class SizeView:
     input_size: tuple[int, int]
     shapes: dict[str, tuple[int, ...]]
     fields: ReceptiveFields
-    layers: list[LayerEntry]
-    by_name: dict[str, LayerEntry]
+    layers: list[LayerEntry]  # with a row (shape (), field_error) for each unshaped tensor
+    by_name: dict[str, LayerEntry]  # the shaped ones
+    unshaped: tuple[str, ...] = ()  # tensors whose shape is unknown at this size
+    shape_error: str = ""  # why (onnx shape inference / onnxruntime at this size)
+
+
+@dataclass
+class DefaultPreprocessing:
+    """A model's default preprocessing: its sidecar, re-read when the file changes (a stat per
+    request), else the ONNX metadata key, else nothing (then `source` is "")."""
+
+    sidecar: Path
+    metadata: str | None
+    model_name: str
+    _stamp: tuple[int, int] | None = None
+    _value: Preprocessing = field(default_factory=Preprocessing)
+    _source: str = ""
+    _loaded: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def current(self) -> tuple[Preprocessing, str]:
+        """(defaults, where they come from: "sidecar NAME", "metadata" or "")."""
+        try:
+            stat = self.sidecar.stat()
+            stamp: tuple[int, int] | None = (stat.st_mtime_ns, stat.st_size)
+        except OSError:
+            stamp = None
+        with self._lock:
+            if self._loaded and stamp == self._stamp:
+                return self._value, self._source
+            if stamp is not None:
+                text = self.sidecar.read_text(encoding="utf-8")
+                value = parse_json(text, f"sidecar {self.sidecar.name}")
+                source = f"sidecar {self.sidecar.name}"
+            elif self.metadata is not None:
+                value = parse_json(self.metadata, f"model {self.model_name!r} metadata")
+                source = f"metadata {PREPROCESS_METADATA_KEY}"
+            else:
+                value, source = Preprocessing(), ""
+            if self._loaded:
+                log.info(
+                    "model %r: default preprocessing reloaded from %s",
+                    self.model_name,
+                    source or "built-in defaults",
+                )
+            self._value, self._source, self._stamp, self._loaded = value, source, stamp, True
+            return value, source
 
 
 @dataclass
@@ -73,15 +146,71 @@ class LoadedModel:
     path: Path
     proto: onnx.ModelProto
     input: ImageInput
-    default_preprocessing: Preprocessing
+    defaults: DefaultPreprocessing
     device: str
     producers: dict[str, str]
     _views: dict[tuple[int, int], SizeView] = field(default_factory=dict)
     sessions: SessionCache = field(default_factory=SessionCache)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _multiple: dict[str, int | None] = field(default_factory=dict)
+    _warned: bool = False
+
+    @property
+    def default_preprocessing(self) -> Preprocessing:
+        """The sidecar / metadata defaults as they are now (a changed sidecar is re-read)."""
+        return self.defaults.current()[0]
+
+    @property
+    def defaults_source(self) -> str:
+        """Where the defaults come from ("" when the model has neither sidecar nor metadata:
+        it then runs on built-in defaults that may not be what it was trained with)."""
+        return self.defaults.current()[1]
+
+    def preprocessing_warning(self, request: Preprocessing) -> str:
+        """One line when the model runs on built-in default normalisation (no sidecar, no
+        metadata, nothing in the request): such results may not mean much (e.g. all top
+        patches at one unit). Logged once per loaded model; returned for every request."""
+        given = (request.scale, request.mean, request.std, request.channel_order)
+        if self.defaults_source or any(value is not None for value in given):
+            return ""
+        warning = (
+            f"model {self.name!r} has no {Path(self.name).name}{PREPROCESS_SIDECAR_SUFFIX} "
+            f"sidecar and no {PREPROCESS_METADATA_KEY!r} metadata: it runs on built-in default "
+            "preprocessing (scale 1/255, mean 0, std 1, rgb), which may not be what it was "
+            "trained with"
+        )
+        if not self._warned:
+            self._warned = True
+            log.warning("%s", warning)
+        return warning
+
+    def resolve(self, request: Preprocessing) -> ResolvedPreprocessing:
+        """The request over the model's defaults, checked against the model's input."""
+        prep = resolve(
+            self.default_preprocessing, request, self.input.fixed_size, self.input.layout
+        )
+        self._check_layout(prep)
+        return prep
+
+    def _check_layout(self, prep: ResolvedPreprocessing) -> None:
+        """A layout that puts channels where the model declares a fixed other size would fail
+        inside onnxruntime; say which layout the model takes instead."""
+        height, width = prep.reference_size
+        declared = self.input.shape[1:]
+        channels = (declared[0] if self.input.layout == "nchw" else declared[2]) or 3
+        fed = (channels, height, width) if prep.layout == "nchw" else (height, width, channels)
+        if any(d is not None and d != f for d, f in zip(declared, fed, strict=True)):
+            shown = ["N", *("?" if d is None else d for d in declared)]
+            raise invalid_argument(
+                "INVALID_LAYOUT",
+                f"layout {prep.layout!r} feeds [N, {', '.join(map(str, fed))}] but model "
+                f"{self.name!r} takes input {self.input.name!r} of shape "
+                f"[{', '.join(map(str, shown))}] ({self.input.layout}): use --layout "
+                f"{self.input.layout} (or drop --layout)",
+            )
 
     def input_size(self, requested: tuple[int, int] | None) -> tuple[int, int]:
-        """The concrete size fields are computed for (DESIGN §3 order of precedence)."""
+        """The concrete size fields are computed for (order of precedence: docs/contracts.md)."""
         fixed = self.input.fixed_size
         if fixed is not None:
             if requested is not None and tuple(requested) != fixed:
@@ -95,15 +224,20 @@ class LoadedModel:
             if min(requested) <= 0:
                 raise invalid_argument("INVALID_SIZE", f"size must be positive, got {requested}")
             return (int(requested[0]), int(requested[1]))
-        default = self.default_preprocessing.output_size()
+        defaults = self.default_preprocessing
+        default = defaults.output_size()
         if default is not None:
             return default
+        if defaults.resize_shorter is not None:  # per-image sizes: that of a square image
+            return resolve(defaults, Preprocessing(), None, self.input.layout).reference_size
         raise invalid_argument(
             "INPUT_SIZE_REQUIRED",
-            f"model {self.name!r} has a dynamic input height/width: give a size (--size H W)",
+            f"model {self.name!r} has a dynamic input height/width: give a size (--size H W), "
+            f"e.g. `maxact layers {self.name} --size 224 224`",
         )
 
     def view(self, size: tuple[int, int]) -> SizeView:
+        check_input_pixels(*size, what=f"input size of model {self.name!r}")
         with self._lock:
             cached = self._views.get(size)
         if cached is not None:
@@ -111,7 +245,9 @@ class LoadedModel:
         view = self._build_view(size)
         with self._lock:
             self._views.setdefault(size, view)
-            return self._views[size]
+            while len(self._views) > MAX_SIZE_VIEWS:  # per-image sizing brings many sizes
+                del self._views[next(iter(self._views))]
+            return self._views.get(size, view)
 
     def _build_view(self, size: tuple[int, int]) -> SizeView:
         batch = self.input.fixed_batch or 1
@@ -124,7 +260,7 @@ class LoadedModel:
                 else (batch, *size, channels)
             )
         try:
-            shapes = infer_shapes(self.proto, {self.input.name: shape})
+            shapes, shape_error = infer_shapes_reporting(self.proto, {self.input.name: shape})
         except Exception as exc:
             raise failed_precondition(
                 "SHAPE_INFERENCE_FAILED",
@@ -136,8 +272,20 @@ class LoadedModel:
         layers: list[LayerEntry] = []
         position = {out: i for i, node in enumerate(self.proto.graph.node) for out in node.output}
         failed = fields.failed()
-        names = sorted([*fields.tensors(), *failed], key=lambda name: position.get(name, -1))
+        unshaped = tuple(
+            out
+            for node in self.proto.graph.node
+            for out in node.output
+            if out and out not in shapes
+        )
+        names = sorted(
+            {*fields.tensors(), *failed, *unshaped}, key=lambda name: position.get(name, -1)
+        )
         for tensor in names:
+            if tensor in unshaped:
+                reason = f"shape unknown at input {size[0]}x{size[1]}"
+                layers.append(LayerEntry(tensor, self.producers.get(tensor, ""), (), None, reason))
+                continue
             try:
                 tensor_field: TensorField | None = fields.field(tensor)
                 error = ""
@@ -157,20 +305,84 @@ class LoadedModel:
             layers.append(
                 LayerEntry(tensor, self.producers.get(tensor, ""), layer_shape, tensor_field, error)
             )
-        return SizeView(size, shapes, fields, layers, {layer.name: layer for layer in layers})
+        shaped = {layer.name: layer for layer in layers if layer.name not in unshaped}
+        return SizeView(size, shapes, fields, layers, shaped, unshaped, shape_error)
+
+    def _created(self, create: Callable[[], ort.InferenceSession]) -> ort.InferenceSession:
+        """A new session; onnxruntime refusing the graph is the model's fault, said as such."""
+        try:
+            return create()
+        except ServiceError:
+            raise
+        except Exception as exc:
+            first_line = (str(exc).strip().splitlines() or [""])[-1][:200]
+            raise failed_precondition(
+                "MODEL_INVALID",
+                f"model {self.name!r}: onnxruntime cannot run it ({type(exc).__name__}: "
+                f"{first_line})",
+                model=self.name,
+            ) from None
 
     def layer(self, size: tuple[int, int], name: str) -> LayerEntry:
+        """The catalogue row of `name` at `size`; when there is none, an error that names the
+        real cause (the size, a misspelt name) and a command that works."""
         view = self.view(size)
         entry = view.by_name.get(name)
-        if entry is None:
-            hint = ", ".join(layer.name for layer in view.layers[:8])
-            raise invalid_argument(
-                "LAYER_NOT_FOUND",
-                f"model {self.name!r} has no layer {name!r} (a layer is an ONNX tensor name with "
-                f"a spatial or flat shape; e.g. {hint} ...; `maxact layers {self.name}` lists all)",
-                layer=name,
+        if entry is not None:
+            return entry
+        if name in view.unshaped:
+            raise self.size_error(size, view, name)
+        close = difflib.get_close_matches(name, [*view.by_name, *view.unshaped], n=3, cutoff=0.6)
+        suggestion = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+        raise invalid_argument(
+            "LAYER_NOT_FOUND",
+            f"model {self.name!r} has no layer {name!r}; {suggestion}(a layer is an ONNX tensor "
+            f"name, exactly as in the graph; `{self.layers_command(size)}` lists them)",
+            layer=name,
+        )
+
+    def layers_command(self, size: tuple[int, int]) -> str:
+        """A `maxact layers` command that works for this model (with --size when it has a
+        dynamic input height/width)."""
+        if self.input.fixed_size is not None:
+            return f"maxact layers {self.name}"
+        return f"maxact layers {self.name} --size {size[0]} {size[1]}"
+
+    def size_error(self, size: tuple[int, int], view: SizeView, name: str) -> Exception:
+        """INVALID_ARGUMENT for a size the model cannot take, suggesting the side multiple it
+        evidently wants (found by trying sizes rounded to multiples)."""
+        multiple = self.size_multiple(size)
+        if multiple is not None:
+            fix = (
+                f"the model evidently wants sides that are multiples of {multiple}: use "
+                f"--resize-shorter S --size-multiple {multiple}, or a --size whose sides are "
+                f"multiples of {multiple}"
             )
-        return entry
+        else:
+            fix = "try another input size"
+        return invalid_argument(
+            "INPUT_SIZE_UNSUPPORTED",
+            f"model {self.name!r} cannot take an input of {size[0]}x{size[1]}: the shapes of "
+            f"{len(view.unshaped)} tensors (among them {name!r}) cannot be inferred at that "
+            f"size ({_shorten(view.shape_error)}); {fix}",
+            layer=name,
+            size=f"{size[0]}x{size[1]}",
+        )
+
+    def size_multiple(self, size: tuple[int, int]) -> int | None:
+        """The smallest side multiple M the model takes near `size`, or None (cached per
+        size). M is tried at ODD multiples of M, so a model that wants 32 is not reported as
+        wanting 8 just because 96 (a multiple of 8, and of 32) works."""
+        key = f"{size[0]}x{size[1]}"
+        if key not in self._multiple:
+            found = None
+            for multiple in SIZE_MULTIPLES:
+                near = (_odd_multiple(size[0], multiple), _odd_multiple(size[1], multiple))
+                if near != size and not self.view(near).unshaped:
+                    found = multiple
+                    break
+            self._multiple[key] = found
+        return self._multiple[key]
 
     def session(self, outputs: tuple[str, ...]) -> ort.InferenceSession:
         """A session on the graph pruned to `outputs`, from the server-wide LRU."""
@@ -178,7 +390,7 @@ class LoadedModel:
 
         def create() -> tuple[ort.InferenceSession, int]:
             pruned = prune_to_outputs(self.proto, key)
-            return create_session(pruned, self.device), pruned.ByteSize()
+            return self._created(lambda: create_session(pruned, self.device)), pruned.ByteSize()
 
         return self.sessions.get_or_create((self.name, "outputs", key), create)
 
@@ -191,7 +403,7 @@ class LoadedModel:
     ) -> tuple[ort.InferenceSession, int | None]:
         """(session, largest batch or None for any) for scanning `outputs`.
 
-        With `reductions` the pruned graph ends in them (`scan.ingraph`) and its outputs are
+        With `reductions` the pruned graph ends in them (`graph.reductions`) and its outputs are
         theirs, in order; with `feed` the input is uint8 pixels normalised in the graph. A
         model exported with a fixed batch of 1 gets a batch-symbolic graph when a one-time
         check shows it batches correctly, else it runs one image at a time.
@@ -212,20 +424,21 @@ class LoadedModel:
             pruned = prune_to_outputs(self.proto, tuple(sorted(outputs)))
             if fixed != 1:
                 final = reduced(pruned)
-                return (create_session(final, self.device), fixed), final.ByteSize()
+                made = self._created(lambda: create_session(final, self.device))
+                return (made, fixed), final.ByteSize()
             names = tuple(o for r in reductions for o in r.outputs) or tuple(sorted(outputs))
             session = batchable_session(
                 self.proto,
                 self.input,
                 tuple(sorted(outputs)),
                 size,
-                lambda proto: create_session(reduced(proto), self.device),
+                lambda proto: self._created(lambda: create_session(reduced(proto), self.device)),
                 names,
             )
             found: tuple[ort.InferenceSession, int | None] = (
                 (session, None)
                 if session is not None
-                else (create_session(reduced(pruned), self.device), 1)
+                else (self._created(lambda: create_session(reduced(pruned), self.device)), 1)
             )
             return found, self.proto.ByteSize()
 
@@ -286,12 +499,13 @@ class ModelRegistry:
         return found
 
     def path_of(self, name: str) -> Path:
+        check_name(name, "model")
         path = resolve_under(self.model_root, name + MODEL_SUFFIX, "model")
         if not path.is_file():
             known = [n for n, _ in self.names()][:10]
             raise not_found(
                 "MODEL_NOT_FOUND",
-                f"model {name!r} not found under the model root (known: {known})",
+                f"model {shown(name)} not found under the model root (known: {known})",
                 model=name,
             )
         return path
@@ -312,6 +526,9 @@ class ModelRegistry:
                 f"model {name!r}: {path.name} is not an ONNX model (no graph nodes)",
                 model=name,
             )
+        garbled = text_problem(proto)
+        if garbled is not None:
+            raise failed_precondition("MODEL_INVALID", f"model {name!r}: {garbled}", model=name)
         _load_external_data(proto, path.parent, name)
         try:
             model_input = image_input(proto)
@@ -319,13 +536,21 @@ class ModelRegistry:
             raise failed_precondition(
                 "MODEL_INVALID", f"model {name!r}: {exc}", model=name
             ) from exc
+        reason = unsupported_input(proto, model_input)
+        damaged = tensor_problem(_all_tensors(proto))
+        if damaged is not None:
+            raise failed_precondition("MODEL_INVALID", f"model {name!r}: {damaged}", model=name)
+        if reason is not None:
+            raise failed_precondition(
+                "MODEL_UNSUPPORTED", f"model {name!r} cannot be scanned: {reason}", model=name
+            )
         producers = {out: node.op_type for node in proto.graph.node for out in node.output}
         return LoadedModel(
             name=name,
             path=path,
             proto=proto,
             input=model_input,
-            default_preprocessing=_default_preprocessing(proto, path, name),
+            defaults=_default_preprocessing(proto, path, name),
             device=self.device,
             producers=producers,
             sessions=self.sessions,
@@ -346,8 +571,18 @@ def _load_external_data(proto: onnx.ModelProto, folder: Path, name: str) -> None
                 f"model {name!r}: external data {location!r} lies outside the model's folder",
                 model=name,
             )
+    problem = external_data_problem(external, folder)
+    if problem is not None:
+        raise failed_precondition("MODEL_INVALID", f"model {name!r}: {problem}", model=name)
     if external:
-        onnx.load_external_data_for_model(proto, str(folder))
+        try:
+            onnx.load_external_data_for_model(proto, str(folder))
+        except (OSError, ValueError) as exc:
+            raise failed_precondition(
+                "MODEL_INVALID",
+                f"model {name!r}: its external data cannot be read ({type(exc).__name__})",
+                model=name,
+            ) from None
 
 
 def _all_tensors(proto: onnx.ModelProto) -> list[onnx.TensorProto]:
@@ -359,12 +594,26 @@ def _all_tensors(proto: onnx.ModelProto) -> list[onnx.TensorProto]:
     return tensors
 
 
-def _default_preprocessing(proto: onnx.ModelProto, path: Path, name: str) -> Preprocessing:
-    """Sidecar NAME.preprocess.json wins over the metadata key; neither: empty."""
+def _default_preprocessing(proto: onnx.ModelProto, path: Path, name: str) -> DefaultPreprocessing:
+    """Sidecar NAME.preprocess.json wins over the metadata key; neither: empty. Parsed now, so
+    a broken sidecar fails the load with a message naming it."""
     sidecar = path.with_name(path.name[: -len(MODEL_SUFFIX)] + PREPROCESS_SIDECAR_SUFFIX)
-    if sidecar.is_file():
-        return Preprocessing.from_json(sidecar.read_text(encoding="utf-8"), str(sidecar.name))
-    for prop in proto.metadata_props:
-        if prop.key == PREPROCESS_METADATA_KEY:
-            return Preprocessing.from_json(prop.value, f"model {name!r} metadata")
-    return Preprocessing()
+    metadata = next(
+        (prop.value for prop in proto.metadata_props if prop.key == PREPROCESS_METADATA_KEY), None
+    )
+    defaults = DefaultPreprocessing(sidecar, metadata, name)
+    defaults.current()
+    return defaults
+
+
+def _odd_multiple(side: int, multiple: int) -> int:
+    """The odd multiple of `multiple` nearest to `side` (at least `multiple`)."""
+    quotient = max(1, round(side / multiple))
+    if quotient % 2 == 0:
+        quotient += 1 if side / multiple >= quotient else -1
+    return max(1, quotient) * multiple
+
+
+def _shorten(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -19,10 +19,11 @@ import grpc
 import onnx
 from google.protobuf.message import DecodeError
 
-from maxact.server.data.preprocess import Preprocessing
-from maxact.server.errors import ServiceError, invalid_argument
-from maxact.server.models.graph import image_input
-from maxact.server.paths import is_inside, resolve_under
+from maxact.server.data.preprocess import parse_json
+from maxact.server.errors import ServiceError, failed_precondition, invalid_argument
+from maxact.server.graph.surgery import image_input
+from maxact.server.models.feedable import text_problem, unsupported_input
+from maxact.server.paths import check_name, is_inside, resolve_under
 
 log = logging.getLogger("maxact.server")
 
@@ -144,12 +145,7 @@ class ModelUpload:
 
 def model_target(model_root: Path, name: str) -> Path:
     """Where model `name` lives; names follow the model-name rules and stay inside the root."""
-    if any(part.startswith(".") for part in name.split("/")):
-        raise invalid_argument(
-            "INVALID_NAME",
-            f"invalid model name {name!r}: no component may start with '.'",
-            name=name,
-        )
+    check_name(name, "model")
     return resolve_under(model_root, name + MODEL_SUFFIX, "model")
 
 
@@ -167,10 +163,18 @@ def check_model_file(path: Path, folder: Path, name: str) -> None:
         raise bad(f"not a readable ONNX model: {exc}") from exc
     if not proto.graph.node:
         raise bad("not an ONNX model (no graph nodes)")
+    garbled = text_problem(proto)
+    if garbled is not None:
+        raise bad(garbled)
     try:
-        image_input(proto)
+        model_input = image_input(proto)
     except ValueError as exc:
         raise bad(str(exc)) from exc
+    reason = unsupported_input(proto, model_input)
+    if reason is not None:
+        raise failed_precondition(
+            "MODEL_UNSUPPORTED", f"model upload {name!r} cannot be scanned: {reason}", model=name
+        )
     tensors = list(proto.graph.initializer) + [
         attribute.t
         for node in proto.graph.node
@@ -215,7 +219,7 @@ def _checked_digest(sha256: str) -> str:
 def _checked_sidecar(text: str, name: str) -> str | None:
     if not text:
         return None
-    Preprocessing.from_json(text, f"preprocess_json of model upload {name!r}")  # validates
+    parse_json(text, f"preprocess_json of model upload {name!r}")  # validates
     return text
 
 

@@ -17,7 +17,7 @@ import grpc
 from grpc_status import rpc_status
 
 from maxact.server.errors import ServiceError
-from maxact.server.ops.handlers import same_shape
+from maxact.server.ops.handlers import Handler, same_shape
 
 AUTH_HEADER = "authorization"
 PUBLIC_PREFIXES = ("/grpc.health.v1.Health/",)
@@ -43,9 +43,9 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         method = handler_call_details.method or ""
         handler = await continuation(handler_call_details)
         if handler is None or method.startswith(PUBLIC_PREFIXES):
@@ -73,7 +73,7 @@ def _unauthenticated(reason: str, message: str) -> ServiceError:
     return ServiceError(grpc.StatusCode.UNAUTHENTICATED, reason, message)
 
 
-def _refusing(handler: grpc.RpcMethodHandler, error: ServiceError) -> grpc.RpcMethodHandler:
+def _refusing(handler: Handler, error: ServiceError) -> Handler:
     """A handler of the same shape as `handler` that only aborts with `error`."""
     status = rpc_status.to_status(error.to_status())
 

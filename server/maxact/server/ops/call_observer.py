@@ -1,10 +1,10 @@
-"""One interceptor for what every RPC needs watched: a request id, a structured log line
-(JSON: request id, method, status code, milliseconds, peer), and the RPC metrics."""
+"""One interceptor for what every RPC needs watched: a request id (in the REQUEST_ID context
+variable while the call runs, so deeper log lines carry it), one log line per call (method,
+status code, milliseconds, peer as structured fields) and the standard gRPC server metrics."""
 
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import time
 import uuid
@@ -14,8 +14,9 @@ from typing import Any
 
 import grpc
 
-from maxact.server.ops.handlers import same_shape
-from maxact.server.ops.metrics import METRICS
+from maxact.server.ops.handlers import Handler, same_shape
+from maxact.server.ops.logs import REQUEST_ID
+from maxact.server.ops.metrics import GRPC_HANDLED, GRPC_HANDLING_SECONDS, GRPC_STARTED
 
 log = logging.getLogger("maxact.server.rpc")
 REQUEST_ID_HEADER = "x-request-id"
@@ -34,16 +35,31 @@ def _code_name(context: grpc.aio.ServicerContext, failed: BaseException | None) 
     return "UNKNOWN" if isinstance(failed, Exception) else "CANCELLED"
 
 
+def _rpc_type(handler: Handler) -> str:
+    """The grpc_type label of the standard metrics."""
+    if handler.unary_unary:
+        return "unary"
+    if handler.unary_stream:
+        return "server_stream"
+    return "client_stream" if handler.stream_unary else "bidi_stream"
+
+
 class ObservingInterceptor(grpc.aio.ServerInterceptor):
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         handler = await continuation(details)
         if handler is None:
             return handler
         method = details.method or "?"
+        service, _, method_name = method.lstrip("/").rpartition("/")
+        labels = {
+            "grpc_type": _rpc_type(handler),
+            "grpc_service": service,
+            "grpc_method": method_name,
+        }
         metadata = dict(details.invocation_metadata or ())
         request_id = str(metadata.get(REQUEST_ID_HEADER) or uuid.uuid4().hex[:16])
 
@@ -53,6 +69,8 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):
             # The peer is read while the call is alive: asking a call that the server has
             # already torn down (at shutdown) for its peer crashes the process.
             start, failed, peer = time.perf_counter(), None, context.peer()
+            GRPC_STARTED.labels(**labels).inc()
+            token = REQUEST_ID.set(request_id)
             try:
                 yield
             except BaseException as exc:
@@ -61,16 +79,21 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):
             finally:
                 seconds = time.perf_counter() - start
                 code = _code_name(context, failed)
-                METRICS.inc("maxact_rpc_requests_total", method=method, code=code)
-                METRICS.observe("maxact_rpc_duration_seconds", seconds, method=method)
-                line = {
+                GRPC_HANDLED.labels(**labels, grpc_code=code).inc()
+                GRPC_HANDLING_SECONDS.labels(**labels).observe(seconds)
+                milliseconds = round(seconds * 1000, 2)
+                fields = {
                     "request_id": request_id,
                     "method": method,
                     "code": code,
-                    "ms": round(seconds * 1000, 2),
+                    "ms": milliseconds,
                     "peer": peer,
                 }
-                log.info(json.dumps(line))
+                log.info("%s %s %.2f ms", method, code, milliseconds, extra=fields)
+                try:
+                    REQUEST_ID.reset(token)
+                except ValueError:  # an async generator finished in another context
+                    REQUEST_ID.set("")
 
         def unary(behaviour: Callable[..., Any]) -> Callable[..., Any]:
             async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
 Behaviour = Callable[..., Any]
+# The interceptors see every service's methods: request and response types vary per method.
+# (Generic only in the type stubs: at run time grpc's class cannot be subscripted.)
+if TYPE_CHECKING:
+    Handler = grpc.RpcMethodHandler[Any, Any]
+else:
+    Handler = grpc.RpcMethodHandler
 
 
 def same_shape(
-    handler: grpc.RpcMethodHandler,
+    handler: Handler,
     unary_response: Callable[[Behaviour], Behaviour],
     stream_response: Callable[[Behaviour], Behaviour],
-) -> grpc.RpcMethodHandler:
+) -> Handler:
     """A handler like `handler` whose behaviour is `unary_response(original)` for the two
     single-response kinds and `stream_response(original)` for the two streaming-response ones."""
     shape = dict(
@@ -27,4 +33,5 @@ def same_shape(
         return grpc.unary_stream_rpc_method_handler(stream_response(handler.unary_stream), **shape)
     if handler.stream_unary:
         return grpc.stream_unary_rpc_method_handler(unary_response(handler.stream_unary), **shape)
+    assert handler.stream_stream is not None, "a method handler has one of the four behaviours"
     return grpc.stream_stream_rpc_method_handler(stream_response(handler.stream_stream), **shape)

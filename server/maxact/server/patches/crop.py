@@ -49,7 +49,17 @@ def render_patch(
     activations: ActivationFn | None = None,
 ) -> PatchImage:
     """Load the original image and render `target`'s patch with `options` (default: rf)."""
-    image = load_original(source)
+    return render_loaded(load_original(source), target, prep, options, activations)
+
+
+def render_loaded(
+    image: Image.Image,
+    target: PatchTarget,
+    prep: ResolvedPreprocessing,
+    options: RenderOptions | None = None,
+    activations: ActivationFn | None = None,
+) -> PatchImage:
+    """`render_patch` of an image already loaded upright (`load_original`)."""
     geometry = prep.geometry(image.height, image.width)
     y0, x0, y1, x1 = geometry.to_original(target.input_box)
     if y1 <= y0 or x1 <= x0:  # field lies entirely in padding added by the crop
@@ -72,6 +82,8 @@ class PatchRenderer:
         options: RenderOptions | None = None,
     ) -> None:
         self.field = field
+        self.model = model
+        self.layer = layer
         self.prep = prep
         self.options = options or RenderOptions()
         self.options.check_layer(field, layer)
@@ -84,13 +96,13 @@ class PatchRenderer:
     def __call__(
         self, source: ImageSource, input_box: Box, unit: tuple[int, int], channel: int
     ) -> PatchImage:
-        target = PatchTarget(input_box, unit, channel, self.field)
-        return render_patch(source, target, self.prep, self.options, self._activations)
-
-
-def crop_patch(source: ImageSource, input_box: Box, prep: ResolvedPreprocessing) -> PatchImage:
-    """Crop the exact model-input box, clipped (no grey border: the field is not known)."""
-    return render_patch(source, PatchTarget(input_box), prep)
+        image = load_original(source)
+        field = self.field
+        if self.prep.fixed_size is None:  # per-image sizing: the field at this image's size
+            size = self.prep.input_size_for(image.height, image.width)
+            field = self.model.layer(size, self.layer).field
+        target = PatchTarget(input_box, unit, channel, field)
+        return render_loaded(image, target, self.prep, self.options, self._activations)
 
 
 def encode_png(image: Image.Image) -> bytes:

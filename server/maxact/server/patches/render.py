@@ -1,4 +1,4 @@
-"""Render a hit's patch from the ORIGINAL image: `rf`, `heatmap` or `mask` (issue 6).
+"""Render a hit's patch from the ORIGINAL image: `rf`, `heatmap` or `mask`.
 
 - `rf` (the default): the unit's formula receptive field `[i*S - P, i*S - P + R)` per axis,
   UNCLIPPED, mapped back through the inverse preprocessing. Pixels of that box outside the
@@ -120,12 +120,12 @@ class PatchTarget:
     def spatial(self) -> bool:
         return self.field is not None and self.field.spatial
 
-    def formula_box(self, prep: ResolvedPreprocessing) -> Box:
+    def formula_box(self, input_size: tuple[int, int]) -> Box:
         """The unclipped formula field (model-input pixels), holding the exact one."""
         if self.field is None:
             return self.input_box
         if not self.field.spatial:
-            height, width = prep.input_size
+            height, width = input_size
             return (0, 0, height, width)
         y0, x0, y1, x1 = self.field.box_outward(*self.unit, self.channel)
         e = self.input_box
@@ -171,7 +171,8 @@ def render(
         else:
             rendered = _heatmap(picture, prep, geometry, target, channel_map)
     else:
-        box = geometry.to_original_unclipped(target.formula_box(prep))
+        size = prep.input_size_for(image.height, image.width)
+        box = geometry.to_original_unclipped(target.formula_box(size))
         patch, clipped = crop_with_border(picture, box)
         rendered = Rendered(patch, box, clipped)
     if options.patch_size > 0:
@@ -312,7 +313,8 @@ def _mask(
     options: RenderOptions,
     channel_map: np.ndarray,
 ) -> Rendered:
-    box = mask_box(channel_map, target, prep.input_size, options.mask_quantile)
+    size = prep.input_size_for(geometry.original_height, geometry.original_width)
+    box = mask_box(channel_map, target, size, options.mask_quantile)
     y0, x0, y1, x1 = geometry.to_original(box)
     y1, x1 = max(y1, y0 + 1), max(x1, x0 + 1)
     patch, clipped = crop_with_border(picture, (y0, x0, y1, x1))
@@ -333,7 +335,8 @@ def _heatmap(
     target: PatchTarget,
     channel_map: np.ndarray,
 ) -> Rendered:
-    box = geometry.to_original_unclipped(target.formula_box(prep))
+    size = prep.input_size_for(geometry.original_height, geometry.original_width)
+    box = geometry.to_original_unclipped(target.formula_box(size))
     patch, clipped = crop_with_border(picture, box)
     if patch.width * patch.height > MAX_PATCH_PIXELS:
         scale = math.sqrt(MAX_PATCH_PIXELS / (patch.width * patch.height))

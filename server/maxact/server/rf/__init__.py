@@ -1,4 +1,4 @@
-"""Analytic receptive fields of ONNX CNNs, exact per unit (DESIGN.md §3).
+"""Analytic receptive fields of ONNX CNNs, exact per unit (docs/contracts.md, "Receptive fields").
 
 `compute_receptive_fields(model, (H, W))` walks the graph once in topological order and keeps,
 per tensor, channel groups whose fields are tracked per axis in two forms:

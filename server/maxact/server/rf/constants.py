@@ -8,14 +8,17 @@ folded here with numpy using the inferred shapes.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
 
-def attr(node: onnx.NodeProto, name: str, default: object = None) -> object:
-    """Attribute value of a node (bytes decoded to str), or `default`."""
+def attr(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
+    """Attribute value of a node (bytes decoded to str), or `default`. Typed Any on purpose:
+    an ONNX attribute is an int, float, str, list or tensor by its name, which the caller knows
+    (onnx.helper.get_attribute_value is untyped the same way)."""
     for a in node.attribute:
         if a.name == name:
             value = onnx.helper.get_attribute_value(a)
@@ -60,10 +63,6 @@ class Constants:
                 if value is not None:
                     self.values[node.output[0]] = value
 
-    def is_weight(self, name: str) -> bool:
-        """True for initializers and Constant-node outputs."""
-        return name in self.values
-
     def get(self, name: str) -> np.ndarray | None:
         """The value of `name`, or None when it cannot be folded."""
         if not name:
@@ -71,15 +70,16 @@ class Constants:
         if name in self.values:
             return self.values[name]
         node = self.producer.get(name)
-        value = None
+        value: object = None
         if node is not None and node.op_type in _FOLD:
             try:
                 value = _FOLD[node.op_type](self, node)
             except Exception:  # folding is best effort; the caller reports what it misses
                 value = None
-        if value is not None:
-            self.values[name] = np.asarray(value)
-        return value
+        if value is None:
+            return None
+        self.values[name] = np.asarray(value)
+        return self.values[name]
 
     def inputs(self, node: onnx.NodeProto) -> list[np.ndarray | None]:
         return [self.get(i) for i in node.input]

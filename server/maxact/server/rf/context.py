@@ -36,3 +36,10 @@ class Context:
         if value is None:
             raise Unsupported(f"input {node.input[index]!r} is not a constant maxact can fold")
         return value if value.size else None
+
+    def required(self, node: onnx.NodeProto, index: int) -> np.ndarray:
+        """Like `value`, for an input the handler cannot go on without."""
+        value = self.value(node, index)
+        if value is None:
+            raise Unsupported(f"{node.op_type} {node.name!r} has no input {index}")
+        return value

@@ -8,8 +8,8 @@ from fractions import Fraction
 
 import onnx
 
-from maxact.server.models.graph import detect_layout
-from maxact.server.models.shapes import graph_inputs, infer_shapes
+from maxact.server.graph.shapes import graph_inputs, infer_shapes
+from maxact.server.graph.surgery import detect_layout
 from maxact.server.rf import ops_layout, ops_resample, ops_window
 from maxact.server.rf.axis import identity_axis
 from maxact.server.rf.constants import Constants

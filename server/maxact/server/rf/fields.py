@@ -1,4 +1,4 @@
-"""Public, immutable receptive-field records (DESIGN.md §3 convention).
+"""Public, immutable receptive-field records (the convention of docs/contracts.md).
 
 Unit i of an axis covers `[i*S - P, i*S - P + R)` model-input pixels before clipping; `rows`/`cols`
 hold the exact half-open pixel interval that can reach each unit, clipped at every layer.

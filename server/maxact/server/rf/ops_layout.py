@@ -117,11 +117,11 @@ def concat(ctx: Context, node: onnx.NodeProto, ins: list[State]) -> list[State]:
         return [FLAT]
     if len(live) != len([i for i in node.input if i]):
         raise Unsupported("Concat of image features with constants or global tensors")
-    xs = [s for _, s in live]
-    assert all(isinstance(x, Spatial) for x in xs)
-    first = _same_layout(xs)  # type: ignore[arg-type]
+    xs = [s for _, s in live if isinstance(s, Spatial)]
+    assert len(xs) == len(live), "not all Flat, and no constants: every input is Spatial"
+    first = _same_layout(xs)
     axis = int(attr(node, "axis")) % first.rank
-    ctx_flag = any(x.global_context for x in xs)  # type: ignore[union-attr]
+    ctx_flag = any(x.global_context for x in xs)
     if axis == first.c_axis:
         groups, offset = [], 0
         for x in xs:
@@ -129,7 +129,7 @@ def concat(ctx: Context, node: onnx.NodeProto, ins: list[State]) -> list[State]:
             offset += x.channels
         return [first.with_groups(groups, channels=offset, global_context=ctx_flag)]
     if axis in (first.h_axis, first.w_axis):
-        return [_concat_spatial(xs, axis == first.h_axis, ctx_flag)]  # type: ignore[arg-type]
+        return [_concat_spatial(xs, axis == first.h_axis, ctx_flag)]
     raise Unsupported(f"Concat on axis {axis}")
 
 
@@ -206,7 +206,7 @@ def reshape(ctx: Context, node: onnx.NodeProto, x: Spatial) -> list[State]:
 def _axes(ctx: Context, node: onnx.NodeProto, rank: int) -> set[int] | None:
     axes = attr(node, "axes")
     if axes is None and len(node.input) > 1 and node.input[1]:
-        axes = ctx.value(node, 1).tolist()
+        axes = ctx.required(node, 1).tolist()
     if axes is None and node.op_type in ("ArgMax", "ArgMin"):
         axes = [attr(node, "axis", 0)]
     return None if axes is None else {int(a) % rank for a in axes}

@@ -28,6 +28,13 @@ def _identity(a: AxisField) -> AxisField:
     return a
 
 
+def _gather(
+    index: np.ndarray, scale: Fraction, low: Fraction, high: Fraction, exact: bool
+) -> AxisOp:
+    """The axis op that reads input positions `index` (see gather_axis)."""
+    return lambda field: gather_axis(field, index, scale, low, high, exact)
+
+
 def _per_axis(x: Spatial, ops: dict[int, AxisOp], channels: int | None = None) -> Spatial:
     """Apply ops keyed by tensor axis to the spatial axes of x."""
     fh, fw = ops.get(x.h_axis, _identity), ops.get(x.w_axis, _identity)
@@ -62,7 +69,7 @@ def pad(ctx: Context, node: onnx.NodeProto, x: Spatial) -> list[State]:
     rank = len(pads) // 2
     axes = list(range(rank))
     if len(node.input) > 3 and node.input[3]:
-        axes = [int(a) % x.rank for a in ctx.value(node, 3).tolist()]
+        axes = [int(a) % x.rank for a in ctx.required(node, 3).tolist()]
     begin = dict.fromkeys(range(x.rank), 0)
     for k, a in enumerate(axes):
         begin[a] = pads[k]
@@ -72,9 +79,7 @@ def pad(ctx: Context, node: onnx.NodeProto, x: Spatial) -> list[State]:
     ops = {}
     for a in (x.h_axis, x.w_axis):
         index = _pad_index(out_shape[a], in_shape[a], begin[a], mode)
-        ops[a] = lambda f, ix=index, b=begin[a]: gather_axis(
-            f, ix, Fraction(1), Fraction(-b), Fraction(0), True
-        )
+        ops[a] = _gather(index, Fraction(1), Fraction(-begin[a]), Fraction(0), True)
     return [_per_axis(x, ops)]
 
 
@@ -169,7 +174,7 @@ def resize(ctx: Context, node: onnx.NodeProto, x: Spatial) -> list[State]:
         if a not in (x.h_axis, x.w_axis) and in_shape[a] != out_shape[a]:
             raise Unsupported("Resize changes a non-spatial axis")
     legacy = node.op_type == "Upsample" or ctx.opset < 11
-    scales = None
+    scales: list[float] | np.ndarray | None = None
     if node.op_type == "Upsample" and attr(node, "scales") is not None:
         scales = list(attr(node, "scales"))
     elif legacy:
@@ -229,15 +234,17 @@ def _cut(x: Spatial, axis: int, start: int, step: int, n_out: int) -> Spatial:
 @on_image
 def slice_op(ctx: Context, node: onnx.NodeProto, x: Spatial) -> list[State]:
     """Slice: crops (and strides) spatial axes or selects channel ranges."""
+    given_axes: list[int] | None
+    given_steps: list[int] | None = None
     if ctx.opset < 10:
-        starts, axes, steps = attr(node, "starts"), attr(node, "axes"), None
+        starts, given_axes = list(attr(node, "starts")), attr(node, "axes")
     else:
-        starts, axes, steps = ctx.value(node, 1), ctx.value(node, 3), ctx.value(node, 4)
-        starts = np.asarray(starts).tolist()
-        axes = None if axes is None else np.asarray(axes).tolist()
-        steps = None if steps is None else np.asarray(steps).tolist()
-    axes = list(range(len(starts))) if axes is None else [int(a) % x.rank for a in axes]
-    steps = [1] * len(starts) if steps is None else [int(s) for s in steps]
+        starts = ctx.required(node, 1).tolist()
+        axes_value, steps_value = ctx.value(node, 3), ctx.value(node, 4)
+        given_axes = None if axes_value is None else axes_value.tolist()
+        given_steps = None if steps_value is None else steps_value.tolist()
+    axes = list(range(len(starts))) if given_axes is None else [int(a) % x.rank for a in given_axes]
+    steps = [1] * len(starts) if given_steps is None else [int(s) for s in given_steps]
     in_shape, out_shape = ctx.shape(node.input[0]), ctx.shape(node.output[0])
     for a, s, st in zip(axes, starts, steps, strict=True):
         x = _cut(x, a, _norm_start(int(s), st, in_shape[a]), st, out_shape[a])
@@ -248,7 +255,7 @@ def slice_op(ctx: Context, node: onnx.NodeProto, x: Spatial) -> list[State]:
 def split(ctx: Context, node: onnx.NodeProto, x: Spatial) -> list[State]:
     """Split: each output is a contiguous slice of one axis."""
     axis = int(attr(node, "axis", 0)) % x.rank
-    out = []
+    out: list[State] = []
     start = 0
     for name in node.output:
         n = ctx.shape(name)[axis]
@@ -269,9 +276,7 @@ def depth_to_space(ctx: Context, node: onnx.NodeProto, x: Spatial) -> list[State
     ops = {}
     for a in (x.h_axis, x.w_axis):
         index = np.arange(out_shape[a], dtype=np.int64) // b
-        ops[a] = lambda f, ix=index: gather_axis(
-            f, ix, Fraction(1, b), Fraction(1 - b, b), Fraction(b - 1, b), b == 1
-        )
+        ops[a] = _gather(index, Fraction(1, b), Fraction(1 - b, b), Fraction(b - 1, b), b == 1)
     single = x.with_groups([Group(0, x.channels - 1, g.h, g.w)])
     return [_per_axis(single, ops, channels=out_shape[x.c_axis])]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import onnx
 
@@ -36,7 +36,7 @@ def _same_total(n: int, n_out: int, k: int, s: int, d: int) -> int:
 
 def window_pads(
     node: onnx.NodeProto,
-    sizes: tuple[int, int],
+    sizes: Sequence[int],
     kernel: list[int],
     strides: list[int],
     dils: list[int],
@@ -57,8 +57,8 @@ def window_pads(
 
 def transposed_pads(
     node: onnx.NodeProto,
-    sizes: tuple[int, int],
-    outs: tuple[int, int],
+    sizes: Sequence[int],
+    outs: Sequence[int],
     kernel: list[int],
     strides: list[int],
     dils: list[int],

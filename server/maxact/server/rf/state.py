@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from maxact.server.rf.axis import AxisField, union_axes
 
@@ -49,7 +49,8 @@ class Spatial:
     groups: tuple[Group, ...]
     global_context: bool = False
 
-    def with_groups(self, groups: list[Group] | tuple[Group, ...], **kw: object) -> Spatial:
+    def with_groups(self, groups: list[Group] | tuple[Group, ...], **kw: Any) -> Spatial:
+        """A copy with `groups` (merged) and the fields named in `kw` replaced."""
         return replace(self, groups=tuple(merge_groups(list(groups))), **kw)
 
     def union(self) -> Group:

@@ -1,11 +1,12 @@
 """The layer scan engine: one pass over a dataset serves every channel of every requested layer.
 
-The graph is pruned to the requested tensors (nothing after them runs) and ends in the
-reductions the scan needs (`ingraph`: [N, C]-sized results, not activation maps); images are
-decoded in worker threads (`reader`), batched into onnxruntime in this thread, and each
-batch's outputs are reduced in a second thread while the next batch runs (`pipeline`). Per
-layer a `LayerReducer` keeps top-k / bottom-k / position-mode entries and statistics for all
-channels, with memory bounded by k x channels.
+The graph is pruned to the requested tensors (nothing after them runs); on a GPU it ends in
+the reductions the scan needs (`graph.reductions`: [N, C]-sized results, not activation
+maps). Images are decoded in worker threads (`reader`; worker processes on machines with many
+cores), batched into onnxruntime in this thread, and each batch's outputs are reduced in a
+second thread while the next batch runs (`pipeline`). Per layer a `LayerReducer` keeps top-k /
+bottom-k / position-mode entries and statistics for all channels, with memory bounded by k x
+channels.
 """
 
 from __future__ import annotations
@@ -23,17 +24,17 @@ from maxact.server.data.decode import prepare
 from maxact.server.data.preprocess import ResolvedPreprocessing
 from maxact.server.data.process_reader import read_batches_in_processes, use_processes
 from maxact.server.data.reader import Batch, ImageSource, Skipped, known_total, read_batches
-from maxact.server.models.registry import LayerEntry, LoadedModel
-from maxact.server.models.runtime import CUDA, providers_for
-from maxact.server.ops.metrics import METRICS
-from maxact.server.scan.binding import BoundRunner, device_batch_size
-from maxact.server.scan.ingraph import (
+from maxact.server.graph.reductions import (
     LayerReduction,
     Uint8Feed,
     default_opset,
     plan_reduction,
     split_outputs,
 )
+from maxact.server.models.registry import LayerEntry, LoadedModel
+from maxact.server.models.runtime import CUDA, providers_for
+from maxact.server.ops.metrics import IMAGES_SCANNED, IMAGES_SKIPPED
+from maxact.server.scan.binding import BoundRunner, device_batch_size
 from maxact.server.scan.layer import LayerReducer, ReduceOptions
 from maxact.server.scan.pipeline import Overlapped
 
@@ -65,6 +66,9 @@ class EngineCallbacks:
     # After a batch was reduced: every image before `position` (a dataset index) is now
     # accounted for, reduced or skipped; a consistent point to checkpoint at.
     batch_done: Callable[[int], None] = lambda position: None
+    # The dataset indices of a batch and their model-input (height, width), before
+    # `reduced`: with per-image sizing, where a unit lies depends on it.
+    sized: Callable[[list[int], tuple[int, int]], None] = lambda indices, size: None
 
 
 @dataclass
@@ -76,9 +80,21 @@ class EngineOutcome:
 
 
 @dataclass
+class _Session:
+    """One input size's session, the reductions its graph ends in, and its outputs."""
+
+    session: ort.InferenceSession
+    fixed_batch: int | None
+    reductions: tuple[LayerReduction, ...]
+    outputs: list[str]
+    runner: BoundRunner | None
+
+
+@dataclass
 class _Counters:
     done: int = 0
     failed: int = 0
+    last_index: int = -1  # the largest dataset index reduced or skipped so far
     last_partial: float = field(default_factory=time.monotonic)
 
 
@@ -99,7 +115,7 @@ class ScanEngine:
         io_binding: bool | None = None,
         uint8_feed: bool | None = None,
     ) -> None:
-        """`in_graph`: reduce inside the graph (`ingraph`) so only [N, C] results leave the
+        """`in_graph`: reduce inside the graph (`graph.reductions`) so only [N, C] results leave the
         session; False: every map comes back and is reduced in numpy in a second thread.
         Default: on a GPU only. On the CPU provider onnxruntime's ArgMax kernel costs 4-8x
         numpy's argmax CPU time (measured: 2.5 vs 0.3 ms for [16, 32, 56*56]) and runs inside
@@ -118,6 +134,18 @@ class ScanEngine:
         self.options = options or ReduceOptions()
         self.classes = tuple(classes)
         self.draft = draft
+        on_gpu = CUDA in providers_for(model.device)
+        self.in_graph = on_gpu if in_graph is None else in_graph
+        self.io_binding = on_gpu if io_binding is None else io_binding
+        self.uint8_feed = (on_gpu if uint8_feed is None else uint8_feed) and prep.pixels_exact
+        self._feed = (
+            Uint8Feed(prep.scale, prep.mean, prep.std, prep.channel_order, prep.layout)
+            if self.uint8_feed
+            else None
+        )
+        self._layers_at: dict[tuple[int, int], dict[str, LayerEntry]] = {
+            prep.reference_size: {layer.name: layer for layer in self.layers}
+        }
         self.reducers = {
             layer.name: LayerReducer(
                 layer.name,
@@ -129,48 +157,13 @@ class ScanEngine:
             )
             for layer in self.layers
         }
-        on_gpu = CUDA in providers_for(model.device)
-        in_graph = on_gpu if in_graph is None else in_graph
-        self.reductions = (
-            self._plan(model, prep.input_size)
-            if in_graph
-            else tuple(LayerReduction(name, "host") for name in self.names)
-        )
-        self.uint8_feed = on_gpu if uint8_feed is None else uint8_feed
-        feed = (
-            Uint8Feed(prep.scale, prep.mean, prep.std, prep.channel_order, prep.layout)
-            if self.uint8_feed
-            else None
-        )
-        self.session, self.fixed_batch = model.scan_session(
-            self.names, prep.input_size, self.reductions if in_graph else (), feed
-        )
-        self.output_names = [name for r in self.reductions for name in r.outputs]
-        on_gpu = CUDA in self.session.get_providers()
+        self._sessions: dict[tuple[int, int], _Session] = {}
+        first = self._session_for(prep.reference_size)
+        self.session, self.fixed_batch = first.session, first.fixed_batch
+        self.reductions = first.reductions
         self.batch_size = self.fixed_batch or batch_size or device_batch_size(on_gpu)
-        use_binding = on_gpu if io_binding is None else io_binding
-        self._runner = (
-            BoundRunner(self.session, model.input.name, self.output_names) if use_binding else None
-        )
         self.stop_event = threading.Event()
         self._run_options = ort.RunOptions()
-
-    def _plan(self, model: LoadedModel, size: tuple[int, int]) -> tuple[LayerReduction, ...]:
-        shapes = model.view(size).shapes
-        opset = default_opset(model.proto)
-        fields = {layer.name: layer.field for layer in self.layers}
-        return tuple(
-            plan_reduction(
-                name,
-                fields[name],
-                len(shapes.get(name, ())),
-                self.reducers[name].channels,
-                self.options.unit,
-                self.options.position or self.options.position_bottom,
-                opset,
-            )
-            for name in self.names
-        )
 
     def stop(self) -> None:
         """Stop promptly: between batches, and abort a run in progress."""
@@ -193,9 +186,10 @@ class ScanEngine:
         `processes` worker processes (default: on machines with many cores, for a list of file
         sources without the input cache; 0: never), else in `threads` threads.
         """
-        if processes or (processes is None and use_processes(sources)):
+        items: Iterable[Batch | Skipped]
+        if processes or (processes is None and use_processes(sources, self.prep)):
             assert isinstance(sources, list)
-            items: Iterable[Batch | Skipped] = read_batches_in_processes(
+            items = read_batches_in_processes(
                 sources,
                 self.prep,
                 self.batch_size,
@@ -231,24 +225,33 @@ class ScanEngine:
         def reduce(item: tuple[Batch, list[np.ndarray]] | Skipped) -> None:
             if isinstance(item, Skipped):
                 counters.failed += 1
-                METRICS.inc("maxact_images_skipped_total")
+                IMAGES_SKIPPED.inc()
                 callbacks.skipped(item.image_id, item.reason)
                 callbacks.reduced([item.index])
+                counters.last_index = max(counters.last_index, item.index)
             else:
                 batch, outputs = item
                 indices = np.asarray(batch.indices, dtype=np.int64)
                 batch_labels = None if label_array is None else label_array[indices]
-                parts = split_outputs(self.reductions, outputs)
-                for reduction, part in zip(self.reductions, parts, strict=True):
+                size = self._size_of(batch.array)
+                layers = self._layers_for(size)
+                callbacks.sized(batch.indices, size)
+                reductions = self._session_for(size).reductions
+                parts = split_outputs(reductions, outputs)
+                for reduction, part in zip(reductions, parts, strict=True):
                     self.reducers[reduction.tensor].update_reduced(
-                        reduction, part, indices, batch_labels
+                        reduction, part, indices, batch_labels, layers[reduction.tensor].field
                     )
                 counters.done += len(indices)
-                METRICS.inc("maxact_images_scanned_total", len(indices))
+                counters.last_index = max(counters.last_index, int(indices.max()))
+                IMAGES_SCANNED.inc(len(indices))
                 callbacks.reduced(batch.indices)
             callbacks.progress(counters.done, count(), counters.failed)
-            if not isinstance(item, Skipped):
-                callbacks.batch_done(int(indices.max()) + 1)
+            # a checkpoint point only when nothing past it was reduced yet: batches by size
+            # can run ahead of an image still waiting for its batch (resume must not
+            # reduce an image twice)
+            if not isinstance(item, Skipped) and counters.last_index < item[0].position:
+                callbacks.batch_done(item[0].position)
             now = time.monotonic()
             if now - counters.last_partial >= callbacks.partial_interval:
                 counters.last_partial = now
@@ -274,23 +277,81 @@ class ScanEngine:
             if close is not None:  # a reader: stop its decode threads now, not at GC
                 close()
 
+    def _size_of(self, array: np.ndarray) -> tuple[int, int]:
+        """The model-input (height, width) of a batch [B, ...] in the prep's layout (uint8
+        pixels are always [B, H, W, 3])."""
+        if self.prep.layout == "nchw" and not self.uint8_feed:
+            return int(array.shape[2]), int(array.shape[3])
+        return int(array.shape[1]), int(array.shape[2])
+
+    def _session_for(self, size: tuple[int, int]) -> _Session:
+        found = self._sessions.get(size)
+        if found is None:
+            reductions = (
+                self._plan(size)
+                if self.in_graph
+                else tuple(LayerReduction(name, "host") for name in self.names)
+            )
+            session, fixed_batch = self.model.scan_session(
+                self.names, size, reductions if self.in_graph else (), self._feed
+            )
+            names = [name for r in reductions for name in r.outputs]
+            runner = BoundRunner(session, self.model.input.name, names) if self.io_binding else None
+            found = self._sessions[size] = _Session(session, fixed_batch, reductions, names, runner)
+        return found
+
+    def _plan(self, size: tuple[int, int]) -> tuple[LayerReduction, ...]:
+        shapes = self.model.view(size).shapes
+        opset = default_opset(self.model.proto)
+        layers = self._layers_for(size)
+        return tuple(
+            plan_reduction(
+                name,
+                layers[name].field,
+                len(shapes.get(name, ())),
+                self.reducers[name].channels,
+                self.options.unit,
+                self.options.position or self.options.position_bottom,
+                opset,
+            )
+            for name in self.names
+        )
+
+    def layer_at(self, size: tuple[int, int], name: str) -> LayerEntry:
+        """A scanned layer's catalogue row at a model-input size."""
+        return self._layers_for(size)[name]
+
+    def _layers_for(self, size: tuple[int, int]) -> dict[str, LayerEntry]:
+        """The layers' catalogue rows (shapes, receptive fields) at a model-input size; a
+        size the model cannot take fails here with the reason (see `LoadedModel.layer`)."""
+        found = self._layers_at.get(size)
+        if found is None:
+            found = self._layers_at[size] = {
+                name: self.model.layer(size, name) for name in self.names
+            }
+        return found
+
     def _infer(self, array: np.ndarray) -> list[np.ndarray]:
+        size = self._size_of(array)
+        if self.prep.fixed_size is None:
+            self._layers_for(size)  # a size the model cannot take fails here, saying why
+        found = self._session_for(size)
+        fixed_batch = found.fixed_batch
         count = array.shape[0]
-        if self.fixed_batch is not None and count != self.fixed_batch:
-            if count > self.fixed_batch:
+        if fixed_batch is not None and count != fixed_batch:
+            if count > fixed_batch:
                 parts = [
-                    self._infer(array[i : i + self.fixed_batch])
-                    for i in range(0, count, self.fixed_batch)
+                    self._infer(array[i : i + fixed_batch]) for i in range(0, count, fixed_batch)
                 ]
                 return [np.concatenate(column) for column in zip(*parts, strict=True)]
-            padding = np.zeros((self.fixed_batch - count, *array.shape[1:]), array.dtype)
+            padding = np.zeros((fixed_batch - count, *array.shape[1:]), array.dtype)
             array = np.concatenate([array, padding])
         try:
-            if self._runner is not None:
-                outputs = self._runner.run(array, self._run_options)
+            if found.runner is not None:
+                outputs = found.runner.run(array, self._run_options)
             else:
-                outputs = self.session.run(
-                    self.output_names, {self.model.input.name: array}, self._run_options
+                outputs = found.session.run(
+                    found.outputs, {self.model.input.name: array}, self._run_options
                 )
         except Exception:
             if self.stop_event.is_set():

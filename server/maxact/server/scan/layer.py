@@ -13,13 +13,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from maxact.client.defaults import DEFAULT_K
+from maxact.server.graph.reductions import LayerReduction
 from maxact.server.rf import TensorField
-from maxact.server.scan.ingraph import LayerReduction
 from maxact.server.scan.reducers import NO_IMAGE, Entry, RunningTopK
 from maxact.server.scan.statistics import ChannelStatistics, StatisticsReducer
 from maxact.server.scan.suppress import overlap_matrix, suppressed_candidates
-
-KINDS = ("top", "bottom", "position", "position_bottom")
 
 
 def channels_first(output: np.ndarray, field: TensorField) -> np.ndarray:
@@ -32,7 +31,7 @@ def channels_first(output: np.ndarray, field: TensorField) -> np.ndarray:
 class ReduceOptions:
     """What to keep per channel. `image` mode top-k is always kept."""
 
-    k: int = 9
+    k: int = DEFAULT_K
     bottom: bool = True  # the k weakest per-image responses too
     position: bool = False  # position mode (several units per image, RF-overlap suppressed)
     position_bottom: bool = False
@@ -68,21 +67,26 @@ class LayerReducer:
         if self.field is not None and options.position_bottom:
             self._topk["position_bottom"] = RunningTopK(count, options.k, largest=False)
         self.stats = StatisticsReducer(count, classes)
-        self._groups = self._overlap_groups() if self.field is not None else []
+        # per field (one per input size), the field kept alive so its id stays its own
+        self._groups_at: dict[int, tuple[TensorField, list[tuple[np.ndarray, ...]]]] = {}
 
     @property
     def spatial(self) -> bool:
         return self.field is not None
 
-    def _overlap_groups(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """(positions in self.channels, row overlap, col overlap) per receptive-field group."""
-        assert self.field is not None
+    def _overlap_groups(self, field: TensorField) -> list[tuple[np.ndarray, ...]]:
+        """(positions in self.channels, row overlap, col overlap) per receptive-field group,
+        for the field at one input size (cached: per-image sizing brings a few sizes)."""
+        cached = self._groups_at.get(id(field))
+        if cached is not None:
+            return cached[1]
         wanted = np.asarray(self.channels)
-        groups = []
-        for group in self.field.groups:
+        groups: list[tuple[np.ndarray, ...]] = []
+        for group in field.groups:
             inside = np.flatnonzero((wanted >= group.first) & (wanted <= group.last))
             if inside.size:
                 groups.append((inside, overlap_matrix(group.rows), overlap_matrix(group.cols)))
+        self._groups_at[id(field)] = (field, groups)
         return groups
 
     def maps(self, output: np.ndarray) -> np.ndarray:
@@ -96,9 +100,14 @@ class LayerReducer:
         return moved
 
     def update(
-        self, output: np.ndarray, images: np.ndarray, labels: np.ndarray | None = None
+        self,
+        output: np.ndarray,
+        images: np.ndarray,
+        labels: np.ndarray | None = None,
+        field: TensorField | None = None,
     ) -> None:
-        """One batch of the layer's output; `images` are dataset indices [B]."""
+        """One batch of the layer's output; `images` are dataset indices [B]; `field` is the
+        layer's field at this batch's input size (default: the one given at construction)."""
         maps = self.maps(np.asarray(output))
         b = maps.shape[0]
         if self.field is None:
@@ -114,7 +123,7 @@ class LayerReducer:
             best = np.argmax(flat, axis=2)  # first max: row-major tie rule
             responses = np.take_along_axis(flat, best[..., None], axis=2)[..., 0]
             ys, xs = np.divmod(best, maps.shape[3])
-        self._update_responses(responses, ys, xs, maps, images, labels)
+        self._update_responses(responses, ys, xs, maps, images, labels, field)
 
     def update_reduced(
         self,
@@ -122,12 +131,14 @@ class LayerReducer:
         outputs: Mapping[str, np.ndarray],
         images: np.ndarray,
         labels: np.ndarray | None = None,
+        field: TensorField | None = None,
     ) -> None:
-        """One batch of the graph's in-graph reductions of this layer (see `ingraph`)."""
+        """One batch of the graph's in-graph reductions of this layer (`graph.reductions`);
+        `field` as in `update`."""
         if reduction.kind in ("flat", "host"):
-            self.update(outputs[reduction.tensor], images, labels)
+            self.update(outputs[reduction.tensor], images, labels, field)
             return
-        assert self.field is not None
+        width = (field or self.field).width  # type: ignore[union-attr]
         maps = self.maps(np.asarray(outputs[reduction.tensor])) if reduction.keep_map else None
         if reduction.kind == "unit":
             assert self.options.unit is not None
@@ -138,8 +149,8 @@ class LayerReducer:
         else:
             value, index = reduction.outputs[:2]
             responses = np.asarray(outputs[value])
-            ys, xs = np.divmod(np.asarray(outputs[index], dtype=np.int64), self.field.width)
-        self._update_responses(responses, ys, xs, maps, images, labels)
+            ys, xs = np.divmod(np.asarray(outputs[index], dtype=np.int64), width)
+        self._update_responses(responses, ys, xs, maps, images, labels, field)
 
     def _update_responses(
         self,
@@ -149,6 +160,7 @@ class LayerReducer:
         maps: np.ndarray | None,
         images: np.ndarray,
         labels: np.ndarray | None,
+        field: TensorField | None = None,
     ) -> None:
         images = np.asarray(images, dtype=np.int64)
         for kind in ("top", "bottom"):
@@ -157,17 +169,23 @@ class LayerReducer:
         for kind, largest in (("position", True), ("position_bottom", False)):
             if kind in self._topk:
                 assert maps is not None, "position mode needs the layer's maps"
-                self._update_position(self._topk[kind], maps, images, largest)
+                self._update_position(self._topk[kind], maps, images, largest, field or self.field)
         self.stats.update(responses, labels)
 
     def _update_position(
-        self, topk: RunningTopK, maps: np.ndarray, images: np.ndarray, largest: bool
+        self,
+        topk: RunningTopK,
+        maps: np.ndarray,
+        images: np.ndarray,
+        largest: bool,
+        field: TensorField | None,
     ) -> None:
         cap = self.options.k
         if self.options.per_image_cap > 0:
             cap = min(cap, self.options.per_image_cap)
         b, c = maps.shape[:2]
-        for inside, rows, cols in self._groups:
+        assert field is not None
+        for inside, rows, cols in self._overlap_groups(field):
             part = maps[:, inside] if len(inside) != c else maps
             scores, ys, xs, valid = suppressed_candidates(part, rows, cols, cap, largest)
             full_scores = np.full((b, cap, c), -np.inf if largest else np.inf)
@@ -218,7 +236,8 @@ class LayerReducer:
     def state(self) -> bytes:
         """`state_dict()` as an .npz file (read back with allow_pickle=False)."""
         buffer = io.BytesIO()
-        np.savez(buffer, **self.state_dict())
+        # numpy's stub types **arrays as if one of them could be `allow_pickle` (a bool)
+        np.savez(buffer, **self.state_dict())  # type: ignore[arg-type]
         return buffer.getvalue()
 
     def load_state(self, data: bytes) -> None:

@@ -3,7 +3,7 @@
 Every query runs on the layer scan engine (`scan.engine`), restricted to the one channel and,
 for a single unit (C, y, x), to that unit (`ReduceOptions.unit`).
 
-Modes (DESIGN §4): `image` keeps at most one entry per image (the channel's max over space,
+Modes (docs/contracts.md): `image` keeps at most one entry per image (the channel's max over space,
 or the single unit's value; `bottom` ranks the same per-image responses ascending);
 `position` keeps the best units anywhere, suppressing units whose receptive-field boxes
 overlap a better unit of the same image; flat tensors rank an index.
@@ -18,6 +18,7 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
+from maxact.client.defaults import DEFAULT_K
 from maxact.server.data.preprocess import ResolvedPreprocessing
 from maxact.server.data.reader import ImageSource, known_total
 from maxact.server.models.registry import LayerEntry, LoadedModel
@@ -32,7 +33,7 @@ class NeuronQuery:
     layer: str
     channel: int
     unit: tuple[int, int] | None = None
-    k: int = 9
+    k: int = DEFAULT_K
     mode: str = "image"  # "image" | "position"
     bottom: bool = False
     per_image_cap: int = 0
@@ -108,6 +109,11 @@ class HeldWhileNeeded(Generic[V]):
         with self._lock:
             return len(self._values)
 
+    def total(self, size: Callable[[V], int]) -> int:
+        """The summed `size` of every value held now (memory accounting)."""
+        with self._lock:
+            return sum(size(value) for value in self._values.values())
+
 
 class NeuronScan:
     """One pass over images for one neuron; thread-safe to stop from another thread."""
@@ -124,8 +130,9 @@ class NeuronScan:
         self.layer = layer
         self.query = query
         self.prep = prep
-        self._field = layer.field
         self._ids: HeldWhileNeeded[str] = HeldWhileNeeded()
+        # each held image's model-input size, where it depends on the image
+        self._sizes: HeldWhileNeeded[tuple[int, int]] = HeldWhileNeeded()
         self._engine = _engine_for(model, layer, query, prep, batch_size)
         self._reducer = self._engine.reducers[layer.name]
         self._kind = _kind(query, self._reducer.spatial)
@@ -152,6 +159,7 @@ class NeuronScan:
                 total=total,
                 callbacks=EngineCallbacks(
                     reduced=lambda indices: self._reduced(indices, callbacks),
+                    sized=self._sized,
                     progress=callbacks.progress,
                     skipped=callbacks.skipped,
                     partial=lambda done: callbacks.partial(self.hits(), done),
@@ -168,8 +176,14 @@ class NeuronScan:
             self._ids.add(source.index, source.image_id)
             yield source
 
+    def _sized(self, indices: list[int], size: tuple[int, int]) -> None:
+        if self.prep.fixed_size is None:
+            for index in indices:
+                self._sizes.add(index, size)
+
     def _reduced(self, indices: list[int], callbacks: ScanCallbacks) -> None:
         self._ids.reduced(indices, self.kept_images)
+        self._sizes.reduced(indices, self.kept_images)
         callbacks.reduced(indices)
 
     @property
@@ -194,7 +208,11 @@ class NeuronScan:
         return image_id
 
     def _hit(self, rank: int, entry: Entry) -> Hit:
-        box = input_box(self._field, self.prep, entry.y, entry.x, self.query.channel)
+        size = self.prep.fixed_size or self._sizes.get(entry.image)
+        if size is None:  # never: ranked images stay held
+            raise LookupError(f"the input size of ranked image {entry.image} was released")
+        field = self._engine.layer_at(size, self.layer.name).field
+        box = input_box(field, size, entry.y, entry.x, self.query.channel)
         return Hit(
             rank,
             entry.image,
@@ -244,10 +262,11 @@ def _engine_for(
 
 
 def input_box(
-    field: TensorField | None, prep: ResolvedPreprocessing, y: int, x: int, channel: int
+    field: TensorField | None, input_size: tuple[int, int], y: int, x: int, channel: int
 ) -> tuple[int, int, int, int]:
-    """A unit's exact receptive field in model-input pixels; a flat tensor's is the input."""
+    """A unit's exact receptive field in model-input pixels (the field at the image's
+    model-input size `input_size`); a flat tensor's is the whole input."""
     if field is None or not field.spatial:
-        height, width = prep.input_size
+        height, width = input_size
         return (0, 0, height, width)
     return field.box(y, x, channel)

@@ -1,4 +1,4 @@
-"""Per-channel statistics of a layer over a dataset, mergeable exactly (DESIGN §4).
+"""Per-channel statistics of a layer over a dataset, mergeable exactly (docs/contracts.md).
 
 Everything derives from each image's per-channel response (the channel's max over space, or a
 flat tensor's value): mean and max of it, firing rate (fraction of images with response > 0),
@@ -41,6 +41,7 @@ class ChannelStatistics:
     preferred_class: np.ndarray | None = None  # [C] argmax class of the clipped class means
     top_class_histogram: np.ndarray | None = None  # [C, K] labels of each channel's top-k
     top_units_per_class: dict[str, list[int]] | None = None  # class -> channels, best first
+    class_mean_clipped: np.ndarray | None = None  # [K, C] mean of max(0, response) per class
 
     def selective_channels(self, threshold: float = 0.5) -> dict[str, list[int]]:
         """Channels whose SI >= threshold, grouped by the class they prefer."""
@@ -103,7 +104,7 @@ class StatisticsReducer:
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """The accumulated counts and exact sums as plain arrays."""
-        state = {
+        state: dict[str, np.ndarray] = {
             "images": np.asarray(self.images, dtype=np.int64),
             "fired": self.fired,
             "maximum": self.maximum,
@@ -152,6 +153,7 @@ class StatisticsReducer:
         with np.errstate(invalid="ignore", divide="ignore"):
             class_mean = self.class_sums.values().reshape(count, self.channels) / per_class
             clipped = self.class_clipped.values().reshape(count, self.channels) / per_class
+        all_clipped = clipped
         present = self.class_images > 0
         clipped = clipped[present]
         selectivity = np.zeros(self.channels)
@@ -190,4 +192,5 @@ class StatisticsReducer:
             preferred_class=preferred,
             top_class_histogram=histogram,
             top_units_per_class=tops,
+            class_mean_clipped=all_clipped,
         )

@@ -1,6 +1,6 @@
 """Position mode for every channel at once: greedy receptive-field suppression inside each image.
 
-For each (image, channel) the greedy rule of DESIGN §4 is: visit units best first (row-major on
+For each (image, channel) the greedy rule (docs/contracts.md): visit units best first (row-major on
 ties), keep a unit unless its receptive-field box overlaps a kept one, stop at the per-image cap.
 Boxes are separable (rows x cols intervals), so "overlaps" is row_overlap[y] & col_overlap[x]:
 one step picks the best live unit of every (image, channel) in one argmax and clears its

@@ -20,6 +20,7 @@ from functools import partial
 
 from PIL import Image
 
+from maxact.server import limits
 from maxact.server.data.dataset_writer import DatasetWriter
 from maxact.server.data.reader import ImageSource
 from maxact.server.errors import invalid_argument
@@ -82,6 +83,9 @@ class ClientImages:
                 image=image.id,
             )
         self._seen.add(image.id)
+        held = self._data.total(len) + len(image.data)
+        if held > limits.current().max_request_bytes:
+            raise limits.request_bytes_error(held)
         if self._keep is not None:
             self._keep.add(image.id, image.data, image.label)
         index = self.received
@@ -126,8 +130,3 @@ class ClientImages:
         """`indices` were reduced or skipped: release the bytes of every reduced image the
         ranking (`kept()`) does not hold."""
         self._data.reduced(indices, kept)
-
-    @property
-    def held(self) -> int:
-        """How many images' bytes are held now."""
-        return len(self._data)

@@ -10,8 +10,6 @@ from maxact.server.rf import AxisGeometry, TensorField
 from maxact.server.scan.neuron import Hit
 from maxact.v1 import common_pb2, topk_service_pb2
 
-_ORDERS = {common_pb2.CHANNEL_ORDER_RGB: "rgb", common_pb2.CHANNEL_ORDER_BGR: "bgr"}
-_LAYOUTS = {common_pb2.LAYOUT_NCHW: "nchw", common_pb2.LAYOUT_NHWC: "nhwc"}
 MODES = {
     topk_service_pb2.TOP_K_MODE_UNSPECIFIED: "image",
     topk_service_pb2.TOP_K_MODE_IMAGE: "image",
@@ -50,57 +48,15 @@ def preprocessing_from_proto(message: common_pb2.Preprocessing) -> Preprocessing
     """Unset proto fields become None so model defaults can fill them."""
     from maxact.server.errors import invalid_argument
 
-    def pair(values: list[int], name: str) -> tuple[int, int] | None:
-        if not values:
-            return None
-        if len(values) != 2:
-            raise invalid_argument(
-                "INVALID_PREPROCESSING", f"{name} needs two values [height, width], got {values}"
-            )
-        return int(values[0]), int(values[1])
-
-    def triple(values: list[float], name: str) -> tuple[float, float, float] | None:
-        if not values:
-            return None
-        if len(values) != 3:
-            raise invalid_argument(
-                "INVALID_PREPROCESSING", f"{name} needs three values, got {list(values)}"
-            )
-        return float(values[0]), float(values[1]), float(values[2])
-
-    return Preprocessing(
-        size=pair(list(message.size), "size"),
-        resize_shorter=message.resize_shorter or None,
-        center_crop=pair(list(message.center_crop), "center_crop"),
-        scale=message.scale if message.HasField("scale") else None,
-        mean=triple(list(message.mean), "mean"),
-        std=triple(list(message.std), "std"),
-        channel_order=_ORDERS.get(message.channel_order),
-        layout=_LAYOUTS.get(message.layout),
-    )
+    try:
+        return Preprocessing.from_proto(message)
+    except ValueError as exc:
+        raise invalid_argument("INVALID_PREPROCESSING", str(exc)) from None
 
 
 def preprocessing_to_proto(prep: Preprocessing | ResolvedPreprocessing) -> common_pb2.Preprocessing:
-    message = common_pb2.Preprocessing()
-    if prep.size:
-        message.size.extend(prep.size)
-    if prep.resize_shorter:
-        message.resize_shorter = prep.resize_shorter
-    if prep.center_crop:
-        message.center_crop.extend(prep.center_crop)
-    if prep.scale is not None:
-        message.scale = prep.scale
-    if prep.mean:
-        message.mean.extend(prep.mean)
-    if prep.std:
-        message.std.extend(prep.std)
-    reverse_orders = {v: k for k, v in _ORDERS.items()}
-    reverse_layouts = {v: k for k, v in _LAYOUTS.items()}
-    if prep.channel_order:
-        message.channel_order = reverse_orders[prep.channel_order]
-    if prep.layout:
-        message.layout = reverse_layouts[prep.layout]
-    return message
+    request = prep.as_request() if isinstance(prep, ResolvedPreprocessing) else prep
+    return request.to_proto()
 
 
 def geometry_to_proto(height: AxisGeometry, width: AxisGeometry) -> common_pb2.FieldGeometry:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import inspect
 import logging
@@ -16,10 +17,25 @@ from maxact.server.errors import ServiceError
 log = logging.getLogger("maxact.server")
 
 
+def _disk_full(exc: Exception) -> ServiceError | None:
+    """A full disk (or quota) while writing an upload or a kept dataset is the server's
+    resource running out, not a bug: RESOURCE_EXHAUSTED, and the server goes on serving."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return ServiceError(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "DISK_FULL",
+            "the server's disk is full; retry once space is freed",
+        )
+    return None
+
+
 def _internal(exc: Exception, method: str) -> ServiceError:
     log.exception("unexpected error in %s", method)
+    # the exception's text may hold server paths: the client gets its type, the log the rest
     return ServiceError(
-        grpc.StatusCode.INTERNAL, "INTERNAL", f"{method} failed unexpectedly: {exc}"
+        grpc.StatusCode.INTERNAL,
+        "INTERNAL",
+        f"{method} failed unexpectedly ({type(exc).__name__}); the server log has the details",
     )
 
 
@@ -32,7 +48,9 @@ async def _abort_for(exc: Exception, context: grpc.aio.ServicerContext, method: 
     an abort already under way passes through."""
     if isinstance(exc, grpc.aio.AbortError):
         raise exc
-    await _abort(context, exc if isinstance(exc, ServiceError) else _internal(exc, method))
+    if isinstance(exc, ServiceError):
+        await _abort(context, exc)
+    await _abort(context, _disk_full(exc) or _internal(exc, method))
 
 
 def rpc(handler: Callable[..., Any]) -> Callable[..., Any]:

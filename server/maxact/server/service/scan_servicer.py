@@ -10,9 +10,16 @@ from typing import Any
 
 import grpc
 
-from maxact.server.data.preprocess import Preprocessing
-from maxact.server.data.reader import file_source
-from maxact.server.errors import failed_precondition, invalid_argument, not_found
+from maxact.client.defaults import DEFAULT_K
+from maxact.server.data.preprocess import Preprocessing, parse_mapping
+from maxact.server.data.reader import file_source, upright_size
+from maxact.server.errors import (
+    ServiceError,
+    failed_precondition,
+    invalid_argument,
+    not_found,
+    shown,
+)
 from maxact.server.jobs.scan_jobs import ScanJobs, scan_id_from
 from maxact.server.jobs.store import ScanRecord
 from maxact.server.patches.crop import PatchRenderer
@@ -46,41 +53,57 @@ WATCH_INTERVAL = 0.2
 
 
 def scan_to_proto(record: ScanRecord) -> spb.Scan:
+    """The scan as the API shows it; a damaged row (unknown state or mode, preprocessing that
+    no longer parses) still converts, so one bad row never breaks ListScans."""
+    try:
+        preprocessing = parse_mapping(record.preprocessing, "scan")
+    except ServiceError:
+        preprocessing = Preprocessing()
     return spb.Scan(
         name=f"scans/{record.id}",
         model=record.model,
         layers=list(record.layers),
         dataset=record.dataset,
         k=record.k,
-        preprocessing=preprocessing_to_proto(
-            Preprocessing.from_mapping(record.preprocessing, "scan")
-        ),
-        state=_STATES[record.state],
+        preprocessing=preprocessing_to_proto(preprocessing),
+        state=_STATES.get(record.state, spb.SCAN_STATE_FAILED),
         images_done=record.images_done,
         images_total=record.images_total,
-        error=record.error,
-        mode=MODE_ENUMS[record.mode],
+        error=record.error or _unknown_state(record.state),
+        mode=MODE_ENUMS.get(record.mode, 0),
         images_failed=record.images_failed,
         create_time=record.create_time,
         update_time=record.update_time,
     )
 
 
+def _unknown_state(state: str) -> str:
+    return "" if state in _STATES else f"damaged store row: unknown state {shown(state)}"
+
+
 _CROP_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="maxact-crop")
 
 
+def _stored_box(
+    model: Any, layer: Any, prep: Any, path: Path | None, row: Any, channel: int
+) -> tuple[int, int, int, int]:
+    """A stored hit's field in model-input pixels; with per-image sizing the image's size
+    (read from its header) decides the input size, hence the field."""
+    size = prep.fixed_size
+    if size is None:
+        assert path is not None
+        size = prep.input_size_for(*upright_size(file_source(0, row.image, path)))
+        return input_box(model.layer(size, layer.name).field, size, row.y, row.x, channel)
+    return input_box(layer.field, size, row.y, row.x, channel)
+
+
 def _crop_or_none(
-    renderer: PatchRenderer, path: Path, row: Any, layer: Any, prep: Any, channel: int
+    renderer: PatchRenderer, path: Path, row: Any, box: tuple[int, int, int, int], channel: int
 ) -> Any:
     """Render one stored hit's patch from its original image (None when it can no longer be
     read)."""
     try:
-        return renderer(
-            file_source(0, row.image, path),
-            input_box(layer.field, prep, row.y, row.x, channel),
-            (row.y, row.x),
-            channel,
-        )
+        return renderer(file_source(0, row.image, path), box, (row.y, row.x), channel)
     except (OSError, ValueError):
         return None
 
@@ -95,16 +118,21 @@ class ScanServicer(scan_service_pb2_grpc.ScanServiceServicer):
     ) -> spb.CreateScanResponse:
         if request.mode not in MODES:
             raise invalid_argument("INVALID_MODE", f"unknown top-k mode {request.mode}")
+        preprocessing = preprocessing_from_proto(request.preprocessing)
         record = await asyncio.to_thread(
             self.jobs.create,
             request.model,
             list(request.layers),
             request.dataset,
-            request.k or 9,
+            request.k or DEFAULT_K,
             MODES[request.mode],
-            preprocessing_from_proto(request.preprocessing),
+            preprocessing,
         )
-        return spb.CreateScanResponse(scan=scan_to_proto(record))
+        model = await asyncio.to_thread(self.jobs.models.get, record.model)
+        return spb.CreateScanResponse(
+            scan=scan_to_proto(record),
+            preprocessing_warning=model.preprocessing_warning(preprocessing),
+        )
 
     @rpc
     async def GetScan(
@@ -122,13 +150,14 @@ class ScanServicer(scan_service_pb2_grpc.ScanServiceServicer):
             raise invalid_argument("INVALID_PAGE_SIZE", f"page_size must be in 1..{MAX_PAGE}")
         after = 0
         if request.page_token:
-            if not request.page_token.isdigit():
+            token = request.page_token
+            if not (token.isascii() and token.isdigit() and len(token) <= 18):
                 raise invalid_argument("INVALID_PAGE_TOKEN", "page_token is not one we issued")
             after = int(request.page_token)
         records = await asyncio.to_thread(self.jobs.store.list, size + 1, after)
         page, more = records[:size], len(records) > size
         return spb.ListScansResponse(
-            scans=[scan_to_proto(r) for r in page],
+            scans=[scan_to_proto(self.jobs.with_unrecorded(r)) for r in page],
             next_page_token=str(page[-1].seq) if more and page else "",
         )
 
@@ -202,25 +231,42 @@ class NeuronServicer(neuron_service_pb2_grpc.NeuronServiceServicer):
         kind = "bottom" if request.bottom else ("position" if record.mode == "position" else "top")
         rows = self.jobs.store.topk_rows(record.id, layer.name, request.channel, kind, k)
         # the dataset's folder only: listing its images is not needed to crop k of them
-        root = self.jobs.datasets.root_of(record.dataset) if request.include_patches else None
+        per_image = prep.fixed_size is None
+        root = (
+            self.jobs.datasets.root_of(record.dataset)
+            if request.include_patches or per_image
+            else None
+        )
+        try:
+            boxes = [
+                _stored_box(
+                    model, layer, prep, root / row.image if root else None, row, request.channel
+                )
+                for row in rows
+            ]
+        except OSError as exc:
+            raise not_found(
+                "IMAGE_NOT_FOUND",
+                f"an image of dataset {record.dataset!r} can no longer be read: "
+                f"{type(exc).__name__}",
+            ) from None
         crops: list[Any] = [None] * len(rows)
-        if root is not None:
+        if root is not None and renderer is not None:
             crops = list(
                 _CROP_POOL.map(
-                    lambda row: _crop_or_none(
-                        renderer, root / row.image, row, layer, prep, request.channel
+                    lambda pair: _crop_or_none(
+                        renderer, root / pair[0].image, pair[0], pair[1], request.channel
                     ),
-                    rows,
+                    zip(rows, boxes, strict=True),
                 )
             )
         response = npb.GetNeuronResponse(
             images_scanned=record.images_done, mode=MODE_ENUMS[record.mode]
         )
         response.scan.CopyFrom(scan_to_proto(record))
-        for row, patch in zip(rows, crops, strict=True):
-            box = input_box(layer.field, prep, row.y, row.x, request.channel)
+        for row, patch, box in zip(rows, crops, boxes, strict=True):
             hit = Hit(row.rank, -1, row.image, row.score, (row.y, row.x), request.channel, box)
-            if root is None:
+            if not request.include_patches:
                 response.patches.append(tpb.Patch(hit=hit_to_proto(hit)))
                 continue
             if patch is None:

@@ -20,9 +20,10 @@ from typing import Any
 
 import grpc
 
+from maxact.client.defaults import DEFAULT_K
 from maxact.server.data.dataset_writer import DatasetWriter
 from maxact.server.data.datasets import Dataset
-from maxact.server.data.preprocess import ResolvedPreprocessing, resolve
+from maxact.server.data.preprocess import ResolvedPreprocessing
 from maxact.server.data.reader import ImageSource, file_source
 from maxact.server.errors import failed_precondition, invalid_argument
 from maxact.server.models.registry import LayerEntry, LoadedModel
@@ -37,6 +38,7 @@ from maxact.server.service.convert import (
     hit_to_proto,
     patch_to_proto,
     preprocessing_from_proto,
+    preprocessing_to_proto,
     render_options_from_proto,
 )
 from maxact.server.service.errors import rpc
@@ -51,7 +53,6 @@ from maxact.server.service.validate import (
 from maxact.v1 import topk_service_pb2 as pb
 from maxact.v1 import topk_service_pb2_grpc
 
-DEFAULT_K = 9
 _scan_numbers = itertools.count(1)
 _DONE = object()
 
@@ -62,15 +63,13 @@ class TopKServicer(topk_service_pb2_grpc.TopKServiceServicer):
 
     async def _checked_query(
         self, message: pb.TopKQuery
-    ) -> tuple[LoadedModel, LayerEntry, NeuronQuery, ResolvedPreprocessing, PatchRenderer]:
+    ) -> tuple[LoadedModel, LayerEntry, NeuronQuery, ResolvedPreprocessing, PatchRenderer, str]:
         """Validate a query (model, preprocessing, layer, channel, unit, k, mode, field,
-        patch rendering)."""
+        patch rendering); the last item is the default-preprocessing warning ("" if none)."""
         model = await load_model(self.state, message.model)
         prep_request = preprocessing_from_proto(message.preprocessing)
-        prep = resolve(
-            model.default_preprocessing, prep_request, model.input.fixed_size, model.input.layout
-        )
-        layer = await find_layer(model, prep.input_size, message.layer)
+        prep = model.resolve(prep_request)
+        layer = await find_layer(model, prep.reference_size, message.layer)
         query = _neuron_query(message)
         check_channel(layer, query.channel)
         if query.unit is not None:
@@ -79,19 +78,19 @@ class TopKServicer(topk_service_pb2_grpc.TopKServiceServicer):
         renderer = PatchRenderer(
             model, layer.name, layer.field, prep, render_options_from_proto(message)
         )
-        return model, layer, query, prep, renderer
+        return model, layer, query, prep, renderer, model.preprocessing_warning(prep_request)
 
     @rpc
     async def StreamTopK(
         self, request: pb.StreamTopKRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.StreamTopKResponse]:
-        model, layer, query, prep, renderer = await self._checked_query(request.query)
+        model, layer, query, prep, renderer, warning = await self._checked_query(request.query)
         if not request.dataset:
             raise invalid_argument("DATASET_REQUIRED", "no dataset name given")
         dataset = await asyncio.to_thread(self.state.datasets.open, request.dataset)
         scan = await asyncio.to_thread(NeuronScan, model, layer, query, prep)
         async for event in _run_in_thread(
-            lambda emit: _scan_dataset(scan, dataset, renderer, emit), stopper=scan.stop
+            lambda emit: _scan_dataset(scan, dataset, renderer, emit, warning), stopper=scan.stop
         ):
             yield event
 
@@ -109,7 +108,7 @@ class TopKServicer(topk_service_pb2_grpc.TopKServiceServicer):
             raise invalid_argument(
                 "QUERY_REQUIRED", f"the first message of the stream must be a query, got {got}"
             )
-        model, layer, query, prep, renderer = await self._checked_query(first.query)
+        model, layer, query, prep, renderer, warning = await self._checked_query(first.query)
         scan = await asyncio.to_thread(NeuronScan, model, layer, query, prep)
         keep = None
         if first.keep_as_dataset:
@@ -129,7 +128,7 @@ class TopKServicer(topk_service_pb2_grpc.TopKServiceServicer):
                 is_done = isinstance(item, pb.StreamTopKImagesResponse) and item.HasField("done")
                 (held.append if is_done and keep is not None else emit)(item)
 
-            _scan_client_images(scan, images, renderer, gate)
+            _scan_client_images(scan, images, renderer, gate, warning)
             if keep is not None:
                 keep.commit()
             for item in held:
@@ -163,7 +162,11 @@ def _neuron_query(message: pb.TopKQuery) -> NeuronQuery:
 
 
 def _scan_dataset(
-    scan: NeuronScan, dataset: Dataset, renderer: PatchRenderer, emit: Callable[[Any], None]
+    scan: NeuronScan,
+    dataset: Dataset,
+    renderer: PatchRenderer,
+    emit: Callable[[Any], None],
+    warning: str,
 ) -> None:
     """The scan thread's body for a server dataset."""
     sources = [
@@ -179,6 +182,7 @@ def _scan_dataset(
         total=len(sources),
         source_of=lambda hit: sources[hit.image_index],
         hint="; was the dataset modified during the scan?",
+        warning=warning,
     )
 
 
@@ -187,6 +191,7 @@ def _scan_client_images(
     images: ClientImages,
     renderer: PatchRenderer,
     emit: Callable[[Any], None],
+    warning: str,
 ) -> None:
     """The scan thread's body for client-streamed images: they are scanned as they arrive,
     and after each batch the bytes of images out of the ranking are released."""
@@ -200,6 +205,7 @@ def _scan_client_images(
         total=lambda: images.received,
         source_of=lambda hit: images.source(hit.image_index, hit.image_id),
         reduced=lambda indices: images.reduced(indices, scan.kept_images),
+        warning=warning,
     )
 
 
@@ -214,6 +220,7 @@ def _scan_and_send(
     source_of: Callable[[Hit], ImageSource],
     reduced: Callable[[list[int]], None] = lambda indices: None,
     hint: str = "",
+    warning: str = "",
 ) -> None:
     """Scan, then crop and send each patch, then done; `response` is the RPC's response type.
 
@@ -260,6 +267,8 @@ def _scan_and_send(
                 images_failed=outcome.images_failed,
                 k=scan.query.k,
                 mode=MODE_ENUMS[scan.query.mode],
+                preprocessing=preprocessing_to_proto(scan.prep),
+                preprocessing_warning=warning,
             )
         )
     )

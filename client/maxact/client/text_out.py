@@ -1,11 +1,13 @@
-"""Human-readable tables for the CLI (the --json documents are in json_out)."""
+"""Human-readable tables of typed results, for the CLI and the report (the --json documents
+are in json_out)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from maxact.client import types as t
-from maxact.client.cli.json_out import number
+from maxact.client.json_out import number
+from maxact.client.preprocessing import Preprocessing
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -57,12 +59,19 @@ def layers_text(info: t.ModelInfo) -> str:
         else:
             g = rf.geometry
             field = f"{_pair(g.size)} / {_pair(g.stride)} / {_pair(g.padding)}"
-        shape = "x".join(str(d) for d in layer.shape)
+        shape = "x".join(str(d) for d in layer.shape) or "?"
         rows.append(
             (layer.name, layer.op or "(input)", shape, field, "yes" if layer.global_context else "")
         )
     head = f"model {info.name}  input {info.input_height}x{info.input_width}\n"
-    return head + table(("LAYER", "OP", "SHAPE", "RF SIZE / STRIDE / PADDING", "GLOBAL"), rows)
+    body = table(("LAYER", "OP", "SHAPE", "RF SIZE / STRIDE / PADDING", "GLOBAL"), rows)
+    unshaped = [layer.name for layer in info.layers if not layer.shape]
+    if unshaped:  # a size the model does not take: say so instead of listing fewer
+        body += (
+            f"\n{len(unshaped)} of {len(info.layers)} tensors have no shape at input "
+            f"{info.input_height}x{info.input_width} (shape ?): the model may not take this size"
+        )
+    return head + body
 
 
 def rf_text(info: t.FieldInfo) -> str:
@@ -113,4 +122,81 @@ def topk_text(result: t.TopKResult, patch_files: dict[int, str] | None = None) -
         )
     body = table(("RANK", "SCORE", "IMAGE", "UNIT Y,X", "BOX (ORIGINAL PX)", "PATCH"), rows)
     skipped = "".join(f"\nskipped {s.image}: {s.reason}" for s in result.skipped)
+    if result.preprocessing is not None:
+        head += f"\npreprocessing {preprocessing_text(result.preprocessing)}"
     return f"{head}\n{body}{skipped}"
+
+
+def preprocessing_text(prep: Preprocessing) -> str:
+    """One line: the fields that are set, `name value`, lists joined by x (sizes) or ,."""
+    parts = []
+    for name, value in prep.to_dict().items():
+        if name in ("size", "center_crop", "letterbox"):
+            value = "x".join(str(v) for v in value)
+        elif isinstance(value, list):
+            value = ",".join(f"{v:.4g}" for v in value)
+        elif isinstance(value, float):
+            value = f"{value:.4g}"
+        parts.append(f"{name} {value}")
+    return "  ".join(parts)
+
+
+# ---------------------------------------------------------------- class answers
+
+LISTED = 12  # channels named in a sentence before "..."
+
+
+def _listing(channels: Sequence[int]) -> str:
+    shown = ", ".join(str(c) for c in channels[:LISTED])
+    return shown + (", ..." if len(channels) > LISTED else "")
+
+
+def class_sentence(answer: t.ClassAnswer) -> str:
+    """One class's answer as a sentence."""
+    tops = ", ".join(f"{x.channel} (+{x.contrast:.3g})" for x in answer.top_channels[:5])
+    fires_most = (
+        f"; fires most: {tops}" if tops else "; no channel fires more for it than for the rest"
+    )
+    selective = answer.selective_channels
+    if not selective:
+        return f"no channel is selective for {answer.name!r} ({answer.images} images){fires_most}"
+    best = (
+        f", best {answer.selective[0].channel} (selectivity {answer.selective[0].selectivity:.2f})"
+        if answer.selective
+        else ""
+    )
+    count = len(selective)
+    return (
+        f"class {answer.name!r} ({answer.images} images): {count} selective "
+        f"channel{'s' if count != 1 else ''} ({_listing(selective)}){best}{fires_most}"
+    )
+
+
+def classes_text(answer: t.LayerClassAnswer, selective: float) -> str:
+    lines = [
+        f"layer {answer.layer} of scan {answer.scan}: {answer.channels} channels, "
+        f"{answer.images_scanned} images, {len(answer.classes)} classes "
+        f"(selective: selectivity >= {selective:g})"
+    ]
+    lines += [class_sentence(c) for c in answer.classes]
+    lines.append(
+        f"{len(answer.non_selective)} of {answer.channels} channels fire for everything "
+        f"(firing rate >= 0.9, selectivity < 0.1)"
+        + (f": {_listing(answer.non_selective)}" if answer.non_selective else "")
+    )
+    lines.append(
+        f"{len(answer.dead)} of {answer.channels} channels are dead (never fire)"
+        + (f": {_listing(answer.dead)}" if answer.dead else "")
+    )
+    if answer.uncovered:
+        names = ", ".join(repr(n) for n in answer.uncovered)
+        lines.append(f"uncovered (no selective channel): {names}")
+    else:
+        lines.append("every class has a selective channel")
+    if answer.confusable:
+        pairs = ", ".join(
+            f"{p.classes[0]!r} ~ {p.classes[1]!r} ({p.similarity:.2f})"
+            for p in answer.confusable[:5]
+        )
+        lines.append(f"most confusable classes: {pairs}")
+    return "\n".join(lines)

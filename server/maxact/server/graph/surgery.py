@@ -94,11 +94,11 @@ def prune_to_outputs(
         if name in needed:
             continue
         needed.add(name)
-        index = producer.get(name)
-        if index is None or index in keep:
+        made_by = producer.get(name)
+        if made_by is None or made_by in keep:
             continue
-        keep.add(index)
-        stack.extend(used_names(model.graph.node[index]))
+        keep.add(made_by)
+        stack.extend(used_names(model.graph.node[made_by]))
 
     pruned = onnx.ModelProto()
     pruned.CopyFrom(model)

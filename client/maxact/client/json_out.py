@@ -1,4 +1,5 @@
-"""Typed results -> the JSON documents of DESIGN §3 (the contract scripts rely on)."""
+"""Typed results -> the JSON documents of `maxact ... --json` (the contract scripts rely on;
+README.md, "Command line"). Shared by the CLI, the report and the demo."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from maxact.client import types as t
+from maxact.client.scans import ScanInfo
 
 
 def number(value: float) -> int | float:
@@ -113,9 +115,32 @@ def topk_json(result: t.TopKResult, patch_files: Mapping[int, str] | None = None
         "mode": result.mode,
         "images_scanned": result.images_scanned,
         "results": [hit_json(hit, files.get(hit.rank)) for hit in result.hits],
+        "preprocessing": result.preprocessing.to_dict() if result.preprocessing else None,
     }
 
 
 def dumps(doc: Any) -> str:
     """The one JSON document printed on stdout: indented for people, stable for scripts."""
     return json.dumps(doc, indent=2, ensure_ascii=False)
+
+
+def scan_json(info: ScanInfo) -> dict[str, Any]:
+    """The `scan get` document, plus k, mode, images_failed and error (additive)."""
+    return {
+        "id": info.id,
+        "state": info.state,
+        "images_done": info.images_done,
+        "images_total": info.images_total,
+        "model": info.model,
+        "layers": list(info.layers),
+        "dataset": info.dataset,
+        "k": info.k,
+        "mode": info.mode,
+        "images_failed": info.images_failed,
+        "error": info.error,
+        "preprocessing": info.preprocessing.to_dict() if info.preprocessing else None,
+    }
+
+
+def scans_json(scans: Iterable[ScanInfo]) -> dict[str, Any]:
+    return {"scans": [scan_json(s) for s in scans]}

@@ -25,12 +25,27 @@ uint8 pixels and normalise them itself (a quarter of the host-to-device bytes).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from maxact.server.rf import TensorField
+
+class SpatialField(Protocol):
+    """What the plan needs of a layer's receptive field (`rf.TensorField` has it)."""
+
+    @property
+    def spatial(self) -> bool: ...
+    @property
+    def channels(self) -> int: ...
+    @property
+    def channel_axis(self) -> int: ...
+    @property
+    def height_axis(self) -> int: ...
+    @property
+    def width_axis(self) -> int: ...
+
 
 MIN_OPSET = 11  # GatherElements; older graphs are reduced on the host
 SEPARATOR = "::maxact."
@@ -52,12 +67,11 @@ class LayerReduction:
     @property
     def outputs(self) -> tuple[str, ...]:
         """The graph outputs this layer adds, in order."""
+        named: tuple[str, ...] = ()
         if self.kind == "max":
             named = (self._name("value"), self._name("index"))
         elif self.kind == "unit":
             named = (self._name("unit"),)
-        else:
-            named = ()
         return (*named, self.tensor) if self.keep_map or self.kind in ("flat", "host") else named
 
     def _name(self, what: str) -> str:
@@ -70,7 +84,7 @@ class LayerReduction:
 
 def plan_reduction(
     tensor: str,
-    field: TensorField | None,
+    field: SpatialField | None,
     rank: int,
     channels: tuple[int, ...] | None,
     unit: tuple[int, int] | None,

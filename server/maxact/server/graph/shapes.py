@@ -58,13 +58,23 @@ def infer_shapes(
 
     Dynamic dims of inputs not in `input_shapes` (e.g. batch) become 1.
     """
+    return infer_shapes_reporting(model, input_shapes)[0]
+
+
+def infer_shapes_reporting(
+    model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]] | None = None
+) -> tuple[dict[str, tuple[int, ...]], str]:
+    """`infer_shapes` and why some node outputs have no shape ("" when all have one): a
+    model that only takes some input sizes fails here, and the caller must say so."""
     m = onnx.ModelProto()
     m.CopyFrom(model)
     fixed = _fix_inputs(m, input_shapes or {})
+    inference_error = ""
     try:
         inferred = onnx.shape_inference.infer_shapes(m, data_prop=True)
     except Exception as exc:  # inference is best effort; the onnxruntime run fills the gaps
         log.debug("onnx shape inference failed: %s", exc)
+        inference_error = f"onnx shape inference: {_first_line(exc)}"
         inferred = m
     shapes: dict[str, tuple[int, ...]] = dict(fixed)
     for t in m.graph.initializer:
@@ -80,14 +90,22 @@ def infer_shapes(
                 if a.name == "value":
                     shapes[node.output[0]] = tuple(a.t.dims)
     missing = [o for n in m.graph.node for o in n.output if o and o not in shapes]
+    run_error = ""
     if missing:
-        shapes.update(_run_for_shapes(m, fixed, missing))
-    return shapes
+        found, run_error = _run_for_shapes(m, fixed, missing)
+        shapes.update(found)
+    still = [o for o in missing if o not in shapes]
+    return shapes, (run_error or inference_error or "unknown reason") if still else ""
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
 
 
 def _run_for_shapes(
     m: onnx.ModelProto, fixed: dict[str, tuple[int, ...]], names: list[str]
-) -> dict[str, tuple[int, ...]]:
+) -> tuple[dict[str, tuple[int, ...]], str]:
     """Run the graph once on zeros, exposing `names`; tensors it cannot produce stay missing.
 
     `m` is infer_shapes' private copy: its outputs are extended in place (no second copy of
@@ -109,6 +127,6 @@ def _run_for_shapes(
         sess = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
         outs = sess.run(names, feeds)
     except Exception as exc:
-        log.warning("could not run the model to complete shape inference: %s", exc)
-        return {}
-    return {n: tuple(np.asarray(v).shape) for n, v in zip(names, outs, strict=True)}
+        log.info("could not run the model to complete shape inference: %s", exc)
+        return {}, f"onnxruntime: {_first_line(exc)}"
+    return {n: tuple(np.asarray(v).shape) for n, v in zip(names, outs, strict=True)}, ""

@@ -1,0 +1,124 @@
+"""The class questions and scan comparisons over AnalysisService, as typed results."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from maxact.client import convert
+from maxact.client import types as t
+from maxact.v1 import analysis_service_pb2 as apb
+from maxact.v1 import analysis_service_pb2_grpc
+
+
+def _name(scan: str) -> str:
+    return scan if scan.startswith("scans/") else f"scans/{scan}"
+
+
+def _channel(message: apb.ClassChannel) -> t.ClassChannel:
+    return t.ClassChannel(
+        channel=message.channel,
+        mean=message.mean,
+        contrast=message.contrast,
+        selectivity=message.selectivity,
+    )
+
+
+class AnalysisCalls:
+    """client.analysis: classes(), class_channels(), compare(), class_names()."""
+
+    def __init__(self, channel: grpc.Channel, call: Callable[[Callable[..., Any], Any], Any]):
+        self._stub = analysis_service_pb2_grpc.AnalysisServiceStub(channel)
+        self._call = call
+
+    def classes(
+        self, scan: str, layer: str, selective: float = 0.5, top: int = 10
+    ) -> t.LayerClassAnswer:
+        """Dead and non-selective channels, each class's selective and top channels, the
+        uncovered classes and the most confusable class pairs of `layer`."""
+        response = self._call(
+            self._stub.GetClassAnswer,
+            apb.GetClassAnswerRequest(
+                scan=_name(scan), layer=layer, selective_threshold=selective, top=top
+            ),
+        )
+        return t.LayerClassAnswer(
+            scan=response.scan.name.removeprefix("scans/"),
+            layer=response.layer,
+            images_scanned=response.images_scanned,
+            channels=response.channels,
+            dead=tuple(response.dead),
+            non_selective=tuple(response.non_selective),
+            classes=tuple(
+                t.ClassAnswer(
+                    name=c.name,
+                    images=c.images,
+                    selective_channels=tuple(c.selective_channels),
+                    top_channels=tuple(_channel(x) for x in c.top_channels),
+                    selective=tuple(_channel(x) for x in c.selective_details),
+                )
+                for c in response.classes
+            ),
+            uncovered=tuple(response.uncovered),
+            confusable=tuple(
+                t.ConfusablePair((p.classes[0], p.classes[1]), p.similarity)
+                for p in response.confusable
+            ),
+        )
+
+    def class_channels(
+        self, scan: str, layer: str, class_name: str, top: int = 10, k: int = 0, patch_size: int = 0
+    ) -> t.ClassChannels:
+        """The `top` channels that fire most for `class_name`, each with its top-k patches."""
+        response = self._call(
+            self._stub.GetClassChannels,
+            apb.GetClassChannelsRequest(
+                scan=_name(scan),
+                layer=layer,
+                class_name=class_name,
+                top=top,
+                k=k,
+                patch_size=patch_size,
+            ),
+        )
+        return t.ClassChannels(
+            scan=response.scan.name.removeprefix("scans/"),
+            layer=layer,
+            class_name=response.class_name,
+            images=response.images,
+            channels=tuple(
+                t.ClassChannelPatches(
+                    _channel(c.channel), tuple(convert.patch(p) for p in c.patches)
+                )
+                for c in response.channels
+            ),
+        )
+
+    def compare(self, scan_a: str, scan_b: str, layer: str) -> t.ScanComparison:
+        """Per channel the overlap of the two scans' top-k images, firing rates and means."""
+        response = self._call(
+            self._stub.CompareScans,
+            apb.CompareScansRequest(scan_a=_name(scan_a), scan_b=_name(scan_b), layer=layer),
+        )
+        return t.ScanComparison(
+            a=response.scan_a.name.removeprefix("scans/"),
+            b=response.scan_b.name.removeprefix("scans/"),
+            layer=response.layer,
+            k=response.k,
+            channels=tuple(
+                t.ChannelChange(
+                    channel=c.channel,
+                    overlap=c.overlap,
+                    firing_rate=(c.firing_rate_a, c.firing_rate_b),
+                    mean=(c.mean_a, c.mean_b),
+                )
+                for c in response.channels
+            ),
+        )
+
+    def class_names(self, model: str) -> t.ClassNames:
+        """The model's output class names (NAME.labels.txt or metadata maxact.labels)."""
+        response = self._call(self._stub.GetClassNames, apb.GetClassNamesRequest(model=model))
+        return t.ClassNames(layer=response.layer, names=tuple(response.names))

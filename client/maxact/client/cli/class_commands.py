@@ -1,0 +1,281 @@
+"""`maxact classes`, `maxact class` and `maxact compare`: the questions people scan a labelled
+dataset for, answered from a finished scan (no model run).
+
+main.py only registers these (add_parsers + COMMANDS); the grammar, the documents and the
+sentences live here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from maxact.client import types as t
+from maxact.client.cli.common import add_json, positive_int
+from maxact.client.cli.output import connect, print_doc
+from maxact.client.defaults import DEFAULT_K
+from maxact.client.montage import render_montage, stack_rows
+from maxact.client.patches_out import patch_file_name
+from maxact.client.text_out import classes_text, table
+
+EXIT_OK = 0
+DEFAULT_TOP = 10
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in 0..1, got {text}")
+    return value
+
+
+def add_parsers(commands: Any) -> None:
+    """Register `classes`, `class` and `compare` on main.py's subparsers."""
+    classes = commands.add_parser(
+        "classes",
+        help="which channels fire for which class, which for everything, which classes no "
+        "channel covers, which classes the layer confuses",
+    )
+    classes.add_argument("scan_id", metavar="SCAN_ID")
+    classes.add_argument("layer", metavar="LAYER")
+    classes.add_argument(
+        "--selective",
+        type=_fraction,
+        default=0.5,
+        metavar="S",
+        help="selectivity from which a channel counts as selective for its class (default 0.5)",
+    )
+    classes.add_argument(
+        "--top", type=positive_int, default=DEFAULT_TOP, metavar="N", help="top channels per class"
+    )
+    add_json(classes)
+
+    one = commands.add_parser(
+        "class", help="the channels that fire most for one class, with patches"
+    )
+    one.add_argument("scan_id", metavar="SCAN_ID")
+    one.add_argument("layer", metavar="LAYER")
+    one.add_argument("class_name", metavar="CLASS")
+    one.add_argument("--top", type=positive_int, default=DEFAULT_TOP, metavar="N")
+    one.add_argument("-k", type=positive_int, default=None, metavar="K", help="patches per channel")
+    one.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="write c<C>/rank_N.png, c<C>/montage.png and montage.png (a row per channel)",
+    )
+    add_json(one)
+
+    compare = commands.add_parser(
+        "compare", help="two scans of one dataset (e.g. two checkpoints): what changed per channel"
+    )
+    compare.add_argument("scan_a", metavar="SCAN_A")
+    compare.add_argument("scan_b", metavar="SCAN_B")
+    compare.add_argument("layer", metavar="LAYER")
+    add_json(compare)
+
+
+# ---------------------------------------------------------------- documents
+
+
+def _channel_json(channel: t.ClassChannel) -> dict[str, Any]:
+    return {
+        "channel": channel.channel,
+        "mean": channel.mean,
+        "contrast": channel.contrast,
+        "selectivity": channel.selectivity,
+    }
+
+
+def classes_json(answer: t.LayerClassAnswer) -> dict[str, Any]:
+    return {
+        "scan": answer.scan,
+        "layer": answer.layer,
+        "images_scanned": answer.images_scanned,
+        "channels": answer.channels,
+        "dead": list(answer.dead),
+        "non_selective": list(answer.non_selective),
+        "classes": [
+            {
+                "name": c.name,
+                "images": c.images,
+                "selective_channels": list(c.selective_channels),
+                "top_channels": [_channel_json(x) for x in c.top_channels],
+            }
+            for c in answer.classes
+        ],
+        "uncovered": list(answer.uncovered),
+        "confusable": [
+            {"classes": list(p.classes), "similarity": p.similarity} for p in answer.confusable
+        ],
+    }
+
+
+def class_json(
+    result: t.ClassChannels, files: dict[int, dict[int, str]] | None = None
+) -> dict[str, Any]:
+    files = files or {}
+    return {
+        "scan": result.scan,
+        "layer": result.layer,
+        "class": result.class_name,
+        "images": result.images,
+        "top_channels": [
+            {
+                **_channel_json(entry.channel),
+                "results": [
+                    {
+                        "rank": p.hit.rank,
+                        "image": p.hit.image,
+                        "score": p.hit.score,
+                        "unit": list(p.hit.unit),
+                        "box": list(p.hit.box),
+                        **(
+                            {"patch": files[entry.channel.channel][p.hit.rank]}
+                            if entry.channel.channel in files
+                            else {}
+                        ),
+                    }
+                    for p in entry.patches
+                ],
+            }
+            for entry in result.channels
+        ],
+    }
+
+
+def class_text(result: t.ClassChannels) -> str:
+    if not result.channels:
+        return (
+            f"no channel of {result.layer} fires more for {result.class_name!r} than for the "
+            "other classes"
+        )
+    rows = [
+        (
+            e.channel.channel,
+            f"{e.channel.mean:.4g}",
+            f"{e.channel.contrast:+.4g}",
+            f"{e.channel.selectivity:.2f}",
+            ", ".join(p.hit.image for p in e.patches[:4]) + (" ..." if len(e.patches) > 4 else ""),
+        )
+        for e in result.channels
+    ]
+    head = f"class {result.class_name!r} ({result.images} images), layer {result.layer}:"
+    return head + "\n" + table(("CHANNEL", "MEAN", "CONTRAST", "SELECTIVITY", "TOP IMAGES"), rows)
+
+
+def write_class_patches(
+    result: t.ClassChannels, out: Path, tile: int = 128
+) -> dict[int, dict[int, str]]:
+    """c<C>/rank_N.png and c<C>/montage.png per channel, and montage.png with a row per
+    channel (image names under the patches); returns channel -> rank -> relative file."""
+    files: dict[int, dict[int, str]] = {}
+    rows = []
+    for entry in result.channels:
+        channel = entry.channel.channel
+        folder = out / f"c{channel}"
+        folder.mkdir(parents=True, exist_ok=True)
+        tiles = []
+        files[channel] = {}
+        for patch in entry.patches:
+            name = patch_file_name(patch.hit.rank)
+            (folder / name).write_bytes(patch.png)
+            files[channel][patch.hit.rank] = f"c{channel}/{name}"
+            with Image.open(io.BytesIO(patch.png)) as image:
+                image.load()
+                tiles.append((image.convert("RGB"), _short(patch.hit.image)))
+        montage = render_montage(tiles, tile=tile)
+        montage.save(folder / "montage.png")
+        title = (
+            f"channel {channel}  mean {entry.channel.mean:.3g}  contrast "
+            f"{entry.channel.contrast:+.3g}  selectivity {entry.channel.selectivity:.2f}"
+        )
+        rows.append((title, montage))
+    if rows:
+        stack_rows(rows).save(out / "montage.png")
+    return files
+
+
+def _short(image: str, limit: int = 22) -> str:
+    name = image.rsplit("/", 1)[-1]
+    return name if len(name) <= limit else name[: limit - 1] + "…"
+
+
+def compare_json(result: t.ScanComparison) -> dict[str, Any]:
+    return {
+        "a": result.a,
+        "b": result.b,
+        "layer": result.layer,
+        "k": result.k,
+        "channels": [
+            {
+                "channel": c.channel,
+                "overlap": c.overlap,
+                "firing_rate": list(c.firing_rate),
+                "mean": list(c.mean),
+            }
+            for c in result.channels
+        ],
+    }
+
+
+def compare_text(result: t.ScanComparison) -> str:
+    changed = [c for c in result.channels if c.overlap < 1]
+    head = (
+        f"layer {result.layer}, scans {result.a} vs {result.b}: {len(changed)} of "
+        f"{len(result.channels)} channels changed their top-{result.k} images"
+    )
+    rows = [
+        (
+            c.channel,
+            f"{c.overlap:.2f}",
+            f"{c.firing_rate[0]:.2f} -> {c.firing_rate[1]:.2f}",
+            f"{c.mean[0]:.4g} -> {c.mean[1]:.4g}",
+        )
+        for c in result.channels[: max(len(changed), 10)]
+    ]
+    return head + "\n" + table(("CHANNEL", "OVERLAP", "FIRING RATE", "MEAN"), rows)
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_classes(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        answer = client.analysis.classes(args.scan_id, args.layer, args.selective, args.top)
+    print_doc(args, classes_json(answer), classes_text(answer, args.selective))
+    return EXIT_OK
+
+
+def cmd_class(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        k = args.k
+        if k is None:  # default 9, but never more than the scan kept
+            k = min(DEFAULT_K, client.scans.get(args.scan_id).k or DEFAULT_K)
+        result = client.analysis.class_channels(
+            args.scan_id, args.layer, args.class_name, top=args.top, k=k
+        )
+    files = write_class_patches(result, args.out) if args.out is not None else None
+    print_doc(args, class_json(result, files), class_text(result))
+    if args.out is not None and not args.json:
+        print(f"wrote {len(result.channels)} channels' patches and {args.out / 'montage.png'}")
+    return EXIT_OK
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        result = client.analysis.compare(args.scan_a, args.scan_b, args.layer)
+    print_doc(args, compare_json(result), compare_text(result))
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "classes": cmd_classes,
+    "class": cmd_class,
+    "compare": cmd_compare,
+}

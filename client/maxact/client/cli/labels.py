@@ -1,0 +1,42 @@
+"""Class names beside a logits channel in `topk`, `neuron` and `layers` output (the model's
+NAME.labels.txt or metadata key maxact.labels, read by the server)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from maxact.client import types as t
+from maxact.client.client import Client
+from maxact.client.errors import MaxactError
+
+
+def class_names(client: Client, model: str) -> t.ClassNames:
+    """The model's output class names; none from a server that predates them."""
+    try:
+        return client.analysis.class_names(model)
+    except MaxactError as error:
+        if error.code == grpc.StatusCode.UNIMPLEMENTED:
+            return t.ClassNames()
+        raise
+
+
+def output_label(client: Client, model: str, layer: str, channel: int) -> str | None:
+    """The class name of `channel` when `layer` is the model's named flat output."""
+    return class_names(client, model).label(layer, channel)
+
+
+def add_layer_labels(doc: dict[str, Any], names: t.ClassNames) -> dict[str, Any]:
+    """The `layers` document with "labels" on the named flat output's entry."""
+    for layer in doc.get("layers", []):
+        if names.names and layer.get("name") == names.layer:
+            layer["labels"] = list(names.names)
+    return doc
+
+
+def labels_line(names: t.ClassNames) -> str:
+    if not names.names:
+        return ""
+    shown = ", ".join(names.names[:8]) + (", ..." if len(names.names) > 8 else "")
+    return f"\n{names.layer}: {len(names.names)} named classes ({shown})"

@@ -1,0 +1,39 @@
+#!/bin/sh
+# System packages outside pip that maxact's tests and `maxact demo` use, installed when missing:
+#   chromium         headless screenshots (`maxact demo`'s gallery picture, the gallery tests)
+#   chromium-driver  WebDriver for the gallery tests that click, sort and filter (tests only)
+# Installs them with apt-get when this runs as root on Debian/Ubuntu; otherwise prints what to
+# install. What is still missing afterwards is written to the file named by $1 (the tests that
+# need it skip with that reason); the file is removed when nothing is missing.
+set -u
+status="${1:?usage: sysdeps.sh STATUS_FILE}"
+
+missing() {
+  gone=""
+  command -v chromium >/dev/null 2>&1 || gone="$gone chromium"
+  command -v chromedriver >/dev/null 2>&1 || gone="$gone chromium-driver"
+  echo "$gone"
+}
+
+rm -f "$status"
+need="$(missing)"
+[ -z "$need" ] && { echo "sysdeps: chromium and chromium-driver are installed"; exit 0; }
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "sysdeps: apt-get install$need"
+  export DEBIAN_FRONTEND=noninteractive
+  # shellcheck disable=SC2086  # one word per package
+  apt-get install -y -q --no-install-recommends $need \
+    || { apt-get update -q && apt-get install -y -q --no-install-recommends $need; }
+  need="$(missing)"
+  [ -z "$need" ] && exit 0
+  reason="apt-get could not install$need"
+elif command -v apt-get >/dev/null 2>&1; then
+  reason="not installed:$need (installing needs root: sudo apt-get install$need)"
+else
+  reason="not installed:$need (no apt-get here: install Chromium and chromedriver yourself)"
+fi
+echo "sysdeps: $reason; the tests that need them are skipped"
+mkdir -p "$(dirname "$status")"
+echo "$reason" > "$status"
+exit 0

@@ -1,0 +1,1 @@
+"""Answers computed from finished scans: class questions and scan comparisons."""

@@ -1,0 +1,57 @@
+"""`python -m maxact.server.healthcheck`: exit 0 when the local server answers SERVING on
+grpc.health.v1, else 1. The container image's HEALTHCHECK runs it (no extra binary needed).
+
+It reads the same MAXACT_* variables as `maxact serve`: MAXACT_PORT (default 50051) and, when
+the server serves TLS, MAXACT_TLS_CERT, whose certificate it then trusts for "localhost".
+Health needs no bearer token.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+DEFAULT_PORT = "50051"
+
+
+def check(address: str, timeout_s: float, tls_cert: Path | None = None) -> bool:
+    """True when the server at `address` reports SERVING for the whole server ("")."""
+    if tls_cert is not None:
+        credentials = grpc.ssl_channel_credentials(root_certificates=tls_cert.read_bytes())
+        channel = grpc.secure_channel(address, credentials)
+    else:
+        channel = grpc.insecure_channel(address)
+    with channel:
+        try:
+            stub = health_pb2_grpc.HealthStub(channel)
+            # types-grpcio-health-checking declares HealthStub without its methods
+            response = stub.Check(  # type: ignore[attr-defined]
+                health_pb2.HealthCheckRequest(service=""), timeout=timeout_s
+            )
+        except grpc.RpcError:
+            return False
+    return response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m maxact.server.healthcheck")
+    tls_cert = os.environ.get("MAXACT_TLS_CERT")
+    host = "localhost" if tls_cert else "127.0.0.1"
+    parser.add_argument(
+        "--address", default=f"{host}:{os.environ.get('MAXACT_PORT') or DEFAULT_PORT}"
+    )
+    parser.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
+    args = parser.parse_args(argv)
+    healthy = check(args.address, args.timeout, Path(tls_cert) if tls_cert else None)
+    print("SERVING" if healthy else f"not serving at {args.address}", file=sys.stderr)
+    return 0 if healthy else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

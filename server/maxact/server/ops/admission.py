@@ -1,0 +1,89 @@
+"""Admission control: at most N maxact calls run at once; the next get RESOURCE_EXHAUSTED.
+
+grpc's own `maximum_concurrent_rpcs` cancels the calls over its limit (CANCELLED, not the
+documented RESOURCE_EXHAUSTED) and counts health checks too, so a load balancer's probe
+would declare a busy but healthy server dead. This interceptor counts only maxact calls:
+health and reflection are always answered. The count is taken when a call's handler starts
+and released when it ends (the event loop runs one coroutine at a time: no lock needed).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc_status import rpc_status
+
+from maxact.server.errors import ServiceError
+from maxact.server.ops.handlers import same_shape
+
+EXEMPT_PREFIXES = (
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+    "/grpc.reflection.v1.ServerReflection/",
+)
+
+
+class AdmissionInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses maxact calls beyond `limit` in flight with RESOURCE_EXHAUSTED."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_flight = 0
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method or ""
+        if handler is None or method.startswith(EXEMPT_PREFIXES):
+            return handler
+        return same_shape(handler, self._admitted_unary, self._admitted_stream)
+
+    def _refusal(self) -> Any:
+        error = ServiceError(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "TOO_MANY_CALLS",
+            f"the server is busy: {self.limit} calls are in flight (maxact serve "
+            f"--max-concurrent-rpcs); retry later",
+            {"limit": str(self.limit)},
+        )
+        return rpc_status.to_status(error.to_status())
+
+    def _admitted_unary(self, behaviour: Callable[..., Any]) -> Callable[..., Any]:
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if self.in_flight >= self.limit:
+                await context.abort_with_status(self._refusal())
+            self.in_flight += 1
+            try:
+                result = behaviour(request, context)
+                return await result if inspect.isawaitable(result) else result
+            finally:
+                self.in_flight -= 1
+
+        return unary
+
+    def _admitted_stream(self, behaviour: Callable[..., Any]) -> Callable[..., Any]:
+        if inspect.iscoroutinefunction(behaviour):  # it writes through context.write()
+            return self._admitted_unary(behaviour)
+
+        async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            if self.in_flight >= self.limit:
+                await context.abort_with_status(self._refusal())
+            self.in_flight += 1
+            try:
+                results = behaviour(request, context)
+                if hasattr(results, "__aiter__"):
+                    async for item in results:
+                        yield item
+                else:
+                    for item in results:
+                        yield item
+            finally:
+                self.in_flight -= 1
+
+        return stream

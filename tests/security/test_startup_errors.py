@@ -1,0 +1,80 @@
+"""`maxact serve` that cannot start says why in one line and exits non-zero, without a traceback
+(reproduction 10, and the corrupt-store case of 4)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.onnx_models import bright_square_model, save
+from tests.security.conftest import make_certificate
+from tests.serve_process import SERVE
+
+
+def _serve_fails(*flags: str) -> str:
+    """Run `maxact serve FLAGS`; it must exit non-zero with one `error:` line and no traceback."""
+    result = subprocess.run(
+        [*SERVE, *flags], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+    )
+    assert result.returncode != 0, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1, result.stderr
+    return errors[0]
+
+
+def _read_only_store(tmp_path: Path) -> Path:
+    if os.geteuid() == 0:  # root writes through file modes: use a folder no one can write
+        return Path("/proc/self/store.sqlite")
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    return folder / "store.sqlite"
+
+
+def _zeroed_store(tmp_path: Path) -> Path:
+    path = tmp_path / "zeroed.sqlite"
+    path.write_bytes(b"\x00" * 16384)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("store", "says"),
+    [(_read_only_store, "store"), (_zeroed_store, "not a maxact store or is corrupt")],
+    ids=["read-only-folder", "zeroed-file"],
+)
+def test_a_store_that_cannot_be_used_is_one_line(
+    tmp_path: Path, store: Callable[[Path], Path], says: str
+) -> None:
+    save(bright_square_model(64), tmp_path / "models", "net")
+    path = store(tmp_path)
+    line = _serve_fails("--model-root", str(tmp_path / "models"), "--store", str(path))
+    assert says in line and "--store" in line
+
+
+def test_a_tls_key_that_does_not_match_the_certificate_is_named(tmp_path: Path) -> None:
+    cert, _ = make_certificate(tmp_path / "a", "a")
+    _, other_key = make_certificate(tmp_path / "b", "b")
+    line = _serve_fails(
+        *["--model-root", str(tmp_path), "--store", str(tmp_path / "s.sqlite")],
+        *["--tls-cert", str(cert), "--tls-key", str(other_key)],
+    )
+    assert "does not match" in line  # grpc itself only says "Failed to bind to address"
+
+
+def test_a_busy_port_is_one_line(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        line = _serve_fails(
+            *["--model-root", str(tmp_path), "--store", str(tmp_path / "s.sqlite")],
+            *["--port", str(port)],
+        )
+    assert f"127.0.0.1:{port}" in line and "--port" in line
