@@ -52,7 +52,7 @@ from maxact.server.data.decode import prepare
 from maxact.server.data.input_cache import InputCache
 from maxact.server.data.preprocess import Preprocessing, resolve
 from maxact.server.data.reader import file_source
-from maxact.server.models.graph import prune_to_outputs
+from maxact.server.graph.surgery import prune_to_outputs
 from maxact.server.models.registry import ModelRegistry
 from maxact.server.models.runtime import create_session, providers_for
 from maxact.server.scan.binding import BoundRunner

@@ -46,7 +46,7 @@ from maxact.server.data.input_cache import InputCache
 from maxact.server.data.preprocess import Preprocessing, ResolvedPreprocessing, resolve
 from maxact.server.data.process_reader import read_batches_in_processes
 from maxact.server.data.reader import Batch, file_source, read_batches
-from maxact.server.models.graph import prune_to_outputs
+from maxact.server.graph.surgery import prune_to_outputs
 from maxact.server.models.registry import LoadedModel, ModelRegistry
 from maxact.server.models.runtime import create_session
 from maxact.server.scan.engine import ScanEngine
