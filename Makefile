@@ -4,8 +4,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROTOS := $(wildcard proto/maxact/v1/*.proto)
+# Imported protos that ship inside installed wheels (google/rpc/status.proto in
+# googleapis-common-protos), linked here so protoc and buf resolve them without network.
+PROTO_DEPS := build/proto-deps
+# `buf breaking` compares the protos with this commit's (the previous one by default).
+BREAKING_AGAINST ?= HEAD~1
 
-.PHONY: demo test fuzz lint proto bench clean venv sysdeps
+.PHONY: demo test fuzz lint proto proto-deps breaking bench clean venv sysdeps
 
 venv: $(STAMP)
 
@@ -30,8 +35,12 @@ test: $(STAMP) sysdeps
 fuzz: $(STAMP)
 	MAXACT_FUZZ_PROFILE=long $(BIN)/python -m pytest -q tests/fuzz --hypothesis-show-statistics
 
-proto: $(STAMP)
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m grpc_tools.protoc -Iproto \
+proto-deps: $(STAMP)
+	mkdir -p $(PROTO_DEPS)/google/rpc
+	ln -sf "$$($(BIN)/python -c 'import pathlib, google.rpc.status_pb2 as m; print(pathlib.Path(m.__file__).with_name("status.proto"))')" $(PROTO_DEPS)/google/rpc/status.proto
+
+proto: proto-deps
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m grpc_tools.protoc -Iproto -I$(PROTO_DEPS) \
 	  --python_out=proto --mypy_out=proto --grpc_python_out=proto --mypy_grpc_out=proto \
 	  $(PROTOS)
 
@@ -39,10 +48,28 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(MAKE) proto-deps
 	$(BIN)/buf lint
+	$(MAKE) breaking
 	$(MAKE) proto
 	git diff --exit-code -- proto || (echo "generated stubs are stale: run 'make proto' and commit" && exit 1)
 	test -z "$$(git status --porcelain -- proto)" || (echo "untracked generated stubs: commit them" && git status --porcelain -- proto && exit 1)
+
+# The API is stable from the first commit that has proto/COMPATIBILITY.md: from then on a
+# change must not break clients built against the previous commit. Works on any clone
+# (git archive, no remote); a no-op with a message without a previous stable commit.
+breaking: proto-deps
+	@if ! git rev-parse -q --verify "$(BREAKING_AGAINST)^{commit}" >/dev/null; then \
+	  echo "buf breaking: skipped, no commit $(BREAKING_AGAINST) to compare with"; \
+	elif ! git cat-file -e "$(BREAKING_AGAINST):proto/COMPATIBILITY.md" 2>/dev/null; then \
+	  echo "buf breaking: skipped, $(BREAKING_AGAINST) predates the stable v1 API"; \
+	else \
+	  rm -rf build/buf-against && mkdir -p build/buf-against/build && \
+	  git archive "$(BREAKING_AGAINST)" buf.yaml proto | tar -x -C build/buf-against && \
+	  ln -s "$(abspath $(PROTO_DEPS))" build/buf-against/$(PROTO_DEPS) && \
+	  $(BIN)/buf breaking --against build/buf-against && \
+	  echo "buf breaking: no breaking change against $(BREAKING_AGAINST)"; \
+	fi
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +11,23 @@ import pytest
 
 from maxact.client import Client
 from tests.onnx_models import bright_square_model
+
+
+@pytest.fixture(scope="session", autouse=True)
+def state_outside_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The suite writes no state into the user's home: `maxact serve` without --store (also in
+    subprocesses, which inherit the environment) keeps its store under a temporary
+    XDG_STATE_HOME. The demo's download cache ($MAXACT_CACHE) is left as the user set it."""
+    state = tmp_path_factory.mktemp("xdg-state")
+    saved = os.environ.get("XDG_STATE_HOME")
+    os.environ["XDG_STATE_HOME"] = str(state)
+    try:
+        yield state
+    finally:
+        if saved is None:
+            os.environ.pop("XDG_STATE_HOME", None)
+        else:
+            os.environ["XDG_STATE_HOME"] = saved
 
 
 @pytest.fixture

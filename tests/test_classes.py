@@ -10,6 +10,7 @@ channel fires) and two near-identical classes ("vstripes", "vstripes2": the same
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -473,7 +474,10 @@ def test_report_classes_page_flags_uncovered_classes_and_names_logits(
     assert parser.images and all((features / src).is_file() for src in parser.images)
     assert "classes/c2_r1.png" in parser.images  # red blobs' best channel shows its patch
     logits = next(p for p in (index.parent / "layers").iterdir() if p.name == "logits")
-    assert "channel 2 · red" in (logits / "index.html").read_text()
+    # the layer page's rows (drawn by its script from the page's JSON) name the class
+    data = re.search(r'id="neuron-data">(.*?)</script>', (logits / "index.html").read_text(), re.S)
+    assert data is not None
+    assert {row["channel"]: row["label"] for row in json.loads(data.group(1))}[2] == "red"
 
 
 def test_metadata_key_names_the_outputs_and_a_bad_value_is_refused(tmp_path) -> None:

@@ -106,26 +106,35 @@ def test_report_folder_has_index_pages_patches_overviews_and_a_name_mapping(
         assert layer["page"] in index and layer["overview"] in index  # linked from the index
         stats = client.scans.statistics(scan_id, layer["name"])
         assert layer["channels"] == len(stats.channels)
-        expected = {"index.html", "overview.png"} | {
+        expected = {"index.html", "overview.jpg"} | {
             patch_file(c.channel, rank) for c in stats.channels for rank in range(1, K + 1)
         }
         if any(c.class_mean for c in stats.channels):  # labelled: the classes page too
             expected |= {"classes.html", "classes"}
         assert {p.name for p in folder.iterdir()} == expected
-        # the patches are the server's crops, byte for byte
-        _, patches, _ = client.scans.neuron(scan_id, layer["name"], 2, k=K)
+        # tiny fields keep the server's exact PNG crops (fitted into 128 px), byte for byte
+        _, patches, _ = client.scans.neuron(scan_id, layer["name"], 2, k=K, patch_size=128)
         for patch in patches:
             assert (folder / patch_file(2, patch.hit.rank)).read_bytes() == patch.png
         page = (folder / "index.html").read_text(encoding="utf-8")
-        assert page.count("<section class='neuron'") == len(stats.channels)
+        rows = _page_data(page)
+        assert [row["channel"] for row in rows] == [c.channel for c in stats.channels]
         dead = [c.channel for c in stats.channels if c.dead]
-        assert page.count("<span class='badge dead'") == len(dead)
-        assert page.count("loading='lazy'") == len(stats.channels) * K
-        assert "href='overview.png'" in page
+        assert [row["channel"] for row in rows if row["dead"]] == dead
+        assert all(len(row["patches"]) == K for row in rows)
+        assert 'href="overview.jpg"' in page and 'src="../../static/layer.js"' in page
         assert "http://" not in page and "https://" not in page  # nothing from the network
+    assert (out / "static" / "report.css").is_file() and (out / "static" / "layer.js").is_file()
     # the index shows the model's layers with shapes and receptive fields
     assert "stem/conv.a:0" in index and "size 3x3 / stride 1x1 / padding 1x1" in index
     assert "8×32×32" in index
+
+
+def _page_data(page: str) -> list[dict]:
+    """The neuron rows a layer page's script draws (JSON in the page, HTML-escaped)."""
+    match = re.search(r'<script type="application/json" id="neuron-data">(.*?)</script>', page)
+    assert match is not None
+    return json.loads(match.group(1))
 
 
 def test_safe_names_are_distinct_file_names_even_ignoring_case() -> None:

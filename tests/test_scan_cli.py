@@ -134,6 +134,10 @@ def test_scan_cancel_json_ends_a_running_scan_and_watch_exits_nonzero(
     assert f"scan {created['id']} cancelled" in err
     code, _, err = _run(capsys, "--server", address, "neuron", created["id"], "relu5", "0")
     assert code == 1 and "SCAN_NOT_FINISHED" in err
+    deleted = _json(capsys, "--server", address, "scan", "delete", created["id"], "--json")
+    assert deleted == {"id": created["id"], "deleted": True}
+    code, _, err = _run(capsys, "--server", address, "scan", "get", created["id"])
+    assert code == 1 and "SCAN_NOT_FOUND" in err
 
 
 def test_neuron_json_and_out_equal_topk_for_the_same_dataset(

@@ -20,6 +20,13 @@ from maxact.v1 import model_service_pb2, model_service_pb2_grpc
 from tests.onnx_models import bright_square_model, save
 
 
+def _header(name: str, sha256: str) -> model_service_pb2.UploadModelRequest:
+    """The first message of an upload stream."""
+    return model_service_pb2.UploadModelRequest(
+        header=model_service_pb2.UploadModelHeader(name=name, sha256=sha256)
+    )
+
+
 def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -69,7 +76,7 @@ def test_calls_beyond_maximum_concurrent_rpcs_are_resource_exhausted(model_root:
     release = threading.Event()
 
     def stalled_upload():  # type: ignore[no-untyped-def]
-        yield model_service_pb2.UploadModelRequest(name="slow", sha256="a" * 64)
+        yield _header(name="slow", sha256="a" * 64)
         release.wait(30)
 
     with running, Client(running.address, timeout=30) as client:

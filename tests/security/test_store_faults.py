@@ -14,8 +14,9 @@ import grpc
 import pytest
 
 from maxact.client import Client
+from maxact.client.kinds import TopKMode
 from maxact.server.app import RunningServer, ServerConfig, start_server
-from maxact.server.jobs.store import Store, StoreError
+from maxact.server.jobs.store import SCHEMA_VERSION, NewScan, Store, StoreError
 from tests.datasets import slow_scan, write_images
 from tests.onnx_models import heavy_cnn, save
 from tests.security.robust_helpers import refused
@@ -30,7 +31,7 @@ def _world(tmp_path: Path, images: int = 3) -> tuple[Path, Path]:
 
 
 def _queued_scan(store: Store, ids: list[str], scan_id: str) -> None:
-    store.create_scan(scan_id, "heavy", ["relu1"], "ds", 3, "image", {}, ids)
+    store.create_scan(scan_id, NewScan("heavy", ("relu1",), "ds", 3, TopKMode.IMAGE, {}), ids)
 
 
 def _wait_finished(client: Client, scan_id: str, timeout: float = 60) -> object:
@@ -164,7 +165,7 @@ def test_a_version_2_store_gains_resume_attempts_and_keeps_its_scans(tmp_path: P
     record = Store(path).get("s1")
     assert record is not None and record.resume_attempts == 0 and record.layers == ("l",)
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (3,)
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
 
 
 def test_a_scan_whose_runs_die_with_the_server_twice_is_failed_not_resumed(

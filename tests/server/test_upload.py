@@ -26,6 +26,13 @@ from tests.onnx_models import bright_square_model, finish
 MIB = 1024 * 1024
 
 
+def _header(name: str, sha256: str) -> model_service_pb2.UploadModelRequest:
+    """The first message of an upload stream."""
+    return model_service_pb2.UploadModelRequest(
+        header=model_service_pb2.UploadModelHeader(name=name, sha256=sha256)
+    )
+
+
 def big_conv_model(side: int = 90, channels: int = 1030) -> onnx.ModelProto:
     """One Conv whose kernel covers the whole input: channels*3*side*side float32 weights
     (just over 100 MB by default), all used, so the model is real and loadable, not padding."""
@@ -79,7 +86,7 @@ def test_upload_with_a_wrong_checksum_is_refused_and_leaves_no_file(
     stub = model_service_pb2_grpc.ModelServiceStub(client._channel)
     data = net_file.read_bytes()
     requests = [
-        model_service_pb2.UploadModelRequest(name="net", sha256=hashlib.sha256(data).hexdigest()),
+        _header(name="net", sha256=hashlib.sha256(data).hexdigest()),
         model_service_pb2.UploadModelRequest(chunk=data[:-10]),  # truncated
     ]
     with pytest.raises(grpc.RpcError) as caught:
@@ -89,7 +96,7 @@ def test_upload_with_a_wrong_checksum_is_refused_and_leaves_no_file(
     corrupted = bytearray(data)
     corrupted[100] ^= 0xFF  # same length, one flipped byte
     requests = [
-        model_service_pb2.UploadModelRequest(name="net", sha256=hashlib.sha256(data).hexdigest()),
+        _header(name="net", sha256=hashlib.sha256(data).hexdigest()),
         model_service_pb2.UploadModelRequest(chunk=bytes(corrupted)),
     ]
     with pytest.raises(grpc.RpcError) as caught:
@@ -106,7 +113,7 @@ def test_checksum_mismatch_reason_reaches_the_client(
     data = net_file.read_bytes()
     requests = iter(
         [
-            model_service_pb2.UploadModelRequest(name="net", sha256="0" * 64),
+            _header(name="net", sha256="0" * 64),
             model_service_pb2.UploadModelRequest(chunk=data),
         ]
     )
@@ -123,7 +130,7 @@ def test_upload_cancelled_mid_stream_leaves_no_file(
     release = threading.Event()
 
     def requests():  # type: ignore[no-untyped-def]
-        yield model_service_pb2.UploadModelRequest(name="half", sha256="a" * 64)
+        yield _header(name="half", sha256="a" * 64)
         for _ in range(3):
             yield model_service_pb2.UploadModelRequest(chunk=b"\x00" * MIB)
         release.wait(30)  # the stream stalls mid-way until the client cancels
@@ -202,10 +209,49 @@ def test_preprocess_json_is_stored_as_sidecar_and_becomes_the_default(
 def test_invalid_preprocess_json_is_refused_before_any_byte_is_stored(
     client: Client, model_root: Path, net_file: Path
 ) -> None:
-    error = _error(lambda: client.upload_model(net_file, preprocess_json='{"sise": [1, 2]}'))
+    # a typo never leaves the client: the header carries a Preprocessing message
+    with pytest.raises(ValueError, match="sise"):
+        client.upload_model(net_file, preprocess_json='{"sise": [1, 2]}')
+    # a value the message can carry but the server refuses: nothing is stored either
+    stub = model_service_pb2_grpc.ModelServiceStub(client._channel)
+    data = net_file.read_bytes()
+    header = model_service_pb2.UploadModelHeader(
+        name="net", sha256=hashlib.sha256(data).hexdigest()
+    )
+    header.preprocessing.size.extend([1])  # [height, width] needs two values
+    requests = iter(
+        [
+            model_service_pb2.UploadModelRequest(header=header),
+            model_service_pb2.UploadModelRequest(chunk=data),
+        ]
+    )
+    error = _error(lambda: client._call(stub.UploadModel, requests))
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT
     assert error.reason == "INVALID_PREPROCESSING"
-    assert "sise" in error.message
+    assert "size" in error.message
+    assert leftovers(model_root) == []
+
+
+def test_an_upload_that_does_not_start_with_its_header_is_refused(
+    client: Client, model_root: Path, net_file: Path
+) -> None:
+    stub = model_service_pb2_grpc.ModelServiceStub(client._channel)
+    data = net_file.read_bytes()
+    error = _error(
+        lambda: client._call(
+            stub.UploadModel, iter([model_service_pb2.UploadModelRequest(chunk=data)])
+        )
+    )
+    assert (error.code, error.reason) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "UPLOAD_HEADER_REQUIRED",
+    )
+    header = model_service_pb2.UploadModelHeader(
+        name="net", sha256=hashlib.sha256(data).hexdigest()
+    )
+    twice = [model_service_pb2.UploadModelRequest(header=header)] * 2
+    error = _error(lambda: client._call(stub.UploadModel, iter(twice)))
+    assert error.reason == "UPLOAD_HEADER_REPEATED"
     assert leftovers(model_root) == []
 
 

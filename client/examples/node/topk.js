@@ -38,7 +38,7 @@ const EXIT_INTERRUPTED = 130;
 //   enums: String    -> enum values are their names ('TOP_K_MODE_IMAGE')
 //   bytes: Buffer    -> Patch.png is a Buffer, written to disk unchanged
 //   defaults: true   -> unset scalar fields read as their zero value
-//   oneofs: true     -> a oneof's virtual field (StreamTopKResponse.event) names the set member
+//   oneofs: true     -> a oneof's virtual field (TopKEvent.event) names the set member
 const LOADER_OPTIONS = {
   keepCase: true,
   longs: Number,
@@ -299,13 +299,13 @@ function makeProgress() {
   return {
     update(p, label) {
       const now = Date.now();
-      const finished = p.images_total > 0 && p.images_done >= p.images_total;
+      const finished = p.images_total > 0 && p.images_scanned >= p.images_total;
       if (!finished && now - last < (tty ? 100 : 1000)) {
         return;
       }
       last = now;
       const failed = p.images_failed ? `, ${p.images_failed} failed` : '';
-      const line = `${label}: ${p.images_done}/${p.images_total} images${failed}`;
+      const line = `${label}: ${p.images_scanned}/${p.images_total} images${failed}`;
       if (tty) {
         process.stderr.write(`\r${line}\x1b[K`);
         shown = true;
@@ -358,7 +358,9 @@ function streamTopK(stub, request, server, label) {
         resolve({ patches, done });
       }
     };
-    call.on('data', (message) => {
+    call.on('data', (response) => {
+      // StreamTopKResponse wraps the TopKEvent that both top-k streams send
+      const message = response.event || {};
       switch (message.event) {
         case 'progress':
           progress.update(message.progress, label);

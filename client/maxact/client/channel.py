@@ -9,6 +9,7 @@ plaintext is a legitimate setup.
 from __future__ import annotations
 
 import collections
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,41 @@ import grpc
 
 TOKEN_ENV = "MAXACT_TOKEN"
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # patches of large photos exceed gRPC's 4 MiB default
+
+# Calls gRPC itself retries when the server is briefly UNAVAILABLE (restarting, a dropped
+# connection): only calls that are safe to repeat. CreateScan is among them because the
+# client sends a request_id with it: a retry of a call whose response was lost returns the
+# scan the first attempt created instead of starting a second one. Left out: DeleteScan (a
+# retry after a lost response would report NOT_FOUND for a delete that worked), UploadModel
+# and StreamTopKImages (client streams of large messages gRPC would have to buffer).
+# `waitForReady` stays off: with it a CLI call to a server that is down would hang until its
+# deadline instead of failing at once with "cannot reach the maxact server".
+_RETRIED_METHODS = {
+    "maxact.v1.ModelService": ("ListModels", "GetModel", "LoadModel", "UnloadModel"),
+    "maxact.v1.DatasetService": ("ListDatasets", "GetDataset"),
+    "maxact.v1.ReceptiveFieldService": ("GetReceptiveField",),
+    "maxact.v1.TopKService": ("StreamTopK",),
+    "maxact.v1.ScanService": ("CreateScan", "GetScan", "ListScans", "WatchScan", "CancelScan"),
+    "maxact.v1.NeuronService": ("GetNeuron", "GetLayerStatistics"),
+}
+SERVICE_CONFIG = {
+    "methodConfig": [
+        {
+            "name": [
+                {"service": service, "method": method}
+                for service, methods in _RETRIED_METHODS.items()
+                for method in methods
+            ],
+            "retryPolicy": {
+                "maxAttempts": 3,
+                "initialBackoff": "0.1s",
+                "maxBackoff": "1s",
+                "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE"],
+            },
+        }
+    ]
+}
 
 
 class _CallDetails(
@@ -85,6 +121,8 @@ def open_channel(
     options = [
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.enable_retries", 1),
+        ("grpc.service_config", json.dumps(SERVICE_CONFIG)),
     ]
     if tls_ca is not None:
         ca = tls_ca if isinstance(tls_ca, bytes) else Path(tls_ca).read_bytes()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -15,6 +16,8 @@ from maxact.client.channel import MAX_MESSAGE_BYTES, open_channel, resolve_token
 from maxact.client.defaults import DEFAULT_K
 from maxact.client.errors import rpc_errors
 from maxact.client.images import ImageData, ImageRequests, as_images
+from maxact.client.kinds import TopKMode
+from maxact.client.pages import all_pages
 from maxact.client.preprocessing import Preprocessing
 from maxact.client.scans import ScanCalls
 from maxact.client.stream import TopKStream
@@ -89,9 +92,17 @@ class Client:
         with rpc_errors(self.server):
             return method(request, timeout=self.timeout)
 
-    def list_models(self) -> list[t.ModelSummary]:
-        response = self._call(self._models.ListModels, model_service_pb2.ListModelsRequest())
-        return [convert.model_summary(m) for m in response.models]
+    def list_models_page(
+        self, page_size: int = 0, page_token: str = ""
+    ) -> tuple[list[t.ModelSummary], str]:
+        """One page of models sorted by name, and the token of the next page ("" at the end)."""
+        request = model_service_pb2.ListModelsRequest(page_size=page_size, page_token=page_token)
+        response = self._call(self._models.ListModels, request)
+        return [convert.model_summary(m) for m in response.models], response.next_page_token
+
+    def list_models(self, page_size: int = 0) -> list[t.ModelSummary]:
+        """Every model under the model root, sorted by name (follows page tokens)."""
+        return list(all_pages(lambda token: self.list_models_page(page_size, token)))
 
     def load_model(self, name: str) -> t.ModelSummary:
         """Load (and validate) a model now rather than on first use."""
@@ -110,24 +121,38 @@ class Client:
         overwrite: bool = False,
         preprocess_json: str | None = None,
         chunk_size: int = DEFAULT_CHUNK_BYTES,
+        preprocessing: Preprocessing | None = None,
     ) -> t.ModelSummary:
         """Stream a local .onnx file to the server's model root as `name` (default: file stem).
 
         The server verifies the SHA-256 and that the file is an ONNX model before it appears;
-        `preprocess_json` (a JSON object, docs/contracts.md "Preprocessing") becomes its default
-        preprocessing. An existing name is refused (ALREADY_EXISTS) unless `overwrite`.
+        `preprocessing` (or `preprocess_json`, the sidecar's JSON object, docs/contracts.md
+        "Preprocessing", parsed here: a typo raises ValueError before anything is sent) becomes
+        its default preprocessing. An existing name is refused (ALREADY_EXISTS) unless
+        `overwrite`.
         """
         path = Path(path)
+        if preprocess_json is not None:
+            if preprocessing is not None:
+                raise ValueError("give preprocessing or preprocess_json, not both")
+            document = json.loads(preprocess_json)
+            if not isinstance(document, dict):
+                raise ValueError("preprocess_json must be a JSON object")
+            preprocessing = Preprocessing.from_dict(document)
         requests = upload_requests(
             path,
             name or path.stem,
             sha256=file_sha256(path),
             overwrite=overwrite,
-            preprocess_json=preprocess_json,
+            preprocessing=preprocessing,
             chunk_size=chunk_size,
         )
         response = self._call(self._models.UploadModel, requests)
         return convert.model_summary(response.model)
+
+    def delete_scan(self, scan: str) -> None:
+        """Remove a persisted scan with its results; a running scan is cancelled first."""
+        self.scans.delete(scan)
 
     def get_model(self, name: str, size: tuple[int, int] | None = None) -> t.ModelInfo:
         """Inputs, default preprocessing and layers; size is needed for dynamic-size models."""
@@ -149,12 +174,19 @@ class Client:
             request.unit.CopyFrom(common_pb2.Unit(y=unit[0], x=unit[1]))
         return convert.field_info(self._call(self._fields.GetReceptiveField, request))
 
-    def list_datasets(self) -> list[t.DatasetSummary]:
-        request = dataset_service_pb2.ListDatasetsRequest()
-        return [
-            convert.dataset_summary(d)
-            for d in self._call(self._datasets.ListDatasets, request).datasets
-        ]
+    def list_datasets_page(
+        self, page_size: int = 0, page_token: str = ""
+    ) -> tuple[list[t.DatasetSummary], str]:
+        """One page of datasets sorted by name, and the next page's token ("" at the end)."""
+        request = dataset_service_pb2.ListDatasetsRequest(
+            page_size=page_size, page_token=page_token
+        )
+        response = self._call(self._datasets.ListDatasets, request)
+        return [convert.dataset_summary(d) for d in response.datasets], response.next_page_token
+
+    def list_datasets(self, page_size: int = 0) -> list[t.DatasetSummary]:
+        """Every dataset under the data root, sorted by name (follows page tokens)."""
+        return list(all_pages(lambda token: self.list_datasets_page(page_size, token)))
 
     def get_dataset(self, name: str) -> t.DatasetSummary:
         request = dataset_service_pb2.GetDatasetRequest(name=name)
@@ -258,7 +290,7 @@ def _topk_query(
     per_image_cap: int,
     preprocessing: Preprocessing | None,
 ) -> topk_service_pb2.TopKQuery:
-    if mode not in convert.MODES:
+    if mode not in {m.value for m in TopKMode}:
         raise ValueError(f"mode must be 'image' or 'position', not {mode!r}")
     if k <= 0:
         raise ValueError(f"k must be positive, not {k}")
@@ -267,7 +299,7 @@ def _topk_query(
         layer=layer,
         channel=channel,
         k=k,
-        mode=convert.MODES[mode],
+        mode=TopKMode(mode).to_proto(),
         bottom=bottom,
         per_image_cap=per_image_cap,
     )

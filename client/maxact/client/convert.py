@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from maxact.client import types as t
+from maxact.client.kinds import TopKMode
 from maxact.client.preprocessing import Preprocessing
 from maxact.v1 import (
     common_pb2,
@@ -14,16 +15,6 @@ from maxact.v1 import (
     receptive_field_service_pb2,
     topk_service_pb2,
 )
-
-MODE_NAMES = {
-    topk_service_pb2.TOP_K_MODE_UNSPECIFIED: "image",
-    topk_service_pb2.TOP_K_MODE_IMAGE: "image",
-    topk_service_pb2.TOP_K_MODE_POSITION: "position",
-}
-MODES = {
-    "image": topk_service_pb2.TOP_K_MODE_IMAGE,
-    "position": topk_service_pb2.TOP_K_MODE_POSITION,
-}
 
 
 def _axis_pair(values: Iterable[float]) -> tuple[float, float]:
@@ -153,15 +144,18 @@ def hit(msg: topk_service_pb2.Hit) -> t.Hit:
 
 
 def topk_event(
-    msg: topk_service_pb2.StreamTopKResponse | topk_service_pb2.StreamTopKImagesResponse,
+    response: topk_service_pb2.StreamTopKResponse | topk_service_pb2.StreamTopKImagesResponse,
 ) -> t.TopKEvent | None:
-    """The typed event of one stream message; None for an empty (unknown/newer) event."""
+    """The typed event of one stream message (both streams carry the same TopKEvent); None
+    for an empty (unknown/newer) event."""
+    msg = response.event
     kind = msg.WhichOneof("event")
     if kind == "progress":
         p = msg.progress
-        return t.Progress(int(p.images_done), int(p.images_total), int(p.images_failed))
+        return t.Progress(int(p.images_scanned), int(p.images_total), int(p.images_failed))
     if kind == "partial":
-        return t.PartialTopK(tuple(hit(h) for h in msg.partial.hits), int(msg.partial.images_done))
+        partial = msg.partial
+        return t.PartialTopK(tuple(hit(h) for h in partial.hits), int(partial.images_scanned))
     if kind == "patch":
         return patch(msg.patch)
     if kind == "skipped":
@@ -172,8 +166,15 @@ def topk_event(
             int(d.images_scanned),
             int(d.images_failed),
             d.k,
-            MODE_NAMES.get(d.mode, ""),
+            _mode_name(d.mode),
             Preprocessing.from_proto(d.preprocessing) if d.HasField("preprocessing") else None,
             d.preprocessing_warning,
         )
     return None
+
+
+def _mode_name(value: int) -> str:
+    try:
+        return TopKMode.from_proto(value).value
+    except ValueError:  # a mode newer than this client
+        return ""

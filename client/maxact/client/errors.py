@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import grpc
-from google.rpc import error_details_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 
@@ -25,6 +25,22 @@ class MaxactError(Exception):
         return f"{self.code.name}: {self.message}"
 
 
+def _info_reason(status: status_pb2.Status) -> str:
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info.reason
+    return ""
+
+
+def from_status(status: status_pb2.Status) -> MaxactError:
+    """A google.rpc.Status carried in a message (a failed scan's error) as the error type a
+    failed call raises."""
+    code = next((c for c in grpc.StatusCode if c.value[0] == status.code), grpc.StatusCode.UNKNOWN)
+    return MaxactError(code, _info_reason(status), status.message)
+
+
 def _reason_of(error: grpc.RpcError) -> str:
     """The ErrorInfo reason carried in the rich google.rpc.Status, or "" when there is none."""
     if not isinstance(error, grpc.Call):  # every RpcError grpc raises is also its Call
@@ -35,12 +51,7 @@ def _reason_of(error: grpc.RpcError) -> str:
         return ""
     if status is None:
         return ""
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return info.reason
-    return ""
+    return _info_reason(status)
 
 
 def from_rpc_error(error: grpc.RpcError, server: str = "") -> MaxactError:

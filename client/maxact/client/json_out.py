@@ -104,7 +104,20 @@ def hit_json(hit: t.Hit, patch_file: str | None = None) -> dict[str, Any]:
     return doc
 
 
-def topk_json(result: t.TopKResult, patch_files: Mapping[int, str] | None = None) -> dict[str, Any]:
+def patch_json(patch: t.Patch, patch_file: str | None = None, render: str = "rf") -> dict[str, Any]:
+    """A hit of the document. Under `--render mask` `box` is the region the patch crops (the
+    mask's box, original pixels) and `rf_box` the receptive field (clipped); otherwise `box`
+    is the receptive field clipped to the image, which is what the patch shows."""
+    doc = hit_json(patch.hit, patch_file)
+    if render == "mask" and patch.patch_box is not None:
+        doc["box"] = list(patch.patch_box)
+        doc["rf_box"] = list(patch.hit.box)
+    return doc
+
+
+def topk_json(
+    result: t.TopKResult, patch_files: Mapping[int, str] | None = None, render: str = "rf"
+) -> dict[str, Any]:
     """The `maxact topk --json` document, best first; patch_files maps rank -> file name."""
     files = patch_files or {}
     return {
@@ -114,7 +127,9 @@ def topk_json(result: t.TopKResult, patch_files: Mapping[int, str] | None = None
         "k": result.k,
         "mode": result.mode,
         "images_scanned": result.images_scanned,
-        "results": [hit_json(hit, files.get(hit.rank)) for hit in result.hits],
+        "results": [
+            patch_json(patch, files.get(patch.hit.rank), render) for patch in result.patches
+        ],
         "preprocessing": result.preprocessing.to_dict() if result.preprocessing else None,
     }
 

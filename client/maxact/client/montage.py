@@ -10,6 +10,7 @@ BACKGROUND = (255, 255, 255)
 INK = (0, 0, 0)
 GAP = 8
 MARGIN = 8
+CHAR_WIDTH = 6  # px of a character of Pillow's built-in font
 
 
 def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
@@ -45,6 +46,14 @@ def caption(rank: int, score: float) -> str:
     return f"#{rank}  {score:.4g}" if abs(score) < 1e5 else f"#{rank}  {score:.3e}"
 
 
+def image_caption(rank: int, score: float, image: str, tile: int) -> str:
+    """'#rank  score' and, on a second line, the image's name (its end when too long for the
+    tile: file names differ at the end more often than at the start)."""
+    room = max(4, tile // CHAR_WIDTH)
+    name = image if len(image) <= room else "…" + image[-(room - 1) :]
+    return f"{caption(rank, score)}\n{name}"
+
+
 def render_montage(patches: Sequence[tuple[Image.Image, str]], tile: int = 160) -> Image.Image:
     """One row of tiles, each patch centred in its tile with its caption underneath."""
     font = _font()
@@ -63,7 +72,13 @@ def render_montage(patches: Sequence[tuple[Image.Image, str]], tile: int = 160) 
         fw, fh = fitted.size
         canvas.paste(fitted, (left + (tile - fw) // 2, MARGIN + (tile - fh) // 2))
         tw, _ = _text_size(draw, text, font)
-        draw.text((left + max(0, (tile - tw) // 2), MARGIN + tile + 4), text, fill=INK, font=font)
+        draw.multiline_text(
+            (left + max(0, (tile - tw) // 2), MARGIN + tile + 4),
+            text,
+            fill=INK,
+            font=font,
+            align="center",
+        )
     return canvas
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from PIL import Image
 
 from maxact.client import types as t
-from maxact.client.montage import caption, render_montage
+from maxact.client.montage import image_caption, render_montage
 
 MONTAGE_FILE = "montage.png"
 
@@ -18,12 +18,13 @@ def patch_file_name(rank: int) -> str:
 
 
 def montage_of(result: t.TopKResult, tile: int = 160) -> Image.Image:
-    """The k patches of a result in a row, '#rank  score' under each."""
+    """The k patches of a result in a row, '#rank  score' and the image's name under each."""
     tiles = []
     for patch in result.patches:
         with Image.open(io.BytesIO(patch.png)) as image:
             image.load()
-            tiles.append((image.copy(), caption(patch.hit.rank, patch.hit.score)))
+            hit = patch.hit
+            tiles.append((image.copy(), image_caption(hit.rank, hit.score, hit.image, tile)))
     return render_montage(tiles, tile=tile)
 
 

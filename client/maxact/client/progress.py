@@ -11,10 +11,14 @@ LOG_INTERVAL_S = 5.0  # plain mode: at most one line per interval (plus the last
 
 
 class ProgressBar:
-    """Shows images_done / images_total; never writes to stdout so --json output stays clean."""
+    """Shows done / total of `unit` (images for scans, channels for a report); never writes to
+    stdout so --json output stays clean."""
 
-    def __init__(self, label: str = "scanning", stream: TextIO | None = None) -> None:
+    def __init__(
+        self, label: str = "scanning", stream: TextIO | None = None, unit: str = "images"
+    ) -> None:
         self.label = label
+        self.unit = unit
         self.stream = stream if stream is not None else sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self._last_log = 0.0
@@ -44,10 +48,10 @@ class ProgressBar:
         """One status line, with a bar when the total is known."""
         skipped = f", {failed} skipped" if failed else ""
         if total <= 0:
-            return f"{self.label}: {done} images{skipped}"
+            return f"{self.label}: {done} {self.unit}{skipped}"
         filled = min(BAR_WIDTH, BAR_WIDTH * done // total)
         bar = "#" * filled + "." * (BAR_WIDTH - filled)
-        return f"{self.label} [{bar}] {done}/{total} images ({100 * done // total}%){skipped}"
+        return f"{self.label} [{bar}] {done}/{total} {self.unit} ({100 * done // total}%){skipped}"
 
     def note(self, text: str) -> None:
         """A message line (e.g. a skipped image) that does not garble the redrawn bar."""

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 import grpc
+from google.protobuf import timestamp_pb2
 
 from maxact.client import convert
 from maxact.client import types as t
 from maxact.client.defaults import DEFAULT_K
-from maxact.client.errors import rpc_errors
+from maxact.client.errors import MaxactError, from_status, rpc_errors
+from maxact.client.kinds import ScanState, TopKMode
+from maxact.client.pages import all_pages
 from maxact.client.preprocessing import Preprocessing
 from maxact.v1 import (
     neuron_service_pb2,
@@ -20,22 +25,13 @@ from maxact.v1 import (
     scan_service_pb2_grpc,
 )
 
-STATES = {
-    scan_service_pb2.SCAN_STATE_QUEUED: "queued",
-    scan_service_pb2.SCAN_STATE_RUNNING: "running",
-    scan_service_pb2.SCAN_STATE_SUCCEEDED: "succeeded",
-    scan_service_pb2.SCAN_STATE_FAILED: "failed",
-    scan_service_pb2.SCAN_STATE_CANCELLED: "cancelled",
-}
-FINISHED = frozenset({"succeeded", "failed", "cancelled"})
-
 
 @dataclass(frozen=True)
 class ScanInfo:
     """A persisted scan; `id` is what the CLI prints, `name` is "scans/{id}"."""
 
     id: str
-    state: str
+    state: ScanState
     images_done: int
     images_total: int
     images_failed: int
@@ -43,11 +39,25 @@ class ScanInfo:
     layers: tuple[str, ...]
     dataset: str
     k: int
-    mode: str
+    mode: TopKMode
+    # the failure's message ("" unless failed); `failure` has its code and reason
     error: str = ""
+    failure: MaxactError | None = None
+    create_time: datetime | None = None
+    update_time: datetime | None = None
+    request_id: str = ""
     preprocessing: Preprocessing | None = None  # resolved when the scan was created
     # from create only: the model runs on built-in default preprocessing
     preprocessing_warning: str = ""
+
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        """(height, width) of the model input the scan ran at, when it is one size for every
+        image (not with a per-image resize_shorter)."""
+        prep = self.preprocessing
+        if prep is None:
+            return None
+        return prep.center_crop or prep.size
 
     @property
     def name(self) -> str:
@@ -55,7 +65,7 @@ class ScanInfo:
 
     @property
     def finished(self) -> bool:
-        return self.state in FINISHED
+        return self.state.finished
 
 
 @dataclass(frozen=True)
@@ -78,19 +88,28 @@ class LayerStatistics:
     top_channels_per_class: dict[str, tuple[int, ...]]
 
 
+def _time(stamp: timestamp_pb2.Timestamp, is_set: bool) -> datetime | None:
+    return stamp.ToDatetime(tzinfo=timezone.utc) if is_set else None
+
+
 def scan_info(message: scan_service_pb2.Scan, preprocessing_warning: str = "") -> ScanInfo:
+    failure = from_status(message.error) if message.HasField("error") else None
     return ScanInfo(
         id=message.name.removeprefix("scans/"),
-        state=STATES.get(message.state, "unknown"),
-        images_done=message.images_done,
+        state=ScanState.from_proto(message.state),
+        images_done=message.images_scanned,
         images_total=message.images_total,
         images_failed=message.images_failed,
         model=message.model,
         layers=tuple(message.layers),
         dataset=message.dataset,
         k=message.k,
-        mode=convert.MODE_NAMES.get(message.mode, "image"),
-        error=message.error,
+        mode=TopKMode.from_proto(message.mode),
+        error=failure.message if failure is not None else "",
+        failure=failure,
+        create_time=_time(message.create_time, message.HasField("create_time")),
+        update_time=_time(message.update_time, message.HasField("update_time")),
+        request_id=message.request_id,
         preprocessing=Preprocessing.from_proto(message.preprocessing)
         if message.HasField("preprocessing")
         else None,
@@ -126,9 +145,17 @@ class ScanCalls:
         k: int = DEFAULT_K,
         mode: str = "image",
         preprocessing: Preprocessing | None = None,
+        request_id: str | None = None,
     ) -> ScanInfo:
+        """Start a scan. `request_id` (default: a new UUID4) makes the call idempotent: the
+        channel's retries, or yours with the same id, return the scan the first call made."""
         request = scan_service_pb2.CreateScanRequest(
-            model=model, layers=layers, dataset=dataset, k=k, mode=convert.MODES[mode]
+            model=model,
+            layers=layers,
+            dataset=dataset,
+            k=k,
+            mode=TopKMode(mode).to_proto(),
+            request_id=request_id if request_id is not None else uuid.uuid4().hex,
         )
         if preprocessing is not None:
             request.preprocessing.CopyFrom(preprocessing.to_proto())
@@ -143,17 +170,19 @@ class ScanCalls:
         request = scan_service_pb2.CancelScanRequest(name=_name(scan))
         return scan_info(self._call(self._scans.CancelScan, request).scan)
 
+    def delete(self, scan: str) -> None:
+        """Remove the scan and its results (a running scan is cancelled first)."""
+        self._call(self._scans.DeleteScan, scan_service_pb2.DeleteScanRequest(name=_name(scan)))
+
+    def list_page(self, page_size: int = 0, page_token: str = "") -> tuple[list[ScanInfo], str]:
+        """One page of scans, newest first, and the next page's token ("" at the end)."""
+        request = scan_service_pb2.ListScansRequest(page_size=page_size, page_token=page_token)
+        response = self._call(self._scans.ListScans, request)
+        return [scan_info(s) for s in response.scans], response.next_page_token
+
     def list(self, page_size: int = 100) -> list[ScanInfo]:
         """Every scan, newest first (follows page tokens)."""
-        scans: list[ScanInfo] = []
-        token = ""
-        while True:
-            request = scan_service_pb2.ListScansRequest(page_size=page_size, page_token=token)
-            response = self._call(self._scans.ListScans, request)
-            scans.extend(scan_info(s) for s in response.scans)
-            token = response.next_page_token
-            if not token:
-                return scans
+        return list(all_pages(lambda token: self.list_page(page_size, token)))
 
     def watch(self, scan: str) -> Iterator[ScanInfo]:
         """Yields the scan whenever its state or progress changes, until it is finished."""

@@ -41,6 +41,15 @@ def _size(n: int) -> str:
     return f"{value:.1f} GiB"
 
 
+def datasets_text(datasets: Sequence[t.DatasetSummary]) -> str:
+    if not datasets:
+        return "no datasets under the server's data root"
+    rows = [
+        (d.name, d.image_count, _size(d.size_bytes), ", ".join(d.labels) or "-") for d in datasets
+    ]
+    return table(("DATASET", "IMAGES", "SIZE", "LABELS"), rows)
+
+
 def models_text(models: Sequence[t.ModelSummary]) -> str:
     if not models:
         return "no models under the server's model root"
@@ -74,7 +83,11 @@ def layers_text(info: t.ModelInfo) -> str:
     return head + body
 
 
+MAX_GROUP_LINES = 8  # the text output summarises; --json keeps every group and interval
+
+
 def rf_text(info: t.FieldInfo) -> str:
+    """A summary of a few lines (an early layer's --json has an interval per unit row/column)."""
     rf = info.receptive_field
     lines = [
         f"model   {info.model}",
@@ -83,10 +96,20 @@ def rf_text(info: t.FieldInfo) -> str:
         f"field   {geometry_text(rf.geometry)}",
     ]
     if len(rf.channel_groups) > 1:
-        for g in rf.channel_groups:
+        groups = rf.channel_groups
+        shown = groups if len(groups) <= MAX_GROUP_LINES else groups[: MAX_GROUP_LINES - 1]
+        for g in shown:
             lines.append(
                 f"  channels {g.first_channel}-{g.last_channel}: {geometry_text(g.geometry)}"
             )
+        if len(shown) < len(groups):
+            lines.append(f"  ... {len(groups) - len(shown)} more channel groups (--json lists all)")
+    if rf.spatial and rf.rows and rf.cols:
+        lines.append(
+            f"units   {len(rf.rows)}x{len(rf.cols)}: row 0 sees input rows "
+            f"{rf.rows[0][0]}..{rf.rows[0][1]}, the last row {rf.rows[-1][0]}..{rf.rows[-1][1]}"
+            " (--json lists every unit's interval)"
+        )
     if rf.global_context:
         lines.append("global  some channels also depend on the whole image (global path)")
     if info.box is not None:

@@ -29,8 +29,9 @@ class ChannelGroup:
     first_channel: int
     last_channel: int
     geometry: FieldGeometry
-    rows: tuple[Interval, ...]
-    cols: tuple[Interval, ...]
+    # one interval per output row / column: hundreds in early layers, so not in the repr
+    rows: tuple[Interval, ...] = field(repr=False)
+    cols: tuple[Interval, ...] = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,18 @@ class ReceptiveField:
     geometry: FieldGeometry
     channel_groups: tuple[ChannelGroup, ...]
     global_context: bool
-    rows: tuple[Interval, ...]
-    cols: tuple[Interval, ...]
+    rows: tuple[Interval, ...] = field(repr=False)
+    cols: tuple[Interval, ...] = field(repr=False)
+
+    def __repr__(self) -> str:
+        """One line in a REPL: the geometry and how many rows / columns / groups there are."""
+        g = self.geometry
+        return (
+            f"ReceptiveField(spatial={self.spatial}, size={g.size}, stride={g.stride}, "
+            f"padding={g.padding}, channel_groups={len(self.channel_groups)}, "
+            f"global_context={self.global_context}, rows=<{len(self.rows)} intervals>, "
+            f"cols=<{len(self.cols)} intervals>)"
+        )
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
+from maxact.client.preprocessing import Preprocessing
 from maxact.v1 import model_service_pb2
 
 DEFAULT_CHUNK_BYTES = 1024 * 1024
@@ -30,16 +31,17 @@ def upload_requests(
     *,
     sha256: str,
     overwrite: bool = False,
-    preprocess_json: str | None = None,
+    preprocessing: Preprocessing | None = None,
     chunk_size: int = DEFAULT_CHUNK_BYTES,
 ) -> Iterator[model_service_pb2.UploadModelRequest]:
-    """The first message names the model and carries the checksum and options, no data; then
-    one message per chunk."""
+    """The header names the model and carries the checksum and options, no data; then one
+    message per chunk."""
     if chunk_size <= 0:
         raise ValueError(f"chunk_size must be positive, not {chunk_size}")
-    yield model_service_pb2.UploadModelRequest(
-        name=name, sha256=sha256, overwrite=overwrite, preprocess_json=preprocess_json or ""
-    )
+    header = model_service_pb2.UploadModelHeader(name=name, sha256=sha256, overwrite=overwrite)
+    if preprocessing is not None:
+        header.preprocessing.CopyFrom(preprocessing.to_proto())
+    yield model_service_pb2.UploadModelRequest(header=header)
     with path.open("rb") as handle:
         while block := handle.read(chunk_size):
             yield model_service_pb2.UploadModelRequest(chunk=block)

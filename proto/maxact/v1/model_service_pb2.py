@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from maxact.v1 import common_pb2 as maxact_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dmaxact/v1/model_service.proto\x12\tmaxact.v1\x1a\x16maxact/v1/common.proto\"@\n\x0cModelSummary\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\x12\x0e\n\x06loaded\x18\x03 \x01(\x08\"\x13\n\x11ListModelsRequest\"=\n\x12ListModelsResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.maxact.v1.ModelSummary\"?\n\nTensorInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x65lement_type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\"y\n\x05Layer\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\n\n\x02op\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x32\n\x0freceptive_field\x18\x04 \x01(\x0b\x32\x19.maxact.v1.ReceptiveField\x12\x13\n\x0b\x66ield_error\x18\x05 \x01(\t\"-\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x03(\x05\"\xf5\x01\n\x10GetModelResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x06inputs\x18\x02 \x03(\x0b\x32\x15.maxact.v1.TensorInfo\x12&\n\x07outputs\x18\x03 \x03(\x0b\x32\x15.maxact.v1.TensorInfo\x12\x37\n\x15\x64\x65\x66\x61ult_preprocessing\x18\x04 \x01(\x0b\x32\x18.maxact.v1.Preprocessing\x12\x14\n\x0cinput_height\x18\x05 \x01(\x05\x12\x13\n\x0binput_width\x18\x06 \x01(\x05\x12 \n\x06layers\x18\x07 \x03(\x0b\x32\x10.maxact.v1.Layer\" \n\x10LoadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\";\n\x11LoadModelResponse\x12&\n\x05model\x18\x01 \x01(\x0b\x32\x17.maxact.v1.ModelSummary\"m\n\x12UploadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\r\n\x05\x63hunk\x18\x03 \x01(\x0c\x12\x11\n\toverwrite\x18\x04 \x01(\x08\x12\x17\n\x0fpreprocess_json\x18\x05 \x01(\t\"=\n\x13UploadModelResponse\x12&\n\x05model\x18\x01 \x01(\x0b\x32\x17.maxact.v1.ModelSummary\"\"\n\x12UnloadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x15\n\x13UnloadModelResponse2\x84\x03\n\x0cModelService\x12I\n\nListModels\x12\x1c.maxact.v1.ListModelsRequest\x1a\x1d.maxact.v1.ListModelsResponse\x12\x43\n\x08GetModel\x12\x1a.maxact.v1.GetModelRequest\x1a\x1b.maxact.v1.GetModelResponse\x12\x46\n\tLoadModel\x12\x1b.maxact.v1.LoadModelRequest\x1a\x1c.maxact.v1.LoadModelResponse\x12N\n\x0bUploadModel\x12\x1d.maxact.v1.UploadModelRequest\x1a\x1e.maxact.v1.UploadModelResponse(\x01\x12L\n\x0bUnloadModel\x12\x1d.maxact.v1.UnloadModelRequest\x1a\x1e.maxact.v1.UnloadModelResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dmaxact/v1/model_service.proto\x12\tmaxact.v1\x1a\x16maxact/v1/common.proto\"@\n\x0cModelSummary\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\x12\x0e\n\x06loaded\x18\x03 \x01(\x08\":\n\x11ListModelsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"V\n\x12ListModelsResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.maxact.v1.ModelSummary\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"?\n\nTensorInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x65lement_type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\"y\n\x05Layer\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\n\n\x02op\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x32\n\x0freceptive_field\x18\x04 \x01(\x0b\x32\x19.maxact.v1.ReceptiveField\x12\x13\n\x0b\x66ield_error\x18\x05 \x01(\t\"-\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x03(\x05\"\xf5\x01\n\x10GetModelResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x06inputs\x18\x02 \x03(\x0b\x32\x15.maxact.v1.TensorInfo\x12&\n\x07outputs\x18\x03 \x03(\x0b\x32\x15.maxact.v1.TensorInfo\x12\x37\n\x15\x64\x65\x66\x61ult_preprocessing\x18\x04 \x01(\x0b\x32\x18.maxact.v1.Preprocessing\x12\x14\n\x0cinput_height\x18\x05 \x01(\x05\x12\x13\n\x0binput_width\x18\x06 \x01(\x05\x12 \n\x06layers\x18\x07 \x03(\x0b\x32\x10.maxact.v1.Layer\" \n\x10LoadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\";\n\x11LoadModelResponse\x12&\n\x05model\x18\x01 \x01(\x0b\x32\x17.maxact.v1.ModelSummary\"u\n\x11UploadModelHeader\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x11\n\toverwrite\x18\x03 \x01(\x08\x12/\n\rpreprocessing\x18\x04 \x01(\x0b\x32\x18.maxact.v1.Preprocessing\"`\n\x12UploadModelRequest\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1c.maxact.v1.UploadModelHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07message\"=\n\x13UploadModelResponse\x12&\n\x05model\x18\x01 \x01(\x0b\x32\x17.maxact.v1.ModelSummary\"\"\n\x12UnloadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x15\n\x13UnloadModelResponse2\x84\x03\n\x0cModelService\x12I\n\nListModels\x12\x1c.maxact.v1.ListModelsRequest\x1a\x1d.maxact.v1.ListModelsResponse\x12\x43\n\x08GetModel\x12\x1a.maxact.v1.GetModelRequest\x1a\x1b.maxact.v1.GetModelResponse\x12\x46\n\tLoadModel\x12\x1b.maxact.v1.LoadModelRequest\x1a\x1c.maxact.v1.LoadModelResponse\x12N\n\x0bUploadModel\x12\x1d.maxact.v1.UploadModelRequest\x1a\x1e.maxact.v1.UploadModelResponse(\x01\x12L\n\x0bUnloadModel\x12\x1d.maxact.v1.UnloadModelRequest\x1a\x1e.maxact.v1.UnloadModelResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,29 +35,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELSUMMARY']._serialized_start=68
   _globals['_MODELSUMMARY']._serialized_end=132
   _globals['_LISTMODELSREQUEST']._serialized_start=134
-  _globals['_LISTMODELSREQUEST']._serialized_end=153
-  _globals['_LISTMODELSRESPONSE']._serialized_start=155
-  _globals['_LISTMODELSRESPONSE']._serialized_end=216
-  _globals['_TENSORINFO']._serialized_start=218
-  _globals['_TENSORINFO']._serialized_end=281
-  _globals['_LAYER']._serialized_start=283
-  _globals['_LAYER']._serialized_end=404
-  _globals['_GETMODELREQUEST']._serialized_start=406
-  _globals['_GETMODELREQUEST']._serialized_end=451
-  _globals['_GETMODELRESPONSE']._serialized_start=454
-  _globals['_GETMODELRESPONSE']._serialized_end=699
-  _globals['_LOADMODELREQUEST']._serialized_start=701
-  _globals['_LOADMODELREQUEST']._serialized_end=733
-  _globals['_LOADMODELRESPONSE']._serialized_start=735
-  _globals['_LOADMODELRESPONSE']._serialized_end=794
-  _globals['_UPLOADMODELREQUEST']._serialized_start=796
-  _globals['_UPLOADMODELREQUEST']._serialized_end=905
-  _globals['_UPLOADMODELRESPONSE']._serialized_start=907
-  _globals['_UPLOADMODELRESPONSE']._serialized_end=968
-  _globals['_UNLOADMODELREQUEST']._serialized_start=970
-  _globals['_UNLOADMODELREQUEST']._serialized_end=1004
-  _globals['_UNLOADMODELRESPONSE']._serialized_start=1006
-  _globals['_UNLOADMODELRESPONSE']._serialized_end=1027
-  _globals['_MODELSERVICE']._serialized_start=1030
-  _globals['_MODELSERVICE']._serialized_end=1418
+  _globals['_LISTMODELSREQUEST']._serialized_end=192
+  _globals['_LISTMODELSRESPONSE']._serialized_start=194
+  _globals['_LISTMODELSRESPONSE']._serialized_end=280
+  _globals['_TENSORINFO']._serialized_start=282
+  _globals['_TENSORINFO']._serialized_end=345
+  _globals['_LAYER']._serialized_start=347
+  _globals['_LAYER']._serialized_end=468
+  _globals['_GETMODELREQUEST']._serialized_start=470
+  _globals['_GETMODELREQUEST']._serialized_end=515
+  _globals['_GETMODELRESPONSE']._serialized_start=518
+  _globals['_GETMODELRESPONSE']._serialized_end=763
+  _globals['_LOADMODELREQUEST']._serialized_start=765
+  _globals['_LOADMODELREQUEST']._serialized_end=797
+  _globals['_LOADMODELRESPONSE']._serialized_start=799
+  _globals['_LOADMODELRESPONSE']._serialized_end=858
+  _globals['_UPLOADMODELHEADER']._serialized_start=860
+  _globals['_UPLOADMODELHEADER']._serialized_end=977
+  _globals['_UPLOADMODELREQUEST']._serialized_start=979
+  _globals['_UPLOADMODELREQUEST']._serialized_end=1075
+  _globals['_UPLOADMODELRESPONSE']._serialized_start=1077
+  _globals['_UPLOADMODELRESPONSE']._serialized_end=1138
+  _globals['_UNLOADMODELREQUEST']._serialized_start=1140
+  _globals['_UNLOADMODELREQUEST']._serialized_end=1174
+  _globals['_UNLOADMODELRESPONSE']._serialized_start=1176
+  _globals['_UNLOADMODELRESPONSE']._serialized_end=1197
+  _globals['_MODELSERVICE']._serialized_start=1200
+  _globals['_MODELSERVICE']._serialized_end=1588
 # @@protoc_insertion_point(module_scope)

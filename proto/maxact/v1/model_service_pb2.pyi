@@ -27,8 +27,11 @@ class ModelSummary(_message.Message):
     SIZE_BYTES_FIELD_NUMBER: _builtins.int
     LOADED_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """Path under the model root without ".onnx" (e.g. "resnet/r50")."""
     size_bytes: _builtins.int
+    """Size of the .onnx file."""
     loaded: _builtins.bool
+    """Held in memory by the server now (a loaded model answers without reading the file)."""
     def __init__(
         self,
         *,
@@ -48,12 +51,21 @@ Global___ModelSummary: _TypeAlias = ModelSummary  # noqa: Y015
 class ListModelsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """At most this many models per page; 0: the server's default (50); above 1000: 1000."""
+    page_token: _builtins.str
+    """A next_page_token of an earlier ListModels response; empty: the first page."""
     def __init__(
         self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -64,16 +76,22 @@ class ListModelsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     MODELS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Opaque; pass as page_token for the next page. Empty on the last page."""
     @_builtins.property
-    def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelSummary]: ...
+    def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelSummary]:
+        """Sorted by name."""
+
     def __init__(
         self,
         *,
         models: _abc.Iterable[Global___ModelSummary] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["models", b"models"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["models", b"models", "next_page_token", b"next_page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -254,38 +272,66 @@ class LoadModelResponse(_message.Message):
 Global___LoadModelResponse: _TypeAlias = LoadModelResponse  # noqa: Y015
 
 @_typing.final
-class UploadModelRequest(_message.Message):
+class UploadModelHeader(_message.Message):
+    """The first message of an upload."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
     SHA256_FIELD_NUMBER: _builtins.int
-    CHUNK_FIELD_NUMBER: _builtins.int
     OVERWRITE_FIELD_NUMBER: _builtins.int
-    PREPROCESS_JSON_FIELD_NUMBER: _builtins.int
+    PREPROCESSING_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """Set in the first message: the model name (path under the model root, without ".onnx")."""
+    """The model name: path under the model root, without ".onnx"."""
     sha256: _builtins.str
-    """Hex SHA-256 of the whole file, set in the first message."""
-    chunk: _builtins.bytes
-    """Every message may carry a chunk of the file, in order."""
+    """Hex SHA-256 of the whole file; the upload is refused if the received bytes differ."""
     overwrite: _builtins.bool
-    """First message: replace an existing model of that name (else ALREADY_EXISTS)."""
-    preprocess_json: _builtins.str
-    """First message, optional: the default preprocessing, stored as NAME.preprocess.json."""
+    """Replace an existing model of that name (else ALREADY_EXISTS)."""
+    @_builtins.property
+    def preprocessing(self) -> _common_pb2.Preprocessing:
+        """Optional: the model's default preprocessing, stored beside it as NAME.preprocess.json."""
+
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         sha256: _builtins.str = ...,
-        chunk: _builtins.bytes = ...,
         overwrite: _builtins.bool = ...,
-        preprocess_json: _builtins.str = ...,
+        preprocessing: _common_pb2.Preprocessing | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["preprocessing", b"preprocessing"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "name", b"name", "overwrite", b"overwrite", "preprocess_json", b"preprocess_json", "sha256", b"sha256"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "overwrite", b"overwrite", "preprocessing", b"preprocessing", "sha256", b"sha256"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadModelHeader: _TypeAlias = UploadModelHeader  # noqa: Y015
+
+@_typing.final
+class UploadModelRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    CHUNK_FIELD_NUMBER: _builtins.int
+    chunk: _builtins.bytes
+    """Every later message: the next bytes of the file, in order."""
+    @_builtins.property
+    def header(self) -> Global___UploadModelHeader:
+        """The first message, and only the first."""
+
+    def __init__(
+        self,
+        *,
+        header: Global___UploadModelHeader | None = ...,
+        chunk: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "message", b"message"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["header", "chunk"]  # noqa: Y015
+    _WhichOneofArgType_message: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_message) -> _WhichOneofReturnType_message | None: ...
 
 Global___UploadModelRequest: _TypeAlias = UploadModelRequest  # noqa: Y015
 

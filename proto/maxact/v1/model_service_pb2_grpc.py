@@ -86,8 +86,9 @@ class ModelServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UploadModel(self, request_iterator, context):
-        """Client streaming: the first message carries the name and checksum, every message a chunk.
-        The file is verified (SHA-256, ONNX) before it appears under the model root.
+        """Client streaming: the first message is the header (name, checksum, options), every later
+        message a chunk of the file. The file is verified (SHA-256, ONNX) before it appears under
+        the model root.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

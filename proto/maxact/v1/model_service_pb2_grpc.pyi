@@ -38,8 +38,9 @@ class ModelServiceStub:
     """Inputs, default preprocessing and the catalogue of layers with receptive fields."""
     LoadModel: _grpc.UnaryUnaryMultiCallable[_model_service_pb2.LoadModelRequest, _model_service_pb2.LoadModelResponse]
     UploadModel: _grpc.StreamUnaryMultiCallable[_model_service_pb2.UploadModelRequest, _model_service_pb2.UploadModelResponse]
-    """Client streaming: the first message carries the name and checksum, every message a chunk.
-    The file is verified (SHA-256, ONNX) before it appears under the model root.
+    """Client streaming: the first message is the header (name, checksum, options), every later
+    message a chunk of the file. The file is verified (SHA-256, ONNX) before it appears under
+    the model root.
     """
     UnloadModel: _grpc.UnaryUnaryMultiCallable[_model_service_pb2.UnloadModelRequest, _model_service_pb2.UnloadModelResponse]
 
@@ -53,8 +54,9 @@ class ModelServiceAsyncStub(ModelServiceStub):
     """Inputs, default preprocessing and the catalogue of layers with receptive fields."""
     LoadModel: _aio.UnaryUnaryMultiCallable[_model_service_pb2.LoadModelRequest, _model_service_pb2.LoadModelResponse]  # type: ignore[assignment]
     UploadModel: _aio.StreamUnaryMultiCallable[_model_service_pb2.UploadModelRequest, _model_service_pb2.UploadModelResponse]  # type: ignore[assignment]
-    """Client streaming: the first message carries the name and checksum, every message a chunk.
-    The file is verified (SHA-256, ONNX) before it appears under the model root.
+    """Client streaming: the first message is the header (name, checksum, options), every later
+    message a chunk of the file. The file is verified (SHA-256, ONNX) before it appears under
+    the model root.
     """
     UnloadModel: _aio.UnaryUnaryMultiCallable[_model_service_pb2.UnloadModelRequest, _model_service_pb2.UnloadModelResponse]  # type: ignore[assignment]
 
@@ -89,8 +91,9 @@ class ModelServiceServicer(metaclass=_abc_1.ABCMeta):
         request_iterator: _MaybeAsyncIterator[_model_service_pb2.UploadModelRequest],
         context: _ServicerContext,
     ) -> _typing.Union[_model_service_pb2.UploadModelResponse, _abc.Awaitable[_model_service_pb2.UploadModelResponse]]:
-        """Client streaming: the first message carries the name and checksum, every message a chunk.
-        The file is verified (SHA-256, ONNX) before it appears under the model root.
+        """Client streaming: the first message is the header (name, checksum, options), every later
+        message a chunk of the file. The file is verified (SHA-256, ONNX) before it appears under
+        the model root.
         """
 
     @_abc_1.abstractmethod

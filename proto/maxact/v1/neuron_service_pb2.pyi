@@ -38,8 +38,11 @@ class GetNeuronRequest(_message.Message):
     """"scans/{id}"."""
     layer: _builtins.str
     channel: _builtins.int
+    """The channel of a spatial tensor, or the index of a flat tensor."""
     k: _builtins.int
+    """How many of the stored entries; 0: all the scan kept (its k)."""
     include_patches: _builtins.bool
+    """Render each hit's patch (png) from its original image; else hits only."""
     bottom: _builtins.bool
     """The k weakest responses instead of the strongest."""
     render: _common_pb2.PatchRender.ValueType
@@ -84,6 +87,7 @@ class GetNeuronResponse(_message.Message):
     SCAN_FIELD_NUMBER: _builtins.int
     MODE_FIELD_NUMBER: _builtins.int
     images_scanned: _builtins.int
+    """Images the scan read and reduced (failed ones not included)."""
     mode: _topk_service_pb2.TopKMode.ValueType
     @_builtins.property
     def patches(self) -> _containers.RepeatedCompositeFieldContainer[_topk_service_pb2.Patch]:
@@ -162,13 +166,21 @@ class ChannelStatistics(_message.Message):
     PREFERRED_CLASS_FIELD_NUMBER: _builtins.int
     channel: _builtins.int
     mean_max: _builtins.float
+    """Mean over images of the channel's per-image maximum."""
     max_max: _builtins.float
+    """Largest per-image maximum."""
     firing_rate: _builtins.float
+    """Fraction of images whose maximum is > 0."""
     dead: _builtins.bool
+    """Never fired (maximum <= 0 on every image)."""
     selectivity: _builtins.float
+    """Labelled datasets: class-selectivity index (mu_max - mu_rest) / (mu_max + mu_rest)."""
     preferred_class: _builtins.str
+    """Labelled datasets: the class with the highest class_mean."""
     @_builtins.property
-    def class_mean(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]: ...
+    def class_mean(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """Labelled datasets: mean_max per class name."""
+
     @_builtins.property
     def top_class_histogram(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
         """Class of each top-k image, counted."""
@@ -201,6 +213,7 @@ class GetLayerStatisticsRequest(_message.Message):
     SCAN_FIELD_NUMBER: _builtins.int
     LAYER_FIELD_NUMBER: _builtins.int
     scan: _builtins.str
+    """"scans/{id}"."""
     layer: _builtins.str
     def __init__(
         self,
@@ -245,6 +258,7 @@ class GetLayerStatisticsResponse(_message.Message):
     IMAGES_SCANNED_FIELD_NUMBER: _builtins.int
     TOP_CHANNELS_PER_CLASS_FIELD_NUMBER: _builtins.int
     images_scanned: _builtins.int
+    """Images the scan read and reduced (failed ones not included)."""
     @_builtins.property
     def channels(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChannelStatistics]: ...
     @_builtins.property

@@ -6,8 +6,10 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.rpc import status_pb2 as _status_pb2
 from maxact.v1 import common_pb2 as _common_pb2
 from maxact.v1 import topk_service_pb2 as _topk_service_pb2
 import builtins as _builtins
@@ -55,27 +57,30 @@ class Scan(_message.Message):
     K_FIELD_NUMBER: _builtins.int
     PREPROCESSING_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
-    IMAGES_DONE_FIELD_NUMBER: _builtins.int
+    IMAGES_SCANNED_FIELD_NUMBER: _builtins.int
     IMAGES_TOTAL_FIELD_NUMBER: _builtins.int
-    ERROR_FIELD_NUMBER: _builtins.int
     MODE_FIELD_NUMBER: _builtins.int
     IMAGES_FAILED_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """"scans/{id}"."""
     model: _builtins.str
     dataset: _builtins.str
     k: _builtins.int
+    """Entries kept per channel and kind (top, bottom)."""
     state: Global___ScanState.ValueType
-    images_done: _builtins.int
+    images_scanned: _builtins.int
+    """Images read and reduced so far (failed ones not included)."""
     images_total: _builtins.int
-    error: _builtins.str
+    """Images in the dataset snapshot taken when the scan was created."""
     mode: _topk_service_pb2.TopKMode.ValueType
     images_failed: _builtins.int
-    create_time: _builtins.float
-    """Seconds since the Unix epoch."""
-    update_time: _builtins.float
+    """Images skipped because they could not be read or decoded."""
+    request_id: _builtins.str
+    """The request_id the scan was created with ("" when none was given)."""
     @_builtins.property
     def layers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -83,6 +88,16 @@ class Scan(_message.Message):
         """The preprocessing the scan runs with, resolved at creation (model defaults with the
         request on top), so a later change of the model's sidecar does not change the scan.
         """
+
+    @_builtins.property
+    def error(self) -> _status_pb2.Status:
+        """Set when state is SCAN_STATE_FAILED: code and an ErrorInfo reason (e.g. MODEL_NOT_FOUND)."""
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """Last change of state or progress."""
 
     def __init__(
         self,
@@ -94,17 +109,18 @@ class Scan(_message.Message):
         k: _builtins.int = ...,
         preprocessing: _common_pb2.Preprocessing | None = ...,
         state: Global___ScanState.ValueType = ...,
-        images_done: _builtins.int = ...,
+        images_scanned: _builtins.int = ...,
         images_total: _builtins.int = ...,
-        error: _builtins.str = ...,
         mode: _topk_service_pb2.TopKMode.ValueType = ...,
         images_failed: _builtins.int = ...,
-        create_time: _builtins.float = ...,
-        update_time: _builtins.float = ...,
+        error: _status_pb2.Status | None = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["preprocessing", b"preprocessing"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "error", b"error", "preprocessing", b"preprocessing", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "dataset", b"dataset", "error", b"error", "images_done", b"images_done", "images_failed", b"images_failed", "images_total", b"images_total", "k", b"k", "layers", b"layers", "mode", b"mode", "model", b"model", "name", b"name", "preprocessing", b"preprocessing", "state", b"state", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "dataset", b"dataset", "error", b"error", "images_failed", b"images_failed", "images_scanned", b"images_scanned", "images_total", b"images_total", "k", b"k", "layers", b"layers", "mode", b"mode", "model", b"model", "name", b"name", "preprocessing", b"preprocessing", "request_id", b"request_id", "state", b"state", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -120,10 +136,17 @@ class CreateScanRequest(_message.Message):
     K_FIELD_NUMBER: _builtins.int
     PREPROCESSING_FIELD_NUMBER: _builtins.int
     MODE_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     dataset: _builtins.str
     k: _builtins.int
+    """Entries kept per channel; 0: 9."""
     mode: _topk_service_pb2.TopKMode.ValueType
+    request_id: _builtins.str
+    """Client-chosen idempotency key (e.g. a UUID4, at most 128 characters). A retry with the
+    same request_id returns the scan the first call created; a different request under a
+    used request_id is ALREADY_EXISTS (reason REQUEST_ID_REUSED). Empty: no idempotency.
+    """
     @_builtins.property
     def layers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -137,10 +160,11 @@ class CreateScanRequest(_message.Message):
         k: _builtins.int = ...,
         preprocessing: _common_pb2.Preprocessing | None = ...,
         mode: _topk_service_pb2.TopKMode.ValueType = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["preprocessing", b"preprocessing"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset", "k", b"k", "layers", b"layers", "mode", b"mode", "model", b"model", "preprocessing", b"preprocessing"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset", "k", b"k", "layers", b"layers", "mode", b"mode", "model", b"model", "preprocessing", b"preprocessing", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -176,6 +200,7 @@ class GetScanRequest(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """"scans/{id}" (a bare id is accepted too)."""
     def __init__(
         self,
         *,
@@ -216,7 +241,9 @@ class ListScansRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
+    """At most this many scans per page; 0: the server's default (50); above 1000: 1000."""
     page_token: _builtins.str
+    """A next_page_token of an earlier ListScans response; empty: the first page."""
     def __init__(
         self,
         *,
@@ -238,8 +265,11 @@ class ListScansResponse(_message.Message):
     SCANS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
+    """Opaque; pass as page_token for the next page. Empty on the last page."""
     @_builtins.property
-    def scans(self) -> _containers.RepeatedCompositeFieldContainer[Global___Scan]: ...
+    def scans(self) -> _containers.RepeatedCompositeFieldContainer[Global___Scan]:
+        """Newest first; pages stay stable while scans are created."""
+
     def __init__(
         self,
         *,
@@ -260,6 +290,7 @@ class WatchScanRequest(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """"scans/{id}"."""
     def __init__(
         self,
         *,
@@ -299,6 +330,7 @@ class CancelScanRequest(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """"scans/{id}"."""
     def __init__(
         self,
         *,
@@ -331,3 +363,38 @@ class CancelScanResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CancelScanResponse: _TypeAlias = CancelScanResponse  # noqa: Y015
+
+@_typing.final
+class DeleteScanRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"scans/{id}"."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteScanRequest: _TypeAlias = DeleteScanRequest  # noqa: Y015
+
+@_typing.final
+class DeleteScanResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteScanResponse: _TypeAlias = DeleteScanResponse  # noqa: Y015

@@ -60,6 +60,11 @@ class ScanServiceStub:
                 request_serializer=maxact_dot_v1_dot_scan__service__pb2.CancelScanRequest.SerializeToString,
                 response_deserializer=maxact_dot_v1_dot_scan__service__pb2.CancelScanResponse.FromString,
                 _registered_method=True)
+        self.DeleteScan = channel.unary_unary(
+                '/maxact.v1.ScanService/DeleteScan',
+                request_serializer=maxact_dot_v1_dot_scan__service__pb2.DeleteScanRequest.SerializeToString,
+                response_deserializer=maxact_dot_v1_dot_scan__service__pb2.DeleteScanResponse.FromString,
+                _registered_method=True)
 
 
 class ScanServiceServicer:
@@ -67,7 +72,9 @@ class ScanServiceServicer:
     """
 
     def CreateScan(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Validates the request, stores the scan and starts it in the background. Idempotent per
+        request_id: a retry returns the scan the first call created.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -79,19 +86,30 @@ class ScanServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListScans(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Newest first.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def WatchScan(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Streams the scan whenever its state or progress changes, until it is finished.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CancelScan(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A finished scan is returned unchanged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteScan(self, request, context):
+        """Removes the scan with its checkpoints, top-k rows and statistics. A queued or running
+        scan is cancelled first (the call returns once its worker stopped).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -123,6 +141,11 @@ def add_ScanServiceServicer_to_server(servicer, server):
                     servicer.CancelScan,
                     request_deserializer=maxact_dot_v1_dot_scan__service__pb2.CancelScanRequest.FromString,
                     response_serializer=maxact_dot_v1_dot_scan__service__pb2.CancelScanResponse.SerializeToString,
+            ),
+            'DeleteScan': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteScan,
+                    request_deserializer=maxact_dot_v1_dot_scan__service__pb2.DeleteScanRequest.FromString,
+                    response_serializer=maxact_dot_v1_dot_scan__service__pb2.DeleteScanResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -261,6 +284,33 @@ class ScanService:
             '/maxact.v1.ScanService/CancelScan',
             maxact_dot_v1_dot_scan__service__pb2.CancelScanRequest.SerializeToString,
             maxact_dot_v1_dot_scan__service__pb2.CancelScanResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteScan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/maxact.v1.ScanService/DeleteScan',
+            maxact_dot_v1_dot_scan__service__pb2.DeleteScanRequest.SerializeToString,
+            maxact_dot_v1_dot_scan__service__pb2.DeleteScanResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -34,10 +34,20 @@ class ScanServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ScanServiceAsyncStub: ...
     CreateScan: _grpc.UnaryUnaryMultiCallable[_scan_service_pb2.CreateScanRequest, _scan_service_pb2.CreateScanResponse]
+    """Validates the request, stores the scan and starts it in the background. Idempotent per
+    request_id: a retry returns the scan the first call created.
+    """
     GetScan: _grpc.UnaryUnaryMultiCallable[_scan_service_pb2.GetScanRequest, _scan_service_pb2.GetScanResponse]
     ListScans: _grpc.UnaryUnaryMultiCallable[_scan_service_pb2.ListScansRequest, _scan_service_pb2.ListScansResponse]
+    """Newest first."""
     WatchScan: _grpc.UnaryStreamMultiCallable[_scan_service_pb2.WatchScanRequest, _scan_service_pb2.WatchScanResponse]
+    """Streams the scan whenever its state or progress changes, until it is finished."""
     CancelScan: _grpc.UnaryUnaryMultiCallable[_scan_service_pb2.CancelScanRequest, _scan_service_pb2.CancelScanResponse]
+    """A finished scan is returned unchanged."""
+    DeleteScan: _grpc.UnaryUnaryMultiCallable[_scan_service_pb2.DeleteScanRequest, _scan_service_pb2.DeleteScanResponse]
+    """Removes the scan with its checkpoints, top-k rows and statistics. A queued or running
+    scan is cancelled first (the call returns once its worker stopped).
+    """
 
 @_typing.type_check_only
 class ScanServiceAsyncStub(ScanServiceStub):
@@ -45,10 +55,20 @@ class ScanServiceAsyncStub(ScanServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateScan: _aio.UnaryUnaryMultiCallable[_scan_service_pb2.CreateScanRequest, _scan_service_pb2.CreateScanResponse]  # type: ignore[assignment]
+    """Validates the request, stores the scan and starts it in the background. Idempotent per
+    request_id: a retry returns the scan the first call created.
+    """
     GetScan: _aio.UnaryUnaryMultiCallable[_scan_service_pb2.GetScanRequest, _scan_service_pb2.GetScanResponse]  # type: ignore[assignment]
     ListScans: _aio.UnaryUnaryMultiCallable[_scan_service_pb2.ListScansRequest, _scan_service_pb2.ListScansResponse]  # type: ignore[assignment]
+    """Newest first."""
     WatchScan: _aio.UnaryStreamMultiCallable[_scan_service_pb2.WatchScanRequest, _scan_service_pb2.WatchScanResponse]  # type: ignore[assignment]
+    """Streams the scan whenever its state or progress changes, until it is finished."""
     CancelScan: _aio.UnaryUnaryMultiCallable[_scan_service_pb2.CancelScanRequest, _scan_service_pb2.CancelScanResponse]  # type: ignore[assignment]
+    """A finished scan is returned unchanged."""
+    DeleteScan: _aio.UnaryUnaryMultiCallable[_scan_service_pb2.DeleteScanRequest, _scan_service_pb2.DeleteScanResponse]  # type: ignore[assignment]
+    """Removes the scan with its checkpoints, top-k rows and statistics. A queued or running
+    scan is cancelled first (the call returns once its worker stopped).
+    """
 
 class ScanServiceServicer(metaclass=_abc_1.ABCMeta):
     """Scans as persisted resources named "scans/{id}"."""
@@ -58,7 +78,10 @@ class ScanServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _scan_service_pb2.CreateScanRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_scan_service_pb2.CreateScanResponse, _abc.Awaitable[_scan_service_pb2.CreateScanResponse]]: ...
+    ) -> _typing.Union[_scan_service_pb2.CreateScanResponse, _abc.Awaitable[_scan_service_pb2.CreateScanResponse]]:
+        """Validates the request, stores the scan and starts it in the background. Idempotent per
+        request_id: a retry returns the scan the first call created.
+        """
 
     @_abc_1.abstractmethod
     def GetScan(
@@ -72,20 +95,33 @@ class ScanServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _scan_service_pb2.ListScansRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_scan_service_pb2.ListScansResponse, _abc.Awaitable[_scan_service_pb2.ListScansResponse]]: ...
+    ) -> _typing.Union[_scan_service_pb2.ListScansResponse, _abc.Awaitable[_scan_service_pb2.ListScansResponse]]:
+        """Newest first."""
 
     @_abc_1.abstractmethod
     def WatchScan(
         self,
         request: _scan_service_pb2.WatchScanRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_scan_service_pb2.WatchScanResponse], _abc.AsyncIterator[_scan_service_pb2.WatchScanResponse]]: ...
+    ) -> _typing.Union[_abc.Iterator[_scan_service_pb2.WatchScanResponse], _abc.AsyncIterator[_scan_service_pb2.WatchScanResponse]]:
+        """Streams the scan whenever its state or progress changes, until it is finished."""
 
     @_abc_1.abstractmethod
     def CancelScan(
         self,
         request: _scan_service_pb2.CancelScanRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_scan_service_pb2.CancelScanResponse, _abc.Awaitable[_scan_service_pb2.CancelScanResponse]]: ...
+    ) -> _typing.Union[_scan_service_pb2.CancelScanResponse, _abc.Awaitable[_scan_service_pb2.CancelScanResponse]]:
+        """A finished scan is returned unchanged."""
+
+    @_abc_1.abstractmethod
+    def DeleteScan(
+        self,
+        request: _scan_service_pb2.DeleteScanRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scan_service_pb2.DeleteScanResponse, _abc.Awaitable[_scan_service_pb2.DeleteScanResponse]]:
+        """Removes the scan with its checkpoints, top-k rows and statistics. A queued or running
+        scan is cancelled first (the call returns once its worker stopped).
+        """
 
 def add_ScanServiceServicer_to_server(servicer: ScanServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

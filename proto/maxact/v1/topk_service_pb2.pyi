@@ -140,22 +140,25 @@ Global___StreamTopKRequest: _TypeAlias = StreamTopKRequest  # noqa: Y015
 class Progress(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    IMAGES_DONE_FIELD_NUMBER: _builtins.int
+    IMAGES_SCANNED_FIELD_NUMBER: _builtins.int
     IMAGES_TOTAL_FIELD_NUMBER: _builtins.int
     IMAGES_FAILED_FIELD_NUMBER: _builtins.int
-    images_done: _builtins.int
+    images_scanned: _builtins.int
+    """Images read and reduced so far (failed ones not included)."""
     images_total: _builtins.int
+    """The dataset size; for client-streamed images, the images received so far."""
     images_failed: _builtins.int
+    """Images skipped because they could not be read or decoded."""
     def __init__(
         self,
         *,
-        images_done: _builtins.int = ...,
+        images_scanned: _builtins.int = ...,
         images_total: _builtins.int = ...,
         images_failed: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["images_done", b"images_done", "images_failed", b"images_failed", "images_total", b"images_total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["images_failed", b"images_failed", "images_scanned", b"images_scanned", "images_total", b"images_total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -180,6 +183,7 @@ class Hit(_message.Message):
     """Image id: its path relative to the dataset root."""
     score: _builtins.float
     channel: _builtins.int
+    """The channel of a spatial tensor, or the index of a flat tensor."""
     @_builtins.property
     def unit(self) -> _common_pb2.Unit:
         """Location in the layer's output grid (0, 0 for flat tensors)."""
@@ -213,22 +217,25 @@ Global___Hit: _TypeAlias = Hit  # noqa: Y015
 
 @_typing.final
 class PartialTopK(_message.Message):
+    """The current top-k while the scan runs (not yet with patches)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     HITS_FIELD_NUMBER: _builtins.int
-    IMAGES_DONE_FIELD_NUMBER: _builtins.int
-    images_done: _builtins.int
+    IMAGES_SCANNED_FIELD_NUMBER: _builtins.int
+    images_scanned: _builtins.int
+    """Images the ranking covers."""
     @_builtins.property
     def hits(self) -> _containers.RepeatedCompositeFieldContainer[Global___Hit]: ...
     def __init__(
         self,
         *,
         hits: _abc.Iterable[Global___Hit] | None = ...,
-        images_done: _builtins.int = ...,
+        images_scanned: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["hits", b"hits", "images_done", b"images_done"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hits", b"hits", "images_scanned", b"images_scanned"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -280,7 +287,9 @@ class ImageSkipped(_message.Message):
     IMAGE_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     image: _builtins.str
+    """Image id (dataset-relative path or the client's id)."""
     reason: _builtins.str
+    """Human-readable cause, e.g. the decoder's message."""
     def __init__(
         self,
         *,
@@ -297,6 +306,8 @@ Global___ImageSkipped: _TypeAlias = ImageSkipped  # noqa: Y015
 
 @_typing.final
 class Done(_message.Message):
+    """The last event of a stream: every patch was sent."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     IMAGES_SCANNED_FIELD_NUMBER: _builtins.int
@@ -306,9 +317,12 @@ class Done(_message.Message):
     PREPROCESSING_FIELD_NUMBER: _builtins.int
     PREPROCESSING_WARNING_FIELD_NUMBER: _builtins.int
     images_scanned: _builtins.int
+    """Images read and reduced (failed ones not included)."""
     images_failed: _builtins.int
     k: _builtins.int
+    """The k that was used (the query's, or the default 9)."""
     mode: Global___TopKMode.ValueType
+    """The mode that was used (never TOP_K_MODE_UNSPECIFIED)."""
     preprocessing_warning: _builtins.str
     """Set when the model ran on built-in default preprocessing (no sidecar, no metadata)."""
     @_builtins.property
@@ -334,7 +348,12 @@ class Done(_message.Message):
 Global___Done: _TypeAlias = Done  # noqa: Y015
 
 @_typing.final
-class StreamTopKResponse(_message.Message):
+class TopKEvent(_message.Message):
+    """One event of a top-k stream; StreamTopK and StreamTopKImages send the same events:
+    progress, partial top-k and skipped images while scanning, then the k patches best first,
+    then done.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PROGRESS_FIELD_NUMBER: _builtins.int
@@ -369,6 +388,26 @@ class StreamTopKResponse(_message.Message):
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
+Global___TopKEvent: _TypeAlias = TopKEvent  # noqa: Y015
+
+@_typing.final
+class StreamTopKResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def event(self) -> Global___TopKEvent: ...
+    def __init__(
+        self,
+        *,
+        event: Global___TopKEvent | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
 Global___StreamTopKResponse: _TypeAlias = StreamTopKResponse  # noqa: Y015
 
 @_typing.final
@@ -381,8 +420,11 @@ class ClientImage(_message.Message):
     DATA_FIELD_NUMBER: _builtins.int
     LABEL_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """The image's id in hits and skip events; unique within the stream."""
     data: _builtins.bytes
+    """The encoded file (JPEG, PNG, ...), not decoded pixels."""
     label: _builtins.str
+    """Optional class name, for per-class statistics and keep_as_dataset's labels.csv."""
     def __init__(
         self,
         *,
@@ -438,36 +480,18 @@ Global___StreamTopKImagesRequest: _TypeAlias = StreamTopKImagesRequest  # noqa: 
 class StreamTopKImagesResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    PROGRESS_FIELD_NUMBER: _builtins.int
-    PARTIAL_FIELD_NUMBER: _builtins.int
-    PATCH_FIELD_NUMBER: _builtins.int
-    SKIPPED_FIELD_NUMBER: _builtins.int
-    DONE_FIELD_NUMBER: _builtins.int
+    EVENT_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def progress(self) -> Global___Progress: ...
-    @_builtins.property
-    def partial(self) -> Global___PartialTopK: ...
-    @_builtins.property
-    def patch(self) -> Global___Patch: ...
-    @_builtins.property
-    def skipped(self) -> Global___ImageSkipped: ...
-    @_builtins.property
-    def done(self) -> Global___Done: ...
+    def event(self) -> Global___TopKEvent: ...
     def __init__(
         self,
         *,
-        progress: Global___Progress | None = ...,
-        partial: Global___PartialTopK | None = ...,
-        patch: Global___Patch | None = ...,
-        skipped: Global___ImageSkipped | None = ...,
-        done: Global___Done | None = ...,
+        event: Global___TopKEvent | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["done", b"done", "event", b"event", "partial", b"partial", "patch", b"patch", "progress", b"progress", "skipped", b"skipped"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["done", b"done", "event", b"event", "partial", b"partial", "patch", b"patch", "progress", b"progress", "skipped", b"skipped"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["progress", "partial", "patch", "skipped", "done"]  # noqa: Y015
-    _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
-    def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StreamTopKImagesResponse: _TypeAlias = StreamTopKImagesResponse  # noqa: Y015

@@ -45,8 +45,9 @@ from maxact.server.ops.metrics import MetricsServer
 from maxact.server.service.analysis_servicer import AnalysisServicer
 from maxact.server.service.dataset_servicer import DatasetServicer
 from maxact.server.service.model_servicer import DEFAULT_MAX_UPLOAD_BYTES, ModelServicer
+from maxact.server.service.neuron_servicer import NeuronServicer
 from maxact.server.service.receptive_field_servicer import ReceptiveFieldServicer
-from maxact.server.service.scan_servicer import NeuronServicer, ScanServicer
+from maxact.server.service.scan_servicer import ScanServicer
 from maxact.server.service.topk_servicer import TopKServicer
 from maxact.server.service.validate import ServerState
 from maxact.v1 import (
@@ -344,10 +345,26 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         description="Run the maxact server. Every option can also be given as the environment "
         "variable named after it in brackets (the command line wins).",
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=nonnegative_int, default=DEFAULT_PORT)
-    parser.add_argument("--model-root", type=Path, required=True)
-    parser.add_argument("--data-root", type=Path)
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default %(default)s)"
+    )
+    parser.add_argument(
+        "--port",
+        type=nonnegative_int,
+        default=DEFAULT_PORT,
+        help="gRPC port (default %(default)s; 0: any free port, logged at start)",
+    )
+    parser.add_argument(
+        "--model-root",
+        type=Path,
+        required=True,
+        help="folder of .onnx models (and NAME.preprocess.json sidecars); uploads land here",
+    )
+    parser.add_argument(
+        "--data-root",
+        type=Path,
+        help="folder whose sub-folders are the datasets scans and topk read (optional)",
+    )
     parser.add_argument(
         "--store",
         type=Path,
@@ -385,7 +402,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=256,
         help="a running scan checkpoints after this many images (default %(default)s)",
     )
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
+        help="onnxruntime device; auto: CUDA when available, else CPU (default %(default)s)",
+    )
     parser.add_argument(
         "--cache-dir",
         type=Path,

@@ -58,8 +58,23 @@ def build_parser() -> argparse.ArgumentParser:
         "serve", help="run the maxact server (needs maxact[server])", add_help=False
     )
 
-    models = commands.add_parser("models", help="list the models under the server's model root")
+    models = commands.add_parser(
+        "models", help="list the models under the server's model root (or load / unload one)"
+    )
     add_json(models)
+    model_verbs = models.add_subparsers(dest="models_command", metavar="VERB")
+    for verb, text in (
+        ("load", "load and validate a model now rather than on first use"),
+        ("unload", "drop the server's cached sessions and fields of a model (the file stays)"),
+    ):
+        verb_parser = model_verbs.add_parser(verb, help=text)
+        verb_parser.add_argument("name", metavar="NAME")
+        add_json(verb_parser)
+
+    datasets = commands.add_parser(
+        "datasets", help="list the datasets under the server's data root"
+    )
+    add_json(datasets)
 
     upload = commands.add_parser("upload", help="upload a local .onnx file to the model root")
     upload.add_argument("file", type=Path, metavar="FILE")
@@ -109,7 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="with --images: also store them on the server as dataset NAME (all or nothing)",
     )
-    topk.add_argument("--mode", choices=("image", "position"), default="image")
+    topk.add_argument(
+        "--mode",
+        choices=("image", "position"),
+        default="image",
+        help="image: an image's best unit counts once (k distinct images, default); "
+        "position: every unit of every image competes (one image can fill the top-k)",
+    )
     topk.add_argument("--bottom", action="store_true", help="the k weakest responses instead")
     topk.add_argument(
         "--unit", nargs=2, type=nonnegative_int, metavar=("Y", "X"), help="a single unit"
@@ -220,12 +241,40 @@ def cmd_serve(argv: list[str]) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    verb = getattr(args, "models_command", None)
     with connect(args) as client:
+        if verb == "load":
+            model = client.load_model(args.name)
+            doc = {"name": model.name, "size_bytes": model.size_bytes, "loaded": model.loaded}
+            print_doc(args, doc, f"loaded {model.name}")
+            return 0
+        if verb == "unload":
+            client.unload_model(args.name)
+            print_doc(args, {"name": args.name, "loaded": False}, f"unloaded {args.name}")
+            return 0
         models = client.list_models()
     doc = {
         "models": [{"name": m.name, "size_bytes": m.size_bytes, "loaded": m.loaded} for m in models]
     }
     print_doc(args, doc, text_out.models_text(models))
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        datasets = client.list_datasets()
+    doc = {
+        "datasets": [
+            {
+                "name": d.name,
+                "image_count": d.image_count,
+                "labels": list(d.labels),
+                "size_bytes": d.size_bytes,
+            }
+            for d in datasets
+        ]
+    }
+    print_doc(args, doc, text_out.datasets_text(datasets))
     return 0
 
 
@@ -321,6 +370,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "models": cmd_models,
+    "datasets": cmd_datasets,
     "upload": cmd_upload,
     "layers": cmd_layers,
     "rf": cmd_rf,

@@ -24,9 +24,11 @@ def add_render_arguments(parser: argparse.ArgumentParser) -> None:
         "--render",
         choices=("rf", "heatmap", "mask"),
         default="rf",
-        help="rf: the receptive field, grey outside the image (default); heatmap: rf with the "
-        "activation map overlaid; mask: NetDissect style, the box of the activation above "
-        "the image's --mask-quantile around the unit (for fields larger than the image)",
+        help="rf: the receptive field cropped from the original photo, grey past the photo's "
+        "edge (default); heatmap: rf with the activation map overlaid (blue low, red high) and a "
+        "ring on the winning unit; mask: NetDissect style, the box of the activation above "
+        "the image's --mask-quantile around the unit (for deep layers, whose field is larger "
+        "than the input)",
     )
     group.add_argument(
         "--mask-quantile",

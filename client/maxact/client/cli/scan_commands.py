@@ -22,6 +22,7 @@ from maxact.client.cli.output import connect, print_doc, print_topk, warn
 from maxact.client.cli.render_args import add_render_arguments, render_options_from_args
 from maxact.client.defaults import DEFAULT_K
 from maxact.client.json_out import scan_json, scans_json
+from maxact.client.kinds import TopKMode
 from maxact.client.preprocessing import add_preprocessing_arguments, preprocessing_from_args
 from maxact.client.progress import ProgressBar
 from maxact.client.scans import ScanInfo
@@ -81,8 +82,20 @@ def add_parsers(commands: Any) -> None:
     create.add_argument(
         "-k", type=positive_int, default=DEFAULT_K, metavar="K", help="default %(default)s"
     )
-    create.add_argument("--mode", choices=("image", "position"), default="image")
+    create.add_argument(
+        "--mode",
+        choices=[m.value for m in TopKMode],
+        default="image",
+        help="image: an image's best unit counts once (k distinct images, default); "
+        "position: every unit of every image competes",
+    )
     add_preprocessing_arguments(create)
+    create.add_argument(
+        "--request-id",
+        metavar="ID",
+        help="idempotency key: re-running with the same ID returns the scan the first run"
+        " created instead of starting another (default: a new random id)",
+    )
     create.add_argument(
         "--wait",
         action="store_true",
@@ -94,6 +107,7 @@ def add_parsers(commands: Any) -> None:
         ("get", "a scan's state and progress"),
         ("watch", "follow a scan until it ends (exit 1 unless it succeeded)"),
         ("cancel", "stop a queued or running scan"),
+        ("delete", "remove a scan and its results (a running scan is cancelled first)"),
     ):
         parser = verbs.add_parser(verb, help=text)
         parser.add_argument("scan_id", metavar="SCAN_ID")
@@ -107,7 +121,15 @@ def add_parsers(commands: Any) -> None:
     )
     neuron.add_argument("scan_id", metavar="SCAN_ID")
     neuron.add_argument("layer", metavar="LAYER")
-    neuron.add_argument("channel", type=nonnegative_int, metavar="CHANNEL")
+    neuron.add_argument("channel", type=nonnegative_int, nargs="?", default=None, metavar="CHANNEL")
+    neuron.add_argument(
+        "--channel",
+        dest="channel_flag",
+        type=nonnegative_int,
+        default=None,
+        metavar="C",
+        help="the channel, as in `topk --channel C` (or give it as the third positional)",
+    )
     neuron.add_argument(
         "-k",
         type=positive_int,
@@ -130,9 +152,40 @@ def add_parsers(commands: Any) -> None:
         type=positive_int,
         default=None,
         metavar="K",
-        help=f"patches per neuron (default {DEFAULT_K})",
+        help=f"patches per neuron (default {DEFAULT_K}, at most the scan's k)",
     )
-    add_size(report, "input size for the receptive fields of a model with dynamic H/W")
+    report.add_argument(
+        "--patch-size",
+        type=nonnegative_int,
+        default=128,
+        metavar="N",
+        help="fit every patch into N x N px, saved as JPEG, PNG for tiny fields "
+        "(default %(default)s; 0: each patch at its own size, PNG: large)",
+    )
+    report.add_argument(
+        "--render",
+        choices=("rf", "heatmap", "mask"),
+        default=None,
+        help="how patches are drawn (default: per layer, rf while the receptive field fits "
+        "in half the input, mask beyond: a deep layer's field is mostly outside the crop)",
+    )
+    report.add_argument(
+        "--mask-quantile",
+        type=float,
+        default=None,
+        metavar="Q",
+        help="--render mask: per-image quantile of the activation map (default 0.95)",
+    )
+    report.add_argument(
+        "--force",
+        action="store_true",
+        help="write into a non-empty --out, replacing an earlier report there",
+    )
+    add_size(
+        report,
+        "input size for the receptive fields of a model with dynamic H/W "
+        "(default: the size the scan ran at)",
+    )
 
 
 # ---------------------------------------------------------------- commands
@@ -178,6 +231,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
                 k=args.k,
                 mode=args.mode,
                 preprocessing=preprocessing_from_args(args),
+                request_id=args.request_id,
             )
             warn(info.preprocessing_warning)
             code = EXIT_OK
@@ -198,6 +252,11 @@ def cmd_scan(args: argparse.Namespace) -> int:
         if verb == "cancel":
             info = client.scans.cancel(args.scan_id)
             print_doc(args, scan_json(info), f"scan {info.id} {info.state}")
+            return EXIT_OK
+        if verb == "delete":
+            client.delete_scan(args.scan_id)
+            scan_id = args.scan_id.removeprefix("scans/")
+            print_doc(args, {"id": scan_id, "deleted": True}, f"scan {scan_id} deleted")
             return EXIT_OK
         if verb == "watch":
             info = follow(client, client.scans.get(args.scan_id))
@@ -237,13 +296,24 @@ def neuron_result(
     )
 
 
+def neuron_channel(args: argparse.Namespace) -> int:
+    """`neuron`'s channel, positional or --channel (ValueError: neither, or two that differ)."""
+    given = {c for c in (args.channel, args.channel_flag) if c is not None}
+    if not given:
+        raise ValueError("neuron needs a channel: maxact neuron SCAN_ID LAYER --channel C")
+    if len(given) > 1:
+        raise ValueError(f"two different channels given: {sorted(given)}")
+    return given.pop()
+
+
 def cmd_neuron(args: argparse.Namespace) -> int:
+    channel = neuron_channel(args)
     with connect(args) as client:
         result = neuron_result(
             client,
             args.scan_id,
             args.layer,
-            args.channel,
+            channel,
             k=args.k,
             bottom=args.bottom,
             **render_options_from_args(args),
@@ -263,7 +333,11 @@ def cmd_report(args: argparse.Namespace) -> int:
             args.out,
             k=args.k,
             size=tuple(args.size) if args.size else None,
-            progress=ProgressBar(f"report {args.scan_id}"),
+            progress=ProgressBar(f"report {args.scan_id}", unit="channels"),
+            patch_size=args.patch_size,
+            render=args.render,
+            mask_quantile=args.mask_quantile,
+            force=args.force,
         )
     print(f"wrote {index}")
     return EXIT_OK

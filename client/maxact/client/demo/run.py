@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,8 @@ CHANNELS = (0, 1, 2, 3)
 EARLY_RF = (20.0, 60.0, 40.0)  # (low, high, ideal) receptive-field size in input pixels
 MID_RF = (100.0, 200.0, 150.0)
 REPORT = "report"  # the gallery's folder under the output folder
-REPORT_PATCH = 128  # px: the gallery shows patches in 88 px boxes
+REPORT_PATCH = 128  # px: the gallery shows patches in 112 px boxes
+CANDIDATES_PER_PATCH = 4  # top-k asks for 4k hits and keeps the best one per source photo
 GALLERY_PNG = "gallery.png"
 CLASSES_PNG = "classes.png"
 CLASSES_WINDOW = (1400, 1000)  # px: four channels of a class per row, the first classes
@@ -101,16 +103,39 @@ def _start_server(model_root: Path, data_root: Path, store: Path) -> Any:
     return start_server(model_root, data_root, host="127.0.0.1", port=0, store=store)
 
 
+def source_photo(image: str) -> str:
+    """The photo an image of the demo set was made from: 'astronaut-mirrored.jpg' and
+    'astronaut.jpg' are both 'astronaut' (fetch.py writes variants as NAME-VARIANT)."""
+    return Path(image).stem.split("-", 1)[0]
+
+
+def distinct_sources(result: t.TopKResult, k: int) -> t.TopKResult:
+    """The best hit of each source photo, at most k, re-ranked 1..: a mirrored or cropped
+    copy of one photo would otherwise fill a montage with the same object."""
+    kept: list[t.Patch] = []
+    seen: set[str] = set()
+    for patch in sorted(result.patches, key=lambda p: p.hit.rank):
+        source = source_photo(patch.hit.image)
+        if source in seen:
+            continue
+        seen.add(source)
+        kept.append(replace(patch, hit=replace(patch.hit, rank=len(kept) + 1)))
+        if len(kept) == k:
+            break
+    return replace(result, k=len(kept), patches=tuple(kept))
+
+
 def _run_channel(
     client: Client, layer: str, channel: int, k: int, out_dir: Path
 ) -> tuple[t.TopKResult, dict[int, str]]:
     bar = ProgressBar(f"{layer} channel {channel}")
+    wanted = k * CANDIDATES_PER_PATCH  # room to drop copies of one photo
     try:
-        with client.topk(DEMO_MODEL, layer, channel, dataset=DATASET, k=k) as stream:
+        with client.topk(DEMO_MODEL, layer, channel, dataset=DATASET, k=wanted) as stream:
             for event in stream:
                 if isinstance(event, t.Progress):
                     bar.update(event.images_done, event.images_total, event.images_failed)
-            result = stream.result()
+            result = distinct_sources(stream.result(), k)
     finally:
         bar.close()
     return result, write_patches(result, out_dir)
@@ -135,8 +160,11 @@ def scan_and_report(
             "SCAN_NOT_FINISHED",
             f"scan {scan.id} ended {scan.state}: {scan.error}",
         )
-    progress = ProgressBar("report")
-    return write_report(client, scan.id, out, k=k, progress=progress, patch_size=REPORT_PATCH)
+    progress = ProgressBar("report", unit="channels")
+    # the demo's own folder: a re-run replaces its report
+    return write_report(
+        client, scan.id, out, k=k, progress=progress, patch_size=REPORT_PATCH, force=True
+    )
 
 
 def screenshot_gallery(index: Path, out: Path, layer: int = 0) -> str | None:

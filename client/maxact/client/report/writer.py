@@ -1,44 +1,65 @@
 """`maxact report SCAN --out DIR`: a static HTML gallery of a finished scan.
 
-DIR/index.html           the scanned layers (op, shape, receptive field, overview) and the
-                         model's whole layer catalogue
-DIR/report.json          the scan, and which folder holds which layer
-DIR/layers/<safe>/index.html     a row per channel: top-k patches with scores, firing rate,
-                                 selectivity, top classes, dead / non-selective badges
-DIR/layers/<safe>/c<C>_r<R>.png  the patches, as the server cropped them
-DIR/layers/<safe>/overview.png   the top-1 patch of every channel in a grid
+DIR/index.html                 the scanned layers (op, shape, receptive field, the top-1
+                               patches of the strongest channels) and the model's catalogue
+DIR/report.json                the scan, and which folder holds which layer
+DIR/static/                    the pages' CSS and JS
+DIR/layers/<safe>/index.html   a row per channel: top-k patches with scores and image names,
+                               firing rate, selectivity, top classes, dead / non-selective badges
+DIR/layers/<safe>/c<C>_r<R>.jpg  the patches (PNG where pixels must stay exact)
+DIR/layers/<safe>/overview.jpg   the top-1 patch of every channel in a grid
 
 Layer names may contain '/', ':' and '.', so folders get a safe name (report.json maps them).
-Everything comes from the store: statistics and neuron queries, no model run.
+Everything comes from the store: statistics and neuron queries; the server runs the model
+only to draw `mask` / `heatmap` patches (once per image and layer).
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import re
 import shutil
-from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from PIL import Image
 
 from maxact.client import text_out
 from maxact.client import types as t
 from maxact.client.defaults import DEFAULT_K
 from maxact.client.errors import MaxactError
 from maxact.client.json_out import scan_json
-from maxact.client.montage import BACKGROUND, render_montage, stack_rows
 from maxact.client.report import html as g
-from maxact.client.scans import ChannelStatistics, LayerStatistics, ScanInfo
+from maxact.client.report.choose import RENDER_MODES, default_render, patch_format
+from maxact.client.report.layer_writer import (
+    OVERVIEW_COLUMNS,
+    OVERVIEW_TILE,
+    LayerJob,
+    overview_image,
+    patch_file,
+    write_layer,
+)
+from maxact.client.scans import LayerStatistics, ScanInfo
 
-OVERVIEW_TILE = 64
-OVERVIEW_COLUMNS = 16
-QUERY_THREADS = 8
+__all__ = [
+    "OVERVIEW_COLUMNS",
+    "OVERVIEW_TILE",
+    "OutputNotEmptyError",
+    "overview_image",
+    "patch_file",
+    "safe_names",
+    "write_report",
+]
+
+DEFAULT_PATCH_SIZE = 128
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 _MAX_STEM = 60
+# what a report writes at the top of DIR: with --force only these are replaced
+_OWN_ENTRIES = ("index.html", "report.json", "layers", "static")
+
+
+class OutputNotEmptyError(ValueError):
+    """--out names a folder that already holds files (a usage error: exit 2)."""
 
 
 def safe_names(names: Iterable[str]) -> dict[str, str]:
@@ -58,8 +79,24 @@ def safe_names(names: Iterable[str]) -> dict[str, str]:
     return result
 
 
-def patch_file(channel: int, rank: int) -> str:
-    return f"c{channel}_r{rank}.png"
+def prepare_output(out: Path, force: bool) -> None:
+    """Refuse a non-empty folder unless `force`; with `force`, remove what an earlier report
+    wrote there (its layers, pages, static files) and nothing else."""
+    if out.exists() and not out.is_dir():
+        raise OutputNotEmptyError(f"--out {out} is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not force:
+            raise OutputNotEmptyError(
+                f"--out {out} is not empty: choose a new folder, or pass --force to replace "
+                "the report in it"
+            )
+        for name in _OWN_ENTRIES:
+            entry = out / name
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            elif entry.exists():
+                entry.unlink()
+    out.mkdir(parents=True, exist_ok=True)
 
 
 def _field_text(layer: t.LayerInfo | None) -> str:
@@ -73,48 +110,88 @@ def _field_text(layer: t.LayerInfo | None) -> str:
     return text_out.geometry_text(rf.geometry).replace("  ", " / ")
 
 
-def overview_image(
-    tops: Sequence[tuple[int, bytes | None, float]], tile: int = OVERVIEW_TILE
-) -> Image.Image:
-    """(channel, top-1 PNG or None, score) per channel -> a grid, 'c<C>' under each tile."""
-    rows = []
-    for start in range(0, len(tops), OVERVIEW_COLUMNS):
-        chunk = tops[start : start + OVERVIEW_COLUMNS]
-        tiles = []
-        for channel, png, _score in chunk:
-            if png:
-                with Image.open(io.BytesIO(png)) as image:
-                    image.load()
-                    patch = image.copy()
-            else:
-                patch = Image.new("RGB", (tile, tile), (200, 200, 200))
-            tiles.append((patch, f"c{channel}"))
-        last = chunk[-1][0]
-        rows.append((f"channels {chunk[0][0]}-{last}", render_montage(tiles, tile=tile)))
-    if not rows:
-        return Image.new("RGB", (tile, tile), BACKGROUND)
-    return stack_rows(rows)
+@dataclass(frozen=True)
+class ReportContext:
+    """Everything the pages need that is not a patch."""
+
+    scan: ScanInfo
+    statistics: dict[str, LayerStatistics]
+    model: t.ModelInfo | None
+    note: str  # why the model's catalogue is missing, if it is
+    size: tuple[int, int] | None  # the model input the layers are described at
+    header: g.ScanHeader
+    folders: dict[str, str]
+
+    def layer(self, name: str) -> t.LayerInfo | None:
+        if self.model is None:
+            return None
+        return next((layer for layer in self.model.layers if layer.name == name), None)
 
 
-def _query(
-    client: Any, scan_id: str, layer: str, channels: Sequence[int], k: int, patch_size: int = 0
-) -> dict[int, tuple[t.Patch, ...]]:
-    """Every channel's top-k with patches; a few calls in flight (the channel is thread-safe)."""
-
-    def one(channel: int) -> tuple[int, tuple[t.Patch, ...]]:
-        _, patches, _ = client.scans.neuron(scan_id, layer, channel, k=k, patch_size=patch_size)
-        return channel, tuple(sorted(patches, key=lambda p: p.hit.rank))
-
-    with ThreadPoolExecutor(max_workers=QUERY_THREADS) as pool:
-        return dict(pool.map(one, channels))
-
-
-def _model_info(client: Any, scan: ScanInfo, size: tuple[int, int] | None) -> tuple[Any, str]:
-    """The model's catalogue, or (None, why) when it can no longer be described."""
+def load_context(
+    client: Any, scan_id: str, k: int | None, size: tuple[int, int] | None, patch_size: int
+) -> ReportContext:
+    """The scan, its statistics (FAILED_PRECONDITION unless it succeeded) and the model's
+    catalogue at the size the scan ran at (or `size`)."""
+    scan: ScanInfo = client.scans.get(scan_id)
+    statistics = {name: client.scans.statistics(scan.id, name) for name in scan.layers}
+    size = size or scan.input_size
     try:
-        return client.get_model(scan.model, size=size), ""
+        model, note = client.get_model(scan.model, size=size), ""
     except MaxactError as error:
-        return None, f"the model's layers could not be described: {error}"
+        model, note = None, f"the model's layers could not be described: {error}"
+    header = g.ScanHeader(
+        id=scan.id,
+        model=scan.model,
+        dataset=scan.dataset,
+        images_done=scan.images_done,
+        images_failed=scan.images_failed,
+        k=min(k or DEFAULT_K, scan.k or DEFAULT_K),
+        mode=scan.mode,
+        input_size=size,
+        patch_size=patch_size,
+    )
+    return ReportContext(scan, statistics, model, note, size, header, safe_names(scan.layers))
+
+
+def layer_summary(ctx: ReportContext, name: str, render: str) -> g.LayerSummary:
+    stats = ctx.statistics[name]
+    info = ctx.layer(name)
+    labelled = any(c.class_mean for c in stats.channels)
+    return g.LayerSummary(
+        name=name,
+        directory=ctx.folders[name],
+        op=info.op if info is not None else "",
+        shape=info.shape if info is not None else (len(stats.channels),),
+        field=_field_text(info),
+        global_context=info.global_context if info is not None else False,
+        channels=len(stats.channels),
+        dead=sum(1 for c in stats.channels if c.dead),
+        labelled=labelled,
+        non_selective=sum(1 for c in stats.channels if g.non_selective(c, labelled)),
+        images_scanned=stats.images_scanned,
+        render=render,
+    )
+
+
+def write_index(out: Path, ctx: ReportContext, summaries: list[g.LayerSummary]) -> Path:
+    catalogue = [
+        g.ModelLayerRow(
+            name=layer.name,
+            op=layer.op,
+            shape=layer.shape,
+            field=_field_text(layer),
+            global_context=layer.global_context,
+            directory=ctx.folders.get(layer.name),
+        )
+        for layer in (ctx.model.layers if ctx.model is not None else ())
+    ]
+    g.copy_static(out)
+    index = out / "index.html"
+    index.write_text(g.index_page(ctx.header, summaries, catalogue, ctx.note), encoding="utf-8")
+    doc = g.mapping_json(scan_json(ctx.scan), summaries)
+    (out / "report.json").write_text(doc, encoding="utf-8")
+    return index
 
 
 def _classes_page(client: Any, scan: ScanInfo, layer: str, folder: Path) -> Path:
@@ -138,6 +215,11 @@ def _class_names(client: Any, model: str) -> t.ClassNames:
         return t.ClassNames()
 
 
+def _labels(names: t.ClassNames, layer: str, channels: int) -> dict[int, str]:
+    found = {channel: names.label(layer, channel) for channel in range(channels)}
+    return {channel: label for channel, label in found.items() if label}
+
+
 def write_report(
     client: Any,
     scan_id: str,
@@ -146,99 +228,53 @@ def write_report(
     k: int | None = None,
     size: tuple[int, int] | None = None,
     progress: Any = None,
-    patch_size: int = 0,
+    patch_size: int = DEFAULT_PATCH_SIZE,
+    render: str | None = None,
+    mask_quantile: float | None = None,
+    force: bool = False,
 ) -> Path:
     """Write the gallery of a finished scan into `out`; returns the path of index.html.
 
-    `patch_size` > 0 has the server letterbox every patch into that square (smaller files)."""
-    scan: ScanInfo = client.scans.get(scan_id)
-    statistics: dict[str, LayerStatistics] = {
-        name: client.scans.statistics(scan.id, name)  # FAILED_PRECONDITION unless succeeded
-        for name in scan.layers
-    }
-    k = min(k or DEFAULT_K, scan.k or DEFAULT_K)
-    model, note = _model_info(client, scan, size)
-    described = {layer.name: layer for layer in model.layers} if model is not None else {}
-    folders = safe_names(scan.layers)
-    names = _class_names(client, scan.model)
-    header = g.ScanHeader(
-        id=scan.id,
-        model=scan.model,
-        dataset=scan.dataset,
-        images_done=scan.images_done,
-        images_failed=scan.images_failed,
-        k=k,
-        mode=scan.mode,
-    )
-    out.mkdir(parents=True, exist_ok=True)
-    layers_dir = out / "layers"
-    total = sum(len(s.channels) for s in statistics.values())
+    `render` None chooses per layer (choose.default_render: `mask` where the receptive field
+    is larger than half the input); `patch_size` > 0 fits every patch into that square
+    (0: patches at their own size, as PNG)."""
+    if render is not None and render not in RENDER_MODES:
+        raise ValueError(f"render must be one of {RENDER_MODES}, got {render!r}")
+    ctx = load_context(client, scan_id, k, size, patch_size)  # before touching `out`
+    prepare_output(out, force)
+    total = sum(len(s.channels) for s in ctx.statistics.values())
     done = 0
-    summaries: list[g.LayerSummary] = []
-    for name in scan.layers:
-        stats = statistics[name]
-        info = described.get(name)
-        folder = layers_dir / folders[name]
-        if folder.exists():
-            shutil.rmtree(folder)  # a re-run must not leave patches of an older scan
-        folder.mkdir(parents=True)
-        labelled = any(c.class_mean for c in stats.channels)
-        summary = g.LayerSummary(
+
+    def advance(channels: int) -> None:
+        nonlocal done
+        done += channels
+        if progress is not None:
+            progress.update(done, total)
+
+    names = _class_names(client, ctx.scan.model)
+    summaries = []
+    for name in ctx.scan.layers:
+        info = ctx.layer(name)
+        mode = render or default_render(info, ctx.size)
+        if mode != "rf" and (info is None or not info.has_spatial_field):
+            mode = "rf"  # heatmap / mask need a spatial map: a flat layer's patch is the image
+        folder = out / "layers" / ctx.folders[name]
+        folder.mkdir(parents=True, exist_ok=True)
+        job = LayerJob(
             name=name,
-            directory=folders[name],
-            op=info.op if info is not None else "",
-            shape=info.shape if info is not None else (len(stats.channels),),
-            field=_field_text(info),
-            global_context=info.global_context if info is not None else False,
-            channels=len(stats.channels),
-            dead=sum(1 for c in stats.channels if c.dead),
-            labelled=labelled,
-            non_selective=sum(1 for c in stats.channels if g.non_selective(c, labelled)),
-            images_scanned=stats.images_scanned,
+            folder=folder,
+            statistics=ctx.statistics[name],
+            k=ctx.header.k,
+            render=mode,
+            patch_size=patch_size,
+            file_format=patch_format(info, mode, patch_size),
+            mask_quantile=mask_quantile,
+            labels=_labels(names, name, len(ctx.statistics[name].channels)),
         )
-        neurons, tops = [], []
-        by_channel: dict[int, ChannelStatistics] = {c.channel: c for c in stats.channels}
-        channels = sorted(by_channel)
-        # in slices, so the progress bar moves and memory holds one slice of PNGs at a time
-        for start in range(0, len(channels), 4 * QUERY_THREADS):
-            chunk = channels[start : start + 4 * QUERY_THREADS]
-            found = _query(client, scan.id, name, chunk, k, patch_size)
-            for channel in chunk:
-                entries = []
-                for patch in found[channel]:
-                    file = patch_file(channel, patch.hit.rank)
-                    (folder / file).write_bytes(patch.png)
-                    entries.append(
-                        g.PatchEntry(patch.hit.rank, file, patch.hit.score, patch.hit.image)
-                    )
-                label = names.label(name, channel) or ""
-                neurons.append(g.NeuronEntry(by_channel[channel], tuple(entries), label))
-                first = found[channel][0] if found[channel] else None
-                tops.append(
-                    (channel, first.png if first else None, first.hit.score if first else 0.0)
-                )
-            done += len(chunk)
-            if progress is not None:
-                progress.update(done, total)
-        overview_image(tops).save(folder / "overview.png")
-        (folder / "index.html").write_text(g.layer_page(header, summary, neurons), encoding="utf-8")
-        if labelled:
-            _classes_page(client, scan, name, folder)
-        summaries.append(summary)
+        summary = layer_summary(ctx, name, mode)
+        summaries.append(write_layer(client, ctx.scan.id, ctx.header, summary, job, advance))
+        if summary.labelled:
+            _classes_page(client, ctx.scan, name, folder)
     if progress is not None:
         progress.close()
-    catalogue = [
-        g.ModelLayerRow(
-            name=layer.name,
-            op=layer.op,
-            shape=layer.shape,
-            field=_field_text(layer),
-            global_context=layer.global_context,
-            directory=folders.get(layer.name),
-        )
-        for layer in (model.layers if model is not None else ())
-    ]
-    index = out / "index.html"
-    index.write_text(g.index_page(header, summaries, catalogue, note), encoding="utf-8")
-    (out / "report.json").write_text(g.mapping_json(scan_json(scan), summaries), encoding="utf-8")
-    return index
+    return write_index(out, ctx, summaries)

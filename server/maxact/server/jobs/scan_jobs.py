@@ -13,12 +13,15 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import grpc
 import numpy as np
 
+from maxact.client.kinds import ACTIVE_STATES, ScanState, TopKMode
 from maxact.server.data.datasets import DatasetCatalog, read_labels
 from maxact.server.data.preprocess import (
     Preprocessing,
@@ -31,9 +34,17 @@ from maxact.server.errors import (
     failed_precondition,
     invalid_argument,
     not_found,
-    shown,
 )
-from maxact.server.jobs.store import MAX_RESUME_ATTEMPTS, TERMINAL_STATES, ScanRecord, Store
+from maxact.server.jobs.store import (
+    MAX_RESUME_ATTEMPTS,
+    Checkpoint,
+    NewScan,
+    RequestIdReused,
+    ScanError,
+    ScanRecord,
+    Store,
+    TopKRow,
+)
 from maxact.server.models.registry import LayerEntry, LoadedModel, ModelRegistry, require_field
 from maxact.server.ops.metrics import SCAN_IMAGES_PER_SECOND, SCANS_QUEUED, SCANS_RUNNING
 from maxact.server.paths import check_name
@@ -44,8 +55,9 @@ from maxact.server.scan.reducers import check_k
 log = logging.getLogger("maxact.server")
 
 MAX_LAYERS = 16
-ACTIVE_STATES = frozenset({"queued", "running"})
-KNOWN_STATES = ACTIVE_STATES | TERMINAL_STATES
+MAX_REQUEST_ID = 128
+# how long DeleteScan waits for a running scan's worker to stop
+DELETE_WAIT_SECONDS = 30.0
 
 
 @dataclass
@@ -66,6 +78,8 @@ class _Running:
     cancel: threading.Event
     engine: ScanEngine | None = None
     scan_id: str = ""
+    # set once the worker holds a slot; before that it waits and writes nothing
+    holds_slot: threading.Event = field(default_factory=threading.Event)
 
 
 def scan_id_from(name: str) -> str:
@@ -96,7 +110,7 @@ class ScanJobs:
         self._queued = self._active = 0
         # failures the store could not record (e.g. a full disk): reported from memory, so a
         # scan always reaches a final state for its watchers
-        self._unrecorded_failures: dict[str, str] = {}
+        self._unrecorded_failures: dict[str, ScanError] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
     def resume_unfinished(self) -> list[str]:
@@ -104,20 +118,24 @@ class ScanJobs:
         resumed = []
         for record in self.store.unfinished():
             if record.damage:
-                self._fail(record.id, record.damage)
+                self._fail(record.id, _damaged(record.damage))
                 continue
             if record.resume_attempts >= MAX_RESUME_ATTEMPTS:
                 self._fail(
                     record.id,
-                    f"the server stopped abnormally {record.resume_attempts} times while this "
-                    "scan ran, before it reached a checkpoint (e.g. out of memory); it is not "
-                    "resumed again",
+                    ScanError(
+                        grpc.StatusCode.ABORTED.value[0],
+                        "TOO_MANY_RESTARTS",
+                        f"the server stopped abnormally {record.resume_attempts} times while this"
+                        " scan ran, before it reached a checkpoint (e.g. out of memory); it is not"
+                        " resumed again",
+                    ),
                 )
                 continue
             try:
-                self.store.set_state(record.id, "queued")
+                self.store.set_state(record.id, ScanState.QUEUED)
             except ServiceError as error:
-                self._fail(record.id, error.message)
+                self._fail(record.id, _scan_error(error))
                 continue
             self._start(record.id)
             resumed.append(record.id)
@@ -147,10 +165,20 @@ class ScanJobs:
         layers: list[str],
         dataset_name: str,
         k: int,
-        mode: str,
+        mode: TopKMode,
         preprocessing: Preprocessing,
+        request_id: str = "",
+        deadline: float | None = None,
     ) -> ScanRecord:
-        """Validate everything a scan needs now, so a bad request fails at once, not later."""
+        """Validate everything a scan needs now, so a bad request fails at once, not later.
+
+        `request_id` makes a retry return the scan the first call created; `deadline`
+        (time.monotonic()) refuses to commit a scan the caller has stopped waiting for: it
+        would run with nobody knowing its id."""
+        if len(request_id) > MAX_REQUEST_ID:
+            raise invalid_argument(
+                "INVALID_REQUEST_ID", f"request_id is longer than {MAX_REQUEST_ID} characters"
+            )
         if not layers:
             raise invalid_argument("LAYERS_REQUIRED", "a scan needs at least one layer")
         if len(set(layers)) > MAX_LAYERS:
@@ -161,17 +189,32 @@ class ScanJobs:
         for layer in dict.fromkeys(layers):
             require_field(model.layer(prep.reference_size, layer))
         dataset = self.datasets.open(dataset_name)
-        record = self.store.create_scan(
-            uuid.uuid4().hex[:16],
+        scan = NewScan(
             model_name,
-            list(dict.fromkeys(layers)),
+            tuple(dict.fromkeys(layers)),
             dataset_name,
             k,
             mode,
             prep.as_request().to_dict(),  # resolved now: a later sidecar edit changes nothing
-            list(dataset.ids),
         )
-        self._start(record.id)
+        try:
+            record, created = self.store.create_scan(
+                uuid.uuid4().hex[:16],
+                scan,
+                list(dataset.ids),
+                request_id,
+                before_commit=_deadline_check(deadline),
+            )
+        except RequestIdReused as reused:
+            raise ServiceError(
+                grpc.StatusCode.ALREADY_EXISTS,
+                "REQUEST_ID_REUSED",
+                f"request_id {request_id!r} already created scan 'scans/{reused.scan_id}'"
+                " from a different request; use a new request_id",
+                {"request_id": request_id, "scan": reused.scan_id},
+            ) from None
+        if created:
+            self._start(record.id)
         return record
 
     def get(self, scan_id: str) -> ScanRecord:
@@ -184,15 +227,9 @@ class ScanJobs:
         """`record`, failed if its failure could only be kept in memory."""
         reason = self._unrecorded_failures.get(record.id)
         if reason is not None and not record.finished:
-            return replace(record, state="failed", error=reason)
+            return replace(record, state=ScanState.FAILED, error=reason)
         if record.damage and not record.finished:
-            return replace(record, state="failed", error=record.damage)
-        if record.state not in KNOWN_STATES:
-            return replace(
-                record,
-                state="failed",
-                error=f"damaged store row: unknown state {shown(record.state)}",
-            )
+            return replace(record, state=ScanState.FAILED, error=_damaged(record.damage))
         return record
 
     def cancel(self, scan_id: str) -> ScanRecord:
@@ -205,8 +242,27 @@ class ScanJobs:
             job.cancel.set()
             if job.engine is not None:
                 job.engine.stop()
-        self.store.transition(scan_id, "cancelled", ACTIVE_STATES)
+        self.store.transition(scan_id, ScanState.CANCELLED, ACTIVE_STATES)
         return self.get(scan_id)
+
+    def delete(self, scan_id: str) -> None:
+        """Cancel the scan if it is active, wait for a running worker to stop, then remove
+        everything stored for it. (Store writes of a worker that outlives its rows are no-ops
+        anyway; the wait keeps a deleted scan from using a slot. A queued worker is not waited
+        for: it sees the cancel as soon as it gets a slot, before touching anything.)"""
+        self.cancel(scan_id)
+        with self._lock:
+            job = self._running.get(scan_id)
+        if job is not None and job.holds_slot.is_set():
+            job.thread.join(DELETE_WAIT_SECONDS)
+            if job.thread.is_alive():
+                raise ServiceError(
+                    grpc.StatusCode.UNAVAILABLE,
+                    "SCAN_STILL_STOPPING",
+                    f"scan 'scans/{scan_id}' was cancelled but has not stopped yet; retry",
+                    {"scan": scan_id},
+                )
+        self.store.delete(scan_id)
 
     # -- running ---------------------------------------------------------------------------
     def _start(self, scan_id: str) -> None:
@@ -233,6 +289,7 @@ class ScanJobs:
         self._gauges(+1, 0)
         try:
             with self._slots:
+                job.holds_slot.set()
                 self._gauges(-1, +1)
                 try:
                     if job.cancel.is_set() or self._closing.is_set():
@@ -243,29 +300,34 @@ class ScanJobs:
         except EngineCancelled:
             pass
         except ServiceError as error:
-            self._fail(scan_id, error.message)
+            self._fail(scan_id, _scan_error(error))
         except Exception as exc:
             log.exception("scan %s failed", scan_id)
-            self._fail(scan_id, f"{type(exc).__name__}: {exc}")
+            self._fail(
+                scan_id,
+                ScanError(
+                    grpc.StatusCode.INTERNAL.value[0], "SCAN_FAILED", f"{type(exc).__name__}: {exc}"
+                ),
+            )
         finally:
             with self._lock:
                 self._running.pop(scan_id, None)
 
-    def _fail(self, scan_id: str, message: str) -> None:
+    def _fail(self, scan_id: str, error: ScanError) -> None:
         """Mark the scan failed; when the store cannot take it (full disk), remember it in
         memory so the scan still ends `failed` for everyone watching."""
         if self._closing.is_set():
             return
         try:
-            self.store.transition(scan_id, "failed", ACTIVE_STATES, message)
-        except ServiceError as error:
+            self.store.transition(scan_id, ScanState.FAILED, ACTIVE_STATES, error)
+        except ServiceError as failure:
             log.warning(
                 "scan %s failed (%s); the store cannot record it: %s",
                 scan_id,
-                message,
                 error.message,
+                failure.message,
             )
-            self._unrecorded_failures[scan_id] = message
+            self._unrecorded_failures[scan_id] = error
 
     def prepare(
         self, record: ScanRecord
@@ -294,7 +356,7 @@ class ScanJobs:
         classes = tuple(sorted(set(label_of.values())))
         class_ids = {name: i for i, name in enumerate(classes)}
         labels = np.asarray([class_ids.get(label_of.get(i, ""), -1) for i in ids])
-        options = ReduceOptions(k=record.k, bottom=True, position=record.mode == "position")
+        options = ReduceOptions(k=record.k, bottom=True, position=record.mode is TopKMode.POSITION)
         engine = ScanEngine(model, layers, prep, options, classes=classes)
         job.engine = engine
         if job.cancel.is_set():
@@ -309,7 +371,7 @@ class ScanJobs:
         # counted before it runs, reset at each checkpoint: a scan that takes the server down
         # (e.g. out of memory) is not resumed into a crash loop
         self.store.count_run(scan_id)
-        if not self.store.transition(scan_id, "running", ACTIVE_STATES):
+        if not self.store.transition(scan_id, ScanState.RUNNING, ACTIVE_STATES):
             return  # cancelled while it was being prepared
         cache = self.datasets.input_cache_for(record.dataset)
         sources = [file_source(i, ids[i], root / ids[i], cache) for i in range(start, len(ids))]
@@ -322,12 +384,9 @@ class ScanJobs:
                 self.store.set_progress(scan_id, progress.done, progress.failed)
 
         def save(position: int) -> None:
+            states = {name: r.state() for name, r in engine.reducers.items()}
             self.store.save_checkpoint(
-                scan_id,
-                position,
-                progress.done,
-                progress.failed,
-                {name: r.state() for name, r in engine.reducers.items()},
+                scan_id, Checkpoint(position, progress.done, progress.failed, states)
             )
             progress.saved = position
 
@@ -352,23 +411,21 @@ class ScanJobs:
         failed = base_failed + outcome.images_failed
         self.store.finish(
             scan_id,
-            self._rows(engine.reducers, ids, record),
+            self._rows(engine.reducers, ids),
             self._statistics(engine.reducers, labels),
             done,
             failed,
         )
 
     @staticmethod
-    def _rows(
-        reducers: dict[str, LayerReducer], ids: list[str], record: ScanRecord
-    ) -> list[tuple[str, int, str, int, str, float, int, int]]:
+    def _rows(reducers: dict[str, LayerReducer], ids: list[str]) -> list[TopKRow]:
         rows = []
         for name, reducer in reducers.items():
             for kind in reducer.kinds():
                 for position, channel in enumerate(reducer.channels):
                     for rank, entry in enumerate(reducer.entries(position, kind), start=1):
                         rows.append(
-                            (
+                            TopKRow(
                                 name,
                                 channel,
                                 kind,
@@ -419,3 +476,25 @@ class ScanJobs:
                 document["top_class_histogram"] = stats.top_class_histogram.tolist()
             result[name] = document
         return result
+
+
+def _deadline_check(deadline: float | None) -> Callable[[], None]:
+    """Raises DEADLINE_EXCEEDED once `deadline` (time.monotonic()) has passed."""
+
+    def check() -> None:
+        if deadline is not None and time.monotonic() >= deadline:
+            raise ServiceError(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                "DEADLINE_EXCEEDED",
+                "the call's deadline passed before the scan was stored; nothing was created",
+            )
+
+    return check
+
+
+def _scan_error(error: ServiceError) -> ScanError:
+    return ScanError(error.code.value[0], error.reason, error.message)
+
+
+def _damaged(damage: str) -> ScanError:
+    return ScanError(grpc.StatusCode.DATA_LOSS.value[0], "SCAN_DAMAGED", damage)

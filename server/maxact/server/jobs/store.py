@@ -6,19 +6,20 @@ short transaction, so a SIGKILL leaves the last committed checkpoint intact.
 
 from __future__ import annotations
 
-import builtins
+import hashlib
 import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import grpc
 
+from maxact.client.kinds import ScanState, TopKKind, TopKMode
 from maxact.server.errors import ServiceError
 
 SCHEMA = """
@@ -42,7 +43,11 @@ CREATE TABLE IF NOT EXISTS scans (
     checkpoint_position INTEGER NOT NULL DEFAULT 0,
     checkpoint_done INTEGER NOT NULL DEFAULT 0,
     checkpoint_failed INTEGER NOT NULL DEFAULT 0,
-    resume_attempts INTEGER NOT NULL DEFAULT 0
+    resume_attempts INTEGER NOT NULL DEFAULT 0,
+    request_id TEXT NOT NULL DEFAULT '',
+    request_fingerprint TEXT NOT NULL DEFAULT '',
+    error_code INTEGER NOT NULL DEFAULT 0,
+    error_reason TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS checkpoints (
     scan_id TEXT NOT NULL,
@@ -75,8 +80,21 @@ CREATE TABLE IF NOT EXISTS layer_statistics (
 #   2: checkpoints are .npz arrays (never pickles); earlier checkpoints are dropped on migration
 #   3: scans.resume_attempts counts runs of a scan since its last checkpoint or clean
 #      shutdown (a scan whose runs died with the server twice is failed, not resumed)
-SCHEMA_VERSION = 3
+#   4: scans carry the client's request_id (+ a fingerprint of the request) and a failed
+#      scan's status code and reason beside its message
+SCHEMA_VERSION = 4
 MAX_RESUME_ATTEMPTS = 2
+_V4_COLUMNS = (
+    "request_id TEXT NOT NULL DEFAULT ''",
+    "request_fingerprint TEXT NOT NULL DEFAULT ''",
+    "error_code INTEGER NOT NULL DEFAULT 0",
+    "error_reason TEXT NOT NULL DEFAULT ''",
+)
+# One scan per request_id (the CreateScan idempotency key); "" is "no key".
+_REQUEST_INDEX = (
+    "CREATE UNIQUE INDEX IF NOT EXISTS scans_request_id ON scans (request_id)"
+    " WHERE request_id != ''"
+)
 OUR_TABLES = frozenset({"scans", "checkpoints", "topk_rows", "layer_statistics"})
 
 
@@ -106,7 +124,48 @@ def _write_error(exc: sqlite3.Error) -> ServiceError:
     )
 
 
-TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
+class RequestIdReused(Exception):
+    """A CreateScan request_id already names a scan created from a different request."""
+
+    def __init__(self, request_id: str, scan_id: str) -> None:
+        super().__init__(request_id)
+        self.request_id = request_id
+        self.scan_id = scan_id
+
+
+@dataclass(frozen=True)
+class ScanError:
+    """Why a scan failed: a gRPC status code number, an UPPER_SNAKE reason, a message."""
+
+    code: int
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class NewScan:
+    """Everything a scan is created from (what a request_id retry must repeat)."""
+
+    model: str
+    layers: tuple[str, ...]
+    dataset: str
+    k: int
+    mode: TopKMode
+    preprocessing: dict[str, Any]
+
+    def fingerprint(self) -> str:
+        document = json.dumps(
+            [
+                self.model,
+                list(self.layers),
+                self.dataset,
+                self.k,
+                self.mode.value,
+                self.preprocessing,
+            ],
+            sort_keys=True,
+        )
+        return hashlib.sha256(document.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -117,29 +176,35 @@ class ScanRecord:
     layers: tuple[str, ...]
     dataset: str
     k: int
-    mode: str
+    mode: TopKMode
     preprocessing: dict[str, Any]
-    state: str
+    state: ScanState
     images_done: int
     images_failed: int
     images_total: int
-    error: str
+    error: ScanError | None
     create_time: float
     update_time: float
     checkpoint_position: int
     checkpoint_done: int
     checkpoint_failed: int
     resume_attempts: int = 0
+    request_id: str = ""
     damage: str = ""
     """Why this row could not be read (empty: it parsed); such a scan is failed, not run."""
 
     @property
     def finished(self) -> bool:
-        return self.state in TERMINAL_STATES
+        return self.state.finished
 
 
 @dataclass(frozen=True)
 class TopKRow:
+    """One ranked entry of one channel's ranking, as the store keeps it."""
+
+    layer: str
+    channel: int
+    kind: TopKKind
     rank: int
     image: str
     score: float
@@ -147,11 +212,25 @@ class TopKRow:
     x: int
 
 
+@dataclass(frozen=True)
+class Checkpoint:
+    """Reducer states (npz bytes per layer) after every image before `position` was
+    accounted for, with the counts at that point."""
+
+    position: int
+    done: int
+    failed: int
+    states: dict[str, bytes]
+
+
 _COLUMNS = (
     "id, seq, model, layers, dataset, k, mode, preprocessing, state, images_done, images_failed,"
     " images_total, error, create_time, update_time, checkpoint_position, checkpoint_done,"
-    " checkpoint_failed, resume_attempts"
+    " checkpoint_failed, resume_attempts, request_id, error_code, error_reason"
 )
+# a failed scan stored before version 4 kept only its message
+_UNKNOWN_CODE = 2
+_DATA_LOSS = 15  # grpc.StatusCode.DATA_LOSS
 
 
 def _record(row: tuple[Any, ...]) -> ScanRecord:
@@ -175,18 +254,37 @@ def _record(row: tuple[Any, ...]) -> ScanRecord:
     except (TypeError, ValueError) as exc:
         values[7] = {}
         damage.append(f"preprocessing: {str(exc)[:100]}")
-    for index in (1, 5, *range(9, 12), *range(15, 19)):
+    for index in (1, 5, *range(9, 12), *range(15, 19), 20):
         if not isinstance(values[index], int):
             values[index] = 0
             damage.append(f"column {_COLUMNS.split(', ')[index].strip()} is not a number")
     for index in (13, 14):
         if not isinstance(values[index], (int, float)):
             values[index] = 0.0
-    for index in (0, 2, 4, 6, 8, 12):
+    for index in (0, 2, 4, 6, 8, 12, 19, 21):
         values[index] = str(values[index])
+    try:
+        values[6] = TopKMode(values[6])
+    except ValueError:
+        damage.append(f"mode {values[6][:50]!r} is unknown")
+        values[6] = TopKMode.IMAGE
+    message, code, reason = values[12], values[20], values[21]
+    values[12] = (
+        ScanError(code or _UNKNOWN_CODE, reason or "SCAN_FAILED", message)
+        if message or code
+        else None
+    )
+    try:
+        values[8] = ScanState(values[8])
+    except ValueError:  # shown as failed, with the reason, so a watcher's wait ends
+        unknown = f"damaged store row: unknown state {values[8][:50]!r}"
+        values[8] = ScanState.FAILED
+        values[12] = values[12] or ScanError(_DATA_LOSS, "SCAN_DAMAGED", unknown)
+    del values[20:22]
+    record = ScanRecord(*values)
     if damage:
-        return ScanRecord(*values, damage="damaged store row: " + "; ".join(damage))
-    return ScanRecord(*values)
+        return replace(record, damage="damaged store row: " + "; ".join(damage))
+    return record
 
 
 class Store:
@@ -246,12 +344,17 @@ class Store:
             )
         had_scans = "scans" in tables
         db.executescript(SCHEMA)  # executescript manages its own transaction
-        if version < 3 and had_scans:
+        if had_scans:
+            # by presence, not by version number: idempotent for every older layout
             columns = {row[1] for row in db.execute("PRAGMA table_info(scans)")}
             if "resume_attempts" not in columns:
                 db.execute(
                     "ALTER TABLE scans ADD COLUMN resume_attempts INTEGER NOT NULL DEFAULT 0"
                 )
+            for column in _V4_COLUMNS:
+                if column.split()[0] not in columns:
+                    db.execute(f"ALTER TABLE scans ADD COLUMN {column}")
+        db.execute(_REQUEST_INDEX)
         if version < 2 and had_scans:
             # Version 0/1 checkpoints are pickles, which are never loaded: unfinished scans
             # restart from their first image (their results stay equal, only slower).
@@ -306,39 +409,75 @@ class Store:
     def create_scan(
         self,
         scan_id: str,
-        model: str,
-        layers: list[str],
-        dataset: str,
-        k: int,
-        mode: str,
-        preprocessing: dict[str, Any],
+        scan: NewScan,
         image_ids: list[str],
-    ) -> ScanRecord:
+        request_id: str = "",
+        before_commit: Callable[[], None] = lambda: None,
+    ) -> tuple[ScanRecord, bool]:
+        """(the scan, True) when created now; (the scan created earlier under `request_id`,
+        False) for a retry of the same request. Raises RequestIdReused for a different request
+        under a used id. `before_commit` runs inside the transaction, last: raising there
+        (e.g. the caller's deadline passed) leaves no scan behind."""
         now = time.time()
+        fingerprint = scan.fingerprint()
         with self._transaction() as db:
-            (seq,) = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM scans").fetchone()
-            db.execute(
-                "INSERT INTO scans (id, seq, model, layers, dataset, k, mode, preprocessing, state,"
-                " images_total, create_time, update_time, image_ids)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?)",
-                (
-                    scan_id,
-                    seq,
-                    model,
-                    json.dumps(layers),
-                    dataset,
-                    k,
-                    mode,
-                    json.dumps(preprocessing),
-                    len(image_ids),
-                    now,
-                    now,
-                    json.dumps(image_ids),
-                ),
-            )
+            earlier = None
+            if request_id:
+                earlier = db.execute(
+                    "SELECT id, request_fingerprint FROM scans WHERE request_id = ?",
+                    (request_id,),
+                ).fetchone()
+            if earlier is not None:
+                earlier_id, earlier_fingerprint = earlier
+                if earlier_fingerprint != fingerprint:
+                    raise RequestIdReused(request_id, earlier_id)
+                scan_id, created = earlier_id, False
+            else:
+                (seq,) = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM scans").fetchone()
+                db.execute(
+                    "INSERT INTO scans (id, seq, model, layers, dataset, k, mode, preprocessing,"
+                    " state, images_total, create_time, update_time, image_ids, request_id,"
+                    " request_fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        scan_id,
+                        seq,
+                        scan.model,
+                        json.dumps(list(scan.layers)),
+                        scan.dataset,
+                        scan.k,
+                        scan.mode.value,
+                        json.dumps(scan.preprocessing),
+                        ScanState.QUEUED.value,
+                        len(image_ids),
+                        now,
+                        now,
+                        json.dumps(image_ids),
+                        request_id,
+                        fingerprint,
+                    ),
+                )
+                before_commit()
+                created = True
         record = self.get(scan_id)
         assert record is not None
-        return record
+        return record, created
+
+    def delete(self, scan_id: str) -> bool:
+        """Remove the scan and everything stored for it, in one transaction."""
+        with self._transaction() as db:
+            for table in ("checkpoints", "topk_rows", "layer_statistics"):
+                db.execute(f"DELETE FROM {table} WHERE scan_id = ?", (scan_id,))
+            return db.execute("DELETE FROM scans WHERE id = ?", (scan_id,)).rowcount == 1
+
+    def row_counts(self, scan_id: str) -> dict[str, int]:
+        """Rows stored for the scan, per table (what DeleteScan must leave at zero)."""
+        db = self._connection()
+        counts = {"scans": db.execute("SELECT COUNT(*) FROM scans WHERE id = ?", (scan_id,))}
+        for table in ("checkpoints", "topk_rows", "layer_statistics"):
+            counts[table] = db.execute(
+                f"SELECT COUNT(*) FROM {table} WHERE scan_id = ?", (scan_id,)
+            )
+        return {table: cursor.fetchone()[0] for table, cursor in counts.items()}
 
     def get(self, scan_id: str) -> ScanRecord | None:
         row = (
@@ -373,7 +512,7 @@ class Store:
         with self._transaction() as db:
             db.execute("UPDATE scans SET resume_attempts = 0 WHERE id = ?", (scan_id,))
 
-    def list(self, limit: int, after_seq: int = 0) -> list[ScanRecord]:
+    def list_scans(self, limit: int, after_seq: int = 0) -> list[ScanRecord]:
         """Newest first; `after_seq` is the page token (seq of the last scan of the previous
         page), so pages stay stable while scans are created."""
         if after_seq > 0:
@@ -387,29 +526,44 @@ class Store:
             )
         return [_record(row) for row in rows]
 
-    def unfinished(self) -> builtins.list[ScanRecord]:  # `list` is a method here
+    def unfinished(self) -> list[ScanRecord]:
         rows = self._connection().execute(
             f"SELECT {_COLUMNS} FROM scans WHERE state IN ('queued', 'running') ORDER BY seq"
         )
         return [_record(row) for row in rows]
 
-    def set_state(self, scan_id: str, state: str, error: str = "") -> None:
+    def set_state(self, scan_id: str, state: ScanState) -> None:
         with self._transaction() as db:
             db.execute(
-                "UPDATE scans SET state = ?, error = ?, update_time = ? WHERE id = ?",
-                (state, error, time.time(), scan_id),
+                "UPDATE scans SET state = ?, error = '', error_code = 0, error_reason = '',"
+                " update_time = ? WHERE id = ?",
+                (state.value, time.time(), scan_id),
             )
 
     def transition(
-        self, scan_id: str, state: str, allowed_from: frozenset[str], error: str = ""
+        self,
+        scan_id: str,
+        state: ScanState,
+        allowed_from: frozenset[ScanState],
+        error: ScanError | None = None,
     ) -> bool:
         """Set `state` only if the scan is in one of `allowed_from` (atomic): a cancelled scan
         can never be turned back into a running or succeeded one by a racing worker."""
+        failure = error or ScanError(0, "", "")
         with self._transaction() as db:
             cursor = db.execute(
-                f"UPDATE scans SET state = ?, error = ?, update_time = ? WHERE id = ?"
+                f"UPDATE scans SET state = ?, error = ?, error_code = ?, error_reason = ?,"
+                f" update_time = ? WHERE id = ?"
                 f" AND state IN ({','.join('?' * len(allowed_from))})",
-                (state, error, time.time(), scan_id, *sorted(allowed_from)),
+                (
+                    state.value,
+                    failure.message,
+                    failure.code,
+                    failure.reason,
+                    time.time(),
+                    scan_id,
+                    *sorted(s.value for s in allowed_from),
+                ),
             )
             return cursor.rowcount == 1
 
@@ -420,20 +574,28 @@ class Store:
                 (done, failed, time.time(), scan_id),
             )
 
-    def save_checkpoint(
-        self, scan_id: str, position: int, done: int, failed: int, states: dict[str, bytes]
-    ) -> None:
-        """Reducer states after every image before `position` was accounted for, atomically."""
+    def save_checkpoint(self, scan_id: str, checkpoint: Checkpoint) -> None:
+        """Atomically; nothing is written for a scan deleted meanwhile."""
         with self._transaction() as db:
+            if db.execute("SELECT 1 FROM scans WHERE id = ?", (scan_id,)).fetchone() is None:
+                return
             db.executemany(
                 "INSERT OR REPLACE INTO checkpoints (scan_id, layer, state) VALUES (?, ?, ?)",
-                [(scan_id, layer, state) for layer, state in states.items()],
+                [(scan_id, layer, state) for layer, state in checkpoint.states.items()],
             )
             db.execute(
                 "UPDATE scans SET checkpoint_position = ?, checkpoint_done = ?,"
                 " checkpoint_failed = ?, images_done = ?, images_failed = ?, update_time = ?,"
                 " resume_attempts = 0 WHERE id = ?",
-                (position, done, failed, done, failed, time.time(), scan_id),
+                (
+                    checkpoint.position,
+                    checkpoint.done,
+                    checkpoint.failed,
+                    checkpoint.done,
+                    checkpoint.failed,
+                    time.time(),
+                    scan_id,
+                ),
             )
 
     def checkpoint(self, scan_id: str) -> dict[str, bytes]:
@@ -445,7 +607,7 @@ class Store:
     def finish(
         self,
         scan_id: str,
-        rows: Iterable[tuple[str, int, str, int, str, float, int, int]],
+        rows: Iterable[TopKRow],
         statistics: dict[str, dict[str, Any]],
         done: int,
         failed: int,
@@ -453,14 +615,17 @@ class Store:
         """Store the results and mark the scan succeeded, in one transaction (unless it was
         cancelled meanwhile: then nothing is written)."""
         with self._transaction() as db:
-            (state,) = db.execute("SELECT state FROM scans WHERE id = ?", (scan_id,)).fetchone()
-            if state != "running":
-                return
+            found = db.execute("SELECT state FROM scans WHERE id = ?", (scan_id,)).fetchone()
+            if found is None or found[0] != ScanState.RUNNING.value:
+                return  # cancelled or deleted meanwhile
             db.execute("DELETE FROM topk_rows WHERE scan_id = ?", (scan_id,))
             db.executemany(
                 "INSERT INTO topk_rows (scan_id, layer, channel, kind, rank, image, score, y, x)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                ((scan_id, *row) for row in rows),
+                (
+                    (scan_id, r.layer, r.channel, r.kind.value, r.rank, r.image, r.score, r.y, r.x)
+                    for r in rows
+                ),
             )
             db.executemany(
                 "INSERT OR REPLACE INTO layer_statistics (scan_id, layer, statistics)"
@@ -475,14 +640,14 @@ class Store:
             )
 
     def topk_rows(
-        self, scan_id: str, layer: str, channel: int, kind: str, k: int
-    ) -> builtins.list[TopKRow]:
+        self, scan_id: str, layer: str, channel: int, kind: TopKKind, k: int
+    ) -> list[TopKRow]:
         rows = self._connection().execute(
             "SELECT rank, image, score, y, x FROM topk_rows WHERE scan_id = ? AND layer = ?"
             " AND channel = ? AND kind = ? ORDER BY rank LIMIT ?",
-            (scan_id, layer, channel, kind, k),
+            (scan_id, layer, channel, kind.value, k),
         )
-        return [TopKRow(*row) for row in rows]
+        return [TopKRow(layer, channel, kind, *row) for row in rows]
 
     def statistics(self, scan_id: str, layer: str) -> dict[str, Any] | None:
         row = (

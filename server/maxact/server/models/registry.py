@@ -84,6 +84,20 @@ def require_field(layer: LayerEntry) -> TensorField:
     return layer.field
 
 
+def check_channel(layer: LayerEntry, channel: int) -> None:
+    """A channel (or a flat tensor's index) must exist in the layer."""
+    channels = layer.shape[0] if layer.shape else 0
+    if not 0 <= channel < channels:
+        what = "index" if len(layer.shape) == 1 else "channel"
+        raise invalid_argument(
+            "CHANNEL_OUT_OF_RANGE",
+            f"{what} {channel} is out of range for layer {layer.name!r}, which has {channels} "
+            f"{'features' if what == 'index' else 'channels'} (valid: 0..{channels - 1})",
+            layer=layer.name,
+            channel=str(channel),
+        )
+
+
 @dataclass
 class SizeView:
     """Everything about a model that depends on the input size, computed once."""

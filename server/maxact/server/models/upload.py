@@ -67,7 +67,9 @@ class ModelUpload:
             )
         if self.target.exists() and not overwrite:
             raise already_exists(
-                f"model {name!r} already exists; upload with overwrite to replace it", model=name
+                f"model {name!r} already exists; upload it again with --overwrite "
+                "(Client.upload_model(..., overwrite=True)) to replace it",
+                model=name,
             )
         self.target.parent.mkdir(parents=True, exist_ok=True)
         fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=self.target.parent)

@@ -17,7 +17,7 @@ import grpc
 from grpc_status import rpc_status
 
 from maxact.server.errors import ServiceError
-from maxact.server.ops.handlers import same_shape
+from maxact.server.ops.handlers import Handler, same_shape
 
 EXEMPT_PREFIXES = (
     "/grpc.health.v1.Health/",
@@ -35,9 +35,9 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
         method = handler_call_details.method or ""
         if handler is None or method.startswith(EXEMPT_PREFIXES):

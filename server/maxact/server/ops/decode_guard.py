@@ -18,6 +18,7 @@ from google.protobuf.message import DecodeError
 from grpc_status import rpc_status
 
 from maxact.server.errors import invalid_argument
+from maxact.server.ops.handlers import Handler
 
 
 class Undecodable:
@@ -58,9 +59,9 @@ async def _checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
 class DecodeGuardInterceptor(grpc.aio.ServerInterceptor):
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
         if handler is None or handler.request_deserializer is None:
             return handler
@@ -75,6 +76,7 @@ class DecodeGuardInterceptor(grpc.aio.ServerInterceptor):
             return grpc.unary_stream_rpc_method_handler(streaming, **shape)
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(_stream_in(handler.stream_unary), **shape)
+        assert handler.stream_stream is not None  # a handler has exactly one of the four
         return grpc.stream_stream_rpc_method_handler(_stream_in(handler.stream_stream), **shape)
 
 

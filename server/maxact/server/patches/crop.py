@@ -8,6 +8,7 @@ StreamTopKImages, GetNeuron); the render options (rf / heatmap / mask, patch_siz
 from __future__ import annotations
 
 import io
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -15,6 +16,7 @@ from PIL import Image
 
 from maxact.server.data.preprocess import ResolvedPreprocessing
 from maxact.server.data.reader import ImageSource, load_original
+from maxact.server.patches.cache import ORIGINALS, RENDERED
 from maxact.server.patches.render import (
     ActivationFn,
     LayerActivations,
@@ -47,9 +49,13 @@ def render_patch(
     prep: ResolvedPreprocessing,
     options: RenderOptions | None = None,
     activations: ActivationFn | None = None,
+    image: Image.Image | None = None,
 ) -> PatchImage:
-    """Load the original image and render `target`'s patch with `options` (default: rf)."""
-    return render_loaded(load_original(source), target, prep, options, activations)
+    """Render `target`'s patch with `options` (default: rf) from the original image (`image`
+    when already loaded, else decoded from `source`)."""
+    return render_loaded(
+        image if image is not None else load_original(source), target, prep, options, activations
+    )
 
 
 def render_loaded(
@@ -94,15 +100,39 @@ class PatchRenderer:
         )
 
     def __call__(
-        self, source: ImageSource, input_box: Box, unit: tuple[int, int], channel: int
+        self,
+        source: ImageSource,
+        input_box: Box,
+        unit: tuple[int, int],
+        channel: int,
+        key: Hashable | None = None,
     ) -> PatchImage:
-        image = load_original(source)
+        """The patch of one hit; with `key` (cache.file_key of the source) the decoded image,
+        the layer's output for it and channel-independent rf patches come from shared caches."""
+        image = self._image(key, source)
         field = self.field
+        size = self.prep.input_size_for(image.height, image.width)
         if self.prep.fixed_size is None:  # per-image sizing: the field at this image's size
-            size = self.prep.input_size_for(image.height, image.width)
             field = self.model.layer(size, self.layer).field
         target = PatchTarget(input_box, unit, channel, field)
-        return render_loaded(image, target, self.prep, self.options, self._activations)
+        if key is None:
+            return render_loaded(image, target, self.prep, self.options, self._activations)
+        if self._activations is None:
+            # rf: the patch depends on the image and the field's box only, not the channel (a
+            # flat layer's 1280 channels all show the whole image): render it once
+            box = target.formula_box(size)
+            return RENDERED.get(
+                (key, self.prep, self.options, box, input_box),
+                lambda: render_loaded(image, target, self.prep, self.options, None),
+            )
+        activations = self._activations.cached((key, self.prep))
+        return render_loaded(image, target, self.prep, self.options, activations)
+
+    @staticmethod
+    def _image(key: Hashable | None, source: ImageSource) -> Image.Image:
+        if key is None:
+            return load_original(source)
+        return ORIGINALS.get(key, lambda: load_original(source))
 
 
 def encode_png(image: Image.Image) -> bytes:

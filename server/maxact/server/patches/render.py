@@ -5,7 +5,8 @@
   original image are neutral grey (128); `clipped_fraction` is the share of the box's area
   they take. A box inside the image gives exactly the crop of the image (no resampling).
 - `heatmap`: the `rf` patch with the channel's activation map for that image overlaid (jet-like
-  colormap, alpha 0.5; normalised by the image's map minimum and maximum). Grey border pixels
+  colormap, alpha 0.5; normalised by the image's map minimum and maximum: blue low, red high)
+  and a white ring (black edge) around the winning unit's field centre. Grey border pixels
   stay grey.
 - `mask` (NetDissect style, Bau et al. 2017): the channel's activation map is upsampled to the
   model input with the RF-centre-preserving mapping (unit i's value sits at input pixel
@@ -29,15 +30,17 @@ runs on the single preprocessed image (k runs per request).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
+from scipy import ndimage
 
 from maxact.server.data.preprocess import Geometry, ResolvedPreprocessing, to_rgb
 from maxact.server.errors import failed_precondition, invalid_argument
+from maxact.server.patches.cache import layer_output
 from maxact.server.rf import AxisGeometry, TensorField
 from maxact.server.scan.layer import channels_first
 
@@ -52,7 +55,9 @@ MAX_PATCH_SIZE = 2048
 # inside the image is never resampled).
 MAX_PATCH_PIXELS = 2048 * 2048
 GREY = 128
+EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 HEATMAP_ALPHA = 0.5
+MARKER_RADIUS = 0.1  # of the heatmap patch's shorter side
 Box = tuple[int, int, int, int]
 # (position, RGB) stops of a jet-like colormap
 _COLORMAP = np.array(
@@ -146,8 +151,9 @@ class Rendered:
     clipped_fraction: float
 
 
-# Takes one preprocessed image (no batch axis) and a channel, returns its [H', W'] map.
-ActivationFn = Callable[[np.ndarray, int], np.ndarray]
+# Takes how to get one preprocessed image (no batch axis; called only when the layer must
+# run, a cached map needs no resize) and a channel, returns its [H', W'] map.
+ActivationFn = Callable[[Callable[[], np.ndarray], int], np.ndarray]
 
 
 def render(
@@ -164,7 +170,7 @@ def render(
         if activations is None or not target.spatial:
             raise ValueError(f"render {options.mode!r} needs a spatial layer and activations")
         channel_map = np.asarray(
-            activations(prep.to_array(image), target.channel), dtype=np.float64
+            activations(lambda: prep.to_array(image), target.channel), dtype=np.float64
         )
         if options.mode == "mask":
             rendered = _mask(picture, prep, geometry, target, options, channel_map)
@@ -219,8 +225,10 @@ def letterbox(image: Image.Image, size: int) -> Image.Image:
     new_w = min(size, max(1, round(image.width * scale)))
     new_h = min(size, max(1, round(image.height * scale)))
     if (new_w, new_h) != image.size:
-        method = Image.Resampling.NEAREST if scale > 1 else Image.Resampling.LANCZOS
-        image = image.resize((new_w, new_h), method)
+        if scale > 1:
+            image = image.resize((new_w, new_h), Image.Resampling.NEAREST)
+        else:  # reducing_gap: a box pre-shrink, then Lanczos; ~10x faster for big photos
+            image = image.resize((new_w, new_h), Image.Resampling.LANCZOS, reducing_gap=3.0)
     fill: int | tuple[int, int, int] = GREY if image.mode == "L" else (GREY, GREY, GREY)
     canvas = Image.new(image.mode, (size, size), fill)
     canvas.paste(image, ((size - new_w) // 2, (size - new_h) // 2))
@@ -265,21 +273,8 @@ def _unit_centre(target: PatchTarget, size: tuple[int, int]) -> tuple[int, int]:
 
 def _component(mask: np.ndarray, seed: tuple[int, int]) -> np.ndarray:
     """The 8-connected region of `mask` holding `seed` (which must be in the mask)."""
-    region = np.zeros_like(mask)
-    region[seed] = True
-    count = 1
-    while True:
-        grown = region.copy()
-        grown[1:] |= region[:-1]
-        grown[:-1] |= region[1:]
-        spread = grown.copy()
-        spread[:, 1:] |= grown[:, :-1]
-        spread[:, :-1] |= grown[:, 1:]
-        spread &= mask
-        new_count = int(spread.sum())
-        if new_count == count:
-            return spread
-        region, count = spread, new_count
+    labels, _ = ndimage.label(mask, structure=EIGHT_CONNECTED)
+    return np.asarray(labels == labels[seed])
 
 
 def mask_box(
@@ -362,7 +357,22 @@ def _heatmap(
     )[None, :]
     pixels[inside] = blended[inside]
     image = Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8), "RGB")
+    cy, cx = _unit_centre(target, size)
+    # model-input pixel centre -> original coordinates -> patch pixels
+    py = ((cy + 0.5 + geometry.offset_y) / geometry.factor_y - y0) * (out_h / (y1 - y0))
+    px = ((cx + 0.5 + geometry.offset_x) / geometry.factor_x - x0) * (out_w / (x1 - x0))
+    mark_unit(image, (py, px))
     return Rendered(image, box, clipped)
+
+
+def mark_unit(image: Image.Image, centre: tuple[float, float]) -> None:
+    """A ring around the winning unit's field centre (white with a black edge: visible on any
+    colour of the map)."""
+    y, x = centre
+    radius = max(4.0, MARKER_RADIUS * min(image.size))  # the unit's own pixels stay visible
+    draw = ImageDraw.Draw(image)
+    for r, colour in ((radius + 1, (0, 0, 0)), (radius, (255, 255, 255))):
+        draw.ellipse((x - r, y - r, x + r, y + r), outline=colour, width=1)
 
 
 class LayerActivations:
@@ -374,7 +384,20 @@ class LayerActivations:
         self._layer = layer
         self._field = field
 
-    def __call__(self, array: np.ndarray, channel: int) -> np.ndarray:
+    def __call__(self, array: Callable[[], np.ndarray], channel: int) -> np.ndarray:
+        return self.all_channels(array())[channel]
+
+    def cached(self, image_key: Hashable) -> ActivationFn:
+        """The same maps, the layer run once per image (`image_key`) across requests."""
+        key = (self._model.name, self._layer, image_key)
+
+        def channel_map(array: Callable[[], np.ndarray], channel: int) -> np.ndarray:
+            return layer_output(self._model, key, lambda: self.all_channels(array()))[channel]
+
+        return channel_map
+
+    def all_channels(self, array: np.ndarray) -> np.ndarray:
+        """[C, H', W']: the layer's output for one preprocessed image."""
         model = self._model
         session = model.session((self._layer,))
         batch = array[None]
@@ -382,4 +405,4 @@ class LayerActivations:
         if fixed is not None and fixed > 1:
             batch = np.repeat(batch, fixed, axis=0)
         (output,) = session.run([self._layer], {model.input.name: batch})
-        return channels_first(np.asarray(output), self._field)[0, channel]
+        return channels_first(np.asarray(output), self._field)[0]

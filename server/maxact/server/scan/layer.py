@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from maxact.client.defaults import DEFAULT_K
+from maxact.client.kinds import TopKKind
 from maxact.server.graph.reductions import LayerReduction
 from maxact.server.rf import TensorField
 from maxact.server.scan.reducers import NO_IMAGE, Entry, RunningTopK
@@ -59,13 +60,13 @@ class LayerReducer:
         self.channels = tuple(range(total)) if channels is None else tuple(channels)
         self.options = options
         count = len(self.channels)
-        self._topk: dict[str, RunningTopK] = {"top": RunningTopK(count, options.k)}
+        self._topk: dict[TopKKind, RunningTopK] = {TopKKind.TOP: RunningTopK(count, options.k)}
         if options.bottom:
-            self._topk["bottom"] = RunningTopK(count, options.k, largest=False)
+            self._topk[TopKKind.BOTTOM] = RunningTopK(count, options.k, largest=False)
         if self.field is not None and options.position:
-            self._topk["position"] = RunningTopK(count, options.k)
+            self._topk[TopKKind.POSITION] = RunningTopK(count, options.k)
         if self.field is not None and options.position_bottom:
-            self._topk["position_bottom"] = RunningTopK(count, options.k, largest=False)
+            self._topk[TopKKind.POSITION_BOTTOM] = RunningTopK(count, options.k, largest=False)
         self.stats = StatisticsReducer(count, classes)
         # per field (one per input size), the field kept alive so its id stays its own
         self._groups_at: dict[int, tuple[TensorField, list[tuple[np.ndarray, ...]]]] = {}
@@ -163,10 +164,10 @@ class LayerReducer:
         field: TensorField | None = None,
     ) -> None:
         images = np.asarray(images, dtype=np.int64)
-        for kind in ("top", "bottom"):
+        for kind in (TopKKind.TOP, TopKKind.BOTTOM):
             if kind in self._topk:
                 self._topk[kind].update(responses, images, ys, xs)
-        for kind, largest in (("position", True), ("position_bottom", False)):
+        for kind, largest in ((TopKKind.POSITION, True), (TopKKind.POSITION_BOTTOM, False)):
             if kind in self._topk:
                 assert maps is not None, "position mode needs the layer's maps"
                 self._update_position(self._topk[kind], maps, images, largest, field or self.field)
@@ -224,8 +225,9 @@ class LayerReducer:
     def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
         """Restore `state_dict()` of a reducer of the same layer and options."""
         kinds = {key.split("/", 1)[0] for key in state} - {"stats"}
-        if kinds != set(self._topk):
-            raise ValueError(f"state keeps {sorted(kinds)}, this scan keeps {sorted(self._topk)}")
+        keeps = {kind.value for kind in self._topk}
+        if kinds != keeps:
+            raise ValueError(f"state keeps {sorted(kinds)}, this scan keeps {sorted(keeps)}")
         for kind, topk in self._topk.items():
             prefix = f"{kind}/"
             topk.load_state_dict(
@@ -245,16 +247,17 @@ class LayerReducer:
         with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
             self.load_state_dict({name: arrays[name] for name in arrays.files})
 
-    def kinds(self) -> tuple[str, ...]:
+    def kinds(self) -> tuple[TopKKind, ...]:
         return tuple(self._topk)
 
-    def entries(self, position: int, kind: str = "top") -> list[Entry]:
+    def entries(self, position: int, kind: TopKKind | str = TopKKind.TOP) -> list[Entry]:
         """Ranked entries of the channel at `position` in self.channels, best first."""
         if kind not in self._topk:
-            raise KeyError(f"this scan did not keep {kind!r} (kept: {list(self._topk)})")
-        return self._topk[kind].entries(position)
+            kept = [str(k) for k in self._topk]
+            raise KeyError(f"this scan did not keep {str(kind)!r} (kept: {kept})")
+        return self._topk[TopKKind(kind)].entries(position)
 
-    def top_images(self, kind: str = "top") -> np.ndarray:
+    def top_images(self, kind: TopKKind = TopKKind.TOP) -> np.ndarray:
         """[C, k] dataset indices of each channel's kept entries (-1 for empty slots)."""
         return self._topk[kind].images()
 
@@ -262,6 +265,6 @@ class LayerReducer:
         """Statistics; `labels` maps dataset index -> class id (-1 unlabelled) for histograms."""
         top_labels = None
         if labels is not None and self.stats.classes:
-            images = self.top_images("top")
+            images = self.top_images(TopKKind.TOP)
             top_labels = np.where(images >= 0, np.asarray(labels)[np.maximum(images, 0)], -1)
         return self.stats.summary(top_labels)

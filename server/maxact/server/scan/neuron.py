@@ -19,6 +19,7 @@ from typing import Generic, TypeVar
 import numpy as np
 
 from maxact.client.defaults import DEFAULT_K
+from maxact.client.kinds import TopKKind, TopKMode
 from maxact.server.data.preprocess import ResolvedPreprocessing
 from maxact.server.data.reader import ImageSource, known_total
 from maxact.server.models.registry import LayerEntry, LoadedModel
@@ -34,7 +35,7 @@ class NeuronQuery:
     channel: int
     unit: tuple[int, int] | None = None
     k: int = DEFAULT_K
-    mode: str = "image"  # "image" | "position"
+    mode: TopKMode = TopKMode.IMAGE
     bottom: bool = False
     per_image_cap: int = 0
 
@@ -224,13 +225,11 @@ class NeuronScan:
         )
 
 
-def _kind(query: NeuronQuery, spatial: bool) -> str:
+def _kind(query: NeuronQuery, spatial: bool) -> TopKKind:
     """Which of the engine's rankings answers the query (flat tensors have no positions; a
     single unit has one position per image, so its mode is moot)."""
-    position = "position" if query.mode == "position" and spatial and query.unit is None else ""
-    if query.bottom:
-        return f"{position}_bottom" if position else "bottom"
-    return position or "top"
+    position = query.mode == TopKMode.POSITION and spatial and query.unit is None
+    return TopKKind.of(TopKMode.POSITION if position else TopKMode.IMAGE, query.bottom)
 
 
 def _engine_for(
@@ -245,9 +244,9 @@ def _engine_for(
     kind = _kind(query, layer.field is not None and layer.field.spatial)
     options = ReduceOptions(
         k=query.k,
-        bottom=kind == "bottom",
-        position=kind == "position",
-        position_bottom=kind == "position_bottom",
+        bottom=kind is TopKKind.BOTTOM,
+        position=kind is TopKKind.POSITION,
+        position_bottom=kind is TopKKind.POSITION_BOTTOM,
         per_image_cap=query.per_image_cap,
         unit=query.unit,
     )

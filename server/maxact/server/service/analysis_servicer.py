@@ -9,14 +9,16 @@ from typing import Any
 import grpc
 import numpy as np
 
+from maxact.client.kinds import TopKKind
 from maxact.server.analysis.classes import class_answer
 from maxact.server.analysis.compare import compare_channels
 from maxact.server.errors import failed_precondition, invalid_argument
 from maxact.server.jobs.scan_jobs import ScanJobs, scan_id_from
 from maxact.server.jobs.store import ScanRecord
 from maxact.server.models.class_names import class_names
+from maxact.server.service.convert import scan_to_proto
 from maxact.server.service.errors import rpc
-from maxact.server.service.scan_servicer import NeuronServicer, scan_to_proto
+from maxact.server.service.neuron_servicer import NeuronServicer
 from maxact.v1 import analysis_service_pb2 as apb
 from maxact.v1 import analysis_service_pb2_grpc
 from maxact.v1 import neuron_service_pb2 as npb
@@ -244,7 +246,7 @@ class AnalysisServicer(analysis_service_pb2_grpc.AnalysisServiceServicer):
 
     def _top_images(self, record: ScanRecord, layer: str, channel: int, k: int) -> list[str]:
         """The channel's k best distinct images (position mode may list an image twice)."""
-        kind = "position" if record.mode == "position" else "top"
+        kind = TopKKind.of(record.mode, bottom=False)
         rows = self.jobs.store.topk_rows(record.id, layer, channel, kind, record.k)
         return list(dict.fromkeys(row.image for row in rows))[:k]
 

@@ -1,8 +1,9 @@
 """Images a client streams to TopKService.StreamTopKImages, fed to the scan as they arrive.
 
 The scan thread pulls the next request message from the RPC's async request iterator through
-the event loop, one message at a time, only when the reader has room in its window: gRPC flow
-control then holds the client back, so the server never buffers more than the reader's window.
+the event loop (`streaming.BlockingPull`), one message at a time, only when the reader has room
+in its window: gRPC flow control then holds the client back, so the server never buffers more
+than the reader's window.
 Bytes are decoded from memory (nothing is written to disk unless the client asked to keep
 the images as a dataset: `DatasetWriter`) and kept only while needed: for
 images not reduced yet (in flight) and for images the ranking currently holds, whose patches
@@ -12,9 +13,7 @@ are cropped at the end. Ids are remembered to refuse duplicates (a set of string
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import io
-import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from functools import partial
 
@@ -25,16 +24,8 @@ from maxact.server.data.dataset_writer import DatasetWriter
 from maxact.server.data.reader import ImageSource
 from maxact.server.errors import invalid_argument
 from maxact.server.scan.neuron import HeldWhileNeeded
+from maxact.server.service.streaming import BlockingPull
 from maxact.v1 import topk_service_pb2 as pb
-
-
-async def _next_or_none(
-    requests: AsyncIterator[pb.StreamTopKImagesRequest],
-) -> pb.StreamTopKImagesRequest | None:
-    try:
-        return await anext(requests)
-    except StopAsyncIteration:
-        return None
 
 
 class ClientImages:
@@ -47,19 +38,16 @@ class ClientImages:
         loop: asyncio.AbstractEventLoop,
         keep: DatasetWriter | None = None,
     ) -> None:
-        self._requests = requests
+        self._requests = BlockingPull(requests, loop)
         self._keep = keep
-        self._loop = loop
         self._data: HeldWhileNeeded[bytes] = HeldWhileNeeded()
         self._seen: set[str] = set()
-        self._pending: concurrent.futures.Future[pb.StreamTopKImagesRequest | None] | None = None
-        self._stopped = threading.Event()
         self.received = 0
         """Images received so far (what progress reports as images_total)."""
 
     def __iter__(self) -> Iterator[ImageSource]:
-        while not self._stopped.is_set():
-            message = self._next_message()
+        while not self._requests.stopped:
+            message = self._requests.next()
             if message is None:
                 return
             yield self._accept(message)
@@ -93,28 +81,9 @@ class ClientImages:
         self.received += 1
         return self.source(index, image.id)
 
-    def _next_message(self) -> pb.StreamTopKImagesRequest | None:
-        """The next request message (None at the end of the stream or once stopped)."""
-        try:
-            future = asyncio.run_coroutine_threadsafe(_next_or_none(self._requests), self._loop)
-        except RuntimeError:  # the server's loop is closed: shutting down
-            return None
-        self._pending = future
-        if self._stopped.is_set():  # stop() may have run before _pending was set
-            future.cancel()
-        try:
-            return future.result()
-        except concurrent.futures.CancelledError:
-            return None
-        finally:
-            self._pending = None
-
     def stop(self) -> None:
         """End the iteration now, also while it waits for the client's next message."""
-        self._stopped.set()
-        pending = self._pending
-        if pending is not None:
-            pending.cancel()
+        self._requests.stop()
 
     def source(self, index: int, image_id: str) -> ImageSource:
         """The image at `index`, decoded from the bytes held in memory."""

@@ -4,21 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from maxact.server.data.preprocess import Preprocessing, ResolvedPreprocessing
+from google.protobuf import any_pb2, timestamp_pb2
+from google.rpc import error_details_pb2, status_pb2
+
+from maxact.server.data.preprocess import Preprocessing, ResolvedPreprocessing, parse_mapping
+from maxact.server.errors import ERROR_DOMAIN, ServiceError
+from maxact.server.jobs.store import ScanError, ScanRecord
 from maxact.server.patches.render import DEFAULT_MASK_QUANTILE, RenderOptions
 from maxact.server.rf import AxisGeometry, TensorField
 from maxact.server.scan.neuron import Hit
-from maxact.v1 import common_pb2, topk_service_pb2
-
-MODES = {
-    topk_service_pb2.TOP_K_MODE_UNSPECIFIED: "image",
-    topk_service_pb2.TOP_K_MODE_IMAGE: "image",
-    topk_service_pb2.TOP_K_MODE_POSITION: "position",
-}
-MODE_ENUMS = {
-    "image": topk_service_pb2.TOP_K_MODE_IMAGE,
-    "position": topk_service_pb2.TOP_K_MODE_POSITION,
-}
+from maxact.v1 import common_pb2, neuron_service_pb2, scan_service_pb2, topk_service_pb2
 
 _RENDERS = {
     common_pb2.PATCH_RENDER_UNSPECIFIED: "rf",
@@ -145,3 +140,74 @@ def patch_to_proto(hit: Hit, patch: Any) -> topk_service_pb2.Patch:
         clipped_fraction=patch.clipped_fraction,
         patch_box=box_to_proto(patch.patch_box),
     )
+
+
+def timestamp(seconds: float) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromNanoseconds(round(seconds * 1e9))
+    return stamp
+
+
+def scan_error_to_status(error: ScanError) -> status_pb2.Status:
+    """A failed scan's error as the same rich status a failed call carries."""
+    detail = any_pb2.Any()
+    detail.Pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN))
+    return status_pb2.Status(code=error.code, message=error.message, details=[detail])
+
+
+def scan_to_proto(record: ScanRecord) -> scan_service_pb2.Scan:
+    """The scan as the API shows it; a damaged row (preprocessing that no longer parses)
+    still converts, so one bad row never breaks ListScans."""
+    try:
+        preprocessing = parse_mapping(record.preprocessing, "scan")
+    except ServiceError:
+        preprocessing = Preprocessing()
+    message = scan_service_pb2.Scan(
+        name=f"scans/{record.id}",
+        model=record.model,
+        layers=list(record.layers),
+        dataset=record.dataset,
+        k=record.k,
+        preprocessing=preprocessing_to_proto(preprocessing),
+        state=record.state.to_proto(),
+        images_scanned=record.images_done,
+        images_total=record.images_total,
+        mode=record.mode.to_proto(),
+        images_failed=record.images_failed,
+        create_time=timestamp(record.create_time),
+        update_time=timestamp(record.update_time),
+        request_id=record.request_id,
+    )
+    if record.error is not None:
+        message.error.CopyFrom(scan_error_to_status(record.error))
+    return message
+
+
+def statistics_to_proto(stats: dict[str, Any]) -> neuron_service_pb2.GetLayerStatisticsResponse:
+    """A layer's stored statistics document (see ScanJobs._statistics) as the response."""
+    npb = neuron_service_pb2
+    classes = stats["classes"]
+    response = npb.GetLayerStatisticsResponse(images_scanned=stats["images"])
+    for channel, mean in enumerate(stats["mean"]):
+        message = npb.ChannelStatistics(
+            channel=channel,
+            mean_max=mean,
+            max_max=stats["max"][channel] if stats["max"][channel] is not None else 0.0,
+            firing_rate=stats["firing_rate"][channel],
+            dead=stats["dead"][channel],
+        )
+        if "selectivity" in stats:
+            message.selectivity = stats["selectivity"][channel]
+            message.preferred_class = classes[stats["preferred_class"][channel]]
+            for class_index, name in enumerate(classes):
+                value = stats["class_mean"][class_index][channel]
+                if value is not None:
+                    message.class_mean[name] = value
+        if "top_class_histogram" in stats:
+            for class_index, count in enumerate(stats["top_class_histogram"][channel]):
+                if count:
+                    message.top_class_histogram[classes[class_index]] = count
+        response.channels.append(message)
+    for name, channels in (stats.get("top_units_per_class") or {}).items():
+        response.top_channels_per_class[name].channels.extend(channels)
+    return response

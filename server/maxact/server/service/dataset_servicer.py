@@ -8,6 +8,7 @@ import grpc
 
 from maxact.server.data.datasets import Dataset
 from maxact.server.service.errors import rpc
+from maxact.server.service.pagination import page_of
 from maxact.server.service.validate import ServerState
 from maxact.v1 import dataset_service_pb2 as pb
 from maxact.v1 import dataset_service_pb2_grpc
@@ -31,10 +32,11 @@ class DatasetServicer(dataset_service_pb2_grpc.DatasetServiceServicer):
         self, request: pb.ListDatasetsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListDatasetsResponse:
         catalog = self.state.datasets
-        summaries = await asyncio.to_thread(
-            lambda: [_summary(catalog.open(n)) for n in catalog.names()]
-        )
-        return pb.ListDatasetsResponse(datasets=summaries)
+        names = await asyncio.to_thread(lambda: sorted(catalog.names()))
+        page = page_of("datasets", names, str, request.page_size, request.page_token, str)
+        # only this page's folders are walked (sizes and counts cost a directory listing each)
+        datasets = await asyncio.to_thread(lambda: [_summary(catalog.open(n)) for n in page.items])
+        return pb.ListDatasetsResponse(datasets=datasets, next_page_token=page.next_page_token)
 
     @rpc
     async def GetDataset(

@@ -4,6 +4,7 @@ load, unload, and upload by client streaming."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 
 import grpc
@@ -11,8 +12,13 @@ from onnx import TensorProto
 
 from maxact.server.errors import invalid_argument
 from maxact.server.models.upload import ModelUpload
-from maxact.server.service.convert import field_to_proto, preprocessing_to_proto
+from maxact.server.service.convert import (
+    field_to_proto,
+    preprocessing_from_proto,
+    preprocessing_to_proto,
+)
 from maxact.server.service.errors import rpc
+from maxact.server.service.pagination import page_of
 from maxact.server.service.validate import ServerState, load_model, size_from
 from maxact.v1 import model_service_pb2 as pb
 from maxact.v1 import model_service_pb2_grpc
@@ -31,14 +37,18 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListModelsResponse:
-        names = await asyncio.to_thread(self.state.models.names)
+        names = await asyncio.to_thread(lambda: sorted(self.state.models.names()))
+        page = page_of(
+            "models", names, lambda item: item[0], request.page_size, request.page_token, str
+        )
         return pb.ListModelsResponse(
             models=[
                 pb.ModelSummary(
                     name=name, size_bytes=size, loaded=self.state.models.is_loaded(name)
                 )
-                for name, size in names
-            ]
+                for name, size in page.items
+            ],
+            next_page_token=page.next_page_token,
         )
 
     @rpc
@@ -98,28 +108,40 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         first = await anext(iterator, None)
         if first is None:
             raise invalid_argument("UPLOAD_EMPTY", "the upload stream carried no message")
-        if not first.name:
-            raise invalid_argument("MODEL_REQUIRED", "the first upload message must name the model")
+        if first.WhichOneof("message") != "header":
+            raise invalid_argument(
+                "UPLOAD_HEADER_REQUIRED", "the first upload message must be the header"
+            )
+        header = first.header
+        if not header.name:
+            raise invalid_argument("MODEL_REQUIRED", "the upload header must name the model")
+        sidecar = ""
+        if header.HasField("preprocessing"):
+            prep = preprocessing_from_proto(header.preprocessing)
+            sidecar = json.dumps(prep.to_dict(), indent=2) + "\n"
         models = self.state.models
         upload = await asyncio.to_thread(
             ModelUpload,
             models.model_root,
-            first.name,
-            first.sha256,
+            header.name,
+            header.sha256,
             max_bytes=self.max_upload_bytes,
-            overwrite=first.overwrite,
-            preprocess_json=first.preprocess_json,
+            overwrite=header.overwrite,
+            preprocess_json=sidecar,
         )
         try:
-            upload.write(first.chunk)
             async for message in iterator:
+                if message.WhichOneof("message") != "chunk":
+                    raise invalid_argument(
+                        "UPLOAD_HEADER_REPEATED", "only the first upload message is a header"
+                    )
                 upload.write(message.chunk)
             size = await asyncio.to_thread(upload.commit)
         finally:
             upload.abort()
-        models.unload(first.name)  # an overwritten model is loaded afresh on next use
+        models.unload(header.name)  # an overwritten model is loaded afresh on next use
         return pb.UploadModelResponse(
-            model=pb.ModelSummary(name=first.name, size_bytes=size, loaded=False)
+            model=pb.ModelSummary(name=header.name, size_bytes=size, loaded=False)
         )
 
 

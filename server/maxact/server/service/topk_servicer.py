@@ -1,9 +1,8 @@
 """TopKService: scan a server-side dataset (StreamTopK) or images the client streams
 (StreamTopKImages) for one neuron and stream progress, then patches.
 
-The scan runs in its own thread ("maxact-scan-N"); events cross into the event loop through an
-asyncio queue. When the client cancels, the handler's finally stops the scan (between batches
-and inside a running inference) and waits for the thread, so no work outlives the call.
+The scan runs in its own thread through `streaming.run_in_thread`, which also stops it when
+the client cancels. Both RPCs send the same `TopKEvent`, wrapped in their own response.
 
 Client-streamed images are scanned as they arrive (see `client_images`); their progress
 reports images_total = the images received so far, since the end is not known in advance.
@@ -12,15 +11,13 @@ reports images_total = the images received so far, since the end is not known in
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import itertools
-import threading
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import grpc
 
 from maxact.client.defaults import DEFAULT_K
+from maxact.client.kinds import TopKMode
 from maxact.server.data.dataset_writer import DatasetWriter
 from maxact.server.data.datasets import Dataset
 from maxact.server.data.preprocess import ResolvedPreprocessing
@@ -33,8 +30,6 @@ from maxact.server.scan.neuron import Hit, NeuronQuery, NeuronScan, ScanCallback
 from maxact.server.scan.reducers import check_k
 from maxact.server.service.client_images import ClientImages
 from maxact.server.service.convert import (
-    MODE_ENUMS,
-    MODES,
     hit_to_proto,
     patch_to_proto,
     preprocessing_from_proto,
@@ -42,6 +37,7 @@ from maxact.server.service.convert import (
     render_options_from_proto,
 )
 from maxact.server.service.errors import rpc
+from maxact.server.service.streaming import run_in_thread, throttled
 from maxact.server.service.validate import (
     ServerState,
     check_channel,
@@ -52,9 +48,6 @@ from maxact.server.service.validate import (
 )
 from maxact.v1 import topk_service_pb2 as pb
 from maxact.v1 import topk_service_pb2_grpc
-
-_scan_numbers = itertools.count(1)
-_DONE = object()
 
 
 class TopKServicer(topk_service_pb2_grpc.TopKServiceServicer):
@@ -89,7 +82,7 @@ class TopKServicer(topk_service_pb2_grpc.TopKServiceServicer):
             raise invalid_argument("DATASET_REQUIRED", "no dataset name given")
         dataset = await asyncio.to_thread(self.state.datasets.open, request.dataset)
         scan = await asyncio.to_thread(NeuronScan, model, layer, query, prep)
-        async for event in _run_in_thread(
+        async for event in run_in_thread(
             lambda emit: _scan_dataset(scan, dataset, renderer, emit, warning), stopper=scan.stop
         ):
             yield event
@@ -125,7 +118,7 @@ class TopKServicer(topk_service_pb2_grpc.TopKServiceServicer):
             held: list[Any] = []  # Done waits until the kept dataset is in place
 
             def gate(item: Any) -> None:
-                is_done = isinstance(item, pb.StreamTopKImagesResponse) and item.HasField("done")
+                is_done = item.event.HasField("done")
                 (held.append if is_done and keep is not None else emit)(item)
 
             _scan_client_images(scan, images, renderer, gate, warning)
@@ -135,7 +128,7 @@ class TopKServicer(topk_service_pb2_grpc.TopKServiceServicer):
                 emit(item)
 
         try:
-            async for event in _run_in_thread(body, stopper=stop):
+            async for event in run_in_thread(body, stopper=stop):
                 yield event
         finally:
             if keep is not None:
@@ -144,8 +137,10 @@ class TopKServicer(topk_service_pb2_grpc.TopKServiceServicer):
 
 def _neuron_query(message: pb.TopKQuery) -> NeuronQuery:
     k = check_k(message.k or DEFAULT_K)
-    if message.mode not in MODES:
-        raise invalid_argument("INVALID_MODE", f"unknown top-k mode {message.mode}")
+    try:
+        mode = TopKMode.from_proto(message.mode)
+    except ValueError:
+        raise invalid_argument("INVALID_MODE", f"unknown top-k mode {message.mode}") from None
     if message.per_image_cap < 0:
         raise invalid_argument("INVALID_CAP", "per_image_cap must be >= 0")
     if message.channel < 0:
@@ -155,7 +150,7 @@ def _neuron_query(message: pb.TopKQuery) -> NeuronQuery:
         channel=message.channel,
         unit=(message.unit.y, message.unit.x) if message.HasField("unit") else None,
         k=k,
-        mode=MODES[message.mode],
+        mode=mode,
         bottom=message.bottom,
         per_image_cap=message.per_image_cap,
     )
@@ -222,54 +217,51 @@ def _scan_and_send(
     hint: str = "",
     warning: str = "",
 ) -> None:
-    """Scan, then crop and send each patch, then done; `response` is the RPC's response type.
+    """Scan, then crop and send each patch, then done; `response` is the RPC's response type
+    (it wraps the shared TopKEvent).
 
     `reduced(indices)` runs after each batch (or skipped image), when the ranking is
     consistent.
     """
     count = total if callable(total) else lambda: total
+
+    def send(**event: Any) -> None:
+        emit(response(event=pb.TopKEvent(**event)))
+
     callbacks = ScanCallbacks(
-        progress=_throttled(
-            lambda done, total, failed: emit(
-                response(
-                    progress=pb.Progress(images_done=done, images_total=total, images_failed=failed)
-                )
+        progress=throttled(
+            lambda done, total, failed: send(
+                progress=pb.Progress(images_scanned=done, images_total=total, images_failed=failed)
             )
         ),
         reduced=reduced,
-        partial=lambda hits, done: emit(
-            response(
-                partial=pb.PartialTopK(hits=[hit_to_proto(hit) for hit in hits], images_done=done)
-            )
+        partial=lambda hits, done: send(
+            partial=pb.PartialTopK(hits=[hit_to_proto(hit) for hit in hits], images_scanned=done)
         ),
-        skipped=lambda image_id, reason: emit(
-            response(skipped=pb.ImageSkipped(image=image_id, reason=reason))
+        skipped=lambda image_id, reason: send(
+            skipped=pb.ImageSkipped(image=image_id, reason=reason)
         ),
     )
     outcome = scan.run(sources, callbacks, total=total)
-    emit(
-        response(
-            progress=pb.Progress(
-                images_done=outcome.images_scanned,
-                images_total=count(),
-                images_failed=outcome.images_failed,
-            )
+    send(
+        progress=pb.Progress(
+            images_scanned=outcome.images_scanned,
+            images_total=count(),
+            images_failed=outcome.images_failed,
         )
     )
     for hit in outcome.hits:
         if scan.stop_event.is_set():
             raise ScanCancelled()
-        emit(response(patch=_patch(renderer, source_of(hit), hit, hint)))
-    emit(
-        response(
-            done=pb.Done(
-                images_scanned=outcome.images_scanned,
-                images_failed=outcome.images_failed,
-                k=scan.query.k,
-                mode=MODE_ENUMS[scan.query.mode],
-                preprocessing=preprocessing_to_proto(scan.prep),
-                preprocessing_warning=warning,
-            )
+        send(patch=_patch(renderer, source_of(hit), hit, hint))
+    send(
+        done=pb.Done(
+            images_scanned=outcome.images_scanned,
+            images_failed=outcome.images_failed,
+            k=scan.query.k,
+            mode=TopKMode(scan.query.mode).to_proto(),
+            preprocessing=preprocessing_to_proto(scan.prep),
+            preprocessing_warning=warning,
         )
     )
 
@@ -285,63 +277,3 @@ def _patch(renderer: PatchRenderer, source: ImageSource, hit: Hit, hint: str = "
             image=hit.image_id,
         ) from None
     return patch_to_proto(hit, patch)
-
-
-def _throttled(
-    send: Callable[[int, int, int], None], interval: float = 0.1
-) -> Callable[[int, int, int], None]:
-    """At most one progress message per interval (the final one is sent separately)."""
-    import time
-
-    last = [0.0]
-
-    def maybe_send(done: int, total: int, failed: int) -> None:
-        now = time.monotonic()
-        if now - last[0] >= interval:
-            last[0] = now
-            send(done, total, failed)
-
-    return maybe_send
-
-
-async def _run_in_thread(
-    body: Callable[[Callable[[Any], None]], None],
-    stopper: Callable[[], None] | None = None,
-) -> AsyncIterator[Any]:
-    """Run `body(emit)` in a named thread and yield what it emits, until it returns.
-
-    Cancelling the consumer stops the body (via `stopper`) and joins the thread.
-    """
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[Any] = asyncio.Queue()
-
-    def emit(item: Any) -> None:
-        # RuntimeError: the server's loop already closed (shutdown), so nobody listens
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(queue.put_nowait, item)
-
-    def target() -> None:
-        try:
-            body(emit)
-        except ScanCancelled:
-            pass
-        except BaseException as exc:
-            emit(exc)
-        finally:
-            emit(_DONE)
-
-    thread = threading.Thread(target=target, name=f"maxact-scan-{next(_scan_numbers)}", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = await queue.get()
-            if item is _DONE:
-                break
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        if thread.is_alive():
-            if stopper is not None:
-                stopper()
-            await asyncio.to_thread(thread.join)

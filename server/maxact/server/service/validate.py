@@ -7,7 +7,13 @@ from dataclasses import dataclass
 
 from maxact.server.data.datasets import DatasetCatalog
 from maxact.server.errors import invalid_argument
-from maxact.server.models.registry import LayerEntry, LoadedModel, ModelRegistry, require_field
+from maxact.server.models.registry import (  # check_channel: re-exported for the servicers
+    LayerEntry,
+    LoadedModel,
+    ModelRegistry,
+    check_channel,
+    require_field,
+)
 
 
 @dataclass
@@ -36,19 +42,6 @@ async def find_layer(model: LoadedModel, size: tuple[int, int], name: str) -> La
     if not name:
         raise invalid_argument("LAYER_REQUIRED", "no layer name given")
     return await asyncio.to_thread(model.layer, size, name)
-
-
-def check_channel(layer: LayerEntry, channel: int) -> None:
-    channels = layer.shape[0] if layer.shape else 0
-    if not 0 <= channel < channels:
-        what = "index" if len(layer.shape) == 1 else "channel"
-        raise invalid_argument(
-            "CHANNEL_OUT_OF_RANGE",
-            f"{what} {channel} is out of range for layer {layer.name!r}, which has {channels} "
-            f"{'features' if what == 'index' else 'channels'} (valid: 0..{channels - 1})",
-            layer=layer.name,
-            channel=str(channel),
-        )
 
 
 def check_unit(layer: LayerEntry, unit: tuple[int, int]) -> None:

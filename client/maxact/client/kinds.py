@@ -1,0 +1,100 @@
+"""The API's small vocabularies, defined once for the client, the CLI and the server.
+
+Each is a `str` Enum whose values are the words users see (CLI flags, JSON documents) and the
+server stores, with the conversion to and from the proto enum beside it, so no module keeps
+its own map between names and proto numbers. (`str, Enum` rather than `StrEnum`: Python 3.10
+is supported.)
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from maxact.v1 import scan_service_pb2, topk_service_pb2
+
+
+class _Word(str, Enum):
+    """Prints, formats and compares as its value ("image", not "TopKMode.IMAGE")."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+
+class TopKMode(_Word):
+    """IMAGE: at most one entry per image; POSITION: the top units anywhere, overlapping
+    receptive fields suppressed."""
+
+    IMAGE = "image"
+    POSITION = "position"
+
+    def to_proto(self) -> topk_service_pb2.TopKMode.ValueType:
+        return _MODE_TO_PROTO[self]
+
+    @classmethod
+    def from_proto(cls, value: int) -> TopKMode:
+        """TOP_K_MODE_UNSPECIFIED means the default, IMAGE; unknown numbers raise ValueError."""
+        if value == topk_service_pb2.TOP_K_MODE_UNSPECIFIED:
+            return cls.IMAGE
+        for mode, number in _MODE_TO_PROTO.items():
+            if number == value:
+                return mode
+        raise ValueError(f"unknown top-k mode {value}")
+
+
+_MODE_TO_PROTO = {
+    TopKMode.IMAGE: topk_service_pb2.TOP_K_MODE_IMAGE,
+    TopKMode.POSITION: topk_service_pb2.TOP_K_MODE_POSITION,
+}
+
+
+class TopKKind(_Word):
+    """One ranking a layer reducer keeps per channel (the store's `kind` column)."""
+
+    TOP = "top"
+    BOTTOM = "bottom"
+    POSITION = "position"
+    POSITION_BOTTOM = "position_bottom"
+
+    @classmethod
+    def of(cls, mode: TopKMode | str, bottom: bool) -> TopKKind:
+        """The ranking that answers a query in `mode` for the strongest (or weakest) units."""
+        if TopKMode(mode) is TopKMode.POSITION:
+            return cls.POSITION_BOTTOM if bottom else cls.POSITION
+        return cls.BOTTOM if bottom else cls.TOP
+
+
+class ScanState(_Word):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in FINISHED_STATES
+
+    def to_proto(self) -> scan_service_pb2.ScanState.ValueType:
+        return _STATE_TO_PROTO[self]
+
+    @classmethod
+    def from_proto(cls, value: int) -> ScanState:
+        for state, number in _STATE_TO_PROTO.items():
+            if number == value:
+                return state
+        raise ValueError(f"unknown scan state {value}")
+
+
+FINISHED_STATES = frozenset({ScanState.SUCCEEDED, ScanState.FAILED, ScanState.CANCELLED})
+ACTIVE_STATES = frozenset({ScanState.QUEUED, ScanState.RUNNING})
+
+_STATE_TO_PROTO = {
+    ScanState.QUEUED: scan_service_pb2.SCAN_STATE_QUEUED,
+    ScanState.RUNNING: scan_service_pb2.SCAN_STATE_RUNNING,
+    ScanState.SUCCEEDED: scan_service_pb2.SCAN_STATE_SUCCEEDED,
+    ScanState.FAILED: scan_service_pb2.SCAN_STATE_FAILED,
+    ScanState.CANCELLED: scan_service_pb2.SCAN_STATE_CANCELLED,
+}

@@ -1,0 +1,140 @@
+"""Questions answered from a finished scan's stored results (no model run): a neuron's
+ranked hits with their patches re-cropped from the original images, a layer's statistics."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from maxact.client.kinds import ScanState, TopKKind
+from maxact.server.data.reader import file_source, upright_size
+from maxact.server.errors import failed_precondition, invalid_argument, not_found
+from maxact.server.jobs.scan_jobs import ScanJobs, scan_id_from
+from maxact.server.jobs.store import ScanRecord, TopKRow
+from maxact.server.models.registry import check_channel
+from maxact.server.patches.cache import file_key
+from maxact.server.patches.crop import PatchImage, PatchRenderer
+from maxact.server.patches.render import RenderOptions
+from maxact.server.scan.neuron import Hit, input_box
+
+# Crops of one answer run side by side (Pillow releases the GIL while decoding).
+_CROP_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="maxact-crop")
+
+
+@dataclass(frozen=True)
+class StoredNeuron:
+    """A neuron's stored ranking; `patches[i]` belongs to `hits[i]` (empty unless asked)."""
+
+    record: ScanRecord
+    hits: tuple[Hit, ...]
+    patches: tuple[PatchImage, ...]
+
+
+def _stored_box(
+    model: Any, layer: Any, prep: Any, path: Path | None, row: TopKRow, channel: int
+) -> tuple[int, int, int, int]:
+    """A stored hit's field in model-input pixels; with per-image sizing the image's size
+    (read from its header) decides the input size, hence the field."""
+    size = prep.fixed_size
+    if size is None:
+        assert path is not None
+        size = prep.input_size_for(*upright_size(file_source(0, row.image, path)))
+        return input_box(model.layer(size, layer.name).field, size, row.y, row.x, channel)
+    return input_box(layer.field, size, row.y, row.x, channel)
+
+
+def finished_scan(jobs: ScanJobs, name: str) -> ScanRecord:
+    record = jobs.get(scan_id_from(name))
+    if record.state is not ScanState.SUCCEEDED:
+        raise failed_precondition(
+            "SCAN_NOT_FINISHED",
+            f"scan 'scans/{record.id}' is {record.state}; neuron queries need a finished scan",
+            scan=record.id,
+        )
+    return record
+
+
+def stored_neuron(
+    jobs: ScanJobs,
+    scan: str,
+    layer_name: str,
+    channel: int,
+    k: int,
+    bottom: bool,
+    render: RenderOptions | None,
+) -> StoredNeuron:
+    """The top (or bottom) `k` (0: all kept) of one channel; with `render`, each hit's patch
+    cropped again from its original image."""
+    record = finished_scan(jobs, scan)
+    if layer_name not in record.layers:
+        raise invalid_argument(
+            "LAYER_NOT_FOUND",
+            f"scan 'scans/{record.id}' did not scan layer {layer_name!r} "
+            f"(it scanned {list(record.layers)})",
+            layer=layer_name,
+        )
+    k = k or record.k
+    if not 0 < k <= record.k:
+        raise invalid_argument(
+            "K_OUT_OF_RANGE", f"k must be in 1..{record.k} (the scan kept {record.k})"
+        )
+    model, prep, layers = jobs.prepare(record)
+    layer = next(entry for entry in layers if entry.name == layer_name)
+    check_channel(layer, channel)
+    kind = TopKKind.of(record.mode, bottom)
+    rows = jobs.store.topk_rows(record.id, layer.name, channel, kind, k)
+    # the dataset's folder only: listing its images is not needed to crop k of them
+    per_image = prep.fixed_size is None
+    root = jobs.datasets.root_of(record.dataset) if render is not None or per_image else None
+    try:
+        boxes = [
+            _stored_box(model, layer, prep, root / row.image if root else None, row, channel)
+            for row in rows
+        ]
+    except OSError as exc:
+        raise not_found(
+            "IMAGE_NOT_FOUND",
+            f"an image of dataset {record.dataset!r} can no longer be read: {type(exc).__name__}",
+        ) from None
+    hits = tuple(
+        Hit(row.rank, -1, row.image, row.score, (row.y, row.x), channel, box)
+        for row, box in zip(rows, boxes, strict=True)
+    )
+    if render is None or root is None:
+        return StoredNeuron(record, hits, ())
+    renderer = PatchRenderer(model, layer.name, layer.field, prep, render)
+    folder = root
+
+    def crop(pair: tuple[TopKRow, Hit]) -> PatchImage | None:
+        row, hit = pair
+        try:
+            path = folder / row.image
+            source = file_source(0, row.image, path)
+            return renderer(source, hit.box, hit.unit, channel, key=file_key(path))
+        except (OSError, ValueError):
+            return None
+
+    patches = list(_CROP_POOL.map(crop, zip(rows, hits, strict=True)))
+    for found, patch in zip(rows, patches, strict=True):
+        if patch is None:
+            raise not_found(
+                "IMAGE_NOT_FOUND",
+                f"image {found.image!r} of dataset {record.dataset!r} can no longer be read",
+                image=found.image,
+            )
+    return StoredNeuron(record, hits, tuple(p for p in patches if p is not None))
+
+
+def stored_statistics(jobs: ScanJobs, scan: str, layer: str) -> dict[str, Any]:
+    """The statistics document a finished scan stored for `layer`."""
+    record = finished_scan(jobs, scan)
+    stats = jobs.store.statistics(record.id, layer)
+    if stats is None:
+        raise invalid_argument(
+            "LAYER_NOT_FOUND",
+            f"scan 'scans/{record.id}' did not scan layer {layer!r}",
+            layer=layer,
+        )
+    return stats

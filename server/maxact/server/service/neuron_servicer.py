@@ -1,0 +1,63 @@
+"""NeuronService: queries against a finished scan, answered from the store (jobs.queries)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+
+from maxact.server.jobs.queries import stored_neuron, stored_statistics
+from maxact.server.jobs.scan_jobs import ScanJobs
+from maxact.server.service.convert import (
+    hit_to_proto,
+    patch_to_proto,
+    render_options_from_proto,
+    scan_to_proto,
+    statistics_to_proto,
+)
+from maxact.server.service.errors import rpc
+from maxact.v1 import neuron_service_pb2 as npb
+from maxact.v1 import neuron_service_pb2_grpc
+from maxact.v1 import topk_service_pb2 as tpb
+
+
+class NeuronServicer(neuron_service_pb2_grpc.NeuronServiceServicer):
+    def __init__(self, jobs: ScanJobs) -> None:
+        self.jobs = jobs
+
+    @rpc
+    async def GetNeuron(
+        self, request: npb.GetNeuronRequest, context: grpc.aio.ServicerContext
+    ) -> npb.GetNeuronResponse:
+        render = render_options_from_proto(request)
+        answer = await asyncio.to_thread(
+            stored_neuron,
+            self.jobs,
+            request.scan,
+            request.layer,
+            request.channel,
+            request.k,
+            request.bottom,
+            render if request.include_patches else None,
+        )
+        record = answer.record
+        response = npb.GetNeuronResponse(
+            images_scanned=record.images_done,
+            mode=record.mode.to_proto(),
+            scan=scan_to_proto(record),
+        )
+        if answer.patches:
+            response.patches.extend(
+                patch_to_proto(hit, patch)
+                for hit, patch in zip(answer.hits, answer.patches, strict=True)
+            )
+        else:
+            response.patches.extend(tpb.Patch(hit=hit_to_proto(hit)) for hit in answer.hits)
+        return response
+
+    @rpc
+    async def GetLayerStatistics(
+        self, request: npb.GetLayerStatisticsRequest, context: grpc.aio.ServicerContext
+    ) -> npb.GetLayerStatisticsResponse:
+        stats = await asyncio.to_thread(stored_statistics, self.jobs, request.scan, request.layer)
+        return statistics_to_proto(stats)
