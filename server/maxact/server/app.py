@@ -29,6 +29,7 @@ from maxact.client.arguments import (
 from maxact.server import limits
 from maxact.server.data.dataset_writer import remove_stale_incoming
 from maxact.server.data.datasets import DatasetCatalog
+from maxact.server.data.input_cache import InputCache
 from maxact.server.jobs.ray_executor import RayCluster, import_ray
 from maxact.server.jobs.scan_jobs import ScanJobs
 from maxact.server.jobs.shard_work import DEFAULT_SHARD_IMAGES
@@ -115,6 +116,9 @@ class ServerConfig:
     ray_workers: int = 0  # at most this many Ray workers per scan (0: as the cluster allows)
     ray_worker_cpus: int = 1  # CPU cores per Ray worker on nodes without GPUs
     shard_images: int = DEFAULT_SHARD_IMAGES  # images per shard of a Ray scan
+    # decoded-input cache (uint8 model inputs per dataset and geometry); None: no cache
+    cache_dir: Path | None = None
+    cache_bytes: int = 0
     # largest size of the store file; None: as large as the disk allows
     store_max_bytes: int | None = None
     limits: limits.Limits = field(default_factory=limits.Limits)
@@ -161,7 +165,10 @@ async def build_server(config: ServerConfig) -> BuiltServer:
     remove_stale_incoming(config.data_root)
     state = ServerState(
         models=ModelRegistry(config.model_root, config.device, config.session_cache_bytes),
-        datasets=DatasetCatalog(config.data_root),
+        datasets=DatasetCatalog(
+            config.data_root,
+            InputCache(config.cache_dir, config.cache_bytes) if config.cache_dir else None,
+        ),
     )
     store_path = config.store or Path(tempfile.mkdtemp(prefix="maxact-store-")) / "store.sqlite"
     ray = None
@@ -322,6 +329,8 @@ def start_server(
     ray_worker_cpus: int = 1,
     shard_images: int = DEFAULT_SHARD_IMAGES,
     server_limits: limits.Limits | None = None,
+    cache_dir: Path | None = None,
+    cache_bytes: int = 0,
 ) -> RunningServer:
     """Start a server in this process (port 0: a free port); `.port`, `.address`, `.stop()`.
 
@@ -355,6 +364,8 @@ def start_server(
             ray_worker_cpus=ray_worker_cpus,
             shard_images=shard_images,
             limits=server_limits or limits.Limits(),
+            cache_dir=Path(cache_dir) if cache_dir is not None else None,
+            cache_bytes=cache_bytes,
         )
     )
 
@@ -452,6 +463,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         type=positive_int,
         default=DEFAULT_SHARD_IMAGES,
         help="images per shard of a Ray scan (default %(default)s)",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="keep decoded model inputs here, so repeated scans of a dataset read instead of "
+        "decoding (invalidated per image when its file changes)",
+    )
+    parser.add_argument(
+        "--cache-gb",
+        type=float,
+        default=10.0,
+        help="size bound of --cache-dir; least recently used datasets go first "
+        "(default %(default)s)",
     )
     parser.add_argument(
         "--auth-token-file",
@@ -590,6 +615,8 @@ def main(argv: list[str]) -> int:
             max_input_pixels=args.max_input_pixels,
             max_request_bytes=args.max_request_mb * 1024 * 1024,
         ),
+        cache_dir=args.cache_dir,
+        cache_bytes=int(args.cache_gb * 1024**3),
     )
     if args.ray_address:
         try:

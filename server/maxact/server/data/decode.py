@@ -11,10 +11,10 @@ photo is at least twice the resize target on both axes.
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from maxact.server.data.preprocess import ResolvedPreprocessing, to_rgb
-from maxact.server.data.reader import ImageSource, check_pixels, prepare_full, upright
+from maxact.server.data.reader import Finish, ImageSource, check_pixels, decode_pixels, oriented
 
 DRAFT_FACTOR = 2
 
@@ -36,24 +36,43 @@ def _upright_size(image: Image.Image) -> tuple[int, int]:
 
 
 def prepare(
-    source: ImageSource, prep: ResolvedPreprocessing, draft: bool = True
+    source: ImageSource, prep: ResolvedPreprocessing, draft: bool = True, normalised: bool = True
 ) -> tuple[np.ndarray, tuple[int, int]]:
-    """(model input array, original (height, width)); draft mode only where `uses_draft`."""
+    """(model input array, original (height, width)); draft mode only where `uses_draft`;
+    `normalised=False`: the uint8 pixels (for a graph that normalises them itself).
+
+    A file source with a dataset in the decoded-input cache reads its pixels from there when
+    the file is unchanged, and stores them after decoding otherwise."""
+    if source.cache is not None and source.path is not None and prep.pixels_exact:
+        pixels, size = source.cache.decoded(
+            source.image_id, source.path, prep, draft, lambda: decode(source, prep, draft)
+        )
+        return (prep.normalise(pixels) if normalised else pixels), size
+    return decode(source, prep, draft, prep.to_array if normalised else prep.to_pixels)
+
+
+def decode(
+    source: ImageSource,
+    prep: ResolvedPreprocessing,
+    draft: bool = True,
+    finish: Finish | None = None,
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """(`finish(image)`, original (height, width)); `finish` default: `prep.to_pixels`, the
+    uint8 pixels after the geometry (what the decoded-input cache stores)."""
+    finish = finish or prep.to_pixels
     if not draft:
-        return prepare_full(source, prep)
+        return decode_pixels(source, prep, finish)
     with source.open() as opened:
         check_pixels(opened)
         if not uses_draft(prep, opened):
-            image = upright(opened)
-            return prep.to_array(image), (image.height, image.width)
+            image = oriented(opened)
+            return finish(image), (image.height, image.width)
         width, height = _upright_size(opened)
         target_h, target_w = prep.resized_size(height, width)
         request = (target_w, target_h) if (width, height) == opened.size else (target_h, target_w)
         drafted = opened.draft("RGB", request)
-        opened.load()
-        turned = ImageOps.exif_transpose(opened)
-        image = turned if turned is not None else opened
+        image = oriented(opened)
         scale = opened.decoderconfig[0] if drafted is not None and opened.decoderconfig else 1
         box = (0.0, 0.0, width / scale, height / scale)  # the original's extent, reduced
         resized = to_rgb(image).resize((target_w, target_h), Image.Resampling.BILINEAR, box=box)
-        return prep.to_array(resized), (height, width)
+        return finish(resized), (height, width)

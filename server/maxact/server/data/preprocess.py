@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from maxact.client.preprocessing import CHANNEL_ORDERS, LAYOUTS, Preprocessing
+from maxact.server.data.normalise import normalise
 from maxact.server.errors import invalid_argument
 from maxact.server.limits import check_image_input_pixels, check_input_pixels
 
@@ -200,8 +201,35 @@ class ResolvedPreprocessing:
             image = image.crop((left, top, left + crop_w, top + crop_h))
         return image
 
+    @property
+    def pixels_exact(self) -> bool:
+        """The model input is uint8 pixels then normalised: true unless a letterbox pads with
+        a value that is not a whole 0..255 pixel value (then only the float path is exact)."""
+        pad = self.pad_value
+        return self.letterbox is None or (float(pad).is_integer() and 0 <= pad <= 255)
+
+    def to_pixels(self, image: Image.Image) -> np.ndarray:
+        """One image (any mode) -> uint8 RGB [H, W, 3] at its model-input size (geometry
+        only: what the decoded-input cache keeps and a uint8-fed graph takes)."""
+        if not self.pixels_exact:
+            raise ValueError(f"letterbox pad_value {self.pad_value} is not a uint8 pixel value")
+        rgb = to_rgb(image)
+        expected = self.input_size_for(rgb.height, rgb.width)
+        pixels = np.asarray(self.resize_and_crop(rgb))
+        if self.letterbox is not None:
+            pixels = pad_bottom_right(pixels, self.letterbox, self.pad_value)
+        if pixels.shape[:2] != expected:
+            raise ValueError(f"preprocessing produced {pixels.shape[:2]}, model expects {expected}")
+        return pixels
+
+    def normalise(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 RGB [H, W, 3] -> float32 in the model's layout (lookup tables, one pass)."""
+        return normalise(pixels, self.scale, self.mean, self.std, self.channel_order, self.layout)
+
     def to_array(self, image: Image.Image) -> np.ndarray:
         """One image (any mode) -> float32 array in the model's layout, without batch axis."""
+        if self.pixels_exact:
+            return self.normalise(self.to_pixels(image))
         rgb = to_rgb(image)
         expected = self.input_size_for(rgb.height, rgb.width)
         pixels = np.asarray(self.resize_and_crop(rgb), dtype=np.float32)

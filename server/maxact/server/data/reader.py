@@ -14,12 +14,16 @@ from collections.abc import Callable, Iterable, Iterator, Sized
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from maxact.server import limits
 from maxact.server.data.preprocess import ResolvedPreprocessing
+
+if TYPE_CHECKING:
+    from maxact.server.data.input_cache import DatasetInputCache
 
 _PATH_IN_QUOTES = re.compile(r"['\"]/[^'\"]*['\"]")
 
@@ -31,6 +35,8 @@ class ImageSource:
     index: int
     image_id: str
     open: Callable[[], Image.Image]
+    path: Path | None = None  # a file on the server: what the decoded-input cache keys on
+    cache: DatasetInputCache | None = None  # this image's dataset in the input cache
 
 
 @dataclass
@@ -57,8 +63,10 @@ class Skipped:
 Prepare = Callable[[ImageSource, ResolvedPreprocessing], tuple[np.ndarray, tuple[int, int]]]
 
 
-def file_source(index: int, image_id: str, path: Path) -> ImageSource:
-    return ImageSource(index, image_id, lambda: Image.open(path))
+def file_source(
+    index: int, image_id: str, path: Path, cache: DatasetInputCache | None = None
+) -> ImageSource:
+    return ImageSource(index, image_id, lambda: Image.open(path), path, cache)
 
 
 def check_pixels(image: Image.Image) -> None:
@@ -76,6 +84,18 @@ def load_original(source: ImageSource) -> Image.Image:
         return upright(image)
 
 
+EXIF_ORIENTATION = 0x0112
+
+
+def oriented(opened: Image.Image) -> Image.Image:
+    """Decode an opened image and apply its EXIF orientation; without an orientation tag this
+    is `opened` itself (no copy), so use it before the file is closed."""
+    opened.load()
+    if opened.getexif().get(EXIF_ORIENTATION, 1) in (2, 3, 4, 5, 6, 7, 8):
+        return ImageOps.exif_transpose(opened)
+    return opened
+
+
 def upright_size(source: ImageSource) -> tuple[int, int]:
     """The (height, width) of the image as `load_original` gives it, from its header alone."""
     with source.open() as image:
@@ -88,17 +108,31 @@ def upright_size(source: ImageSource) -> tuple[int, int]:
 def upright(opened: Image.Image) -> Image.Image:
     """Decode an opened image and apply its EXIF orientation: a new image, usable once the
     file is closed."""
-    opened.load()
-    turned = ImageOps.exif_transpose(opened)
-    return turned if turned is not None else opened.copy()
+    turned = oriented(opened)
+    return turned if turned is not opened else opened.copy()
 
 
 def prepare_full(
     source: ImageSource, prep: ResolvedPreprocessing
 ) -> tuple[np.ndarray, tuple[int, int]]:
     """(model input array, original (height, width)) from a full decode."""
-    image = load_original(source)
-    return prep.to_array(image), (image.height, image.width)
+    return decode_pixels(source, prep, prep.to_array)
+
+
+Finish = Callable[[Image.Image], np.ndarray]
+"""The last step on the decoded upright image: `prep.to_pixels` or `prep.to_array`."""
+
+
+def decode_pixels(
+    source: ImageSource, prep: ResolvedPreprocessing, finish: Finish | None = None
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """(`finish(image)`, default uint8 RGB model-size pixels; original (height, width)) from
+    a full decode, without copying the decoded image."""
+    finish = finish or prep.to_pixels
+    with source.open() as opened:
+        check_pixels(opened)
+        image = oriented(opened)
+        return finish(image), (image.height, image.width)
 
 
 def known_total(sources: Iterable[ImageSource]) -> int:
@@ -160,7 +194,7 @@ def read_batches(
                 try:
                     array, size = future.result()
                 except Exception as exc:
-                    yield Skipped(source.image_id, _describe(exc), source.index)
+                    yield Skipped(source.image_id, describe_error(exc), source.index)
                     continue
                 group = groups.setdefault(array.shape, [])
                 group.append((source, array, size))
@@ -186,7 +220,7 @@ def _batch(
     )
 
 
-def _describe(exc: Exception) -> str:
+def describe_error(exc: Exception) -> str:
     """Why an image was skipped, without the server's file paths."""
     if isinstance(exc, UnidentifiedImageError):
         return "cannot read image: not a recognised image format, or corrupt"

@@ -397,7 +397,8 @@ class ScanJobs:
         self.store.count_run(scan_id)
         if not self.store.transition(scan_id, ScanState.RUNNING, ACTIVE_STATES):
             return  # cancelled while it was being prepared
-        sources = dataset_sources(root, ids[start:], range(start, len(ids)))
+        cache = self.datasets.input_cache_for(record.dataset)
+        sources = dataset_sources(root, ids[start:], range(start, len(ids)), cache)
         progress = _RunProgress(done=base_done, failed=base_failed, saved=start, position=start)
 
         def on_progress(done: int, total: int, failed: int) -> None:

@@ -41,6 +41,8 @@ def batches_correctly(
 ) -> bool:
     """True when a batch of 2 equals two runs of 1, for every exposed output."""
     probe = probe_input(image_input, size, 2)
+    if session.get_inputs()[0].type == "tensor(uint8)":  # pixels normalised in the graph
+        probe = np.random.default_rng(0).integers(0, 256, (2, *size, 3), dtype=np.uint8)
     try:
         together = session.run(list(outputs), {image_input.name: probe})
         alone = [session.run(list(outputs), {image_input.name: probe[i : i + 1]}) for i in (0, 1)]
@@ -62,14 +64,18 @@ def batchable_session(
     outputs: tuple[str, ...],
     size: tuple[int, int],
     create: SessionFactory,
+    session_outputs: tuple[str, ...] | None = None,
 ) -> ort.InferenceSession | None:
-    """A session on the batch-symbolic graph pruned to `outputs`, or None if it mis-batches."""
+    """A session on the batch-symbolic graph pruned to `outputs`, or None if it mis-batches.
+
+    `session_outputs`: what the created session returns when `create` appends nodes (in-graph
+    reductions); every one of them is checked (default: `outputs`)."""
     try:
         session = create(prune_to_outputs(with_symbolic_batch(proto), outputs))
     except Exception as exc:  # the rewritten graph does not even load
         log.info("batch-1 model cannot be made batchable (%s); one image per run", exc)
         return None
-    if batches_correctly(session, image_input, outputs, size):
+    if batches_correctly(session, image_input, session_outputs or outputs, size):
         return session
     log.info("batch-1 model mis-batches for %s; scanning one image per run", list(outputs))
     return None

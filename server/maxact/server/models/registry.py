@@ -30,6 +30,12 @@ from maxact.server.errors import (
     not_found,
     shown,
 )
+from maxact.server.graph.reductions import (
+    LayerReduction,
+    Uint8Feed,
+    with_reductions,
+    with_uint8_input,
+)
 from maxact.server.graph.shapes import infer_shapes_reporting
 from maxact.server.graph.surgery import ImageInput, image_input, prune_to_outputs
 from maxact.server.limits import check_input_pixels
@@ -403,29 +409,51 @@ class LoadedModel:
         return self.sessions.get_or_create((self.name, "outputs", key), create)
 
     def scan_session(
-        self, outputs: tuple[str, ...], size: tuple[int, int]
+        self,
+        outputs: tuple[str, ...],
+        size: tuple[int, int],
+        reductions: tuple[LayerReduction, ...] = (),
+        feed: Uint8Feed | None = None,
     ) -> tuple[ort.InferenceSession, int | None]:
         """(session, largest batch or None for any) for scanning `outputs`.
 
-        A model exported with a fixed batch of 1 gets a batch-symbolic graph when a one-time
+        With `reductions` the pruned graph ends in them (`graph.reductions`) and its outputs are
+        theirs, in order; with `feed` the input is uint8 pixels normalised in the graph. A
+        model exported with a fixed batch of 1 gets a batch-symbolic graph when a one-time
         check shows it batches correctly, else it runs one image at a time.
         """
         fixed = self.input.fixed_batch
-        if fixed != 1:
+        if fixed != 1 and not reductions and feed is None:
             return self.session(outputs), fixed
-        key = (*sorted(outputs), f"{size[0]}x{size[1]}")
+        key = (*sorted(outputs), f"{size[0]}x{size[1]}", reductions, feed)
+
+        def reduced(proto: onnx.ModelProto) -> onnx.ModelProto:
+            if feed is not None:
+                proto = with_uint8_input(proto, self.input.name, feed)
+            return with_reductions(proto, reductions) if reductions else proto
 
         def create() -> tuple[tuple[ort.InferenceSession, int | None], int]:
             from maxact.server.models.batching import batchable_session
 
+            pruned = prune_to_outputs(self.proto, tuple(sorted(outputs)))
+            if fixed != 1:
+                final = reduced(pruned)
+                made = self._created(lambda: create_session(final, self.device))
+                return (made, fixed), final.ByteSize()
+            names = tuple(o for r in reductions for o in r.outputs) or tuple(sorted(outputs))
             session = batchable_session(
                 self.proto,
                 self.input,
                 tuple(sorted(outputs)),
                 size,
-                lambda proto: self._created(lambda: create_session(proto, self.device)),
+                lambda proto: self._created(lambda: create_session(reduced(proto), self.device)),
+                names,
             )
-            found = (session, None) if session is not None else (self.session(outputs), 1)
+            found: tuple[ort.InferenceSession, int | None] = (
+                (session, None)
+                if session is not None
+                else (self._created(lambda: create_session(reduced(pruned), self.device)), 1)
+            )
             return found, self.proto.ByteSize()
 
         return self.sessions.get_or_create((self.name, "scan", key), create)

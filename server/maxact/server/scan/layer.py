@@ -15,6 +15,7 @@ import numpy as np
 
 from maxact.client.defaults import DEFAULT_K
 from maxact.client.kinds import TopKKind
+from maxact.server.graph.reductions import LayerReduction
 from maxact.server.rf import TensorField
 from maxact.server.scan.reducers import NO_IMAGE, Entry, RunningTopK
 from maxact.server.scan.statistics import ChannelStatistics, StatisticsReducer
@@ -109,7 +110,6 @@ class LayerReducer:
         """One batch of the layer's output; `images` are dataset indices [B]; `field` is the
         layer's field at this batch's input size (default: the one given at construction)."""
         maps = self.maps(np.asarray(output))
-        images = np.asarray(images, dtype=np.int64)
         b = maps.shape[0]
         if self.field is None:
             responses = maps
@@ -124,11 +124,52 @@ class LayerReducer:
             best = np.argmax(flat, axis=2)  # first max: row-major tie rule
             responses = np.take_along_axis(flat, best[..., None], axis=2)[..., 0]
             ys, xs = np.divmod(best, maps.shape[3])
+        self._update_responses(responses, ys, xs, maps, images, labels, field)
+
+    def update_reduced(
+        self,
+        reduction: LayerReduction,
+        outputs: Mapping[str, np.ndarray],
+        images: np.ndarray,
+        labels: np.ndarray | None = None,
+        field: TensorField | None = None,
+    ) -> None:
+        """One batch of the graph's in-graph reductions of this layer (`graph.reductions`);
+        `field` as in `update`."""
+        if reduction.kind in ("flat", "host"):
+            self.update(outputs[reduction.tensor], images, labels, field)
+            return
+        width = (field or self.field).width  # type: ignore[union-attr]
+        maps = self.maps(np.asarray(outputs[reduction.tensor])) if reduction.keep_map else None
+        if reduction.kind == "unit":
+            assert self.options.unit is not None
+            (responses,) = (np.asarray(outputs[name]) for name in reduction.outputs[:1])
+            y, x = self.options.unit
+            ys = np.full(responses.shape, y, dtype=np.int64)
+            xs = np.full(responses.shape, x, dtype=np.int64)
+        else:
+            value, index = reduction.outputs[:2]
+            responses = np.asarray(outputs[value])
+            ys, xs = np.divmod(np.asarray(outputs[index], dtype=np.int64), width)
+        self._update_responses(responses, ys, xs, maps, images, labels, field)
+
+    def _update_responses(
+        self,
+        responses: np.ndarray,
+        ys: np.ndarray,
+        xs: np.ndarray,
+        maps: np.ndarray | None,
+        images: np.ndarray,
+        labels: np.ndarray | None,
+        field: TensorField | None = None,
+    ) -> None:
+        images = np.asarray(images, dtype=np.int64)
         for kind in (TopKKind.TOP, TopKKind.BOTTOM):
             if kind in self._topk:
                 self._topk[kind].update(responses, images, ys, xs)
         for kind, largest in ((TopKKind.POSITION, True), (TopKKind.POSITION_BOTTOM, False)):
             if kind in self._topk:
+                assert maps is not None, "position mode needs the layer's maps"
                 self._update_position(self._topk[kind], maps, images, largest, field or self.field)
         self.stats.update(responses, labels)
 

@@ -125,7 +125,7 @@ class NeuronScan:
         layer: LayerEntry,
         query: NeuronQuery,
         prep: ResolvedPreprocessing,
-        batch_size: int = 16,
+        batch_size: int | None = None,  # None: the device's default (16 on CPUs, 64 on GPUs)
     ) -> None:
         self.model = model
         self.layer = layer
@@ -237,7 +237,7 @@ def _engine_for(
     layer: LayerEntry,
     query: NeuronQuery,
     prep: ResolvedPreprocessing,
-    batch_size: int,
+    batch_size: int | None,
 ) -> ScanEngine:
     """An engine restricted to the query's channel (and unit), keeping only the ranking it
     asks for."""

@@ -19,7 +19,7 @@ def _summary(dataset: Dataset) -> pb.DatasetSummary:
         name=dataset.name,
         image_count=len(dataset.ids),
         labels=dataset.classes,
-        size_bytes=dataset.size_bytes(),
+        size_bytes=dataset.size_bytes,
     )
 
 
@@ -42,5 +42,5 @@ class DatasetServicer(dataset_service_pb2_grpc.DatasetServiceServicer):
     async def GetDataset(
         self, request: pb.GetDatasetRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetDatasetResponse:
-        dataset = await asyncio.to_thread(self.state.datasets.open, request.name)
-        return pb.GetDatasetResponse(dataset=_summary(dataset))
+        summary = await asyncio.to_thread(lambda: _summary(self.state.datasets.open(request.name)))
+        return pb.GetDatasetResponse(dataset=summary)

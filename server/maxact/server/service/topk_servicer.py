@@ -164,7 +164,9 @@ def _scan_dataset(
     warning: str,
 ) -> None:
     """The scan thread's body for a server dataset."""
-    sources = dataset_sources(dataset.root, dataset.ids, range(len(dataset.ids)))
+    sources = dataset_sources(
+        dataset.root, dataset.ids, range(len(dataset.ids)), dataset.input_cache
+    )
     _scan_and_send(
         scan,
         sources,

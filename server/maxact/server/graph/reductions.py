@@ -1,0 +1,271 @@
+"""Reductions inside the graph: the scan session returns [N, C]-sized results, not activation maps.
+
+Copying every full activation map out of onnxruntime (and, on a GPU, across the bus) costs more
+than the reduction itself for early layers, so the pruned graph ends in the reductions each
+request needs:
+
+- image mode, bottom-k and statistics (all rank each image's per-channel maximum): ArgMax over
+  H*W (first index on ties = the earliest unit in row-major order, like `np.argmax`) and the
+  value at that index (GatherElements), so the value is bit-for-bit the map's own element;
+- a single-unit query: the unit's value (two Gathers);
+- a channel subset: one Gather on the channel axis before anything else;
+- flat tensors: returned as they are (already [N, C]).
+
+Position mode keeps the full map: its greedy receptive-field suppression may keep, for one
+(image, channel), a unit ranked anywhere in that channel's order (every better unit can overlap
+an already kept one), so no fixed-size TopK prefix is exact; the map is only added to the
+outputs of scans that ask for position mode.
+
+The engine uses this on GPUs (there the maps would cross the bus); on the CPU provider
+onnxruntime's ArgMax kernel costs 4-8x numpy's argmax, so the maps are reduced in numpy, in a
+second thread, with identical results (tested). `with_uint8_input` lets the same graph take
+uint8 pixels and normalise them itself (a quarter of the host-to-device bytes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+
+class SpatialField(Protocol):
+    """What the plan needs of a layer's receptive field (`rf.TensorField` has it)."""
+
+    @property
+    def spatial(self) -> bool: ...
+    @property
+    def channels(self) -> int: ...
+    @property
+    def channel_axis(self) -> int: ...
+    @property
+    def height_axis(self) -> int: ...
+    @property
+    def width_axis(self) -> int: ...
+
+
+MIN_OPSET = 11  # GatherElements; older graphs are reduced on the host
+SEPARATOR = "::maxact."
+
+
+@dataclass(frozen=True)
+class LayerReduction:
+    """What the graph computes for one layer; hashable, so it is part of a session's cache key."""
+
+    tensor: str
+    kind: str  # "max" | "unit" | "flat" | "host" (the tensor itself, reduced on the host)
+    rank: int = 4
+    axes: tuple[int, int, int] = (1, 2, 3)  # channel, height, width axes of the tensor
+    channels: tuple[int, ...] | None = None  # a subset, in the requested order
+    total_channels: int = 0
+    unit: tuple[int, int] | None = None
+    keep_map: bool = False  # position mode: the tensor itself is an output too
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """The graph outputs this layer adds, in order."""
+        named: tuple[str, ...] = ()
+        if self.kind == "max":
+            named = (self._name("value"), self._name("index"))
+        elif self.kind == "unit":
+            named = (self._name("unit"),)
+        return (*named, self.tensor) if self.keep_map or self.kind in ("flat", "host") else named
+
+    def _name(self, what: str) -> str:
+        return f"{self.tensor}{SEPARATOR}{what}"
+
+    @property
+    def kept(self) -> int:
+        return len(self.channels) if self.channels is not None else self.total_channels
+
+
+def plan_reduction(
+    tensor: str,
+    field: SpatialField | None,
+    rank: int,
+    channels: tuple[int, ...] | None,
+    unit: tuple[int, int] | None,
+    position: bool,
+    opset: int,
+) -> LayerReduction:
+    """The in-graph reduction for one layer of a scan (falls back to "host" when the graph
+    cannot express it: old opsets, tensors that are not [N, C, H, W] in some order)."""
+    if field is None or not field.spatial:
+        return LayerReduction(tensor, "flat")
+    if opset < MIN_OPSET or rank != 4:
+        return LayerReduction(tensor, "host")
+    axes = (field.channel_axis, field.height_axis, field.width_axis)
+    subset = (
+        None if channels is None or tuple(channels) == tuple(range(field.channels)) else channels
+    )
+    return LayerReduction(
+        tensor,
+        "unit" if unit is not None else "max",
+        rank,
+        axes,
+        None if subset is None else tuple(int(c) for c in subset),
+        field.channels,
+        unit,
+        keep_map=position,
+    )
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return int(entry.version)
+    return 0
+
+
+def with_reductions(
+    model: onnx.ModelProto, reductions: tuple[LayerReduction, ...]
+) -> onnx.ModelProto:
+    """A copy of the (pruned) `model` whose outputs are exactly the reductions' outputs."""
+    reduced = onnx.ModelProto()
+    reduced.CopyFrom(model)
+    graph = reduced.graph
+    types = {value.name: value for value in [*graph.output, *graph.value_info, *graph.input]}
+    nodes: list[onnx.NodeProto] = []
+    outputs: list[onnx.ValueInfoProto] = []
+    for reduction in reductions:
+        nodes.extend(_nodes(reduction, graph))
+        for name in reduction.outputs:
+            if name == reduction.tensor and name in types:
+                info = onnx.ValueInfoProto()
+                info.CopyFrom(types[name])
+                outputs.append(info)
+            elif name.endswith("index"):
+                outputs.append(helper.make_tensor_value_info(name, TensorProto.INT64, None))
+            else:
+                outputs.append(onnx.ValueInfoProto(name=name))
+    graph.node.extend(nodes)
+    del graph.output[:]
+    graph.output.extend(outputs)
+    return reduced
+
+
+def _constant(graph: onnx.GraphProto, name: str, values: np.ndarray) -> str:
+    graph.initializer.append(numpy_helper.from_array(values, name))
+    return name
+
+
+def _nodes(reduction: LayerReduction, graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    if reduction.kind in ("flat", "host"):
+        return []
+    prefix = f"{reduction.tensor}{SEPARATOR}"
+    nodes = []
+    current = reduction.tensor
+    channel_axis = reduction.axes[0]
+    if reduction.channels is not None:
+        indices = _constant(graph, prefix + "channels", np.asarray(reduction.channels, np.int64))
+        nodes.append(
+            helper.make_node("Gather", [current, indices], [prefix + "subset"], axis=channel_axis)
+        )
+        current = prefix + "subset"
+    perm = _to_nchw(reduction.rank, reduction.axes)
+    if perm != tuple(range(reduction.rank)):
+        nodes.append(helper.make_node("Transpose", [current], [prefix + "nchw"], perm=perm))
+        current = prefix + "nchw"
+    if reduction.kind == "unit":
+        assert reduction.unit is not None
+        y, x = reduction.unit
+        row = _constant(graph, prefix + "y", np.asarray(y, np.int64))
+        col = _constant(graph, prefix + "x", np.asarray(x, np.int64))
+        nodes.append(helper.make_node("Gather", [current, row], [prefix + "row"], axis=2))
+        nodes.append(helper.make_node("Gather", [prefix + "row", col], [prefix + "unit"], axis=2))
+        return nodes
+    flat_shape = _constant(
+        graph, prefix + "flat_shape", np.asarray([0, reduction.kept, -1], np.int64)
+    )
+    out_shape = _constant(graph, prefix + "out_shape", np.asarray([0, reduction.kept], np.int64))
+    nodes += [
+        helper.make_node("Reshape", [current, flat_shape], [prefix + "flat"]),
+        # first index of the maximum: the earliest unit in row-major order on ties
+        helper.make_node("ArgMax", [prefix + "flat"], [prefix + "best"], axis=2, keepdims=1),
+        helper.make_node(
+            "GatherElements", [prefix + "flat", prefix + "best"], [prefix + "gathered"], axis=2
+        ),
+        helper.make_node("Reshape", [prefix + "gathered", out_shape], [prefix + "value"]),
+        helper.make_node("Reshape", [prefix + "best", out_shape], [prefix + "index"]),
+    ]
+    return nodes
+
+
+def _to_nchw(rank: int, axes: tuple[int, int, int]) -> tuple[int, ...]:
+    """The Transpose perm that moves (channel, height, width) axes to 1, 2, 3 (np.moveaxis)."""
+    source = list(range(rank))
+    for axis in axes:
+        source.remove(axis)
+    perm = [source[0], *axes, *source[1:]]
+    return tuple(int(a) for a in perm)
+
+
+def split_outputs(
+    reductions: tuple[LayerReduction, ...], values: list[np.ndarray]
+) -> list[dict[str, np.ndarray]]:
+    """Per layer, its outputs by name, from the session's flat output list."""
+    result = []
+    position = 0
+    for reduction in reductions:
+        names = reduction.outputs
+        result.append(dict(zip(names, values[position : position + len(names)], strict=True)))
+        position += len(names)
+    return result
+
+
+@dataclass(frozen=True)
+class Uint8Feed:
+    """The graph takes uint8 RGB [N, H, W, 3] and normalises inside (4x less to copy to a GPU).
+
+    The nodes compute `(float(pixel) * scale - mean) / std` in float32 in the formula's order,
+    after picking the channel order, then transpose to NCHW when the model wants it."""
+
+    scale: float
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    channel_order: str
+    layout: str
+
+
+def with_uint8_input(model: onnx.ModelProto, input_name: str, feed: Uint8Feed) -> onnx.ModelProto:
+    """A copy of `model` whose input `input_name` is uint8 pixels, normalised in the graph."""
+    fed = onnx.ModelProto()
+    fed.CopyFrom(model)
+    graph = fed.graph
+    inner = f"{input_name}{SEPARATOR}normalised"
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name == input_name:
+                node.input[i] = inner
+    prefix = f"{input_name}{SEPARATOR}"
+    scale = _constant(graph, prefix + "scale", np.asarray(feed.scale, np.float32))
+    mean = _constant(graph, prefix + "mean", np.asarray(feed.mean, np.float32))
+    std = _constant(graph, prefix + "std", np.asarray(feed.std, np.float32))
+    current = input_name
+    nodes = []
+    if feed.channel_order == "bgr":
+        order = _constant(graph, prefix + "bgr", np.asarray([2, 1, 0], np.int64))
+        nodes.append(helper.make_node("Gather", [current, order], [prefix + "ordered"], axis=3))
+        current = prefix + "ordered"
+    nodes += [
+        helper.make_node("Cast", [current], [prefix + "float"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", [prefix + "float", scale], [prefix + "scaled"]),
+        helper.make_node("Sub", [prefix + "scaled", mean], [prefix + "centred"]),
+        helper.make_node(
+            "Div", [prefix + "centred", std], [inner if feed.layout == "nhwc" else prefix + "hwc"]
+        ),
+    ]
+    if feed.layout == "nchw":
+        nodes.append(helper.make_node("Transpose", [prefix + "hwc"], [inner], perm=[0, 3, 1, 2]))
+    existing = list(graph.node)
+    del graph.node[:]
+    graph.node.extend([*nodes, *existing])
+    for value in graph.input:
+        if value.name == input_name:
+            value.CopyFrom(
+                helper.make_tensor_value_info(input_name, TensorProto.UINT8, ["N", None, None, 3])
+            )
+    return fed

@@ -1,0 +1,131 @@
+"""The decoded-input cache: cached inputs equal a fresh decode, a changed file is decoded again,
+and the size bound is kept by evicting least recently used datasets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from maxact.client import Client, Preprocessing
+from maxact.server.data.decode import prepare
+from maxact.server.data.input_cache import InputCache
+from maxact.server.data.preprocess import ResolvedPreprocessing
+from maxact.server.data.reader import file_source
+from tests.onnx_models import random_cnn, save
+
+SIZE = 32
+
+
+def _photos(folder: Path, count: int, seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    ids = []
+    for i in range(count):
+        h, w = int(rng.integers(30, 90)), int(rng.integers(30, 90))
+        image = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        image_id = f"img_{i:03d}.jpg" if i % 2 else f"img_{i:03d}.png"
+        folder.mkdir(parents=True, exist_ok=True)
+        image.save(folder / image_id)
+        ids.append(image_id)
+    return sorted(ids)
+
+
+def _entries(cache_dir: Path) -> list[Path]:
+    return sorted(cache_dir.rglob("*.bin"))
+
+
+PREP = ResolvedPreprocessing(
+    None, 40, (SIZE, SIZE), 1 / 255, (0.4, 0.5, 0.6), (0.2, 0.3, 0.25), "bgr", "nchw"
+)
+
+
+@pytest.mark.parametrize("draft", [False, True])
+def test_cached_inputs_equal_a_fresh_decode(tmp_path: Path, draft: bool) -> None:
+    ids = _photos(tmp_path / "set", 6, seed=1)
+    cache = InputCache(tmp_path / "cache", 10**8).dataset("set")
+    for i, image_id in enumerate(ids):
+        path = tmp_path / "set" / image_id
+        fresh = prepare(file_source(i, image_id, path), PREP, draft)
+        first = prepare(file_source(i, image_id, path, cache), PREP, draft)  # decodes, stores
+        second = prepare(file_source(i, image_id, path, cache), PREP, draft)  # reads the cache
+        for got in (first, second):
+            np.testing.assert_array_equal(got[0], fresh[0])
+            assert got[1] == fresh[1]
+    assert len(_entries(tmp_path / "cache")) == len(ids)
+
+
+def test_a_changed_file_is_decoded_again(tmp_path: Path) -> None:
+    ids = _photos(tmp_path / "set", 2, seed=2)
+    path = tmp_path / "set" / ids[0]
+    cache = InputCache(tmp_path / "cache", 10**8).dataset("set")
+    before = prepare(file_source(0, ids[0], path, cache), PREP, False)
+    Image.new("RGB", (50, 70), (200, 10, 30)).save(path, format="PNG")  # same name, new pixels
+    after = prepare(file_source(0, ids[0], path, cache), PREP, False)
+    fresh = prepare(file_source(0, ids[0], path), PREP, False)
+    np.testing.assert_array_equal(after[0], fresh[0])
+    assert after[1] == (70, 50) and not np.array_equal(after[0], before[0])
+
+
+def test_the_size_bound_is_kept_least_recently_used_dataset_first(tmp_path: Path) -> None:
+    entry = 16 + SIZE * SIZE * 3
+    cache = InputCache(tmp_path / "cache", 10 * entry)
+    for name in ("a", "b", "c"):
+        ids = _photos(tmp_path / name, 4, seed=ord(name))
+        part = cache.dataset(name)
+        for i, image_id in enumerate(ids):
+            prepare(file_source(i, image_id, tmp_path / name / image_id, part), PREP, False)
+        on_disk = sum(p.stat().st_size for p in _entries(tmp_path / "cache"))
+        assert on_disk == cache.total_bytes <= 10 * entry
+    # a and b fit (8 entries); c's first entries evict a (least recently used), keep b
+    folders = {p.parent.parent.name.split("-")[0] for p in _entries(tmp_path / "cache")}
+    assert folders == {"b", "c"}
+    big = _photos(tmp_path / "big", 12, seed=9)  # alone more than the bound: writing stops
+    part = cache.dataset("big")
+    for i, image_id in enumerate(big):
+        got = prepare(file_source(i, image_id, tmp_path / "big" / image_id, part), PREP, False)
+        np.testing.assert_array_equal(
+            got[0], prepare(file_source(i, image_id, tmp_path / "big" / image_id), PREP, False)[0]
+        )
+    assert cache.total_bytes <= 10 * entry
+    assert sum(p.stat().st_size for p in _entries(tmp_path / "cache")) == cache.total_bytes
+
+
+def test_second_topk_reads_the_cache_and_sees_a_changed_file(tmp_path: Path) -> None:
+    from maxact.server.app import start_server
+
+    save(random_cnn(seed=4, size=SIZE), tmp_path / "models", "random")
+    ids = _photos(tmp_path / "data" / "photos", 12, seed=3)
+    cache_dir = tmp_path / "cache"
+    prep = Preprocessing(size=(SIZE, SIZE))
+    with (
+        start_server(
+            tmp_path / "models",
+            tmp_path / "data",
+            device="cpu",
+            cache_dir=cache_dir,
+            cache_bytes=10**8,
+        ) as running,
+        Client(running.address, timeout=120) as client,
+    ):
+
+        def top() -> list[tuple[str, float]]:
+            result = client.topk(
+                "random", "conv_a", 1, dataset="photos", k=12, preprocessing=prep
+            ).result()
+            return [(h.image, h.score) for h in result.hits]
+
+        first = top()
+        entries = _entries(cache_dir)
+        assert len(entries) == len(ids)
+        stamps = [p.stat().st_mtime_ns for p in entries]
+        assert top() == first  # from the cache: same hits, no entry rewritten
+        assert [p.stat().st_mtime_ns for p in _entries(cache_dir)] == stamps
+        target = tmp_path / "data" / "photos" / ids[0]
+        Image.new("RGB", (40, 40), (255, 255, 255)).save(target, format="PNG")
+        os.utime(target, ns=(1, 1))  # a different mtime and size: decoded again
+        third = top()
+        assert len(_entries(cache_dir)) == len(ids) + 1
+        assert dict(third)[ids[0]] != dict(first)[ids[0]]
