@@ -5,3 +5,9 @@ from __future__ import annotations
 
 # Patches per neuron when a request or command does not say: a 3 x 3 montage.
 DEFAULT_K = 9
+
+# "Fires for everything" (no discriminative power): fires on at least this fraction of images
+# and its class-selectivity index is below NON_SELECTIVE_BELOW. The `classes` answer and the
+# gallery's badges use this one definition.
+FIRES_FOR_EVERYTHING_RATE = 0.9
+NON_SELECTIVE_BELOW = 0.1

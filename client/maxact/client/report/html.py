@@ -18,13 +18,13 @@ from typing import Any
 
 import jinja2
 
+from maxact.client.defaults import FIRES_FOR_EVERYTHING_RATE, NON_SELECTIVE_BELOW
 from maxact.client.scans import ChannelStatistics
 
 TILE = 112  # CSS pixels of a patch box on a layer page
 PREVIEW_TILE = 72  # CSS pixels of a top-1 patch in the index's preview strip
 PREVIEW_COUNT = 10  # top-1 patches of the strongest channels shown per layer on the index
 PAGE_SIZE = 50  # neuron rows drawn at once on a layer page
-NON_SELECTIVE = 0.2  # below this class-selectivity index a (labelled, live) neuron is "flat"
 TOP_CLASSES = 3
 STATIC_FILES = ("report.css", "layer.js")
 
@@ -104,7 +104,12 @@ def shape_text(shape: Sequence[int]) -> str:
 
 
 def non_selective(stats: ChannelStatistics, labelled: bool) -> bool:
-    return labelled and not stats.dead and stats.selectivity < NON_SELECTIVE
+    """Fires for everything: the same definition as the `classes` answer."""
+    return (
+        labelled
+        and stats.firing_rate >= FIRES_FOR_EVERYTHING_RATE
+        and stats.selectivity < NON_SELECTIVE_BELOW
+    )
 
 
 def _environment() -> jinja2.Environment:
@@ -175,14 +180,16 @@ def layer_page(scan: ScanHeader, layer: LayerSummary, neurons: Sequence[NeuronEn
         "tile": TILE,
         "pageSize": PAGE_SIZE,
         "labelled": layer.labelled,
-        "nonSelective": NON_SELECTIVE,
+        "nonSelective": NON_SELECTIVE_BELOW,
+        "firesForEverything": FIRES_FOR_EVERYTHING_RATE,
     }
     return _ENV.get_template("layer.html").render(
         scan=scan,
         layer=layer,
         neurons=data,
         settings=settings,
-        non_selective=NON_SELECTIVE,
+        non_selective=NON_SELECTIVE_BELOW,
+        fires_for_everything=FIRES_FOR_EVERYTHING_RATE,
     )
 
 

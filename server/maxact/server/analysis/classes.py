@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-FIRES_FOR_EVERYTHING_RATE = 0.9
-NON_SELECTIVE_BELOW = 0.1
+from maxact.client.defaults import FIRES_FOR_EVERYTHING_RATE, NON_SELECTIVE_BELOW
+
 CONFUSABLE_PAIRS = 10
 
 

@@ -39,7 +39,7 @@
     }
     if (n.flat) {
       var flat = el("span", "badge flat", "non-selective");
-      flat.title = "class selectivity below " + settings.nonSelective;
+      flat.title = "fires for everything: firing rate at least " + settings.firesForEverything + ", class selectivity below " + settings.nonSelective;
       title.appendChild(flat);
     }
     info.appendChild(title);
