@@ -371,162 +371,193 @@ def start_server(
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The `maxact serve` flags, grouped by concern; each can also come from MAXACT_*."""
     parser = MaxactParser(
         prog="maxact serve",
         description="Run the maxact server. Every option can also be given as the environment "
         "variable named after it in brackets (the command line wins).",
     )
-    parser.add_argument(
+    _add_network_flags(parser.add_argument_group("network and security"))
+    _add_root_and_store_flags(parser.add_argument_group("models, datasets and the store"))
+    _add_scan_and_cache_flags(parser.add_argument_group("scans, sessions and caches"))
+    _add_ray_flags(parser.add_argument_group("Ray"))
+    _add_limit_flags(parser.add_argument_group("limits"))
+    _add_observability_flags(parser.add_argument_group("observability"))
+    defaults_from_environment(parser)  # after every group: it reads all of parser's actions
+    return parser.parse_args(argv)
+
+
+def _add_network_flags(group: argparse._ArgumentGroup) -> None:
+    """Where the server listens and who may call it (bearer token, TLS)."""
+    group.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default %(default)s)"
     )
-    parser.add_argument(
+    group.add_argument(
         "--port",
         type=nonnegative_int,
         default=DEFAULT_PORT,
         help="gRPC port (default %(default)s; 0: any free port, logged at start)",
     )
-    parser.add_argument(
+    group.add_argument(
+        "--auth-token-file",
+        type=Path,
+        help="require 'authorization: Bearer <token>' (the file's content) on every RPC but health",
+    )
+    group.add_argument("--tls-cert", type=Path, help="PEM certificate chain: serve TLS")
+    group.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+
+
+def _add_root_and_store_flags(group: argparse._ArgumentGroup) -> None:
+    """What the server reads (models, datasets) and where it keeps persisted scans."""
+    group.add_argument(
         "--model-root",
         type=Path,
         required=True,
         help="folder of .onnx models (and NAME.preprocess.json sidecars); uploads land here",
     )
-    parser.add_argument(
+    group.add_argument(
         "--data-root",
         type=Path,
         help="folder whose sub-folders are the datasets scans and topk read (optional)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--store",
         type=Path,
         default=None,
         help=f"SQLite store of persisted scans (default {default_store_path()})",
     )
-    parser.add_argument(
+    group.add_argument(
         "--store-max-mb",
         type=positive_int,
         default=None,
         help="largest size of the store; when full, new scans get RESOURCE_EXHAUSTED "
         "(default: as large as the disk allows)",
     )
-    parser.add_argument(
+
+
+def _add_scan_and_cache_flags(group: argparse._ArgumentGroup) -> None:
+    """How scans run on this machine and what the server keeps in memory or on disk."""
+    group.add_argument(
         "--max-running-scans",
         type=positive_int,
         default=1,
         help="scans running at once; more wait queued (default %(default)s)",
     )
-    parser.add_argument(
-        "--metrics-port",
-        type=nonnegative_int,
-        default=None,
-        help="serve Prometheus metrics at http://HOST:PORT/metrics",
-    )
-    parser.add_argument(
-        "--session-cache-mb",
-        type=positive_int,
-        default=DEFAULT_SESSION_CACHE_BYTES // (1024 * 1024),
-        help="memory budget of cached onnxruntime sessions, estimated (default %(default)s)",
-    )
-    parser.add_argument(
+    group.add_argument(
         "--checkpoint-images",
         type=positive_int,
         default=256,
         help="a running scan checkpoints after this many images (default %(default)s)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--device",
         choices=["auto", "cpu", "cuda"],
         default="auto",
         help="onnxruntime device; auto: CUDA when available, else CPU (default %(default)s)",
     )
-    parser.add_argument(
-        "--ray-address",
-        default=os.environ.get("MAXACT_RAY_ADDRESS") or None,
-        help="run persisted scans on this Ray cluster ('auto' or HOST:PORT; needs the 'ray'"
-        " extra); default: locally",
-    )
-    parser.add_argument(
-        "--ray-workers",
-        type=nonnegative_int,
-        default=0,
-        help="at most this many Ray workers per scan (default: one per GPU, else per"
-        " --ray-worker-cpus cores of the cluster)",
-    )
-    parser.add_argument(
-        "--ray-worker-cpus",
+    group.add_argument(
+        "--session-cache-mb",
         type=positive_int,
-        default=1,
-        help="CPU cores per Ray worker on nodes without GPUs (default %(default)s)",
+        default=DEFAULT_SESSION_CACHE_BYTES // (1024 * 1024),
+        help="memory budget of cached onnxruntime sessions, estimated (default %(default)s)",
     )
-    parser.add_argument(
-        "--shard-images",
-        type=positive_int,
-        default=DEFAULT_SHARD_IMAGES,
-        help="images per shard of a Ray scan (default %(default)s)",
-    )
-    parser.add_argument(
+    group.add_argument(
         "--cache-dir",
         type=Path,
         default=None,
         help="keep decoded model inputs here, so repeated scans of a dataset read instead of "
         "decoding (invalidated per image when its file changes)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--cache-gb",
         type=float,
         default=10.0,
         help="size bound of --cache-dir; least recently used datasets go first "
         "(default %(default)s)",
     )
-    parser.add_argument(
-        "--auth-token-file",
-        type=Path,
-        help="require 'authorization: Bearer <token>' (the file's content) on every RPC but health",
+
+
+def _add_ray_flags(group: argparse._ArgumentGroup) -> None:
+    """Running persisted scans on a Ray cluster instead of in this process."""
+    group.add_argument(
+        "--ray-address",
+        default=os.environ.get("MAXACT_RAY_ADDRESS") or None,
+        help="run persisted scans on this Ray cluster ('auto' or HOST:PORT; needs the 'ray'"
+        " extra); default: locally",
     )
-    parser.add_argument("--tls-cert", type=Path, help="PEM certificate chain: serve TLS")
-    parser.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
-    parser.add_argument(
+    group.add_argument(
+        "--ray-workers",
+        type=nonnegative_int,
+        default=0,
+        help="at most this many Ray workers per scan (default: one per GPU, else per"
+        " --ray-worker-cpus cores of the cluster)",
+    )
+    group.add_argument(
+        "--ray-worker-cpus",
+        type=positive_int,
+        default=1,
+        help="CPU cores per Ray worker on nodes without GPUs (default %(default)s)",
+    )
+    group.add_argument(
+        "--shard-images",
+        type=positive_int,
+        default=DEFAULT_SHARD_IMAGES,
+        help="images per shard of a Ray scan (default %(default)s)",
+    )
+
+
+def _add_limit_flags(group: argparse._ArgumentGroup) -> None:
+    """Size and concurrency bounds, so one request or a flood cannot take the server down."""
+    group.add_argument(
         "--max-upload-mb",
         type=positive_int,
         default=DEFAULT_MAX_UPLOAD_BYTES // (1024 * 1024),
         help="largest model upload accepted (MiB; default %(default)s)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--max-image-pixels",
         type=positive_int,
         default=limits.DEFAULT_MAX_IMAGE_PIXELS,
         help="largest image decoded, in pixels, read from its header (default %(default)s)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--max-input-pixels",
         type=positive_int,
         default=limits.DEFAULT_MAX_INPUT_PIXELS,
         help="largest model input (and resized image before a crop), in pixels "
         "(default %(default)s)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--max-request-mb",
         type=positive_int,
         default=limits.DEFAULT_MAX_REQUEST_BYTES // (1024 * 1024),
         help="bytes of client-streamed images one request may hold at once (MiB; "
         "default %(default)s)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--max-concurrent-rpcs",
         type=positive_int,
         default=DEFAULT_MAX_CONCURRENT_RPCS,
         help="calls in flight beyond this get RESOURCE_EXHAUSTED (default %(default)s)",
     )
+
+
+def _add_observability_flags(group: argparse._ArgumentGroup) -> None:
+    """Metrics endpoint and log format."""
+    group.add_argument(
+        "--metrics-port",
+        type=nonnegative_int,
+        default=None,
+        help="serve Prometheus metrics at http://HOST:PORT/metrics",
+    )
     # text by default: people start `maxact serve` at a terminal; collectors (the container
     # image sets MAXACT_LOG_FORMAT=json) want one JSON object per line.
-    parser.add_argument(
+    group.add_argument(
         "--log-format",
         choices=LOG_FORMATS,
         default="text",
         help="text for people, json for log collectors: JSON Lines (default %(default)s)",
     )
-    defaults_from_environment(parser)
-    return parser.parse_args(argv)
 
 
 def security_from_args(args: argparse.Namespace) -> tuple[str | None, tuple[bytes, bytes] | None]:
