@@ -159,17 +159,44 @@ def default_store_path() -> Path:
 
 async def build_server(config: ServerConfig) -> BuiltServer:
     """A started server with every maxact service, health and reflection; returns the port."""
+    state = _build_state(config)
+    jobs, ray = await _build_jobs(config, state)
+    server = _new_grpc_server(config)
+    _add_maxact_servicers(server, config, state, jobs)
+    health_servicer = _add_health_and_reflection(server)
+    port = _listen(server, config)
+    await server.start()
+    for name in [*SERVICE_NAMES, ""]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    await asyncio.to_thread(jobs.resume_unfinished)
+    metrics = None
+    if config.metrics_port is not None:
+        metrics = MetricsServer(config.host, config.metrics_port)
+        log.info("metrics on http://%s:%d/metrics", config.host, metrics.port)
+    return BuiltServer(server, port, jobs, health_servicer, metrics, ray)
+
+
+def _build_state(config: ServerConfig) -> ServerState:
+    """The process-wide settings (device, limits) and the model registry and datasets every
+    servicer shares; leftovers of uploads an earlier run left half done are removed first."""
     providers_for(config.device)  # decide the device (and log it) once, up front
     limits.configure(config.limits)
     remove_stale_uploads(config.model_root)
     remove_stale_incoming(config.data_root)
-    state = ServerState(
+    return ServerState(
         models=ModelRegistry(config.model_root, config.device, config.session_cache_bytes),
         datasets=DatasetCatalog(
             config.data_root,
             InputCache(config.cache_dir, config.cache_bytes) if config.cache_dir else None,
         ),
     )
+
+
+async def _build_jobs(
+    config: ServerConfig, state: ServerState
+) -> tuple[ScanJobs, RayCluster | None]:
+    """The persisted scans on their store, run locally or on the Ray cluster (connected here,
+    off the event loop: connecting blocks)."""
     store_path = config.store or Path(tempfile.mkdtemp(prefix="maxact-store-")) / "store.sqlite"
     ray = None
     if config.ray_address:
@@ -191,6 +218,11 @@ async def build_server(config: ServerConfig) -> BuiltServer:
         shard_executor=ray.executor if ray is not None else None,
         shard_images=config.shard_images,
     )
+    return jobs, ray
+
+
+def _new_grpc_server(config: ServerConfig) -> grpc.aio.Server:
+    """A grpc.aio server with the interceptors in their order and the message size bounds."""
     interceptors: list[grpc.aio.ServerInterceptor] = [
         ObservingInterceptor(),
         DecodeGuardInterceptor(),
@@ -199,7 +231,7 @@ async def build_server(config: ServerConfig) -> BuiltServer:
         interceptors.append(BearerTokenInterceptor(config.auth_token))
     # last: it wraps the real handlers, so refused (unauthenticated) calls take no slot
     interceptors.append(AdmissionInterceptor(config.max_concurrent_rpcs))
-    server = grpc.aio.server(
+    return grpc.aio.server(
         interceptors=interceptors,
         options=[
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -207,6 +239,13 @@ async def build_server(config: ServerConfig) -> BuiltServer:
             ("grpc.so_reuseport", 0),
         ],
     )
+
+
+def _add_maxact_servicers(
+    server: grpc.aio.Server, config: ServerConfig, state: ServerState, jobs: ScanJobs
+) -> None:
+    """Register the seven maxact services: the live ones on the shared state, the persisted
+    ones on the scan jobs."""
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(
         ModelServicer(state, config.max_upload_bytes), server
     )
@@ -222,6 +261,9 @@ async def build_server(config: ServerConfig) -> BuiltServer:
         AnalysisServicer(jobs, neurons), server
     )
 
+
+def _add_health_and_reflection(server: grpc.aio.Server) -> health.aio.HealthServicer:
+    """Health (returned: start and stop switch it) and reflection over every service."""
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -232,6 +274,12 @@ async def build_server(config: ServerConfig) -> BuiltServer:
         ],
         server,
     )
+    return health_servicer
+
+
+def _listen(server: grpc.aio.Server, config: ServerConfig) -> int:
+    """Bind host:port (TLS when configured); the bound port, or StartupError saying what to
+    change, since grpc itself only reports a failed bind as port 0 or a bare RuntimeError."""
     address = f"{config.host}:{config.port}"
     try:
         if config.tls is not None:
@@ -247,15 +295,7 @@ async def build_server(config: ServerConfig) -> BuiltServer:
             f"cannot listen on {address}: the port is in use or the host is not an address "
             f"of this machine (pick another --port, or --port 0 for a free one)"
         )
-    await server.start()
-    for name in [*SERVICE_NAMES, ""]:
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    await asyncio.to_thread(jobs.resume_unfinished)
-    metrics = None
-    if config.metrics_port is not None:
-        metrics = MetricsServer(config.host, config.metrics_port)
-        log.info("metrics on http://%s:%d/metrics", config.host, metrics.port)
-    return BuiltServer(server, port, jobs, health_servicer, metrics, ray)
+    return port
 
 
 class RunningServer:
