@@ -51,13 +51,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     add_global_options(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_serve(commands)
+    _add_models(commands)
+    _add_datasets(commands)
+    _add_upload(commands)
+    _add_layers(commands)
+    _add_rf(commands)
+    _add_topk(commands)
+    add_scan_parsers(commands)  # scan create|get|watch|cancel|list, neuron, report
+    add_class_parsers(commands)  # classes, class, compare
+    _add_demo(commands)
+    _accept_global_options_after_the_command(commands)
+    return parser
 
+
+def _add_serve(commands: argparse._SubParsersAction) -> None:
+    """`serve`: a placeholder; the server parses its own flags."""
     # The flags of `serve` live in maxact.server.app alone: everything after `serve` is handed
     # to `python -m maxact.server` verbatim (serve_argv), which prints `maxact serve --help`.
     commands.add_parser(
         "serve", help="run the maxact server (needs maxact[server])", add_help=False
     )
 
+
+def _add_models(commands: argparse._SubParsersAction) -> None:
+    """`models` and its verbs `load` / `unload NAME`."""
     models = commands.add_parser(
         "models", help="list the models under the server's model root (or load / unload one)"
     )
@@ -71,11 +89,17 @@ def build_parser() -> argparse.ArgumentParser:
         verb_parser.add_argument("name", metavar="NAME")
         add_json(verb_parser)
 
+
+def _add_datasets(commands: argparse._SubParsersAction) -> None:
+    """`datasets`: the listing takes only --json."""
     datasets = commands.add_parser(
         "datasets", help="list the datasets under the server's data root"
     )
     add_json(datasets)
 
+
+def _add_upload(commands: argparse._SubParsersAction) -> None:
+    """`upload FILE`: the model's name, overwrite and its default preprocessing."""
     upload = commands.add_parser("upload", help="upload a local .onnx file to the model root")
     upload.add_argument("file", type=Path, metavar="FILE")
     upload.add_argument("--name", metavar="NAME", help="model name (default: the file's stem)")
@@ -88,11 +112,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_json(upload)
 
+
+def _add_layers(commands: argparse._SubParsersAction) -> None:
+    """`layers MODEL`: the input size matters only for dynamic H/W."""
     layers = commands.add_parser("layers", help="a model's layers with their receptive fields")
     layers.add_argument("model", metavar="MODEL")
     add_size(layers, "input size for models with dynamic H/W")
     add_json(layers)
 
+
+def _add_rf(commands: argparse._SubParsersAction) -> None:
+    """`rf MODEL LAYER`: a layer's field, or one unit's exact box."""
     rf = commands.add_parser("rf", help="the receptive field of a layer (or of one unit)")
     rf.add_argument("model", metavar="MODEL")
     rf.add_argument("layer", metavar="LAYER")
@@ -102,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_size(rf, "input size for models with dynamic H/W")
     add_json(rf)
 
+
+def _add_topk(commands: argparse._SubParsersAction) -> None:
+    """`topk`: one channel, images from a server dataset or streamed from here, rendering."""
     topk = commands.add_parser("topk", help="the top-k image patches of one channel")
     topk.add_argument("model", metavar="MODEL")
     topk.add_argument("layer", metavar="LAYER")
@@ -140,9 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     topk.add_argument("--out", type=Path, metavar="DIR", help="write rank_N.png and montage.png")
     add_json(topk)
 
-    add_scan_parsers(commands)  # scan create|get|watch|cancel|list, neuron, report
-    add_class_parsers(commands)  # classes, class, compare
 
+def _add_demo(commands: argparse._SubParsersAction) -> None:
+    """`demo`: where montages and the model/photo cache go."""
     demo = commands.add_parser("demo", help="a real CNN on real photos, montages in demo-out/")
     demo.add_argument("--out", type=Path, default=Path("demo-out"), metavar="DIR")
     demo.add_argument(
@@ -152,8 +185,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="model and photo cache (default: $MAXACT_CACHE, else ~/.cache/maxact)",
     )
     demo.add_argument("-k", type=positive_int, default=8, metavar="K")
-    _accept_global_options_after_the_command(commands)
-    return parser
 
 
 def _version() -> str:

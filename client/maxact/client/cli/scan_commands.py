@@ -72,7 +72,15 @@ def add_parsers(commands: Any) -> None:
     """Register `scan`, `neuron` and `report` on main.py's subparsers."""
     scan = commands.add_parser("scan", help="persisted scans of whole layers on the server")
     verbs = scan.add_subparsers(dest="scan_command", metavar="VERB", required=True)
+    _add_scan_create(verbs)
+    _add_scan_by_id(verbs)
+    _add_scan_list(verbs)
+    _add_neuron(commands)
+    _add_report(commands)
 
+
+def _add_scan_create(verbs: Any) -> None:
+    """`scan create`: what to scan, how to rank, and whether to wait for the end."""
     create = verbs.add_parser(
         "create", help="start a scan of every channel of some layers; prints the scan id"
     )
@@ -103,6 +111,9 @@ def add_parsers(commands: Any) -> None:
     )
     add_json(create)
 
+
+def _add_scan_by_id(verbs: Any) -> None:
+    """`scan get|watch|cancel|delete`: one scan named by its id, nothing else."""
     for verb, text in (
         ("get", "a scan's state and progress"),
         ("watch", "follow a scan until it ends (exit 1 unless it succeeded)"),
@@ -113,9 +124,16 @@ def add_parsers(commands: Any) -> None:
         parser.add_argument("scan_id", metavar="SCAN_ID")
         add_json(parser)
 
+
+def _add_scan_list(verbs: Any) -> None:
+    """`scan list`: every scan, no arguments but --json."""
     listing = verbs.add_parser("list", help="every scan, newest first")
     add_json(listing)
 
+
+def _add_neuron(commands: Any) -> None:
+    """`neuron`: one channel's patches read from a finished scan (the channel as positional
+    or flag)."""
     neuron = commands.add_parser(
         "neuron", help="the top-k patches of one channel from a finished scan (no model run)"
     )
@@ -142,6 +160,9 @@ def add_parsers(commands: Any) -> None:
     neuron.add_argument("--out", type=Path, metavar="DIR", help="write rank_N.png and montage.png")
     add_json(neuron)
 
+
+def _add_report(commands: Any) -> None:
+    """`report`: the static HTML gallery of a finished scan and how its patches are drawn."""
     report = commands.add_parser(
         "report", help="a static HTML gallery of a finished scan (opens from disk)"
     )
