@@ -17,7 +17,7 @@ import grpc
 from grpc_status import rpc_status
 
 from maxact.server.errors import ServiceError
-from maxact.server.ops.handlers import Handler, same_shape
+from maxact.server.ops.handlers import Handler, relay, same_shape
 
 EXEMPT_PREFIXES = (
     "/grpc.health.v1.Health/",
@@ -76,13 +76,8 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
                 await context.abort_with_status(self._refusal())
             self.in_flight += 1
             try:
-                results = behaviour(request, context)
-                if hasattr(results, "__aiter__"):
-                    async for item in results:
-                        yield item
-                else:
-                    for item in results:
-                        yield item
+                async for item in relay(behaviour(request, context)):
+                    yield item
             finally:
                 self.in_flight -= 1
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import grpc
 
-from maxact.server.ops.handlers import Handler, same_shape
+from maxact.server.ops.handlers import Handler, relay, same_shape
 from maxact.server.ops.logs import REQUEST_ID
 from maxact.server.ops.metrics import GRPC_HANDLED, GRPC_HANDLING_SECONDS, GRPC_STARTED
 
@@ -123,13 +123,8 @@ def _watching(handler: Handler, call: _Call) -> Handler:
 
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             with _watched(call, context):
-                results = behaviour(request, context)
-                if hasattr(results, "__aiter__"):
-                    async for item in results:
-                        yield item
-                else:
-                    for item in results:
-                        yield item
+                async for item in relay(behaviour(request, context)):
+                    yield item
 
         return wrapped
 

@@ -18,7 +18,7 @@ from google.protobuf.message import DecodeError
 from grpc_status import rpc_status
 
 from maxact.server.errors import invalid_argument
-from maxact.server.ops.handlers import Handler
+from maxact.server.ops.handlers import Handler, relay
 
 
 class Undecodable:
@@ -101,13 +101,8 @@ def _unary_in_stream_out(behaviour: Callable[..., Any]) -> Callable[..., Any]:
     async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         if isinstance(request, Undecodable):
             await _abort(context, request)
-        results = behaviour(request, context)
-        if hasattr(results, "__aiter__"):
-            async for item in results:
-                yield item
-        else:
-            for item in results:
-                yield item
+        async for item in relay(behaviour(request, context)):
+            yield item
 
     return stream
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -35,3 +35,14 @@ def same_shape(
         return grpc.stream_unary_rpc_method_handler(unary_response(handler.stream_unary), **shape)
     assert handler.stream_stream is not None, "a method handler has one of the four behaviours"
     return grpc.stream_stream_rpc_method_handler(stream_response(handler.stream_stream), **shape)
+
+
+async def relay(results: Any) -> AsyncIterator[Any]:
+    """Yield what a streaming behaviour produces: grpc.aio accepts async generators and plain
+    iterators alike, so every wrapper must pass both through."""
+    if hasattr(results, "__aiter__"):
+        async for item in results:
+            yield item
+    else:
+        for item in results:
+            yield item
