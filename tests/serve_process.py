@@ -7,7 +7,7 @@ import re
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import IO
 
@@ -16,11 +16,15 @@ SERVE = [sys.executable, "-m", "maxact.client.cli.main", "serve", "--port", "0",
 
 @contextmanager
 def serve_process(
-    *flags: str, env: Mapping[str, str] | None = None, stderr_to: IO[str] | None = None
+    *flags: str,
+    env: Mapping[str, str] | None = None,
+    stderr_to: IO[str] | None = None,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> Iterator[tuple[subprocess.Popen[str], str]]:
     """Start `maxact serve --port 0 --device cpu FLAGS` (extra environment `env`; its stderr
-    into `stderr_to` if given); yield (process, address) once it prints the port it listens
-    on. A process still running at exit is killed."""
+    into `stderr_to` if given; `preexec_fn` run in the child before it starts, e.g. to set a
+    resource limit); yield (process, address) once it prints the port it listens on. A process
+    still running at exit is killed."""
     with (
         tempfile.TemporaryFile("w+") as own,  # a file, not a pipe: a full pipe would block
         tempfile.TemporaryDirectory(prefix="maxact-serve-state-") as state,
@@ -33,6 +37,7 @@ def serve_process(
             text=True,
             # the default --store lives under XDG_STATE_HOME: never the user's own
             env={**os.environ, "XDG_STATE_HOME": state, **(env or {})},
+            preexec_fn=preexec_fn,
         )
         try:
             assert process.stdout is not None

@@ -5,13 +5,7 @@ skipped before it allocates, the process survives, and it still answers a known 
 from __future__ import annotations
 
 import json
-import os
-import re
 import resource
-import subprocess
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -23,7 +17,7 @@ from PIL import Image
 from maxact.client import Client, MaxactError, Preprocessing
 from tests.onnx_models import bright_square_model, save
 from tests.security.robust_helpers import dynamic_model, png_bytes
-from tests.serve_process import SERVE
+from tests.serve_process import serve_process
 
 # Enough for the server and a small scan (about 1.3 GB of address space idle, with two malloc
 # arenas); far too little for any of the amplification cases (2 GB to tens of GB each).
@@ -32,34 +26,6 @@ ADDRESS_SPACE = 2560 * 1024 * 1024
 
 def _limit_address_space() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
-
-
-@contextmanager
-def _limited_server(*flags: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    env = dict(os.environ, MALLOC_ARENA_MAX="2")
-    with tempfile.TemporaryFile("w+") as stderr:
-        process = subprocess.Popen(
-            [*SERVE, *flags],
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            text=True,
-            env=env,
-            preexec_fn=_limit_address_space,
-        )
-        try:
-            assert process.stdout is not None
-            line = process.stdout.readline()
-            match = re.search(r"serving on 127\.0\.0\.1:(\d+)", line)
-            if match is None:
-                process.kill()
-                process.wait()
-                stderr.seek(0)
-            assert match, f"the server did not start: {line!r}\n{stderr.read()}"
-            yield process, f"127.0.0.1:{match.group(1)}"
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
 
 
 def _refused_or_skipped(call) -> str:  # type: ignore[no-untyped-def]
@@ -87,7 +53,9 @@ def test_amplification_cases_under_a_memory_limit_leave_the_server_alive(tmp_pat
 
     flags = ["--model-root", str(models), "--data-root", str(data)]
     flags += ["--store", str(tmp_path / "store.sqlite")]
-    with _limited_server(*flags) as (process, address), Client(address, timeout=120) as client:
+    # two malloc arenas: see ADDRESS_SPACE
+    limited = serve_process(*flags, env={"MALLOC_ARENA_MAX": "2"}, preexec_fn=_limit_address_space)
+    with limited as (process, address), Client(address, timeout=120) as client:
         huge_crop = Preprocessing(resize_shorter=16384, center_crop=(224, 224))
         cases = {
             "resize_shorter": lambda: client.topk(
