@@ -171,3 +171,17 @@ def ocr_like_model(seed: int = 0) -> onnx.ModelProto:
         ],
     )
     return finish(graph)
+
+
+def detector_weights(kernel: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Weights and biases [5, 3, kernel, kernel], [5] of one conv whose channels, on input
+    scaled to 0..1 and after a ReLU, are: 0 vertical stripes (period 2 along x, green),
+    1 horizontal stripes (period 2 along y), 2 red (R - G - B > 0.5), 3 constant zero (dead),
+    4 always 1 (fires for everything)."""
+    w = np.zeros((5, 3, kernel, kernel), dtype=np.float32)
+    alternating = np.array([1, -1] * (kernel // 2), dtype=np.float32)
+    w[0, 1, 0, :] = alternating
+    w[1, 1, :, 0] = alternating
+    w[2, :, 0, 0] = [1, -1, -1]
+    b = np.array([-2.0, -2.0, -0.5, -1.0, 1.0], dtype=np.float32)
+    return w, b

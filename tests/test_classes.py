@@ -24,7 +24,7 @@ from maxact.client import Client, MaxactError
 from maxact.client.cli.main import main
 from maxact.client.preprocessing import Preprocessing
 from tests.datasets import slow_scan
-from tests.onnx_models import finish, layer_outputs, save
+from tests.onnx_models import detector_weights, finish, layer_outputs, save
 
 SIZE = 32
 KERNEL = 8
@@ -32,17 +32,6 @@ PER_CLASS = 40
 CLASSES = ("blank", "hstripes", "redblobs", "vstripes", "vstripes2")
 CHANGED = (1, 2)  # channels whose filters differ in the "retrained" copy
 K = 9
-
-
-def detector_weights() -> tuple[np.ndarray, np.ndarray]:
-    """Channels: 0 vertical stripes, 1 horizontal stripes, 2 red, 3 dead, 4 always on."""
-    w = np.zeros((5, 3, KERNEL, KERNEL), dtype=np.float32)
-    alternating = np.array([1, -1] * (KERNEL // 2), dtype=np.float32)
-    w[0, 1, 0, :] = alternating
-    w[1, 1, :, 0] = alternating
-    w[2, :, 0, 0] = [1, -1, -1]
-    b = np.array([-2.0, -2.0, -0.5, -1.0, 1.0], dtype=np.float32)
-    return w, b
 
 
 def detector_model(w: np.ndarray, b: np.ndarray, channels: int = 5) -> onnx.ModelProto:

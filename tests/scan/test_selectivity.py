@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 from maxact.server.scan.layer import ReduceOptions
-from tests.onnx_models import finish
+from tests.onnx_models import detector_weights, finish
 from tests.scan.helpers import engine, label_array, load, sources
 
 SIZE = 32
@@ -22,15 +22,8 @@ KERNEL = 8
 
 
 def detector_model() -> onnx.ModelProto:
-    """One 8x8 conv + ReLU, input scaled to 0..1. Channels:
-    0 vertical stripes (period 2 along x, green), 1 horizontal stripes (period 2 along y),
-    2 red (R - G - B > 0.5), 3 constant zero (dead), 4 always 1 (fires for everything)."""
-    w = np.zeros((5, 3, KERNEL, KERNEL), dtype=np.float32)
-    alternating = np.array([1, -1] * (KERNEL // 2), dtype=np.float32)
-    w[0, 1, 0, :] = alternating
-    w[1, 1, :, 0] = alternating
-    w[2, :, 0, 0] = [1, -1, -1]
-    b = np.array([-2.0, -2.0, -0.5, -1.0, 1.0], dtype=np.float32)
+    """One 8x8 conv (the channels of detector_weights) + ReLU, input scaled to 0..1."""
+    w, b = detector_weights(KERNEL)
     graph = helper.make_graph(
         [
             helper.make_node("Conv", ["image", "w", "b"], ["conv"], kernel_shape=[KERNEL] * 2),
