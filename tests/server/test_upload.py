@@ -58,6 +58,16 @@ def _error(call) -> MaxactError:  # type: ignore[no-untyped-def]
     return caught.value
 
 
+def _upload_error(
+    client: Client, first: model_service_pb2.UploadModelRequest, data: bytes
+) -> MaxactError:
+    """The error of a raw upload stream: the message `first` (a header), then `data` as one
+    chunk."""
+    stub = model_service_pb2_grpc.ModelServiceStub(client._channel)
+    requests = iter([first, model_service_pb2.UploadModelRequest(chunk=data)])
+    return _error(lambda: client._call(stub.UploadModel, requests))
+
+
 def test_a_100_mb_model_uploads_in_chunks_loads_and_describes(
     client: Client, model_root: Path, tmp_path: Path
 ) -> None:
@@ -109,15 +119,7 @@ def test_upload_with_a_wrong_checksum_is_refused_and_leaves_no_file(
 def test_checksum_mismatch_reason_reaches_the_client(
     client: Client, model_root: Path, net_file: Path
 ) -> None:
-    stub = model_service_pb2_grpc.ModelServiceStub(client._channel)
-    data = net_file.read_bytes()
-    requests = iter(
-        [
-            _header(name="net", sha256="0" * 64),
-            model_service_pb2.UploadModelRequest(chunk=data),
-        ]
-    )
-    error = _error(lambda: client._call(stub.UploadModel, requests))
+    error = _upload_error(client, _header(name="net", sha256="0" * 64), net_file.read_bytes())
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT
     assert error.reason == "CHECKSUM_MISMATCH"
     assert leftovers(model_root) == []
@@ -213,19 +215,12 @@ def test_invalid_preprocess_json_is_refused_before_any_byte_is_stored(
     with pytest.raises(ValueError, match="sise"):
         client.upload_model(net_file, preprocess_json='{"sise": [1, 2]}')
     # a value the message can carry but the server refuses: nothing is stored either
-    stub = model_service_pb2_grpc.ModelServiceStub(client._channel)
     data = net_file.read_bytes()
     header = model_service_pb2.UploadModelHeader(
         name="net", sha256=hashlib.sha256(data).hexdigest()
     )
     header.preprocessing.size.extend([1])  # [height, width] needs two values
-    requests = iter(
-        [
-            model_service_pb2.UploadModelRequest(header=header),
-            model_service_pb2.UploadModelRequest(chunk=data),
-        ]
-    )
-    error = _error(lambda: client._call(stub.UploadModel, requests))
+    error = _upload_error(client, model_service_pb2.UploadModelRequest(header=header), data)
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT
     assert error.reason == "INVALID_PREPROCESSING"
     assert "size" in error.message
