@@ -11,6 +11,7 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+import pytest
 from PIL import Image
 
 from maxact.client import Client, Preprocessing
@@ -20,17 +21,18 @@ from tests.onnx_models import bright_square_model, save
 from tests.security.robust_helpers import dynamic_model, png_bytes, refused
 
 
-def _flat_images(folder: Path, count: int = 3) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(count):
-        (folder / f"ok_{i}.png").write_bytes(png_bytes(64, 64, 40 * (i + 1)))
+@pytest.fixture
+def dyn_and_ds(model_root: Path, data_root: Path) -> None:
+    """The dynamic-size model "dyn" and a dataset "ds" of three flat 64x64 images."""
+    save(dynamic_model(), model_root, "dyn")
+    (data_root / "ds").mkdir()
+    for i in range(3):
+        (data_root / "ds" / f"ok_{i}.png").write_bytes(png_bytes(64, 64, 40 * (i + 1)))
 
 
 def test_resize_shorter_far_beyond_the_input_bound_is_refused_at_once(
-    client: Client, model_root: Path, data_root: Path
+    client: Client, dyn_and_ds: None
 ) -> None:
-    save(dynamic_model(), model_root, "dyn")
-    _flat_images(data_root / "ds")
     started = time.monotonic()
     prep = Preprocessing(resize_shorter=32768, center_crop=(224, 224))
     error = refused(
@@ -49,10 +51,8 @@ def test_resize_shorter_far_beyond_the_input_bound_is_refused_at_once(
 
 
 def test_a_huge_size_on_a_dynamic_model_is_refused_for_fields_and_scans(
-    client: Client, model_root: Path, data_root: Path
+    client: Client, dyn_and_ds: None
 ) -> None:
-    save(dynamic_model(), model_root, "dyn")
-    _flat_images(data_root / "ds")
     started = time.monotonic()
     error = refused(
         lambda: client.receptive_field("dyn", "relu1", size=(10000, 10000)),
