@@ -36,8 +36,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
+from scan_bench import resnet  # bench/ is on sys.path when this script runs
 
 from maxact.client.demo.fetch import default_cache_dir, fetch_demo_model, write_demo_photos
 from maxact.server.data.datasets import DatasetCatalog
@@ -61,68 +61,7 @@ IMAGENET = Preprocessing(scale=1 / 255, mean=(0.485, 0.456, 0.406), std=(0.229, 
 
 def resnet50(size: int = 224, seed: int = 0) -> onnx.ModelProto:
     """ResNet-50 topology (bottlenecks 3-4-6-3, BN folded into conv biases), He-initialised."""
-    rng = np.random.default_rng(seed)
-    nodes: list[onnx.NodeProto] = []
-    inits: list[onnx.TensorProto] = []
-
-    def conv(x: str, cin: int, cout: int, k: int, stride: int, name: str) -> str:
-        w = rng.normal(0, np.sqrt(2.0 / (cin * k * k)), (cout, cin, k, k)).astype(np.float32)
-        inits.append(numpy_helper.from_array(w, f"{name}.w"))
-        inits.append(numpy_helper.from_array(np.zeros(cout, np.float32), f"{name}.b"))
-        nodes.append(
-            helper.make_node(
-                "Conv",
-                [x, f"{name}.w", f"{name}.b"],
-                [name],
-                kernel_shape=[k, k],
-                strides=[stride, stride],
-                pads=[k // 2] * 4,
-            )
-        )
-        return name
-
-    def relu(x: str, name: str) -> str:
-        nodes.append(helper.make_node("Relu", [x], [name]))
-        return name
-
-    x = relu(conv("input", 3, 64, 7, 2, "conv1"), "relu1")
-    nodes.append(
-        helper.make_node(
-            "MaxPool", [x], ["pool1"], kernel_shape=[3, 3], strides=[2, 2], pads=[1] * 4
-        )
-    )
-    x, cin = "pool1", 64
-    for stage, (width, blocks) in enumerate(
-        zip((64, 128, 256, 512), (3, 4, 6, 3), strict=True), start=1
-    ):
-        cout = 4 * width
-        for block in range(blocks):
-            stride = 2 if stage > 1 and block == 0 else 1
-            name = f"layer{stage}.{block}"
-            y = relu(conv(x, cin, width, 1, 1, f"{name}.conv1"), f"{name}.relu1")
-            y = relu(conv(y, width, width, 3, stride, f"{name}.conv2"), f"{name}.relu2")
-            y = conv(y, width, cout, 1, 1, f"{name}.conv3")
-            shortcut = x if block > 0 else conv(x, cin, cout, 1, stride, f"{name}.down")
-            nodes.append(helper.make_node("Add", [y, shortcut], [f"{name}.add"]))
-            x = relu(f"{name}.add", f"layer{stage}" if block == blocks - 1 else f"{name}.out")
-            cin = cout
-    nodes.append(helper.make_node("GlobalAveragePool", [x], ["gap"]))
-    nodes.append(helper.make_node("Flatten", ["gap"], ["flat"]))
-    inits += [
-        numpy_helper.from_array(rng.normal(0, 0.01, (1000, 2048)).astype(np.float32), "fc.w"),
-        numpy_helper.from_array(np.zeros(1000, np.float32), "fc.b"),
-    ]
-    nodes.append(helper.make_node("Gemm", ["flat", "fc.w", "fc.b"], ["logits"], transB=1))
-    graph = helper.make_graph(
-        nodes,
-        "resnet50",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, size, size])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 1000])],
-        initializer=inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 10
-    return model
+    return resnet("resnet50", size, seed, (3, 4, 6, 3), bottleneck=True)
 
 
 def _batches(arrays: np.ndarray, batch: int) -> list[Batch]:

@@ -42,8 +42,12 @@ from maxact.server.scan.layer import ReduceOptions
 LARGE_SIDE = 1600  # "camera photo" variant: the demo photos upscaled, JPEG quality 90
 
 
-def resnet18(size: int = 224, seed: int = 0) -> onnx.ModelProto:
-    """ResNet-18 topology (BN folded into conv biases), He-initialised random weights."""
+def resnet(
+    model_name: str, size: int, seed: int, blocks: tuple[int, ...], bottleneck: bool
+) -> onnx.ModelProto:
+    """A ResNet topology (BN folded into conv biases), He-initialised random weights: `blocks`
+    blocks in each of the stages of width 64, 128, 256, 512; basic blocks (two 3x3 convs) or
+    bottlenecks (1x1, 3x3, 1x1 to 4x the width). Stage outputs are named layer1, layer2, ..."""
     rng = np.random.default_rng(seed)
     nodes: list[onnx.NodeProto] = []
     inits: list[onnx.TensorProto] = []
@@ -76,21 +80,27 @@ def resnet18(size: int = 224, seed: int = 0) -> onnx.ModelProto:
         )
     )
     x, cin = "pool1", 64
-    for stage, cout in enumerate((64, 128, 256, 512), start=1):
-        for block in range(2):
+    for stage, (width, count) in enumerate(zip((64, 128, 256, 512), blocks, strict=True), 1):
+        cout = 4 * width if bottleneck else width
+        for block in range(count):
             stride = 2 if stage > 1 and block == 0 else 1
             name = f"layer{stage}.{block}"
-            y = relu(conv(x, cin, cout, 3, stride, f"{name}.conv1"), f"{name}.relu1")
-            y = conv(y, cout, cout, 3, 1, f"{name}.conv2")
+            if bottleneck:
+                y = relu(conv(x, cin, width, 1, 1, f"{name}.conv1"), f"{name}.relu1")
+                y = relu(conv(y, width, width, 3, stride, f"{name}.conv2"), f"{name}.relu2")
+                y = conv(y, width, cout, 1, 1, f"{name}.conv3")
+            else:
+                y = relu(conv(x, cin, cout, 3, stride, f"{name}.conv1"), f"{name}.relu1")
+                y = conv(y, cout, cout, 3, 1, f"{name}.conv2")
             shortcut = (
                 x if stride == 1 and cin == cout else conv(x, cin, cout, 1, stride, f"{name}.down")
             )
             nodes.append(helper.make_node("Add", [y, shortcut], [f"{name}.add"]))
-            x = relu(f"{name}.add", f"layer{stage}" if block == 1 else f"{name}.out")
+            x = relu(f"{name}.add", f"layer{stage}" if block == count - 1 else f"{name}.out")
             cin = cout
     nodes.append(helper.make_node("GlobalAveragePool", [x], ["gap"]))
     nodes.append(helper.make_node("Flatten", ["gap"], ["flat"]))
-    w_fc = rng.normal(0, 0.01, (1000, 512)).astype(np.float32)
+    w_fc = rng.normal(0, 0.01, (1000, cin)).astype(np.float32)
     inits += [
         numpy_helper.from_array(w_fc, "fc.w"),
         numpy_helper.from_array(np.zeros(1000, np.float32), "fc.b"),
@@ -98,7 +108,7 @@ def resnet18(size: int = 224, seed: int = 0) -> onnx.ModelProto:
     nodes.append(helper.make_node("Gemm", ["flat", "fc.w", "fc.b"], ["logits"], transB=1))
     graph = helper.make_graph(
         nodes,
-        "resnet18",
+        model_name,
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, size, size])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 1000])],
         initializer=inits,
@@ -106,6 +116,11 @@ def resnet18(size: int = 224, seed: int = 0) -> onnx.ModelProto:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 10
     return model
+
+
+def resnet18(size: int = 224, seed: int = 0) -> onnx.ModelProto:
+    """ResNet-18 topology (BN folded into conv biases), He-initialised random weights."""
+    return resnet("resnet18", size, seed, (2, 2, 2, 2), bottleneck=False)
 
 
 def _batches(arrays: np.ndarray, batch: int) -> list[Batch]:
