@@ -34,6 +34,7 @@ from maxact.server.data.preprocess import (
 )
 from maxact.server.errors import (
     ServiceError,
+    already_exists,
     failed_precondition,
     invalid_argument,
     not_found,
@@ -227,12 +228,12 @@ class ScanJobs:
                 before_commit=_deadline_check(deadline),
             )
         except RequestIdReused as reused:
-            raise ServiceError(
-                grpc.StatusCode.ALREADY_EXISTS,
+            raise already_exists(
                 "REQUEST_ID_REUSED",
                 f"request_id {request_id!r} already created scan 'scans/{reused.scan_id}'"
                 " from a different request; use a new request_id",
-                {"request_id": request_id, "scan": reused.scan_id},
+                request_id=request_id,
+                scan=reused.scan_id,
             ) from None
         if created:
             self._start(record.id)
