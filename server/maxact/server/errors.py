@@ -63,5 +63,9 @@ def not_found(reason: str, message: str, **metadata: str) -> ServiceError:
     return ServiceError(grpc.StatusCode.NOT_FOUND, reason, message, metadata)
 
 
+def already_exists(reason: str, message: str, **metadata: str) -> ServiceError:
+    return ServiceError(grpc.StatusCode.ALREADY_EXISTS, reason, message, metadata)
+
+
 def failed_precondition(reason: str, message: str, **metadata: str) -> ServiceError:
     return ServiceError(grpc.StatusCode.FAILED_PRECONDITION, reason, message, metadata)

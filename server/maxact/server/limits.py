@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import grpc
 from PIL import Image
 
-from maxact.server.errors import ServiceError
+from maxact.server.errors import ServiceError, invalid_argument
 
 DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
 DEFAULT_MAX_INPUT_PIXELS = 2048 * 2048
@@ -65,12 +65,12 @@ def check_image_pixels(width: int, height: int) -> None:
 
 def input_pixels_error(height: int, width: int, what: str) -> ServiceError:
     limit = _current.max_input_pixels
-    return ServiceError(
-        grpc.StatusCode.INVALID_ARGUMENT,
+    return invalid_argument(
         "INPUT_TOO_LARGE",
         f"{what} {height}x{width} = {height * width:,} pixels is over the model-input bound of "
         f"{limit:,} pixels (maxact serve --max-input-pixels)",
-        {"bound": "max_input_pixels", "limit": str(limit)},
+        bound="max_input_pixels",
+        limit=str(limit),
     )
 
 

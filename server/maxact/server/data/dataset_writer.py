@@ -14,10 +14,13 @@ import shutil
 import uuid
 from pathlib import Path
 
-import grpc
-
 from maxact.client.images import IMAGE_SUFFIXES
-from maxact.server.errors import ServiceError, failed_precondition, invalid_argument, shown
+from maxact.server.errors import (
+    already_exists,
+    failed_precondition,
+    invalid_argument,
+    shown,
+)
 from maxact.server.paths import check_name, resolve_under
 
 TEMP_PREFIX = ".incoming-"
@@ -46,11 +49,10 @@ class DatasetWriter:
             )
         self.target = resolve_under(data_root, name, "dataset")
         if self.target.exists():
-            raise ServiceError(
-                grpc.StatusCode.ALREADY_EXISTS,
+            raise already_exists(
                 "DATASET_EXISTS",
                 f"dataset {name!r} already exists on the server; choose another name",
-                {"dataset": name},
+                dataset=name,
             )
         self.name = name
         self.folder = data_root / f"{TEMP_PREFIX}{name}-{uuid.uuid4().hex[:8]}"
@@ -81,8 +83,7 @@ class DatasetWriter:
             os.rename(self.folder, self.target)  # atomic on one file system
         except OSError as exc:
             self.abort()
-            raise ServiceError(
-                grpc.StatusCode.ALREADY_EXISTS,
+            raise already_exists(
                 "DATASET_EXISTS",
                 f"dataset {self.name!r} appeared while the images streamed: {exc.strerror}",
             ) from None

@@ -100,10 +100,15 @@ def list_sharded(root: Path) -> tuple[list[str], dict[str, str]]:
 
 
 def _samples(path: Path) -> list[Sample]:
-    stat = path.stat()
     if path.suffix.lower() == TAR_SUFFIX:
-        return _tar_index(str(path), stat.st_mtime_ns, stat.st_size).samples
-    return _parquet_index(str(path), stat.st_mtime_ns, stat.st_size).samples
+        return _tar_index(*_index_key(path)).samples
+    return _parquet_index(*_index_key(path)).samples
+
+
+def _index_key(path: Path) -> tuple[str, int, int]:
+    """What a shard's cached index is keyed on: a rewritten shard is indexed again."""
+    stat = path.stat()
+    return str(path), stat.st_mtime_ns, stat.st_size
 
 
 # -- tar -----------------------------------------------------------------------------------
@@ -165,8 +170,7 @@ def _tar_stream(path: Path, wanted: dict[str, int]) -> Iterator[tuple[int, str, 
 
 
 def _tar_read(path: Path, key: str) -> bytes:
-    stat = path.stat()
-    index = _tar_index(str(path), stat.st_mtime_ns, stat.st_size)
+    index = _tar_index(*_index_key(path))
     if key not in index.location:
         raise FileNotFoundError(f"no image {key!r} in shard {path.name!r}")
     offset, size = index.location[key]
@@ -289,8 +293,7 @@ def _image_bytes(value: Any, in_struct: bool) -> bytes:
 
 def _parquet_stream(path: Path, wanted: dict[str, int]) -> Iterator[tuple[int, str, bytes]]:
     """(dataset index, key, image bytes) of the wanted keys, one record batch in memory."""
-    stat = path.stat()
-    index = _parquet_index(str(path), stat.st_mtime_ns, stat.st_size)
+    index = _parquet_index(*_index_key(path))
     parquet = _pyarrow_parquet().ParquetFile(path)
     groups = sorted({index.location[key][0] for key in wanted if key in index.location})
     keys_by_place = {index.location[key]: key for key in wanted if key in index.location}
@@ -316,8 +319,7 @@ def _raw(value: Any, in_struct: bool) -> bytes:
 
 
 def _parquet_read(path: Path, key: str) -> bytes:
-    stat = path.stat()
-    index = _parquet_index(str(path), stat.st_mtime_ns, stat.st_size)
+    index = _parquet_index(*_index_key(path))
     if key not in index.location:
         raise FileNotFoundError(f"no image {key!r} in shard {path.name!r}")
     group, row = index.location[key]

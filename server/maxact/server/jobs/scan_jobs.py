@@ -30,10 +30,10 @@ from maxact.server.data.datasets import DatasetCatalog, dataset_sources, read_la
 from maxact.server.data.preprocess import (
     Preprocessing,
     ResolvedPreprocessing,
-    parse_mapping,
 )
 from maxact.server.errors import (
     ServiceError,
+    already_exists,
     failed_precondition,
     invalid_argument,
     not_found,
@@ -45,6 +45,7 @@ from maxact.server.jobs.shard_work import (
     ShardResult,
     ShardTask,
     ShardWork,
+    scan_setup,
     shard_ranges,
 )
 from maxact.server.jobs.store import (
@@ -227,12 +228,12 @@ class ScanJobs:
                 before_commit=_deadline_check(deadline),
             )
         except RequestIdReused as reused:
-            raise ServiceError(
-                grpc.StatusCode.ALREADY_EXISTS,
+            raise already_exists(
                 "REQUEST_ID_REUSED",
                 f"request_id {request_id!r} already created scan 'scans/{reused.scan_id}'"
                 " from a different request; use a new request_id",
-                {"request_id": request_id, "scan": reused.scan_id},
+                request_id=request_id,
+                scan=reused.scan_id,
             ) from None
         if created:
             self._start(record.id)
@@ -355,10 +356,7 @@ class ScanJobs:
     ) -> tuple[LoadedModel, ResolvedPreprocessing, list[LayerEntry]]:
         if record.damage:
             raise failed_precondition("SCAN_DAMAGED", record.damage, scan=record.id)
-        model = self.models.get(record.model)
-        request = parse_mapping(record.preprocessing, "scan preprocessing")
-        prep = model.resolve(request)
-        return model, prep, [model.layer(prep.reference_size, name) for name in record.layers]
+        return scan_setup(self.models, record.model, record.preprocessing, record.layers)
 
     def _scan(self, scan_id: str, job: _Running) -> None:
         record = self.get(scan_id)

@@ -20,8 +20,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from maxact.server.data.datasets import DatasetCatalog, dataset_sources
-from maxact.server.data.preprocess import parse_mapping
-from maxact.server.models.registry import ModelRegistry
+from maxact.server.data.preprocess import ResolvedPreprocessing, parse_mapping
+from maxact.server.models.registry import LayerEntry, LoadedModel, ModelRegistry
 from maxact.server.scan.engine import EngineCallbacks, EngineCancelled, ScanEngine
 from maxact.server.scan.layer import ReduceOptions
 
@@ -95,6 +95,16 @@ class ShardResult:
         )
 
 
+def scan_setup(
+    models: ModelRegistry, model_name: str, preprocessing: Mapping[str, Any], layers: Sequence[str]
+) -> tuple[LoadedModel, ResolvedPreprocessing, list[LayerEntry]]:
+    """The model, resolved preprocessing and layer entries a stored scan runs with: the same
+    for the server's scan job and for each shard a worker runs."""
+    model = models.get(model_name)
+    prep = model.resolve(parse_mapping(preprocessing, "scan preprocessing"))
+    return model, prep, [model.layer(prep.reference_size, name) for name in layers]
+
+
 def scan_shard(
     models: ModelRegistry,
     datasets: DatasetCatalog,
@@ -104,9 +114,7 @@ def scan_shard(
     on_engine: Callable[[ScanEngine], None] = lambda engine: None,
 ) -> ShardResult:
     """Run the scan engine over one shard and return its reducers' state."""
-    model = models.get(work.model)
-    prep = model.resolve(parse_mapping(work.preprocessing, "scan preprocessing"))
-    layers = [model.layer(prep.reference_size, name) for name in work.layers]
+    model, prep, layers = scan_setup(models, work.model, work.preprocessing, work.layers)
     options = ReduceOptions(k=work.k, bottom=True, position=work.mode == "position")
     engine = ScanEngine(model, layers, prep, options, classes=tuple(work.classes))
     on_engine(engine)

@@ -20,7 +20,12 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from maxact.server.data.preprocess import parse_json
-from maxact.server.errors import ServiceError, failed_precondition, invalid_argument
+from maxact.server.errors import (
+    ServiceError,
+    already_exists,
+    failed_precondition,
+    invalid_argument,
+)
 from maxact.server.graph.surgery import image_input
 from maxact.server.models.feedable import text_problem, unsupported_input
 from maxact.server.paths import check_name, is_inside, resolve_under
@@ -32,10 +37,6 @@ SIDECAR_SUFFIX = ".preprocess.json"
 TEMP_PREFIX = ".maxact-upload-"
 TEMP_SUFFIX = ".part"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-
-
-def already_exists(message: str, **metadata: str) -> ServiceError:
-    return ServiceError(grpc.StatusCode.ALREADY_EXISTS, "MODEL_EXISTS", message, metadata)
 
 
 def too_large(message: str, **metadata: str) -> ServiceError:
@@ -67,6 +68,7 @@ class ModelUpload:
             )
         if self.target.exists() and not overwrite:
             raise already_exists(
+                "MODEL_EXISTS",
                 f"model {name!r} already exists; upload it again with --overwrite "
                 "(Client.upload_model(..., overwrite=True)) to replace it",
                 model=name,
@@ -133,12 +135,16 @@ class ModelUpload:
             os.link(self.temp, self.target)
         except FileExistsError:
             raise already_exists(
-                f"model {self.name!r} was created while this upload ran", model=self.name
+                "MODEL_EXISTS",
+                f"model {self.name!r} was created while this upload ran",
+                model=self.name,
             ) from None
         except OSError:  # a filesystem without hard links: check, then rename
             if self.target.exists():
                 raise already_exists(
-                    f"model {self.name!r} was created while this upload ran", model=self.name
+                    "MODEL_EXISTS",
+                    f"model {self.name!r} was created while this upload ran",
+                    model=self.name,
                 ) from None
             os.replace(self.temp, self.target)
             return

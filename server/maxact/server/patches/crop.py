@@ -1,8 +1,8 @@
 """A hit's patch from the ORIGINAL image through the inverse preprocessing, as PNG.
 
-`render_patch` is the one path every RPC that returns patches takes (StreamTopK,
-StreamTopKImages, GetNeuron); the render options (rf / heatmap / mask, patch_size) are in
-`render`.
+`render_loaded` (through `PatchRenderer`) is the one path every RPC that returns patches
+takes (StreamTopK, StreamTopKImages, GetNeuron); the render options (rf / heatmap / mask,
+patch_size) are in `render`.
 """
 
 from __future__ import annotations
@@ -43,21 +43,6 @@ class PatchImage:
     clipped_fraction: float = 0.0  # share of patch_box outside the image (grey)
 
 
-def render_patch(
-    source: ImageSource,
-    target: PatchTarget,
-    prep: ResolvedPreprocessing,
-    options: RenderOptions | None = None,
-    activations: ActivationFn | None = None,
-    image: Image.Image | None = None,
-) -> PatchImage:
-    """Render `target`'s patch with `options` (default: rf) from the original image (`image`
-    when already loaded, else decoded from `source`)."""
-    return render_loaded(
-        image if image is not None else load_original(source), target, prep, options, activations
-    )
-
-
 def render_loaded(
     image: Image.Image,
     target: PatchTarget,
@@ -65,7 +50,8 @@ def render_loaded(
     options: RenderOptions | None = None,
     activations: ActivationFn | None = None,
 ) -> PatchImage:
-    """`render_patch` of an image already loaded upright (`load_original`)."""
+    """Render `target`'s patch with `options` (default: rf) from the original image, already
+    loaded upright (`load_original`)."""
     geometry = prep.geometry(image.height, image.width)
     y0, x0, y1, x1 = geometry.to_original(target.input_box)
     if y1 <= y0 or x1 <= x0:  # field lies entirely in padding added by the crop

@@ -38,8 +38,6 @@ from maxact.server.scan.binding import BoundRunner, device_batch_size
 from maxact.server.scan.layer import LayerReducer, ReduceOptions
 from maxact.server.scan.pipeline import Overlapped
 
-DEFAULT_BATCH = 16
-
 
 class EngineCancelled(Exception):
     """The scan was stopped from another thread."""
