@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from maxact.client import types as t
-from maxact.client.demo.fetch import DEMO_MODEL
+from maxact.client.demo.fetch import DEMO_MODEL, write_if_changed
 from maxact.client.text_out import classes_text
 
 FACES = "faces"
@@ -55,9 +55,7 @@ def write_photo_labels(photos: Sequence[Path]) -> Path:
         if label is not None:
             rows.append(f"{path.name},{label}")
     target = root / "labels.csv"
-    text = "\n".join(rows) + "\n"
-    if not target.exists() or target.read_text(encoding="utf-8") != text:
-        target.write_text(text, encoding="utf-8")
+    write_if_changed(target, "\n".join(rows) + "\n")
     return target
 
 
@@ -79,9 +77,7 @@ def write_faces(dest: Path) -> int:
 def write_model_labels(model_path: Path) -> Path:
     """NAME.labels.txt beside the model: its logits are then shown with a class name."""
     sidecar = model_path.with_name(model_path.stem + ".labels.txt")
-    text = "\n".join(ORIENTATION_NAMES) + "\n"
-    if not sidecar.exists() or sidecar.read_text(encoding="utf-8") != text:
-        sidecar.write_text(text, encoding="utf-8")
+    write_if_changed(sidecar, "\n".join(ORIENTATION_NAMES) + "\n")
     return sidecar
 
 
