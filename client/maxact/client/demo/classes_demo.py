@@ -98,16 +98,22 @@ def print_answer(client: Any, scan: str, layers: Sequence[str], title: str) -> t
     return best
 
 
+def report_mapping(index: Path) -> dict[str, Any]:
+    """The report.json beside a gallery's index.html: its scan and layer folders."""
+    mapping: dict[str, Any] = json.loads((index.parent / "report.json").read_text(encoding="utf-8"))
+    return mapping
+
+
 def classes_page(index: Path, layer: str) -> Path | None:
     """The gallery's classes page of `layer` (None when it has none)."""
-    mapping = json.loads((index.parent / "report.json").read_text(encoding="utf-8"))
+    mapping = report_mapping(index)
     folder = next((e["directory"] for e in mapping["layers"] if e["name"] == layer), None)
     page = index.parent / folder / "classes.html" if folder else None
     return page if page is not None and page.is_file() else None
 
 
 def _report_scan_id(index: Path) -> str:
-    return str(json.loads((index.parent / "report.json").read_text(encoding="utf-8"))["scan"]["id"])
+    return str(report_mapping(index)["scan"]["id"])
 
 
 def run_classes(
