@@ -14,6 +14,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from maxact.client import types as t
+from maxact.client.defaults import capped_k
 
 CLASSES_PAGE = "classes.html"
 TOP_CHANNELS = 5
@@ -60,7 +61,7 @@ def write_classes_page(client: Any, scan: Any, layer: str, folder: Path) -> Path
     answer: t.LayerClassAnswer = client.analysis.classes(scan.id, layer, SELECTIVE, TOP_CHANNELS)
     patches_dir = folder / "classes"
     patches_dir.mkdir(parents=True, exist_ok=True)
-    k = min(PATCHES_PER_CHANNEL, scan.k or PATCHES_PER_CHANNEL)
+    k = capped_k(scan.k, PATCHES_PER_CHANNEL)
     written: dict[int, list[_Patch]] = {}
     rows = []
     for entry in answer.classes:
