@@ -13,10 +13,6 @@ from maxact.v1 import analysis_service_pb2 as apb
 from maxact.v1 import analysis_service_pb2_grpc
 
 
-def _name(scan: str) -> str:
-    return scan if scan.startswith("scans/") else f"scans/{scan}"
-
-
 def _channel(message: apb.ClassChannel) -> t.ClassChannel:
     return t.ClassChannel(
         channel=message.channel,
@@ -41,11 +37,11 @@ class AnalysisCalls:
         response = self._call(
             self._stub.GetClassAnswer,
             apb.GetClassAnswerRequest(
-                scan=_name(scan), layer=layer, selective_threshold=selective, top=top
+                scan=convert.scan_name(scan), layer=layer, selective_threshold=selective, top=top
             ),
         )
         return t.LayerClassAnswer(
-            scan=response.scan.name.removeprefix("scans/"),
+            scan=convert.scan_id(response.scan.name),
             layer=response.layer,
             images_scanned=response.images_scanned,
             channels=response.channels,
@@ -75,7 +71,7 @@ class AnalysisCalls:
         response = self._call(
             self._stub.GetClassChannels,
             apb.GetClassChannelsRequest(
-                scan=_name(scan),
+                scan=convert.scan_name(scan),
                 layer=layer,
                 class_name=class_name,
                 top=top,
@@ -84,7 +80,7 @@ class AnalysisCalls:
             ),
         )
         return t.ClassChannels(
-            scan=response.scan.name.removeprefix("scans/"),
+            scan=convert.scan_id(response.scan.name),
             layer=layer,
             class_name=response.class_name,
             images=response.images,
@@ -100,11 +96,13 @@ class AnalysisCalls:
         """Per channel the overlap of the two scans' top-k images, firing rates and means."""
         response = self._call(
             self._stub.CompareScans,
-            apb.CompareScansRequest(scan_a=_name(scan_a), scan_b=_name(scan_b), layer=layer),
+            apb.CompareScansRequest(
+                scan_a=convert.scan_name(scan_a), scan_b=convert.scan_name(scan_b), layer=layer
+            ),
         )
         return t.ScanComparison(
-            a=response.scan_a.name.removeprefix("scans/"),
-            b=response.scan_b.name.removeprefix("scans/"),
+            a=convert.scan_id(response.scan_a.name),
+            b=convert.scan_id(response.scan_b.name),
             layer=response.layer,
             k=response.k,
             channels=tuple(

@@ -51,9 +51,10 @@ def positive_int(text: str) -> int:
     return value
 
 
-def add_size(parser: argparse._ActionsContainer, help_text: str) -> None:
-    """`--size H W`: an input size for dynamic-size models, or the preprocessing resize."""
-    parser.add_argument("--size", nargs=2, type=positive_int, metavar=("H", "W"), help=help_text)
+def add_size(parser: argparse._ActionsContainer, help_text: str, flag: str = "--size") -> None:
+    """`--size H W` (or `flag H W`): an input size for dynamic-size models, the preprocessing
+    resize, crop or letterbox."""
+    parser.add_argument(flag, nargs=2, type=positive_int, metavar=("H", "W"), help=help_text)
 
 
 def env_name(option: str) -> str:

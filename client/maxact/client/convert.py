@@ -28,6 +28,16 @@ def _intervals(values: Iterable[common_pb2.Interval]) -> tuple[t.Interval, ...]:
     return tuple((int(i.start), int(i.stop)) for i in values)
 
 
+def scan_name(scan: str) -> str:
+    """A scan id or resource name -> the resource name `scans/<id>`."""
+    return scan if scan.startswith("scans/") else f"scans/{scan}"
+
+
+def scan_id(name: str) -> str:
+    """A scan's resource name `scans/<id>` -> its id."""
+    return name.removeprefix("scans/")
+
+
 def box(msg: common_pb2.Box) -> t.BoxYX:
     return (int(msg.y0), int(msg.x0), int(msg.y1), int(msg.x1))
 

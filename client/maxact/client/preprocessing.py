@@ -284,12 +284,10 @@ def add_preprocessing_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--resize-shorter", type=positive_int, metavar="S", help="resize the shorter side to S"
     )
-    group.add_argument(
+    add_size(
+        group,
+        "then crop H x W from the centre (without it: aspect kept, per-image size)",
         "--center-crop",
-        nargs=2,
-        type=positive_int,
-        metavar=("H", "W"),
-        help="then crop H x W from the centre (without it: aspect kept, per-image size)",
     )
     group.add_argument(
         "--size-multiple",
@@ -298,13 +296,7 @@ def add_preprocessing_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --resize-shorter alone: round each side to the nearest multiple of M "
         "(at least M), as detectors and OCR models (e.g. PP-OCR, M=32) expect",
     )
-    group.add_argument(
-        "--letterbox",
-        nargs=2,
-        type=positive_int,
-        metavar=("H", "W"),
-        help="fit inside H x W keeping the aspect ratio, pad bottom/right",
-    )
+    add_size(group, "fit inside H x W keeping the aspect ratio, pad bottom/right", "--letterbox")
     group.add_argument(
         "--pad-value",
         type=parse_number,

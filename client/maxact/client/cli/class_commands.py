@@ -18,7 +18,8 @@ from PIL import Image
 from maxact.client import types as t
 from maxact.client.cli.common import add_json, positive_int
 from maxact.client.cli.output import connect, print_doc
-from maxact.client.defaults import DEFAULT_K
+from maxact.client.defaults import capped_k
+from maxact.client.json_out import hit_json
 from maxact.client.montage import render_montage, stack_rows
 from maxact.client.patches_out import patch_file_name
 from maxact.client.text_out import classes_text, table
@@ -129,18 +130,7 @@ def class_json(
             {
                 **_channel_json(entry.channel),
                 "results": [
-                    {
-                        "rank": p.hit.rank,
-                        "image": p.hit.image,
-                        "score": p.hit.score,
-                        "unit": list(p.hit.unit),
-                        "box": list(p.hit.box),
-                        **(
-                            {"patch": files[entry.channel.channel][p.hit.rank]}
-                            if entry.channel.channel in files
-                            else {}
-                        ),
-                    }
+                    hit_json(p.hit, files.get(entry.channel.channel, {}).get(p.hit.rank))
                     for p in entry.patches
                 ],
             }
@@ -256,7 +246,7 @@ def cmd_class(args: argparse.Namespace) -> int:
     with connect(args) as client:
         k = args.k
         if k is None:  # default 9, but never more than the scan kept
-            k = min(DEFAULT_K, client.scans.get(args.scan_id).k or DEFAULT_K)
+            k = capped_k(client.scans.get(args.scan_id).k)
         result = client.analysis.class_channels(
             args.scan_id, args.layer, args.class_name, top=args.top, k=k
         )

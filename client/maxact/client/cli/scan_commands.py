@@ -20,7 +20,7 @@ from maxact.client.cli.common import add_json, add_size, nonnegative_int, positi
 from maxact.client.cli.labels import output_label
 from maxact.client.cli.output import connect, print_doc, print_topk, warn
 from maxact.client.cli.render_args import add_render_arguments, render_options_from_args
-from maxact.client.defaults import DEFAULT_K
+from maxact.client.defaults import DEFAULT_K, capped_k
 from maxact.client.json_out import scan_json, scans_json
 from maxact.client.kinds import TopKMode
 from maxact.client.preprocessing import add_preprocessing_arguments, preprocessing_from_args
@@ -299,7 +299,7 @@ def neuron_result(
     topk writers (JSON, table, rank_N.png + montage.png) serve it unchanged. `render`:
     render, mask_quantile, patch_size (see Client.topk)."""
     if k is None:  # the default, but never more than the scan kept
-        k = min(DEFAULT_K, client.scans.get(scan_id).k or DEFAULT_K)
+        k = capped_k(client.scans.get(scan_id).k)
     scan, patches, scanned = client.scans.neuron(
         scan_id, layer, channel, k=k, bottom=bottom, **render
     )

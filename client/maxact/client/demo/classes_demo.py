@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from maxact.client import types as t
-from maxact.client.demo.fetch import DEMO_MODEL
+from maxact.client.demo.fetch import DEMO_MODEL, write_if_changed
 from maxact.client.text_out import classes_text
 
 FACES = "faces"
@@ -55,9 +55,7 @@ def write_photo_labels(photos: Sequence[Path]) -> Path:
         if label is not None:
             rows.append(f"{path.name},{label}")
     target = root / "labels.csv"
-    text = "\n".join(rows) + "\n"
-    if not target.exists() or target.read_text(encoding="utf-8") != text:
-        target.write_text(text, encoding="utf-8")
+    write_if_changed(target, "\n".join(rows) + "\n")
     return target
 
 
@@ -79,9 +77,7 @@ def write_faces(dest: Path) -> int:
 def write_model_labels(model_path: Path) -> Path:
     """NAME.labels.txt beside the model: its logits are then shown with a class name."""
     sidecar = model_path.with_name(model_path.stem + ".labels.txt")
-    text = "\n".join(ORIENTATION_NAMES) + "\n"
-    if not sidecar.exists() or sidecar.read_text(encoding="utf-8") != text:
-        sidecar.write_text(text, encoding="utf-8")
+    write_if_changed(sidecar, "\n".join(ORIENTATION_NAMES) + "\n")
     return sidecar
 
 
@@ -102,16 +98,22 @@ def print_answer(client: Any, scan: str, layers: Sequence[str], title: str) -> t
     return best
 
 
+def report_mapping(index: Path) -> dict[str, Any]:
+    """The report.json beside a gallery's index.html: its scan and layer folders."""
+    mapping: dict[str, Any] = json.loads((index.parent / "report.json").read_text(encoding="utf-8"))
+    return mapping
+
+
 def classes_page(index: Path, layer: str) -> Path | None:
     """The gallery's classes page of `layer` (None when it has none)."""
-    mapping = json.loads((index.parent / "report.json").read_text(encoding="utf-8"))
+    mapping = report_mapping(index)
     folder = next((e["directory"] for e in mapping["layers"] if e["name"] == layer), None)
     page = index.parent / folder / "classes.html" if folder else None
     return page if page is not None and page.is_file() else None
 
 
 def _report_scan_id(index: Path) -> str:
-    return str(json.loads((index.parent / "report.json").read_text(encoding="utf-8"))["scan"]["id"])
+    return str(report_mapping(index)["scan"]["id"])
 
 
 def run_classes(

@@ -121,10 +121,14 @@ def fetch_demo_model(cache_dir: Path) -> Path:
         tmp.write_bytes(data)
         tmp.replace(model)  # atomic: a crash never leaves a half-written model behind
     sidecar = model_root / f"{DEMO_MODEL}.preprocess.json"
-    text = json.dumps(DEMO_PREPROCESSING, indent=2) + "\n"
-    if not sidecar.exists() or sidecar.read_text() != text:
-        sidecar.write_text(text)
+    write_if_changed(sidecar, json.dumps(DEMO_PREPROCESSING, indent=2) + "\n")
     return model
+
+
+def write_if_changed(path: Path, text: str) -> None:
+    """Write `text` to `path` unless it already holds exactly that (the file keeps its time)."""
+    if not path.exists() or path.read_text(encoding="utf-8") != text:
+        path.write_text(text, encoding="utf-8")
 
 
 def _photo_sources() -> list[tuple[str, Callable[[], Any]]]:

@@ -9,7 +9,6 @@ layer page as demo-out/gallery.png.
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
@@ -176,7 +175,7 @@ def screenshot_gallery(index: Path, out: Path, layer: int = 0) -> str | None:
     reason = screenshot.missing()
     if reason is not None:
         return reason
-    mapping = json.loads((index.parent / "report.json").read_text(encoding="utf-8"))
+    mapping = classes_demo.report_mapping(index)
     pages = [entry["page"] for entry in mapping["layers"]]
     page = index.parent / pages[min(layer, len(pages) - 1)]
     try:

@@ -14,6 +14,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from maxact.client import types as t
+from maxact.client.defaults import capped_k
 
 CLASSES_PAGE = "classes.html"
 TOP_CHANNELS = 5
@@ -47,11 +48,11 @@ class _Row:
     channels: list[_Channel]
 
 
-def _environment() -> Environment:
-    return Environment(
-        loader=PackageLoader("maxact.client.report", "templates"),
-        autoescape=select_autoescape(["html", "j2"]),
-    )
+# one environment for the module: it keeps the compiled templates between layers
+_ENV = Environment(
+    loader=PackageLoader("maxact.client.report", "templates"),
+    autoescape=select_autoescape(["html", "j2"]),
+)
 
 
 def write_classes_page(client: Any, scan: Any, layer: str, folder: Path) -> Path:
@@ -60,7 +61,7 @@ def write_classes_page(client: Any, scan: Any, layer: str, folder: Path) -> Path
     answer: t.LayerClassAnswer = client.analysis.classes(scan.id, layer, SELECTIVE, TOP_CHANNELS)
     patches_dir = folder / "classes"
     patches_dir.mkdir(parents=True, exist_ok=True)
-    k = min(PATCHES_PER_CHANNEL, scan.k or PATCHES_PER_CHANNEL)
+    k = capped_k(scan.k, PATCHES_PER_CHANNEL)
     written: dict[int, list[_Patch]] = {}
     rows = []
     for entry in answer.classes:
@@ -94,25 +95,21 @@ def write_classes_page(client: Any, scan: Any, layer: str, folder: Path) -> Path
                 channels=channels,
             )
         )
-    html = (
-        _environment()
-        .get_template("classes.html.j2")
-        .render(
-            layer=layer,
-            scan=scan.id,
-            model=scan.model,
-            dataset=scan.dataset,
-            images=answer.images_scanned,
-            threshold=SELECTIVE,
-            channels=answer.channels,
-            classes=answer.classes,
-            uncovered=answer.uncovered,
-            non_selective=answer.non_selective,
-            dead=answer.dead,
-            confusable=answer.confusable,
-            rows=rows,
-            tile=TILE,
-        )
+    html = _ENV.get_template("classes.html.j2").render(
+        layer=layer,
+        scan=scan.id,
+        model=scan.model,
+        dataset=scan.dataset,
+        images=answer.images_scanned,
+        threshold=SELECTIVE,
+        channels=answer.channels,
+        classes=answer.classes,
+        uncovered=answer.uncovered,
+        non_selective=answer.non_selective,
+        dead=answer.dead,
+        confusable=answer.confusable,
+        rows=rows,
+        tile=TILE,
     )
     page = folder / CLASSES_PAGE
     page.write_text(html, encoding="utf-8")
@@ -121,7 +118,7 @@ def write_classes_page(client: Any, scan: Any, layer: str, folder: Path) -> Path
 
 def write_unanswered_page(layer: str, reason: str, folder: Path) -> Path:
     """A classes page that says why the class questions have no answer for this scan."""
-    template = _environment().from_string(
+    template = _ENV.from_string(
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
         "<title>{{ layer }} · classes</title><link rel='icon' href='data:,'></head><body>"
         "<h1>{{ layer }} · classes</h1><p>{{ reason }}</p>"

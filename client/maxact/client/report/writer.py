@@ -26,7 +26,7 @@ from typing import Any
 
 from maxact.client import text_out
 from maxact.client import types as t
-from maxact.client.defaults import DEFAULT_K
+from maxact.client.defaults import DEFAULT_K, capped_k
 from maxact.client.errors import MaxactError
 from maxact.client.json_out import scan_json
 from maxact.client.report import html as g
@@ -146,7 +146,7 @@ def load_context(
         dataset=scan.dataset,
         images_done=scan.images_done,
         images_failed=scan.images_failed,
-        k=min(k or DEFAULT_K, scan.k or DEFAULT_K),
+        k=capped_k(scan.k, k or DEFAULT_K),
         mode=scan.mode,
         input_size=size,
         patch_size=patch_size,
