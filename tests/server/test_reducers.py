@@ -52,3 +52,22 @@ def test_fewer_candidates_than_k_returns_only_real_entries() -> None:
         np.array([[1.0], [3.0]]), np.array([0, 1]), np.zeros((2, 1), int), np.zeros((2, 1), int)
     )
     assert [e.image for e in reducer.entries(0)] == [1, 0]
+
+
+@pytest.mark.parametrize("largest", [True, False])
+@pytest.mark.parametrize("levels", [3, 50, 100_000])  # heavy ties at the k-th value .. none
+def test_large_offers_partitioned_before_sorting_equal_a_full_sort(
+    largest: bool, levels: int
+) -> None:
+    rng = np.random.default_rng(levels)
+    scores = rng.integers(0, levels, (1200, 6)).astype(np.float32)
+    scores[rng.random(scores.shape) < 0.01] = np.nan  # never ranked ahead of a number
+    reducer = RunningTopK(6, 9, largest=largest)
+    for start in range(0, 1200, 400):  # 400 candidates per channel: the partitioned path
+        batch = scores[start : start + 400]
+        zeros = np.zeros(batch.shape, dtype=np.int64)
+        reducer.update(batch, np.arange(start, start + 400), zeros, zeros)
+    finite = np.where(np.isnan(scores), -np.inf if largest else np.inf, scores)
+    for channel in range(6):
+        got = [(e.score, e.image) for e in reducer.entries(channel)]
+        assert got == _brute(finite, channel, 9, largest)

@@ -63,13 +63,14 @@ class LayerReduction:
     total_channels: int = 0
     unit: tuple[int, int] | None = None
     keep_map: bool = False  # position mode: the tensor itself is an output too
+    opset: int = 13  # the graph's: ReduceSum takes its axes as an input from 13 on
 
     @property
     def outputs(self) -> tuple[str, ...]:
         """The graph outputs this layer adds, in order."""
         named: tuple[str, ...] = ()
         if self.kind == "max":
-            named = (self._name("value"), self._name("index"))
+            named = (self._name("value"), self._name("index"), self._name("sum"))
         elif self.kind == "unit":
             named = (self._name("unit"),)
         return (*named, self.tensor) if self.keep_map or self.kind in ("flat", "host") else named
@@ -110,6 +111,7 @@ def plan_reduction(
         field.channels,
         unit,
         keep_map=position,
+        opset=opset,
     )
 
 
@@ -190,8 +192,19 @@ def _nodes(reduction: LayerReduction, graph: onnx.GraphProto) -> list[onnx.NodeP
         ),
         helper.make_node("Reshape", [prefix + "gathered", out_shape], [prefix + "value"]),
         helper.make_node("Reshape", [prefix + "best", out_shape], [prefix + "index"]),
+        # NaN wherever the map holds a NaN: onnxruntime's ArgMax passes over a NaN that is not
+        # first, numpy's argmax picks it; such a batch is reduced on the host instead
+        _sum_over_space(graph, prefix, reduction.opset),  # [N, C]
     ]
     return nodes
+
+
+def _sum_over_space(graph: onnx.GraphProto, prefix: str, opset: int) -> onnx.NodeProto:
+    """ReduceSum over axis 2 of the [N, C, H*W] map (axes an input from opset 13 on)."""
+    if opset >= 13:
+        axes = _constant(graph, prefix + "space_axis", np.asarray([2], np.int64))
+        return helper.make_node("ReduceSum", [prefix + "flat", axes], [prefix + "sum"], keepdims=0)
+    return helper.make_node("ReduceSum", [prefix + "flat"], [prefix + "sum"], axes=[2], keepdims=0)
 
 
 def _to_nchw(rank: int, axes: tuple[int, int, int]) -> tuple[int, ...]:
@@ -201,6 +214,15 @@ def _to_nchw(rank: int, axes: tuple[int, int, int]) -> tuple[int, ...]:
         source.remove(axis)
     perm = [source[0], *axes, *source[1:]]
     return tuple(int(a) for a in perm)
+
+
+def has_nan(reductions: tuple[LayerReduction, ...], values: list[np.ndarray]) -> bool:
+    """Some "max" reduction's map held a NaN (its per-channel sums say so; an inf - inf sum
+    says so too, harmlessly): reduce that batch on the host for numpy's NaN semantics."""
+    for reduction, outputs in zip(reductions, split_outputs(reductions, values), strict=True):
+        if reduction.kind == "max" and np.isnan(outputs[reduction.outputs[2]]).any():
+            return True
+    return False
 
 
 def split_outputs(

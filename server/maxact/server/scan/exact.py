@@ -16,6 +16,8 @@ _BASE_EXPONENT = -172  # 2**-149 (smallest subnormal) = 2**23 * 2**-172
 LIMBS = 21  # bit positions 0..276 for finite float32, plus headroom for carries
 # each add puts < 2**53 into a limb; carries are propagated before 2**63 could be reached
 _NORMALISE_EVERY = 512
+# a value adds < 2**40 to one limb, so 8192 values per cell keep a bincount total exact
+MAX_VALUES_PER_CELL = 8192
 
 
 def _contributions(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -44,17 +46,22 @@ class ExactSums:
         return self._limbs
 
     def add(self, cell: np.ndarray, values: np.ndarray) -> None:
-        """Add values[i] to cell[i] (flat cell indices, same shape as values)."""
-        cell = np.asarray(cell, dtype=np.int64).reshape(-1)
+        """Add values[i] to cell[i]: flat arrays, or [N, M] arrays whose rows each name
+        distinct cells (so no cell gets more than N values from one call)."""
+        cell = np.asarray(cell, dtype=np.int64)
+        values = np.asarray(values)
         if cell.size == 0:
             return
-        if cell.size > 8192:  # keep each bincount total below 2**53 (exact in float64)
-            for start in range(0, cell.size, 8192):
-                self.add(cell[start : start + 8192], values.reshape(-1)[start : start + 8192])
+        if cell.ndim != 2:
+            cell, values = cell.reshape(-1, 1), values.reshape(-1, 1)
+        if cell.shape[0] > MAX_VALUES_PER_CELL:  # each bin's total stays below 2**53
+            for start in range(0, cell.shape[0], MAX_VALUES_PER_CELL):
+                end = start + MAX_VALUES_PER_CELL
+                self.add(cell[start:end], values[start:end])
             return
-        limb, weight = _contributions(np.asarray(values).reshape(-1))
+        limb, weight = _contributions(values.reshape(-1))
         totals = np.bincount(
-            cell * LIMBS + limb, weights=weight, minlength=self.cells * LIMBS
+            cell.reshape(-1) * LIMBS + limb, weights=weight, minlength=self.cells * LIMBS
         ).reshape(self.cells, LIMBS)
         self._limbs += totals.astype(np.int64)
         self._pending += 1

@@ -21,6 +21,11 @@ from maxact.server.scan.reducers import NO_IMAGE, Entry, RunningTopK
 from maxact.server.scan.statistics import ChannelStatistics, StatisticsReducer
 from maxact.server.scan.suppress import overlap_matrix, suppressed_candidates
 
+# Per-image responses are folded into the rankings and statistics every FOLD_IMAGES images,
+# or sooner for wide layers (FOLD_VALUES responses): bounded memory, fixed costs paid rarely.
+FOLD_IMAGES = 256
+FOLD_VALUES = 1 << 20
+
 
 def channels_first(output: np.ndarray, field: TensorField) -> np.ndarray:
     """[B, C, H, W] view of a spatial tensor, whatever its layout."""
@@ -67,13 +72,49 @@ class LayerReducer:
             self._topk[TopKKind.POSITION] = RunningTopK(count, options.k)
         if self.field is not None and options.position_bottom:
             self._topk[TopKKind.POSITION_BOTTOM] = RunningTopK(count, options.k, largest=False)
-        self.stats = StatisticsReducer(count, classes)
+        self._stats = StatisticsReducer(count, classes)
+        # image-mode responses of recent batches, folded in together (see `fold`)
+        self._pending: list[tuple[np.ndarray, ...]] = []
+        self._pending_images = 0
         # per field (one per input size), the field kept alive so its id stays its own
         self._groups_at: dict[int, tuple[TensorField, list[tuple[np.ndarray, ...]]]] = {}
 
     @property
     def spatial(self) -> bool:
         return self.field is not None
+
+    @property
+    def stats(self) -> StatisticsReducer:
+        """The statistics, with every batch seen so far folded in."""
+        self.fold()
+        return self._stats
+
+    def fold(self) -> None:
+        """Fold the pending per-image responses into top-k, bottom-k and statistics.
+
+        Responses wait for up to FOLD_IMAGES images: sorting the k kept slots with the
+        candidates and adding to the exact sums cost about as much for 256 images as for 16,
+        so per batch of 16 these fixed costs were most of the reduction's CPU. Every reading
+        method folds first, so what is read never depends on when folding happened.
+        """
+        if not self._pending:
+            return
+        pending, self._pending, self._pending_images = self._pending, [], 0
+        responses, ys, xs, images = (
+            np.concatenate([part[i] for part in pending]) for i in range(4)
+        )
+        labels = None
+        if any(part[4] is not None for part in pending):
+            labels = np.concatenate(
+                [
+                    np.full(len(part[3]), -1, np.int64) if part[4] is None else part[4]
+                    for part in pending
+                ]
+            )
+        for kind in (TopKKind.TOP, TopKKind.BOTTOM):
+            if kind in self._topk:
+                self._topk[kind].update(responses, images, ys, xs)
+        self._stats.update(responses, labels)
 
     def _overlap_groups(self, field: TensorField) -> list[tuple[np.ndarray, ...]]:
         """(positions in self.channels, row overlap, col overlap) per receptive-field group,
@@ -164,14 +205,24 @@ class LayerReducer:
         field: TensorField | None = None,
     ) -> None:
         images = np.asarray(images, dtype=np.int64)
-        for kind in (TopKKind.TOP, TopKKind.BOTTOM):
-            if kind in self._topk:
-                self._topk[kind].update(responses, images, ys, xs)
         for kind, largest in ((TopKKind.POSITION, True), (TopKKind.POSITION_BOTTOM, False)):
             if kind in self._topk:
                 assert maps is not None, "position mode needs the layer's maps"
                 self._update_position(self._topk[kind], maps, images, largest, field or self.field)
-        self.stats.update(responses, labels)
+        count = len(images)
+        shape = responses.shape
+        self._pending.append(
+            (
+                np.ascontiguousarray(responses),  # a copy where it is a view of a whole map
+                np.broadcast_to(ys, shape),
+                np.broadcast_to(xs, shape),
+                images,
+                None if labels is None else np.asarray(labels, dtype=np.int64),
+            )
+        )
+        self._pending_images += count
+        if self._pending_images >= max(1, min(FOLD_IMAGES, FOLD_VALUES // max(1, shape[1]))):
+            self.fold()
 
     def _update_position(
         self,
@@ -207,23 +258,27 @@ class LayerReducer:
         """Fold in the reducer of a disjoint shard of the same layer and options."""
         if (other.name, other.channels, other.options) != (self.name, self.channels, self.options):
             raise ValueError("can only merge reducers of the same layer, channels and options")
+        self.fold()
+        other.fold()
         for kind, topk in self._topk.items():
             topk.merge(other._topk[kind])
-        self.stats.merge(other.stats)
+        self._stats.merge(other._stats)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """The accumulated state as named arrays ("top/key", "stats/fired", ...): pure data,
         so a stored checkpoint or a Ray worker's result can never execute code when read."""
+        self.fold()
         state = {
             f"{kind}/{name}": a
             for kind, t in self._topk.items()
             for name, a in t.state_dict().items()
         }
-        state.update({f"stats/{name}": a for name, a in self.stats.state_dict().items()})
+        state.update({f"stats/{name}": a for name, a in self._stats.state_dict().items()})
         return state
 
     def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
         """Restore `state_dict()` of a reducer of the same layer and options."""
+        self._pending, self._pending_images = [], 0  # replaced by the restored state
         kinds = {key.split("/", 1)[0] for key in state} - {"stats"}
         keeps = {kind.value for kind in self._topk}
         if kinds != keeps:
@@ -233,7 +288,7 @@ class LayerReducer:
             topk.load_state_dict(
                 {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
             )
-        self.stats.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("stats/")})
+        self._stats.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("stats/")})
 
     def state(self) -> bytes:
         """`state_dict()` as an .npz file (read back with allow_pickle=False)."""
@@ -255,10 +310,12 @@ class LayerReducer:
         if kind not in self._topk:
             kept = [str(k) for k in self._topk]
             raise KeyError(f"this scan did not keep {str(kind)!r} (kept: {kept})")
+        self.fold()
         return self._topk[TopKKind(kind)].entries(position)
 
     def top_images(self, kind: TopKKind = TopKKind.TOP) -> np.ndarray:
         """[C, k] dataset indices of each channel's kept entries (-1 for empty slots)."""
+        self.fold()
         return self._topk[kind].images()
 
     def statistics(self, labels: np.ndarray | None = None) -> ChannelStatistics:

@@ -14,6 +14,8 @@ import numpy as np
 from maxact.server.errors import invalid_argument
 
 NO_IMAGE = np.iinfo(np.int64).max  # the image index of an empty slot
+# more candidates per channel than this (and than 2k) are partitioned before sorting
+PRESELECT_ABOVE = 64
 
 
 # A request's k: memory is k x channels, so it is bounded for every scan the same way.
@@ -67,29 +69,83 @@ class RunningTopK:
         key = scores if self.largest else -scores
         key = np.where(np.isnan(key), -np.inf, key).T
         images = images.T
-        # only channels where some candidate can enter (ties may: the order decides) are sorted
-        full = self._image[:, -1] != NO_IMAGE
-        entering = ((key >= self._key[:, -1:]) & (images != NO_IMAGE)).any(axis=1) | ~full
-        rows = np.flatnonzero(entering)
-        if rows.size == 0:
-            return
         ys = np.broadcast_to(ys, scores.shape).T
         xs = np.broadcast_to(xs, scores.shape).T
-        if rows.size == self.channels:
-            self._select(
-                np.concatenate([self._key, key], axis=1),
-                np.concatenate([self._image, images], axis=1),
-                np.concatenate([self._y, ys], axis=1),
-                np.concatenate([self._x, xs], axis=1),
-            )
+        # only candidates that beat a channel's k-th kept slot in the total order can enter
+        beats = self._beats_kth(key, images, ys, xs)
+        rows = np.flatnonzero(beats.any(axis=1))
+        if rows.size == 0:
             return
-        self._select(
-            np.concatenate([self._key[rows], key[rows]], axis=1),
-            np.concatenate([self._image[rows], images[rows]], axis=1),
-            np.concatenate([self._y[rows], ys[rows]], axis=1),
-            np.concatenate([self._x[rows], xs[rows]], axis=1),
-            rows,
+        if rows.size != self.channels:
+            key, images, ys, xs, beats = (a[rows] for a in (key, images, ys, xs, beats))
+        width = int(beats.sum(axis=1).max())
+        if width < key.shape[1]:  # those candidates first, in their order; the rest dropped
+            order = np.argsort(~beats, axis=1, kind="stable")[:, :width]
+            key, images, ys, xs = (
+                np.take_along_axis(a, order, axis=1) for a in (key, images, ys, xs)
+            )
+        if width > max(2 * self.k, PRESELECT_ABOVE):
+            self._offer_preselected(rows, key, images, ys, xs)
+        else:
+            self._offer(rows, key, images, ys, xs)
+
+    def _beats_kth(
+        self, key: np.ndarray, images: np.ndarray, ys: np.ndarray, xs: np.ndarray
+    ) -> np.ndarray:
+        """[channels, N]: the candidate precedes the channel's k-th kept slot in the order
+        (key descending, then image, y, x ascending); an empty slot is beaten by any image."""
+        kth_key, kth_image, kth_y, kth_x = (
+            a[:, -1:] for a in (self._key, self._image, self._y, self._x)
         )
+        earlier_unit = (ys < kth_y) | ((ys == kth_y) & (xs < kth_x))
+        earlier = (images < kth_image) | ((images == kth_image) & earlier_unit)
+        return ((key > kth_key) | ((key == kth_key) & earlier)) & (images != NO_IMAGE)
+
+    def _offer(
+        self,
+        rows: np.ndarray,
+        key: np.ndarray,
+        images: np.ndarray,
+        ys: np.ndarray,
+        xs: np.ndarray,
+    ) -> None:
+        """Merge candidates (row i of each array: channel rows[i]) with the kept slots."""
+        if rows.size == self.channels:
+            kept = (self._key, self._image, self._y, self._x)
+        else:
+            kept = (self._key[rows], self._image[rows], self._y[rows], self._x[rows])
+        merged = [
+            np.concatenate([mine, theirs], axis=1)
+            for mine, theirs in zip(kept, (key, images, ys, xs), strict=True)
+        ]
+        self._select(*merged, None if rows.size == self.channels else rows)
+
+    def _offer_preselected(
+        self,
+        rows: np.ndarray,
+        key: np.ndarray,
+        images: np.ndarray,
+        ys: np.ndarray,
+        xs: np.ndarray,
+    ) -> None:
+        """`_offer` for many candidates per channel: a linear-time partition finds each row's
+        k-th best value, and only the candidates at or above it (ties at the k-th value
+        included, so the order can decide between them) are sorted with the kept slots."""
+        key = np.where(images == NO_IMAGE, -np.inf, key)
+        part = np.argpartition(-key, self.k - 1, axis=1)[:, : self.k]
+        kth = np.take_along_axis(key, part, axis=1).min(axis=1)
+        contenders = key >= kth[:, None]
+        counts = contenders.sum(axis=1)
+        narrow = counts <= max(4 * self.k, PRESELECT_ABOVE)
+        for group in (narrow, ~narrow):  # rows tied all along (dead channels) sort apart
+            if not group.any():
+                continue
+            width = int(counts[group].max())
+            order = np.argsort(~contenders[group], axis=1, kind="stable")[:, :width]
+            self._offer(
+                rows[group],
+                *(np.take_along_axis(a[group], order, axis=1) for a in (key, images, ys, xs)),
+            )
 
     def merge(self, other: RunningTopK) -> None:
         """Fold in a reducer of a disjoint shard (image indices global to the union)."""
