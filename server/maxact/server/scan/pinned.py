@@ -16,35 +16,43 @@ memory.
 
 from __future__ import annotations
 
-import logging
+import inspect
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-
-log = logging.getLogger("maxact.server")
 
 
 def _ep_device(ep_name: str) -> Any | None:
     """The execution provider's `OrtEpDevice` that offers host-accessible memory, or None.
 
     Device 0 first: sessions run on it unless told otherwise."""
-    memory_type = getattr(ort, "OrtDeviceMemoryType", None)
-    get_ep_devices = getattr(ort, "get_ep_devices", None)
-    if memory_type is None or get_ep_devices is None:
-        return None  # onnxruntime older than the EP-device API
+    if not _api_present():
+        return None
+    memory_type = ort.OrtDeviceMemoryType
     try:
-        devices = [d for d in get_ep_devices() if d.ep_name == ep_name]
+        devices = [d for d in ort.get_ep_devices() if d.ep_name == ep_name]
+        offering = [d for d in devices if d.memory_info(memory_type.HOST_ACCESSIBLE) is not None]
+        offering.sort(key=lambda d: _device_id(d.memory_info(memory_type.DEFAULT)))
     except Exception:  # device discovery failing means "no pinned memory", not a failed scan
         return None
-    offering = [d for d in devices if d.memory_info(memory_type.HOST_ACCESSIBLE) is not None]
-    offering.sort(key=lambda d: _device_id(d, memory_type.DEFAULT))
     return offering[0] if offering else None
 
 
-def _device_id(device: Any, memory_type: Any) -> int:
-    info = device.memory_info(memory_type)
-    return 0 if info is None else int(info.device_id)
+def _api_present() -> bool:
+    """onnxruntime has the EP-device API, allocation by memory info and `copy_tensors`."""
+    allocate = getattr(ort.OrtValue, "ortvalue_from_shape_and_type", None)
+    return (
+        hasattr(ort, "OrtDeviceMemoryType")
+        and hasattr(ort, "get_ep_devices")
+        and hasattr(ort, "copy_tensors")
+        and allocate is not None
+        and "memory_info" in inspect.signature(allocate).parameters
+    )
+
+
+def _device_id(info: Any | None) -> int:
+    return 0 if info is None else int(getattr(info, "device_id", 0))
 
 
 def pinned_memory_info(ep_name: str) -> Any | None:
