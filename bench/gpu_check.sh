@@ -7,10 +7,13 @@
 # 2. checks that onnxruntime's CUDA provider loads;
 # 3. equality: every channel's top-9 / bottom-9 of the scan engine on CUDA equal the CPU
 #    engine's within float tolerance, for the PP-LCNet demo model and a ResNet-50-shaped graph,
-#    on two GPU paths: in-graph reductions + IO binding + uint8 feed (the GPU defaults), and
-#    float feed with the maps reduced on the host;
+#    on two GPU paths: in-graph reductions + IO binding + uint8 feed (the GPU defaults, which
+#    stage inputs through pinned host memory when onnxruntime offers it), and float feed with
+#    the maps reduced on the host; and IO binding with pinned staging == without it ==
+#    session.run on the same GPU session; prints one line saying whether pinned staging was active;
 # 4. benchmark on the GPU, one run: (1) plain onnxruntime CUDA on the pruned graph, numpy
-#    in/out; (1b) the same with IO binding; (2) the engine on the same images (GPU defaults,
+#    in/out; (1b) the same with IO binding (pinned staging when active); (1c) IO binding from
+#    pageable memory; (2) the engine on the same images (GPU defaults,
 #    batch 64); (2h) the engine with float input, maps copied back and reduced in numpy;
 #    (3n) end to end from files without the cache (decoding in worker processes on machines
 #    with more than 4 cores); (3) the first scan with the cache (decode threads, fills it);
@@ -56,6 +59,7 @@ from maxact.server.graph.surgery import prune_to_outputs
 from maxact.server.models.registry import ModelRegistry
 from maxact.server.models.runtime import create_session, providers_for
 from maxact.server.scan.binding import BoundRunner
+from maxact.server.scan.pinned import pinned_memory_info
 from maxact.server.scan.engine import ScanEngine
 from maxact.server.scan.layer import ReduceOptions
 
@@ -90,6 +94,7 @@ def main() -> None:
     ]
     names = tuple(f"class_{i}" for i in range(CLASSES))
     failures = 0
+    staged = []  # per GPU-default engine session: did its inputs go through pinned memory?
 
 
     def engine(registry, model_name, layer, defaults, **kw):
@@ -113,6 +118,8 @@ def main() -> None:
         ):
             scan, _ = engine(gpu, model_name, layer, defaults, **kw)
             scan.run(sources, labels)
+            if kw["io_binding"]:
+                staged += [s.runner.pinned for s in scan._sessions.values() if s.runner]
             a, b = reference.reducers[layer], scan.reducers[layer]
             worst, same, total = 0.0, 0, 0
             for kind in ("top", "bottom"):
@@ -127,6 +134,39 @@ def main() -> None:
             failures += not ok
             print(f"| {model_name} | `{layer}` | {label} | {worst:.2e}{'' if ok else ' FAIL'} | "
                   f"{same}/{total} |")
+
+    print(f"\n## IO binding on {DEVICE}: pinned staging == pageable == session.run ({EQUAL} photos)\n")
+    print("| model | layer | pinned staging | max abs diff to session.run, pinned / pageable |")
+    print("|---|---|---|---:|")
+    for model_name, layer, defaults in cases:
+        model = gpu.get(model_name)
+        prep = resolve(defaults or model.default_preprocessing, Preprocessing(size=(224, 224)), None, "nchw")
+        arrays = np.stack([prepare(file_source(i, p.name, p), prep, False)[0] for i, p in enumerate(photos[:EQUAL])])
+        session = create_session(prune_to_outputs(model.proto, [layer]), DEVICE)
+        pinned = BoundRunner(session, model.input.name, [layer])
+        pageable = BoundRunner(session, model.input.name, [layer], pinned=False)
+        worst = {"pinned": 0.0, "pageable": 0.0}
+        third = max(1, EQUAL // 3)
+        cuts = sorted({min(c, EQUAL) for c in (0, third, 2 * third, EQUAL)})
+        for lo, hi in zip(cuts, cuts[1:]):  # two batches of one shape (buffers reused), then another
+            batch = arrays[lo:hi]
+            expected = session.run([layer], {model.input.name: batch})[0]
+            for key, runner in (("pinned", pinned), ("pageable", pageable)):
+                got = runner.run(batch)[0]
+                worst[key] = max(worst[key], float(np.max(np.abs(got - expected))))
+        scale = max(1e-3, float(np.max(np.abs(expected))))
+        ok = max(worst.values()) <= 1e-5 * scale  # same session, same kernels: copies are exact
+        failures += not ok
+        print(f"| {model_name} | `{layer}` | {'on' if pinned.pinned else 'off'} | "
+              f"{worst['pinned']:.2e} / {worst['pageable']:.2e}{'' if ok else ' FAIL'} |")
+    state = "ACTIVE" if staged and all(staged) else "PARTLY ACTIVE" if any(staged) else "INACTIVE"
+    provider = providers_for(DEVICE)[0]
+    offered = pinned_memory_info(provider) is not None
+    why = "" if all(staged) and staged else (
+        f"; {provider} offers page-locked memory, the staging copy failed: see the warning above"
+        if offered else f"; {provider} offers no page-locked (HOST_ACCESSIBLE) host memory here")
+    print(f"\npinned host staging in the GPU-default engine path: {state} "
+          f"({sum(staged)}/{len(staged)} sessions{why})")
 
     print(f"\n## {DEVICE} benchmark (engine batch: the device default; one run)\n")
     for model_name, layer, defaults in cases:
@@ -153,6 +193,12 @@ def main() -> None:
         for batch in batches:
             runner.run(batch.array)
         r1b = n / (time.perf_counter() - t)
+        pageable = BoundRunner(session, name, [layer], pinned=False)
+        pageable.run(batches[0].array)
+        t = time.perf_counter()
+        for batch in batches:
+            pageable.run(batch.array)
+        r1c = n / (time.perf_counter() - t)
         scan.run_batches(fed(scan)[:1], 64, labels)
         default = engine(gpu, model_name, layer, defaults)[0]
         r2 = n / default.run_batches(fed(default), n, labels).seconds
@@ -190,7 +236,8 @@ def main() -> None:
         print("| what | images/s | ratio to (1) |\n|---|---:|---:|")
         for label, rate in (
             ("(1) plain onnxruntime CUDA, pruned graph, numpy in/out", r1),
-            ("(1b) the same with IO binding", r1b),
+            (f"(1b) the same with IO binding, pinned staging {'on' if runner.pinned else 'off'}", r1b),
+            ("(1c) IO binding from pageable host memory", r1c),
             ("(2) engine, same images: in-graph reductions, IO binding, uint8 feed", r2),
             ("(2h) engine, float feed, maps copied back, numpy reductions", r2h),
             ("(3n) engine from files, no cache (worker processes on > 4 cores)", r3n),
