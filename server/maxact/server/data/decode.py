@@ -10,6 +10,8 @@ photo is at least twice the resize target on both axes.
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 from PIL import Image
 
@@ -36,10 +38,15 @@ def _upright_size(image: Image.Image) -> tuple[int, int]:
 
 
 def prepare(
-    source: ImageSource, prep: ResolvedPreprocessing, draft: bool = True, normalised: bool = True
+    source: ImageSource,
+    prep: ResolvedPreprocessing,
+    draft: bool = True,
+    normalised: bool = True,
+    out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, tuple[int, int]]:
     """(model input array, original (height, width)); draft mode only where `uses_draft`;
-    `normalised=False`: the uint8 pixels (for a graph that normalises them itself).
+    `normalised=False`: the uint8 pixels (for a graph that normalises them itself); `out`:
+    the image's slot in a batch, written instead of a new array (and returned).
 
     A file source with a dataset in the decoded-input cache reads its pixels from there when
     the file is unchanged, and stores them after decoding otherwise."""
@@ -47,8 +54,23 @@ def prepare(
         pixels, size = source.cache.decoded(
             source.image_id, source.path, prep, draft, lambda: decode(source, prep, draft)
         )
-        return (prep.normalise(pixels) if normalised else pixels), size
-    return decode(source, prep, draft, prep.to_array if normalised else prep.to_pixels)
+        if normalised:
+            return prep.normalise(pixels, out), size
+        return into(out, pixels), size
+    if normalised:
+        return decode(source, prep, draft, partial(prep.to_array, out=out))
+    array, size = decode(source, prep, draft, prep.to_pixels)
+    return into(out, array), size
+
+
+def into(out: np.ndarray | None, array: np.ndarray) -> np.ndarray:
+    """`array` copied into `out` (a batch slot of the same shape), or `array` itself."""
+    if out is None:
+        return array
+    if out.shape != array.shape:
+        raise ValueError(f"preprocessing produced {array.shape}, the batch holds {out.shape}")
+    out[...] = array
+    return out
 
 
 def decode(

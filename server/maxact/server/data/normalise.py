@@ -34,18 +34,23 @@ def normalise(
     std: tuple[float, float, float],
     channel_order: str = "rgb",
     layout: str = "nchw",
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """uint8 RGB pixels [H, W, 3] -> float32 [3, H, W] (nchw) or [H, W, 3] (nhwc).
 
     `mean`/`std` are in the model's channel order (as given in the preprocessing), so output
-    channel c reads source channel c (rgb) or 2 - c (bgr) through table row c.
+    channel c reads source channel c (rgb) or 2 - c (bgr) through table row c. `out`: write
+    there (e.g. the image's slot in a batch) instead of a new array.
     """
     if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
         raise ValueError(f"expected uint8 [H, W, 3] pixels, got {pixels.dtype} {pixels.shape}")
     table = lookup_table(float(scale), tuple(mean), tuple(std))
     height, width = pixels.shape[:2]
     shape = (3, height, width) if layout == "nchw" else (height, width, 3)
-    out = np.empty(shape, dtype=np.float32)
+    if out is None:
+        out = np.empty(shape, dtype=np.float32)
+    elif out.shape != shape or out.dtype != np.float32:
+        raise ValueError(f"preprocessing produced {shape}, the batch holds {out.shape}")
     for channel in range(3):
         source = 2 - channel if channel_order == "bgr" else channel
         if layout == "nchw":

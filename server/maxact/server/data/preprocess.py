@@ -222,14 +222,31 @@ class ResolvedPreprocessing:
             raise ValueError(f"preprocessing produced {pixels.shape[:2]}, model expects {expected}")
         return pixels
 
-    def normalise(self, pixels: np.ndarray) -> np.ndarray:
-        """uint8 RGB [H, W, 3] -> float32 in the model's layout (lookup tables, one pass)."""
-        return normalise(pixels, self.scale, self.mean, self.std, self.channel_order, self.layout)
+    def normalise(self, pixels: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """uint8 RGB [H, W, 3] -> float32 in the model's layout (lookup tables, one pass);
+        `out`: write there instead of a new array."""
+        return normalise(
+            pixels, self.scale, self.mean, self.std, self.channel_order, self.layout, out
+        )
 
-    def to_array(self, image: Image.Image) -> np.ndarray:
-        """One image (any mode) -> float32 array in the model's layout, without batch axis."""
+    def array_shape(self, normalised: bool = True) -> tuple[int, ...] | None:
+        """The shape of every image's model input without batch axis (uint8 pixels are
+        [H, W, 3]), or None when the size is per image."""
+        size = self.fixed_size
+        if size is None:
+            return None
+        if normalised and self.layout == "nchw":
+            return (3, *size)
+        return (*size, 3)
+
+    def to_array(self, image: Image.Image, out: np.ndarray | None = None) -> np.ndarray:
+        """One image (any mode) -> float32 array in the model's layout, without batch axis;
+        `out`: write there instead of a new array."""
         if self.pixels_exact:
-            return self.normalise(self.to_pixels(image))
+            return self.normalise(self.to_pixels(image), out)
+        if out is not None:
+            out[...] = self.to_array(image)
+            return out
         rgb = to_rgb(image)
         expected = self.input_size_for(rgb.height, rgb.width)
         pixels = np.asarray(self.resize_and_crop(rgb), dtype=np.float32)

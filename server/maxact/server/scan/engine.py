@@ -199,9 +199,12 @@ class ScanEngine:
                 not self.uint8_feed,
             )
         else:
-            prepare_one = partial(prepare, draft=self.draft, normalised=not self.uint8_feed)
+            normalised = not self.uint8_feed
+            prepare_one = partial(prepare, draft=self.draft, normalised=normalised)
+            shape = self.prep.array_shape(normalised)
+            slots = None if shape is None else (shape, np.float32 if normalised else np.uint8)
             items = read_batches(
-                sources, self.prep, self.batch_size, self.stop_event, threads, prepare_one
+                sources, self.prep, self.batch_size, self.stop_event, threads, prepare_one, slots
             )
         return self.run_batches(
             items, known_total(sources) if total is None else total, labels, callbacks

@@ -26,6 +26,9 @@ from maxact.server.scan.suppress import overlap_matrix, suppressed_candidates
 FOLD_IMAGES = 256
 FOLD_VALUES = 1 << 20
 
+# one batch's (responses, ys, xs) [N, C], images [N] and labels [N] (or None)
+_Responses = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]
+
 
 def channels_first(output: np.ndarray, field: TensorField) -> np.ndarray:
     """[B, C, H, W] view of a spatial tensor, whatever its layout."""
@@ -74,7 +77,7 @@ class LayerReducer:
             self._topk[TopKKind.POSITION_BOTTOM] = RunningTopK(count, options.k, largest=False)
         self._stats = StatisticsReducer(count, classes)
         # image-mode responses of recent batches, folded in together (see `fold`)
-        self._pending: list[tuple[np.ndarray, ...]] = []
+        self._pending: list[_Responses] = []
         self._pending_images = 0
         # per field (one per input size), the field kept alive so its id stays its own
         self._groups_at: dict[int, tuple[TensorField, list[tuple[np.ndarray, ...]]]] = {}
@@ -106,10 +109,7 @@ class LayerReducer:
         labels = None
         if any(part[4] is not None for part in pending):
             labels = np.concatenate(
-                [
-                    np.full(len(part[3]), -1, np.int64) if part[4] is None else part[4]
-                    for part in pending
-                ]
+                [np.full(len(p[3]), -1, np.int64) if p[4] is None else p[4] for p in pending]
             )
         for kind in (TopKKind.TOP, TopKKind.BOTTOM):
             if kind in self._topk:

@@ -114,11 +114,17 @@ class RunningTopK:
             kept = (self._key, self._image, self._y, self._x)
         else:
             kept = (self._key[rows], self._image[rows], self._y[rows], self._x[rows])
-        merged = [
+        merged_key, merged_image, merged_y, merged_x = (
             np.concatenate([mine, theirs], axis=1)
             for mine, theirs in zip(kept, (key, images, ys, xs), strict=True)
-        ]
-        self._select(*merged, None if rows.size == self.channels else rows)
+        )
+        self._select(
+            merged_key,
+            merged_image,
+            merged_y,
+            merged_x,
+            None if rows.size == self.channels else rows,
+        )
 
     def _offer_preselected(
         self,
