@@ -30,7 +30,7 @@ def test_every_flag_is_parsed_into_its_field() -> None:
     prep = _parse(
         "--size", "224", "320", "--resize-shorter", "256", "--center-crop", "224", "224",
         "--scale", "0.5", "--mean", "104", "117", "123", "--std", "1", "2", "3",
-        "--channel-order", "bgr", "--layout", "nhwc",
+        "--channel-order", "bgr", "--layout", "nhwc", "--fast-decode",
     )  # fmt: skip
     assert prep == Preprocessing(
         size=(224, 320),
@@ -41,6 +41,7 @@ def test_every_flag_is_parsed_into_its_field() -> None:
         std=(1.0, 2.0, 3.0),
         channel_order="bgr",
         layout="nhwc",
+        fast_decode=True,
     )
 
 
@@ -135,6 +136,7 @@ def test_sidecar_scalar_mean_and_std_mean_every_channel() -> None:
         ({"size": [224]}, "size"),
         ({"resize_shorter": 2.5}, "resize_shorter"),
         ({"channel_order": 3}, "channel_order"),
+        ({"fast_decode": "yes"}, "fast_decode"),
     ],
 )
 def test_bad_sidecar_values_raise_value_error_naming_the_field(document: dict, field: str) -> None:
@@ -145,6 +147,7 @@ def test_bad_sidecar_values_raise_value_error_naming_the_field(document: dict, f
 def test_detector_fields_round_trip_through_proto_and_dict() -> None:
     prep = Preprocessing(resize_shorter=736, size_multiple=32, mean=(1.0, 2.0, 3.0))
     boxed = Preprocessing(letterbox=(640, 640), pad_value=114.0)
-    for value in (prep, boxed):
+    quick = Preprocessing(resize_shorter=256, center_crop=(224, 224), fast_decode=True)
+    for value in (prep, boxed, quick, Preprocessing(fast_decode=False)):
         assert Preprocessing.from_proto(value.to_proto()) == value
         assert Preprocessing.from_dict(value.to_dict()) == value

@@ -129,3 +129,44 @@ def test_second_topk_reads_the_cache_and_sees_a_changed_file(tmp_path: Path) -> 
         third = top()
         assert len(_entries(cache_dir)) == len(ids) + 1
         assert dict(third)[ids[0]] != dict(first)[ids[0]]
+
+
+def test_fast_decode_through_the_server_keeps_boxes_and_its_own_cache_entries(
+    tmp_path: Path,
+) -> None:
+    from maxact.server.app import start_server
+
+    model = random_cnn(seed=4, size=SIZE)
+    save(model, tmp_path / "models", "random")
+    ids = _photos(tmp_path / "data" / "photos", 12, seed=5)
+    cache_dir = tmp_path / "cache"
+    exact = Preprocessing(resize_shorter=40, center_crop=(SIZE, SIZE))
+    fast = Preprocessing(resize_shorter=40, center_crop=(SIZE, SIZE), fast_decode=True)
+    with (
+        start_server(
+            tmp_path / "models",
+            tmp_path / "data",
+            device="cpu",
+            cache_dir=cache_dir,
+            cache_bytes=10**8,
+        ) as running,
+        Client(running.address, timeout=120) as client,
+    ):
+        results = {
+            name: client.topk(
+                "random", "conv_a", 2, dataset="photos", k=12, preprocessing=prep
+            ).result()
+            for name, prep in (("exact", exact), ("fast", fast))
+        }
+    assert results["fast"].preprocessing is not None
+    assert results["fast"].preprocessing.fast_decode is True
+    assert results["exact"].preprocessing is not None
+    assert not results["exact"].preprocessing.fast_decode
+    assert len(_entries(cache_dir)) == 2 * len(ids)  # fast pixels never served as exact ones
+    by_unit = {(h.image, h.unit): h for h in results["exact"].hits}
+    shared = [h for h in results["fast"].hits if (h.image, h.unit) in by_unit]
+    assert len(shared) >= 6  # the same units mostly win
+    for hit in shared:  # same geometry: the same boxes; values close to the exact decode
+        twin = by_unit[(hit.image, hit.unit)]
+        assert (hit.box, hit.input_box) == (twin.box, twin.input_box)
+        assert hit.score == pytest.approx(twin.score, abs=0.05 * max(1.0, abs(twin.score)))

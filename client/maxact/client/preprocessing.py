@@ -46,6 +46,8 @@ class Preprocessing:
     size_multiple: int | None = None
     letterbox: tuple[int, int] | None = None
     pad_value: float | None = None
+    # JPEG draft decoding and crop-only resampling: faster, pixel values not exact
+    fast_decode: bool | None = None
 
     def __post_init__(self) -> None:
         if self.channel_order is not None and self.channel_order not in _CHANNEL_ORDERS:
@@ -138,7 +140,7 @@ class Preprocessing:
             value = getattr(self, name)
             if value is not None:
                 getattr(msg, name).extend(value)
-        for name in ("resize_shorter", "size_multiple", "scale", "pad_value"):
+        for name in ("resize_shorter", "size_multiple", "scale", "pad_value", "fast_decode"):
             value = getattr(self, name)
             if value is not None:
                 setattr(msg, name, value)
@@ -166,6 +168,7 @@ class Preprocessing:
             size_multiple=msg.size_multiple or None,
             letterbox=_pair(msg.letterbox, "letterbox"),
             pad_value=msg.pad_value if msg.HasField("pad_value") else None,
+            fast_decode=msg.fast_decode if msg.HasField("fast_decode") else None,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -203,6 +206,7 @@ class Preprocessing:
             "std": _json_triple,
             "channel_order": _json_choice,
             "layout": _json_choice,
+            "fast_decode": _json_bool,
         }
         values: dict[str, Any] = {}
         for name, value in data.items():
@@ -263,6 +267,12 @@ def _json_triple(value: Any) -> tuple[float, float, float]:
     return first, second, third
 
 
+def _json_bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return value
+
+
 def _json_choice(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f"expected a string, got {value!r}")
@@ -314,6 +324,14 @@ def add_preprocessing_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--channel-order", choices=sorted(_CHANNEL_ORDERS), help="rgb or bgr")
     group.add_argument("--layout", choices=sorted(_LAYOUTS), help="nchw or nhwc")
+    group.add_argument(
+        "--fast-decode",
+        action="store_true",
+        default=None,
+        help="decode faster, not exactly: JPEG draft decoding for photos at least twice the "
+        "target size, and only the centre crop resampled (boxes stay exact; pixel values "
+        "differ slightly from an exact decode)",
+    )
 
 
 def preprocessing_from_args(args: argparse.Namespace) -> Preprocessing | None:
@@ -330,5 +348,6 @@ def preprocessing_from_args(args: argparse.Namespace) -> Preprocessing | None:
         size_multiple=args.size_multiple,
         letterbox=tuple(args.letterbox) if args.letterbox else None,
         pad_value=args.pad_value,
+        fast_decode=args.fast_decode,
     )
     return None if prep.is_empty() else prep

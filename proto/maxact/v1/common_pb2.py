@@ -24,31 +24,31 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16maxact/v1/common.proto\x12\tmaxact.v1\"\xa6\x02\n\rPreprocessing\x12\x0c\n\x04size\x18\x01 \x03(\x05\x12\x16\n\x0eresize_shorter\x18\x02 \x01(\x05\x12\x13\n\x0b\x63\x65nter_crop\x18\x03 \x03(\x05\x12\x12\n\x05scale\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x0c\n\x04mean\x18\x05 \x03(\x01\x12\x0b\n\x03std\x18\x06 \x03(\x01\x12.\n\rchannel_order\x18\x07 \x01(\x0e\x32\x17.maxact.v1.ChannelOrder\x12!\n\x06layout\x18\x08 \x01(\x0e\x32\x11.maxact.v1.Layout\x12\x15\n\rsize_multiple\x18\t \x01(\x05\x12\x11\n\tletterbox\x18\n \x03(\x05\x12\x16\n\tpad_value\x18\x0b \x01(\x01H\x01\x88\x01\x01\x42\x08\n\x06_scaleB\x0c\n\n_pad_value\">\n\rFieldGeometry\x12\x0c\n\x04size\x18\x01 \x03(\x01\x12\x0e\n\x06stride\x18\x02 \x03(\x01\x12\x0f\n\x07padding\x18\x03 \x03(\x01\"\'\n\x08Interval\x12\r\n\x05start\x18\x01 \x01(\x03\x12\x0c\n\x04stop\x18\x02 \x01(\x03\"\xad\x01\n\x0c\x43hannelGroup\x12\x15\n\rfirst_channel\x18\x01 \x01(\x05\x12\x14\n\x0clast_channel\x18\x02 \x01(\x05\x12*\n\x08geometry\x18\x03 \x01(\x0b\x32\x18.maxact.v1.FieldGeometry\x12!\n\x04rows\x18\x04 \x03(\x0b\x32\x13.maxact.v1.Interval\x12!\n\x04\x63ols\x18\x05 \x03(\x0b\x32\x13.maxact.v1.Interval\"\xdc\x01\n\x0eReceptiveField\x12\x0f\n\x07spatial\x18\x01 \x01(\x08\x12*\n\x08geometry\x18\x02 \x01(\x0b\x32\x18.maxact.v1.FieldGeometry\x12/\n\x0e\x63hannel_groups\x18\x03 \x03(\x0b\x32\x17.maxact.v1.ChannelGroup\x12\x16\n\x0eglobal_context\x18\x04 \x01(\x08\x12!\n\x04rows\x18\x05 \x03(\x0b\x32\x13.maxact.v1.Interval\x12!\n\x04\x63ols\x18\x06 \x03(\x0b\x32\x13.maxact.v1.Interval\"5\n\x03\x42ox\x12\n\n\x02y0\x18\x01 \x01(\x03\x12\n\n\x02x0\x18\x02 \x01(\x03\x12\n\n\x02y1\x18\x03 \x01(\x03\x12\n\n\x02x1\x18\x04 \x01(\x03\"\x1c\n\x04Unit\x12\t\n\x01y\x18\x01 \x01(\x05\x12\t\n\x01x\x18\x02 \x01(\x05*[\n\x0c\x43hannelOrder\x12\x1d\n\x19\x43HANNEL_ORDER_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43HANNEL_ORDER_RGB\x10\x01\x12\x15\n\x11\x43HANNEL_ORDER_BGR\x10\x02*q\n\x0bPatchRender\x12\x1c\n\x18PATCH_RENDER_UNSPECIFIED\x10\x00\x12\x13\n\x0fPATCH_RENDER_RF\x10\x01\x12\x18\n\x14PATCH_RENDER_HEATMAP\x10\x02\x12\x15\n\x11PATCH_RENDER_MASK\x10\x03*B\n\x06Layout\x12\x16\n\x12LAYOUT_UNSPECIFIED\x10\x00\x12\x0f\n\x0bLAYOUT_NCHW\x10\x01\x12\x0f\n\x0bLAYOUT_NHWC\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16maxact/v1/common.proto\x12\tmaxact.v1\"\xd0\x02\n\rPreprocessing\x12\x0c\n\x04size\x18\x01 \x03(\x05\x12\x16\n\x0eresize_shorter\x18\x02 \x01(\x05\x12\x13\n\x0b\x63\x65nter_crop\x18\x03 \x03(\x05\x12\x12\n\x05scale\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x0c\n\x04mean\x18\x05 \x03(\x01\x12\x0b\n\x03std\x18\x06 \x03(\x01\x12.\n\rchannel_order\x18\x07 \x01(\x0e\x32\x17.maxact.v1.ChannelOrder\x12!\n\x06layout\x18\x08 \x01(\x0e\x32\x11.maxact.v1.Layout\x12\x15\n\rsize_multiple\x18\t \x01(\x05\x12\x11\n\tletterbox\x18\n \x03(\x05\x12\x16\n\tpad_value\x18\x0b \x01(\x01H\x01\x88\x01\x01\x12\x18\n\x0b\x66\x61st_decode\x18\x0c \x01(\x08H\x02\x88\x01\x01\x42\x08\n\x06_scaleB\x0c\n\n_pad_valueB\x0e\n\x0c_fast_decode\">\n\rFieldGeometry\x12\x0c\n\x04size\x18\x01 \x03(\x01\x12\x0e\n\x06stride\x18\x02 \x03(\x01\x12\x0f\n\x07padding\x18\x03 \x03(\x01\"\'\n\x08Interval\x12\r\n\x05start\x18\x01 \x01(\x03\x12\x0c\n\x04stop\x18\x02 \x01(\x03\"\xad\x01\n\x0c\x43hannelGroup\x12\x15\n\rfirst_channel\x18\x01 \x01(\x05\x12\x14\n\x0clast_channel\x18\x02 \x01(\x05\x12*\n\x08geometry\x18\x03 \x01(\x0b\x32\x18.maxact.v1.FieldGeometry\x12!\n\x04rows\x18\x04 \x03(\x0b\x32\x13.maxact.v1.Interval\x12!\n\x04\x63ols\x18\x05 \x03(\x0b\x32\x13.maxact.v1.Interval\"\xdc\x01\n\x0eReceptiveField\x12\x0f\n\x07spatial\x18\x01 \x01(\x08\x12*\n\x08geometry\x18\x02 \x01(\x0b\x32\x18.maxact.v1.FieldGeometry\x12/\n\x0e\x63hannel_groups\x18\x03 \x03(\x0b\x32\x17.maxact.v1.ChannelGroup\x12\x16\n\x0eglobal_context\x18\x04 \x01(\x08\x12!\n\x04rows\x18\x05 \x03(\x0b\x32\x13.maxact.v1.Interval\x12!\n\x04\x63ols\x18\x06 \x03(\x0b\x32\x13.maxact.v1.Interval\"5\n\x03\x42ox\x12\n\n\x02y0\x18\x01 \x01(\x03\x12\n\n\x02x0\x18\x02 \x01(\x03\x12\n\n\x02y1\x18\x03 \x01(\x03\x12\n\n\x02x1\x18\x04 \x01(\x03\"\x1c\n\x04Unit\x12\t\n\x01y\x18\x01 \x01(\x05\x12\t\n\x01x\x18\x02 \x01(\x05*[\n\x0c\x43hannelOrder\x12\x1d\n\x19\x43HANNEL_ORDER_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43HANNEL_ORDER_RGB\x10\x01\x12\x15\n\x11\x43HANNEL_ORDER_BGR\x10\x02*q\n\x0bPatchRender\x12\x1c\n\x18PATCH_RENDER_UNSPECIFIED\x10\x00\x12\x13\n\x0fPATCH_RENDER_RF\x10\x01\x12\x18\n\x14PATCH_RENDER_HEATMAP\x10\x02\x12\x15\n\x11PATCH_RENDER_MASK\x10\x03*B\n\x06Layout\x12\x16\n\x12LAYOUT_UNSPECIFIED\x10\x00\x12\x0f\n\x0bLAYOUT_NCHW\x10\x01\x12\x0f\n\x0bLAYOUT_NHWC\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'maxact.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CHANNELORDER']._serialized_start=923
-  _globals['_CHANNELORDER']._serialized_end=1014
-  _globals['_PATCHRENDER']._serialized_start=1016
-  _globals['_PATCHRENDER']._serialized_end=1129
-  _globals['_LAYOUT']._serialized_start=1131
-  _globals['_LAYOUT']._serialized_end=1197
+  _globals['_CHANNELORDER']._serialized_start=965
+  _globals['_CHANNELORDER']._serialized_end=1056
+  _globals['_PATCHRENDER']._serialized_start=1058
+  _globals['_PATCHRENDER']._serialized_end=1171
+  _globals['_LAYOUT']._serialized_start=1173
+  _globals['_LAYOUT']._serialized_end=1239
   _globals['_PREPROCESSING']._serialized_start=38
-  _globals['_PREPROCESSING']._serialized_end=332
-  _globals['_FIELDGEOMETRY']._serialized_start=334
-  _globals['_FIELDGEOMETRY']._serialized_end=396
-  _globals['_INTERVAL']._serialized_start=398
-  _globals['_INTERVAL']._serialized_end=437
-  _globals['_CHANNELGROUP']._serialized_start=440
-  _globals['_CHANNELGROUP']._serialized_end=613
-  _globals['_RECEPTIVEFIELD']._serialized_start=616
-  _globals['_RECEPTIVEFIELD']._serialized_end=836
-  _globals['_BOX']._serialized_start=838
-  _globals['_BOX']._serialized_end=891
-  _globals['_UNIT']._serialized_start=893
-  _globals['_UNIT']._serialized_end=921
+  _globals['_PREPROCESSING']._serialized_end=374
+  _globals['_FIELDGEOMETRY']._serialized_start=376
+  _globals['_FIELDGEOMETRY']._serialized_end=438
+  _globals['_INTERVAL']._serialized_start=440
+  _globals['_INTERVAL']._serialized_end=479
+  _globals['_CHANNELGROUP']._serialized_start=482
+  _globals['_CHANNELGROUP']._serialized_end=655
+  _globals['_RECEPTIVEFIELD']._serialized_start=658
+  _globals['_RECEPTIVEFIELD']._serialized_end=878
+  _globals['_BOX']._serialized_start=880
+  _globals['_BOX']._serialized_end=933
+  _globals['_UNIT']._serialized_start=935
+  _globals['_UNIT']._serialized_end=963
 # @@protoc_insertion_point(module_scope)

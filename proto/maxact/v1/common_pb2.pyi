@@ -114,6 +114,7 @@ class Preprocessing(_message.Message):
     SIZE_MULTIPLE_FIELD_NUMBER: _builtins.int
     LETTERBOX_FIELD_NUMBER: _builtins.int
     PAD_VALUE_FIELD_NUMBER: _builtins.int
+    FAST_DECODE_FIELD_NUMBER: _builtins.int
     resize_shorter: _builtins.int
     """Resize so that the shorter side is this long (then usually center_crop)."""
     scale: _builtins.float
@@ -125,6 +126,12 @@ class Preprocessing(_message.Message):
     """
     pad_value: _builtins.float
     """The letterbox padding, a pixel value (0..255) before scale/mean/std; default 0."""
+    fast_decode: _builtins.bool
+    """Trade exactness for decoding speed: JPEG draft decoding (DCT-domain downscaling) for
+    photos at least twice the resize target, and with center_crop only the cropped region
+    resampled. Geometry stays exact (boxes refer to original pixels); pixel values differ
+    slightly from the exact decode. Default false.
+    """
     @_builtins.property
     def size(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Resize the whole image to [height, width]."""
@@ -157,15 +164,20 @@ class Preprocessing(_message.Message):
         size_multiple: _builtins.int = ...,
         letterbox: _abc.Iterable[_builtins.int] | None = ...,
         pad_value: _builtins.float | None = ...,
+        fast_decode: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_pad_value", b"_pad_value", "_scale", b"_scale", "pad_value", b"pad_value", "scale", b"scale"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_fast_decode", b"_fast_decode", "_pad_value", b"_pad_value", "_scale", b"_scale", "fast_decode", b"fast_decode", "pad_value", b"pad_value", "scale", b"scale"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_pad_value", b"_pad_value", "_scale", b"_scale", "center_crop", b"center_crop", "channel_order", b"channel_order", "layout", b"layout", "letterbox", b"letterbox", "mean", b"mean", "pad_value", b"pad_value", "resize_shorter", b"resize_shorter", "scale", b"scale", "size", b"size", "size_multiple", b"size_multiple", "std", b"std"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_fast_decode", b"_fast_decode", "_pad_value", b"_pad_value", "_scale", b"_scale", "center_crop", b"center_crop", "channel_order", b"channel_order", "fast_decode", b"fast_decode", "layout", b"layout", "letterbox", b"letterbox", "mean", b"mean", "pad_value", b"pad_value", "resize_shorter", b"resize_shorter", "scale", b"scale", "size", b"size", "size_multiple", b"size_multiple", "std", b"std"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__fast_decode: _TypeAlias = _typing.Literal["fast_decode"]  # noqa: Y015
+    _WhichOneofArgType__fast_decode: _TypeAlias = _typing.Literal["_fast_decode", b"_fast_decode"]  # noqa: Y015
     _WhichOneofReturnType__pad_value: _TypeAlias = _typing.Literal["pad_value"]  # noqa: Y015
     _WhichOneofArgType__pad_value: _TypeAlias = _typing.Literal["_pad_value", b"_pad_value"]  # noqa: Y015
     _WhichOneofReturnType__scale: _TypeAlias = _typing.Literal["scale"]  # noqa: Y015
     _WhichOneofArgType__scale: _TypeAlias = _typing.Literal["_scale", b"_scale"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__fast_decode) -> _WhichOneofReturnType__fast_decode | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__pad_value) -> _WhichOneofReturnType__pad_value | None: ...
     @_typing.overload

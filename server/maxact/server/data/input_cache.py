@@ -48,7 +48,7 @@ def geometry_key(prep: ResolvedPreprocessing, draft: bool) -> str:
     return _slug(
         f"v{FORMAT_VERSION} size={prep.size} shorter={prep.resize_shorter} "
         f"crop={prep.center_crop} multiple={prep.size_multiple} letterbox={prep.letterbox} "
-        f"pad={prep.pad_value} draft={draft}"
+        f"pad={prep.pad_value} draft={draft} fast={prep.fast_decode}"
     )
 
 

@@ -109,7 +109,7 @@ class ScanEngine:
         classes: Sequence[str] = (),
         channels: dict[str, tuple[int, ...]] | None = None,
         batch_size: int | None = None,
-        draft: bool = False,
+        draft: bool | None = None,
         in_graph: bool | None = None,
         io_binding: bool | None = None,
         uint8_feed: bool | None = None,
@@ -133,7 +133,7 @@ class ScanEngine:
         self.prep = prep
         self.options = options or ReduceOptions()
         self.classes = tuple(classes)
-        self.draft = draft
+        self.draft = prep.fast_decode if draft is None else draft
         on_gpu = CUDA in providers_for(model.device)
         self.in_graph = True if in_graph is None else in_graph
         self.io_binding = on_gpu if io_binding is None else io_binding
