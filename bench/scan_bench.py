@@ -125,7 +125,7 @@ def resnet18(size: int = 224, seed: int = 0) -> onnx.ModelProto:
 
 def _batches(arrays: np.ndarray, batch: int) -> list[Batch]:
     return [
-        Batch(list(range(i, i + len(part))), [str(j) for j in range(i, i + len(part))], part, [])
+        Batch(list(range(i, i + len(part))), [str(j) for j in range(i, i + len(part))], part)
         for i in range(0, len(arrays), batch)
         for part in [arrays[i : i + batch]]
     ]
@@ -218,7 +218,7 @@ def _synthetic(count: int, batch: int, shape: tuple[int, ...]) -> Iterator[Batch
     for start in range(0, count, batch):
         n = min(batch, count - start)
         array = np.roll(base, start % 7, axis=-1)[:n]
-        yield Batch(list(range(start, start + n)), [], array, [])
+        yield Batch(list(range(start, start + n)), [], array)
 
 
 def bench_memory(
