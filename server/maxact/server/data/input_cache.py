@@ -22,6 +22,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,7 @@ def _slug(text: str) -> str:
     return f"{readable}-{digest}"
 
 
+@lru_cache(maxsize=256)
 def geometry_key(prep: ResolvedPreprocessing, draft: bool) -> str:
     """What decides the cached pixels: the geometry and the decoder, not the normalisation."""
     return _slug(
