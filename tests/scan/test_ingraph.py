@@ -211,3 +211,20 @@ def test_a_map_holding_nan_is_ranked_as_numpy_ranks_it(world: dict) -> None:
     for in_graph, io_binding in CONFIGS:
         got = _scan(poisoned, options, in_graph, io_binding)
         _assert_equal_states(_states(got), _states(reference))
+
+
+def test_cpu_default_reduces_large_maps_on_the_host_and_small_ones_in_the_graph(
+    world: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """conv_a is [8, 24, 24] per image (4608 values), coarse (after a pool and a stride-2 conv)
+    far smaller: with the bound between them the default plan mixes both ways, and answers as
+    the numpy path does."""
+    from maxact.server.scan import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "HOST_REDUCE_ABOVE", 3000)
+    options = ReduceOptions(k=5, bottom=True)
+    layers = ["conv_a", "coarse", "logits"]
+    mixed = _scan(world, options, None, None, layers=layers)  # type: ignore[arg-type]
+    assert [r.kind for r in mixed.reductions] == ["host", "max", "flat"]
+    reference = _scan(world, options, False, False, layers=layers)
+    _assert_equal_states(_states(mixed), _states(reference))
