@@ -4,6 +4,8 @@ and the size bound is kept by evicting least recently used datasets."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -93,23 +95,30 @@ def test_the_size_bound_is_kept_least_recently_used_dataset_first(tmp_path: Path
     assert sum(p.stat().st_size for p in _entries(tmp_path / "cache")) == cache.total_bytes
 
 
-def test_second_topk_reads_the_cache_and_sees_a_changed_file(tmp_path: Path) -> None:
+@contextmanager
+def _served_with_cache(root: Path) -> Iterator[Client]:
+    """A server on `root`/models and `root`/data with its input cache in `root`/cache."""
     from maxact.server.app import start_server
 
-    save(random_cnn(seed=4, size=SIZE), tmp_path / "models", "random")
-    ids = _photos(tmp_path / "data" / "photos", 12, seed=3)
-    cache_dir = tmp_path / "cache"
-    prep = Preprocessing(size=(SIZE, SIZE))
+    save(random_cnn(seed=4, size=SIZE), root / "models", "random")
     with (
         start_server(
-            tmp_path / "models",
-            tmp_path / "data",
+            root / "models",
+            root / "data",
             device="cpu",
-            cache_dir=cache_dir,
+            cache_dir=root / "cache",
             cache_bytes=10**8,
         ) as running,
         Client(running.address, timeout=120) as client,
     ):
+        yield client
+
+
+def test_second_topk_reads_the_cache_and_sees_a_changed_file(tmp_path: Path) -> None:
+    ids = _photos(tmp_path / "data" / "photos", 12, seed=3)
+    cache_dir = tmp_path / "cache"
+    prep = Preprocessing(size=(SIZE, SIZE))
+    with _served_with_cache(tmp_path) as client:
 
         def top() -> list[tuple[str, float]]:
             result = client.topk(
@@ -134,24 +143,11 @@ def test_second_topk_reads_the_cache_and_sees_a_changed_file(tmp_path: Path) -> 
 def test_fast_decode_through_the_server_keeps_boxes_and_its_own_cache_entries(
     tmp_path: Path,
 ) -> None:
-    from maxact.server.app import start_server
-
-    model = random_cnn(seed=4, size=SIZE)
-    save(model, tmp_path / "models", "random")
     ids = _photos(tmp_path / "data" / "photos", 12, seed=5)
     cache_dir = tmp_path / "cache"
     exact = Preprocessing(resize_shorter=40, center_crop=(SIZE, SIZE))
     fast = Preprocessing(resize_shorter=40, center_crop=(SIZE, SIZE), fast_decode=True)
-    with (
-        start_server(
-            tmp_path / "models",
-            tmp_path / "data",
-            device="cpu",
-            cache_dir=cache_dir,
-            cache_bytes=10**8,
-        ) as running,
-        Client(running.address, timeout=120) as client,
-    ):
+    with _served_with_cache(tmp_path) as client:
         results = {
             name: client.topk(
                 "random", "conv_a", 2, dataset="photos", k=12, preprocessing=prep

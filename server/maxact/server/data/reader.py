@@ -179,32 +179,23 @@ def read_batches(
         yield from read_into_slots(sources, prep, batch_size, stop, workers, window, prepare, slots)
         return
     with ThreadPoolExecutor(workers, thread_name_prefix="maxact-scan-decode") as pool:
-        pending: deque[tuple[ImageSource, Future[tuple[np.ndarray, tuple[int, int]]]]] = deque()
-        remaining = iter(sources)
-        exhausted = False
+        pending: deque[_InFlight] = deque()
+        intake = _Intake(sources)
         groups: dict[tuple[int, ...], list[tuple[ImageSource, np.ndarray, tuple[int, int]]]] = {}
-        taken = -1  # the index of the last source pulled
+
+        def submit(source: ImageSource) -> None:
+            pending.append((source, pool.submit(prepare, source, prep)))
 
         def complete_before() -> int:
             held = [items[0][0].index for items in groups.values() if items]
             held += [source.index for source, _ in pending]
-            return min(held) if held else taken + 1
+            return min(held) if held else intake.taken + 1
 
         def take(shape: tuple[int, ...]) -> Batch:
             return _batch(groups.pop(shape), complete_before())
 
         try:
-            while not stop.is_set():
-                while not exhausted and len(pending) < window and not stop.is_set():
-                    next_source = next(remaining, None)
-                    if next_source is None:
-                        exhausted = True
-                    else:
-                        taken = next_source.index
-                        pending.append((next_source, pool.submit(prepare, next_source, prep)))
-                if not pending:
-                    break
-                source, future = pending.popleft()
+            for source, future in intake.in_order(pending, window, stop, submit):
                 try:
                     array, size = future.result()
                 except Exception as exc:
@@ -221,6 +212,40 @@ def read_batches(
         finally:
             for _, future in pending:
                 future.cancel()
+
+
+_InFlight = tuple[ImageSource, Future[tuple[np.ndarray, tuple[int, int]]]]
+
+
+class _Intake:
+    """Pulls sources while fewer than `window` images are in flight (an iterator of images
+    still arriving is never read ahead further), and remembers where it stands."""
+
+    def __init__(self, sources: Iterable[ImageSource]) -> None:
+        self._remaining = iter(sources)
+        self.exhausted = False
+        self.taken = -1  # the index of the last source pulled
+
+    def in_order(
+        self,
+        pending: deque[_InFlight],
+        window: int,
+        stop: threading.Event,
+        submit: Callable[[ImageSource], None],
+    ) -> Iterator[_InFlight]:
+        """The images in flight, oldest first, topping `pending` up to `window` before each
+        (`submit` appends one); ends when all are out or `stop` is set."""
+        while not stop.is_set():
+            while not self.exhausted and len(pending) < window and not stop.is_set():
+                source = next(self._remaining, None)
+                if source is None:
+                    self.exhausted = True
+                else:
+                    self.taken = source.index
+                    submit(source)
+            if not pending:
+                return
+            yield pending.popleft()
 
 
 @dataclass
@@ -253,11 +278,9 @@ def read_into_slots(
     shape, dtype = slots
     spare: list[np.ndarray] = []
     with ThreadPoolExecutor(workers, thread_name_prefix="maxact-scan-decode") as pool:
-        pending: deque[tuple[ImageSource, Future[tuple[np.ndarray, tuple[int, int]]]]] = deque()
+        pending: deque[_InFlight] = deque()
         batches: deque[_Slots] = deque()  # oldest first; the last one may still be filling
-        remaining = iter(sources)
-        exhausted = False
-        taken = -1
+        intake = _Intake(sources)
 
         def submit(source: ImageSource) -> None:
             if not batches or batches[-1].assigned == batch_size:
@@ -270,24 +293,14 @@ def read_into_slots(
 
         def ready() -> bool:
             oldest = batches[0]
-            closed = oldest.assigned == batch_size or exhausted
+            closed = oldest.assigned == batch_size or intake.exhausted
             return closed and oldest.settled == oldest.assigned
 
         def complete_before() -> int:
-            return pending[0][0].index if pending else taken + 1
+            return pending[0][0].index if pending else intake.taken + 1
 
         try:
-            while not stop.is_set():
-                while not exhausted and len(pending) < window and not stop.is_set():
-                    next_source = next(remaining, None)
-                    if next_source is None:
-                        exhausted = True
-                    else:
-                        taken = next_source.index
-                        submit(next_source)
-                if not pending:
-                    break
-                source, future = pending.popleft()
+            for source, future in intake.in_order(pending, window, stop, submit):
                 oldest = batches[0]
                 slot = oldest.settled
                 oldest.settled += 1
