@@ -31,6 +31,9 @@ LAYERS = {"relu_a": 8, "relu_b": 6}
 HEAVY_LAYERS = {"relu2": 4, "relu3": 4}  # a few channels of each (32 channels)
 HEAVY_IMAGES = 240
 HEAVY_SHARD = 16
+# big enough that a shard is still running when its node is killed (a shard that finishes
+# within the kill delivers its result and nothing needs to run again)
+HEAVY_SIZE = 128
 
 
 @pytest.fixture(scope="module")
@@ -39,13 +42,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("ray-world")
     models, data = root / "models", root / "data"
     save(random_cnn(7, size=32), models, "net")
-    save(heavy_cnn(64), models, "heavy")
+    save(heavy_cnn(HEAVY_SIZE), models, "heavy")
     items = labelled_images(300, 32, seed=3, classes=CLASSES)
     write_loose(data / "labelled", items)
     write_tar_shards(data / "tars", items[:90], per_shard=40)
     write_parquet_shards(data / "parquet", items[:90], per_shard=40, classes=CLASSES)
     write_loose(data / "small", items[:90])
-    write_images(data / "slow", HEAVY_IMAGES, 64, seed=9, classes=CLASSES)
+    write_images(data / "slow", HEAVY_IMAGES, HEAVY_SIZE, seed=9, classes=CLASSES)
     with (
         start_server(models, data, device="cpu") as server,
         Client(server.address, timeout=300) as client,
