@@ -16,10 +16,13 @@ Position mode keeps the full map: its greedy receptive-field suppression may kee
 an already kept one), so no fixed-size TopK prefix is exact; the map is only added to the
 outputs of scans that ask for position mode.
 
-The engine uses this on GPUs (there the maps would cross the bus); on the CPU provider
-onnxruntime's ArgMax kernel costs 4-8x numpy's argmax, so the maps are reduced in numpy, in a
-second thread, with identical results (tested). `with_uint8_input` lets the same graph take
-uint8 pixels and normalise them itself (a quarter of the host-to-device bytes).
+Each "max" layer also returns its per-channel sums over space: NaN exactly when the map holds
+a NaN (or inf - inf), which onnxruntime's ArgMax passes over unless it comes first while
+numpy's argmax picks it; the engine reduces such a batch on the host, so the answers are
+numpy's in every case (tested). The engine uses this on GPUs and, on the CPU, for maps up to
+`engine.HOST_REDUCE_ABOVE` values per image (larger maps: onnxruntime's CPU ArgMax costs more
+than numpy's in a second thread). `with_uint8_input` lets the same graph take uint8 pixels and
+normalise them itself (a quarter of the host-to-device bytes; on the CPU slower than numpy).
 """
 
 from __future__ import annotations

@@ -128,13 +128,12 @@ class ScanEngine:
         io_binding: bool | None = None,
         uint8_feed: bool | None = None,
     ) -> None:
-        """`in_graph` (default True): reduce inside the graph (`graph.reductions`) so only
-        [N, C] results leave the session; False: every map comes back and is reduced in numpy
-        in a second thread. Both give identical results (tested; a batch whose map holds a NaN
-        is reduced on the host). On a GPU the maps would otherwise cross the bus; on the CPU
-        onnxruntime's ArgMax costs more CPU than numpy's, yet the scan is faster in the graph
-        (measured on 2 cores: 1.01-1.06x plain inference vs 0.93-0.95x for the numpy path):
-        no activation map is allocated, filled into numpy and reduced by a competing thread.
+        """`in_graph`: reduce inside the graph (`graph.reductions`) so only [N, C] results
+        leave the session; False: every map comes back and is reduced in numpy in a second
+        thread. Both give identical results (tested; a batch whose map holds a NaN is reduced
+        on the host). Default: in the graph on a GPU (the maps would cross the bus) and, on
+        the CPU, for maps up to HOST_REDUCE_ABOVE values per image (no map is allocated and
+        handed to a competing thread; larger ones: onnxruntime's ArgMax costs more).
         `io_binding`: run through onnxruntime IO binding (default: on a GPU only);
         `uint8_feed`: feed uint8 pixels and normalise inside the graph (bit-identical; 4x less
         host-to-device traffic; default: on a GPU only; `run_batches` then takes uint8
