@@ -12,8 +12,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 
-from maxact.client import Client, MaxactError
+from maxact.client import Client
 from maxact.client.cli.main import main as cli_main
+from tests.errors import raised
 from tests.onnx_models import bright_square_model, save
 
 TOKEN = "s3cret-token-for-tests"
@@ -34,12 +35,6 @@ def secured(model_root: Path, data_root: Path) -> Iterator[object]:
         running.stop()
 
 
-def _error(call) -> MaxactError:  # type: ignore[no-untyped-def]
-    with pytest.raises(MaxactError) as caught:
-        call()
-    return caught.value
-
-
 def test_calls_without_a_token_are_unauthenticated_token_missing(
     secured: object, net_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -51,7 +46,7 @@ def test_calls_without_a_token_are_unauthenticated_token_missing(
             lambda: client.topk("net", "conv1", 0, dataset="ds").result(),
             lambda: client.upload_model(net_file, "other"),
         ):
-            error = _error(call)
+            error = raised(call)
             assert error.code == grpc.StatusCode.UNAUTHENTICATED
             assert error.reason == "TOKEN_MISSING"
             assert "Bearer" in error.message
@@ -61,14 +56,14 @@ def test_a_wrong_token_is_unauthenticated_token_invalid(secured: object, net_fil
     address = secured.address  # type: ignore[attr-defined]
     for wrong in ("nope", TOKEN + "x", TOKEN[:-1]):
         with Client(address, timeout=30, token=wrong) as client:
-            error = _error(client.list_models)
+            error = raised(client.list_models)
             assert (error.code, error.reason) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_INVALID")
-            assert _error(lambda: client.upload_model(net_file, "x")).reason == "TOKEN_INVALID"
+            assert raised(lambda: client.upload_model(net_file, "x")).reason == "TOKEN_INVALID"
 
 
 def test_refused_uploads_store_nothing(secured: object, net_file: Path, model_root: Path) -> None:
     with Client(secured.address, timeout=30, token="wrong") as client:  # type: ignore[attr-defined]
-        _error(lambda: client.upload_model(net_file, "intruder"))
+        raised(lambda: client.upload_model(net_file, "intruder"))
     assert sorted(p.name for p in model_root.rglob("*")) == ["net.onnx"]
 
 

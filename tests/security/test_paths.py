@@ -13,14 +13,9 @@ import pytest
 from onnx.external_data_helper import convert_model_to_external_data
 from PIL import Image
 
-from maxact.client import Client, MaxactError
+from maxact.client import Client
+from tests.errors import raised
 from tests.onnx_models import bright_square_model, save
-
-
-def _error(call) -> MaxactError:  # type: ignore[no-untyped-def]
-    with pytest.raises(MaxactError) as caught:
-        call()
-    return caught.value
 
 
 def files_under(folder: Path) -> list[str]:
@@ -50,7 +45,7 @@ def external_data_model(folder: Path, location: str) -> Path:
 def test_upload_names_escaping_the_root_are_invalid_name(
     client: Client, model_root: Path, net_file: Path, name: str
 ) -> None:
-    error = _error(lambda: client.upload_model(net_file, name))
+    error = raised(lambda: client.upload_model(net_file, name))
     assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_NAME")
     assert files_under(model_root.parent / "models") == []
     assert not (model_root.parent / "escaped.onnx").exists()
@@ -62,7 +57,7 @@ def test_upload_through_a_symlinked_folder_leading_outside_is_refused(
     outside = tmp_path / "outside"
     outside.mkdir()
     (model_root / "link").symlink_to(outside, target_is_directory=True)
-    error = _error(lambda: client.upload_model(net_file, "link/net"))
+    error = raised(lambda: client.upload_model(net_file, "link/net"))
     assert error.reason == "INVALID_NAME"
     assert files_under(outside) == []
 
@@ -73,9 +68,9 @@ def test_a_model_symlink_leading_outside_the_root_is_refused_and_not_listed(
     outside = save(bright_square_model(64), tmp_path / "outside", "secret")
     (model_root / "evil.onnx").symlink_to(outside)
     assert client.list_models() == []
-    error = _error(lambda: client.get_model("evil"))
+    error = raised(lambda: client.get_model("evil"))
     assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_NAME")
-    assert _error(lambda: client.load_model("evil")).reason == "INVALID_NAME"
+    assert raised(lambda: client.load_model("evil")).reason == "INVALID_NAME"
 
 
 @pytest.mark.parametrize("location", ["../outside.bin", "/etc/hostname"])
@@ -84,7 +79,7 @@ def test_an_upload_whose_external_data_lies_outside_its_folder_is_refused(
 ) -> None:
     (tmp_path / "outside.bin").write_bytes(b"\x00" * 4096)
     path = external_data_model(tmp_path / "build", location)
-    error = _error(lambda: client.upload_model(path, "net"))
+    error = raised(lambda: client.upload_model(path, "net"))
     assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "MODEL_INVALID")
     assert "outside the model's folder" in error.message
     assert files_under(model_root) == []
@@ -95,7 +90,7 @@ def test_a_stored_model_whose_external_data_lies_outside_its_folder_is_not_loade
 ) -> None:
     (model_root / "outside.bin").write_bytes(b"\x00" * 4096)  # inside the root, outside the folder
     external_data_model(model_root / "team", "../outside.bin")
-    error = _error(lambda: client.load_model("team/net"))
+    error = raised(lambda: client.load_model("team/net"))
     assert (error.code, error.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "MODEL_INVALID")
     assert "outside the model's folder" in error.message
     assert not client.list_models()[0].loaded
@@ -117,7 +112,7 @@ def test_dataset_symlinks_leading_outside_the_data_root_are_not_read(
     outside.mkdir()
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(outside / "private.png")
     (data_root / "linked").symlink_to(outside, target_is_directory=True)
-    assert _error(lambda: client.get_dataset("linked")).reason == "INVALID_NAME"
+    assert raised(lambda: client.get_dataset("linked")).reason == "INVALID_NAME"
     (data_root / "ds").mkdir()
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(data_root / "ds" / "own.png")
     os.symlink(outside / "private.png", data_root / "ds" / "stolen.png")

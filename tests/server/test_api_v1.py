@@ -16,7 +16,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from maxact.client import Client, MaxactError
+from maxact.client import Client
 from maxact.client.kinds import TopKMode
 from maxact.server.data.datasets import DatasetCatalog
 from maxact.server.data.preprocess import Preprocessing
@@ -35,6 +35,7 @@ from maxact.v1 import (
     topk_service_pb2,
 )
 from tests.datasets import slow_scan, write_images
+from tests.errors import raised
 from tests.onnx_models import bright_square_model, save
 
 TABLES = ("scans", "checkpoints", "topk_rows", "layer_statistics", "scan_shards")
@@ -60,12 +61,6 @@ def served(model_root: Path, data_root: Path, store_path: Path) -> Iterator[Clie
         running.stop()
 
 
-def _error(call: Callable[[], object]) -> MaxactError:
-    with pytest.raises(MaxactError) as caught:
-        call()
-    return caught.value
-
-
 def _finished(client: Client, scan_id: str) -> str:
     return [info.state for info in client.scans.watch(scan_id)][-1]
 
@@ -81,7 +76,7 @@ def test_create_scan_retried_with_the_same_request_id_returns_the_same_scan(
     assert again.id == first.id and again.request_id == "retry-1"
     other = served.scans.create("net", ["conv1"], "small", k=2)  # a fresh uuid4 each call
     assert other.id != first.id and uuid.UUID(other.request_id)
-    error = _error(
+    error = raised(
         lambda: served.scans.create("net", ["conv1"], "small", k=3, request_id="retry-1")
     )
     assert (error.code, error.reason) == (grpc.StatusCode.ALREADY_EXISTS, "REQUEST_ID_REUSED")
@@ -161,9 +156,9 @@ def test_delete_scan_removes_the_scan_and_everything_stored_for_it(
     assert before["scans"] == 1 and before["topk_rows"] > 0 and before["layer_statistics"] == 2
     served.delete_scan(scan.id)
     assert store.row_counts(scan.id) == dict.fromkeys(TABLES, 0)
-    error = _error(lambda: served.scans.get(scan.id))
+    error = raised(lambda: served.scans.get(scan.id))
     assert (error.code, error.reason) == (grpc.StatusCode.NOT_FOUND, "SCAN_NOT_FOUND")
-    assert _error(lambda: served.delete_scan(scan.id)).code == grpc.StatusCode.NOT_FOUND
+    assert raised(lambda: served.delete_scan(scan.id)).code == grpc.StatusCode.NOT_FOUND
     assert [s.id for s in served.scans.list()] == [kept.id]
     assert store.row_counts(kept.id)["topk_rows"] == before["topk_rows"] // 2
 
@@ -269,9 +264,9 @@ def test_foreign_or_malformed_page_tokens_are_invalid_argument(served: Client) -
             with pytest.raises(grpc.RpcError) as caught:
                 method(request_type(page_size=1, page_token=token), timeout=30)
             assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, token[:20]
-            error = _error(lambda: served._call(method, request_type(page_token=token)))  # noqa: B023
+            error = raised(lambda: served._call(method, request_type(page_token=token)))  # noqa: B023
             assert error.reason == "INVALID_PAGE_TOKEN"
-        error = _error(lambda: served._call(method, request_type(page_size=-1)))  # noqa: B023
+        error = raised(lambda: served._call(method, request_type(page_size=-1)))  # noqa: B023
         assert (error.code, error.reason) == (
             grpc.StatusCode.INVALID_ARGUMENT,
             "INVALID_PAGE_SIZE",

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maxact.client import Client, MaxactError
+from maxact.client import Client
+from tests.errors import raised
 from tests.onnx_models import bright_square_model, save
 
 
@@ -27,14 +28,8 @@ def world(model_root: Path, data_root: Path) -> Path:
     return dataset
 
 
-def _error(call) -> MaxactError:  # type: ignore[no-untyped-def]
-    with pytest.raises(MaxactError) as caught:
-        call()
-    return caught.value
-
-
 def test_unknown_model_is_not_found_and_named(client: Client, world: Path) -> None:
-    error = _error(lambda: client.get_model("no/such/model"))
+    error = raised(lambda: client.get_model("no/such/model"))
     assert error.code == grpc.StatusCode.NOT_FOUND
     assert error.reason == "MODEL_NOT_FOUND"
     assert "no/such/model" in error.message
@@ -42,16 +37,16 @@ def test_unknown_model_is_not_found_and_named(client: Client, world: Path) -> No
 
 
 def test_unknown_layer_is_invalid_argument_and_named(client: Client, world: Path) -> None:
-    error = _error(lambda: client.topk("net", "conv9", 0, dataset="mixed").result())
+    error = raised(lambda: client.topk("net", "conv9", 0, dataset="mixed").result())
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT
     assert error.reason == "LAYER_NOT_FOUND"
     assert "conv9" in error.message
-    error = _error(lambda: client.receptive_field("net", "nope"))
+    error = raised(lambda: client.receptive_field("net", "nope"))
     assert error.reason == "LAYER_NOT_FOUND"
 
 
 def test_channel_out_of_range_names_the_valid_range(client: Client, world: Path) -> None:
-    error = _error(lambda: client.topk("net", "conv1", 2, dataset="mixed").result())
+    error = raised(lambda: client.topk("net", "conv1", 2, dataset="mixed").result())
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT
     assert error.reason == "CHANNEL_OUT_OF_RANGE"
     assert "0..1" in error.message and "conv1" in error.message
@@ -69,7 +64,7 @@ def test_unreadable_image_is_reported_and_skipped_and_the_scan_completes(
 
 
 def test_file_that_is_not_onnx_is_failed_precondition(client: Client, world: Path) -> None:
-    error = _error(lambda: client.get_model("broken"))
+    error = raised(lambda: client.get_model("broken"))
     assert error.code == grpc.StatusCode.FAILED_PRECONDITION
     assert error.reason == "MODEL_INVALID"
     assert "broken" in error.message
@@ -77,23 +72,23 @@ def test_file_that_is_not_onnx_is_failed_precondition(client: Client, world: Pat
 
 
 def test_unknown_dataset_is_not_found(client: Client, world: Path) -> None:
-    error = _error(lambda: client.topk("net", "conv1", 0, dataset="nope").result())
+    error = raised(lambda: client.topk("net", "conv1", 0, dataset="nope").result())
     assert error.code == grpc.StatusCode.NOT_FOUND
     assert error.reason == "DATASET_NOT_FOUND"
 
 
 def test_names_escaping_the_root_are_refused(client: Client, world: Path) -> None:
-    error = _error(lambda: client.get_model("../models/net"))
+    error = raised(lambda: client.get_model("../models/net"))
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT
     assert error.reason == "INVALID_NAME"
-    error = _error(lambda: client.topk("net", "conv1", 0, dataset="..").result())
+    error = raised(lambda: client.topk("net", "conv1", 0, dataset="..").result())
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_wrong_preprocessing_size_for_a_fixed_model_is_invalid(client: Client, world: Path) -> None:
     from maxact.client import Preprocessing
 
-    error = _error(
+    error = raised(
         lambda: client.topk(
             "net", "conv1", 0, dataset="mixed", preprocessing=Preprocessing(size=(32, 32))
         ).result()

@@ -15,8 +15,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
-from maxact.client import Client, MaxactError, Preprocessing
+from maxact.client import Client, Preprocessing
 from maxact.client.cli.main import main
+from tests.errors import raised
 from tests.onnx_models import bright_square_model, finish, save
 
 
@@ -37,12 +38,6 @@ def _write_sidecar(path: Path, document: dict) -> None:
     before = path.stat().st_mtime_ns if path.exists() else 0
     path.write_text(json.dumps(document), encoding="utf-8")
     os.utime(path, ns=(before + 10**9, before + 10**9))
-
-
-def _error(call) -> MaxactError:  # type: ignore[no-untyped-def]
-    with pytest.raises(MaxactError) as caught:
-        call()
-    return caught.value
 
 
 def test_sidecar_changes_are_seen_without_unloading_and_defaults_warn(
@@ -76,7 +71,7 @@ def test_bad_sidecar_value_is_a_clear_error_naming_the_file_and_field(
     client: Client, squares: Path, document: str, named: str
 ) -> None:
     squares.write_text(document, encoding="utf-8")
-    error = _error(lambda: client.topk("net", "conv1", 0, dataset="squares").result())
+    error = raised(lambda: client.topk("net", "conv1", 0, dataset="squares").result())
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT
     assert error.reason == "INVALID_PREPROCESSING"
     assert "net.preprocess.json" in error.message and named in error.message
@@ -87,7 +82,7 @@ def test_wrong_layout_is_invalid_argument_naming_the_layout_the_model_takes(
     client: Client, squares: Path
 ) -> None:
     prep = Preprocessing(layout="nhwc")
-    error = _error(
+    error = raised(
         lambda: client.topk("net", "conv1", 0, dataset="squares", preprocessing=prep).result()
     )
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT
@@ -112,7 +107,7 @@ def test_misspelt_layer_gets_the_close_match_and_a_layers_command_that_works(
         [weights, bias],
     )
     onnx.save(finish(graph), str(model_root / "tf.onnx"))
-    error = _error(lambda: client.receptive_field("tf", "Add_6", size=(32, 32)))
+    error = raised(lambda: client.receptive_field("tf", "Add_6", size=(32, 32)))
     assert error.reason == "LAYER_NOT_FOUND"
     assert "did you mean 'Add_6:0'" in error.message
     assert "`maxact layers tf --size 32 32`" in error.message  # dynamic H/W: with --size

@@ -21,6 +21,7 @@ from onnx import TensorProto, helper, numpy_helper
 from maxact.client import Client, MaxactError
 from maxact.client.cli.main import main as cli_main
 from maxact.v1 import model_service_pb2, model_service_pb2_grpc
+from tests.errors import raised
 from tests.onnx_models import bright_square_model, finish
 
 MIB = 1024 * 1024
@@ -52,12 +53,6 @@ def leftovers(root: Path) -> list[str]:
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
 
 
-def _error(call) -> MaxactError:  # type: ignore[no-untyped-def]
-    with pytest.raises(MaxactError) as caught:
-        call()
-    return caught.value
-
-
 def _upload_error(
     client: Client, first: model_service_pb2.UploadModelRequest, data: bytes
 ) -> MaxactError:
@@ -65,7 +60,7 @@ def _upload_error(
     chunk."""
     stub = model_service_pb2_grpc.ModelServiceStub(client._channel)
     requests = iter([first, model_service_pb2.UploadModelRequest(chunk=data)])
-    return _error(lambda: client._call(stub.UploadModel, requests))
+    return raised(lambda: client._call(stub.UploadModel, requests))
 
 
 def test_a_100_mb_model_uploads_in_chunks_loads_and_describes(
@@ -158,7 +153,7 @@ def test_bytes_that_are_not_onnx_are_model_invalid_and_removed(
 ) -> None:
     path = tmp_path / "junk.onnx"
     path.write_bytes(b"this is not an onnx model at all\x00\xff" * 100)
-    error = _error(lambda: client.upload_model(path))
+    error = raised(lambda: client.upload_model(path))
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT
     assert error.reason == "MODEL_INVALID"
     assert "junk" in error.message
@@ -174,7 +169,7 @@ def test_upload_over_the_size_limit_is_resource_exhausted_and_leaves_no_file(
     onnx.save(big_conv_model(side=40, channels=200), str(path))  # ~3.8 MB
     running = start_server(model_root, port=0, device="cpu", max_upload_mb=1)
     with running, Client(running.address, timeout=60) as client:
-        error = _error(lambda: client.upload_model(path))
+        error = raised(lambda: client.upload_model(path))
         assert error.code == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert error.reason == "UPLOAD_TOO_LARGE"
         assert "1 MiB" in error.message
@@ -186,7 +181,7 @@ def test_existing_name_is_already_exists_unless_overwrite_which_reloads_it(
 ) -> None:
     client.upload_model(net_file, "net")
     assert client.get_model("net").input_height == 64
-    error = _error(lambda: client.upload_model(net_file, "net"))
+    error = raised(lambda: client.upload_model(net_file, "net"))
     assert error.code == grpc.StatusCode.ALREADY_EXISTS
     assert error.reason == "MODEL_EXISTS"
 
@@ -232,7 +227,7 @@ def test_an_upload_that_does_not_start_with_its_header_is_refused(
 ) -> None:
     stub = model_service_pb2_grpc.ModelServiceStub(client._channel)
     data = net_file.read_bytes()
-    error = _error(
+    error = raised(
         lambda: client._call(
             stub.UploadModel, iter([model_service_pb2.UploadModelRequest(chunk=data)])
         )
@@ -245,7 +240,7 @@ def test_an_upload_that_does_not_start_with_its_header_is_refused(
         name="net", sha256=hashlib.sha256(data).hexdigest()
     )
     twice = [model_service_pb2.UploadModelRequest(header=header)] * 2
-    error = _error(lambda: client._call(stub.UploadModel, iter(twice)))
+    error = raised(lambda: client._call(stub.UploadModel, iter(twice)))
     assert error.reason == "UPLOAD_HEADER_REPEATED"
     assert leftovers(model_root) == []
 
@@ -259,10 +254,10 @@ def test_load_and_unload_toggle_the_loaded_flag_and_check_the_name(
     assert [(m.name, m.loaded) for m in client.list_models()] == [("net", True)]
     client.unload_model("net")
     assert [(m.name, m.loaded) for m in client.list_models()] == [("net", False)]
-    assert _error(lambda: client.unload_model("nope")).code == grpc.StatusCode.NOT_FOUND
-    assert _error(lambda: client.load_model("nope")).reason == "MODEL_NOT_FOUND"
+    assert raised(lambda: client.unload_model("nope")).code == grpc.StatusCode.NOT_FOUND
+    assert raised(lambda: client.load_model("nope")).reason == "MODEL_NOT_FOUND"
     (model_root / "broken.onnx").write_bytes(b"not onnx")
-    error = _error(lambda: client.load_model("broken"))
+    error = raised(lambda: client.load_model("broken"))
     assert (error.code, error.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "MODEL_INVALID")
 
 
