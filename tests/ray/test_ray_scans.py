@@ -81,15 +81,17 @@ def _shards_done(store: Path, scan_id: str) -> int:
     return sum(row.done for row in Store(store).shards(scan_id))
 
 
+@pytest.mark.parametrize("resume_on_ray", [True, False], ids=["on-ray", "without-ray"])
 def test_sigkilled_server_resumes_the_ray_scan_running_only_unfinished_shards(
-    world: dict, ray_cluster: object
+    world: dict, ray_cluster: object, resume_on_ray: bool
 ) -> None:
-    store = world["root"] / "restart.sqlite"
-    flags = [
+    """Restarted with the same flags, or without Ray (its shards then run in the server)."""
+    store = world["root"] / f"restart-{resume_on_ray}.sqlite"
+    local_flags = [
         *["--model-root", str(world["models"]), "--data-root", str(world["data"])],
-        *["--store", str(store), "--ray-address", ray_cluster.address],
-        *["--shard-images", str(HEAVY_SHARD)],
+        *["--store", str(store), "--shard-images", str(HEAVY_SHARD)],
     ]
+    flags = [*local_flags, "--ray-address", ray_cluster.address]
     with serve_process(*flags) as (process, address):
         with Client(address, timeout=300) as client:
             scan = client.scans.create("heavy", list(HEAVY_LAYERS), "slow", k=5)
@@ -102,7 +104,7 @@ def test_sigkilled_server_resumes_the_ray_scan_running_only_unfinished_shards(
     finished_before = {shard for shard, row in before.items() if row.done}
     assert 2 <= len(finished_before) < len(before), "the kill must land mid-scan"
 
-    with serve_process(*flags) as (process, address):
+    with serve_process(*(flags if resume_on_ray else local_flags)) as (process, address):
         with Client(address, timeout=300) as client:
             finish(client, scan.id)
             assert client.scans.get(scan.id).images_done == HEAVY_IMAGES
