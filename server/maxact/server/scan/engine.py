@@ -41,7 +41,7 @@ from maxact.server.scan.layer import LayerReducer, ReduceOptions
 from maxact.server.scan.pipeline import Overlapped
 
 # Per-image map size (elements) above which the CPU reduces a layer in numpy, in a second
-# thread, instead of in the graph: onnxruntime's CPU ArgMax costs ~1.7 ms per image over
+# thread, instead of in the graph: onnxruntime's CPU ArgMax/TopK cost ~1.7 ms per image over
 # ResNet-50's layer1 [256, 56, 56] (18% of its inference; numpy's argmax overlapped with the
 # next batch: 0.95x plain inference vs 0.87x in the graph), while for maps of 100k elements
 # and less the graph wins (no map leaves onnxruntime: 0.88-1.02x vs 0.82-1.02x).
@@ -133,7 +133,7 @@ class ScanEngine:
         thread. Both give identical results (tested; a batch whose map holds a NaN is reduced
         on the host). Default: in the graph on a GPU (the maps would cross the bus) and, on
         the CPU, for maps up to HOST_REDUCE_ABOVE values per image (no map is allocated and
-        handed to a competing thread; larger ones: onnxruntime's ArgMax costs more).
+        handed to a competing thread; larger ones: onnxruntime's TopK costs more).
         `io_binding`: run through onnxruntime IO binding (default: on a GPU only);
         `uint8_feed`: feed uint8 pixels and normalise inside the graph (bit-identical; 4x less
         host-to-device traffic; default: on a GPU only; `run_batches` then takes uint8
@@ -357,7 +357,7 @@ class ScanEngine:
 
     def _infer(self, array: np.ndarray) -> tuple[tuple[LayerReduction, ...], list[np.ndarray]]:
         """The batch's reductions and outputs; a batch whose map holds a NaN runs again with
-        the maps out, so numpy reduces it (onnxruntime's ArgMax passes over a NaN)."""
+        the maps out, so numpy reduces it (onnxruntime's TopK passes over a NaN)."""
         size = self._size_of(array)
         if self.prep.fixed_size is None:
             self._layers_for(size)  # a size the model cannot take fails here, saying why
