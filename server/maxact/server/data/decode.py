@@ -15,7 +15,7 @@ from functools import partial
 import numpy as np
 from PIL import Image
 
-from maxact.server.data.preprocess import ResolvedPreprocessing, to_rgb
+from maxact.server.data.preprocess import ResolvedPreprocessing, into, to_rgb
 from maxact.server.data.reader import Finish, ImageSource, check_pixels, decode_pixels, oriented
 
 DRAFT_FACTOR = 2
@@ -61,16 +61,6 @@ def prepare(
         return decode(source, prep, draft, partial(prep.to_array, out=out))
     array, size = decode(source, prep, draft, prep.to_pixels)
     return into(out, array), size
-
-
-def into(out: np.ndarray | None, array: np.ndarray) -> np.ndarray:
-    """`array` copied into `out` (a batch slot of the same shape), or `array` itself."""
-    if out is None:
-        return array
-    if out.shape != array.shape:
-        raise ValueError(f"preprocessing produced {array.shape}, the batch holds {out.shape}")
-    out[...] = array
-    return out
 
 
 def decode(

@@ -254,8 +254,7 @@ class ResolvedPreprocessing:
         if self.pixels_exact:
             return self.normalise(self.to_pixels(image), out)
         if out is not None:
-            out[...] = self.to_array(image)
-            return out
+            return into(out, self.to_array(image))
         rgb = to_rgb(image)
         expected = self.input_size_for(rgb.height, rgb.width)
         pixels = np.asarray(self.resize_and_crop(rgb), dtype=np.float32)
@@ -295,6 +294,16 @@ def pad_bottom_right(pixels: np.ndarray, size: tuple[int, int], value: float) ->
     canvas = np.full((size[0], size[1], pixels.shape[2]), value, dtype=pixels.dtype)
     canvas[:height, :width] = pixels
     return canvas
+
+
+def into(out: np.ndarray | None, array: np.ndarray) -> np.ndarray:
+    """`array` copied into `out` (a batch slot of the same shape), or `array` itself."""
+    if out is None:
+        return array
+    if out.shape != array.shape:
+        raise ValueError(f"preprocessing produced {array.shape}, the batch holds {out.shape}")
+    out[...] = array
+    return out
 
 
 def resample_region(

@@ -227,13 +227,14 @@ def _to_nchw(rank: int, axes: tuple[int, int, int]) -> tuple[int, ...]:
     return tuple(int(a) for a in perm)
 
 
-def has_nan(reductions: tuple[LayerReduction, ...], values: list[np.ndarray]) -> bool:
+def has_nan(reductions: tuple[LayerReduction, ...], parts: list[dict[str, np.ndarray]]) -> bool:
     """Some "max" reduction's map held a NaN (its per-channel sums say so; an inf - inf sum
-    says so too, harmlessly): reduce that batch on the host for numpy's NaN semantics."""
-    for reduction, outputs in zip(reductions, split_outputs(reductions, values), strict=True):
-        if reduction.kind == "max" and np.isnan(outputs[reduction.outputs[2]]).any():
-            return True
-    return False
+    says so too, harmlessly): reduce that batch on the host for numpy's NaN semantics.
+    `parts`: `split_outputs` of the batch."""
+    return any(
+        reduction.kind == "max" and bool(np.isnan(part[reduction.outputs[2]]).any())
+        for reduction, part in zip(reductions, parts, strict=True)
+    )
 
 
 def split_outputs(

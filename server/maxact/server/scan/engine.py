@@ -58,6 +58,9 @@ class EngineCancelled(Exception):
     """The scan was stopped from another thread."""
 
 
+Parts = dict[str, np.ndarray]
+"""One layer's outputs of a batch, by graph output name (`split_outputs`)."""
+
 Total = int | Callable[[], int]
 """An image count for progress, or a function giving it now (images received so far)."""
 
@@ -240,9 +243,7 @@ class ScanEngine:
         count = total if callable(total) else lambda: total
         callbacks.progress(0, count(), 0)
 
-        def reduce(
-            item: tuple[Batch, tuple[LayerReduction, ...], list[np.ndarray]] | Skipped,
-        ) -> None:
+        def reduce(item: tuple[Batch, tuple[LayerReduction, ...], list[Parts]] | Skipped) -> None:
             if isinstance(item, Skipped):
                 counters.failed += 1
                 IMAGES_SKIPPED.inc()
@@ -250,13 +251,12 @@ class ScanEngine:
                 callbacks.reduced([item.index])
                 counters.last_index = max(counters.last_index, item.index)
             else:
-                batch, reductions, outputs = item
+                batch, reductions, parts = item
                 indices = np.asarray(batch.indices, dtype=np.int64)
                 batch_labels = None if label_array is None else label_array[indices]
                 size = self._size_of(batch.array)
                 layers = self._layers_for(size)
                 callbacks.sized(batch.indices, size)
-                parts = split_outputs(reductions, outputs)
                 for reduction, part in zip(reductions, parts, strict=True):
                     self.reducers[reduction.tensor].update_reduced(
                         reduction, part, indices, batch_labels, layers[reduction.tensor].field
@@ -285,7 +285,7 @@ class ScanEngine:
 
     def _inferred(
         self, items: Iterable[Batch | Skipped]
-    ) -> Iterator[tuple[Batch, tuple[LayerReduction, ...], list[np.ndarray]] | Skipped]:
+    ) -> Iterator[tuple[Batch, tuple[LayerReduction, ...], list[Parts]] | Skipped]:
         try:
             for item in items:
                 if self.stop_event.is_set():
@@ -355,18 +355,19 @@ class ScanEngine:
             }
         return found
 
-    def _infer(self, array: np.ndarray) -> tuple[tuple[LayerReduction, ...], list[np.ndarray]]:
-        """The batch's reductions and outputs; a batch whose map holds a NaN runs again with
-        the maps out, so numpy reduces it (onnxruntime's TopK passes over a NaN)."""
+    def _infer(self, array: np.ndarray) -> tuple[tuple[LayerReduction, ...], list[Parts]]:
+        """The batch's reductions and, per layer, their outputs by name; a batch whose map
+        holds a NaN runs again with the maps out, so numpy reduces it (onnxruntime's TopK
+        passes over a NaN)."""
         size = self._size_of(array)
         if self.prep.fixed_size is None:
             self._layers_for(size)  # a size the model cannot take fails here, saying why
         found = self._session_for(size)
-        outputs = self._run(found, array)
-        if self.in_graph and has_nan(found.reductions, outputs):
+        parts = split_outputs(found.reductions, self._run(found, array))
+        if self.in_graph and has_nan(found.reductions, parts):
             found = self._session_for(size, host=True)
-            outputs = self._run(found, array)
-        return found.reductions, outputs
+            parts = split_outputs(found.reductions, self._run(found, array))
+        return found.reductions, parts
 
     def _run(self, found: _Session, array: np.ndarray) -> list[np.ndarray]:
         """`found`'s outputs for `array`, split or padded to a fixed batch size."""

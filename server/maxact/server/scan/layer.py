@@ -76,9 +76,10 @@ class LayerReducer:
         if self.field is not None and options.position_bottom:
             self._topk[TopKKind.POSITION_BOTTOM] = RunningTopK(count, options.k, largest=False)
         self._stats = StatisticsReducer(count, classes)
-        # image-mode responses of recent batches, folded in together (see `fold`)
+        # image-mode responses of recent batches, folded in together every `_fold_every`
+        # images (see `fold`)
         self._pending: list[_Responses] = []
-        self._pending_images = 0
+        self._fold_every = max(1, min(FOLD_IMAGES, FOLD_VALUES // count))
         # per field (one per input size), the field kept alive so its id stays its own
         self._groups_at: dict[int, tuple[TensorField, list[tuple[np.ndarray, ...]]]] = {}
 
@@ -102,7 +103,7 @@ class LayerReducer:
         """
         if not self._pending:
             return
-        pending, self._pending, self._pending_images = self._pending, [], 0
+        pending, self._pending = self._pending, []
         responses, ys, xs, images = (
             np.concatenate([part[i] for part in pending]) for i in range(4)
         )
@@ -209,7 +210,6 @@ class LayerReducer:
             if kind in self._topk:
                 assert maps is not None, "position mode needs the layer's maps"
                 self._update_position(self._topk[kind], maps, images, largest, field or self.field)
-        count = len(images)
         shape = responses.shape
         self._pending.append(
             (
@@ -220,8 +220,7 @@ class LayerReducer:
                 None if labels is None else np.asarray(labels, dtype=np.int64),
             )
         )
-        self._pending_images += count
-        if self._pending_images >= max(1, min(FOLD_IMAGES, FOLD_VALUES // max(1, shape[1]))):
+        if sum(len(part[3]) for part in self._pending) >= self._fold_every:
             self.fold()
 
     def _update_position(
@@ -278,7 +277,7 @@ class LayerReducer:
 
     def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
         """Restore `state_dict()` of a reducer of the same layer and options."""
-        self._pending, self._pending_images = [], 0  # replaced by the restored state
+        self._pending = []  # replaced by the restored state
         kinds = {key.split("/", 1)[0] for key in state} - {"stats"}
         keeps = {kind.value for kind in self._topk}
         if kinds != keeps:

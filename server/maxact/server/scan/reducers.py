@@ -39,6 +39,17 @@ class Entry:
     x: int
 
 
+def _packed(keep: np.ndarray, *arrays: np.ndarray) -> list[np.ndarray]:
+    """`arrays` ([rows, N] each) narrowed to the columns `keep` marks, each row's kept
+    candidates first and in their order; rows with fewer are padded with some of their others
+    (real candidates too, only worse ones, so offering them changes nothing)."""
+    width = int(keep.sum(axis=1).max())
+    if width == keep.shape[1]:
+        return list(arrays)
+    order = np.argsort(~keep, axis=1, kind="stable")[:, :width]
+    return [np.take_along_axis(a, order, axis=1) for a in arrays]
+
+
 class RunningTopK:
     """The k best (largest, or smallest when `largest=False`) responses per channel.
 
@@ -78,12 +89,8 @@ class RunningTopK:
             return
         if rows.size != self.channels:
             key, images, ys, xs, beats = (a[rows] for a in (key, images, ys, xs, beats))
-        width = int(beats.sum(axis=1).max())
-        if width < key.shape[1]:  # those candidates first, in their order; the rest dropped
-            order = np.argsort(~beats, axis=1, kind="stable")[:, :width]
-            key, images, ys, xs = (
-                np.take_along_axis(a, order, axis=1) for a in (key, images, ys, xs)
-            )
+        key, images, ys, xs = _packed(beats, key, images, ys, xs)
+        width = key.shape[1]
         if width > max(2 * self.k, PRESELECT_ABOVE):
             self._offer_preselected(rows, key, images, ys, xs)
         else:
@@ -144,14 +151,9 @@ class RunningTopK:
         counts = contenders.sum(axis=1)
         narrow = counts <= max(4 * self.k, PRESELECT_ABOVE)
         for group in (narrow, ~narrow):  # rows tied all along (dead channels) sort apart
-            if not group.any():
-                continue
-            width = int(counts[group].max())
-            order = np.argsort(~contenders[group], axis=1, kind="stable")[:, :width]
-            self._offer(
-                rows[group],
-                *(np.take_along_axis(a[group], order, axis=1) for a in (key, images, ys, xs)),
-            )
+            if group.any():
+                picked = (a[group] for a in (key, images, ys, xs))
+                self._offer(rows[group], *_packed(contenders[group], *picked))
 
     def merge(self, other: RunningTopK) -> None:
         """Fold in a reducer of a disjoint shard (image indices global to the union)."""
