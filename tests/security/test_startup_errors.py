@@ -78,3 +78,12 @@ def test_a_busy_port_is_one_line(tmp_path: Path) -> None:
             *["--port", str(port)],
         )
     assert f"127.0.0.1:{port}" in line and "--port" in line
+
+
+@pytest.mark.parametrize("size", ["nan", "inf", "-1", "0"])
+def test_a_cache_size_that_bounds_nothing_is_one_line(tmp_path: Path, size: str) -> None:
+    line = _serve_fails(
+        *["--model-root", str(tmp_path), "--store", str(tmp_path / "s.sqlite")],
+        *["--cache-dir", str(tmp_path / "cache"), "--cache-gb", size],
+    )
+    assert "--cache-gb" in line and "finite number > 0" in line and repr(size) in line

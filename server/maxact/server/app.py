@@ -24,12 +24,19 @@ from maxact.client.arguments import (
     MaxactParser,
     defaults_from_environment,
     nonnegative_int,
+    positive_float,
     positive_int,
 )
 from maxact.server import limits
 from maxact.server.data.dataset_writer import remove_stale_incoming
 from maxact.server.data.datasets import DatasetCatalog
 from maxact.server.data.input_cache import InputCache
+from maxact.server.jobs.ray_connect import (
+    DEFAULT_RAY_CONNECT_SECONDS,
+    RayConnectError,
+    connect_within,
+    host_and_port,
+)
 from maxact.server.jobs.ray_executor import RayCluster, import_ray
 from maxact.server.jobs.scan_jobs import ScanJobs
 from maxact.server.jobs.shard_work import DEFAULT_SHARD_IMAGES
@@ -113,6 +120,7 @@ class ServerConfig:
     checkpoint_images: int = 256
     # Ray cluster address ("auto" or host:port) to run persisted scans on; None: locally.
     ray_address: str | None = None
+    ray_connect_seconds: float = DEFAULT_RAY_CONNECT_SECONDS  # then start-up fails
     ray_workers: int = 0  # at most this many Ray workers per scan (0: as the cluster allows)
     ray_worker_cpus: int = 1  # CPU cores per Ray worker on nodes without GPUs
     shard_images: int = DEFAULT_SHARD_IMAGES  # images per shard of a Ray scan
@@ -126,6 +134,10 @@ class ServerConfig:
 
 class StartupError(Exception):
     """The server cannot start; the message is one line saying why and what to do."""
+
+
+class RayUnavailable(StartupError):
+    """No Ray cluster at --ray-address in time; its connection thread may still hang."""
 
 
 @dataclass
@@ -200,15 +212,24 @@ async def _build_jobs(
     store_path = config.store or Path(tempfile.mkdtemp(prefix="maxact-store-")) / "store.sqlite"
     ray = None
     if config.ray_address:
-        ray = await asyncio.to_thread(
-            RayCluster,
-            config.ray_address,
-            config.model_root,
-            config.data_root,
-            config.device,
-            config.ray_workers,
-            config.ray_worker_cpus,
-        )
+        address = config.ray_address
+
+        def connect() -> RayCluster:
+            return RayCluster(
+                address,
+                config.model_root,
+                config.data_root,
+                config.device,
+                config.ray_workers,
+                config.ray_worker_cpus,
+            )
+
+        try:
+            ray = await asyncio.to_thread(
+                connect_within, connect, address, config.ray_connect_seconds
+            )
+        except RayConnectError as exc:
+            raise RayUnavailable(str(exc)) from None
     jobs = ScanJobs(
         Store.open(store_path, config.store_max_bytes),
         state.models,
@@ -510,7 +531,7 @@ def _add_scan_and_cache_flags(group: argparse._ArgumentGroup) -> None:
     )
     group.add_argument(
         "--cache-gb",
-        type=float,
+        type=positive_float,
         default=10.0,
         help="size bound of --cache-dir; least recently used datasets go first "
         "(default %(default)s)",
@@ -524,6 +545,13 @@ def _add_ray_flags(group: argparse._ArgumentGroup) -> None:
         default=os.environ.get("MAXACT_RAY_ADDRESS") or None,
         help="run persisted scans on this Ray cluster ('auto' or HOST:PORT; needs the 'ray'"
         " extra); default: locally",
+    )
+    group.add_argument(
+        "--ray-connect-seconds",
+        type=positive_float,
+        default=DEFAULT_RAY_CONNECT_SECONDS,
+        help="give up (exit 2) when the Ray cluster does not answer within this "
+        "(default %(default)s)",
     )
     group.add_argument(
         "--ray-workers",
@@ -678,6 +706,7 @@ def main(argv: list[str]) -> int:
         metrics_port=args.metrics_port,
         session_cache_bytes=args.session_cache_mb * 1024 * 1024,
         ray_address=args.ray_address,
+        ray_connect_seconds=args.ray_connect_seconds,
         ray_workers=args.ray_workers,
         ray_worker_cpus=args.ray_worker_cpus,
         shard_images=args.shard_images,
@@ -691,11 +720,16 @@ def main(argv: list[str]) -> int:
     )
     if args.ray_address:
         try:
+            host_and_port(args.ray_address)
             import_ray()
-        except RuntimeError as exc:
+        except (RayConnectError, RuntimeError) as exc:
             return _startup_failure(str(exc))
     try:
         asyncio.run(_serve(config, args.log_format))
+    except RayUnavailable as exc:
+        # the abandoned connection thread would hang the exit or log Ray's retries: leave now
+        code = _startup_failure(str(exc))
+        os._exit(code)
     except (StartupError, StoreError) as exc:
         return _startup_failure(str(exc))
     except (OSError, sqlite3.Error) as exc:
