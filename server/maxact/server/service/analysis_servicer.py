@@ -4,15 +4,18 @@ a model's class names, all answered from finished scans in the store (no inferen
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 import grpc
 import numpy as np
+from cachetools import LRUCache
 
 from maxact.client.kinds import TopKKind
-from maxact.server.analysis.classes import class_answer
+from maxact.server.analysis.classes import LayerClassAnswer, class_answer
 from maxact.server.analysis.compare import compare_channels
-from maxact.server.errors import failed_precondition, invalid_argument
+from maxact.server.errors import ServiceError, failed_precondition, invalid_argument
+from maxact.server.jobs.queries import damaged_statistics, layer_statistics
 from maxact.server.jobs.scan_jobs import ScanJobs, scan_id_from
 from maxact.server.jobs.store import ScanRecord
 from maxact.server.models.class_names import class_names
@@ -26,6 +29,9 @@ from maxact.v1 import neuron_service_pb2 as npb
 DEFAULT_SELECTIVE = 0.5
 DEFAULT_TOP = 10
 MAX_TOP = 1000
+ANSWERS_CACHED = 32  # class answers kept (per scan, layer, threshold, top)
+# a reply's bound, under the gRPC message bound (64 MiB) with room for the rest of the reply
+MAX_REPLY_BYTES = 60 * 2**20
 
 
 def _finished(jobs: ScanJobs, name: str) -> ScanRecord:
@@ -37,18 +43,6 @@ def _finished(jobs: ScanJobs, name: str) -> ScanRecord:
             scan=record.id,
         )
     return record
-
-
-def _layer_statistics(jobs: ScanJobs, record: ScanRecord, layer: str) -> dict[str, Any]:
-    stats = jobs.store.statistics(record.id, layer)
-    if stats is None:
-        raise invalid_argument(
-            "LAYER_NOT_FOUND",
-            f"scan 'scans/{record.id}' did not scan layer {layer!r} "
-            f"(it scanned {list(record.layers)})",
-            layer=layer,
-        )
-    return stats
 
 
 def _class_means(record: ScanRecord, stats: dict[str, Any]) -> tuple[list[str], np.ndarray]:
@@ -90,32 +84,67 @@ def _check_top(top: int) -> int:
     return top
 
 
+def _estimated_reply_bytes(channels: int, hits: int, patch_size: int) -> int:
+    """What a class's patches weigh before rendering: every patch fits in patch_size^2
+    pixels of 3 bytes (PNG usually compresses, so this is the uncompressed bound)."""
+    return channels * hits * patch_size * patch_size * 3
+
+
+def _reply_too_large(what: str, bound: int) -> ServiceError:
+    return ServiceError(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "REPLY_TOO_LARGE",
+        f"GetClassChannels would return {what}, over the bound of {bound // 2**20} MiB per "
+        "reply; ask for fewer channels (top), fewer patches (k) or a smaller patch_size",
+        {"bound": str(bound)},
+    )
+
+
 class AnalysisServicer(analysis_service_pb2_grpc.AnalysisServiceServicer):
     def __init__(self, jobs: ScanJobs, neurons: NeuronServicer) -> None:
         self.jobs = jobs
         self.neurons = neurons  # patches of a class's channels come from GetNeuron
+        # a finished scan's statistics never change: its class answers are computed once
+        self._answers: LRUCache[tuple[str, str, float, int], tuple[int, LayerClassAnswer]] = (
+            LRUCache(maxsize=ANSWERS_CACHED)
+        )
+        self._answers_lock = threading.Lock()
 
     def _answer(
         self, scan: str, layer: str, threshold: float, top: int
-    ) -> tuple[ScanRecord, dict[str, Any], Any]:
+    ) -> tuple[ScanRecord, int, LayerClassAnswer]:
+        """(the finished scan, its images scanned, the layer's class answer), computed once
+        per (scan, layer, threshold, top) and then served from memory."""
         if not 0.0 <= threshold <= 1.0:
             raise invalid_argument(
                 "INVALID_THRESHOLD", f"the selectivity threshold must be in 0..1, got {threshold}"
             )
+        top = _check_top(top)
         record = _finished(self.jobs, scan)
-        stats = _layer_statistics(self.jobs, record, layer)
-        names, m = _class_means(record, stats)
-        images = dict(zip(stats["classes"], stats["class_images"], strict=True))
-        answer = class_answer(
-            names,
-            np.asarray([images[name] for name in names]),
-            m,
-            np.asarray(stats["firing_rate"]),
-            np.asarray(stats["dead"]),
-            threshold,
-            _check_top(top),
-        )
-        return record, stats, answer
+        key = (record.id, layer, threshold, top)
+        with self._answers_lock:
+            cached = self._answers.get(key)
+        if cached is not None:
+            return record, *cached
+        stats = layer_statistics(self.jobs, record, layer)
+        try:
+            names, m = _class_means(record, stats)
+            images = dict(zip(stats["classes"], stats["class_images"], strict=True))
+            answer = class_answer(
+                names,
+                np.asarray([images[name] for name in names]),
+                m,
+                np.asarray(stats["firing_rate"], dtype=np.float64),
+                np.asarray(stats["dead"], dtype=bool),
+                threshold,
+                top,
+            )
+            scanned = int(stats["images"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise damaged_statistics(record.id, layer, exc) from None
+        with self._answers_lock:
+            self._answers[key] = (scanned, answer)
+        return record, scanned, answer
 
     @rpc
     async def GetClassAnswer(
@@ -126,12 +155,12 @@ class AnalysisServicer(analysis_service_pb2_grpc.AnalysisServiceServicer):
             if request.HasField("selective_threshold")
             else DEFAULT_SELECTIVE
         )
-        record, stats, answer = await asyncio.to_thread(
+        record, scanned, answer = await asyncio.to_thread(
             self._answer, request.scan, request.layer, threshold, request.top
         )
         response = apb.GetClassAnswerResponse(
             layer=request.layer,
-            images_scanned=stats["images"],
+            images_scanned=scanned,
             channels=answer.channels,
             dead=answer.dead,
             non_selective=answer.non_selective,
@@ -167,6 +196,14 @@ class AnalysisServicer(analysis_service_pb2_grpc.AnalysisServiceServicer):
                 f"(its classes: {[c.name for c in answer.classes][:20]})",
                 class_name=request.class_name[:200],
             )
+        hits = min(request.k or record.k, record.k)
+        estimate = _estimated_reply_bytes(len(found.top_channels), hits, request.patch_size)
+        if estimate > MAX_REPLY_BYTES:
+            raise _reply_too_large(
+                f"{len(found.top_channels)} channels x {hits} patches of "
+                f"{request.patch_size}x{request.patch_size} pixels (~{estimate // 2**20} MiB)",
+                MAX_REPLY_BYTES,
+            )
         response = apb.GetClassChannelsResponse(class_name=found.name, images=found.images)
         response.scan.CopyFrom(scan_to_proto(record))
         for channel in found.top_channels:
@@ -184,6 +221,12 @@ class AnalysisServicer(analysis_service_pb2_grpc.AnalysisServiceServicer):
             response.channels.append(
                 apb.ClassChannelPatches(channel=_channel(channel), patches=neuron.patches)
             )
+            if response.ByteSize() > MAX_REPLY_BYTES:  # patch_size 0: each patch its own size
+                raise _reply_too_large(
+                    f"more than {MAX_REPLY_BYTES // 2**20} MiB after {len(response.channels)} "
+                    f"of {len(found.top_channels)} channels",
+                    MAX_REPLY_BYTES,
+                )
         return response
 
     @rpc
@@ -203,8 +246,8 @@ class AnalysisServicer(analysis_service_pb2_grpc.AnalysisServiceServicer):
                 f"scans 'scans/{a.id}' (dataset {a.dataset!r}) and 'scans/{b.id}' (dataset "
                 f"{b.dataset!r}) did not scan the same images; compare needs one dataset",
             )
-        stats_a = _layer_statistics(self.jobs, a, request.layer)
-        stats_b = _layer_statistics(self.jobs, b, request.layer)
+        stats_a = layer_statistics(self.jobs, a, request.layer)
+        stats_b = layer_statistics(self.jobs, b, request.layer)
         shape_a, shape_b = self._shape(a, request.layer), self._shape(b, request.layer)
         if shape_a != shape_b:
             raise invalid_argument(
