@@ -37,7 +37,7 @@ from maxact.server.service.convert import (
     render_options_from_proto,
 )
 from maxact.server.service.errors import rpc
-from maxact.server.service.streaming import run_in_thread, throttled
+from maxact.server.service.streaming import run_in_thread, stream_slots, throttled
 from maxact.server.service.validate import (
     ServerState,
     check_channel,
@@ -82,10 +82,12 @@ class TopKServicer(topk_service_pb2_grpc.TopKServiceServicer):
             raise invalid_argument("DATASET_REQUIRED", "no dataset name given")
         dataset = await asyncio.to_thread(self.state.datasets.open, request.dataset)
         scan = await asyncio.to_thread(NeuronScan, model, layer, query, prep)
-        async for event in run_in_thread(
-            lambda emit: _scan_dataset(scan, dataset, renderer, emit, warning), stopper=scan.stop
-        ):
-            yield event
+        async with stream_slots():  # a client-image stream is paced by its client: no slot
+            async for event in run_in_thread(
+                lambda emit: _scan_dataset(scan, dataset, renderer, emit, warning),
+                stopper=scan.stop,
+            ):
+                yield event
 
     @rpc
     async def StreamTopKImages(
