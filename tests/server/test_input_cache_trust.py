@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +21,7 @@ from maxact.client import Client, Preprocessing
 from maxact.server.data.input_cache import HEADER
 from maxact.server.healthcheck import check
 from tests.onnx_models import random_cnn, save
+from tests.security.robust_helpers import unwritable_folder
 
 SIZE = 32
 PREP = Preprocessing(size=(SIZE, SIZE))
@@ -72,15 +72,6 @@ def _scan_done(client: Client, dataset: str) -> tuple[str, int, int]:
     return final.state, final.images_done, final.images_failed
 
 
-def _unwritable_folder(tmp_path: Path) -> Path:
-    if os.geteuid() == 0:  # root writes through file modes: a folder no one can write in
-        return Path("/proc/sys/fs/mqueue")
-    folder = tmp_path / "read-only"
-    folder.mkdir()
-    folder.chmod(stat.S_IRUSR | stat.S_IXUSR)
-    return folder
-
-
 def test_an_unwritable_cache_folder_decodes_without_it_with_one_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -88,7 +79,7 @@ def test_an_unwritable_cache_folder_decodes_without_it_with_one_warning(
     with _served(tmp_path, tmp_path / "plain") as (client, address):
         expected = _top(client, "photos")
     caplog.set_level(logging.WARNING, logger="maxact.server")
-    with _served(tmp_path, _unwritable_folder(tmp_path)) as (client, address):
+    with _served(tmp_path, unwritable_folder(tmp_path)) as (client, address):
         assert [d.name for d in client.list_datasets()] == ["photos"]
         assert _top(client, "photos") == expected
         assert _scan_done(client, "photos") == ("succeeded", IMAGES, 0)
