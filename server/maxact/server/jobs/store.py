@@ -247,17 +247,6 @@ class TopKRow:
     x: int
 
 
-@dataclass(frozen=True)
-class Checkpoint:
-    """Reducer states (npz bytes per layer) after every image before `position` was
-    accounted for, with the counts at that point."""
-
-    position: int
-    done: int
-    failed: int
-    states: dict[str, bytes]
-
-
 _COLUMNS = (
     "id, seq, model, layers, dataset, k, mode, preprocessing, state, images_done, images_failed,"
     " images_total, error, create_time, update_time, checkpoint_position, checkpoint_done,"
@@ -609,30 +598,6 @@ class Store:
                 (done, failed, time.time(), scan_id),
             )
 
-    def save_checkpoint(self, scan_id: str, checkpoint: Checkpoint) -> None:
-        """Atomically; nothing is written for a scan deleted meanwhile."""
-        with self._transaction() as db:
-            if db.execute("SELECT 1 FROM scans WHERE id = ?", (scan_id,)).fetchone() is None:
-                return
-            db.executemany(
-                "INSERT OR REPLACE INTO checkpoints (scan_id, layer, state) VALUES (?, ?, ?)",
-                [(scan_id, layer, state) for layer, state in checkpoint.states.items()],
-            )
-            db.execute(
-                "UPDATE scans SET checkpoint_position = ?, checkpoint_done = ?,"
-                " checkpoint_failed = ?, images_done = ?, images_failed = ?, update_time = ?,"
-                " resume_attempts = 0 WHERE id = ?",
-                (
-                    checkpoint.position,
-                    checkpoint.done,
-                    checkpoint.failed,
-                    checkpoint.done,
-                    checkpoint.failed,
-                    time.time(),
-                    scan_id,
-                ),
-            )
-
     def shards(self, scan_id: str) -> builtins.list[ShardRow]:
         rows = self._connection().execute(
             "SELECT shard, first, stop, state, attempts, images_done, images_failed, finish_time"
@@ -673,20 +638,56 @@ class Store:
         states: dict[str, bytes],
         done: int,
         failed: int,
+        until: int | None = None,
     ) -> bool:
         """Mark a shard done and store `states` (the merge of every finished shard and the
         scan's earlier checkpoint) in one transaction; False when it was already done or the
-        scan is no longer active (a shard reporting after a cancel is not recorded)."""
+        scan is no longer active (a shard reporting after a cancel is not recorded).
+
+        `until`: only the shard's images before that index are done; they become a new done
+        shard, and this one keeps the rest, still pending."""
         with self._transaction() as db:
-            (state,) = db.execute("SELECT state FROM scans WHERE id = ?", (scan_id,)).fetchone()
-            if state not in ("queued", "running"):
+            found = db.execute("SELECT state FROM scans WHERE id = ?", (scan_id,)).fetchone()
+            if found is None or found[0] not in ("queued", "running"):
                 return False
-            cursor = db.execute(
-                "UPDATE scan_shards SET state = 'done', images_done = ?, images_failed = ?,"
-                " finish_time = ? WHERE scan_id = ? AND shard = ? AND state != 'done'",
-                (shard_done, shard_failed, time.time(), scan_id, shard),
-            )
-            if cursor.rowcount != 1:
+            row = db.execute(
+                "SELECT first, stop, attempts FROM scan_shards"
+                " WHERE scan_id = ? AND shard = ? AND state != 'done'",
+                (scan_id, shard),
+            ).fetchone()
+            if row is None:
+                return False
+            first, stop, attempts = row
+            if until is None or until >= stop:
+                db.execute(
+                    "UPDATE scan_shards SET state = 'done', images_done = ?, images_failed = ?,"
+                    " finish_time = ? WHERE scan_id = ? AND shard = ?",
+                    (shard_done, shard_failed, time.time(), scan_id, shard),
+                )
+            elif until > first:
+                (number,) = db.execute(
+                    "SELECT MAX(shard) + 1 FROM scan_shards WHERE scan_id = ?", (scan_id,)
+                ).fetchone()
+                db.execute(
+                    "INSERT INTO scan_shards (scan_id, shard, first, stop, state, attempts,"
+                    " images_done, images_failed, finish_time) VALUES (?, ?, ?, ?, 'done', ?,"
+                    " ?, ?, ?)",
+                    (
+                        scan_id,
+                        number,
+                        first,
+                        until,
+                        attempts,
+                        shard_done,
+                        shard_failed,
+                        time.time(),
+                    ),
+                )
+                db.execute(
+                    "UPDATE scan_shards SET first = ? WHERE scan_id = ? AND shard = ?",
+                    (until, scan_id, shard),
+                )
+            else:
                 return False
             db.executemany(
                 "INSERT OR REPLACE INTO checkpoints (scan_id, layer, state) VALUES (?, ?, ?)",
