@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import resource
-import uuid
 import zipfile
 from pathlib import Path
 
@@ -19,10 +18,10 @@ from numpy.lib import format as npy
 
 from maxact.client import Client
 from maxact.server.app import start_server
-from maxact.server.jobs.store import NewScan, Store
+from maxact.server.jobs.store import Store
 from tests.datasets import write_images
 from tests.onnx_models import random_cnn, save
-from tests.scan_results import finish
+from tests.scan_results import finish, unfinished_copy
 from tests.serve_process import serve_process
 
 ADDRESS_SPACE = 2560 * 1024 * 1024  # as tests/security/test_memory_limit.py
@@ -67,13 +66,7 @@ def test_a_checkpoint_with_a_deflated_huge_array_fails_its_scan_not_the_server(
 
     # an unfinished copy of that scan whose first half is "checkpointed" as the bomb
     store = Store(store_path)
-    record = store.get(done.id)
-    assert record is not None
-    scan_id = uuid.uuid4().hex[:16]
-    new = NewScan(
-        record.model, record.layers, record.dataset, record.k, record.mode, record.preprocessing
-    )
-    store.create_scan(scan_id, new, store.image_ids(done.id))
+    scan_id = unfinished_copy(store, done.id)
     store.plan_shards(scan_id, [(0, IMAGES)])
     names = ["top/key", "top/image", "top/y", "top/x", "bottom/key", "bottom/image"]
     names += ["bottom/y", "bottom/x", "stats/images", "stats/fired", "stats/maximum"]

@@ -7,15 +7,14 @@ answers equal the first's."""
 from __future__ import annotations
 
 import urllib.request
-import uuid
 from pathlib import Path
 
 from maxact.client import Client
 from maxact.server.app import RunningServer, start_server
 from maxact.server.jobs.shard_work import shard_ranges
-from maxact.server.jobs.store import NewScan, Store
+from maxact.server.jobs.store import Store
 from tests.onnx_models import random_cnn, save
-from tests.scan_results import finish, run_scan, scan_answers
+from tests.scan_results import finish, run_scan, scan_answers, unfinished_copy
 from tests.shard_datasets import (
     labelled_images,
     write_loose,
@@ -52,23 +51,24 @@ def _world(root: Path) -> tuple[Path, Path]:
     return models, data
 
 
+def _serve(models: Path, data: Path, root: Path) -> RunningServer:
+    return start_server(
+        models,
+        data,
+        device="cpu",
+        store=root / "store.sqlite",
+        cache_dir=root / "cache",
+        cache_bytes=10**8,
+        metrics_port=0,
+    )
+
+
 def test_second_scans_of_loose_tar_and_parquet_datasets_read_every_input_from_the_cache(
     tmp_path: Path,
 ) -> None:
     models, data = _world(tmp_path)
     answers = {}
-    with (
-        start_server(
-            models,
-            data,
-            device="cpu",
-            store=tmp_path / "store.sqlite",
-            cache_dir=tmp_path / "cache",
-            cache_bytes=10**8,
-            metrics_port=0,
-        ) as server,
-        Client(server.address, timeout=120) as client,
-    ):
+    with _serve(models, data, tmp_path) as server, Client(server.address, timeout=120) as client:
         assert server.metrics_port is not None
         for dataset in ("loose", "tars", "parquet"):
             before = _cache_counts(server.metrics_port)
@@ -85,18 +85,6 @@ def test_second_scans_of_loose_tar_and_parquet_datasets_read_every_input_from_th
     assert answers["parquet"] == answers["loose"]
 
 
-def _serve(models: Path, data: Path, root: Path) -> RunningServer:
-    return start_server(
-        models,
-        data,
-        device="cpu",
-        store=root / "store.sqlite",
-        cache_dir=root / "cache",
-        cache_bytes=10**8,
-        metrics_port=0,
-    )
-
-
 def test_a_scan_planned_as_shards_runs_them_in_the_server_through_the_input_cache(
     tmp_path: Path,
 ) -> None:
@@ -110,13 +98,7 @@ def test_a_scan_planned_as_shards_runs_them_in_the_server_through_the_input_cach
 
     # the same scan again, planned as 5 shards of 8 images (what a Ray server stores)
     store = Store(tmp_path / "store.sqlite")
-    record = store.get(scan.id)
-    assert record is not None
-    sharded = uuid.uuid4().hex[:16]
-    new = NewScan(
-        record.model, record.layers, record.dataset, record.k, record.mode, record.preprocessing
-    )
-    store.create_scan(sharded, new, store.image_ids(scan.id))
+    sharded = unfinished_copy(store, scan.id)
     store.plan_shards(sharded, shard_ranges(0, IMAGES, 8))
 
     with _serve(models, data, tmp_path) as server, Client(server.address, timeout=120) as client:

@@ -1,14 +1,12 @@
 """Persisted scans: run in the background, checkpoint, resume after a restart, answer queries.
 
 A scan is a row in the store. Worker threads (at most `max_running` at once; the rest wait
-queued) run the scan engine over the dataset snapshot taken at creation, and every
-`checkpoint_images` images write the reducers' state together with the position in the
-dataset. A restarted server resumes unfinished scans from their last checkpoint, so the final
-result equals an uninterrupted scan (reducers are exact and order-independent).
-
-Given a shard executor (a Ray cluster), a scan runs as shards instead (`shard_work`): the plan
-is kept in the store, each finished shard is merged into the checkpoint in the transaction
-that marks it done, and a resumed scan runs only the shards not yet done.
+queued) run it over the dataset snapshot taken at creation, always the same way: as shards
+(`shard_work`) on an executor, the one worker in this process (one shard, reported in parts
+every `checkpoint_images` images and on shutdown) or a Ray cluster's workers (`shard_images`
+each). The plan is kept in the store, each reported part is merged into the checkpoint in the
+transaction that marks it done, and a restarted server runs only what is not done yet, so the
+final result equals an uninterrupted scan (reducers are exact and order-independent).
 """
 
 from __future__ import annotations
