@@ -650,44 +650,7 @@ class Store:
             found = db.execute("SELECT state FROM scans WHERE id = ?", (scan_id,)).fetchone()
             if found is None or found[0] not in ("queued", "running"):
                 return False
-            row = db.execute(
-                "SELECT first, stop, attempts FROM scan_shards"
-                " WHERE scan_id = ? AND shard = ? AND state != 'done'",
-                (scan_id, shard),
-            ).fetchone()
-            if row is None:
-                return False
-            first, stop, attempts = row
-            if until is None or until >= stop:
-                db.execute(
-                    "UPDATE scan_shards SET state = 'done', images_done = ?, images_failed = ?,"
-                    " finish_time = ? WHERE scan_id = ? AND shard = ?",
-                    (shard_done, shard_failed, time.time(), scan_id, shard),
-                )
-            elif until > first:
-                (number,) = db.execute(
-                    "SELECT MAX(shard) + 1 FROM scan_shards WHERE scan_id = ?", (scan_id,)
-                ).fetchone()
-                db.execute(
-                    "INSERT INTO scan_shards (scan_id, shard, first, stop, state, attempts,"
-                    " images_done, images_failed, finish_time) VALUES (?, ?, ?, ?, 'done', ?,"
-                    " ?, ?, ?)",
-                    (
-                        scan_id,
-                        number,
-                        first,
-                        until,
-                        attempts,
-                        shard_done,
-                        shard_failed,
-                        time.time(),
-                    ),
-                )
-                db.execute(
-                    "UPDATE scan_shards SET first = ? WHERE scan_id = ? AND shard = ?",
-                    (until, scan_id, shard),
-                )
-            else:
+            if not _mark_done(db, scan_id, shard, until, shard_done, shard_failed):
                 return False
             db.executemany(
                 "INSERT OR REPLACE INTO checkpoints (scan_id, layer, state) VALUES (?, ?, ?)",
@@ -762,3 +725,34 @@ class Store:
             .fetchone()
         )
         return None if row is None else json.loads(row[0])
+
+
+def _mark_done(
+    db: sqlite3.Connection, scan_id: str, shard: int, until: int | None, done: int, failed: int
+) -> bool:
+    """Mark the pending shard done, or (`until` inside it) its images before `until`: a new
+    done shard, the pending one keeping the rest. False: no such pending shard or part."""
+    row = db.execute(
+        "SELECT first, stop FROM scan_shards WHERE scan_id = ? AND shard = ? AND state != 'done'",
+        (scan_id, shard),
+    ).fetchone()
+    if row is None or (until is not None and until <= row[0]):
+        return False
+    if until is None or until >= row[1]:
+        db.execute(
+            "UPDATE scan_shards SET state = 'done', images_done = ?, images_failed = ?,"
+            " finish_time = ? WHERE scan_id = ? AND shard = ?",
+            (done, failed, time.time(), scan_id, shard),
+        )
+        return True
+    db.execute(
+        "INSERT INTO scan_shards (scan_id, shard, first, stop, state, attempts, images_done,"
+        " images_failed, finish_time) SELECT scan_id,"
+        " (SELECT MAX(shard) + 1 FROM scan_shards WHERE scan_id = ?), first, ?, 'done',"
+        " attempts, ?, ?, ? FROM scan_shards WHERE scan_id = ? AND shard = ?",
+        (scan_id, until, done, failed, time.time(), scan_id, shard),
+    )
+    db.execute(
+        "UPDATE scan_shards SET first = ? WHERE scan_id = ? AND shard = ?", (until, scan_id, shard)
+    )
+    return True
