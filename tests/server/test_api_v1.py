@@ -20,7 +20,7 @@ from maxact.client import Client
 from maxact.client.kinds import TopKMode
 from maxact.server.data.datasets import DatasetCatalog
 from maxact.server.data.preprocess import Preprocessing
-from maxact.server.errors import ServiceError
+from maxact.server.errors import Code, ServiceError
 from maxact.server.jobs.scan_jobs import ScanJobs
 from maxact.server.jobs.store import Store
 from maxact.server.models.registry import ModelRegistry
@@ -133,7 +133,7 @@ def test_a_scan_whose_deadline_passed_before_commit_is_never_stored(
             "net", ["conv1"], "small", 2, TopKMode.IMAGE, Preprocessing(), "late", time.monotonic()
         )
     assert (caught.value.code, caught.value.reason) == (
-        grpc.StatusCode.DEADLINE_EXCEEDED,
+        Code.DEADLINE_EXCEEDED,
         "DEADLINE_EXCEEDED",
     )
     assert store.list_scans(10) == []
