@@ -86,3 +86,16 @@ def test_the_grpc_check_flags_a_core_module_that_imports_grpc() -> None:
 
 def test_the_import_walker_sees_the_servicers_import_grpc() -> None:
     assert "grpc" in external_imports()["maxact.server.service.errors"]
+
+
+def test_the_core_speaks_no_transport() -> None:
+    # core/ turns records into records: no API messages, no servicer, no interceptor
+    offending = sorted(
+        (source, target)
+        for source, targets in import_edges().items()
+        if unit(source) == "server.core"
+        for target in targets
+        if unit(target) in {"v1", "server.service", "server.ops", "server.app"}
+    )
+    assert offending == []
+    assert "maxact.server.core.topk" in import_edges()  # the check sees core/
