@@ -10,13 +10,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from maxact.client.kinds import ScanState, TopKKind
+from maxact.client.kinds import TopKKind
 from maxact.server.analysis.classes import ClassAnswer, ClassChannel, LayerClassAnswer, class_answer
 from maxact.server.analysis.compare import ChannelChange, compare_channels
-from maxact.server.core.neurons import StoredNeuron, stored_neuron
+from maxact.server.core.neurons import (
+    StoredNeuron,
+    finished_scan,
+    layer_statistics,
+    stored_neuron,
+)
 from maxact.server.errors import failed_precondition, invalid_argument
 from maxact.server.jobs.layer_statistics import LayerStatistics
-from maxact.server.jobs.scan_jobs import ScanJobs, scan_id_from
+from maxact.server.jobs.scan_jobs import ScanJobs
 from maxact.server.jobs.store import ScanRecord
 from maxact.server.models.class_names import class_names
 from maxact.server.patches.render import RenderOptions
@@ -77,8 +82,8 @@ class Analysis:
             raise invalid_argument(
                 "INVALID_THRESHOLD", f"the selectivity threshold must be in 0..1, got {threshold}"
             )
-        record = self._finished(scan)
-        stats = self._statistics(record, layer)
+        record = finished_scan(self.jobs, scan)
+        stats = layer_statistics(self.jobs, record, layer)
         names, images, m = _class_means(record, stats)
         answer = class_answer(
             names,
@@ -119,8 +124,8 @@ class Analysis:
 
     def compare(self, scan_a: str, scan_b: str, layer: str) -> Comparison:
         """How two finished scans of the same images differ in `layer`."""
-        a = self._finished(scan_a)
-        b = self._finished(scan_b)
+        a = finished_scan(self.jobs, scan_a)
+        b = finished_scan(self.jobs, scan_b)
         if a.dataset != b.dataset or self.jobs.store.image_ids(a.id) != self.jobs.store.image_ids(
             b.id
         ):
@@ -129,8 +134,8 @@ class Analysis:
                 f"scans 'scans/{a.id}' (dataset {a.dataset!r}) and 'scans/{b.id}' (dataset "
                 f"{b.dataset!r}) did not scan the same images; compare needs one dataset",
             )
-        stats_a = self._statistics(a, layer)
-        stats_b = self._statistics(b, layer)
+        stats_a = layer_statistics(self.jobs, a, layer)
+        stats_b = layer_statistics(self.jobs, b, layer)
         shape_a, shape_b = self._shape(a, layer), self._shape(b, layer)
         if shape_a != shape_b:
             raise invalid_argument(
@@ -155,27 +160,6 @@ class Analysis:
     def class_names(self, model: str) -> tuple[str, list[str]]:
         """(the layer whose channels are the classes, the class names) of a model."""
         return class_names(self.jobs.models.get(model))
-
-    def _finished(self, name: str) -> ScanRecord:
-        record = self.jobs.get(scan_id_from(name))
-        if record.state is not ScanState.SUCCEEDED:
-            raise failed_precondition(
-                "SCAN_NOT_FINISHED",
-                f"scan 'scans/{record.id}' is {record.state}; this question needs a finished scan",
-                scan=record.id,
-            )
-        return record
-
-    def _statistics(self, record: ScanRecord, layer: str) -> LayerStatistics:
-        document = self.jobs.store.statistics(record.id, layer)
-        if document is None:
-            raise invalid_argument(
-                "LAYER_NOT_FOUND",
-                f"scan 'scans/{record.id}' did not scan layer {layer!r} "
-                f"(it scanned {list(record.layers)})",
-                layer=layer,
-            )
-        return LayerStatistics.from_document(document)
 
     def _shape(self, record: ScanRecord, layer: str) -> tuple[int, ...]:
         _, _, layers = self.jobs.prepare(record)

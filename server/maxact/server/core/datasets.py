@@ -2,17 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from maxact.client.types import DatasetSummary
 from maxact.server.data.datasets import DatasetCatalog
-
-
-@dataclass(frozen=True)
-class DatasetSummary:
-    name: str
-    image_count: int
-    labels: list[str]  # the class names, sorted (empty without labels)
-    size_bytes: int
 
 
 class Datasets:
@@ -27,4 +18,6 @@ class Datasets:
 
     def summary(self, name: str) -> DatasetSummary:
         dataset = self.catalog.open(name)
-        return DatasetSummary(dataset.name, len(dataset.ids), dataset.classes, dataset.size_bytes)
+        return DatasetSummary(
+            dataset.name, len(dataset.ids), tuple(dataset.classes), dataset.size_bytes
+        )

@@ -10,29 +10,13 @@ from dataclasses import dataclass
 
 from onnx import TensorProto, ValueInfoProto
 
+from maxact.client.types import ModelSummary, TensorInfo
 from maxact.server.core.validate import ServerState, load_model, size_from
 from maxact.server.data.preprocess import Preprocessing
 from maxact.server.models.registry import LayerEntry
 from maxact.server.models.upload import ModelUpload
 
 DEFAULT_MAX_UPLOAD_BYTES = 2048 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class ModelSummary:
-    name: str
-    size_bytes: int
-    loaded: bool
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    """A graph input or output: its element type ("float", "" if unknown) and shape (-1 for
-    a dimension that is not fixed)."""
-
-    name: str
-    element_type: str
-    shape: list[int]
 
 
 @dataclass(frozen=True)
@@ -121,10 +105,10 @@ class Models:
 def _tensor_info(value: ValueInfoProto) -> TensorInfo:
     """An onnx ValueInfoProto as a TensorInfo."""
     tensor_type = value.type.tensor_type
-    shape = [
+    shape = tuple(
         d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1
         for d in tensor_type.shape.dim
-    ]
+    )
     element_type = (
         TensorProto.DataType.Name(tensor_type.elem_type).lower() if tensor_type.elem_type else ""
     )

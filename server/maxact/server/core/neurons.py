@@ -66,7 +66,7 @@ def finished_scan(jobs: ScanJobs, name: str) -> ScanRecord:
     if record.state is not ScanState.SUCCEEDED:
         raise failed_precondition(
             "SCAN_NOT_FINISHED",
-            f"scan 'scans/{record.id}' is {record.state}; neuron queries need a finished scan",
+            f"scan 'scans/{record.id}' is {record.state}; this question needs a finished scan",
             scan=record.id,
         )
     return record
@@ -141,12 +141,17 @@ def stored_neuron(
 
 def stored_statistics(jobs: ScanJobs, scan: str, layer: str) -> LayerStatistics:
     """The statistics a finished scan stored for `layer`."""
-    record = finished_scan(jobs, scan)
-    stats = jobs.store.statistics(record.id, layer)
-    if stats is None:
+    return layer_statistics(jobs, finished_scan(jobs, scan), layer)
+
+
+def layer_statistics(jobs: ScanJobs, record: ScanRecord, layer: str) -> LayerStatistics:
+    """The statistics the scan `record` stored for `layer`."""
+    document = jobs.store.statistics(record.id, layer)
+    if document is None:
         raise invalid_argument(
             "LAYER_NOT_FOUND",
-            f"scan 'scans/{record.id}' did not scan layer {layer!r}",
+            f"scan 'scans/{record.id}' did not scan layer {layer!r} "
+            f"(it scanned {list(record.layers)})",
             layer=layer,
         )
-    return LayerStatistics.from_document(stats)
+    return LayerStatistics.from_document(document)

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, replace
 
 from maxact.client.defaults import DEFAULT_K
+from maxact.client.types import ImageSkipped
 from maxact.server.core.client_images import ClientImage, ClientImages
 from maxact.server.core.streaming import run_in_thread, throttled
 from maxact.server.core.validate import (
@@ -60,12 +61,6 @@ class PartialRanking:
 
     hits: list[Hit]
     images_scanned: int
-
-
-@dataclass(frozen=True)
-class ImageSkipped:
-    image: str
-    reason: str
 
 
 @dataclass(frozen=True)

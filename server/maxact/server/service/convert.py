@@ -8,6 +8,7 @@ from google.protobuf import timestamp_pb2
 from google.rpc import status_pb2
 
 from maxact.client.kinds import TopKMode
+from maxact.client.types import ImageSkipped
 from maxact.server.core import topk
 from maxact.server.core.neurons import StoredNeuron
 from maxact.server.data.preprocess import Preprocessing, ResolvedPreprocessing, parse_mapping
@@ -164,7 +165,7 @@ def topk_event_to_proto(event: topk.TopKEvent) -> topk_service_pb2.TopKEvent:
             return pb.TopKEvent(
                 partial=pb.PartialTopK(hits=hits, images_scanned=event.images_scanned)
             )
-        case topk.ImageSkipped():
+        case ImageSkipped():
             return pb.TopKEvent(skipped=pb.ImageSkipped(image=event.image, reason=event.reason))
         case topk.PatchReady():
             return pb.TopKEvent(patch=patch_to_proto(event.hit, event.patch))

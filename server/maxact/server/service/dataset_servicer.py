@@ -7,7 +7,8 @@ import asyncio
 
 import grpc
 
-from maxact.server.core.datasets import Datasets, DatasetSummary
+from maxact.client.types import DatasetSummary
+from maxact.server.core.datasets import Datasets
 from maxact.server.core.validate import ServerState
 from maxact.server.service.errors import rpc
 from maxact.server.service.pagination import page_of
@@ -19,7 +20,7 @@ def _summary(dataset: DatasetSummary) -> pb.DatasetSummary:
     return pb.DatasetSummary(
         name=dataset.name,
         image_count=dataset.image_count,
-        labels=dataset.labels,
+        labels=list(dataset.labels),
         size_bytes=dataset.size_bytes,
     )
 

@@ -8,13 +8,8 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from maxact.server.core.models import (
-    DEFAULT_MAX_UPLOAD_BYTES,
-    Models,
-    ModelSummary,
-    TensorInfo,
-    UploadHeader,
-)
+from maxact.client.types import ModelSummary, TensorInfo
+from maxact.server.core.models import DEFAULT_MAX_UPLOAD_BYTES, Models, UploadHeader
 from maxact.server.core.validate import ServerState
 from maxact.server.errors import invalid_argument
 from maxact.server.service.convert import (
@@ -123,4 +118,6 @@ def _summary(summary: ModelSummary) -> pb.ModelSummary:
 
 
 def _tensor_info(tensor: TensorInfo) -> pb.TensorInfo:
-    return pb.TensorInfo(name=tensor.name, element_type=tensor.element_type, shape=tensor.shape)
+    return pb.TensorInfo(
+        name=tensor.name, element_type=tensor.element_type, shape=list(tensor.shape)
+    )
