@@ -7,39 +7,18 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
-import pytest
 
 from maxact.client import Client
 from tests.datasets import write_images
 from tests.errors import raised
-from tests.onnx_models import bright_square_model, save
 
 
-@pytest.fixture
-def store_path(tmp_path: Path) -> Path:
-    return tmp_path / "store" / "scans.sqlite"
-
-
-@pytest.fixture
-def served(model_root: Path, data_root: Path, store_path: Path) -> Iterator[Client]:
-    """A server on a known store file, model `net`, labelled dataset `pairs` (classes a, b)."""
-    from maxact.server.app import start_server
-
-    save(bright_square_model(32), model_root, "net")
+def _finished_scan(client: Client, data_root: Path) -> str:
+    """A finished scan of `net` over a labelled dataset `pairs` (classes a, b, 3 images each)."""
     write_images(data_root / "pairs", 6, 32, seed=2, classes=("a", "b"))
-    running = start_server(model_root, data_root, port=0, device="cpu", store=store_path)
-    try:
-        with Client(running.address, timeout=60) as client:
-            yield client
-    finally:
-        running.stop()
-
-
-def _finished_scan(client: Client) -> str:
     scan = client.scans.create("net", ["conv1"], "pairs", k=2)
     assert [info.state for info in client.scans.watch(scan.id)][-1] == "succeeded"
     return scan.id
@@ -64,9 +43,9 @@ def _drop_keys(store_path: Path, scan_id: str, *keys: str) -> None:
 
 
 def test_statistics_stored_without_clipped_class_means_are_outdated_for_the_class_answer(
-    served: Client, store_path: Path
+    served: Client, store_path: Path, data_root: Path
 ) -> None:
-    scan_id = _finished_scan(served)
+    scan_id = _finished_scan(served, data_root)
     answer = served.analysis.classes(scan_id, "conv1")
     assert [c.name for c in answer.classes] == ["a", "b"]
     assert sum(c.images for c in answer.classes) == answer.images_scanned == 6
@@ -83,8 +62,10 @@ def test_statistics_stored_without_clipped_class_means_are_outdated_for_the_clas
     assert {c.preferred_class for c in statistics.channels} <= {"a", "b"}
 
 
-def test_a_selectivity_threshold_outside_zero_one_is_refused(served: Client) -> None:
-    scan_id = _finished_scan(served)
+def test_a_selectivity_threshold_outside_zero_one_is_refused(
+    served: Client, data_root: Path
+) -> None:
+    scan_id = _finished_scan(served, data_root)
     error = raised(lambda: served.analysis.classes(scan_id, "conv1", selective=1.5))
     assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_THRESHOLD")
     assert "1.5" in error.message
