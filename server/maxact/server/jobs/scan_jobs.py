@@ -20,7 +20,6 @@ from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-import grpc
 import numpy as np
 
 from maxact.client.kinds import ACTIVE_STATES, ScanState, TopKMode
@@ -30,6 +29,7 @@ from maxact.server.data.preprocess import (
     ResolvedPreprocessing,
 )
 from maxact.server.errors import (
+    Code,
     ServiceError,
     already_exists,
     failed_precondition,
@@ -178,7 +178,7 @@ class ScanJobs:
                 self._fail(
                     record.id,
                     ScanError(
-                        grpc.StatusCode.ABORTED.value[0],
+                        Code.ABORTED,
                         "TOO_MANY_RESTARTS",
                         f"the server stopped abnormally {record.resume_attempts} times while this"
                         " scan ran, before it reached a checkpoint (e.g. out of memory); it is not"
@@ -311,7 +311,7 @@ class ScanJobs:
             job.thread.join(DELETE_WAIT_SECONDS)
             if job.thread.is_alive():
                 raise ServiceError(
-                    grpc.StatusCode.UNAVAILABLE,
+                    Code.UNAVAILABLE,
                     "SCAN_STILL_STOPPING",
                     f"scan 'scans/{scan_id}' was cancelled but has not stopped yet; retry",
                     {"scan": scan_id},
@@ -359,9 +359,7 @@ class ScanJobs:
             log.exception("scan %s failed", scan_id)
             self._fail(
                 scan_id,
-                ScanError(
-                    grpc.StatusCode.INTERNAL.value[0], "SCAN_FAILED", f"{type(exc).__name__}: {exc}"
-                ),
+                ScanError(Code.INTERNAL, "SCAN_FAILED", f"{type(exc).__name__}: {exc}"),
             )
         finally:
             with self._lock:
@@ -603,7 +601,7 @@ def _deadline_check(deadline: float | None) -> Callable[[], None]:
     def check() -> None:
         if deadline is not None and time.monotonic() >= deadline:
             raise ServiceError(
-                grpc.StatusCode.DEADLINE_EXCEEDED,
+                Code.DEADLINE_EXCEEDED,
                 "DEADLINE_EXCEEDED",
                 "the call's deadline passed before the scan was stored; nothing was created",
             )
@@ -612,8 +610,8 @@ def _deadline_check(deadline: float | None) -> Callable[[], None]:
 
 
 def _scan_error(error: ServiceError) -> ScanError:
-    return ScanError(error.code.value[0], error.reason, error.message)
+    return ScanError(error.code, error.reason, error.message)
 
 
 def _damaged(damage: str) -> ScanError:
-    return ScanError(grpc.StatusCode.DATA_LOSS.value[0], "SCAN_DAMAGED", damage)
+    return ScanError(Code.DATA_LOSS, "SCAN_DAMAGED", damage)

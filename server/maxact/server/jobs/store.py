@@ -18,10 +18,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import grpc
-
 from maxact.client.kinds import ScanState, TopKKind, TopKMode
-from maxact.server.errors import ServiceError
+from maxact.server.errors import Code, ServiceError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS scans (
@@ -128,13 +126,13 @@ def _write_error(exc: sqlite3.Error) -> ServiceError:
     text = str(exc)
     if "full" in text:
         return ServiceError(
-            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            Code.RESOURCE_EXHAUSTED,
             "STORE_FULL",
             "the server's scan store is full (no disk space left, or maxact serve "
             "--store-max-mb reached)",
         )
     return ServiceError(
-        grpc.StatusCode.UNAVAILABLE,
+        Code.UNAVAILABLE,
         "STORE_UNAVAILABLE",
         f"the server's scan store cannot be written ({type(exc).__name__}: {text[:200]})",
     )
@@ -151,7 +149,8 @@ class RequestIdReused(Exception):
 
 @dataclass(frozen=True)
 class ScanError:
-    """Why a scan failed: a gRPC status code number, an UPPER_SNAKE reason, a message."""
+    """Why a scan failed: an errors.Code number (gRPC's numbering), an UPPER_SNAKE reason,
+    a message."""
 
     code: int
     reason: str
@@ -253,8 +252,8 @@ _COLUMNS = (
     " checkpoint_failed, resume_attempts, request_id, error_code, error_reason"
 )
 # a failed scan stored before version 4 kept only its message
-_UNKNOWN_CODE = 2
-_DATA_LOSS = 15  # grpc.StatusCode.DATA_LOSS
+_UNKNOWN_CODE = Code.UNKNOWN
+_DATA_LOSS = Code.DATA_LOSS
 
 
 def _record(row: tuple[Any, ...]) -> ScanRecord:
