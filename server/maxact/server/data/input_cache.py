@@ -39,6 +39,7 @@ import numpy as np
 
 from maxact.server import limits
 from maxact.server.data.preprocess import ResolvedPreprocessing
+from maxact.server.ops.metrics import INPUT_CACHE_HITS, INPUT_CACHE_MISSES
 
 log = logging.getLogger("maxact.server")
 
@@ -244,7 +245,9 @@ class DatasetInputCache:
             self.cache.warn_once("read", f"cannot read an entry ({exc.strerror})")
             found = None
         if found is not None:
+            INPUT_CACHE_HITS.inc()
             return found
+        INPUT_CACHE_MISSES.inc()
         pixels, original = decode()
         self._store(entry, pixels, original)
         return pixels, original

@@ -1,5 +1,8 @@
-"""Questions answered from a finished scan's stored results (no model run): a neuron's
-ranked hits with their patches re-cropped from the original images, a layer's statistics."""
+"""Neuron queries answered from a finished scan's stored results (no model run): a neuron's
+ranked hits with their patches re-cropped from the original images, a layer's statistics.
+
+Blocking functions: a face runs them in a worker thread.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from maxact.server.errors import (
     not_found,
     shown,
 )
+from maxact.server.jobs.layer_statistics import LayerStatistics
 from maxact.server.jobs.scan_jobs import ScanJobs, scan_id_from
 from maxact.server.jobs.store import ScanRecord, TopKRow
 from maxact.server.models.registry import check_channel
@@ -68,7 +72,7 @@ def finished_scan(jobs: ScanJobs, name: str) -> ScanRecord:
     if record.state is not ScanState.SUCCEEDED:
         raise failed_precondition(
             "SCAN_NOT_FINISHED",
-            f"scan 'scans/{record.id}' is {record.state}; neuron queries need a finished scan",
+            f"scan 'scans/{record.id}' is {record.state}; this question needs a finished scan",
             scan=record.id,
         )
     return record
@@ -141,8 +145,8 @@ def stored_neuron(
     return StoredNeuron(record, hits, tuple(p for p in patches if p is not None))
 
 
-def stored_statistics(jobs: ScanJobs, scan: str, layer: str) -> dict[str, Any]:
-    """The statistics document a finished scan stored for `layer`."""
+def stored_statistics(jobs: ScanJobs, scan: str, layer: str) -> LayerStatistics:
+    """The statistics a finished scan stored for `layer`."""
     return layer_statistics(jobs, finished_scan(jobs, scan), layer)
 
 
@@ -157,15 +161,15 @@ def damaged_statistics(scan_id: str, layer: str, exc: Exception) -> ServiceError
     )
 
 
-def layer_statistics(jobs: ScanJobs, record: ScanRecord, layer: str) -> dict[str, Any]:
+def layer_statistics(jobs: ScanJobs, record: ScanRecord, layer: str) -> LayerStatistics:
     """The statistics `record` stored for `layer`; SCAN_NOT_FOUND when the scan was deleted
     meanwhile, LAYER_NOT_FOUND when it did not scan the layer, STATISTICS_DAMAGED when the
     stored row is missing or not a statistics document."""
     try:
-        stats = jobs.store.statistics(record.id, layer)
+        document = jobs.store.statistics(record.id, layer)
     except ValueError as exc:  # not JSON, not UTF-8
         raise damaged_statistics(record.id, layer, exc) from None
-    if stats is None:
+    if document is None:
         jobs.get(record.id)  # raises SCAN_NOT_FOUND when a DeleteScan won the race
         if layer in record.layers:
             raise damaged_statistics(record.id, layer, LookupError("no statistics row"))
@@ -175,6 +179,7 @@ def layer_statistics(jobs: ScanJobs, record: ScanRecord, layer: str) -> dict[str
             f"(it scanned {list(record.layers)})",
             layer=layer[:200],
         )
-    if not isinstance(stats, dict):
-        raise damaged_statistics(record.id, layer, TypeError(type(stats).__name__))
-    return stats
+    try:
+        return LayerStatistics.from_document(document)
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise damaged_statistics(record.id, layer, exc) from None
