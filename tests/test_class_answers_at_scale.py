@@ -181,8 +181,8 @@ def test_statistics_of_a_scan_deleted_after_it_was_looked_up_are_scan_not_found(
 ) -> None:
     """The interleaving GetClassAnswer loses against DeleteScan (2 of ~8,400 racing calls),
     forced: the scan is looked up, then deleted, then its statistics are read."""
-    from maxact.server.errors import ServiceError
-    from maxact.server.jobs.queries import layer_statistics
+    from maxact.server.errors import Code, ServiceError
+    from maxact.server.core.neurons import layer_statistics
 
     client = world["client"]
     jobs = world["running"]._built.jobs
@@ -191,7 +191,7 @@ def test_statistics_of_a_scan_deleted_after_it_was_looked_up_are_scan_not_found(
     client.scans.delete(scan_id)
     with pytest.raises(ServiceError) as caught:
         layer_statistics(jobs, record, LAYER)
-    assert (caught.value.code, caught.value.reason) == (grpc.StatusCode.NOT_FOUND, "SCAN_NOT_FOUND")
+    assert (caught.value.code, caught.value.reason) == (Code.NOT_FOUND, "SCAN_NOT_FOUND")
     with pytest.raises(MaxactError) as answered:
         client.analysis.classes(scan_id, LAYER)
     assert answered.value.reason == "SCAN_NOT_FOUND"
