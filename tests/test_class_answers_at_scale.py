@@ -181,8 +181,8 @@ def test_statistics_of_a_scan_deleted_after_it_was_looked_up_are_scan_not_found(
 ) -> None:
     """The interleaving GetClassAnswer loses against DeleteScan (2 of ~8,400 racing calls),
     forced: the scan is looked up, then deleted, then its statistics are read."""
-    from maxact.server.errors import Code, ServiceError
     from maxact.server.core.neurons import layer_statistics
+    from maxact.server.errors import Code, ServiceError
 
     client = world["client"]
     jobs = world["running"]._built.jobs
