@@ -111,13 +111,13 @@ class Analysis:
             )
         top = _check_top(top)
         record = finished_scan(self.jobs, scan)
+        stats = layer_statistics(self.jobs, record, layer)  # read each time: the row decides
+        names, images, m = _class_means(record, stats)
         key = (record.id, layer, threshold, top)
         with self._answers_lock:
             cached = self._answers.get(key)
         if cached is not None:
-            return ClassAnswerReport(record, layer, cached.images_scanned, cached.answer)
-        stats = layer_statistics(self.jobs, record, layer)
-        names, images, m = _class_means(record, stats)
+            return ClassAnswerReport(record, layer, stats.images, cached.answer)
         try:
             answer = class_answer(
                 names,
