@@ -17,9 +17,10 @@ from maxact.v1 import dataset_service_pb2_grpc
 def _summary(dataset: Dataset) -> pb.DatasetSummary:
     return pb.DatasetSummary(
         name=dataset.name,
-        image_count=len(dataset.ids),
+        image_count=dataset.readable_count,
         labels=dataset.classes,
         size_bytes=dataset.size_bytes,
+        unreadable=dataset.unreadable,
     )
 
 
@@ -35,12 +36,16 @@ class DatasetServicer(dataset_service_pb2_grpc.DatasetServiceServicer):
         names = await asyncio.to_thread(lambda: sorted(catalog.names()))
         page = page_of("datasets", names, str, request.page_size, request.page_token, str)
         # only this page's folders are walked (sizes and counts cost a directory listing each)
-        datasets = await asyncio.to_thread(lambda: [_summary(catalog.open(n)) for n in page.items])
+        datasets = await asyncio.to_thread(
+            lambda: [_summary(catalog.describe(n)) for n in page.items]
+        )
         return pb.ListDatasetsResponse(datasets=datasets, next_page_token=page.next_page_token)
 
     @rpc
     async def GetDataset(
         self, request: pb.GetDatasetRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetDatasetResponse:
-        summary = await asyncio.to_thread(lambda: _summary(self.state.datasets.open(request.name)))
+        summary = await asyncio.to_thread(
+            lambda: _summary(self.state.datasets.describe(request.name))
+        )
         return pb.GetDatasetResponse(dataset=summary)
