@@ -75,15 +75,23 @@ def check_image_pixels(width: int, height: int) -> None:
         )
 
 
-def check_image_bytes(size: int, what: str = "image") -> None:
+def image_bytes_error(size: int, what: str = "image") -> ImageTooLarge | None:
     """THE encoded-size bound of one image: called with the size a tar header or Parquet footer
-    claims (or an upload's length) before those bytes are read or inflated."""
+    claims (or an upload's length) before those bytes are read or inflated. Returned, not
+    raised, where the error is kept: a raised one's traceback would pin the bytes it refused."""
     limit = _current.max_image_bytes
-    if size > limit:
-        raise ImageTooLarge(
-            f"{what} is {size:,} bytes, over the image-size bound of {limit:,} bytes "
-            "(maxact serve --max-image-bytes)"
-        )
+    if size <= limit:
+        return None
+    return ImageTooLarge(
+        f"{what} is {size:,} bytes, over the image-size bound of {limit:,} bytes "
+        "(maxact serve --max-image-bytes)"
+    )
+
+
+def check_image_bytes(size: int, what: str = "image") -> None:
+    error = image_bytes_error(size, what)
+    if error is not None:
+        raise error
 
 
 def check_classes(classes: int, channels: int) -> None:

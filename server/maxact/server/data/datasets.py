@@ -129,7 +129,7 @@ def id_error(image_id: str) -> UnsafeImageId | None:
     problem = name_problem(image_id)
     if problem is None:
         return None
-    return UnsafeImageId(f"cannot read image: unsafe image id {shown(image_id)}: {problem}")
+    return UnsafeImageId(f"unsafe image id {shown(image_id)}: {problem}")
 
 
 def image_source(root: Path, index: int, image_id: str) -> ImageSource:

@@ -27,6 +27,7 @@ page, a truncated member) skips those samples with the reason; the rest of the s
 from __future__ import annotations
 
 import json
+import os
 import tarfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -189,10 +190,9 @@ def _tar_stream(path: Path, wanted: dict[str, int]) -> Iterator[Item]:
             key, extension = _split_member(member.name)
             if extension not in TAR_IMAGE_EXTENSIONS or key not in remaining:
                 continue
-            try:
-                limits.check_image_bytes(member.size, f"tar member {member.name!r}")
-            except limits.ImageTooLarge as exc:
-                yield remaining.pop(key), key, exc
+            too_large = limits.image_bytes_error(member.size, f"tar member {member.name!r}")
+            if too_large is not None:
+                yield remaining.pop(key), key, too_large
                 continue
             handle = archive.extractfile(member)
             if handle is not None:
@@ -213,14 +213,22 @@ def _tar_read(path: Path, key: str) -> bytes:
 # -- parquet -------------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=1)
 def _pyarrow_parquet() -> Any:
+    """pyarrow.parquet, with Arrow allocating through malloc: its default allocators (mimalloc,
+    jemalloc) reserve large address ranges and abort the whole process (std::bad_alloc, uncaught
+    in their threads) under an address-space limit or a tight cgroup, where malloc fails one
+    allocation that is then reported and skipped."""
+    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")  # read when pyarrow loads
     try:
+        import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
         raise ShardError(
             "this dataset holds Parquet shards, which need pyarrow: "
             f"pip install 'maxact[{PARQUET_EXTRA}]'"
         ) from None
+    pa.set_memory_pool(pa.system_memory_pool())
     return pq
 
 
@@ -342,7 +350,7 @@ def _batch_rows(parquet: Any, group: int, image_column: str) -> int | Exception:
     bound = limits.current().max_image_bytes
     if size > PARQUET_GROUP_IMAGES * bound:
         return limits.ImageTooLarge(
-            f"cannot read image: row group {group} holds {size:,} bytes of images, over "
+            f"row group {group} holds {size:,} bytes of images, over "
             f"{PARQUET_GROUP_IMAGES} x the image-size bound of {bound:,} bytes (maxact serve "
             "--max-image-bytes); its rows are skipped unread: write smaller row groups"
         )
@@ -371,7 +379,7 @@ def _group_cells(
             inside += batch.num_rows
     except Exception as exc:  # pyarrow: OSError, ArrowInvalid, ... from a damaged page
         failed = ValueError(
-            f"cannot read image: row group {group} is damaged from row {inside} on: {exc}"
+            f"row group {group} of the shard is damaged from row {inside} on: {exc}"
         )
         yield from ((row, failed) for row in sorted(rows) if row >= inside)
 
@@ -382,12 +390,9 @@ def _cell(scalar: Any, in_struct: bool) -> bytes | Exception:
         scalar = scalar["bytes"]
     buffer = scalar.as_buffer() if scalar.is_valid else None
     if buffer is None or buffer.size == 0:
-        return ValueError("cannot read image: the Parquet row holds no image bytes")
-    try:
-        limits.check_image_bytes(buffer.size, "the Parquet cell")
-    except limits.ImageTooLarge as exc:
-        return exc
-    return bytes(buffer.to_pybytes())
+        return ValueError("the Parquet row holds no image bytes")
+    too_large = limits.image_bytes_error(buffer.size, "the Parquet cell")
+    return too_large if too_large is not None else bytes(buffer.to_pybytes())
 
 
 def _parquet_stream(path: Path, wanted: dict[str, int]) -> Iterator[Item]:
@@ -469,7 +474,7 @@ def _guarded(items: Iterator[Item], shard: str) -> Iterator[Item | Exception]:
     try:
         yield from items
     except Exception as exc:  # tarfile, pyarrow, OSError: the shard is damaged from here on
-        yield ValueError(f"cannot read image: shard {shard!r} breaks off: {exc}")
+        yield ValueError(f"shard {shard!r} breaks off: {exc}")
 
 
 def _vanished(image_id: str) -> Exception:
