@@ -24,6 +24,9 @@ from maxact.server.app import start_server
 from tests.bad_data import png, tar_member
 from tests.onnx_models import bright_square_model, save
 
+# each example lists, reads and scans a dataset (~1 s): the long profile's 400 need more than
+# the suite's per-test timeout
+pytestmark = pytest.mark.timeout(3600)
 FORBIDDEN = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
 GOOD = {"a.png": 40, "b.png": 200, "c.png": 120}
 _names = itertools.count()
