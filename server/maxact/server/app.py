@@ -600,6 +600,27 @@ def _add_limit_flags(group: argparse._ArgumentGroup) -> None:
         "default %(default)s)",
     )
     group.add_argument(
+        "--max-image-bytes",
+        type=positive_int,
+        default=limits.DEFAULT_MAX_IMAGE_BYTES,
+        help="largest encoded image, uploaded or read from a shard (tar member, Parquet cell),"
+        " checked before it is read; larger ones are skipped (bytes; default %(default)s)",
+    )
+    group.add_argument(
+        "--max-classes",
+        type=positive_int,
+        default=limits.DEFAULT_MAX_CLASSES,
+        help="most classes (labels that have images) a scan keeps statistics for"
+        " (default %(default)s)",
+    )
+    group.add_argument(
+        "--max-class-statistics-mb",
+        type=positive_int,
+        default=limits.DEFAULT_MAX_CLASS_STATISTICS_BYTES // (1024 * 1024),
+        help="memory a scan's class statistics may take, classes x channels of its layers"
+        " (MiB; default %(default)s)",
+    )
+    group.add_argument(
         "--max-concurrent-rpcs",
         type=positive_int,
         default=DEFAULT_MAX_CONCURRENT_RPCS,
@@ -711,6 +732,9 @@ def main(argv: list[str]) -> int:
             max_image_pixels=args.max_image_pixels,
             max_input_pixels=args.max_input_pixels,
             max_request_bytes=args.max_request_mb * 1024 * 1024,
+            max_image_bytes=args.max_image_bytes,
+            max_classes=args.max_classes,
+            max_class_statistics_bytes=args.max_class_statistics_mb * 1024 * 1024,
         ),
         cache_dir=args.cache_dir,
         cache_bytes=int(args.cache_gb * 1024**3),
