@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import importlib.util
 import os
 import subprocess
@@ -36,6 +35,7 @@ from maxact.client.images import collect_images
 from maxact.client.preprocessing import add_preprocessing_arguments, preprocessing_from_args
 from maxact.client.progress import ProgressBar
 from maxact.client.stream import TopKStream
+from maxact.client.version import maxact_version
 
 PROG = "maxact"
 EXIT_SERVER_ERROR = 1
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Top-k activating image patches and receptive fields for ONNX CNNs.",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {maxact_version()}")
     add_global_options(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_serve(commands)
@@ -185,14 +185,6 @@ def _add_demo(commands: argparse._SubParsersAction) -> None:
         help="model and photo cache (default: $MAXACT_CACHE, else ~/.cache/maxact)",
     )
     demo.add_argument("-k", type=positive_int, default=8, metavar="K")
-
-
-def _version() -> str:
-    """The installed distribution's version (one source: pyproject.toml)."""
-    try:
-        return importlib.metadata.version("maxact")
-    except importlib.metadata.PackageNotFoundError:  # running from a source tree, not installed
-        return "unknown (not installed)"
 
 
 def add_global_options(
