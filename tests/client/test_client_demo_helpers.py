@@ -20,7 +20,9 @@ def test_demo_picks_an_early_and_a_mid_hardswish_layer_with_local_fields(model_i
 
 
 def test_demo_never_picks_layers_without_a_spatial_field(model_info) -> None:
-    for layer in choose_layers(model_info):
+    layers = choose_layers(model_info)
+    assert len(layers) == 2
+    for layer in layers:
         assert layer.has_spatial_field and not layer.global_context
 
 

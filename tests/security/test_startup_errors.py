@@ -16,6 +16,8 @@ from tests.onnx_models import bright_square_model, save
 from tests.security.conftest import make_certificate
 from tests.serve_process import SERVE
 
+pytestmark = pytest.mark.slow  # `maxact serve` subprocesses
+
 
 def _serve_fails(*flags: str) -> str:
     """Run `maxact serve FLAGS`; it must exit non-zero with one `error:` line and no traceback."""
