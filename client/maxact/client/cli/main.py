@@ -1,5 +1,5 @@
 """The `maxact` command line: serve, models, upload, layers, rf, topk, scan, neuron, report, demo
-(its contract: README.md, "Command line")."""
+(its contract: README.md, "The command line at a glance", and docs/cli.md)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""`maxact scan create|get|watch|cancel|list`, `maxact neuron` and `maxact report` (README.md,
-"Command line").
+"""`maxact scan create|get|watch|cancel|list`, `maxact neuron` and `maxact report` (docs/cli.md,
+"Scans, neuron queries and the HTML gallery").
 
 main.py only registers these (add_parsers + COMMANDS); the grammar and the commands live here.
 Exit codes follow main.py: 0 ok, 1 server error (and a scan that ended failed or cancelled
