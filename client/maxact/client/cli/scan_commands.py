@@ -324,7 +324,7 @@ def neuron_channel(args: argparse.Namespace) -> int:
         raise ValueError("neuron needs a channel: maxact neuron SCAN_ID LAYER --channel C")
     if len(given) > 1:
         raise ValueError(f"two different channels given: {sorted(given)}")
-    return given.pop()
+    return int(given.pop())
 
 
 def cmd_neuron(args: argparse.Namespace) -> int:

@@ -210,7 +210,8 @@ def _classes_page(client: Any, scan: ScanInfo, layer: str, folder: Path) -> Path
 def _class_names(client: Any, model: str) -> t.ClassNames:
     """The model's output class names (empty when it names none or is gone)."""
     try:
-        return client.analysis.class_names(model)
+        names: t.ClassNames = client.analysis.class_names(model)
+        return names
     except MaxactError:
         return t.ClassNames()
 

@@ -8,6 +8,7 @@ are plain data (dicts, lists, numpy arrays): nothing of maxact is pickled across
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,8 @@ def _node() -> str:
     try:
         import ray
 
-        return str(ray.util.get_node_ip_address())
+        node_ip: Callable[[], str] = ray.util.get_node_ip_address  # unannotated in Ray
+        return node_ip()
     except Exception:  # outside Ray (a local test of the class itself)
         import socket
 

@@ -119,7 +119,7 @@ class AnalysisServicer(analysis_service_pb2_grpc.AnalysisServiceServicer):
 
     @rpc
     async def GetClassAnswer(
-        self, request: apb.GetClassAnswerRequest, context: grpc.aio.ServicerContext
+        self, request: apb.GetClassAnswerRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> apb.GetClassAnswerResponse:
         threshold = (
             request.selective_threshold
@@ -154,7 +154,7 @@ class AnalysisServicer(analysis_service_pb2_grpc.AnalysisServiceServicer):
 
     @rpc
     async def GetClassChannels(
-        self, request: apb.GetClassChannelsRequest, context: grpc.aio.ServicerContext
+        self, request: apb.GetClassChannelsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> apb.GetClassChannelsResponse:
         record, _, answer = await asyncio.to_thread(
             self._answer, request.scan, request.layer, DEFAULT_SELECTIVE, request.top
@@ -188,7 +188,7 @@ class AnalysisServicer(analysis_service_pb2_grpc.AnalysisServiceServicer):
 
     @rpc
     async def CompareScans(
-        self, request: apb.CompareScansRequest, context: grpc.aio.ServicerContext
+        self, request: apb.CompareScansRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> apb.CompareScansResponse:
         return await asyncio.to_thread(self._compare, request)
 
@@ -252,7 +252,7 @@ class AnalysisServicer(analysis_service_pb2_grpc.AnalysisServiceServicer):
 
     @rpc
     async def GetClassNames(
-        self, request: apb.GetClassNamesRequest, context: grpc.aio.ServicerContext
+        self, request: apb.GetClassNamesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> apb.GetClassNamesResponse:
         model = await asyncio.to_thread(self.jobs.models.get, request.model)
         layer, names = await asyncio.to_thread(class_names, model)

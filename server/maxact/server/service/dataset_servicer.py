@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import grpc
 
@@ -29,7 +30,7 @@ class DatasetServicer(dataset_service_pb2_grpc.DatasetServiceServicer):
 
     @rpc
     async def ListDatasets(
-        self, request: pb.ListDatasetsRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ListDatasetsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListDatasetsResponse:
         catalog = self.state.datasets
         names = await asyncio.to_thread(lambda: sorted(catalog.names()))
@@ -40,7 +41,7 @@ class DatasetServicer(dataset_service_pb2_grpc.DatasetServiceServicer):
 
     @rpc
     async def GetDataset(
-        self, request: pb.GetDatasetRequest, context: grpc.aio.ServicerContext
+        self, request: pb.GetDatasetRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetDatasetResponse:
         summary = await asyncio.to_thread(lambda: _summary(self.state.datasets.open(request.name)))
         return pb.GetDatasetResponse(dataset=summary)

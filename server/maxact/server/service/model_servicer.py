@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 from onnx import TensorProto
@@ -35,7 +36,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 
     @rpc
     async def ListModels(
-        self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListModelsResponse:
         names = await asyncio.to_thread(lambda: sorted(self.state.models.names()))
         page = page_of(
@@ -53,7 +54,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 
     @rpc
     async def GetModel(
-        self, request: pb.GetModelRequest, context: grpc.aio.ServicerContext
+        self, request: pb.GetModelRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetModelResponse:
         model = await load_model(self.state, request.name)
         size = model.input_size(size_from(list(request.size)))
@@ -79,7 +80,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 
     @rpc
     async def LoadModel(
-        self, request: pb.LoadModelRequest, context: grpc.aio.ServicerContext
+        self, request: pb.LoadModelRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.LoadModelResponse:
         model = await load_model(self.state, request.name)
         return pb.LoadModelResponse(
@@ -90,7 +91,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 
     @rpc
     async def UnloadModel(
-        self, request: pb.UnloadModelRequest, context: grpc.aio.ServicerContext
+        self, request: pb.UnloadModelRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.UnloadModelResponse:
         self.state.models.path_of(request.name)
         self.state.models.unload(request.name)
@@ -100,7 +101,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     async def UploadModel(
         self,
         request_iterator: AsyncIterator[pb.UploadModelRequest],
-        context: grpc.aio.ServicerContext,
+        context: grpc.aio.ServicerContext[Any, Any],
     ) -> pb.UploadModelResponse:
         """Chunks go to a temp file as they arrive (memory stays at one chunk); a cancelled
         stream cancels this task, and the finally removes the temp file."""

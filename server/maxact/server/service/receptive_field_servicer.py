@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 
 from maxact.server.errors import invalid_argument
@@ -25,7 +27,7 @@ class ReceptiveFieldServicer(receptive_field_service_pb2_grpc.ReceptiveFieldServ
 
     @rpc
     async def GetReceptiveField(
-        self, request: pb.GetReceptiveFieldRequest, context: grpc.aio.ServicerContext
+        self, request: pb.GetReceptiveFieldRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetReceptiveFieldResponse:
         model = await load_model(self.state, request.model)
         size = model.input_size(size_from(list(request.size)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 
@@ -23,7 +24,7 @@ from maxact.v1 import scan_service_pb2_grpc
 WATCH_INTERVAL = 0.2
 
 
-def _deadline(context: grpc.aio.ServicerContext) -> float | None:
+def _deadline(context: grpc.aio.ServicerContext[Any, Any]) -> float | None:
     """The call's deadline on the time.monotonic() clock (None: the client set none)."""
     remaining = context.time_remaining()
     return None if remaining is None else time.monotonic() + remaining
@@ -39,7 +40,7 @@ class ScanServicer(scan_service_pb2_grpc.ScanServiceServicer):
 
     @rpc
     async def CreateScan(
-        self, request: spb.CreateScanRequest, context: grpc.aio.ServicerContext
+        self, request: spb.CreateScanRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> spb.CreateScanResponse:
         try:
             mode = TopKMode.from_proto(request.mode)
@@ -65,14 +66,14 @@ class ScanServicer(scan_service_pb2_grpc.ScanServiceServicer):
 
     @rpc
     async def GetScan(
-        self, request: spb.GetScanRequest, context: grpc.aio.ServicerContext
+        self, request: spb.GetScanRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> spb.GetScanResponse:
         record = await asyncio.to_thread(self.jobs.get, scan_id_from(request.name))
         return spb.GetScanResponse(scan=scan_to_proto(record))
 
     @rpc
     async def ListScans(
-        self, request: spb.ListScansRequest, context: grpc.aio.ServicerContext
+        self, request: spb.ListScansRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> spb.ListScansResponse:
         size = page_size(request.page_size)
         before_seq = decode_token("scans", request.page_token, int)
@@ -85,7 +86,7 @@ class ScanServicer(scan_service_pb2_grpc.ScanServiceServicer):
 
     @rpc
     async def WatchScan(
-        self, request: spb.WatchScanRequest, context: grpc.aio.ServicerContext
+        self, request: spb.WatchScanRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[spb.WatchScanResponse]:
         scan_id = scan_id_from(request.name)
         changes = poll_changes(
@@ -99,14 +100,14 @@ class ScanServicer(scan_service_pb2_grpc.ScanServiceServicer):
 
     @rpc
     async def CancelScan(
-        self, request: spb.CancelScanRequest, context: grpc.aio.ServicerContext
+        self, request: spb.CancelScanRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> spb.CancelScanResponse:
         record = await asyncio.to_thread(self.jobs.cancel, scan_id_from(request.name))
         return spb.CancelScanResponse(scan=scan_to_proto(record))
 
     @rpc
     async def DeleteScan(
-        self, request: spb.DeleteScanRequest, context: grpc.aio.ServicerContext
+        self, request: spb.DeleteScanRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> spb.DeleteScanResponse:
         await asyncio.to_thread(self.jobs.delete, scan_id_from(request.name))
         return spb.DeleteScanResponse()

@@ -75,7 +75,7 @@ class TopKServicer(topk_service_pb2_grpc.TopKServiceServicer):
 
     @rpc
     async def StreamTopK(
-        self, request: pb.StreamTopKRequest, context: grpc.aio.ServicerContext
+        self, request: pb.StreamTopKRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.StreamTopKResponse]:
         model, layer, query, prep, renderer, warning = await self._checked_query(request.query)
         if not request.dataset:
@@ -91,7 +91,7 @@ class TopKServicer(topk_service_pb2_grpc.TopKServiceServicer):
     async def StreamTopKImages(
         self,
         request_iterator: AsyncIterator[pb.StreamTopKImagesRequest],
-        context: grpc.aio.ServicerContext,
+        context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[pb.StreamTopKImagesResponse]:
         requests = aiter(request_iterator)
         first = await anext(requests, None)
