@@ -7,20 +7,22 @@ import pytest
 
 from .reference_table import PAGE, computed, published, render
 
-NETWORKS = sorted({row.network for row in published()})
+BUILDS = sorted({(row.network, row.resolution) for row in published()})
 
 
 def test_the_table_covers_five_reference_networks_with_their_end_points() -> None:
     rows = published()
-    assert NETWORKS == ["alexnet_v2", "inception_v3", "mobilenet_v1", "resnet_v1_50", "vgg_16"]
-    assert len(rows) == 56 and len({(r.network, r.end_point) for r in rows}) == len(rows)
+    networks = sorted({network for network, _ in BUILDS})
+    assert networks == ["alexnet_v2", "inception_v3", "mobilenet_v1", "resnet_v1_50", "vgg_16"]
+    assert len(rows) == 74
+    assert len({(r.network, r.resolution, r.end_point) for r in rows}) == len(rows)
 
 
-@pytest.mark.parametrize("network", NETWORKS)
+@pytest.mark.parametrize(("network", "resolution"), BUILDS)
 def test_fields_of_a_reference_network_equal_the_published_size_stride_and_padding(
-    network: str,
+    network: str, resolution: int
 ) -> None:
-    rows = [row for row in published() if row.network == network]
+    rows = [row for row in published() if (row.network, row.resolution) == (network, resolution)]
     assert rows
     assert computed(rows) == rows
 
