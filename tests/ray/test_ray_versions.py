@@ -12,7 +12,7 @@ import pytest
 from maxact.client.version import maxact_version
 from maxact.server.jobs.ray_executor import RayCluster
 from maxact.server.jobs.ray_worker import WorkerVersionMismatch, version_mismatch
-from maxact.server.jobs.shard_work import ShardResult, ShardTask, ShardWork
+from maxact.server.jobs.shard_work import ShardEvents, ShardResult, ShardTask, ShardWork
 from tests.datasets import write_images
 from tests.onnx_models import random_cnn, save
 
@@ -40,9 +40,8 @@ def test_a_ray_scan_on_workers_of_another_version_fails_with_one_line_naming_bot
     finished: list[ShardResult] = []
     try:
         with pytest.raises(WorkerVersionMismatch) as refused:
-            cluster.executor().run(
-                work, [task], lambda shard: None, finished.append, threading.Event()
-            )
+            events = ShardEvents(started=lambda shard: None, finished=finished.append)
+            cluster.executor().run(work, [task], events, threading.Event())
     finally:
         cluster.close()
     message = str(refused.value)

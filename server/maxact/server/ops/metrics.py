@@ -41,6 +41,12 @@ SESSIONS_CACHED = Gauge("maxact_sessions_cached", "onnxruntime sessions in the s
 SESSION_CACHE_BYTES = Gauge(
     "maxact_session_cache_bytes", "Estimated memory of the cached sessions (--session-cache-mb)."
 )
+INPUT_CACHE_HITS = Counter(
+    "maxact_input_cache_hits", "Model inputs read from the decoded-input cache, not decoded."
+)
+INPUT_CACHE_MISSES = Counter(
+    "maxact_input_cache_misses", "Model inputs decoded because the input cache had none."
+)
 
 
 class MetricsServer:
