@@ -10,7 +10,7 @@ PROTO_DEPS := build/proto-deps
 # `buf breaking` compares the protos with this commit's (the previous one by default).
 BREAKING_AGAINST ?= HEAD~1
 
-.PHONY: demo test fuzz lint proto proto-deps breaking bench clean venv sysdeps
+.PHONY: demo test test-fast fuzz lint proto proto-deps breaking bench clean venv sysdeps
 
 venv: $(STAMP)
 
@@ -30,6 +30,11 @@ sysdeps: $(STAMP)
 
 test: $(STAMP) sysdeps
 	$(BIN)/python -m pytest -q
+
+# the edit loop: everything but the suites marked slow (Ray clusters, `maxact serve`
+# subprocesses, the real model and the browser); `make test` still runs them all
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
 
 # the fuzz suite's long profile (400 examples per fuzz test; `make test` runs 15 each)
 fuzz: $(STAMP)

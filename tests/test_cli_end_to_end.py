@@ -1,4 +1,4 @@
-"""The `maxact` CLI against a real in-process server: JSON documents as the README specifies."""
+"""The `maxact` CLI against a real in-process server: JSON documents as docs/cli.md specifies."""
 
 from __future__ import annotations
 

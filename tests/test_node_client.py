@@ -28,10 +28,13 @@ NODE_DIR = REPO / "client" / "examples" / "node"
 NODE = shutil.which("node")
 NPM = shutil.which("npm")
 
-pytestmark = pytest.mark.skipif(
-    NODE is None or NPM is None,
-    reason="the Node.js client test needs `node` and `npm` on PATH",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        NODE is None or NPM is None,
+        reason="the Node.js client test needs `node` and `npm` on PATH",
+    ),
+    pytest.mark.slow,  # npm install and node subprocesses
+]
 
 
 def _npm_up_to_date() -> bool:

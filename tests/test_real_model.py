@@ -34,6 +34,8 @@ from maxact.client.demo.run import (
 from tests.browser import browser_missing
 from tests.onnx_models import layer_outputs
 
+pytestmark = pytest.mark.slow  # the real demo model, the demo and a browser
+
 pytest.importorskip("skimage")
 
 DEMO_K = 3

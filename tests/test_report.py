@@ -114,6 +114,7 @@ def test_report_folder_has_index_pages_patches_overviews_and_a_name_mapping(
         assert {p.name for p in folder.iterdir()} == expected
         # tiny fields keep the server's exact PNG crops (fitted into 128 px), byte for byte
         _, patches, _ = client.scans.neuron(scan_id, layer["name"], 2, k=K, patch_size=128)
+        assert len(patches) == K
         for patch in patches:
             assert (folder / patch_file(2, patch.hit.rank)).read_bytes() == patch.png
         page = (folder / "index.html").read_text(encoding="utf-8")
@@ -153,6 +154,7 @@ def test_overview_png_has_one_top1_tile_per_channel(
 ) -> None:
     client, scan_id = finished_scan
     out, mapping = _report(client, scan_id, tmp_path / "gallery", capsys)
+    assert [layer["name"] for layer in mapping["layers"]] == LAYERS
     for layer in mapping["layers"]:
         columns = min(OVERVIEW_COLUMNS, layer["channels"])
         with Image.open(out / layer["overview"]) as overview:
@@ -218,6 +220,7 @@ def _severe(entries: list[dict]) -> list[dict]:
     return [e for e in entries if e.get("level") in ("SEVERE", "ERROR")]
 
 
+@pytest.mark.slow
 def test_gallery_renders_every_row_and_image_without_errors_and_sorts_by_selectivity(
     finished_scan: tuple[Client, str],
     browser: Browser,

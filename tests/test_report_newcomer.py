@@ -147,6 +147,7 @@ def test_deep_layer_defaults_to_mask_render_and_mask_json_box_is_the_cropped_reg
     doc = json.loads(capsys.readouterr().out)
     assert code == 0
     _, patches, _ = client.scans.neuron(scan_id, "deep", 3, k=2, render="mask")
+    assert len(doc["results"]) == len(patches) == 2
     for result, patch in zip(doc["results"], patches, strict=True):
         assert result["box"] == list(patch.patch_box)  # the region the patch shows
         assert result["rf_box"] == list(patch.hit.box)  # the receptive field, clipped
@@ -201,6 +202,7 @@ def test_report_of_a_dynamic_size_scan_describes_layers_at_the_size_the_scan_ran
 def test_heatmap_patch_has_a_ring_on_the_winning_unit(narrow_scan: tuple[Client, str]) -> None:
     client, scan_id = narrow_scan
     _, patches, _ = client.scans.neuron(scan_id, "deep", 5, k=3, render="heatmap")
+    assert len(patches) == 3
     for patch in patches:
         pixels = np.asarray(Image.open(io.BytesIO(patch.png)).convert("RGB")).astype(int)
         # a 50% blend with the colormap is never pure white or pure black: the ring is
@@ -227,6 +229,7 @@ def test_rf_patch_is_grey_only_past_the_photo_edge_and_shows_photo_pixels_outsid
     ) as s:
         result = s.result()
     crop_left = (round(240 * 64 / 180) - 64) // 2 * 180 / 64  # original px left of the crop
+    assert len(result.patches) == 2
     for patch in result.patches:
         y0, x0, y1, x1 = patch.patch_box
         assert x0 < 0 < crop_left < x1 and y0 < 0  # past the edge, and photo outside the crop

@@ -1,5 +1,5 @@
 """`maxact scan create|get|watch|cancel|list` and `maxact neuron` against the real in-process
-server: the JSON documents of the README, exit codes, and `neuron` == `topk` for the same data."""
+server: the JSON documents of docs/cli.md, exit codes, and `neuron` == `topk` for the same data."""
 
 from __future__ import annotations
 

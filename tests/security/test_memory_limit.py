@@ -19,6 +19,8 @@ from tests.onnx_models import bright_square_model, save
 from tests.security.robust_helpers import dynamic_model, png_bytes
 from tests.serve_process import serve_process
 
+pytestmark = pytest.mark.slow  # `maxact serve` subprocesses
+
 # Enough for the server and a small scan (about 1.3 GB of address space idle, with two malloc
 # arenas); far too little for any of the amplification cases (2 GB to tens of GB each).
 ADDRESS_SPACE = 2560 * 1024 * 1024

@@ -14,6 +14,7 @@ from tests.onnx_models import bright_square_model, save
 from tests.serve_process import serve_process
 
 
+@pytest.mark.slow
 def test_serve_flags_turn_on_tls_and_the_token_in_a_real_process(
     tmp_path: Path, certificate: tuple[Path, Path]
 ) -> None:

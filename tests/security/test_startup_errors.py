@@ -15,6 +15,8 @@ from tests.security.conftest import make_certificate
 from tests.security.robust_helpers import unwritable_folder
 from tests.serve_process import SERVE
 
+pytestmark = pytest.mark.slow  # `maxact serve` subprocesses
+
 
 def _serve_fails(*flags: str) -> str:
     """Run `maxact serve FLAGS`; it must exit non-zero with one `error:` line and no traceback."""

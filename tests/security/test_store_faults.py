@@ -173,6 +173,7 @@ def test_a_version_2_store_gains_resume_attempts_and_keeps_its_scans(tmp_path: P
         assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
 
 
+@pytest.mark.slow
 def test_a_scan_whose_runs_die_with_the_server_twice_is_failed_not_resumed(
     tmp_path: Path,
 ) -> None:

@@ -35,7 +35,7 @@ from maxact.v1 import (
     topk_service_pb2,
 )
 from tests.datasets import slow_scan, write_images
-from tests.errors import raised
+from tests.errors import raised, raw_channel, raw_error
 from tests.onnx_models import bright_square_model, save
 
 TABLES = ("scans", "checkpoints", "topk_rows", "layer_statistics", "scan_shards")
@@ -84,7 +84,7 @@ def test_a_concurrent_double_submit_creates_one_scan(served: Client) -> None:
 def test_create_scan_past_its_deadline_leaves_no_scan_or_one_the_retry_finds(
     served: Client,
 ) -> None:
-    stub = scan_service_pb2_grpc.ScanServiceStub(served._channel)
+    stub = scan_service_pb2_grpc.ScanServiceStub(raw_channel(served))
     request = scan_service_pb2.CreateScanRequest(
         model="net", layers=["conv1"], dataset="small", k=2, request_id="short-deadline"
     )
@@ -218,9 +218,10 @@ def test_models_datasets_and_scans_page_with_opaque_tokens(
 
 
 def test_foreign_or_malformed_page_tokens_are_invalid_argument(served: Client) -> None:
-    models = model_service_pb2_grpc.ModelServiceStub(served._channel)
-    datasets = dataset_service_pb2_grpc.DatasetServiceStub(served._channel)
-    scans = scan_service_pb2_grpc.ScanServiceStub(served._channel)
+    channel = raw_channel(served)
+    models = model_service_pb2_grpc.ModelServiceStub(channel)
+    datasets = dataset_service_pb2_grpc.DatasetServiceStub(channel)
+    scans = scan_service_pb2_grpc.ScanServiceStub(channel)
     for _ in range(2):
         served.scans.create("net", ["conv1"], "small", k=1)
     scan_token = served.scans.list_page(1)[1]
@@ -244,9 +245,9 @@ def test_foreign_or_malformed_page_tokens_are_invalid_argument(served: Client) -
             with pytest.raises(grpc.RpcError) as caught:
                 method(request_type(page_size=1, page_token=token), timeout=30)
             assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, token[:20]
-            error = raised(lambda: served._call(method, request_type(page_token=token)))  # noqa: B023
+            error = raw_error(lambda: method(request_type(page_token=token), timeout=30))  # noqa: B023
             assert error.reason == "INVALID_PAGE_TOKEN"
-        error = raised(lambda: served._call(method, request_type(page_size=-1)))  # noqa: B023
+        error = raw_error(lambda: method(request_type(page_size=-1), timeout=30))  # noqa: B023
         assert (error.code, error.reason) == (
             grpc.StatusCode.INVALID_ARGUMENT,
             "INVALID_PAGE_SIZE",

@@ -16,6 +16,8 @@ from maxact.v1 import model_service_pb2, model_service_pb2_grpc
 from tests.onnx_models import bright_square_model, save
 from tests.serve_process import serve_process
 
+pytestmark = pytest.mark.slow  # a `maxact serve` subprocess
+
 
 def test_every_log_line_of_serve_with_json_format_is_one_json_object(tmp_path: Path) -> None:
     save(bright_square_model(64), tmp_path / "models", "net")

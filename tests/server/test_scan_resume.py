@@ -8,12 +8,16 @@ import subprocess
 from contextlib import AbstractContextManager
 from pathlib import Path
 
+import pytest
+
 from maxact.client import Client
 from maxact.server.app import start_server
 from maxact.server.jobs.store import Store
 from tests.datasets import write_images
 from tests.onnx_models import heavy_cnn, save
 from tests.serve_process import serve_process
+
+pytestmark = pytest.mark.slow  # `maxact serve` subprocesses killed and restarted
 
 IMAGES = 400
 SIZE = 96  # slow enough that the kill lands well before the scan ends

@@ -3,6 +3,7 @@ changes answers."""
 
 from __future__ import annotations
 
+import urllib.request
 from pathlib import Path
 
 from maxact.client import Client
@@ -36,7 +37,9 @@ def test_a_tiny_budget_keeps_one_session_and_answers_stay_equal(tmp_path: Path) 
     answers = {}
     for budget_mb in (1024, 0):
         with (
-            start_server(model_root, data_root, device="cpu", session_cache_mb=budget_mb) as srv,
+            start_server(
+                model_root, data_root, device="cpu", session_cache_mb=budget_mb, metrics_port=0
+            ) as srv,
             Client(srv.address, timeout=60) as client,
         ):
             for _ in range(2):
@@ -45,5 +48,15 @@ def test_a_tiny_budget_keeps_one_session_and_answers_stay_equal(tmp_path: Path) 
                     hits = [(h.image, h.score, h.unit) for h in result.hits]
                     answers.setdefault(layer, hits)
                     assert hits == answers[layer]
-            cache = srv._built.jobs.models.sessions
-            assert len(cache) == (1 if budget_mb == 0 else 3)
+            assert srv.metrics_port is not None
+            cached = _metric(srv.metrics_port, "maxact_sessions_cached")
+            assert cached == (1 if budget_mb == 0 else 3)
+
+
+def _metric(port: int, name: str) -> float:
+    """One unlabelled sample of the server's Prometheus metrics, read as a scraper would."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as page:
+        text = page.read().decode("utf-8")
+    values = [float(line.split()[1]) for line in text.splitlines() if line.startswith(name + " ")]
+    assert len(values) == 1, f"{name} not exported once: {values}"
+    return values[0]

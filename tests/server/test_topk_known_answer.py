@@ -61,6 +61,7 @@ def test_topk_ranks_images_units_and_boxes_exactly(client: Client, squares: Path
 
 def test_patch_pixels_equal_the_original_inside_the_box(client: Client, squares: Path) -> None:
     result = client.topk("squares/net", "conv1", 0, dataset="squares", k=3).result()
+    assert len(result.patches) == 3
     for patch in result.patches:
         y0, x0, y1, x1 = patch.hit.box
         original = np.asarray(Image.open(squares / patch.hit.image).convert("RGB"))

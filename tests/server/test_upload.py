@@ -21,7 +21,7 @@ from onnx import TensorProto, helper, numpy_helper
 from maxact.client import Client, MaxactError
 from maxact.client.cli.main import main as cli_main
 from maxact.v1 import model_service_pb2, model_service_pb2_grpc
-from tests.errors import raised
+from tests.errors import raised, raw_channel, raw_error
 from tests.onnx_models import bright_square_model, finish
 
 MIB = 1024 * 1024
@@ -58,9 +58,9 @@ def _upload_error(
 ) -> MaxactError:
     """The error of a raw upload stream: the message `first` (a header), then `data` as one
     chunk."""
-    stub = model_service_pb2_grpc.ModelServiceStub(client._channel)
+    stub = model_service_pb2_grpc.ModelServiceStub(raw_channel(client))
     requests = iter([first, model_service_pb2.UploadModelRequest(chunk=data)])
-    return raised(lambda: client._call(stub.UploadModel, requests))
+    return raw_error(lambda: stub.UploadModel(requests, timeout=60))
 
 
 def test_a_100_mb_model_uploads_in_chunks_loads_and_describes(
@@ -88,7 +88,7 @@ def test_a_100_mb_model_uploads_in_chunks_loads_and_describes(
 def test_upload_with_a_wrong_checksum_is_refused_and_leaves_no_file(
     client: Client, model_root: Path, net_file: Path
 ) -> None:
-    stub = model_service_pb2_grpc.ModelServiceStub(client._channel)
+    stub = model_service_pb2_grpc.ModelServiceStub(raw_channel(client))
     data = net_file.read_bytes()
     requests = [
         _header(name="net", sha256=hashlib.sha256(data).hexdigest()),
@@ -123,7 +123,7 @@ def test_checksum_mismatch_reason_reaches_the_client(
 def test_upload_cancelled_mid_stream_leaves_no_file(
     client: Client, model_root: Path, net_file: Path
 ) -> None:
-    stub = model_service_pb2_grpc.ModelServiceStub(client._channel)
+    stub = model_service_pb2_grpc.ModelServiceStub(raw_channel(client))
     release = threading.Event()
 
     def requests():  # type: ignore[no-untyped-def]
@@ -225,11 +225,11 @@ def test_invalid_preprocess_json_is_refused_before_any_byte_is_stored(
 def test_an_upload_that_does_not_start_with_its_header_is_refused(
     client: Client, model_root: Path, net_file: Path
 ) -> None:
-    stub = model_service_pb2_grpc.ModelServiceStub(client._channel)
+    stub = model_service_pb2_grpc.ModelServiceStub(raw_channel(client))
     data = net_file.read_bytes()
-    error = raised(
-        lambda: client._call(
-            stub.UploadModel, iter([model_service_pb2.UploadModelRequest(chunk=data)])
+    error = raw_error(
+        lambda: stub.UploadModel(
+            iter([model_service_pb2.UploadModelRequest(chunk=data)]), timeout=60
         )
     )
     assert (error.code, error.reason) == (
@@ -240,7 +240,7 @@ def test_an_upload_that_does_not_start_with_its_header_is_refused(
         name="net", sha256=hashlib.sha256(data).hexdigest()
     )
     twice = [model_service_pb2.UploadModelRequest(header=header)] * 2
-    error = raised(lambda: client._call(stub.UploadModel, iter(twice)))
+    error = raw_error(lambda: stub.UploadModel(iter(twice), timeout=60))
     assert error.reason == "UPLOAD_HEADER_REPEATED"
     assert leftovers(model_root) == []
 

@@ -30,7 +30,7 @@ def _info_reason(status: status_pb2.Status) -> str:
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
             info = error_details_pb2.ErrorInfo()
             detail.Unpack(info)
-            return info.reason
+            return str(info.reason)
     return ""
 
 

@@ -70,7 +70,10 @@ def collect_images(paths: Iterable[str | os.PathLike[str]]) -> list[tuple[str, P
 
 
 def as_images(
-    images: Iterable[tuple[str, ImageData]] | Iterable[str | os.PathLike[str]] | str | os.PathLike,
+    images: Iterable[tuple[str, ImageData]]
+    | Iterable[str | os.PathLike[str]]
+    | str
+    | os.PathLike[str],
 ) -> Iterable[tuple[str, ImageData]]:
     """(id, data) pairs as given, or `collect_images` of paths (folders and files)."""
     if isinstance(images, (str, os.PathLike)):

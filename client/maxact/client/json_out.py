@@ -1,5 +1,5 @@
 """Typed results -> the JSON documents of `maxact ... --json` (the contract scripts rely on;
-README.md, "Command line"). Shared by the CLI, the report and the demo."""
+docs/cli.md). Shared by the CLI, the report and the demo."""
 
 from __future__ import annotations
 

@@ -28,6 +28,7 @@ from maxact.client.arguments import (
     positive_int,
 )
 from maxact.server import limits
+from maxact.server.core.models import DEFAULT_MAX_UPLOAD_BYTES
 from maxact.server.core.validate import ServerState
 from maxact.server.data.dataset_writer import remove_stale_incoming
 from maxact.server.data.datasets import DatasetCatalog
@@ -54,7 +55,7 @@ from maxact.server.ops.logs import LOG_FORMATS, configure_logging
 from maxact.server.ops.metrics import MetricsServer
 from maxact.server.service.analysis_servicer import AnalysisServicer
 from maxact.server.service.dataset_servicer import DatasetServicer
-from maxact.server.service.model_servicer import DEFAULT_MAX_UPLOAD_BYTES, ModelServicer
+from maxact.server.service.model_servicer import ModelServicer
 from maxact.server.service.neuron_servicer import NeuronServicer
 from maxact.server.service.receptive_field_servicer import ReceptiveFieldServicer
 from maxact.server.service.scan_servicer import ScanServicer

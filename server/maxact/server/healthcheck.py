@@ -36,7 +36,7 @@ def check(address: str, timeout_s: float, tls_cert: Path | None = None) -> bool:
             )
         except grpc.RpcError:
             return False
-    return response.status == health_pb2.HealthCheckResponse.SERVING
+    return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,16 +1,16 @@
 """The `maxact` command line: serve, models, upload, layers, rf, topk, scan, neuron, report, demo
-(its contract: README.md, "Command line")."""
+(its contract: README.md, "The command line at a glance", and docs/cli.md)."""
 
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import importlib.util
 import os
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
 
 from maxact.client import json_out, text_out
 from maxact.client import types as t
@@ -36,6 +36,10 @@ from maxact.client.images import collect_images
 from maxact.client.preprocessing import add_preprocessing_arguments, preprocessing_from_args
 from maxact.client.progress import ProgressBar
 from maxact.client.stream import TopKStream
+from maxact.client.version import maxact_version
+
+if TYPE_CHECKING:  # argparse's classes are generic for type checkers only
+    Commands: TypeAlias = argparse._SubParsersAction[MaxactParser]
 
 PROG = "maxact"
 EXIT_SERVER_ERROR = 1
@@ -48,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Top-k activating image patches and receptive fields for ONNX CNNs.",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {maxact_version()}")
     add_global_options(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_serve(commands)
@@ -65,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_serve(commands: argparse._SubParsersAction) -> None:
+def _add_serve(commands: Commands) -> None:
     """`serve`: a placeholder; the server parses its own flags."""
     # The flags of `serve` live in maxact.server.app alone: everything after `serve` is handed
     # to `python -m maxact.server` verbatim (serve_argv), which prints `maxact serve --help`.
@@ -74,7 +78,7 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
     )
 
 
-def _add_models(commands: argparse._SubParsersAction) -> None:
+def _add_models(commands: Commands) -> None:
     """`models` and its verbs `load` / `unload NAME`."""
     models = commands.add_parser(
         "models", help="list the models under the server's model root (or load / unload one)"
@@ -90,7 +94,7 @@ def _add_models(commands: argparse._SubParsersAction) -> None:
         add_json(verb_parser)
 
 
-def _add_datasets(commands: argparse._SubParsersAction) -> None:
+def _add_datasets(commands: Commands) -> None:
     """`datasets`: the listing takes only --json."""
     datasets = commands.add_parser(
         "datasets", help="list the datasets under the server's data root"
@@ -98,7 +102,7 @@ def _add_datasets(commands: argparse._SubParsersAction) -> None:
     add_json(datasets)
 
 
-def _add_upload(commands: argparse._SubParsersAction) -> None:
+def _add_upload(commands: Commands) -> None:
     """`upload FILE`: the model's name, overwrite and its default preprocessing."""
     upload = commands.add_parser("upload", help="upload a local .onnx file to the model root")
     upload.add_argument("file", type=Path, metavar="FILE")
@@ -113,7 +117,7 @@ def _add_upload(commands: argparse._SubParsersAction) -> None:
     add_json(upload)
 
 
-def _add_layers(commands: argparse._SubParsersAction) -> None:
+def _add_layers(commands: Commands) -> None:
     """`layers MODEL`: the input size matters only for dynamic H/W."""
     layers = commands.add_parser("layers", help="a model's layers with their receptive fields")
     layers.add_argument("model", metavar="MODEL")
@@ -121,7 +125,7 @@ def _add_layers(commands: argparse._SubParsersAction) -> None:
     add_json(layers)
 
 
-def _add_rf(commands: argparse._SubParsersAction) -> None:
+def _add_rf(commands: Commands) -> None:
     """`rf MODEL LAYER`: a layer's field, or one unit's exact box."""
     rf = commands.add_parser("rf", help="the receptive field of a layer (or of one unit)")
     rf.add_argument("model", metavar="MODEL")
@@ -133,7 +137,7 @@ def _add_rf(commands: argparse._SubParsersAction) -> None:
     add_json(rf)
 
 
-def _add_topk(commands: argparse._SubParsersAction) -> None:
+def _add_topk(commands: Commands) -> None:
     """`topk`: one channel, images from a server dataset or streamed from here, rendering."""
     topk = commands.add_parser("topk", help="the top-k image patches of one channel")
     topk.add_argument("model", metavar="MODEL")
@@ -174,7 +178,7 @@ def _add_topk(commands: argparse._SubParsersAction) -> None:
     add_json(topk)
 
 
-def _add_demo(commands: argparse._SubParsersAction) -> None:
+def _add_demo(commands: Commands) -> None:
     """`demo`: where montages and the model/photo cache go."""
     demo = commands.add_parser("demo", help="a real CNN on real photos, montages in demo-out/")
     demo.add_argument("--out", type=Path, default=Path("demo-out"), metavar="DIR")
@@ -185,14 +189,6 @@ def _add_demo(commands: argparse._SubParsersAction) -> None:
         help="model and photo cache (default: $MAXACT_CACHE, else ~/.cache/maxact)",
     )
     demo.add_argument("-k", type=positive_int, default=8, metavar="K")
-
-
-def _version() -> str:
-    """The installed distribution's version (one source: pyproject.toml)."""
-    try:
-        return importlib.metadata.version("maxact")
-    except importlib.metadata.PackageNotFoundError:  # running from a source tree, not installed
-        return "unknown (not installed)"
 
 
 def add_global_options(
@@ -229,7 +225,9 @@ def add_global_options(
     )
 
 
-def _accept_global_options_after_the_command(commands: argparse._SubParsersAction) -> None:
+def _accept_global_options_after_the_command(
+    commands: Commands,
+) -> None:
     """Every command (and sub-command) but `serve` (whose flags are the server's own) also
     takes the global options after its name: `maxact models --server H:P` works."""
     for name, sub in commands.choices.items():

@@ -1,5 +1,5 @@
-"""`maxact scan create|get|watch|cancel|list`, `maxact neuron` and `maxact report` (README.md,
-"Command line").
+"""`maxact scan create|get|watch|cancel|list`, `maxact neuron` and `maxact report` (docs/cli.md,
+"Scans, neuron queries and the HTML gallery").
 
 main.py only registers these (add_parsers + COMMANDS); the grammar and the commands live here.
 Exit codes follow main.py: 0 ok, 1 server error (and a scan that ended failed or cancelled
@@ -324,7 +324,7 @@ def neuron_channel(args: argparse.Namespace) -> int:
         raise ValueError("neuron needs a channel: maxact neuron SCAN_ID LAYER --channel C")
     if len(given) > 1:
         raise ValueError(f"two different channels given: {sorted(given)}")
-    return given.pop()
+    return int(given.pop())
 
 
 def cmd_neuron(args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ answer of the layers the demo scans (printed, and as the gallery's classes pages
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +64,8 @@ def write_faces(dest: Path) -> int:
     rest not (class folders face/ and non-face/); existing files are kept."""
     from skimage import data as skdata
 
-    crops = np.asarray(skdata.lfw_subset())
+    lfw_subset: Callable[[], np.ndarray] = skdata.lfw_subset  # skimage leaves it unannotated
+    crops = np.asarray(lfw_subset())
     for i, crop in enumerate(crops):
         label = "face" if i < len(crops) // 2 else "non-face"
         path = dest / label / f"{label}_{i:03d}.png"

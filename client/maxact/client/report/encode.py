@@ -31,4 +31,5 @@ def recode(png: bytes, file_format: str) -> bytes:
 def decode(data: bytes) -> Image.Image:
     with Image.open(io.BytesIO(data)) as image:
         image.load()
-        return image.copy()
+        decoded: Image.Image = image.copy()
+        return decoded

@@ -210,7 +210,8 @@ def _classes_page(client: Any, scan: ScanInfo, layer: str, folder: Path) -> Path
 def _class_names(client: Any, model: str) -> t.ClassNames:
     """The model's output class names (empty when it names none or is gone)."""
     try:
-        return client.analysis.class_names(model)
+        names: t.ClassNames = client.analysis.class_names(model)
+        return names
     except MaxactError:
         return t.ClassNames()
 
@@ -218,6 +219,35 @@ def _class_names(client: Any, model: str) -> t.ClassNames:
 def _labels(names: t.ClassNames, layer: str, channels: int) -> dict[int, str]:
     found = {channel: names.label(layer, channel) for channel in range(channels)}
     return {channel: label for channel, label in found.items() if label}
+
+
+def _layer_job(
+    ctx: ReportContext,
+    name: str,
+    out: Path,
+    render: str | None,
+    patch_size: int,
+    mask_quantile: float | None,
+    names: t.ClassNames,
+) -> LayerJob:
+    """What one layer's page needs: its folder (made), its render and patch format, labels."""
+    info = ctx.layer(name)
+    mode = render or default_render(info, ctx.size)
+    if mode != "rf" and (info is None or not info.has_spatial_field):
+        mode = "rf"  # heatmap / mask need a spatial map: a flat layer's patch is the image
+    folder = out / "layers" / ctx.folders[name]
+    folder.mkdir(parents=True, exist_ok=True)
+    return LayerJob(
+        name=name,
+        folder=folder,
+        statistics=ctx.statistics[name],
+        k=ctx.header.k,
+        render=mode,
+        patch_size=patch_size,
+        file_format=patch_format(info, mode, patch_size),
+        mask_quantile=mask_quantile,
+        labels=_labels(names, name, len(ctx.statistics[name].channels)),
+    )
 
 
 def write_report(
@@ -254,27 +284,11 @@ def write_report(
     names = _class_names(client, ctx.scan.model)
     summaries = []
     for name in ctx.scan.layers:
-        info = ctx.layer(name)
-        mode = render or default_render(info, ctx.size)
-        if mode != "rf" and (info is None or not info.has_spatial_field):
-            mode = "rf"  # heatmap / mask need a spatial map: a flat layer's patch is the image
-        folder = out / "layers" / ctx.folders[name]
-        folder.mkdir(parents=True, exist_ok=True)
-        job = LayerJob(
-            name=name,
-            folder=folder,
-            statistics=ctx.statistics[name],
-            k=ctx.header.k,
-            render=mode,
-            patch_size=patch_size,
-            file_format=patch_format(info, mode, patch_size),
-            mask_quantile=mask_quantile,
-            labels=_labels(names, name, len(ctx.statistics[name].channels)),
-        )
-        summary = layer_summary(ctx, name, mode)
+        job = _layer_job(ctx, name, out, render, patch_size, mask_quantile, names)
+        summary = layer_summary(ctx, name, job.render)
         summaries.append(write_layer(client, ctx.scan.id, ctx.header, summary, job, advance))
         if summary.labelled:
-            _classes_page(client, ctx.scan, name, folder)
+            _classes_page(client, ctx.scan, name, job.folder)
     if progress is not None:
         progress.close()
     return write_index(out, ctx, summaries)

@@ -64,7 +64,8 @@ def selectivity_of(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def contrast_of(m: np.ndarray) -> np.ndarray:
     """[K, C]: m[j][c] minus the mean of the other classes' m[.][c]."""
     count = m.shape[0]
-    return m - (m.sum(axis=0, keepdims=True) - m) / (count - 1)
+    contrast: np.ndarray = m - (m.sum(axis=0, keepdims=True) - m) / (count - 1)
+    return contrast
 
 
 def confusable_pairs(

@@ -22,7 +22,7 @@ def lookup_table(
     values = np.arange(256, dtype=np.float32)[None, :]
     mean_f = np.asarray(mean, dtype=np.float32)[:, None]
     std_f = np.asarray(std, dtype=np.float32)[:, None]
-    table = (values * np.float32(scale) - mean_f) / std_f
+    table: np.ndarray = (values * np.float32(scale) - mean_f) / std_f
     table.setflags(write=False)
     return table
 

@@ -46,9 +46,13 @@ def _init(prep: ResolvedPreprocessing, draft: bool, normalised: bool) -> None:
     _worker.update(prep=prep, draft=draft, normalised=normalised, slots={})
 
 
+# a chunk's (index, id, size) of the decoded images and (index, id, reason) of the failed ones
+ChunkResult = tuple[list[tuple[int, str, tuple[int, int]]], list[tuple[int, str, str]]]
+
+
 def _decode_chunk(
     slot: str, shape: tuple[int, ...], dtype: str, items: list[tuple[int, str, str]]
-) -> tuple[list[tuple[int, str, tuple[int, int]]], list[tuple[int, str, str]]]:
+) -> ChunkResult:
     """Decode `items` (index, id, path) into slot rows 0..m-1; (decoded, failed) in order."""
     from maxact.server.data.decode import prepare
 
@@ -104,7 +108,7 @@ def read_batches_in_processes(
     free = deque(slots)
     chunks = (sources[i : i + batch_size] for i in range(0, len(sources), batch_size))
     context = multiprocessing.get_context("forkserver")
-    pending: deque[tuple[SharedMemory, Future]] = deque()
+    pending: deque[tuple[SharedMemory, Future[ChunkResult]]] = deque()
     try:
         with ProcessPoolExecutor(
             workers, mp_context=context, initializer=_init, initargs=(prep, draft, normalised)

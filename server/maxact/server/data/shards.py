@@ -252,7 +252,7 @@ def _columns(schema: Any, path: str) -> tuple[str, bool, str | None, str | None]
     def image_like(field: Any) -> bool:
         if pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type):
             return True
-        return pa.types.is_struct(field.type) and field.type.get_field_index("bytes") >= 0
+        return bool(pa.types.is_struct(field.type) and field.type.get_field_index("bytes") >= 0)
 
     named = [name for name in IMAGE_COLUMNS if name in fields and image_like(fields[name])]
     image = named[0] if named else next((f.name for f in schema if image_like(f)), None)
@@ -357,7 +357,8 @@ def _batch_rows(parquet: Any, group: int, image_column: str) -> int | Exception:
             f"{PARQUET_GROUP_IMAGES} x the image-size bound of {bound:,} bytes (maxact serve "
             "--max-image-bytes); its rows are skipped unread: write smaller row groups"
         )
-    return max(1, min(PARQUET_BATCH_ROWS, PARQUET_BATCH_IMAGES * bound // max(size, 1)))
+    rows: int = max(1, min(PARQUET_BATCH_ROWS, PARQUET_BATCH_IMAGES * bound // max(size, 1)))
+    return rows
 
 
 def _group_cells(

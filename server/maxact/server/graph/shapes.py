@@ -33,7 +33,9 @@ def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
     return [i for i in model.graph.input if i.name not in inits]
 
 
-def _fix_inputs(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]]) -> dict:
+def _fix_inputs(
+    model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]]
+) -> dict[str, tuple[int, ...]]:
     """Set every real input's dims in place; returns name -> concrete shape used."""
     fixed = {}
     for vi in graph_inputs(model):

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from maxact.server.jobs.ray_worker import ShardWorker
+from maxact.client.version import maxact_version
+from maxact.server.jobs.ray_worker import ShardWorker, WorkerVersionMismatch
 from maxact.server.jobs.shard_work import ShardEvents, ShardResult, ShardTask, ShardWork
 from maxact.server.scan.engine import EngineCancelled
 
@@ -72,8 +73,11 @@ class RayCluster:
         max_workers: int = 0,
         cpus_per_worker: int = 1,
         idle_seconds: float = DEFAULT_IDLE_SECONDS,
+        version: str | None = None,
     ) -> None:
         self.ray = import_ray()
+        # workers of another maxact version refuse their shards (ShardWorker)
+        self.version = version if version is not None else maxact_version()
         self.idle_seconds = idle_seconds
         self._idle: list[tuple[float, Any]] = []  # (idle since, actor)
         self._lock = threading.Lock()
@@ -130,7 +134,7 @@ class RayCluster:
         data_root = str(self.data_root or "")
         fresh = [
             remote.options(**plan.options).remote(
-                str(self.model_root), data_root, plan.device, plan.threads
+                str(self.model_root), data_root, plan.device, plan.threads, self.version
             )
             for _ in range(count - len(taken))
         ]
@@ -261,6 +265,8 @@ class RayShardExecutor:
                         continue
                     except ray.exceptions.RayTaskError as exc:
                         cause = exc.cause if isinstance(exc.cause, Exception) else exc
+                        if isinstance(cause, WorkerVersionMismatch):
+                            log.error("scan %s: %s", work.scan_id, cause)
                         raise cause from None
                     if cancel.is_set() or self._stop.is_set():
                         raise EngineCancelled()

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import onnx
 import onnxruntime as ort
@@ -456,7 +457,10 @@ class LoadedModel:
             )
             return found, self.proto.ByteSize()
 
-        return self.sessions.get_or_create((self.name, "scan", key), create)
+        session: tuple[Any, int | None] = self.sessions.get_or_create(
+            (self.name, "scan", key), create
+        )
+        return session
 
 
 class ModelRegistry:

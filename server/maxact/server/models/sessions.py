@@ -13,6 +13,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any
 
+from maxact.server.ops.metrics import SESSION_CACHE_BYTES, SESSIONS_CACHED
+
 DEFAULT_MAX_BYTES = 2 * 1024**3
 COST_FACTOR = 2
 
@@ -48,6 +50,7 @@ class SessionCache:
             while self._bytes > self.max_bytes and len(self._entries) > 1:
                 _, (_, evicted) = self._entries.popitem(last=False)
                 self._bytes -= evicted
+            self._publish()
             return value
 
     def evict(self, predicate: Callable[[Hashable], bool]) -> int:
@@ -56,4 +59,10 @@ class SessionCache:
             doomed = [key for key in self._entries if predicate(key)]
             for key in doomed:
                 self._bytes -= self._entries.pop(key)[1]
+            self._publish()
             return len(doomed)
+
+    def _publish(self) -> None:
+        """The cache's size as metrics (one cache per server process); under the lock."""
+        SESSIONS_CACHED.set(len(self._entries))
+        SESSION_CACHE_BYTES.set(self._bytes)

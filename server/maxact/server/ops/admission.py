@@ -55,7 +55,7 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
         return grpc_status(error)
 
     def _admitted_unary(self, behaviour: Callable[..., Any]) -> Callable[..., Any]:
-        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             if self.in_flight >= self.limit:
                 await context.abort_with_status(self._refusal())
             self.in_flight += 1
@@ -71,7 +71,9 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
         if inspect.iscoroutinefunction(behaviour):  # it writes through context.write()
             return self._admitted_unary(behaviour)
 
-        async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def stream(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
             if self.in_flight >= self.limit:
                 await context.abort_with_status(self._refusal())
             self.in_flight += 1

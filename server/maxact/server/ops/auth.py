@@ -77,11 +77,11 @@ def _refusing(handler: Handler, error: ServiceError) -> Handler:
     """A handler of the same shape as `handler` that only aborts with `error`."""
     status = grpc_status(error)
 
-    async def unary_response(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def unary_response(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         await context.abort_with_status(status)
 
     async def stream_response(
-        request: Any, context: grpc.aio.ServicerContext
+        request: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Any]:
         await context.abort_with_status(status)
         yield  # pragma: no cover - abort raises; this makes the function an async generator

@@ -23,7 +23,7 @@ log = logging.getLogger("maxact.server.rpc")
 REQUEST_ID_HEADER = "x-request-id"
 
 
-def _code_name(context: grpc.aio.ServicerContext, failed: BaseException | None) -> str:
+def _code_name(context: grpc.aio.ServicerContext[Any, Any], failed: BaseException | None) -> str:
     """The status the call ended with: what the handler set or aborted with, else OK/CANCELLED."""
     code = context.code() if hasattr(context, "code") else None
     if isinstance(code, grpc.StatusCode):
@@ -84,7 +84,7 @@ def _record_end(call: _Call, code: str, seconds: float, peer: str) -> None:
 
 
 @contextmanager
-def _watched(call: _Call, context: grpc.aio.ServicerContext) -> Iterator[None]:
+def _watched(call: _Call, context: grpc.aio.ServicerContext[Any, Any]) -> Iterator[None]:
     """Time the call with its request id set, then count it and log one line with its final
     status."""
     # The peer is read while the call is alive: asking a call that the server has
@@ -110,7 +110,7 @@ def _watching(handler: Handler, call: _Call) -> Handler:
     """`handler` with every behaviour run inside `_watched`, whatever its streaming shape."""
 
     def unary(behaviour: Callable[..., Any]) -> Callable[..., Any]:
-        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             with _watched(call, context):
                 result = behaviour(request, context)
                 return await result if inspect.isawaitable(result) else result
@@ -121,7 +121,9 @@ def _watching(handler: Handler, call: _Call) -> Handler:
         if inspect.iscoroutinefunction(behaviour):  # writes through context.write()
             return unary(behaviour)
 
-        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def wrapped(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
             with _watched(call, context):
                 async for item in relay(behaviour(request, context)):
                     yield item

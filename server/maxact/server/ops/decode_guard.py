@@ -80,12 +80,12 @@ class DecodeGuardInterceptor(grpc.aio.ServerInterceptor):
         return grpc.stream_stream_rpc_method_handler(_stream_in(handler.stream_stream), **shape)
 
 
-async def _abort(context: grpc.aio.ServicerContext, request: Undecodable) -> None:
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], request: Undecodable) -> None:
     await context.abort_with_status(grpc_status(_error(request)))
 
 
 def _unary_in(behaviour: Callable[..., Any]) -> Callable[..., Any]:
-    async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         if isinstance(request, Undecodable):
             await _abort(context, request)
         result = behaviour(request, context)
@@ -98,7 +98,9 @@ def _unary_in_stream_out(behaviour: Callable[..., Any]) -> Callable[..., Any]:
     if inspect.iscoroutinefunction(behaviour):  # it writes through context.write()
         return _unary_in(behaviour)
 
-    async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    async def stream(
+        request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
         if isinstance(request, Undecodable):
             await _abort(context, request)
         async for item in relay(behaviour(request, context)):
@@ -108,7 +110,7 @@ def _unary_in_stream_out(behaviour: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _stream_in(behaviour: Callable[..., Any]) -> Callable[..., Any]:
-    def call(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
+    def call(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         return behaviour(_checked_stream(requests), context)
 
     return call

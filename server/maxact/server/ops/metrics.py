@@ -37,6 +37,10 @@ IMAGES_SKIPPED = Counter("maxact_images_skipped", "Unreadable images skipped.")
 SCAN_IMAGES_PER_SECOND = Gauge("maxact_scan_images_per_second", "Throughput of the last scan.")
 SCANS_QUEUED = Gauge("maxact_scans_queued", "Persisted scans waiting for a slot.")
 SCANS_RUNNING = Gauge("maxact_scans_running", "Persisted scans running now.")
+SESSIONS_CACHED = Gauge("maxact_sessions_cached", "onnxruntime sessions in the session cache.")
+SESSION_CACHE_BYTES = Gauge(
+    "maxact_session_cache_bytes", "Estimated memory of the cached sessions (--session-cache-mb)."
+)
 INPUT_CACHE_HITS = Counter(
     "maxact_input_cache_hits", "Model inputs read from the decoded-input cache, not decoded."
 )

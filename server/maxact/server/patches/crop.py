@@ -107,10 +107,11 @@ class PatchRenderer:
             # rf: the patch depends on the image and the field's box only, not the channel (a
             # flat layer's 1280 channels all show the whole image): render it once
             box = target.formula_box(size)
-            return RENDERED.get(
+            rendered: PatchImage = RENDERED.get(
                 (key, self.prep, self.options, box, input_box),
                 lambda: render_loaded(image, target, self.prep, self.options, None),
             )
+            return rendered
         activations = self._activations.cached((key, self.prep))
         return render_loaded(image, target, self.prep, self.options, activations)
 

@@ -260,7 +260,8 @@ def upsample(
     height, width = channel_map.shape
     wy = _interpolation(axes[0], height, ys)
     wx = _interpolation(axes[1], width, xs)
-    return wy @ channel_map @ wx.T
+    upsampled: np.ndarray = wy @ channel_map @ wx.T
+    return upsampled
 
 
 def _unit_centre(target: PatchTarget, size: tuple[int, int]) -> tuple[int, int]:
@@ -385,14 +386,17 @@ class LayerActivations:
         self._field = field
 
     def __call__(self, array: Callable[[], np.ndarray], channel: int) -> np.ndarray:
-        return self.all_channels(array())[channel]
+        channel_map: np.ndarray = self.all_channels(array())[channel]
+        return channel_map
 
     def cached(self, image_key: Hashable) -> ActivationFn:
         """The same maps, the layer run once per image (`image_key`) across requests."""
         key = (self._model.name, self._layer, image_key)
 
         def channel_map(array: Callable[[], np.ndarray], channel: int) -> np.ndarray:
-            return layer_output(self._model, key, lambda: self.all_channels(array()))[channel]
+            maps = layer_output(self._model, key, lambda: self.all_channels(array()))
+            one: np.ndarray = maps[channel]
+            return one
 
         return channel_map
 
@@ -405,4 +409,5 @@ class LayerActivations:
         if fixed is not None and fixed > 1:
             batch = np.repeat(batch, fixed, axis=0)
         (output,) = session.run([self._layer], {model.input.name: batch})
-        return channels_first(np.asarray(output), self._field)[0]
+        maps: np.ndarray = channels_first(np.asarray(output), self._field)[0]
+        return maps

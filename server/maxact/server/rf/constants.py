@@ -7,7 +7,7 @@ folded here with numpy using the inferred shapes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -37,7 +37,16 @@ def _constant_node_value(node: onnx.NodeProto) -> np.ndarray | None:
     return None
 
 
-def _slice(x: np.ndarray, starts, ends, axes=None, steps=None) -> np.ndarray:
+Ints = np.ndarray | Sequence[int]  # a Slice input: a folded constant or attribute values
+
+
+def _slice(
+    x: np.ndarray,
+    starts: Ints,
+    ends: Ints,
+    axes: Ints | None = None,
+    steps: Ints | None = None,
+) -> np.ndarray:
     axes = list(range(len(starts))) if axes is None else [int(a) for a in axes]
     steps = [1] * len(starts) if steps is None else steps
     sl = [slice(None)] * x.ndim

@@ -141,7 +141,14 @@ def conv_transpose(ctx: Context, node: onnx.NodeProto, ins: list[State]) -> list
     return _channel_mixing(ctx, node, ins, transposed_window_axis, transposed=True)
 
 
-def _blocks(x: Spatial, group: int, cin: int, cout: int, fh, fw) -> list[Group]:
+def _blocks(
+    x: Spatial,
+    group: int,
+    cin: int,
+    cout: int,
+    fh: Callable[[AxisField], AxisField],
+    fw: Callable[[AxisField], AxisField],
+) -> list[Group]:
     """Grouped channel mixing: output block b reads input block b (cached per distinct field)."""
     cin_g, cout_g = cin // group, cout // group
     unions: dict[tuple[int, ...], Group] = {}

@@ -92,4 +92,5 @@ class BoundRunner:
         for name in self.outputs:
             binding.bind_output(name, "cpu")
         self.session.run_with_iobinding(binding, run_options)
-        return binding.copy_outputs_to_cpu()
+        outputs: list[np.ndarray] = binding.copy_outputs_to_cpu()
+        return outputs

@@ -65,7 +65,7 @@ def aliasing_view(value: ort.OrtValue) -> np.ndarray | None:
     """A writable numpy array over `value`'s own memory, or None when `.numpy()` is a copy.
 
     Checked by address: a copy would silently drop every write into it."""
-    view = value.numpy()
+    view: np.ndarray = value.numpy()
     if view.ctypes.data != value.data_ptr() or not view.flags.writeable:
         return None
     return view

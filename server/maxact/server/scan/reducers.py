@@ -106,7 +106,8 @@ class RunningTopK:
         )
         earlier_unit = (ys < kth_y) | ((ys == kth_y) & (xs < kth_x))
         earlier = (images < kth_image) | ((images == kth_image) & earlier_unit)
-        return ((key > kth_key) | ((key == kth_key) & earlier)) & (images != NO_IMAGE)
+        better: np.ndarray = ((key > kth_key) | ((key == kth_key) & earlier)) & (images != NO_IMAGE)
+        return better
 
     def _offer(
         self,

@@ -4,6 +4,7 @@ a model's class names, as conversions around `core.analysis`."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import grpc
 
@@ -22,7 +23,7 @@ class AnalysisServicer(analysis_service_pb2_grpc.AnalysisServiceServicer):
 
     @rpc
     async def GetClassAnswer(
-        self, request: apb.GetClassAnswerRequest, context: grpc.aio.ServicerContext
+        self, request: apb.GetClassAnswerRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> apb.GetClassAnswerResponse:
         threshold = request.selective_threshold if request.HasField("selective_threshold") else None
         report = await asyncio.to_thread(
@@ -54,7 +55,7 @@ class AnalysisServicer(analysis_service_pb2_grpc.AnalysisServiceServicer):
 
     @rpc
     async def GetClassChannels(
-        self, request: apb.GetClassChannelsRequest, context: grpc.aio.ServicerContext
+        self, request: apb.GetClassChannelsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> apb.GetClassChannelsResponse:
         report = await asyncio.to_thread(
             self.analysis.class_channels,
@@ -80,7 +81,7 @@ class AnalysisServicer(analysis_service_pb2_grpc.AnalysisServiceServicer):
 
     @rpc
     async def CompareScans(
-        self, request: apb.CompareScansRequest, context: grpc.aio.ServicerContext
+        self, request: apb.CompareScansRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> apb.CompareScansResponse:
         comparison = await asyncio.to_thread(
             self.analysis.compare, request.scan_a, request.scan_b, request.layer
@@ -106,7 +107,7 @@ class AnalysisServicer(analysis_service_pb2_grpc.AnalysisServiceServicer):
 
     @rpc
     async def GetClassNames(
-        self, request: apb.GetClassNamesRequest, context: grpc.aio.ServicerContext
+        self, request: apb.GetClassNamesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> apb.GetClassNamesResponse:
         layer, names = await asyncio.to_thread(self.analysis.class_names, request.model)
         return apb.GetClassNamesResponse(layer=layer, names=names)

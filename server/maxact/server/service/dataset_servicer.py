@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import grpc
 
@@ -32,7 +33,7 @@ class DatasetServicer(dataset_service_pb2_grpc.DatasetServiceServicer):
 
     @rpc
     async def ListDatasets(
-        self, request: pb.ListDatasetsRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ListDatasetsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListDatasetsResponse:
         names = await asyncio.to_thread(self.datasets.names)
         page = page_of("datasets", names, str, request.page_size, request.page_token, str)
@@ -44,7 +45,7 @@ class DatasetServicer(dataset_service_pb2_grpc.DatasetServiceServicer):
 
     @rpc
     async def GetDataset(
-        self, request: pb.GetDatasetRequest, context: grpc.aio.ServicerContext
+        self, request: pb.GetDatasetRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetDatasetResponse:
         summary = await asyncio.to_thread(self.datasets.summary, request.name)
         return pb.GetDatasetResponse(dataset=_summary(summary))

@@ -40,11 +40,13 @@ def _internal(exc: Exception, method: str) -> ServiceError:
     )
 
 
-async def _abort(context: grpc.aio.ServicerContext, error: ServiceError) -> None:
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: ServiceError) -> None:
     await context.abort_with_status(grpc_status(error))
 
 
-async def _abort_for(exc: Exception, context: grpc.aio.ServicerContext, method: str) -> None:
+async def _abort_for(
+    exc: Exception, context: grpc.aio.ServicerContext[Any, Any], method: str
+) -> None:
     """Abort with `exc` as a status: a ServiceError as it is, a surprise as INTERNAL (logged);
     an abort already under way passes through."""
     if isinstance(exc, grpc.aio.AbortError):
@@ -61,7 +63,7 @@ def rpc(handler: Callable[..., Any]) -> Callable[..., Any]:
 
         @functools.wraps(handler)
         async def streaming(
-            self: Any, request: Any, context: grpc.aio.ServicerContext
+            self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
             try:
                 async for item in handler(self, request, context):
@@ -72,7 +74,7 @@ def rpc(handler: Callable[..., Any]) -> Callable[..., Any]:
         return streaming
 
     @functools.wraps(handler)
-    async def unary(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def unary(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
             return await handler(self, request, context)
         except Exception as exc:

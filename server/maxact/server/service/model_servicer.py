@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 
@@ -31,7 +32,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 
     @rpc
     async def ListModels(
-        self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListModelsResponse:
         summaries = await asyncio.to_thread(self.models.summaries)
         page = page_of(
@@ -43,7 +44,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 
     @rpc
     async def GetModel(
-        self, request: pb.GetModelRequest, context: grpc.aio.ServicerContext
+        self, request: pb.GetModelRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetModelResponse:
         model = await self.models.describe(request.name, list(request.size))
         response = pb.GetModelResponse(
@@ -65,13 +66,13 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 
     @rpc
     async def LoadModel(
-        self, request: pb.LoadModelRequest, context: grpc.aio.ServicerContext
+        self, request: pb.LoadModelRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.LoadModelResponse:
         return pb.LoadModelResponse(model=_summary(await self.models.load(request.name)))
 
     @rpc
     async def UnloadModel(
-        self, request: pb.UnloadModelRequest, context: grpc.aio.ServicerContext
+        self, request: pb.UnloadModelRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.UnloadModelResponse:
         self.models.unload(request.name)
         return pb.UnloadModelResponse()
@@ -80,7 +81,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     async def UploadModel(
         self,
         request_iterator: AsyncIterator[pb.UploadModelRequest],
-        context: grpc.aio.ServicerContext,
+        context: grpc.aio.ServicerContext[Any, Any],
     ) -> pb.UploadModelResponse:
         iterator = aiter(request_iterator)
         first = await anext(iterator, None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import grpc
 
@@ -25,7 +26,7 @@ class NeuronServicer(neuron_service_pb2_grpc.NeuronServiceServicer):
 
     @rpc
     async def GetNeuron(
-        self, request: npb.GetNeuronRequest, context: grpc.aio.ServicerContext
+        self, request: npb.GetNeuronRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> npb.GetNeuronResponse:
         render = render_options_from_proto(request)
         answer = await asyncio.to_thread(
@@ -48,7 +49,7 @@ class NeuronServicer(neuron_service_pb2_grpc.NeuronServiceServicer):
 
     @rpc
     async def GetLayerStatistics(
-        self, request: npb.GetLayerStatisticsRequest, context: grpc.aio.ServicerContext
+        self, request: npb.GetLayerStatisticsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> npb.GetLayerStatisticsResponse:
         stats = await asyncio.to_thread(stored_statistics, self.jobs, request.scan, request.layer)
         return statistics_to_proto(stats)

@@ -3,6 +3,8 @@ around `core.receptive_fields`."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 
 from maxact.server.core.receptive_fields import receptive_field
@@ -19,7 +21,7 @@ class ReceptiveFieldServicer(receptive_field_service_pb2_grpc.ReceptiveFieldServ
 
     @rpc
     async def GetReceptiveField(
-        self, request: pb.GetReceptiveFieldRequest, context: grpc.aio.ServicerContext
+        self, request: pb.GetReceptiveFieldRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetReceptiveFieldResponse:
         unit = (request.unit.y, request.unit.x) if request.HasField("unit") else None
         answer = await receptive_field(

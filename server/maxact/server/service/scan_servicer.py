@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 
@@ -20,7 +21,7 @@ from maxact.v1 import scan_service_pb2 as spb
 from maxact.v1 import scan_service_pb2_grpc
 
 
-def _deadline(context: grpc.aio.ServicerContext) -> float | None:
+def _deadline(context: grpc.aio.ServicerContext[Any, Any]) -> float | None:
     """The call's deadline on the time.monotonic() clock (None: the client set none)."""
     remaining = context.time_remaining()
     return None if remaining is None else time.monotonic() + remaining
@@ -32,7 +33,7 @@ class ScanServicer(scan_service_pb2_grpc.ScanServiceServicer):
 
     @rpc
     async def CreateScan(
-        self, request: spb.CreateScanRequest, context: grpc.aio.ServicerContext
+        self, request: spb.CreateScanRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> spb.CreateScanResponse:
         try:
             mode = TopKMode.from_proto(request.mode)
@@ -56,14 +57,14 @@ class ScanServicer(scan_service_pb2_grpc.ScanServiceServicer):
 
     @rpc
     async def GetScan(
-        self, request: spb.GetScanRequest, context: grpc.aio.ServicerContext
+        self, request: spb.GetScanRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> spb.GetScanResponse:
         record = await asyncio.to_thread(self.scans.get, request.name)
         return spb.GetScanResponse(scan=scan_to_proto(record))
 
     @rpc
     async def ListScans(
-        self, request: spb.ListScansRequest, context: grpc.aio.ServicerContext
+        self, request: spb.ListScansRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> spb.ListScansResponse:
         size = page_size(request.page_size)
         before_seq = decode_token("scans", request.page_token, int)
@@ -77,21 +78,21 @@ class ScanServicer(scan_service_pb2_grpc.ScanServiceServicer):
 
     @rpc
     async def WatchScan(
-        self, request: spb.WatchScanRequest, context: grpc.aio.ServicerContext
+        self, request: spb.WatchScanRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[spb.WatchScanResponse]:
         async for record in self.scans.watch(request.name):
             yield spb.WatchScanResponse(scan=scan_to_proto(record))
 
     @rpc
     async def CancelScan(
-        self, request: spb.CancelScanRequest, context: grpc.aio.ServicerContext
+        self, request: spb.CancelScanRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> spb.CancelScanResponse:
         record = await asyncio.to_thread(self.scans.cancel, request.name)
         return spb.CancelScanResponse(scan=scan_to_proto(record))
 
     @rpc
     async def DeleteScan(
-        self, request: spb.DeleteScanRequest, context: grpc.aio.ServicerContext
+        self, request: spb.DeleteScanRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> spb.DeleteScanResponse:
         await asyncio.to_thread(self.scans.delete, request.name)
         return spb.DeleteScanResponse()

@@ -4,6 +4,7 @@ becomes a TopKQuestion, each domain event a `TopKEvent` wrapped in the RPC's res
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 
@@ -29,7 +30,7 @@ class TopKServicer(topk_service_pb2_grpc.TopKServiceServicer):
 
     @rpc
     async def StreamTopK(
-        self, request: pb.StreamTopKRequest, context: grpc.aio.ServicerContext
+        self, request: pb.StreamTopKRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.StreamTopKResponse]:
         events = self.topk.stream_dataset(_question(request.query), request.dataset)
         async for event in events:
@@ -39,7 +40,7 @@ class TopKServicer(topk_service_pb2_grpc.TopKServiceServicer):
     async def StreamTopKImages(
         self,
         request_iterator: AsyncIterator[pb.StreamTopKImagesRequest],
-        context: grpc.aio.ServicerContext,
+        context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[pb.StreamTopKImagesResponse]:
         requests = aiter(request_iterator)
         first = await anext(requests, None)
