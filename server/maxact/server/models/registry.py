@@ -33,6 +33,7 @@ from maxact.server.errors import (
 from maxact.server.graph.reductions import (
     LayerReduction,
     Uint8Feed,
+    feeds_of,
     with_reductions,
     with_uint8_input,
 )
@@ -425,7 +426,10 @@ class LoadedModel:
         fixed = self.input.fixed_batch
         if fixed != 1 and not reductions and feed is None:
             return self.session(outputs), fixed
-        key = (*sorted(outputs), f"{size[0]}x{size[1]}", reductions, feed)
+        # not the size nor the channel / unit values: one session per layer set serves every
+        # input size and channel (a session per size or channel subset grew the server until
+        # it was OOM-killed); `size` only shapes the one-time batching check
+        key = (*sorted(outputs), tuple(r.graph_key for r in reductions), feed)
 
         def reduced(proto: onnx.ModelProto) -> onnx.ModelProto:
             if feed is not None:
@@ -448,6 +452,7 @@ class LoadedModel:
                 size,
                 lambda proto: self._created(lambda: create_session(reduced(proto), self.device)),
                 names,
+                feeds_of(reductions),
             )
             found: tuple[ort.InferenceSession, int | None] = (
                 (session, None)

@@ -74,6 +74,18 @@ def session_options() -> ort.SessionOptions:
     return options
 
 
+def run_options(variable_shapes: bool) -> ort.RunOptions:
+    """Options for one run. With `variable_shapes` (a model whose input height/width vary, e.g.
+    a detector fed each photo at its own size) the CPU arena returns what the run allocated:
+    otherwise it keeps the largest buffers of every shape it saw (PP-OCRv4 det over 12 sizes:
+    RSS 102 -> 426 MB with the arena as is, 228 MB with shrinkage, 539 MB with no arena at all,
+    where the allocator kept the freed blocks)."""
+    options = ort.RunOptions()
+    if variable_shapes and os.environ.get("XSHRINK", "1") == "1":
+        options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    return options
+
+
 def create_session(model: onnx.ModelProto, device: str = "auto") -> ort.InferenceSession:
     return ort.InferenceSession(
         model.SerializeToString(), session_options(), providers=list(providers_for(device))
