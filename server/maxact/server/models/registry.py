@@ -48,6 +48,7 @@ from maxact.server.models.feedable import (
 )
 from maxact.server.models.runtime import create_session
 from maxact.server.models.sessions import DEFAULT_MAX_BYTES, SessionCache
+from maxact.server.ops.process import release_free_memory
 from maxact.server.paths import check_name, is_inside, resolve_under
 from maxact.server.rf import FieldError, ReceptiveFields, TensorField, compute_receptive_fields
 
@@ -515,6 +516,7 @@ class ModelRegistry:
         with self._lock:
             found = self._loaded.pop(name, None) is not None
         self.sessions.evict(lambda key: key[0] == name)  # type: ignore[index]
+        release_free_memory()  # what onnxruntime freed: back to the system now
         return found
 
     def path_of(self, name: str) -> Path:

@@ -12,7 +12,6 @@ channels, with memory bounded by k x channels.
 from __future__ import annotations
 
 import math
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -283,7 +282,7 @@ class ScanEngine:
         try:
             Overlapped(reduce).run(self._inferred(items))
         finally:
-            if self.model.input.fixed_size is None and os.environ.get("XTRIM", "1") == "1":
+            if self.model.input.fixed_size is None:
                 release_free_memory()  # buffers of this scan's sizes: back to the system
         if self.stop_event.is_set():
             raise EngineCancelled()
