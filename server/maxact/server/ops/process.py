@@ -20,8 +20,8 @@ def resident_bytes() -> int:
 
 def _libc_trim() -> Callable[[int], int] | None:
     try:
-        libc = ctypes.CDLL("libc.so.6")
-        return libc.malloc_trim  # type: ignore[no-any-return]
+        trim: Callable[[int], int] = ctypes.CDLL("libc.so.6").malloc_trim
+        return trim
     except (OSError, AttributeError):  # not glibc
         return None
 
