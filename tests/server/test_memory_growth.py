@@ -148,3 +148,23 @@ def test_memory_stays_bounded_over_distinct_channels_and_image_sizes(tmp_path: P
     assert values['maxact_cache_bytes{cache="sessions"}'] > 0
     assert values["maxact_memory_budget_bytes"] > 0
     assert growth < MAX_GROWTH_MB, f"RSS grew {growth:.0f} MB over {calls} calls"
+
+
+def test_a_size_views_charge_covers_what_it_holds_within_four_times(tmp_path: Path) -> None:
+    """The catalogue of one input size (shapes, receptive fields, rows) is charged an estimate
+    (`view_cost`); tracemalloc measures what building it kept."""
+    import tracemalloc
+
+    from maxact.server.models.registry import ModelRegistry, view_cost
+
+    save(detector_like_model(), tmp_path, "det")
+    model = ModelRegistry(tmp_path, "cpu").get("det")
+    model.view((256, 256))  # imports, onnxruntime's first session, caches of the rf engine
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        view = model.view((224, 320))
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held <= view_cost(view) <= 4 * held
