@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
@@ -88,6 +89,7 @@ def _sizes() -> list[tuple[int, int]]:
     return [(224, 224 + 40 * i) for i in range(SIZE_CALLS + 2)]
 
 
+@pytest.mark.slow  # 30-75 s on 2 shared cores
 def test_memory_stays_bounded_over_distinct_channels_and_image_sizes(tmp_path: Path) -> None:
     models, data = tmp_path / "models", tmp_path / "data"
     save(detector_like_model(), models, "det")
