@@ -123,6 +123,24 @@ class BudgetedCache(Generic[V]):
         self._budget.reclaim(self)
         return value
 
+    def add_cost(self, key: Hashable, extra: int) -> None:
+        """Charge an entry `extra` more bytes (what it turned out to hold), then evict beyond
+        the cap and the budget as `put` does; nothing when the entry is gone."""
+        with self._lock:
+            found = self._entries.get(key)
+            if found is None or extra <= 0:
+                return
+            cost = found[1] + extra
+            if self.keep_oversized:
+                cost = min(cost, self.max_bytes)
+            if cost <= self.max_bytes:
+                self._entries[key] = (found[0], cost)
+            else:
+                del self._entries[key]
+            evicted, self._entries.evicted = self._entries.evicted, []
+        self._note_evicted(evicted, f"its cap of {_mb(self.max_bytes)}")
+        self._budget.reclaim(self)
+
     def evict_oldest(self) -> int:
         """Drop the least recently used entry; its bytes (0 when empty)."""
         with self._lock:

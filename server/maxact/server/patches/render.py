@@ -407,5 +407,7 @@ class LayerActivations:
         from maxact.server.models.runtime import run_options  # onnxruntime: only when run
 
         options = run_options(variable_shapes=model.input.fixed_size is None)
-        (output,) = session.run([self._layer], {model.input.name: batch}, options)
+        (output,) = model.sessions.first_run(
+            session, lambda: session.run([self._layer], {model.input.name: batch}, options)
+        )
         return channels_first(np.asarray(output), self._field)[0]

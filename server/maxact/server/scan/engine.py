@@ -400,14 +400,17 @@ class ScanEngine:
             padding = np.zeros((fixed_batch - count, *array.shape[1:]), array.dtype)
             array = np.concatenate([array, padding])
         try:
-            if found.runner is not None:
-                outputs = found.runner.run(array, self._run_options)
-            else:
-                outputs = found.session.run(
+            runner = found.runner
+            outputs = self.model.sessions.first_run(
+                found.session,
+                (lambda: runner.run(array, self._run_options))
+                if runner is not None
+                else lambda: found.session.run(
                     found.outputs,
                     {self.model.input.name: array, **found.feeds},
                     self._run_options,
-                )
+                ),
+            )
         except Exception:
             if self.stop_event.is_set():
                 raise EngineCancelled() from None
