@@ -23,6 +23,8 @@ from typing import Generic, TypeVar
 
 from cachetools import LRUCache
 
+from maxact.server.ops.process import release_free_memory
+
 log = logging.getLogger("maxact.server")
 
 V = TypeVar("V")
@@ -31,6 +33,7 @@ BUDGET_ENV = "MAXACT_MEMORY_BUDGET_MB"
 MACHINE_FRACTION = 0.5  # default budget: half of physical memory or the cgroup limit
 CACHE_SHARE = 0.6  # of the budget, for everything the caches keep between requests
 LOG_INTERVAL_S = 10.0
+TRIM_AFTER_BYTES = 1024 * 1024  # evictions at least this large return free pages at once
 _CGROUP_FILES = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
 
 
@@ -165,6 +168,8 @@ class BudgetedCache(Generic[V]):
         """One log line per cache at most every LOG_INTERVAL_S, counting what went since."""
         if not sizes:
             return
+        if sum(sizes) >= TRIM_AFTER_BYTES:
+            release_free_memory()  # what the evicted entries held: back to the system now
         with self._lock:
             self.evictions += len(sizes)
             self._unlogged += sizes
