@@ -80,7 +80,7 @@ def run_options(variable_shapes: bool) -> ort.RunOptions:
     otherwise it keeps the largest buffers of every shape it saw. Measured on PP-OCRv4 det, 12
     input sizes, batch 2, with glibc's `malloc_trim` after each run (the engine trims after
     each scan, `ops.process`): RSS 90 -> 370 MB with the arena as is, 128 MB with shrinkage,
-    111 MB with no arena at all (but about 1.5x slower: every buffer from malloc); without the
+    111 MB with no arena at all (but 128 s instead of 84 s: every buffer from malloc); without the
     trims 426, 228 and 539 MB (glibc keeps freed blocks in per-thread arenas)."""
     options = ort.RunOptions()
     if variable_shapes:
