@@ -137,6 +137,7 @@ def test_memory_stays_bounded_over_distinct_channels_and_image_sizes(tmp_path: P
         end = _rss_mb()
         assert server.metrics_port is not None
         values = _metrics(server.metrics_port)
+        sessions = len(server._built.jobs.models.sessions)  # this server's own cache
 
     calls = CHANNEL_CALLS + SIZE_CALLS
     growth = end - start
@@ -146,7 +147,9 @@ def test_memory_stays_bounded_over_distinct_channels_and_image_sizes(tmp_path: P
         f"{growth / calls:.2f} MB per call"
     )
     # one session for the layer set, whatever the channel and the image size
-    assert values['maxact_cache_entries{cache="sessions"}'] == 1
+    assert sessions == 1
+    # /metrics adds up the caches of every server alive in this process (other tests' too)
+    assert values['maxact_cache_entries{cache="sessions"}'] >= 1
     assert values['maxact_cache_bytes{cache="sessions"}'] > 0
     assert values["maxact_memory_budget_bytes"] > 0
     assert growth < MAX_GROWTH_MB, f"RSS grew {growth:.0f} MB over {calls} calls"

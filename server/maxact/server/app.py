@@ -515,7 +515,8 @@ def _add_scan_and_cache_flags(group: argparse._ArgumentGroup) -> None:
         type=positive_int,
         default=memory.default_budget_mb(),
         help="memory the server should stay within (MiB); its caches (sessions, decoded "
-        f"images, layer outputs, patches) share {memory.CACHE_SHARE:.0%} of it, least recently "
+        f"images, layer outputs, patches) share {round(memory.CACHE_SHARE * 100)}%% of it, least "
+        "recently "
         "used first out (default: half of the machine's or container's memory, "
         "%(default)s here)",
     )
