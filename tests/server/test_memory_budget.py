@@ -5,7 +5,6 @@ answers are the same as under a large budget."""
 from __future__ import annotations
 
 import logging
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from maxact.server.app import start_server
 from maxact.server.ops.memory import BUDGET, CACHE_SHARE
 from tests.datasets import write_images
 from tests.onnx_models import random_cnn, save
+from tests.server.test_memory_growth import metrics
 
 SMALL_MB = 2
 
@@ -28,17 +28,6 @@ def restored_budget() -> Iterator[None]:
         yield
     finally:
         BUDGET.configure(before)
-
-
-def _metrics(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    return {
-        name: float(value)
-        for name, value in (
-            line.rsplit(" ", 1) for line in text.splitlines() if line and line[0] != "#"
-        )
-    }
 
 
 def _answers(root: Path, budget_mb: int) -> tuple[list[object], dict[str, float]]:
@@ -64,7 +53,7 @@ def _answers(root: Path, budget_mb: int) -> tuple[list[object], dict[str, float]
                 _, patches, _ = client.scans.neuron(scan.id, "relu_b", channel, k=4, render=render)
                 answers.append([(p.hit.image, p.hit.score, p.hit.box, p.png) for p in patches])
         assert server.metrics_port is not None
-        return answers, _metrics(server.metrics_port)
+        return answers, metrics(server.metrics_port)
 
 
 def test_caches_stay_within_a_small_budget_log_their_evictions_and_answer_the_same(

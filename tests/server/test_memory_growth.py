@@ -68,7 +68,8 @@ def _rss_mb() -> float:
     raise AssertionError("no VmRSS in /proc/self/status")
 
 
-def _metrics(port: int) -> dict[str, float]:
+def metrics(port: int) -> dict[str, float]:
+    """The server's /metrics samples by name (with labels)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
         text = response.read().decode()
     return {
@@ -136,7 +137,7 @@ def test_memory_stays_bounded_over_distinct_channels_and_image_sizes(tmp_path: P
             peak = max(peak, _rss_mb())
         end = _rss_mb()
         assert server.metrics_port is not None
-        values = _metrics(server.metrics_port)
+        values = metrics(server.metrics_port)
         sessions = len(server._built.jobs.models.sessions)  # this server's own cache
 
     calls = CHANNEL_CALLS + SIZE_CALLS
