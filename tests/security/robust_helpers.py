@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -60,3 +62,14 @@ def assert_no_server_path(text: str, *roots: Path) -> None:
     for root in roots:
         assert str(root) not in text, text
         assert str(root.resolve()) not in text, text
+
+
+def unwritable_folder(tmp_path: Path) -> Path:
+    """A folder nothing can be created in: a read-only one, or for root (who writes through
+    file modes) a folder of /proc."""
+    if os.geteuid() == 0:
+        return Path("/proc/sys/fs/mqueue")
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    return folder

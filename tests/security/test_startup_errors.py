@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import os
 import socket
-import stat
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +12,7 @@ import pytest
 
 from tests.onnx_models import bright_square_model, save
 from tests.security.conftest import make_certificate
+from tests.security.robust_helpers import unwritable_folder
 from tests.serve_process import SERVE
 
 
@@ -30,12 +29,7 @@ def _serve_fails(*flags: str) -> str:
 
 
 def _read_only_store(tmp_path: Path) -> Path:
-    if os.geteuid() == 0:  # root writes through file modes: use a folder no one can write
-        return Path("/proc/self/store.sqlite")
-    folder = tmp_path / "read-only"
-    folder.mkdir()
-    folder.chmod(stat.S_IRUSR | stat.S_IXUSR)
-    return folder / "store.sqlite"
+    return unwritable_folder(tmp_path) / "store.sqlite"
 
 
 def _zeroed_store(tmp_path: Path) -> Path:
@@ -78,3 +72,12 @@ def test_a_busy_port_is_one_line(tmp_path: Path) -> None:
             *["--port", str(port)],
         )
     assert f"127.0.0.1:{port}" in line and "--port" in line
+
+
+@pytest.mark.parametrize("size", ["nan", "inf", "-1", "0"])
+def test_a_cache_size_that_bounds_nothing_is_one_line(tmp_path: Path, size: str) -> None:
+    line = _serve_fails(
+        *["--model-root", str(tmp_path), "--store", str(tmp_path / "s.sqlite")],
+        *["--cache-dir", str(tmp_path / "cache"), "--cache-gb", size],
+    )
+    assert "--cache-gb" in line and "finite number > 0" in line and repr(size) in line

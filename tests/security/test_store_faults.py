@@ -1,8 +1,9 @@
 """A damaged or full store costs at most the scans it concerns (reproductions 2 and 4, and the
 crash loop of 1): rows that do not parse fail their scan and the rest start, unknown states list,
-stored image ids are re-checked, a scan that crashed the server twice is not resumed again, a
-full store ends every scan `failed` with the reason and refuses new ones with RESOURCE_EXHAUSTED
-while reads go on, and a file that is not a store is one clear line."""
+stored image ids are re-checked (an unsafe one is skipped, never opened), a scan that crashed
+the server twice is not resumed again, a full store ends every scan `failed` with the reason and
+refuses new ones with RESOURCE_EXHAUSTED while reads go on, and a file that is not a store is
+one clear line."""
 
 from __future__ import annotations
 
@@ -68,9 +69,9 @@ def test_damaged_rows_fail_their_scan_and_the_others_start(tmp_path: Path) -> No
         assert _wait_finished(client, "good").state == "succeeded"
         bad = _wait_finished(client, "badjson")
         assert bad.state == "failed" and "damaged store row" in bad.error and "layers" in bad.error
+        # a stored id is checked where it is read, like an id on disk: skipped, never opened
         escape = _wait_finished(client, "escape")
-        assert escape.state == "failed" and "stored image" in escape.error
-        assert "'..'" in escape.error
+        assert (escape.state, escape.images_done, escape.images_failed) == ("succeeded", 0, 1)
         looping = _wait_finished(client, "looping")
         assert looping.state == "failed" and "stopped abnormally 2 times" in looping.error
         listed = {scan.id: scan for scan in client.scans.list()}  # was INTERNAL

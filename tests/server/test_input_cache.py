@@ -14,7 +14,7 @@ from PIL import Image
 
 from maxact.client import Client, Preprocessing
 from maxact.server.data.decode import prepare
-from maxact.server.data.input_cache import InputCache
+from maxact.server.data.input_cache import HEADER, InputCache
 from maxact.server.data.preprocess import ResolvedPreprocessing
 from maxact.server.data.reader import file_source
 from tests.onnx_models import random_cnn, save
@@ -72,7 +72,7 @@ def test_a_changed_file_is_decoded_again(tmp_path: Path) -> None:
 
 
 def test_the_size_bound_is_kept_least_recently_used_dataset_first(tmp_path: Path) -> None:
-    entry = 16 + SIZE * SIZE * 3
+    entry = HEADER + SIZE * SIZE * 3
     cache = InputCache(tmp_path / "cache", 10 * entry)
     for name in ("a", "b", "c"):
         ids = _photos(tmp_path / name, 4, seed=ord(name))

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 import threading
 import urllib.request
 from pathlib import Path
@@ -137,3 +140,23 @@ def test_the_container_healthcheck_passes_on_a_serving_server_and_fails_without_
         assert healthcheck.main(["--address", server.address]) == 0
         address = server.address
     assert healthcheck.main(["--address", address, "--timeout", "1"]) == 1
+
+
+def test_the_healthcheck_with_a_missing_tls_certificate_says_so_in_one_line(
+    world: tuple[Path, Path], tmp_path: Path
+) -> None:
+    model_root, data_root = world
+    missing = tmp_path / "missing-cert.pem"
+    with start_server(model_root, data_root, device="cpu") as server:
+        result = subprocess.run(
+            [sys.executable, "-m", "maxact.server.healthcheck", "--address", server.address],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "MAXACT_TLS_CERT": str(missing)},
+        )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"MAXACT_TLS_CERT {missing}: No such file or directory"
+    ]

@@ -1,5 +1,5 @@
 """Command-line building blocks shared by `maxact` and `maxact serve`: the parser whose usage
-errors read `maxact: error: ...`, the integer argument types, and options that also read
+errors read `maxact: error: ...`, the number argument types, and options that also read
 MAXACT_* environment variables.
 
 It lives in the client package (which the server may import, never the other way round) and
@@ -10,6 +10,7 @@ stays: the standard library covers everything these command lines need.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Mapping
@@ -35,6 +36,17 @@ def _int(text: str) -> int:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 (`nan` and `inf` parse as floats but bound nothing)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0: {text!r}")
+    return value
 
 
 def nonnegative_int(text: str) -> int:

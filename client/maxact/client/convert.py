@@ -138,7 +138,9 @@ def field_info(msg: receptive_field_service_pb2.GetReceptiveFieldResponse) -> t.
 
 
 def dataset_summary(msg: dataset_service_pb2.DatasetSummary) -> t.DatasetSummary:
-    return t.DatasetSummary(msg.name, int(msg.image_count), tuple(msg.labels), int(msg.size_bytes))
+    return t.DatasetSummary(
+        msg.name, int(msg.image_count), tuple(msg.labels), int(msg.size_bytes), msg.unreadable
+    )
 
 
 def hit(msg: topk_service_pb2.Hit) -> t.Hit:

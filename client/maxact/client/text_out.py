@@ -45,7 +45,10 @@ def datasets_text(datasets: Sequence[t.DatasetSummary]) -> str:
     if not datasets:
         return "no datasets under the server's data root"
     rows = [
-        (d.name, d.image_count, _size(d.size_bytes), ", ".join(d.labels) or "-") for d in datasets
+        (d.name, d.image_count, _size(d.size_bytes), ", ".join(d.labels) or "-")
+        if not d.unreadable
+        else (d.name, "-", "-", f"unreadable: {d.unreadable}")
+        for d in datasets
     ]
     return table(("DATASET", "IMAGES", "SIZE", "LABELS"), rows)
 

@@ -154,6 +154,7 @@ class DatasetSummary:
     image_count: int
     labels: tuple[str, ...] = ()
     size_bytes: int = 0
+    unreadable: str = ""  # why the server cannot read it (then no images); empty: readable
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fmaxact/v1/dataset_service.proto\x12\tmaxact.v1\"W\n\x0e\x44\x61tasetSummary\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bimage_count\x18\x02 \x01(\x03\x12\x0e\n\x06labels\x18\x03 \x03(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\"<\n\x13ListDatasetsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"\\\n\x14ListDatasetsResponse\x12+\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x19.maxact.v1.DatasetSummary\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"!\n\x11GetDatasetRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"@\n\x12GetDatasetResponse\x12*\n\x07\x64\x61taset\x18\x01 \x01(\x0b\x32\x19.maxact.v1.DatasetSummary2\xac\x01\n\x0e\x44\x61tasetService\x12O\n\x0cListDatasets\x12\x1e.maxact.v1.ListDatasetsRequest\x1a\x1f.maxact.v1.ListDatasetsResponse\x12I\n\nGetDataset\x12\x1c.maxact.v1.GetDatasetRequest\x1a\x1d.maxact.v1.GetDatasetResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fmaxact/v1/dataset_service.proto\x12\tmaxact.v1\"k\n\x0e\x44\x61tasetSummary\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bimage_count\x18\x02 \x01(\x03\x12\x0e\n\x06labels\x18\x03 \x03(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\x12\x12\n\nunreadable\x18\x05 \x01(\t\"<\n\x13ListDatasetsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"\\\n\x14ListDatasetsResponse\x12+\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x19.maxact.v1.DatasetSummary\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"!\n\x11GetDatasetRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"@\n\x12GetDatasetResponse\x12*\n\x07\x64\x61taset\x18\x01 \x01(\x0b\x32\x19.maxact.v1.DatasetSummary2\xac\x01\n\x0e\x44\x61tasetService\x12O\n\x0cListDatasets\x12\x1e.maxact.v1.ListDatasetsRequest\x1a\x1f.maxact.v1.ListDatasetsResponse\x12I\n\nGetDataset\x12\x1c.maxact.v1.GetDatasetRequest\x1a\x1d.maxact.v1.GetDatasetResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,15 +32,15 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'maxact.v1.dataset_service_p
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_DATASETSUMMARY']._serialized_start=46
-  _globals['_DATASETSUMMARY']._serialized_end=133
-  _globals['_LISTDATASETSREQUEST']._serialized_start=135
-  _globals['_LISTDATASETSREQUEST']._serialized_end=195
-  _globals['_LISTDATASETSRESPONSE']._serialized_start=197
-  _globals['_LISTDATASETSRESPONSE']._serialized_end=289
-  _globals['_GETDATASETREQUEST']._serialized_start=291
-  _globals['_GETDATASETREQUEST']._serialized_end=324
-  _globals['_GETDATASETRESPONSE']._serialized_start=326
-  _globals['_GETDATASETRESPONSE']._serialized_end=390
-  _globals['_DATASETSERVICE']._serialized_start=393
-  _globals['_DATASETSERVICE']._serialized_end=565
+  _globals['_DATASETSUMMARY']._serialized_end=153
+  _globals['_LISTDATASETSREQUEST']._serialized_start=155
+  _globals['_LISTDATASETSREQUEST']._serialized_end=215
+  _globals['_LISTDATASETSRESPONSE']._serialized_start=217
+  _globals['_LISTDATASETSRESPONSE']._serialized_end=309
+  _globals['_GETDATASETREQUEST']._serialized_start=311
+  _globals['_GETDATASETREQUEST']._serialized_end=344
+  _globals['_GETDATASETRESPONSE']._serialized_start=346
+  _globals['_GETDATASETRESPONSE']._serialized_end=410
+  _globals['_DATASETSERVICE']._serialized_start=413
+  _globals['_DATASETSERVICE']._serialized_end=585
 # @@protoc_insertion_point(module_scope)

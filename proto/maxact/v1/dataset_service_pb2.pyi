@@ -26,12 +26,17 @@ class DatasetSummary(_message.Message):
     IMAGE_COUNT_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    UNREADABLE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Folder name under the data root."""
     image_count: _builtins.int
     """Number of readable image files (by suffix) in the folder tree."""
     size_bytes: _builtins.int
     """Total bytes of its image files."""
+    unreadable: _builtins.str
+    """Why the dataset cannot be read (a labels.csv that is not UTF-8 or has an over-long field,
+    a damaged shard); it then lists no images. Empty: readable. Other datasets list as usual.
+    """
     @_builtins.property
     def labels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Class names, when the dataset is labelled."""
@@ -43,10 +48,11 @@ class DatasetSummary(_message.Message):
         image_count: _builtins.int = ...,
         labels: _abc.Iterable[_builtins.str] | None = ...,
         size_bytes: _builtins.int = ...,
+        unreadable: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["image_count", b"image_count", "labels", b"labels", "name", b"name", "size_bytes", b"size_bytes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image_count", b"image_count", "labels", b"labels", "name", b"name", "size_bytes", b"size_bytes", "unreadable", b"unreadable"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -24,6 +24,7 @@ from maxact.client.arguments import (
     MaxactParser,
     defaults_from_environment,
     nonnegative_int,
+    positive_float,
     positive_int,
 )
 from maxact.server import limits
@@ -31,6 +32,12 @@ from maxact.server.core.validate import ServerState
 from maxact.server.data.dataset_writer import remove_stale_incoming
 from maxact.server.data.datasets import DatasetCatalog
 from maxact.server.data.input_cache import InputCache
+from maxact.server.jobs.ray_connect import (
+    DEFAULT_RAY_CONNECT_SECONDS,
+    RayConnectError,
+    connect_within,
+    host_and_port,
+)
 from maxact.server.jobs.ray_executor import RayCluster, import_ray
 from maxact.server.jobs.scan_jobs import ScanJobs
 from maxact.server.jobs.shard_work import DEFAULT_SHARD_IMAGES
@@ -117,6 +124,7 @@ class ServerConfig:
     checkpoint_images: int = 256
     # Ray cluster address ("auto" or host:port) to run persisted scans on; None: locally.
     ray_address: str | None = None
+    ray_connect_seconds: float = DEFAULT_RAY_CONNECT_SECONDS  # then start-up fails
     ray_workers: int = 0  # at most this many Ray workers per scan (0: as the cluster allows)
     ray_worker_cpus: int = 1  # CPU cores per Ray worker on nodes without GPUs
     shard_images: int = DEFAULT_SHARD_IMAGES  # images per shard of a Ray scan
@@ -130,6 +138,10 @@ class ServerConfig:
 
 class StartupError(Exception):
     """The server cannot start; the message is one line saying why and what to do."""
+
+
+class RayUnavailable(StartupError):
+    """No Ray cluster at --ray-address in time; its connection thread may still hang."""
 
 
 @dataclass
@@ -211,15 +223,24 @@ async def _build_jobs(
     store_path = config.store or Path(tempfile.mkdtemp(prefix="maxact-store-")) / "store.sqlite"
     ray = None
     if config.ray_address:
-        ray = await asyncio.to_thread(
-            RayCluster,
-            config.ray_address,
-            config.model_root,
-            config.data_root,
-            config.device,
-            config.ray_workers,
-            config.ray_worker_cpus,
-        )
+        address = config.ray_address
+
+        def connect() -> RayCluster:
+            return RayCluster(
+                address,
+                config.model_root,
+                config.data_root,
+                config.device,
+                config.ray_workers,
+                config.ray_worker_cpus,
+            )
+
+        try:
+            ray = await asyncio.to_thread(
+                connect_within, connect, address, config.ray_connect_seconds
+            )
+        except RayConnectError as exc:
+            raise RayUnavailable(str(exc)) from None
     jobs = ScanJobs(
         Store.open(store_path, config.store_max_bytes),
         state.models,
@@ -533,7 +554,7 @@ def _add_scan_and_cache_flags(group: argparse._ArgumentGroup) -> None:
     )
     group.add_argument(
         "--cache-gb",
-        type=float,
+        type=positive_float,
         default=10.0,
         help="size bound of --cache-dir; least recently used datasets go first "
         "(default %(default)s)",
@@ -547,6 +568,13 @@ def _add_ray_flags(group: argparse._ArgumentGroup) -> None:
         default=os.environ.get("MAXACT_RAY_ADDRESS") or None,
         help="run persisted scans on this Ray cluster ('auto' or HOST:PORT; needs the 'ray'"
         " extra); default: locally",
+    )
+    group.add_argument(
+        "--ray-connect-seconds",
+        type=positive_float,
+        default=DEFAULT_RAY_CONNECT_SECONDS,
+        help="give up (exit 2) when the Ray cluster does not answer within this "
+        "(default %(default)s)",
     )
     group.add_argument(
         "--ray-workers",
@@ -596,6 +624,27 @@ def _add_limit_flags(group: argparse._ArgumentGroup) -> None:
         default=limits.DEFAULT_MAX_REQUEST_BYTES // (1024 * 1024),
         help="bytes of client-streamed images one request may hold at once (MiB; "
         "default %(default)s)",
+    )
+    group.add_argument(
+        "--max-image-bytes",
+        type=positive_int,
+        default=limits.DEFAULT_MAX_IMAGE_BYTES,
+        help="largest encoded image, uploaded or read from a shard (tar member, Parquet cell),"
+        " checked before it is read; larger ones are skipped (bytes; default %(default)s)",
+    )
+    group.add_argument(
+        "--max-classes",
+        type=positive_int,
+        default=limits.DEFAULT_MAX_CLASSES,
+        help="most classes (labels that have images) a scan keeps statistics for"
+        " (default %(default)s)",
+    )
+    group.add_argument(
+        "--max-class-statistics-mb",
+        type=positive_int,
+        default=limits.DEFAULT_MAX_CLASS_STATISTICS_BYTES // (1024 * 1024),
+        help="memory a scan's class statistics may take, classes x channels of its layers"
+        " (MiB; default %(default)s)",
     )
     group.add_argument(
         "--max-concurrent-rpcs",
@@ -702,6 +751,7 @@ def main(argv: list[str]) -> int:
         session_cache_bytes=args.session_cache_mb * 1024 * 1024,
         memory_budget_bytes=args.memory_budget_mb * 1024 * 1024,
         ray_address=args.ray_address,
+        ray_connect_seconds=args.ray_connect_seconds,
         ray_workers=args.ray_workers,
         ray_worker_cpus=args.ray_worker_cpus,
         shard_images=args.shard_images,
@@ -709,17 +759,25 @@ def main(argv: list[str]) -> int:
             max_image_pixels=args.max_image_pixels,
             max_input_pixels=args.max_input_pixels,
             max_request_bytes=args.max_request_mb * 1024 * 1024,
+            max_image_bytes=args.max_image_bytes,
+            max_classes=args.max_classes,
+            max_class_statistics_bytes=args.max_class_statistics_mb * 1024 * 1024,
         ),
         cache_dir=args.cache_dir,
         cache_bytes=int(args.cache_gb * 1024**3),
     )
     if args.ray_address:
         try:
+            host_and_port(args.ray_address)
             import_ray()
-        except RuntimeError as exc:
+        except (RayConnectError, RuntimeError) as exc:
             return _startup_failure(str(exc))
     try:
         asyncio.run(_serve(config, args.log_format))
+    except RayUnavailable as exc:
+        # the abandoned connection thread would hang the exit or log Ray's retries: leave now
+        code = _startup_failure(str(exc))
+        os._exit(code)
     except (StartupError, StoreError) as exc:
         return _startup_failure(str(exc))
     except (OSError, sqlite3.Error) as exc:

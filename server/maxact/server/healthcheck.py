@@ -48,7 +48,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
     args = parser.parse_args(argv)
-    healthy = check(args.address, args.timeout, Path(tls_cert) if tls_cert else None)
+    try:
+        healthy = check(args.address, args.timeout, Path(tls_cert) if tls_cert else None)
+    except OSError as exc:  # the certificate to trust cannot be read: one line, no traceback
+        print(f"MAXACT_TLS_CERT {tls_cert}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     print("SERVING" if healthy else f"not serving at {args.address}", file=sys.stderr)
     return 0 if healthy else 1
 

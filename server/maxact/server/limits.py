@@ -5,7 +5,10 @@ Three bounds, each set by a `maxact serve` flag and named in the error it raises
 - model-input pixels, from the requested geometry and, per image, the resized image before
   any crop (`--max-input-pixels`): every geometry resolves its sizes through
   `check_input_pixels`, so a new geometry cannot bypass it;
-- bytes of client-streamed images one request holds at once (`--max-request-mb`).
+- bytes of client-streamed images one request holds at once (`--max-request-mb`);
+- encoded bytes of one image, uploaded or read from a shard member or Parquet cell, checked
+  against what its header or footer claims before reading (`--max-image-bytes`);
+- classes a scan's statistics keep (`--max-classes`), and the bytes those take.
 
 The limits are process-wide (one server per process; `build_server` installs its own).
 """
@@ -21,6 +24,12 @@ from maxact.server.errors import Code, ServiceError, invalid_argument
 DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
 DEFAULT_MAX_INPUT_PIXELS = 2048 * 2048
 DEFAULT_MAX_REQUEST_BYTES = 512 * 1024 * 1024
+DEFAULT_MAX_IMAGE_BYTES = 64 * 1024 * 1024  # the gRPC message bound: what an upload can carry
+DEFAULT_MAX_CLASSES = 10_000
+# class statistics: two exact-sum grids (21 int64 limbs per cell) and one transient bincount of
+# the same size per batch, per (class, channel) cell of every scanned layer
+CLASS_STATISTICS_BYTES_PER_CELL = 3 * 21 * 8
+DEFAULT_MAX_CLASS_STATISTICS_BYTES = 1024 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -28,6 +37,9 @@ class Limits:
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     max_input_pixels: int = DEFAULT_MAX_INPUT_PIXELS
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+    max_classes: int = DEFAULT_MAX_CLASSES
+    max_class_statistics_bytes: int = DEFAULT_MAX_CLASS_STATISTICS_BYTES
 
 
 _current = Limits()
@@ -59,6 +71,49 @@ def check_image_pixels(width: int, height: int) -> None:
         raise ImageTooLarge(
             f"image is {width}x{height} = {width * height} pixels, over the decoded-pixel "
             f"bound of {limit} (maxact serve --max-image-pixels; possible decompression bomb)"
+        )
+
+
+def image_bytes_error(size: int, what: str = "image") -> ImageTooLarge | None:
+    """THE encoded-size bound of one image: called with the size a tar header or Parquet footer
+    claims (or an upload's length) before those bytes are read or inflated. Returned, not
+    raised, where the error is kept: a raised one's traceback would pin the bytes it refused."""
+    limit = _current.max_image_bytes
+    if size <= limit:
+        return None
+    return ImageTooLarge(
+        f"{what} is {size:,} bytes, over the image-size bound of {limit:,} bytes "
+        "(maxact serve --max-image-bytes)"
+    )
+
+
+def check_image_bytes(size: int, what: str = "image") -> None:
+    error = image_bytes_error(size, what)
+    if error is not None:
+        raise error
+
+
+def check_classes(classes: int, channels: int) -> None:
+    """A scan's class statistics hold a grid of exact sums per (class, channel): refuse, before
+    anything is allocated, more classes than `--max-classes` or a grid over its byte budget."""
+    if classes > _current.max_classes:
+        raise ServiceError(
+            Code.FAILED_PRECONDITION,
+            "TOO_MANY_CLASSES",
+            f"the dataset has {classes:,} classes with images, over the bound of "
+            f"{_current.max_classes:,} classes (maxact serve --max-classes)",
+            {"bound": "max_classes", "limit": str(_current.max_classes)},
+        )
+    needed = classes * channels * CLASS_STATISTICS_BYTES_PER_CELL
+    if needed > _current.max_class_statistics_bytes:
+        limit = _current.max_class_statistics_bytes
+        raise ServiceError(
+            Code.FAILED_PRECONDITION,
+            "TOO_MANY_CLASSES",
+            f"class statistics of {classes:,} classes x {channels:,} channels need "
+            f"{needed / 2**20:,.0f} MiB, over the bound of {limit / 2**20:,.0f} MiB "
+            "(maxact serve --max-class-statistics-mb); scan fewer layers or fewer classes",
+            {"bound": "max_class_statistics_bytes", "limit": str(limit)},
         )
 
 

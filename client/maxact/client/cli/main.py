@@ -301,6 +301,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
                 "image_count": d.image_count,
                 "labels": list(d.labels),
                 "size_bytes": d.size_bytes,
+                "unreadable": d.unreadable,
             }
             for d in datasets
         ]

@@ -64,24 +64,22 @@ def write_classes_page(client: Any, scan: Any, layer: str, folder: Path) -> Path
     k = capped_k(scan.k, PATCHES_PER_CHANNEL)
     written: dict[int, list[_Patch]] = {}
     rows = []
-    for entry in answer.classes:
-        result = client.analysis.class_channels(
-            scan.id, layer, entry.name, top=TOP_CHANNELS, k=k, patch_size=TILE
-        )
+    for entry in answer.classes:  # one class answer; each distinct channel's patches once
         channels = []
-        for found in result.channels:
-            channel = found.channel.channel
+        for found in entry.top_channels:
+            channel = found.channel
             if channel not in written:
+                _, patches, _ = client.scans.neuron(scan.id, layer, channel, k=k, patch_size=TILE)
                 written[channel] = []
-                for patch in found.patches:
+                for patch in patches:
                     name = f"classes/c{channel}_r{patch.hit.rank}.png"
                     (folder / name).write_bytes(patch.png)
                     written[channel].append(_Patch(patch.hit.rank, name, patch.hit.image))
             channels.append(
                 _Channel(
                     channel=channel,
-                    contrast=found.channel.contrast,
-                    selectivity=found.channel.selectivity,
+                    contrast=found.contrast,
+                    selectivity=found.selectivity,
                     selective=channel in entry.selective_channels,
                     patches=written[channel],
                 )

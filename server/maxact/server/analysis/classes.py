@@ -18,6 +18,7 @@ import numpy as np
 from maxact.client.defaults import FIRES_FOR_EVERYTHING_RATE, NON_SELECTIVE_BELOW
 
 CONFUSABLE_PAIRS = 10
+PAIR_BLOCK = 256  # rows of the cosine matrix computed at once
 
 
 @dataclass(frozen=True)
@@ -71,25 +72,37 @@ def confusable_pairs(
 ) -> list[tuple[str, str, float]]:
     """The `limit` class pairs whose centred profiles (m minus the mean over classes, per
     channel) have the highest cosine; ties: the earlier pair in sorted order. A class whose
-    centred profile is all zero is similar to nothing (cosine 0)."""
+    centred profile is all zero is similar to nothing (cosine 0).
+
+    One matrix product per block of rows (bounded memory for many classes: a block is
+    PAIR_BLOCK x K cosines); each block keeps its best `limit` pairs and the ties at the cut,
+    so the merge is exact."""
+    count = m.shape[0]
     centred = m - m.mean(axis=0, keepdims=True)
     norms = np.linalg.norm(centred, axis=1)
-    pairs = []
-    for a in range(len(names)):
-        for b in range(a + 1, len(names)):
-            denominator = norms[a] * norms[b]
-            cosine = float(centred[a] @ centred[b] / denominator) if denominator > 0 else 0.0
-            pairs.append((-cosine, a, b))
-    pairs.sort()
-    return [(names[a], names[b], -negative) for negative, a, b in pairs[:limit]]
-
-
-def _figures(
-    channel: int, j: int, m: np.ndarray, contrast: np.ndarray, selectivity: np.ndarray
-) -> ClassChannel:
-    return ClassChannel(
-        channel, float(m[j][channel]), float(contrast[j][channel]), float(selectivity[channel])
-    )
+    unit = centred / np.where(norms > 0, norms, 1.0)[:, None]
+    kept: list[tuple[np.ndarray, np.ndarray]] = []  # (flat pair index a * count + b, cosine)
+    columns = np.arange(count)
+    for start in range(0, count, PAIR_BLOCK):
+        rows = np.arange(start, min(start + PAIR_BLOCK, count))
+        cosines = unit[rows] @ unit.T
+        np.putmask(cosines, columns[None, :] <= rows[:, None], -np.inf)  # a < b only
+        flat = cosines.ravel()
+        if flat.size > limit:
+            cut = flat[np.argpartition(flat, flat.size - limit)[flat.size - limit]]
+            chosen = np.flatnonzero((flat >= cut) & (flat > -np.inf))
+        else:
+            chosen = np.flatnonzero(flat > -np.inf)
+        kept.append((start * count + chosen, flat[chosen]))
+    if not kept:
+        return []
+    index = np.concatenate([i for i, _ in kept])
+    values = np.concatenate([v for _, v in kept])
+    order = np.lexsort((index, -values))[:limit]  # ties: the earlier pair (a, then b)
+    return [
+        (names[int(index[i]) // count], names[int(index[i]) % count], float(values[i]))
+        for i in order
+    ]
 
 
 def class_answer(
@@ -103,23 +116,33 @@ def class_answer(
 ) -> LayerClassAnswer:
     """The answer from the clipped class means m [K, C] of the classes `names` (sorted)."""
     m = np.asarray(m, dtype=np.float64)
-    channels = m.shape[1]
+    count, channels = m.shape
     selectivity, preferred = selectivity_of(m)
     contrast = contrast_of(m)
+    # every class's channels by contrast at once (ties: lower channel); positives come first
+    order = np.lexsort((np.broadcast_to(np.arange(channels), m.shape), -contrast), axis=-1)
+    positives = np.minimum((contrast > 0).sum(axis=1), top)
+    selective_of: list[list[int]] = [[] for _ in range(count)]
+    for c in np.flatnonzero(selectivity >= selective_threshold).tolist():
+        selective_of[int(preferred[c])].append(c)  # each channel prefers one class
+    means, contrasts, selectivities = m.tolist(), contrast.tolist(), selectivity.tolist()
+
+    def figures(channel: int, j: int) -> ClassChannel:
+        return ClassChannel(
+            channel, means[j][channel], contrasts[j][channel], selectivities[channel]
+        )
+
     classes = []
     for j, name in enumerate(names):
-        selective = np.flatnonzero((preferred == j) & (selectivity >= selective_threshold))
-        order = np.lexsort((np.arange(channels), -contrast[j]))
-        best = [int(c) for c in order if contrast[j][c] > 0][:top]
+        selective = selective_of[j]
         classes.append(
             ClassAnswer(
                 name=name,
                 images=int(class_images[j]),
-                selective_channels=[int(c) for c in selective],
-                top_channels=[_figures(c, j, m, contrast, selectivity) for c in best],
+                selective_channels=selective,
+                top_channels=[figures(c, j) for c in order[j, : positives[j]].tolist()],
                 selective_details=[
-                    _figures(int(c), j, m, contrast, selectivity)
-                    for c in sorted(selective, key=lambda c: (-contrast[j][c], c))
+                    figures(c, j) for c in sorted(selective, key=lambda c: (-contrasts[j][c], c))
                 ],
             )
         )

@@ -6,20 +6,23 @@ Blocking functions: a face runs them in a worker thread.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
+from cachetools import LRUCache
 
 from maxact.client.kinds import TopKKind
 from maxact.server.analysis.classes import ClassAnswer, ClassChannel, LayerClassAnswer, class_answer
 from maxact.server.analysis.compare import ChannelChange, compare_channels
 from maxact.server.core.neurons import (
     StoredNeuron,
+    damaged_statistics,
     finished_scan,
     layer_statistics,
     stored_neuron,
 )
-from maxact.server.errors import failed_precondition, invalid_argument
+from maxact.server.errors import Code, ServiceError, failed_precondition, invalid_argument
 from maxact.server.jobs.layer_statistics import LayerStatistics
 from maxact.server.jobs.scan_jobs import ScanJobs
 from maxact.server.jobs.store import ScanRecord
@@ -29,6 +32,25 @@ from maxact.server.patches.render import RenderOptions
 DEFAULT_SELECTIVE = 0.5
 DEFAULT_TOP = 10
 MAX_TOP = 1000
+ANSWERS_CACHED = 32  # class answers kept (per scan, layer, threshold, top)
+# a reply's bound, under the gRPC message bound (64 MiB) with room for the rest of the reply
+MAX_REPLY_BYTES = 60 * 2**20
+
+
+def _estimated_reply_bytes(channels: int, hits: int, patch_size: int) -> int:
+    """What a class's patches weigh before rendering: every patch fits in patch_size^2
+    pixels of 3 bytes (PNG usually compresses, so this is the uncompressed bound)."""
+    return channels * hits * patch_size * patch_size * 3
+
+
+def _reply_too_large(what: str) -> ServiceError:
+    return ServiceError(
+        Code.RESOURCE_EXHAUSTED,
+        "REPLY_TOO_LARGE",
+        f"GetClassChannels would return {what}, over the bound of {MAX_REPLY_BYTES // 2**20} "
+        "MiB per reply; ask for fewer channels (top), fewer patches (k) or a smaller patch_size",
+        {"bound": str(MAX_REPLY_BYTES)},
+    )
 
 
 @dataclass(frozen=True)
@@ -72,6 +94,11 @@ class Analysis:
 
     def __init__(self, jobs: ScanJobs) -> None:
         self.jobs = jobs
+        # a finished scan's statistics never change: its class answers are computed once
+        self._answers: LRUCache[tuple[str, str, float, int], ClassAnswerReport] = LRUCache(
+            maxsize=ANSWERS_CACHED
+        )
+        self._answers_lock = threading.Lock()
 
     def class_answer(
         self, scan: str, layer: str, threshold: float | None, top: int
@@ -82,19 +109,31 @@ class Analysis:
             raise invalid_argument(
                 "INVALID_THRESHOLD", f"the selectivity threshold must be in 0..1, got {threshold}"
             )
+        top = _check_top(top)
         record = finished_scan(self.jobs, scan)
-        stats = layer_statistics(self.jobs, record, layer)
+        stats = layer_statistics(self.jobs, record, layer)  # read each time: the row decides
         names, images, m = _class_means(record, stats)
-        answer = class_answer(
-            names,
-            images,
-            m,
-            np.asarray(stats.firing_rate),
-            np.asarray(stats.dead),
-            threshold,
-            _check_top(top),
-        )
-        return ClassAnswerReport(record, layer, stats.images, answer)
+        key = (record.id, layer, threshold, top)
+        with self._answers_lock:
+            cached = self._answers.get(key)
+        if cached is not None:
+            return ClassAnswerReport(record, layer, stats.images, cached.answer)
+        try:
+            answer = class_answer(
+                names,
+                images,
+                m,
+                np.asarray(stats.firing_rate, dtype=np.float64),
+                np.asarray(stats.dead, dtype=bool),
+                threshold,
+                top,
+            )
+        except (IndexError, TypeError, ValueError) as exc:
+            raise damaged_statistics(record.id, layer, exc) from None
+        report = ClassAnswerReport(record, layer, stats.images, answer)
+        with self._answers_lock:
+            self._answers[key] = report
+        return report
 
     def class_channels(
         self, scan: str, layer: str, class_name: str, top: int, k: int, patch_size: int
@@ -111,15 +150,25 @@ class Analysis:
                 class_name=class_name[:200],
             )
         render = RenderOptions(patch_size=patch_size).validated()
-        channels = [
-            ChannelPatches(
-                channel,
-                stored_neuron(
-                    self.jobs, f"scans/{record.id}", layer, channel.channel, k, False, render
-                ),
+        hits = min(k or record.k, record.k)
+        estimate = _estimated_reply_bytes(len(found.top_channels), hits, patch_size)
+        if estimate > MAX_REPLY_BYTES:  # refused before a single patch is rendered
+            raise _reply_too_large(
+                f"{len(found.top_channels)} channels x {hits} patches of "
+                f"{patch_size}x{patch_size} pixels (~{estimate // 2**20} MiB)"
             )
-            for channel in found.top_channels
-        ]
+        channels, rendered = [], 0
+        for channel in found.top_channels:
+            neuron = stored_neuron(
+                self.jobs, f"scans/{record.id}", layer, channel.channel, k, False, render
+            )
+            channels.append(ChannelPatches(channel, neuron))
+            rendered += sum(len(patch.png) for patch in neuron.patches)
+            if rendered > MAX_REPLY_BYTES:  # patch_size 0: each patch its own size
+                raise _reply_too_large(
+                    f"more than {MAX_REPLY_BYTES // 2**20} MiB after {len(channels)} of "
+                    f"{len(found.top_channels)} channels"
+                )
         return ClassChannelsReport(record, found, channels)
 
     def compare(self, scan_a: str, scan_b: str, layer: str) -> Comparison:

@@ -13,7 +13,6 @@ are cropped at the end. Ids are remembered to refuse duplicates (a set of string
 from __future__ import annotations
 
 import asyncio
-import io
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -23,7 +22,7 @@ from PIL import Image
 from maxact.server import limits
 from maxact.server.core.streaming import BlockingPull
 from maxact.server.data.dataset_writer import DatasetWriter
-from maxact.server.data.reader import ImageSource
+from maxact.server.data.reader import ImageSource, open_bytes
 from maxact.server.errors import invalid_argument
 from maxact.server.scan.neuron import HeldWhileNeeded
 
@@ -94,7 +93,7 @@ class ClientImages:
         data = self._data.get(index)
         if data is None:
             raise LookupError(f"the bytes of image {image_id!r} were released")
-        return Image.open(io.BytesIO(data))
+        return open_bytes(data)
 
     def reduced(self, indices: list[int], kept: Callable[[], set[int]]) -> None:
         """`indices` were reduced or skipped: release the bytes of every reduced image the

@@ -17,7 +17,13 @@ class Datasets:
         return sorted(self.catalog.names())
 
     def summary(self, name: str) -> DatasetSummary:
-        dataset = self.catalog.open(name)
+        """The dataset's summary; one whose files cannot be read is listed with the reason
+        (and no images) so that it cannot hide the others."""
+        dataset = self.catalog.describe(name)
         return DatasetSummary(
-            dataset.name, len(dataset.ids), tuple(dataset.classes), dataset.size_bytes
+            dataset.name,
+            dataset.readable_count,
+            tuple(dataset.classes),
+            dataset.size_bytes,
+            dataset.unreadable,
         )

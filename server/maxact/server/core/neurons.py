@@ -16,7 +16,13 @@ from maxact.client.kinds import ScanState, TopKKind
 from maxact.server.data.datasets import image_source
 from maxact.server.data.reader import upright_size
 from maxact.server.data.shards import shard_of
-from maxact.server.errors import failed_precondition, invalid_argument, not_found
+from maxact.server.errors import (
+    ServiceError,
+    failed_precondition,
+    invalid_argument,
+    not_found,
+    shown,
+)
 from maxact.server.jobs.layer_statistics import LayerStatistics
 from maxact.server.jobs.scan_jobs import ScanJobs, scan_id_from
 from maxact.server.jobs.store import ScanRecord, TopKRow
@@ -144,14 +150,36 @@ def stored_statistics(jobs: ScanJobs, scan: str, layer: str) -> LayerStatistics:
     return layer_statistics(jobs, finished_scan(jobs, scan), layer)
 
 
+def damaged_statistics(scan_id: str, layer: str, exc: Exception) -> ServiceError:
+    """A statistics row that cannot be read fails that scan's statistics, nothing else."""
+    return failed_precondition(
+        "STATISTICS_DAMAGED",
+        f"scan 'scans/{scan_id}' has a damaged statistics row for layer {shown(layer)} "
+        f"({type(exc).__name__}: {str(exc)[:100]}); scan the dataset again",
+        scan=scan_id,
+        layer=layer[:200],
+    )
+
+
 def layer_statistics(jobs: ScanJobs, record: ScanRecord, layer: str) -> LayerStatistics:
-    """The statistics the scan `record` stored for `layer`."""
-    document = jobs.store.statistics(record.id, layer)
+    """The statistics `record` stored for `layer`; SCAN_NOT_FOUND when the scan was deleted
+    meanwhile, LAYER_NOT_FOUND when it did not scan the layer, STATISTICS_DAMAGED when the
+    stored row is missing or not a statistics document."""
+    try:
+        document = jobs.store.statistics(record.id, layer)
+    except ValueError as exc:  # not JSON, not UTF-8
+        raise damaged_statistics(record.id, layer, exc) from None
     if document is None:
+        jobs.get(record.id)  # raises SCAN_NOT_FOUND when a DeleteScan won the race
+        if layer in record.layers:
+            raise damaged_statistics(record.id, layer, LookupError("no statistics row"))
         raise invalid_argument(
             "LAYER_NOT_FOUND",
-            f"scan 'scans/{record.id}' did not scan layer {layer!r} "
+            f"scan 'scans/{record.id}' did not scan layer {shown(layer)} "
             f"(it scanned {list(record.layers)})",
-            layer=layer,
+            layer=layer[:200],
         )
-    return LayerStatistics.from_document(document)
+    try:
+        return LayerStatistics.from_document(document)
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise damaged_statistics(record.id, layer, exc) from None

@@ -15,8 +15,10 @@ import asyncio
 import concurrent.futures
 import contextlib
 import itertools
+import os
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Hashable
 from typing import Any, Generic, TypeVar
 
@@ -25,6 +27,23 @@ from maxact.server.scan.neuron import ScanCancelled
 T = TypeVar("T")
 _scan_numbers = itertools.count(1)
 _DONE = object()
+# Scan threads of dataset streams running at once per server: each brings decode threads and
+# an inference, so 64 streams at once on 2 cores would be hundreds of threads taking turns at
+# the GIL, and the event loop (health checks, every other call) would wait behind them.
+# Streams beyond this wait (cancellable, costing nothing) for a slot.
+STREAM_SLOTS = 2 * (os.cpu_count() or 1)
+_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def stream_slots() -> asyncio.Semaphore:
+    """This server's (event loop's) slots for dataset streams."""
+    loop = asyncio.get_running_loop()
+    slots = _slots.get(loop)
+    if slots is None:
+        slots = _slots[loop] = asyncio.Semaphore(STREAM_SLOTS)
+    return slots
 
 
 def throttled(

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from maxact.client.defaults import DEFAULT_K
 from maxact.client.types import ImageSkipped
 from maxact.server.core.client_images import ClientImage, ClientImages
-from maxact.server.core.streaming import run_in_thread, throttled
+from maxact.server.core.streaming import run_in_thread, stream_slots, throttled
 from maxact.server.core.validate import (
     ServerState,
     check_channel,
@@ -104,10 +104,11 @@ class TopK:
         if not dataset:
             raise invalid_argument("DATASET_REQUIRED", "no dataset name given")
         opened = await asyncio.to_thread(self.state.datasets.open, dataset)
-        async for event in run_in_thread(
-            lambda emit: _scan_dataset(prepared, opened, emit), stopper=prepared.scan.stop
-        ):
-            yield event
+        async with stream_slots():  # a client-image stream is paced by its client: no slot
+            async for event in run_in_thread(
+                lambda emit: _scan_dataset(prepared, opened, emit), stopper=prepared.scan.stop
+            ):
+                yield event
 
     async def stream_images(
         self, question: TopKQuestion, images: AsyncIterator[ClientImage], keep_as_dataset: str

@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 
 from maxact.client.images import IMAGE_SUFFIXES
+from maxact.server.data.labels import LABELS_FILE, label_problem
 from maxact.server.errors import (
     already_exists,
     failed_precondition,
@@ -68,6 +69,11 @@ class DatasetWriter:
                 "to be kept as a dataset",
                 image=image_id,
             )
+        problem = label_problem(label)
+        if problem is not None:
+            raise invalid_argument(
+                "LABEL_TOO_LONG", f"the label of image {image_id!r}: {problem}", image=image_id
+            )
         path = resolve_under(self.folder, image_id, "image")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
@@ -77,7 +83,7 @@ class DatasetWriter:
     def commit(self) -> None:
         """Rename the folder into place (refused if the name was taken meanwhile)."""
         if self._labels:
-            with (self.folder / "labels.csv").open("w", newline="", encoding="utf-8") as handle:
+            with (self.folder / LABELS_FILE).open("w", newline="", encoding="utf-8") as handle:
                 csv.writer(handle).writerows([("path", "label"), *self._labels])
         try:
             os.rename(self.folder, self.target)  # atomic on one file system

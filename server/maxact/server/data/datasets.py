@@ -7,7 +7,7 @@ functions here hide which, so every reader of a dataset takes the same path.
 from __future__ import annotations
 
 import contextlib
-import csv
+import logging
 import os
 import threading
 import time
@@ -17,7 +17,8 @@ from pathlib import Path
 
 from maxact.client.images import walk_images
 from maxact.server.data.input_cache import DatasetInputCache, InputCache
-from maxact.server.data.reader import ImageSource, file_source
+from maxact.server.data.labels import LABELS_FILE, LabelError, read_labels_csv
+from maxact.server.data.reader import ImageSource, failing_source, file_source
 from maxact.server.data.shards import (
     ShardError,
     is_sharded,
@@ -27,8 +28,17 @@ from maxact.server.data.shards import (
     shard_source,
     stream_shard_sources,
 )
-from maxact.server.errors import failed_precondition, invalid_argument, not_found, shown
-from maxact.server.paths import check_name, is_inside, resolve_under
+from maxact.server.errors import (
+    ServiceError,
+    failed_precondition,
+    invalid_argument,
+    not_found,
+    shown,
+)
+from maxact.server.paths import check_name, is_inside, name_problem, resolve_under
+
+log = logging.getLogger(__name__)
+UNREADABLE = "DATASET_UNREADABLE"
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,7 @@ class Dataset:
     labels: dict[str, str]
     size_bytes: int = 0  # of the listed image files, when listed
     input_cache: DatasetInputCache | None = None  # its decoded inputs, when the server caches
+    unreadable: str = ""  # why the dataset cannot be read (it then lists no images)
 
     def path_of(self, image_id: str) -> Path:
         return self.root / image_id
@@ -50,7 +61,13 @@ class Dataset:
 
     @property
     def classes(self) -> list[str]:
+        """The labels of its images (labels are kept only for listed, readable ids)."""
         return sorted(set(self.labels.values()))
+
+    @property
+    def readable_count(self) -> int:
+        """Images a scan can read: ids with an unsafe name are listed (and skipped) only."""
+        return sum(1 for image_id in self.ids if name_problem(image_id) is None)
 
 
 def list_image_ids(root: Path) -> list[str]:
@@ -101,8 +118,25 @@ def _signature(root: Path, folders: list[str]) -> tuple[int, ...]:
     return tuple(stamps)
 
 
+class UnsafeImageId(ValueError):
+    """An id read from disk (a file or folder name, a tar member, a Parquet key) that is not a
+    safe relative name: the image is skipped, never opened."""
+
+
+def id_error(image_id: str) -> UnsafeImageId | None:
+    """THE check of an image id where a dataset is read (listing, top-k, scans, crops): ids come
+    from names on disk, which may hold newlines, '..', absolute paths or control characters."""
+    problem = name_problem(image_id)
+    if problem is None:
+        return None
+    return UnsafeImageId(f"unsafe image id {shown(image_id)}: {problem}")
+
+
 def image_source(root: Path, index: int, image_id: str) -> ImageSource:
     """One image of the dataset at `root`, read on demand (a loose file or a shard sample)."""
+    error = id_error(image_id)
+    if error is not None:
+        return failing_source(index, image_id, error)
     if shard_of(root, image_id) is not None:
         return shard_source(root, index, image_id)
     return file_source(index, image_id, root / image_id)
@@ -116,39 +150,66 @@ def dataset_sources(
 ) -> Iterable[ImageSource]:
     """Sources of `ids` (at dataset `indices`) for a scan: a list of files, or a stream that
     reads each shard once front to back; either read through the decoded-input cache when
-    the server keeps one."""
-    if ids and shard_of(root, ids[0]) is not None:
-        return stream_shard_sources(root, ids, indices, cache)
+    the server keeps one. An unsafe id comes out as a source that fails with its reason."""
+    if is_sharded(root):
+        return _shard_sources(root, ids, indices, cache)
     return [
         file_source(i, image_id, root / image_id, cache)
+        if (error := id_error(image_id)) is None
+        else failing_source(i, image_id, error)
         for i, image_id in zip(indices, ids, strict=True)
     ]
+
+
+def _shard_sources(
+    root: Path,
+    ids: Sequence[str],
+    indices: Sequence[int],
+    cache: DatasetInputCache | None,
+) -> Iterable[ImageSource]:
+    """The shard stream of the safe ids, with the unsafe ones failing in their places."""
+    pairs = list(zip(indices, ids, strict=True))
+    errors = {index: error for index, image_id in pairs if (error := id_error(image_id))}
+    safe = [(index, image_id) for index, image_id in pairs if index not in errors]
+    stream = stream_shard_sources(
+        root, [image_id for _, image_id in safe], [index for index, _ in safe], cache
+    )
+    for index, image_id in pairs:
+        error = errors.get(index)
+        yield failing_source(index, image_id, error) if error is not None else next(stream)
+
+
+def unreadable(root: Path, why: str) -> ServiceError:
+    """The error of a dataset whose files cannot be read: it names only that dataset."""
+    return failed_precondition(
+        UNREADABLE, f"dataset {root.name!r} cannot be read: {why}", dataset=root.name
+    )
 
 
 def _listed_shards(root: Path) -> tuple[list[str], dict[str, str]]:
     try:
         return list_sharded(root)
     except ShardError as exc:
-        raise failed_precondition("DATASET_UNREADABLE", str(exc), dataset=root.name) from None
+        raise unreadable(root, str(exc)) from None
 
 
 def read_labels(root: Path, ids: list[str]) -> dict[str, str]:
-    """labels.csv (path,label) at the root wins; else class folders (first-level subfolder);
-    a sharded dataset's labels are its samples' labels (`.cls` members, a label column)."""
+    """The labels of the readable ones of `ids`: labels.csv (path,label) at the root wins;
+    else class folders (first-level subfolder); a sharded dataset's labels are its samples'
+    labels (`.cls` members, a label column). Classes are counted from these alone."""
+    readable = {image_id for image_id in ids if name_problem(image_id) is None}
     if is_sharded(root):
-        return _listed_shards(root)[1]
-    labels_file = root / "labels.csv"
-    if labels_file.is_file():
-        labels: dict[str, str] = {}
-        with labels_file.open(newline="", encoding="utf-8") as handle:
-            for row in csv.reader(handle):
-                if len(row) < 2 or row[0].strip() in ("", "path"):
-                    continue
-                labels[row[0].strip()] = row[1].strip()
-        return labels
-    if ids and all("/" in image_id for image_id in ids):
-        return {image_id: image_id.split("/", 1)[0] for image_id in ids}
-    return {}
+        labels = _listed_shards(root)[1]
+    elif (root / LABELS_FILE).is_file():
+        try:
+            labels = read_labels_csv(root / LABELS_FILE, readable)
+        except (LabelError, OSError) as exc:
+            raise unreadable(root, str(exc)) from None
+    elif ids and all("/" in image_id for image_id in ids):
+        labels = {image_id: image_id.split("/", 1)[0] for image_id in ids}
+    else:
+        labels = {}
+    return {image_id: label for image_id, label in labels.items() if image_id in readable}
 
 
 class DatasetCatalog:
@@ -173,14 +234,29 @@ class DatasetCatalog:
             and is_inside(self.data_root, entry)
         )
 
+    def describe(self, name: str) -> Dataset:
+        """`open`, except that a dataset whose files cannot be read comes back marked with the
+        reason (and no images) instead of failing: what a listing shows."""
+        try:
+            return self.open(name)
+        except ServiceError as exc:
+            if exc.reason != UNREADABLE:
+                raise
+            log.warning("%s", exc.message)
+            return Dataset(name, self.root_of(name), (), {}, unreadable=exc.message)
+
     def open(self, name: str) -> Dataset:
         """The dataset listed now: ids, labels (walks the whole folder)."""
         root = self.root_of(name)
         if is_sharded(root):
-            shard_ids, labels = _listed_shards(root)
+            shard_ids = _listed_shards(root)[0]
             size = sum(path.stat().st_size for path in shard_files(root))
             return Dataset(
-                name=name, root=root, ids=tuple(shard_ids), labels=labels, size_bytes=size
+                name=name,
+                root=root,
+                ids=tuple(shard_ids),
+                labels=read_labels(root, shard_ids),
+                size_bytes=size,
             )
         listing = self._listing(name, root)
         ids = listing.ids

@@ -6,6 +6,7 @@ At most `window` images are in flight, which bounds memory whatever the dataset 
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import threading
@@ -73,6 +74,21 @@ def file_source(
     index: int, image_id: str, path: Path, cache: DatasetInputCache | None = None
 ) -> ImageSource:
     return ImageSource(index, image_id, lambda: Image.open(path), path, cache)
+
+
+def open_bytes(data: bytes) -> Image.Image:
+    """An image held in memory (an upload, a shard sample), within the encoded-size bound."""
+    limits.check_image_bytes(len(data))
+    return Image.open(io.BytesIO(data))
+
+
+def failing_source(index: int, image_id: str, error: Exception) -> ImageSource:
+    """An image known to be unreadable before it is opened: the scan skips it with `error`."""
+
+    def fail() -> Image.Image:
+        raise error
+
+    return ImageSource(index, image_id, fail)
 
 
 def check_pixels(image: Image.Image) -> None:

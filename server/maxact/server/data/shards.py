@@ -17,23 +17,28 @@ Reading is streamed: a scan reads each shard front to back (tarfile streaming mo
 `iter_batches`), holding one sample (tar) or one record batch (Parquet) at a time, never a
 whole shard. A single image (a patch to crop) is read through a per-shard index of where each
 sample lies (tar: byte offset; Parquet: row group and row), built once per shard file version.
+
+Every sample is read within the encoded-image bound (`limits.check_image_bytes`), checked
+against what the file claims before any of it is read: a tar member's header size, a Parquet
+row group's uncompressed image-column size from the footer. What fails (too large, a corrupt
+page, a truncated member) skips those samples with the reason; the rest of the shard goes on.
 """
 
 from __future__ import annotations
 
-import io
 import json
+import os
 import tarfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from itertools import groupby
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PIL import Image
-
-from maxact.server.data.reader import ImageSource
+from maxact.server import limits
+from maxact.server.data.labels import MAX_LABEL_CHARS, label_problem
+from maxact.server.data.reader import ImageSource, failing_source, open_bytes
 
 if TYPE_CHECKING:
     from maxact.server.data.input_cache import DatasetInputCache
@@ -46,7 +51,10 @@ IMAGE_COLUMNS = ("image", "img", "jpg", "jpeg", "png", "webp")
 LABEL_COLUMNS = ("label", "labels", "cls", "class")
 KEY_COLUMNS = ("__key__", "key")
 PARQUET_BATCH_ROWS = 64  # rows per streamed record batch: bounds memory to ~64 images
+PARQUET_BATCH_IMAGES = 4  # and a batch holds at most this many images at the byte bound
+PARQUET_GROUP_IMAGES = 16  # a row group's image column is inflated whole: at most this many
 PARQUET_EXTRA = "parquet"
+MAX_LABEL_BYTES = 4 * MAX_LABEL_CHARS  # UTF-8 bytes of the longest label allowed
 
 
 class ShardError(ValueError):
@@ -147,18 +155,36 @@ def _tar_index(path: str, mtime_ns: int, size: int) -> _TarIndex:
                     location[key] = (member.offset_data, member.size)
                     order.append(key)
                 elif extension == "cls":
-                    handle = archive.extractfile(member)
-                    if handle is not None:
-                        label_of[key] = handle.read(1024).decode("utf-8", "replace").strip()
-    except tarfile.TarError as exc:
+                    label_of[key] = _tar_label(archive, member, Path(path).name)
+    except (tarfile.TarError, OSError, EOFError) as exc:
         raise ShardError(f"shard {Path(path).name!r} is not a readable tar file: {exc}") from None
     return _TarIndex([Sample(key, label_of.get(key)) for key in order], location)
 
 
-def _tar_stream(path: Path, wanted: dict[str, int]) -> Iterator[tuple[int, str, bytes]]:
-    """(dataset index, key, image bytes) of the wanted keys, reading the tar front to back."""
+def _tar_label(archive: tarfile.TarFile, member: tarfile.TarInfo, shard: str) -> str:
+    """A `.cls` member's text, read only up to the label bound (a longer one is refused)."""
+    handle = archive.extractfile(member)
+    if handle is None:
+        return ""
+    if member.size > MAX_LABEL_BYTES:
+        problem: str | None = f"a label of {member.size:,} bytes, at most {MAX_LABEL_BYTES}"
+    else:
+        label = handle.read(MAX_LABEL_BYTES).decode("utf-8", "replace").strip()
+        problem = label_problem(label)
+    if problem is not None:
+        raise ShardError(f"shard {shard!r}: the label of {member.name!r}: {problem}")
+    return label
+
+
+Item = tuple[int, str, "bytes | Exception"]
+"""(dataset index, key, the image bytes or why they cannot be read) of one wanted sample."""
+
+
+def _tar_stream(path: Path, wanted: dict[str, int]) -> Iterator[Item]:
+    """The wanted keys, reading the tar front to back; a member's size is checked from its
+    header before it is read (the seekable reader skips unwanted data without reading it)."""
     remaining = dict(wanted)
-    with tarfile.open(path, "r|") as archive:
+    with tarfile.open(path, "r:") as archive:
         for member in archive:
             if not remaining:
                 return
@@ -166,6 +192,10 @@ def _tar_stream(path: Path, wanted: dict[str, int]) -> Iterator[tuple[int, str, 
                 continue
             key, extension = _split_member(member.name)
             if extension not in TAR_IMAGE_EXTENSIONS or key not in remaining:
+                continue
+            too_large = limits.image_bytes_error(member.size, f"tar member {member.name!r}")
+            if too_large is not None:
+                yield remaining.pop(key), key, too_large
                 continue
             handle = archive.extractfile(member)
             if handle is not None:
@@ -177,6 +207,7 @@ def _tar_read(path: Path, key: str) -> bytes:
     if key not in index.location:
         raise FileNotFoundError(f"no image {key!r} in shard {path.name!r}")
     offset, size = index.location[key]
+    limits.check_image_bytes(size, f"tar member {key!r}")
     with path.open("rb") as handle:
         handle.seek(offset)
         return handle.read(size)
@@ -185,14 +216,22 @@ def _tar_read(path: Path, key: str) -> bytes:
 # -- parquet -------------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=1)
 def _pyarrow_parquet() -> Any:
+    """pyarrow.parquet, with Arrow allocating through malloc: its default allocators (mimalloc,
+    jemalloc) reserve large address ranges and abort the whole process (std::bad_alloc, uncaught
+    in their threads) under an address-space limit or a tight cgroup, where malloc fails one
+    allocation that is then reported and skipped."""
+    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")  # read when pyarrow loads
     try:
+        import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
         raise ShardError(
             "this dataset holds Parquet shards, which need pyarrow: "
             f"pip install 'maxact[{PARQUET_EXTRA}]'"
         ) from None
+    pa.set_memory_pool(pa.system_memory_pool())
     return pq
 
 
@@ -245,9 +284,16 @@ def _parquet_index(path: str, mtime_ns: int, size: int) -> _ParquetIndex:
     """Reads only the key and label columns, a record batch at a time."""
     pq = _pyarrow_parquet()
     try:
-        parquet = pq.ParquetFile(path)
-    except Exception as exc:
-        raise ShardError(f"shard {Path(path).name!r} is not a readable Parquet file") from exc
+        return _read_parquet_index(pq.ParquetFile(path), path)
+    except ShardError:
+        raise
+    except Exception as exc:  # pyarrow raises OSError, ArrowInvalid, ... for a damaged file
+        raise ShardError(
+            f"shard {Path(path).name!r} is not a readable Parquet file: {exc}"
+        ) from None
+
+
+def _read_parquet_index(parquet: Any, path: str) -> _ParquetIndex:
     image, in_struct, label_column, key_column = _columns(parquet.schema_arrow, path)
     names = _class_names(parquet.schema_arrow.metadata, label_column) if label_column else None
     columns = [c for c in (key_column, label_column) if c is not None]
@@ -273,7 +319,11 @@ def _parquet_index(path: str, mtime_ns: int, size: int) -> _ParquetIndex:
             for j in range(rows):
                 key = str(keys[j]) if keys is not None else f"{row:0{width}d}"
                 location[key] = (group, inside)
-                samples.append(Sample(key, _label_text(values[j], names) if values else None))
+                label = _label_text(values[j], names) if values else None
+                problem = label_problem(label) if label is not None else None
+                if problem is not None:
+                    raise ShardError(f"shard {Path(path).name!r}: row {row}: {problem}")
+                samples.append(Sample(key, label))
                 row += 1
                 inside += 1
     return _ParquetIndex(samples, location, image, in_struct)
@@ -287,38 +337,77 @@ def _label_text(value: Any, names: list[str] | None) -> str | None:
     return str(value)
 
 
-def _image_bytes(value: Any, in_struct: bool) -> bytes:
-    data = value.get("bytes") if in_struct and isinstance(value, dict) else value
-    if not data:
-        raise ValueError("cannot read image: the Parquet row holds no image bytes")
-    return bytes(data)
+def _batch_rows(parquet: Any, group: int, image_column: str) -> int | Exception:
+    """Rows per record batch that keep a batch within PARQUET_BATCH_IMAGES images at the bound,
+    or why the row group is not read at all; from the footer alone, before anything inflates.
+
+    Reading a row group holds its image column's pages (at most its uncompressed size), and
+    no one value is larger than that (a value lies in one page, or in the dictionary page), so
+    a batch of n rows holds at most n times that, even when a dictionary repeats one value."""
+    meta = parquet.metadata.row_group(group)
+    size = sum(
+        meta.column(c).total_uncompressed_size
+        for c in range(meta.num_columns)
+        if meta.column(c).path_in_schema.split(".")[0] == image_column
+    )
+    bound = limits.current().max_image_bytes
+    if size > PARQUET_GROUP_IMAGES * bound:
+        return limits.ImageTooLarge(
+            f"row group {group} holds {size:,} bytes of images, over "
+            f"{PARQUET_GROUP_IMAGES} x the image-size bound of {bound:,} bytes (maxact serve "
+            "--max-image-bytes); its rows are skipped unread: write smaller row groups"
+        )
+    return max(1, min(PARQUET_BATCH_ROWS, PARQUET_BATCH_IMAGES * bound // max(size, 1)))
 
 
-def _parquet_stream(path: Path, wanted: dict[str, int]) -> Iterator[tuple[int, str, bytes]]:
-    """(dataset index, key, image bytes) of the wanted keys, one record batch in memory."""
-    index = _parquet_index(*_index_key(path))
-    parquet = _pyarrow_parquet().ParquetFile(path)
-    groups = sorted({index.location[key][0] for key in wanted if key in index.location})
-    keys_by_place = {index.location[key]: key for key in wanted if key in index.location}
-    for group in groups:
-        inside = 0
+def _group_cells(
+    parquet: Any, index: _ParquetIndex, group: int, rows: set[int]
+) -> Iterator[tuple[int, bytes | Exception]]:
+    """(row inside the group, image bytes or why not) of `rows`, in row order. A row group over
+    the bound is not read; a page that fails to decode (corrupt, truncated) skips the rows from
+    it to the end of its row group (a reader cannot resume inside a group) with the reason."""
+    batch_rows = _batch_rows(parquet, group, index.image_column)
+    if isinstance(batch_rows, Exception):
+        yield from ((row, batch_rows) for row in sorted(rows))
+        return
+    inside = 0
+    try:
         for batch in parquet.iter_batches(
-            PARQUET_BATCH_ROWS, row_groups=[group], columns=[index.image_column]
+            batch_rows, row_groups=[group], columns=[index.image_column]
         ):
             column = batch.column(0)
             for j in range(batch.num_rows):
-                key = keys_by_place.get((group, inside + j))
-                if key is not None:
-                    yield wanted[key], key, _raw(column[j].as_py(), index.image_in_struct)
+                if inside + j in rows:
+                    yield inside + j, _cell(column[j], index.image_in_struct)
             inside += batch.num_rows
+    except Exception as exc:  # pyarrow: OSError, ArrowInvalid, ... from a damaged page
+        failed = ValueError(
+            f"row group {group} of the shard is damaged from row {inside} on: {exc}"
+        )
+        yield from ((row, failed) for row in sorted(rows) if row >= inside)
 
 
-def _raw(value: Any, in_struct: bool) -> bytes:
-    """The image bytes, or b"" (the image then fails to decode and is skipped)."""
-    try:
-        return _image_bytes(value, in_struct)
-    except ValueError:
-        return b""
+def _cell(scalar: Any, in_struct: bool) -> bytes | Exception:
+    """One cell's image bytes, its size checked before they are copied out of the batch."""
+    if in_struct and scalar.is_valid:
+        scalar = scalar["bytes"]
+    buffer = scalar.as_buffer() if scalar.is_valid else None
+    if buffer is None or buffer.size == 0:
+        return ValueError("the Parquet row holds no image bytes")
+    too_large = limits.image_bytes_error(buffer.size, "the Parquet cell")
+    return too_large if too_large is not None else bytes(buffer.to_pybytes())
+
+
+def _parquet_stream(path: Path, wanted: dict[str, int]) -> Iterator[Item]:
+    """The wanted keys, one row group and one record batch in memory at a time."""
+    index = _parquet_index(*_index_key(path))
+    parquet = _pyarrow_parquet().ParquetFile(path)
+    keys_by_place = {index.location[key]: key for key in wanted if key in index.location}
+    for group in sorted({group for group, _ in keys_by_place}):
+        rows = {row for g, row in keys_by_place if g == group}
+        for row, data in _group_cells(parquet, index, group, rows):
+            key = keys_by_place[(group, row)]
+            yield wanted[key], key, data
 
 
 def _parquet_read(path: Path, key: str) -> bytes:
@@ -327,21 +416,14 @@ def _parquet_read(path: Path, key: str) -> bytes:
         raise FileNotFoundError(f"no image {key!r} in shard {path.name!r}")
     group, row = index.location[key]
     parquet = _pyarrow_parquet().ParquetFile(path)
-    seen = 0
-    for batch in parquet.iter_batches(
-        PARQUET_BATCH_ROWS, row_groups=[group], columns=[index.image_column]
-    ):
-        if row < seen + batch.num_rows:
-            return _image_bytes(batch.column(0)[row - seen].as_py(), index.image_in_struct)
-        seen += batch.num_rows
+    for _, data in _group_cells(parquet, index, group, {row}):
+        if isinstance(data, Exception):
+            raise data
+        return data
     raise FileNotFoundError(f"no image {key!r} in shard {path.name!r}")
 
 
 # -- sources -------------------------------------------------------------------------------
-
-
-def _opener(data: bytes) -> Callable[[], Image.Image]:
-    return lambda: Image.open(io.BytesIO(data))
 
 
 def shard_source(root: Path, index: int, image_id: str) -> ImageSource:
@@ -351,7 +433,7 @@ def shard_source(root: Path, index: int, image_id: str) -> ImageSource:
         raise FileNotFoundError(f"{image_id!r} is not a sample of a shard")
     path, key = located
     read = _tar_read if path.suffix.lower() == TAR_SUFFIX else _parquet_read
-    return ImageSource(index, image_id, lambda: Image.open(io.BytesIO(read(path, key))))
+    return ImageSource(index, image_id, lambda: open_bytes(read(path, key)))
 
 
 def stream_shard_sources(
@@ -363,34 +445,46 @@ def stream_shard_sources(
     """Sources of `ids` (dataset indices `indices`), reading each shard once front to back.
 
     Ids must be in dataset order (shard by shard); an id missing from its shard comes out as
-    a source that fails to open (the scan reports it skipped). With `cache`, a sample's
-    decoded input is cached keyed on its id and its shard file (a rewritten shard is decoded
-    again).
+    a source that fails to open (the scan reports it skipped), and so do the samples a shard
+    could not give (the reason its reader gave: a damaged or truncated shard). With `cache`,
+    a sample's decoded input is cached keyed on its id and its shard file (a rewritten shard
+    is decoded again).
     """
-    pairs = list(zip(indices, ids, strict=True))
     pairs = list(zip(indices, ids, strict=True))
     for shard, group in groupby(pairs, key=lambda pair: pair[1].partition("/")[0]):
         members = list(group)
         path = root / shard
         wanted = {image_id.partition("/")[2]: index for index, image_id in members}
         stream = _tar_stream if path.suffix.lower() == TAR_SUFFIX else _parquet_stream
-        samples = stream(path, wanted)
+        samples = _guarded(stream(path, wanted), path.name)
         # the shard yields the wanted samples in its own order, which is the dataset order:
         # normally one sample is held at a time
-        arrived: dict[int, bytes] = {}
+        arrived: dict[int, bytes | Exception] = {}
+        broken: Exception | None = None
         for index, image_id in members:
-            while index not in arrived:
+            while index not in arrived and broken is None:
                 item = next(samples, None)
                 if item is None:
                     break
+                if isinstance(item, Exception):
+                    broken = item
+                    break
                 arrived[item[0]] = item[2]
-            data = arrived.pop(index, None)
-            opener = _opener(data) if data else _vanished(image_id)
-            yield ImageSource(index, image_id, opener, path if cache else None, cache)
+            data = arrived.pop(index, broken or _vanished(image_id))
+            if isinstance(data, Exception):
+                yield failing_source(index, image_id, data)
+            else:
+                opener = partial(open_bytes, data)
+                yield ImageSource(index, image_id, opener, path if cache else None, cache)
 
 
-def _vanished(image_id: str) -> Callable[[], Image.Image]:
-    def fail() -> Image.Image:
-        raise FileNotFoundError(f"sample {image_id!r} is no longer in its shard")
+def _guarded(items: Iterator[Item], shard: str) -> Iterator[Item | Exception]:
+    """The stream's items, then (if the shard breaks off) the error as its last item."""
+    try:
+        yield from items
+    except Exception as exc:  # tarfile, pyarrow, OSError: the shard is damaged from here on
+        yield ValueError(f"shard {shard!r} breaks off: {exc}")
 
-    return fail
+
+def _vanished(image_id: str) -> Exception:
+    return FileNotFoundError(f"sample {image_id!r} is no longer in its shard")

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from maxact.client.kinds import ACTIVE_STATES, ScanState, TopKMode
+from maxact.server import limits
 from maxact.server.data.datasets import DatasetCatalog, read_labels
 from maxact.server.data.preprocess import (
     Preprocessing,
@@ -61,7 +62,6 @@ from maxact.server.jobs.store import (
 )
 from maxact.server.models.registry import LayerEntry, LoadedModel, ModelRegistry, require_field
 from maxact.server.ops.metrics import SCAN_IMAGES_PER_SECOND, SCANS_QUEUED, SCANS_RUNNING
-from maxact.server.paths import check_name
 from maxact.server.scan.engine import EngineCancelled
 from maxact.server.scan.layer import LayerReducer, ReduceOptions
 from maxact.server.scan.reducers import check_k
@@ -240,9 +240,11 @@ class ScanJobs:
         check_k(k)
         model = self.models.get(model_name)
         prep = model.resolve(preprocessing)
-        for layer in dict.fromkeys(layers):
-            require_field(model.layer(prep.reference_size, layer))
+        entries = [model.layer(prep.reference_size, layer) for layer in dict.fromkeys(layers)]
+        for entry in entries:
+            require_field(entry)
         dataset = self.datasets.open(dataset_name)
+        limits.check_classes(len(dataset.classes), sum(map(_channel_count, entries)))
         scan = NewScan(
             model_name,
             tuple(dict.fromkeys(layers)),
@@ -388,17 +390,18 @@ class ScanJobs:
             raise failed_precondition("SCAN_DAMAGED", record.damage, scan=record.id)
         return scan_setup(self.models, record.model, record.preprocessing, record.layers)
 
-    def _inputs(self, record: ScanRecord) -> _Inputs:
+    def _inputs(self, record: ScanRecord, layers: list[LayerEntry]) -> _Inputs:
         """The snapshot taken at creation (not a new listing: a resumed scan sees the same
         images) and its labels."""
         try:
             ids = self.store.image_ids(record.id)
         except ValueError as exc:
             raise failed_precondition("SCAN_DAMAGED", f"damaged store row: {exc}") from None
-        for image_id in ids:  # stored ids are re-checked: a store row is not trusted
-            check_name(image_id, "stored image")
+        # stored ids are not trusted: an unsafe one is skipped where it is read
+        # (dataset_sources), and has no label (read_labels)
         label_of = read_labels(self.datasets.root_of(record.dataset), ids)
         classes = tuple(sorted(set(label_of.values())))
+        limits.check_classes(len(classes), sum(map(_channel_count, layers)))
         class_ids = {name: i for i, name in enumerate(classes)}
         labels = np.asarray([class_ids.get(label_of.get(i, ""), -1) for i in ids])
         return _Inputs(ids, labels, classes)
@@ -441,7 +444,7 @@ class ScanJobs:
         if record.finished:
             return
         _, _, layers = self.prepare(record)
-        inputs = self._inputs(record)
+        inputs = self._inputs(record, layers)
         # counted before the checkpoint is loaded and the scan runs, reset at each checkpoint:
         # a scan that takes the server down (a bad checkpoint, out of memory) is not resumed
         # into a crash loop
@@ -593,6 +596,13 @@ class ScanJobs:
                 document["top_class_histogram"] = stats.top_class_histogram.tolist()
             result[name] = document
         return result
+
+
+def _channel_count(layer: LayerEntry) -> int:
+    """Channels a layer's statistics keep: what the class statistics grid is sized by."""
+    if layer.field is not None and layer.field.spatial:
+        return layer.field.channels
+    return int(np.prod(layer.shape))
 
 
 def _deadline_check(deadline: float | None) -> Callable[[], None]:

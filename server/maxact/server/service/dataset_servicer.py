@@ -22,6 +22,7 @@ def _summary(dataset: DatasetSummary) -> pb.DatasetSummary:
         image_count=dataset.image_count,
         labels=list(dataset.labels),
         size_bytes=dataset.size_bytes,
+        unreadable=dataset.unreadable,
     )
 
 
