@@ -49,12 +49,13 @@ def test_a_tiny_budget_keeps_one_session_and_answers_stay_equal(tmp_path: Path) 
                     answers.setdefault(layer, hits)
                     assert hits == answers[layer]
             assert srv.metrics_port is not None
-            cached = _metric(srv.metrics_port, "maxact_sessions_cached")
+            cached = _metric(srv.metrics_port, 'maxact_cache_entries{cache="sessions"}')
             assert cached == (1 if budget_mb == 0 else 3)
 
 
 def _metric(port: int, name: str) -> float:
-    """One unlabelled sample of the server's Prometheus metrics, read as a scraper would."""
+    """One sample (its name and labels as exported) of the server's Prometheus metrics, read
+    as a scraper would."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as page:
         text = page.read().decode("utf-8")
     values = [float(line.split()[1]) for line in text.splitlines() if line.startswith(name + " ")]

@@ -47,6 +47,7 @@ from maxact.server.models.registry import ModelRegistry
 from maxact.server.models.runtime import providers_for
 from maxact.server.models.sessions import DEFAULT_MAX_BYTES as DEFAULT_SESSION_CACHE_BYTES
 from maxact.server.models.upload import remove_stale_uploads
+from maxact.server.ops import memory
 from maxact.server.ops.admission import AdmissionInterceptor
 from maxact.server.ops.auth import BearerTokenInterceptor, read_token
 from maxact.server.ops.call_observer import ObservingInterceptor
@@ -118,6 +119,9 @@ class ServerConfig:
     metrics_port: int | None = None
     max_running_scans: int = 1
     session_cache_bytes: int = DEFAULT_SESSION_CACHE_BYTES
+    # what the server's caches share (`ops.memory`); None: the process's current budget
+    # (MAXACT_MEMORY_BUDGET_MB, else a fraction of the machine's memory)
+    memory_budget_bytes: int | None = None
     checkpoint_images: int = 256
     # Ray cluster address ("auto" or host:port) to run persisted scans on; None: locally.
     ray_address: str | None = None
@@ -194,6 +198,13 @@ def _build_state(config: ServerConfig) -> ServerState:
     servicer shares; leftovers of uploads an earlier run left half done are removed first."""
     providers_for(config.device)  # decide the device (and log it) once, up front
     limits.configure(config.limits)
+    if config.memory_budget_bytes is not None:
+        memory.BUDGET.configure(config.memory_budget_bytes)
+    log.info(
+        "memory budget %d MB (caches up to %d MB)",
+        memory.BUDGET.total_bytes // 2**20,
+        memory.BUDGET.cache_bytes // 2**20,
+    )
     remove_stale_uploads(config.model_root)
     remove_stale_incoming(config.data_root)
     return ServerState(
@@ -383,6 +394,7 @@ def start_server(
     checkpoint_images: int = 256,
     metrics_port: int | None = None,
     session_cache_mb: int | None = None,
+    memory_budget_mb: int | None = None,
     ray_address: str | None = None,
     ray_workers: int = 0,
     ray_worker_cpus: int = 1,
@@ -417,6 +429,9 @@ def start_server(
                 session_cache_mb * 1024 * 1024
                 if session_cache_mb is not None
                 else DEFAULT_SESSION_CACHE_BYTES
+            ),
+            memory_budget_bytes=(
+                memory_budget_mb * 1024 * 1024 if memory_budget_mb is not None else None
             ),
             ray_address=ray_address,
             ray_workers=ray_workers,
@@ -515,10 +530,21 @@ def _add_scan_and_cache_flags(group: argparse._ArgumentGroup) -> None:
         help="onnxruntime device; auto: CUDA when available, else CPU (default %(default)s)",
     )
     group.add_argument(
+        "--memory-budget-mb",
+        type=positive_int,
+        default=memory.default_budget_mb(),
+        help="memory the server should stay within (MiB); its caches (sessions, decoded "
+        f"images, layer outputs, patches) share {round(memory.CACHE_SHARE * 100)}%% of it, least "
+        "recently "
+        "used first out (default: half of the machine's or container's memory, "
+        "%(default)s here)",
+    )
+    group.add_argument(
         "--session-cache-mb",
         type=positive_int,
         default=DEFAULT_SESSION_CACHE_BYTES // (1024 * 1024),
-        help="memory budget of cached onnxruntime sessions, estimated (default %(default)s)",
+        help="cap of cached onnxruntime sessions within --memory-budget-mb, charged by the "
+        "memory each took to build (default %(default)s)",
     )
     group.add_argument(
         "--cache-dir",
@@ -724,6 +750,7 @@ def main(argv: list[str]) -> int:
         checkpoint_images=args.checkpoint_images,
         metrics_port=args.metrics_port,
         session_cache_bytes=args.session_cache_mb * 1024 * 1024,
+        memory_budget_bytes=args.memory_budget_mb * 1024 * 1024,
         ray_address=args.ray_address,
         ray_connect_seconds=args.ray_connect_seconds,
         ray_workers=args.ray_workers,

@@ -8,7 +8,12 @@ request needs:
   H*W, the maximum and its index (the lower index on ties = the earliest unit in row-major
   order, like `np.argmax`), so the value is bit-for-bit the map's own element;
 - a single-unit query: the unit's value (two Gathers);
-- a channel subset: one Gather on the channel axis before anything else;
+- a channel subset: one Gather on the channel axis before anything else.
+
+The channel subset and the unit are graph *inputs* fed at run time (`LayerReduction.feeds`),
+not constants: one session serves every channel and unit of a layer set (a session per
+channel subset cost ~125 MB each on PP-LCNet and grew the server until it was OOM-killed);
+its cache key is `LayerReduction.graph_key`, which leaves the values out.
 - flat tensors: returned as they are (already [N, C]).
 
 Position mode keeps the full map: its greedy receptive-field suppression may keep, for one
@@ -86,6 +91,33 @@ class LayerReduction:
     def kept(self) -> int:
         return len(self.channels) if self.channels is not None else self.total_channels
 
+    @property
+    def graph_key(self) -> tuple[object, ...]:
+        """What the reduced graph depends on: not the channel or unit values (fed at run time),
+        so every channel subset and unit of a layer shares one session."""
+        return (
+            self.tensor,
+            self.kind,
+            self.rank,
+            self.axes,
+            self.channels is not None,
+            self.keep_map,
+            self.opset,
+        )
+
+    def feeds(self) -> dict[str, np.ndarray]:
+        """The graph inputs this reduction adds, with this request's values."""
+        if self.kind not in ("max", "unit"):
+            return {}
+        values: dict[str, np.ndarray] = {}
+        if self.channels is not None:
+            values[self._name("channels")] = np.asarray(self.channels, np.int64)
+        if self.kind == "unit":
+            assert self.unit is not None
+            values[self._name("y")] = np.asarray(self.unit[0], np.int64)
+            values[self._name("x")] = np.asarray(self.unit[1], np.int64)
+        return values
+
 
 def plan_reduction(
     tensor: str,
@@ -150,7 +182,16 @@ def with_reductions(
     graph.node.extend(nodes)
     del graph.output[:]
     graph.output.extend(outputs)
+    for reduction in reductions:
+        for name, value in reduction.feeds().items():
+            shape = [f"{name}.count"] if value.ndim else []  # any subset size; a scalar unit
+            graph.input.append(helper.make_tensor_value_info(name, TensorProto.INT64, shape))
     return reduced
+
+
+def feeds_of(reductions: tuple[LayerReduction, ...]) -> dict[str, np.ndarray]:
+    """Every run-time input of `with_reductions(model, reductions)` (channels, unit)."""
+    return {name: value for r in reductions for name, value in r.feeds().items()}
 
 
 def _constant(graph: onnx.GraphProto, name: str, values: np.ndarray) -> str:
@@ -165,10 +206,11 @@ def _nodes(reduction: LayerReduction, graph: onnx.GraphProto) -> list[onnx.NodeP
     nodes = []
     current = reduction.tensor
     channel_axis = reduction.axes[0]
-    if reduction.channels is not None:
-        indices = _constant(graph, prefix + "channels", np.asarray(reduction.channels, np.int64))
+    if reduction.channels is not None:  # the indices are a graph input (see `feeds`)
         nodes.append(
-            helper.make_node("Gather", [current, indices], [prefix + "subset"], axis=channel_axis)
+            helper.make_node(
+                "Gather", [current, prefix + "channels"], [prefix + "subset"], axis=channel_axis
+            )
         )
         current = prefix + "subset"
     perm = _to_nchw(reduction.rank, reduction.axes)
@@ -176,17 +218,13 @@ def _nodes(reduction: LayerReduction, graph: onnx.GraphProto) -> list[onnx.NodeP
         nodes.append(helper.make_node("Transpose", [current], [prefix + "nchw"], perm=perm))
         current = prefix + "nchw"
     if reduction.kind == "unit":
-        assert reduction.unit is not None
-        y, x = reduction.unit
-        row = _constant(graph, prefix + "y", np.asarray(y, np.int64))
-        col = _constant(graph, prefix + "x", np.asarray(x, np.int64))
+        row, col = prefix + "y", prefix + "x"  # graph inputs (see `feeds`)
         nodes.append(helper.make_node("Gather", [current, row], [prefix + "row"], axis=2))
         nodes.append(helper.make_node("Gather", [prefix + "row", col], [prefix + "unit"], axis=2))
         return nodes
-    flat_shape = _constant(
-        graph, prefix + "flat_shape", np.asarray([0, reduction.kept, -1], np.int64)
-    )
-    out_shape = _constant(graph, prefix + "out_shape", np.asarray([0, reduction.kept], np.int64))
+    # 0 = "this dimension of the input": N and the channel count (which the fed subset sets)
+    flat_shape = _constant(graph, prefix + "flat_shape", np.asarray([0, 0, -1], np.int64))
+    out_shape = _constant(graph, prefix + "out_shape", np.asarray([0, 0], np.int64))
     one = _constant(graph, prefix + "one", np.asarray([1], np.int64))
     nodes += [
         helper.make_node("Reshape", [current, flat_shape], [prefix + "flat"]),

@@ -38,14 +38,20 @@ def batches_correctly(
     image_input: ImageInput,
     outputs: tuple[str, ...],
     size: tuple[int, int],
+    feeds: dict[str, np.ndarray] | None = None,
 ) -> bool:
-    """True when a batch of 2 equals two runs of 1, for every exposed output."""
+    """True when a batch of 2 equals two runs of 1, for every exposed output (`feeds`: the
+    graph's other inputs, e.g. the channel subset of in-graph reductions)."""
     probe = probe_input(image_input, size, 2)
     if session.get_inputs()[0].type == "tensor(uint8)":  # pixels normalised in the graph
         probe = np.random.default_rng(0).integers(0, 256, (2, *size, 3), dtype=np.uint8)
+    extra = feeds or {}
     try:
-        together = session.run(list(outputs), {image_input.name: probe})
-        alone = [session.run(list(outputs), {image_input.name: probe[i : i + 1]}) for i in (0, 1)]
+        together = session.run(list(outputs), {image_input.name: probe, **extra})
+        alone = [
+            session.run(list(outputs), {image_input.name: probe[i : i + 1], **extra})
+            for i in (0, 1)
+        ]
     except Exception:  # any runtime failure means "not batchable"
         return False
     for j, value in enumerate(together):
@@ -65,6 +71,7 @@ def batchable_session(
     size: tuple[int, int],
     create: SessionFactory,
     session_outputs: tuple[str, ...] | None = None,
+    feeds: dict[str, np.ndarray] | None = None,
 ) -> ort.InferenceSession | None:
     """A session on the batch-symbolic graph pruned to `outputs`, or None if it mis-batches.
 
@@ -75,7 +82,7 @@ def batchable_session(
     except Exception as exc:  # the rewritten graph does not even load
         log.info("batch-1 model cannot be made batchable (%s); one image per run", exc)
         return None
-    if batches_correctly(session, image_input, session_outputs or outputs, size):
+    if batches_correctly(session, image_input, session_outputs or outputs, size, feeds):
         return session
     log.info("batch-1 model mis-batches for %s; scanning one image per run", list(outputs))
     return None

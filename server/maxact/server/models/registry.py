@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import pickle
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from typing import Any
 
 import onnx
 import onnxruntime as ort
+from cachetools import LRUCache
 from google.protobuf.message import DecodeError
 
 from maxact.server.data.preprocess import (
@@ -34,6 +36,7 @@ from maxact.server.errors import (
 from maxact.server.graph.reductions import (
     LayerReduction,
     Uint8Feed,
+    feeds_of,
     with_reductions,
     with_uint8_input,
 )
@@ -48,6 +51,8 @@ from maxact.server.models.feedable import (
 )
 from maxact.server.models.runtime import create_session
 from maxact.server.models.sessions import DEFAULT_MAX_BYTES, SessionCache
+from maxact.server.ops.memory import BudgetedCache
+from maxact.server.ops.process import release_free_memory
 from maxact.server.paths import check_name, is_inside, resolve_under
 from maxact.server.rf import FieldError, ReceptiveFields, TensorField, compute_receptive_fields
 
@@ -57,9 +62,13 @@ PREPROCESS_METADATA_KEY = "maxact.preprocess"
 # Side multiples tried, smallest first, to tell a user which sizes a model takes when shapes
 # cannot be inferred at the requested one (detectors and OCR models want multiples of 32).
 SIZE_MULTIPLES = (8, 16, 32, 64, 128)
-# Input sizes whose shapes, fields and catalogue a model keeps (oldest dropped first): per-image
-# sizing without size_multiple brings one size per aspect ratio.
-MAX_SIZE_VIEWS = 64
+# Bytes of input sizes' shapes, fields and catalogues a model keeps (least recently used
+# dropped first; per-image sizing brings one size per aspect ratio): PP-OCRv4 det's is 7.4 MB
+# per size. Charged VIEW_COST_FACTOR x its pickled size: measured with tracemalloc, a view
+# holds 2.4x (a 5-layer CNN) to 7.6x (PP-OCRv4 det) its pickle (tested: `view_cost`).
+SIZE_VIEWS_MAX_BYTES = 512 * 1024 * 1024
+VIEW_COST_FACTOR = 8
+MAX_SIZE_MULTIPLES = 256  # sizes whose "wants multiples of M" answer is remembered
 log = logging.getLogger(__name__)
 
 
@@ -164,10 +173,14 @@ class LoadedModel:
     defaults: DefaultPreprocessing
     device: str
     producers: dict[str, str]
-    _views: dict[tuple[int, int], SizeView] = field(default_factory=dict)
+    _views: BudgetedCache[SizeView] = field(
+        default_factory=lambda: BudgetedCache("size_views", SIZE_VIEWS_MAX_BYTES)
+    )
     sessions: SessionCache = field(default_factory=SessionCache)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _multiple: dict[str, int | None] = field(default_factory=dict)
+    _multiple: LRUCache[str, int | None] = field(
+        default_factory=lambda: LRUCache(maxsize=MAX_SIZE_MULTIPLES)
+    )
     _warned: bool = False
 
     @property
@@ -253,16 +266,11 @@ class LoadedModel:
 
     def view(self, size: tuple[int, int]) -> SizeView:
         check_input_pixels(*size, what=f"input size of model {self.name!r}")
-        with self._lock:
-            cached = self._views.get(size)
+        cached = self._views.get(size)
         if cached is not None:
             return cached
         view = self._build_view(size)
-        with self._lock:
-            self._views.setdefault(size, view)
-            while len(self._views) > MAX_SIZE_VIEWS:  # per-image sizing brings many sizes
-                del self._views[next(iter(self._views))]
-            return self._views.get(size, view)
+        return self._views.put(size, view, view_cost(view))
 
     def _build_view(self, size: tuple[int, int]) -> SizeView:
         batch = self.input.fixed_batch or 1
@@ -389,15 +397,18 @@ class LoadedModel:
         size). M is tried at ODD multiples of M, so a model that wants 32 is not reported as
         wanting 8 just because 96 (a multiple of 8, and of 32) works."""
         key = f"{size[0]}x{size[1]}"
-        if key not in self._multiple:
-            found = None
-            for multiple in SIZE_MULTIPLES:
-                near = (_odd_multiple(size[0], multiple), _odd_multiple(size[1], multiple))
-                if near != size and not self.view(near).unshaped:
-                    found = multiple
-                    break
+        with self._lock:
+            if key in self._multiple:
+                return self._multiple[key]
+        found = None
+        for multiple in SIZE_MULTIPLES:
+            near = (_odd_multiple(size[0], multiple), _odd_multiple(size[1], multiple))
+            if near != size and not self.view(near).unshaped:
+                found = multiple
+                break
+        with self._lock:
             self._multiple[key] = found
-        return self._multiple[key]
+        return found
 
     def session(self, outputs: tuple[str, ...]) -> ort.InferenceSession:
         """A session on the graph pruned to `outputs`, from the server-wide LRU."""
@@ -426,7 +437,10 @@ class LoadedModel:
         fixed = self.input.fixed_batch
         if fixed != 1 and not reductions and feed is None:
             return self.session(outputs), fixed
-        key = (*sorted(outputs), f"{size[0]}x{size[1]}", reductions, feed)
+        # not the size nor the channel / unit values: one session per layer set serves every
+        # input size and channel (a session per size or channel subset grew the server until
+        # it was OOM-killed); `size` only shapes the one-time batching check
+        key = (*sorted(outputs), tuple(r.graph_key for r in reductions), feed)
 
         def reduced(proto: onnx.ModelProto) -> onnx.ModelProto:
             if feed is not None:
@@ -449,6 +463,7 @@ class LoadedModel:
                 size,
                 lambda proto: self._created(lambda: create_session(reduced(proto), self.device)),
                 names,
+                feeds_of(reductions),
             )
             found: tuple[ort.InferenceSession, int | None] = (
                 (session, None)
@@ -514,6 +529,7 @@ class ModelRegistry:
         with self._lock:
             found = self._loaded.pop(name, None) is not None
         self.sessions.evict(lambda key: key[0] == name)  # type: ignore[index]
+        release_free_memory()  # what onnxruntime freed: back to the system now
         return found
 
     def path_of(self, name: str) -> Path:
@@ -622,6 +638,15 @@ def _default_preprocessing(proto: onnx.ModelProto, path: Path, name: str) -> Def
     defaults = DefaultPreprocessing(sidecar, metadata, name)
     defaults.current()
     return defaults
+
+
+def view_cost(view: SizeView) -> int:
+    """The bytes a SizeView is charged: VIEW_COST_FACTOR x its pickled size (an upper
+    estimate of the objects it holds; see SIZE_VIEWS_MAX_BYTES)."""
+    try:
+        return VIEW_COST_FACTOR * len(pickle.dumps(view, protocol=pickle.HIGHEST_PROTOCOL))
+    except (pickle.PicklingError, TypeError, AttributeError):
+        return 24 * 1024 * max(1, len(view.layers))  # PP-OCRv4 det: 23 KB per row
 
 
 def _odd_multiple(side: int, multiple: int) -> int:

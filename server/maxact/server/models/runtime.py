@@ -74,6 +74,20 @@ def session_options() -> ort.SessionOptions:
     return options
 
 
+def run_options(variable_shapes: bool) -> ort.RunOptions:
+    """Options for one run. With `variable_shapes` (a model whose input height/width vary, e.g.
+    a detector fed each photo at its own size) the CPU arena returns what the run allocated:
+    otherwise it keeps the largest buffers of every shape it saw. Measured on PP-OCRv4 det, 12
+    input sizes, batch 2, with glibc's `malloc_trim` after each run (the engine trims after
+    each scan, `ops.process`): RSS 90 -> 370 MB with the arena as is, 128 MB with shrinkage,
+    111 MB with no arena at all (but 128 s instead of 84 s: every buffer from malloc); without the
+    trims 426, 228 and 539 MB (glibc keeps freed blocks in per-thread arenas)."""
+    options = ort.RunOptions()
+    if variable_shapes:
+        options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    return options
+
+
 def create_session(model: onnx.ModelProto, device: str = "auto") -> ort.InferenceSession:
     return ort.InferenceSession(
         model.SerializeToString(), session_options(), providers=list(providers_for(device))

@@ -9,9 +9,14 @@ All live in prometheus_client's process-wide default registry; `/metrics` is ser
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from maxact.server.ops.memory import BUDGET
 
 # Standard gRPC server metrics (grpc_type: unary, client_stream, server_stream, bidi_stream).
 GRPC_STARTED = Counter(
@@ -37,16 +42,51 @@ IMAGES_SKIPPED = Counter("maxact_images_skipped", "Unreadable images skipped.")
 SCAN_IMAGES_PER_SECOND = Gauge("maxact_scan_images_per_second", "Throughput of the last scan.")
 SCANS_QUEUED = Gauge("maxact_scans_queued", "Persisted scans waiting for a slot.")
 SCANS_RUNNING = Gauge("maxact_scans_running", "Persisted scans running now.")
-SESSIONS_CACHED = Gauge("maxact_sessions_cached", "onnxruntime sessions in the session cache.")
-SESSION_CACHE_BYTES = Gauge(
-    "maxact_session_cache_bytes", "Estimated memory of the cached sessions (--session-cache-mb)."
-)
 INPUT_CACHE_HITS = Counter(
     "maxact_input_cache_hits", "Model inputs read from the decoded-input cache, not decoded."
 )
 INPUT_CACHE_MISSES = Counter(
     "maxact_input_cache_misses", "Model inputs decoded because the input cache had none."
 )
+
+
+class MemoryCollector(Collector):
+    """The memory budget and, per cache (sessions, decoded originals, layer outputs,
+    rendered patches), the bytes it is charged, its entries and its evictions, read at scrape
+    time from the caches themselves (caches of the same name add up)."""
+
+    def collect(self) -> Iterator[Metric]:
+        budget = GaugeMetricFamily(
+            "maxact_memory_budget_bytes", "The server's memory budget (--memory-budget-mb)."
+        )
+        budget.add_metric([], BUDGET.total_bytes)
+        share = GaugeMetricFamily(
+            "maxact_memory_cache_budget_bytes", "The part of the budget the caches share."
+        )
+        share.add_metric([], BUDGET.cache_bytes)
+        sizes = GaugeMetricFamily(
+            "maxact_cache_bytes", "Bytes a cache is charged for what it keeps.", labels=["cache"]
+        )
+        entries = GaugeMetricFamily(
+            "maxact_cache_entries", "Entries a cache keeps.", labels=["cache"]
+        )
+        evictions = CounterMetricFamily(
+            "maxact_cache_evictions", "Entries evicted to stay within a bound.", labels=["cache"]
+        )
+        totals: dict[str, list[int]] = {}
+        for cache in BUDGET.caches():
+            total = totals.setdefault(cache.name, [0, 0, 0])
+            total[0] += cache.bytes
+            total[1] += len(cache)
+            total[2] += cache.evictions
+        for name, (size, count, evicted) in sorted(totals.items()):
+            sizes.add_metric([name], size)
+            entries.add_metric([name], count)
+            evictions.add_metric([name], evicted)
+        yield from (budget, share, sizes, entries, evictions)
+
+
+REGISTRY.register(MemoryCollector())
 
 
 class MetricsServer:

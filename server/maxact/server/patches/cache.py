@@ -2,13 +2,12 @@
 image, although it asks for its patches channel by channel (thousands of GetNeuron calls).
 
 Keys name a file by path, size and mtime (a changed file is a new key); entries are evicted
-least-recently-used within a byte budget. Threads missing the same key compute
-it once: the others wait for it.
+least-recently-used within a byte cap and the server's shared memory budget (`ops.memory`).
+Threads missing the same key compute it once: the others wait for it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import weakref
 from collections.abc import Callable, Hashable
@@ -16,8 +15,9 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import numpy as np
-from cachetools import LRUCache
 from PIL import Image
+
+from maxact.server.ops.memory import BudgetedCache
 
 V = TypeVar("V")
 
@@ -27,10 +27,12 @@ RENDERED_BYTES = 64 * 1024 * 1024  # encoded patches
 
 
 class SizedLRU(Generic[V]):
-    """A thread-safe LRU map with a byte budget (`size_of` an entry)."""
+    """A thread-safe LRU map with a byte cap (`size_of` an entry), sharing the server's memory
+    budget with its other caches (`ops.memory`)."""
 
-    def __init__(self, budget: int, size_of: Callable[[V], int]) -> None:
-        self._cache: LRUCache[Hashable, V] = LRUCache(maxsize=budget, getsizeof=size_of)
+    def __init__(self, name: str, budget: int, size_of: Callable[[V], int]) -> None:
+        self._cache: BudgetedCache[V] = BudgetedCache(name, budget)
+        self._size_of = size_of
         self._lock = threading.Lock()
         self._pending: dict[Hashable, threading.Lock] = {}
         self.hits = 0
@@ -39,24 +41,24 @@ class SizedLRU(Generic[V]):
     def get(self, key: Hashable, compute: Callable[[], V]) -> V:
         """The cached value, else `compute()` once (other threads asking for the same key
         wait for it rather than repeat the work)."""
-        with self._lock:
-            found = self._cache.get(key)
-            if found is not None:
+        found = self._cache.get(key)
+        if found is not None:
+            with self._lock:
                 self.hits += 1
-                return found
+            return found
+        with self._lock:
             pending = self._pending.setdefault(key, threading.Lock())
         with pending:
+            found = self._cache.get(key)
             with self._lock:
-                found = self._cache.get(key)
                 if found is not None:
                     self.hits += 1
                     return found
                 self.misses += 1
             try:
                 value = compute()
-                # larger than the whole budget (ValueError): used once, not kept
-                with self._lock, contextlib.suppress(ValueError):
-                    self._cache[key] = value
+                # larger than the whole cap: used once, not kept
+                self._cache.put(key, value, self._size_of(value))
             finally:
                 with self._lock:
                     self._pending.pop(key, None)
@@ -64,8 +66,8 @@ class SizedLRU(Generic[V]):
 
     def clear(self) -> None:
         """Empty the cache and restart its hit / miss counts."""
+        self._cache.clear()
         with self._lock:
-            self._cache.clear()
             self.hits = self.misses = 0
 
 
@@ -77,10 +79,14 @@ def _array_bytes(entry: tuple[Any, np.ndarray]) -> int:
     return max(1, int(entry[1].nbytes))
 
 
-ORIGINALS: SizedLRU[Image.Image] = SizedLRU(ORIGINALS_BYTES, _image_bytes)
+ORIGINALS: SizedLRU[Image.Image] = SizedLRU("decoded_originals", ORIGINALS_BYTES, _image_bytes)
 # rendered `rf` patches (PatchImage): one per image and field box, shared by every channel
-RENDERED: SizedLRU[Any] = SizedLRU(RENDERED_BYTES, lambda patch: max(1, len(patch.png)))
-ACTIVATIONS: SizedLRU[tuple[Any, np.ndarray]] = SizedLRU(ACTIVATIONS_BYTES, _array_bytes)
+RENDERED: SizedLRU[Any] = SizedLRU(
+    "rendered_patches", RENDERED_BYTES, lambda patch: max(1, len(patch.png))
+)
+ACTIVATIONS: SizedLRU[tuple[Any, np.ndarray]] = SizedLRU(
+    "layer_outputs", ACTIVATIONS_BYTES, _array_bytes
+)
 
 
 def file_key(path: Path) -> Hashable | None:

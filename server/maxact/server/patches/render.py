@@ -408,6 +408,11 @@ class LayerActivations:
         fixed = model.input.fixed_batch
         if fixed is not None and fixed > 1:
             batch = np.repeat(batch, fixed, axis=0)
-        (output,) = session.run([self._layer], {model.input.name: batch})
+        from maxact.server.models.runtime import run_options  # onnxruntime: only when run
+
+        options = run_options(variable_shapes=model.input.fixed_size is None)
+        (output,) = model.sessions.first_run(
+            session, lambda: session.run([self._layer], {model.input.name: batch}, options)
+        )
         maps: np.ndarray = channels_first(np.asarray(output), self._field)[0]
         return maps

@@ -42,8 +42,10 @@ class BoundRunner:
         input_name: str,
         outputs: list[str],
         pinned: bool | None = None,
+        feeds: dict[str, np.ndarray] | None = None,
     ):
         self.session = session
+        self.feeds = dict(feeds or {})  # small host inputs (channel subset, unit), every run
         self.input_name = input_name
         self.outputs = list(outputs)
         providers = session.get_providers()
@@ -89,6 +91,8 @@ class BoundRunner:
         binding.clear_binding_inputs()
         binding.clear_binding_outputs()
         binding.bind_ortvalue_input(self.input_name, self._device_input(array))
+        for name, value in self.feeds.items():
+            binding.bind_cpu_input(name, value)
         for name in self.outputs:
             binding.bind_output(name, "cpu")
         self.session.run_with_iobinding(binding, run_options)

@@ -29,13 +29,15 @@ from maxact.server.graph.reductions import (
     LayerReduction,
     Uint8Feed,
     default_opset,
+    feeds_of,
     has_nan,
     plan_reduction,
     split_outputs,
 )
 from maxact.server.models.registry import LayerEntry, LoadedModel
-from maxact.server.models.runtime import CUDA, providers_for
+from maxact.server.models.runtime import CUDA, providers_for, run_options
 from maxact.server.ops.metrics import IMAGES_SCANNED, IMAGES_SKIPPED
+from maxact.server.ops.process import release_free_memory
 from maxact.server.scan.binding import BoundRunner, device_batch_size
 from maxact.server.scan.layer import LayerReducer, ReduceOptions
 from maxact.server.scan.pipeline import Overlapped
@@ -104,6 +106,7 @@ class _Session:
     reductions: tuple[LayerReduction, ...]
     outputs: list[str]
     runner: BoundRunner | None
+    feeds: dict[str, np.ndarray]  # the graph's run-time inputs besides the images
 
 
 @dataclass
@@ -172,7 +175,7 @@ class ScanEngine:
         self.reductions = first.reductions
         self.batch_size = self.fixed_batch or batch_size or device_batch_size(on_gpu)
         self.stop_event = threading.Event()
-        self._run_options = ort.RunOptions()
+        self._run_options = run_options(variable_shapes=model.input.fixed_size is None)
 
     def _fresh_reducers(self) -> dict[str, LayerReducer]:
         return {
@@ -287,7 +290,11 @@ class ScanEngine:
                 counters.last_partial = now
                 callbacks.partial(counters.done)
 
-        Overlapped(reduce).run(self._inferred(items))
+        try:
+            Overlapped(reduce).run(self._inferred(items))
+        finally:
+            if self.model.input.fixed_size is None:
+                release_free_memory()  # buffers of this scan's sizes: back to the system
         if self.stop_event.is_set():
             raise EngineCancelled()
         return EngineOutcome(
@@ -328,18 +335,28 @@ class ScanEngine:
                 self.names, size, reductions if in_graph else (), self._feed
             )
             names = [name for r in reductions for name in r.outputs]
-            runner = BoundRunner(session, self.model.input.name, names) if self.io_binding else None
-            found = _Session(session, fixed_batch, reductions, names, runner)
+            feeds = feeds_of(reductions) if in_graph else {}
+            runner = (
+                BoundRunner(session, self.model.input.name, names, feeds=feeds)
+                if self.io_binding
+                else None
+            )
+            found = _Session(session, fixed_batch, reductions, names, runner, feeds)
             self._sessions[(size, in_graph)] = found
         return found
 
     def _plan(self, size: tuple[int, int]) -> tuple[LayerReduction, ...]:
+        """The reductions at `size`; whether a layer's map is large enough to reduce on the
+        host is decided at the reference size, so every image size of a request (and every
+        request with the same geometry) shares one session per layer set."""
         shapes = self.model.view(size).shapes
+        reference = self.model.view(self.prep.reference_size).shapes
         opset = default_opset(self.model.proto)
         layers = self._layers_for(size)
         return tuple(
             LayerReduction(name, "host")
-            if self._large_maps_on_host and _elements(shapes.get(name, ())) > HOST_REDUCE_ABOVE
+            if self._large_maps_on_host
+            and _elements(reference.get(name, shapes.get(name, ()))) > HOST_REDUCE_ABOVE
             else plan_reduction(
                 name,
                 layers[name].field,
@@ -394,12 +411,17 @@ class ScanEngine:
             padding = np.zeros((fixed_batch - count, *array.shape[1:]), array.dtype)
             array = np.concatenate([array, padding])
         try:
-            if found.runner is not None:
-                outputs = found.runner.run(array, self._run_options)
-            else:
-                outputs = found.session.run(
-                    found.outputs, {self.model.input.name: array}, self._run_options
-                )
+            runner = found.runner
+            outputs = self.model.sessions.first_run(
+                found.session,
+                (lambda: runner.run(array, self._run_options))
+                if runner is not None
+                else lambda: found.session.run(
+                    found.outputs,
+                    {self.model.input.name: array, **found.feeds},
+                    self._run_options,
+                ),
+            )
         except Exception:
             if self.stop_event.is_set():
                 raise EngineCancelled() from None
