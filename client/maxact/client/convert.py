@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from maxact.client import types as t
-from maxact.client.kinds import TopKMode
-from maxact.client.preprocessing import Preprocessing
+from maxact.common.kinds import TopKMode
+from maxact.common.preprocessing import Preprocessing
 from maxact.v1 import (
     common_pb2,
     dataset_service_pb2,

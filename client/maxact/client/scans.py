@@ -13,11 +13,11 @@ from google.protobuf import timestamp_pb2
 
 from maxact.client import convert
 from maxact.client import types as t
-from maxact.client.defaults import DEFAULT_K
+from maxact.common.defaults import DEFAULT_K
 from maxact.client.errors import MaxactError, from_status, rpc_errors
-from maxact.client.kinds import ScanState, TopKMode
+from maxact.common.kinds import ScanState, TopKMode
 from maxact.client.pages import all_pages
-from maxact.client.preprocessing import Preprocessing
+from maxact.common.preprocessing import Preprocessing
 from maxact.v1 import (
     neuron_service_pb2,
     neuron_service_pb2_grpc,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from maxact.client.preprocessing import Preprocessing
+from maxact.common.preprocessing import Preprocessing
 
 Interval = tuple[int, int]
 """Half-open [start, stop) of model-input pixels."""

@@ -20,10 +20,10 @@ from maxact.client.cli.common import add_json, add_size, nonnegative_int, positi
 from maxact.client.cli.labels import output_label
 from maxact.client.cli.output import connect, print_doc, print_topk, warn
 from maxact.client.cli.render_args import add_render_arguments, render_options_from_args
-from maxact.client.defaults import DEFAULT_K, capped_k
+from maxact.common.defaults import DEFAULT_K, capped_k
 from maxact.client.json_out import scan_json, scans_json
-from maxact.client.kinds import TopKMode
-from maxact.client.preprocessing import add_preprocessing_arguments, preprocessing_from_args
+from maxact.common.kinds import TopKMode
+from maxact.common.preprocessing import add_preprocessing_arguments, preprocessing_from_args
 from maxact.client.progress import ProgressBar
 from maxact.client.scans import ScanInfo
 

@@ -14,7 +14,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from maxact.client import types as t
-from maxact.client.defaults import capped_k
+from maxact.common.defaults import capped_k
 
 CLASSES_PAGE = "classes.html"
 TOP_CHANNELS = 5

@@ -18,7 +18,7 @@ from typing import Any
 
 import jinja2
 
-from maxact.client.defaults import FIRES_FOR_EVERYTHING_RATE, NON_SELECTIVE_BELOW
+from maxact.common.defaults import FIRES_FOR_EVERYTHING_RATE, NON_SELECTIVE_BELOW
 from maxact.client.scans import ChannelStatistics
 
 TILE = 112  # CSS pixels of a patch box on a layer page

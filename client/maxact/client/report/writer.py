@@ -26,7 +26,7 @@ from typing import Any
 
 from maxact.client import text_out
 from maxact.client import types as t
-from maxact.client.defaults import DEFAULT_K, capped_k
+from maxact.common.defaults import DEFAULT_K, capped_k
 from maxact.client.errors import MaxactError
 from maxact.client.json_out import scan_json
 from maxact.client.report import html as g

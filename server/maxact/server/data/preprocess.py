@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from maxact.client.preprocessing import CHANNEL_ORDERS, LAYOUTS, Preprocessing
+from maxact.common.preprocessing import CHANNEL_ORDERS, LAYOUTS, Preprocessing
 from maxact.server.data.normalise import normalise
 from maxact.server.errors import invalid_argument
 from maxact.server.limits import check_image_input_pixels, check_input_pixels

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from maxact.client.kinds import ScanState, TopKKind
+from maxact.common.kinds import ScanState, TopKKind
 from maxact.server.data.datasets import image_source
 from maxact.server.data.reader import upright_size
 from maxact.server.data.shards import shard_of

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import grpc
 import numpy as np
 
-from maxact.client.kinds import ACTIVE_STATES, ScanState, TopKMode
+from maxact.common.kinds import ACTIVE_STATES, ScanState, TopKMode
 from maxact.server.data.datasets import DatasetCatalog, dataset_sources, read_labels
 from maxact.server.data.preprocess import (
     Preprocessing,
@@ -71,6 +71,8 @@ MAX_LAYERS = 16
 MAX_REQUEST_ID = 128
 # how long DeleteScan waits for a running scan's worker to stop
 DELETE_WAIT_SECONDS = 30.0
+# a running scan saves its reducers after this many images (`maxact serve --checkpoint-images`)
+DEFAULT_CHECKPOINT_IMAGES = 256
 
 
 @dataclass
@@ -114,7 +116,7 @@ class ScanJobs:
         models: ModelRegistry,
         datasets: DatasetCatalog,
         max_running: int = 1,
-        checkpoint_images: int = 256,
+        checkpoint_images: int = DEFAULT_CHECKPOINT_IMAGES,
         shard_executor: Callable[[], ShardExecutor] | None = None,
         shard_images: int = DEFAULT_SHARD_IMAGES,
     ) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 import grpc
 
-from maxact.client.kinds import ScanState, TopKKind, TopKMode
+from maxact.common.kinds import ScanState, TopKKind, TopKMode
 from maxact.server.errors import ServiceError
 
 SCHEMA = """

@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 import numpy as np
 
-from maxact.client.kinds import TopKKind
+from maxact.common.kinds import TopKKind
 from maxact.server.analysis.classes import class_answer
 from maxact.server.analysis.compare import compare_channels
 from maxact.server.errors import failed_precondition, invalid_argument

@@ -23,13 +23,9 @@ from maxact.server.service.validate import ServerState, load_model, size_from
 from maxact.v1 import model_service_pb2 as pb
 from maxact.v1 import model_service_pb2_grpc
 
-DEFAULT_MAX_UPLOAD_BYTES = 2048 * 1024 * 1024
-
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
-    def __init__(
-        self, state: ServerState, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
-    ) -> None:
+    def __init__(self, state: ServerState, max_upload_bytes: int) -> None:
         self.state = state
         self.max_upload_bytes = max_upload_bytes
 

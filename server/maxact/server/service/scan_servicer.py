@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from maxact.client.defaults import DEFAULT_K
-from maxact.client.kinds import TopKMode
+from maxact.common.defaults import DEFAULT_K
+from maxact.common.kinds import TopKMode
 from maxact.server.errors import invalid_argument
 from maxact.server.jobs.scan_jobs import ScanJobs, scan_id_from
 from maxact.server.jobs.store import ScanRecord

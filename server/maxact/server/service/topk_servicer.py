@@ -16,8 +16,8 @@ from typing import Any
 
 import grpc
 
-from maxact.client.defaults import DEFAULT_K
-from maxact.client.kinds import TopKMode
+from maxact.common.defaults import DEFAULT_K
+from maxact.common.kinds import TopKMode
 from maxact.server.data.dataset_writer import DatasetWriter
 from maxact.server.data.datasets import Dataset, dataset_sources
 from maxact.server.data.preprocess import ResolvedPreprocessing

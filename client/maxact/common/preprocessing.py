@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields, replace
 from fractions import Fraction
 from typing import Any
 
-from maxact.client.arguments import add_size, positive_int
+from maxact.common.arguments import add_size, positive_int
 from maxact.v1 import common_pb2
 
 _CHANNEL_ORDERS = {"rgb": common_pb2.CHANNEL_ORDER_RGB, "bgr": common_pb2.CHANNEL_ORDER_BGR}

@@ -1,0 +1,243 @@
+"""The server's settings, defined once: `maxact serve`'s flags and their help, the MAXACT_*
+environment variables and the in-process server of tests and the demo all derive from
+`ServeSettings`, so their defaults cannot drift.
+
+Adding a setting is one field here: its name is the flag (`max_foo_mb` -> `--max-foo-mb`) and
+the environment variable (`MAXACT_MAX_FOO_MB`), its description is the `--help` text, its
+`group` places it in `serve --help`, its type and bounds validate the flag, the variable and
+`start_server(max_foo_mb=...)` alike. Sizes are given in the unit the flag names (MiB, GiB);
+the `*_bytes` properties convert them once.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import Enum
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from maxact.server import limits
+from maxact.server.jobs.scan_jobs import DEFAULT_CHECKPOINT_IMAGES
+from maxact.server.jobs.shard_work import DEFAULT_SHARD_IMAGES
+from maxact.server.models.sessions import DEFAULT_MAX_BYTES as DEFAULT_SESSION_CACHE_BYTES
+
+ENV_PREFIX = "MAXACT_"
+DEFAULT_PORT = 50051
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+DEFAULT_MAX_UPLOAD_MB = 2048
+# Beyond this many maxact calls in flight the admission interceptor answers RESOURCE_EXHAUSTED
+# instead of queueing without bound (each scan holds threads and memory; a flood must not take
+# the server down); health and reflection are always answered.
+DEFAULT_MAX_CONCURRENT_RPCS = 64
+
+
+class Group(str, Enum):
+    """The sections of `maxact serve --help`, in this order."""
+
+    NETWORK = "network and security"
+    STORAGE = "models, datasets and the store"
+    SCANS = "scans, sessions and caches"
+    RAY = "Ray"
+    LIMITS = "limits"
+    OBSERVABILITY = "observability"
+
+
+def setting(default: Any, group: Group, description: str, **bounds: Any) -> Any:
+    """A field with its `--help` text and `serve --help` section (`...` as default: required)."""
+    return Field(default, description=description, json_schema_extra={"group": group.value}, **bounds)
+
+
+class ServeSettings(BaseSettings):
+    """Everything `maxact serve` can be told; one field per flag and MAXACT_* variable."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_ignore_empty=True,  # MAXACT_RAY_ADDRESS= means "not set", as it always did
+        extra="forbid",
+        frozen=True,
+    )
+
+    # network and security
+    host: str = setting("127.0.0.1", Group.NETWORK, "address to listen on")
+    port: int = setting(
+        DEFAULT_PORT, Group.NETWORK, "gRPC port (0: any free port, logged at start)", ge=0
+    )
+    auth_token_file: Path | None = setting(
+        None,
+        Group.NETWORK,
+        "require 'authorization: Bearer <token>' (the file's content) on every RPC but health",
+    )
+    tls_cert: Path | None = setting(None, Group.NETWORK, "PEM certificate chain: serve TLS")
+    tls_key: Path | None = setting(None, Group.NETWORK, "PEM private key of --tls-cert")
+
+    # models, datasets and the store
+    model_root: Path = setting(
+        ...,
+        Group.STORAGE,
+        "folder of .onnx models (and NAME.preprocess.json sidecars); uploads land here",
+    )
+    data_root: Path | None = setting(
+        None,
+        Group.STORAGE,
+        "folder whose sub-folders are the datasets scans and topk read (optional)",
+    )
+    store: Path | None = setting(
+        None,
+        Group.STORAGE,
+        "SQLite store of persisted scans (default $XDG_STATE_HOME/maxact/store.sqlite, "
+        "XDG_STATE_HOME defaulting to ~/.local/state; in-process servers: a fresh temporary "
+        "store)",
+    )
+    store_max_mb: float | None = setting(
+        None,
+        Group.STORAGE,
+        "largest size of the store (MiB); when full, new scans get RESOURCE_EXHAUSTED "
+        "(default: as large as the disk allows)",
+        gt=0,
+    )
+
+    # scans, sessions and caches
+    max_running_scans: int = setting(
+        1, Group.SCANS, "scans running at once; more wait queued", gt=0
+    )
+    checkpoint_images: int = setting(
+        DEFAULT_CHECKPOINT_IMAGES,
+        Group.SCANS,
+        "a running scan checkpoints after this many images",
+        gt=0,
+    )
+    device: Literal["auto", "cpu", "cuda"] = setting(
+        "auto", Group.SCANS, "onnxruntime device; auto: CUDA when available, else CPU"
+    )
+    session_cache_mb: int = setting(
+        DEFAULT_SESSION_CACHE_BYTES // MIB,
+        Group.SCANS,
+        "memory budget of cached onnxruntime sessions, estimated (MiB)",
+        gt=0,
+    )
+    cache_dir: Path | None = setting(
+        None,
+        Group.SCANS,
+        "keep decoded model inputs here, so repeated scans of a dataset read instead of "
+        "decoding (invalidated per image when its file changes)",
+    )
+    cache_gb: float = setting(
+        10.0,
+        Group.SCANS,
+        "size bound of --cache-dir (GiB); least recently used datasets go first",
+        gt=0,
+    )
+
+    # Ray
+    ray_address: str | None = setting(
+        None,
+        Group.RAY,
+        "run persisted scans on this Ray cluster ('auto' or HOST:PORT; needs the 'ray' extra;"
+        " default: locally)",
+    )
+    ray_workers: int = setting(
+        0,
+        Group.RAY,
+        "at most this many Ray workers per scan (0: one per GPU, else per --ray-worker-cpus "
+        "cores of the cluster)",
+        ge=0,
+    )
+    ray_worker_cpus: int = setting(
+        1, Group.RAY, "CPU cores per Ray worker on nodes without GPUs", gt=0
+    )
+    shard_images: int = setting(
+        DEFAULT_SHARD_IMAGES, Group.RAY, "images per shard of a Ray scan", gt=0
+    )
+
+    # limits
+    max_upload_mb: int = setting(
+        DEFAULT_MAX_UPLOAD_MB, Group.LIMITS, "largest model upload accepted (MiB)", gt=0
+    )
+    max_image_pixels: int = setting(
+        limits.DEFAULT_MAX_IMAGE_PIXELS,
+        Group.LIMITS,
+        "largest image decoded, in pixels, read from its header",
+        gt=0,
+    )
+    max_input_pixels: int = setting(
+        limits.DEFAULT_MAX_INPUT_PIXELS,
+        Group.LIMITS,
+        "largest model input (and resized image before a crop), in pixels",
+        gt=0,
+    )
+    max_request_mb: float = setting(
+        limits.DEFAULT_MAX_REQUEST_BYTES // MIB,
+        Group.LIMITS,
+        "bytes of client-streamed images one request may hold at once (MiB)",
+        gt=0,
+    )
+    max_concurrent_rpcs: int = setting(
+        DEFAULT_MAX_CONCURRENT_RPCS,
+        Group.LIMITS,
+        "calls in flight beyond this get RESOURCE_EXHAUSTED",
+        gt=0,
+    )
+
+    # observability
+    metrics_port: int | None = setting(
+        None, Group.OBSERVABILITY, "serve Prometheus metrics at http://HOST:PORT/metrics", ge=0
+    )
+    # text by default: people start `maxact serve` at a terminal; collectors (the container
+    # image sets MAXACT_LOG_FORMAT=json) want one JSON object per line.
+    log_format: Literal["text", "json"] = setting(
+        "text",
+        Group.OBSERVABILITY,
+        "text for people, json for log collectors: JSON Lines",
+    )
+
+    @classmethod
+    def in_process(cls, **values: Any) -> ServeSettings:
+        """Settings of a server started inside this process (tests, `maxact demo`): the same
+        defaults as `maxact serve` except `IN_PROCESS_DEFAULTS`, and no MAXACT_* variable is
+        read (a test must not change with the caller's environment)."""
+        return cls.model_validate({**IN_PROCESS_DEFAULTS, **values})
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return self.max_upload_mb * MIB
+
+    @property
+    def session_cache_bytes(self) -> int:
+        return self.session_cache_mb * MIB
+
+    @property
+    def cache_bytes(self) -> int:
+        return int(self.cache_gb * GIB)
+
+    @property
+    def store_max_bytes(self) -> int | None:
+        return int(self.store_max_mb * MIB) if self.store_max_mb is not None else None
+
+    def limits(self) -> limits.Limits:
+        """The per-request bounds the process installs (see maxact.server.limits)."""
+        return limits.Limits(
+            max_image_pixels=self.max_image_pixels,
+            max_input_pixels=self.max_input_pixels,
+            max_request_bytes=int(self.max_request_mb * MIB),
+        )
+
+
+# Where an in-process server deliberately differs from `maxact serve`: a free port, so tests
+# and the demo never collide with a running server. (Its store is a fresh temporary one when
+# `store` is None; `maxact serve` resolves None to `default_store_path()`.)
+IN_PROCESS_DEFAULTS: dict[str, Any] = {"port": 0}
+
+
+def env_name(field: str) -> str:
+    """`model_root` -> `MAXACT_MODEL_ROOT`: the variable pydantic-settings reads for it."""
+    return ENV_PREFIX + field.upper()
+
+
+def default_store_path() -> Path:
+    """Where `maxact serve` keeps its scans unless --store says otherwise."""
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "maxact" / "store.sqlite"
