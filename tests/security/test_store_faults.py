@@ -104,7 +104,9 @@ def _full_server(tmp_path: Path, model_root: Path, data_root: Path, extra_pages:
         (pages,) = db.execute("PRAGMA page_count").fetchone()
         (page_size,) = db.execute("PRAGMA page_size").fetchone()
     store_max_mb = (pages + extra_pages) * page_size / 2**20  # page sizes are exact in MiB
-    running = start_server(model_root, data_root, device="cpu", store=path, store_max_mb=store_max_mb)
+    running = start_server(
+        model_root, data_root, device="cpu", store=path, store_max_mb=store_max_mb
+    )
     return running, path
 
 

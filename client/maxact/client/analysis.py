@@ -9,6 +9,7 @@ import grpc
 
 from maxact.client import convert
 from maxact.client import types as t
+from maxact.common.resources import scan_id, scan_name
 from maxact.v1 import analysis_service_pb2 as apb
 from maxact.v1 import analysis_service_pb2_grpc
 
@@ -37,11 +38,11 @@ class AnalysisCalls:
         response = self._call(
             self._stub.GetClassAnswer,
             apb.GetClassAnswerRequest(
-                scan=convert.scan_name(scan), layer=layer, selective_threshold=selective, top=top
+                scan=scan_name(scan), layer=layer, selective_threshold=selective, top=top
             ),
         )
         return t.LayerClassAnswer(
-            scan=convert.scan_id(response.scan.name),
+            scan=scan_id(response.scan.name),
             layer=response.layer,
             images_scanned=response.images_scanned,
             channels=response.channels,
@@ -71,7 +72,7 @@ class AnalysisCalls:
         response = self._call(
             self._stub.GetClassChannels,
             apb.GetClassChannelsRequest(
-                scan=convert.scan_name(scan),
+                scan=scan_name(scan),
                 layer=layer,
                 class_name=class_name,
                 top=top,
@@ -80,7 +81,7 @@ class AnalysisCalls:
             ),
         )
         return t.ClassChannels(
-            scan=convert.scan_id(response.scan.name),
+            scan=scan_id(response.scan.name),
             layer=layer,
             class_name=response.class_name,
             images=response.images,
@@ -97,12 +98,12 @@ class AnalysisCalls:
         response = self._call(
             self._stub.CompareScans,
             apb.CompareScansRequest(
-                scan_a=convert.scan_name(scan_a), scan_b=convert.scan_name(scan_b), layer=layer
+                scan_a=scan_name(scan_a), scan_b=scan_name(scan_b), layer=layer
             ),
         )
         return t.ScanComparison(
-            a=convert.scan_id(response.scan_a.name),
-            b=convert.scan_id(response.scan_b.name),
+            a=scan_id(response.scan_a.name),
+            b=scan_id(response.scan_b.name),
             layer=response.layer,
             k=response.k,
             channels=tuple(

@@ -10,6 +10,7 @@ from pathlib import Path
 # The image files a folder contributes (client folders and server datasets alike).
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
 
+
 def walk_images(
     root: Path, keep: Callable[[Path], bool] = lambda path: True
 ) -> list[tuple[str, Path]]:

@@ -10,14 +10,18 @@ from __future__ import annotations
 
 from enum import Enum
 
-from maxact.v1 import scan_service_pb2, topk_service_pb2
+from maxact.v1 import common_pb2, scan_service_pb2, topk_service_pb2
 
 
 class _Word(str, Enum):
-    """Prints, formats and compares as its value ("image", not "TopKMode.IMAGE")."""
+    """Prints, formats, reprs and compares as its value ("image", not "TopKMode.IMAGE"), so
+    messages and documents read the same as when these were plain strings."""
 
     def __str__(self) -> str:
         return str(self.value)
+
+    def __repr__(self) -> str:
+        return repr(self.value)
 
     def __format__(self, spec: str) -> str:
         return format(str(self.value), spec)
@@ -98,3 +102,75 @@ _STATE_TO_PROTO = {
     ScanState.FAILED: scan_service_pb2.SCAN_STATE_FAILED,
     ScanState.CANCELLED: scan_service_pb2.SCAN_STATE_CANCELLED,
 }
+
+
+class Layout(_Word):
+    """Where the channel axis of an image tensor is: [N, C, H, W] or [N, H, W, C]."""
+
+    NCHW = "nchw"
+    NHWC = "nhwc"
+
+    def to_proto(self) -> common_pb2.Layout.ValueType:
+        return _LAYOUT_TO_PROTO[self]
+
+    @classmethod
+    def from_proto(cls, value: int) -> Layout | None:
+        """LAYOUT_UNSPECIFIED (and unknown numbers) mean unset: the model's default."""
+        return next((layout for layout, n in _LAYOUT_TO_PROTO.items() if n == value), None)
+
+
+_LAYOUT_TO_PROTO = {Layout.NCHW: common_pb2.LAYOUT_NCHW, Layout.NHWC: common_pb2.LAYOUT_NHWC}
+
+
+class ChannelOrder(_Word):
+    """The order of the colour channels the model expects."""
+
+    RGB = "rgb"
+    BGR = "bgr"
+
+    def to_proto(self) -> common_pb2.ChannelOrder.ValueType:
+        return _ORDER_TO_PROTO[self]
+
+    @classmethod
+    def from_proto(cls, value: int) -> ChannelOrder | None:
+        """CHANNEL_ORDER_UNSPECIFIED (and unknown numbers) mean unset: the model's default."""
+        return next((order for order, n in _ORDER_TO_PROTO.items() if n == value), None)
+
+
+_ORDER_TO_PROTO = {
+    ChannelOrder.RGB: common_pb2.CHANNEL_ORDER_RGB,
+    ChannelOrder.BGR: common_pb2.CHANNEL_ORDER_BGR,
+}
+
+
+class RenderMode(_Word):
+    """How a patch is drawn: RF the receptive field (grey outside the image), HEATMAP with the
+    activation map overlaid, MASK the NetDissect-style box of the activation above a quantile."""
+
+    RF = "rf"
+    HEATMAP = "heatmap"
+    MASK = "mask"
+
+    def to_proto(self) -> common_pb2.PatchRender.ValueType:
+        return _RENDER_TO_PROTO[self]
+
+    @classmethod
+    def from_proto(cls, value: int) -> RenderMode:
+        """PATCH_RENDER_UNSPECIFIED means the default, RF; unknown numbers raise ValueError."""
+        if value == common_pb2.PATCH_RENDER_UNSPECIFIED:
+            return cls.RF
+        for mode, number in _RENDER_TO_PROTO.items():
+            if number == value:
+                return mode
+        raise ValueError(f"unknown patch render {value}")
+
+
+_RENDER_TO_PROTO = {
+    RenderMode.RF: common_pb2.PATCH_RENDER_RF,
+    RenderMode.HEATMAP: common_pb2.PATCH_RENDER_HEATMAP,
+    RenderMode.MASK: common_pb2.PATCH_RENDER_MASK,
+}
+
+
+# the words, in the order help texts and error messages list them
+RENDER_MODES = tuple(mode.value for mode in RenderMode)

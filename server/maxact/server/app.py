@@ -5,16 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import signal
 import sqlite3
 import ssl
 import sys
 import tempfile
 import threading
-from typing import Any
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -36,6 +35,7 @@ from maxact.server.ops.call_observer import ObservingInterceptor
 from maxact.server.ops.decode_guard import DecodeGuardInterceptor
 from maxact.server.ops.logs import configure_logging
 from maxact.server.ops.metrics import MetricsServer
+from maxact.server.serve_flags import parse_serve_args
 from maxact.server.service.analysis_servicer import AnalysisServicer
 from maxact.server.service.dataset_servicer import DatasetServicer
 from maxact.server.service.model_servicer import ModelServicer
@@ -45,7 +45,6 @@ from maxact.server.service.scan_servicer import ScanServicer
 from maxact.server.service.topk_servicer import TopKServicer
 from maxact.server.service.validate import ServerState
 from maxact.server.settings import ServeSettings, default_store_path
-from maxact.server.serve_flags import parse_serve_args
 from maxact.v1 import (
     analysis_service_pb2,
     analysis_service_pb2_grpc,
@@ -151,10 +150,14 @@ def _build_state(config: ServerConfig) -> ServerState:
     remove_stale_uploads(config.settings.model_root)
     remove_stale_incoming(config.settings.data_root)
     return ServerState(
-        models=ModelRegistry(config.settings.model_root, config.settings.device, config.settings.session_cache_bytes),
+        models=ModelRegistry(
+            config.settings.model_root, config.settings.device, config.settings.session_cache_bytes
+        ),
         datasets=DatasetCatalog(
             config.settings.data_root,
-            InputCache(config.settings.cache_dir, config.settings.cache_bytes) if config.settings.cache_dir else None,
+            InputCache(config.settings.cache_dir, config.settings.cache_bytes)
+            if config.settings.cache_dir
+            else None,
         ),
     )
 
@@ -164,7 +167,9 @@ async def _build_jobs(
 ) -> tuple[ScanJobs, RayCluster | None]:
     """The persisted scans on their store, run locally or on the Ray cluster (connected here,
     off the event loop: connecting blocks)."""
-    store_path = config.settings.store or Path(tempfile.mkdtemp(prefix="maxact-store-")) / "store.sqlite"
+    store_path = (
+        config.settings.store or Path(tempfile.mkdtemp(prefix="maxact-store-")) / "store.sqlite"
+    )
     ray = None
     if config.settings.ray_address:
         ray = await asyncio.to_thread(
@@ -375,7 +380,9 @@ async def _serve(config: ServerConfig) -> None:
         "TLS" if config.tls else "plaintext",
         "bearer token required" if config.auth_token else "no authentication",
     )
-    ready = f"maxact serving on {config.settings.host}:{port}"  # scripts wait for this line on stdout
+    ready = (
+        f"maxact serving on {config.settings.host}:{port}"  # scripts wait for this line on stdout
+    )
     if config.settings.log_format == "json":
         ready = json.dumps({"message": ready, "host": config.settings.host, "port": port})
     print(ready, flush=True)

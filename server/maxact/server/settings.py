@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from maxact.server import limits
 from maxact.server.jobs.scan_jobs import DEFAULT_CHECKPOINT_IMAGES
@@ -48,7 +48,9 @@ class Group(str, Enum):
 
 def setting(default: Any, group: Group, description: str, **bounds: Any) -> Any:
     """A field with its `--help` text and `serve --help` section (`...` as default: required)."""
-    return Field(default, description=description, json_schema_extra={"group": group.value}, **bounds)
+    return Field(
+        default, description=description, json_schema_extra={"group": group.value}, **bounds
+    )
 
 
 class ServeSettings(BaseSettings):
@@ -199,7 +201,7 @@ class ServeSettings(BaseSettings):
         """Settings of a server started inside this process (tests, `maxact demo`): the same
         defaults as `maxact serve` except `IN_PROCESS_DEFAULTS`, and no MAXACT_* variable is
         read (a test must not change with the caller's environment)."""
-        return cls.model_validate({**IN_PROCESS_DEFAULTS, **values})
+        return _InProcessSettings(**{**IN_PROCESS_DEFAULTS, **values})
 
     @property
     def max_upload_bytes(self) -> int:
@@ -224,6 +226,21 @@ class ServeSettings(BaseSettings):
             max_input_pixels=self.max_input_pixels,
             max_request_bytes=int(self.max_request_mb * MIB),
         )
+
+
+class _InProcessSettings(ServeSettings):
+    """ServeSettings from the given values and the defaults only: no environment source."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
 
 
 # Where an in-process server deliberately differs from `maxact serve`: a free port, so tests

@@ -18,11 +18,11 @@ from PIL import Image
 from maxact.client import types as t
 from maxact.client.cli.common import add_json, positive_int
 from maxact.client.cli.output import connect, print_doc
-from maxact.common.defaults import capped_k
 from maxact.client.json_out import hit_json
 from maxact.client.montage import render_montage, stack_rows
 from maxact.client.patches_out import patch_file_name
 from maxact.client.text_out import classes_text, table
+from maxact.common.defaults import capped_k
 
 EXIT_OK = 0
 DEFAULT_TOP = 10

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from maxact.client.cli.common import nonnegative_int
+from maxact.common.kinds import RENDER_MODES
 
 
 def _quantile(text: str) -> float:
@@ -22,7 +23,7 @@ def add_render_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("patch rendering (server side)")
     group.add_argument(
         "--render",
-        choices=("rf", "heatmap", "mask"),
+        choices=RENDER_MODES,
         default="rf",
         help="rf: the receptive field cropped from the original photo, grey past the photo's "
         "edge (default); heatmap: rf with the activation map overlaid (blue low, red high) and a "

@@ -62,7 +62,7 @@ def finished_scan(jobs: ScanJobs, name: str) -> ScanRecord:
     if record.state is not ScanState.SUCCEEDED:
         raise failed_precondition(
             "SCAN_NOT_FINISHED",
-            f"scan 'scans/{record.id}' is {record.state}; neuron queries need a finished scan",
+            f"scan '{record.name}' is {record.state}; neuron queries need a finished scan",
             scan=record.id,
         )
     return record
@@ -83,7 +83,7 @@ def stored_neuron(
     if layer_name not in record.layers:
         raise invalid_argument(
             "LAYER_NOT_FOUND",
-            f"scan 'scans/{record.id}' did not scan layer {layer_name!r} "
+            f"scan '{record.name}' did not scan layer {layer_name!r} "
             f"(it scanned {list(record.layers)})",
             layer=layer_name,
         )
@@ -142,7 +142,7 @@ def stored_statistics(jobs: ScanJobs, scan: str, layer: str) -> dict[str, Any]:
     if stats is None:
         raise invalid_argument(
             "LAYER_NOT_FOUND",
-            f"scan 'scans/{record.id}' did not scan layer {layer!r}",
+            f"scan '{record.name}' did not scan layer {layer!r}",
             layer=layer,
         )
     return stats

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import grpc
 import numpy as np
 
+from maxact.common import resources
 from maxact.common.kinds import ACTIVE_STATES, ScanState, TopKMode
 from maxact.server.data.datasets import DatasetCatalog, dataset_sources, read_labels
 from maxact.server.data.preprocess import (
@@ -103,9 +104,11 @@ class _Running:
 
 def scan_id_from(name: str) -> str:
     """Accept "scans/{id}" or a bare id."""
-    scan_id = name.removeprefix("scans/")
+    scan_id = resources.scan_id(name)
     if not scan_id or "/" in scan_id:
-        raise invalid_argument("INVALID_NAME", f"invalid scan name {name!r}: use scans/ID")
+        raise invalid_argument(
+            "INVALID_NAME", f"invalid scan name {name!r}: use {resources.scan_name('ID')}"
+        )
     return scan_id
 
 
@@ -232,7 +235,8 @@ class ScanJobs:
         except RequestIdReused as reused:
             raise already_exists(
                 "REQUEST_ID_REUSED",
-                f"request_id {request_id!r} already created scan 'scans/{reused.scan_id}'"
+                f"request_id {request_id!r} already created scan "
+                f"'{resources.scan_name(reused.scan_id)}'"
                 " from a different request; use a new request_id",
                 request_id=request_id,
                 scan=reused.scan_id,
@@ -244,7 +248,9 @@ class ScanJobs:
     def get(self, scan_id: str) -> ScanRecord:
         record = self.store.get(scan_id)
         if record is None:
-            raise not_found("SCAN_NOT_FOUND", f"scan 'scans/{scan_id}' not found", scan=scan_id)
+            raise not_found(
+                "SCAN_NOT_FOUND", f"scan '{resources.scan_name(scan_id)}' not found", scan=scan_id
+            )
         return self.with_unrecorded(record)
 
     def with_unrecorded(self, record: ScanRecord) -> ScanRecord:
@@ -283,7 +289,8 @@ class ScanJobs:
                 raise ServiceError(
                     grpc.StatusCode.UNAVAILABLE,
                     "SCAN_STILL_STOPPING",
-                    f"scan 'scans/{scan_id}' was cancelled but has not stopped yet; retry",
+                    f"scan '{resources.scan_name(scan_id)}' was cancelled but has not stopped "
+                    "yet; retry",
                     {"scan": scan_id},
                 )
         self.store.delete(scan_id)

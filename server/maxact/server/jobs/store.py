@@ -20,6 +20,7 @@ from typing import Any
 
 import grpc
 
+from maxact.common import resources
 from maxact.common.kinds import ScanState, TopKKind, TopKMode
 from maxact.server.errors import ServiceError
 
@@ -212,6 +213,11 @@ class ScanRecord:
     @property
     def finished(self) -> bool:
         return self.state.finished
+
+    @property
+    def name(self) -> str:
+        """The resource name, `scans/{id}`."""
+        return resources.scan_name(self.id)
 
 
 @dataclass(frozen=True)

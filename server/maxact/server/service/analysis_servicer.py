@@ -33,7 +33,7 @@ def _finished(jobs: ScanJobs, name: str) -> ScanRecord:
     if record.state != "succeeded":
         raise failed_precondition(
             "SCAN_NOT_FINISHED",
-            f"scan 'scans/{record.id}' is {record.state}; this question needs a finished scan",
+            f"scan '{record.name}' is {record.state}; this question needs a finished scan",
             scan=record.id,
         )
     return record
@@ -44,8 +44,7 @@ def _layer_statistics(jobs: ScanJobs, record: ScanRecord, layer: str) -> dict[st
     if stats is None:
         raise invalid_argument(
             "LAYER_NOT_FOUND",
-            f"scan 'scans/{record.id}' did not scan layer {layer!r} "
-            f"(it scanned {list(record.layers)})",
+            f"scan '{record.name}' did not scan layer {layer!r} (it scanned {list(record.layers)})",
             layer=layer,
         )
     return stats
@@ -57,14 +56,14 @@ def _class_means(record: ScanRecord, stats: dict[str, Any]) -> tuple[list[str], 
     if not names:
         raise failed_precondition(
             "SCAN_NOT_LABELLED",
-            f"scan 'scans/{record.id}' is of dataset {record.dataset!r}, which has no labels "
+            f"scan '{record.name}' is of dataset {record.dataset!r}, which has no labels "
             "(class subfolders or a labels.csv with path,label at its root)",
             scan=record.id,
         )
     if "class_mean_clipped" not in stats or "class_images" not in stats:
         raise failed_precondition(
             "SCAN_STATISTICS_OUTDATED",
-            f"scan 'scans/{record.id}' was made by an older server without clipped class "
+            f"scan '{record.name}' was made by an older server without clipped class "
             "means; scan the dataset again",
             scan=record.id,
         )
@@ -76,7 +75,7 @@ def _class_means(record: ScanRecord, stats: dict[str, Any]) -> tuple[list[str], 
     if len(rows) < 2:
         raise failed_precondition(
             "TOO_FEW_CLASSES",
-            f"scan 'scans/{record.id}' has images of {len(rows)} class(es); class questions "
+            f"scan '{record.name}' has images of {len(rows)} class(es); class questions "
             "need at least two",
             scan=record.id,
         )
@@ -163,7 +162,7 @@ class AnalysisServicer(analysis_service_pb2_grpc.AnalysisServiceServicer):
         if found is None:
             raise invalid_argument(
                 "CLASS_NOT_FOUND",
-                f"scan 'scans/{record.id}' has no class {request.class_name[:200]!r} "
+                f"scan '{record.name}' has no class {request.class_name[:200]!r} "
                 f"(its classes: {[c.name for c in answer.classes][:20]})",
                 class_name=request.class_name[:200],
             )
@@ -172,7 +171,7 @@ class AnalysisServicer(analysis_service_pb2_grpc.AnalysisServiceServicer):
         for channel in found.top_channels:
             neuron = await self.neurons.GetNeuron(
                 npb.GetNeuronRequest(
-                    scan=f"scans/{record.id}",
+                    scan=record.name,
                     layer=request.layer,
                     channel=channel.channel,
                     k=request.k,
@@ -200,7 +199,7 @@ class AnalysisServicer(analysis_service_pb2_grpc.AnalysisServiceServicer):
         ):
             raise failed_precondition(
                 "DATASET_MISMATCH",
-                f"scans 'scans/{a.id}' (dataset {a.dataset!r}) and 'scans/{b.id}' (dataset "
+                f"scans '{a.name}' (dataset {a.dataset!r}) and '{b.name}' (dataset "
                 f"{b.dataset!r}) did not scan the same images; compare needs one dataset",
             )
         stats_a = _layer_statistics(self.jobs, a, request.layer)

@@ -7,6 +7,7 @@ from typing import Any
 from google.protobuf import any_pb2, timestamp_pb2
 from google.rpc import error_details_pb2, status_pb2
 
+from maxact.common.kinds import RenderMode
 from maxact.server.data.preprocess import Preprocessing, ResolvedPreprocessing, parse_mapping
 from maxact.server.errors import ERROR_DOMAIN, ServiceError
 from maxact.server.jobs.store import ScanError, ScanRecord
@@ -15,23 +16,18 @@ from maxact.server.rf import AxisGeometry, TensorField
 from maxact.server.scan.neuron import Hit
 from maxact.v1 import common_pb2, neuron_service_pb2, scan_service_pb2, topk_service_pb2
 
-_RENDERS = {
-    common_pb2.PATCH_RENDER_UNSPECIFIED: "rf",
-    common_pb2.PATCH_RENDER_RF: "rf",
-    common_pb2.PATCH_RENDER_HEATMAP: "heatmap",
-    common_pb2.PATCH_RENDER_MASK: "mask",
-}
-
 
 def render_options_from_proto(message: Any) -> RenderOptions:
     """The render fields (render, mask_quantile, patch_size) of a TopKQuery or a
     GetNeuronRequest, validated."""
     from maxact.server.errors import invalid_argument
 
-    if message.render not in _RENDERS:
-        raise invalid_argument("INVALID_RENDER", f"unknown patch render {message.render}")
+    try:
+        mode = RenderMode.from_proto(message.render)
+    except ValueError as error:
+        raise invalid_argument("INVALID_RENDER", str(error)) from None
     return RenderOptions(
-        mode=_RENDERS[message.render],
+        mode=mode,
         mask_quantile=message.mask_quantile
         if message.HasField("mask_quantile")
         else DEFAULT_MASK_QUANTILE,
@@ -163,7 +159,7 @@ def scan_to_proto(record: ScanRecord) -> scan_service_pb2.Scan:
     except ServiceError:
         preprocessing = Preprocessing()
     message = scan_service_pb2.Scan(
-        name=f"scans/{record.id}",
+        name=record.name,
         model=record.model,
         layers=list(record.layers),
         dataset=record.dataset,
