@@ -66,7 +66,7 @@ class ServeSettings(BaseSettings):
     # network and security
     host: str = setting("127.0.0.1", Group.NETWORK, "address to listen on")
     port: int = setting(
-        DEFAULT_PORT, Group.NETWORK, "gRPC port (0: any free port, logged at start)", ge=0
+        DEFAULT_PORT, Group.NETWORK, "gRPC port; 0: any free port, logged at start", ge=0
     )
     auth_token_file: Path | None = setting(
         None,

@@ -15,26 +15,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from maxact.common.class_answer import ClassAnswer, ClassChannel, ConfusablePair
 from maxact.common.defaults import FIRES_FOR_EVERYTHING_RATE, NON_SELECTIVE_BELOW
+from maxact.common.selectivity import contrast_of, selectivity_of
 
 CONFUSABLE_PAIRS = 10
-
-
-@dataclass(frozen=True)
-class ClassChannel:
-    channel: int
-    mean: float
-    contrast: float
-    selectivity: float
-
-
-@dataclass(frozen=True)
-class ClassAnswer:
-    name: str
-    images: int
-    selective_channels: list[int]
-    top_channels: list[ClassChannel]
-    selective_details: list[ClassChannel]  # by contrast: the strongest selective first
 
 
 @dataclass(frozen=True)
@@ -44,31 +29,12 @@ class LayerClassAnswer:
     non_selective: list[int]
     classes: list[ClassAnswer]
     uncovered: list[str]
-    confusable: list[tuple[str, str, float]]
-
-
-def selectivity_of(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(selectivity [C], preferred class index [C]) of class means m [K, C], K >= 2."""
-    count = m.shape[0]
-    preferred = m.argmax(axis=0)  # ties: the first class in sorted order
-    m_max = m.max(axis=0)
-    m_rest = (m.sum(axis=0) - m_max) / (count - 1)
-    denominator = m_max + m_rest
-    selectivity = np.divide(
-        m_max - m_rest, denominator, out=np.zeros(m.shape[1]), where=denominator > 0
-    )
-    return selectivity, preferred
-
-
-def contrast_of(m: np.ndarray) -> np.ndarray:
-    """[K, C]: m[j][c] minus the mean of the other classes' m[.][c]."""
-    count = m.shape[0]
-    return m - (m.sum(axis=0, keepdims=True) - m) / (count - 1)
+    confusable: list[ConfusablePair]
 
 
 def confusable_pairs(
     m: np.ndarray, names: list[str], limit: int = CONFUSABLE_PAIRS
-) -> list[tuple[str, str, float]]:
+) -> list[ConfusablePair]:
     """The `limit` class pairs whose centred profiles (m minus the mean over classes, per
     channel) have the highest cosine; ties: the earlier pair in sorted order. A class whose
     centred profile is all zero is similar to nothing (cosine 0)."""
@@ -81,7 +47,7 @@ def confusable_pairs(
             cosine = float(centred[a] @ centred[b] / denominator) if denominator > 0 else 0.0
             pairs.append((-cosine, a, b))
     pairs.sort()
-    return [(names[a], names[b], -negative) for negative, a, b in pairs[:limit]]
+    return [ConfusablePair((names[a], names[b]), -negative) for negative, a, b in pairs[:limit]]
 
 
 def _figures(
@@ -115,12 +81,12 @@ def class_answer(
             ClassAnswer(
                 name=name,
                 images=int(class_images[j]),
-                selective_channels=[int(c) for c in selective],
-                top_channels=[_figures(c, j, m, contrast, selectivity) for c in best],
-                selective_details=[
+                selective_channels=tuple(int(c) for c in selective),
+                top_channels=tuple(_figures(c, j, m, contrast, selectivity) for c in best),
+                selective=tuple(
                     _figures(int(c), j, m, contrast, selectivity)
                     for c in sorted(selective, key=lambda c: (-contrast[j][c], c))
-                ],
+                ),
             )
         )
     non_selective = np.flatnonzero(

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from maxact.common.kinds import ScanState, TopKKind
+from maxact.common.statistics import LayerStatistics
 from maxact.server.data.datasets import image_source
 from maxact.server.data.reader import upright_size
 from maxact.server.data.shards import shard_of
@@ -135,7 +136,7 @@ def stored_neuron(
     return StoredNeuron(record, hits, tuple(p for p in patches if p is not None))
 
 
-def stored_statistics(jobs: ScanJobs, scan: str, layer: str) -> dict[str, Any]:
+def stored_statistics(jobs: ScanJobs, scan: str, layer: str) -> LayerStatistics:
     """The statistics document a finished scan stored for `layer`."""
     record = finished_scan(jobs, scan)
     stats = jobs.store.statistics(record.id, layer)

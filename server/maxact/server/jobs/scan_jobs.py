@@ -20,13 +20,14 @@ import uuid
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Protocol
 
 import grpc
 import numpy as np
 
 from maxact.common import resources
 from maxact.common.kinds import ACTIVE_STATES, ScanState, TopKMode
+from maxact.common.statistics import LayerStatistics
 from maxact.server.data.datasets import DatasetCatalog, dataset_sources, read_labels
 from maxact.server.data.preprocess import (
     Preprocessing,
@@ -569,41 +570,8 @@ class ScanJobs:
     @staticmethod
     def _statistics(
         reducers: dict[str, LayerReducer], labels: np.ndarray
-    ) -> dict[str, dict[str, Any]]:
-        result = {}
-        for name, reducer in reducers.items():
-            stats = reducer.statistics(labels)
-            document: dict[str, Any] = {
-                "images": stats.images,
-                "mean": stats.mean.tolist(),
-                "max": [float(v) if np.isfinite(v) else None for v in stats.max],
-                "firing_rate": stats.firing_rate.tolist(),
-                "dead": stats.dead.tolist(),
-                "classes": list(stats.classes),
-            }
-            if (
-                stats.class_mean is not None
-                and stats.selectivity is not None
-                and stats.preferred_class is not None
-                and stats.class_images is not None
-                and stats.class_mean_clipped is not None
-            ):
-                document["class_mean"] = [
-                    [None if np.isnan(v) else float(v) for v in row] for row in stats.class_mean
-                ]
-                # the class answer's m[j][c] (analysis/classes.py)
-                document["class_images"] = stats.class_images.tolist()
-                document["class_mean_clipped"] = [
-                    [None if np.isnan(v) else float(v) for v in row]
-                    for row in stats.class_mean_clipped
-                ]
-                document["selectivity"] = stats.selectivity.tolist()
-                document["preferred_class"] = stats.preferred_class.tolist()
-                document["top_units_per_class"] = stats.top_units_per_class
-            if stats.top_class_histogram is not None:
-                document["top_class_histogram"] = stats.top_class_histogram.tolist()
-            result[name] = document
-        return result
+    ) -> dict[str, LayerStatistics]:
+        return {name: reducer.statistics(labels).document() for name, reducer in reducers.items()}
 
 
 def _deadline_check(deadline: float | None) -> Callable[[], None]:

@@ -22,6 +22,7 @@ import grpc
 
 from maxact.common import resources
 from maxact.common.kinds import ScanState, TopKKind, TopKMode
+from maxact.common.statistics import LayerStatistics
 from maxact.server.errors import ServiceError
 
 SCHEMA = """
@@ -716,7 +717,7 @@ class Store:
         self,
         scan_id: str,
         rows: Iterable[TopKRow],
-        statistics: dict[str, dict[str, Any]],
+        statistics: dict[str, LayerStatistics],
         done: int,
         failed: int,
     ) -> None:
@@ -738,7 +739,10 @@ class Store:
             db.executemany(
                 "INSERT OR REPLACE INTO layer_statistics (scan_id, layer, statistics)"
                 " VALUES (?, ?, ?)",
-                [(scan_id, layer, json.dumps(stats)) for layer, stats in statistics.items()],
+                [
+                    (scan_id, layer, json.dumps(stats.to_json()))
+                    for layer, stats in statistics.items()
+                ],
             )
             db.execute("DELETE FROM checkpoints WHERE scan_id = ?", (scan_id,))
             db.execute(
@@ -757,7 +761,7 @@ class Store:
         )
         return [TopKRow(layer, channel, kind, *row) for row in rows]
 
-    def statistics(self, scan_id: str, layer: str) -> dict[str, Any] | None:
+    def statistics(self, scan_id: str, layer: str) -> LayerStatistics | None:
         row = (
             self._connection()
             .execute(
@@ -766,4 +770,4 @@ class Store:
             )
             .fetchone()
         )
-        return None if row is None else json.loads(row[0])
+        return None if row is None else LayerStatistics.from_json(json.loads(row[0]))

@@ -10,6 +10,7 @@ import grpc
 import numpy as np
 
 from maxact.common.kinds import TopKKind
+from maxact.common.statistics import LayerStatistics
 from maxact.server.analysis.classes import class_answer
 from maxact.server.analysis.compare import compare_channels
 from maxact.server.errors import failed_precondition, invalid_argument
@@ -39,7 +40,7 @@ def _finished(jobs: ScanJobs, name: str) -> ScanRecord:
     return record
 
 
-def _layer_statistics(jobs: ScanJobs, record: ScanRecord, layer: str) -> dict[str, Any]:
+def _layer_statistics(jobs: ScanJobs, record: ScanRecord, layer: str) -> LayerStatistics:
     stats = jobs.store.statistics(record.id, layer)
     if stats is None:
         raise invalid_argument(
@@ -50,9 +51,9 @@ def _layer_statistics(jobs: ScanJobs, record: ScanRecord, layer: str) -> dict[st
     return stats
 
 
-def _class_means(record: ScanRecord, stats: dict[str, Any]) -> tuple[list[str], np.ndarray]:
+def _class_means(record: ScanRecord, stats: LayerStatistics) -> tuple[list[str], np.ndarray]:
     """(class names, m [K, C]) of the classes with at least one scanned image."""
-    names = stats.get("classes") or []
+    names = stats.classes
     if not names:
         raise failed_precondition(
             "SCAN_NOT_LABELLED",
@@ -60,7 +61,7 @@ def _class_means(record: ScanRecord, stats: dict[str, Any]) -> tuple[list[str], 
             "(class subfolders or a labels.csv with path,label at its root)",
             scan=record.id,
         )
-    if "class_mean_clipped" not in stats or "class_images" not in stats:
+    if stats.class_mean_clipped is None or stats.class_images is None:
         raise failed_precondition(
             "SCAN_STATISTICS_OUTDATED",
             f"scan '{record.name}' was made by an older server without clipped class "
@@ -69,7 +70,7 @@ def _class_means(record: ScanRecord, stats: dict[str, Any]) -> tuple[list[str], 
         )
     rows = [
         (name, row)
-        for name, row in zip(names, stats["class_mean_clipped"], strict=True)
+        for name, row in zip(names, stats.class_mean_clipped, strict=True)
         if all(v is not None for v in row)
     ]
     if len(rows) < 2:
@@ -96,7 +97,7 @@ class AnalysisServicer(analysis_service_pb2_grpc.AnalysisServiceServicer):
 
     def _answer(
         self, scan: str, layer: str, threshold: float, top: int
-    ) -> tuple[ScanRecord, dict[str, Any], Any]:
+    ) -> tuple[ScanRecord, LayerStatistics, Any]:
         if not 0.0 <= threshold <= 1.0:
             raise invalid_argument(
                 "INVALID_THRESHOLD", f"the selectivity threshold must be in 0..1, got {threshold}"
@@ -104,13 +105,13 @@ class AnalysisServicer(analysis_service_pb2_grpc.AnalysisServiceServicer):
         record = _finished(self.jobs, scan)
         stats = _layer_statistics(self.jobs, record, layer)
         names, m = _class_means(record, stats)
-        images = dict(zip(stats["classes"], stats["class_images"], strict=True))
+        images = dict(zip(stats.classes, stats.class_images or [], strict=True))
         answer = class_answer(
             names,
             np.asarray([images[name] for name in names]),
             m,
-            np.asarray(stats["firing_rate"]),
-            np.asarray(stats["dead"]),
+            np.asarray(stats.firing_rate),
+            np.asarray(stats.dead),
             threshold,
             _check_top(top),
         )
@@ -130,7 +131,7 @@ class AnalysisServicer(analysis_service_pb2_grpc.AnalysisServiceServicer):
         )
         response = apb.GetClassAnswerResponse(
             layer=request.layer,
-            images_scanned=stats["images"],
+            images_scanned=stats.images,
             channels=answer.channels,
             dead=answer.dead,
             non_selective=answer.non_selective,
@@ -144,11 +145,13 @@ class AnalysisServicer(analysis_service_pb2_grpc.AnalysisServiceServicer):
                     images=entry.images,
                     selective_channels=entry.selective_channels,
                     top_channels=[_channel(c) for c in entry.top_channels],
-                    selective_details=[_channel(c) for c in entry.selective_details],
+                    selective_details=[_channel(c) for c in entry.selective],
                 )
             )
-        for a, b, similarity in answer.confusable:
-            response.confusable.append(apb.ConfusablePair(classes=[a, b], similarity=similarity))
+        for pair in answer.confusable:
+            response.confusable.append(
+                apb.ConfusablePair(classes=pair.classes, similarity=pair.similarity)
+            )
         return response
 
     @rpc
@@ -212,16 +215,16 @@ class AnalysisServicer(analysis_service_pb2_grpc.AnalysisServiceServicer):
                 f"{list(shape_b)} in model {b.model!r}; compare needs the same shape",
                 layer=request.layer,
             )
-        channels = len(stats_a["mean"])
-        k = min(a.k, b.k, max(stats_a["images"], 1))
+        channels = stats_a.channels
+        k = min(a.k, b.k, max(stats_a.images, 1))
         top_a = [self._top_images(a, request.layer, c, k) for c in range(channels)]
         top_b = [self._top_images(b, request.layer, c, k) for c in range(channels)]
         changes = compare_channels(
             top_a,
             top_b,
             k,
-            (stats_a["firing_rate"], stats_b["firing_rate"]),
-            (stats_a["mean"], stats_b["mean"]),
+            (stats_a.firing_rate, stats_b.firing_rate),
+            (stats_a.mean, stats_b.mean),
         )
         response = apb.CompareScansResponse(layer=request.layer, k=k)
         response.scan_a.CopyFrom(scan_to_proto(a))

@@ -8,6 +8,7 @@ from google.protobuf import any_pb2, timestamp_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from maxact.common.kinds import RenderMode
+from maxact.common.statistics import LayerStatistics
 from maxact.server.data.preprocess import Preprocessing, ResolvedPreprocessing, parse_mapping
 from maxact.server.errors import ERROR_DOMAIN, ServiceError
 from maxact.server.jobs.store import ScanError, ScanRecord
@@ -179,31 +180,32 @@ def scan_to_proto(record: ScanRecord) -> scan_service_pb2.Scan:
     return message
 
 
-def statistics_to_proto(stats: dict[str, Any]) -> neuron_service_pb2.GetLayerStatisticsResponse:
-    """A layer's stored statistics document (see ScanJobs._statistics) as the response."""
+def statistics_to_proto(stats: LayerStatistics) -> neuron_service_pb2.GetLayerStatisticsResponse:
+    """A layer's stored statistics as the response."""
     npb = neuron_service_pb2
-    classes = stats["classes"]
-    response = npb.GetLayerStatisticsResponse(images_scanned=stats["images"])
-    for channel, mean in enumerate(stats["mean"]):
+    classes = stats.classes
+    response = npb.GetLayerStatisticsResponse(images_scanned=stats.images)
+    for channel, mean in enumerate(stats.mean):
+        largest = stats.max[channel]
         message = npb.ChannelStatistics(
             channel=channel,
             mean_max=mean,
-            max_max=stats["max"][channel] if stats["max"][channel] is not None else 0.0,
-            firing_rate=stats["firing_rate"][channel],
-            dead=stats["dead"][channel],
+            max_max=largest if largest is not None else 0.0,
+            firing_rate=stats.firing_rate[channel],
+            dead=stats.dead[channel],
         )
-        if "selectivity" in stats:
-            message.selectivity = stats["selectivity"][channel]
-            message.preferred_class = classes[stats["preferred_class"][channel]]
+        if stats.selectivity is not None and stats.preferred_class is not None:
+            message.selectivity = stats.selectivity[channel]
+            message.preferred_class = classes[stats.preferred_class[channel]]
             for class_index, name in enumerate(classes):
-                value = stats["class_mean"][class_index][channel]
+                value = stats.class_mean[class_index][channel] if stats.class_mean else None
                 if value is not None:
                     message.class_mean[name] = value
-        if "top_class_histogram" in stats:
-            for class_index, count in enumerate(stats["top_class_histogram"][channel]):
+        if stats.top_class_histogram is not None:
+            for class_index, count in enumerate(stats.top_class_histogram[channel]):
                 if count:
                     message.top_class_histogram[classes[class_index]] = count
         response.channels.append(message)
-    for name, channels in (stats.get("top_units_per_class") or {}).items():
+    for name, channels in (stats.top_units_per_class or {}).items():
         response.top_channels_per_class[name].channels.extend(channels)
     return response
