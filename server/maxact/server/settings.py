@@ -118,8 +118,9 @@ class ServeSettings(BaseSettings):
     session_cache_mb: int = setting(
         DEFAULT_SESSION_CACHE_BYTES // MIB,
         Group.SCANS,
-        "memory budget of cached onnxruntime sessions, estimated (MiB)",
-        gt=0,
+        "memory budget of cached onnxruntime sessions, estimated (MiB; 0: keep only the "
+        "session in use)",
+        ge=0,
     )
     cache_dir: Path | None = setting(
         None,

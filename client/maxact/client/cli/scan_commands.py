@@ -24,7 +24,7 @@ from maxact.client.json_out import scan_json, scans_json
 from maxact.client.progress import ProgressBar
 from maxact.client.scans import ScanInfo
 from maxact.common.defaults import DEFAULT_K, capped_k
-from maxact.common.kinds import RENDER_MODES, TopKMode
+from maxact.common.kinds import RENDER_MODES, ScanState, TopKMode
 from maxact.common.preprocessing import add_preprocessing_arguments, preprocessing_from_args
 from maxact.common.resources import scan_id
 
@@ -235,7 +235,7 @@ def follow(client: Any, info: ScanInfo, stream: Any = None) -> ScanInfo:
 
 def _ended(info: ScanInfo) -> int:
     """Exit status of a scan followed to its end: 0 only when it succeeded."""
-    if info.state == "succeeded":
+    if info.state == ScanState.SUCCEEDED:
         return EXIT_OK
     detail = f": {info.error}" if info.error else ""
     print(f"maxact: error: scan {info.id} {info.state}{detail}", file=sys.stderr)

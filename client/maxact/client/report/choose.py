@@ -42,6 +42,6 @@ def patch_format(layer: t.LayerInfo | None, render: str, patch_size: int) -> str
     if patch_size <= 0:
         return "png"
     size = field_size(layer)
-    if render == "rf" and size is not None and size * PIXEL_ART_FACTOR <= patch_size:
+    if render == RenderMode.RF and size is not None and size * PIXEL_ART_FACTOR <= patch_size:
         return "png"
     return "jpeg"

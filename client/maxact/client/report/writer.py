@@ -40,7 +40,7 @@ from maxact.client.report.layer_writer import (
 )
 from maxact.client.scans import LayerStatistics, ScanInfo
 from maxact.common.defaults import DEFAULT_K, capped_k
-from maxact.common.kinds import RENDER_MODES
+from maxact.common.kinds import RENDER_MODES, RenderMode
 
 __all__ = [
     "OVERVIEW_COLUMNS",
@@ -257,7 +257,7 @@ def write_report(
     for name in ctx.scan.layers:
         info = ctx.layer(name)
         mode = render or default_render(info, ctx.size)
-        if mode != "rf" and (info is None or not info.has_spatial_field):
+        if mode != RenderMode.RF and (info is None or not info.has_spatial_field):
             mode = "rf"  # heatmap / mask need a spatial map: a flat layer's patch is the image
         folder = out / "layers" / ctx.folders[name]
         folder.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 import numpy as np
 
-from maxact.common.kinds import TopKKind
+from maxact.common.kinds import ScanState, TopKKind
 from maxact.common.statistics import LayerStatistics
 from maxact.server.analysis.classes import class_answer
 from maxact.server.analysis.compare import compare_channels
@@ -31,7 +31,7 @@ MAX_TOP = 1000
 
 def _finished(jobs: ScanJobs, name: str) -> ScanRecord:
     record = jobs.get(scan_id_from(name))
-    if record.state != "succeeded":
+    if record.state != ScanState.SUCCEEDED:
         raise failed_precondition(
             "SCAN_NOT_FINISHED",
             f"scan '{record.name}' is {record.state}; this question needs a finished scan",
