@@ -8,7 +8,9 @@ is supported.)
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import Enum
+from typing import TypeVar
 
 from maxact.v1 import common_pb2, scan_service_pb2, topk_service_pb2
 
@@ -27,6 +29,17 @@ class _Word(str, Enum):
         return format(str(self.value), spec)
 
 
+W = TypeVar("W", bound=_Word)
+
+
+def _word_of(table: Mapping[W, int], value: int, what: str) -> W:
+    """The word whose proto number is `value`; ValueError naming `what` for unknown numbers."""
+    for word, number in table.items():
+        if number == value:
+            return word
+    raise ValueError(f"unknown {what} {value}")
+
+
 class TopKMode(_Word):
     """IMAGE: at most one entry per image; POSITION: the top units anywhere, overlapping
     receptive fields suppressed."""
@@ -42,10 +55,7 @@ class TopKMode(_Word):
         """TOP_K_MODE_UNSPECIFIED means the default, IMAGE; unknown numbers raise ValueError."""
         if value == topk_service_pb2.TOP_K_MODE_UNSPECIFIED:
             return cls.IMAGE
-        for mode, number in _MODE_TO_PROTO.items():
-            if number == value:
-                return mode
-        raise ValueError(f"unknown top-k mode {value}")
+        return _word_of(_MODE_TO_PROTO, value, "top-k mode")
 
 
 _MODE_TO_PROTO = {
@@ -86,10 +96,7 @@ class ScanState(_Word):
 
     @classmethod
     def from_proto(cls, value: int) -> ScanState:
-        for state, number in _STATE_TO_PROTO.items():
-            if number == value:
-                return state
-        raise ValueError(f"unknown scan state {value}")
+        return _word_of(_STATE_TO_PROTO, value, "scan state")
 
 
 FINISHED_STATES = frozenset({ScanState.SUCCEEDED, ScanState.FAILED, ScanState.CANCELLED})
@@ -159,10 +166,7 @@ class RenderMode(_Word):
         """PATCH_RENDER_UNSPECIFIED means the default, RF; unknown numbers raise ValueError."""
         if value == common_pb2.PATCH_RENDER_UNSPECIFIED:
             return cls.RF
-        for mode, number in _RENDER_TO_PROTO.items():
-            if number == value:
-                return mode
-        raise ValueError(f"unknown patch render {value}")
+        return _word_of(_RENDER_TO_PROTO, value, "patch render")
 
 
 _RENDER_TO_PROTO = {
