@@ -99,3 +99,21 @@ def test_in_process_settings_ignore_the_environment_and_refuse_unknown_names(
     assert settings.max_running_scans == 3  # settable in-process now
     with pytest.raises(ValidationError, match="checkpoint_imagez"):
         ServeSettings.in_process(model_root="m", checkpoint_imagez=1)
+
+
+@pytest.mark.usefixtures("clean_environment")
+def test_the_health_probe_reads_serves_variables_with_serves_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from maxact.server.settings import ProbeSettings
+
+    served = parse_args(["--model-root", "m"])
+    probe = ProbeSettings()
+    for name in ProbeSettings.model_fields:
+        assert getattr(probe, name) == getattr(served, name)
+        assert (
+            ServeSettings.model_fields[name].annotation
+            == ProbeSettings.model_fields[name].annotation
+        )
+    monkeypatch.setenv("MAXACT_PORT", "6001")
+    assert ProbeSettings().port == parse_args(["--model-root", "m"]).port == 6001

@@ -146,7 +146,7 @@ def _build_state(config: ServerConfig) -> ServerState:
     """The process-wide settings (device, limits) and the model registry and datasets every
     servicer shares; leftovers of uploads an earlier run left half done are removed first."""
     providers_for(config.settings.device)  # decide the device (and log it) once, up front
-    limits.configure(config.settings.limits())
+    limits.configure(limits.Limits.of(config.settings))
     remove_stale_uploads(config.settings.model_root)
     remove_stale_incoming(config.settings.data_root)
     return ServerState(

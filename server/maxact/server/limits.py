@@ -18,10 +18,15 @@ import grpc
 from PIL import Image
 
 from maxact.server.errors import ServiceError, invalid_argument
+from maxact.server.settings import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    DEFAULT_MAX_INPUT_PIXELS,
+    DEFAULT_MAX_REQUEST_MB,
+    MIB,
+    ServeSettings,
+)
 
-DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
-DEFAULT_MAX_INPUT_PIXELS = 2048 * 2048
-DEFAULT_MAX_REQUEST_BYTES = 512 * 1024 * 1024
+DEFAULT_MAX_REQUEST_BYTES = DEFAULT_MAX_REQUEST_MB * MIB
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,11 @@ class Limits:
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     max_input_pixels: int = DEFAULT_MAX_INPUT_PIXELS
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+
+    @classmethod
+    def of(cls, settings: ServeSettings) -> Limits:
+        """The bounds `maxact serve` (or an in-process server) was given."""
+        return cls(settings.max_image_pixels, settings.max_input_pixels, settings.max_request_bytes)
 
 
 _current = Limits()

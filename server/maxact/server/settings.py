@@ -19,16 +19,19 @@ from typing import Any, Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from maxact.server import limits
-from maxact.server.jobs.scan_jobs import DEFAULT_CHECKPOINT_IMAGES
-from maxact.server.jobs.shard_work import DEFAULT_SHARD_IMAGES
-from maxact.server.models.sessions import DEFAULT_MAX_BYTES as DEFAULT_SESSION_CACHE_BYTES
-
 ENV_PREFIX = "MAXACT_"
 DEFAULT_PORT = 50051
 MIB = 1024 * 1024
 GIB = 1024 * MIB
+# The defaults live here (this module imports nothing of the server, so every module can read
+# its own default from it); the modules that use them import them from here.
 DEFAULT_MAX_UPLOAD_MB = 2048
+DEFAULT_CHECKPOINT_IMAGES = 256
+DEFAULT_SHARD_IMAGES = 256
+DEFAULT_SESSION_CACHE_MB = 2048
+DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
+DEFAULT_MAX_INPUT_PIXELS = 2048 * 2048
+DEFAULT_MAX_REQUEST_MB = 512
 # Beyond this many maxact calls in flight the admission interceptor answers RESOURCE_EXHAUSTED
 # instead of queueing without bound (each scan holds threads and memory; a flood must not take
 # the server down); health and reflection are always answered.
@@ -116,7 +119,7 @@ class ServeSettings(BaseSettings):
         "auto", Group.SCANS, "onnxruntime device; auto: CUDA when available, else CPU"
     )
     session_cache_mb: int = setting(
-        DEFAULT_SESSION_CACHE_BYTES // MIB,
+        DEFAULT_SESSION_CACHE_MB,
         Group.SCANS,
         "memory budget of cached onnxruntime sessions, estimated (MiB; 0: keep only the "
         "session in use)",
@@ -161,19 +164,19 @@ class ServeSettings(BaseSettings):
         DEFAULT_MAX_UPLOAD_MB, Group.LIMITS, "largest model upload accepted (MiB)", gt=0
     )
     max_image_pixels: int = setting(
-        limits.DEFAULT_MAX_IMAGE_PIXELS,
+        DEFAULT_MAX_IMAGE_PIXELS,
         Group.LIMITS,
         "largest image decoded, in pixels, read from its header",
         gt=0,
     )
     max_input_pixels: int = setting(
-        limits.DEFAULT_MAX_INPUT_PIXELS,
+        DEFAULT_MAX_INPUT_PIXELS,
         Group.LIMITS,
         "largest model input (and resized image before a crop), in pixels",
         gt=0,
     )
     max_request_mb: float = setting(
-        limits.DEFAULT_MAX_REQUEST_BYTES // MIB,
+        DEFAULT_MAX_REQUEST_MB,
         Group.LIMITS,
         "bytes of client-streamed images one request may hold at once (MiB)",
         gt=0,
@@ -220,13 +223,9 @@ class ServeSettings(BaseSettings):
     def store_max_bytes(self) -> int | None:
         return int(self.store_max_mb * MIB) if self.store_max_mb is not None else None
 
-    def limits(self) -> limits.Limits:
-        """The per-request bounds the process installs (see maxact.server.limits)."""
-        return limits.Limits(
-            max_image_pixels=self.max_image_pixels,
-            max_input_pixels=self.max_input_pixels,
-            max_request_bytes=int(self.max_request_mb * MIB),
-        )
+    @property
+    def max_request_bytes(self) -> int:
+        return int(self.max_request_mb * MIB)
 
 
 class _InProcessSettings(ServeSettings):
@@ -242,6 +241,16 @@ class _InProcessSettings(ServeSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings,)
+
+
+class ProbeSettings(BaseSettings):
+    """The part of ServeSettings a local health probe reads (the container's HEALTHCHECK):
+    the same fields, variables and defaults, without the ones a probe does not need."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_ignore_empty=True)
+
+    port: int = DEFAULT_PORT
+    tls_cert: Path | None = None
 
 
 # Where an in-process server deliberately differs from `maxact serve`: a free port, so tests

@@ -41,7 +41,6 @@ from maxact.server.errors import (
     not_found,
 )
 from maxact.server.jobs.shard_work import (
-    DEFAULT_SHARD_IMAGES,
     LocalShardExecutor,
     ShardExecutor,
     ShardResult,
@@ -66,6 +65,7 @@ from maxact.server.paths import check_name
 from maxact.server.scan.engine import EngineCallbacks, EngineCancelled, ScanEngine
 from maxact.server.scan.layer import LayerReducer, ReduceOptions
 from maxact.server.scan.reducers import check_k
+from maxact.server.settings import DEFAULT_CHECKPOINT_IMAGES, DEFAULT_SHARD_IMAGES
 
 log = logging.getLogger("maxact.server")
 
@@ -73,8 +73,6 @@ MAX_LAYERS = 16
 MAX_REQUEST_ID = 128
 # how long DeleteScan waits for a running scan's worker to stop
 DELETE_WAIT_SECONDS = 30.0
-# a running scan saves its reducers after this many images (`maxact serve --checkpoint-images`)
-DEFAULT_CHECKPOINT_IMAGES = 256
 
 
 @dataclass

@@ -25,8 +25,6 @@ from maxact.server.models.registry import LayerEntry, LoadedModel, ModelRegistry
 from maxact.server.scan.engine import EngineCallbacks, EngineCancelled, ScanEngine
 from maxact.server.scan.layer import ReduceOptions
 
-DEFAULT_SHARD_IMAGES = 256
-
 LayerStates = dict[str, dict[str, np.ndarray]]
 
 

@@ -13,7 +13,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any
 
-DEFAULT_MAX_BYTES = 2 * 1024**3
+from maxact.server.settings import DEFAULT_SESSION_CACHE_MB, MIB
+
+DEFAULT_MAX_BYTES = DEFAULT_SESSION_CACHE_MB * MIB
 COST_FACTOR = 2
 
 
