@@ -145,19 +145,16 @@ async def build_server(config: ServerConfig) -> BuiltServer:
 def _build_state(config: ServerConfig) -> ServerState:
     """The process-wide settings (device, limits) and the model registry and datasets every
     servicer shares; leftovers of uploads an earlier run left half done are removed first."""
-    providers_for(config.settings.device)  # decide the device (and log it) once, up front
-    limits.configure(limits.Limits.of(config.settings))
-    remove_stale_uploads(config.settings.model_root)
-    remove_stale_incoming(config.settings.data_root)
+    settings = config.settings
+    providers_for(settings.device)  # decide the device (and log it) once, up front
+    limits.configure(limits.Limits.of(settings))
+    remove_stale_uploads(settings.model_root)
+    remove_stale_incoming(settings.data_root)
     return ServerState(
-        models=ModelRegistry(
-            config.settings.model_root, config.settings.device, config.settings.session_cache_bytes
-        ),
+        models=ModelRegistry(settings.model_root, settings.device, settings.session_cache_bytes),
         datasets=DatasetCatalog(
-            config.settings.data_root,
-            InputCache(config.settings.cache_dir, config.settings.cache_bytes)
-            if config.settings.cache_dir
-            else None,
+            settings.data_root,
+            InputCache(settings.cache_dir, settings.cache_bytes) if settings.cache_dir else None,
         ),
     )
 
@@ -167,28 +164,27 @@ async def _build_jobs(
 ) -> tuple[ScanJobs, RayCluster | None]:
     """The persisted scans on their store, run locally or on the Ray cluster (connected here,
     off the event loop: connecting blocks)."""
-    store_path = (
-        config.settings.store or Path(tempfile.mkdtemp(prefix="maxact-store-")) / "store.sqlite"
-    )
+    settings = config.settings
+    store_path = settings.store or Path(tempfile.mkdtemp(prefix="maxact-store-")) / "store.sqlite"
     ray = None
-    if config.settings.ray_address:
+    if settings.ray_address:
         ray = await asyncio.to_thread(
             RayCluster,
-            config.settings.ray_address,
-            config.settings.model_root,
-            config.settings.data_root,
-            config.settings.device,
-            config.settings.ray_workers,
-            config.settings.ray_worker_cpus,
+            settings.ray_address,
+            settings.model_root,
+            settings.data_root,
+            settings.device,
+            settings.ray_workers,
+            settings.ray_worker_cpus,
         )
     jobs = ScanJobs(
-        Store.open(store_path, config.settings.store_max_bytes),
+        Store.open(store_path, settings.store_max_bytes),
         state.models,
         state.datasets,
-        config.settings.max_running_scans,
-        config.settings.checkpoint_images,
+        settings.max_running_scans,
+        settings.checkpoint_images,
         shard_executor=ray.executor if ray is not None else None,
-        shard_images=config.settings.shard_images,
+        shard_images=settings.shard_images,
     )
     return jobs, ray
 
