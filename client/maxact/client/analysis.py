@@ -9,6 +9,7 @@ import grpc
 
 from maxact.client import convert
 from maxact.client import types as t
+from maxact.common.defaults import DEFAULT_SELECTIVE, DEFAULT_TOP_CHANNELS
 from maxact.common.resources import scan_id, scan_name
 from maxact.v1 import analysis_service_pb2 as apb
 from maxact.v1 import analysis_service_pb2_grpc
@@ -31,7 +32,11 @@ class AnalysisCalls:
         self._call = call
 
     def classes(
-        self, scan: str, layer: str, selective: float = 0.5, top: int = 10
+        self,
+        scan: str,
+        layer: str,
+        selective: float = DEFAULT_SELECTIVE,
+        top: int = DEFAULT_TOP_CHANNELS,
     ) -> t.LayerClassAnswer:
         """Dead and non-selective channels, each class's selective and top channels, the
         uncovered classes and the most confusable class pairs of `layer`."""
@@ -66,7 +71,13 @@ class AnalysisCalls:
         )
 
     def class_channels(
-        self, scan: str, layer: str, class_name: str, top: int = 10, k: int = 0, patch_size: int = 0
+        self,
+        scan: str,
+        layer: str,
+        class_name: str,
+        top: int = DEFAULT_TOP_CHANNELS,
+        k: int = 0,
+        patch_size: int = 0,
     ) -> t.ClassChannels:
         """The `top` channels that fire most for `class_name`, each with its top-k patches."""
         response = self._call(

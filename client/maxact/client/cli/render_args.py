@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from maxact.client.cli.common import nonnegative_int
+from maxact.common.defaults import DEFAULT_MASK_QUANTILE
 from maxact.common.kinds import RENDER_MODES
 
 
@@ -36,7 +37,8 @@ def add_render_arguments(parser: argparse.ArgumentParser) -> None:
         type=_quantile,
         default=None,
         metavar="Q",
-        help="--render mask: per-image quantile of the upsampled activation (default 0.95)",
+        help="--render mask: per-image quantile of the upsampled activation "
+        f"(default {DEFAULT_MASK_QUANTILE})",
     )
     group.add_argument(
         "--patch-size",

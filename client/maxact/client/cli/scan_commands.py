@@ -23,7 +23,7 @@ from maxact.client.cli.render_args import add_render_arguments, render_options_f
 from maxact.client.json_out import scan_json, scans_json
 from maxact.client.progress import ProgressBar
 from maxact.client.scans import ScanInfo
-from maxact.common.defaults import DEFAULT_K, capped_k
+from maxact.common.defaults import DEFAULT_K, DEFAULT_MASK_QUANTILE, capped_k
 from maxact.common.kinds import RENDER_MODES, ScanState, TopKMode
 from maxact.common.preprocessing import add_preprocessing_arguments, preprocessing_from_args
 from maxact.common.resources import scan_id
@@ -196,7 +196,8 @@ def _add_report(commands: Any) -> None:
         type=float,
         default=None,
         metavar="Q",
-        help="--render mask: per-image quantile of the activation map (default 0.95)",
+        help="--render mask: per-image quantile of the activation map "
+        f"(default {DEFAULT_MASK_QUANTILE})",
     )
     report.add_argument(
         "--force",

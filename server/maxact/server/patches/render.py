@@ -38,6 +38,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
+from maxact.common.defaults import DEFAULT_MASK_QUANTILE
 from maxact.common.kinds import RENDER_MODES, RenderMode
 from maxact.server.data.preprocess import Geometry, ResolvedPreprocessing, to_rgb
 from maxact.server.errors import failed_precondition, invalid_argument
@@ -48,7 +49,6 @@ from maxact.server.scan.layer import channels_first
 if TYPE_CHECKING:
     from maxact.server.models.registry import LoadedModel
 
-DEFAULT_MASK_QUANTILE = 0.95
 MAX_PATCH_SIZE = 2048
 # An unclipped field can be far larger than the image (deep layers, big photos resized down):
 # grey-bordered and heatmap patches are scaled down to at most this many pixels (a plain crop

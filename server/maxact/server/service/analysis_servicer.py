@@ -9,6 +9,7 @@ from typing import Any
 import grpc
 import numpy as np
 
+from maxact.common.defaults import DEFAULT_SELECTIVE, DEFAULT_TOP_CHANNELS
 from maxact.common.kinds import ScanState, TopKKind
 from maxact.common.statistics import LayerStatistics
 from maxact.server.analysis.classes import class_answer
@@ -24,8 +25,6 @@ from maxact.v1 import analysis_service_pb2 as apb
 from maxact.v1 import analysis_service_pb2_grpc
 from maxact.v1 import neuron_service_pb2 as npb
 
-DEFAULT_SELECTIVE = 0.5
-DEFAULT_TOP = 10
 MAX_TOP = 1000
 
 
@@ -84,7 +83,7 @@ def _class_means(record: ScanRecord, stats: LayerStatistics) -> tuple[list[str],
 
 
 def _check_top(top: int) -> int:
-    top = top or DEFAULT_TOP
+    top = top or DEFAULT_TOP_CHANNELS
     if not 0 < top <= MAX_TOP:
         raise invalid_argument("INVALID_TOP", f"top must be in 1..{MAX_TOP}, got {top}")
     return top

@@ -7,12 +7,13 @@ from typing import Any
 from google.protobuf import any_pb2, timestamp_pb2
 from google.rpc import error_details_pb2, status_pb2
 
+from maxact.common.defaults import DEFAULT_MASK_QUANTILE
 from maxact.common.kinds import RenderMode
 from maxact.common.statistics import LayerStatistics
 from maxact.server.data.preprocess import Preprocessing, ResolvedPreprocessing, parse_mapping
 from maxact.server.errors import ERROR_DOMAIN, ServiceError
 from maxact.server.jobs.store import ScanError, ScanRecord
-from maxact.server.patches.render import DEFAULT_MASK_QUANTILE, RenderOptions
+from maxact.server.patches.render import RenderOptions
 from maxact.server.rf import AxisGeometry, TensorField
 from maxact.server.scan.neuron import Hit
 from maxact.v1 import common_pb2, neuron_service_pb2, scan_service_pb2, topk_service_pb2
