@@ -117,3 +117,11 @@ def test_the_health_probe_reads_serves_variables_with_serves_defaults(
         )
     monkeypatch.setenv("MAXACT_PORT", "6001")
     assert ProbeSettings().port == parse_args(["--model-root", "m"]).port == 6001
+
+
+def test_the_limits_read_from_the_settings_have_the_limits_defaults() -> None:
+    from maxact.server.limits import Limits
+
+    assert Limits.of(ServeSettings.in_process(model_root="m")) == Limits()
+    bound = ServeSettings.in_process(model_root="m", max_request_mb=0.5, max_input_pixels=99)
+    assert Limits.of(bound) == Limits(max_input_pixels=99, max_request_bytes=512 * 1024)

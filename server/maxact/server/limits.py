@@ -12,7 +12,7 @@ The limits are process-wide (one server per process; `build_server` installs its
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import grpc
 from PIL import Image
@@ -37,8 +37,10 @@ class Limits:
 
     @classmethod
     def of(cls, settings: ServeSettings) -> Limits:
-        """The bounds `maxact serve` (or an in-process server) was given."""
-        return cls(settings.max_image_pixels, settings.max_input_pixels, settings.max_request_bytes)
+        """The bounds `maxact serve` (or an in-process server) was given: each field read by
+        its name from the settings (a field there, or a property converting its unit), so a
+        new bound is a field here and a setting there."""
+        return cls(**{f.name: getattr(settings, f.name) for f in fields(cls)})
 
 
 _current = Limits()
