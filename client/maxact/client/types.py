@@ -6,6 +6,18 @@ from dataclasses import dataclass, field
 
 from maxact.common.class_answer import ClassAnswer, ClassChannel, ConfusablePair
 from maxact.common.preprocessing import Preprocessing
+from maxact.common.records import (  # re-exported: the client's typed results
+    DatasetSummary as DatasetSummary,
+)
+from maxact.common.records import (
+    ImageSkipped as ImageSkipped,
+)
+from maxact.common.records import (
+    ModelSummary as ModelSummary,
+)
+from maxact.common.records import (
+    TensorInfo as TensorInfo,
+)
 
 Interval = tuple[int, int]
 """Half-open [start, stop) of model-input pixels."""
@@ -58,15 +70,6 @@ class ReceptiveField:
 
 
 @dataclass(frozen=True)
-class TensorInfo:
-    """A model input or output; -1 marks a dynamic dimension."""
-
-    name: str
-    element_type: str
-    shape: tuple[int, ...]
-
-
-@dataclass(frozen=True)
 class LayerInfo:
     """A tensor a neuron can be chosen from; receptive_field is None when field_error says why."""
 
@@ -85,13 +88,6 @@ class LayerInfo:
         """True when patches can be cut for this layer (a spatial, derivable field)."""
         rf = self.receptive_field
         return rf is not None and rf.spatial and not self.field_error
-
-
-@dataclass(frozen=True)
-class ModelSummary:
-    name: str
-    size_bytes: int
-    loaded: bool
 
 
 @dataclass(frozen=True)
@@ -150,14 +146,6 @@ class FieldInfo:
 
 
 @dataclass(frozen=True)
-class DatasetSummary:
-    name: str
-    image_count: int
-    labels: tuple[str, ...] = ()
-    size_bytes: int = 0
-
-
-@dataclass(frozen=True)
 class Hit:
     """One ranked response; box is in ORIGINAL image pixels, input_box in model-input pixels."""
 
@@ -197,14 +185,6 @@ class Patch:
     png: bytes = field(repr=False)
     patch_box: BoxYX | None = None
     clipped_fraction: float = 0.0
-
-
-@dataclass(frozen=True)
-class ImageSkipped:
-    """An image the server could not read; it was skipped and the scan went on."""
-
-    image: str
-    reason: str
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,9 @@ from typing import Any
 from google.protobuf import timestamp_pb2
 from google.rpc import status_pb2
 
-from maxact.client.types import ImageSkipped
 from maxact.common.defaults import DEFAULT_MASK_QUANTILE
 from maxact.common.kinds import RenderMode, TopKMode
+from maxact.common.records import ImageSkipped
 from maxact.server.core import topk
 from maxact.server.core.neurons import StoredNeuron
 from maxact.server.data.preprocess import Preprocessing, ResolvedPreprocessing, parse_mapping

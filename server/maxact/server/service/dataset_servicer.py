@@ -7,7 +7,7 @@ import asyncio
 
 import grpc
 
-from maxact.client.types import DatasetSummary
+from maxact.common.records import DatasetSummary
 from maxact.server.core.datasets import Datasets
 from maxact.server.core.validate import ServerState
 from maxact.server.service.errors import rpc

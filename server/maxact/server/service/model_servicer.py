@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from maxact.client.types import ModelSummary, TensorInfo
+from maxact.common.records import ModelSummary, TensorInfo
 from maxact.server.core.models import Models, UploadHeader
 from maxact.server.core.validate import ServerState
 from maxact.server.errors import invalid_argument
