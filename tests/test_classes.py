@@ -22,7 +22,7 @@ from PIL import Image
 
 from maxact.client import Client, MaxactError
 from maxact.client.cli.main import main
-from maxact.client.preprocessing import Preprocessing
+from maxact.common.preprocessing import Preprocessing
 from tests.datasets import slow_scan
 from tests.onnx_models import detector_weights, finish, layer_outputs, save
 

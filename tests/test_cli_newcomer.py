@@ -72,25 +72,16 @@ def test_neuron_accepts_the_channel_as_positional_or_flag_but_not_two_different(
         neuron_channel(parser.parse_args(["neuron", "s", "L"]))
 
 
-def test_every_serve_flag_and_every_mode_option_has_help(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from maxact.server import app
+def test_every_serve_flag_and_every_mode_option_has_help() -> None:
+    from maxact.server.serve_flags import serve_parser
 
-    captured: dict[str, object] = {}
-    original = app.MaxactParser.parse_args
-
-    def keep(self, argv=None, namespace=None):  # type: ignore[no-untyped-def]
-        captured["parser"] = self  # the parser `maxact serve` builds
-        return original(self, argv, namespace)
-
-    monkeypatch.setattr(app.MaxactParser, "parse_args", keep)
-    app.parse_args(["--model-root", "m"])
-    parser = captured["parser"]
+    parser = serve_parser()  # the parser `maxact serve` builds
     missing = [
         action.option_strings
-        for action in parser._actions  # type: ignore[attr-defined]
-        if action.option_strings and action.dest != "help" and not action.help
+        for action in parser._actions
+        if action.option_strings
+        and action.dest != "help"
+        and not (action.help or "").split("[env ")[0].strip()
     ]
     assert missing == []
     commands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
@@ -129,7 +120,7 @@ def test_receptive_field_repr_is_one_short_line(client: Client, model_root: Path
 
 
 def test_the_suite_keeps_the_scan_store_out_of_the_home_folder() -> None:
-    from maxact.server.app import default_store_path
+    from maxact.server.settings import default_store_path
 
     store = default_store_path()
     assert not store.is_relative_to(Path.home() / ".local")

@@ -180,7 +180,7 @@ def test_report_progress_counts_channels() -> None:
 def test_report_of_a_dynamic_size_scan_describes_layers_at_the_size_the_scan_ran_at(
     narrow_scan: tuple[Client, str], tmp_path: Path
 ) -> None:
-    from maxact.client.preprocessing import Preprocessing
+    from maxact.common.preprocessing import Preprocessing
 
     client, _ = narrow_scan
     scan = client.scans.create(
@@ -220,7 +220,7 @@ def test_rf_patch_is_grey_only_past_the_photo_edge_and_shows_photo_pixels_outsid
     """The oracle: a grey canvas the size of patch_box with the photo pasted where it has
     pixels; unit (0, 0) reaches left of the centre crop (inside the 240x180 photo) and above
     the photo."""
-    from maxact.client.preprocessing import Preprocessing
+    from maxact.common.preprocessing import Preprocessing
 
     client, _ = narrow_scan
     prep = Preprocessing(resize_shorter=64, center_crop=(64, 64))

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from maxact.client import types as t
-from maxact.client.preprocessing import Preprocessing
+from maxact.common.preprocessing import Preprocessing
 
 
 def png_bytes(width: int, height: int, color: tuple[int, int, int]) -> bytes:

@@ -7,7 +7,7 @@ import argparse
 import pytest
 
 from maxact.client.demo.fetch import DEMO_PREPROCESSING
-from maxact.client.preprocessing import (
+from maxact.common.preprocessing import (
     Preprocessing,
     add_preprocessing_arguments,
     parse_number,

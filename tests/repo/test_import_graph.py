@@ -67,6 +67,30 @@ def test_the_cycle_finder_finds_a_cycle_and_only_the_cycle() -> None:
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
+def test_the_server_takes_its_vocabulary_from_common_not_from_the_client() -> None:
+    offending = sorted(
+        (source, target)
+        for source, targets in import_edges().items()
+        if source.startswith("maxact.server")
+        for target in targets
+        if target.startswith("maxact.client")
+    )
+    assert offending == []
+
+
+def test_common_imports_neither_the_client_nor_the_server() -> None:
+    edges = import_edges()
+    assert any(source.startswith("maxact.common.") for source in edges)
+    offending = sorted(
+        (source, target)
+        for source, targets in edges.items()
+        if source.startswith("maxact.common")
+        for target in targets
+        if target.startswith(("maxact.client", "maxact.server"))
+    )
+    assert offending == []
+
+
 def test_only_the_grpc_face_of_the_server_imports_grpc() -> None:
     assert grpc_importers_outside_the_face(external_imports()) == []
 

@@ -16,7 +16,6 @@ from PIL import Image
 
 from maxact.client import Client, Preprocessing
 from maxact.server.app import start_server
-from maxact.server.limits import Limits
 from tests.onnx_models import bright_square_model, save
 from tests.security.robust_helpers import dynamic_model, png_bytes, refused
 
@@ -94,14 +93,14 @@ def test_streamed_images_beyond_the_request_memory_bound_are_resource_exhausted(
     model_root: Path,
 ) -> None:
     save(bright_square_model(64), model_root, "net")
-    bound = Limits(max_request_bytes=200_000)
+    bound_mb = 200_000 / 2**20  # exact in binary: the server holds 200,000 bytes at most
     rng = np.random.default_rng(0)
     noise = []  # 8 noise PNGs of ~67 KB: all stay in the top 9, so all are held at once
     for i in range(8):
         buffer = io.BytesIO()
         Image.fromarray(rng.integers(0, 256, (150, 150, 3), np.uint8)).save(buffer, "PNG")
         noise.append((f"{i}.png", buffer.getvalue()))
-    running = start_server(model_root, port=0, device="cpu", server_limits=bound)
+    running = start_server(model_root, device="cpu", max_request_mb=bound_mb)
     with running, Client(running.address, timeout=60) as client:
         error = refused(
             lambda: client.topk_images("net", "conv1", 0, noise, k=9).result(),

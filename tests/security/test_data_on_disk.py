@@ -14,7 +14,6 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from maxact.client import Client, MaxactError
-from maxact.server import limits
 from maxact.server.app import start_server
 from maxact.v1 import topk_service_pb2, topk_service_pb2_grpc
 from tests.bad_data import (
@@ -201,9 +200,8 @@ def test_oversized_tar_members_and_parquet_cells_are_skipped_unread_naming_the_b
     cells = [*(d for _, d in good), *noise]
     names = [*keys[:3], *map(str, range(40))]
     write_parquet(data / "pq_group" / "p.parquet", names, cells, 3, compression="none")
-    bounded = limits.Limits(max_image_bytes=64 * 1024)
     with (
-        start_server(tmp_path / "models", data, device="cpu", server_limits=bounded) as server,
+        start_server(tmp_path / "models", data, device="cpu", max_image_bytes=64 * 1024) as server,
         Client(server.address, timeout=120) as client,
     ):
         for dataset, prefix, bad in (
@@ -260,11 +258,8 @@ def test_classes_count_only_labels_with_images_and_scans_over_the_bound_are_refu
     save(bright_square_model(32), tmp_path / "models", "net")
     rows = "".join(f"missing_{i}.png,class_{i}\n" for i in range(20_000))
     write_good(tmp_path / "data" / "many", "path,label\na.png,x\nb.png,y\nc.png,z\n" + rows)
-    bounded = limits.Limits(max_classes=2)
     with (
-        start_server(
-            tmp_path / "models", tmp_path / "data", device="cpu", server_limits=bounded
-        ) as server,
+        start_server(tmp_path / "models", tmp_path / "data", device="cpu", max_classes=2) as server,
         Client(server.address, timeout=120) as client,
     ):
         assert client.get_dataset("many").labels == ("x", "y", "z")
@@ -284,10 +279,12 @@ def test_class_statistics_over_their_byte_budget_are_refused_before_the_scan_all
     save(bright_square_model(32), tmp_path / "models", "net")
     write_good(tmp_path / "data" / "ds")
     # 2 classes x (2 + 2 channels) x 504 bytes = 4,032 bytes: over a 4,000-byte budget
-    bounded = limits.Limits(max_class_statistics_bytes=4000)
     with (
         start_server(
-            tmp_path / "models", tmp_path / "data", device="cpu", server_limits=bounded
+            tmp_path / "models",
+            tmp_path / "data",
+            device="cpu",
+            max_class_statistics_mb=4000 / 2**20,
         ) as server,
         Client(server.address, timeout=120) as client,
     ):
@@ -319,11 +316,8 @@ def test_keep_as_dataset_refuses_an_over_long_label_and_the_catalogue_still_list
 ) -> None:
     save(bright_square_model(32), tmp_path / "models", "net")
     write_good(tmp_path / "data" / "good")
-    bounded = limits.Limits(max_classes=5)
     with (
-        start_server(
-            tmp_path / "models", tmp_path / "data", device="cpu", server_limits=bounded
-        ) as server,
+        start_server(tmp_path / "models", tmp_path / "data", device="cpu", max_classes=5) as server,
         Client(server.address, timeout=120) as client,
     ):
         with pytest.raises(grpc.RpcError) as raised:

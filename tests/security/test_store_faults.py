@@ -15,8 +15,8 @@ import grpc
 import pytest
 
 from maxact.client import Client
-from maxact.client.kinds import TopKMode
-from maxact.server.app import RunningServer, ServerConfig, start_server
+from maxact.common.kinds import TopKMode
+from maxact.server.app import start_server
 from maxact.server.jobs.store import SCHEMA_VERSION, NewScan, Store, StoreError
 from tests.datasets import slow_scan, write_images
 from tests.onnx_models import heavy_cnn, save
@@ -108,15 +108,11 @@ def _full_server(tmp_path: Path, model_root: Path, data_root: Path, extra_pages:
     with sqlite3.connect(Store(path).path) as db:
         (pages,) = db.execute("PRAGMA page_count").fetchone()
         (page_size,) = db.execute("PRAGMA page_size").fetchone()
-    config = ServerConfig(
-        model_root,
-        data_root,
-        port=0,
-        device="cpu",
-        store=path,
-        store_max_bytes=(pages + extra_pages) * page_size,
+    store_max_mb = (pages + extra_pages) * page_size / 2**20  # page sizes are exact in MiB
+    running = start_server(
+        model_root, data_root, device="cpu", store=path, store_max_mb=store_max_mb
     )
-    return RunningServer(config), path
+    return running, path
 
 
 def test_a_full_store_fails_every_scan_with_the_reason_and_keeps_serving_reads(
@@ -140,8 +136,8 @@ def test_a_full_store_fails_every_scan_with_the_reason_and_keeps_serving_reads(
         assert {s.id for s in client.scans.list()} == {first.id, second.id}
         assert [m.name for m in client.list_models()] == ["heavy"]
 
-    restarted = RunningServer(  # a restart on the full store starts (was a traceback)
-        ServerConfig(model_root, data_root, port=0, device="cpu", store=path, store_max_bytes=1)
+    restarted = start_server(  # a restart on the full store starts (was a traceback)
+        model_root, data_root, device="cpu", store=path, store_max_mb=2**-20
     )
     with restarted, Client(restarted.address, timeout=60) as client:
         assert {s.state for s in client.scans.list()} == {"failed"}

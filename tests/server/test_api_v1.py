@@ -17,7 +17,7 @@ import grpc
 import pytest
 
 from maxact.client import Client
-from maxact.client.kinds import TopKMode
+from maxact.common.kinds import TopKMode
 from maxact.server.data.datasets import DatasetCatalog
 from maxact.server.data.preprocess import Preprocessing
 from maxact.server.errors import Code, ServiceError

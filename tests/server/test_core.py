@@ -11,7 +11,7 @@ import grpc
 import pytest
 from google.protobuf.message import Message
 
-from maxact.client.kinds import TopKMode
+from maxact.common.kinds import TopKMode
 from maxact.server.core.topk import (
     Done,
     PatchReady,

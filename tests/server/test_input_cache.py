@@ -107,7 +107,7 @@ def _served_with_cache(root: Path) -> Iterator[Client]:
             root / "data",
             device="cpu",
             cache_dir=root / "cache",
-            cache_bytes=10**8,
+            cache_gb=0.1,
         ) as running,
         Client(running.address, timeout=120) as client,
     ):

@@ -51,7 +51,7 @@ def _served(root: Path, cache_dir: Path) -> Iterator[tuple[Client, str]]:
     save(random_cnn(seed=4, size=SIZE), root / "models", "random")
     with (
         start_server(
-            root / "models", root / "data", device="cpu", cache_dir=cache_dir, cache_bytes=10**8
+            root / "models", root / "data", device="cpu", cache_dir=cache_dir, cache_gb=0.1
         ) as running,
         Client(running.address, timeout=60) as client,
     ):

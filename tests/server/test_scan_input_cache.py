@@ -58,7 +58,7 @@ def _serve(models: Path, data: Path, root: Path) -> RunningServer:
         device="cpu",
         store=root / "store.sqlite",
         cache_dir=root / "cache",
-        cache_bytes=10**8,
+        cache_gb=0.1,
         metrics_port=0,
     )
 

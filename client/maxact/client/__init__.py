@@ -3,7 +3,6 @@
 from maxact.client.client import DEFAULT_SERVER, Client
 from maxact.client.errors import MaxactError
 from maxact.client.images import collect_images
-from maxact.client.preprocessing import Preprocessing
 from maxact.client.stream import TopKStream
 from maxact.client.types import (
     ChannelGroup,
@@ -24,6 +23,7 @@ from maxact.client.types import (
     TopKEvent,
     TopKResult,
 )
+from maxact.common.preprocessing import Preprocessing
 
 __all__ = [
     "DEFAULT_SERVER",

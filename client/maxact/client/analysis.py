@@ -9,6 +9,8 @@ import grpc
 
 from maxact.client import convert
 from maxact.client import types as t
+from maxact.common.defaults import DEFAULT_SELECTIVE, DEFAULT_TOP_CHANNELS
+from maxact.common.resources import scan_id, scan_name
 from maxact.v1 import analysis_service_pb2 as apb
 from maxact.v1 import analysis_service_pb2_grpc
 
@@ -30,18 +32,22 @@ class AnalysisCalls:
         self._call = call
 
     def classes(
-        self, scan: str, layer: str, selective: float = 0.5, top: int = 10
+        self,
+        scan: str,
+        layer: str,
+        selective: float = DEFAULT_SELECTIVE,
+        top: int = DEFAULT_TOP_CHANNELS,
     ) -> t.LayerClassAnswer:
         """Dead and non-selective channels, each class's selective and top channels, the
         uncovered classes and the most confusable class pairs of `layer`."""
         response = self._call(
             self._stub.GetClassAnswer,
             apb.GetClassAnswerRequest(
-                scan=convert.scan_name(scan), layer=layer, selective_threshold=selective, top=top
+                scan=scan_name(scan), layer=layer, selective_threshold=selective, top=top
             ),
         )
         return t.LayerClassAnswer(
-            scan=convert.scan_id(response.scan.name),
+            scan=scan_id(response.scan.name),
             layer=response.layer,
             images_scanned=response.images_scanned,
             channels=response.channels,
@@ -65,13 +71,19 @@ class AnalysisCalls:
         )
 
     def class_channels(
-        self, scan: str, layer: str, class_name: str, top: int = 10, k: int = 0, patch_size: int = 0
+        self,
+        scan: str,
+        layer: str,
+        class_name: str,
+        top: int = DEFAULT_TOP_CHANNELS,
+        k: int = 0,
+        patch_size: int = 0,
     ) -> t.ClassChannels:
         """The `top` channels that fire most for `class_name`, each with its top-k patches."""
         response = self._call(
             self._stub.GetClassChannels,
             apb.GetClassChannelsRequest(
-                scan=convert.scan_name(scan),
+                scan=scan_name(scan),
                 layer=layer,
                 class_name=class_name,
                 top=top,
@@ -80,7 +92,7 @@ class AnalysisCalls:
             ),
         )
         return t.ClassChannels(
-            scan=convert.scan_id(response.scan.name),
+            scan=scan_id(response.scan.name),
             layer=layer,
             class_name=response.class_name,
             images=response.images,
@@ -97,12 +109,12 @@ class AnalysisCalls:
         response = self._call(
             self._stub.CompareScans,
             apb.CompareScansRequest(
-                scan_a=convert.scan_name(scan_a), scan_b=convert.scan_name(scan_b), layer=layer
+                scan_a=scan_name(scan_a), scan_b=scan_name(scan_b), layer=layer
             ),
         )
         return t.ScanComparison(
-            a=convert.scan_id(response.scan_a.name),
-            b=convert.scan_id(response.scan_b.name),
+            a=scan_id(response.scan_a.name),
+            b=scan_id(response.scan_b.name),
             layer=response.layer,
             k=response.k,
             channels=tuple(

@@ -13,15 +13,15 @@ from maxact.client import convert
 from maxact.client import types as t
 from maxact.client.analysis import AnalysisCalls
 from maxact.client.channel import MAX_MESSAGE_BYTES, open_channel, resolve_token
-from maxact.client.defaults import DEFAULT_K
 from maxact.client.errors import rpc_errors
 from maxact.client.images import ImageData, ImageRequests, as_images
-from maxact.client.kinds import TopKMode
 from maxact.client.pages import all_pages
-from maxact.client.preprocessing import Preprocessing
 from maxact.client.scans import ScanCalls
 from maxact.client.stream import TopKStream
 from maxact.client.upload import DEFAULT_CHUNK_BYTES, file_sha256, upload_requests
+from maxact.common.defaults import DEFAULT_K
+from maxact.common.kinds import TopKMode
+from maxact.common.preprocessing import Preprocessing
 from maxact.v1 import (
     common_pb2,
     dataset_service_pb2,

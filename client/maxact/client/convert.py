@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from maxact.client import types as t
-from maxact.client.kinds import TopKMode
-from maxact.client.preprocessing import Preprocessing
+from maxact.common.kinds import RENDER_MODES, RenderMode, TopKMode
+from maxact.common.preprocessing import Preprocessing
 from maxact.v1 import (
     common_pb2,
     dataset_service_pb2,
@@ -28,25 +28,8 @@ def _intervals(values: Iterable[common_pb2.Interval]) -> tuple[t.Interval, ...]:
     return tuple((int(i.start), int(i.stop)) for i in values)
 
 
-def scan_name(scan: str) -> str:
-    """A scan id or resource name -> the resource name `scans/<id>`."""
-    return scan if scan.startswith("scans/") else f"scans/{scan}"
-
-
-def scan_id(name: str) -> str:
-    """A scan's resource name `scans/<id>` -> its id."""
-    return name.removeprefix("scans/")
-
-
 def box(msg: common_pb2.Box) -> t.BoxYX:
     return (int(msg.y0), int(msg.x0), int(msg.y1), int(msg.x1))
-
-
-RENDERS = {
-    "rf": common_pb2.PATCH_RENDER_RF,
-    "heatmap": common_pb2.PATCH_RENDER_HEATMAP,
-    "mask": common_pb2.PATCH_RENDER_MASK,
-}
 
 
 def set_render(
@@ -57,9 +40,9 @@ def set_render(
 ) -> None:
     """Set the render fields of a TopKQuery or GetNeuronRequest (the server validates
     values)."""
-    if render not in RENDERS:
-        raise ValueError(f"render must be one of {sorted(RENDERS)}, not {render!r}")
-    message.render = RENDERS[render]
+    if render not in RENDER_MODES:
+        raise ValueError(f"render must be one of {sorted(RENDER_MODES)}, not {render!r}")
+    message.render = RenderMode(render).to_proto()
     if mask_quantile is not None:
         message.mask_quantile = mask_quantile
     message.patch_size = patch_size

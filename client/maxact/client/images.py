@@ -14,31 +14,11 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from maxact.common.image_files import walk_images
 from maxact.v1 import topk_service_pb2
-
-# The image files a folder contributes (client folders and server datasets alike).
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
 
 ImageData = bytes | str | os.PathLike[str]
 """What an image is sent from: its bytes, or a local path read when it is sent."""
-
-
-def walk_images(
-    root: Path, keep: Callable[[Path], bool] = lambda path: True
-) -> list[tuple[str, Path]]:
-    """(id, path) of the image files under `root`, recursively, in id (code-point) order: the
-    id is the '/'-joined path relative to `root`. Hidden files and folders are skipped, symlinked
-    folders are not entered, and `keep` may refuse more files."""
-    found: list[tuple[str, Path]] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for filename in filenames:
-            if filename.startswith(".") or Path(filename).suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            path = Path(dirpath) / filename
-            if keep(path):
-                found.append((path.relative_to(root).as_posix(), path))
-    return sorted(found, key=lambda item: item[0])
 
 
 def collect_images(paths: Iterable[str | os.PathLike[str]]) -> list[tuple[str, Path]]:

@@ -9,6 +9,7 @@ from typing import Any
 
 from maxact.client import types as t
 from maxact.client.scans import ScanInfo
+from maxact.common.kinds import RenderMode
 
 
 def number(value: float) -> int | float:
@@ -109,7 +110,7 @@ def patch_json(patch: t.Patch, patch_file: str | None = None, render: str = "rf"
     mask's box, original pixels) and `rf_box` the receptive field (clipped); otherwise `box`
     is the receptive field clipped to the image, which is what the patch shows."""
     doc = hit_json(patch.hit, patch_file)
-    if render == "mask" and patch.patch_box is not None:
+    if render == RenderMode.MASK and patch.patch_box is not None:
         doc["box"] = list(patch.patch_box)
         doc["rf_box"] = list(patch.hit.box)
     return doc

@@ -13,11 +13,12 @@ from google.protobuf import timestamp_pb2
 
 from maxact.client import convert
 from maxact.client import types as t
-from maxact.client.defaults import DEFAULT_K
 from maxact.client.errors import MaxactError, from_status, rpc_errors
-from maxact.client.kinds import ScanState, TopKMode
 from maxact.client.pages import all_pages
-from maxact.client.preprocessing import Preprocessing
+from maxact.common.defaults import DEFAULT_K
+from maxact.common.kinds import ScanState, TopKMode
+from maxact.common.preprocessing import Preprocessing
+from maxact.common.resources import scan_id, scan_name
 from maxact.v1 import (
     neuron_service_pb2,
     neuron_service_pb2_grpc,
@@ -61,7 +62,7 @@ class ScanInfo:
 
     @property
     def name(self) -> str:
-        return f"scans/{self.id}"
+        return scan_name(self.id)
 
     @property
     def finished(self) -> bool:
@@ -95,7 +96,7 @@ def _time(stamp: timestamp_pb2.Timestamp, is_set: bool) -> datetime | None:
 def scan_info(message: scan_service_pb2.Scan, preprocessing_warning: str = "") -> ScanInfo:
     failure = from_status(message.error) if message.HasField("error") else None
     return ScanInfo(
-        id=convert.scan_id(message.name),
+        id=scan_id(message.name),
         state=ScanState.from_proto(message.state),
         images_done=message.images_scanned,
         images_total=message.images_total,
@@ -159,18 +160,16 @@ class ScanCalls:
         return scan_info(response.scan, response.preprocessing_warning)
 
     def get(self, scan: str) -> ScanInfo:
-        request = scan_service_pb2.GetScanRequest(name=convert.scan_name(scan))
+        request = scan_service_pb2.GetScanRequest(name=scan_name(scan))
         return scan_info(self._call(self._scans.GetScan, request).scan)
 
     def cancel(self, scan: str) -> ScanInfo:
-        request = scan_service_pb2.CancelScanRequest(name=convert.scan_name(scan))
+        request = scan_service_pb2.CancelScanRequest(name=scan_name(scan))
         return scan_info(self._call(self._scans.CancelScan, request).scan)
 
     def delete(self, scan: str) -> None:
         """Remove the scan and its results (a running scan is cancelled first)."""
-        self._call(
-            self._scans.DeleteScan, scan_service_pb2.DeleteScanRequest(name=convert.scan_name(scan))
-        )
+        self._call(self._scans.DeleteScan, scan_service_pb2.DeleteScanRequest(name=scan_name(scan)))
 
     def list_page(self, page_size: int = 0, page_token: str = "") -> tuple[list[ScanInfo], str]:
         """One page of scans, newest first, and the next page's token ("" at the end)."""
@@ -184,7 +183,7 @@ class ScanCalls:
 
     def watch(self, scan: str) -> Iterator[ScanInfo]:
         """Yields the scan whenever its state or progress changes, until it is finished."""
-        request = scan_service_pb2.WatchScanRequest(name=convert.scan_name(scan))
+        request = scan_service_pb2.WatchScanRequest(name=scan_name(scan))
         with rpc_errors(self._server):
             for response in self._scans.WatchScan(request, timeout=self._timeout):
                 yield scan_info(response.scan)
@@ -208,7 +207,7 @@ class ScanCalls:
         image's `mask_quantile`, default 0.95); `patch_size` > 0 letterboxes every patch to
         that square."""
         request = neuron_service_pb2.GetNeuronRequest(
-            scan=convert.scan_name(scan),
+            scan=scan_name(scan),
             layer=layer,
             channel=channel,
             k=k,
@@ -221,9 +220,7 @@ class ScanCalls:
         return scan_info(response.scan), found, response.images_scanned
 
     def statistics(self, scan: str, layer: str) -> LayerStatistics:
-        request = neuron_service_pb2.GetLayerStatisticsRequest(
-            scan=convert.scan_name(scan), layer=layer
-        )
+        request = neuron_service_pb2.GetLayerStatisticsRequest(scan=scan_name(scan), layer=layer)
         response = self._call(self._neurons.GetLayerStatistics, request)
         return LayerStatistics(
             images_scanned=response.images_scanned,

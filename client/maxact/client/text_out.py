@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from maxact.client import types as t
 from maxact.client.json_out import number
-from maxact.client.preprocessing import Preprocessing
+from maxact.common.preprocessing import Preprocessing
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -4,7 +4,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from maxact.client.preprocessing import Preprocessing
+from maxact.common.class_answer import ClassAnswer as ClassAnswer
+from maxact.common.class_answer import ClassChannel as ClassChannel
+from maxact.common.class_answer import ConfusablePair as ConfusablePair
+from maxact.common.preprocessing import Preprocessing
+from maxact.common.records import (  # re-exported: the client's typed results
+    DatasetSummary as DatasetSummary,
+)
+from maxact.common.records import (
+    ImageSkipped as ImageSkipped,
+)
+from maxact.common.records import (
+    ModelSummary as ModelSummary,
+)
+from maxact.common.records import (
+    TensorInfo as TensorInfo,
+)
 
 Interval = tuple[int, int]
 """Half-open [start, stop) of model-input pixels."""
@@ -57,15 +72,6 @@ class ReceptiveField:
 
 
 @dataclass(frozen=True)
-class TensorInfo:
-    """A model input or output; -1 marks a dynamic dimension."""
-
-    name: str
-    element_type: str
-    shape: tuple[int, ...]
-
-
-@dataclass(frozen=True)
 class LayerInfo:
     """A tensor a neuron can be chosen from; receptive_field is None when field_error says why."""
 
@@ -84,13 +90,6 @@ class LayerInfo:
         """True when patches can be cut for this layer (a spatial, derivable field)."""
         rf = self.receptive_field
         return rf is not None and rf.spatial and not self.field_error
-
-
-@dataclass(frozen=True)
-class ModelSummary:
-    name: str
-    size_bytes: int
-    loaded: bool
 
 
 @dataclass(frozen=True)
@@ -149,15 +148,6 @@ class FieldInfo:
 
 
 @dataclass(frozen=True)
-class DatasetSummary:
-    name: str
-    image_count: int
-    labels: tuple[str, ...] = ()
-    size_bytes: int = 0
-    unreadable: str = ""  # why the server cannot read it (then no images); empty: readable
-
-
-@dataclass(frozen=True)
 class Hit:
     """One ranked response; box is in ORIGINAL image pixels, input_box in model-input pixels."""
 
@@ -200,14 +190,6 @@ class Patch:
 
 
 @dataclass(frozen=True)
-class ImageSkipped:
-    """An image the server could not read; it was skipped and the scan went on."""
-
-    image: str
-    reason: str
-
-
-@dataclass(frozen=True)
 class Done:
     images_scanned: int
     images_failed: int
@@ -244,32 +226,6 @@ class TopKResult:
 
 
 # ---------------------------------------------------------------- class answers, comparisons
-
-
-@dataclass(frozen=True)
-class ClassChannel:
-    """A channel seen from one class: `mean` = m[class][c], the class's mean of max(0, the
-    channel's per-image maximum); `contrast` = that minus the other classes' mean."""
-
-    channel: int
-    mean: float
-    contrast: float
-    selectivity: float
-
-
-@dataclass(frozen=True)
-class ClassAnswer:
-    name: str
-    images: int
-    selective_channels: tuple[int, ...]
-    top_channels: tuple[ClassChannel, ...]
-    selective: tuple[ClassChannel, ...] = ()  # the selective channels, by contrast
-
-
-@dataclass(frozen=True)
-class ConfusablePair:
-    classes: tuple[str, str]
-    similarity: float
 
 
 @dataclass(frozen=True)

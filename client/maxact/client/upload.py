@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from maxact.client.preprocessing import Preprocessing
+from maxact.common.preprocessing import Preprocessing
 from maxact.v1 import model_service_pb2
 
 DEFAULT_CHUNK_BYTES = 1024 * 1024

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import logging
@@ -13,47 +12,38 @@ import ssl
 import sys
 import tempfile
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from maxact.client.arguments import (
-    MaxactParser,
-    defaults_from_environment,
-    nonnegative_int,
-    positive_float,
-    positive_int,
-)
 from maxact.server import limits
-from maxact.server.core.models import DEFAULT_MAX_UPLOAD_BYTES
 from maxact.server.core.validate import ServerState
 from maxact.server.data.dataset_writer import remove_stale_incoming
 from maxact.server.data.datasets import DatasetCatalog
 from maxact.server.data.input_cache import InputCache
 from maxact.server.jobs.ray_connect import (
-    DEFAULT_RAY_CONNECT_SECONDS,
     RayConnectError,
     connect_within,
     host_and_port,
 )
 from maxact.server.jobs.ray_executor import RayCluster, import_ray
 from maxact.server.jobs.scan_jobs import ScanJobs
-from maxact.server.jobs.shard_work import DEFAULT_SHARD_IMAGES
 from maxact.server.jobs.store import Store, StoreError
 from maxact.server.models.registry import ModelRegistry
 from maxact.server.models.runtime import providers_for
-from maxact.server.models.sessions import DEFAULT_MAX_BYTES as DEFAULT_SESSION_CACHE_BYTES
 from maxact.server.models.upload import remove_stale_uploads
 from maxact.server.ops import memory
 from maxact.server.ops.admission import AdmissionInterceptor
 from maxact.server.ops.auth import BearerTokenInterceptor, read_token
 from maxact.server.ops.call_observer import ObservingInterceptor
 from maxact.server.ops.decode_guard import DecodeGuardInterceptor
-from maxact.server.ops.logs import LOG_FORMATS, configure_logging
+from maxact.server.ops.logs import configure_logging
 from maxact.server.ops.metrics import MetricsServer
+from maxact.server.serve_flags import parse_serve_args
 from maxact.server.service.analysis_servicer import AnalysisServicer
 from maxact.server.service.dataset_servicer import DatasetServicer
 from maxact.server.service.model_servicer import ModelServicer
@@ -61,6 +51,7 @@ from maxact.server.service.neuron_servicer import NeuronServicer
 from maxact.server.service.receptive_field_servicer import ReceptiveFieldServicer
 from maxact.server.service.scan_servicer import ScanServicer
 from maxact.server.service.topk_servicer import TopKServicer
+from maxact.server.settings import ServeSettings, default_store_path
 from maxact.v1 import (
     analysis_service_pb2,
     analysis_service_pb2_grpc,
@@ -80,12 +71,7 @@ from maxact.v1 import (
 
 log = logging.getLogger("maxact.server")
 
-DEFAULT_PORT = 50051
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-# Beyond this many maxact calls in flight the admission interceptor answers RESOURCE_EXHAUSTED
-# instead of queueing without bound (each scan holds threads and memory; a flood must not take
-# the server down); health and reflection are always answered.
-DEFAULT_MAX_CONCURRENT_RPCS = 64
 SERVICE_NAMES = [
     descriptor.services_by_name[name].full_name
     for descriptor, name in [
@@ -102,39 +88,18 @@ SERVICE_NAMES = [
 
 @dataclass(frozen=True)
 class ServerConfig:
-    model_root: Path
-    data_root: Path | None = None
-    host: str = "127.0.0.1"
-    port: int = DEFAULT_PORT
-    device: str = "auto"
+    """What a server is built from: its settings and the secrets they point to, read."""
+
+    settings: ServeSettings
     # Bearer token every RPC but health must carry; None: no authentication.
     auth_token: str | None = None
     # (certificate chain PEM, private key PEM) to serve TLS; None: plaintext.
     tls: tuple[bytes, bytes] | None = None
-    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
-    max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS
-    # SQLite file of persisted scans; None: a fresh temporary store (in-process servers).
-    store: Path | None = None
-    # Prometheus /metrics on this port (0: a free one); None: no metrics endpoint.
-    metrics_port: int | None = None
-    max_running_scans: int = 1
-    session_cache_bytes: int = DEFAULT_SESSION_CACHE_BYTES
-    # what the server's caches share (`ops.memory`); None: the process's current budget
-    # (MAXACT_MEMORY_BUDGET_MB, else a fraction of the machine's memory)
-    memory_budget_bytes: int | None = None
-    checkpoint_images: int = 256
-    # Ray cluster address ("auto" or host:port) to run persisted scans on; None: locally.
-    ray_address: str | None = None
-    ray_connect_seconds: float = DEFAULT_RAY_CONNECT_SECONDS  # then start-up fails
-    ray_workers: int = 0  # at most this many Ray workers per scan (0: as the cluster allows)
-    ray_worker_cpus: int = 1  # CPU cores per Ray worker on nodes without GPUs
-    shard_images: int = DEFAULT_SHARD_IMAGES  # images per shard of a Ray scan
-    # decoded-input cache (uint8 model inputs per dataset and geometry); None: no cache
-    cache_dir: Path | None = None
-    cache_bytes: int = 0
-    # largest size of the store file; None: as large as the disk allows
-    store_max_bytes: int | None = None
-    limits: limits.Limits = field(default_factory=limits.Limits)
+
+    @classmethod
+    def from_settings(cls, settings: ServeSettings) -> ServerConfig:
+        """The token and TLS files read and checked; ValueError/OSError say what is wrong."""
+        return cls(settings, *security_from_settings(settings))
 
 
 class StartupError(Exception):
@@ -169,11 +134,6 @@ class BuiltServer:
             self.metrics.stop()
 
 
-def default_store_path() -> Path:
-    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(state) / "maxact" / "store.sqlite"
-
-
 async def build_server(config: ServerConfig) -> BuiltServer:
     """A started server with every maxact service, health and reflection; returns the port."""
     state = _build_state(config)
@@ -187,31 +147,32 @@ async def build_server(config: ServerConfig) -> BuiltServer:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     await asyncio.to_thread(jobs.resume_unfinished)
     metrics = None
-    if config.metrics_port is not None:
-        metrics = MetricsServer(config.host, config.metrics_port)
-        log.info("metrics on http://%s:%d/metrics", config.host, metrics.port)
+    if config.settings.metrics_port is not None:
+        metrics = MetricsServer(config.settings.host, config.settings.metrics_port)
+        log.info("metrics on http://%s:%d/metrics", config.settings.host, metrics.port)
     return BuiltServer(server, port, jobs, health_servicer, metrics, ray)
 
 
 def _build_state(config: ServerConfig) -> ServerState:
     """The process-wide settings (device, limits) and the model registry and datasets every
     servicer shares; leftovers of uploads an earlier run left half done are removed first."""
-    providers_for(config.device)  # decide the device (and log it) once, up front
-    limits.configure(config.limits)
-    if config.memory_budget_bytes is not None:
-        memory.BUDGET.configure(config.memory_budget_bytes)
+    settings = config.settings
+    providers_for(settings.device)  # decide the device (and log it) once, up front
+    limits.configure(limits.Limits.of(settings))
+    if settings.memory_budget_bytes is not None:
+        memory.BUDGET.configure(settings.memory_budget_bytes)
     log.info(
         "memory budget %d MB (caches up to %d MB)",
         memory.BUDGET.total_bytes // 2**20,
         memory.BUDGET.cache_bytes // 2**20,
     )
-    remove_stale_uploads(config.model_root)
-    remove_stale_incoming(config.data_root)
+    remove_stale_uploads(settings.model_root)
+    remove_stale_incoming(settings.data_root)
     return ServerState(
-        models=ModelRegistry(config.model_root, config.device, config.session_cache_bytes),
+        models=ModelRegistry(settings.model_root, settings.device, settings.session_cache_bytes),
         datasets=DatasetCatalog(
-            config.data_root,
-            InputCache(config.cache_dir, config.cache_bytes) if config.cache_dir else None,
+            settings.data_root,
+            InputCache(settings.cache_dir, settings.cache_bytes) if settings.cache_dir else None,
         ),
     )
 
@@ -221,35 +182,36 @@ async def _build_jobs(
 ) -> tuple[ScanJobs, RayCluster | None]:
     """The persisted scans on their store, run locally or on the Ray cluster (connected here,
     off the event loop: connecting blocks)."""
-    store_path = config.store or Path(tempfile.mkdtemp(prefix="maxact-store-")) / "store.sqlite"
+    settings = config.settings
+    store_path = settings.store or Path(tempfile.mkdtemp(prefix="maxact-store-")) / "store.sqlite"
     ray = None
-    if config.ray_address:
-        address = config.ray_address
+    if settings.ray_address:
+        address = settings.ray_address
 
         def connect() -> RayCluster:
             return RayCluster(
                 address,
-                config.model_root,
-                config.data_root,
-                config.device,
-                config.ray_workers,
-                config.ray_worker_cpus,
+                settings.model_root,
+                settings.data_root,
+                settings.device,
+                settings.ray_workers,
+                settings.ray_worker_cpus,
             )
 
         try:
             ray = await asyncio.to_thread(
-                connect_within, connect, address, config.ray_connect_seconds
+                connect_within, connect, address, settings.ray_connect_seconds
             )
         except RayConnectError as exc:
             raise RayUnavailable(str(exc)) from None
     jobs = ScanJobs(
-        Store.open(store_path, config.store_max_bytes),
+        Store.open(store_path, settings.store_max_bytes),
         state.models,
         state.datasets,
-        config.max_running_scans,
-        config.checkpoint_images,
+        settings.max_running_scans,
+        settings.checkpoint_images,
         shard_executor=ray.executor if ray is not None else None,
-        shard_images=config.shard_images,
+        shard_images=settings.shard_images,
     )
     return jobs, ray
 
@@ -263,7 +225,7 @@ def _new_grpc_server(config: ServerConfig) -> grpc.aio.Server:
     if config.auth_token:
         interceptors.append(BearerTokenInterceptor(config.auth_token))
     # last: it wraps the real handlers, so refused (unauthenticated) calls take no slot
-    interceptors.append(AdmissionInterceptor(config.max_concurrent_rpcs))
+    interceptors.append(AdmissionInterceptor(config.settings.max_concurrent_rpcs))
     return grpc.aio.server(
         interceptors=interceptors,
         options=[
@@ -280,7 +242,7 @@ def _add_maxact_servicers(
     """Register the seven maxact services: the live ones on the shared state, the persisted
     ones on the scan jobs."""
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-        ModelServicer(state, config.max_upload_bytes), server
+        ModelServicer(state, config.settings.max_upload_bytes), server
     )
     receptive_field_service_pb2_grpc.add_ReceptiveFieldServiceServicer_to_server(
         ReceptiveFieldServicer(state), server
@@ -310,7 +272,7 @@ def _add_health_and_reflection(server: grpc.aio.Server) -> health.aio.HealthServ
 def _listen(server: grpc.aio.Server, config: ServerConfig) -> int:
     """Bind host:port (TLS when configured); the bound port, or StartupError saying what to
     change, since grpc itself only reports a failed bind as port 0 or a bare RuntimeError."""
-    address = f"{config.host}:{config.port}"
+    address = f"{config.settings.host}:{config.settings.port}"
     try:
         if config.tls is not None:
             cert_chain, private_key = config.tls
@@ -332,6 +294,7 @@ class RunningServer:
     """A server on its own event-loop thread, for tests and `maxact demo`."""
 
     def __init__(self, config: ServerConfig) -> None:
+        self.config = config
         self._loop = asyncio.new_event_loop()
         self._started = threading.Event()
         self._error: BaseException | None = None
@@ -382,329 +345,66 @@ class RunningServer:
 def start_server(
     model_root: Path,
     data_root: Path | None = None,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    device: str = "auto",
     *,
     auth_token: str | None = None,
     tls: tuple[bytes, bytes] | None = None,
-    max_upload_mb: int | None = None,
-    max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS,
-    store: Path | None = None,
-    checkpoint_images: int = 256,
-    metrics_port: int | None = None,
-    session_cache_mb: int | None = None,
-    memory_budget_mb: int | None = None,
-    ray_address: str | None = None,
-    ray_workers: int = 0,
-    ray_worker_cpus: int = 1,
-    shard_images: int = DEFAULT_SHARD_IMAGES,
-    server_limits: limits.Limits | None = None,
-    cache_dir: Path | None = None,
-    cache_bytes: int = 0,
+    **settings: Any,
 ) -> RunningServer:
-    """Start a server in this process (port 0: a free port); `.port`, `.address`, `.stop()`.
+    """Start a server in this process (on a free port); `.port`, `.address`, `.stop()`.
 
-    `tls` is (certificate chain PEM, private key PEM); `auth_token` turns on bearer tokens.
+    `settings` are ServeSettings fields (`device="cpu"`, `store=PATH`, `max_upload_mb=1`,
+    ...), with `maxact serve`'s defaults; `tls` is (certificate chain PEM, private key PEM);
+    `auth_token` turns on bearer tokens.
     """
-    return RunningServer(
-        ServerConfig(
-            Path(model_root),
-            Path(data_root) if data_root else None,
-            host,
-            port,
-            device,
-            auth_token=auth_token,
-            tls=tls,
-            max_upload_bytes=(
-                max_upload_mb * 1024 * 1024
-                if max_upload_mb is not None
-                else DEFAULT_MAX_UPLOAD_BYTES
-            ),
-            max_concurrent_rpcs=max_concurrent_rpcs,
-            store=Path(store) if store is not None else None,
-            checkpoint_images=checkpoint_images,
-            metrics_port=metrics_port,
-            session_cache_bytes=(
-                session_cache_mb * 1024 * 1024
-                if session_cache_mb is not None
-                else DEFAULT_SESSION_CACHE_BYTES
-            ),
-            memory_budget_bytes=(
-                memory_budget_mb * 1024 * 1024 if memory_budget_mb is not None else None
-            ),
-            ray_address=ray_address,
-            ray_workers=ray_workers,
-            ray_worker_cpus=ray_worker_cpus,
-            shard_images=shard_images,
-            limits=server_limits or limits.Limits(),
-            cache_dir=Path(cache_dir) if cache_dir is not None else None,
-            cache_bytes=cache_bytes,
-        )
-    )
+    resolved = ServeSettings.in_process(model_root=model_root, data_root=data_root, **settings)
+    config = ServerConfig.from_settings(resolved)
+    if auth_token is not None or tls is not None:
+        config = replace(config, auth_token=auth_token or config.auth_token, tls=tls or config.tls)
+    return RunningServer(config)
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
+def parse_args(argv: list[str]) -> ServeSettings:
     """The `maxact serve` flags, grouped by concern; each can also come from MAXACT_*."""
-    parser = MaxactParser(
-        prog="maxact serve",
-        description="Run the maxact server. Every option can also be given as the environment "
-        "variable named after it in brackets (the command line wins).",
-    )
-    _add_network_flags(parser.add_argument_group("network and security"))
-    _add_root_and_store_flags(parser.add_argument_group("models, datasets and the store"))
-    _add_scan_and_cache_flags(parser.add_argument_group("scans, sessions and caches"))
-    _add_ray_flags(parser.add_argument_group("Ray"))
-    _add_limit_flags(parser.add_argument_group("limits"))
-    _add_observability_flags(parser.add_argument_group("observability"))
-    defaults_from_environment(parser)  # after every group: it reads all of parser's actions
-    return parser.parse_args(argv)
+    return parse_serve_args(argv)
 
 
-def _add_network_flags(group: argparse._ArgumentGroup) -> None:
-    """Where the server listens and who may call it (bearer token, TLS)."""
-    group.add_argument(
-        "--host", default="127.0.0.1", help="address to listen on (default %(default)s)"
-    )
-    group.add_argument(
-        "--port",
-        type=nonnegative_int,
-        default=DEFAULT_PORT,
-        help="gRPC port (default %(default)s; 0: any free port, logged at start)",
-    )
-    group.add_argument(
-        "--auth-token-file",
-        type=Path,
-        help="require 'authorization: Bearer <token>' (the file's content) on every RPC but health",
-    )
-    group.add_argument("--tls-cert", type=Path, help="PEM certificate chain: serve TLS")
-    group.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
-
-
-def _add_root_and_store_flags(group: argparse._ArgumentGroup) -> None:
-    """What the server reads (models, datasets) and where it keeps persisted scans."""
-    group.add_argument(
-        "--model-root",
-        type=Path,
-        required=True,
-        help="folder of .onnx models (and NAME.preprocess.json sidecars); uploads land here",
-    )
-    group.add_argument(
-        "--data-root",
-        type=Path,
-        help="folder whose sub-folders are the datasets scans and topk read (optional)",
-    )
-    group.add_argument(
-        "--store",
-        type=Path,
-        default=None,
-        help=f"SQLite store of persisted scans (default {default_store_path()})",
-    )
-    group.add_argument(
-        "--store-max-mb",
-        type=positive_int,
-        default=None,
-        help="largest size of the store; when full, new scans get RESOURCE_EXHAUSTED "
-        "(default: as large as the disk allows)",
-    )
-
-
-def _add_scan_and_cache_flags(group: argparse._ArgumentGroup) -> None:
-    """How scans run on this machine and what the server keeps in memory or on disk."""
-    group.add_argument(
-        "--max-running-scans",
-        type=positive_int,
-        default=1,
-        help="scans running at once; more wait queued (default %(default)s)",
-    )
-    group.add_argument(
-        "--checkpoint-images",
-        type=positive_int,
-        default=256,
-        help="a running scan checkpoints after this many images (default %(default)s)",
-    )
-    group.add_argument(
-        "--device",
-        choices=["auto", "cpu", "cuda"],
-        default="auto",
-        help="onnxruntime device; auto: CUDA when available, else CPU (default %(default)s)",
-    )
-    group.add_argument(
-        "--memory-budget-mb",
-        type=positive_int,
-        default=memory.default_budget_mb(),
-        help="memory the server should stay within (MiB); its caches (sessions, decoded "
-        f"images, layer outputs, patches) share {round(memory.CACHE_SHARE * 100)}%% of it, least "
-        "recently "
-        "used first out (default: half of the machine's or container's memory, "
-        "%(default)s here)",
-    )
-    group.add_argument(
-        "--session-cache-mb",
-        type=positive_int,
-        default=DEFAULT_SESSION_CACHE_BYTES // (1024 * 1024),
-        help="cap of cached onnxruntime sessions within --memory-budget-mb, charged by the "
-        "memory each took to build (default %(default)s)",
-    )
-    group.add_argument(
-        "--cache-dir",
-        type=Path,
-        default=None,
-        help="keep decoded model inputs here, so repeated scans of a dataset read instead of "
-        "decoding (invalidated per image when its file changes)",
-    )
-    group.add_argument(
-        "--cache-gb",
-        type=positive_float,
-        default=10.0,
-        help="size bound of --cache-dir; least recently used datasets go first "
-        "(default %(default)s)",
-    )
-
-
-def _add_ray_flags(group: argparse._ArgumentGroup) -> None:
-    """Running persisted scans on a Ray cluster instead of in this process."""
-    group.add_argument(
-        "--ray-address",
-        default=os.environ.get("MAXACT_RAY_ADDRESS") or None,
-        help="run persisted scans on this Ray cluster ('auto' or HOST:PORT; needs the 'ray'"
-        " extra); default: locally",
-    )
-    group.add_argument(
-        "--ray-connect-seconds",
-        type=positive_float,
-        default=DEFAULT_RAY_CONNECT_SECONDS,
-        help="give up (exit 2) when the Ray cluster does not answer within this "
-        "(default %(default)s)",
-    )
-    group.add_argument(
-        "--ray-workers",
-        type=nonnegative_int,
-        default=0,
-        help="at most this many Ray workers per scan (default: one per GPU, else per"
-        " --ray-worker-cpus cores of the cluster)",
-    )
-    group.add_argument(
-        "--ray-worker-cpus",
-        type=positive_int,
-        default=1,
-        help="CPU cores per Ray worker on nodes without GPUs (default %(default)s)",
-    )
-    group.add_argument(
-        "--shard-images",
-        type=positive_int,
-        default=DEFAULT_SHARD_IMAGES,
-        help="images per shard of a Ray scan (default %(default)s)",
-    )
-
-
-def _add_limit_flags(group: argparse._ArgumentGroup) -> None:
-    """Size and concurrency bounds, so one request or a flood cannot take the server down."""
-    group.add_argument(
-        "--max-upload-mb",
-        type=positive_int,
-        default=DEFAULT_MAX_UPLOAD_BYTES // (1024 * 1024),
-        help="largest model upload accepted (MiB; default %(default)s)",
-    )
-    group.add_argument(
-        "--max-image-pixels",
-        type=positive_int,
-        default=limits.DEFAULT_MAX_IMAGE_PIXELS,
-        help="largest image decoded, in pixels, read from its header (default %(default)s)",
-    )
-    group.add_argument(
-        "--max-input-pixels",
-        type=positive_int,
-        default=limits.DEFAULT_MAX_INPUT_PIXELS,
-        help="largest model input (and resized image before a crop), in pixels "
-        "(default %(default)s)",
-    )
-    group.add_argument(
-        "--max-request-mb",
-        type=positive_int,
-        default=limits.DEFAULT_MAX_REQUEST_BYTES // (1024 * 1024),
-        help="bytes of client-streamed images one request may hold at once (MiB; "
-        "default %(default)s)",
-    )
-    group.add_argument(
-        "--max-image-bytes",
-        type=positive_int,
-        default=limits.DEFAULT_MAX_IMAGE_BYTES,
-        help="largest encoded image, uploaded or read from a shard (tar member, Parquet cell),"
-        " checked before it is read; larger ones are skipped (bytes; default %(default)s)",
-    )
-    group.add_argument(
-        "--max-classes",
-        type=positive_int,
-        default=limits.DEFAULT_MAX_CLASSES,
-        help="most classes (labels that have images) a scan keeps statistics for"
-        " (default %(default)s)",
-    )
-    group.add_argument(
-        "--max-class-statistics-mb",
-        type=positive_int,
-        default=limits.DEFAULT_MAX_CLASS_STATISTICS_BYTES // (1024 * 1024),
-        help="memory a scan's class statistics may take, classes x channels of its layers"
-        " (MiB; default %(default)s)",
-    )
-    group.add_argument(
-        "--max-concurrent-rpcs",
-        type=positive_int,
-        default=DEFAULT_MAX_CONCURRENT_RPCS,
-        help="calls in flight beyond this get RESOURCE_EXHAUSTED (default %(default)s)",
-    )
-
-
-def _add_observability_flags(group: argparse._ArgumentGroup) -> None:
-    """Metrics endpoint and log format."""
-    group.add_argument(
-        "--metrics-port",
-        type=nonnegative_int,
-        default=None,
-        help="serve Prometheus metrics at http://HOST:PORT/metrics",
-    )
-    # text by default: people start `maxact serve` at a terminal; collectors (the container
-    # image sets MAXACT_LOG_FORMAT=json) want one JSON object per line.
-    group.add_argument(
-        "--log-format",
-        choices=LOG_FORMATS,
-        default="text",
-        help="text for people, json for log collectors: JSON Lines (default %(default)s)",
-    )
-
-
-def security_from_args(args: argparse.Namespace) -> tuple[str | None, tuple[bytes, bytes] | None]:
-    """(token, (cert, key)) from the command line; ValueError/OSError say what is wrong."""
-    token = read_token(args.auth_token_file) if args.auth_token_file else None
-    if bool(args.tls_cert) != bool(args.tls_key):
+def security_from_settings(
+    settings: ServeSettings,
+) -> tuple[str | None, tuple[bytes, bytes] | None]:
+    """(token, (cert, key)) read from their files; ValueError/OSError say what is wrong."""
+    token = read_token(settings.auth_token_file) if settings.auth_token_file else None
+    cert, key = settings.tls_cert, settings.tls_key
+    if bool(cert) != bool(key):
         raise ValueError("--tls-cert and --tls-key go together")
-    tls = (args.tls_cert.read_bytes(), args.tls_key.read_bytes()) if args.tls_cert else None
-    if args.tls_cert:
-        try:  # grpc only says "Failed to bind to address" for a key that does not fit
-            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(args.tls_cert, args.tls_key)
-        except ssl.SSLError as exc:
-            raise ValueError(
-                f"--tls-key {args.tls_key.name} does not match --tls-cert {args.tls_cert.name}"
-                f" (or one is not PEM): {exc.reason or exc}"
-            ) from None
-    return token, tls
+    if cert is None or key is None:
+        return token, None
+    try:  # grpc only says "Failed to bind to address" for a key that does not fit
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
+    except ssl.SSLError as exc:
+        raise ValueError(
+            f"--tls-key {key.name} does not match --tls-cert {cert.name}"
+            f" (or one is not PEM): {exc.reason or exc}"
+        ) from None
+    return token, (cert.read_bytes(), key.read_bytes())
 
 
-async def _serve(config: ServerConfig, log_format: str) -> None:
+async def _serve(config: ServerConfig) -> None:
     built = await build_server(config)
     port = built.port
     log.info(
         "maxact serving on %s:%d (models: %s, data: %s, %s, %s)",
-        config.host,
+        config.settings.host,
         port,
-        config.model_root,
-        config.data_root,
+        config.settings.model_root,
+        config.settings.data_root,
         "TLS" if config.tls else "plaintext",
         "bearer token required" if config.auth_token else "no authentication",
     )
-    ready = f"maxact serving on {config.host}:{port}"  # scripts wait for this line on stdout
-    if log_format == "json":
-        ready = json.dumps({"message": ready, "host": config.host, "port": port})
+    ready = (
+        f"maxact serving on {config.settings.host}:{port}"  # scripts wait for this line on stdout
+    )
+    if config.settings.log_format == "json":
+        ready = json.dumps({"message": ready, "host": config.settings.host, "port": port})
     print(ready, flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -722,59 +422,30 @@ def _startup_failure(message: str) -> int:
 
 
 def main(argv: list[str]) -> int:
-    args = parse_args(argv)
-    configure_logging(args.log_format)
+    settings = parse_args(argv)
+    configure_logging(settings.log_format)
     try:
-        token, tls = security_from_args(args)
+        config = ServerConfig.from_settings(settings)
     except (ValueError, OSError) as exc:
         return _startup_failure(str(exc))
-    if not args.model_root.is_dir():
-        log.error("--model-root %s is not a folder", args.model_root)
+    if not settings.model_root.is_dir():
+        log.error("--model-root %s is not a folder", settings.model_root)
         return 2
-    if args.data_root is not None and not args.data_root.is_dir():
-        log.error("--data-root %s is not a folder", args.data_root)
+    if settings.data_root is not None and not settings.data_root.is_dir():
+        log.error("--data-root %s is not a folder", settings.data_root)
         return 2
-    config = ServerConfig(
-        args.model_root,
-        args.data_root,
-        args.host,
-        args.port,
-        args.device,
-        auth_token=token,
-        tls=tls,
-        max_upload_bytes=args.max_upload_mb * 1024 * 1024,
-        max_concurrent_rpcs=args.max_concurrent_rpcs,
-        store=args.store or default_store_path(),
-        max_running_scans=args.max_running_scans,
-        store_max_bytes=args.store_max_mb * 1024 * 1024 if args.store_max_mb else None,
-        checkpoint_images=args.checkpoint_images,
-        metrics_port=args.metrics_port,
-        session_cache_bytes=args.session_cache_mb * 1024 * 1024,
-        memory_budget_bytes=args.memory_budget_mb * 1024 * 1024,
-        ray_address=args.ray_address,
-        ray_connect_seconds=args.ray_connect_seconds,
-        ray_workers=args.ray_workers,
-        ray_worker_cpus=args.ray_worker_cpus,
-        shard_images=args.shard_images,
-        limits=limits.Limits(
-            max_image_pixels=args.max_image_pixels,
-            max_input_pixels=args.max_input_pixels,
-            max_request_bytes=args.max_request_mb * 1024 * 1024,
-            max_image_bytes=args.max_image_bytes,
-            max_classes=args.max_classes,
-            max_class_statistics_bytes=args.max_class_statistics_mb * 1024 * 1024,
-        ),
-        cache_dir=args.cache_dir,
-        cache_bytes=int(args.cache_gb * 1024**3),
-    )
-    if args.ray_address:
+    if settings.store is None:
+        config = replace(
+            config, settings=settings.model_copy(update={"store": default_store_path()})
+        )
+    if settings.ray_address:
         try:
-            host_and_port(args.ray_address)
+            host_and_port(settings.ray_address)
             import_ray()
         except (RayConnectError, RuntimeError) as exc:
             return _startup_failure(str(exc))
     try:
-        asyncio.run(_serve(config, args.log_format))
+        asyncio.run(_serve(config))
     except RayUnavailable as exc:
         # the abandoned connection thread would hang the exit or log Ray's retries: leave now
         code = _startup_failure(str(exc))

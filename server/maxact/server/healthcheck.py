@@ -9,7 +9,6 @@ Health needs no bearer token.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-DEFAULT_PORT = "50051"
+from maxact.server.settings import ProbeSettings
 
 
 def check(address: str, timeout_s: float, tls_cert: Path | None = None) -> bool:
@@ -41,15 +40,14 @@ def check(address: str, timeout_s: float, tls_cert: Path | None = None) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m maxact.server.healthcheck")
-    tls_cert = os.environ.get("MAXACT_TLS_CERT")
+    served = ProbeSettings()
+    tls_cert = served.tls_cert
     host = "localhost" if tls_cert else "127.0.0.1"
-    parser.add_argument(
-        "--address", default=f"{host}:{os.environ.get('MAXACT_PORT') or DEFAULT_PORT}"
-    )
+    parser.add_argument("--address", default=f"{host}:{served.port}")
     parser.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
     args = parser.parse_args(argv)
     try:
-        healthy = check(args.address, args.timeout, Path(tls_cert) if tls_cert else None)
+        healthy = check(args.address, args.timeout, tls_cert)
     except OSError as exc:  # the certificate to trust cannot be read: one line, no traceback
         print(f"MAXACT_TLS_CERT {tls_cert}: {exc.strerror or exc}", file=sys.stderr)
         return 1

@@ -15,21 +15,27 @@ The limits are process-wide (one server per process; `build_server` installs its
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from PIL import Image
 
 from maxact.server.errors import Code, ServiceError, invalid_argument
+from maxact.server.settings import (
+    DEFAULT_MAX_CLASS_STATISTICS_MB,
+    DEFAULT_MAX_CLASSES,
+    DEFAULT_MAX_IMAGE_BYTES,
+    DEFAULT_MAX_IMAGE_PIXELS,
+    DEFAULT_MAX_INPUT_PIXELS,
+    DEFAULT_MAX_REQUEST_MB,
+    MIB,
+    ServeSettings,
+)
 
-DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
-DEFAULT_MAX_INPUT_PIXELS = 2048 * 2048
-DEFAULT_MAX_REQUEST_BYTES = 512 * 1024 * 1024
-DEFAULT_MAX_IMAGE_BYTES = 64 * 1024 * 1024  # the gRPC message bound: what an upload can carry
-DEFAULT_MAX_CLASSES = 10_000
+DEFAULT_MAX_REQUEST_BYTES = DEFAULT_MAX_REQUEST_MB * MIB
+DEFAULT_MAX_CLASS_STATISTICS_BYTES = DEFAULT_MAX_CLASS_STATISTICS_MB * MIB
 # class statistics: two exact-sum grids (21 int64 limbs per cell) and one transient bincount of
 # the same size per batch, per (class, channel) cell of every scanned layer
 CLASS_STATISTICS_BYTES_PER_CELL = 3 * 21 * 8
-DEFAULT_MAX_CLASS_STATISTICS_BYTES = 1024 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,13 @@ class Limits:
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
     max_classes: int = DEFAULT_MAX_CLASSES
     max_class_statistics_bytes: int = DEFAULT_MAX_CLASS_STATISTICS_BYTES
+
+    @classmethod
+    def of(cls, settings: ServeSettings) -> Limits:
+        """The bounds `maxact serve` (or an in-process server) was given: each field read by
+        its name from the settings (a field there, or a property converting its unit), so a
+        new bound is a field here and a setting there."""
+        return cls(**{f.name: getattr(settings, f.name) for f in fields(cls)})
 
 
 _current = Limits()

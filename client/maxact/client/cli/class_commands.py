@@ -18,14 +18,13 @@ from PIL import Image
 from maxact.client import types as t
 from maxact.client.cli.common import add_json, positive_int
 from maxact.client.cli.output import connect, print_doc
-from maxact.client.defaults import capped_k
 from maxact.client.json_out import hit_json
 from maxact.client.montage import render_montage, stack_rows
 from maxact.client.patches_out import patch_file_name
 from maxact.client.text_out import classes_text, table
+from maxact.common.defaults import DEFAULT_SELECTIVE, DEFAULT_TOP_CHANNELS, capped_k
 
 EXIT_OK = 0
-DEFAULT_TOP = 10
 
 
 def _fraction(text: str) -> float:
@@ -47,12 +46,17 @@ def add_parsers(commands: Any) -> None:
     classes.add_argument(
         "--selective",
         type=_fraction,
-        default=0.5,
+        default=DEFAULT_SELECTIVE,
         metavar="S",
-        help="selectivity from which a channel counts as selective for its class (default 0.5)",
+        help="selectivity from which a channel counts as selective for its class "
+        "(default %(default)s)",
     )
     classes.add_argument(
-        "--top", type=positive_int, default=DEFAULT_TOP, metavar="N", help="top channels per class"
+        "--top",
+        type=positive_int,
+        default=DEFAULT_TOP_CHANNELS,
+        metavar="N",
+        help="top channels per class",
     )
     add_json(classes)
 
@@ -62,7 +66,7 @@ def add_parsers(commands: Any) -> None:
     one.add_argument("scan_id", metavar="SCAN_ID")
     one.add_argument("layer", metavar="LAYER")
     one.add_argument("class_name", metavar="CLASS")
-    one.add_argument("--top", type=positive_int, default=DEFAULT_TOP, metavar="N")
+    one.add_argument("--top", type=positive_int, default=DEFAULT_TOP_CHANNELS, metavar="N")
     one.add_argument("-k", type=positive_int, default=None, metavar="K", help="patches per channel")
     one.add_argument(
         "--out",

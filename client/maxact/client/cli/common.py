@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import argparse
 
-# The parser and argument types live in maxact.client.arguments (the server's `serve` command
+# The parser and argument types live in maxact.common.arguments (the server's `serve` command
 # line uses them too); re-exported here for the command modules.
-from maxact.client.arguments import (
+from maxact.common.arguments import (
     EXIT_USAGE,
     MaxactParser,
     add_size,

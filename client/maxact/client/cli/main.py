@@ -30,13 +30,13 @@ from maxact.client.cli.render_args import add_render_arguments, render_options_f
 from maxact.client.cli.scan_commands import COMMANDS as SCAN_COMMANDS
 from maxact.client.cli.scan_commands import add_parsers as add_scan_parsers
 from maxact.client.client import Client
-from maxact.client.defaults import DEFAULT_K
 from maxact.client.errors import MaxactError
 from maxact.client.images import collect_images
-from maxact.client.preprocessing import add_preprocessing_arguments, preprocessing_from_args
 from maxact.client.progress import ProgressBar
 from maxact.client.stream import TopKStream
 from maxact.client.version import maxact_version
+from maxact.common.defaults import DEFAULT_K
+from maxact.common.preprocessing import add_preprocessing_arguments, preprocessing_from_args
 
 if TYPE_CHECKING:  # argparse's classes are generic for type checkers only
     Commands: TypeAlias = argparse._SubParsersAction[MaxactParser]

@@ -6,6 +6,8 @@ import argparse
 from typing import Any
 
 from maxact.client.cli.common import nonnegative_int
+from maxact.common.defaults import DEFAULT_MASK_QUANTILE
+from maxact.common.kinds import RENDER_MODES
 
 
 def _quantile(text: str) -> float:
@@ -22,7 +24,7 @@ def add_render_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("patch rendering (server side)")
     group.add_argument(
         "--render",
-        choices=("rf", "heatmap", "mask"),
+        choices=RENDER_MODES,
         default="rf",
         help="rf: the receptive field cropped from the original photo, grey past the photo's "
         "edge (default); heatmap: rf with the activation map overlaid (blue low, red high) and a "
@@ -35,7 +37,8 @@ def add_render_arguments(parser: argparse.ArgumentParser) -> None:
         type=_quantile,
         default=None,
         metavar="Q",
-        help="--render mask: per-image quantile of the upsampled activation (default 0.95)",
+        help="--render mask: per-image quantile of the upsampled activation "
+        f"(default {DEFAULT_MASK_QUANTILE})",
     )
     group.add_argument(
         "--patch-size",

@@ -20,12 +20,13 @@ from maxact.client.cli.common import add_json, add_size, nonnegative_int, positi
 from maxact.client.cli.labels import output_label
 from maxact.client.cli.output import connect, print_doc, print_topk, warn
 from maxact.client.cli.render_args import add_render_arguments, render_options_from_args
-from maxact.client.defaults import DEFAULT_K, capped_k
 from maxact.client.json_out import scan_json, scans_json
-from maxact.client.kinds import TopKMode
-from maxact.client.preprocessing import add_preprocessing_arguments, preprocessing_from_args
 from maxact.client.progress import ProgressBar
 from maxact.client.scans import ScanInfo
+from maxact.common.defaults import DEFAULT_K, DEFAULT_MASK_QUANTILE, capped_k
+from maxact.common.kinds import RENDER_MODES, ScanState, TopKMode
+from maxact.common.preprocessing import add_preprocessing_arguments, preprocessing_from_args
+from maxact.common.resources import scan_id
 
 EXIT_OK = 0
 EXIT_SCAN_NOT_SUCCEEDED = 1
@@ -185,7 +186,7 @@ def _add_report(commands: Any) -> None:
     )
     report.add_argument(
         "--render",
-        choices=("rf", "heatmap", "mask"),
+        choices=RENDER_MODES,
         default=None,
         help="how patches are drawn (default: per layer, rf while the receptive field fits "
         "in half the input, mask beyond: a deep layer's field is mostly outside the crop)",
@@ -195,7 +196,8 @@ def _add_report(commands: Any) -> None:
         type=float,
         default=None,
         metavar="Q",
-        help="--render mask: per-image quantile of the activation map (default 0.95)",
+        help="--render mask: per-image quantile of the activation map "
+        f"(default {DEFAULT_MASK_QUANTILE})",
     )
     report.add_argument(
         "--force",
@@ -234,7 +236,7 @@ def follow(client: Any, info: ScanInfo, stream: Any = None) -> ScanInfo:
 
 def _ended(info: ScanInfo) -> int:
     """Exit status of a scan followed to its end: 0 only when it succeeded."""
-    if info.state == "succeeded":
+    if info.state == ScanState.SUCCEEDED:
         return EXIT_OK
     detail = f": {info.error}" if info.error else ""
     print(f"maxact: error: scan {info.id} {info.state}{detail}", file=sys.stderr)
@@ -276,8 +278,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
             return EXIT_OK
         if verb == "delete":
             client.delete_scan(args.scan_id)
-            scan_id = args.scan_id.removeprefix("scans/")
-            print_doc(args, {"id": scan_id, "deleted": True}, f"scan {scan_id} deleted")
+            deleted = scan_id(args.scan_id)
+            print_doc(args, {"id": deleted, "deleted": True}, f"scan {deleted} deleted")
             return EXIT_OK
         if verb == "watch":
             info = follow(client, client.scans.get(args.scan_id))

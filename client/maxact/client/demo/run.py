@@ -37,6 +37,7 @@ from maxact.client.montage import stack_rows
 from maxact.client.patches_out import montage_of, write_patches
 from maxact.client.progress import ProgressBar
 from maxact.client.report.writer import write_report
+from maxact.common.kinds import ScanState
 
 DATASET = "photos"
 CHANNELS = (0, 1, 2, 3)
@@ -153,7 +154,7 @@ def scan_and_report(
             scan = update
     finally:
         bar.close()
-    if scan.state != "succeeded":
+    if scan.state != ScanState.SUCCEEDED:
         raise MaxactError(
             grpc.StatusCode.FAILED_PRECONDITION,
             "SCAN_NOT_FINISHED",

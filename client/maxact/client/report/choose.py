@@ -12,8 +12,8 @@ exact and needs no model run.
 from __future__ import annotations
 
 from maxact.client import types as t
+from maxact.common.kinds import RenderMode
 
-RENDER_MODES = ("rf", "heatmap", "mask")
 # rf while the field is at most this share of the input's shorter side; mask beyond
 MAX_RF_SHARE = 0.5
 # patches whose field is this much smaller than the patch were upscaled pixel by pixel:
@@ -32,8 +32,8 @@ def default_render(layer: t.LayerInfo | None, input_size: tuple[int, int] | None
     """`mask` when the field is larger than half the input's shorter side, else `rf`."""
     size = field_size(layer)
     if size is None or input_size is None or min(input_size) <= 0:
-        return "rf"
-    return "mask" if size > MAX_RF_SHARE * min(input_size) else "rf"
+        return RenderMode.RF
+    return RenderMode.MASK if size > MAX_RF_SHARE * min(input_size) else RenderMode.RF
 
 
 def patch_format(layer: t.LayerInfo | None, render: str, patch_size: int) -> str:
@@ -42,6 +42,6 @@ def patch_format(layer: t.LayerInfo | None, render: str, patch_size: int) -> str
     if patch_size <= 0:
         return "png"
     size = field_size(layer)
-    if render == "rf" and size is not None and size * PIXEL_ART_FACTOR <= patch_size:
+    if render == RenderMode.RF and size is not None and size * PIXEL_ART_FACTOR <= patch_size:
         return "png"
     return "jpeg"

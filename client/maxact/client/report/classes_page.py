@@ -15,13 +15,12 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from maxact.client import types as t
-from maxact.client.defaults import capped_k
+from maxact.common.defaults import DEFAULT_SELECTIVE, capped_k
 
 CLASSES_PAGE = "classes.html"
 TOP_CHANNELS = 5
 PATCHES_PER_CHANNEL = 3
 TILE = 64
-SELECTIVE = 0.5
 
 
 @dataclass
@@ -59,7 +58,9 @@ _ENV = Environment(
 def write_classes_page(client: Any, scan: Any, layer: str, folder: Path) -> Path:
     """Query the class answer and each class's top channels with patches; write the page and
     its patches (classes/c<C>_r<R>.png) into `folder`; returns the page's path."""
-    answer: t.LayerClassAnswer = client.analysis.classes(scan.id, layer, SELECTIVE, TOP_CHANNELS)
+    answer: t.LayerClassAnswer = client.analysis.classes(
+        scan.id, layer, DEFAULT_SELECTIVE, TOP_CHANNELS
+    )
     patches_dir = folder / "classes"
     patches_dir.mkdir(parents=True, exist_ok=True)
     k = capped_k(scan.k, PATCHES_PER_CHANNEL)
@@ -74,7 +75,7 @@ def write_classes_page(client: Any, scan: Any, layer: str, folder: Path) -> Path
         model=scan.model,
         dataset=scan.dataset,
         images=answer.images_scanned,
-        threshold=SELECTIVE,
+        threshold=DEFAULT_SELECTIVE,
         channels=answer.channels,
         classes=answer.classes,
         uncovered=answer.uncovered,

@@ -18,8 +18,8 @@ from typing import Any
 
 import jinja2
 
-from maxact.client.defaults import FIRES_FOR_EVERYTHING_RATE, NON_SELECTIVE_BELOW
 from maxact.client.scans import ChannelStatistics
+from maxact.common.defaults import FIRES_FOR_EVERYTHING_RATE, NON_SELECTIVE_BELOW
 
 TILE = 112  # CSS pixels of a patch box on a layer page
 PREVIEW_TILE = 72  # CSS pixels of a top-1 patch in the index's preview strip

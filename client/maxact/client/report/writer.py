@@ -26,11 +26,10 @@ from typing import Any
 
 from maxact.client import text_out
 from maxact.client import types as t
-from maxact.client.defaults import DEFAULT_K, capped_k
 from maxact.client.errors import MaxactError
 from maxact.client.json_out import scan_json
 from maxact.client.report import html as g
-from maxact.client.report.choose import RENDER_MODES, default_render, patch_format
+from maxact.client.report.choose import default_render, patch_format
 from maxact.client.report.layer_writer import (
     OVERVIEW_COLUMNS,
     OVERVIEW_TILE,
@@ -40,6 +39,8 @@ from maxact.client.report.layer_writer import (
     write_layer,
 )
 from maxact.client.scans import LayerStatistics, ScanInfo
+from maxact.common.defaults import DEFAULT_K, capped_k
+from maxact.common.kinds import RENDER_MODES
 
 __all__ = [
     "OVERVIEW_COLUMNS",

@@ -15,27 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from maxact.client.defaults import FIRES_FOR_EVERYTHING_RATE, NON_SELECTIVE_BELOW
+from maxact.common.class_answer import ClassAnswer, ClassChannel, ConfusablePair
+from maxact.common.defaults import FIRES_FOR_EVERYTHING_RATE, NON_SELECTIVE_BELOW
+from maxact.common.selectivity import contrast_of, selectivity_of
 
 CONFUSABLE_PAIRS = 10
 PAIR_BLOCK = 256  # rows of the cosine matrix computed at once
-
-
-@dataclass(frozen=True)
-class ClassChannel:
-    channel: int
-    mean: float
-    contrast: float
-    selectivity: float
-
-
-@dataclass(frozen=True)
-class ClassAnswer:
-    name: str
-    images: int
-    selective_channels: list[int]
-    top_channels: list[ClassChannel]
-    selective_details: list[ClassChannel]  # by contrast: the strongest selective first
 
 
 @dataclass(frozen=True)
@@ -45,32 +30,12 @@ class LayerClassAnswer:
     non_selective: list[int]
     classes: list[ClassAnswer]
     uncovered: list[str]
-    confusable: list[tuple[str, str, float]]
-
-
-def selectivity_of(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(selectivity [C], preferred class index [C]) of class means m [K, C], K >= 2."""
-    count = m.shape[0]
-    preferred = m.argmax(axis=0)  # ties: the first class in sorted order
-    m_max = m.max(axis=0)
-    m_rest = (m.sum(axis=0) - m_max) / (count - 1)
-    denominator = m_max + m_rest
-    selectivity = np.divide(
-        m_max - m_rest, denominator, out=np.zeros(m.shape[1]), where=denominator > 0
-    )
-    return selectivity, preferred
-
-
-def contrast_of(m: np.ndarray) -> np.ndarray:
-    """[K, C]: m[j][c] minus the mean of the other classes' m[.][c]."""
-    count = m.shape[0]
-    contrast: np.ndarray = m - (m.sum(axis=0, keepdims=True) - m) / (count - 1)
-    return contrast
+    confusable: list[ConfusablePair]
 
 
 def confusable_pairs(
     m: np.ndarray, names: list[str], limit: int = CONFUSABLE_PAIRS
-) -> list[tuple[str, str, float]]:
+) -> list[ConfusablePair]:
     """The `limit` class pairs whose centred profiles (m minus the mean over classes, per
     channel) have the highest cosine; ties: the earlier pair in sorted order. A class whose
     centred profile is all zero is similar to nothing (cosine 0).
@@ -101,7 +66,9 @@ def confusable_pairs(
     values = np.concatenate([v for _, v in kept])
     order = np.lexsort((index, -values))[:limit]  # ties: the earlier pair (a, then b)
     return [
-        (names[int(index[i]) // count], names[int(index[i]) % count], float(values[i]))
+        ConfusablePair(
+            (names[int(index[i]) // count], names[int(index[i]) % count]), float(values[i])
+        )
         for i in order
     ]
 
@@ -140,11 +107,11 @@ def class_answer(
             ClassAnswer(
                 name=name,
                 images=int(class_images[j]),
-                selective_channels=selective,
-                top_channels=[figures(c, j) for c in order[j, : positives[j]].tolist()],
-                selective_details=[
+                selective_channels=tuple(selective),
+                top_channels=tuple(figures(c, j) for c in order[j, : positives[j]].tolist()),
+                selective=tuple(
                     figures(c, j) for c in sorted(selective, key=lambda c: (-contrasts[j][c], c))
-                ],
+                ),
             )
         )
     non_selective = np.flatnonzero(

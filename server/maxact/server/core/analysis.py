@@ -12,8 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 from cachetools import LRUCache
 
-from maxact.client.kinds import TopKKind
-from maxact.server.analysis.classes import ClassAnswer, ClassChannel, LayerClassAnswer, class_answer
+from maxact.common.class_answer import ClassAnswer, ClassChannel
+from maxact.common.kinds import TopKKind
+from maxact.server.analysis.classes import LayerClassAnswer, class_answer
 from maxact.server.analysis.compare import ChannelChange, compare_channels
 from maxact.server.core.neurons import (
     StoredNeuron,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from maxact.client.types import DatasetSummary
+from maxact.common.records import DatasetSummary
 from maxact.server.data.datasets import DatasetCatalog
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from onnx import TensorProto, ValueInfoProto
 
-from maxact.client.types import ModelSummary, TensorInfo
+from maxact.common.records import ModelSummary, TensorInfo
 from maxact.server.core.validate import ServerState, load_model, size_from
 from maxact.server.data.preprocess import Preprocessing
 from maxact.server.models.registry import LayerEntry

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from maxact.client.kinds import ScanState, TopKKind
+from maxact.common.kinds import ScanState, TopKKind
 from maxact.server.data.datasets import image_source
 from maxact.server.data.reader import upright_size
 from maxact.server.data.shards import shard_of
@@ -72,7 +72,7 @@ def finished_scan(jobs: ScanJobs, name: str) -> ScanRecord:
     if record.state is not ScanState.SUCCEEDED:
         raise failed_precondition(
             "SCAN_NOT_FINISHED",
-            f"scan 'scans/{record.id}' is {record.state}; this question needs a finished scan",
+            f"scan '{record.name}' is {record.state}; this question needs a finished scan",
             scan=record.id,
         )
     return record
@@ -93,7 +93,7 @@ def stored_neuron(
     if layer_name not in record.layers:
         raise invalid_argument(
             "LAYER_NOT_FOUND",
-            f"scan 'scans/{record.id}' did not scan layer {layer_name!r} "
+            f"scan '{record.name}' did not scan layer {layer_name!r} "
             f"(it scanned {list(record.layers)})",
             layer=layer_name,
         )
@@ -175,7 +175,7 @@ def layer_statistics(jobs: ScanJobs, record: ScanRecord, layer: str) -> LayerSta
             raise damaged_statistics(record.id, layer, LookupError("no statistics row"))
         raise invalid_argument(
             "LAYER_NOT_FOUND",
-            f"scan 'scans/{record.id}' did not scan layer {shown(layer)} "
+            f"scan '{record.name}' did not scan layer {shown(layer)} "
             f"(it scanned {list(record.layers)})",
             layer=layer[:200],
         )

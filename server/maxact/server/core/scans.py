@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from maxact.client.defaults import DEFAULT_K
-from maxact.client.kinds import TopKMode
+from maxact.common.defaults import DEFAULT_K
+from maxact.common.kinds import TopKMode
 from maxact.server.core.streaming import poll_changes
 from maxact.server.data.preprocess import Preprocessing
 from maxact.server.jobs.scan_jobs import ScanJobs, scan_id_from

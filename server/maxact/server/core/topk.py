@@ -13,8 +13,8 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, replace
 
-from maxact.client.defaults import DEFAULT_K
-from maxact.client.types import ImageSkipped
+from maxact.common.defaults import DEFAULT_K
+from maxact.common.records import ImageSkipped
 from maxact.server.core.client_images import ClientImage, ClientImages
 from maxact.server.core.streaming import run_in_thread, stream_slots, throttled
 from maxact.server.core.validate import (

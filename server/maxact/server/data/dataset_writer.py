@@ -14,7 +14,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-from maxact.client.images import IMAGE_SUFFIXES
+from maxact.common.image_files import IMAGE_SUFFIXES
 from maxact.server.data.labels import LABELS_FILE, label_problem
 from maxact.server.errors import (
     already_exists,

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from maxact.client.images import walk_images
+from maxact.common.image_files import walk_images
 from maxact.server.data.input_cache import DatasetInputCache, InputCache
 from maxact.server.data.labels import LABELS_FILE, LabelError, read_labels_csv
 from maxact.server.data.reader import ImageSource, failing_source, file_source

@@ -13,6 +13,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from maxact.common.kinds import ChannelOrder, Layout
+
 
 @lru_cache(maxsize=64)
 def lookup_table(
@@ -32,8 +34,8 @@ def normalise(
     scale: float,
     mean: tuple[float, float, float],
     std: tuple[float, float, float],
-    channel_order: str = "rgb",
-    layout: str = "nchw",
+    channel_order: ChannelOrder = ChannelOrder.RGB,
+    layout: Layout = Layout.NCHW,
     out: np.ndarray | None = None,
 ) -> np.ndarray:
     """uint8 RGB pixels [H, W, 3] -> float32 [3, H, W] (nchw) or [H, W, 3] (nhwc).
@@ -46,14 +48,14 @@ def normalise(
         raise ValueError(f"expected uint8 [H, W, 3] pixels, got {pixels.dtype} {pixels.shape}")
     table = lookup_table(float(scale), tuple(mean), tuple(std))
     height, width = pixels.shape[:2]
-    shape = (3, height, width) if layout == "nchw" else (height, width, 3)
+    shape = (3, height, width) if layout == Layout.NCHW else (height, width, 3)
     if out is None:
         out = np.empty(shape, dtype=np.float32)
     elif out.shape != shape or out.dtype != np.float32:
         raise ValueError(f"preprocessing produced {shape}, the batch holds {out.shape}")
     for channel in range(3):
-        source = 2 - channel if channel_order == "bgr" else channel
-        if layout == "nchw":
+        source = 2 - channel if channel_order == ChannelOrder.BGR else channel
+        if layout == Layout.NCHW:
             np.take(table[channel], pixels[:, :, source], out=out[channel], mode="clip")
         else:  # a contiguous lookup, then one strided copy: faster than a strided `out=`
             out[:, :, channel] = np.take(table[channel], pixels[:, :, source], mode="clip")

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from maxact.client.preprocessing import CHANNEL_ORDERS, LAYOUTS, Preprocessing
+from maxact.common.kinds import ChannelOrder, Layout
+from maxact.common.preprocessing import CHANNEL_ORDERS, LAYOUTS, Preprocessing
 from maxact.server.data.normalise import normalise
 from maxact.server.errors import invalid_argument
 from maxact.server.limits import check_image_input_pixels, check_input_pixels
@@ -98,8 +99,8 @@ class ResolvedPreprocessing:
     scale: float
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    channel_order: str
-    layout: str
+    channel_order: ChannelOrder
+    layout: Layout
     size_multiple: int | None = None
     letterbox: tuple[int, int] | None = None
     pad_value: float = 0.0
@@ -244,7 +245,7 @@ class ResolvedPreprocessing:
         size = self.fixed_size
         if size is None:
             return None
-        if normalised and self.layout == "nchw":
+        if normalised and self.layout == Layout.NCHW:
             return (3, *size)
         return (*size, 3)
 
@@ -262,12 +263,12 @@ class ResolvedPreprocessing:
             pixels = pad_bottom_right(pixels, self.letterbox, self.pad_value)
         if pixels.shape[:2] != expected:
             raise ValueError(f"preprocessing produced {pixels.shape[:2]}, model expects {expected}")
-        if self.channel_order == "bgr":
+        if self.channel_order == ChannelOrder.BGR:
             pixels = pixels[:, :, ::-1]
         mean = np.asarray(self.mean, dtype=np.float32)
         std = np.asarray(self.std, dtype=np.float32)
         values = (pixels * np.float32(self.scale) - mean) / std
-        if self.layout == "nchw":
+        if self.layout == Layout.NCHW:
             values = values.transpose(2, 0, 1)
         return np.ascontiguousarray(values, dtype=np.float32)
 
@@ -341,7 +342,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 DEFAULT_PREPROCESSING = Preprocessing(
-    scale=1.0 / 255.0, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), channel_order="rgb"
+    scale=1.0 / 255.0, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), channel_order=ChannelOrder.RGB
 )
 
 
@@ -349,7 +350,7 @@ def resolve(
     defaults: Preprocessing,
     request: Preprocessing,
     model_size: tuple[int, int] | None,
-    model_layout: str,
+    model_layout: Layout,
 ) -> ResolvedPreprocessing:
     """Merge model defaults and the request, and check the result fits the model input."""
     merged = DEFAULT_PREPROCESSING.overridden_by(defaults).overridden_by(checked(request))
@@ -392,8 +393,8 @@ def resolve(
         scale=float(merged.scale if merged.scale is not None else 1.0),
         mean=merged.mean or (0.0, 0.0, 0.0),
         std=merged.std or (1.0, 1.0, 1.0),
-        channel_order=merged.channel_order or "rgb",
-        layout=merged.layout or model_layout,
+        channel_order=ChannelOrder(merged.channel_order or ChannelOrder.RGB),
+        layout=Layout(merged.layout or model_layout),
         size_multiple=merged.size_multiple,
         letterbox=merged.letterbox,
         pad_value=float(merged.pad_value or 0.0),

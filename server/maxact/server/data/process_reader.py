@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from maxact.common.kinds import Layout
 from maxact.server.data.preprocess import ResolvedPreprocessing
 from maxact.server.data.reader import Batch, ImageSource, Skipped, describe_error, file_source
 
@@ -98,7 +99,7 @@ def read_batches_in_processes(
     shape: tuple[int, ...] = (height, width, 3)
     dtype: np.dtype = np.dtype(np.uint8)
     if normalised:
-        shape = (3, height, width) if prep.layout == "nchw" else (height, width, 3)
+        shape = (3, height, width) if prep.layout == Layout.NCHW else (height, width, 3)
         dtype = np.dtype(np.float32)
     depth = 2 * workers
     slots = [

@@ -40,6 +40,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from maxact.common.kinds import ChannelOrder, Layout
+
 
 class SpatialField(Protocol):
     """What the plan needs of a layer's receptive field (`rf.TensorField` has it)."""
@@ -298,8 +300,8 @@ class Uint8Feed:
     scale: float
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    channel_order: str
-    layout: str
+    channel_order: ChannelOrder
+    layout: Layout
 
 
 def with_uint8_input(model: onnx.ModelProto, input_name: str, feed: Uint8Feed) -> onnx.ModelProto:
@@ -318,7 +320,7 @@ def with_uint8_input(model: onnx.ModelProto, input_name: str, feed: Uint8Feed) -
     std = _constant(graph, prefix + "std", np.asarray(feed.std, np.float32))
     current = input_name
     nodes = []
-    if feed.channel_order == "bgr":
+    if feed.channel_order == ChannelOrder.BGR:
         order = _constant(graph, prefix + "bgr", np.asarray([2, 1, 0], np.int64))
         nodes.append(helper.make_node("Gather", [current, order], [prefix + "ordered"], axis=3))
         current = prefix + "ordered"
@@ -327,10 +329,12 @@ def with_uint8_input(model: onnx.ModelProto, input_name: str, feed: Uint8Feed) -
         helper.make_node("Mul", [prefix + "float", scale], [prefix + "scaled"]),
         helper.make_node("Sub", [prefix + "scaled", mean], [prefix + "centred"]),
         helper.make_node(
-            "Div", [prefix + "centred", std], [inner if feed.layout == "nhwc" else prefix + "hwc"]
+            "Div",
+            [prefix + "centred", std],
+            [inner if feed.layout == Layout.NHWC else prefix + "hwc"],
         ),
     ]
-    if feed.layout == "nchw":
+    if feed.layout == Layout.NCHW:
         nodes.append(helper.make_node("Transpose", [prefix + "hwc"], [inner], perm=[0, 3, 1, 2]))
     existing = list(graph.node)
     del graph.node[:]

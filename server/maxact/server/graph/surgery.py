@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import onnx
 from onnx import TensorProto, helper
 
+from maxact.common.kinds import Layout
+
 
 @dataclass(frozen=True)
 class ImageInput:
@@ -15,12 +17,12 @@ class ImageInput:
 
     name: str
     shape: tuple[int | None, ...]  # None: dynamic
-    layout: str  # "nchw" | "nhwc"
+    layout: Layout
     elem_type: int
 
     @property
     def fixed_size(self) -> tuple[int, int] | None:
-        h, w = (self.shape[2], self.shape[3]) if self.layout == "nchw" else self.shape[1:3]
+        h, w = (self.shape[2], self.shape[3]) if self.layout == Layout.NCHW else self.shape[1:3]
         return (h, w) if h is not None and w is not None else None
 
     @property
@@ -28,16 +30,16 @@ class ImageInput:
         return self.shape[0]
 
 
-def detect_layout(dims: list[int]) -> str:
+def detect_layout(dims: list[int]) -> Layout:
     """NCHW when dim 1 is 3 or 1, NHWC when the last dim is; else the smaller known dim is C
     (0 = unknown). One rule for the layer catalogue and the receptive-field engine."""
     if dims[1] in (1, 3):
-        return "nchw"
+        return Layout.NCHW
     if dims[3] in (1, 3):
-        return "nhwc"
+        return Layout.NHWC
     if dims[1] and dims[3] and dims[3] < dims[1]:
-        return "nhwc"
-    return "nchw"
+        return Layout.NHWC
+    return Layout.NCHW
 
 
 def image_input(model: onnx.ModelProto) -> ImageInput:

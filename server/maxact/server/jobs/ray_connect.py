@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-DEFAULT_RAY_CONNECT_SECONDS = 30.0
 RETRY_SECONDS = 0.5
 
 T = TypeVar("T")

@@ -18,11 +18,13 @@ import uuid
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
-from maxact.client.kinds import ACTIVE_STATES, ScanState, TopKMode
+from maxact.common import resources
+from maxact.common.kinds import ACTIVE_STATES, ScanState, TopKMode
+from maxact.common.statistics import LayerStatistics
 from maxact.server import limits
 from maxact.server.data.datasets import DatasetCatalog, read_labels
 from maxact.server.data.preprocess import (
@@ -38,7 +40,6 @@ from maxact.server.errors import (
     not_found,
 )
 from maxact.server.jobs.shard_work import (
-    DEFAULT_SHARD_IMAGES,
     LayerStates,
     LocalShardExecutor,
     ShardEvents,
@@ -65,6 +66,7 @@ from maxact.server.ops.metrics import SCAN_IMAGES_PER_SECOND, SCANS_QUEUED, SCAN
 from maxact.server.scan.engine import EngineCancelled
 from maxact.server.scan.layer import LayerReducer, ReduceOptions
 from maxact.server.scan.reducers import check_k
+from maxact.server.settings import DEFAULT_CHECKPOINT_IMAGES, DEFAULT_SHARD_IMAGES
 
 log = logging.getLogger("maxact.server")
 
@@ -133,9 +135,11 @@ class _Running:
 
 def scan_id_from(name: str) -> str:
     """Accept "scans/{id}" or a bare id."""
-    scan_id = name.removeprefix("scans/")
+    scan_id = resources.scan_id(name)
     if not scan_id or "/" in scan_id:
-        raise invalid_argument("INVALID_NAME", f"invalid scan name {name!r}: use scans/ID")
+        raise invalid_argument(
+            "INVALID_NAME", f"invalid scan name {name!r}: use {resources.scan_name('ID')}"
+        )
     return scan_id
 
 
@@ -146,7 +150,7 @@ class ScanJobs:
         models: ModelRegistry,
         datasets: DatasetCatalog,
         max_running: int = 1,
-        checkpoint_images: int = 256,
+        checkpoint_images: int = DEFAULT_CHECKPOINT_IMAGES,
         shard_executor: Callable[[], ShardExecutor] | None = None,
         shard_images: int = DEFAULT_SHARD_IMAGES,
     ) -> None:
@@ -264,7 +268,8 @@ class ScanJobs:
         except RequestIdReused as reused:
             raise already_exists(
                 "REQUEST_ID_REUSED",
-                f"request_id {request_id!r} already created scan 'scans/{reused.scan_id}'"
+                f"request_id {request_id!r} already created scan "
+                f"'{resources.scan_name(reused.scan_id)}'"
                 " from a different request; use a new request_id",
                 request_id=request_id,
                 scan=reused.scan_id,
@@ -276,7 +281,9 @@ class ScanJobs:
     def get(self, scan_id: str) -> ScanRecord:
         record = self.store.get(scan_id)
         if record is None:
-            raise not_found("SCAN_NOT_FOUND", f"scan 'scans/{scan_id}' not found", scan=scan_id)
+            raise not_found(
+                "SCAN_NOT_FOUND", f"scan '{resources.scan_name(scan_id)}' not found", scan=scan_id
+            )
         return self.with_unrecorded(record)
 
     def with_unrecorded(self, record: ScanRecord) -> ScanRecord:
@@ -315,7 +322,8 @@ class ScanJobs:
                 raise ServiceError(
                     Code.UNAVAILABLE,
                     "SCAN_STILL_STOPPING",
-                    f"scan 'scans/{scan_id}' was cancelled but has not stopped yet; retry",
+                    f"scan '{resources.scan_name(scan_id)}' was cancelled but has not stopped "
+                    "yet; retry",
                     {"scan": scan_id},
                 )
         self.store.delete(scan_id)
@@ -561,41 +569,8 @@ class ScanJobs:
     @staticmethod
     def _statistics(
         reducers: dict[str, LayerReducer], labels: np.ndarray
-    ) -> dict[str, dict[str, Any]]:
-        result = {}
-        for name, reducer in reducers.items():
-            stats = reducer.statistics(labels)
-            document: dict[str, Any] = {
-                "images": stats.images,
-                "mean": stats.mean.tolist(),
-                "max": [float(v) if np.isfinite(v) else None for v in stats.max],
-                "firing_rate": stats.firing_rate.tolist(),
-                "dead": stats.dead.tolist(),
-                "classes": list(stats.classes),
-            }
-            if (
-                stats.class_mean is not None
-                and stats.selectivity is not None
-                and stats.preferred_class is not None
-                and stats.class_images is not None
-                and stats.class_mean_clipped is not None
-            ):
-                document["class_mean"] = [
-                    [None if np.isnan(v) else float(v) for v in row] for row in stats.class_mean
-                ]
-                # the class answer's m[j][c] (analysis/classes.py)
-                document["class_images"] = stats.class_images.tolist()
-                document["class_mean_clipped"] = [
-                    [None if np.isnan(v) else float(v) for v in row]
-                    for row in stats.class_mean_clipped
-                ]
-                document["selectivity"] = stats.selectivity.tolist()
-                document["preferred_class"] = stats.preferred_class.tolist()
-                document["top_units_per_class"] = stats.top_units_per_class
-            if stats.top_class_histogram is not None:
-                document["top_class_histogram"] = stats.top_class_histogram.tolist()
-            result[name] = document
-        return result
+    ) -> dict[str, LayerStatistics]:
+        return {name: reducer.statistics(labels).document() for name, reducer in reducers.items()}
 
 
 def _channel_count(layer: LayerEntry) -> int:

@@ -21,14 +21,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from maxact.client.kinds import TopKMode
+from maxact.common.kinds import TopKMode
 from maxact.server.data.datasets import DatasetCatalog, dataset_sources
 from maxact.server.data.preprocess import ResolvedPreprocessing, parse_mapping
 from maxact.server.models.registry import LayerEntry, LoadedModel, ModelRegistry
 from maxact.server.scan.engine import EngineCallbacks, EngineCancelled, ScanEngine
 from maxact.server.scan.layer import ReduceOptions
-
-DEFAULT_SHARD_IMAGES = 256
 
 LayerStates = dict[str, dict[str, np.ndarray]]
 

@@ -18,7 +18,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from maxact.client.kinds import ScanState, TopKKind, TopKMode
+from maxact.common import resources
+from maxact.common.kinds import ScanState, TopKKind, TopKMode
+from maxact.common.statistics import LayerStatistics
 from maxact.server.errors import Code, ServiceError
 
 SCHEMA = """
@@ -211,6 +213,11 @@ class ScanRecord:
     @property
     def finished(self) -> bool:
         return self.state.finished
+
+    @property
+    def name(self) -> str:
+        """The resource name, `scans/{id}`."""
+        return resources.scan_name(self.id)
 
 
 @dataclass(frozen=True)
@@ -673,7 +680,7 @@ class Store:
         self,
         scan_id: str,
         rows: Iterable[TopKRow],
-        statistics: dict[str, dict[str, Any]],
+        statistics: dict[str, LayerStatistics],
         done: int,
         failed: int,
     ) -> None:
@@ -695,7 +702,10 @@ class Store:
             db.executemany(
                 "INSERT OR REPLACE INTO layer_statistics (scan_id, layer, statistics)"
                 " VALUES (?, ?, ?)",
-                [(scan_id, layer, json.dumps(stats)) for layer, stats in statistics.items()],
+                [
+                    (scan_id, layer, json.dumps(stats.to_json()))
+                    for layer, stats in statistics.items()
+                ],
             )
             db.execute("DELETE FROM checkpoints WHERE scan_id = ?", (scan_id,))
             db.execute(

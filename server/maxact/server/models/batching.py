@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from maxact.common.kinds import Layout
 from maxact.server.graph.surgery import ImageInput, prune_to_outputs, with_symbolic_batch
 
 log = logging.getLogger("maxact.server")
@@ -24,7 +25,7 @@ SessionFactory = Callable[[onnx.ModelProto], ort.InferenceSession]
 
 def probe_input(image_input: ImageInput, size: tuple[int, int], batch: int) -> np.ndarray:
     """Random input of the model's layout; a missing channel count means 3."""
-    if image_input.layout == "nchw":
+    if image_input.layout == Layout.NCHW:
         channels = image_input.shape[1] or 3
         shape = (batch, channels, *size)
     else:

@@ -15,6 +15,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from onnx import TensorProto, helper, numpy_helper
 
+from maxact.common.kinds import Layout
 from maxact.server.graph.surgery import ImageInput
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
@@ -28,7 +29,7 @@ def unsupported_input(proto: onnx.ModelProto, model_input: ImageInput) -> str | 
             f"its image input {model_input.name!r} takes {type_name}; maxact feeds float32 "
             "images (export the model with a float32 input)"
         )
-    channel_axis = 1 if model_input.layout == "nchw" else 3
+    channel_axis = 1 if model_input.layout == Layout.NCHW else 3
     channels = model_input.shape[channel_axis]
     if channels is not None and channels != 3:
         return (

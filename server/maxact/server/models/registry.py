@@ -20,6 +20,7 @@ import onnxruntime as ort
 from cachetools import LRUCache
 from google.protobuf.message import DecodeError
 
+from maxact.common.kinds import Layout
 from maxact.server.data.preprocess import (
     Preprocessing,
     ResolvedPreprocessing,
@@ -225,8 +226,8 @@ class LoadedModel:
         inside onnxruntime; say which layout the model takes instead."""
         height, width = prep.reference_size
         declared = self.input.shape[1:]
-        channels = (declared[0] if self.input.layout == "nchw" else declared[2]) or 3
-        fed = (channels, height, width) if prep.layout == "nchw" else (height, width, channels)
+        channels = (declared[0] if self.input.layout == Layout.NCHW else declared[2]) or 3
+        fed = (channels, height, width) if prep.layout == Layout.NCHW else (height, width, channels)
         if any(d is not None and d != f for d, f in zip(declared, fed, strict=True)):
             shown = ["N", *("?" if d is None else d for d in declared)]
             raise invalid_argument(
@@ -274,12 +275,12 @@ class LoadedModel:
 
     def _build_view(self, size: tuple[int, int]) -> SizeView:
         batch = self.input.fixed_batch or 1
-        shape = (batch, 3, *size) if self.input.layout == "nchw" else (batch, *size, 3)
-        channels = self.input.shape[1] if self.input.layout == "nchw" else self.input.shape[3]
+        shape = (batch, 3, *size) if self.input.layout == Layout.NCHW else (batch, *size, 3)
+        channels = self.input.shape[1] if self.input.layout == Layout.NCHW else self.input.shape[3]
         if channels is not None and channels != 3:
             shape = (
                 (batch, channels, *size)
-                if self.input.layout == "nchw"
+                if self.input.layout == Layout.NCHW
                 else (batch, *size, channels)
             )
         try:

@@ -18,8 +18,9 @@ from typing import Any, TypeVar
 
 from maxact.server.ops.memory import BudgetedCache, MemoryBudget
 from maxact.server.ops.process import resident_bytes
+from maxact.server.settings import DEFAULT_SESSION_CACHE_MB, MIB
 
-DEFAULT_MAX_BYTES = 2 * 1024**3
+DEFAULT_MAX_BYTES = DEFAULT_SESSION_CACHE_MB * MIB
 T = TypeVar("T")
 COST_FACTOR = 2  # the floor of a session's charge: weights plus their prepacked copies
 

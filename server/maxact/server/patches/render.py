@@ -31,13 +31,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
+from maxact.common.defaults import DEFAULT_MASK_QUANTILE
+from maxact.common.kinds import RENDER_MODES, RenderMode
 from maxact.server.data.preprocess import Geometry, ResolvedPreprocessing, to_rgb
 from maxact.server.errors import failed_precondition, invalid_argument
 from maxact.server.patches.cache import layer_output
@@ -47,8 +49,6 @@ from maxact.server.scan.layer import channels_first
 if TYPE_CHECKING:
     from maxact.server.models.registry import LoadedModel
 
-RENDER_MODES = ("rf", "heatmap", "mask")
-DEFAULT_MASK_QUANTILE = 0.95
 MAX_PATCH_SIZE = 2048
 # An unclipped field can be far larger than the image (deep layers, big photos resized down):
 # grey-bordered and heatmap patches are scaled down to at most this many pixels (a plain crop
@@ -75,7 +75,7 @@ _COLORMAP = np.array(
 
 @dataclass(frozen=True)
 class RenderOptions:
-    mode: str = "rf"
+    mode: RenderMode = RenderMode.RF
     mask_quantile: float = DEFAULT_MASK_QUANTILE
     patch_size: int = 0
 
@@ -95,11 +95,11 @@ class RenderOptions:
                 f"patch_size must be in 0..{MAX_PATCH_SIZE} (0: the patch's own size), "
                 f"got {self.patch_size}",
             )
-        return self
+        return replace(self, mode=RenderMode(self.mode))
 
     @property
     def needs_activations(self) -> bool:
-        return self.mode != "rf"
+        return self.mode is not RenderMode.RF
 
     def check_layer(self, field: TensorField | None, layer: str) -> None:
         """heatmap and mask need a spatial activation map."""
@@ -172,7 +172,7 @@ def render(
         channel_map = np.asarray(
             activations(lambda: prep.to_array(image), target.channel), dtype=np.float64
         )
-        if options.mode == "mask":
+        if options.mode is RenderMode.MASK:
             rendered = _mask(picture, prep, geometry, target, options, channel_map)
         else:
             rendered = _heatmap(picture, prep, geometry, target, channel_map)

@@ -8,6 +8,7 @@ from fractions import Fraction
 
 import onnx
 
+from maxact.common.kinds import Layout
 from maxact.server.graph.shapes import graph_inputs, infer_shapes
 from maxact.server.graph.surgery import detect_layout
 from maxact.server.rf import ops_layout, ops_resample, ops_window
@@ -194,7 +195,7 @@ class ReceptiveFields:
         self.input_name = vi.name
         self.input_height, self.input_width = int(input_size[0]), int(input_size[1])
         self.layout = detect_layout(dims)
-        c_axis, h_axis, w_axis = (1, 2, 3) if self.layout == "nchw" else (3, 1, 2)
+        c_axis, h_axis, w_axis = (1, 2, 3) if self.layout == Layout.NCHW else (3, 1, 2)
         channels = dims[c_axis] or 3
         shape = [1, 0, 0, 0]
         shape[c_axis], shape[h_axis], shape[w_axis] = channels, *input_size

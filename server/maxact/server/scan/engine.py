@@ -21,6 +21,7 @@ from functools import partial
 import numpy as np
 import onnxruntime as ort
 
+from maxact.common.kinds import Layout
 from maxact.server.data.decode import prepare
 from maxact.server.data.preprocess import ResolvedPreprocessing
 from maxact.server.data.process_reader import read_batches_in_processes, use_processes
@@ -317,7 +318,7 @@ class ScanEngine:
     def _size_of(self, array: np.ndarray) -> tuple[int, int]:
         """The model-input (height, width) of a batch [B, ...] in the prep's layout (uint8
         pixels are always [B, H, W, 3])."""
-        if self.prep.layout == "nchw" and not self.uint8_feed:
+        if self.prep.layout == Layout.NCHW and not self.uint8_feed:
             return int(array.shape[2]), int(array.shape[3])
         return int(array.shape[1]), int(array.shape[2])
 

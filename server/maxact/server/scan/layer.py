@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from maxact.client.defaults import DEFAULT_K
-from maxact.client.kinds import TopKKind
+from maxact.common.defaults import DEFAULT_K
+from maxact.common.kinds import TopKKind
 from maxact.server.graph.reductions import LayerReduction
 from maxact.server.rf import TensorField
 from maxact.server.scan.reducers import NO_IMAGE, Entry, RunningTopK

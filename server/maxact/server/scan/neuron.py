@@ -18,8 +18,8 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
-from maxact.client.defaults import DEFAULT_K
-from maxact.client.kinds import TopKKind, TopKMode
+from maxact.common.defaults import DEFAULT_K
+from maxact.common.kinds import TopKKind, TopKMode
 from maxact.server.data.preprocess import ResolvedPreprocessing
 from maxact.server.data.reader import ImageSource, known_total
 from maxact.server.models.registry import LayerEntry, LoadedModel

@@ -18,10 +18,12 @@ image. Sums are exact (see `exact.py`), so shards merge into exactly the union's
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from maxact.common.selectivity import contrast_of, selectivity_of
+from maxact.common.statistics import LayerStatistics
 from maxact.server.scan.exact import ExactSums
 
 
@@ -43,6 +45,37 @@ class ChannelStatistics:
     top_units_per_class: dict[str, list[int]] | None = None  # class -> channels, best first
     class_mean_clipped: np.ndarray | None = None  # [K, C] mean of max(0, response) per class
 
+    def document(self) -> LayerStatistics:
+        """The record a finished scan stores for this layer (NaN/-inf become None)."""
+        base = LayerStatistics(
+            images=self.images,
+            mean=self.mean.tolist(),
+            max=[float(v) if np.isfinite(v) else None for v in self.max],
+            firing_rate=self.firing_rate.tolist(),
+            dead=self.dead.tolist(),
+            classes=list(self.classes),
+            top_class_histogram=(
+                self.top_class_histogram.tolist() if self.top_class_histogram is not None else None
+            ),
+        )
+        if (
+            self.class_mean is None
+            or self.selectivity is None
+            or self.preferred_class is None
+            or self.class_images is None
+            or self.class_mean_clipped is None
+        ):
+            return base
+        return replace(
+            base,
+            class_mean=_with_gaps(self.class_mean),
+            class_images=self.class_images.tolist(),
+            class_mean_clipped=_with_gaps(self.class_mean_clipped),
+            selectivity=self.selectivity.tolist(),
+            preferred_class=self.preferred_class.tolist(),
+            top_units_per_class=self.top_units_per_class,
+        )
+
     def selective_channels(self, threshold: float = 0.5) -> dict[str, list[int]]:
         """Channels whose SI >= threshold, grouped by the class they prefer."""
         found: dict[str, list[int]] = {name: [] for name in self.classes}
@@ -51,6 +84,11 @@ class ChannelStatistics:
         for channel in np.flatnonzero(self.selectivity >= threshold):
             found[self.classes[int(self.preferred_class[channel])]].append(int(channel))
         return found
+
+
+def _with_gaps(means: np.ndarray) -> list[list[float | None]]:
+    """Class means as JSON rows: NaN (no image of the class) becomes None."""
+    return [[None if np.isnan(v) else float(v) for v in row] for row in means]
 
 
 class StatisticsReducer:
@@ -161,20 +199,11 @@ class StatisticsReducer:
         tops: dict[str, list[int]] = {name: [] for name in self.classes}
         if clipped.shape[0] >= 2:
             present_ids = np.flatnonzero(present)
-            best = clipped.argmax(axis=0)
-            mu_max = clipped.max(axis=0)
-            mu_rest = (clipped.sum(axis=0) - mu_max) / (clipped.shape[0] - 1)
-            denominator = mu_max + mu_rest
-            selectivity = np.divide(
-                mu_max - mu_rest,
-                denominator,
-                out=np.zeros(self.channels),
-                where=denominator > 0,
-            )
+            selectivity, best = selectivity_of(clipped)
             preferred = present_ids[best]
+            contrasts = contrast_of(clipped)
             for row, class_id in enumerate(present_ids):
-                rest = (clipped.sum(axis=0) - clipped[row]) / (clipped.shape[0] - 1)
-                contrast = clipped[row] - rest
+                contrast = contrasts[row]
                 order = np.lexsort((np.arange(self.channels), -contrast))
                 chosen = [int(c) for c in order[:units_per_class] if contrast[c] > 0]
                 tops[self.classes[class_id]] = chosen

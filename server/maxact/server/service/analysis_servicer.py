@@ -8,7 +8,7 @@ from typing import Any
 
 import grpc
 
-from maxact.server.analysis.classes import ClassChannel
+from maxact.common.class_answer import ClassChannel
 from maxact.server.core.analysis import Analysis
 from maxact.server.jobs.scan_jobs import ScanJobs
 from maxact.server.service.convert import neuron_patches_to_proto, scan_to_proto
@@ -46,11 +46,13 @@ class AnalysisServicer(analysis_service_pb2_grpc.AnalysisServiceServicer):
                     images=entry.images,
                     selective_channels=entry.selective_channels,
                     top_channels=[_channel(c) for c in entry.top_channels],
-                    selective_details=[_channel(c) for c in entry.selective_details],
+                    selective_details=[_channel(c) for c in entry.selective],
                 )
             )
-        for a, b, similarity in answer.confusable:
-            response.confusable.append(apb.ConfusablePair(classes=[a, b], similarity=similarity))
+        for pair in answer.confusable:
+            response.confusable.append(
+                apb.ConfusablePair(classes=pair.classes, similarity=pair.similarity)
+            )
         return response
 
     @rpc

@@ -7,8 +7,9 @@ from typing import Any
 from google.protobuf import timestamp_pb2
 from google.rpc import status_pb2
 
-from maxact.client.kinds import TopKMode
-from maxact.client.types import ImageSkipped
+from maxact.common.defaults import DEFAULT_MASK_QUANTILE
+from maxact.common.kinds import RenderMode, TopKMode
+from maxact.common.records import ImageSkipped
 from maxact.server.core import topk
 from maxact.server.core.neurons import StoredNeuron
 from maxact.server.data.preprocess import Preprocessing, ResolvedPreprocessing, parse_mapping
@@ -16,17 +17,10 @@ from maxact.server.errors import ServiceError
 from maxact.server.jobs.layer_statistics import LayerStatistics
 from maxact.server.jobs.store import ScanError, ScanRecord
 from maxact.server.ops.status import status_proto
-from maxact.server.patches.render import DEFAULT_MASK_QUANTILE, RenderOptions
+from maxact.server.patches.render import RenderOptions
 from maxact.server.rf import AxisGeometry, TensorField
 from maxact.server.scan.neuron import Hit
 from maxact.v1 import common_pb2, neuron_service_pb2, scan_service_pb2, topk_service_pb2
-
-_RENDERS = {
-    common_pb2.PATCH_RENDER_UNSPECIFIED: "rf",
-    common_pb2.PATCH_RENDER_RF: "rf",
-    common_pb2.PATCH_RENDER_HEATMAP: "heatmap",
-    common_pb2.PATCH_RENDER_MASK: "mask",
-}
 
 
 def render_options_from_proto(message: Any) -> RenderOptions:
@@ -34,10 +28,12 @@ def render_options_from_proto(message: Any) -> RenderOptions:
     GetNeuronRequest, validated."""
     from maxact.server.errors import invalid_argument
 
-    if message.render not in _RENDERS:
-        raise invalid_argument("INVALID_RENDER", f"unknown patch render {message.render}")
+    try:
+        mode = RenderMode.from_proto(message.render)
+    except ValueError as error:
+        raise invalid_argument("INVALID_RENDER", str(error)) from None
     return RenderOptions(
-        mode=_RENDERS[message.render],
+        mode=mode,
         mask_quantile=message.mask_quantile
         if message.HasField("mask_quantile")
         else DEFAULT_MASK_QUANTILE,
@@ -201,7 +197,7 @@ def scan_to_proto(record: ScanRecord) -> scan_service_pb2.Scan:
     except ServiceError:
         preprocessing = Preprocessing()
     message = scan_service_pb2.Scan(
-        name=f"scans/{record.id}",
+        name=record.name,
         model=record.model,
         layers=list(record.layers),
         dataset=record.dataset,

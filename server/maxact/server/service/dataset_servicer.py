@@ -8,7 +8,7 @@ from typing import Any
 
 import grpc
 
-from maxact.client.types import DatasetSummary
+from maxact.common.records import DatasetSummary
 from maxact.server.core.datasets import Datasets
 from maxact.server.core.validate import ServerState
 from maxact.server.service.errors import rpc

@@ -9,8 +9,8 @@ from typing import Any
 
 import grpc
 
-from maxact.client.types import ModelSummary, TensorInfo
-from maxact.server.core.models import DEFAULT_MAX_UPLOAD_BYTES, Models, UploadHeader
+from maxact.common.records import ModelSummary, TensorInfo
+from maxact.server.core.models import Models, UploadHeader
 from maxact.server.core.validate import ServerState
 from maxact.server.errors import invalid_argument
 from maxact.server.service.convert import (
@@ -25,9 +25,7 @@ from maxact.v1 import model_service_pb2_grpc
 
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
-    def __init__(
-        self, state: ServerState, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
-    ) -> None:
+    def __init__(self, state: ServerState, max_upload_bytes: int) -> None:
         self.models = Models(state, max_upload_bytes)
 
     @rpc

@@ -10,7 +10,7 @@ from typing import Any
 
 import grpc
 
-from maxact.client.kinds import TopKMode
+from maxact.common.kinds import TopKMode
 from maxact.server.core.scans import NewScanRequest, Scans
 from maxact.server.errors import invalid_argument
 from maxact.server.jobs.scan_jobs import ScanJobs

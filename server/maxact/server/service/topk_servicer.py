@@ -8,7 +8,7 @@ from typing import Any
 
 import grpc
 
-from maxact.client.kinds import TopKMode
+from maxact.common.kinds import TopKMode
 from maxact.server.core.client_images import ClientImage
 from maxact.server.core.topk import TopK, TopKQuestion
 from maxact.server.core.validate import ServerState

@@ -12,16 +12,16 @@ import argparse
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
+from enum import Enum
 from fractions import Fraction
 from typing import Any
 
-from maxact.client.arguments import add_size, positive_int
+from maxact.common.arguments import add_size, positive_int
+from maxact.common.kinds import ChannelOrder, Layout
 from maxact.v1 import common_pb2
 
-_CHANNEL_ORDERS = {"rgb": common_pb2.CHANNEL_ORDER_RGB, "bgr": common_pb2.CHANNEL_ORDER_BGR}
-_LAYOUTS = {"nchw": common_pb2.LAYOUT_NCHW, "nhwc": common_pb2.LAYOUT_NHWC}
-CHANNEL_ORDERS = tuple(_CHANNEL_ORDERS)
-LAYOUTS = tuple(_LAYOUTS)
+CHANNEL_ORDERS = tuple(order.value for order in ChannelOrder)
+LAYOUTS = tuple(layout.value for layout in Layout)
 
 
 @dataclass(frozen=True)
@@ -41,8 +41,8 @@ class Preprocessing:
     scale: float | None = None
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
-    channel_order: str | None = None  # "rgb" | "bgr"
-    layout: str | None = None  # "nchw" | "nhwc"
+    channel_order: ChannelOrder | None = None
+    layout: Layout | None = None
     size_multiple: int | None = None
     letterbox: tuple[int, int] | None = None
     pad_value: float | None = None
@@ -50,10 +50,15 @@ class Preprocessing:
     fast_decode: bool | None = None
 
     def __post_init__(self) -> None:
-        if self.channel_order is not None and self.channel_order not in _CHANNEL_ORDERS:
+        # the words users write ("bgr", "nhwc") become the enums, so no caller compares text
+        if self.channel_order is not None and self.channel_order not in CHANNEL_ORDERS:
             raise ValueError(f"channel_order must be rgb or bgr, not {self.channel_order!r}")
-        if self.layout is not None and self.layout not in _LAYOUTS:
+        if self.layout is not None and self.layout not in LAYOUTS:
             raise ValueError(f"layout must be nchw or nhwc, not {self.layout!r}")
+        if self.channel_order is not None:
+            object.__setattr__(self, "channel_order", ChannelOrder(self.channel_order))
+        if self.layout is not None:
+            object.__setattr__(self, "layout", Layout(self.layout))
         for name, length in (
             ("size", 2),
             ("center_crop", 2),
@@ -145,17 +150,15 @@ class Preprocessing:
             if value is not None:
                 setattr(msg, name, value)
         if self.channel_order is not None:
-            msg.channel_order = _CHANNEL_ORDERS[self.channel_order]
+            msg.channel_order = self.channel_order.to_proto()
         if self.layout is not None:
-            msg.layout = _LAYOUTS[self.layout]
+            msg.layout = self.layout.to_proto()
         return msg
 
     @classmethod
     def from_proto(cls, msg: common_pb2.Preprocessing) -> Preprocessing:
         """Read a wire message back; proto3 zero values mean unset. Wrong value counts raise
         ValueError naming the field."""
-        orders = {v: k for k, v in _CHANNEL_ORDERS.items()}
-        layouts = {v: k for k, v in _LAYOUTS.items()}
         return cls(
             size=_pair(msg.size, "size"),
             resize_shorter=msg.resize_shorter or None,
@@ -163,8 +166,8 @@ class Preprocessing:
             scale=msg.scale if msg.HasField("scale") else None,
             mean=_triple(msg.mean, "mean"),
             std=_triple(msg.std, "std"),
-            channel_order=orders.get(msg.channel_order),
-            layout=layouts.get(msg.layout),
+            channel_order=ChannelOrder.from_proto(msg.channel_order),
+            layout=Layout.from_proto(msg.layout),
             size_multiple=msg.size_multiple or None,
             letterbox=_pair(msg.letterbox, "letterbox"),
             pad_value=msg.pad_value if msg.HasField("pad_value") else None,
@@ -178,7 +181,7 @@ class Preprocessing:
         for f in fields(self):
             value = getattr(self, f.name)
             if value is not None:
-                out[f.name] = list(value) if isinstance(value, tuple) else value
+                out[f.name] = list(value) if isinstance(value, tuple) else _plain(value)
         return out
 
     @classmethod
@@ -273,6 +276,11 @@ def _json_bool(value: Any) -> bool:
     return value
 
 
+def _plain(value: Any) -> Any:
+    """An enum as its word, so JSON and repr show "nchw" whatever the serialiser."""
+    return value.value if isinstance(value, Enum) else value
+
+
 def _json_choice(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f"expected a string, got {value!r}")
@@ -322,8 +330,8 @@ def add_preprocessing_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--std", nargs=3, type=parse_number, metavar=("A", "B", "C"), help="divide, per channel"
     )
-    group.add_argument("--channel-order", choices=sorted(_CHANNEL_ORDERS), help="rgb or bgr")
-    group.add_argument("--layout", choices=sorted(_LAYOUTS), help="nchw or nhwc")
+    group.add_argument("--channel-order", choices=sorted(CHANNEL_ORDERS), help="rgb or bgr")
+    group.add_argument("--layout", choices=sorted(LAYOUTS), help="nchw or nhwc")
     group.add_argument(
         "--fast-decode",
         action="store_true",

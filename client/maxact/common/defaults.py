@@ -17,3 +17,11 @@ def capped_k(scan_k: int, k: int = DEFAULT_K) -> int:
 # gallery's badges use this one definition.
 FIRES_FOR_EVERYTHING_RATE = 0.9
 NON_SELECTIVE_BELOW = 0.1
+
+# The class answer: a channel is selective for its class from this selectivity on, and each
+# class lists at most this many top channels, unless the request says otherwise.
+DEFAULT_SELECTIVE = 0.5
+DEFAULT_TOP_CHANNELS = 10
+
+# `render mask`: the per-image quantile of the activation map the mask keeps.
+DEFAULT_MASK_QUANTILE = 0.95
