@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from maxact.client import json_out, text_out
@@ -19,8 +20,10 @@ from maxact.client.cli.class_commands import add_parsers as add_class_parsers
 from maxact.client.cli.common import (
     EXIT_USAGE,
     MaxactParser,
+    add_channel,
     add_json,
     add_size,
+    channel_from_args,
     nonnegative_int,
     positive_int,
 )
@@ -40,6 +43,7 @@ from maxact.client.stream import TopKStream
 PROG = "maxact"
 EXIT_SERVER_ERROR = 1
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what `cat` and other Unix tools exit with
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -129,6 +133,11 @@ def _add_rf(commands: argparse._SubParsersAction) -> None:
     rf.add_argument(
         "--unit", nargs=2, type=nonnegative_int, metavar=("Y", "X"), help="also its exact box"
     )
+    rf.add_argument(
+        "--intervals",
+        action="store_true",
+        help="with --unit --json: also every unit's rows/cols intervals (left out by default)",
+    )
     add_size(rf, "input size for models with dynamic H/W")
     add_json(rf)
 
@@ -138,7 +147,7 @@ def _add_topk(commands: argparse._SubParsersAction) -> None:
     topk = commands.add_parser("topk", help="the top-k image patches of one channel")
     topk.add_argument("model", metavar="MODEL")
     topk.add_argument("layer", metavar="LAYER")
-    topk.add_argument("--channel", type=nonnegative_int, required=True, metavar="C")
+    add_channel(topk, "topk")
     topk.add_argument(
         "-k", type=positive_int, default=DEFAULT_K, metavar="K", help="default %(default)s"
     )
@@ -339,7 +348,8 @@ def cmd_rf(args: argparse.Namespace) -> int:
             unit=tuple(args.unit) if args.unit else None,
             size=tuple(args.size) if args.size else None,
         )
-    print_doc(args, json_out.rf_json(info), text_out.rf_text(info))
+    doc = json_out.rf_json(info, intervals=True if args.intervals else None)
+    print_doc(args, doc, text_out.rf_text(info))
     return 0
 
 
@@ -348,16 +358,22 @@ def run_topk(
 ) -> t.TopKResult:
     """Run the scan with a progress display; Ctrl-C or an error cancels the server's scan."""
     bar = bar or ProgressBar(f"top-{args.k} {args.layer} channel {args.channel}")
+    warned = False
     try:
         with _start_topk(client, args) as stream:
             for event in stream:
                 if isinstance(event, t.Progress):
+                    if event.preprocessing_warning:  # sent before the work starts
+                        bar.note(f"{PROG}: warning: {event.preprocessing_warning}")
+                        warned = True
                     bar.update(event.images_done, event.images_total, event.images_failed)
                 elif isinstance(event, t.ImageSkipped):
                     bar.note(f"{PROG}: skipped {event.image}: {event.reason}")
-            return stream.result()
+            result = stream.result()
     finally:
         bar.close()
+    # printed once: at the start (a server that sends it early) or after the run (an older one)
+    return replace(result, preprocessing_warning="") if warned else result
 
 
 def _start_topk(client: Client, args: argparse.Namespace) -> TopKStream:
@@ -386,6 +402,7 @@ def _start_topk(client: Client, args: argparse.Namespace) -> TopKStream:
 
 
 def cmd_topk(args: argparse.Namespace) -> int:
+    channel_from_args(args, "topk")
     with connect(args) as client:
         result = run_topk(client, args)
         label = output_label(client, args.model, args.layer, args.channel)
@@ -416,6 +433,16 @@ def _error(message: str) -> None:
     print(f"{PROG}: error: {message}", file=sys.stderr)
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush of what is still buffered
+    does not raise BrokenPipeError again (the recipe of Python's signal documentation)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout without a file descriptor (e.g. captured in tests)
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `maxact`; returns the exit code (1: server error, 2: usage)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -423,10 +450,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return cmd_serve(serve_args)
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        sys.stdout.flush()  # here, so a closed pipe is noticed inside this try
+        return code
     except MaxactError as error:
         _error(str(error))
         return EXIT_SERVER_ERROR
+    except BrokenPipeError:  # `maxact ... | head`: the reader left; stop quietly
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     except ValueError as error:  # a bad argument the parser could not see (e.g. preprocessing)
         _error(str(error))
         return EXIT_USAGE

@@ -18,6 +18,7 @@ import numpy as np
 from maxact.client.defaults import FIRES_FOR_EVERYTHING_RATE, NON_SELECTIVE_BELOW
 
 CONFUSABLE_PAIRS = 10
+CONFUSABLE_MIN_CLASSES = 3  # two classes' centred profiles are always opposite
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,11 @@ def confusable_pairs(
 ) -> list[tuple[str, str, float]]:
     """The `limit` class pairs whose centred profiles (m minus the mean over classes, per
     channel) have the highest cosine; ties: the earlier pair in sorted order. A class whose
-    centred profile is all zero is similar to nothing (cosine 0)."""
+    centred profile is all zero is similar to nothing (cosine 0). Empty with fewer than
+    CONFUSABLE_MIN_CLASSES classes: two centred profiles are always exact opposites (-1),
+    which says nothing about the classes."""
+    if len(names) < CONFUSABLE_MIN_CLASSES:
+        return []
     centred = m - m.mean(axis=0, keepdims=True)
     norms = np.linalg.norm(centred, axis=1)
     pairs = []

@@ -58,6 +58,9 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         model = await load_model(self.state, request.name)
         size = model.input_size(size_from(list(request.size)))
         view = await asyncio.to_thread(model.view, size)
+        if view.unshaped and await asyncio.to_thread(model.size_multiple, size) is not None:
+            # the model takes sides of some multiple, just not these: say so, as topk and rf do
+            raise model.size_error(size, view, view.unshaped[0])
         response = pb.GetModelResponse(
             name=model.name,
             default_preprocessing=preprocessing_to_proto(model.default_preprocessing),

@@ -241,6 +241,8 @@ def _scan_and_send(
             skipped=pb.ImageSkipped(image=image_id, reason=reason)
         ),
     )
+    if warning:  # before the work, so a long scan does not hide it until the end
+        send(progress=pb.Progress(images_total=count(), preprocessing_warning=warning))
     outcome = scan.run(sources, callbacks, total=total)
     send(
         progress=pb.Progress(
