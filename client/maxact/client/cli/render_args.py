@@ -8,7 +8,7 @@ from typing import Any
 from maxact.client.cli.common import nonnegative_int
 
 
-def _quantile(text: str) -> float:
+def quantile(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -32,7 +32,7 @@ def add_render_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--mask-quantile",
-        type=_quantile,
+        type=quantile,
         default=None,
         metavar="Q",
         help="--render mask: per-image quantile of the upsampled activation (default 0.95)",

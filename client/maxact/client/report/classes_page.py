@@ -55,9 +55,18 @@ _ENV = Environment(
 )
 
 
-def write_classes_page(client: Any, scan: Any, layer: str, folder: Path) -> Path:
-    """Query the class answer and each class's top channels with patches; write the page and
-    its patches (classes/c<C>_r<R>.png) into `folder`; returns the page's path."""
+def write_classes_page(
+    client: Any,
+    scan: Any,
+    layer: str,
+    folder: Path,
+    render: str = "rf",
+    mask_quantile: float | None = None,
+) -> Path:
+    """Query the class answer and each class's top channels with patches rendered as
+    `render` (the layer page's: mask where the field exceeds half the input, so deep layers
+    do not show grey fields); write the page and its patches (classes/c<C>_r<R>.png) into
+    `folder`; returns the page's path."""
     answer: t.LayerClassAnswer = client.analysis.classes(scan.id, layer, SELECTIVE, TOP_CHANNELS)
     patches_dir = folder / "classes"
     patches_dir.mkdir(parents=True, exist_ok=True)
@@ -66,7 +75,14 @@ def write_classes_page(client: Any, scan: Any, layer: str, folder: Path) -> Path
     rows = []
     for entry in answer.classes:
         result = client.analysis.class_channels(
-            scan.id, layer, entry.name, top=TOP_CHANNELS, k=k, patch_size=TILE
+            scan.id,
+            layer,
+            entry.name,
+            top=TOP_CHANNELS,
+            k=k,
+            patch_size=TILE,
+            render=render,
+            mask_quantile=mask_quantile,
         )
         channels = []
         for found in result.channels:

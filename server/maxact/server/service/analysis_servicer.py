@@ -178,6 +178,10 @@ class AnalysisServicer(analysis_service_pb2_grpc.AnalysisServiceServicer):
                     k=request.k,
                     include_patches=True,
                     patch_size=request.patch_size,
+                    render=request.render,
+                    mask_quantile=request.mask_quantile
+                    if request.HasField("mask_quantile")
+                    else None,
                 ),
                 context,
             )
