@@ -193,7 +193,14 @@ def _add_demo(commands: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="model and photo cache (default: $MAXACT_CACHE, else ~/.cache/maxact)",
     )
-    demo.add_argument("-k", type=positive_int, default=8, metavar="K")
+    demo.add_argument("-k", type=positive_int, default=8, metavar="K", help="default %(default)s")
+    demo.add_argument(
+        "--docs",
+        type=Path,
+        metavar="DIR",
+        help="also write the README's pictures (montage, gallery and classes screenshots) "
+        "into DIR; `make demo` passes docs",
+    )
 
 
 def _version() -> str:
@@ -413,7 +420,7 @@ def cmd_topk(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from maxact.client.demo import run as demo
 
-    return demo.run(out_dir=args.out, cache_dir=args.cache, k=args.k)
+    return demo.run(out_dir=args.out, cache_dir=args.cache, k=args.k, docs_dir=args.docs)
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
