@@ -41,29 +41,22 @@ def detector(channels: int) -> onnx.ModelProto:
     to 577 px: light like a mobile detector, its deep field larger than half the input."""
     rng = np.random.default_rng(0)
     widths = [3, 16, 24, 32, 48, channels]
+    # (name, out, in, weight scale, conv attributes): five stride-2 convs, two dilated
+    convs = [(f"r{i}", widths[i + 1], widths[i], 0.3, {"strides": [2, 2], "pads": [1] * 4})
+             for i in range(5)]  # fmt: skip
+    convs += [(f"deep{j}", channels, channels, 0.1, {"dilations": [4, 4], "pads": [4] * 4})
+              for j in range(2)]  # fmt: skip
     nodes, inits, previous = [], [], "image"
-    for i in range(5):
-        w = rng.normal(0, 0.3, (widths[i + 1], widths[i], 3, 3)).astype(np.float32)
-        inits.append(numpy_helper.from_array(w, f"w{i}"))
+    for name, out, inp, scale, attributes in convs:
+        w = rng.normal(0, scale, (out, inp, 3, 3)).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, f"w_{name}"))
         nodes.append(
             helper.make_node(
-                "Conv", [previous, f"w{i}"], [f"c{i}"], kernel_shape=[3, 3], strides=[2, 2],
-                pads=[1] * 4,
+                "Conv", [previous, f"w_{name}"], [f"c_{name}"], kernel_shape=[3, 3], **attributes
             )
-        )  # fmt: skip
-        nodes.append(helper.make_node("Relu", [f"c{i}"], [f"r{i}"]))
-        previous = f"r{i}"
-    for j in range(2):
-        w = rng.normal(0, 0.1, (channels, channels, 3, 3)).astype(np.float32)
-        inits.append(numpy_helper.from_array(w, f"d{j}"))
-        nodes.append(
-            helper.make_node(
-                "Conv", [previous, f"d{j}"], [f"dc{j}"], kernel_shape=[3, 3], dilations=[4, 4],
-                pads=[4] * 4,
-            )
-        )  # fmt: skip
-        nodes.append(helper.make_node("Relu", [f"dc{j}"], [f"deep{j}"]))
-        previous = f"deep{j}"
+        )
+        nodes.append(helper.make_node("Relu", [f"c_{name}"], [name]))
+        previous = name
     graph = helper.make_graph(
         nodes,
         "detector",

@@ -19,7 +19,8 @@ from PIL import Image
 
 from maxact.client import Client
 from maxact.client import types as t
-from maxact.client.cli.main import main
+from tests.cli_run import run as _run
+from tests.cli_run import run_json as _json
 from tests.onnx_models import bright_square_model, ocr_like_model, random_cnn, save
 
 LAYER = "conv1"
@@ -49,21 +50,6 @@ def world(server: object, model_root: Path, data_root: Path) -> str:
                     folder / f"{i}.png"
                 )
     return server.address  # type: ignore[attr-defined]
-
-
-def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as stop:  # a usage error found by the parser
-        code = int(stop.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def _json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict:
-    code, out, err = _run(capsys, *argv)
-    assert code == 0, err
-    return json.loads(out)
 
 
 def test_topk_takes_the_channel_as_positional_like_neuron(world: str, capsys) -> None:  # type: ignore[no-untyped-def]
