@@ -264,6 +264,11 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     args, rest = parser.parse_known_args(argv)
     if rest and args.command != "serve":
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if hasattr(args, "channel_flag"):  # topk, neuron: the channel positional or --channel
+        try:
+            channel_from_args(args, args.command)
+        except ValueError as error:
+            parser.error(str(error))
     return args, rest
 
 
@@ -409,7 +414,6 @@ def _start_topk(client: Client, args: argparse.Namespace) -> TopKStream:
 
 
 def cmd_topk(args: argparse.Namespace) -> int:
-    channel_from_args(args, "topk")
     with connect(args) as client:
         result = run_topk(client, args)
         label = output_label(client, args.model, args.layer, args.channel)
