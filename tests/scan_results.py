@@ -3,7 +3,10 @@ shards) can be compared for equality."""
 
 from __future__ import annotations
 
+import uuid
+
 from maxact.client import Client
+from maxact.server.jobs.store import NewScan, Store
 
 
 def sample_key(image_id: str) -> str:
@@ -67,3 +70,16 @@ def run_scan(
     scan = client.scans.create(model, list(layers), dataset, k=k)
     finish(client, scan.id)
     return scan_answers(client, scan.id, layers, patches)
+
+
+def unfinished_copy(store: Store, scan_id: str) -> str:
+    """A new queued scan in `store` made from the same request as `scan_id` (as if a server
+    had stopped before running it); its id. A server started on the store runs it."""
+    record = store.get(scan_id)
+    assert record is not None
+    copy = uuid.uuid4().hex[:16]
+    new = NewScan(
+        record.model, record.layers, record.dataset, record.k, record.mode, record.preprocessing
+    )
+    store.create_scan(copy, new, store.image_ids(scan_id))
+    return copy

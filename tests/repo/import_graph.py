@@ -58,6 +58,25 @@ def import_edges() -> dict[str, set[str]]:
     return edges
 
 
+@functools.cache
+def external_imports() -> dict[str, set[str]]:
+    """module -> the top-level names of the packages it imports from outside maxact (`grpc`,
+    `grpc_status`, `numpy`), anywhere in its file."""
+    modules = module_files()
+    found: dict[str, set[str]] = defaultdict(set)
+    for module, path in modules.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                names = [node.module]
+            else:
+                continue
+            found[module].update(n.split(".")[0] for n in names if n.split(".")[0] != "maxact")
+    return found
+
+
 def unit(module: str) -> str:
     """The architectural unit a module belongs to: its subpackage of maxact.server /
     maxact.client (`server.scan`, `client.cli`), a top-level module on its own

@@ -1,10 +1,28 @@
 """The architecture holds in the imports: no cycles between maxact's packages (counting imports
 inside functions), and the light client never imports the server except the demo, which runs a
-server in-process and needs the `server` extra."""
+server in-process and needs the `server` extra. Only the gRPC face of the server (service/,
+ops/ and the assembly: app, __main__, healthcheck) imports grpc: the core speaks no transport."""
 
 from __future__ import annotations
 
-from tests.repo.import_graph import cycles, import_edges, unit, unit_edges
+from tests.repo.import_graph import cycles, external_imports, import_edges, unit, unit_edges
+
+# the units of the server allowed to import grpc (and its companions)
+GRPC_FACE = {"server.service", "server.ops", "server.app", "server.__main__", "server.healthcheck"}
+TRANSPORT = {"grpc", "grpc_status", "grpc_health", "grpc_reflection"}
+
+
+def grpc_importers_outside_the_face(
+    imports: dict[str, set[str]],
+) -> list[tuple[str, list[str]]]:
+    """(module, the transport packages it imports) for each server module outside the face."""
+    return sorted(
+        (module, sorted(names & TRANSPORT))
+        for module, names in imports.items()
+        if module.startswith("maxact.server")
+        and names & TRANSPORT
+        and unit(module) not in GRPC_FACE
+    )
 
 
 def test_the_import_graph_sees_imports_inside_functions() -> None:
@@ -47,3 +65,37 @@ def test_the_client_imports_the_server_only_in_the_demo() -> None:
 
 def test_the_cycle_finder_finds_a_cycle_and_only_the_cycle() -> None:
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_only_the_grpc_face_of_the_server_imports_grpc() -> None:
+    assert grpc_importers_outside_the_face(external_imports()) == []
+
+
+def test_the_grpc_check_flags_a_core_module_that_imports_grpc() -> None:
+    imports = {
+        "maxact.server.core.topk": {"numpy", "grpc"},
+        "maxact.server.errors": {"grpc_status"},
+        "maxact.server.service.errors": {"grpc"},
+        "maxact.server.app": {"grpc"},
+    }
+    assert grpc_importers_outside_the_face(imports) == [
+        ("maxact.server.core.topk", ["grpc"]),
+        ("maxact.server.errors", ["grpc_status"]),
+    ]
+
+
+def test_the_import_walker_sees_the_servicers_import_grpc() -> None:
+    assert "grpc" in external_imports()["maxact.server.service.errors"]
+
+
+def test_the_core_speaks_no_transport() -> None:
+    # core/ turns records into records: no API messages, no servicer, no interceptor
+    offending = sorted(
+        (source, target)
+        for source, targets in import_edges().items()
+        if unit(source) == "server.core"
+        for target in targets
+        if unit(target) in {"v1", "server.service", "server.ops", "server.app"}
+    )
+    assert offending == []
+    assert "maxact.server.core.topk" in import_edges()  # the check sees core/

@@ -9,7 +9,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from maxact.client import Client
 from maxact.client.kinds import TopKMode
 from maxact.server.data.datasets import DatasetCatalog
 from maxact.server.data.preprocess import Preprocessing
-from maxact.server.errors import ServiceError
+from maxact.server.errors import Code, ServiceError
 from maxact.server.jobs.scan_jobs import ScanJobs
 from maxact.server.jobs.store import Store
 from maxact.server.models.registry import ModelRegistry
@@ -39,26 +39,6 @@ from tests.errors import raised
 from tests.onnx_models import bright_square_model, save
 
 TABLES = ("scans", "checkpoints", "topk_rows", "layer_statistics", "scan_shards")
-
-
-@pytest.fixture
-def store_path(tmp_path: Path) -> Path:
-    return tmp_path / "store" / "scans.sqlite"
-
-
-@pytest.fixture
-def served(model_root: Path, data_root: Path, store_path: Path) -> Iterator[Client]:
-    """A server on a known store file (to look at its tables), model `net`, dataset `small`."""
-    from maxact.server.app import start_server
-
-    save(bright_square_model(32), model_root, "net")
-    write_images(data_root / "small", 6, 32, seed=1)
-    running = start_server(model_root, data_root, port=0, device="cpu", store=store_path)
-    try:
-        with Client(running.address, timeout=60) as client:
-            yield client
-    finally:
-        running.stop()
 
 
 def _finished(client: Client, scan_id: str) -> str:
@@ -133,7 +113,7 @@ def test_a_scan_whose_deadline_passed_before_commit_is_never_stored(
             "net", ["conv1"], "small", 2, TopKMode.IMAGE, Preprocessing(), "late", time.monotonic()
         )
     assert (caught.value.code, caught.value.reason) == (
-        grpc.StatusCode.DEADLINE_EXCEEDED,
+        Code.DEADLINE_EXCEEDED,
         "DEADLINE_EXCEEDED",
     )
     assert store.list_scans(10) == []

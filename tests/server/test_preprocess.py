@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import grpc
 import numpy as np
 import pytest
 from PIL import Image
 
 from maxact.server.data.preprocess import Preprocessing, resolve
-from maxact.server.errors import ServiceError
+from maxact.server.errors import Code, ServiceError
 
 
 def test_fed_value_is_pixel_times_scale_minus_mean_over_std_in_bgr_order() -> None:
@@ -43,7 +42,7 @@ def test_boxes_are_clipped_to_the_original_image() -> None:
 def test_dynamic_model_without_size_asks_for_one() -> None:
     with pytest.raises(ServiceError) as caught:
         resolve(Preprocessing(), Preprocessing(), None, "nchw")
-    assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.code == Code.INVALID_ARGUMENT
     assert caught.value.reason == "INPUT_SIZE_REQUIRED"
 
 

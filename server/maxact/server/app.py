@@ -27,6 +27,7 @@ from maxact.client.arguments import (
     positive_int,
 )
 from maxact.server import limits
+from maxact.server.core.validate import ServerState
 from maxact.server.data.dataset_writer import remove_stale_incoming
 from maxact.server.data.datasets import DatasetCatalog
 from maxact.server.data.input_cache import InputCache
@@ -51,7 +52,6 @@ from maxact.server.service.neuron_servicer import NeuronServicer
 from maxact.server.service.receptive_field_servicer import ReceptiveFieldServicer
 from maxact.server.service.scan_servicer import ScanServicer
 from maxact.server.service.topk_servicer import TopKServicer
-from maxact.server.service.validate import ServerState
 from maxact.v1 import (
     analysis_service_pb2,
     analysis_service_pb2_grpc,
@@ -255,11 +255,8 @@ def _add_maxact_servicers(
     dataset_service_pb2_grpc.add_DatasetServiceServicer_to_server(DatasetServicer(state), server)
     topk_service_pb2_grpc.add_TopKServiceServicer_to_server(TopKServicer(state), server)
     scan_service_pb2_grpc.add_ScanServiceServicer_to_server(ScanServicer(jobs), server)
-    neurons = NeuronServicer(jobs)
-    neuron_service_pb2_grpc.add_NeuronServiceServicer_to_server(neurons, server)
-    analysis_service_pb2_grpc.add_AnalysisServiceServicer_to_server(
-        AnalysisServicer(jobs, neurons), server
-    )
+    neuron_service_pb2_grpc.add_NeuronServiceServicer_to_server(NeuronServicer(jobs), server)
+    analysis_service_pb2_grpc.add_AnalysisServiceServicer_to_server(AnalysisServicer(jobs), server)
 
 
 def _add_health_and_reflection(server: grpc.aio.Server) -> health.aio.HealthServicer:

@@ -1,10 +1,12 @@
-"""Errors that carry their gRPC status code and an UPPER_SNAKE reason (google.rpc.ErrorInfo)."""
+"""The server's own errors: a neutral code, an UPPER_SNAKE reason and a bounded message.
+
+No transport here: `service/` maps a ServiceError to a gRPC status (google.rpc.Status with an
+ErrorInfo) in one place, so the operations can serve any other face (HTTP/JSON) unchanged.
+"""
 
 from __future__ import annotations
 
-import grpc
-from google.protobuf import any_pb2
-from google.rpc import error_details_pb2, status_pb2
+import enum
 
 ERROR_DOMAIN = "maxact"
 # What an error echoes of a client-supplied value, and of its whole message: a long name
@@ -12,6 +14,25 @@ ERROR_DOMAIN = "maxact"
 # the trailers) and hide the real error behind RESOURCE_EXHAUSTED.
 MAX_SHOWN_CHARS = 200
 MAX_MESSAGE_CHARS = 600
+
+
+class Code(enum.IntEnum):
+    """What kind of failure, numbered as google.rpc.Code (so also as gRPC's status codes and
+    the numbers stored with a failed scan); only the kinds the server raises."""
+
+    CANCELLED = 1
+    UNKNOWN = 2
+    INVALID_ARGUMENT = 3
+    DEADLINE_EXCEEDED = 4
+    NOT_FOUND = 5
+    ALREADY_EXISTS = 6
+    RESOURCE_EXHAUSTED = 8
+    FAILED_PRECONDITION = 9
+    ABORTED = 10
+    INTERNAL = 13
+    UNAVAILABLE = 14
+    DATA_LOSS = 15
+    UNAUTHENTICATED = 16
 
 
 def shown(value: str, limit: int = MAX_SHOWN_CHARS) -> str:
@@ -26,11 +47,12 @@ def clipped(text: str, limit: int) -> str:
 
 
 class ServiceError(Exception):
-    """A failure the client caused or can act on; becomes a google.rpc.Status with ErrorInfo."""
+    """A failure the client caused or can act on: a Code, an UPPER_SNAKE reason, a message
+    and a few metadata strings, each bounded."""
 
     def __init__(
         self,
-        code: grpc.StatusCode,
+        code: Code,
         reason: str,
         message: str,
         metadata: dict[str, str] | None = None,
@@ -45,27 +67,18 @@ class ServiceError(Exception):
             for key, value in (metadata or {}).items()
         }
 
-    def to_status(self) -> status_pb2.Status:
-        """The rich status: code, message and one ErrorInfo detail."""
-        info = error_details_pb2.ErrorInfo(
-            reason=self.reason, domain=ERROR_DOMAIN, metadata=self.metadata
-        )
-        detail = any_pb2.Any()
-        detail.Pack(info)
-        return status_pb2.Status(code=self.code.value[0], message=self.message, details=[detail])
-
 
 def invalid_argument(reason: str, message: str, **metadata: str) -> ServiceError:
-    return ServiceError(grpc.StatusCode.INVALID_ARGUMENT, reason, message, metadata)
+    return ServiceError(Code.INVALID_ARGUMENT, reason, message, metadata)
 
 
 def not_found(reason: str, message: str, **metadata: str) -> ServiceError:
-    return ServiceError(grpc.StatusCode.NOT_FOUND, reason, message, metadata)
+    return ServiceError(Code.NOT_FOUND, reason, message, metadata)
 
 
 def already_exists(reason: str, message: str, **metadata: str) -> ServiceError:
-    return ServiceError(grpc.StatusCode.ALREADY_EXISTS, reason, message, metadata)
+    return ServiceError(Code.ALREADY_EXISTS, reason, message, metadata)
 
 
 def failed_precondition(reason: str, message: str, **metadata: str) -> ServiceError:
-    return ServiceError(grpc.StatusCode.FAILED_PRECONDITION, reason, message, metadata)
+    return ServiceError(Code.FAILED_PRECONDITION, reason, message, metadata)

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import grpc
 from PIL import Image
 
-from maxact.server.errors import ServiceError, invalid_argument
+from maxact.server.errors import Code, ServiceError, invalid_argument
 
 DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
 DEFAULT_MAX_INPUT_PIXELS = 2048 * 2048
@@ -91,7 +90,7 @@ def check_image_input_pixels(height: int, width: int) -> None:
 def request_bytes_error(held: int) -> ServiceError:
     limit = _current.max_request_bytes
     return ServiceError(
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        Code.RESOURCE_EXHAUSTED,
         "REQUEST_MEMORY_EXCEEDED",
         f"the images this request holds at once ({held:,} bytes) exceed the per-request bound "
         f"of {limit:,} bytes (maxact serve --max-request-mb); send smaller images or lower k",

@@ -114,11 +114,11 @@ def dataset_sources(
     indices: Sequence[int],
     cache: DatasetInputCache | None = None,
 ) -> Iterable[ImageSource]:
-    """Sources of `ids` (at dataset `indices`) for a scan: a list of files (read through the
-    decoded-input cache when the server keeps one), or a stream that reads each shard once
-    front to back."""
+    """Sources of `ids` (at dataset `indices`) for a scan: a list of files, or a stream that
+    reads each shard once front to back; either read through the decoded-input cache when
+    the server keeps one."""
     if ids and shard_of(root, ids[0]) is not None:
-        return stream_shard_sources(root, ids, indices)
+        return stream_shard_sources(root, ids, indices, cache)
     return [
         file_source(i, image_id, root / image_id, cache)
         for i, image_id in zip(indices, ids, strict=True)

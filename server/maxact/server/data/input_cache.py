@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from maxact.server.data.preprocess import ResolvedPreprocessing
+from maxact.server.ops.metrics import INPUT_CACHE_HITS, INPUT_CACHE_MISSES
 
 log = logging.getLogger("maxact.server")
 
@@ -147,7 +148,9 @@ class DatasetInputCache:
             height, width = int(header[2]), int(header[3])
             if len(data) == HEADER + height * width * 3:
                 pixels = np.frombuffer(data, np.uint8, offset=HEADER).reshape(height, width, 3)
+                INPUT_CACHE_HITS.inc()
                 return pixels, (int(header[0]), int(header[1]))
+        INPUT_CACHE_MISSES.inc()
         pixels, original = decode()
         self._store(entry, pixels, original)
         return pixels, original

@@ -29,11 +29,14 @@ from dataclasses import dataclass
 from functools import lru_cache
 from itertools import groupby
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
 from maxact.server.data.reader import ImageSource
+
+if TYPE_CHECKING:
+    from maxact.server.data.input_cache import DatasetInputCache
 
 TAR_SUFFIX = ".tar"
 PARQUET_SUFFIX = ".parquet"
@@ -352,12 +355,17 @@ def shard_source(root: Path, index: int, image_id: str) -> ImageSource:
 
 
 def stream_shard_sources(
-    root: Path, ids: Sequence[str], indices: Sequence[int]
+    root: Path,
+    ids: Sequence[str],
+    indices: Sequence[int],
+    cache: DatasetInputCache | None = None,
 ) -> Iterator[ImageSource]:
     """Sources of `ids` (dataset indices `indices`), reading each shard once front to back.
 
     Ids must be in dataset order (shard by shard); an id missing from its shard comes out as
-    a source that fails to open (the scan reports it skipped).
+    a source that fails to open (the scan reports it skipped). With `cache`, a sample's
+    decoded input is cached keyed on its id and its shard file (a rewritten shard is decoded
+    again).
     """
     pairs = list(zip(indices, ids, strict=True))
     pairs = list(zip(indices, ids, strict=True))
@@ -377,7 +385,8 @@ def stream_shard_sources(
                     break
                 arrived[item[0]] = item[2]
             data = arrived.pop(index, None)
-            yield ImageSource(index, image_id, _opener(data) if data else _vanished(image_id))
+            opener = _opener(data) if data else _vanished(image_id)
+            yield ImageSource(index, image_id, opener, path if cache else None, cache)
 
 
 def _vanished(image_id: str) -> Callable[[], Image.Image]:

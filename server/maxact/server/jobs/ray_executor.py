@@ -8,7 +8,7 @@ re-runs only unfinished shards), report progress and retry exactly the shard a l
 held. Cancelling is killing the actors. Ray Data would bring its own image decoding (a
 different decode/resize path, so answers would drift from the local scan's), a row-oriented
 pipeline whose per-shard completion is not observable, and pyarrow/pandas on every node.
-Workers run the same scan engine the local path runs (`shard_work.scan_shard`).
+Workers run the same scan engine the local path runs (`shard_work.scan_task`).
 
 Sizing: one worker per GPU when the cluster has GPUs (and the server's device is not cpu),
 else one per `cpus_per_worker` CPU cores of the cluster, capped by `max_workers`. Workers
@@ -25,13 +25,13 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from maxact.server.jobs.ray_worker import ShardWorker
-from maxact.server.jobs.shard_work import ShardResult, ShardTask, ShardWork
+from maxact.server.jobs.shard_work import ShardEvents, ShardResult, ShardTask, ShardWork
 from maxact.server.scan.engine import EngineCancelled
 
 log = logging.getLogger("maxact.server")
@@ -211,8 +211,7 @@ class RayShardExecutor:
         self,
         work: ShardWork,
         tasks: Sequence[ShardTask],
-        started: Callable[[int], None],
-        finished: Callable[[ShardResult], None],
+        events: ShardEvents,
         cancel: threading.Event,
     ) -> None:
         ray = self.ray
@@ -233,7 +232,7 @@ class RayShardExecutor:
                     raise EngineCancelled()
                 while idle and queue:
                     actor, task = idle.pop(), queue.popleft()
-                    started(task.shard)
+                    events.started(task.shard)
                     running[actor.scan.remote(work_data, task.to_dict())] = (actor, task)
                 if not running:  # every worker was lost: start new ones where nodes remain
                     idle = self._replacements(len(queue))
@@ -265,7 +264,7 @@ class RayShardExecutor:
                         raise cause from None
                     if cancel.is_set() or self._stop.is_set():
                         raise EngineCancelled()
-                    finished(ShardResult.from_dict(data))
+                    events.finished(ShardResult.from_dict(data))
                     idle.append(actor)
         except BaseException:
             self._kill_all()

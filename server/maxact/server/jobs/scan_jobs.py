@@ -1,14 +1,12 @@
 """Persisted scans: run in the background, checkpoint, resume after a restart, answer queries.
 
 A scan is a row in the store. Worker threads (at most `max_running` at once; the rest wait
-queued) run the scan engine over the dataset snapshot taken at creation, and every
-`checkpoint_images` images write the reducers' state together with the position in the
-dataset. A restarted server resumes unfinished scans from their last checkpoint, so the final
-result equals an uninterrupted scan (reducers are exact and order-independent).
-
-Given a shard executor (a Ray cluster), a scan runs as shards instead (`shard_work`): the plan
-is kept in the store, each finished shard is merged into the checkpoint in the transaction
-that marks it done, and a resumed scan runs only the shards not yet done.
+queued) run it over the dataset snapshot taken at creation, always the same way: as shards
+(`shard_work`) on an executor, the one worker in this process (one shard, reported in parts
+every `checkpoint_images` images and on shutdown) or a Ray cluster's workers (`shard_images`
+each). The plan is kept in the store, each reported part is merged into the checkpoint in the
+transaction that marks it done, and a restarted server runs only what is not done yet, so the
+final result equals an uninterrupted scan (reducers are exact and order-independent).
 """
 
 from __future__ import annotations
@@ -22,16 +20,16 @@ from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-import grpc
 import numpy as np
 
 from maxact.client.kinds import ACTIVE_STATES, ScanState, TopKMode
-from maxact.server.data.datasets import DatasetCatalog, dataset_sources, read_labels
+from maxact.server.data.datasets import DatasetCatalog, read_labels
 from maxact.server.data.preprocess import (
     Preprocessing,
     ResolvedPreprocessing,
 )
 from maxact.server.errors import (
+    Code,
     ServiceError,
     already_exists,
     failed_precondition,
@@ -40,28 +38,31 @@ from maxact.server.errors import (
 )
 from maxact.server.jobs.shard_work import (
     DEFAULT_SHARD_IMAGES,
+    LayerStates,
     LocalShardExecutor,
+    ShardEvents,
     ShardExecutor,
     ShardResult,
     ShardTask,
     ShardWork,
+    reduce_options,
     scan_setup,
     shard_ranges,
 )
 from maxact.server.jobs.store import (
     MAX_RESUME_ATTEMPTS,
-    Checkpoint,
     NewScan,
     RequestIdReused,
     ScanError,
     ScanRecord,
+    ShardRow,
     Store,
     TopKRow,
 )
 from maxact.server.models.registry import LayerEntry, LoadedModel, ModelRegistry, require_field
 from maxact.server.ops.metrics import SCAN_IMAGES_PER_SECOND, SCANS_QUEUED, SCANS_RUNNING
 from maxact.server.paths import check_name
-from maxact.server.scan.engine import EngineCallbacks, EngineCancelled, ScanEngine
+from maxact.server.scan.engine import EngineCancelled
 from maxact.server.scan.layer import LayerReducer, ReduceOptions
 from maxact.server.scan.reducers import check_k
 
@@ -71,18 +72,49 @@ MAX_LAYERS = 16
 MAX_REQUEST_ID = 128
 # how long DeleteScan waits for a running scan's worker to stop
 DELETE_WAIT_SECONDS = 30.0
+PROGRESS_SECONDS = 0.5  # how often a running scan's progress is stored
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """A scan's image snapshot, the class id of each image (-1: none) and the class names."""
+
+    ids: list[str]
+    labels: np.ndarray
+    classes: tuple[str, ...]
 
 
 @dataclass
-class _RunProgress:
-    """Where a running scan is: images done/failed (checkpoint included), the position of the
-    last checkpoint and of the last finished batch, and when progress was last stored."""
+class _Totals:
+    """Images done/failed in the stored checkpoint, and when progress was last stored."""
 
     done: int
     failed: int
-    saved: int
-    position: int
     written: float = field(default_factory=time.monotonic)
+
+
+class _Merged:
+    """A scan's reducers: its checkpoint and every part reported since, merged (exactly)."""
+
+    def __init__(
+        self, layers: list[LayerEntry], options: ReduceOptions, classes: tuple[str, ...]
+    ) -> None:
+        self._layers = {layer.name: layer for layer in layers}
+        self._options, self._classes = options, classes
+        self.reducers = {name: self._empty(name) for name in self._layers}
+
+    def _empty(self, name: str) -> LayerReducer:
+        layer = self._layers[name]
+        return LayerReducer(name, layer.field, layer.shape, self._options, self._classes)
+
+    def add(self, states: LayerStates) -> None:
+        for name, state in states.items():
+            part = self._empty(name)
+            part.load_state_dict(state)
+            self.reducers[name].merge(part)
+
+    def states(self) -> dict[str, bytes]:
+        return {name: reducer.state() for name, reducer in self.reducers.items()}
 
 
 class _Stoppable(Protocol):
@@ -146,7 +178,7 @@ class ScanJobs:
                 self._fail(
                     record.id,
                     ScanError(
-                        grpc.StatusCode.ABORTED.value[0],
+                        Code.ABORTED,
                         "TOO_MANY_RESTARTS",
                         f"the server stopped abnormally {record.resume_attempts} times while this"
                         " scan ran, before it reached a checkpoint (e.g. out of memory); it is not"
@@ -279,7 +311,7 @@ class ScanJobs:
             job.thread.join(DELETE_WAIT_SECONDS)
             if job.thread.is_alive():
                 raise ServiceError(
-                    grpc.StatusCode.UNAVAILABLE,
+                    Code.UNAVAILABLE,
                     "SCAN_STILL_STOPPING",
                     f"scan 'scans/{scan_id}' was cancelled but has not stopped yet; retry",
                     {"scan": scan_id},
@@ -327,9 +359,7 @@ class ScanJobs:
             log.exception("scan %s failed", scan_id)
             self._fail(
                 scan_id,
-                ScanError(
-                    grpc.StatusCode.INTERNAL.value[0], "SCAN_FAILED", f"{type(exc).__name__}: {exc}"
-                ),
+                ScanError(Code.INTERNAL, "SCAN_FAILED", f"{type(exc).__name__}: {exc}"),
             )
         finally:
             with self._lock:
@@ -358,170 +388,96 @@ class ScanJobs:
             raise failed_precondition("SCAN_DAMAGED", record.damage, scan=record.id)
         return scan_setup(self.models, record.model, record.preprocessing, record.layers)
 
-    def _scan(self, scan_id: str, job: _Running) -> None:
-        record = self.get(scan_id)
-        if record.finished:
-            return
-        model, prep, layers = self.prepare(record)
-        # the snapshot taken at creation, not a new listing: a resumed scan sees the same images
-        root = self.datasets.root_of(record.dataset)
+    def _inputs(self, record: ScanRecord) -> _Inputs:
+        """The snapshot taken at creation (not a new listing: a resumed scan sees the same
+        images) and its labels."""
         try:
-            ids = self.store.image_ids(scan_id)
+            ids = self.store.image_ids(record.id)
         except ValueError as exc:
             raise failed_precondition("SCAN_DAMAGED", f"damaged store row: {exc}") from None
         for image_id in ids:  # stored ids are re-checked: a store row is not trusted
             check_name(image_id, "stored image")
-        label_of = read_labels(root, ids)
+        label_of = read_labels(self.datasets.root_of(record.dataset), ids)
         classes = tuple(sorted(set(label_of.values())))
         class_ids = {name: i for i, name in enumerate(classes)}
         labels = np.asarray([class_ids.get(label_of.get(i, ""), -1) for i in ids])
-        options = ReduceOptions(k=record.k, bottom=True, position=record.mode is TopKMode.POSITION)
-        if self.shard_executor is not None or self.store.shards(scan_id):
-            self._scan_shards(record, job, ids, labels, classes, layers, options)
-            return
-        engine = ScanEngine(model, layers, prep, options, classes=classes)
-        job.engine = engine
-        if job.cancel.is_set():
-            return
-        start, base_done, base_failed = 0, 0, 0
-        states = self.store.checkpoint(scan_id)
-        if states and record.checkpoint_position > 0:
-            for name, reducer in engine.reducers.items():
-                reducer.load_state(states[name])
-            start = record.checkpoint_position
-            base_done, base_failed = record.checkpoint_done, record.checkpoint_failed
-        # counted before it runs, reset at each checkpoint: a scan that takes the server down
-        # (e.g. out of memory) is not resumed into a crash loop
-        self.store.count_run(scan_id)
-        if not self.store.transition(scan_id, ScanState.RUNNING, ACTIVE_STATES):
-            return  # cancelled while it was being prepared
-        cache = self.datasets.input_cache_for(record.dataset)
-        sources = dataset_sources(root, ids[start:], range(start, len(ids)), cache)
-        progress = _RunProgress(done=base_done, failed=base_failed, saved=start, position=start)
+        return _Inputs(ids, labels, classes)
 
-        def on_progress(done: int, total: int, failed: int) -> None:
-            progress.done, progress.failed = base_done + done, base_failed + failed
-            if time.monotonic() - progress.written > 0.5:
-                progress.written = time.monotonic()
-                self.store.set_progress(scan_id, progress.done, progress.failed)
-
-        def save(position: int) -> None:
-            states = {name: r.state() for name, r in engine.reducers.items()}
-            self.store.save_checkpoint(
-                scan_id, Checkpoint(position, progress.done, progress.failed, states)
-            )
-            progress.saved = position
-
-        def on_batch(position: int) -> None:
-            # the reducers hold exactly the images before `position` here
-            progress.position = position
-            if position - progress.saved >= self.checkpoint_images:
-                save(position)
-
+    def _restored(
+        self, record: ScanRecord, layers: list[LayerEntry], classes: tuple[str, ...]
+    ) -> _Merged:
+        """The scan's reducers with its checkpoint (the work of its finished shards) loaded;
+        a checkpoint that does not fit the scan fails it with the reason."""
+        merged = _Merged(layers, reduce_options(record.k, record.mode), classes)
+        states = self.store.checkpoint(record.id)
+        if not states:
+            return merged
         try:
-            outcome = engine.run(
-                sources,
-                labels,
-                EngineCallbacks(progress=on_progress, batch_done=on_batch),
-                total=len(ids) - start,
-            )
-        except EngineCancelled:
-            if self._closing.is_set() and progress.position > progress.saved:
-                save(progress.position)  # shutting down: keep the work done so far
-            raise
-        if job.cancel.is_set():
-            raise EngineCancelled()
-        SCAN_IMAGES_PER_SECOND.set(outcome.images_scanned / max(outcome.seconds, 1e-9))
-        done = base_done + outcome.images_scanned
-        failed = base_failed + outcome.images_failed
-        self.store.finish(
-            scan_id,
-            self._rows(engine.reducers, ids),
-            self._statistics(engine.reducers, labels),
-            done,
-            failed,
-        )
-
-    def _scan_shards(
-        self,
-        record: ScanRecord,
-        job: _Running,
-        ids: list[str],
-        labels: np.ndarray,
-        classes: tuple[str, ...],
-        layers: list[LayerEntry],
-        options: ReduceOptions,
-    ) -> None:
-        """Run the scan's unfinished shards on the executor, merging each as it reports."""
-        scan_id = record.id
-        fields = {layer.name: layer for layer in layers}
-
-        def fresh(name: str) -> LayerReducer:
-            layer = fields[name]
-            return LayerReducer(name, layer.field, layer.shape, options, classes)
-
-        reducers = {name: fresh(name) for name in fields}
-        states = self.store.checkpoint(scan_id)
-        if states:  # a local checkpoint prefix and/or the shards finished before a restart
-            for name, reducer in reducers.items():
+            for name, reducer in merged.reducers.items():
                 reducer.load_state(states[name])
-        shards = self.store.plan_shards(
-            scan_id, shard_ranges(record.checkpoint_position, len(ids), self.shard_images)
+        except (KeyError, ValueError) as exc:
+            raise failed_precondition(
+                "CHECKPOINT_DAMAGED",
+                f"the stored checkpoint of scan 'scans/{record.id}' cannot be loaded: {exc}",
+                scan=record.id,
+            ) from None
+        return merged
+
+    def _plan(self, record: ScanRecord, total: int) -> list[ShardRow]:
+        """The scan's shards: its plan if a previous run made one, else from its checkpoint
+        on, `shard_images` each for a cluster, one shard in this process (the one-worker
+        executor checkpoints inside it)."""
+        remaining = total - record.checkpoint_position
+        size = self.shard_images if self.shard_executor is not None else max(1, remaining)
+        return self.store.plan_shards(
+            record.id, shard_ranges(record.checkpoint_position, total, size)
         )
-        totals = {
-            "done": record.checkpoint_done + sum(s.images_done for s in shards if s.done),
-            "failed": record.checkpoint_failed + sum(s.images_failed for s in shards if s.done),
-        }
+
+    def _scan(self, scan_id: str, job: _Running) -> None:
+        """Run a scan: its unfinished shards on the executor (Ray's, or the one worker in this
+        process), merging each part into the checkpoint as it reports, then store the
+        results."""
+        record = self.get(scan_id)
+        if record.finished:
+            return
+        _, _, layers = self.prepare(record)
+        inputs = self._inputs(record)
+        # counted before the checkpoint is loaded and the scan runs, reset at each checkpoint:
+        # a scan that takes the server down (a bad checkpoint, out of memory) is not resumed
+        # into a crash loop
+        self.store.count_run(scan_id)
+        merged = self._restored(record, layers, inputs.classes)
+        shards = self._plan(record, len(inputs.ids))
+        totals = _Totals(
+            record.checkpoint_done + sum(s.images_done for s in shards if s.done),
+            record.checkpoint_failed + sum(s.images_failed for s in shards if s.done),
+        )
         if not self.store.transition(scan_id, ScanState.RUNNING, ACTIVE_STATES):
             return  # cancelled while it was being prepared
-        self.store.set_progress(scan_id, totals["done"], totals["failed"])
+        self.store.set_progress(scan_id, totals.done, totals.failed)
         tasks = [
-            ShardTask(s.shard, s.first, ids[s.first : s.stop], labels[s.first : s.stop].tolist())
+            ShardTask(
+                s.shard,
+                s.first,
+                inputs.ids[s.first : s.stop],
+                inputs.labels[s.first : s.stop].tolist(),
+            )
             for s in shards
             if not s.done
         ]
-        work = ShardWork(
-            scan_id,
-            record.model,
-            list(record.layers),
-            record.dataset,
-            record.k,
-            record.mode,
-            dict(record.preprocessing),
-            list(classes),
-        )
-
-        def finished(result: ShardResult) -> None:
-            for name, state in result.states.items():
-                part = fresh(name)
-                part.load_state_dict(state)
-                reducers[name].merge(part)
-            totals["done"] += result.done
-            totals["failed"] += result.failed
-            self.store.finish_shard(
-                scan_id,
-                result.shard,
-                result.done,
-                result.failed,
-                {name: reducer.state() for name, reducer in reducers.items()},
-                totals["done"],
-                totals["failed"],
-            )
-
         executor = (
             self.shard_executor()
             if self.shard_executor is not None
-            else LocalShardExecutor(self.models, self.datasets)
+            else LocalShardExecutor(self.models, self.datasets, self.checkpoint_images)
         )
         job.engine = executor
         if job.cancel.is_set():
             raise EngineCancelled()
         started = time.monotonic()
         executor.run(
-            work,
+            self._work(record, inputs.classes),
             tasks,
-            lambda shard: self.store.shard_started(scan_id, shard),
-            finished,
+            self._events(scan_id, merged, totals),
             job.cancel,
         )
         if job.cancel.is_set():
@@ -530,10 +486,52 @@ class ScanJobs:
         SCAN_IMAGES_PER_SECOND.set(images / max(time.monotonic() - started, 1e-9))
         self.store.finish(
             scan_id,
-            self._rows(reducers, ids),
-            self._statistics(reducers, labels),
-            totals["done"],
-            totals["failed"],
+            self._rows(merged.reducers, inputs.ids),
+            self._statistics(merged.reducers, inputs.labels),
+            totals.done,
+            totals.failed,
+        )
+
+    @staticmethod
+    def _work(record: ScanRecord, classes: tuple[str, ...]) -> ShardWork:
+        return ShardWork(
+            record.id,
+            record.model,
+            list(record.layers),
+            record.dataset,
+            record.k,
+            record.mode.value,
+            dict(record.preprocessing),
+            list(classes),
+        )
+
+    def _events(self, scan_id: str, merged: _Merged, totals: _Totals) -> ShardEvents:
+        """Merge each reported part and store it with the merged checkpoint in one
+        transaction; show the progress of work not reported yet."""
+
+        def finished(result: ShardResult) -> None:
+            merged.add(result.states)
+            totals.done += result.done
+            totals.failed += result.failed
+            totals.written = time.monotonic()
+            self.store.finish_shard(
+                scan_id,
+                result.shard,
+                result.done,
+                result.failed,
+                merged.states(),
+                totals.done,
+                totals.failed,
+                until=result.stop,
+            )
+
+        def progress(done: int, failed: int) -> None:
+            if time.monotonic() - totals.written > PROGRESS_SECONDS:
+                totals.written = time.monotonic()
+                self.store.set_progress(scan_id, totals.done + done, totals.failed + failed)
+
+        return ShardEvents(
+            lambda shard: self.store.shard_started(scan_id, shard), finished, progress
         )
 
     @staticmethod
@@ -603,7 +601,7 @@ def _deadline_check(deadline: float | None) -> Callable[[], None]:
     def check() -> None:
         if deadline is not None and time.monotonic() >= deadline:
             raise ServiceError(
-                grpc.StatusCode.DEADLINE_EXCEEDED,
+                Code.DEADLINE_EXCEEDED,
                 "DEADLINE_EXCEEDED",
                 "the call's deadline passed before the scan was stored; nothing was created",
             )
@@ -612,8 +610,8 @@ def _deadline_check(deadline: float | None) -> Callable[[], None]:
 
 
 def _scan_error(error: ServiceError) -> ScanError:
-    return ScanError(error.code.value[0], error.reason, error.message)
+    return ScanError(error.code, error.reason, error.message)
 
 
 def _damaged(damage: str) -> ScanError:
-    return ScanError(grpc.StatusCode.DATA_LOSS.value[0], "SCAN_DAMAGED", damage)
+    return ScanError(Code.DATA_LOSS, "SCAN_DAMAGED", damage)

@@ -1,10 +1,12 @@
 """A persisted scan as shards: the plan, the work of one shard, and the in-process executor.
 
-A shard is a range [first, stop) of the scan's image snapshot. Scanning a shard is the SAME
-scan engine a local scan runs (pruned session, reducers) over that range only; the result is
-the reducers' `state_dict()` (plain numpy arrays keyed by layer) plus counts, so it can cross
-a process or machine boundary as data and be merged exactly (`LayerReducer.merge`) by the
-server: a shard's image indices are global to the scan, and every reducer merge is exact.
+A shard is a range [first, stop) of the scan's image snapshot. Every scan runs as shards: a
+local scan is the one-worker case (`LocalShardExecutor`: one shard for the rest of the scan,
+reported part by part at each checkpoint), a Ray cluster the many-worker one. Scanning a shard
+is the same scan engine either way; the result is the reducers' `state_dict()` (plain numpy
+arrays keyed by layer) plus counts, so it can cross a process or machine boundary as data and
+be merged exactly (`LayerReducer.merge`) by the server: a shard's image indices are global to
+the scan, and every reducer merge is exact.
 
 `ShardWork` and `ShardTask` are plain data (str/int/list/dict) for the same reason: a Ray
 worker receives them without unpickling any maxact class.
@@ -19,6 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from maxact.client.kinds import TopKMode
 from maxact.server.data.datasets import DatasetCatalog, dataset_sources
 from maxact.server.data.preprocess import ResolvedPreprocessing, parse_mapping
 from maxact.server.models.registry import LayerEntry, LoadedModel, ModelRegistry
@@ -36,6 +39,11 @@ def shard_ranges(start: int, total: int, shard_images: int) -> list[tuple[int, i
     return [(i, min(i + shard_images, total)) for i in range(start, total, shard_images)]
 
 
+def reduce_options(k: int, mode: TopKMode) -> ReduceOptions:
+    """What a scan's reducers keep: top and bottom k, per image or per position."""
+    return ReduceOptions(k=k, bottom=True, position=mode is TopKMode.POSITION)
+
+
 @dataclass(frozen=True)
 class ShardWork:
     """What every shard of one scan shares: enough to rebuild the scan engine anywhere."""
@@ -45,12 +53,16 @@ class ShardWork:
     layers: list[str]
     dataset: str
     k: int
-    mode: str
+    mode: str  # a TopKMode value (plain data for Ray)
     preprocessing: dict[str, Any]
     classes: list[str]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def options(self) -> ReduceOptions:
+        return reduce_options(self.k, TopKMode(self.mode))
 
 
 @dataclass(frozen=True)
@@ -68,11 +80,15 @@ class ShardTask:
 
 @dataclass
 class ShardResult:
+    """The reducer states of a shard's images (all of them, or with `stop` only those before
+    that dataset index: the rest of the shard is still to come)."""
+
     shard: int
     states: LayerStates
     done: int
     failed: int
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (image id, reason)
+    stop: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -81,6 +97,7 @@ class ShardResult:
             "done": self.done,
             "failed": self.failed,
             "skipped": [list(pair) for pair in self.skipped],
+            "stop": self.stop,
         }
 
     @staticmethod
@@ -90,9 +107,25 @@ class ShardResult:
             for layer, arrays in data["states"].items()
         }
         skipped = [(str(a), str(b)) for a, b in data.get("skipped", [])]
+        stop = data.get("stop")
         return ShardResult(
-            int(data["shard"]), states, int(data["done"]), int(data["failed"]), skipped
+            int(data["shard"]),
+            states,
+            int(data["done"]),
+            int(data["failed"]),
+            skipped,
+            None if stop is None else int(stop),
         )
+
+
+@dataclass(frozen=True)
+class ShardEvents:
+    """What an executor reports while it runs (from its own threads)."""
+
+    started: Callable[[int], None]  # a shard was sent to a worker
+    finished: Callable[[ShardResult], None]  # a shard, or a part of it, was scanned
+    # images done / failed since the last `finished` (a worker that can say so)
+    progress: Callable[[int, int], None] = lambda done, failed: None
 
 
 def scan_setup(
@@ -105,35 +138,103 @@ def scan_setup(
     return model, prep, [model.layer(prep.reference_size, name) for name in layers]
 
 
-def scan_shard(
-    models: ModelRegistry,
+def shard_engine(models: ModelRegistry, work: ShardWork) -> ScanEngine:
+    """The scan engine a worker runs the shards of `work` with."""
+    model, prep, layers = scan_setup(models, work.model, work.preprocessing, work.layers)
+    return ScanEngine(model, layers, prep, work.options, classes=tuple(work.classes))
+
+
+class _TaskScan:
+    """One shard through an engine, handing over a part every `every` images (0: never) at
+    a consistent point; the rest when the shard ends or the engine is stopped."""
+
+    def __init__(
+        self, engine: ScanEngine, task: ShardTask, events: ShardEvents | None, every: int
+    ) -> None:
+        self.engine, self.task, self.events, self.every = engine, task, events, every
+        self.first = task.first  # the images before it were handed over
+        self.done = self.failed = 0  # in this run
+        self.handed = (0, 0, 0)  # done, failed, skipped already handed over
+        self.skipped: list[tuple[str, str]] = []
+        self.consistent = -1  # the reducers hold exactly the images before it (-1: unknown)
+
+    def callbacks(self) -> EngineCallbacks:
+        return EngineCallbacks(
+            progress=self._progress,
+            skipped=lambda image_id, reason: self.skipped.append((image_id, reason)),
+            reduced=self._reduced,
+            batch_done=self._batch_done,
+        )
+
+    def _progress(self, done: int, total: int, failed: int) -> None:
+        self.done, self.failed = done, failed
+        if self.events is not None:
+            self.events.progress(done - self.handed[0], failed - self.handed[1])
+
+    def _reduced(self, indices: list[int]) -> None:
+        self.consistent = -1
+
+    def _batch_done(self, position: int) -> None:
+        self.consistent = position
+        stop = self.task.first + len(self.task.ids)
+        if self.every and position - self.first >= self.every and position < stop:
+            self.hand_over(position)
+
+    def hand_over(self, stop: int | None) -> ShardResult:
+        """The part scanned since the last hand-over (images before `stop`; None: the rest)."""
+        reducers = self.engine.take_reducers()
+        done, failed, skipped = self.handed
+        result = ShardResult(
+            self.task.shard,
+            {name: reducer.state_dict() for name, reducer in reducers.items()},
+            self.done - done,
+            self.failed - failed,
+            self.skipped[skipped:],
+            stop,
+        )
+        self.handed = (self.done, self.failed, len(self.skipped))
+        if stop is not None:
+            self.first = stop
+            if self.events is not None:
+                self.events.finished(result)
+        return result
+
+
+def scan_task(
+    engine: ScanEngine,
     datasets: DatasetCatalog,
     work: ShardWork,
     task: ShardTask,
-    stop: threading.Event | None = None,
-    on_engine: Callable[[ScanEngine], None] = lambda engine: None,
+    events: ShardEvents | None = None,
+    every: int = 0,
 ) -> ShardResult:
-    """Run the scan engine over one shard and return its reducers' state."""
-    model, prep, layers = scan_setup(models, work.model, work.preprocessing, work.layers)
-    options = ReduceOptions(k=work.k, bottom=True, position=work.mode == "position")
-    engine = ScanEngine(model, layers, prep, options, classes=tuple(work.classes))
-    on_engine(engine)
-    if stop is not None and stop.is_set():
-        raise EngineCancelled()
+    """Run `engine` (empty reducers) over one shard and return the reducers' state of the
+    shard's images; with `events`, parts are reported every `every` images and, when the
+    engine is stopped, the part scanned up to its last consistent point."""
     stop_at = task.first + len(task.ids)
     labels = np.full(stop_at, -1, dtype=np.int64)
     labels[task.first :] = task.labels
-    indices = range(task.first, stop_at)
-    skipped: list[tuple[str, str]] = []
-    sources = dataset_sources(datasets.root_of(work.dataset), task.ids, indices)
-    outcome = engine.run(
-        sources,
-        labels,
-        EngineCallbacks(skipped=lambda image_id, reason: skipped.append((image_id, reason))),
-        total=len(task.ids),
+    sources = dataset_sources(
+        datasets.root_of(work.dataset),
+        task.ids,
+        range(task.first, stop_at),
+        datasets.input_cache_for(work.dataset),
     )
-    states = {name: reducer.state_dict() for name, reducer in engine.reducers.items()}
-    return ShardResult(task.shard, states, outcome.images_scanned, outcome.images_failed, skipped)
+    scan = _TaskScan(engine, task, events, every)
+    try:
+        engine.run(sources, labels, scan.callbacks(), total=len(task.ids))
+    except EngineCancelled:
+        if events is not None and scan.consistent > scan.first:
+            scan.hand_over(scan.consistent)  # stopped: keep the work done so far
+        raise
+    return scan.hand_over(None)
+
+
+def scan_shard(
+    models: ModelRegistry, datasets: DatasetCatalog, work: ShardWork, task: ShardTask
+) -> ShardResult:
+    """Run the scan engine over one shard and return its reducers' state (a Ray worker)."""
+    return scan_task(shard_engine(models, work), datasets, work, task)
 
 
 class ShardExecutor(Protocol):
@@ -143,8 +244,7 @@ class ShardExecutor(Protocol):
         self,
         work: ShardWork,
         tasks: Sequence[ShardTask],
-        started: Callable[[int], None],
-        finished: Callable[[ShardResult], None],
+        events: ShardEvents,
         cancel: threading.Event,
     ) -> None:
         """Returns when every shard was reported; raises EngineCancelled once `cancel` is set,
@@ -157,12 +257,16 @@ class ShardExecutor(Protocol):
 
 
 class LocalShardExecutor:
-    """Shards one after another in this process (a scan planned as shards by a Ray server and
-    resumed by a server without Ray)."""
+    """The one-worker executor: shards one after another in this process through one engine
+    (one onnxruntime session), each reported in parts every `checkpoint_images` images (a
+    local scan plans one shard for all its images, so the decode pipeline never restarts)."""
 
-    def __init__(self, models: ModelRegistry, datasets: DatasetCatalog) -> None:
+    def __init__(
+        self, models: ModelRegistry, datasets: DatasetCatalog, checkpoint_images: int
+    ) -> None:
         self.models = models
         self.datasets = datasets
+        self.checkpoint_images = checkpoint_images
         self._engine: ScanEngine | None = None
         self._stop = threading.Event()
 
@@ -170,18 +274,23 @@ class LocalShardExecutor:
         self,
         work: ShardWork,
         tasks: Sequence[ShardTask],
-        started: Callable[[int], None],
-        finished: Callable[[ShardResult], None],
+        events: ShardEvents,
         cancel: threading.Event,
     ) -> None:
-        for task in tasks:
+        for task in sorted(tasks, key=lambda task: task.first):
             if cancel.is_set() or self._stop.is_set():
                 raise EngineCancelled()
-            started(task.shard)
-            finished(scan_shard(self.models, self.datasets, work, task, cancel, self._keep))
-
-    def _keep(self, engine: ScanEngine) -> None:
-        self._engine = engine
+            if self._engine is None:
+                self._engine = shard_engine(self.models, work)
+                if self._stop.is_set():  # stopped while the engine was built
+                    raise EngineCancelled()
+            events.started(task.shard)
+            result = scan_task(
+                self._engine, self.datasets, work, task, events, self.checkpoint_images
+            )
+            if cancel.is_set():
+                raise EngineCancelled()
+            events.finished(result)
 
     def stop(self) -> None:
         self._stop.set()

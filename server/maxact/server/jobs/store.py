@@ -18,10 +18,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import grpc
-
 from maxact.client.kinds import ScanState, TopKKind, TopKMode
-from maxact.server.errors import ServiceError
+from maxact.server.errors import Code, ServiceError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS scans (
@@ -128,13 +126,13 @@ def _write_error(exc: sqlite3.Error) -> ServiceError:
     text = str(exc)
     if "full" in text:
         return ServiceError(
-            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            Code.RESOURCE_EXHAUSTED,
             "STORE_FULL",
             "the server's scan store is full (no disk space left, or maxact serve "
             "--store-max-mb reached)",
         )
     return ServiceError(
-        grpc.StatusCode.UNAVAILABLE,
+        Code.UNAVAILABLE,
         "STORE_UNAVAILABLE",
         f"the server's scan store cannot be written ({type(exc).__name__}: {text[:200]})",
     )
@@ -151,7 +149,8 @@ class RequestIdReused(Exception):
 
 @dataclass(frozen=True)
 class ScanError:
-    """Why a scan failed: a gRPC status code number, an UPPER_SNAKE reason, a message."""
+    """Why a scan failed: an errors.Code number (gRPC's numbering), an UPPER_SNAKE reason,
+    a message."""
 
     code: int
     reason: str
@@ -247,25 +246,14 @@ class TopKRow:
     x: int
 
 
-@dataclass(frozen=True)
-class Checkpoint:
-    """Reducer states (npz bytes per layer) after every image before `position` was
-    accounted for, with the counts at that point."""
-
-    position: int
-    done: int
-    failed: int
-    states: dict[str, bytes]
-
-
 _COLUMNS = (
     "id, seq, model, layers, dataset, k, mode, preprocessing, state, images_done, images_failed,"
     " images_total, error, create_time, update_time, checkpoint_position, checkpoint_done,"
     " checkpoint_failed, resume_attempts, request_id, error_code, error_reason"
 )
 # a failed scan stored before version 4 kept only its message
-_UNKNOWN_CODE = 2
-_DATA_LOSS = 15  # grpc.StatusCode.DATA_LOSS
+_UNKNOWN_CODE = Code.UNKNOWN
+_DATA_LOSS = Code.DATA_LOSS
 
 
 def _record(row: tuple[Any, ...]) -> ScanRecord:
@@ -609,30 +597,6 @@ class Store:
                 (done, failed, time.time(), scan_id),
             )
 
-    def save_checkpoint(self, scan_id: str, checkpoint: Checkpoint) -> None:
-        """Atomically; nothing is written for a scan deleted meanwhile."""
-        with self._transaction() as db:
-            if db.execute("SELECT 1 FROM scans WHERE id = ?", (scan_id,)).fetchone() is None:
-                return
-            db.executemany(
-                "INSERT OR REPLACE INTO checkpoints (scan_id, layer, state) VALUES (?, ?, ?)",
-                [(scan_id, layer, state) for layer, state in checkpoint.states.items()],
-            )
-            db.execute(
-                "UPDATE scans SET checkpoint_position = ?, checkpoint_done = ?,"
-                " checkpoint_failed = ?, images_done = ?, images_failed = ?, update_time = ?,"
-                " resume_attempts = 0 WHERE id = ?",
-                (
-                    checkpoint.position,
-                    checkpoint.done,
-                    checkpoint.failed,
-                    checkpoint.done,
-                    checkpoint.failed,
-                    time.time(),
-                    scan_id,
-                ),
-            )
-
     def shards(self, scan_id: str) -> builtins.list[ShardRow]:
         rows = self._connection().execute(
             "SELECT shard, first, stop, state, attempts, images_done, images_failed, finish_time"
@@ -673,20 +637,19 @@ class Store:
         states: dict[str, bytes],
         done: int,
         failed: int,
+        until: int | None = None,
     ) -> bool:
         """Mark a shard done and store `states` (the merge of every finished shard and the
         scan's earlier checkpoint) in one transaction; False when it was already done or the
-        scan is no longer active (a shard reporting after a cancel is not recorded)."""
+        scan is no longer active (a shard reporting after a cancel is not recorded).
+
+        `until`: only the shard's images before that index are done; they become a new done
+        shard, and this one keeps the rest, still pending."""
         with self._transaction() as db:
-            (state,) = db.execute("SELECT state FROM scans WHERE id = ?", (scan_id,)).fetchone()
-            if state not in ("queued", "running"):
+            found = db.execute("SELECT state FROM scans WHERE id = ?", (scan_id,)).fetchone()
+            if found is None or found[0] not in ("queued", "running"):
                 return False
-            cursor = db.execute(
-                "UPDATE scan_shards SET state = 'done', images_done = ?, images_failed = ?,"
-                " finish_time = ? WHERE scan_id = ? AND shard = ? AND state != 'done'",
-                (shard_done, shard_failed, time.time(), scan_id, shard),
-            )
-            if cursor.rowcount != 1:
+            if not _mark_done(db, scan_id, shard, until, shard_done, shard_failed):
                 return False
             db.executemany(
                 "INSERT OR REPLACE INTO checkpoints (scan_id, layer, state) VALUES (?, ?, ?)",
@@ -761,3 +724,34 @@ class Store:
             .fetchone()
         )
         return None if row is None else json.loads(row[0])
+
+
+def _mark_done(
+    db: sqlite3.Connection, scan_id: str, shard: int, until: int | None, done: int, failed: int
+) -> bool:
+    """Mark the pending shard done, or (`until` inside it) its images before `until`: a new
+    done shard, the pending one keeping the rest. False: no such pending shard or part."""
+    row = db.execute(
+        "SELECT first, stop FROM scan_shards WHERE scan_id = ? AND shard = ? AND state != 'done'",
+        (scan_id, shard),
+    ).fetchone()
+    if row is None or (until is not None and until <= row[0]):
+        return False
+    if until is None or until >= row[1]:
+        db.execute(
+            "UPDATE scan_shards SET state = 'done', images_done = ?, images_failed = ?,"
+            " finish_time = ? WHERE scan_id = ? AND shard = ?",
+            (done, failed, time.time(), scan_id, shard),
+        )
+        return True
+    db.execute(
+        "INSERT INTO scan_shards (scan_id, shard, first, stop, state, attempts, images_done,"
+        " images_failed, finish_time) SELECT scan_id,"
+        " (SELECT MAX(shard) + 1 FROM scan_shards WHERE scan_id = ?), first, ?, 'done',"
+        " attempts, ?, ?, ? FROM scan_shards WHERE scan_id = ? AND shard = ?",
+        (scan_id, until, done, failed, time.time(), scan_id, shard),
+    )
+    db.execute(
+        "UPDATE scan_shards SET first = ? WHERE scan_id = ? AND shard = ?", (until, scan_id, shard)
+    )
+    return True

@@ -15,12 +15,12 @@ import re
 import tempfile
 from pathlib import Path
 
-import grpc
 import onnx
 from google.protobuf.message import DecodeError
 
 from maxact.server.data.preprocess import parse_json
 from maxact.server.errors import (
+    Code,
     ServiceError,
     already_exists,
     failed_precondition,
@@ -41,7 +41,7 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def too_large(message: str, **metadata: str) -> ServiceError:
-    return ServiceError(grpc.StatusCode.RESOURCE_EXHAUSTED, "UPLOAD_TOO_LARGE", message, metadata)
+    return ServiceError(Code.RESOURCE_EXHAUSTED, "UPLOAD_TOO_LARGE", message, metadata)
 
 
 class ModelUpload:

@@ -14,10 +14,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
-from grpc_status import rpc_status
 
-from maxact.server.errors import ServiceError
+from maxact.server.errors import Code, ServiceError
 from maxact.server.ops.handlers import Handler, relay, same_shape
+from maxact.server.ops.status import grpc_status
 
 EXEMPT_PREFIXES = (
     "/grpc.health.v1.Health/",
@@ -46,13 +46,13 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
 
     def _refusal(self) -> Any:
         error = ServiceError(
-            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            Code.RESOURCE_EXHAUSTED,
             "TOO_MANY_CALLS",
             f"the server is busy: {self.limit} calls are in flight (maxact serve "
             f"--max-concurrent-rpcs); retry later",
             {"limit": str(self.limit)},
         )
-        return rpc_status.to_status(error.to_status())
+        return grpc_status(error)
 
     def _admitted_unary(self, behaviour: Callable[..., Any]) -> Callable[..., Any]:
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:

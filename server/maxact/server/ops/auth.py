@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from grpc_status import rpc_status
 
-from maxact.server.errors import ServiceError
+from maxact.server.errors import Code, ServiceError
 from maxact.server.ops.handlers import Handler, same_shape
+from maxact.server.ops.status import grpc_status
 
 AUTH_HEADER = "authorization"
 PUBLIC_PREFIXES = ("/grpc.health.v1.Health/",)
@@ -70,12 +70,12 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
 
 
 def _unauthenticated(reason: str, message: str) -> ServiceError:
-    return ServiceError(grpc.StatusCode.UNAUTHENTICATED, reason, message)
+    return ServiceError(Code.UNAUTHENTICATED, reason, message)
 
 
 def _refusing(handler: Handler, error: ServiceError) -> Handler:
     """A handler of the same shape as `handler` that only aborts with `error`."""
-    status = rpc_status.to_status(error.to_status())
+    status = grpc_status(error)
 
     async def unary_response(request: Any, context: grpc.aio.ServicerContext) -> Any:
         await context.abort_with_status(status)

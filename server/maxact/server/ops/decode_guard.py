@@ -15,10 +15,10 @@ from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
-from grpc_status import rpc_status
 
 from maxact.server.errors import invalid_argument
 from maxact.server.ops.handlers import Handler, relay
+from maxact.server.ops.status import grpc_status
 
 
 class Undecodable:
@@ -81,7 +81,7 @@ class DecodeGuardInterceptor(grpc.aio.ServerInterceptor):
 
 
 async def _abort(context: grpc.aio.ServicerContext, request: Undecodable) -> None:
-    await context.abort_with_status(rpc_status.to_status(_error(request).to_status()))
+    await context.abort_with_status(grpc_status(_error(request)))
 
 
 def _unary_in(behaviour: Callable[..., Any]) -> Callable[..., Any]:

@@ -37,6 +37,12 @@ IMAGES_SKIPPED = Counter("maxact_images_skipped", "Unreadable images skipped.")
 SCAN_IMAGES_PER_SECOND = Gauge("maxact_scan_images_per_second", "Throughput of the last scan.")
 SCANS_QUEUED = Gauge("maxact_scans_queued", "Persisted scans waiting for a slot.")
 SCANS_RUNNING = Gauge("maxact_scans_running", "Persisted scans running now.")
+INPUT_CACHE_HITS = Counter(
+    "maxact_input_cache_hits", "Model inputs read from the decoded-input cache, not decoded."
+)
+INPUT_CACHE_MISSES = Counter(
+    "maxact_input_cache_misses", "Model inputs decoded because the input cache had none."
+)
 
 
 class MetricsServer:

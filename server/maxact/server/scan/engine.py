@@ -164,17 +164,8 @@ class ScanEngine:
         self._layers_at: dict[tuple[int, int], dict[str, LayerEntry]] = {
             prep.reference_size: {layer.name: layer for layer in self.layers}
         }
-        self.reducers = {
-            layer.name: LayerReducer(
-                layer.name,
-                layer.field,
-                layer.shape,
-                self.options,
-                self.classes,
-                (channels or {}).get(layer.name),
-            )
-            for layer in self.layers
-        }
+        self._channels = channels or {}
+        self.reducers = self._fresh_reducers()
         self._sessions: dict[tuple[tuple[int, int], bool], _Session] = {}
         first = self._session_for(prep.reference_size)
         self.session, self.fixed_batch = first.session, first.fixed_batch
@@ -182,6 +173,26 @@ class ScanEngine:
         self.batch_size = self.fixed_batch or batch_size or device_batch_size(on_gpu)
         self.stop_event = threading.Event()
         self._run_options = ort.RunOptions()
+
+    def _fresh_reducers(self) -> dict[str, LayerReducer]:
+        return {
+            layer.name: LayerReducer(
+                layer.name,
+                layer.field,
+                layer.shape,
+                self.options,
+                self.classes,
+                self._channels.get(layer.name),
+            )
+            for layer in self.layers
+        }
+
+    def take_reducers(self) -> dict[str, LayerReducer]:
+        """The reducers so far, replaced by empty ones: a worker reports the part of a shard
+        scanned since its last report and goes on with the same session. Safe between runs
+        and from `batch_done` (the reduction thread, between two batches)."""
+        taken, self.reducers = self.reducers, self._fresh_reducers()
+        return taken
 
     def stop(self) -> None:
         """Stop promptly: between batches, and abort a run in progress."""

@@ -7,7 +7,6 @@ reducer of the union.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -18,6 +17,7 @@ from maxact.client.kinds import TopKKind
 from maxact.server.graph.reductions import LayerReduction
 from maxact.server.rf import TensorField
 from maxact.server.scan.reducers import NO_IMAGE, Entry, RunningTopK
+from maxact.server.scan.state_file import read_arrays, write_arrays
 from maxact.server.scan.statistics import ChannelStatistics, StatisticsReducer
 from maxact.server.scan.suppress import overlap_matrix, suppressed_candidates
 
@@ -290,16 +290,14 @@ class LayerReducer:
         self._stats.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("stats/")})
 
     def state(self) -> bytes:
-        """`state_dict()` as an .npz file (read back with allow_pickle=False)."""
-        buffer = io.BytesIO()
-        # numpy's stub types **arrays as if one of them could be `allow_pickle` (a bool)
-        np.savez(buffer, **self.state_dict())  # type: ignore[arg-type]
-        return buffer.getvalue()
+        """`state_dict()` as an .npz file (read back by `load_state`)."""
+        return write_arrays(self.state_dict())
 
     def load_state(self, data: bytes) -> None:
-        """Restore a checkpoint written by `state()`; anything but plain arrays is refused."""
-        with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
-            self.load_state_dict({name: arrays[name] for name in arrays.files})
+        """Restore a checkpoint written by `state()`; anything but plain arrays of the sizes
+        this reducer keeps is refused before it is inflated (ValueError)."""
+        shapes = {name: array.shape for name, array in self.state_dict().items()}
+        self.load_state_dict(read_arrays(data, shapes))
 
     def kinds(self) -> tuple[TopKKind, ...]:
         return tuple(self._topk)

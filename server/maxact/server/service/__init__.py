@@ -1,1 +1,2 @@
-"""Thin gRPC servicers: validate, call the engine modules, convert to protos, stream."""
+"""The gRPC face: thin servicers (request -> record, call `core`, record -> response) and the
+decorator that turns the server's errors into rich statuses."""

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from google.protobuf import any_pb2, timestamp_pb2
-from google.rpc import error_details_pb2, status_pb2
+from google.protobuf import timestamp_pb2
+from google.rpc import status_pb2
 
+from maxact.client.kinds import TopKMode
+from maxact.client.types import ImageSkipped
+from maxact.server.core import topk
+from maxact.server.core.neurons import StoredNeuron
 from maxact.server.data.preprocess import Preprocessing, ResolvedPreprocessing, parse_mapping
-from maxact.server.errors import ERROR_DOMAIN, ServiceError
+from maxact.server.errors import ServiceError
+from maxact.server.jobs.layer_statistics import LayerStatistics
 from maxact.server.jobs.store import ScanError, ScanRecord
+from maxact.server.ops.status import status_proto
 from maxact.server.patches.render import DEFAULT_MASK_QUANTILE, RenderOptions
 from maxact.server.rf import AxisGeometry, TensorField
 from maxact.server.scan.neuron import Hit
@@ -24,8 +30,8 @@ _RENDERS = {
 
 
 def render_options_from_proto(message: Any) -> RenderOptions:
-    """The render fields (render, mask_quantile, patch_size) of a TopKQuery or a
-    GetNeuronRequest, validated."""
+    """The render fields (render, mask_quantile, patch_size) of a TopKQuery, a
+    GetNeuronRequest or a GetClassChannelsRequest, validated."""
     from maxact.server.errors import invalid_argument
 
     if message.render not in _RENDERS:
@@ -142,6 +148,41 @@ def patch_to_proto(hit: Hit, patch: Any) -> topk_service_pb2.Patch:
     )
 
 
+def topk_event_to_proto(event: topk.TopKEvent) -> topk_service_pb2.TopKEvent:
+    """A top-k stream's domain event as the TopKEvent both top-k RPCs send."""
+    pb = topk_service_pb2
+    match event:
+        case topk.Progress():
+            return pb.TopKEvent(
+                progress=pb.Progress(
+                    images_scanned=event.images_scanned,
+                    images_total=event.images_total,
+                    images_failed=event.images_failed,
+                    preprocessing_warning=event.preprocessing_warning,
+                )
+            )
+        case topk.PartialRanking():
+            hits = [hit_to_proto(hit) for hit in event.hits]
+            return pb.TopKEvent(
+                partial=pb.PartialTopK(hits=hits, images_scanned=event.images_scanned)
+            )
+        case ImageSkipped():
+            return pb.TopKEvent(skipped=pb.ImageSkipped(image=event.image, reason=event.reason))
+        case topk.PatchReady():
+            return pb.TopKEvent(patch=patch_to_proto(event.hit, event.patch))
+        case topk.Done():
+            return pb.TopKEvent(
+                done=pb.Done(
+                    images_scanned=event.images_scanned,
+                    images_failed=event.images_failed,
+                    k=event.query.k,
+                    mode=TopKMode(event.query.mode).to_proto(),
+                    preprocessing=preprocessing_to_proto(event.preprocessing),
+                    preprocessing_warning=event.preprocessing_warning,
+                )
+            )
+
+
 def timestamp(seconds: float) -> timestamp_pb2.Timestamp:
     stamp = timestamp_pb2.Timestamp()
     stamp.FromNanoseconds(round(seconds * 1e9))
@@ -150,9 +191,7 @@ def timestamp(seconds: float) -> timestamp_pb2.Timestamp:
 
 def scan_error_to_status(error: ScanError) -> status_pb2.Status:
     """A failed scan's error as the same rich status a failed call carries."""
-    detail = any_pb2.Any()
-    detail.Pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN))
-    return status_pb2.Status(code=error.code, message=error.message, details=[detail])
+    return status_proto(error.code, error.reason, error.message)
 
 
 def scan_to_proto(record: ScanRecord) -> scan_service_pb2.Scan:
@@ -183,31 +222,43 @@ def scan_to_proto(record: ScanRecord) -> scan_service_pb2.Scan:
     return message
 
 
-def statistics_to_proto(stats: dict[str, Any]) -> neuron_service_pb2.GetLayerStatisticsResponse:
-    """A layer's stored statistics document (see ScanJobs._statistics) as the response."""
+def statistics_to_proto(stats: LayerStatistics) -> neuron_service_pb2.GetLayerStatisticsResponse:
+    """A layer's stored statistics as the response."""
     npb = neuron_service_pb2
-    classes = stats["classes"]
-    response = npb.GetLayerStatisticsResponse(images_scanned=stats["images"])
-    for channel, mean in enumerate(stats["mean"]):
+    classes = stats.classes
+    by_class = stats.by_class
+    response = npb.GetLayerStatisticsResponse(images_scanned=stats.images)
+    for channel, mean in enumerate(stats.mean):
+        top = stats.max[channel]
         message = npb.ChannelStatistics(
             channel=channel,
             mean_max=mean,
-            max_max=stats["max"][channel] if stats["max"][channel] is not None else 0.0,
-            firing_rate=stats["firing_rate"][channel],
-            dead=stats["dead"][channel],
+            max_max=top if top is not None else 0.0,
+            firing_rate=stats.firing_rate[channel],
+            dead=stats.dead[channel],
         )
-        if "selectivity" in stats:
-            message.selectivity = stats["selectivity"][channel]
-            message.preferred_class = classes[stats["preferred_class"][channel]]
+        if by_class is not None:
+            message.selectivity = by_class.selectivity[channel]
+            message.preferred_class = classes[by_class.preferred_class[channel]]
             for class_index, name in enumerate(classes):
-                value = stats["class_mean"][class_index][channel]
+                value = by_class.class_mean[class_index][channel]
                 if value is not None:
                     message.class_mean[name] = value
-        if "top_class_histogram" in stats:
-            for class_index, count in enumerate(stats["top_class_histogram"][channel]):
+        if stats.top_class_histogram is not None:
+            for class_index, count in enumerate(stats.top_class_histogram[channel]):
                 if count:
                     message.top_class_histogram[classes[class_index]] = count
         response.channels.append(message)
-    for name, channels in (stats.get("top_units_per_class") or {}).items():
+    for name, channels in (by_class.top_units_per_class if by_class else {}).items():
         response.top_channels_per_class[name].channels.extend(channels)
     return response
+
+
+def neuron_patches_to_proto(answer: StoredNeuron) -> list[topk_service_pb2.Patch]:
+    """A neuron's stored hits, each with its patch when they were cropped."""
+    if answer.patches:
+        return [
+            patch_to_proto(hit, patch)
+            for hit, patch in zip(answer.hits, answer.patches, strict=True)
+        ]
+    return [topk_service_pb2.Patch(hit=hit_to_proto(hit)) for hit in answer.hits]

@@ -1,4 +1,5 @@
-"""DatasetService: the image folders under the data root."""
+"""DatasetService: the image folders under the data root, as conversions around
+`core.datasets`."""
 
 from __future__ import annotations
 
@@ -6,41 +7,43 @@ import asyncio
 
 import grpc
 
-from maxact.server.data.datasets import Dataset
+from maxact.client.types import DatasetSummary
+from maxact.server.core.datasets import Datasets
+from maxact.server.core.validate import ServerState
 from maxact.server.service.errors import rpc
 from maxact.server.service.pagination import page_of
-from maxact.server.service.validate import ServerState
 from maxact.v1 import dataset_service_pb2 as pb
 from maxact.v1 import dataset_service_pb2_grpc
 
 
-def _summary(dataset: Dataset) -> pb.DatasetSummary:
+def _summary(dataset: DatasetSummary) -> pb.DatasetSummary:
     return pb.DatasetSummary(
         name=dataset.name,
-        image_count=len(dataset.ids),
-        labels=dataset.classes,
+        image_count=dataset.image_count,
+        labels=list(dataset.labels),
         size_bytes=dataset.size_bytes,
     )
 
 
 class DatasetServicer(dataset_service_pb2_grpc.DatasetServiceServicer):
     def __init__(self, state: ServerState) -> None:
-        self.state = state
+        self.datasets = Datasets(state.datasets)
 
     @rpc
     async def ListDatasets(
         self, request: pb.ListDatasetsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListDatasetsResponse:
-        catalog = self.state.datasets
-        names = await asyncio.to_thread(lambda: sorted(catalog.names()))
+        names = await asyncio.to_thread(self.datasets.names)
         page = page_of("datasets", names, str, request.page_size, request.page_token, str)
         # only this page's folders are walked (sizes and counts cost a directory listing each)
-        datasets = await asyncio.to_thread(lambda: [_summary(catalog.open(n)) for n in page.items])
-        return pb.ListDatasetsResponse(datasets=datasets, next_page_token=page.next_page_token)
+        summaries = await asyncio.to_thread(lambda: [self.datasets.summary(n) for n in page.items])
+        return pb.ListDatasetsResponse(
+            datasets=[_summary(s) for s in summaries], next_page_token=page.next_page_token
+        )
 
     @rpc
     async def GetDataset(
         self, request: pb.GetDatasetRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetDatasetResponse:
-        summary = await asyncio.to_thread(lambda: _summary(self.state.datasets.open(request.name)))
-        return pb.GetDatasetResponse(dataset=summary)
+        summary = await asyncio.to_thread(self.datasets.summary, request.name)
+        return pb.GetDatasetResponse(dataset=_summary(summary))

@@ -1,4 +1,5 @@
-"""Turn ServiceError (and surprises) into rich gRPC statuses, for unary and streaming handlers."""
+"""Turn ServiceError (and surprises) into rich gRPC statuses, for unary and streaming handlers
+(through `ops.status`, where the server's own codes become gRPC's)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
-from grpc_status import rpc_status
 
-from maxact.server.errors import ServiceError
+from maxact.server.errors import Code, ServiceError
+from maxact.server.ops.status import grpc_status
 
 log = logging.getLogger("maxact.server")
 
@@ -22,7 +23,7 @@ def _disk_full(exc: Exception) -> ServiceError | None:
     resource running out, not a bug: RESOURCE_EXHAUSTED, and the server goes on serving."""
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return ServiceError(
-            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            Code.RESOURCE_EXHAUSTED,
             "DISK_FULL",
             "the server's disk is full; retry once space is freed",
         )
@@ -33,14 +34,14 @@ def _internal(exc: Exception, method: str) -> ServiceError:
     log.exception("unexpected error in %s", method)
     # the exception's text may hold server paths: the client gets its type, the log the rest
     return ServiceError(
-        grpc.StatusCode.INTERNAL,
+        Code.INTERNAL,
         "INTERNAL",
         f"{method} failed unexpectedly ({type(exc).__name__}); the server log has the details",
     )
 
 
 async def _abort(context: grpc.aio.ServicerContext, error: ServiceError) -> None:
-    await context.abort_with_status(rpc_status.to_status(error.to_status()))
+    await context.abort_with_status(grpc_status(error))
 
 
 async def _abort_for(exc: Exception, context: grpc.aio.ServicerContext, method: str) -> None:

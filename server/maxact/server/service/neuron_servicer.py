@@ -1,4 +1,4 @@
-"""NeuronService: queries against a finished scan, answered from the store (jobs.queries)."""
+"""NeuronService: queries against a finished scan, as conversions around `core.neurons`."""
 
 from __future__ import annotations
 
@@ -6,11 +6,10 @@ import asyncio
 
 import grpc
 
-from maxact.server.jobs.queries import stored_neuron, stored_statistics
+from maxact.server.core.neurons import stored_neuron, stored_statistics
 from maxact.server.jobs.scan_jobs import ScanJobs
 from maxact.server.service.convert import (
-    hit_to_proto,
-    patch_to_proto,
+    neuron_patches_to_proto,
     render_options_from_proto,
     scan_to_proto,
     statistics_to_proto,
@@ -18,7 +17,6 @@ from maxact.server.service.convert import (
 from maxact.server.service.errors import rpc
 from maxact.v1 import neuron_service_pb2 as npb
 from maxact.v1 import neuron_service_pb2_grpc
-from maxact.v1 import topk_service_pb2 as tpb
 
 
 class NeuronServicer(neuron_service_pb2_grpc.NeuronServiceServicer):
@@ -41,19 +39,12 @@ class NeuronServicer(neuron_service_pb2_grpc.NeuronServiceServicer):
             render if request.include_patches else None,
         )
         record = answer.record
-        response = npb.GetNeuronResponse(
+        return npb.GetNeuronResponse(
             images_scanned=record.images_done,
             mode=record.mode.to_proto(),
             scan=scan_to_proto(record),
+            patches=neuron_patches_to_proto(answer),
         )
-        if answer.patches:
-            response.patches.extend(
-                patch_to_proto(hit, patch)
-                for hit, patch in zip(answer.hits, answer.patches, strict=True)
-            )
-        else:
-            response.patches.extend(tpb.Patch(hit=hit_to_proto(hit)) for hit in answer.hits)
-        return response
 
     @rpc
     async def GetLayerStatistics(

@@ -1,4 +1,5 @@
-"""ScanService: persisted scans (create, get, list, watch, cancel, delete)."""
+"""ScanService: persisted scans (create, get, list, watch, cancel, delete), as conversions
+around `core.scans`."""
 
 from __future__ import annotations
 
@@ -8,19 +9,15 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from maxact.client.defaults import DEFAULT_K
 from maxact.client.kinds import TopKMode
+from maxact.server.core.scans import NewScanRequest, Scans
 from maxact.server.errors import invalid_argument
-from maxact.server.jobs.scan_jobs import ScanJobs, scan_id_from
-from maxact.server.jobs.store import ScanRecord
+from maxact.server.jobs.scan_jobs import ScanJobs
 from maxact.server.service.convert import preprocessing_from_proto, scan_to_proto
 from maxact.server.service.errors import rpc
 from maxact.server.service.pagination import decode_token, encode_token, page_size
-from maxact.server.service.streaming import poll_changes
 from maxact.v1 import scan_service_pb2 as spb
 from maxact.v1 import scan_service_pb2_grpc
-
-WATCH_INTERVAL = 0.2
 
 
 def _deadline(context: grpc.aio.ServicerContext) -> float | None:
@@ -29,13 +26,9 @@ def _deadline(context: grpc.aio.ServicerContext) -> float | None:
     return None if remaining is None else time.monotonic() + remaining
 
 
-def _progress(record: ScanRecord) -> tuple[str, int, int]:
-    return (record.state.value, record.images_done, record.images_failed)
-
-
 class ScanServicer(scan_service_pb2_grpc.ScanServiceServicer):
     def __init__(self, jobs: ScanJobs) -> None:
-        self.jobs = jobs
+        self.scans = Scans(jobs)
 
     @rpc
     async def CreateScan(
@@ -45,29 +38,27 @@ class ScanServicer(scan_service_pb2_grpc.ScanServiceServicer):
             mode = TopKMode.from_proto(request.mode)
         except ValueError:
             raise invalid_argument("INVALID_MODE", f"unknown top-k mode {request.mode}") from None
-        preprocessing = preprocessing_from_proto(request.preprocessing)
-        record = await asyncio.to_thread(
-            self.jobs.create,
-            request.model,
-            list(request.layers),
-            request.dataset,
-            request.k or DEFAULT_K,
-            mode,
-            preprocessing,
+        new = NewScanRequest(
+            model=request.model,
+            layers=list(request.layers),
+            dataset=request.dataset,
+            k=request.k,
+            mode=mode,
+            preprocessing=preprocessing_from_proto(request.preprocessing),
             request_id=request.request_id,
             deadline=_deadline(context),
         )
-        model = await asyncio.to_thread(self.jobs.models.get, record.model)
+        created = await asyncio.to_thread(self.scans.create, new)
         return spb.CreateScanResponse(
-            scan=scan_to_proto(record),
-            preprocessing_warning=model.preprocessing_warning(preprocessing),
+            scan=scan_to_proto(created.record),
+            preprocessing_warning=created.preprocessing_warning,
         )
 
     @rpc
     async def GetScan(
         self, request: spb.GetScanRequest, context: grpc.aio.ServicerContext
     ) -> spb.GetScanResponse:
-        record = await asyncio.to_thread(self.jobs.get, scan_id_from(request.name))
+        record = await asyncio.to_thread(self.scans.get, request.name)
         return spb.GetScanResponse(scan=scan_to_proto(record))
 
     @rpc
@@ -76,37 +67,31 @@ class ScanServicer(scan_service_pb2_grpc.ScanServiceServicer):
     ) -> spb.ListScansResponse:
         size = page_size(request.page_size)
         before_seq = decode_token("scans", request.page_token, int)
-        records = await asyncio.to_thread(self.jobs.store.list_scans, size + 1, before_seq or 0)
-        page, more = records[:size], len(records) > size
+        page = await asyncio.to_thread(self.scans.page, size, before_seq or 0)
         return spb.ListScansResponse(
-            scans=[scan_to_proto(self.jobs.with_unrecorded(r)) for r in page],
-            next_page_token=encode_token("scans", page[-1].seq) if more and page else "",
+            scans=[scan_to_proto(record) for record in page.records],
+            next_page_token=""
+            if page.next_before is None
+            else encode_token("scans", page.next_before),
         )
 
     @rpc
     async def WatchScan(
         self, request: spb.WatchScanRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[spb.WatchScanResponse]:
-        scan_id = scan_id_from(request.name)
-        changes = poll_changes(
-            lambda: self.jobs.get(scan_id),
-            key=_progress,
-            finished=lambda record: record.finished,
-            interval=WATCH_INTERVAL,
-        )
-        async for record in changes:
+        async for record in self.scans.watch(request.name):
             yield spb.WatchScanResponse(scan=scan_to_proto(record))
 
     @rpc
     async def CancelScan(
         self, request: spb.CancelScanRequest, context: grpc.aio.ServicerContext
     ) -> spb.CancelScanResponse:
-        record = await asyncio.to_thread(self.jobs.cancel, scan_id_from(request.name))
+        record = await asyncio.to_thread(self.scans.cancel, request.name)
         return spb.CancelScanResponse(scan=scan_to_proto(record))
 
     @rpc
     async def DeleteScan(
         self, request: spb.DeleteScanRequest, context: grpc.aio.ServicerContext
     ) -> spb.DeleteScanResponse:
-        await asyncio.to_thread(self.jobs.delete, scan_id_from(request.name))
+        await asyncio.to_thread(self.scans.delete, request.name)
         return spb.DeleteScanResponse()

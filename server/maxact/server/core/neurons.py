@@ -1,5 +1,8 @@
-"""Questions answered from a finished scan's stored results (no model run): a neuron's
-ranked hits with their patches re-cropped from the original images, a layer's statistics."""
+"""Neuron queries answered from a finished scan's stored results (no model run): a neuron's
+ranked hits with their patches re-cropped from the original images, a layer's statistics.
+
+Blocking functions: a face runs them in a worker thread.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from maxact.server.data.datasets import image_source
 from maxact.server.data.reader import upright_size
 from maxact.server.data.shards import shard_of
 from maxact.server.errors import failed_precondition, invalid_argument, not_found
+from maxact.server.jobs.layer_statistics import LayerStatistics
 from maxact.server.jobs.scan_jobs import ScanJobs, scan_id_from
 from maxact.server.jobs.store import ScanRecord, TopKRow
 from maxact.server.models.registry import check_channel
@@ -62,7 +66,7 @@ def finished_scan(jobs: ScanJobs, name: str) -> ScanRecord:
     if record.state is not ScanState.SUCCEEDED:
         raise failed_precondition(
             "SCAN_NOT_FINISHED",
-            f"scan 'scans/{record.id}' is {record.state}; neuron queries need a finished scan",
+            f"scan 'scans/{record.id}' is {record.state}; this question needs a finished scan",
             scan=record.id,
         )
     return record
@@ -135,14 +139,19 @@ def stored_neuron(
     return StoredNeuron(record, hits, tuple(p for p in patches if p is not None))
 
 
-def stored_statistics(jobs: ScanJobs, scan: str, layer: str) -> dict[str, Any]:
-    """The statistics document a finished scan stored for `layer`."""
-    record = finished_scan(jobs, scan)
-    stats = jobs.store.statistics(record.id, layer)
-    if stats is None:
+def stored_statistics(jobs: ScanJobs, scan: str, layer: str) -> LayerStatistics:
+    """The statistics a finished scan stored for `layer`."""
+    return layer_statistics(jobs, finished_scan(jobs, scan), layer)
+
+
+def layer_statistics(jobs: ScanJobs, record: ScanRecord, layer: str) -> LayerStatistics:
+    """The statistics the scan `record` stored for `layer`."""
+    document = jobs.store.statistics(record.id, layer)
+    if document is None:
         raise invalid_argument(
             "LAYER_NOT_FOUND",
-            f"scan 'scans/{record.id}' did not scan layer {layer!r}",
+            f"scan 'scans/{record.id}' did not scan layer {layer!r} "
+            f"(it scanned {list(record.layers)})",
             layer=layer,
         )
-    return stats
+    return LayerStatistics.from_document(document)

@@ -1,11 +1,12 @@
-"""The bridge between a blocking scan thread and a streaming servicer, in one place.
+"""The bridge between a blocking scan thread and an async iterator, in one place.
 
 A scan runs in its own named thread ("maxact-scan-N"); what it emits crosses into the event
-loop through an asyncio queue. When the client cancels, the handler's finally stops the
-body (between batches and inside a running inference) and joins the thread, so no work
-outlives the call. `BlockingPull` is the other direction: the scan thread reads a client's
-request stream. `throttled` caps how often progress is sent; `poll_changes` is the same idea
-for WatchScan, which reads the store instead of a thread.
+loop through an asyncio queue. When the consumer goes away (the client cancelled), the
+iterator's finally stops the body (between batches and inside a running inference) and joins
+the thread, so no work outlives the call. `BlockingPull` is the other direction: the scan
+thread reads what the client streams. `throttled` caps how often progress is sent;
+`poll_changes` is the same idea for watching a scan, which reads the store instead of a
+thread.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
-"""Images a client streams to TopKService.StreamTopKImages, fed to the scan as they arrive.
+"""Images a client streams for a top-k query, fed to the scan as they arrive.
 
-The scan thread pulls the next request message from the RPC's async request iterator through
-the event loop (`streaming.BlockingPull`), one message at a time, only when the reader has room
-in its window: gRPC flow control then holds the client back, so the server never buffers more
-than the reader's window.
+The scan thread pulls the next image from the call's async iterator through the event loop
+(`streaming.BlockingPull`), one at a time, only when the reader has room in its window: the
+transport's flow control then holds the client back, so the server never buffers more than
+the reader's window.
 Bytes are decoded from memory (nothing is written to disk unless the client asked to keep
 the images as a dataset: `DatasetWriter`) and kept only while needed: for
 images not reduced yet (in flight) and for images the ranking currently holds, whose patches
@@ -15,30 +15,39 @@ from __future__ import annotations
 import asyncio
 import io
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from functools import partial
 
 from PIL import Image
 
 from maxact.server import limits
+from maxact.server.core.streaming import BlockingPull
 from maxact.server.data.dataset_writer import DatasetWriter
 from maxact.server.data.reader import ImageSource
 from maxact.server.errors import invalid_argument
 from maxact.server.scan.neuron import HeldWhileNeeded
-from maxact.server.service.streaming import BlockingPull
-from maxact.v1 import topk_service_pb2 as pb
+
+
+@dataclass(frozen=True)
+class ClientImage:
+    """One image as the client sent it: its id (unique in the call), bytes and label."""
+
+    id: str
+    data: bytes
+    label: str = ""
 
 
 class ClientImages:
-    """The images after the query message, as ImageSources in the client's order (index 0, 1,
-    ...). Iterate it in the scan thread; `stop()` from any thread ends the iteration."""
+    """The client's images as ImageSources in its order (index 0, 1, ...). Iterate it in the
+    scan thread; `stop()` from any thread ends the iteration."""
 
     def __init__(
         self,
-        requests: AsyncIterator[pb.StreamTopKImagesRequest],
+        images: AsyncIterator[ClientImage],
         loop: asyncio.AbstractEventLoop,
         keep: DatasetWriter | None = None,
     ) -> None:
-        self._requests = BlockingPull(requests, loop)
+        self._pull = BlockingPull(images, loop)
         self._keep = keep
         self._data: HeldWhileNeeded[bytes] = HeldWhileNeeded()
         self._seen: set[str] = set()
@@ -46,22 +55,14 @@ class ClientImages:
         """Images received so far (what progress reports as images_total)."""
 
     def __iter__(self) -> Iterator[ImageSource]:
-        while not self._requests.stopped:
-            message = self._requests.next()
-            if message is None:
+        while not self._pull.stopped:
+            image = self._pull.next()
+            if image is None:
                 return
-            yield self._accept(message)
+            yield self._accept(image)
 
-    def _accept(self, message: pb.StreamTopKImagesRequest) -> ImageSource:
-        kind = message.WhichOneof("message")
+    def _accept(self, image: ClientImage) -> ImageSource:
         number = self.received + 1
-        if kind != "image":
-            raise invalid_argument(
-                "IMAGE_EXPECTED",
-                f"after the first message (the query) every message must be an image; "
-                f"image message {number} is {'a ' + kind if kind else 'empty'}",
-            )
-        image = message.image
         if not image.id:
             raise invalid_argument("IMAGE_ID_REQUIRED", f"image {number} has an empty id")
         if image.id in self._seen:
@@ -83,7 +84,7 @@ class ClientImages:
 
     def stop(self) -> None:
         """End the iteration now, also while it waits for the client's next message."""
-        self._requests.stop()
+        self._pull.stop()
 
     def source(self, index: int, image_id: str) -> ImageSource:
         """The image at `index`, decoded from the bytes held in memory."""

@@ -1,0 +1,71 @@
+"""A layer's stored statistics are read into one typed record: the class answer and
+GetLayerStatistics both read it, a document stored by an older server (no clipped class
+means) gets SCAN_STATISTICS_OUTDATED from the class answer while its statistics still
+answer, and a threshold outside 0..1 is refused before anything is read."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import grpc
+
+from maxact.client import Client
+from tests.datasets import write_images
+from tests.errors import raised
+
+
+def _finished_scan(client: Client, data_root: Path) -> str:
+    """A finished scan of `net` over a labelled dataset `pairs` (classes a, b, 3 images each)."""
+    write_images(data_root / "pairs", 6, 32, seed=2, classes=("a", "b"))
+    scan = client.scans.create("net", ["conv1"], "pairs", k=2)
+    assert [info.state for info in client.scans.watch(scan.id)][-1] == "succeeded"
+    return scan.id
+
+
+def _drop_keys(store_path: Path, scan_id: str, *keys: str) -> None:
+    db = sqlite3.connect(store_path)
+    (text,) = db.execute(
+        "SELECT statistics FROM layer_statistics WHERE scan_id = ? AND layer = 'conv1'",
+        (scan_id,),
+    ).fetchone()
+    document = json.loads(text)
+    assert set(keys) <= set(document)
+    for key in keys:
+        del document[key]
+    db.execute(
+        "UPDATE layer_statistics SET statistics = ? WHERE scan_id = ? AND layer = 'conv1'",
+        (json.dumps(document), scan_id),
+    )
+    db.commit()
+    db.close()
+
+
+def test_statistics_stored_without_clipped_class_means_are_outdated_for_the_class_answer(
+    served: Client, store_path: Path, data_root: Path
+) -> None:
+    scan_id = _finished_scan(served, data_root)
+    answer = served.analysis.classes(scan_id, "conv1")
+    assert [c.name for c in answer.classes] == ["a", "b"]
+    assert sum(c.images for c in answer.classes) == answer.images_scanned == 6
+
+    _drop_keys(store_path, scan_id, "class_mean_clipped", "class_images")
+    error = raised(lambda: served.analysis.classes(scan_id, "conv1"))
+    assert (error.code, error.reason) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "SCAN_STATISTICS_OUTDATED",
+    )
+    assert scan_id in error.message
+    statistics = served.scans.statistics(scan_id, "conv1")
+    assert statistics.images_scanned == 6 and len(statistics.channels) == 2
+    assert {c.preferred_class for c in statistics.channels} <= {"a", "b"}
+
+
+def test_a_selectivity_threshold_outside_zero_one_is_refused(
+    served: Client, data_root: Path
+) -> None:
+    scan_id = _finished_scan(served, data_root)
+    error = raised(lambda: served.analysis.classes(scan_id, "conv1", selective=1.5))
+    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_THRESHOLD")
+    assert "1.5" in error.message
