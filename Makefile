@@ -20,8 +20,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# also rewrites the README's pictures in docs/ from this run
 demo: $(STAMP)
-	$(BIN)/maxact demo
+	$(BIN)/maxact demo --docs docs
 
 # System packages outside pip (Debian chromium, chromium-driver): installed when missing and
 # possible (root + apt-get), else listed; tests that need a missing one skip with the reason.

@@ -22,11 +22,19 @@ need="$(missing)"
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "sysdeps: apt-get install$need"
   export DEBIAN_FRONTEND=noninteractive
+  # apt-get's log goes to a file; the terminal gets one line per package it set up (and the
+  # log's tail when it fails)
+  log="$(mktemp)"
   # shellcheck disable=SC2086  # one word per package
-  apt-get install -y -q --no-install-recommends $need \
-    || { apt-get update -q && apt-get install -y -q --no-install-recommends $need; }
+  apt-get install -y -q --no-install-recommends $need >"$log" 2>&1 \
+    || { apt-get update -q >>"$log" 2>&1 \
+         && apt-get install -y -q --no-install-recommends $need >>"$log" 2>&1; }
+  sed -n 's/^Setting up \([^ ]*\) (\([^)]*\)).*/sysdeps: installed \1 \2/p' "$log"
   need="$(missing)"
-  [ -z "$need" ] && exit 0
+  if [ -z "$need" ]; then rm -f "$log"; exit 0; fi
+  echo "sysdeps: the end of apt-get's log:"
+  tail -n 15 "$log"
+  rm -f "$log"
   reason="apt-get could not install$need"
 elif command -v apt-get >/dev/null 2>&1; then
   reason="not installed:$need (installing needs root: sudo apt-get install$need)"

@@ -66,7 +66,12 @@ def test_rf_json_with_unit_gives_exact_and_formula_boxes(cli_world: str, capsys)
     assert document["rf"] == {"size": [6, 6], "stride": [4, 4], "padding": [0, 0]}
     assert document["box"] == [8, 20, 14, 26]
     assert document["box_unclipped"] == [8, 20, 14, 26]
-    assert document["rows"][2] == [8, 14]
+    assert "rows" not in document  # one unit's document: its box, no intervals unless asked
+    with_intervals = _json(
+        capsys, "--server", cli_world, "rf", "zoo/squares", "pool1", "--unit", "2", "5", "--json",
+        "--intervals",
+    )  # fmt: skip
+    assert with_intervals["rows"][2] == [8, 14]
     assert document["global_context"] is False
     assert document["channel_groups"][0]["channels"] == [0, 1]
 

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from maxact.client import Client
-from maxact.client.cli.main import main
+from tests.cli_run import run as _run
+from tests.cli_run import run_json as _json
 from tests.datasets import slow_scan
 from tests.onnx_models import bright_square_model, save
 
@@ -32,18 +33,6 @@ def world(server: object, model_root: Path, data_root: Path) -> str:
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(pixels).save(path)
     return server.address  # type: ignore[attr-defined]
-
-
-def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def _json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict:
-    code, out, err = _run(capsys, *argv)
-    assert code == 0, err
-    return json.loads(out)
 
 
 def _create(address: str, *layers_then_flags: str) -> list[str]:

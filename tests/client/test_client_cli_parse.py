@@ -70,8 +70,10 @@ def test_rf_takes_unit_and_size() -> None:
 
 
 def test_topk_defaults() -> None:
-    args = parse("topk", "m", "l", "--channel", "5", "--dataset", "photos")
+    args, _ = cli.parse(["topk", "m", "l", "--channel", "5", "--dataset", "photos"])
     assert (args.channel, args.k, args.mode, args.bottom) == (5, 9, "image", False)
+    positional, _ = cli.parse(["topk", "m", "l", "5", "--dataset", "photos"])
+    assert positional.channel == 5
     assert args.out is None and args.unit is None and not args.json
 
 
@@ -94,7 +96,8 @@ def test_demo_defaults_to_demo_out() -> None:
     [
         [],
         ["scan"],
-        ["topk", "m", "l", "--dataset", "d"],  # no --channel
+        ["topk", "m", "l", "--dataset", "d"],  # no channel
+        ["topk", "m", "l", "1", "--channel", "2", "--dataset", "d"],  # two channels
         ["topk", "m", "l", "--channel", "0"],  # no --dataset
         ["topk", "m", "l", "--channel", "-1", "--dataset", "d"],
         ["topk", "m", "l", "--channel", "0", "--dataset", "d", "-k", "0"],

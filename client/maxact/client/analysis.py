@@ -78,19 +78,16 @@ class AnalysisCalls:
         top: int = DEFAULT_TOP_CHANNELS,
         k: int = 0,
         patch_size: int = 0,
+        render: str = "rf",
+        mask_quantile: float | None = None,
     ) -> t.ClassChannels:
-        """The `top` channels that fire most for `class_name`, each with its top-k patches."""
-        response = self._call(
-            self._stub.GetClassChannels,
-            apb.GetClassChannelsRequest(
-                scan=scan_name(scan),
-                layer=layer,
-                class_name=class_name,
-                top=top,
-                k=k,
-                patch_size=patch_size,
-            ),
+        """The `top` channels that fire most for `class_name`, each with its top-k patches
+        rendered as `render` (rf, heatmap or mask, as for `neuron`)."""
+        request = apb.GetClassChannelsRequest(
+            scan=scan_name(scan), layer=layer, class_name=class_name, top=top, k=k
         )
+        convert.set_render(request, render, mask_quantile, patch_size)
+        response = self._call(self._stub.GetClassChannels, request)
         return t.ClassChannels(
             scan=scan_id(response.scan.name),
             layer=layer,

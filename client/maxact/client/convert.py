@@ -8,6 +8,7 @@ from maxact.client import types as t
 from maxact.common.kinds import RENDER_MODES, RenderMode, TopKMode
 from maxact.common.preprocessing import Preprocessing
 from maxact.v1 import (
+    analysis_service_pb2,
     common_pb2,
     dataset_service_pb2,
     model_service_pb2,
@@ -33,13 +34,15 @@ def box(msg: common_pb2.Box) -> t.BoxYX:
 
 
 def set_render(
-    message: topk_service_pb2.TopKQuery | neuron_service_pb2.GetNeuronRequest,
+    message: topk_service_pb2.TopKQuery
+    | neuron_service_pb2.GetNeuronRequest
+    | analysis_service_pb2.GetClassChannelsRequest,
     render: str,
     mask_quantile: float | None,
     patch_size: int,
 ) -> None:
-    """Set the render fields of a TopKQuery or GetNeuronRequest (the server validates
-    values)."""
+    """Set the render fields of a TopKQuery, GetNeuronRequest or GetClassChannelsRequest (the
+    server validates values)."""
     if render not in RENDER_MODES:
         raise ValueError(f"render must be one of {sorted(RENDER_MODES)}, not {render!r}")
     message.render = RenderMode(render).to_proto()
@@ -147,7 +150,12 @@ def topk_event(
     kind = msg.WhichOneof("event")
     if kind == "progress":
         p = msg.progress
-        return t.Progress(int(p.images_scanned), int(p.images_total), int(p.images_failed))
+        return t.Progress(
+            int(p.images_scanned),
+            int(p.images_total),
+            int(p.images_failed),
+            p.preprocessing_warning,
+        )
     if kind == "partial":
         partial = msg.partial
         return t.PartialTopK(tuple(hit(h) for h in partial.hits), int(partial.images_scanned))

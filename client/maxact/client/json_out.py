@@ -36,17 +36,20 @@ def geometry_json(geometry: t.FieldGeometry) -> dict[str, Any]:
     }
 
 
-def channel_group_json(group: t.ChannelGroup) -> dict[str, Any]:
-    return {
-        "channels": [group.first_channel, group.last_channel],
-        **geometry_json(group.geometry),
-        "rows": _intervals(group.rows),
-        "cols": _intervals(group.cols),
-    }
+def channel_group_json(group: t.ChannelGroup, intervals: bool = True) -> dict[str, Any]:
+    doc = {"channels": [group.first_channel, group.last_channel], **geometry_json(group.geometry)}
+    if intervals:
+        doc["rows"] = _intervals(group.rows)
+        doc["cols"] = _intervals(group.cols)
+    return doc
 
 
-def rf_json(info: t.FieldInfo) -> dict[str, Any]:
-    """The `maxact rf --json` document; box and box_unclipped only when a unit was asked."""
+def rf_json(info: t.FieldInfo, intervals: bool | None = None) -> dict[str, Any]:
+    """The `maxact rf --json` document; box and box_unclipped only when a unit was asked.
+    `intervals` (every unit's rows/cols, the layer's and each channel group's): by default
+    in the layer's document and left out of one unit's, whose answer is its box."""
+    if intervals is None:
+        intervals = info.box is None
     rf = info.receptive_field
     doc: dict[str, Any] = {
         "model": info.model,
@@ -54,11 +57,12 @@ def rf_json(info: t.FieldInfo) -> dict[str, Any]:
         "input": {"name": info.input_name, "height": info.input_height, "width": info.input_width},
         "shape": list(info.shape),
         "rf": geometry_json(rf.geometry),
-        "channel_groups": [channel_group_json(g) for g in rf.channel_groups],
+        "channel_groups": [channel_group_json(g, intervals) for g in rf.channel_groups],
         "global_context": rf.global_context,
-        "rows": _intervals(rf.rows),
-        "cols": _intervals(rf.cols),
     }
+    if intervals:
+        doc["rows"] = _intervals(rf.rows)
+        doc["cols"] = _intervals(rf.cols)
     if info.box is not None:
         doc["box"] = list(info.box)
     if info.box_unclipped is not None:

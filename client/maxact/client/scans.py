@@ -53,12 +53,13 @@ class ScanInfo:
 
     @property
     def input_size(self) -> tuple[int, int] | None:
-        """(height, width) of the model input the scan ran at, when it is one size for every
-        image (not with a per-image resize_shorter)."""
+        """(height, width) of the model input the scan ran at: its fixed size, or under a
+        per-image `resize_shorter` that of a square image (the shorter side every image
+        has), which is what a receptive field is judged against."""
         prep = self.preprocessing
         if prep is None:
             return None
-        return prep.center_crop or prep.size
+        return prep.reference_size()
 
     @property
     def name(self) -> str:

@@ -124,7 +124,19 @@ def rf_text(info: t.FieldInfo) -> str:
     return "\n".join(lines)
 
 
-def topk_text(result: t.TopKResult, patch_files: dict[int, str] | None = None) -> str:
+def _box_text(box: tuple[int, int, int, int] | None) -> str:
+    if box is None:
+        return ""
+    y0, x0, y1, x1 = box
+    return f"[{y0}:{y1}, {x0}:{x1}]"
+
+
+def topk_text(
+    result: t.TopKResult, patch_files: dict[int, str] | None = None, render: str = "rf"
+) -> str:
+    """The table of `topk` / `neuron`; under `--render mask` both boxes, labelled as in the
+    JSON: `RF BOX` (the receptive field, `rf_box`) and `MASK BOX` (what the patch crops,
+    `box`)."""
     files = patch_files or {}
     which = "bottom" if result.bottom else "top"
     head = (
@@ -133,20 +145,23 @@ def topk_text(result: t.TopKResult, patch_files: dict[int, str] | None = None) -
         + (f", {result.images_failed} skipped" if result.images_failed else "")
         + ")"
     )
+    mask = render == "mask"
     rows = []
-    for hit in result.hits:
-        y0, x0, y1, x1 = hit.box
+    for patch in result.patches:
+        hit = patch.hit
+        boxes = [_box_text(hit.box)] + ([_box_text(patch.patch_box)] if mask else [])
         rows.append(
             (
                 f"#{hit.rank}",
                 f"{hit.score + 0.0:.4g}",
                 hit.image,
                 f"{hit.unit[0]},{hit.unit[1]}",
-                f"[{y0}:{y1}, {x0}:{x1}]",
+                *boxes,
                 files.get(hit.rank, ""),
             )
         )
-    body = table(("RANK", "SCORE", "IMAGE", "UNIT Y,X", "BOX (ORIGINAL PX)", "PATCH"), rows)
+    box_heads = ("RF BOX (ORIGINAL PX)", "MASK BOX") if mask else ("BOX (ORIGINAL PX)",)
+    body = table(("RANK", "SCORE", "IMAGE", "UNIT Y,X", *box_heads, "PATCH"), rows)
     skipped = "".join(f"\nskipped {s.image}: {s.reason}" for s in result.skipped)
     if result.preprocessing is not None:
         head += f"\npreprocessing {preprocessing_text(result.preprocessing)}"
@@ -225,4 +240,9 @@ def classes_text(answer: t.LayerClassAnswer, selective: float) -> str:
             for p in answer.confusable[:5]
         )
         lines.append(f"most confusable classes: {pairs}")
+    elif len(answer.classes) < 3:
+        lines.append(
+            "most confusable classes: needs at least three classes (the centred profiles of "
+            "two are always opposite)"
+        )
     return "\n".join(lines)

@@ -165,6 +165,8 @@ class Progress:
     images_done: int
     images_total: int
     images_failed: int = 0
+    # set on the first event when the model runs on built-in default preprocessing
+    preprocessing_warning: str = ""
 
 
 @dataclass(frozen=True)

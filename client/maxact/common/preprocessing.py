@@ -138,6 +138,18 @@ class Preprocessing:
         """The model-input [H, W] this produces, when it does not depend on the image."""
         return self.letterbox or self.center_crop or self.size
 
+    def reference_size(self) -> tuple[int, int] | None:
+        """The model-input [H, W] to judge a layer's field against: the fixed size, else that
+        of a square image under a per-image `resize_shorter` (rounded to `size_multiple`),
+        the size the server checks such a request at."""
+        fixed = self.output_size()
+        if fixed is not None or self.resize_shorter is None:
+            return fixed
+        side = self.resize_shorter
+        if self.size_multiple is not None:
+            side = round_to_multiple(side, self.size_multiple)
+        return side, side
+
     def to_proto(self) -> common_pb2.Preprocessing:
         """The wire message; unset fields stay unset so the server applies the model defaults."""
         msg = common_pb2.Preprocessing()
@@ -222,6 +234,11 @@ class Preprocessing:
         return cls(**values).validated()
 
 
+def round_to_multiple(side: int, multiple: int) -> int:
+    """The nearest multiple of `multiple`, at least one multiple (the PP-OCR rule)."""
+    return max(multiple, round(side / multiple) * multiple)
+
+
 def _pair(values: Any, name: str) -> tuple[int, int] | None:
     if not values:
         return None
@@ -233,8 +250,10 @@ def _pair(values: Any, name: str) -> tuple[int, int] | None:
 def _triple(values: Any, name: str) -> tuple[float, float, float] | None:
     if not values:
         return None
+    if len(values) == 1:  # one number for every channel, as a sidecar may say
+        return float(values[0]), float(values[0]), float(values[0])
     if len(values) != 3:
-        raise ValueError(f"{name} needs three values, got {list(values)}")
+        raise ValueError(f"{name} needs three values (or one for all channels), got {list(values)}")
     return float(values[0]), float(values[1]), float(values[2])
 
 
@@ -295,6 +314,25 @@ def parse_number(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
 
 
+class _OneOrThree(argparse.Action):
+    """`--mean 0.5` or `--mean 0.485 0.456 0.406`: one number stands for all three channels,
+    as in a sidecar; any other count is a usage error naming the flag."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        numbers = list(values)
+        if len(numbers) not in (1, 3):
+            parser.error(
+                f"{option_string} takes one number (all channels) or three, got {len(numbers)}"
+            )
+        setattr(namespace, self.dest, numbers * 3 if len(numbers) == 1 else numbers)
+
+
 def add_preprocessing_arguments(parser: argparse.ArgumentParser) -> None:
     """The preprocessing flags, shared by every command that runs the model."""
     group = parser.add_argument_group("preprocessing (unset: the model's defaults)")
@@ -325,10 +363,20 @@ def add_preprocessing_arguments(parser: argparse.ArgumentParser) -> None:
         "--scale", type=parse_number, metavar="X", help="multiply pixels (0..255) by X, e.g. 1/255"
     )
     group.add_argument(
-        "--mean", nargs=3, type=parse_number, metavar=("A", "B", "C"), help="subtract, per channel"
+        "--mean",
+        nargs="+",
+        type=parse_number,
+        action=_OneOrThree,
+        metavar="A",
+        help="subtract, per channel: three numbers, or one for all channels",
     )
     group.add_argument(
-        "--std", nargs=3, type=parse_number, metavar=("A", "B", "C"), help="divide, per channel"
+        "--std",
+        nargs="+",
+        type=parse_number,
+        action=_OneOrThree,
+        metavar="A",
+        help="divide, per channel: three numbers, or one for all channels",
     )
     group.add_argument("--channel-order", choices=sorted(CHANNEL_ORDERS), help="rgb or bgr")
     group.add_argument("--layout", choices=sorted(LAYOUTS), help="nchw or nhwc")

@@ -22,43 +22,44 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from maxact.v1 import common_pb2 as maxact_dot_v1_dot_common__pb2
 from maxact.v1 import scan_service_pb2 as maxact_dot_v1_dot_scan__service__pb2
 from maxact.v1 import topk_service_pb2 as maxact_dot_v1_dot_topk__service__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n maxact/v1/analysis_service.proto\x12\tmaxact.v1\x1a\x1cmaxact/v1/scan_service.proto\x1a\x1cmaxact/v1/topk_service.proto\"{\n\x15GetClassAnswerRequest\x12\x0c\n\x04scan\x18\x01 \x01(\t\x12\r\n\x05layer\x18\x02 \x01(\t\x12 \n\x13selective_threshold\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x0b\n\x03top\x18\x04 \x01(\x05\x42\x16\n\x14_selective_threshold\"T\n\x0c\x43lassChannel\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\x05\x12\x0c\n\x04mean\x18\x02 \x01(\x01\x12\x10\n\x08\x63ontrast\x18\x03 \x01(\x01\x12\x13\n\x0bselectivity\x18\x04 \x01(\x01\"\xaa\x01\n\x0b\x43lassAnswer\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06images\x18\x02 \x01(\x03\x12\x1a\n\x12selective_channels\x18\x03 \x03(\x05\x12-\n\x0ctop_channels\x18\x04 \x03(\x0b\x32\x17.maxact.v1.ClassChannel\x12\x32\n\x11selective_details\x18\x05 \x03(\x0b\x32\x17.maxact.v1.ClassChannel\"5\n\x0e\x43onfusablePair\x12\x0f\n\x07\x63lasses\x18\x01 \x03(\t\x12\x12\n\nsimilarity\x18\x02 \x01(\x01\"\x80\x02\n\x16GetClassAnswerResponse\x12\x1d\n\x04scan\x18\x01 \x01(\x0b\x32\x0f.maxact.v1.Scan\x12\r\n\x05layer\x18\x02 \x01(\t\x12\x16\n\x0eimages_scanned\x18\x03 \x01(\x03\x12\x10\n\x08\x63hannels\x18\x04 \x01(\x05\x12\x0c\n\x04\x64\x65\x61\x64\x18\x05 \x03(\x05\x12\x15\n\rnon_selective\x18\x06 \x03(\x05\x12\'\n\x07\x63lasses\x18\x07 \x03(\x0b\x32\x16.maxact.v1.ClassAnswer\x12\x11\n\tuncovered\x18\x08 \x03(\t\x12-\n\nconfusable\x18\t \x03(\x0b\x32\x19.maxact.v1.ConfusablePair\"v\n\x17GetClassChannelsRequest\x12\x0c\n\x04scan\x18\x01 \x01(\t\x12\r\n\x05layer\x18\x02 \x01(\t\x12\x12\n\nclass_name\x18\x03 \x01(\t\x12\x0b\n\x03top\x18\x04 \x01(\x05\x12\t\n\x01k\x18\x05 \x01(\x05\x12\x12\n\npatch_size\x18\x06 \x01(\x05\"b\n\x13\x43lassChannelPatches\x12(\n\x07\x63hannel\x18\x01 \x01(\x0b\x32\x17.maxact.v1.ClassChannel\x12!\n\x07patches\x18\x02 \x03(\x0b\x32\x10.maxact.v1.Patch\"\x8f\x01\n\x18GetClassChannelsResponse\x12\x1d\n\x04scan\x18\x01 \x01(\x0b\x32\x0f.maxact.v1.Scan\x12\x12\n\nclass_name\x18\x02 \x01(\t\x12\x0e\n\x06images\x18\x03 \x01(\x03\x12\x30\n\x08\x63hannels\x18\x04 \x03(\x0b\x32\x1e.maxact.v1.ClassChannelPatches\"D\n\x13\x43ompareScansRequest\x12\x0e\n\x06scan_a\x18\x01 \x01(\t\x12\x0e\n\x06scan_b\x18\x02 \x01(\t\x12\r\n\x05layer\x18\x03 \x01(\t\"\x7f\n\rChannelChange\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\x05\x12\x0f\n\x07overlap\x18\x02 \x01(\x01\x12\x15\n\rfiring_rate_a\x18\x03 \x01(\x01\x12\x15\n\rfiring_rate_b\x18\x04 \x01(\x01\x12\x0e\n\x06mean_a\x18\x05 \x01(\x01\x12\x0e\n\x06mean_b\x18\x06 \x01(\x01\"\x9e\x01\n\x14\x43ompareScansResponse\x12\x1f\n\x06scan_a\x18\x01 \x01(\x0b\x32\x0f.maxact.v1.Scan\x12\x1f\n\x06scan_b\x18\x02 \x01(\x0b\x32\x0f.maxact.v1.Scan\x12\r\n\x05layer\x18\x03 \x01(\t\x12\t\n\x01k\x18\x04 \x01(\x05\x12*\n\x08\x63hannels\x18\x05 \x03(\x0b\x32\x18.maxact.v1.ChannelChange\"%\n\x14GetClassNamesRequest\x12\r\n\x05model\x18\x01 \x01(\t\"5\n\x15GetClassNamesResponse\x12\r\n\x05layer\x18\x01 \x01(\t\x12\r\n\x05names\x18\x02 \x03(\t2\xea\x02\n\x0f\x41nalysisService\x12U\n\x0eGetClassAnswer\x12 .maxact.v1.GetClassAnswerRequest\x1a!.maxact.v1.GetClassAnswerResponse\x12[\n\x10GetClassChannels\x12\".maxact.v1.GetClassChannelsRequest\x1a#.maxact.v1.GetClassChannelsResponse\x12O\n\x0c\x43ompareScans\x12\x1e.maxact.v1.CompareScansRequest\x1a\x1f.maxact.v1.CompareScansResponse\x12R\n\rGetClassNames\x12\x1f.maxact.v1.GetClassNamesRequest\x1a .maxact.v1.GetClassNamesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n maxact/v1/analysis_service.proto\x12\tmaxact.v1\x1a\x16maxact/v1/common.proto\x1a\x1cmaxact/v1/scan_service.proto\x1a\x1cmaxact/v1/topk_service.proto\"{\n\x15GetClassAnswerRequest\x12\x0c\n\x04scan\x18\x01 \x01(\t\x12\r\n\x05layer\x18\x02 \x01(\t\x12 \n\x13selective_threshold\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x0b\n\x03top\x18\x04 \x01(\x05\x42\x16\n\x14_selective_threshold\"T\n\x0c\x43lassChannel\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\x05\x12\x0c\n\x04mean\x18\x02 \x01(\x01\x12\x10\n\x08\x63ontrast\x18\x03 \x01(\x01\x12\x13\n\x0bselectivity\x18\x04 \x01(\x01\"\xaa\x01\n\x0b\x43lassAnswer\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06images\x18\x02 \x01(\x03\x12\x1a\n\x12selective_channels\x18\x03 \x03(\x05\x12-\n\x0ctop_channels\x18\x04 \x03(\x0b\x32\x17.maxact.v1.ClassChannel\x12\x32\n\x11selective_details\x18\x05 \x03(\x0b\x32\x17.maxact.v1.ClassChannel\"5\n\x0e\x43onfusablePair\x12\x0f\n\x07\x63lasses\x18\x01 \x03(\t\x12\x12\n\nsimilarity\x18\x02 \x01(\x01\"\x80\x02\n\x16GetClassAnswerResponse\x12\x1d\n\x04scan\x18\x01 \x01(\x0b\x32\x0f.maxact.v1.Scan\x12\r\n\x05layer\x18\x02 \x01(\t\x12\x16\n\x0eimages_scanned\x18\x03 \x01(\x03\x12\x10\n\x08\x63hannels\x18\x04 \x01(\x05\x12\x0c\n\x04\x64\x65\x61\x64\x18\x05 \x03(\x05\x12\x15\n\rnon_selective\x18\x06 \x03(\x05\x12\'\n\x07\x63lasses\x18\x07 \x03(\x0b\x32\x16.maxact.v1.ClassAnswer\x12\x11\n\tuncovered\x18\x08 \x03(\t\x12-\n\nconfusable\x18\t \x03(\x0b\x32\x19.maxact.v1.ConfusablePair\"\xcc\x01\n\x17GetClassChannelsRequest\x12\x0c\n\x04scan\x18\x01 \x01(\t\x12\r\n\x05layer\x18\x02 \x01(\t\x12\x12\n\nclass_name\x18\x03 \x01(\t\x12\x0b\n\x03top\x18\x04 \x01(\x05\x12\t\n\x01k\x18\x05 \x01(\x05\x12\x12\n\npatch_size\x18\x06 \x01(\x05\x12&\n\x06render\x18\x07 \x01(\x0e\x32\x16.maxact.v1.PatchRender\x12\x1a\n\rmask_quantile\x18\x08 \x01(\x01H\x00\x88\x01\x01\x42\x10\n\x0e_mask_quantile\"b\n\x13\x43lassChannelPatches\x12(\n\x07\x63hannel\x18\x01 \x01(\x0b\x32\x17.maxact.v1.ClassChannel\x12!\n\x07patches\x18\x02 \x03(\x0b\x32\x10.maxact.v1.Patch\"\x8f\x01\n\x18GetClassChannelsResponse\x12\x1d\n\x04scan\x18\x01 \x01(\x0b\x32\x0f.maxact.v1.Scan\x12\x12\n\nclass_name\x18\x02 \x01(\t\x12\x0e\n\x06images\x18\x03 \x01(\x03\x12\x30\n\x08\x63hannels\x18\x04 \x03(\x0b\x32\x1e.maxact.v1.ClassChannelPatches\"D\n\x13\x43ompareScansRequest\x12\x0e\n\x06scan_a\x18\x01 \x01(\t\x12\x0e\n\x06scan_b\x18\x02 \x01(\t\x12\r\n\x05layer\x18\x03 \x01(\t\"\x7f\n\rChannelChange\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\x05\x12\x0f\n\x07overlap\x18\x02 \x01(\x01\x12\x15\n\rfiring_rate_a\x18\x03 \x01(\x01\x12\x15\n\rfiring_rate_b\x18\x04 \x01(\x01\x12\x0e\n\x06mean_a\x18\x05 \x01(\x01\x12\x0e\n\x06mean_b\x18\x06 \x01(\x01\"\x9e\x01\n\x14\x43ompareScansResponse\x12\x1f\n\x06scan_a\x18\x01 \x01(\x0b\x32\x0f.maxact.v1.Scan\x12\x1f\n\x06scan_b\x18\x02 \x01(\x0b\x32\x0f.maxact.v1.Scan\x12\r\n\x05layer\x18\x03 \x01(\t\x12\t\n\x01k\x18\x04 \x01(\x05\x12*\n\x08\x63hannels\x18\x05 \x03(\x0b\x32\x18.maxact.v1.ChannelChange\"%\n\x14GetClassNamesRequest\x12\r\n\x05model\x18\x01 \x01(\t\"5\n\x15GetClassNamesResponse\x12\r\n\x05layer\x18\x01 \x01(\t\x12\r\n\x05names\x18\x02 \x03(\t2\xea\x02\n\x0f\x41nalysisService\x12U\n\x0eGetClassAnswer\x12 .maxact.v1.GetClassAnswerRequest\x1a!.maxact.v1.GetClassAnswerResponse\x12[\n\x10GetClassChannels\x12\".maxact.v1.GetClassChannelsRequest\x1a#.maxact.v1.GetClassChannelsResponse\x12O\n\x0c\x43ompareScans\x12\x1e.maxact.v1.CompareScansRequest\x1a\x1f.maxact.v1.CompareScansResponse\x12R\n\rGetClassNames\x12\x1f.maxact.v1.GetClassNamesRequest\x1a .maxact.v1.GetClassNamesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'maxact.v1.analysis_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GETCLASSANSWERREQUEST']._serialized_start=107
-  _globals['_GETCLASSANSWERREQUEST']._serialized_end=230
-  _globals['_CLASSCHANNEL']._serialized_start=232
-  _globals['_CLASSCHANNEL']._serialized_end=316
-  _globals['_CLASSANSWER']._serialized_start=319
-  _globals['_CLASSANSWER']._serialized_end=489
-  _globals['_CONFUSABLEPAIR']._serialized_start=491
-  _globals['_CONFUSABLEPAIR']._serialized_end=544
-  _globals['_GETCLASSANSWERRESPONSE']._serialized_start=547
-  _globals['_GETCLASSANSWERRESPONSE']._serialized_end=803
-  _globals['_GETCLASSCHANNELSREQUEST']._serialized_start=805
-  _globals['_GETCLASSCHANNELSREQUEST']._serialized_end=923
-  _globals['_CLASSCHANNELPATCHES']._serialized_start=925
-  _globals['_CLASSCHANNELPATCHES']._serialized_end=1023
-  _globals['_GETCLASSCHANNELSRESPONSE']._serialized_start=1026
-  _globals['_GETCLASSCHANNELSRESPONSE']._serialized_end=1169
-  _globals['_COMPARESCANSREQUEST']._serialized_start=1171
-  _globals['_COMPARESCANSREQUEST']._serialized_end=1239
-  _globals['_CHANNELCHANGE']._serialized_start=1241
-  _globals['_CHANNELCHANGE']._serialized_end=1368
-  _globals['_COMPARESCANSRESPONSE']._serialized_start=1371
-  _globals['_COMPARESCANSRESPONSE']._serialized_end=1529
-  _globals['_GETCLASSNAMESREQUEST']._serialized_start=1531
-  _globals['_GETCLASSNAMESREQUEST']._serialized_end=1568
-  _globals['_GETCLASSNAMESRESPONSE']._serialized_start=1570
-  _globals['_GETCLASSNAMESRESPONSE']._serialized_end=1623
-  _globals['_ANALYSISSERVICE']._serialized_start=1626
-  _globals['_ANALYSISSERVICE']._serialized_end=1988
+  _globals['_GETCLASSANSWERREQUEST']._serialized_start=131
+  _globals['_GETCLASSANSWERREQUEST']._serialized_end=254
+  _globals['_CLASSCHANNEL']._serialized_start=256
+  _globals['_CLASSCHANNEL']._serialized_end=340
+  _globals['_CLASSANSWER']._serialized_start=343
+  _globals['_CLASSANSWER']._serialized_end=513
+  _globals['_CONFUSABLEPAIR']._serialized_start=515
+  _globals['_CONFUSABLEPAIR']._serialized_end=568
+  _globals['_GETCLASSANSWERRESPONSE']._serialized_start=571
+  _globals['_GETCLASSANSWERRESPONSE']._serialized_end=827
+  _globals['_GETCLASSCHANNELSREQUEST']._serialized_start=830
+  _globals['_GETCLASSCHANNELSREQUEST']._serialized_end=1034
+  _globals['_CLASSCHANNELPATCHES']._serialized_start=1036
+  _globals['_CLASSCHANNELPATCHES']._serialized_end=1134
+  _globals['_GETCLASSCHANNELSRESPONSE']._serialized_start=1137
+  _globals['_GETCLASSCHANNELSRESPONSE']._serialized_end=1280
+  _globals['_COMPARESCANSREQUEST']._serialized_start=1282
+  _globals['_COMPARESCANSREQUEST']._serialized_end=1350
+  _globals['_CHANNELCHANGE']._serialized_start=1352
+  _globals['_CHANNELCHANGE']._serialized_end=1479
+  _globals['_COMPARESCANSRESPONSE']._serialized_start=1482
+  _globals['_COMPARESCANSRESPONSE']._serialized_end=1640
+  _globals['_GETCLASSNAMESREQUEST']._serialized_start=1642
+  _globals['_GETCLASSNAMESREQUEST']._serialized_end=1679
+  _globals['_GETCLASSNAMESRESPONSE']._serialized_start=1681
+  _globals['_GETCLASSNAMESRESPONSE']._serialized_end=1734
+  _globals['_ANALYSISSERVICE']._serialized_start=1737
+  _globals['_ANALYSISSERVICE']._serialized_end=2099
 # @@protoc_insertion_point(module_scope)

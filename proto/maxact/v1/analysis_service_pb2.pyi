@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from maxact.v1 import common_pb2 as _common_pb2
 from maxact.v1 import scan_service_pb2 as _scan_service_pb2
 from maxact.v1 import topk_service_pb2 as _topk_service_pb2
 import builtins as _builtins
@@ -223,6 +224,8 @@ class GetClassChannelsRequest(_message.Message):
     TOP_FIELD_NUMBER: _builtins.int
     K_FIELD_NUMBER: _builtins.int
     PATCH_SIZE_FIELD_NUMBER: _builtins.int
+    RENDER_FIELD_NUMBER: _builtins.int
+    MASK_QUANTILE_FIELD_NUMBER: _builtins.int
     scan: _builtins.str
     layer: _builtins.str
     class_name: _builtins.str
@@ -233,6 +236,12 @@ class GetClassChannelsRequest(_message.Message):
     """Patches per channel; 0: the scan's k."""
     patch_size: _builtins.int
     """> 0: every patch letterboxed to patch_size x patch_size."""
+    render: _common_pb2.PatchRender.ValueType
+    """How the patches are rendered (default PATCH_RENDER_RF), as in GetNeuronRequest."""
+    mask_quantile: _builtins.float
+    """PATCH_RENDER_MASK: the per-image quantile of the upsampled activation map above which
+    pixels are in the mask, in (0, 1); unset: 0.95.
+    """
     def __init__(
         self,
         *,
@@ -242,12 +251,16 @@ class GetClassChannelsRequest(_message.Message):
         top: _builtins.int = ...,
         k: _builtins.int = ...,
         patch_size: _builtins.int = ...,
+        render: _common_pb2.PatchRender.ValueType = ...,
+        mask_quantile: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_mask_quantile", b"_mask_quantile", "mask_quantile", b"mask_quantile"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["class_name", b"class_name", "k", b"k", "layer", b"layer", "patch_size", b"patch_size", "scan", b"scan", "top", b"top"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_mask_quantile", b"_mask_quantile", "class_name", b"class_name", "k", b"k", "layer", b"layer", "mask_quantile", b"mask_quantile", "patch_size", b"patch_size", "render", b"render", "scan", b"scan", "top", b"top"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__mask_quantile: _TypeAlias = _typing.Literal["mask_quantile"]  # noqa: Y015
+    _WhichOneofArgType__mask_quantile: _TypeAlias = _typing.Literal["_mask_quantile", b"_mask_quantile"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__mask_quantile) -> _WhichOneofReturnType__mask_quantile | None: ...
 
 Global___GetClassChannelsRequest: _TypeAlias = GetClassChannelsRequest  # noqa: Y015
 

@@ -25,41 +25,41 @@ _sym_db = _symbol_database.Default()
 from maxact.v1 import common_pb2 as maxact_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cmaxact/v1/topk_service.proto\x12\tmaxact.v1\x1a\x16maxact/v1/common.proto\"\xc9\x02\n\tTopKQuery\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05layer\x18\x02 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x03 \x01(\x05\x12\x1d\n\x04unit\x18\x04 \x01(\x0b\x32\x0f.maxact.v1.Unit\x12\t\n\x01k\x18\x05 \x01(\x05\x12!\n\x04mode\x18\x06 \x01(\x0e\x32\x13.maxact.v1.TopKMode\x12\x0e\n\x06\x62ottom\x18\x07 \x01(\x08\x12/\n\rpreprocessing\x18\x08 \x01(\x0b\x32\x18.maxact.v1.Preprocessing\x12\x15\n\rper_image_cap\x18\t \x01(\x05\x12&\n\x06render\x18\n \x01(\x0e\x32\x16.maxact.v1.PatchRender\x12\x1a\n\rmask_quantile\x18\x0b \x01(\x01H\x00\x88\x01\x01\x12\x12\n\npatch_size\x18\x0c \x01(\x05\x42\x10\n\x0e_mask_quantile\"I\n\x11StreamTopKRequest\x12#\n\x05query\x18\x01 \x01(\x0b\x32\x14.maxact.v1.TopKQuery\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\"O\n\x08Progress\x12\x16\n\x0eimages_scanned\x18\x01 \x01(\x03\x12\x14\n\x0cimages_total\x18\x02 \x01(\x03\x12\x15\n\rimages_failed\x18\x03 \x01(\x03\"\xa1\x01\n\x03Hit\x12\x0c\n\x04rank\x18\x01 \x01(\x05\x12\r\n\x05image\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x01\x12\x1d\n\x04unit\x18\x04 \x01(\x0b\x32\x0f.maxact.v1.Unit\x12\x1b\n\x03\x62ox\x18\x05 \x01(\x0b\x32\x0e.maxact.v1.Box\x12!\n\tinput_box\x18\x06 \x01(\x0b\x32\x0e.maxact.v1.Box\x12\x0f\n\x07\x63hannel\x18\x07 \x01(\x05\"C\n\x0bPartialTopK\x12\x1c\n\x04hits\x18\x01 \x03(\x0b\x32\x0e.maxact.v1.Hit\x12\x16\n\x0eimages_scanned\x18\x02 \x01(\x03\"n\n\x05Patch\x12\x1b\n\x03hit\x18\x01 \x01(\x0b\x32\x0e.maxact.v1.Hit\x12\x0b\n\x03png\x18\x02 \x01(\x0c\x12\x18\n\x10\x63lipped_fraction\x18\x03 \x01(\x01\x12!\n\tpatch_box\x18\x04 \x01(\x0b\x32\x0e.maxact.v1.Box\"-\n\x0cImageSkipped\x12\r\n\x05image\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xb3\x01\n\x04\x44one\x12\x16\n\x0eimages_scanned\x18\x01 \x01(\x03\x12\x15\n\rimages_failed\x18\x02 \x01(\x03\x12\t\n\x01k\x18\x03 \x01(\x05\x12!\n\x04mode\x18\x04 \x01(\x0e\x32\x13.maxact.v1.TopKMode\x12/\n\rpreprocessing\x18\x05 \x01(\x0b\x32\x18.maxact.v1.Preprocessing\x12\x1d\n\x15preprocessing_warning\x18\x06 \x01(\t\"\xd8\x01\n\tTopKEvent\x12\'\n\x08progress\x18\x01 \x01(\x0b\x32\x13.maxact.v1.ProgressH\x00\x12)\n\x07partial\x18\x02 \x01(\x0b\x32\x16.maxact.v1.PartialTopKH\x00\x12!\n\x05patch\x18\x03 \x01(\x0b\x32\x10.maxact.v1.PatchH\x00\x12*\n\x07skipped\x18\x04 \x01(\x0b\x32\x17.maxact.v1.ImageSkippedH\x00\x12\x1f\n\x04\x64one\x18\x05 \x01(\x0b\x32\x0f.maxact.v1.DoneH\x00\x42\x07\n\x05\x65vent\"9\n\x12StreamTopKResponse\x12#\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x14.maxact.v1.TopKEvent\"6\n\x0b\x43lientImage\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\r\n\x05label\x18\x03 \x01(\t\"\x8d\x01\n\x17StreamTopKImagesRequest\x12%\n\x05query\x18\x01 \x01(\x0b\x32\x14.maxact.v1.TopKQueryH\x00\x12\'\n\x05image\x18\x02 \x01(\x0b\x32\x16.maxact.v1.ClientImageH\x00\x12\x17\n\x0fkeep_as_dataset\x18\x03 \x01(\tB\t\n\x07message\"?\n\x18StreamTopKImagesResponse\x12#\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x14.maxact.v1.TopKEvent*U\n\x08TopKMode\x12\x1a\n\x16TOP_K_MODE_UNSPECIFIED\x10\x00\x12\x14\n\x10TOP_K_MODE_IMAGE\x10\x01\x12\x17\n\x13TOP_K_MODE_POSITION\x10\x02\x32\xbb\x01\n\x0bTopKService\x12K\n\nStreamTopK\x12\x1c.maxact.v1.StreamTopKRequest\x1a\x1d.maxact.v1.StreamTopKResponse0\x01\x12_\n\x10StreamTopKImages\x12\".maxact.v1.StreamTopKImagesRequest\x1a#.maxact.v1.StreamTopKImagesResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cmaxact/v1/topk_service.proto\x12\tmaxact.v1\x1a\x16maxact/v1/common.proto\"\xc9\x02\n\tTopKQuery\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05layer\x18\x02 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x03 \x01(\x05\x12\x1d\n\x04unit\x18\x04 \x01(\x0b\x32\x0f.maxact.v1.Unit\x12\t\n\x01k\x18\x05 \x01(\x05\x12!\n\x04mode\x18\x06 \x01(\x0e\x32\x13.maxact.v1.TopKMode\x12\x0e\n\x06\x62ottom\x18\x07 \x01(\x08\x12/\n\rpreprocessing\x18\x08 \x01(\x0b\x32\x18.maxact.v1.Preprocessing\x12\x15\n\rper_image_cap\x18\t \x01(\x05\x12&\n\x06render\x18\n \x01(\x0e\x32\x16.maxact.v1.PatchRender\x12\x1a\n\rmask_quantile\x18\x0b \x01(\x01H\x00\x88\x01\x01\x12\x12\n\npatch_size\x18\x0c \x01(\x05\x42\x10\n\x0e_mask_quantile\"I\n\x11StreamTopKRequest\x12#\n\x05query\x18\x01 \x01(\x0b\x32\x14.maxact.v1.TopKQuery\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\"n\n\x08Progress\x12\x16\n\x0eimages_scanned\x18\x01 \x01(\x03\x12\x14\n\x0cimages_total\x18\x02 \x01(\x03\x12\x15\n\rimages_failed\x18\x03 \x01(\x03\x12\x1d\n\x15preprocessing_warning\x18\x04 \x01(\t\"\xa1\x01\n\x03Hit\x12\x0c\n\x04rank\x18\x01 \x01(\x05\x12\r\n\x05image\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x01\x12\x1d\n\x04unit\x18\x04 \x01(\x0b\x32\x0f.maxact.v1.Unit\x12\x1b\n\x03\x62ox\x18\x05 \x01(\x0b\x32\x0e.maxact.v1.Box\x12!\n\tinput_box\x18\x06 \x01(\x0b\x32\x0e.maxact.v1.Box\x12\x0f\n\x07\x63hannel\x18\x07 \x01(\x05\"C\n\x0bPartialTopK\x12\x1c\n\x04hits\x18\x01 \x03(\x0b\x32\x0e.maxact.v1.Hit\x12\x16\n\x0eimages_scanned\x18\x02 \x01(\x03\"n\n\x05Patch\x12\x1b\n\x03hit\x18\x01 \x01(\x0b\x32\x0e.maxact.v1.Hit\x12\x0b\n\x03png\x18\x02 \x01(\x0c\x12\x18\n\x10\x63lipped_fraction\x18\x03 \x01(\x01\x12!\n\tpatch_box\x18\x04 \x01(\x0b\x32\x0e.maxact.v1.Box\"-\n\x0cImageSkipped\x12\r\n\x05image\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xb3\x01\n\x04\x44one\x12\x16\n\x0eimages_scanned\x18\x01 \x01(\x03\x12\x15\n\rimages_failed\x18\x02 \x01(\x03\x12\t\n\x01k\x18\x03 \x01(\x05\x12!\n\x04mode\x18\x04 \x01(\x0e\x32\x13.maxact.v1.TopKMode\x12/\n\rpreprocessing\x18\x05 \x01(\x0b\x32\x18.maxact.v1.Preprocessing\x12\x1d\n\x15preprocessing_warning\x18\x06 \x01(\t\"\xd8\x01\n\tTopKEvent\x12\'\n\x08progress\x18\x01 \x01(\x0b\x32\x13.maxact.v1.ProgressH\x00\x12)\n\x07partial\x18\x02 \x01(\x0b\x32\x16.maxact.v1.PartialTopKH\x00\x12!\n\x05patch\x18\x03 \x01(\x0b\x32\x10.maxact.v1.PatchH\x00\x12*\n\x07skipped\x18\x04 \x01(\x0b\x32\x17.maxact.v1.ImageSkippedH\x00\x12\x1f\n\x04\x64one\x18\x05 \x01(\x0b\x32\x0f.maxact.v1.DoneH\x00\x42\x07\n\x05\x65vent\"9\n\x12StreamTopKResponse\x12#\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x14.maxact.v1.TopKEvent\"6\n\x0b\x43lientImage\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\r\n\x05label\x18\x03 \x01(\t\"\x8d\x01\n\x17StreamTopKImagesRequest\x12%\n\x05query\x18\x01 \x01(\x0b\x32\x14.maxact.v1.TopKQueryH\x00\x12\'\n\x05image\x18\x02 \x01(\x0b\x32\x16.maxact.v1.ClientImageH\x00\x12\x17\n\x0fkeep_as_dataset\x18\x03 \x01(\tB\t\n\x07message\"?\n\x18StreamTopKImagesResponse\x12#\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x14.maxact.v1.TopKEvent*U\n\x08TopKMode\x12\x1a\n\x16TOP_K_MODE_UNSPECIFIED\x10\x00\x12\x14\n\x10TOP_K_MODE_IMAGE\x10\x01\x12\x17\n\x13TOP_K_MODE_POSITION\x10\x02\x32\xbb\x01\n\x0bTopKService\x12K\n\nStreamTopK\x12\x1c.maxact.v1.StreamTopKRequest\x1a\x1d.maxact.v1.StreamTopKResponse0\x01\x12_\n\x10StreamTopKImages\x12\".maxact.v1.StreamTopKImagesRequest\x1a#.maxact.v1.StreamTopKImagesResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'maxact.v1.topk_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TOPKMODE']._serialized_start=1672
-  _globals['_TOPKMODE']._serialized_end=1757
+  _globals['_TOPKMODE']._serialized_start=1703
+  _globals['_TOPKMODE']._serialized_end=1788
   _globals['_TOPKQUERY']._serialized_start=68
   _globals['_TOPKQUERY']._serialized_end=397
   _globals['_STREAMTOPKREQUEST']._serialized_start=399
   _globals['_STREAMTOPKREQUEST']._serialized_end=472
   _globals['_PROGRESS']._serialized_start=474
-  _globals['_PROGRESS']._serialized_end=553
-  _globals['_HIT']._serialized_start=556
-  _globals['_HIT']._serialized_end=717
-  _globals['_PARTIALTOPK']._serialized_start=719
-  _globals['_PARTIALTOPK']._serialized_end=786
-  _globals['_PATCH']._serialized_start=788
-  _globals['_PATCH']._serialized_end=898
-  _globals['_IMAGESKIPPED']._serialized_start=900
-  _globals['_IMAGESKIPPED']._serialized_end=945
-  _globals['_DONE']._serialized_start=948
-  _globals['_DONE']._serialized_end=1127
-  _globals['_TOPKEVENT']._serialized_start=1130
-  _globals['_TOPKEVENT']._serialized_end=1346
-  _globals['_STREAMTOPKRESPONSE']._serialized_start=1348
-  _globals['_STREAMTOPKRESPONSE']._serialized_end=1405
-  _globals['_CLIENTIMAGE']._serialized_start=1407
-  _globals['_CLIENTIMAGE']._serialized_end=1461
-  _globals['_STREAMTOPKIMAGESREQUEST']._serialized_start=1464
-  _globals['_STREAMTOPKIMAGESREQUEST']._serialized_end=1605
-  _globals['_STREAMTOPKIMAGESRESPONSE']._serialized_start=1607
-  _globals['_STREAMTOPKIMAGESRESPONSE']._serialized_end=1670
-  _globals['_TOPKSERVICE']._serialized_start=1760
-  _globals['_TOPKSERVICE']._serialized_end=1947
+  _globals['_PROGRESS']._serialized_end=584
+  _globals['_HIT']._serialized_start=587
+  _globals['_HIT']._serialized_end=748
+  _globals['_PARTIALTOPK']._serialized_start=750
+  _globals['_PARTIALTOPK']._serialized_end=817
+  _globals['_PATCH']._serialized_start=819
+  _globals['_PATCH']._serialized_end=929
+  _globals['_IMAGESKIPPED']._serialized_start=931
+  _globals['_IMAGESKIPPED']._serialized_end=976
+  _globals['_DONE']._serialized_start=979
+  _globals['_DONE']._serialized_end=1158
+  _globals['_TOPKEVENT']._serialized_start=1161
+  _globals['_TOPKEVENT']._serialized_end=1377
+  _globals['_STREAMTOPKRESPONSE']._serialized_start=1379
+  _globals['_STREAMTOPKRESPONSE']._serialized_end=1436
+  _globals['_CLIENTIMAGE']._serialized_start=1438
+  _globals['_CLIENTIMAGE']._serialized_end=1492
+  _globals['_STREAMTOPKIMAGESREQUEST']._serialized_start=1495
+  _globals['_STREAMTOPKIMAGESREQUEST']._serialized_end=1636
+  _globals['_STREAMTOPKIMAGESRESPONSE']._serialized_start=1638
+  _globals['_STREAMTOPKIMAGESRESPONSE']._serialized_end=1701
+  _globals['_TOPKSERVICE']._serialized_start=1791
+  _globals['_TOPKSERVICE']._serialized_end=1978
 # @@protoc_insertion_point(module_scope)

@@ -143,22 +143,28 @@ class Progress(_message.Message):
     IMAGES_SCANNED_FIELD_NUMBER: _builtins.int
     IMAGES_TOTAL_FIELD_NUMBER: _builtins.int
     IMAGES_FAILED_FIELD_NUMBER: _builtins.int
+    PREPROCESSING_WARNING_FIELD_NUMBER: _builtins.int
     images_scanned: _builtins.int
     """Images read and reduced so far (failed ones not included)."""
     images_total: _builtins.int
     """The dataset size; for client-streamed images, the images received so far."""
     images_failed: _builtins.int
     """Images skipped because they could not be read or decoded."""
+    preprocessing_warning: _builtins.str
+    """Set on the stream's first event, before any image is read, when the model runs on
+    built-in default preprocessing (no sidecar, no metadata); Done repeats it.
+    """
     def __init__(
         self,
         *,
         images_scanned: _builtins.int = ...,
         images_total: _builtins.int = ...,
         images_failed: _builtins.int = ...,
+        preprocessing_warning: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["images_failed", b"images_failed", "images_scanned", b"images_scanned", "images_total", b"images_total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["images_failed", b"images_failed", "images_scanned", b"images_scanned", "images_total", b"images_total", "preprocessing_warning", b"preprocessing_warning"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -18,11 +18,17 @@ from PIL import Image
 from maxact.client import types as t
 from maxact.client.cli.common import add_json, positive_int
 from maxact.client.cli.output import connect, print_doc
-from maxact.client.json_out import hit_json
+from maxact.client.cli.render_args import quantile
+from maxact.client.client import Client
+from maxact.client.errors import MaxactError
+from maxact.client.json_out import patch_json
 from maxact.client.montage import render_montage, stack_rows
 from maxact.client.patches_out import patch_file_name
+from maxact.client.report.choose import layer_render
+from maxact.client.scans import ScanInfo
 from maxact.client.text_out import classes_text, table
 from maxact.common.defaults import DEFAULT_SELECTIVE, DEFAULT_TOP_CHANNELS, capped_k
+from maxact.common.kinds import RENDER_MODES
 
 EXIT_OK = 0
 
@@ -68,6 +74,20 @@ def add_parsers(commands: Any) -> None:
     one.add_argument("class_name", metavar="CLASS")
     one.add_argument("--top", type=positive_int, default=DEFAULT_TOP_CHANNELS, metavar="N")
     one.add_argument("-k", type=positive_int, default=None, metavar="K", help="patches per channel")
+    one.add_argument(
+        "--render",
+        choices=RENDER_MODES,
+        default=None,
+        help="how patches are rendered, as for `neuron` (default: the layer's render, as in "
+        "the report: mask where the receptive field exceeds half the input, else rf)",
+    )
+    one.add_argument(
+        "--mask-quantile",
+        type=quantile,
+        default=None,
+        metavar="Q",
+        help="--render mask: per-image quantile of the upsampled activation (default 0.95)",
+    )
     one.add_argument(
         "--out",
         type=Path,
@@ -122,8 +142,10 @@ def classes_json(answer: t.LayerClassAnswer) -> dict[str, Any]:
 
 
 def class_json(
-    result: t.ClassChannels, files: dict[int, dict[int, str]] | None = None
+    result: t.ClassChannels, files: dict[int, dict[int, str]] | None = None, render: str = "rf"
 ) -> dict[str, Any]:
+    """The `class --json` document; each result as in `topk` (under mask: `box` the mask's,
+    `rf_box` the receptive field)."""
     files = files or {}
     return {
         "scan": result.scan,
@@ -134,7 +156,7 @@ def class_json(
             {
                 **_channel_json(entry.channel),
                 "results": [
-                    hit_json(p.hit, files.get(entry.channel.channel, {}).get(p.hit.rank))
+                    patch_json(p, files.get(entry.channel.channel, {}).get(p.hit.rank), render)
                     for p in entry.patches
                 ],
             }
@@ -246,16 +268,34 @@ def cmd_classes(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _layer_render(client: Client, scan: ScanInfo, layer: str) -> str:
+    """The render the report gives `layer` of `scan` (judged at the size the scan ran at)."""
+    try:
+        model = client.get_model(scan.model, size=scan.input_size)
+    except MaxactError:  # the model is gone or changed: the stored fields still crop rf
+        return "rf"
+    info = next((entry for entry in model.layers if entry.name == layer), None)
+    return layer_render(info, scan.input_size)
+
+
 def cmd_class(args: argparse.Namespace) -> int:
     with connect(args) as client:
-        k = args.k
-        if k is None:  # default 9, but never more than the scan kept
-            k = capped_k(client.scans.get(args.scan_id).k)
+        k, render = args.k, args.render
+        if k is None or render is None:
+            scan = client.scans.get(args.scan_id)
+            k = capped_k(scan.k) if k is None else k  # default 9, never more than the scan kept
+            render = render or _layer_render(client, scan, args.layer)
         result = client.analysis.class_channels(
-            args.scan_id, args.layer, args.class_name, top=args.top, k=k
+            args.scan_id,
+            args.layer,
+            args.class_name,
+            top=args.top,
+            k=k,
+            render=render,
+            mask_quantile=args.mask_quantile,
         )
     files = write_class_patches(result, args.out) if args.out is not None else None
-    print_doc(args, class_json(result, files), class_text(result))
+    print_doc(args, class_json(result, files, render), class_text(result))
     if args.out is not None and not args.json:
         print(f"wrote {len(result.channels)} channels' patches and {args.out / 'montage.png'}")
     return EXIT_OK

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
@@ -19,8 +20,10 @@ from maxact.client.cli.class_commands import add_parsers as add_class_parsers
 from maxact.client.cli.common import (
     EXIT_USAGE,
     MaxactParser,
+    add_channel,
     add_json,
     add_size,
+    channel_from_args,
     nonnegative_int,
     positive_int,
 )
@@ -44,6 +47,7 @@ if TYPE_CHECKING:  # argparse's classes are generic for type checkers only
 PROG = "maxact"
 EXIT_SERVER_ERROR = 1
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what `cat` and other Unix tools exit with
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,6 +137,11 @@ def _add_rf(commands: Commands) -> None:
     rf.add_argument(
         "--unit", nargs=2, type=nonnegative_int, metavar=("Y", "X"), help="also its exact box"
     )
+    rf.add_argument(
+        "--intervals",
+        action="store_true",
+        help="with --unit --json: also every unit's rows/cols intervals (left out by default)",
+    )
     add_size(rf, "input size for models with dynamic H/W")
     add_json(rf)
 
@@ -142,7 +151,7 @@ def _add_topk(commands: Commands) -> None:
     topk = commands.add_parser("topk", help="the top-k image patches of one channel")
     topk.add_argument("model", metavar="MODEL")
     topk.add_argument("layer", metavar="LAYER")
-    topk.add_argument("--channel", type=nonnegative_int, required=True, metavar="C")
+    add_channel(topk, "topk")
     topk.add_argument(
         "-k", type=positive_int, default=DEFAULT_K, metavar="K", help="default %(default)s"
     )
@@ -188,7 +197,14 @@ def _add_demo(commands: Commands) -> None:
         metavar="DIR",
         help="model and photo cache (default: $MAXACT_CACHE, else ~/.cache/maxact)",
     )
-    demo.add_argument("-k", type=positive_int, default=8, metavar="K")
+    demo.add_argument("-k", type=positive_int, default=8, metavar="K", help="default %(default)s")
+    demo.add_argument(
+        "--docs",
+        type=Path,
+        metavar="DIR",
+        help="also write the README's pictures (montage, gallery and classes screenshots) "
+        "into DIR; `make demo` passes docs",
+    )
 
 
 def add_global_options(
@@ -246,6 +262,11 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     args, rest = parser.parse_known_args(argv)
     if rest and args.command != "serve":
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if hasattr(args, "channel_flag"):  # topk, neuron: the channel positional or --channel
+        try:
+            channel_from_args(args, args.command)
+        except ValueError as error:
+            parser.error(str(error))
     return args, rest
 
 
@@ -338,7 +359,8 @@ def cmd_rf(args: argparse.Namespace) -> int:
             unit=tuple(args.unit) if args.unit else None,
             size=tuple(args.size) if args.size else None,
         )
-    print_doc(args, json_out.rf_json(info), text_out.rf_text(info))
+    doc = json_out.rf_json(info, intervals=True if args.intervals else None)
+    print_doc(args, doc, text_out.rf_text(info))
     return 0
 
 
@@ -347,16 +369,22 @@ def run_topk(
 ) -> t.TopKResult:
     """Run the scan with a progress display; Ctrl-C or an error cancels the server's scan."""
     bar = bar or ProgressBar(f"top-{args.k} {args.layer} channel {args.channel}")
+    warned = False
     try:
         with _start_topk(client, args) as stream:
             for event in stream:
                 if isinstance(event, t.Progress):
+                    if event.preprocessing_warning:  # sent before the work starts
+                        bar.note(f"{PROG}: warning: {event.preprocessing_warning}")
+                        warned = True
                     bar.update(event.images_done, event.images_total, event.images_failed)
                 elif isinstance(event, t.ImageSkipped):
                     bar.note(f"{PROG}: skipped {event.image}: {event.reason}")
-            return stream.result()
+            result = stream.result()
     finally:
         bar.close()
+    # printed once: at the start (a server that sends it early) or after the run (an older one)
+    return replace(result, preprocessing_warning="") if warned else result
 
 
 def _start_topk(client: Client, args: argparse.Namespace) -> TopKStream:
@@ -395,7 +423,7 @@ def cmd_topk(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from maxact.client.demo import run as demo
 
-    return demo.run(out_dir=args.out, cache_dir=args.cache, k=args.k)
+    return demo.run(out_dir=args.out, cache_dir=args.cache, k=args.k, docs_dir=args.docs)
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -415,6 +443,16 @@ def _error(message: str) -> None:
     print(f"{PROG}: error: {message}", file=sys.stderr)
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush of what is still buffered
+    does not raise BrokenPipeError again (the recipe of Python's signal documentation)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout without a file descriptor (e.g. captured in tests)
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `maxact`; returns the exit code (1: server error, 2: usage)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -422,10 +460,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return cmd_serve(serve_args)
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        sys.stdout.flush()  # here, so a closed pipe is noticed inside this try
+        return code
     except MaxactError as error:
         _error(str(error))
         return EXIT_SERVER_ERROR
+    except BrokenPipeError:  # `maxact ... | head`: the reader left; stop quietly
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     except ValueError as error:  # a bad argument the parser could not see (e.g. preprocessing)
         _error(str(error))
         return EXIT_USAGE

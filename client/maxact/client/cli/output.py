@@ -34,8 +34,9 @@ def print_topk(args: argparse.Namespace, result: t.TopKResult, label: str | None
     `label`: the class name of a named logits channel."""
     warn(result.preprocessing_warning)
     files = write_patches(result, args.out) if args.out is not None else None
-    doc = json_out.topk_json(result, files, getattr(args, "render", "rf"))
-    text = text_out.topk_text(result, files)
+    render = getattr(args, "render", "rf")
+    doc = json_out.topk_json(result, files, render)
+    text = text_out.topk_text(result, files, render)
     if label is not None:
         doc["label"] = label
         text = f"class {label!r}\n{text}"

@@ -10,7 +10,7 @@ from maxact.common.defaults import DEFAULT_MASK_QUANTILE
 from maxact.common.kinds import RENDER_MODES
 
 
-def _quantile(text: str) -> float:
+def quantile(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -34,7 +34,7 @@ def add_render_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--mask-quantile",
-        type=_quantile,
+        type=quantile,
         default=None,
         metavar="Q",
         help="--render mask: per-image quantile of the upsampled activation "

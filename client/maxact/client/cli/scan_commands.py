@@ -16,7 +16,14 @@ from typing import Any
 
 from maxact.client import text_out
 from maxact.client import types as t
-from maxact.client.cli.common import add_json, add_size, nonnegative_int, positive_int
+from maxact.client.cli.common import (
+    add_channel,
+    add_json,
+    add_size,
+    channel_from_args,
+    nonnegative_int,
+    positive_int,
+)
 from maxact.client.cli.labels import output_label
 from maxact.client.cli.output import connect, print_doc, print_topk, warn
 from maxact.client.cli.render_args import add_render_arguments, render_options_from_args
@@ -140,15 +147,7 @@ def _add_neuron(commands: Any) -> None:
     )
     neuron.add_argument("scan_id", metavar="SCAN_ID")
     neuron.add_argument("layer", metavar="LAYER")
-    neuron.add_argument("channel", type=nonnegative_int, nargs="?", default=None, metavar="CHANNEL")
-    neuron.add_argument(
-        "--channel",
-        dest="channel_flag",
-        type=nonnegative_int,
-        default=None,
-        metavar="C",
-        help="the channel, as in `topk --channel C` (or give it as the third positional)",
-    )
+    add_channel(neuron, "neuron")
     neuron.add_argument(
         "-k",
         type=positive_int,
@@ -321,12 +320,7 @@ def neuron_result(
 
 def neuron_channel(args: argparse.Namespace) -> int:
     """`neuron`'s channel, positional or --channel (ValueError: neither, or two that differ)."""
-    given = {c for c in (args.channel, args.channel_flag) if c is not None}
-    if not given:
-        raise ValueError("neuron needs a channel: maxact neuron SCAN_ID LAYER --channel C")
-    if len(given) > 1:
-        raise ValueError(f"two different channels given: {sorted(given)}")
-    return int(given.pop())
+    return channel_from_args(args, "neuron")
 
 
 def cmd_neuron(args: argparse.Namespace) -> int:

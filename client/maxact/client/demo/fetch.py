@@ -131,6 +131,11 @@ def write_if_changed(path: Path, text: str) -> None:
         path.write_text(text, encoding="utf-8")
 
 
+# drawings and renderings in skimage.data, not photos: kept out of the demo's photo set (and
+# removed from a cache an older demo filled)
+NOT_PHOTOS = ("horse", "colorwheel", "logo")
+
+
 def _photo_sources() -> list[tuple[str, Callable[[], Any]]]:
     """(name, loader) of every bundled photo; the libraries are optional (the `demo` extra)."""
     try:
@@ -143,8 +148,7 @@ def _photo_sources() -> list[tuple[str, Callable[[], Any]]]:
         ) from error
     names = [
         "astronaut", "chelsea", "coffee", "rocket", "camera", "page", "text", "coins", "moon",
-        "horse", "brick", "grass", "gravel", "clock", "colorwheel", "logo",
-        "hubble_deep_field", "immunohistochemistry",
+        "brick", "grass", "gravel", "clock", "hubble_deep_field", "immunohistochemistry",
     ]  # fmt: skip
     sources: list[tuple[str, Callable[[], Any]]] = [
         (n, getattr(skdata, n)) for n in names if hasattr(skdata, n)
@@ -201,6 +205,9 @@ def write_demo_photos(dest_dir: Path) -> list[Path]:
     """Write the bundled photos and their variants into dest_dir (a dataset folder); existing
     files are kept. Returns the image paths, sorted. Photos that fail to load are left out."""
     dest_dir.mkdir(parents=True, exist_ok=True)
+    for stale in dest_dir.iterdir():
+        if stale.stem.split("-")[0] in NOT_PHOTOS:
+            stale.unlink()
     written: list[Path] = []
     for name, load in _photo_sources():
         variants = _VARIANTS_OF.get(name, ())
@@ -208,7 +215,7 @@ def write_demo_photos(dest_dir: Path) -> list[Path]:
         try:
             image = None
             for stem, variant in zip(wanted, (None, *variants), strict=True):
-                suffix = ".jpg" if name not in ("page", "text", "horse", "logo") else ".png"
+                suffix = ".jpg" if name not in ("page", "text") else ".png"
                 path = dest_dir / f"{stem}{suffix}"
                 if not path.exists():
                     if image is None:

@@ -25,6 +25,7 @@ from maxact.client import json_out
 from maxact.client import types as t
 from maxact.client.client import Client
 from maxact.client.demo import classes_demo
+from maxact.client.demo.docs_pictures import write_docs_pictures
 from maxact.client.demo.fetch import (
     DEMO_MODEL,
     DemoSetupError,
@@ -41,6 +42,8 @@ from maxact.common.kinds import ScanState
 
 DATASET = "photos"
 CHANNELS = (0, 1, 2, 3)
+DEMO_K = 8  # patches per montage row (`maxact demo -k`)
+MONTAGE_TILE = 128  # px per patch in montage.png (and the README's picture of it)
 EARLY_RF = (20.0, 60.0, 40.0)  # (low, high, ideal) receptive-field size in input pixels
 MID_RF = (100.0, 200.0, 150.0)
 REPORT = "report"  # the gallery's folder under the output folder
@@ -186,14 +189,27 @@ def screenshot_gallery(index: Path, out: Path, layer: int = 0) -> str | None:
     return None
 
 
-def run(out_dir: Path = Path("demo-out"), cache_dir: Path | None = None, k: int = 8) -> int:
-    """The whole demo; returns the exit code."""
+def run(
+    out_dir: Path = Path("demo-out"),
+    cache_dir: Path | None = None,
+    k: int = DEMO_K,
+    docs_dir: Path | None = None,
+) -> int:
+    """The whole demo; returns the exit code. With `docs_dir` it also writes the README's
+    pictures there (docs_pictures.py)."""
     cache = cache_dir or default_cache_dir()
     state = Path(tempfile.mkdtemp(prefix="maxact-demo-"))  # the server's scan store
     try:
-        return _run(out_dir, cache, state, k)
+        code = _run(out_dir, cache, state, k)
     finally:
         shutil.rmtree(state, ignore_errors=True)
+    if code == 0 and docs_dir is not None:
+        written, missing = write_docs_pictures(out_dir, docs_dir)
+        for path in written:
+            print(f"README picture: {path}")
+        if missing:
+            print(f"README pictures not updated (no {', '.join(missing)})", file=sys.stderr)
+    return code
 
 
 def _run(out_dir: Path, cache: Path, state: Path, k: int) -> int:
@@ -263,7 +279,8 @@ def _run_layers(
                 break
             rel = Path(slug(layer.name)) / f"channel_{channel}"
             result, files = _run_channel(client, layer.name, channel, k, out_dir / rel)
-            rows.append((f"{layer.name} / channel {channel}", montage_of(result, tile=128)))
+            row = montage_of(result, tile=MONTAGE_TILE)
+            rows.append((f"{layer.name} / channel {channel}", row))
             doc = json_out.topk_json(result, {r: str(rel / f) for r, f in files.items()})
             channel_docs.append({"montage": str(rel / "montage.png"), **doc})
         layer_docs.append(

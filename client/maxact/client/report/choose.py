@@ -36,6 +36,18 @@ def default_render(layer: t.LayerInfo | None, input_size: tuple[int, int] | None
     return RenderMode.MASK if size > MAX_RF_SHARE * min(input_size) else RenderMode.RF
 
 
+def layer_render(
+    layer: t.LayerInfo | None, input_size: tuple[int, int] | None, chosen: str | None = None
+) -> str:
+    """The render of a layer's patches everywhere (layer page, classes page, `class --out`):
+    the user's choice, else default_render; heatmap and mask need a spatial map, so a flat
+    layer (logits) is always `rf` (its patch is the whole image)."""
+    mode = chosen or default_render(layer, input_size)
+    if mode != "rf" and (layer is None or not layer.has_spatial_field):
+        return "rf"
+    return mode
+
+
 def patch_format(layer: t.LayerInfo | None, render: str, patch_size: int) -> str:
     """ "png" where exactness matters (patches at their own size, or tiny fields shown as
     enlarged pixels), else "jpeg" (photos: ~10x smaller)."""

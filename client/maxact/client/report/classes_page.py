@@ -55,9 +55,18 @@ _ENV = Environment(
 )
 
 
-def write_classes_page(client: Any, scan: Any, layer: str, folder: Path) -> Path:
-    """Query the class answer and each class's top channels with patches; write the page and
-    its patches (classes/c<C>_r<R>.png) into `folder`; returns the page's path."""
+def write_classes_page(
+    client: Any,
+    scan: Any,
+    layer: str,
+    folder: Path,
+    render: str = "rf",
+    mask_quantile: float | None = None,
+) -> Path:
+    """Query the class answer and each class's top channels with patches rendered as
+    `render` (the layer page's: mask where the field exceeds half the input, so deep layers
+    do not show grey fields); write the page and its patches (classes/c<C>_r<R>.png) into
+    `folder`; returns the page's path."""
     answer: t.LayerClassAnswer = client.analysis.classes(
         scan.id, layer, DEFAULT_SELECTIVE, TOP_CHANNELS
     )
@@ -66,7 +75,9 @@ def write_classes_page(client: Any, scan: Any, layer: str, folder: Path) -> Path
     k = capped_k(scan.k, PATCHES_PER_CHANNEL)
     written: dict[int, list[_Patch]] = {}  # a channel's patches, written once for all classes
     rows = [
-        _class_row(client, scan.id, layer, entry, answer, k, folder, written)
+        _class_row(
+            client, scan.id, layer, entry, answer, k, folder, written, (render, mask_quantile)
+        )
         for entry in answer.classes
     ]
     html = _ENV.get_template("classes.html.j2").render(
@@ -99,14 +110,19 @@ def _class_row(
     k: int,
     folder: Path,
     written: dict[int, list[_Patch]],
+    render: tuple[str, float | None] = ("rf", None),
 ) -> _Row:
     """One class's row: its top channels from the layer's class answer, each with its patches
-    (asked for and written on the channel's first use, whichever class it serves)."""
+    rendered as `render` (mode, mask quantile), asked for and written on the channel's first
+    use, whichever class it serves."""
     channels = []
     for found in entry.top_channels:
         channel = found.channel
         if channel not in written:
-            _, patches, _ = client.scans.neuron(scan_id, layer, channel, k=k, patch_size=TILE)
+            mode, quantile = render
+            _, patches, _ = client.scans.neuron(
+                scan_id, layer, channel, k=k, patch_size=TILE, render=mode, mask_quantile=quantile
+            )
             written[channel] = _write_patches(folder, channel, patches)
         channels.append(
             _Channel(

@@ -29,7 +29,7 @@ from maxact.client import types as t
 from maxact.client.errors import MaxactError
 from maxact.client.json_out import scan_json
 from maxact.client.report import html as g
-from maxact.client.report.choose import default_render, patch_format
+from maxact.client.report.choose import layer_render, patch_format
 from maxact.client.report.layer_writer import (
     OVERVIEW_COLUMNS,
     OVERVIEW_TILE,
@@ -136,7 +136,8 @@ def load_context(
     catalogue at the size the scan ran at (or `size`)."""
     scan: ScanInfo = client.scans.get(scan_id)
     statistics = {name: client.scans.statistics(scan.id, name) for name in scan.layers}
-    size = size or scan.input_size
+    fixed = size or (scan.preprocessing.output_size() if scan.preprocessing else None)
+    size = size or scan.input_size  # per-image sizes: a square image's, the render rule's size
     try:
         model, note = client.get_model(scan.model, size=size), ""
     except MaxactError as error:
@@ -149,7 +150,7 @@ def load_context(
         images_failed=scan.images_failed,
         k=capped_k(scan.k, k or DEFAULT_K),
         mode=scan.mode,
-        input_size=size,
+        input_size=fixed,  # the header names a size only when every image had it
         patch_size=patch_size,
     )
     return ReportContext(scan, statistics, model, note, size, header, safe_names(scan.layers))
@@ -195,13 +196,16 @@ def write_index(out: Path, ctx: ReportContext, summaries: list[g.LayerSummary]) 
     return index
 
 
-def _classes_page(client: Any, scan: ScanInfo, layer: str, folder: Path) -> Path:
-    """The layer's classes page (classes_page.py); when the server cannot answer the class
-    questions (fewer than two classes, an older scan) the page says why."""
+def _classes_page(
+    client: Any, scan: ScanInfo, layer: str, folder: Path, render: str, mask_quantile: float | None
+) -> Path:
+    """The layer's classes page (classes_page.py), its patches rendered as the layer page's;
+    when the server cannot answer the class questions (fewer than two classes, an older
+    scan) the page says why."""
     from maxact.client.report.classes_page import write_classes_page, write_unanswered_page
 
     try:
-        return write_classes_page(client, scan, layer, folder)
+        return write_classes_page(client, scan, layer, folder, render, mask_quantile)
     except MaxactError as error:
         if error.code.name != "FAILED_PRECONDITION":
             raise
@@ -233,9 +237,7 @@ def _layer_job(
 ) -> LayerJob:
     """What one layer's page needs: its folder (made), its render and patch format, labels."""
     info = ctx.layer(name)
-    mode = render or default_render(info, ctx.size)
-    if mode != "rf" and (info is None or not info.has_spatial_field):
-        mode = "rf"  # heatmap / mask need a spatial map: a flat layer's patch is the image
+    mode = layer_render(info, ctx.size, render)
     folder = out / "layers" / ctx.folders[name]
     folder.mkdir(parents=True, exist_ok=True)
     return LayerJob(
@@ -289,7 +291,7 @@ def write_report(
         summary = layer_summary(ctx, name, job.render)
         summaries.append(write_layer(client, ctx.scan.id, ctx.header, summary, job, advance))
         if summary.labelled:
-            _classes_page(client, ctx.scan, name, job.folder)
+            _classes_page(client, ctx.scan, name, job.folder, job.render, mask_quantile)
     if progress is not None:
         progress.close()
     return write_index(out, ctx, summaries)

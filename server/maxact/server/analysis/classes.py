@@ -21,6 +21,7 @@ from maxact.common.selectivity import contrast_of, selectivity_of
 
 CONFUSABLE_PAIRS = 10
 PAIR_BLOCK = 256  # rows of the cosine matrix computed at once
+CONFUSABLE_MIN_CLASSES = 3  # two classes' centred profiles are always opposite
 
 
 @dataclass(frozen=True)
@@ -38,11 +39,15 @@ def confusable_pairs(
 ) -> list[ConfusablePair]:
     """The `limit` class pairs whose centred profiles (m minus the mean over classes, per
     channel) have the highest cosine; ties: the earlier pair in sorted order. A class whose
-    centred profile is all zero is similar to nothing (cosine 0).
+    centred profile is all zero is similar to nothing (cosine 0). Empty with fewer than
+    CONFUSABLE_MIN_CLASSES classes: two centred profiles are always exact opposites (-1),
+    which says nothing about the classes.
 
     One matrix product per block of rows (bounded memory for many classes: a block is
     PAIR_BLOCK x K cosines); each block keeps its best `limit` pairs and the ties at the cut,
     so the merge is exact."""
+    if len(names) < CONFUSABLE_MIN_CLASSES:
+        return []
     count = m.shape[0]
     centred = m - m.mean(axis=0, keepdims=True)
     norms = np.linalg.norm(centred, axis=1)

@@ -137,9 +137,16 @@ class Analysis:
         return report
 
     def class_channels(
-        self, scan: str, layer: str, class_name: str, top: int, k: int, patch_size: int
+        self,
+        scan: str,
+        layer: str,
+        class_name: str,
+        top: int,
+        k: int,
+        render: RenderOptions,
     ) -> ClassChannelsReport:
-        """The class's top channels (by contrast) with the patches of each one's top k."""
+        """The class's top channels (by contrast) with the patches of each one's top k,
+        rendered with `render` (validated by the caller)."""
         report = self.class_answer(scan, layer, None, top)
         record = report.scan
         found = next((c for c in report.answer.classes if c.name == class_name), None)
@@ -150,7 +157,7 @@ class Analysis:
                 f"(its classes: {[c.name for c in report.answer.classes][:20]})",
                 class_name=class_name[:200],
             )
-        render = RenderOptions(patch_size=patch_size).validated()
+        patch_size = render.patch_size
         hits = min(k or record.k, record.k)
         estimate = _estimated_reply_bytes(len(found.top_channels), hits, patch_size)
         if estimate > MAX_REPLY_BYTES:  # refused before a single patch is rendered

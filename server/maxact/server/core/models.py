@@ -59,6 +59,9 @@ class Models:
         model = await load_model(self.state, name)
         input_size = model.input_size(size_from(size))
         view = await asyncio.to_thread(model.view, input_size)
+        if view.unshaped and await asyncio.to_thread(model.size_multiple, input_size) is not None:
+            # the model takes sides of some multiple, just not these: say so, as topk and rf do
+            raise model.size_error(input_size, view, view.unshaped[0])
         graph = model.proto.graph
         return ModelDescription(
             name=model.name,

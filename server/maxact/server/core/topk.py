@@ -53,6 +53,8 @@ class Progress:
     images_scanned: int
     images_total: int
     images_failed: int
+    # set on the stream's first event, before any image is read (default preprocessing)
+    preprocessing_warning: str = ""
 
 
 @dataclass(frozen=True)
@@ -224,6 +226,8 @@ def _scan_and_send(
         partial=lambda hits, done: emit(PartialRanking(list(hits), done)),
         skipped=lambda image_id, reason: emit(ImageSkipped(image_id, reason)),
     )
+    if prepared.warning:  # before the work, so a long scan does not hide it until the end
+        emit(Progress(0, count(), 0, prepared.warning))
     outcome = scan.run(sources, callbacks, total=total)
     emit(Progress(outcome.images_scanned, count(), outcome.images_failed))
     for hit in outcome.hits:

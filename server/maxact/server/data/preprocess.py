@@ -20,7 +20,12 @@ import numpy as np
 from PIL import Image
 
 from maxact.common.kinds import ChannelOrder, Layout
-from maxact.common.preprocessing import CHANNEL_ORDERS, LAYOUTS, Preprocessing
+from maxact.common.preprocessing import (
+    CHANNEL_ORDERS,
+    LAYOUTS,
+    Preprocessing,
+    round_to_multiple,
+)
 from maxact.server.data.normalise import normalise
 from maxact.server.errors import invalid_argument
 from maxact.server.limits import check_image_input_pixels, check_input_pixels
@@ -280,11 +285,6 @@ def fit_inside(height: int, width: int, box: tuple[int, int]) -> tuple[int, int]
     if height * box_w >= width * box_h:  # height binds
         return box_h, min(box_w, max(1, round(width * box_h / height)))
     return min(box_h, max(1, round(height * box_w / width))), box_w
-
-
-def round_to_multiple(side: int, multiple: int) -> int:
-    """The nearest multiple of `multiple`, at least one multiple (the PP-OCR rule)."""
-    return max(multiple, round(side / multiple) * multiple)
 
 
 def pad_bottom_right(pixels: np.ndarray, size: tuple[int, int], value: float) -> np.ndarray:

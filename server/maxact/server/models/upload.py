@@ -28,6 +28,7 @@ from maxact.server.errors import (
 )
 from maxact.server.graph.surgery import image_input
 from maxact.server.models.feedable import text_problem, unsupported_input
+from maxact.server.models.file_mode import give_default_mode
 from maxact.server.paths import check_name, is_inside, resolve_under
 
 log = logging.getLogger("maxact.server")
@@ -75,6 +76,7 @@ class ModelUpload:
             )
         self.target.parent.mkdir(parents=True, exist_ok=True)
         fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=self.target.parent)
+        give_default_mode(fd)
         self.temp: Path | None = Path(temp)
         self._file = os.fdopen(fd, "wb")
         self._hash = hashlib.sha256()
@@ -238,6 +240,7 @@ def _sidecar_path(target: Path) -> Path:
 def _write_atomically(path: Path, text: str) -> None:
     fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=path.parent)
     try:
+        give_default_mode(fd)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
         os.replace(temp, path)

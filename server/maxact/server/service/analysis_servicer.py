@@ -11,7 +11,11 @@ import grpc
 from maxact.common.class_answer import ClassChannel
 from maxact.server.core.analysis import Analysis
 from maxact.server.jobs.scan_jobs import ScanJobs
-from maxact.server.service.convert import neuron_patches_to_proto, scan_to_proto
+from maxact.server.service.convert import (
+    neuron_patches_to_proto,
+    render_options_from_proto,
+    scan_to_proto,
+)
 from maxact.server.service.errors import rpc
 from maxact.v1 import analysis_service_pb2 as apb
 from maxact.v1 import analysis_service_pb2_grpc
@@ -66,7 +70,7 @@ class AnalysisServicer(analysis_service_pb2_grpc.AnalysisServiceServicer):
             request.class_name,
             request.top,
             request.k,
-            request.patch_size,
+            render_options_from_proto(request),  # render, mask_quantile, patch_size
         )
         response = apb.GetClassChannelsResponse(
             class_name=report.found.name,

@@ -24,8 +24,8 @@ from maxact.v1 import common_pb2, neuron_service_pb2, scan_service_pb2, topk_ser
 
 
 def render_options_from_proto(message: Any) -> RenderOptions:
-    """The render fields (render, mask_quantile, patch_size) of a TopKQuery or a
-    GetNeuronRequest, validated."""
+    """The render fields (render, mask_quantile, patch_size) of a TopKQuery, a
+    GetNeuronRequest or a GetClassChannelsRequest, validated."""
     from maxact.server.errors import invalid_argument
 
     try:
@@ -154,6 +154,7 @@ def topk_event_to_proto(event: topk.TopKEvent) -> topk_service_pb2.TopKEvent:
                     images_scanned=event.images_scanned,
                     images_total=event.images_total,
                     images_failed=event.images_failed,
+                    preprocessing_warning=event.preprocessing_warning,
                 )
             )
         case topk.PartialRanking():
