@@ -47,6 +47,21 @@ def test_statistics_fields_are_typed_not_looked_up_by_key() -> None:
     assert not LayerStatistics.from_json(json.loads(UNLABELLED)).labelled
 
 
+@pytest.mark.parametrize(
+    ("document", "error"),
+    [
+        ({"images": 2, "mean": [1.0], "max": [2.0], "firing_rate": [1.0]}, TypeError),  # no dead
+        ({**json.loads(OLDER), "class_mean": None}, KeyError),  # selectivity of no class means
+        ([1, 2], AttributeError),  # not an object
+    ],
+)
+def test_a_document_that_is_not_a_statistics_record_is_refused(
+    document: object, error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        LayerStatistics.from_json(document)  # type: ignore[arg-type]
+
+
 def test_preprocessing_enums_print_and_serialise_as_their_words() -> None:
     prep = Preprocessing(layout="nhwc", channel_order="bgr")
     assert prep.layout is Layout.NHWC and prep.channel_order is ChannelOrder.BGR

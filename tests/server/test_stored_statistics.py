@@ -69,3 +69,20 @@ def test_a_selectivity_threshold_outside_zero_one_is_refused(
     error = raised(lambda: served.analysis.classes(scan_id, "conv1", selective=1.5))
     assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_THRESHOLD")
     assert "1.5" in error.message
+
+
+def test_a_stored_document_with_selectivity_but_no_class_means_is_damaged(
+    served: Client, store_path: Path, data_root: Path
+) -> None:
+    scan_id = _finished_scan(served, data_root)
+    _drop_keys(store_path, scan_id, "class_mean")
+    for ask in (
+        lambda: served.scans.statistics(scan_id, "conv1"),
+        lambda: served.analysis.classes(scan_id, "conv1"),
+    ):
+        error = raised(ask)
+        assert (error.code, error.reason) == (
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "STATISTICS_DAMAGED",
+        )
+        assert scan_id in error.message and "conv1" in error.message

@@ -51,6 +51,14 @@ class LayerStatistics:
 
     @classmethod
     def from_json(cls, document: Mapping[str, Any]) -> LayerStatistics:
-        """Read a stored document back; keys this version does not know are ignored."""
+        """Read a stored document back; keys this version does not know are ignored. A document
+        that is not a statistics record (not an object, a base key missing, selectivity without
+        the class means it was computed from) raises TypeError, KeyError or AttributeError, which
+        readers report as a damaged row."""
         known = {f.name for f in fields(cls)}
-        return cls(**{key: value for key, value in document.items() if key in known})
+        record = cls(**{key: value for key, value in document.items() if key in known})
+        if record.selectivity is not None and (
+            record.class_mean is None or record.preferred_class is None
+        ):
+            raise KeyError("selectivity without class_mean and preferred_class")
+        return record

@@ -14,6 +14,7 @@ from cachetools import LRUCache
 
 from maxact.common.class_answer import ClassAnswer, ClassChannel
 from maxact.common.kinds import TopKKind
+from maxact.common.statistics import LayerStatistics
 from maxact.server.analysis.classes import LayerClassAnswer, class_answer
 from maxact.server.analysis.compare import ChannelChange, compare_channels
 from maxact.server.core.neurons import (
@@ -24,7 +25,6 @@ from maxact.server.core.neurons import (
     stored_neuron,
 )
 from maxact.server.errors import Code, ServiceError, failed_precondition, invalid_argument
-from maxact.server.jobs.layer_statistics import LayerStatistics
 from maxact.server.jobs.scan_jobs import ScanJobs
 from maxact.server.jobs.store import ScanRecord
 from maxact.server.models.class_names import class_names
@@ -153,7 +153,7 @@ class Analysis:
         if found is None:
             raise invalid_argument(
                 "CLASS_NOT_FOUND",
-                f"scan 'scans/{record.id}' has no class {class_name[:200]!r} "
+                f"scan '{record.name}' has no class {class_name[:200]!r} "
                 f"(its classes: {[c.name for c in report.answer.classes][:20]})",
                 class_name=class_name[:200],
             )
@@ -167,9 +167,7 @@ class Analysis:
             )
         channels, rendered = [], 0
         for channel in found.top_channels:
-            neuron = stored_neuron(
-                self.jobs, f"scans/{record.id}", layer, channel.channel, k, False, render
-            )
+            neuron = stored_neuron(self.jobs, record.name, layer, channel.channel, k, False, render)
             channels.append(ChannelPatches(channel, neuron))
             rendered += sum(len(patch.png) for patch in neuron.patches)
             if rendered > MAX_REPLY_BYTES:  # patch_size 0: each patch its own size
@@ -188,7 +186,7 @@ class Analysis:
         ):
             raise failed_precondition(
                 "DATASET_MISMATCH",
-                f"scans 'scans/{a.id}' (dataset {a.dataset!r}) and 'scans/{b.id}' (dataset "
+                f"scans '{a.name}' (dataset {a.dataset!r}) and '{b.name}' (dataset "
                 f"{b.dataset!r}) did not scan the same images; compare needs one dataset",
             )
         stats_a = layer_statistics(self.jobs, a, layer)
@@ -237,29 +235,28 @@ def _class_means(
     if not stats.classes:
         raise failed_precondition(
             "SCAN_NOT_LABELLED",
-            f"scan 'scans/{record.id}' is of dataset {record.dataset!r}, which has no labels "
+            f"scan '{record.name}' is of dataset {record.dataset!r}, which has no labels "
             "(class subfolders or a labels.csv with path,label at its root)",
             scan=record.id,
         )
-    by_class = stats.by_class
-    if by_class is None or by_class.class_mean_clipped is None or by_class.class_images is None:
+    if not stats.labelled or stats.class_mean_clipped is None or stats.class_images is None:
         raise failed_precondition(
             "SCAN_STATISTICS_OUTDATED",
-            f"scan 'scans/{record.id}' was made by an older server without clipped class "
+            f"scan '{record.name}' was made by an older server without clipped class "
             "means; scan the dataset again",
             scan=record.id,
         )
     rows = [
         (name, images, row)
         for name, images, row in zip(
-            stats.classes, by_class.class_images, by_class.class_mean_clipped, strict=True
+            stats.classes, stats.class_images, stats.class_mean_clipped, strict=True
         )
         if all(v is not None for v in row)
     ]
     if len(rows) < 2:
         raise failed_precondition(
             "TOO_FEW_CLASSES",
-            f"scan 'scans/{record.id}' has images of {len(rows)} class(es); class questions "
+            f"scan '{record.name}' has images of {len(rows)} class(es); class questions "
             "need at least two",
             scan=record.id,
         )

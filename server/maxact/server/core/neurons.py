@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from maxact.common.kinds import ScanState, TopKKind
+from maxact.common.resources import scan_name
+from maxact.common.statistics import LayerStatistics
 from maxact.server.data.datasets import image_source
 from maxact.server.data.reader import upright_size
 from maxact.server.data.shards import shard_of
@@ -23,7 +25,6 @@ from maxact.server.errors import (
     not_found,
     shown,
 )
-from maxact.server.jobs.layer_statistics import LayerStatistics
 from maxact.server.jobs.scan_jobs import ScanJobs, scan_id_from
 from maxact.server.jobs.store import ScanRecord, TopKRow
 from maxact.server.models.registry import check_channel
@@ -78,18 +79,9 @@ def finished_scan(jobs: ScanJobs, name: str) -> ScanRecord:
     return record
 
 
-def stored_neuron(
-    jobs: ScanJobs,
-    scan: str,
-    layer_name: str,
-    channel: int,
-    k: int,
-    bottom: bool,
-    render: RenderOptions | None,
-) -> StoredNeuron:
-    """The top (or bottom) `k` (0: all kept) of one channel; with `render`, each hit's patch
-    cropped again from its original image."""
-    record = finished_scan(jobs, scan)
+def _checked_k(record: ScanRecord, layer_name: str, k: int) -> int:
+    """The number of hits to answer (`k` 0: all the scan kept) once `record` is known to have
+    scanned `layer_name` and to have kept that many."""
     if layer_name not in record.layers:
         raise invalid_argument(
             "LAYER_NOT_FOUND",
@@ -102,6 +94,22 @@ def stored_neuron(
         raise invalid_argument(
             "K_OUT_OF_RANGE", f"k must be in 1..{record.k} (the scan kept {record.k})"
         )
+    return k
+
+
+def stored_neuron(
+    jobs: ScanJobs,
+    scan: str,
+    layer_name: str,
+    channel: int,
+    k: int,
+    bottom: bool,
+    render: RenderOptions | None,
+) -> StoredNeuron:
+    """The top (or bottom) `k` (0: all kept) of one channel; with `render`, each hit's patch
+    cropped again from its original image."""
+    record = finished_scan(jobs, scan)
+    k = _checked_k(record, layer_name, k)
     model, prep, layers = jobs.prepare(record)
     layer = next(entry for entry in layers if entry.name == layer_name)
     check_channel(layer, channel)
@@ -154,7 +162,7 @@ def damaged_statistics(scan_id: str, layer: str, exc: Exception) -> ServiceError
     """A statistics row that cannot be read fails that scan's statistics, nothing else."""
     return failed_precondition(
         "STATISTICS_DAMAGED",
-        f"scan 'scans/{scan_id}' has a damaged statistics row for layer {shown(layer)} "
+        f"scan '{scan_name(scan_id)}' has a damaged statistics row for layer {shown(layer)} "
         f"({type(exc).__name__}: {str(exc)[:100]}); scan the dataset again",
         scan=scan_id,
         layer=layer[:200],
@@ -180,6 +188,6 @@ def layer_statistics(jobs: ScanJobs, record: ScanRecord, layer: str) -> LayerSta
             layer=layer[:200],
         )
     try:
-        return LayerStatistics.from_document(document)
+        return LayerStatistics.from_json(document)
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise damaged_statistics(record.id, layer, exc) from None

@@ -429,7 +429,7 @@ class ScanJobs:
         except (KeyError, ValueError) as exc:
             raise failed_precondition(
                 "CHECKPOINT_DAMAGED",
-                f"the stored checkpoint of scan 'scans/{record.id}' cannot be loaded: {exc}",
+                f"the stored checkpoint of scan '{record.name}' cannot be loaded: {exc}",
                 scan=record.id,
             ) from None
         return merged

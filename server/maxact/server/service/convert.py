@@ -10,11 +10,11 @@ from google.rpc import status_pb2
 from maxact.common.defaults import DEFAULT_MASK_QUANTILE
 from maxact.common.kinds import RenderMode, TopKMode
 from maxact.common.records import ImageSkipped
+from maxact.common.statistics import LayerStatistics
 from maxact.server.core import topk
 from maxact.server.core.neurons import StoredNeuron
 from maxact.server.data.preprocess import Preprocessing, ResolvedPreprocessing, parse_mapping
 from maxact.server.errors import ServiceError
-from maxact.server.jobs.layer_statistics import LayerStatistics
 from maxact.server.jobs.store import ScanError, ScanRecord
 from maxact.server.ops.status import status_proto
 from maxact.server.patches.render import RenderOptions
@@ -222,7 +222,7 @@ def statistics_to_proto(stats: LayerStatistics) -> neuron_service_pb2.GetLayerSt
     """A layer's stored statistics as the response."""
     npb = neuron_service_pb2
     classes = stats.classes
-    by_class = stats.by_class
+    selectivity, preferred, class_mean = stats.selectivity, stats.preferred_class, stats.class_mean
     response = npb.GetLayerStatisticsResponse(images_scanned=stats.images)
     for channel, mean in enumerate(stats.mean):
         top = stats.max[channel]
@@ -233,11 +233,11 @@ def statistics_to_proto(stats: LayerStatistics) -> neuron_service_pb2.GetLayerSt
             firing_rate=stats.firing_rate[channel],
             dead=stats.dead[channel],
         )
-        if by_class is not None:
-            message.selectivity = by_class.selectivity[channel]
-            message.preferred_class = classes[by_class.preferred_class[channel]]
+        if selectivity is not None and preferred is not None and class_mean is not None:
+            message.selectivity = selectivity[channel]
+            message.preferred_class = classes[preferred[channel]]
             for class_index, name in enumerate(classes):
-                value = by_class.class_mean[class_index][channel]
+                value = class_mean[class_index][channel]
                 if value is not None:
                     message.class_mean[name] = value
         if stats.top_class_histogram is not None:
@@ -245,7 +245,8 @@ def statistics_to_proto(stats: LayerStatistics) -> neuron_service_pb2.GetLayerSt
                 if count:
                     message.top_class_histogram[classes[class_index]] = count
         response.channels.append(message)
-    for name, channels in (by_class.top_units_per_class if by_class else {}).items():
+    top_units = stats.top_units_per_class if selectivity is not None else None
+    for name, channels in (top_units or {}).items():
         response.top_channels_per_class[name].channels.extend(channels)
     return response
 
