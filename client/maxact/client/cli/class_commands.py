@@ -42,6 +42,18 @@ def _fraction(text: str) -> float:
 
 def add_parsers(commands: Any) -> None:
     """Register `classes`, `class` and `compare` on main.py's subparsers."""
+    _add_classes(commands)
+    _add_class(commands)
+    compare = commands.add_parser(
+        "compare", help="two scans of one dataset (e.g. two checkpoints): what changed per channel"
+    )
+    compare.add_argument("scan_a", metavar="SCAN_A")
+    compare.add_argument("scan_b", metavar="SCAN_B")
+    compare.add_argument("layer", metavar="LAYER")
+    add_json(compare)
+
+
+def _add_classes(commands: Any) -> None:
     classes = commands.add_parser(
         "classes",
         help="which channels fire for which class, which for everything, which classes no "
@@ -66,6 +78,8 @@ def add_parsers(commands: Any) -> None:
     )
     add_json(classes)
 
+
+def _add_class(commands: Any) -> None:
     one = commands.add_parser(
         "class", help="the channels that fire most for one class, with patches"
     )
@@ -95,14 +109,6 @@ def add_parsers(commands: Any) -> None:
         help="write c<C>/rank_N.png, c<C>/montage.png and montage.png (a row per channel)",
     )
     add_json(one)
-
-    compare = commands.add_parser(
-        "compare", help="two scans of one dataset (e.g. two checkpoints): what changed per channel"
-    )
-    compare.add_argument("scan_a", metavar="SCAN_A")
-    compare.add_argument("scan_b", metavar="SCAN_B")
-    compare.add_argument("layer", metavar="LAYER")
-    add_json(compare)
 
 
 # ---------------------------------------------------------------- documents

@@ -83,6 +83,7 @@ def _decode_chunk(
     return decoded, failed
 
 
+# long: the shared-memory slots live exactly as long as the pool loop, in one try/finally
 def read_batches_in_processes(
     sources: Sequence[ImageSource],
     prep: ResolvedPreprocessing,

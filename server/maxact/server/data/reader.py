@@ -162,6 +162,7 @@ def known_total(sources: Iterable[ImageSource]) -> int:
     return len(sources) if isinstance(sources, Sized) else 0
 
 
+# long: a third is the docstring; the closures share one generator's pool, queue and groups
 def read_batches(
     sources: Iterable[ImageSource],
     prep: ResolvedPreprocessing,

@@ -249,18 +249,7 @@ class RayShardExecutor:
                     except lost_errors as exc:
                         if cancel.is_set() or self._stop.is_set():
                             raise EngineCancelled() from None
-                        attempts[task.shard] = attempts.get(task.shard, 0) + 1
-                        if attempts[task.shard] >= MAX_SHARD_ATTEMPTS:
-                            raise RuntimeError(
-                                f"shard {task.shard} was lost with its Ray worker"
-                                f" {attempts[task.shard]} times: {type(exc).__name__}"
-                            ) from None
-                        log.warning(
-                            "scan %s: Ray worker lost (%s); shard %d goes to another worker",
-                            work.scan_id,
-                            type(exc).__name__,
-                            task.shard,
-                        )
+                        _count_loss(attempts, task.shard, work.scan_id, exc)
                         queue.appendleft(task)
                         continue
                     except ray.exceptions.RayTaskError as exc:
@@ -299,3 +288,19 @@ class RayShardExecutor:
         with self._lock:
             actors, self._actors = self._actors, []
         self.cluster.kill(actors)
+
+
+def _count_loss(attempts: dict[int, int], shard: int, scan_id: str, exc: BaseException) -> None:
+    """A shard lost with its worker goes to another one, at most MAX_SHARD_ATTEMPTS times."""
+    attempts[shard] = attempts.get(shard, 0) + 1
+    if attempts[shard] >= MAX_SHARD_ATTEMPTS:
+        raise RuntimeError(
+            f"shard {shard} was lost with its Ray worker {attempts[shard]} times: "
+            f"{type(exc).__name__}"
+        ) from None
+    log.warning(
+        "scan %s: Ray worker lost (%s); shard %d goes to another worker",
+        scan_id,
+        type(exc).__name__,
+        shard,
+    )
