@@ -25,8 +25,8 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 from maxact.client import Client
-from maxact.client.preprocessing import Preprocessing
 from maxact.client.report.writer import write_report
+from maxact.common.preprocessing import Preprocessing
 from maxact.server.app import start_server
 from maxact.server.patches import cache, crop, render
 

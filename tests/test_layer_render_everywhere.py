@@ -15,8 +15,8 @@ from PIL import Image
 
 from maxact.client import Client
 from maxact.client.cli.main import main
-from maxact.client.preprocessing import Preprocessing
 from maxact.client.report.writer import write_report
+from maxact.common.preprocessing import Preprocessing
 from tests.onnx_models import save
 from tests.test_report_newcomer import NARROW, wide_cnn
 
