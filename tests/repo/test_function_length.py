@@ -34,10 +34,10 @@ def long_functions_in(path: Path) -> list[tuple[str, int, bool]]:
 def long_functions() -> list[tuple[str, int, bool]]:
     """The long functions of every module in server/ and client/."""
     return [
-        found
+        (where.removeprefix(f"{ROOT}/"), lines, marked)
         for root in (ROOT / "server", ROOT / "client")
         for path in sorted((root / "maxact").rglob("*.py"))
-        for found in long_functions_in(path)
+        for where, lines, marked in long_functions_in(path)
     ]
 
 
