@@ -170,7 +170,7 @@ def test_version_prints_the_installed_version(capsys: pytest.CaptureFixture[str]
 
 def test_the_installed_version_is_the_one_pyproject_declares() -> None:
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
-    from maxact.client.version import maxact_version
+    from maxact.common.version import maxact_version
 
     pyproject = Path(__file__).parents[2] / "pyproject.toml"
     declared = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["version"]

@@ -49,9 +49,11 @@ def _placeholder_row(k: int) -> Image.Image:
     return montage_of(result, tile=MONTAGE_TILE)
 
 
-def test_the_readme_shows_exactly_the_pictures_the_demo_writes() -> None:
+def test_the_readme_and_docs_show_exactly_the_pictures_the_demo_writes() -> None:
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     shown = set(re.findall(r"!\[[^\]]*\]\(docs/([^)]+)\)", readme))
+    for page in sorted((REPO / "docs").glob("*.md")):  # pages in docs/ name them relatively
+        shown |= set(re.findall(r"!\[[^\]]*\]\(([^)/]+)\)", page.read_text(encoding="utf-8")))
     assert shown == set(README_PICTURES)
     assert all((REPO / "docs" / name).is_file() for name in README_PICTURES)
     assert set(README_PICTURES.values()) == {"montage.png", GALLERY_PNG, CLASSES_PNG}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from maxact.client.version import maxact_version
+from maxact.common.version import maxact_version
 from maxact.server.jobs.ray_executor import RayCluster
 from maxact.server.jobs.ray_worker import WorkerVersionMismatch, version_mismatch
 from maxact.server.jobs.shard_work import ShardEvents, ShardResult, ShardTask, ShardWork

@@ -126,7 +126,7 @@ class ServeSettings(BaseSettings):
         None,
         Group.SCANS,
         "memory the server should stay within (MiB); its caches (sessions, decoded images, "
-        "layer outputs, patches, per-size model catalogues) share 60% of it, least recently "
+        "layer outputs, patches, per-size model catalogues) share 60 percent of it, least recently "
         "used first out (default: half of the machine's or the container's memory)",
         gt=0,
     )

@@ -37,9 +37,9 @@ from maxact.client.errors import MaxactError
 from maxact.client.images import collect_images
 from maxact.client.progress import ProgressBar
 from maxact.client.stream import TopKStream
-from maxact.client.version import maxact_version
 from maxact.common.defaults import DEFAULT_K
 from maxact.common.preprocessing import add_preprocessing_arguments, preprocessing_from_args
+from maxact.common.version import maxact_version
 
 if TYPE_CHECKING:  # argparse's classes are generic for type checkers only
     Commands: TypeAlias = argparse._SubParsersAction[MaxactParser]

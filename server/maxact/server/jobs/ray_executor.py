@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from maxact.client.version import maxact_version
+from maxact.common.version import maxact_version
 from maxact.server.jobs.ray_worker import ShardWorker, WorkerVersionMismatch
 from maxact.server.jobs.shard_work import ShardEvents, ShardResult, ShardTask, ShardWork
 from maxact.server.scan.engine import EngineCancelled

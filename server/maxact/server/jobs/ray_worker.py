@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from maxact.client.version import maxact_version
+from maxact.common.version import maxact_version
 from maxact.server.data.datasets import DatasetCatalog
 from maxact.server.jobs.shard_work import ShardTask, ShardWork, scan_shard
 from maxact.server.models.registry import ModelRegistry
