@@ -56,6 +56,8 @@ class SpatialField(Protocol):
     def height_axis(self) -> int: ...
     @property
     def width_axis(self) -> int: ...
+    @property
+    def tokens(self) -> object | None: ...
 
 
 MIN_OPSET = 11  # TopK with largest/sorted; older graphs are reduced on the host
@@ -134,8 +136,8 @@ def plan_reduction(
     cannot express it: old opsets, tensors that are not [N, C, H, W] in some order)."""
     if field is None or not field.spatial:
         return LayerReduction(tensor, "flat")
-    if opset < MIN_OPSET or rank != 4:
-        return LayerReduction(tensor, "host")
+    if opset < MIN_OPSET or rank != 4 or field.tokens is not None:
+        return LayerReduction(tensor, "host")  # token sequences: `TokenGrid.view` on the host
     axes = (field.channel_axis, field.height_axis, field.width_axis)
     subset = (
         None if channels is None or tuple(channels) == tuple(range(field.channels)) else channels

@@ -21,7 +21,7 @@ Unsupported ops fail lazily: only the tensors depending on them raise `FieldErro
 
 from maxact.server.rf.engine import ReceptiveFields, compute_receptive_fields
 from maxact.server.rf.errors import FieldError
-from maxact.server.rf.fields import AxisGeometry, ChannelGroupField, TensorField
+from maxact.server.rf.fields import AxisGeometry, ChannelGroupField, TensorField, TokenGrid
 
 __all__ = [
     "AxisGeometry",
@@ -29,5 +29,6 @@ __all__ = [
     "FieldError",
     "ReceptiveFields",
     "TensorField",
+    "TokenGrid",
     "compute_receptive_fields",
 ]

@@ -15,6 +15,7 @@ import onnx
 
 from maxact.server.rf.axis import AxisField, union_axes
 from maxact.server.rf.context import Context, attr
+from maxact.server.rf.ops_tokens import merge_grid
 from maxact.server.rf.state import (
     FLAT,
     Const,
@@ -187,7 +188,7 @@ def reshape(ctx: Context, node: onnx.NodeProto, x: Spatial) -> list[State]:
     h = _find_axis(in_shape, out_shape, x.h_axis)
     w = _find_axis(in_shape, out_shape, x.w_axis)
     if h is None or w is None or math.prod(in_shape[: x.h_axis]) != math.prod(out_shape[:h]):
-        return [FLAT]
+        return [merge_grid(in_shape, out_shape, x) or FLAT]
     if min(h, w) == 0:
         return [FLAT]
     rest = [j for j in range(1, len(out_shape)) if j not in (h, w)]
