@@ -181,3 +181,30 @@ def with_cumsum_over_tokens(model: onnx.ModelProto, tensor: str) -> onnx.ModelPr
     out.graph.node.append(helper.make_node("Relu", ["cumsum"], ["after_cumsum"]))
     out.graph.output.append(helper.make_tensor_value_info("after_cumsum", TensorProto.FLOAT, None))
     return out
+
+
+def fused_attention(size: tuple[int, int] = (16, 16), patch: int = 4, dim: int = 8) -> onnx.ModelProto:
+    """Patch tokens -> com.microsoft MultiHeadAttention (2 heads) -> SkipLayerNormalization
+    -> FastGelu: the fused ops onnxruntime's transformer optimiser writes."""
+    g = _Graph(np.random.default_rng(1), [], [])
+    tokens, _ = _patches(g, size, patch, dim)
+    ms = {"domain": "com.microsoft"}
+    q, k, v = (g.linear(tokens, dim, dim, n) for n in ("q", "k", "v"))
+    mha = g.op("MultiHeadAttention", [q, k, v], "mha", num_heads=2, **ms)
+    gamma = g.const(np.ones(dim, np.float32))
+    beta = g.const(np.zeros(dim, np.float32))
+    skip = g.op("SkipLayerNormalization", [mha, tokens, gamma, beta], "skip_ln", **ms)
+    out = g.op("FastGelu", [g.linear(skip, dim, dim)], "fast_gelu", **ms)
+    graph = helper.make_graph(
+        g.nodes,
+        "fused",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, *size])],
+        [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)],
+        g.inits,
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid("com.microsoft", 1)],
+    )
+    model.ir_version = IR_VERSION
+    return model

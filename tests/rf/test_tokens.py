@@ -12,7 +12,7 @@ import onnx
 import pytest
 
 from maxact.server.rf import FieldError, TensorField, compute_receptive_fields
-from tests.vit_models import hybrid, tiny_vit, with_cumsum_over_tokens
+from tests.vit_models import fused_attention, hybrid, tiny_vit, with_cumsum_over_tokens
 
 from .checks import _engine_bounds
 from .oracle import oracle_fields
@@ -137,3 +137,13 @@ def test_unsupported_op_over_tokens_fails_only_its_dependents_naming_it() -> Non
         fields.field("after_cumsum")
     assert set(fields.failed()) == {"cumsum", "after_cumsum"}
     assert isinstance(fields.field("block0.out"), TensorField)
+
+
+def test_fused_attention_ops_keep_the_grid_with_global_context() -> None:
+    fields = compute_receptive_fields(fused_attention(size=(16, 16), patch=4), (16, 16))
+    assert not fields.field("q").global_context
+    for name in ("mha", "skip_ln", "fast_gelu"):
+        f = fields.field(name)
+        assert f.tokens is not None and (f.height, f.width) == (4, 4), name
+        assert f.global_context, name
+        assert f.box(1, 2) == (4, 8, 8, 12), name

@@ -15,6 +15,7 @@ import pytest
 
 from maxact.client import Client, Preprocessing
 from maxact.server.models.registry import ModelRegistry
+from tests.cli_run import run_json
 from tests.onnx_models import layer_outputs, save
 from tests.scan.helpers import oracle_inputs, oracle_position_mode, write_random_images
 from tests.vit_models import hybrid, tiny_vit
@@ -42,13 +43,16 @@ def vit_world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 
 
 @pytest.fixture(scope="module")
-def vit_client(vit_world: dict[str, object]):  # type: ignore[no-untyped-def]
+def vit_server(vit_world: dict[str, object]):  # type: ignore[no-untyped-def]
     from maxact.server.app import start_server
 
-    with (
-        start_server(vit_world["model_root"], vit_world["data_root"], device="cpu") as running,
-        Client(running.address, timeout=120) as client,
-    ):
+    with start_server(vit_world["model_root"], vit_world["data_root"], device="cpu") as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def vit_client(vit_server: object):  # type: ignore[no-untyped-def]
+    with Client(vit_server.address, timeout=120) as client:  # type: ignore[attr-defined]
         yield client
 
 
@@ -172,3 +176,19 @@ def test_hybrid_cnn_tokens_cnn_scans_every_stage(client: Client, model_root: Pat
         order = sorted(range(30), key=lambda i: (-flat[i].max(), i))[:4]
         assert [h.image for h in result.hits] == [ids[i] for i in order], name
         assert [h.unit for h in result.hits] == [divmod(int(flat[i].argmax()), half) for i in order]
+
+
+def test_cli_layers_and_rf_json_carry_the_token_grid(
+    vit_server: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = vit_server.address  # type: ignore[attr-defined]
+    document = run_json(capsys, "--server", server, "layers", "vit", "--json")
+    layers = {layer["name"]: layer for layer in document["layers"]}
+    assert layers["block0.mlp"]["tokens"] == {"grid": [GRID, GRID], "prefix": PREFIX}
+    assert layers["block0.mlp"]["global_context"] is True
+    assert "tokens" not in layers["patch_embed"]  # the Conv before the Reshape: spatial
+    assert "tokens" not in layers["logits"]
+    rf = run_json(capsys, "--server", server, "rf", "vit", "block0.ln1", "--unit", "7", "2", "--json")
+    assert rf["tokens"] == {"grid": [GRID, GRID], "prefix": PREFIX}
+    assert rf["box"] == list(_patch_box((7, 2)))
+    assert rf["rf"] == {"size": [PATCH, PATCH], "stride": [PATCH, PATCH], "padding": [0, 0]}
