@@ -252,7 +252,9 @@ class ReceptiveFields:
         for name, state in zip(node.output, outs, strict=False):
             if name:
                 self._states[name] = state
-                if isinstance(state, Spatial | Tokens | Flat):
+                if isinstance(state, Spatial | Flat) or (
+                    isinstance(state, Tokens) and state.batch == 0
+                ):
                     self._order.append(name)
 
     def tensors(self) -> list[str]:
@@ -283,6 +285,10 @@ class ReceptiveFields:
             raise self._error(tensor, state)
         if isinstance(state, Const):
             raise KeyError(f"tensor {tensor!r} does not depend on the image")
+        if isinstance(state, Tokens) and state.batch != 0:
+            raise FieldError(
+                f"{tensor!r} is a token sequence whose batch axis is not first", "", tensor
+            )
         if isinstance(state, Spatial):
             result = self._spatial(tensor, state)
         elif isinstance(state, Tokens):

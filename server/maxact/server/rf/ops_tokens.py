@@ -32,21 +32,21 @@ from maxact.server.rf.state import (
 )
 
 
-def _channels(shape: tuple[int, ...], axis: int) -> int:
+def _channels(shape: tuple[int, ...], axis: int, batch: int = 0) -> int:
     """Channels of a token tensor: the product of its non-batch, non-token dims."""
-    return math.prod(shape[1:]) // max(shape[axis], 1)
+    return math.prod(shape) // max(shape[axis] * shape[batch], 1)
 
 
 def _like(ctx: Context, name: str, x: Tokens, axis: int, glob: bool) -> Tokens:
     """`x` as the output `name` whose token axis is `axis`."""
     shape = ctx.shape(name)
-    if not 1 <= axis < len(shape) or shape[axis] != x.length:
+    if not 0 <= axis < len(shape) or axis == x.batch or shape[axis] != x.length:
         raise Unsupported(f"output {name!r} does not keep the token axis")
     return replace(
         x,
         rank=len(shape),
         axis=axis,
-        channels=_channels(shape, axis),
+        channels=_channels(shape, axis, x.batch),
         global_context=glob or x.global_context,
     )
 
@@ -111,10 +111,15 @@ def _find_axis(in_shape: tuple[int, ...], out_shape: tuple[int, ...], axis: int)
     return None
 
 
-def _tokens_in(ins: list[State]) -> list[Tokens]:
+def _tokens_in(ins: list[State], moved_batch: bool = False) -> list[Tokens]:
+    """The token inputs; `moved_batch`: the op may take tokens whose batch axis is not first
+    (it re-indexes axes only: Transpose, Slice, Squeeze...)."""
     if any(isinstance(s, Spatial) for s in ins):
         raise Unsupported("a spatial [N, C, H, W] tensor meets a token sequence")
-    return [s for s in ins if isinstance(s, Tokens)]
+    xs = [s for s in ins if isinstance(s, Tokens)]
+    if not moved_batch and any(x.batch != 0 for x in xs):
+        raise Unsupported("a token sequence whose batch axis is not first")
+    return xs
 
 
 def elementwise(ctx: Context, node: onnx.NodeProto, ins: list[State]) -> list[State]:
@@ -202,11 +207,37 @@ def matmul(ctx: Context, node: onnx.NodeProto, ins: list[State]) -> list[State]:
 
 def transpose(ctx: Context, node: onnx.NodeProto, ins: list[State]) -> list[State]:
     """Transpose: the token axis moves; channels are renumbered but share one field."""
-    (x,) = _tokens_in(ins[:1])
+    (x,) = _tokens_in(ins[:1], moved_batch=True)
     perm = list(attr(node, "perm", list(range(x.rank))[::-1]))
-    if perm[0] != 0:
-        raise Unsupported("Transpose moves the batch axis of a token sequence")
-    return [replace(x, axis=perm.index(x.axis))]
+    return [replace(x, axis=perm.index(x.axis), batch=perm.index(x.batch))]
+
+
+def squeeze(ctx: Context, node: onnx.NodeProto, ins: list[State]) -> list[State]:
+    """Squeeze/Unsqueeze: the token and batch axes move by the axes removed or inserted."""
+    (x,) = _tokens_in(ins[:1], moved_batch=True)
+    axes = attr(node, "axes")
+    if axes is None and len(node.input) > 1 and node.input[1]:
+        axes = ctx.required(node, 1).tolist()
+    if axes is None:
+        return reshape(ctx, node, ins)
+    out_rank = len(ctx.shape(node.output[0]))
+    if node.op_type == "Squeeze":
+        gone = {int(a) % x.rank for a in axes}
+        if x.axis in gone or x.batch in gone:
+            return [FLAT]
+
+        def moved(a: int) -> int:
+            return a - sum(1 for g in gone if g < a)
+    else:
+        added = sorted(int(a) % out_rank for a in axes)
+
+        def moved(a: int) -> int:
+            for g in added:
+                if g <= a:
+                    a += 1
+            return a
+    y = replace(x, batch=moved(x.batch))
+    return [_like(ctx, node.output[0], y, moved(x.axis), False)]
 
 
 def reshape(ctx: Context, node: onnx.NodeProto, ins: list[State]) -> list[State]:
@@ -225,16 +256,21 @@ def reshape(ctx: Context, node: onnx.NodeProto, ins: list[State]) -> list[State]
 
 def gather(ctx: Context, node: onnx.NodeProto, ins: list[State]) -> list[State]:
     """Gather of tokens (the CLS token) is flat; of channels keeps each token's field."""
-    (x,) = _tokens_in(ins[:1])
+    (x,) = _tokens_in(ins[:1], moved_batch=True)
     if not isinstance(ins[1], Const):
         raise Unsupported("Gather with image-dependent indices")
     axis = int(attr(node, "axis", 0)) % x.rank
     if axis == x.axis:
         return [FLAT]
-    if axis == 0:
+    if axis == x.batch:
         raise Unsupported("Gather on the batch axis of a token sequence")
-    dropped = len(ctx.shape(node.input[0])) + len(ctx.shape(node.input[1])) - 1 - x.rank
-    return [_like(ctx, node.output[0], x, x.axis + dropped if axis < x.axis else x.axis, False)]
+    added = len(ctx.shape(node.input[1])) - 1  # index dims replace the gathered axis
+
+    def moved(a: int) -> int:
+        return a + added if axis < a else a
+
+    y = replace(x, batch=moved(x.batch))
+    return [_like(ctx, node.output[0], y, moved(x.axis), False)]
 
 
 def _cut(x: Tokens, start: int, length: int) -> State:
@@ -248,7 +284,7 @@ def _cut(x: Tokens, start: int, length: int) -> State:
 
 def slice_op(ctx: Context, node: onnx.NodeProto, ins: list[State]) -> list[State]:
     """Slice of channels keeps each token's field; of tokens it drops (or keeps) the prefix."""
-    (x,) = _tokens_in(ins[:1])
+    (x,) = _tokens_in(ins[:1], moved_batch=True)
     if ctx.opset < 10:
         starts, axes = list(attr(node, "starts")), attr(node, "axes")
         steps = None
@@ -267,7 +303,7 @@ def slice_op(ctx: Context, node: onnx.NodeProto, ins: list[State]) -> list[State
                 raise Unsupported("a strided slice of the token axis")
             begin = int(start) + in_shape[axis] if int(start) < 0 else int(start)
             state = _cut(x, min(max(begin, 0), in_shape[axis]), out_shape[axis])
-        elif axis == 0 and out_shape[0] != in_shape[0]:
+        elif axis == x.batch and out_shape[axis] != in_shape[axis]:
             raise Unsupported("Slice of the batch axis of a token sequence")
     if isinstance(state, Tokens):
         return [_like(ctx, node.output[0], state, x.axis, False)]
@@ -276,7 +312,7 @@ def slice_op(ctx: Context, node: onnx.NodeProto, ins: list[State]) -> list[State
 
 def split(ctx: Context, node: onnx.NodeProto, ins: list[State]) -> list[State]:
     """Split of channels (q, k, v) keeps each token's field; of tokens splits off the prefix."""
-    (x,) = _tokens_in(ins[:1])
+    (x,) = _tokens_in(ins[:1], moved_batch=True)
     axis = int(attr(node, "axis", 0)) % x.rank
     outs: list[State] = []
     start = 0
@@ -346,8 +382,10 @@ def handlers(elementwise_ops: list[str], reductions: list[str]) -> dict[tuple[st
             table[(domain, op)] = attention
     for op in reductions:
         table[("", op)] = reduce
-    for op in ("Reshape", "Flatten", "Squeeze", "Unsqueeze"):
+    for op in ("Reshape", "Flatten"):
         table[("", op)] = reshape
+    for op in ("Squeeze", "Unsqueeze"):
+        table[("", op)] = squeeze
     table.update(
         {
             ("", "Softmax"): softmax,

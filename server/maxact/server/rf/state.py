@@ -74,6 +74,7 @@ class Tokens:
     h: AxisField
     w: AxisField
     global_context: bool = False
+    batch: int = 0  # moved by attention's [N, T, 3, heads, d] -> [3, N, heads, T, d]
 
     @property
     def grid(self) -> tuple[int, int]:
