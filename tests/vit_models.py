@@ -62,7 +62,9 @@ class _Graph:
         scaled = self.op("Div", [x, self.const(np.asarray(math.sqrt(2), np.float32))])
         erf = self.op("Erf", [scaled])
         one = self.op("Add", [erf, self.const(np.asarray(1.0, np.float32))])
-        return self.op("Mul", [self.op("Mul", [x, one]), self.const(np.asarray(0.5, np.float32))], output)
+        return self.op(
+            "Mul", [self.op("Mul", [x, one]), self.const(np.asarray(0.5, np.float32))], output
+        )
 
 
 def _attention(g: _Graph, x: str, tokens: int, dim: int, heads: int, prefix: str) -> str:
@@ -111,8 +113,13 @@ def _finish(g: _Graph, image: str, size: tuple[int, int], outputs: list[str]) ->
 
 def _patches(g: _Graph, size: tuple[int, int], patch: int, dim: int) -> tuple[str, int]:
     """Patch embedding: Conv kernel = stride = patch, then [N, D, h*w] -> [N, T, D]."""
-    conv = g.op("Conv", ["image", g.weight(dim, 3, patch, patch)], "patch_embed",
-                kernel_shape=[patch, patch], strides=[patch, patch])
+    conv = g.op(
+        "Conv",
+        ["image", g.weight(dim, 3, patch, patch)],
+        "patch_embed",
+        kernel_shape=[patch, patch],
+        strides=[patch, patch],
+    )
     flat = g.op("Reshape", [conv, g.const(np.asarray([0, dim, -1], np.int64))], "patch_flat")
     grid = (size[0] // patch) * (size[1] // patch)
     return g.op("Transpose", [flat], "patch_tokens", perm=[0, 2, 1]), grid
@@ -154,19 +161,27 @@ def hybrid(size: tuple[int, int] = (32, 48), dim: int = 8, seed: int = 0) -> onn
     """CNN (3x3 conv, stride 2 conv) -> tokens -> one attention block -> back to [N, C, H, W]
     -> 3x3 conv: the shape of PP-OCR's SVTR neck."""
     g = _Graph(np.random.default_rng(seed), [], [])
-    c1 = g.op("Conv", ["image", g.weight(dim, 3, 3, 3)], "cnn1", kernel_shape=[3, 3],
-              pads=[1, 1, 1, 1])
+    c1 = g.op(
+        "Conv", ["image", g.weight(dim, 3, 3, 3)], "cnn1", kernel_shape=[3, 3], pads=[1, 1, 1, 1]
+    )
     r1 = g.op("Relu", [c1], "cnn1_relu")
-    c2 = g.op("Conv", [r1, g.weight(dim, dim, 3, 3)], "cnn2", kernel_shape=[3, 3],
-              strides=[2, 2], pads=[1, 1, 1, 1])
+    c2 = g.op(
+        "Conv",
+        [r1, g.weight(dim, dim, 3, 3)],
+        "cnn2",
+        kernel_shape=[3, 3],
+        strides=[2, 2],
+        pads=[1, 1, 1, 1],
+    )
     h, w = size[0] // 2, size[1] // 2
     flat = g.op("Reshape", [c2, g.const(np.asarray([0, dim, -1], np.int64))], "cnn_flat")
     tokens = g.op("Transpose", [flat], "tokens", perm=[0, 2, 1])
     out = _block(g, tokens, h * w, dim, 2, False, 0)
     back = g.op("Transpose", [out], "tokens_t", perm=[0, 2, 1])
     grid = g.op("Reshape", [back, g.const(np.asarray([0, dim, h, w], np.int64))], "grid_back")
-    c3 = g.op("Conv", [grid, g.weight(dim, dim, 3, 3)], "cnn3", kernel_shape=[3, 3],
-              pads=[1, 1, 1, 1])
+    c3 = g.op(
+        "Conv", [grid, g.weight(dim, dim, 3, 3)], "cnn3", kernel_shape=[3, 3], pads=[1, 1, 1, 1]
+    )
     return _finish(g, "image", size, [c3])
 
 
@@ -183,7 +198,9 @@ def with_cumsum_over_tokens(model: onnx.ModelProto, tensor: str) -> onnx.ModelPr
     return out
 
 
-def fused_attention(size: tuple[int, int] = (16, 16), patch: int = 4, dim: int = 8) -> onnx.ModelProto:
+def fused_attention(
+    size: tuple[int, int] = (16, 16), patch: int = 4, dim: int = 8
+) -> onnx.ModelProto:
     """Patch tokens -> com.microsoft MultiHeadAttention (2 heads) -> SkipLayerNormalization
     -> FastGelu: the fused ops onnxruntime's transformer optimiser writes."""
     g = _Graph(np.random.default_rng(1), [], [])

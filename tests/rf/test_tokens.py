@@ -40,7 +40,9 @@ def _pruned(model: onnx.ModelProto, tensors: list[str]) -> onnx.ModelProto:
     return out
 
 
-def _assert_tokens_match_oracle(model: onnx.ModelProto, size: tuple[int, int], names: list[str]) -> None:
+def _assert_tokens_match_oracle(
+    model: onnx.ModelProto, size: tuple[int, int], names: list[str]
+) -> None:
     fields = compute_receptive_fields(model, size)
     oracle = oracle_fields(_pruned(model, names), (1, 3, *size), 2, 3, names)
     for name in names:
@@ -67,7 +69,9 @@ BEFORE_ATTENTION = [
 
 @pytest.mark.parametrize("decomposed", [False, True])
 @pytest.mark.parametrize("prefix", [0, 1, 3])
-def test_tokens_before_attention_have_the_oracles_patch_fields(decomposed: bool, prefix: int) -> None:
+def test_tokens_before_attention_have_the_oracles_patch_fields(
+    decomposed: bool, prefix: int
+) -> None:
     model = tiny_vit(size=(32, 48), patch=8, prefix=prefix, decomposed=decomposed)
     names = [n for n in BEFORE_ATTENTION if prefix or n != "with_cls"]
     _assert_tokens_match_oracle(model, (32, 48), names)

@@ -115,7 +115,9 @@ def test_single_token_topk_equals_brute_force(vit_client: Client, vit_world: dic
 def test_position_mode_over_tokens_equals_brute_force(
     vit_client: Client, vit_world: dict, layer: str
 ) -> None:
-    field = ModelRegistry(vit_world["model_root"], "cpu").get("vit").layer((SIZE, SIZE), layer).field
+    field = (
+        ModelRegistry(vit_world["model_root"], "cpu").get("vit").layer((SIZE, SIZE), layer).field
+    )
     expected = oracle_position_mode(field, vit_world["grids"][layer], 1, 8, False, cap=3)
     result = vit_client.topk(
         "vit", layer, 1, dataset="photos", k=8, mode="position", per_image_cap=3, preprocessing=PREP
@@ -129,7 +131,9 @@ def test_position_mode_over_tokens_equals_brute_force(
 def test_persisted_scan_of_tokens_answers_neurons_like_brute_force(
     vit_client: Client, vit_world: dict
 ) -> None:
-    scan = vit_client.scans.create("vit", ["block0.ln1", "final_ln"], "photos", k=6, preprocessing=PREP)
+    scan = vit_client.scans.create(
+        "vit", ["block0.ln1", "final_ln"], "photos", k=6, preprocessing=PREP
+    )
     *_, final = vit_client.scans.watch(scan.id)
     assert final.state == "succeeded", final
     ids = vit_world["ids"]
@@ -147,7 +151,9 @@ def test_persisted_scan_of_tokens_answers_neurons_like_brute_force(
     stats = vit_client.scans.statistics(scan.id, "final_ln")
     maxima = vit_world["grids"]["final_ln"].reshape(IMAGES, 8, -1).max(axis=2)
     assert [c.max_max for c in stats.channels] == pytest.approx(maxima.max(axis=0).tolist())
-    assert [c.firing_rate for c in stats.channels] == pytest.approx((maxima > 0).mean(axis=0).tolist())
+    assert [c.firing_rate for c in stats.channels] == pytest.approx(
+        (maxima > 0).mean(axis=0).tolist()
+    )
 
 
 def test_rf_of_a_token_gives_its_patch(vit_client: Client) -> None:
@@ -157,7 +163,9 @@ def test_rf_of_a_token_gives_its_patch(vit_client: Client) -> None:
     assert info.receptive_field.global_context
 
 
-def test_hybrid_cnn_tokens_cnn_scans_every_stage(client: Client, model_root: Path, data_root: Path) -> None:
+def test_hybrid_cnn_tokens_cnn_scans_every_stage(
+    client: Client, model_root: Path, data_root: Path
+) -> None:
     model = hybrid(size=(SIZE, SIZE), seed=2)
     save(model, model_root, "hybrid")
     ids = write_random_images(data_root / "photos", 30, SIZE, seed=2)
@@ -188,7 +196,9 @@ def test_cli_layers_and_rf_json_carry_the_token_grid(
     assert layers["block0.mlp"]["global_context"] is True
     assert "tokens" not in layers["patch_embed"]  # the Conv before the Reshape: spatial
     assert "tokens" not in layers["logits"]
-    rf = run_json(capsys, "--server", server, "rf", "vit", "block0.ln1", "--unit", "7", "2", "--json")
+    rf = run_json(
+        capsys, "--server", server, "rf", "vit", "block0.ln1", "--unit", "7", "2", "--json"
+    )
     assert rf["tokens"] == {"grid": [GRID, GRID], "prefix": PREFIX}
     assert rf["box"] == list(_patch_box((7, 2)))
     assert rf["rf"] == {"size": [PATCH, PATCH], "stride": [PATCH, PATCH], "padding": [0, 0]}

@@ -87,9 +87,7 @@ def merge_grid(in_shape: tuple[int, ...], out_shape: tuple[int, ...], x: Spatial
     return None
 
 
-def _split_grid(
-    in_shape: tuple[int, ...], out_shape: tuple[int, ...], x: Tokens
-) -> Spatial | None:
+def _split_grid(in_shape: tuple[int, ...], out_shape: tuple[int, ...], x: Tokens) -> Spatial | None:
     """The spatial state when a Reshape splits the token axis back into (H, W), else None."""
     height, width = x.grid
     if x.prefix or len(out_shape) != 4 or out_shape[0] != in_shape[0]:
@@ -236,6 +234,7 @@ def squeeze(ctx: Context, node: onnx.NodeProto, ins: list[State]) -> list[State]
                 if g <= a:
                     a += 1
             return a
+
     y = replace(x, batch=moved(x.batch))
     return [_like(ctx, node.output[0], y, moved(x.axis), False)]
 
