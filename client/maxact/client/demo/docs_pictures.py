@@ -13,6 +13,7 @@ README_PICTURES = {
     "demo-montage.jpg": "montage.png",
     "report-deep-layer.jpg": "gallery.png",
     "demo-classes.jpg": "classes.png",
+    "demo-recogniser.jpg": "recogniser.png",
 }
 
 

@@ -24,15 +24,17 @@ import grpc
 from maxact.client import json_out
 from maxact.client import types as t
 from maxact.client.client import Client
-from maxact.client.demo import classes_demo
+from maxact.client.demo import classes_demo, ocr_demo
 from maxact.client.demo.docs_pictures import write_docs_pictures
 from maxact.client.demo.fetch import (
     DEMO_MODEL,
     DemoSetupError,
     default_cache_dir,
     fetch_demo_model,
+    fetch_recogniser,
     write_demo_photos,
 )
+from maxact.client.demo.text_crops import write_text_crops
 from maxact.client.errors import MaxactError
 from maxact.client.montage import stack_rows
 from maxact.client.patches_out import montage_of, write_patches
@@ -220,11 +222,16 @@ def _run(out_dir: Path, cache: Path, state: Path, k: int) -> int:
         classes_demo.write_photo_labels(photos)
         classes_demo.write_faces(cache / "data" / classes_demo.FACES)
         classes_demo.write_model_labels(model_path)
+        recogniser = fetch_recogniser(cache)
+        crops = write_text_crops(cache / "data" / ocr_demo.DATASET)
         handle = _start_server(model_path.parent, cache / "data", state / "store.sqlite")
     except DemoSetupError as error:
         print(f"maxact: error: {error}", file=sys.stderr)
         return 1
-    print(f"server on 127.0.0.1:{handle.port}; {len(photos)} photos", file=sys.stderr)
+    print(
+        f"server on 127.0.0.1:{handle.port}; {len(photos)} photos, {len(crops)} text crops",
+        file=sys.stderr,
+    )
     try:
         with Client(f"127.0.0.1:{handle.port}") as client:
             info = client.get_model(DEMO_MODEL)
@@ -238,6 +245,7 @@ def _run(out_dir: Path, cache: Path, state: Path, k: int) -> int:
             faces, classes_page = classes_demo.run_classes(
                 client, index, scanned, out_dir, k, scan_and_report
             )
+            summary["recogniser"] = ocr_demo.run_recogniser(client, recogniser, out_dir, k)
     except MaxactError as error:
         print(f"maxact: error: {error}", file=sys.stderr)
         return 1
@@ -250,6 +258,7 @@ def _run(out_dir: Path, cache: Path, state: Path, k: int) -> int:
     for layer_doc in summary["layers"]:
         for channel_doc in layer_doc["channels"]:
             print(f"  {out_dir / channel_doc['montage']}")
+    print(f"recogniser: {out_dir / ocr_demo.MONTAGE}")
     print(f"report: {index}")
     print(f"faces report: {faces}")
     skipped = screenshot_gallery(index, out_dir / GALLERY_PNG, SCREENSHOT_LAYER)
