@@ -15,7 +15,7 @@ import pytest
 
 from maxact.client import Client, Preprocessing
 from maxact.server.models.registry import ModelRegistry
-from tests.cli_run import run_json
+from tests.cli_run import run, run_json
 from tests.onnx_models import layer_outputs, save
 from tests.scan.helpers import oracle_inputs, oracle_position_mode, write_random_images
 from tests.vit_models import hybrid, tiny_vit
@@ -202,3 +202,16 @@ def test_cli_layers_and_rf_json_carry_the_token_grid(
     assert rf["tokens"] == {"grid": [GRID, GRID], "prefix": PREFIX}
     assert rf["box"] == list(_patch_box((7, 2)))
     assert rf["rf"] == {"size": [PATCH, PATCH], "stride": [PATCH, PATCH], "padding": [0, 0]}
+
+
+def test_cli_layers_text_names_the_token_grid(
+    vit_server: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = vit_server.address  # type: ignore[attr-defined]
+    code, out, err = run(capsys, "--server", server, "layers", "vit")
+    assert code == 0, err
+    line = next(row for row in out.splitlines() if row.startswith("block0.mlp "))
+    assert f"grid {GRID}x{GRID} + {PREFIX} prefix" in line
+    code, out, err = run(capsys, "--server", server, "rf", "vit", "embedded", "--unit", "1", "2")
+    assert code == 0, err
+    assert f"tokens  grid {GRID}x{GRID} + {PREFIX} prefix" in out
