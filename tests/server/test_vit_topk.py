@@ -215,3 +215,14 @@ def test_cli_layers_text_names_the_token_grid(
     code, out, err = run(capsys, "--server", server, "rf", "vit", "embedded", "--unit", "1", "2")
     assert code == 0, err
     assert f"tokens  grid {GRID}x{GRID} + {PREFIX} prefix" in out
+
+
+@pytest.mark.parametrize("render", ["heatmap", "mask"])
+def test_token_patches_render_the_channel_over_the_grid(vit_client: Client, render: str) -> None:
+    result = vit_client.topk(
+        "vit", "block0.mlp", 2, dataset="photos", k=3, render=render, preprocessing=PREP
+    ).result()
+    assert len(result.patches) == 3
+    for patch in result.patches:
+        assert patch.png.startswith(b"\x89PNG")
+        assert patch.hit.box == _patch_box(patch.hit.unit)
