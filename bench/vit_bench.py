@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 from PIL import Image
+from scan_bench import _batches, _engine, _labels, _plain  # bench/ is on sys.path
 
 from maxact.client.demo.fetch import (
     RECOGNISER,
@@ -36,10 +37,9 @@ from maxact.server.data.preprocess import Preprocessing, resolve
 from maxact.server.data.reader import file_source
 from maxact.server.graph.surgery import prune_to_outputs
 from maxact.server.models.registry import LoadedModel, ModelRegistry
-from scan_bench import _batches, _engine, _labels, _plain  # bench/ is on sys.path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' model builders
-from tests.vit_models import tiny_vit  # noqa: E402
+from tests.vit_models import tiny_vit
 
 
 def bench(
@@ -72,8 +72,10 @@ def bench(
     rates = {key: statistics.median(values) for key, values in runs.items()}
     size = prep.input_size  # type: ignore[attr-defined]
     channels = sum(model.layer(size, name).shape[0] for name in layers)
-    print(f"\n## {title}: layers {layers} ({channels} channels), batch {batch}, "
-          f"{os.cpu_count()} cores, medians of {repeats} rounds")
+    print(
+        f"\n## {title}: layers {layers} ({channels} channels), batch {batch}, "
+        f"{os.cpu_count()} cores, medians of {repeats} rounds"
+    )
     print(f"tensors: {images} images; files: {len(sources)}")
     print("| what | images/s | ratio to (1) |\n|---|---:|---:|")
     labels_of = {
@@ -100,20 +102,40 @@ def main() -> None:
         files = [photos[i % len(photos)] for i in range(args.images)]
         registry = ModelRegistry(root, "cpu")
         model = registry.get("vit")
-        prep = resolve(model.default_preprocessing, Preprocessing(size=(224, 224)),
-                       model.input.fixed_size, model.input.layout)
-        bench("tiny ViT (onnx.helper, random weights), 224x224, grid 14x14 + CLS", model,
-              ["block1.mlp", "final_ln"], prep, files, args.images, args.batch, args.repeats)
+        prep = resolve(
+            model.default_preprocessing,
+            Preprocessing(size=(224, 224)),
+            model.input.fixed_size,
+            model.input.layout,
+        )
+        bench(
+            "tiny ViT (onnx.helper, random weights), 224x224, grid 14x14 + CLS",
+            model,
+            ["block1.mlp", "final_ln"],
+            prep,
+            files,
+            args.images,
+            args.batch,
+            args.repeats,
+        )
 
         recogniser = fetch_recogniser(cache)
         crops = write_text_crops(root / "lines")
         ocr = ModelRegistry(recogniser.parent, "cpu").get(RECOGNISER.name)
-        ocr_prep = resolve(ocr.default_preprocessing, Preprocessing(), ocr.input.fixed_size,
-                           ocr.input.layout)
+        ocr_prep = resolve(
+            ocr.default_preprocessing, Preprocessing(), ocr.input.fixed_size, ocr.input.layout
+        )
         lines = [crops[i % len(crops)] for i in range(args.images)]
-        bench("PP-OCRv4 recogniser (real weights), 48x320, grid 1x40", ocr,
-              ["swish_13.tmp_0", "softmax_11.tmp_0"], ocr_prep, lines, args.images,
-              args.batch, args.repeats)
+        bench(
+            "PP-OCRv4 recogniser (real weights), 48x320, grid 1x40",
+            ocr,
+            ["swish_13.tmp_0", "softmax_11.tmp_0"],
+            ocr_prep,
+            lines,
+            args.images,
+            args.batch,
+            args.repeats,
+        )
 
 
 if __name__ == "__main__":
