@@ -9,10 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from maxact.server.data.reader import Batch
 from maxact.server.scan.engine import ScanEngine
 from maxact.server.scan.layer import ReduceOptions
-from tests.scan.helpers import load, prep_for
+from tests.scan.helpers import batches_of, load, prep_for
 from tests.vit_models import tiny_vit
 
 SIZE = 32
@@ -44,12 +43,7 @@ def _states(world: dict, in_graph: bool, io_binding: bool, **kw: object) -> tupl
         io_binding=io_binding,
         **kw,  # type: ignore[arg-type]
     )
-    inputs = world["inputs"]
-    batches = [
-        Batch(list(range(i, min(i + 8, IMAGES))), [], inputs[i : i + 8])
-        for i in range(0, IMAGES, 8)
-    ]
-    engine.run_batches(batches, IMAGES, world["labels"])
+    engine.run_batches(batches_of(world["inputs"], 8), IMAGES, world["labels"])
     kinds = {r.tensor: r.kind for r in engine.reductions}
     return kinds, {name: r.state_dict() for name, r in engine.reducers.items()}
 

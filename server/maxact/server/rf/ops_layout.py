@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 
 from maxact.server.rf.axis import AxisField, union_axes
-from maxact.server.rf.context import Context, attr
+from maxact.server.rf.context import Context, attr, reduce_axes
 from maxact.server.rf.ops_tokens import merge_grid
 from maxact.server.rf.state import (
     FLAT,
@@ -204,19 +204,10 @@ def reshape(ctx: Context, node: onnx.NodeProto, x: Spatial) -> list[State]:
     return [Spatial(len(out_shape), c_axis, h, w, channels, tuple(groups), x.global_context)]
 
 
-def _axes(ctx: Context, node: onnx.NodeProto, rank: int) -> set[int] | None:
-    axes = attr(node, "axes")
-    if axes is None and len(node.input) > 1 and node.input[1]:
-        axes = ctx.required(node, 1).tolist()
-    if axes is None and node.op_type in ("ArgMax", "ArgMin"):
-        axes = [attr(node, "axis", 0)]
-    return None if axes is None else {int(a) % rank for a in axes}
-
-
 @on_image
 def reduce(ctx: Context, node: onnx.NodeProto, x: Spatial) -> list[State]:
     """Reduce*/ArgMax: over space -> flat (global); over channels -> one union group."""
-    axes = _axes(ctx, node, x.rank)
+    axes = reduce_axes(ctx, node, x.rank)
     if axes is None:
         if attr(node, "noop_with_empty_axes", 0):
             return [x]

@@ -17,7 +17,7 @@ from dataclasses import replace
 import onnx
 
 from maxact.server.rf.axis import union_axes
-from maxact.server.rf.context import Context, attr
+from maxact.server.rf.context import Context, attr, reduce_axes, slice_params
 from maxact.server.rf.state import (
     FLAT,
     Const,
@@ -155,19 +155,10 @@ def layer_norm(ctx: Context, node: onnx.NodeProto, ins: list[State]) -> list[Sta
     return outs
 
 
-def _reduce_axes(ctx: Context, node: onnx.NodeProto, rank: int) -> set[int] | None:
-    axes = attr(node, "axes")
-    if axes is None and len(node.input) > 1 and node.input[1]:
-        axes = ctx.required(node, 1).tolist()
-    if axes is None and node.op_type in ("ArgMax", "ArgMin"):
-        axes = [attr(node, "axis", 0)]
-    return None if axes is None else {int(a) % rank for a in axes}
-
-
 def reduce(ctx: Context, node: onnx.NodeProto, ins: list[State]) -> list[State]:
     """Reductions over channels keep each token's field; over the tokens they are global."""
     (x,) = _tokens_in(ins[:1])
-    axes = _reduce_axes(ctx, node, x.rank)
+    axes = reduce_axes(ctx, node, x.rank)
     if axes is None:
         return [x] if attr(node, "noop_with_empty_axes", 0) else [FLAT]
     if x.axis in axes or 0 in axes:
@@ -284,23 +275,14 @@ def _cut(x: Tokens, start: int, length: int) -> State:
 def slice_op(ctx: Context, node: onnx.NodeProto, ins: list[State]) -> list[State]:
     """Slice of channels keeps each token's field; of tokens it drops (or keeps) the prefix."""
     (x,) = _tokens_in(ins[:1], moved_batch=True)
-    if ctx.opset < 10:
-        starts, axes = list(attr(node, "starts")), attr(node, "axes")
-        steps = None
-    else:
-        starts = ctx.required(node, 1).tolist()
-        axes_value, steps_value = ctx.value(node, 3), ctx.value(node, 4)
-        axes = None if axes_value is None else axes_value.tolist()
-        steps = None if steps_value is None else steps_value.tolist()
-    axes = list(range(len(starts))) if axes is None else [int(a) % x.rank for a in axes]
+    starts, axes, steps = slice_params(ctx, node, x.rank)
     in_shape, out_shape = ctx.shape(node.input[0]), ctx.shape(node.output[0])
     state: State = x
-    for k, (axis, start) in enumerate(zip(axes, starts, strict=True)):
-        step = 1 if steps is None else int(steps[k])
+    for axis, start, step in zip(axes, starts, steps, strict=True):
         if axis == x.axis and out_shape[axis] != in_shape[axis]:
             if step != 1:
                 raise Unsupported("a strided slice of the token axis")
-            begin = int(start) + in_shape[axis] if int(start) < 0 else int(start)
+            begin = start + in_shape[axis] if start < 0 else start
             state = _cut(x, min(max(begin, 0), in_shape[axis]), out_shape[axis])
         elif axis == x.batch and out_shape[axis] != in_shape[axis]:
             raise Unsupported("Slice of the batch axis of a token sequence")
