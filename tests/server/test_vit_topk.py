@@ -226,3 +226,17 @@ def test_token_patches_render_the_channel_over_the_grid(vit_client: Client, rend
     for patch in result.patches:
         assert patch.png.startswith(b"\x89PNG")
         assert patch.hit.box == _patch_box(patch.hit.unit)
+
+
+def test_html_report_of_a_token_scan_has_a_patch_per_hit(
+    vit_client: Client, tmp_path: Path
+) -> None:
+    from maxact.client.report.writer import write_report
+
+    scan = vit_client.scans.create("vit", ["final_ln"], "photos", k=2, preprocessing=PREP)
+    *_, final = vit_client.scans.watch(scan.id)
+    assert final.state == "succeeded", final
+    index = write_report(vit_client, scan.id, tmp_path / "report", k=2)
+    assert index.is_file()
+    pngs = list((tmp_path / "report").rglob("*.png"))
+    assert len(pngs) >= 8 * 2  # every channel's top-2 patches (and overviews)
