@@ -240,3 +240,22 @@ def test_html_report_of_a_token_scan_has_a_patch_per_hit(
     assert index.is_file()
     pngs = list((tmp_path / "report").rglob("*.png"))
     assert len(pngs) >= 8 * 2  # every channel's top-2 patches (and overviews)
+
+
+def test_persisted_position_scan_of_tokens_equals_brute_force(
+    vit_client: Client, vit_world: dict
+) -> None:
+    registry = ModelRegistry(vit_world["model_root"], "cpu").get("vit")
+    scan = vit_client.scans.create(
+        "vit", ["block0.ln1", "final_ln"], "photos", k=6, mode="position", preprocessing=PREP
+    )
+    *_, final = vit_client.scans.watch(scan.id)
+    assert final.state == "succeeded", final
+    for layer in ("block0.ln1", "final_ln"):
+        field = registry.layer((SIZE, SIZE), layer).field
+        expected = oracle_position_mode(field, vit_world["grids"][layer], 4, 6, False, cap=6)
+        _, patches, _ = vit_client.scans.neuron(scan.id, layer, 4)
+        assert [(p.hit.image, p.hit.unit) for p in patches] == [
+            (vit_world["ids"][e[0]], e[1:3]) for e in expected
+        ], layer
+        assert [p.hit.score for p in patches] == pytest.approx([e[3] for e in expected], rel=1e-5)
