@@ -259,3 +259,20 @@ def test_persisted_position_scan_of_tokens_equals_brute_force(
             (vit_world["ids"][e[0]], e[1:3]) for e in expected
         ], layer
         assert [p.hit.score for p in patches] == pytest.approx([e[3] for e in expected], rel=1e-5)
+
+
+def test_class_answers_of_a_token_layer_use_the_grid_maxima(
+    vit_client: Client, vit_world: dict
+) -> None:
+    scan = vit_client.scans.create("vit", ["block0.mlp"], "photos", k=3, preprocessing=PREP)
+    *_, final = vit_client.scans.watch(scan.id)
+    assert final.state == "succeeded", final
+    answer = vit_client.analysis.classes(scan.id, "block0.mlp", top=16)
+    maxima = vit_world["grids"]["block0.mlp"].reshape(IMAGES, 16, -1).max(axis=2)  # prefix out
+    classes = np.array([image.split("/")[0] for image in vit_world["ids"]])
+    assert answer.images_scanned == IMAGES
+    for entry in answer.classes:
+        means = np.maximum(maxima[classes == entry.name], 0).mean(axis=0)
+        assert entry.top_channels, entry.name
+        for channel in entry.top_channels:
+            assert channel.mean == pytest.approx(float(means[channel.channel]), rel=1e-5)
