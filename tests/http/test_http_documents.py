@@ -17,6 +17,7 @@ from maxact.client import Client
 from tests.cli_run import run_json
 from tests.test_classes import assert_same, oracle, oracle_classes, world  # noqa: F401
 
+
 @pytest.fixture(scope="module")
 def api(world: dict) -> Iterator[httpx.Client]:  # noqa: F811
     with httpx.Client(base_url=world["http"], timeout=120) as client:
