@@ -40,8 +40,10 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-async def _answer_error(send: Send, error: ServiceError, request_id: str) -> int:
-    status = http_status(error.code)
+async def _answer_error(
+    send: Send, error: ServiceError, request_id: str, status: int | None = None
+) -> int:
+    status = status or http_status(error.code)
     body = json.dumps(error_document(error)).encode()
     await send(
         {
@@ -56,6 +58,21 @@ async def _answer_error(send: Send, error: ServiceError, request_id: str) -> int
     )
     await send({"type": "http.response.body", "body": body})
     return status
+
+
+def _not_json(content_type: str) -> ServiceError:
+    return ServiceError(
+        Code.INVALID_ARGUMENT,
+        "UNSUPPORTED_MEDIA_TYPE",
+        f"the API takes JSON bodies (Content-Type: application/json), not {content_type[:100]!r}",
+    )
+
+
+def _sends_a_body(scope: Scope) -> bool:
+    length = _header(scope, b"content-length")
+    return (length is not None and length != "0") or _header(
+        scope, b"transfer-encoding"
+    ) is not None
 
 
 def _too_large(limit: int) -> ServiceError:
@@ -96,7 +113,10 @@ class ObservingMiddleware:
         limit = MAX_API_BODY_BYTES if counted else self.max_upload_bytes
         length = _header(scope, b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
-            return await _answer_error(send, _too_large(limit), request_id)
+            return await _answer_error(send, _too_large(limit), request_id, 413)
+        content_type = _header(scope, b"content-type") or ""
+        if counted and _sends_a_body(scope) and not content_type.startswith("application/json"):
+            return await _answer_error(send, _not_json(content_type), request_id, 415)
         if counted and not self.slots.try_take():
             return await _answer_error(send, self.slots.refusal(), request_id)
         state: dict[str, Any] = {"status": 500, "started": False, "received": 0}
@@ -123,7 +143,7 @@ class ObservingMiddleware:
         except BodyTooLarge:
             if state["started"]:
                 raise
-            return await _answer_error(send, _too_large(limit), request_id)
+            return await _answer_error(send, _too_large(limit), request_id, 413)
         finally:
             if counted:
                 self.slots.release()
