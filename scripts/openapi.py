@@ -22,9 +22,11 @@ def served_schema() -> str:
     with tempfile.TemporaryDirectory(prefix="maxact-openapi-") as folder:
         root = Path(folder)
         (root / "models").mkdir()
-        with start_server(root / "models", device="cpu", store=root / "s.sqlite") as server:
-            with urllib.request.urlopen(f"{server.http_url}/openapi.json", timeout=30) as answer:
-                schema = json.loads(answer.read())
+        with (
+            start_server(root / "models", device="cpu", store=root / "s.sqlite") as server,
+            urllib.request.urlopen(f"{server.http_url}/openapi.json", timeout=30) as answer,
+        ):
+            schema = json.loads(answer.read())
     schema["info"].pop("version", None)  # the installed version is not part of the contract
     return json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
