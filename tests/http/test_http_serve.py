@@ -90,3 +90,12 @@ def test_a_taken_http_port_is_a_clear_start_up_error(tmp_path: Path) -> None:
         port = taken.getsockname()[1]
         with pytest.raises(StartupError, match=f"HTTP on 127.0.0.1:{port}.*--http-port"):
             start_server(tmp_path / "models", device="cpu", http_port=port)
+
+
+def test_the_http_listener_is_a_tcp_socket_so_kept_alive_answers_are_not_delayed() -> None:
+    from maxact.server.http.serve import bind
+
+    # asyncio sets TCP_NODELAY only on connections of IPPROTO_TCP listeners; without it each
+    # answer on a kept-alive connection waited ~40 ms for a delayed ACK
+    with bind("127.0.0.1", 0) as sock:
+        assert sock.proto == socket.IPPROTO_TCP and sock.getsockname()[1] > 0
