@@ -47,6 +47,12 @@ class NewScan(BaseModel):
     )
 
 
+def header_text(text: str, limit: int = 500) -> str:
+    """`text` as a header value: printable ASCII only (names are user data: any character)."""
+    escaped = text[:limit].encode("ascii", "backslashreplace").decode("ascii")
+    return "".join(ch if " " <= ch <= "~" else " " for ch in escaped)
+
+
 def summary(record: ScanRecord) -> ScanSummary:
     """A stored scan as the client sees it (through the API message both faces answer)."""
     return convert.scan_summary(scan_to_proto(record))
@@ -81,7 +87,7 @@ def add_routes(api: APIRouter, context: HttpContext) -> None:
         )
         created = await asyncio.to_thread(scans.create, request)
         if created.preprocessing_warning:
-            response.headers["X-Maxact-Warning"] = created.preprocessing_warning[:500]
+            response.headers["X-Maxact-Warning"] = header_text(created.preprocessing_warning)
         return documents.scan_json(summary(created.record))
 
     @api.get("/scans", tags=["scans"])
