@@ -11,12 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from maxact.client import json_out
 from maxact.client import types as t
 from maxact.client.client import Client
 from maxact.client.demo.fetch import RECOGNISER
 from maxact.client.montage import stack_rows
 from maxact.client.patches_out import montage_of, write_patches
+from maxact.common import documents
 
 DATASET = "lines"
 CTC_LAYER = "softmax_11.tmp_0"  # per token, the probability of each character
@@ -62,7 +62,7 @@ def run_recogniser(client: Client, model_path: Path, out_dir: Path, k: int) -> d
                 montage_of(result, tile=TILE),
             )
         )
-        doc = json_out.topk_json(result, {r: str(rel / f) for r, f in files.items()})
+        doc = documents.topk_json(result, {r: str(rel / f) for r, f in files.items()})
         docs.append({"character": character, "render": render, **doc})
     stack_rows(rows).save(out_dir / MONTAGE)
     tokens = token_layers(info)
