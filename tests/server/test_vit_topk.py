@@ -276,3 +276,17 @@ def test_class_answers_of_a_token_layer_use_the_grid_maxima(
         assert entry.top_channels, entry.name
         for channel in entry.top_channels:
             assert channel.mean == pytest.approx(float(means[channel.channel]), rel=1e-5)
+
+
+def test_http_layers_document_carries_the_token_grid_like_the_cli(
+    vit_server: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import httpx
+
+    url = vit_server.http_url  # type: ignore[attr-defined]
+    with httpx.Client(base_url=url, timeout=60) as api:
+        document = api.get("/api/v1/models/vit").json()
+    server = vit_server.address  # type: ignore[attr-defined]
+    assert document == run_json(capsys, "--server", server, "layers", "vit", "--json")
+    layers = {layer["name"]: layer for layer in document["layers"]}
+    assert layers["final_ln"]["tokens"] == {"grid": [GRID, GRID], "prefix": PREFIX}
