@@ -15,7 +15,7 @@ import onnx
 
 from maxact.server.rf.axis import AxisField, union_axes
 from maxact.server.rf.context import Context, attr, reduce_axes
-from maxact.server.rf.ops_tokens import merge_grid
+from maxact.server.rf.ops_tokens import kept_axis, merge_grid
 from maxact.server.rf.state import (
     FLAT,
     Const,
@@ -172,21 +172,12 @@ def transpose(ctx: Context, node: onnx.NodeProto, x: Spatial) -> list[State]:
     ]
 
 
-def _find_axis(in_shape: tuple[int, ...], out_shape: tuple[int, ...], axis: int) -> int | None:
-    """Output axis that is input `axis` unchanged by a row-major reshape, else None."""
-    before = math.prod(in_shape[:axis])
-    for j, size in enumerate(out_shape):
-        if size == in_shape[axis] and math.prod(out_shape[:j]) == before:
-            return j
-    return None
-
-
 @on_image
 def reshape(ctx: Context, node: onnx.NodeProto, x: Spatial) -> list[State]:
     """Reshape/Flatten/Squeeze/Unsqueeze: local while both spatial axes survive, else flat."""
     in_shape, out_shape = ctx.shape(node.input[0]), ctx.shape(node.output[0])
-    h = _find_axis(in_shape, out_shape, x.h_axis)
-    w = _find_axis(in_shape, out_shape, x.w_axis)
+    h = kept_axis(in_shape, out_shape, x.h_axis)
+    w = kept_axis(in_shape, out_shape, x.w_axis)
     if h is None or w is None or math.prod(in_shape[: x.h_axis]) != math.prod(out_shape[:h]):
         return [merge_grid(in_shape, out_shape, x) or FLAT]
     if min(h, w) == 0:

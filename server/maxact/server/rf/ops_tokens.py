@@ -101,7 +101,8 @@ def _split_grid(in_shape: tuple[int, ...], out_shape: tuple[int, ...], x: Tokens
     return None
 
 
-def _find_axis(in_shape: tuple[int, ...], out_shape: tuple[int, ...], axis: int) -> int | None:
+def kept_axis(in_shape: tuple[int, ...], out_shape: tuple[int, ...], axis: int) -> int | None:
+    """Output axis that is input `axis` unchanged by a row-major reshape, else None."""
     before = math.prod(in_shape[:axis])
     for j, size in enumerate(out_shape):
         if size == in_shape[axis] and math.prod(out_shape[:j]) == before:
@@ -238,7 +239,7 @@ def reshape(ctx: Context, node: onnx.NodeProto, ins: list[State]) -> list[State]
     spatial = _split_grid(in_shape, out_shape, x)
     if spatial is not None:
         return [spatial]
-    t = _find_axis(in_shape, out_shape, x.axis)
+    t = kept_axis(in_shape, out_shape, x.axis)
     if t is None or t == 0 or out_shape[0] != in_shape[0]:
         return [FLAT]
     return [_like(ctx, node.output[0], x, t, False)]
