@@ -72,7 +72,9 @@ def probe_image(
     strongest = []
     for channel in (int(c) for c in order):
         unit = divmod(int(best[channel]), width)
-        target = PatchTarget(input_box(field, size, *unit, channel), unit, channel, field)
+        target = PatchTarget(
+            input_box(field, size, unit[0], unit[1], channel), unit, channel, field
+        )
         patch = render_loaded(image, target, prep, options, lambda _array, c: maps[c])
         strongest.append(ProbedChannel(channel, float(scores[channel]), unit, patch.png))
     return ImageProbe(layer.name, int(maps.shape[0]), strongest)

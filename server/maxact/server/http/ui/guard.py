@@ -5,7 +5,6 @@ errors become an HTML page with the HTTP status of their code instead of a stack
 from __future__ import annotations
 
 import functools
-import hmac
 from collections.abc import Awaitable, Callable
 from typing import ParamSpec
 from urllib.parse import urlencode
@@ -13,42 +12,14 @@ from urllib.parse import urlencode
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from maxact.server.errors import Code, ServiceError
+from maxact.server.errors import ServiceError
+from maxact.server.http.auth import TOKEN_COOKIE, token_error
+from maxact.server.http.status import http_status
 from maxact.server.http.ui.render import page
 
-COOKIE = "maxact_token"
+COOKIE = TOKEN_COOKIE
 P = ParamSpec("P")
-# google.rpc codes as HTTP statuses (AIP-193), for the UI's error pages
-HTTP_STATUS = {
-    Code.CANCELLED: 499,
-    Code.UNKNOWN: 500,
-    Code.INVALID_ARGUMENT: 400,
-    Code.DEADLINE_EXCEEDED: 504,
-    Code.NOT_FOUND: 404,
-    Code.ALREADY_EXISTS: 409,
-    Code.RESOURCE_EXHAUSTED: 429,
-    Code.FAILED_PRECONDITION: 400,
-    Code.ABORTED: 409,
-    Code.INTERNAL: 500,
-    Code.UNAVAILABLE: 503,
-    Code.DATA_LOSS: 500,
-    Code.UNAUTHENTICATED: 401,
-}
 TITLES = {400: "That cannot be answered", 404: "Not found", 429: "Too much at once"}
-
-
-def presented_token(request: Request) -> str:
-    """The token a request carries: `Authorization: Bearer` or the login cookie."""
-    header = request.headers.get("authorization", "")
-    if header[:7].lower() == "bearer ":
-        return header[7:].strip()
-    return request.cookies.get(COOKIE, "")
-
-
-def token_ok(request: Request, token: str | None) -> bool:
-    if token is None:
-        return True
-    return hmac.compare_digest(presented_token(request).encode(), token.encode())
 
 
 def safe_next(target: str) -> str:
@@ -67,7 +38,7 @@ def login_redirect(request: Request) -> Response:
 
 
 def error_page(error: ServiceError) -> HTMLResponse:
-    status = HTTP_STATUS.get(error.code, 500)
+    status = http_status(error.code)
     return page(
         "error.html",
         status=status,
@@ -88,7 +59,7 @@ def guarded(
         async def wrapper(*args: P.args, **kwargs: P.kwargs) -> Response:
             request = kwargs.get("request")
             assert isinstance(request, Request)
-            if not token_ok(request, token):
+            if token_error(request, token) is not None:
                 return login_redirect(request)
             try:
                 return await handler(*args, **kwargs)

@@ -59,7 +59,8 @@ class PatchCache:
                 return found
             waiting = self._pending.get(key)
             if waiting is None:
-                self._pending[key] = mine = Future()
+                mine: Future[tuple[bytes, ...]] = Future()
+                self._pending[key] = mine
         if waiting is not None:
             return waiting.result()
         try:

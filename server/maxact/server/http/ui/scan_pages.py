@@ -218,7 +218,7 @@ def scan_routes(router: APIRouter, ui: UiServices) -> None:
 
     @router.get("/scans/{scan_id}/layers", include_in_schema=False)
     @guard
-    async def layer_page(  # noqa: PLR0913 - one parameter per query field
+    async def layer_page(
         request: Request,
         scan_id: str,
         layer: str = "",
@@ -265,4 +265,3 @@ def scan_routes(router: APIRouter, ui: UiServices) -> None:
             media_type="image/png",
             headers={"Cache-Control": f"private, max-age={FINISHED_CACHE_S}"},
         )
-

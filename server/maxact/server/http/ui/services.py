@@ -37,5 +37,5 @@ class UiServices:
             scans=Scans(jobs),
             analysis=Analysis(jobs),
             patches=PatchCache(jobs),
-            token=context.token,
+            token=context.auth_token,
         )

@@ -1,4 +1,4 @@
-""""Try an image": upload one picture and see a layer's strongest channels for it, each
+""" "Try an image": upload one picture and see a layer's strongest channels for it, each
 with its activation map (core.probe runs the layer once; nothing is stored)."""
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ def try_routes(router: APIRouter, ui: UiServices) -> None:
         except ServiceError as exc:
             return await form_page(scan, model, layer, DEFAULT_TOP, error=exc.message)
         named, labels = await asyncio.to_thread(ui.analysis.class_names, model)
+        labels = labels if named == probe.layer else []
         result = {
             "image": upload.filename or "upload",
             "total": probe.channels,
@@ -77,7 +78,7 @@ def try_routes(router: APIRouter, ui: UiServices) -> None:
                 {
                     "channel": c.channel,
                     "score": c.score,
-                    "label": labels[c.channel] if named == probe.layer and c.channel < len(labels) else "",
+                    "label": labels[c.channel] if c.channel < len(labels) else "",
                     "png": base64.b64encode(c.png).decode("ascii"),
                 }
                 for c in probe.strongest

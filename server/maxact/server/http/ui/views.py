@@ -139,9 +139,9 @@ def channel_rows(stats: LayerStatistics, labels: list[str]) -> list[ChannelRow]:
     return rows
 
 
-def top_classes(stats: LayerStatistics, channel: int, limit: int = TOP_CLASSES) -> tuple[
-    tuple[str, int], ...
-]:
+def top_classes(
+    stats: LayerStatistics, channel: int, limit: int = TOP_CLASSES
+) -> tuple[tuple[str, int], ...]:
     """The classes of the channel's top-k images, most frequent first (ties: by name)."""
     if stats.top_class_histogram is None or not stats.classes:
         return ()
