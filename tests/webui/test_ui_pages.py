@@ -14,7 +14,7 @@ from PIL import Image
 
 from maxact.client.cli.main import main
 from tests.onnx_models import layer_outputs
-from tests.webui.conftest import DEAD, HOSTILE, K, LAYERS, MODEL, SIDECAR, WIDE_CHANNELS, UiWorld
+from tests.webui.conftest import DEAD, HOSTILE, LAYERS, MODEL, SIDECAR, WIDE_CHANNELS, K, UiWorld
 
 ESCAPED = html.escape(HOSTILE, quote=False)
 
@@ -35,7 +35,8 @@ def test_home_lists_the_scans_models_datasets_and_prefills_the_form_from_the_sid
     ui_world: UiWorld, web: httpx.Client
 ) -> None:
     page = _get(web, "/")
-    assert f'href="/scans/{ui_world.scan}"' in page and f'href="/scans/{ui_world.wide_scan}"' in page
+    for scan in (ui_world.scan, ui_world.wide_scan):
+        assert f'href="/scans/{scan}"' in page
     assert f'href="/models/{MODEL}"' in page and ">tinted<" in page
     assert 'class="progress state-succeeded"' in page
     form = _get(web, f"/ui/scan-form?model={quote(MODEL)}")
@@ -102,7 +103,7 @@ def test_neuron_page_shows_top_and_bottom_k_with_names_scores_and_neighbours(
     )[1]
     for patch in [*top, *bottom]:
         assert f'title="{html.escape(patch.hit.image)}"' in page
-    assert page.count(f"?layer=relu_b&amp;channel=2&amp;rank=") == 2 * K
+    assert page.count("?layer=relu_b&amp;channel=2&amp;rank=") == 2 * K
     assert page.count("bottom=1") == K
     assert 'rel="prev"' in page and "channel=1" in page and 'rel="next"' in page
     first = _get(web, f"/scans/{ui_world.scan}/neurons?layer=relu_b&channel=0")
@@ -239,7 +240,9 @@ def test_vendored_htmx_and_the_sse_extension_are_served_from_the_package(
 
 
 def test_report_gallery_still_ships_the_shared_stylesheet(
-    ui_world: UiWorld, tmp_path, capsys  # type: ignore[no-untyped-def]
+    ui_world: UiWorld,
+    tmp_path,
+    capsys,  # type: ignore[no-untyped-def]
 ) -> None:
     out = tmp_path / "gallery"
     code = main(["--server", ui_world.client.server, "report", ui_world.scan, "--out", str(out)])

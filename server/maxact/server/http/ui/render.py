@@ -11,6 +11,10 @@ from fastapi.responses import HTMLResponse
 
 from maxact.common.formatting import fmt, shape_text
 
+# The scan's Server-Sent Events (GET /api/v1/scans/{id}/events): one `progress` per change,
+# then one `done` with the final state; each carries the `scan get --json` document.
+SSE_EVENTS = "progress,done"
+SSE_FINAL = "done"
 # A page may be cached by nobody: it shows live state.
 NO_STORE = {"Cache-Control": "no-store"}
 
@@ -44,6 +48,8 @@ def _environment() -> jinja2.Environment:
     env.filters["percent"] = percent
     env.globals["url"] = url
     env.globals["model_url"] = model_url
+    env.globals["sse_events"] = SSE_EVENTS
+    env.globals["sse_final"] = SSE_FINAL
     return env
 
 
