@@ -27,10 +27,11 @@ from maxact.client.cli.common import (
 from maxact.client.cli.labels import output_label
 from maxact.client.cli.output import connect, print_doc, print_topk, warn
 from maxact.client.cli.render_args import add_render_arguments, render_options_from_args
-from maxact.client.json_out import scan_json, scans_json
 from maxact.client.progress import ProgressBar
 from maxact.client.scans import ScanInfo
 from maxact.common.defaults import DEFAULT_K, DEFAULT_MASK_QUANTILE, capped_k
+from maxact.common.documents import deleted_json, scan_json, scans_json
+from maxact.common.documents import neuron_result as neuron_result_of
 from maxact.common.kinds import RENDER_MODES, ScanState, TopKMode
 from maxact.common.preprocessing import add_preprocessing_arguments, preprocessing_from_args
 from maxact.common.resources import scan_id
@@ -278,7 +279,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         if verb == "delete":
             client.delete_scan(args.scan_id)
             deleted = scan_id(args.scan_id)
-            print_doc(args, {"id": deleted, "deleted": True}, f"scan {deleted} deleted")
+            print_doc(args, deleted_json(deleted), f"scan {deleted} deleted")
             return EXIT_OK
         if verb == "watch":
             info = follow(client, client.scans.get(args.scan_id))
@@ -304,18 +305,7 @@ def neuron_result(
     scan, patches, scanned = client.scans.neuron(
         scan_id, layer, channel, k=k, bottom=bottom, **render
     )
-    return t.TopKResult(
-        model=scan.model,
-        layer=layer,
-        channel=channel,
-        k=k,
-        mode=scan.mode,
-        bottom=bottom,
-        images_scanned=scanned,
-        images_failed=scan.images_failed,
-        patches=tuple(sorted(patches, key=lambda p: p.hit.rank)),
-        preprocessing=scan.preprocessing,
-    )
+    return neuron_result_of(scan, layer, channel, k, bottom, patches, scanned)
 
 
 def neuron_channel(args: argparse.Namespace) -> int:
