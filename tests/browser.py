@@ -87,6 +87,10 @@ def severe(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [e for e in entries if e.get("level") in ("SEVERE", "ERROR")]
 
 
+# Chromium's windows are never narrower than this; narrower screens are emulated.
+MIN_WINDOW_WIDTH = 500
+
+
 class WebDriverError(RuntimeError):
     pass
 
@@ -126,6 +130,9 @@ class Browser:
                 },
                 "goog:loggingPrefs": {"browser": "ALL"},
             }
+            if width < MIN_WINDOW_WIDTH:  # a phone: emulate its screen (windows stop at 500)
+                metrics = {"width": width, "height": height, "pixelRatio": 1.0}
+                capabilities["goog:chromeOptions"]["mobileEmulation"] = {"deviceMetrics": metrics}
             value = self._request(
                 "POST", "/session", {"capabilities": {"alwaysMatch": capabilities}}
             )
