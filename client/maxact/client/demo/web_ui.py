@@ -26,9 +26,17 @@ def ui_urls(base: str, scan: str, layer: str, channel: int) -> dict[str, str]:
     }
 
 
+FIRING_AT_LEAST = 0.5  # a showcase fires on at least half the images (full top and bottom rows)
+
+
 def showcase_channel(client: Client, scan: str, layer: str) -> int:
-    """A channel worth showing: the most class-selective live one (else the first live one)."""
-    channels = [c for c in client.scans.statistics(scan, layer).channels if not c.dead]
+    """A channel worth showing: the most class-selective of those that fire on at least half
+    the images (else channel 0)."""
+    channels = [
+        c
+        for c in client.scans.statistics(scan, layer).channels
+        if not c.dead and c.firing_rate >= FIRING_AT_LEAST
+    ]
     if not channels:
         return 0
     return max(channels, key=lambda c: (c.selectivity, -c.channel)).channel

@@ -26,7 +26,7 @@ from maxact.server.http.ui.views import (
     layer_view,
     scan_view,
 )
-from maxact.server.jobs.store import ScanRecord
+from maxact.server.jobs.store import ScanRecord, TopKRow
 
 PAGE_SIZE = 50
 SORTS = (
@@ -124,6 +124,10 @@ class ScanPages:
         number = min(max(1, query.page), pages)
         on_page = shown[(number - 1) * PAGE_SIZE : number * PAGE_SIZE]
         hits = stored_rankings(self.ui.jobs, record, layer, [r.channel for r in on_page])
+        thumbs = {
+            channel: thumbnails(record.id, layer, channel, rows, query.render, THUMBNAIL)
+            for channel, rows in hits.items()
+        }
         params = {
             "layer": layer,
             "sort": query.sort,
@@ -144,7 +148,7 @@ class ScanPages:
             images=stats.images,
             labelled=stats.labelled,
             rows=on_page,
-            hits=hits,
+            thumbs=thumbs,
             shown=len(shown),
             channels=len(rows),
             dead=sum(r.dead for r in rows),
@@ -203,6 +207,24 @@ class ScanPages:
         )
 
 
+@dataclass(frozen=True)
+class Thumbnail:
+    rank: int
+    image: str
+    score: float
+    src: str  # the patch image's URL
+    href: str  # the neuron page's URL
+
+
+def thumbnails(
+    scan: str, layer: str, channel: int, rows: list[TopKRow], render: str, size: int
+) -> list[Thumbnail]:
+    """A row's thumbnails with their URLs built once per row (a page shows 450 of them)."""
+    src = url(f"/ui/patches/{scan}.png", layer=layer, channel=channel, render=render, size=size)
+    href = url(f"/scans/{scan}/neurons", layer=layer, channel=channel)
+    return [Thumbnail(r.rank, r.image, r.score, f"{src}&rank={r.rank}", href) for r in rows]
+
+
 def _hit(row: Any) -> dict[str, Any]:
     return {"rank": row.rank, "image": row.image, "score": row.score, "label": ""}
 
@@ -257,7 +279,9 @@ def scan_routes(router: APIRouter, ui: UiServices) -> None:
         size: int = THUMBNAIL,
     ) -> Response:
         key = patch_key(scan_id, layer, channel, bottom, render, size)
-        pngs = await asyncio.to_thread(ui.patches.pngs, key)
+        pngs = ui.patches.cached(key)  # a hit needs no worker thread
+        if pngs is None:
+            pngs = await asyncio.to_thread(ui.patches.pngs, key)
         if not 1 <= rank <= len(pngs):
             raise invalid_argument("RANK_OUT_OF_RANGE", f"rank must be in 1..{len(pngs)}")
         return Response(
