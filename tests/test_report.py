@@ -9,7 +9,6 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
@@ -20,7 +19,7 @@ from maxact.client.cli.main import main
 from maxact.client.montage import GAP, MARGIN
 from maxact.client.report.writer import OVERVIEW_COLUMNS, OVERVIEW_TILE, patch_file, safe_names
 from tests.browser import LOAD_EVERY_IMAGE, Browser, severe
-from tests.datasets import slow_scan
+from tests.datasets import slow_scan, tinted_images
 from tests.onnx_models import random_cnn, save
 
 # tensor names as exporters write them
@@ -46,21 +45,6 @@ def _exporter_named_cnn() -> onnx.ModelProto:
     return model
 
 
-def _coloured_dataset(root: Path) -> None:
-    """Class folders of noisy images tinted by their class, so channels differ in selectivity."""
-    rng = np.random.default_rng(11)
-    for i in range(30):
-        label = CLASSES[i % 3]
-        pixels = rng.integers(0, 90, size=(32, 32, 3))
-        channel = CLASSES.index(label)
-        y, x = rng.integers(0, 24, size=2)
-        pixels[y : y + 8, x : x + 8, channel] = 255
-        pixels[..., channel] += 60
-        path = root / label / f"{i:03d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path)
-
-
 @pytest.fixture(scope="module")
 def finished_scan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Client, str]]:
     """One server and one finished scan for the module: the reports only read it."""
@@ -69,7 +53,7 @@ def finished_scan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cl
     root = tmp_path_factory.mktemp("report")
     model_root, data_root = root / "models", root / "data"
     save(_exporter_named_cnn(), model_root, "exported")
-    _coloured_dataset(data_root / "tinted")
+    tinted_images(data_root / "tinted", CLASSES)
     with (
         start_server(model_root, data_root, port=0, device="cpu") as running,
         Client(running.address, timeout=120) as client,

@@ -14,10 +14,10 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from PIL import Image
 
 from maxact.client import Client
 from maxact.server.app import RunningServer, start_server
+from tests.datasets import tinted_images
 from tests.onnx_models import finish, random_cnn, save
 
 # a class folder name that is markup: every page must show it as text and run nothing
@@ -63,21 +63,6 @@ def wide_net(channels: int = WIDE_CHANNELS, size: int = 32) -> onnx.ModelProto:
     return finish(graph)
 
 
-def tinted_images(root: Path, count: int = 30, seed: int = 11) -> None:
-    """Class folders of noisy 32x32 images tinted by their class, with a bright square."""
-    rng = np.random.default_rng(seed)
-    for i in range(count):
-        label = CLASSES[i % len(CLASSES)]
-        pixels = rng.integers(0, 90, size=(32, 32, 3))
-        channel = i % 3
-        y, x = rng.integers(0, 24, size=2)
-        pixels[y : y + 8, x : x + 8, channel] = 255
-        pixels[..., channel] += 60
-        path = root / label / f"{i:03d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path)
-
-
 @dataclass(frozen=True)
 class UiWorld:
     server: RunningServer
@@ -97,7 +82,7 @@ def make_world(root: Path, **settings: object) -> tuple[Path, Path]:
     path = save(_net(), model_root, MODEL)
     path.with_name("net.preprocess.json").write_text(json.dumps(SIDECAR), encoding="utf-8")
     save(wide_net(), model_root, "wide")
-    tinted_images(data_root / "tinted")
+    tinted_images(data_root / "tinted", CLASSES)
     return model_root, data_root
 
 
