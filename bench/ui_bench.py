@@ -97,7 +97,7 @@ def browser_load(profile: Path, url: str) -> tuple[float, int]:
         browser.open("about:blank")
         start = time.perf_counter()
         browser.open(url)
-        images = browser.run_async(LOAD_EVERY_IMAGE)
+        images = browser.run_async(LOAD_EVERY_IMAGE, 300000)
         seconds = time.perf_counter() - start
     broken = [i for i in images if not i["complete"] or i["width"] <= 0]
     assert not broken, broken[:3]

@@ -65,6 +65,7 @@ def _free_port() -> int:
 
 LOAD_EVERY_IMAGE = """
 var done = arguments[arguments.length - 1];
+var limit = arguments.length > 1 ? arguments[0] : 20000;  // ms
 var images = Array.prototype.slice.call(document.images);
 var started = Date.now();
 // scroll each image into view, as a reader would: lazy images load only near the viewport
@@ -72,7 +73,7 @@ images.forEach(function (img) { img.scrollIntoView({block: "center"}); });
 (function poll() {
   images.forEach(function (img) { if (!img.complete) { img.scrollIntoView({block: "center"}); } });
   var pending = images.filter(function (img) { return !img.complete; }).length;
-  if (pending === 0 || Date.now() - started > 20000) {
+  if (pending === 0 || Date.now() - started > limit) {
     window.scrollTo(0, 0);
     done(images.map(function (img) {
       return {src: img.getAttribute("src"), complete: img.complete, width: img.naturalWidth};

@@ -20,11 +20,12 @@ from maxact.server.http.ui.views import scan_view
 SCANS_OFFERED = 100
 
 
-def analysis_routes(router: APIRouter, ui: UiServices) -> None:
-    guard = guarded(ui.token)
+class AnalysisPages:
+    def __init__(self, ui: UiServices) -> None:
+        self.ui = ui
 
-    def classes(scan_id: str, layer: str) -> Response:
-        report = ui.analysis.class_answer(scan_id, layer, None, 0)
+    def classes(self, scan_id: str, layer: str) -> Response:
+        report = self.ui.analysis.class_answer(scan_id, layer, None, 0)
         return page(
             "classes.html",
             scan=scan_view(report.scan),
@@ -33,8 +34,8 @@ def analysis_routes(router: APIRouter, ui: UiServices) -> None:
             answer=report.answer,
         )
 
-    def one_class(scan_id: str, layer: str, name: str) -> Response:
-        report = ui.analysis.class_answer(scan_id, layer, None, 0)
+    def one_class(self, scan_id: str, layer: str, name: str) -> Response:
+        report = self.ui.analysis.class_answer(scan_id, layer, None, 0)
         found = next((c for c in report.answer.classes if c.name == name), None)
         if found is None:
             raise invalid_argument(
@@ -48,18 +49,18 @@ def analysis_routes(router: APIRouter, ui: UiServices) -> None:
             scan=scan_view(report.scan),
             layer=layer,
             found=found,
-            hits=stored_rankings(ui.jobs, report.scan, layer, channels),
+            hits=stored_rankings(self.ui.jobs, report.scan, layer, channels),
             tile=THUMBNAIL,
         )
 
-    def compare(a: str, b: str, layer: str) -> Response:
-        records = ui.scans.page(SCANS_OFFERED, 0).records
+    def compare(self, a: str, b: str, layer: str) -> Response:
+        records = self.ui.scans.page(SCANS_OFFERED, 0).records
         finished = [scan_view(r) for r in records if r.state is ScanState.SUCCEEDED]
         comparison, error = None, ""
         if a and b and layer:
             try:
-                finished_scan(ui.jobs, a)
-                comparison = ui.analysis.compare(a, b, layer)
+                finished_scan(self.ui.jobs, a)
+                comparison = self.ui.analysis.compare(a, b, layer)
             except ServiceError as exc:
                 error = f"{exc.reason}: {exc.message}"
         return page(
@@ -73,17 +74,22 @@ def analysis_routes(router: APIRouter, ui: UiServices) -> None:
             status=400 if error else 200,
         )
 
+
+def analysis_routes(router: APIRouter, ui: UiServices) -> None:
+    pages = AnalysisPages(ui)
+    guard = guarded(ui.token)
+
     @router.get("/scans/{scan_id}/classes", include_in_schema=False)
     @guard
     async def classes_page(request: Request, scan_id: str, layer: str = "") -> Response:
-        return await asyncio.to_thread(classes, scan_id, layer)
+        return await asyncio.to_thread(pages.classes, scan_id, layer)
 
     @router.get("/scans/{scan_id}/classes/{name:path}", include_in_schema=False)
     @guard
     async def class_page(request: Request, scan_id: str, name: str, layer: str = "") -> Response:
-        return await asyncio.to_thread(one_class, scan_id, layer, name)
+        return await asyncio.to_thread(pages.one_class, scan_id, layer, name)
 
     @router.get("/compare", include_in_schema=False)
     @guard
     async def compare_page(request: Request, a: str = "", b: str = "", layer: str = "") -> Response:
-        return await asyncio.to_thread(compare, a, b, layer)
+        return await asyncio.to_thread(pages.compare, a, b, layer)

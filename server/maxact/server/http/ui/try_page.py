@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from starlette.datastructures import UploadFile
 
 from maxact.server import limits
-from maxact.server.core.probe import probe_image
+from maxact.server.core.probe import ImageProbe, probe_image
 from maxact.server.errors import ServiceError, invalid_argument
 from maxact.server.http.ui.guard import guarded
 from maxact.server.http.ui.patches import LARGE
@@ -19,6 +19,23 @@ from maxact.server.http.ui.render import page
 from maxact.server.http.ui.services import UiServices
 
 DEFAULT_TOP = 12
+
+
+def probe_view(probe: ImageProbe, image: str, labels: list[str]) -> dict[str, object]:
+    """The probe as the template shows it: heatmaps inline as data URIs (nothing is stored)."""
+    return {
+        "image": image,
+        "total": probe.channels,
+        "channels": [
+            {
+                "channel": c.channel,
+                "score": c.score,
+                "label": labels[c.channel] if c.channel < len(labels) else "",
+                "png": base64.b64encode(c.png).decode("ascii"),
+            }
+            for c in probe.strongest
+        ],
+    }
 
 
 def try_routes(router: APIRouter, ui: UiServices) -> None:
@@ -70,18 +87,7 @@ def try_routes(router: APIRouter, ui: UiServices) -> None:
         except ServiceError as exc:
             return await form_page(scan, model, layer, DEFAULT_TOP, error=exc.message)
         named, labels = await asyncio.to_thread(ui.analysis.class_names, model)
-        labels = labels if named == probe.layer else []
-        result = {
-            "image": upload.filename or "upload",
-            "total": probe.channels,
-            "channels": [
-                {
-                    "channel": c.channel,
-                    "score": c.score,
-                    "label": labels[c.channel] if c.channel < len(labels) else "",
-                    "png": base64.b64encode(c.png).decode("ascii"),
-                }
-                for c in probe.strongest
-            ],
-        }
+        result = probe_view(
+            probe, upload.filename or "upload", labels if named == probe.layer else []
+        )
         return await form_page(scan, model, probe.layer, top, result=result)
