@@ -456,11 +456,11 @@ async def _serve(config: ServerConfig) -> None:
     if config.settings.log_format == "json":
         fields = {"message": ready, "host": host, "port": port}
         ready = json.dumps({**fields, **({"http": http} if http else {})})
-    print(ready, flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM):  # before the line: a script may signal at once
         loop.add_signal_handler(sig, stop.set)
+    print(ready, flush=True)
     await stop.wait()
     log.info("shutting down: finishing running calls (grace 10 s)")
     await built.stop(10)

@@ -168,7 +168,15 @@ def _add_report(commands: Any) -> None:
         "report", help="a static HTML gallery of a finished scan (opens from disk)"
     )
     report.add_argument("scan_id", metavar="SCAN_ID")
-    report.add_argument("--out", type=Path, required=True, metavar="DIR")
+    where = report.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", type=Path, metavar="DIR")
+    where.add_argument(
+        "--single-file",
+        type=Path,
+        metavar="FILE",
+        help="instead: ONE self-contained page (images as data URIs, no script) for MLflow, "
+        "W&B or Kubeflow",
+    )
     report.add_argument(
         "-k",
         type=positive_int,
@@ -331,22 +339,23 @@ def cmd_neuron(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from maxact.client.report.single_file import write_single_file
     from maxact.client.report.writer import write_report
 
+    options = {
+        "k": args.k,
+        "size": tuple(args.size) if args.size else None,
+        "progress": ProgressBar(f"report {args.scan_id}", unit="channels"),
+        "patch_size": args.patch_size,
+        "render": args.render,
+        "mask_quantile": args.mask_quantile,
+    }
     with connect(args) as client:
-        index = write_report(
-            client,
-            args.scan_id,
-            args.out,
-            k=args.k,
-            size=tuple(args.size) if args.size else None,
-            progress=ProgressBar(f"report {args.scan_id}", unit="channels"),
-            patch_size=args.patch_size,
-            render=args.render,
-            mask_quantile=args.mask_quantile,
-            force=args.force,
-        )
-    print(f"wrote {index}")
+        if args.single_file is not None:
+            written = write_single_file(client, args.scan_id, args.single_file, **options)
+        else:
+            written = write_report(client, args.scan_id, args.out, force=args.force, **options)
+    print(f"wrote {written}")
     return EXIT_OK
 
 

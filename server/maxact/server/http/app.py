@@ -33,5 +33,5 @@ def create_http_app(context: HttpContext) -> FastAPI:
     install_error_handlers(app)
     install_middleware(app, context)
     app.include_router(api_router(context))
-    app.include_router(ui_router(context))
+    app.include_router(ui_router(context), include_in_schema=False)  # pages, not the API
     return app

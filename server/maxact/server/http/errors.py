@@ -19,6 +19,7 @@ log = logging.getLogger("maxact.server.http")
 
 # HTTP statuses the framework raises by itself, as (code, reason)
 _FRAMEWORK: dict[int, tuple[Code, str]] = {
+    400: (Code.INVALID_ARGUMENT, "BAD_REQUEST"),
     404: (Code.NOT_FOUND, "ROUTE_NOT_FOUND"),
     405: (Code.INVALID_ARGUMENT, "METHOD_NOT_ALLOWED"),
     413: (Code.RESOURCE_EXHAUSTED, "BODY_TOO_LARGE"),
@@ -28,9 +29,8 @@ _FRAMEWORK: dict[int, tuple[Code, str]] = {
 
 def error_response(error: ServiceError, status: int | None = None) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if error.code == Code.UNAUTHENTICATED else None
-    return JSONResponse(
-        error_document(error), status_code=status or http_status(error.code), headers=headers
-    )
+    status = status or http_status(error.code)
+    return JSONResponse(error_document(error, status), status_code=status, headers=headers)
 
 
 def _validation_message(errors: list[Any]) -> str:

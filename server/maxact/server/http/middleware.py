@@ -40,9 +40,11 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-async def _answer_error(send: Send, error: ServiceError, request_id: str) -> int:
-    status = http_status(error.code)
-    body = json.dumps(error_document(error)).encode()
+async def _answer_error(
+    send: Send, error: ServiceError, request_id: str, status: int | None = None
+) -> int:
+    status = status or http_status(error.code)
+    body = json.dumps(error_document(error, status)).encode()
     await send(
         {
             "type": "http.response.start",
@@ -58,6 +60,21 @@ async def _answer_error(send: Send, error: ServiceError, request_id: str) -> int
     return status
 
 
+def _not_json(content_type: str) -> ServiceError:
+    return ServiceError(
+        Code.INVALID_ARGUMENT,
+        "UNSUPPORTED_MEDIA_TYPE",
+        f"the API takes JSON bodies (Content-Type: application/json), not {content_type[:100]!r}",
+    )
+
+
+def _sends_a_body(scope: Scope) -> bool:
+    length = _header(scope, b"content-length")
+    return (length is not None and length != "0") or _header(
+        scope, b"transfer-encoding"
+    ) is not None
+
+
 def _too_large(limit: int) -> ServiceError:
     return ServiceError(
         Code.RESOURCE_EXHAUSTED,
@@ -65,6 +82,37 @@ def _too_large(limit: int) -> ServiceError:
         f"the request body is larger than {limit} bytes",
         {"limit": str(limit)},
     )
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole body, or None as soon as it grows past `limit` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks)
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replaying(body: bytes, receive: Receive) -> Receive:
+    """A receive that hands out `body` once, then waits on the real one (disconnects)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
 
 
 class ObservingMiddleware:
@@ -96,7 +144,16 @@ class ObservingMiddleware:
         limit = MAX_API_BODY_BYTES if counted else self.max_upload_bytes
         length = _header(scope, b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
-            return await _answer_error(send, _too_large(limit), request_id)
+            return await _answer_error(send, _too_large(limit), request_id, 413)
+        content_type = _header(scope, b"content-type") or ""
+        if counted and _sends_a_body(scope) and not content_type.startswith("application/json"):
+            return await _answer_error(send, _not_json(content_type), request_id, 415)
+        if counted and length is None and _sends_a_body(scope):
+            # a JSON body without Content-Length: read it whole (it is small) within the bound
+            body = await _read_body(receive, limit)
+            if body is None:
+                return await _answer_error(send, _too_large(limit), request_id, 413)
+            receive = _replaying(body, receive)
         if counted and not self.slots.try_take():
             return await _answer_error(send, self.slots.refusal(), request_id)
         state: dict[str, Any] = {"status": 500, "started": False, "received": 0}
@@ -123,7 +180,7 @@ class ObservingMiddleware:
         except BodyTooLarge:
             if state["started"]:
                 raise
-            return await _answer_error(send, _too_large(limit), request_id)
+            return await _answer_error(send, _too_large(limit), request_id, 413)
         finally:
             if counted:
                 self.slots.release()

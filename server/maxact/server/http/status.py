@@ -29,11 +29,12 @@ def http_status(code: Code) -> int:
     return HTTP_STATUS.get(code, 500)
 
 
-def error_document(error: ServiceError) -> dict[str, Any]:
-    """The JSON body of an error answer."""
+def error_document(error: ServiceError, status: int | None = None) -> dict[str, Any]:
+    """The JSON body of an error answer; `status` where HTTP has a more precise one than the
+    code's (413 for a body over the bound, 415 for a body that is not JSON)."""
     return {
         "error": {
-            "code": http_status(error.code),
+            "code": status or http_status(error.code),
             "status": error.code.name,
             "reason": error.reason,
             "message": error.message,

@@ -118,6 +118,10 @@ def add_routes(api: APIRouter, context: HttpContext) -> None:
             )
         return doc
 
+    _add_patches_and_statistics(api, jobs)
+
+
+def _add_patches_and_statistics(api: APIRouter, jobs: ScanJobs) -> None:
     @api.get(
         "/scans/{scan_id}/patches/{rank}",
         tags=["neurons"],

@@ -104,6 +104,12 @@ def add_routes(api: APIRouter, context: HttpContext) -> None:
         """One scan's state and progress (`maxact scan get ID --json`)."""
         return documents.scan_json(summary(await asyncio.to_thread(scans.get, scan_id)))
 
+    _add_changes(api, scans)
+
+
+def _add_changes(api: APIRouter, scans: Scans) -> None:
+    """Delete, cancel and the event stream."""
+
     @api.delete("/scans/{scan_id}", tags=["scans"])
     async def delete_scan(scan_id: ScanId) -> dict[str, Any]:
         """Delete a scan and its results (`maxact scan delete ID --json`)."""
