@@ -14,9 +14,17 @@ from maxact.server.http.ui.guard import guarded
 from maxact.server.http.ui.render import page
 from maxact.server.http.ui.scan_form import scan_form, scan_request
 from maxact.server.http.ui.services import UiServices
-from maxact.server.http.ui.views import LayerView, layer_view, scan_view
+from maxact.server.http.ui.views import LayerView, ScanView, layer_view, scan_view
 
 SCANS_LISTED = 50
+# Unfinished scans whose bars follow their events live: each holds one of the browser's six
+# connections to the server (HTTP/1.1), and the page's images need the others.
+LIVE_BARS = 3
+
+
+def _live(views: list[ScanView]) -> set[str]:
+    """The ids of the newest LIVE_BARS unfinished scans."""
+    return {v.id for v in [v for v in views if not v.finished][:LIVE_BARS]}
 
 
 def _datasets(ui: UiServices) -> list[DatasetSummary]:
@@ -33,9 +41,11 @@ def home_routes(router: APIRouter, ui: UiServices) -> None:
         models = await asyncio.to_thread(ui.models.summaries)
         datasets = await asyncio.to_thread(_datasets, ui)
         chosen = request.query_params.get("model") or (models[0].name if models else "")
+        views = [scan_view(r) for r in scans.records]
         return page(
             "home.html",
-            scans=[scan_view(r) for r in scans.records],
+            scans=views,
+            live=_live(views),
             models=models,
             datasets=datasets,
             form=await scan_form(ui, chosen),
