@@ -212,3 +212,23 @@ def test_pages_fit_a_phone_screen(ui_world: UiWorld, tmp_path: Path, chromium: N
             width = phone.run("return document.documentElement.scrollWidth;")
             assert width <= 392, (path, width)
         assert severe(phone.console()) == []
+
+
+def test_a_running_scans_layer_page_shows_partial_figures_then_the_final_thumbnails(
+    slow_server: tuple[str, Client], browser: Browser
+) -> None:
+    url, client = slow_server
+    scan = client.scans.create("heavy", ["relu5"], "many", k=3)
+    browser.open(f"{url}/scans/{scan.id}/layers?layer=relu5")
+    browser.run("window.__marker = 'same page';")
+    # after the first checkpoint: a row per channel with the figures so far, no thumbnails
+    wait_for(browser, "return document.querySelector('.card.partial');", timeout=120)
+    assert browser.run("return document.querySelectorAll('section.neuron').length;") == 32
+    assert browser.run("return document.querySelectorAll('#rows img').length;") == 0
+    # at the end: the same rows with their thumbnails, without a reload
+    wait_for(browser, "return document.querySelectorAll('#rows img').length === 32 * 3;", 240)
+    assert not browser.run("return document.querySelector('.card.partial');")
+    assert browser.run("return window.__marker;") == "same page"
+    assert client.scans.get(scan.id).state == "succeeded"
+    assert all_images_load(browser) == 32 * 3
+    assert severe(browser.console()) == []

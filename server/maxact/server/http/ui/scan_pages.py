@@ -112,18 +112,40 @@ class ScanPages:
         )
 
     def layer(self, scan_id: str, layer: str, query: LayerQuery, here: str) -> Response:
+        """A finished scan's layer; a running one's from its last checkpoint (figures of the
+        images so far, no thumbnails yet), which the page refreshes as the scan goes on."""
         record = self.ui.scans.get(scan_id)
-        if record.state is not ScanState.SUCCEEDED:
-            return self.pending(record, layer, here)
         if query.render not in RENDER_MODES:
             raise invalid_argument("INVALID_RENDER", f"render must be one of {RENDER_MODES}")
-        view, stats = self.layer_parts(record, layer)
+        if record.state is ScanState.SUCCEEDED:
+            view, stats = self.layer_parts(record, layer)
+            partial = False
+        else:
+            so_far = {} if record.finished else self.ui.jobs.checkpoint_statistics(record)
+            if layer not in so_far:
+                return self.pending(record, layer, here)
+            _, _, entries = self.ui.jobs.prepare(record)
+            view = layer_view(next(e for e in entries if e.name == layer))
+            stats, partial = so_far[layer], True
+        return self.layer_answer(record, view, stats, query, partial, here)
+
+    def layer_answer(
+        self,
+        record: ScanRecord,
+        view: LayerView,
+        stats: LayerStatistics,
+        query: LayerQuery,
+        partial: bool,
+        here: str,
+    ) -> Response:
+        layer = view.name
         rows = channel_rows(stats, self.labels(record.model, layer))
         shown = _sorted_rows(rows, query)
         pages = max(1, math.ceil(len(shown) / PAGE_SIZE))
         number = min(max(1, query.page), pages)
         on_page = shown[(number - 1) * PAGE_SIZE : number * PAGE_SIZE]
-        hits = stored_rankings(self.ui.jobs, record, layer, [r.channel for r in on_page])
+        channels = [] if partial else [r.channel for r in on_page]
+        hits = stored_rankings(self.ui.jobs, record, layer, channels)
         thumbs = {
             channel: thumbnails(record.id, layer, channel, rows, query.render, THUMBNAIL)
             for channel, rows in hits.items()
@@ -159,6 +181,8 @@ class ScanPages:
             renders=RENDER_MODES,
             tile=THUMBNAIL,
             page_url=page_url,
+            partial=partial,
+            here=here,
         )
 
     def neuron(self, scan_id: str, layer: str, channel: int, render: str, here: str) -> Response:

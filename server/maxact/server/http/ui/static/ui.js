@@ -27,6 +27,9 @@
     if (scan && scan.scan) { scan = scan.scan; }
     if (!scan || !scan.state) { return; }
     draw(box, scan);
+    if (!FINAL[scan.state]) {
+      document.body.dispatchEvent(new CustomEvent("scan-progress", { detail: { id: box.getAttribute("data-scan") } }));
+    }
     if (FINAL[scan.state]) {
       box.removeAttribute("sse-connect");  // no reconnection once the scan has ended
       var internal = box["htmx-internal-data"];
