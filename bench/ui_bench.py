@@ -15,7 +15,9 @@ Needs chromium and chromedriver (`make sysdeps`).
 from __future__ import annotations
 
 import argparse
+import html as html_module
 import json
+import re
 import statistics
 import sys
 import tempfile
@@ -138,6 +140,19 @@ def main() -> None:
             flush=True,
         )
         cold, count = browser_load(work / "b1", srv.http_url + layer_url)
+        for label, page in (("cold", 2), ("warm", 2)):  # page 2: its patches not rendered yet
+            srcs = re.findall(
+                r'src="(/ui/patches/[^"]+)"', web.get(f"{layer_url}&page={page}").text
+            )
+            start = time.perf_counter()
+            for src in srcs:
+                assert web.get(html_module.unescape(src)).status_code == 200
+            seconds = time.perf_counter() - start
+            print(
+                f"layer page 2's {len(srcs)} thumbnails one by one over one connection, {label}: "
+                f"{seconds:.2f} s ({seconds / len(srcs) * 1000:.1f} ms each)",
+                flush=True,
+            )
         warm, _ = browser_load(work / "b2", srv.http_url + layer_url)
         print(
             f"layer page in Chromium, navigation to all {count} thumbnails loaded: "
