@@ -40,6 +40,7 @@ CHANNELS = 512
 LAYER = "wide"
 SIZE = 64
 K = 9
+SSE_IMAGES = 1500  # a second scan whose page is watched while it runs
 
 
 def wide_model() -> object:
@@ -106,6 +107,38 @@ def browser_load(profile: Path, url: str) -> tuple[float, int]:
     return seconds, len(images)
 
 
+WATCH_JS = """
+window.__seen = [];
+var box = document.querySelector('.progress .count');
+new MutationObserver(function () {
+  window.__seen.push([Date.now(), box.textContent]);
+}).observe(box, {childList: true, characterData: true, subtree: true});
+"""
+
+
+def sse_delay(work: Path, base: str, client: Client) -> list[float]:
+    """Seconds from the server answering a progress step (GetScan polled every 10 ms over
+    gRPC, the step's first sighting) to the scan page in Chromium showing that step (a
+    MutationObserver's Date.now(); the same machine's clock)."""
+    stored: dict[int, float] = {}
+    with Browser(work / "sse") as browser:
+        scan = client.scans.create("wide", [LAYER], "few", k=K)
+        browser.open(f"{base}/scans/{scan.id}")
+        browser.run(WATCH_JS)
+        while True:
+            info = client.scans.get(scan.id)
+            stored.setdefault(info.images_done, time.time())
+            if info.state in ("succeeded", "failed", "cancelled"):
+                break
+            time.sleep(0.01)
+        time.sleep(1.0)
+        seen = browser.run("return window.__seen;")
+    shown: dict[int, float] = {}
+    for millis, text in seen:
+        shown.setdefault(int(text.split(" / ")[0]), millis / 1000)
+    return [shown[n] - t for n, t in stored.items() if n in shown and n > 0]
+
+
 def pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values) * 1000, q))
 
@@ -121,6 +154,7 @@ def main() -> None:
     path.with_name("wide.preprocess.json").write_text(json.dumps({"size": [SIZE, SIZE]}))
     start = time.perf_counter()
     write_dataset(work / "data" / "shapes", args.images)
+    write_dataset(work / "data" / "few", SSE_IMAGES)
     print(f"dataset: {args.images} images in {time.perf_counter() - start:.1f} s", flush=True)
     with (
         start_server(work / "models", work / "data", device="cpu", store=work / "s.sqlite") as srv,
@@ -166,6 +200,12 @@ def main() -> None:
         print(
             f"neuron page HTML over {len(pages)} channels: p50 {pct(pages, 50):.1f} ms, "
             f"p95 {pct(pages, 95):.1f} ms",
+            flush=True,
+        )
+        delays = sse_delay(work, srv.http_url, client)
+        print(
+            f"SSE: store's progress record -> scan page in Chromium: p50 {pct(delays, 50):.0f} "
+            f"ms, p95 {pct(delays, 95):.0f} ms over {len(delays)} progress steps",
             flush=True,
         )
         loads = [
