@@ -204,8 +204,9 @@ def main() -> None:
         )
         delays = sse_delay(work, srv.http_url, client)
         print(
-            f"SSE: the server answering a progress step -> scan page in Chromium: p50 {pct(delays, 50):.0f} "
-            f"ms, p95 {pct(delays, 95):.0f} ms over {len(delays)} progress steps",
+            "SSE: the server answering a progress step -> scan page in Chromium: "
+            f"p50 {pct(delays, 50):.0f} ms, p95 {pct(delays, 95):.0f} ms "
+            f"over {len(delays)} progress steps",
             flush=True,
         )
         loads = [
