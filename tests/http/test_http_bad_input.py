@@ -139,3 +139,17 @@ def test_http_requests_are_counted_beside_grpc_and_logged_once_each(
     line = lines[0]
     assert (line.request_id, line.status, line.route) == ("req-42", 200, "/api/v1/models")
     assert json.loads(json.dumps({"ms": line.ms}))["ms"] >= 0
+
+
+def test_a_warning_about_a_model_with_any_name_travels_as_a_safe_header(
+    world: tuple[Path, Path], api: httpx.Client
+) -> None:
+    from tests.onnx_models import bright_square_model, save
+
+    save(bright_square_model(64), world[0], "nëtz-模型")  # no sidecar: a warning names it
+    created = api.post(
+        "/api/v1/scans", json={"model": "nëtz-模型", "layers": ["conv1"], "dataset": "squares"}
+    )
+    assert created.status_code == 200, created.text
+    warning = created.headers["x-maxact-warning"]
+    assert warning.isascii() and "\\u6a21" in warning

@@ -148,3 +148,35 @@ def test_admission_slots_are_shared_by_http_and_grpc(
             assert time.monotonic() < deadline, "the slot was not given back"
             time.sleep(0.1)
         api.post(f"/api/v1/scans/{scan['id']}:cancel")
+
+
+def test_a_queued_scans_stream_sends_keep_alive_comments_and_a_leaving_client_leaves_nothing(
+    roots: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from maxact.server.http.api import scans as scan_routes
+
+    monkeypatch.setattr(scan_routes, "HEARTBEAT_SECONDS", 0.2)
+    with (
+        start_server(
+            *roots, device="cpu", store=tmp_path / "s.sqlite", max_running_scans=1
+        ) as server,
+        httpx.Client(base_url=server.http_url, timeout=60) as api,
+    ):
+        running = api.post("/api/v1/scans", json=SLOW).json()
+        queued = api.post("/api/v1/scans", json={**SLOW, "k": 3}).json()
+        api.get("/api/v1/models")
+        baseline = _tasks(server)
+        with (
+            httpx.Client(base_url=server.http_url, timeout=30) as leaving,
+            leaving.stream("GET", f"/api/v1/scans/{queued['id']}/events") as stream,
+        ):
+            lines = stream.iter_lines()
+            seen = [next(lines) for _ in range(6)]
+        assert seen[0] == "event: progress" and '"state":"queued"' in seen[1]
+        assert ": keep-alive" in seen[2:]
+        deadline = time.monotonic() + 10
+        while _tasks(server) > baseline and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _tasks(server) <= baseline
+        for scan in (queued, running):
+            api.post(f"/api/v1/scans/{scan['id']}:cancel")

@@ -47,6 +47,12 @@ from maxact.server.ops.decode_guard import DecodeGuardInterceptor
 from maxact.server.ops.logs import configure_logging
 from maxact.server.ops.metrics import MetricsServer
 from maxact.server.ops.slots import Slots
+from maxact.server.ops.tracing import (
+    TracingUnavailable,
+    grpc_interceptor,
+    instrument_http,
+    tracer_provider,
+)
 from maxact.server.serve_flags import parse_serve_args
 from maxact.server.service.analysis_servicer import AnalysisServicer
 from maxact.server.service.dataset_servicer import DatasetServicer
@@ -125,6 +131,7 @@ class BuiltServer:
     metrics: MetricsServer | None = None
     ray: RayCluster | None = None
     http: HttpServer | None = None
+    tracing: Any = None  # the OpenTelemetry TracerProvider with --otel-endpoint
 
     @property
     def http_port(self) -> int | None:
@@ -140,6 +147,8 @@ class BuiltServer:
         if self.http is not None:
             faces.append(self.http.stop(grace))
         await asyncio.gather(*faces)
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.shutdown)  # sends the spans still batched
         if self.ray is not None:
             await asyncio.to_thread(self.ray.close)
         if self.metrics is not None:
@@ -151,11 +160,13 @@ async def build_server(config: ServerConfig) -> BuiltServer:
     state = _build_state(config)
     jobs, ray = await _build_jobs(config, state)
     slots = Slots(config.settings.max_concurrent_rpcs)
-    server = _new_grpc_server(config, slots)
+    tracing = _tracing(config)
+    server = _new_grpc_server(config, slots, tracing)
     _add_maxact_servicers(server, config, state, jobs)
     health_servicer = _add_health_and_reflection(server)
     port = _listen(server, config)
-    http = _http_server(config, HttpContext(state, jobs, config.settings, config.auth_token, slots))
+    context = HttpContext(state, jobs, config.settings, config.auth_token, slots)
+    http = _http_server(config, context, tracing)
     await server.start()
     if http is not None:
         await http.start()
@@ -166,10 +177,21 @@ async def build_server(config: ServerConfig) -> BuiltServer:
     if config.settings.metrics_port is not None:
         metrics = MetricsServer(config.settings.host, config.settings.metrics_port)
         log.info("metrics on http://%s:%d/metrics", config.settings.host, metrics.port)
-    return BuiltServer(server, port, jobs, health_servicer, metrics, ray, http)
+    return BuiltServer(server, port, jobs, health_servicer, metrics, ray, http, tracing)
 
 
-def _http_server(config: ServerConfig, context: HttpContext) -> HttpServer | None:
+def _tracing(config: ServerConfig) -> Any:
+    """The TracerProvider of --otel-endpoint (None: no tracing)."""
+    endpoint = config.settings.otel_endpoint
+    if not endpoint:
+        return None
+    try:
+        return tracer_provider(endpoint)
+    except TracingUnavailable as exc:
+        raise StartupError(str(exc)) from None
+
+
+def _http_server(config: ServerConfig, context: HttpContext, tracing: Any) -> HttpServer | None:
     """The HTTP face on its bound socket (None with --no-http); StartupError when the port is
     taken."""
     settings = config.settings
@@ -182,7 +204,10 @@ def _http_server(config: ServerConfig, context: HttpContext) -> HttpServer | Non
             f"cannot listen for HTTP on {settings.host}:{settings.http_port}: {exc.strerror} "
             f"(pick another --http-port, 0 for a free one, or --no-http)"
         ) from None
-    return HttpServer(create_http_app(context), sock, config.tls)
+    app = create_http_app(context)
+    if tracing is not None:
+        instrument_http(app, tracing)
+    return HttpServer(app, sock, config.tls)
 
 
 def _build_state(config: ServerConfig) -> ServerState:
@@ -248,13 +273,16 @@ async def _build_jobs(
     return jobs, ray
 
 
-def _new_grpc_server(config: ServerConfig, slots: Slots) -> grpc.aio.Server:
+def _new_grpc_server(config: ServerConfig, slots: Slots, tracing: Any) -> grpc.aio.Server:
     """A grpc.aio server with the interceptors in their order and the message size bounds;
-    `slots` are the admission slots it shares with the HTTP face."""
+    `slots` are the admission slots it shares with the HTTP face; `tracing` a TracerProvider
+    (first: the span covers the whole call) or None."""
     interceptors: list[grpc.aio.ServerInterceptor] = [
         ObservingInterceptor(),
         DecodeGuardInterceptor(),
     ]
+    if tracing is not None:
+        interceptors.insert(0, grpc_interceptor(tracing))
     if config.auth_token:
         interceptors.append(BearerTokenInterceptor(config.auth_token))
     # last: it wraps the real handlers, so refused (unauthenticated) calls take no slot

@@ -245,6 +245,13 @@ class ServeSettings(BaseSettings):
     metrics_port: int | None = setting(
         None, Group.OBSERVABILITY, "serve Prometheus metrics at http://HOST:PORT/metrics", ge=0
     )
+    otel_endpoint: str | None = setting(
+        None,
+        Group.OBSERVABILITY,
+        "send a trace span per gRPC call and HTTP request to this OTLP/HTTP collector, e.g. "
+        "http://127.0.0.1:4318 (needs the 'otel' extra; default: no tracing)",
+        max_length=2000,
+    )
     # text by default: people start `maxact serve` at a terminal; collectors (the container
     # image sets MAXACT_LOG_FORMAT=json) want one JSON object per line.
     log_format: Literal["text", "json"] = setting(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
 from typing import Any
@@ -23,6 +24,8 @@ from maxact.server.ops.slots import Slots
 
 log = logging.getLogger("maxact.server.http")
 REQUEST_ID_HEADER = "x-request-id"
+# a client's request id is kept (logged, echoed) only when it is this tame
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 # What admission counts: the API; the UI's pages and the schema are cheap.
 ADMITTED_PREFIXES = ("/api/",)
 # The API takes small JSON bodies only; elsewhere (the UI's image upload) the image bound holds.
@@ -125,7 +128,8 @@ class ObservingMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = (_header(scope, REQUEST_ID_HEADER.encode()) or uuid.uuid4().hex[:16])[:64]
+        given = _header(scope, REQUEST_ID_HEADER.encode()) or ""
+        request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex[:16]
         token = REQUEST_ID.set(request_id)
         start, status = time.perf_counter(), 500
         try:

@@ -4,6 +4,7 @@ progress as Server-Sent Events."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
@@ -22,6 +23,7 @@ from maxact.server.jobs.store import ScanRecord
 from maxact.server.service.convert import scan_to_proto
 
 MAX_NAME_CHARS = 4096
+HEARTBEAT_SECONDS = 15.0
 # the last page size scans are read in (the store's pages, not the answer's)
 LIST_PAGE = 500
 ScanId = Annotated[str, Path(max_length=200, description="the scan's id")]
@@ -47,6 +49,12 @@ class NewScan(BaseModel):
     )
 
 
+def header_text(text: str, limit: int = 500) -> str:
+    """`text` as a header value: printable ASCII only (names are user data: any character)."""
+    escaped = text[:limit].encode("ascii", "backslashreplace").decode("ascii")
+    return "".join(ch if " " <= ch <= "~" else " " for ch in escaped)
+
+
 def summary(record: ScanRecord) -> ScanSummary:
     """A stored scan as the client sees it (through the API message both faces answer)."""
     return convert.scan_summary(scan_to_proto(record))
@@ -59,9 +67,30 @@ def _event(kind: str, record: ScanRecord) -> bytes:
 
 async def _events(scans: Scans, scan_id: str) -> AsyncIterator[bytes]:
     """`progress` per change of state or counts, then one `done` with the final state; the
-    stream ends there. A client that goes away cancels this generator (nothing is left)."""
-    async for record in scans.watch(scan_id):
-        yield _event("done" if record.finished else "progress", record)
+    stream ends there. While nothing changes (a queued scan) a comment line every
+    HEARTBEAT_SECONDS keeps proxies from closing the stream and finds a client that left. A
+    client that goes away cancels this generator; the finally leaves nothing running."""
+    updates = scans.watch(scan_id)
+    step: asyncio.Future[ScanRecord] = asyncio.ensure_future(anext(updates))
+    try:
+        while True:
+            done, _ = await asyncio.wait({step}, timeout=HEARTBEAT_SECONDS)
+            if not done:
+                yield b": keep-alive\n\n"
+                continue
+            try:
+                record = step.result()
+            except StopAsyncIteration:
+                return
+            yield _event("done" if record.finished else "progress", record)
+            if record.finished:
+                return
+            step = asyncio.ensure_future(anext(updates))
+    finally:
+        step.cancel()
+        with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+            await step
+        await updates.aclose()
 
 
 def add_routes(api: APIRouter, context: HttpContext) -> None:
@@ -81,7 +110,7 @@ def add_routes(api: APIRouter, context: HttpContext) -> None:
         )
         created = await asyncio.to_thread(scans.create, request)
         if created.preprocessing_warning:
-            response.headers["X-Maxact-Warning"] = created.preprocessing_warning[:500]
+            response.headers["X-Maxact-Warning"] = header_text(created.preprocessing_warning)
         return documents.scan_json(summary(created.record))
 
     @api.get("/scans", tags=["scans"])
