@@ -180,3 +180,30 @@ def test_a_queued_scans_stream_sends_keep_alive_comments_and_a_leaving_client_le
         assert _tasks(server) <= baseline
         for scan in (queued, running):
             api.post(f"/api/v1/scans/{scan['id']}:cancel")
+
+
+def test_stopping_the_server_ends_open_event_streams_within_the_grace(
+    roots: tuple[Path, Path], tmp_path: Path
+) -> None:
+    server = start_server(*roots, device="cpu", store=tmp_path / "s.sqlite")
+    try:
+        with (
+            httpx.Client(base_url=server.http_url, timeout=60) as api,
+            api.stream(
+                "GET", f"/api/v1/scans/{api.post('/api/v1/scans', json=SLOW).json()['id']}/events"
+            ) as stream,
+        ):
+            events = _events(stream)
+            assert next(events)[0] == "progress"
+            began = time.monotonic()
+            server.stop(grace=1.0)
+            stopped = time.monotonic() - began
+            try:  # the stream ends: the server closed it (mid-stream, or after a last event)
+                for _ in events:
+                    pass
+            except httpx.HTTPError:
+                pass
+            ended = time.monotonic() - began
+    finally:
+        server.stop()
+    assert stopped < 15 and ended < 20, (stopped, ended)
