@@ -5,11 +5,11 @@ lease (`leases.LeaseLoop`: queued scans, and scans whose owner died) while it ru
 `max_running`; its worker thread runs the scan over the dataset snapshot taken at creation,
 always the same way: as shards (`shard_work`) on an executor, the one worker in this process
 (one shard, reported in parts every `checkpoint_images` images and on shutdown) or a Ray
-cluster's workers (`shard_images` each). The plan is kept in the store, each reported part is merged into the checkpoint in the
-transaction that marks it done, and a restarted server runs only what is not done yet, so the
-final result equals an uninterrupted scan (reducers are exact and order-independent). Every
-write of a running scan carries its lease: a replica that lost it (another took the scan over)
-writes nothing more.
+cluster's workers (`shard_images` each). The plan is kept in the store, each reported part is
+merged into the checkpoint in the transaction that marks it done, and a restarted server (or
+another replica) runs only what is not done yet, so the final result equals an uninterrupted
+scan (reducers are exact and order-independent). Every write of a running scan carries its
+lease: a replica that lost it (another took the scan over) writes nothing more.
 """
 
 from __future__ import annotations
