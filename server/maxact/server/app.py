@@ -25,7 +25,7 @@ from maxact.server.core.validate import ServerState
 from maxact.server.data.dataset_writer import remove_stale_incoming
 from maxact.server.data.datasets import DatasetCatalog
 from maxact.server.data.input_cache import InputCache
-from maxact.server.jobs.database import is_url
+from maxact.server.jobs.database import check_location, is_url
 from maxact.server.jobs.ray_connect import (
     RayConnectError,
     connect_within,
@@ -187,6 +187,10 @@ async def _build_jobs(
     store_location = (
         settings.store or Path(tempfile.mkdtemp(prefix="maxact-store-")) / "store.sqlite"
     )
+    try:
+        check_location(store_location)
+    except ValueError as exc:
+        raise StoreError(str(exc)) from None
     if is_url(store_location) and settings.state_dir is None:
         raise StoreError(
             "--state-dir is required with a PostgreSQL --store: a folder every replica mounts"
