@@ -217,6 +217,18 @@ class ScanJobs:
             log.info("resuming %d unfinished scan(s): %s", len(resumed), ", ".join(resumed))
         return resumed
 
+    def _runnable(self, scan_id: str, lease: Lease) -> ScanRecord | None:
+        """The claimed scan, or None: finished meanwhile, or failed now because it must not
+        run (`_refused`)."""
+        record = self.get(scan_id)
+        if record.finished:
+            return None
+        refused = self._refused(record)
+        if refused is not None:
+            self._fail(scan_id, refused, lease)
+            return None
+        return record
+
     def _refused(self, record: ScanRecord) -> ScanError | None:
         """Why a claimed scan must fail instead of run: a damaged row, or a crash loop."""
         if record.damage:
@@ -500,12 +512,8 @@ class ScanJobs:
         """Run a scan: its unfinished shards on the executor (Ray's, or the one worker in this
         process), merging each part into the checkpoint as it reports, then store the
         results."""
-        record = self.get(scan_id)
-        if record.finished:
-            return
-        refused = self._refused(record)
-        if refused is not None:
-            self._fail(scan_id, refused, job.lease)
+        record = self._runnable(scan_id, job.lease)
+        if record is None:
             return
         _, _, layers = self.prepare(record)
         inputs = self._inputs(record, layers)
