@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import text as sql
 
 from maxact.client import Client
+from maxact.common.kinds import ACTIVE_STATES, ScanState
 from maxact.server.app import RunningServer, start_server
 from maxact.server.jobs.store import Store
 from tests.onnx_models import bright_square_model
@@ -179,3 +180,38 @@ def test_a_replica_killed_mid_scan_is_taken_over_after_its_lease_and_the_result_
     for found, wanted in zip(resumed, expected, strict=True):
         assert [image for image, _, _ in found] == [image for image, _ in wanted]
         np.testing.assert_allclose([s for _, s, _ in found], [s for _, s in wanted], rtol=1e-5)
+
+
+def test_watch_on_a_replica_that_does_not_run_the_scan_wakes_on_notify(
+    shared: Shared, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL NOTIFY wakes the watcher: each write arrives long before the fallback
+    re-read (set to 30 s here, so polling alone would miss the bound)."""
+    from maxact.common.kinds import TopKMode
+    from maxact.server.jobs import changes
+    from maxact.server.jobs.store import NewScan
+
+    monkeypatch.setattr(changes, "FALLBACK_SECONDS", 30.0)
+    store = Store(shared.url)
+    store.create_scan("elsewhere", NewScan("heavy", (LAYER,), "few", 3, TopKMode.IMAGE, {}), [])
+    (lease,) = store.claim("a-replica-elsewhere", 600, 1)  # running on no replica of this test
+    seen: list[tuple[float, int]] = []
+    with shared.replica() as b, Client(b.address, timeout=60) as on_b:
+        watcher = threading.Thread(
+            target=lambda: seen.extend(
+                (time.monotonic(), info.images_done) for info in on_b.scans.watch("elsewhere")
+            ),
+            daemon=True,
+        )
+        watcher.start()
+        _wait(lambda: len(seen) == 1, 30, "the first answer")
+        written = []
+        for done in (1, 2, 3):
+            time.sleep(0.3)
+            written.append(time.monotonic())
+            store.set_progress("elsewhere", done, 0, lease)
+            _wait(lambda done=done: seen[-1][1] == done, 10, f"update {done}")
+        store.transition("elsewhere", ScanState.CANCELLED, ACTIVE_STATES, lease=lease)
+        watcher.join(10)
+    delays = [arrived - sent for sent, (arrived, _) in zip(written, seen[1:4], strict=True)]
+    assert max(delays) < 2.0, delays

@@ -260,6 +260,7 @@ class ScanJobs:
                 # stopped cleanly: a restart resumes it, no crash counted
                 self.store.clear_resumes(job.scan_id, job.lease)
                 self.store.release(job.lease)
+        self.store.changes.close()
 
     # -- requests --------------------------------------------------------------------------
     def create(

@@ -29,6 +29,7 @@ from maxact.common.kinds import ScanState, TopKKind, TopKMode
 from maxact.common.statistics import LayerStatistics
 from maxact.server.errors import Code, ServiceError
 from maxact.server.jobs import database
+from maxact.server.jobs.changes import CHANNEL, ScanChanges
 from maxact.server.jobs.migrate import StoreError, StoreVersionError, check_and_upgrade
 from maxact.server.jobs.schema import (
     OUR_TABLES,
@@ -313,6 +314,7 @@ class Store:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.engine = database.sqlite_engine(self.path, max_bytes)
         self.dialect = self.engine.dialect.name
+        self.changes = ScanChanges(self.engine.url if self.dialect == "postgresql" else None)
         self.now = database.database_now(self.dialect)
         check_and_upgrade(self.engine, self.name)
 
@@ -337,6 +339,7 @@ class Store:
             ) from None
 
     def close(self) -> None:
+        self.changes.close()
         self.engine.dispose()
 
     # -- transactions ----------------------------------------------------------------------
@@ -373,6 +376,12 @@ class Store:
         ).first()
         if row is None or tuple(row) != (lease.owner, lease.generation):
             raise LeaseLost(lease)
+
+    def _changed(self, db: Connection, scan_id: str) -> None:
+        """Tell every replica's watchers the scan changed (PostgreSQL NOTIFY, sent when the
+        transaction commits; SQLite's watchers poll)."""
+        if self.dialect == "postgresql":
+            db.execute(select(func.pg_notify(CHANNEL, scan_id)))
 
     def _upsert(self, db: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
         """Insert `rows`, replacing rows of the same primary key."""
@@ -464,6 +473,7 @@ class Store:
         with self._transaction() as db:
             for table in SCAN_TABLES:
                 db.execute(delete(table).where(table.c.scan_id == scan_id))
+            self._changed(db, scan_id)
             return db.execute(delete(scans).where(scans.c.id == scan_id)).rowcount == 1
 
     def row_counts(self, scan_id: str) -> dict[str, int]:
@@ -541,6 +551,7 @@ class Store:
                     update_time=time.time(),
                 )
             )
+            self._changed(db, scan_id)
 
     def transition(
         self,
@@ -569,6 +580,7 @@ class Store:
                     update_time=time.time(),
                 )
             )
+            self._changed(db, scan_id)
             return cursor.rowcount == 1
 
     def set_progress(
@@ -581,6 +593,7 @@ class Store:
                 .where(scans.c.id == scan_id)
                 .values(images_done=done, images_failed=failed, update_time=time.time())
             )
+            self._changed(db, scan_id)
 
     # -- leases ----------------------------------------------------------------------------
     def claim(
@@ -638,6 +651,7 @@ class Store:
                 generation = db.execute(
                     select(scans.c.lease_generation).where(scans.c.id == scan_id)
                 ).scalar_one()
+                self._changed(db, scan_id)
                 leases.append(Lease(scan_id, owner, generation))
         return leases
 
@@ -675,6 +689,7 @@ class Store:
                 .where(_held(lease), scans.c.state.in_(_ACTIVE))
                 .values(owner="", lease_expires=0, state=ScanState.QUEUED.value)
             )
+            self._changed(db, lease.scan_id)
 
     # -- shards and checkpoints ------------------------------------------------------------
     def shards(self, scan_id: str) -> builtins.list[ShardRow]:
@@ -775,6 +790,7 @@ class Store:
                     resume_attempts=0,
                 )
             )
+            self._changed(db, scan_id)
         return True
 
     def checkpoint(self, scan_id: str) -> dict[str, bytes]:
@@ -840,6 +856,7 @@ class Store:
                     update_time=time.time(),
                 )
             )
+            self._changed(db, scan_id)
 
     def topk_rows(
         self, scan_id: str, layer: str, channel: int, kind: TopKKind, k: int
