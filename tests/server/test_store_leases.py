@@ -9,11 +9,12 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text as sql
 
 from maxact.common.kinds import ACTIVE_STATES, ScanState, TopKMode
 from maxact.server.data.datasets import DatasetCatalog
 from maxact.server.jobs.scan_jobs import ScanJobs
-from maxact.server.jobs.store import LeaseLost, NewScan, Store
+from maxact.server.jobs.store import SCHEMA_VERSION, LeaseLost, NewScan, Store
 from maxact.server.models.registry import ModelRegistry
 
 
@@ -106,3 +107,28 @@ def test_the_state_dir_defaults_to_the_sqlite_store_folder(tmp_path: Path) -> No
         store, ModelRegistry(models, "cpu"), DatasetCatalog(data), state_dir=tmp_path / "s"
     )
     assert given.state_dir == tmp_path / "s"
+
+
+def test_replicas_starting_together_migrate_a_new_database_once(postgres) -> None:
+    url = postgres.url()
+    opened: list[Store] = []
+    failures: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def open_store() -> None:
+        barrier.wait()
+        try:
+            opened.append(Store(url))
+        except BaseException as exc:  # reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=open_store) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert failures == [] and len(opened) == 4
+    with opened[0].engine.connect() as db:
+        assert db.execute(sql("SELECT version_num FROM alembic_version")).scalars().all() == [
+            f"{SCHEMA_VERSION:04d}"
+        ]

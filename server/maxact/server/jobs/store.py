@@ -471,6 +471,9 @@ class Store:
     def delete(self, scan_id: str) -> bool:
         """Remove the scan and everything stored for it, in one transaction."""
         with self._transaction() as db:
+            # the scan's row first, as every write of a running scan locks it first: a delete
+            # and a checkpoint on two replicas wait for each other instead of deadlocking
+            db.execute(select(scans.c.id).where(scans.c.id == scan_id).with_for_update())
             for table in SCAN_TABLES:
                 db.execute(delete(table).where(table.c.scan_id == scan_id))
             self._changed(db, scan_id)
