@@ -215,3 +215,45 @@ def test_watch_on_a_replica_that_does_not_run_the_scan_wakes_on_notify(
         watcher.join(10)
     delays = [arrived - sent for sent, (arrived, _) in zip(written, seen[1:4], strict=True)]
     assert max(delays) < 2.0, delays
+
+
+@pytest.mark.slow
+def test_two_replicas_killed_in_turn_lose_nothing(shared: Shared) -> None:
+    """Two `maxact serve` replicas; the one running the scan dies mid-scan, the other takes
+    over and dies mid-scan too, a third finishes: the top-k equals brute force."""
+    with (
+        serve_process(*shared.flags()) as (one, address),
+        serve_process(*shared.flags()) as (two, _),
+        Client(address) as client,
+    ):
+        by_pid = {one.pid: one, two.pid: two}
+        scan = client.scans.create("heavy", [LAYER], "many", k=5)
+        owners = []
+        for _ in (1, 2):
+            _wait(lambda: scan.id in _owners(shared.url), 60, "a replica running the scan")
+            owners.append(_owners(shared.url)[scan.id])
+            done = Store(shared.url).get(scan.id).images_done  # type: ignore[union-attr]
+            _wait(
+                lambda done=done: Store(shared.url).get(scan.id).images_done > done + 32,  # type: ignore[union-attr]
+                60,
+                "progress",
+            )
+            if len(owners) == 2:
+                break
+            victim = by_pid.pop(int(owners[0].split("/")[1]))
+            victim.send_signal(signal.SIGKILL)
+            victim.wait(10)
+            _wait(lambda: _owners(shared.url).get(scan.id) not in (owners[0], None), 60, "B")
+        (survivor,) = by_pid.values()
+        with shared.replica() as third, Client(third.address, timeout=60) as on_c:
+            survivor.send_signal(signal.SIGKILL)
+            survivor.wait(10)
+            assert [i.state for i in on_c.scans.watch(scan.id)][-1] == "succeeded"
+            final = on_c.scans.get(scan.id)
+            found = hits(on_c, scan.id, k=5)
+    assert len(set(owners)) == 2
+    assert (final.images_done, final.images_failed) == (400, 0)
+    expected = brute_force(shared.data / "many", (0, 5, 17), 5)
+    for got, wanted in zip(found, expected, strict=True):
+        assert [image for image, _, _ in got] == [image for image, _ in wanted]
+        np.testing.assert_allclose([s for _, s, _ in got], [s for _, s in wanted], rtol=1e-5)

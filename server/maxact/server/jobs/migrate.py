@@ -7,6 +7,7 @@ once.
 
 from __future__ import annotations
 
+import logging
 from importlib import resources
 
 from alembic import command
@@ -14,6 +15,10 @@ from alembic.config import Config
 from sqlalchemy import Connection, Engine, inspect, text
 
 from maxact.server.jobs.schema import HEAD_REVISION, OUR_TABLES, SCHEMA_VERSION
+
+log = logging.getLogger("maxact.server")
+# Alembic's own INFO lines ("Context impl ...") say nothing an operator needs on every start
+logging.getLogger("alembic").setLevel(logging.WARNING)
 
 # any 64-bit number no other program on the database uses for pg_advisory_lock: "maxact" in hex
 _MIGRATION_LOCK = 0x6D6178616374
@@ -87,6 +92,8 @@ def _upgrade(connection: Connection, name: str) -> None:
             f"store {name} is a database but not a maxact store (its tables: "
             f"{', '.join(sorted(tables))[:200]}): pass another --store"
         )
+    if tables and version < SCHEMA_VERSION:
+        log.info("store %s: migrating schema version %d to %d", name, version, SCHEMA_VERSION)
     command.upgrade(_alembic_config(connection), HEAD_REVISION)
     if connection.dialect.name == "sqlite":
         # an older maxact reads this number: it refuses the store instead of misreading it
