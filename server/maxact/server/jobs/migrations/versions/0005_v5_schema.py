@@ -12,6 +12,9 @@ A store without an `alembic_version` table starts here: a new one gets the table
 SQLite one gets what it lacks (by presence, not by version number: idempotent for every older
 layout).
 
+The tables are spelled out here, not imported from `schema.py`: a revision must stay what it
+was when later revisions change the schema.
+
 Revision ID: 0005
 """
 
