@@ -125,7 +125,7 @@ class ServeSettings(BaseSettings):
     store_max_mb: float | None = setting(
         None,
         Group.STORAGE,
-        "largest size of the store (MiB); when full, new scans get RESOURCE_EXHAUSTED "
+        "largest size of an SQLite store (MiB); when full, new scans get RESOURCE_EXHAUSTED "
         "(default: as large as the disk allows)",
         gt=0,
     )
