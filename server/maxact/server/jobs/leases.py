@@ -104,5 +104,7 @@ class LeaseLoop:
                 if not self._failing:
                     log.warning("leases: %s (retrying)", error.message)
                 self._failing = True
+            except Exception:  # the loop must outlive any one round: it keeps every lease
+                log.exception("leases: unexpected error (retrying)")
             self._wake.wait(min(CLAIM_SECONDS, self.renew_seconds))
             self._wake.clear()
