@@ -90,6 +90,7 @@ class Scans:
             key=_progress,
             finished=lambda record: record.finished,
             interval=WATCH_INTERVAL,
+            changed=lambda: self.jobs.store.changes.wait(scan_id),
         ):
             yield record
 
