@@ -18,12 +18,13 @@ import uuid
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from maxact.common import resources
-from maxact.common.kinds import ACTIVE_STATES, ScanState, TopKMode
+from maxact.common.kinds import ACTIVE_STATES, ResponsesMode, ScanState, TopKMode
 from maxact.common.statistics import LayerStatistics
 from maxact.server import limits
 from maxact.server.data.datasets import DatasetCatalog, read_labels
@@ -39,6 +40,7 @@ from maxact.server.errors import (
     invalid_argument,
     not_found,
 )
+from maxact.server.jobs.responses_files import ResponsesFiles, ResponsesLayout
 from maxact.server.jobs.shard_work import (
     LayerStates,
     LocalShardExecutor,
@@ -66,7 +68,12 @@ from maxact.server.ops.metrics import SCAN_IMAGES_PER_SECOND, SCANS_QUEUED, SCAN
 from maxact.server.scan.engine import EngineCancelled
 from maxact.server.scan.layer import LayerReducer, ReduceOptions
 from maxact.server.scan.reducers import check_k
-from maxact.server.settings import DEFAULT_CHECKPOINT_IMAGES, DEFAULT_SHARD_IMAGES
+from maxact.server.settings import (
+    DEFAULT_CHECKPOINT_IMAGES,
+    DEFAULT_MAX_RESPONSES_MB,
+    DEFAULT_SHARD_IMAGES,
+    MIB,
+)
 
 log = logging.getLogger("maxact.server")
 
@@ -153,8 +160,15 @@ class ScanJobs:
         checkpoint_images: int = DEFAULT_CHECKPOINT_IMAGES,
         shard_executor: Callable[[], ShardExecutor] | None = None,
         shard_images: int = DEFAULT_SHARD_IMAGES,
+        max_responses_bytes: int = DEFAULT_MAX_RESPONSES_MB * MIB,
+        state_dir: Path | None = None,
     ) -> None:
         self.store = store
+        # where scans keep files beside the store (their per-image responses): the store's
+        # folder unless given
+        self.state_dir = Path(state_dir) if state_dir is not None else store.path.parent
+        self.responses = ResponsesFiles(self.state_dir / "responses")
+        self.max_responses_bytes = max_responses_bytes
         self.models = models
         self.datasets = datasets
         self.checkpoint_images = checkpoint_images
@@ -227,6 +241,7 @@ class ScanJobs:
         preprocessing: Preprocessing,
         request_id: str = "",
         deadline: float | None = None,
+        responses: ResponsesMode = ResponsesMode.AUTO,
     ) -> ScanRecord:
         """Validate everything a scan needs now, so a bad request fails at once, not later.
 
@@ -249,6 +264,7 @@ class ScanJobs:
             require_field(entry)
         dataset = self.datasets.open(dataset_name)
         limits.check_classes(len(dataset.classes), sum(map(_channel_count, entries)))
+        kept = self._keeps_responses(responses, len(dataset.ids), entries)
         scan = NewScan(
             model_name,
             tuple(dict.fromkeys(layers)),
@@ -275,8 +291,34 @@ class ScanJobs:
                 scan=reused.scan_id,
             ) from None
         if created:
+            if kept:
+                channels = {entry.name: _channel_count(entry) for entry in entries}
+                self.responses.create(record.id, len(dataset.ids), channels)
             self._start(record.id)
         return record
+
+    def _keeps_responses(self, mode: ResponsesMode, images: int, layers: list[LayerEntry]) -> bool:
+        """Whether a new scan keeps its per-image responses: `auto` while images x channels
+        x 4 bytes fits the bound, `on` always (refused over the bound), `off` never."""
+        if mode is ResponsesMode.OFF:
+            return False
+        size = images * sum(map(_channel_count, layers)) * 4
+        if size <= self.max_responses_bytes:
+            return True
+        if mode is ResponsesMode.ON:
+            raise ServiceError(
+                Code.RESOURCE_EXHAUSTED,
+                "RESPONSES_TOO_LARGE",
+                f"the per-image responses of this scan would take {size / MIB:.1f} MiB"
+                f" (images x channels x 4 bytes), more than the server's bound of"
+                f" {self.max_responses_bytes / MIB:.0f} MiB (maxact serve --max-responses-mb);"
+                " scan fewer layers or images, or with --responses off",
+            )
+        return False
+
+    def responses_layout(self, scan_id: str) -> ResponsesLayout | None:
+        """What the scan keeps of its per-image responses (None: nothing)."""
+        return self.responses.layout(scan_id)
 
     def get(self, scan_id: str) -> ScanRecord:
         record = self.store.get(scan_id)
@@ -327,6 +369,7 @@ class ScanJobs:
                     {"scan": scan_id},
                 )
         self.store.delete(scan_id)
+        self.responses.delete(scan_id)
 
     # -- running ---------------------------------------------------------------------------
     def _start(self, scan_id: str) -> None:
@@ -400,7 +443,13 @@ class ScanJobs:
 
     def _inputs(self, record: ScanRecord, layers: list[LayerEntry]) -> _Inputs:
         """The snapshot taken at creation (not a new listing: a resumed scan sees the same
-        images) and its labels."""
+        images) and its labels, within the bound on classes."""
+        inputs = self.labelled_images(record)
+        limits.check_classes(len(inputs.classes), sum(map(_channel_count, layers)))
+        return inputs
+
+    def labelled_images(self, record: ScanRecord) -> _Inputs:
+        """The scan's image snapshot, each image's class id (-1: none) and the classes."""
         try:
             ids = self.store.image_ids(record.id)
         except ValueError as exc:
@@ -409,7 +458,6 @@ class ScanJobs:
         # (dataset_sources), and has no label (read_labels)
         label_of = read_labels(self.datasets.root_of(record.dataset), ids)
         classes = tuple(sorted(set(label_of.values())))
-        limits.check_classes(len(classes), sum(map(_channel_count, layers)))
         class_ids = {name: i for i, name in enumerate(classes)}
         labels = np.asarray([class_ids.get(label_of.get(i, ""), -1) for i in ids])
         return _Inputs(ids, labels, classes)
@@ -463,6 +511,9 @@ class ScanJobs:
             record.checkpoint_done + sum(s.images_done for s in shards if s.done),
             record.checkpoint_failed + sum(s.images_failed for s in shards if s.done),
         )
+        layout = self.responses.layout(scan_id)
+        if layout is not None:
+            self.responses.allocate(scan_id, layout)
         if not self.store.transition(scan_id, ScanState.RUNNING, ACTIVE_STATES):
             return  # cancelled while it was being prepared
         self.store.set_progress(scan_id, totals.done, totals.failed)
@@ -486,9 +537,9 @@ class ScanJobs:
             raise EngineCancelled()
         started = time.monotonic()
         executor.run(
-            self._work(record, inputs.classes),
+            replace(self._work(record, inputs.classes), responses=layout is not None),
             tasks,
-            self._events(scan_id, merged, totals),
+            self._events(scan_id, merged, totals, layout),
             job.cancel,
         )
         if job.cancel.is_set():
@@ -516,11 +567,20 @@ class ScanJobs:
             list(classes),
         )
 
-    def _events(self, scan_id: str, merged: _Merged, totals: _Totals) -> ShardEvents:
+    def _events(
+        self,
+        scan_id: str,
+        merged: _Merged,
+        totals: _Totals,
+        layout: ResponsesLayout | None = None,
+    ) -> ShardEvents:
         """Merge each reported part and store it with the merged checkpoint in one
-        transaction; show the progress of work not reported yet."""
+        transaction (its rows of the responses matrix written first); show the progress of
+        work not reported yet."""
 
         def finished(result: ShardResult) -> None:
+            if layout is not None:
+                self.responses.write(scan_id, layout, result.first, result.responses)
             merged.add(result.states)
             totals.done += result.done
             totals.failed += result.failed

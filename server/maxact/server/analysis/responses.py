@@ -1,0 +1,177 @@
+"""Questions answered exactly from a responses matrix R[image, channel] (each image's maximum
+response per channel): a channel's histogram, its quantile examples, the class it separates
+best (ROC AUC, Mann-Whitney p, top-k purity) and the channels that correlate with it.
+
+The matrix may be a read-only memory map far larger than memory: every function reads one
+column or a run of columns at a time (`CHUNK_VALUES` values), never the whole matrix. NaN
+marks an image without a response (it could not be read); it is left out of every answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats as scipy_stats
+
+# values read at once (float64 after conversion: 128 MiB)
+CHUNK_VALUES = 1 << 24
+
+
+@dataclass(frozen=True)
+class ChannelLabel:
+    """The class a channel's responses separate best from the other classes ("" and NaN
+    figures when none can be told apart: fewer than two classes, no responses)."""
+
+    channel: int
+    label: str
+    auc: float
+    p_value: float
+    purity: float
+
+
+def column(matrix: np.ndarray, channel: int) -> np.ndarray:
+    """R[:, channel] as float64 (one contiguous read of a column-major file)."""
+    return np.asarray(matrix[:, channel], dtype=np.float64)
+
+
+def column_runs(
+    matrix: np.ndarray, channels: Sequence[int]
+) -> Iterator[tuple[list[int], np.ndarray]]:
+    """(channels, R[:, channels] as float64) for runs of consecutive channels, each run at
+    most CHUNK_VALUES values."""
+    width = max(1, CHUNK_VALUES // max(1, matrix.shape[0]))
+    run: list[int] = []
+    for channel in [*channels, -1]:
+        if run and (channel != run[-1] + 1 or len(run) == width or channel < 0):
+            yield run, np.asarray(matrix[:, run[0] : run[-1] + 1], dtype=np.float64)
+            run = []
+        if channel >= 0:
+            run.append(channel)
+
+
+def histogram(values: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """(edges [bins + 1], counts [bins]) of the finite values, numpy's rule (half-open bins,
+    the last one closed; a constant column gets the range value +- 0.5)."""
+    counts, edges = np.histogram(values[np.isfinite(values)], bins=bins)
+    return edges, counts
+
+
+def quantile_examples(
+    values: np.ndarray, quantile: float, k: int
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """(the quantile's value, the k image indices nearest it, their values): numpy's linear
+    quantile of the finite values; nearest first, ties: the earlier image."""
+    images = np.flatnonzero(np.isfinite(values))
+    if images.size == 0:
+        return float("nan"), images, values[images]
+    finite = values[images]
+    value = float(np.quantile(finite, quantile))
+    order = np.argsort(np.abs(finite - value), kind="stable")[:k]
+    return value, images[order], finite[order]
+
+
+def similar_channels(matrix: np.ndarray, channel: int, top: int) -> list[tuple[int, float]]:
+    """The `top` channels whose responses correlate most with `channel`'s (Pearson over the
+    images where it has a response), most first, ties: the lower channel. A constant
+    channel is similar to none and none is similar to it."""
+    x = column(matrix, channel)
+    rows = np.isfinite(x)
+    x = x[rows]
+    if x.size < 2 or np.ptp(x) == 0:
+        return []
+    centred = x - x.mean()
+    norm = np.sqrt(centred @ centred)
+    found: list[tuple[int, float]] = []
+    for run, block in column_runs(matrix, range(matrix.shape[1])):
+        block = block[rows]
+        spread = np.ptp(block, axis=0)
+        centred_block = block - block.mean(axis=0)
+        norms = np.sqrt(np.einsum("ij,ij->j", centred_block, centred_block))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            correlation = (centred @ centred_block) / (norm * norms)
+        for other, value, width in zip(run, correlation, spread, strict=True):
+            if other != channel and width > 0 and np.isfinite(value):
+                found.append((other, float(np.clip(value, -1.0, 1.0))))
+    found.sort(key=lambda pair: (-pair[1], pair[0]))
+    return found[:top]
+
+
+def channel_labels(
+    matrix: np.ndarray,
+    labels: np.ndarray,
+    classes: Sequence[str],
+    k: int,
+    channels: Sequence[int],
+) -> list[ChannelLabel]:
+    """Per channel, the class j whose images its responses separate best from the other
+    labelled images: the largest ROC AUC (ties by average rank, as scikit-learn's
+    roc_auc_score; ties between classes: the first), the one-sided Mann-Whitney p-value of
+    class j's responses being greater (as scipy.stats.mannwhitneyu gives it), and the share
+    of the channel's top-k images (ties: earlier image) that are of class j. `labels`: the
+    class id of each image (-1: none). A constant channel gets no label (its figures are
+    still given: AUC 0.5)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    answers: list[ChannelLabel] = []
+    for run, block in column_runs(matrix, channels):
+        clean = np.isfinite(block).all(axis=0)
+        if clean.all():
+            answers.extend(_labels_of_block(run, block, labels, classes, k))
+            continue
+        for position, channel in enumerate(run):
+            part = block[:, position : position + 1]
+            if clean[position]:
+                answers.extend(_labels_of_block([channel], part, labels, classes, k))
+            else:
+                rows = np.isfinite(part[:, 0])
+                (answer,) = _labels_of_block([channel], part[rows], labels[rows], classes, k)
+                answers.append(answer)
+    return answers
+
+
+def _labels_of_block(
+    run: list[int],
+    block: np.ndarray,
+    labels: np.ndarray,
+    classes: Sequence[str],
+    k: int,
+) -> list[ChannelLabel]:
+    """`channel_labels` of a block without NaN (its rows in dataset order)."""
+    labelled = labels >= 0
+    y = labels[labelled]
+    x = block[labelled]
+    n = y.size
+    sizes = np.bincount(y, minlength=len(classes)).astype(np.float64)
+    rest = n - sizes
+    usable = (sizes > 0) & (rest > 0)
+    if not usable.any():
+        return [ChannelLabel(c, "", float("nan"), float("nan"), float("nan")) for c in run]
+    ranks = scipy_stats.rankdata(x, axis=0)  # average ranks of ties
+    rank_sums = np.zeros((len(classes), block.shape[1]))
+    np.add.at(rank_sums, y, ranks)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auc = (rank_sums - (sizes * (sizes + 1) / 2)[:, None]) / (sizes * rest)[:, None]
+    auc[~usable] = -np.inf
+    best = np.argmax(auc, axis=0)  # first class on ties
+    p_values = np.full(block.shape[1], np.nan)
+    for j in np.unique(best):
+        columns = np.flatnonzero(best == j)
+        result = scipy_stats.mannwhitneyu(
+            x[y == j][:, columns], x[y != j][:, columns], alternative="greater", axis=0
+        )
+        p_values[columns] = result.pvalue
+    order = np.argsort(-block, axis=0, kind="stable")[:k]  # ties: the earlier row
+    top_labels = labels[order]
+    purity = (top_labels == best[None, :]).mean(axis=0)
+    constant = np.ptp(x, axis=0) == 0  # responds the same to every image: labels nothing
+    return [
+        ChannelLabel(
+            channel,
+            "" if constant[i] else classes[int(best[i])],
+            float(auc[best[i], i]),
+            float(p_values[i]),
+            float(purity[i]),
+        )
+        for i, channel in enumerate(run)
+    ]
