@@ -15,11 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
+from maxact.client import Client
 from tests.onnx_models import finish, layer_outputs, save
 
 SIZE = 32
@@ -105,18 +107,42 @@ def oracle_quantile(values: np.ndarray, q: float, k: int) -> tuple[float, list[i
 
 
 def oracle_label(
-    values: np.ndarray, labels: np.ndarray, k: int
+    values: np.ndarray, labels: np.ndarray, k: int, classes: tuple[str, ...] = CLASSES
 ) -> tuple[str, float, float, float]:
     """(label, AUC, one-sided Mann-Whitney p, top-k purity) of one channel."""
     values = values.astype(np.float64)
-    aucs = [roc_auc_score(labels == j, values) for j in range(len(CLASSES))]
+    aucs = [roc_auc_score(labels == j, values) for j in range(len(classes))]
     best = int(np.argmax(aucs))
     p = stats.mannwhitneyu(
         values[labels == best], values[labels != best], alternative="greater"
     ).pvalue
     top = sorted(range(len(values)), key=lambda i: (-values[i], i))[:k]
     purity = float(np.mean(labels[top] == best))
-    return CLASSES[best], float(aucs[best]), float(p), purity
+    return classes[best], float(aucs[best]), float(p), purity
+
+
+def check_against_oracles(
+    client: Client, scan_id: str, layer: str, matrix: np.ndarray, labels: np.ndarray, k: int,
+    classes: tuple[str, ...],
+) -> None:
+    """The scan's labels, similar channels and a histogram equal the independent answers
+    computed from `matrix` (the oracle's R[image, channel])."""
+    for found in client.responses.labels(scan_id, layer):
+        values = matrix[:, found.channel]
+        label, auc, p_value, purity = oracle_label(values, labels, k, classes)
+        if np.ptp(values) > 0:
+            assert found.label == label, found
+        assert found.auc == pytest.approx(auc, abs=1e-9)
+        assert found.p_value == pytest.approx(p_value, rel=1e-6, abs=1e-300)
+        assert found.purity == pytest.approx(purity)
+    for channel in range(0, matrix.shape[1], max(1, matrix.shape[1] // 4)):
+        similar = client.responses.similar(scan_id, layer, channel, top=5)
+        expected = oracle_similar(matrix, channel, 5)
+        assert [s.channel for s in similar] == [c for c, _ in expected]
+        found_h = client.responses.histogram(scan_id, layer, channel, bins=9)
+        edges, counts = oracle_histogram(matrix[:, channel], 9)
+        assert list(found_h.counts) == counts
+        np.testing.assert_allclose(found_h.edges, edges, rtol=1e-6)
 
 
 def oracle_similar(matrix: np.ndarray, channel: int, top: int) -> list[tuple[int, float]]:
