@@ -83,9 +83,7 @@ def dataset_order(data_root: Path) -> tuple[list[str], np.ndarray]:
 def oracle_matrix(data_root: Path, layer: str) -> np.ndarray:
     """R[image, channel] by plain onnxruntime: the channel's maximum over space."""
     ids, _ = dataset_order(data_root)
-    images = np.stack(
-        [np.asarray(Image.open(data_root / "faces" / i).convert("RGB")) for i in ids]
-    )
+    images = np.stack([np.asarray(Image.open(data_root / "faces" / i).convert("RGB")) for i in ids])
     inputs = (images.astype(np.float32) / 255.0).transpose(0, 3, 1, 2)
     maps = layer_outputs(faces_model(), [layer], inputs)[layer]
     matrix: np.ndarray = maps.max(axis=(2, 3))
@@ -122,7 +120,12 @@ def oracle_label(
 
 
 def check_against_oracles(
-    client: Client, scan_id: str, layer: str, matrix: np.ndarray, labels: np.ndarray, k: int,
+    client: Client,
+    scan_id: str,
+    layer: str,
+    matrix: np.ndarray,
+    labels: np.ndarray,
+    k: int,
     classes: tuple[str, ...],
 ) -> None:
     """The scan's labels, similar channels and a histogram equal the independent answers

@@ -5,8 +5,9 @@ quantile examples, labels and similar channels (tests/responses_world.py)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -169,13 +170,14 @@ def test_a_constant_channel_has_no_similar_channels(world: tuple[Client, str, Pa
 def test_cli_documents_of_histogram_labels_similar_and_neuron_quantile(
     world: tuple[Client, str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    client, scan_id, data_root = world
+    client, scan_id, _ = world
     server = ["--server", client.server]
 
-    def doc(*argv: str) -> dict:
+    def doc(*argv: str) -> dict[str, Any]:
         capsys.readouterr()
         assert main([*server, *argv, "--json"]) == 0
-        return json.loads(capsys.readouterr().out)
+        document: dict[str, Any] = json.loads(capsys.readouterr().out)
+        return document
 
     histogram = doc("histogram", scan_id, "relu", str(FACE), "--bins", "4")
     assert set(histogram) == {"scan", "layer", "channel", "edges", "counts"}
@@ -210,7 +212,7 @@ def test_bad_channel_bins_quantile_and_layer_are_invalid_arguments(
     world: tuple[Client, str, Path],
 ) -> None:
     client, scan_id, _ = world
-    calls = [
+    calls: list[tuple[Callable[[], object], str]] = [
         (lambda: client.responses.histogram(scan_id, "relu", CHANNELS), "CHANNEL_OUT_OF_RANGE"),
         (lambda: client.responses.histogram(scan_id, "relu", 0, bins=-1), "BINS_OUT_OF_RANGE"),
         (lambda: client.responses.quantile(scan_id, "relu", 0, 1.5), "QUANTILE_OUT_OF_RANGE"),
@@ -230,7 +232,7 @@ def test_a_scan_without_responses_answers_responses_not_kept_and_says_how(
     client, _, _ = world
     scan = client.scans.create("faces", ["relu"], "faces", k=K, responses="off")
     assert [i.state for i in client.scans.watch(scan.id)][-1] == "succeeded"
-    calls = [
+    calls: list[Callable[[], object]] = [
         lambda: client.responses.histogram(scan.id, "relu", 0),
         lambda: client.responses.quantile(scan.id, "relu", 0, 0.5),
         lambda: client.responses.labels(scan.id, "relu"),

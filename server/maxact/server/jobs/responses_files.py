@@ -101,6 +101,13 @@ class ResponsesFiles:
     def path(self, scan_id: str, file: str) -> Path:
         return self.folder(scan_id) / file
 
+    def allocated(self, scan_id: str) -> ResponsesLayout | None:
+        """The scan's layout with its files allocated (None: it keeps no responses)."""
+        layout = self.layout(scan_id)
+        if layout is not None:
+            self.allocate(scan_id, layout)
+        return layout
+
     def allocate(self, scan_id: str, layout: ResponsesLayout) -> None:
         """Create each layer's file at its full size (kept when a previous run made it)."""
         for channels, file in layout.layers.values():

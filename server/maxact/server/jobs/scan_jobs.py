@@ -248,15 +248,7 @@ class ScanJobs:
         `request_id` makes a retry return the scan the first call created; `deadline`
         (time.monotonic()) refuses to commit a scan the caller has stopped waiting for: it
         would run with nobody knowing its id."""
-        if len(request_id) > MAX_REQUEST_ID:
-            raise invalid_argument(
-                "INVALID_REQUEST_ID", f"request_id is longer than {MAX_REQUEST_ID} characters"
-            )
-        if not layers:
-            raise invalid_argument("LAYERS_REQUIRED", "a scan needs at least one layer")
-        if len(set(layers)) > MAX_LAYERS:
-            raise invalid_argument("TOO_MANY_LAYERS", f"at most {MAX_LAYERS} layers per scan")
-        check_k(k)
+        _check_request(request_id, layers, k)
         model = self.models.get(model_name)
         prep = model.resolve(preprocessing)
         entries = [model.layer(prep.reference_size, layer) for layer in dict.fromkeys(layers)]
@@ -292,19 +284,22 @@ class ScanJobs:
             ) from None
         if created:
             if kept:
-                channels = {entry.name: _channel_count(entry) for entry in entries}
-                self.responses.create(record.id, len(dataset.ids), channels)
+                self.responses.create(record.id, len(dataset.ids), kept)
             self._start(record.id)
         return record
 
-    def _keeps_responses(self, mode: ResponsesMode, images: int, layers: list[LayerEntry]) -> bool:
-        """Whether a new scan keeps its per-image responses: `auto` while images x channels
-        x 4 bytes fits the bound, `on` always (refused over the bound), `off` never."""
+    def _keeps_responses(
+        self, mode: ResponsesMode, images: int, layers: list[LayerEntry]
+    ) -> dict[str, int] | None:
+        """The channels per layer a new scan keeps per-image responses of (None: none):
+        `auto` while images x channels x 4 bytes fits the bound, `on` always (refused over
+        the bound), `off` never."""
         if mode is ResponsesMode.OFF:
-            return False
-        size = images * sum(map(_channel_count, layers)) * 4
+            return None
+        channels = {layer.name: _channel_count(layer) for layer in layers}
+        size = images * sum(channels.values()) * 4
         if size <= self.max_responses_bytes:
-            return True
+            return channels
         if mode is ResponsesMode.ON:
             raise ServiceError(
                 Code.RESOURCE_EXHAUSTED,
@@ -314,7 +309,7 @@ class ScanJobs:
                 f" {self.max_responses_bytes / MIB:.0f} MiB (maxact serve --max-responses-mb);"
                 " scan fewer layers or images, or with --responses off",
             )
-        return False
+        return None
 
     def responses_layout(self, scan_id: str) -> ResponsesLayout | None:
         """What the scan keeps of its per-image responses (None: nothing)."""
@@ -511,9 +506,7 @@ class ScanJobs:
             record.checkpoint_done + sum(s.images_done for s in shards if s.done),
             record.checkpoint_failed + sum(s.images_failed for s in shards if s.done),
         )
-        layout = self.responses.layout(scan_id)
-        if layout is not None:
-            self.responses.allocate(scan_id, layout)
+        layout = self.responses.allocated(scan_id)  # None: the scan keeps no responses
         if not self.store.transition(scan_id, ScanState.RUNNING, ACTIVE_STATES):
             return  # cancelled while it was being prepared
         self.store.set_progress(scan_id, totals.done, totals.failed)
@@ -631,6 +624,19 @@ class ScanJobs:
         reducers: dict[str, LayerReducer], labels: np.ndarray
     ) -> dict[str, LayerStatistics]:
         return {name: reducer.statistics(labels).document() for name, reducer in reducers.items()}
+
+
+def _check_request(request_id: str, layers: list[str], k: int) -> None:
+    """The bounds of a CreateScan request that need nothing loaded."""
+    if len(request_id) > MAX_REQUEST_ID:
+        raise invalid_argument(
+            "INVALID_REQUEST_ID", f"request_id is longer than {MAX_REQUEST_ID} characters"
+        )
+    if not layers:
+        raise invalid_argument("LAYERS_REQUIRED", "a scan needs at least one layer")
+    if len(set(layers)) > MAX_LAYERS:
+        raise invalid_argument("TOO_MANY_LAYERS", f"at most {MAX_LAYERS} layers per scan")
+    check_k(k)
 
 
 def _channel_count(layer: LayerEntry) -> int:
