@@ -286,3 +286,16 @@ def test_the_bound_refuses_responses_on_and_auto_keeps_none_above_it(tmp_path: P
             assert error.value.reason == "RESPONSES_NOT_KEPT"
     finally:
         server.stop()
+
+
+def test_the_demo_prints_the_labels_of_the_most_face_selective_channels_first(
+    world: tuple[Client, str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from maxact.client.demo.classes_demo import print_face_labels
+
+    client, scan_id, _ = world
+    capsys.readouterr()
+    print_face_labels(client, scan_id, "relu")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == f"== labels from per-image responses: maxact labels {scan_id} relu"
+    assert lines[2].startswith(f"   channel {FACE}: face, AUC 1.000") and "(labelled)" in lines[2]
