@@ -69,13 +69,17 @@ def bench_scan_cost(root: Path, images: int, repeats: int) -> None:
     off, on = min(times["off"]), min(times["on"])
     print(f"scan {images} images, ResNet-50-shaped {LAYER} (2048 channels), best of {repeats}:")
     print(f"  responses off {off:.2f} s, on {on:.2f} s: on/off = {on / off:.3f}")
-    print(f"  all runs: off {[round(t, 2) for t in times['off']]}, on "
-          f"{[round(t, 2) for t in times['on']]}")
+    print(
+        f"  all runs: off {[round(t, 2) for t in times['off']]}, on "
+        f"{[round(t, 2) for t in times['on']]}"
+    )
     files = list((root / "state" / "responses").rglob("*.npy"))
     size = files[0].stat().st_size
     per = size / images / 2048 * 1000 * 1000
-    print(f"disk: {size} bytes for {images} x 2048: {per / 2**20:.2f} MiB per 1k images per 1k"
-          " channels")
+    print(
+        f"disk: {size} bytes for {images} x 2048: {per / 2**20:.2f} MiB per 1k images per 1k"
+        " channels"
+    )
 
 
 def bench_questions(root: Path, rows: int, channels: int = 2048, classes: int = 10) -> None:
@@ -107,11 +111,15 @@ def bench_questions(root: Path, rows: int, channels: int = 2048, classes: int = 
     channel_labels(matrix, labels, names, 9, [0])
     one_s = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(f"labels, all {channels} channels, {rows} images, {classes} classes: {labels_s:.1f} s"
-          f" (channel 0: {found[0].label}, AUC {found[0].auc:.3f}); one channel: {one_s:.3f} s")
+    print(
+        f"labels, all {channels} channels, {rows} images, {classes} classes: {labels_s:.1f} s"
+        f" (channel 0: {found[0].label}, AUC {found[0].auc:.3f}); one channel: {one_s:.3f} s"
+    )
     print(f"similar of one channel against {channels}: {similar_s:.2f} s ({len(similar)} found)")
-    print(f"peak RSS {peak / 1024:.0f} MiB (before the questions {before / 1024:.0f} MiB; the"
-          f" matrix is {rows * channels * 4 / 2**20:.0f} MiB)")
+    print(
+        f"peak RSS {peak / 1024:.0f} MiB (before the questions {before / 1024:.0f} MiB; the"
+        f" matrix is {rows * channels * 4 / 2**20:.0f} MiB)"
+    )
 
 
 def main() -> None:

@@ -44,14 +44,16 @@ def test_a_matrix_larger_than_the_disk_allows_fails_the_scan_with_the_reason(
         Image.fromarray(pixels).save(data_root / "ds" / f"{i:03d}.png")
     flags = ["--model-root", str(model_root), "--data-root", str(data_root)]
     store = ["--store", str(tmp_path / "state" / "store.sqlite")]
-    with serve_process(*flags, *store, preexec_fn=_limit_file_size) as (_, address):
-        with Client(address, timeout=60) as client:
-            scan = client.scans.create("flat", ["flat"], "ds", k=1, responses="on")
-            final = [info for info in client.scans.watch(scan.id)][-1]
-            assert final.state == "failed"
-            assert final.failure is not None
-            assert final.failure.reason == "RESPONSES_DISK_FULL"
-            assert "disk space" in final.failure.message
-            assert client.scans.get(scan.id).state == "failed"  # still serving
-            assert [m.name for m in client.list_models()] == ["flat"]
+    with (
+        serve_process(*flags, *store, preexec_fn=_limit_file_size) as (_, address),
+        Client(address, timeout=60) as client,
+    ):
+        scan = client.scans.create("flat", ["flat"], "ds", k=1, responses="on")
+        final = [info for info in client.scans.watch(scan.id)][-1]
+        assert final.state == "failed"
+        assert final.failure is not None
+        assert final.failure.reason == "RESPONSES_DISK_FULL"
+        assert "disk space" in final.failure.message
+        assert client.scans.get(scan.id).state == "failed"  # still serving
+        assert [m.name for m in client.list_models()] == ["flat"]
     assert not list((tmp_path / "state" / "responses" / scan.id).glob("*.npy"))
