@@ -20,6 +20,7 @@ from maxact.server.analysis.responses import (
     quantile_examples,
     similar_channels,
 )
+from maxact.server.core.analysis import not_labelled
 from maxact.server.core.neurons import finished_scan
 from maxact.server.errors import failed_precondition, invalid_argument, shown
 from maxact.server.jobs.responses_files import ResponsesLayout
@@ -160,12 +161,7 @@ def response_labels(
         kept.check_channel(channel)
     inputs = jobs.labelled_images(kept.record)
     if not inputs.classes:
-        raise failed_precondition(
-            "SCAN_NOT_LABELLED",
-            f"scan '{kept.record.name}' is of dataset {kept.record.dataset!r}, which has no "
-            "labels (class subfolders or a labels.csv with path,label at its root)",
-            scan=kept.record.id,
-        )
+        raise not_labelled(kept.record)
     return channel_labels(kept.matrix, inputs.labels, inputs.classes, kept.record.k, wanted)
 
 
