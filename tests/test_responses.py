@@ -299,3 +299,35 @@ def test_the_demo_prints_the_labels_of_the_most_face_selective_channels_first(
     lines = capsys.readouterr().out.splitlines()
     assert lines[1] == f"== labels from per-image responses: maxact labels {scan_id} relu"
     assert lines[2].startswith(f"   channel {FACE}: face, AUC 1.000") and "(labelled)" in lines[2]
+
+
+def test_kept_responses_are_handed_over_in_bounded_blocks_between_checkpoints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No checkpoint is due (every 10000 images); blocks of 5 images x 8 channels are written
+    as the scan goes, and the matrix is still exact."""
+    from maxact.server.jobs import shard_work
+
+    from maxact.server.jobs.responses_files import ResponsesFiles
+
+    monkeypatch.setattr(shard_work, "RESPONSES_BLOCK_VALUES", 5 * CHANNELS)
+    firsts: list[int] = []
+    write = ResponsesFiles.write
+
+    def counted(self: ResponsesFiles, scan: str, layout: object, first: int, blocks: dict) -> None:
+        firsts.append(first)
+        write(self, scan, layout, first, blocks)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ResponsesFiles, "write", counted)
+    model_root, data_root = tmp_path / "m", tmp_path / "d"
+    write_world(model_root, data_root, per_class=20)
+    server = start_server(model_root, data_root, port=0, device="cpu", checkpoint_images=10_000)
+    try:
+        with Client(server.address, timeout=60) as client:
+            scan = client.scans.create("faces", ["relu"], "faces", k=2)
+            assert [i.state for i in client.scans.watch(scan.id)][-1] == "succeeded"
+            matrix = _exported(client, scan.id, "relu", tmp_path)
+    finally:
+        server.stop()
+    np.testing.assert_allclose(matrix, oracle_matrix(data_root, "relu"), atol=1e-6)
+    assert len(firsts) > 1 and firsts[0] == 0 and firsts == sorted(firsts), firsts

@@ -150,8 +150,8 @@ def _labels_of_block(
     if not usable.any():
         return [ChannelLabel(c, "", float("nan"), float("nan"), float("nan")) for c in run]
     ranks, tie_term = _average_ranks(x)
-    rank_sums = np.zeros((len(classes), block.shape[1]))
-    np.add.at(rank_sums, y, ranks)
+    members = (y[None, :] == np.arange(len(classes))[:, None]).astype(np.float64)
+    rank_sums = members @ ranks  # [classes, columns]
     with np.errstate(invalid="ignore", divide="ignore"):
         auc = (rank_sums - (sizes * (sizes + 1) / 2)[:, None]) / (sizes * rest)[:, None]
     auc[~usable] = -np.inf
@@ -175,22 +175,24 @@ def _labels_of_block(
 
 
 def _average_ranks(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(1-based average ranks of each column, sum over tie groups of t^3 - t per column)."""
-    n = x.shape[0]
-    order = np.argsort(x, axis=0, kind="stable")
-    ordered = np.take_along_axis(x, order, axis=0)
-    index = np.arange(n)[:, None]
+    """(1-based average ranks of each column, sum over tie groups of t^3 - t per column);
+    worked on the transpose, each column one contiguous row."""
+    rows = np.ascontiguousarray(x.T)
+    n = rows.shape[1]
+    order = np.argsort(rows, axis=1, kind="stable")
+    ordered = np.take_along_axis(rows, order, axis=1)
+    index = np.arange(n)[None, :]
     starts = np.ones(ordered.shape, dtype=bool)
-    starts[1:] = ordered[1:] != ordered[:-1]
+    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
     ends = np.ones(ordered.shape, dtype=bool)
-    ends[:-1] = starts[1:]
-    first = np.maximum.accumulate(np.where(starts, index, 0), axis=0)
-    last = np.minimum.accumulate(np.where(ends, index, n)[::-1], axis=0)[::-1]
-    ranks = np.empty(x.shape)
-    np.put_along_axis(ranks, order, (first + last) / 2 + 1, axis=0)
+    ends[:, :-1] = starts[:, 1:]
+    first = np.maximum.accumulate(np.where(starts, index, 0), axis=1)
+    last = np.minimum.accumulate(np.where(ends, index, n)[:, ::-1], axis=1)[:, ::-1]
+    ranks = np.empty(rows.shape)
+    np.put_along_axis(ranks, order, (first + last) / 2 + 1, axis=1)
     group = (last - first + 1).astype(np.float64)
-    tie_term = ((group**2) - 1).sum(axis=0)  # each group of t counted t times: t^3 - t
-    return ranks, tie_term
+    tie_term = ((group**2) - 1).sum(axis=1)  # each group of t counted t times: t^3 - t
+    return ranks.T, tie_term
 
 
 def _greater_p_values(

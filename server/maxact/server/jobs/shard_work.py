@@ -29,6 +29,9 @@ from maxact.server.scan.engine import EngineCallbacks, EngineCancelled, ScanEngi
 from maxact.server.scan.layer import ReduceOptions
 
 LayerStates = dict[str, dict[str, np.ndarray]]
+# a worker reporting its parts (the local one) hands its kept responses over at the latest
+# after this many values (64 MiB of float32), whatever --checkpoint-images says
+RESPONSES_BLOCK_VALUES = 1 << 24
 
 
 def shard_ranges(start: int, total: int, shard_images: int) -> list[tuple[int, int]]:
@@ -170,6 +173,9 @@ class _TaskScan:
         self.handed = (0, 0, 0)  # done, failed, skipped already handed over
         self.skipped: list[tuple[str, str]] = []
         self.consistent = -1  # the reducers hold exactly the images before it (-1: unknown)
+        channels = sum(len(r.channels) for r in engine.reducers.values())
+        keeps = engine.options.keep_responses and channels > 0
+        self.block_images = max(1, RESPONSES_BLOCK_VALUES // channels) if keeps else 0
 
     def callbacks(self) -> EngineCallbacks:
         return EngineCallbacks(
@@ -190,7 +196,11 @@ class _TaskScan:
     def _batch_done(self, position: int) -> None:
         self.consistent = position
         stop = self.task.first + len(self.task.ids)
-        if self.every and position - self.first >= self.every and position < stop:
+        scanned = position - self.first
+        due = self.every and scanned >= self.every
+        # kept responses wait in memory until handed over: at most RESPONSES_BLOCK_VALUES
+        full = self.block_images and scanned >= self.block_images and self.events is not None
+        if (due or full) and position < stop:
             self.hand_over(position)
 
     def hand_over(self, stop: int | None) -> ShardResult:
