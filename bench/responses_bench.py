@@ -17,21 +17,18 @@ from __future__ import annotations
 
 import argparse
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from scan_bench import resnet  # bench/ is on sys.path when this script runs
 
 from maxact.client import Client
 from maxact.server.analysis.responses import channel_labels, similar_channels
 from maxact.server.app import start_server
 from maxact.server.jobs.responses_files import ResponsesFiles
-
-sys.path.insert(0, str(Path(__file__).parent))
-from scan_bench import resnet  # noqa: E402
 
 LAYER = "layer4"
 

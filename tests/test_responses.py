@@ -307,7 +307,6 @@ def test_kept_responses_are_handed_over_in_bounded_blocks_between_checkpoints(
     """No checkpoint is due (every 10000 images); blocks of 5 images x 8 channels are written
     as the scan goes, and the matrix is still exact."""
     from maxact.server.jobs import shard_work
-
     from maxact.server.jobs.responses_files import ResponsesFiles
 
     monkeypatch.setattr(shard_work, "RESPONSES_BLOCK_VALUES", 5 * CHANNELS)
