@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnx
 from PIL import Image
 from scan_bench import resnet  # bench/ is on sys.path when this script runs
 
@@ -44,9 +45,7 @@ def _scan_seconds(client: Client, responses: str, images: int) -> float:
 
 def bench_scan_cost(root: Path, images: int, repeats: int) -> None:
     models, data = root / "models", root / "data"
-    models.mkdir()
-    import onnx
-
+    models.mkdir(parents=True)
     onnx.save(resnet("resnet50", 224, 0, (3, 4, 6, 3), bottleneck=True), models / "resnet50.onnx")
     rng = np.random.default_rng(0)
     (data / "photos").mkdir(parents=True)
@@ -66,6 +65,7 @@ def bench_scan_cost(root: Path, images: int, repeats: int) -> None:
     off, on = min(times["off"]), min(times["on"])
     print(f"scan {images} images, ResNet-50-shaped {LAYER} (2048 channels), best of {repeats}:")
     print(f"  responses off {off:.2f} s, on {on:.2f} s: on/off = {on / off:.3f}")
+    print(f"  per image: off {off / images * 1e3:.1f} ms, on {on / images * 1e3:.1f} ms")
     print(
         f"  all runs: off {[round(t, 2) for t in times['off']]}, on "
         f"{[round(t, 2) for t in times['on']]}"
@@ -76,6 +76,41 @@ def bench_scan_cost(root: Path, images: int, repeats: int) -> None:
     print(
         f"disk: {size} bytes for {images} x 2048: {per / 2**20:.2f} MiB per 1k images per 1k"
         " channels"
+    )
+
+
+def bench_added_work(root: Path, channels: int = 2048, part: int = 32, rounds: int = 20) -> None:
+    """What keeping responses adds per image, alone (process CPU time, and wall time for the
+    write): the copy of each batch's [16, C] responses, the block taken
+    from the reducer at a checkpoint, and its write to the column-major file."""
+    from maxact.server.scan.layer import LayerReducer, ReduceOptions
+
+    reducer = LayerReducer("x", None, (channels,), ReduceOptions(k=9, keep_responses=True))
+    files = ResponsesFiles(root / "responses")
+    files.create("w", part * rounds, {"x": channels})
+    layout = files.layout("w")
+    assert layout is not None
+    files.allocate("w", layout)
+    rng = np.random.default_rng(2)
+    batch = rng.normal(0, 1, (16, channels)).astype(np.float32)
+    copy_cpu = write_cpu = write_wall = 0.0
+    for r in range(rounds):
+        first = r * part
+        start = time.process_time()
+        for b in range(part // 16):
+            images = np.arange(first + 16 * b, first + 16 * (b + 1))
+            reducer._kept.append((images, np.array(batch, dtype=np.float32)))
+        block = reducer.take_responses(first, first + part)
+        copy_cpu += time.process_time() - start
+        start, wall = time.process_time(), time.perf_counter()
+        files.write("w", layout, first, {"x": block})
+        write_cpu += time.process_time() - start
+        write_wall += time.perf_counter() - wall
+    images = part * rounds
+    print(
+        f"added per image at {channels} channels, blocks of {part} images: copy + block "
+        f"{copy_cpu / images * 1e3:.3f} ms CPU, write {write_cpu / images * 1e3:.3f} ms CPU "
+        f"({write_wall / images * 1e3:.3f} ms wall)"
     )
 
 
@@ -125,10 +160,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--rows", type=int, default=50_000)
     parser.add_argument("--skip-scan", action="store_true")
+    parser.add_argument("--skip-questions", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="maxact-responses-bench-") as folder:
         root = Path(folder)
-        bench_questions(root / "questions", args.rows)
+        for part in (32, 256):  # the bench scan's checkpoints; the default --checkpoint-images
+            bench_added_work(root / f"added{part}", part=part)
+        if not args.skip_questions:
+            bench_questions(root / "questions", args.rows)
         if not args.skip_scan:
             bench_scan_cost(root / "scan", args.images, args.repeats)
 

@@ -7,7 +7,7 @@ about a channel reads its column, never the matrix. Files are allocated in full 
 starts (a full disk fails the scan then, with the reason, not halfway), and blocks of rows
 are written with plain positioned writes, never through a writable memory map (a write to a
 sparse map on a full disk kills the process). Rows are written before the checkpoint that
-counts them is committed, so a resumed scan finds every counted row on disk.
+counts them is committed, so a resumed scan finds every counted row.
 """
 
 from __future__ import annotations
@@ -132,8 +132,10 @@ class ResponsesFiles:
     def write(
         self, scan_id: str, layout: ResponsesLayout, first: int, blocks: dict[str, np.ndarray]
     ) -> None:
-        """Write rows first.. of each layer (`blocks`: layer -> float32 [rows, channels]) and
-        flush them to disk, before the checkpoint that counts them is committed."""
+        """Write rows first.. of each layer (`blocks`: layer -> float32 [rows, channels]),
+        before the checkpoint that counts them is committed: a killed server loses nothing
+        written (the page cache keeps it), as the store's own commits (WAL, synchronous
+        NORMAL) need no flush to disk either."""
         for name, block in blocks.items():
             channels, file = layout.layers[name]
             block = np.asarray(block, dtype=_DTYPE)
@@ -155,7 +157,6 @@ class ResponsesFiles:
                         data = columns[:, channel].tobytes()
                         at = offset + channel * column_bytes + first * _DTYPE.itemsize
                         os.pwrite(fd, data, at)
-                    os.fdatasync(fd)
                 finally:
                     os.close(fd)
             except OSError as exc:
