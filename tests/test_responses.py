@@ -330,3 +330,18 @@ def test_kept_responses_are_handed_over_in_bounded_blocks_between_checkpoints(
         server.stop()
     np.testing.assert_allclose(matrix, oracle_matrix(data_root, "relu"), atol=1e-6)
     assert len(firsts) > 1 and firsts[0] == 0 and firsts == sorted(firsts), firsts
+
+
+def test_the_report_shows_labels_beside_channels_with_auc_at_least_0_75(
+    world: tuple[Client, str, Path], tmp_path: Path
+) -> None:
+    from maxact.client.report.writer import write_report
+
+    client, scan_id, _ = world
+    write_report(client, scan_id, tmp_path / "report", k=2)
+    pages = list((tmp_path / "report" / "layers").rglob("index.html"))
+    shown = [f for f in client.responses.labels(scan_id, "relu") if f.shown]
+    assert FACE in [f.channel for f in shown] and CONSTANT not in [f.channel for f in shown]
+    relu = next(p.read_text() for p in pages if "face (AUC 1.00)" in p.read_text())
+    for found in shown:
+        assert f"{found.label} (AUC {found.auc:.2f})" in relu

@@ -13,7 +13,7 @@ import grpc
 import numpy as np
 from numpy.lib import format as npy
 
-from maxact.client.errors import rpc_errors
+from maxact.client.errors import MaxactError, rpc_errors
 from maxact.common.resources import scan_name
 from maxact.v1 import response_service_pb2 as rpb
 from maxact.v1 import response_service_pb2_grpc
@@ -120,6 +120,17 @@ class ResponseCalls:
         return [
             ChannelLabel(c.channel, c.label, c.auc, c.p_value, c.purity) for c in response.channels
         ]
+
+    def shown_labels(self, scan: str, layer: str) -> dict[int, str]:
+        """{channel: "LABEL (AUC a.bc)"} of the channels whose label is shown (auc >= 0.75);
+        empty when the scan kept no responses or its dataset has no labels."""
+        try:
+            labels = self.labels(scan, layer)
+        except MaxactError as error:
+            if error.code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.UNIMPLEMENTED):
+                return {}
+            raise
+        return {f.channel: f"{f.label} (AUC {f.auc:.2f})" for f in labels if f.shown}
 
     def similar(self, scan: str, layer: str, channel: int, top: int = 10) -> list[SimilarChannel]:
         response = self._call(
