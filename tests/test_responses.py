@@ -345,3 +345,18 @@ def test_the_report_shows_labels_beside_channels_with_auc_at_least_0_75(
     relu = next(p.read_text() for p in pages if "face (AUC 1.00)" in p.read_text())
     for found in shown:
         assert f"{found.label} (AUC {found.auc:.2f})" in relu
+
+
+def test_scan_create_responses_off_on_the_command_line_keeps_none(
+    world: tuple[Client, str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    client, _, _ = world
+    server = ["--server", client.server]
+    capsys.readouterr()
+    argv = ["scan", "create", "faces", "--layers", "relu", "--dataset", "faces"]
+    assert main([*server, *argv, "--responses", "off", "--wait"]) == 0
+    scan_id = capsys.readouterr().out.strip().splitlines()[-1]
+    assert main([*server, "histogram", scan_id, "relu", "0"]) == 1
+    assert "RESPONSES_NOT_KEPT" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*server, *argv, "--responses", "maybe"])
