@@ -339,12 +339,19 @@ def test_the_report_shows_labels_beside_channels_with_auc_at_least_0_75(
 
     client, scan_id, _ = world
     write_report(client, scan_id, tmp_path / "report", k=2)
-    pages = list((tmp_path / "report" / "layers").rglob("index.html"))
     shown = [f for f in client.responses.labels(scan_id, "relu") if f.shown]
     assert FACE in [f.channel for f in shown] and CONSTANT not in [f.channel for f in shown]
-    relu = next(p.read_text() for p in pages if "face (AUC 1.00)" in p.read_text())
+    folders = list((tmp_path / "report" / "layers").iterdir())
+    pages = [folder / "index.html" for folder in folders]
+    relu = next(p.read_text() for p in pages if "relu" in p.parent.name)
+    data = relu.split('id="neuron-data">', 1)[1].split("</script>", 1)[0]
+    rows = {row["channel"]: row for row in json.loads(data)}
     for found in shown:
-        assert f"{found.label} (AUC {found.auc:.2f})" in relu
+        assert rows[found.channel]["label"] == f"{found.label} (AUC {found.auc:.2f})"
+    assert rows[CONSTANT]["label"] == ""
+    for channel in (FACE, CONSTANT, 3):
+        histogram = client.responses.histogram(scan_id, "relu", channel, 20)
+        assert rows[channel]["hist"] == list(histogram.counts)
 
 
 def test_scan_create_responses_off_on_the_command_line_keeps_none(
