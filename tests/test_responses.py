@@ -367,3 +367,15 @@ def test_scan_create_responses_off_on_the_command_line_keeps_none(
     assert "RESPONSES_NOT_KEPT" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main([*server, *argv, "--responses", "maybe"])
+
+
+def test_the_export_streams_blocks_of_rows_that_reassemble_the_matrix(
+    world: tuple[Client, str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from maxact.server.core import responses as core
+
+    client, scan_id, data_root = world
+    monkeypatch.setattr(core, "EXPORT_VALUES", 5 * CHANNELS)  # blocks of 5 rows: 8 of them
+    matrix = _exported(client, scan_id, "relu", tmp_path)
+    np.testing.assert_allclose(matrix, oracle_matrix(data_root, "relu"), atol=1e-6)
+    assert (tmp_path / "ids.txt").read_text().splitlines() == dataset_order(data_root)[0]

@@ -50,7 +50,8 @@ def print_topk(
     if found is not None:
         doc["label"] = found.label
         doc["label_auc"] = found.auc
-        text = f"label {found.label!r} (AUC {found.auc:.3f}, purity {found.purity:.2f})\n{text}"
+        figures = f"AUC {found.auc:.3f}, purity {found.purity:.2f}"
+        text = f"{text.rstrip()}\nlabel {found.label!r} ({figures})"
     print_doc(args, doc, text)
     if args.out is not None and not args.json:
         print(f"wrote {len(result.patches)} patches and {args.out / 'montage.png'}")

@@ -32,8 +32,10 @@ DEFAULT_BINS = 50
 MAX_BINS = 10_000
 DEFAULT_SIMILAR = 10
 MAX_SIMILAR = 1000
-# rows per exported block (at most this many values: a block stays a few MiB)
-EXPORT_VALUES = 1 << 20
+# an exported block holds at most this many values (1 MiB of float32) and rows (their ids),
+# so a message stays under gRPC's default 4 MiB limit of other-language clients
+EXPORT_VALUES = 1 << 18
+EXPORT_ROWS = 8192
 
 
 @dataclass(frozen=True)
@@ -184,7 +186,7 @@ def response_blocks(jobs: ScanJobs, scan: str, layer: str) -> Iterator[Responses
 
 def _blocks(matrix: np.ndarray, ids: list[str]) -> Iterator[ResponsesBlock]:
     images, channels = matrix.shape
-    rows = max(1, EXPORT_VALUES // max(1, channels))
+    rows = max(1, min(EXPORT_ROWS, EXPORT_VALUES // max(1, channels)))
     for first in range(0, images, rows):
         block = np.ascontiguousarray(matrix[first : first + rows], dtype="<f4")
         yield ResponsesBlock(images, channels, first, ids[first : first + rows], block.tobytes())
