@@ -3,8 +3,6 @@ NAME.labels.txt or metadata key maxact.labels, read by the server)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import grpc
 
 from maxact.client import types as t
@@ -38,14 +36,6 @@ def response_label(client: Client, scan: str, layer: str, channel: int) -> Chann
             return None
         raise
     return found if found.shown else None
-
-
-def add_layer_labels(doc: dict[str, Any], names: t.ClassNames) -> dict[str, Any]:
-    """The `layers` document with "labels" on the named flat output's entry."""
-    for layer in doc.get("layers", []):
-        if names.names and layer.get("name") == names.layer:
-            layer["labels"] = list(names.names)
-    return doc
 
 
 def labels_line(names: t.ClassNames) -> str:
