@@ -34,9 +34,9 @@ K = 5
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Client, str, Path]]:
-    """A server, a finished scan of both layers with responses kept (the default), the data
-    root."""
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Client, str, Path]]:
+    """A server, a client, a finished scan of both layers with responses kept (the
+    default), the data root."""
     root = tmp_path_factory.mktemp("responses")
     model_root, data_root = root / "models", root / "data"
     write_world(model_root, data_root)
@@ -45,9 +45,14 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Client, st
         with Client(server.address, timeout=120) as client:
             scan = client.scans.create("faces", list(LAYERS), "faces", k=K)
             assert [i.state for i in client.scans.watch(scan.id)][-1] == "succeeded"
-            yield client, scan.id, data_root
+            yield server, client, scan.id, data_root
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def world(served: tuple[Any, Client, str, Path]) -> tuple[Client, str, Path]:
+    return served[1:]
 
 
 def _exported(client: Client, scan_id: str, layer: str, tmp_path: Path) -> np.ndarray:
@@ -379,3 +384,29 @@ def test_the_export_streams_blocks_of_rows_that_reassemble_the_matrix(
     matrix = _exported(client, scan_id, "relu", tmp_path)
     np.testing.assert_allclose(matrix, oracle_matrix(data_root, "relu"), atol=1e-6)
     assert (tmp_path / "ids.txt").read_text().splitlines() == dataset_order(data_root)[0]
+
+
+def test_the_http_api_answers_the_cli_documents_and_responses_not_kept(
+    served: tuple[Any, Client, str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    import httpx
+
+    server, client, scan_id, _ = served
+    cli = ["--server", client.server]
+    questions = [
+        ("histogram", {"layer": "relu", "channel": FACE, "bins": 6}, ["relu", "0", "--bins", "6"]),
+        ("labels", {"layer": "relu"}, ["relu"]),
+        ("similar", {"layer": "conv", "channel": 2, "top": 3}, ["conv", "2", "--top", "3"]),
+    ]
+    with httpx.Client(base_url=server.http_url, timeout=60) as api:
+        for name, query, argv in questions:
+            capsys.readouterr()
+            assert main([*cli, name, scan_id, *argv, "--json"]) == 0
+            expected = json.loads(capsys.readouterr().out)
+            answer = api.get(f"/api/v1/scans/{scan_id}/{name}", params=query)
+            assert answer.status_code == 200 and answer.json() == expected, name
+        off = client.scans.create("faces", ["relu"], "faces", k=K, responses="off")
+        assert [i.state for i in client.scans.watch(off.id)][-1] == "succeeded"
+        refused = api.get(f"/api/v1/scans/{off.id}/labels", params={"layer": "relu"})
+        assert refused.status_code == 400
+        assert refused.json()["error"]["reason"] == "RESPONSES_NOT_KEPT"
