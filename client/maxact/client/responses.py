@@ -14,12 +14,10 @@ import numpy as np
 from numpy.lib import format as npy
 
 from maxact.client.errors import MaxactError, rpc_errors
+from maxact.common.defaults import LABEL_AUC
 from maxact.common.resources import scan_name
 from maxact.v1 import response_service_pb2 as rpb
 from maxact.v1 import response_service_pb2_grpc
-
-# a label is shown beside a channel when its AUC reaches this (INVERT, Bykov et al. 2023)
-LABEL_AUC = 0.75
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from maxact.common.defaults import LABEL_AUC
 from maxact.server.analysis.responses import (
     ChannelLabel,
     channel_labels,
@@ -22,7 +23,7 @@ from maxact.server.analysis.responses import (
 )
 from maxact.server.core.analysis import not_labelled
 from maxact.server.core.neurons import finished_scan
-from maxact.server.errors import failed_precondition, invalid_argument, shown
+from maxact.server.errors import Code, ServiceError, failed_precondition, invalid_argument, shown
 from maxact.server.jobs.responses_files import ResponsesLayout
 from maxact.server.jobs.scan_jobs import ScanJobs
 from maxact.server.jobs.store import ScanRecord
@@ -165,6 +166,20 @@ def response_labels(
     if not inputs.classes:
         raise not_labelled(kept.record)
     return channel_labels(kept.matrix, inputs.labels, inputs.classes, kept.record.k, wanted)
+
+
+def shown_label(jobs: ScanJobs, scan: str, layer: str, channel: int) -> ChannelLabel | None:
+    """The label shown beside `channel` (auc >= LABEL_AUC), or None: not good enough, or the
+    scan kept no responses or has no labels."""
+    try:
+        (found,) = response_labels(jobs, scan, layer, [channel])
+    except ServiceError as error:
+        if error.code is Code.FAILED_PRECONDITION:
+            return None
+        raise
+    if not found.label or not found.auc >= LABEL_AUC:
+        return None
+    return found
 
 
 def response_similar(
