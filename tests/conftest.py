@@ -10,6 +10,7 @@ import onnx
 import pytest
 
 from maxact.client import Client
+from tests.browser import Browser, browser_missing
 from tests.onnx_models import bright_square_model
 
 
@@ -68,3 +69,18 @@ def server(model_root: Path, data_root: Path) -> Iterator[object]:
 def client(server: object) -> Iterator[Client]:
     with Client(server.address, timeout=120) as connected:  # type: ignore[attr-defined]
         yield connected
+
+
+@pytest.fixture(scope="session")
+def chromium() -> None:
+    """Skip (with the reason `make sysdeps` recorded) where Chromium cannot run."""
+    reason = browser_missing()
+    if reason is not None:
+        pytest.skip(reason)
+
+
+@pytest.fixture
+def browser(chromium: None, tmp_path: Path) -> Iterator[Browser]:
+    """A headless Chromium at 1400x1000 driven over WebDriver."""
+    with Browser(tmp_path / "chromium-profile") as opened:
+        yield opened

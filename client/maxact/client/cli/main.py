@@ -206,8 +206,13 @@ def _add_demo(commands: Commands) -> None:
         "--docs",
         type=Path,
         metavar="DIR",
-        help="also write the README's pictures (montage, gallery and classes screenshots) "
-        "into DIR; `make demo` passes docs",
+        help="also write the README's pictures (montage, gallery, classes and web UI "
+        "screenshots) into DIR; `make demo` passes docs",
+    )
+    demo.add_argument(
+        "--serve",
+        action="store_true",
+        help="keep the demo server and its web UI running until Ctrl-C (prints the URL)",
     )
 
 
@@ -412,7 +417,9 @@ def cmd_topk(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from maxact.client.demo import run as demo
 
-    return demo.run(out_dir=args.out, cache_dir=args.cache, k=args.k, docs_dir=args.docs)
+    return demo.run(
+        out_dir=args.out, cache_dir=args.cache, k=args.k, docs_dir=args.docs, serve=args.serve
+    )
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {

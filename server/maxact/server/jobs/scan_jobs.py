@@ -436,6 +436,17 @@ class ScanJobs:
             raise failed_precondition("SCAN_DAMAGED", record.damage, scan=record.id)
         return scan_setup(self.models, record.model, record.preprocessing, record.layers)
 
+    def checkpoint_statistics(self, record: ScanRecord) -> dict[str, LayerStatistics]:
+        """The statistics of an unfinished scan's images so far, from its last checkpoint
+        (exactly what the finished scan would store for those images); {} before the first
+        checkpoint. Read-only: the running scan is not touched."""
+        if not self.store.checkpoint(record.id):
+            return {}
+        _, _, layers = self.prepare(record)
+        inputs = self._inputs(record, layers)
+        merged = self._restored(record, layers, inputs.classes)
+        return self._statistics(merged.reducers, inputs.labels)
+
     def _inputs(self, record: ScanRecord, layers: list[LayerEntry]) -> _Inputs:
         """The snapshot taken at creation (not a new listing: a resumed scan sees the same
         images) and its labels, within the bound on classes."""

@@ -31,7 +31,10 @@ _Responses = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | 
 
 
 def channels_first(output: np.ndarray, field: TensorField) -> np.ndarray:
-    """[B, C, H, W] view of a spatial tensor, whatever its layout."""
+    """[B, C, H, W] view of a spatial tensor, whatever its layout (a token sequence: its
+    grid tokens)."""
+    if field.tokens is not None:
+        output = field.tokens.view(output)
     axes = (field.channel_axis, field.height_axis, field.width_axis)
     return np.moveaxis(output, axes, (1, 2, 3))
 
