@@ -60,6 +60,7 @@ from maxact.server.service.dataset_servicer import DatasetServicer
 from maxact.server.service.model_servicer import ModelServicer
 from maxact.server.service.neuron_servicer import NeuronServicer
 from maxact.server.service.receptive_field_servicer import ReceptiveFieldServicer
+from maxact.server.service.response_servicer import ResponseServicer
 from maxact.server.service.scan_servicer import ScanServicer
 from maxact.server.service.topk_servicer import TopKServicer
 from maxact.server.settings import ServeSettings, default_store_path
@@ -74,6 +75,8 @@ from maxact.v1 import (
     neuron_service_pb2_grpc,
     receptive_field_service_pb2,
     receptive_field_service_pb2_grpc,
+    response_service_pb2,
+    response_service_pb2_grpc,
     scan_service_pb2,
     scan_service_pb2_grpc,
     topk_service_pb2,
@@ -93,6 +96,7 @@ SERVICE_NAMES = [
         (scan_service_pb2.DESCRIPTOR, "ScanService"),
         (neuron_service_pb2.DESCRIPTOR, "NeuronService"),
         (analysis_service_pb2.DESCRIPTOR, "AnalysisService"),
+        (response_service_pb2.DESCRIPTOR, "ResponseService"),
     ]
 ]
 
@@ -285,6 +289,7 @@ async def _build_jobs(
         shard_images=settings.shard_images,
         lease_seconds=settings.lease_seconds,
         state_dir=settings.state_dir,
+        max_responses_bytes=settings.max_responses_bytes,
     )
     return jobs, ray
 
@@ -332,7 +337,7 @@ def _new_grpc_server(config: ServerConfig, slots: Slots, tracing: Any) -> grpc.a
 def _add_maxact_servicers(
     server: grpc.aio.Server, config: ServerConfig, state: ServerState, jobs: ScanJobs
 ) -> None:
-    """Register the seven maxact services: the live ones on the shared state, the persisted
+    """Register the eight maxact services: the live ones on the shared state, the persisted
     ones on the scan jobs."""
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(
         ModelServicer(state, config.settings.max_upload_bytes), server
@@ -345,6 +350,7 @@ def _add_maxact_servicers(
     scan_service_pb2_grpc.add_ScanServiceServicer_to_server(ScanServicer(jobs), server)
     neuron_service_pb2_grpc.add_NeuronServiceServicer_to_server(NeuronServicer(jobs), server)
     analysis_service_pb2_grpc.add_AnalysisServiceServicer_to_server(AnalysisServicer(jobs), server)
+    response_service_pb2_grpc.add_ResponseServiceServicer_to_server(ResponseServicer(jobs), server)
 
 
 def _add_health_and_reflection(server: grpc.aio.Server) -> health.aio.HealthServicer:

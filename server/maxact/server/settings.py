@@ -29,6 +29,7 @@ GIB = 1024 * MIB
 DEFAULT_MAX_UPLOAD_MB = 2048
 DEFAULT_CHECKPOINT_IMAGES = 256
 DEFAULT_SHARD_IMAGES = 256
+DEFAULT_MAX_RESPONSES_MB = 1024
 DEFAULT_SESSION_CACHE_MB = 2048
 DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
 DEFAULT_MAX_INPUT_PIXELS = 2048 * 2048
@@ -179,6 +180,15 @@ class ServeSettings(BaseSettings):
         "memory it took to build (MiB; 0: keep only the session in use)",
         ge=0,
     )
+    max_responses_mb: float = setting(
+        DEFAULT_MAX_RESPONSES_MB,
+        Group.SCANS,
+        "a scan keeps each image's maximum response per channel (for histogram, labels, "
+        "similar, responses) while images x channels x 4 bytes stays within this (MiB, per "
+        "scan; scan create --responses on|off|auto)",
+        ge=0,
+        allow_inf_nan=False,
+    )
     cache_dir: Path | None = setting(
         None,
         Group.SCANS,
@@ -315,6 +325,10 @@ class ServeSettings(BaseSettings):
     @property
     def cache_bytes(self) -> int:
         return int(self.cache_gb * GIB)
+
+    @property
+    def max_responses_bytes(self) -> int:
+        return int(self.max_responses_mb * MIB)
 
     @property
     def store_max_bytes(self) -> int | None:

@@ -30,6 +30,8 @@ from maxact.client.cli.common import (
 from maxact.client.cli.labels import class_names, labels_line, output_label
 from maxact.client.cli.output import connect, print_doc, print_topk
 from maxact.client.cli.render_args import add_render_arguments, render_options_from_args
+from maxact.client.cli.response_commands import COMMANDS as RESPONSE_COMMANDS
+from maxact.client.cli.response_commands import add_parsers as add_response_parsers
 from maxact.client.cli.scan_commands import COMMANDS as SCAN_COMMANDS
 from maxact.client.cli.scan_commands import add_parsers as add_scan_parsers
 from maxact.client.client import Client
@@ -69,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_topk(commands)
     add_scan_parsers(commands)  # scan create|get|watch|cancel|list, neuron, report
     add_class_parsers(commands)  # classes, class, compare
+    add_response_parsers(commands)  # histogram, labels, similar, responses
     _add_demo(commands)
     _accept_global_options_after_the_command(commands)
     return parser
@@ -429,6 +432,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": cmd_demo,
     **SCAN_COMMANDS,
     **CLASS_COMMANDS,
+    **RESPONSE_COMMANDS,
 }
 
 

@@ -44,6 +44,7 @@ class NeuronEntry:
     stats: ChannelStatistics
     patches: tuple[PatchEntry, ...]
     label: str = ""  # the class name of a named logits channel
+    histogram: tuple[int, ...] = ()  # images per bin of its responses (scans that kept them)
 
     @property
     def channel(self) -> int:
@@ -152,6 +153,7 @@ def neuron_data(entry: NeuronEntry, labelled: bool) -> dict[str, Any]:
     return {
         "channel": s.channel,
         "label": entry.label,
+        "hist": list(entry.histogram),
         "max": float(s.max_max),
         "mean": float(s.mean_max),
         "firing": float(s.firing_rate),

@@ -15,6 +15,7 @@ lease: a replica that lost it (another took the scan over) writes nothing more.
 from __future__ import annotations
 
 import logging
+import tempfile
 import threading
 import time
 import uuid
@@ -27,7 +28,7 @@ from typing import Protocol
 import numpy as np
 
 from maxact.common import resources
-from maxact.common.kinds import ACTIVE_STATES, ScanState, TopKMode
+from maxact.common.kinds import ACTIVE_STATES, ResponsesMode, ScanState, TopKMode
 from maxact.common.statistics import LayerStatistics
 from maxact.server import limits
 from maxact.server.data.datasets import DatasetCatalog, read_labels
@@ -44,6 +45,7 @@ from maxact.server.errors import (
     not_found,
 )
 from maxact.server.jobs.leases import LeaseLoop, dead_here, replica_name
+from maxact.server.jobs.responses_files import ResponsesFiles, ResponsesLayout
 from maxact.server.jobs.shard_work import (
     LayerStates,
     LocalShardExecutor,
@@ -76,7 +78,9 @@ from maxact.server.scan.reducers import check_k
 from maxact.server.settings import (
     DEFAULT_CHECKPOINT_IMAGES,
     DEFAULT_LEASE_SECONDS,
+    DEFAULT_MAX_RESPONSES_MB,
     DEFAULT_SHARD_IMAGES,
+    MIB,
 )
 
 log = logging.getLogger("maxact.server")
@@ -170,11 +174,19 @@ class ScanJobs:
         shard_images: int = DEFAULT_SHARD_IMAGES,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         state_dir: Path | None = None,
+        max_responses_bytes: int = DEFAULT_MAX_RESPONSES_MB * MIB,
     ) -> None:
         self.store = store
-        # where per-scan files every replica reads go (a folder all replicas mount); by
-        # default beside an SQLite store
-        self.state_dir = state_dir or (store.path.parent if store.path is not None else None)
+        # where per-scan files every replica reads go (a folder all replicas mount; their
+        # per-image responses): by default beside an SQLite store; a server on PostgreSQL
+        # must be given one (maxact serve refuses to start without), others get a private one
+        self.state_dir = state_dir or (
+            store.path.parent
+            if store.path is not None
+            else Path(tempfile.mkdtemp(prefix="maxact-state-"))
+        )
+        self.responses = ResponsesFiles(self.state_dir / "responses")
+        self.max_responses_bytes = max_responses_bytes
         # this replica, as the store's lease rows name it
         self.replica = replica_name(uuid.uuid4().hex[:8])
         self.max_running = max_running
@@ -273,21 +285,14 @@ class ScanJobs:
         preprocessing: Preprocessing,
         request_id: str = "",
         deadline: float | None = None,
+        responses: ResponsesMode = ResponsesMode.AUTO,
     ) -> ScanRecord:
         """Validate everything a scan needs now, so a bad request fails at once, not later.
 
         `request_id` makes a retry return the scan the first call created; `deadline`
         (time.monotonic()) refuses to commit a scan the caller has stopped waiting for: it
         would run with nobody knowing its id."""
-        if len(request_id) > MAX_REQUEST_ID:
-            raise invalid_argument(
-                "INVALID_REQUEST_ID", f"request_id is longer than {MAX_REQUEST_ID} characters"
-            )
-        if not layers:
-            raise invalid_argument("LAYERS_REQUIRED", "a scan needs at least one layer")
-        if len(set(layers)) > MAX_LAYERS:
-            raise invalid_argument("TOO_MANY_LAYERS", f"at most {MAX_LAYERS} layers per scan")
-        check_k(k)
+        _check_request(request_id, layers, k)
         model = self.models.get(model_name)
         prep = model.resolve(preprocessing)
         entries = [model.layer(prep.reference_size, layer) for layer in dict.fromkeys(layers)]
@@ -295,6 +300,7 @@ class ScanJobs:
             require_field(entry)
         dataset = self.datasets.open(dataset_name)
         limits.check_classes(len(dataset.classes), sum(map(_channel_count, entries)))
+        kept = self._keeps_responses(responses, len(dataset.ids), entries)
         scan = NewScan(
             model_name,
             tuple(dict.fromkeys(layers)),
@@ -321,8 +327,37 @@ class ScanJobs:
                 scan=reused.scan_id,
             ) from None
         if created:
+            if kept:
+                self.responses.create(record.id, len(dataset.ids), kept)
             self._leases.wake()
         return record
+
+    def _keeps_responses(
+        self, mode: ResponsesMode, images: int, layers: list[LayerEntry]
+    ) -> dict[str, int] | None:
+        """The channels per layer a new scan keeps per-image responses of (None: none):
+        `auto` while images x channels x 4 bytes fits the bound, `on` always (refused over
+        the bound), `off` never."""
+        if mode is ResponsesMode.OFF:
+            return None
+        channels = {layer.name: _channel_count(layer) for layer in layers}
+        size = images * sum(channels.values()) * 4
+        if size <= self.max_responses_bytes:
+            return channels
+        if mode is ResponsesMode.ON:
+            raise ServiceError(
+                Code.RESOURCE_EXHAUSTED,
+                "RESPONSES_TOO_LARGE",
+                f"the per-image responses of this scan would take {size / MIB:.1f} MiB"
+                f" (images x channels x 4 bytes), more than the server's bound of"
+                f" {self.max_responses_bytes / MIB:.0f} MiB (maxact serve --max-responses-mb);"
+                " scan fewer layers or images, or with --responses off",
+            )
+        return None
+
+    def responses_layout(self, scan_id: str) -> ResponsesLayout | None:
+        """What the scan keeps of its per-image responses (None: nothing)."""
+        return self.responses.layout(scan_id)
 
     def get(self, scan_id: str) -> ScanRecord:
         record = self.store.get(scan_id)
@@ -373,6 +408,7 @@ class ScanJobs:
                     {"scan": scan_id},
                 )
         self.store.delete(scan_id)
+        self.responses.delete(scan_id)
 
     # -- running ---------------------------------------------------------------------------
     def _start(self, lease: Lease) -> None:
@@ -476,7 +512,13 @@ class ScanJobs:
 
     def _inputs(self, record: ScanRecord, layers: list[LayerEntry]) -> _Inputs:
         """The snapshot taken at creation (not a new listing: a resumed scan sees the same
-        images) and its labels."""
+        images) and its labels, within the bound on classes."""
+        inputs = self.labelled_images(record)
+        limits.check_classes(len(inputs.classes), sum(map(_channel_count, layers)))
+        return inputs
+
+    def labelled_images(self, record: ScanRecord) -> _Inputs:
+        """The scan's image snapshot, each image's class id (-1: none) and the classes."""
         try:
             ids = self.store.image_ids(record.id)
         except ValueError as exc:
@@ -485,7 +527,6 @@ class ScanJobs:
         # (dataset_sources), and has no label (read_labels)
         label_of = read_labels(self.datasets.root_of(record.dataset), ids)
         classes = tuple(sorted(set(label_of.values())))
-        limits.check_classes(len(classes), sum(map(_channel_count, layers)))
         class_ids = {name: i for i, name in enumerate(classes)}
         labels = np.asarray([class_ids.get(label_of.get(i, ""), -1) for i in ids])
         return _Inputs(ids, labels, classes)
@@ -539,6 +580,7 @@ class ScanJobs:
             record.checkpoint_done + sum(s.images_done for s in shards if s.done),
             record.checkpoint_failed + sum(s.images_failed for s in shards if s.done),
         )
+        layout = self.responses.allocated(scan_id)  # None: the scan keeps no responses
         if not self.store.transition(scan_id, ScanState.RUNNING, ACTIVE_STATES, lease=job.lease):
             return  # cancelled while it was being prepared
         self.store.set_progress(scan_id, totals.done, totals.failed, job.lease)
@@ -562,9 +604,9 @@ class ScanJobs:
             raise EngineCancelled()
         started = time.monotonic()
         executor.run(
-            self._work(record, inputs.classes),
+            replace(self._work(record, inputs.classes), responses=layout is not None),
             tasks,
-            self._events(job.lease, merged, totals),
+            self._events(job.lease, merged, totals, layout),
             job.cancel,
         )
         if job.cancel.is_set():
@@ -593,12 +635,21 @@ class ScanJobs:
             list(classes),
         )
 
-    def _events(self, lease: Lease, merged: _Merged, totals: _Totals) -> ShardEvents:
+    def _events(
+        self,
+        lease: Lease,
+        merged: _Merged,
+        totals: _Totals,
+        layout: ResponsesLayout | None = None,
+    ) -> ShardEvents:
         """Merge each reported part and store it with the merged checkpoint in one
-        transaction; show the progress of work not reported yet."""
+        transaction (its rows of the responses matrix written first); show the progress of
+        work not reported yet."""
         scan_id = lease.scan_id
 
         def finished(result: ShardResult) -> None:
+            if layout is not None:
+                self.responses.write(scan_id, layout, result.first, result.responses)
             merged.add(result.states)
             totals.done += result.done
             totals.failed += result.failed
@@ -650,6 +701,19 @@ class ScanJobs:
         reducers: dict[str, LayerReducer], labels: np.ndarray
     ) -> dict[str, LayerStatistics]:
         return {name: reducer.statistics(labels).document() for name, reducer in reducers.items()}
+
+
+def _check_request(request_id: str, layers: list[str], k: int) -> None:
+    """The bounds of a CreateScan request that need nothing loaded."""
+    if len(request_id) > MAX_REQUEST_ID:
+        raise invalid_argument(
+            "INVALID_REQUEST_ID", f"request_id is longer than {MAX_REQUEST_ID} characters"
+        )
+    if not layers:
+        raise invalid_argument("LAYERS_REQUIRED", "a scan needs at least one layer")
+    if len(set(layers)) > MAX_LAYERS:
+        raise invalid_argument("TOO_MANY_LAYERS", f"at most {MAX_LAYERS} layers per scan")
+    check_k(k)
 
 
 def _channel_count(layer: LayerEntry) -> int:
