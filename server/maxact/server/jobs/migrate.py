@@ -95,7 +95,10 @@ def _upgrade(connection: Connection, name: str) -> None:
     if tables and version < SCHEMA_VERSION:
         log.info("store %s: migrating schema version %d to %d", name, version, SCHEMA_VERSION)
     command.upgrade(_alembic_config(connection), HEAD_REVISION)
-    if connection.dialect.name == "sqlite":
-        # an older maxact reads this number: it refuses the store instead of misreading it
+    if connection.dialect.name == "sqlite" and version < SCHEMA_VERSION:
+        # an older maxact reads this number: it refuses the store instead of misreading it.
+        # Written only when it changes: opening a current store must not write, since this
+        # read transaction cannot become a write one once a running server has committed
+        # (SQLite answers "database is locked" at once, without waiting)
         connection.exec_driver_sql(f"PRAGMA user_version = {SCHEMA_VERSION}")
     connection.commit()
