@@ -159,8 +159,9 @@ def _build_state(config: ServerConfig) -> ServerState:
     settings = config.settings
     providers_for(settings.device)  # decide the device (and log it) once, up front
     limits.configure(limits.Limits.of(settings))
-    if settings.memory_budget_bytes is not None:
-        memory.BUDGET.configure(settings.memory_budget_bytes)
+    memory.BUDGET.configure(
+        settings.memory_budget_bytes or memory.BUDGET.total_bytes, settings.memory_wait_seconds
+    )
     log.info(
         "memory budget %d MB (caches up to %d MB)",
         memory.BUDGET.total_bytes // 2**20,

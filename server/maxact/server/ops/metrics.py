@@ -83,7 +83,34 @@ class MemoryCollector(Collector):
             sizes.add_metric([name], size)
             entries.add_metric([name], count)
             evictions.add_metric([name], evicted)
-        yield from (budget, share, sizes, entries, evictions)
+        yield from (budget, share, sizes, entries, evictions, *_working_sets())
+
+
+def _working_sets() -> Iterator[Metric]:
+    """What model runs in flight reserve in the budget: now, at most so far, and how often a
+    run waited for room or was refused."""
+    work = GaugeMetricFamily(
+        "maxact_memory_work_budget_bytes", "The part of the budget model runs in flight share."
+    )
+    work.add_metric([], BUDGET.work_bytes)
+    reserved = GaugeMetricFamily(
+        "maxact_memory_reserved_bytes", "Estimated working sets of the model runs in flight."
+    )
+    reserved.add_metric([], BUDGET.reserved_bytes)
+    peak = GaugeMetricFamily(
+        "maxact_memory_reserved_peak_bytes", "The most the model runs in flight ever reserved."
+    )
+    peak.add_metric([], BUDGET.reserved_peak_bytes)
+    waits = CounterMetricFamily(
+        "maxact_memory_admission_waits", "Model runs that waited for room in the budget."
+    )
+    waits.add_metric([], BUDGET.admission_waits)
+    refusals = CounterMetricFamily(
+        "maxact_memory_admission_refusals",
+        "Model runs refused: too large for the budget, or no room in time.",
+    )
+    refusals.add_metric([], BUDGET.admission_refusals)
+    yield from (work, reserved, peak, waits, refusals)
 
 
 REGISTRY.register(MemoryCollector())
