@@ -35,21 +35,22 @@ def restored_budget() -> Iterator[None]:
         BUDGET.configure(before)
 
 
+def _server(root: Path, budget_mb: int) -> Any:
+    return start_server(
+        root / "models",
+        root / "data",
+        device="cpu",
+        metrics_port=0,
+        store=root / f"store-{budget_mb}.sqlite",
+        memory_budget_mb=budget_mb,
+    )
+
+
 def _answers(root: Path, budget_mb: int) -> tuple[list[object], dict[str, float]]:
     """Mask-rendered neuron queries over every channel of a scan (layer outputs, decoded
     originals and patches all cached), then the server's metrics."""
     answers: list[object] = []
-    with (
-        start_server(
-            root / "models",
-            root / "data",
-            device="cpu",
-            metrics_port=0,
-            store=root / f"store-{budget_mb}.sqlite",
-            memory_budget_mb=budget_mb,
-        ) as server,
-        Client(server.address, timeout=120) as client,
-    ):
+    with _server(root, budget_mb) as server, Client(server.address, timeout=120) as client:
         prep = Preprocessing(size=(32, 32))
         scan = client.scans.create("net", ["relu_b"], "photos", k=4, preprocessing=prep)
         assert [s.state for s in client.scans.watch(scan.id)][-1] == "succeeded"
@@ -89,17 +90,6 @@ def test_caches_stay_within_a_small_budget_log_their_evictions_and_answer_the_sa
 ADMISSION_SIZE = (256, 256)
 
 
-def _admission_server(root: Path, budget_mb: int) -> Any:
-    return start_server(
-        root / "models",
-        root / "data",
-        device="cpu",
-        metrics_port=0,
-        store=root / f"store-{budget_mb}.sqlite",
-        memory_budget_mb=budget_mb,
-    )
-
-
 def _ranking(client: Client, size: tuple[int, int]) -> list[tuple[str, float]]:
     result = client.topk(
         "det", LAYER, 5, dataset="photos", k=4, preprocessing=Preprocessing(size=size)
@@ -116,14 +106,14 @@ def test_concurrent_requests_whose_working_sets_exceed_the_budget_are_serialised
     more than the budget leaves them, some wait, and every answer equals the answer alone."""
     save(detector_like_model(), tmp_path / "models", "det")
     write_images(tmp_path / "data" / "photos", 4, 256, seed=2)
-    with _admission_server(tmp_path, 4096) as server, Client(server.address) as client:
+    with _server(tmp_path, 4096) as server, Client(server.address) as client:
         alone = _ranking(client, ADMISSION_SIZE)
         assert server.metrics_port is not None
         one_run = metrics(server.metrics_port)["maxact_memory_reserved_peak_bytes"]
     assert one_run > 4 * 3 * 256 * 256 * 4  # at least the input batch: from the real shapes
     # room for one run's working set and a half: two at once never fit
     budget_mb = math.ceil(1.5 * one_run / (1 - CACHE_SHARE) / 2**20)
-    with _admission_server(tmp_path, budget_mb) as server, Client(server.address) as client:
+    with _server(tmp_path, budget_mb) as server, Client(server.address) as client:
         with ThreadPoolExecutor(4) as pool:
             answers = list(pool.map(lambda _: _ranking(client, ADMISSION_SIZE), range(4)))
         assert server.metrics_port is not None
@@ -141,7 +131,7 @@ def test_a_run_larger_than_the_budget_is_refused_naming_the_bound_and_smaller_on
 ) -> None:
     save(detector_like_model(), tmp_path / "models", "det")
     write_images(tmp_path / "data" / "photos", 4, 256, seed=2)
-    with _admission_server(tmp_path, 2) as server, Client(server.address) as client:
+    with _server(tmp_path, 2) as server, Client(server.address) as client:
         with pytest.raises(MaxactError) as refused:
             _ranking(client, ADMISSION_SIZE)
         assert refused.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -89,28 +89,19 @@ class MemoryCollector(Collector):
 def _working_sets() -> Iterator[Metric]:
     """What model runs in flight reserve in the budget: now, at most so far, and how often a
     run waited for room or was refused."""
-    work = GaugeMetricFamily(
-        "maxact_memory_work_budget_bytes", "The part of the budget model runs in flight share."
+    gauges = (
+        ("work_budget_bytes", "The part of the budget model runs in flight share.", "work_bytes"),
+        ("reserved_bytes", "Estimated working sets of the model runs in flight.", "reserved_bytes"),
+        ("reserved_peak_bytes", "The most model runs in flight reserved.", "reserved_peak_bytes"),
     )
-    work.add_metric([], BUDGET.work_bytes)
-    reserved = GaugeMetricFamily(
-        "maxact_memory_reserved_bytes", "Estimated working sets of the model runs in flight."
+    for name, text, attribute in gauges:
+        yield GaugeMetricFamily(f"maxact_memory_{name}", text, value=getattr(BUDGET, attribute))
+    counters = (
+        ("admission_waits", "Model runs that waited for room in the budget.", "admission_waits"),
+        ("admission_refusals", "Model runs refused for memory.", "admission_refusals"),
     )
-    reserved.add_metric([], BUDGET.reserved_bytes)
-    peak = GaugeMetricFamily(
-        "maxact_memory_reserved_peak_bytes", "The most the model runs in flight ever reserved."
-    )
-    peak.add_metric([], BUDGET.reserved_peak_bytes)
-    waits = CounterMetricFamily(
-        "maxact_memory_admission_waits", "Model runs that waited for room in the budget."
-    )
-    waits.add_metric([], BUDGET.admission_waits)
-    refusals = CounterMetricFamily(
-        "maxact_memory_admission_refusals",
-        "Model runs refused: too large for the budget, or no room in time.",
-    )
-    refusals.add_metric([], BUDGET.admission_refusals)
-    yield from (work, reserved, peak, waits, refusals)
+    for name, text, attribute in counters:
+        yield CounterMetricFamily(f"maxact_memory_{name}", text, value=getattr(BUDGET, attribute))
 
 
 REGISTRY.register(MemoryCollector())
