@@ -145,3 +145,23 @@ def test_a_run_larger_than_the_budget_is_refused_naming_the_bound_and_smaller_on
         assert len(_ranking(client, (32, 32))) == 4  # a small input fits the same budget
         assert server.metrics_port is not None
         assert metrics(server.metrics_port)["maxact_memory_admission_refusals_total"] >= 1
+
+
+def test_a_new_session_reserves_what_its_models_last_session_cost_while_it_is_built(
+    tmp_path: Path, restored_budget: None
+) -> None:
+    """Top-k on relu1, then on relu3 (a new layer set: a new onnxruntime session): while the
+    second is built, the budget holds what the first cost (its build and first run, as the
+    session cache charged it), so the caches make room before it exists."""
+    save(detector_like_model(), tmp_path / "models", "det")
+    write_images(tmp_path / "data" / "photos", 4, 64, seed=2)
+    prep = Preprocessing(size=(64, 64))
+    with _server(tmp_path, 4096) as server, Client(server.address) as client:
+        client.topk("det", "relu1", 0, dataset="photos", k=2, preprocessing=prep).result()
+        first_session = server._built.jobs.models.sessions.bytes  # this server's own cache
+        assert server.metrics_port is not None
+        runs_only = metrics(server.metrics_port)["maxact_memory_reserved_peak_bytes"]
+        client.topk("det", LAYER, 0, dataset="photos", k=2, preprocessing=prep).result()
+        peak = metrics(server.metrics_port)["maxact_memory_reserved_peak_bytes"]
+    assert first_session > runs_only  # a session costs more than a run of 4 small images
+    assert peak >= first_session
