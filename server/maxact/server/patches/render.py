@@ -459,15 +459,21 @@ class LayerActivations:
         fixed = model.input.fixed_batch
         if fixed is not None and fixed > 1:
             batch = np.repeat(batch, fixed, axis=0)
-        from maxact.server.models.runtime import run_options  # onnxruntime: only when run
+        from maxact.server.models.runtime import run_failure, run_options  # only when run
         from maxact.server.models.working_set import reserve_run
 
         options = run_options(variable_shapes=model.input.fixed_size is None)
         size = _input_size(array, model.input.layout)
         with reserve_run(model, size, (self._layer,), batch.shape[0]):
-            (output,) = model.sessions.first_run(
-                session, lambda: session.run([self._layer], {model.input.name: batch}, options)
-            )
+            try:
+                (output,) = model.sessions.first_run(
+                    session, lambda: session.run([self._layer], {model.input.name: batch}, options)
+                )
+            except Exception as exc:
+                failure = run_failure(model.name, exc)
+                if failure is not None:
+                    raise failure from None
+                raise
         maps: np.ndarray = channels_first(np.asarray(output), self._field)[0]
         return maps
 

@@ -37,7 +37,7 @@ from maxact.server.graph.reductions import (
     split_outputs,
 )
 from maxact.server.models.registry import LayerEntry, LoadedModel
-from maxact.server.models.runtime import CUDA, providers_for, run_options
+from maxact.server.models.runtime import CUDA, providers_for, run_failure, run_options
 from maxact.server.models.working_set import working_set_bytes
 from maxact.server.ops.memory import BUDGET
 from maxact.server.ops.metrics import IMAGES_SCANNED, IMAGES_SKIPPED
@@ -436,9 +436,12 @@ class ScanEngine:
                 outputs = self._run_session(found, array)
         except ServiceError:
             raise
-        except Exception:
+        except Exception as exc:
             if self.stop_event.is_set():
                 raise EngineCancelled() from None
+            failure = run_failure(self.model.name, exc)
+            if failure is not None:
+                raise failure from None
             raise
         return [np.asarray(output)[:count] for output in outputs]
 
