@@ -10,7 +10,7 @@ PROTO_DEPS := build/proto-deps
 # `buf breaking` compares the protos with this commit's (the previous one by default).
 BREAKING_AGAINST ?= HEAD~1
 
-.PHONY: demo test test-fast fuzz lint proto proto-deps breaking bench clean venv sysdeps
+.PHONY: demo test test-fast fuzz lint proto proto-deps breaking bench clean venv sysdeps openapi
 
 venv: $(STAMP)
 
@@ -60,6 +60,11 @@ lint: $(STAMP)
 	$(MAKE) proto
 	git diff --exit-code -- proto || (echo "generated stubs are stale: run 'make proto' and commit" && exit 1)
 	test -z "$$(git status --porcelain -- proto)" || (echo "untracked generated stubs: commit them" && git status --porcelain -- proto && exit 1)
+	$(BIN)/python scripts/openapi.py --check docs/openapi.json
+
+# the HTTP API's schema as the server serves it, committed as docs/openapi.json
+openapi: $(STAMP)
+	$(BIN)/python scripts/openapi.py docs/openapi.json
 
 # The API is stable from the first commit that has proto/COMPATIBILITY.md: from then on a
 # change must not break clients built against the previous commit. Works on any clone

@@ -11,7 +11,18 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import IO
 
-SERVE = [sys.executable, "-m", "maxact.client.cli.main", "serve", "--port", "0", "--device", "cpu"]
+SERVE = [
+    sys.executable,
+    "-m",
+    "maxact.client.cli.main",
+    "serve",
+    "--port",
+    "0",
+    "--http-port",
+    "0",
+    "--device",
+    "cpu",
+]
 
 
 @contextmanager

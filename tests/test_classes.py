@@ -211,6 +211,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
                 scans[f"{model}/{dataset}"] = info.id
         yield {
             "address": server.address,
+            "http": server.http_url,
             "scans": scans,
             "data": data / "shapes",
             "original": original,

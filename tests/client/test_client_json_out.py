@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from maxact.client import json_out
+from maxact.common import documents as json_out
 
 
 def test_number_is_int_when_integral_and_float_when_fractional() -> None:

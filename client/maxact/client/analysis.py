@@ -7,21 +7,12 @@ from typing import Any
 
 import grpc
 
-from maxact.client import convert
 from maxact.client import types as t
+from maxact.common import convert
 from maxact.common.defaults import DEFAULT_SELECTIVE, DEFAULT_TOP_CHANNELS
-from maxact.common.resources import scan_id, scan_name
+from maxact.common.resources import scan_name
 from maxact.v1 import analysis_service_pb2 as apb
 from maxact.v1 import analysis_service_pb2_grpc
-
-
-def _channel(message: apb.ClassChannel) -> t.ClassChannel:
-    return t.ClassChannel(
-        channel=message.channel,
-        mean=message.mean,
-        contrast=message.contrast,
-        selectivity=message.selectivity,
-    )
 
 
 class AnalysisCalls:
@@ -46,29 +37,7 @@ class AnalysisCalls:
                 scan=scan_name(scan), layer=layer, selective_threshold=selective, top=top
             ),
         )
-        return t.LayerClassAnswer(
-            scan=scan_id(response.scan.name),
-            layer=response.layer,
-            images_scanned=response.images_scanned,
-            channels=response.channels,
-            dead=tuple(response.dead),
-            non_selective=tuple(response.non_selective),
-            classes=tuple(
-                t.ClassAnswer(
-                    name=c.name,
-                    images=c.images,
-                    selective_channels=tuple(c.selective_channels),
-                    top_channels=tuple(_channel(x) for x in c.top_channels),
-                    selective=tuple(_channel(x) for x in c.selective_details),
-                )
-                for c in response.classes
-            ),
-            uncovered=tuple(response.uncovered),
-            confusable=tuple(
-                t.ConfusablePair((p.classes[0], p.classes[1]), p.similarity)
-                for p in response.confusable
-            ),
-        )
+        return convert.class_answer(response)
 
     def class_channels(
         self,
@@ -88,18 +57,7 @@ class AnalysisCalls:
         )
         convert.set_render(request, render, mask_quantile, patch_size)
         response = self._call(self._stub.GetClassChannels, request)
-        return t.ClassChannels(
-            scan=scan_id(response.scan.name),
-            layer=layer,
-            class_name=response.class_name,
-            images=response.images,
-            channels=tuple(
-                t.ClassChannelPatches(
-                    _channel(c.channel), tuple(convert.patch(p) for p in c.patches)
-                )
-                for c in response.channels
-            ),
-        )
+        return convert.class_channels(response, layer)
 
     def compare(self, scan_a: str, scan_b: str, layer: str) -> t.ScanComparison:
         """Per channel the overlap of the two scans' top-k images, firing rates and means."""
@@ -109,21 +67,7 @@ class AnalysisCalls:
                 scan_a=scan_name(scan_a), scan_b=scan_name(scan_b), layer=layer
             ),
         )
-        return t.ScanComparison(
-            a=scan_id(response.scan_a.name),
-            b=scan_id(response.scan_b.name),
-            layer=response.layer,
-            k=response.k,
-            channels=tuple(
-                t.ChannelChange(
-                    channel=c.channel,
-                    overlap=c.overlap,
-                    firing_rate=(c.firing_rate_a, c.firing_rate_b),
-                    mean=(c.mean_a, c.mean_b),
-                )
-                for c in response.channels
-            ),
-        )
+        return convert.comparison(response)
 
     def class_names(self, model: str) -> t.ClassNames:
         """The model's output class names (NAME.labels.txt or metadata maxact.labels)."""

@@ -9,7 +9,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from maxact.client import convert
 from maxact.client import types as t
 from maxact.client.analysis import AnalysisCalls
 from maxact.client.channel import MAX_MESSAGE_BYTES, open_channel, resolve_token
@@ -19,6 +18,7 @@ from maxact.client.pages import all_pages
 from maxact.client.scans import ScanCalls
 from maxact.client.stream import TopKStream
 from maxact.client.upload import DEFAULT_CHUNK_BYTES, file_sha256, upload_requests
+from maxact.common import convert
 from maxact.common.defaults import DEFAULT_K
 from maxact.common.kinds import TopKMode
 from maxact.common.preprocessing import Preprocessing

@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from google.protobuf import timestamp_pb2
 
-from maxact.client import convert
 from maxact.client import types as t
 from maxact.client.errors import MaxactError, from_status, rpc_errors
 from maxact.client.pages import all_pages
+from maxact.common import convert
 from maxact.common.defaults import DEFAULT_K
-from maxact.common.kinds import ScanState, TopKMode
+from maxact.common.kinds import TopKMode
 from maxact.common.preprocessing import Preprocessing
-from maxact.common.resources import scan_id, scan_name
+from maxact.common.resources import scan_name
+from maxact.common.results import (  # re-exported: the client's typed results
+    ChannelStatistics as ChannelStatistics,
+)
+from maxact.common.results import (
+    LayerStatistics as LayerStatistics,
+)
+from maxact.common.results import ScanSummary
 from maxact.v1 import (
     neuron_service_pb2,
     neuron_service_pb2_grpc,
@@ -28,95 +34,17 @@ from maxact.v1 import (
 
 
 @dataclass(frozen=True)
-class ScanInfo:
-    """A persisted scan; `id` is what the CLI prints, `name` is "scans/{id}"."""
+class ScanInfo(ScanSummary):
+    """A persisted scan; `failure` has the code and reason of a failed scan's error."""
 
-    id: str
-    state: ScanState
-    images_done: int
-    images_total: int
-    images_failed: int
-    model: str
-    layers: tuple[str, ...]
-    dataset: str
-    k: int
-    mode: TopKMode
-    # the failure's message ("" unless failed); `failure` has its code and reason
-    error: str = ""
     failure: MaxactError | None = None
-    create_time: datetime | None = None
-    update_time: datetime | None = None
-    request_id: str = ""
-    preprocessing: Preprocessing | None = None  # resolved when the scan was created
-    # from create only: the model runs on built-in default preprocessing
-    preprocessing_warning: str = ""
-
-    @property
-    def input_size(self) -> tuple[int, int] | None:
-        """(height, width) of the model input the scan ran at: its fixed size, or under a
-        per-image `resize_shorter` that of a square image (the shorter side every image
-        has), which is what a receptive field is judged against."""
-        prep = self.preprocessing
-        if prep is None:
-            return None
-        return prep.reference_size()
-
-    @property
-    def name(self) -> str:
-        return scan_name(self.id)
-
-    @property
-    def finished(self) -> bool:
-        return self.state.finished
-
-
-@dataclass(frozen=True)
-class ChannelStatistics:
-    channel: int
-    mean_max: float
-    max_max: float
-    firing_rate: float
-    dead: bool
-    selectivity: float = 0.0
-    preferred_class: str = ""
-    class_mean: dict[str, float] = field(default_factory=dict)
-    top_class_histogram: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class LayerStatistics:
-    images_scanned: int
-    channels: tuple[ChannelStatistics, ...]
-    top_channels_per_class: dict[str, tuple[int, ...]]
-
-
-def _time(stamp: timestamp_pb2.Timestamp, is_set: bool) -> datetime | None:
-    return stamp.ToDatetime(tzinfo=timezone.utc) if is_set else None
 
 
 def scan_info(message: scan_service_pb2.Scan, preprocessing_warning: str = "") -> ScanInfo:
+    summary = convert.scan_summary(message, preprocessing_warning)
     failure = from_status(message.error) if message.HasField("error") else None
-    return ScanInfo(
-        id=scan_id(message.name),
-        state=ScanState.from_proto(message.state),
-        images_done=message.images_scanned,
-        images_total=message.images_total,
-        images_failed=message.images_failed,
-        model=message.model,
-        layers=tuple(message.layers),
-        dataset=message.dataset,
-        k=message.k,
-        mode=TopKMode.from_proto(message.mode),
-        error=failure.message if failure is not None else "",
-        failure=failure,
-        create_time=_time(message.create_time, message.HasField("create_time")),
-        update_time=_time(message.update_time, message.HasField("update_time")),
-        request_id=message.request_id,
-        preprocessing=Preprocessing.from_proto(message.preprocessing)
-        if message.HasField("preprocessing")
-        else None,
-        preprocessing_warning=preprocessing_warning,
-    )
+    fields = {f.name: getattr(summary, f.name) for f in dataclasses.fields(summary)}
+    return ScanInfo(**fields, failure=failure)
 
 
 class ScanCalls:
@@ -222,25 +150,4 @@ class ScanCalls:
 
     def statistics(self, scan: str, layer: str) -> LayerStatistics:
         request = neuron_service_pb2.GetLayerStatisticsRequest(scan=scan_name(scan), layer=layer)
-        response = self._call(self._neurons.GetLayerStatistics, request)
-        return LayerStatistics(
-            images_scanned=response.images_scanned,
-            channels=tuple(
-                ChannelStatistics(
-                    channel=c.channel,
-                    mean_max=c.mean_max,
-                    max_max=c.max_max,
-                    firing_rate=c.firing_rate,
-                    dead=c.dead,
-                    selectivity=c.selectivity,
-                    preferred_class=c.preferred_class,
-                    class_mean=dict(c.class_mean),
-                    top_class_histogram=dict(c.top_class_histogram),
-                )
-                for c in response.channels
-            ),
-            top_channels_per_class={
-                name: tuple(entry.channels)
-                for name, entry in response.top_channels_per_class.items()
-            },
-        )
+        return convert.layer_statistics(self._call(self._neurons.GetLayerStatistics, request))

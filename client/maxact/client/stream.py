@@ -8,9 +8,9 @@ from typing import Any, NamedTuple
 
 import grpc
 
-from maxact.client import convert
 from maxact.client import types as t
 from maxact.client.errors import MaxactError, from_rpc_error
+from maxact.common import convert
 
 
 class _Query(NamedTuple):

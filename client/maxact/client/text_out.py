@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from maxact.client import types as t
-from maxact.client.json_out import number
+from maxact.common.documents import number
 from maxact.common.preprocessing import Preprocessing
 
 

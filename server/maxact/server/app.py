@@ -25,6 +25,9 @@ from maxact.server.core.validate import ServerState
 from maxact.server.data.dataset_writer import remove_stale_incoming
 from maxact.server.data.datasets import DatasetCatalog
 from maxact.server.data.input_cache import InputCache
+from maxact.server.http.app import create_http_app
+from maxact.server.http.context import HttpContext
+from maxact.server.http.serve import HttpServer, bind
 from maxact.server.jobs.ray_connect import (
     RayConnectError,
     connect_within,
@@ -43,6 +46,13 @@ from maxact.server.ops.call_observer import ObservingInterceptor
 from maxact.server.ops.decode_guard import DecodeGuardInterceptor
 from maxact.server.ops.logs import configure_logging
 from maxact.server.ops.metrics import MetricsServer
+from maxact.server.ops.slots import Slots
+from maxact.server.ops.tracing import (
+    TracingUnavailable,
+    grpc_interceptor,
+    instrument_http,
+    tracer_provider,
+)
 from maxact.server.serve_flags import parse_serve_args
 from maxact.server.service.analysis_servicer import AnalysisServicer
 from maxact.server.service.dataset_servicer import DatasetServicer
@@ -125,14 +135,25 @@ class BuiltServer:
     health: health.aio.HealthServicer
     metrics: MetricsServer | None = None
     ray: RayCluster | None = None
+    http: HttpServer | None = None
+    tracing: Any = None  # the OpenTelemetry TracerProvider with --otel-endpoint
+
+    @property
+    def http_port(self) -> int | None:
+        return self.http.port if self.http is not None else None
 
     async def stop(self, grace: float) -> None:
         """Health says NOT_SERVING, running scans stop at a checkpoint-able point (a restart
-        resumes them), calls in flight get `grace` seconds."""
+        resumes them), calls in flight on both faces get `grace` seconds."""
         for name in [*SERVICE_NAMES, ""]:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await asyncio.to_thread(self.jobs.shutdown, grace)
-        await self.server.stop(grace)
+        faces = [self.server.stop(grace)]
+        if self.http is not None:
+            faces.append(self.http.stop(grace))
+        await asyncio.gather(*faces)
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.shutdown)  # sends the spans still batched
         if self.ray is not None:
             await asyncio.to_thread(self.ray.close)
         if self.metrics is not None:
@@ -144,11 +165,17 @@ async def build_server(config: ServerConfig) -> BuiltServer:
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     state = _build_state(config)
     jobs, ray = await _build_jobs(config, state)
-    server = _new_grpc_server(config)
+    slots = Slots(config.settings.max_concurrent_rpcs)
+    tracing = _tracing(config)
+    server = _new_grpc_server(config, slots, tracing)
     _add_maxact_servicers(server, config, state, jobs)
     health_servicer = _add_health_and_reflection(server)
     port = _listen(server, config)
+    context = HttpContext(state, jobs, config.settings, config.auth_token, slots)
+    http = _http_server(config, context, tracing)
     await server.start()
+    if http is not None:
+        await http.start()
     for name in [*SERVICE_NAMES, ""]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     await asyncio.to_thread(jobs.resume_unfinished)
@@ -156,7 +183,37 @@ async def build_server(config: ServerConfig) -> BuiltServer:
     if config.settings.metrics_port is not None:
         metrics = MetricsServer(config.settings.host, config.settings.metrics_port)
         log.info("metrics on http://%s:%d/metrics", config.settings.host, metrics.port)
-    return BuiltServer(server, port, jobs, health_servicer, metrics, ray)
+    return BuiltServer(server, port, jobs, health_servicer, metrics, ray, http, tracing)
+
+
+def _tracing(config: ServerConfig) -> Any:
+    """The TracerProvider of --otel-endpoint (None: no tracing)."""
+    endpoint = config.settings.otel_endpoint
+    if not endpoint:
+        return None
+    try:
+        return tracer_provider(endpoint)
+    except TracingUnavailable as exc:
+        raise StartupError(str(exc)) from None
+
+
+def _http_server(config: ServerConfig, context: HttpContext, tracing: Any) -> HttpServer | None:
+    """The HTTP face on its bound socket (None with --no-http); StartupError when the port is
+    taken."""
+    settings = config.settings
+    if not settings.http:
+        return None
+    try:
+        sock = bind(settings.host, settings.http_port)
+    except OSError as exc:
+        raise StartupError(
+            f"cannot listen for HTTP on {settings.host}:{settings.http_port}: {exc.strerror} "
+            f"(pick another --http-port, 0 for a free one, or --no-http)"
+        ) from None
+    app = create_http_app(context)
+    if tracing is not None:
+        instrument_http(app, tracing)
+    return HttpServer(app, sock, config.tls)
 
 
 def _build_state(config: ServerConfig) -> ServerState:
@@ -223,16 +280,20 @@ async def _build_jobs(
     return jobs, ray
 
 
-def _new_grpc_server(config: ServerConfig) -> grpc.aio.Server:
-    """A grpc.aio server with the interceptors in their order and the message size bounds."""
+def _new_grpc_server(config: ServerConfig, slots: Slots, tracing: Any) -> grpc.aio.Server:
+    """A grpc.aio server with the interceptors in their order and the message size bounds;
+    `slots` are the admission slots it shares with the HTTP face; `tracing` a TracerProvider
+    (first: the span covers the whole call) or None."""
     interceptors: list[grpc.aio.ServerInterceptor] = [
         ObservingInterceptor(),
         DecodeGuardInterceptor(),
     ]
+    if tracing is not None:
+        interceptors.insert(0, grpc_interceptor(tracing))
     if config.auth_token:
         interceptors.append(BearerTokenInterceptor(config.auth_token))
     # last: it wraps the real handlers, so refused (unauthenticated) calls take no slot
-    interceptors.append(AdmissionInterceptor(config.settings.max_concurrent_rpcs))
+    interceptors.append(AdmissionInterceptor(config.settings.max_concurrent_rpcs, slots))
     return grpc.aio.server(
         interceptors=interceptors,
         options=[
@@ -308,6 +369,7 @@ class RunningServer:
         self._server: grpc.aio.Server | None = None
         self.port = 0
         self.metrics_port: int | None = None
+        self.http_port: int | None = None
         self._thread = threading.Thread(
             target=self._run, args=(config,), name="maxact-server-loop", daemon=True
         )
@@ -320,12 +382,26 @@ class RunningServer:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def http_address(self) -> str:
+        """127.0.0.1:PORT of the HTTP face (ValueError when it is off)."""
+        if self.http_port is None:
+            raise ValueError("this server serves no HTTP (http=False)")
+        return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def http_url(self) -> str:
+        """The HTTP face's base URL, http:// or https:// as it serves."""
+        scheme = "https" if self.config.tls is not None else "http"
+        return f"{scheme}://{self.http_address}"
+
     def _run(self, config: ServerConfig) -> None:
         asyncio.set_event_loop(self._loop)
         try:
             self._built = self._loop.run_until_complete(build_server(config))
             self._server, self.port = self._built.server, self._built.port
             self.metrics_port = self._built.metrics.port if self._built.metrics else None
+            self.http_port = self._built.http_port
         except BaseException as exc:
             self._error = exc
             self._started.set()
@@ -397,29 +473,37 @@ def security_from_settings(
 
 async def _serve(config: ServerConfig) -> None:
     built = await build_server(config)
-    port = built.port
+    port, host = built.port, config.settings.host
     log.info(
         "maxact serving on %s:%d (models: %s, data: %s, %s, %s)",
-        config.settings.host,
+        host,
         port,
         config.settings.model_root,
         config.settings.data_root,
         "TLS" if config.tls else "plaintext",
         "bearer token required" if config.auth_token else "no authentication",
     )
-    ready = (
-        f"maxact serving on {config.settings.host}:{port}"  # scripts wait for this line on stdout
-    )
+    ready = f"maxact serving on {host}:{port}"  # scripts wait for this line on stdout
+    http = ""
+    if built.http_port is not None:
+        http = f"{'https' if config.tls else 'http'}://{_url_host(host)}:{built.http_port}"
+        ready += f" (HTTP API and web UI on {http})"
     if config.settings.log_format == "json":
-        ready = json.dumps({"message": ready, "host": config.settings.host, "port": port})
-    print(ready, flush=True)
+        fields = {"message": ready, "host": host, "port": port}
+        ready = json.dumps({**fields, **({"http": http} if http else {})})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM):  # before the line: a script may signal at once
         loop.add_signal_handler(sig, stop.set)
+    print(ready, flush=True)
     await stop.wait()
     log.info("shutting down: finishing running calls (grace 10 s)")
     await built.stop(10)
+
+
+def _url_host(host: str) -> str:
+    """A host as it goes into a URL: IPv6 addresses in brackets."""
+    return f"[{host}]" if ":" in host else host
 
 
 def _startup_failure(message: str) -> int:

@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 ENV_PREFIX = "MAXACT_"
 DEFAULT_PORT = 50051
+DEFAULT_HTTP_PORT = 8080
 MIB = 1024 * 1024
 GIB = 1024 * MIB
 # The defaults live here (this module imports nothing of the server, so every module can read
@@ -79,6 +80,18 @@ class ServeSettings(BaseSettings):
         None,
         Group.NETWORK,
         "require 'authorization: Bearer <token>' (the file's content) on every RPC but health",
+    )
+    http: bool = setting(
+        True,
+        Group.NETWORK,
+        "serve the HTTP/JSON API and the web UI on --http-port (--no-http: gRPC only)",
+    )
+    http_port: int = setting(
+        DEFAULT_HTTP_PORT,
+        Group.NETWORK,
+        "HTTP port of the JSON API and the web UI (same --host, token and TLS as gRPC); "
+        "0: any free port, logged at start",
+        ge=0,
     )
     tls_cert: Path | None = setting(None, Group.NETWORK, "PEM certificate chain: serve TLS")
     tls_key: Path | None = setting(None, Group.NETWORK, "PEM private key of --tls-cert")
@@ -241,6 +254,13 @@ class ServeSettings(BaseSettings):
     metrics_port: int | None = setting(
         None, Group.OBSERVABILITY, "serve Prometheus metrics at http://HOST:PORT/metrics", ge=0
     )
+    otel_endpoint: str | None = setting(
+        None,
+        Group.OBSERVABILITY,
+        "send a trace span per gRPC call and HTTP request to this OTLP/HTTP collector, e.g. "
+        "http://127.0.0.1:4318 (needs the 'otel' extra; default: no tracing)",
+        max_length=2000,
+    )
     # text by default: people start `maxact serve` at a terminal; collectors (the container
     # image sets MAXACT_LOG_FORMAT=json) want one JSON object per line.
     log_format: Literal["text", "json"] = setting(
@@ -310,10 +330,10 @@ class ProbeSettings(BaseSettings):
     tls_cert: Path | None = None
 
 
-# Where an in-process server deliberately differs from `maxact serve`: a free port, so tests
+# Where an in-process server deliberately differs from `maxact serve`: free ports, so tests
 # and the demo never collide with a running server. (Its store is a fresh temporary one when
 # `store` is None; `maxact serve` resolves None to `default_store_path()`.)
-IN_PROCESS_DEFAULTS: dict[str, Any] = {"port": 0}
+IN_PROCESS_DEFAULTS: dict[str, Any] = {"port": 0, "http_port": 0}
 
 
 def env_name(field: str) -> str:

@@ -21,14 +21,14 @@ from maxact.client.cli.output import connect, print_doc
 from maxact.client.cli.render_args import quantile
 from maxact.client.client import Client
 from maxact.client.errors import MaxactError
-from maxact.client.json_out import patch_json
 from maxact.client.montage import render_montage, stack_rows
 from maxact.client.patches_out import patch_file_name
-from maxact.client.report.choose import layer_render
 from maxact.client.scans import ScanInfo
 from maxact.client.text_out import classes_text, table
 from maxact.common.defaults import DEFAULT_SELECTIVE, DEFAULT_TOP_CHANNELS, capped_k
+from maxact.common.documents import class_json, classes_json, compare_json
 from maxact.common.kinds import RENDER_MODES
+from maxact.common.render_choice import layer_render
 
 EXIT_OK = 0
 
@@ -114,63 +114,6 @@ def _add_class(commands: Any) -> None:
 # ---------------------------------------------------------------- documents
 
 
-def _channel_json(channel: t.ClassChannel) -> dict[str, Any]:
-    return {
-        "channel": channel.channel,
-        "mean": channel.mean,
-        "contrast": channel.contrast,
-        "selectivity": channel.selectivity,
-    }
-
-
-def classes_json(answer: t.LayerClassAnswer) -> dict[str, Any]:
-    return {
-        "scan": answer.scan,
-        "layer": answer.layer,
-        "images_scanned": answer.images_scanned,
-        "channels": answer.channels,
-        "dead": list(answer.dead),
-        "non_selective": list(answer.non_selective),
-        "classes": [
-            {
-                "name": c.name,
-                "images": c.images,
-                "selective_channels": list(c.selective_channels),
-                "top_channels": [_channel_json(x) for x in c.top_channels],
-            }
-            for c in answer.classes
-        ],
-        "uncovered": list(answer.uncovered),
-        "confusable": [
-            {"classes": list(p.classes), "similarity": p.similarity} for p in answer.confusable
-        ],
-    }
-
-
-def class_json(
-    result: t.ClassChannels, files: dict[int, dict[int, str]] | None = None, render: str = "rf"
-) -> dict[str, Any]:
-    """The `class --json` document; each result as in `topk` (under mask: `box` the mask's,
-    `rf_box` the receptive field)."""
-    files = files or {}
-    return {
-        "scan": result.scan,
-        "layer": result.layer,
-        "class": result.class_name,
-        "images": result.images,
-        "top_channels": [
-            {
-                **_channel_json(entry.channel),
-                "results": [
-                    patch_json(p, files.get(entry.channel.channel, {}).get(p.hit.rank), render)
-                    for p in entry.patches
-                ],
-            }
-            for entry in result.channels
-        ],
-    }
-
-
 def class_text(result: t.ClassChannels) -> str:
     if not result.channels:
         return (
@@ -226,24 +169,6 @@ def write_class_patches(
 def _short(image: str, limit: int = 22) -> str:
     name = image.rsplit("/", 1)[-1]
     return name if len(name) <= limit else name[: limit - 1] + "…"
-
-
-def compare_json(result: t.ScanComparison) -> dict[str, Any]:
-    return {
-        "a": result.a,
-        "b": result.b,
-        "layer": result.layer,
-        "k": result.k,
-        "channels": [
-            {
-                "channel": c.channel,
-                "overlap": c.overlap,
-                "firing_rate": list(c.firing_rate),
-                "mean": list(c.mean),
-            }
-            for c in result.channels
-        ],
-    }
 
 
 def compare_text(result: t.ScanComparison) -> str:

@@ -3,8 +3,6 @@ NAME.labels.txt or metadata key maxact.labels, read by the server)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import grpc
 
 from maxact.client import types as t
@@ -25,14 +23,6 @@ def class_names(client: Client, model: str) -> t.ClassNames:
 def output_label(client: Client, model: str, layer: str, channel: int) -> str | None:
     """The class name of `channel` when `layer` is the model's named flat output."""
     return class_names(client, model).label(layer, channel)
-
-
-def add_layer_labels(doc: dict[str, Any], names: t.ClassNames) -> dict[str, Any]:
-    """The `layers` document with "labels" on the named flat output's entry."""
-    for layer in doc.get("layers", []):
-        if names.names and layer.get("name") == names.layer:
-            layer["labels"] = list(names.names)
-    return doc
 
 
 def labels_line(names: t.ClassNames) -> str:

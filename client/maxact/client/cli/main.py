@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
-from maxact.client import json_out, text_out
+from maxact.client import text_out
 from maxact.client import types as t
 from maxact.client.cli.class_commands import COMMANDS as CLASS_COMMANDS
 from maxact.client.cli.class_commands import add_parsers as add_class_parsers
@@ -27,7 +27,7 @@ from maxact.client.cli.common import (
     nonnegative_int,
     positive_int,
 )
-from maxact.client.cli.labels import add_layer_labels, class_names, labels_line, output_label
+from maxact.client.cli.labels import class_names, labels_line, output_label
 from maxact.client.cli.output import connect, print_doc, print_topk
 from maxact.client.cli.render_args import add_render_arguments, render_options_from_args
 from maxact.client.cli.scan_commands import COMMANDS as SCAN_COMMANDS
@@ -37,6 +37,7 @@ from maxact.client.errors import MaxactError
 from maxact.client.images import collect_images
 from maxact.client.progress import ProgressBar
 from maxact.client.stream import TopKStream
+from maxact.common import documents as json_out
 from maxact.common.defaults import DEFAULT_K
 from maxact.common.preprocessing import add_preprocessing_arguments, preprocessing_from_args
 from maxact.common.version import maxact_version
@@ -303,29 +304,14 @@ def cmd_models(args: argparse.Namespace) -> int:
             print_doc(args, {"name": args.name, "loaded": False}, f"unloaded {args.name}")
             return 0
         models = client.list_models()
-    doc = {
-        "models": [{"name": m.name, "size_bytes": m.size_bytes, "loaded": m.loaded} for m in models]
-    }
-    print_doc(args, doc, text_out.models_text(models))
+    print_doc(args, json_out.models_json(models), text_out.models_text(models))
     return 0
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
     with connect(args) as client:
         datasets = client.list_datasets()
-    doc = {
-        "datasets": [
-            {
-                "name": d.name,
-                "image_count": d.image_count,
-                "labels": list(d.labels),
-                "size_bytes": d.size_bytes,
-                "unreadable": d.unreadable,
-            }
-            for d in datasets
-        ]
-    }
-    print_doc(args, doc, text_out.datasets_text(datasets))
+    print_doc(args, json_out.datasets_json(datasets), text_out.datasets_text(datasets))
     return 0
 
 
@@ -346,7 +332,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
     with connect(args) as client:
         info = client.get_model(args.model, size=tuple(args.size) if args.size else None)
         names = class_names(client, args.model)
-    doc = add_layer_labels(json_out.layers_json(info), names)
+    doc = json_out.add_layer_labels(json_out.layers_json(info), names)
     print_doc(args, doc, text_out.layers_text(info) + labels_line(names))
     return 0
 

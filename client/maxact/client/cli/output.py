@@ -6,11 +6,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from maxact.client import json_out, text_out
+from maxact.client import text_out
 from maxact.client import types as t
 from maxact.client.channel import read_token_file
 from maxact.client.client import Client
 from maxact.client.patches_out import write_patches
+from maxact.common import documents as json_out
 
 
 def connect(args: argparse.Namespace) -> Client:

@@ -27,10 +27,11 @@ from maxact.client.cli.common import (
 from maxact.client.cli.labels import output_label
 from maxact.client.cli.output import connect, print_doc, print_topk, warn
 from maxact.client.cli.render_args import add_render_arguments, render_options_from_args
-from maxact.client.json_out import scan_json, scans_json
 from maxact.client.progress import ProgressBar
 from maxact.client.scans import ScanInfo
 from maxact.common.defaults import DEFAULT_K, DEFAULT_MASK_QUANTILE, capped_k
+from maxact.common.documents import deleted_json, scan_json, scans_json
+from maxact.common.documents import neuron_result as neuron_result_of
 from maxact.common.kinds import RENDER_MODES, ScanState, TopKMode
 from maxact.common.preprocessing import add_preprocessing_arguments, preprocessing_from_args
 from maxact.common.resources import scan_id
@@ -167,7 +168,15 @@ def _add_report(commands: Any) -> None:
         "report", help="a static HTML gallery of a finished scan (opens from disk)"
     )
     report.add_argument("scan_id", metavar="SCAN_ID")
-    report.add_argument("--out", type=Path, required=True, metavar="DIR")
+    where = report.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", type=Path, metavar="DIR")
+    where.add_argument(
+        "--single-file",
+        type=Path,
+        metavar="FILE",
+        help="instead: ONE self-contained page (images as data URIs, no script) for MLflow, "
+        "W&B or Kubeflow",
+    )
     report.add_argument(
         "-k",
         type=positive_int,
@@ -278,7 +287,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         if verb == "delete":
             client.delete_scan(args.scan_id)
             deleted = scan_id(args.scan_id)
-            print_doc(args, {"id": deleted, "deleted": True}, f"scan {deleted} deleted")
+            print_doc(args, deleted_json(deleted), f"scan {deleted} deleted")
             return EXIT_OK
         if verb == "watch":
             info = follow(client, client.scans.get(args.scan_id))
@@ -304,18 +313,7 @@ def neuron_result(
     scan, patches, scanned = client.scans.neuron(
         scan_id, layer, channel, k=k, bottom=bottom, **render
     )
-    return t.TopKResult(
-        model=scan.model,
-        layer=layer,
-        channel=channel,
-        k=k,
-        mode=scan.mode,
-        bottom=bottom,
-        images_scanned=scanned,
-        images_failed=scan.images_failed,
-        patches=tuple(sorted(patches, key=lambda p: p.hit.rank)),
-        preprocessing=scan.preprocessing,
-    )
+    return neuron_result_of(scan, layer, channel, k, bottom, patches, scanned)
 
 
 def neuron_channel(args: argparse.Namespace) -> int:
@@ -341,22 +339,23 @@ def cmd_neuron(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from maxact.client.report.single_file import write_single_file
     from maxact.client.report.writer import write_report
 
+    options = {
+        "k": args.k,
+        "size": tuple(args.size) if args.size else None,
+        "progress": ProgressBar(f"report {args.scan_id}", unit="channels"),
+        "patch_size": args.patch_size,
+        "render": args.render,
+        "mask_quantile": args.mask_quantile,
+    }
     with connect(args) as client:
-        index = write_report(
-            client,
-            args.scan_id,
-            args.out,
-            k=args.k,
-            size=tuple(args.size) if args.size else None,
-            progress=ProgressBar(f"report {args.scan_id}", unit="channels"),
-            patch_size=args.patch_size,
-            render=args.render,
-            mask_quantile=args.mask_quantile,
-            force=args.force,
-        )
-    print(f"wrote {index}")
+        if args.single_file is not None:
+            written = write_single_file(client, args.scan_id, args.single_file, **options)
+        else:
+            written = write_report(client, args.scan_id, args.out, force=args.force, **options)
+    print(f"wrote {written}")
     return EXIT_OK
 
 

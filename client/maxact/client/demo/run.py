@@ -21,7 +21,6 @@ from typing import Any
 
 import grpc
 
-from maxact.client import json_out
 from maxact.client import types as t
 from maxact.client.client import Client
 from maxact.client.demo import classes_demo
@@ -38,6 +37,7 @@ from maxact.client.montage import stack_rows
 from maxact.client.patches_out import montage_of, write_patches
 from maxact.client.progress import ProgressBar
 from maxact.client.report.writer import write_report
+from maxact.common import documents as json_out
 from maxact.common.kinds import ScanState
 
 DATASET = "photos"

@@ -193,6 +193,11 @@ def layer_page(scan: ScanHeader, layer: LayerSummary, neurons: Sequence[NeuronEn
     )
 
 
+def render(template: str, **values: Any) -> str:
+    """Any of the package's templates, autoescaped (values are user data)."""
+    return _ENV.get_template(template).render(**values)
+
+
 def mapping_json(scan: dict[str, object], layers: Sequence[LayerSummary]) -> str:
     """report.json: the scan and which folder holds which layer (names are not file names)."""
     doc = {

@@ -27,9 +27,7 @@ from typing import Any
 from maxact.client import text_out
 from maxact.client import types as t
 from maxact.client.errors import MaxactError
-from maxact.client.json_out import scan_json
 from maxact.client.report import html as g
-from maxact.client.report.choose import layer_render, patch_format
 from maxact.client.report.layer_writer import (
     OVERVIEW_COLUMNS,
     OVERVIEW_TILE,
@@ -40,7 +38,9 @@ from maxact.client.report.layer_writer import (
 )
 from maxact.client.scans import LayerStatistics, ScanInfo
 from maxact.common.defaults import DEFAULT_K, capped_k
+from maxact.common.documents import scan_json
 from maxact.common.kinds import RENDER_MODES
+from maxact.common.render_choice import layer_render, patch_format
 
 __all__ = [
     "OVERVIEW_COLUMNS",

@@ -105,16 +105,22 @@ def stored_neuron(
     k: int,
     bottom: bool,
     render: RenderOptions | None,
+    only_rank: int | None = None,
 ) -> StoredNeuron:
     """The top (or bottom) `k` (0: all kept) of one channel; with `render`, each hit's patch
-    cropped again from its original image."""
+    cropped again from its original image. `only_rank`: just the hit of that rank (one patch
+    to crop, as an image URL asks)."""
     record = finished_scan(jobs, scan)
+    if only_rank is not None:
+        k = _checked_k(record, layer_name, only_rank)
     k = _checked_k(record, layer_name, k)
     model, prep, layers = jobs.prepare(record)
     layer = next(entry for entry in layers if entry.name == layer_name)
     check_channel(layer, channel)
     kind = TopKKind.of(record.mode, bottom)
     rows = jobs.store.topk_rows(record.id, layer.name, channel, kind, k)
+    if only_rank is not None:
+        rows = [row for row in rows if row.rank == only_rank]
     # the dataset's folder only: listing its images is not needed to crop k of them
     per_image = prep.fixed_size is None
     root = jobs.datasets.root_of(record.dataset) if render is not None or per_image else None

@@ -6,7 +6,7 @@ of the scan each time its progress changed.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from maxact.common.defaults import DEFAULT_K
@@ -82,7 +82,7 @@ class Scans:
             page[-1].seq if more and page else None,
         )
 
-    async def watch(self, name: str) -> AsyncIterator[ScanRecord]:
+    async def watch(self, name: str) -> AsyncGenerator[ScanRecord, None]:
         """The scan now, then each time its state or counts change, until it finished."""
         scan_id = scan_id_from(name)
         async for record in poll_changes(

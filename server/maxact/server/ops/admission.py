@@ -15,8 +15,8 @@ from typing import Any
 
 import grpc
 
-from maxact.server.errors import Code, ServiceError
 from maxact.server.ops.handlers import Handler, relay, same_shape
+from maxact.server.ops.slots import Slots
 from maxact.server.ops.status import grpc_status
 
 EXEMPT_PREFIXES = (
@@ -27,11 +27,19 @@ EXEMPT_PREFIXES = (
 
 
 class AdmissionInterceptor(grpc.aio.ServerInterceptor):
-    """Refuses maxact calls beyond `limit` in flight with RESOURCE_EXHAUSTED."""
+    """Refuses maxact calls beyond the limit in flight with RESOURCE_EXHAUSTED; `slots` may
+    be shared with the HTTP face, so the limit holds over both."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.in_flight = 0
+    def __init__(self, limit: int, slots: Slots | None = None) -> None:
+        self.slots = slots or Slots(limit)
+
+    @property
+    def limit(self) -> int:
+        return self.slots.limit
+
+    @property
+    def in_flight(self) -> int:
+        return self.slots.in_flight
 
     async def intercept_service(
         self,
@@ -45,25 +53,17 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
         return same_shape(handler, self._admitted_unary, self._admitted_stream)
 
     def _refusal(self) -> Any:
-        error = ServiceError(
-            Code.RESOURCE_EXHAUSTED,
-            "TOO_MANY_CALLS",
-            f"the server is busy: {self.limit} calls are in flight (maxact serve "
-            f"--max-concurrent-rpcs); retry later",
-            {"limit": str(self.limit)},
-        )
-        return grpc_status(error)
+        return grpc_status(self.slots.refusal())
 
     def _admitted_unary(self, behaviour: Callable[..., Any]) -> Callable[..., Any]:
         async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            if self.in_flight >= self.limit:
+            if not self.slots.try_take():
                 await context.abort_with_status(self._refusal())
-            self.in_flight += 1
             try:
                 result = behaviour(request, context)
                 return await result if inspect.isawaitable(result) else result
             finally:
-                self.in_flight -= 1
+                self.slots.release()
 
         return unary
 
@@ -74,13 +74,12 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
         async def stream(
             request: Any, context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
-            if self.in_flight >= self.limit:
+            if not self.slots.try_take():
                 await context.abort_with_status(self._refusal())
-            self.in_flight += 1
             try:
                 async for item in relay(behaviour(request, context)):
                     yield item
             finally:
-                self.in_flight -= 1
+                self.slots.release()
 
         return stream

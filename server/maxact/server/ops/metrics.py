@@ -36,6 +36,19 @@ GRPC_HANDLING_SECONDS = Histogram(
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
 
+# The HTTP face's requests, by route template (never the raw path: names are unbounded).
+HTTP_REQUESTS = Counter(
+    "http_server_requests",
+    "HTTP requests completed on the server, regardless of status.",
+    ["method", "route", "status"],
+)
+HTTP_REQUEST_SECONDS = Histogram(
+    "http_server_request_duration_seconds",
+    "Time from the start of an HTTP request to the end of its answer.",
+    ["method", "route"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+
 # maxact's own.
 IMAGES_SCANNED = Counter("maxact_images_scanned", "Images reduced by any scan.")
 IMAGES_SKIPPED = Counter("maxact_images_skipped", "Unreadable images skipped.")

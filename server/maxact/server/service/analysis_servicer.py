@@ -8,14 +8,10 @@ from typing import Any
 
 import grpc
 
-from maxact.common.class_answer import ClassChannel
 from maxact.server.core.analysis import Analysis
 from maxact.server.jobs.scan_jobs import ScanJobs
-from maxact.server.service.convert import (
-    neuron_patches_to_proto,
-    render_options_from_proto,
-    scan_to_proto,
-)
+from maxact.server.service import messages
+from maxact.server.service.convert import render_options_from_proto
 from maxact.server.service.errors import rpc
 from maxact.v1 import analysis_service_pb2 as apb
 from maxact.v1 import analysis_service_pb2_grpc
@@ -33,31 +29,7 @@ class AnalysisServicer(analysis_service_pb2_grpc.AnalysisServiceServicer):
         report = await asyncio.to_thread(
             self.analysis.class_answer, request.scan, request.layer, threshold, request.top
         )
-        answer = report.answer
-        response = apb.GetClassAnswerResponse(
-            scan=scan_to_proto(report.scan),
-            layer=report.layer,
-            images_scanned=report.images_scanned,
-            channels=answer.channels,
-            dead=answer.dead,
-            non_selective=answer.non_selective,
-            uncovered=answer.uncovered,
-        )
-        for entry in answer.classes:
-            response.classes.append(
-                apb.ClassAnswer(
-                    name=entry.name,
-                    images=entry.images,
-                    selective_channels=entry.selective_channels,
-                    top_channels=[_channel(c) for c in entry.top_channels],
-                    selective_details=[_channel(c) for c in entry.selective],
-                )
-            )
-        for pair in answer.confusable:
-            response.confusable.append(
-                apb.ConfusablePair(classes=pair.classes, similarity=pair.similarity)
-            )
-        return response
+        return messages.class_answer_response(report)
 
     @rpc
     async def GetClassChannels(
@@ -72,18 +44,7 @@ class AnalysisServicer(analysis_service_pb2_grpc.AnalysisServiceServicer):
             request.k,
             render_options_from_proto(request),  # render, mask_quantile, patch_size
         )
-        response = apb.GetClassChannelsResponse(
-            class_name=report.found.name,
-            images=report.found.images,
-            scan=scan_to_proto(report.scan),
-        )
-        for entry in report.channels:
-            response.channels.append(
-                apb.ClassChannelPatches(
-                    channel=_channel(entry.channel), patches=neuron_patches_to_proto(entry.neuron)
-                )
-            )
-        return response
+        return messages.class_channels_response(report)
 
     @rpc
     async def CompareScans(
@@ -92,24 +53,7 @@ class AnalysisServicer(analysis_service_pb2_grpc.AnalysisServiceServicer):
         comparison = await asyncio.to_thread(
             self.analysis.compare, request.scan_a, request.scan_b, request.layer
         )
-        response = apb.CompareScansResponse(
-            layer=comparison.layer,
-            k=comparison.k,
-            scan_a=scan_to_proto(comparison.scan_a),
-            scan_b=scan_to_proto(comparison.scan_b),
-        )
-        for change in comparison.channels:
-            response.channels.append(
-                apb.ChannelChange(
-                    channel=change.channel,
-                    overlap=change.overlap,
-                    firing_rate_a=change.firing_rate[0],
-                    firing_rate_b=change.firing_rate[1],
-                    mean_a=change.mean[0],
-                    mean_b=change.mean[1],
-                )
-            )
-        return response
+        return messages.compare_response(comparison)
 
     @rpc
     async def GetClassNames(
@@ -117,12 +61,3 @@ class AnalysisServicer(analysis_service_pb2_grpc.AnalysisServiceServicer):
     ) -> apb.GetClassNamesResponse:
         layer, names = await asyncio.to_thread(self.analysis.class_names, request.model)
         return apb.GetClassNamesResponse(layer=layer, names=names)
-
-
-def _channel(channel: ClassChannel) -> apb.ClassChannel:
-    return apb.ClassChannel(
-        channel=channel.channel,
-        mean=channel.mean,
-        contrast=channel.contrast,
-        selectivity=channel.selectivity,
-    )

@@ -8,23 +8,13 @@ from typing import Any
 
 import grpc
 
-from maxact.common.records import DatasetSummary
 from maxact.server.core.datasets import Datasets
 from maxact.server.core.validate import ServerState
+from maxact.server.service import messages
 from maxact.server.service.errors import rpc
 from maxact.server.service.pagination import page_of
 from maxact.v1 import dataset_service_pb2 as pb
 from maxact.v1 import dataset_service_pb2_grpc
-
-
-def _summary(dataset: DatasetSummary) -> pb.DatasetSummary:
-    return pb.DatasetSummary(
-        name=dataset.name,
-        image_count=dataset.image_count,
-        labels=list(dataset.labels),
-        size_bytes=dataset.size_bytes,
-        unreadable=dataset.unreadable,
-    )
 
 
 class DatasetServicer(dataset_service_pb2_grpc.DatasetServiceServicer):
@@ -40,7 +30,8 @@ class DatasetServicer(dataset_service_pb2_grpc.DatasetServiceServicer):
         # only this page's folders are walked (sizes and counts cost a directory listing each)
         summaries = await asyncio.to_thread(lambda: [self.datasets.summary(n) for n in page.items])
         return pb.ListDatasetsResponse(
-            datasets=[_summary(s) for s in summaries], next_page_token=page.next_page_token
+            datasets=[messages.dataset_summary(s) for s in summaries],
+            next_page_token=page.next_page_token,
         )
 
     @rpc
@@ -48,4 +39,4 @@ class DatasetServicer(dataset_service_pb2_grpc.DatasetServiceServicer):
         self, request: pb.GetDatasetRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetDatasetResponse:
         summary = await asyncio.to_thread(self.datasets.summary, request.name)
-        return pb.GetDatasetResponse(dataset=_summary(summary))
+        return pb.GetDatasetResponse(dataset=messages.dataset_summary(summary))

@@ -9,15 +9,11 @@ from typing import Any
 
 import grpc
 
-from maxact.common.records import ModelSummary, TensorInfo
 from maxact.server.core.models import Models, UploadHeader
 from maxact.server.core.validate import ServerState
 from maxact.server.errors import invalid_argument
-from maxact.server.service.convert import (
-    field_to_proto,
-    preprocessing_from_proto,
-    preprocessing_to_proto,
-)
+from maxact.server.service import messages
+from maxact.server.service.convert import preprocessing_from_proto
 from maxact.server.service.errors import rpc
 from maxact.server.service.pagination import page_of
 from maxact.v1 import model_service_pb2 as pb
@@ -37,7 +33,8 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
             "models", summaries, lambda s: s.name, request.page_size, request.page_token, str
         )
         return pb.ListModelsResponse(
-            models=[_summary(s) for s in page.items], next_page_token=page.next_page_token
+            models=[messages.model_summary(s) for s in page.items],
+            next_page_token=page.next_page_token,
         )
 
     @rpc
@@ -45,28 +42,15 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         self, request: pb.GetModelRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetModelResponse:
         model = await self.models.describe(request.name, list(request.size))
-        response = pb.GetModelResponse(
-            name=model.name,
-            default_preprocessing=preprocessing_to_proto(model.default_preprocessing),
-            input_height=model.input_size[0],
-            input_width=model.input_size[1],
-            inputs=[_tensor_info(t) for t in model.inputs],
-            outputs=[_tensor_info(t) for t in model.outputs],
-        )
-        for layer in model.layers:
-            message = pb.Layer(
-                name=layer.name, op=layer.op, shape=list(layer.shape), field_error=layer.field_error
-            )
-            if layer.field is not None:
-                message.receptive_field.CopyFrom(field_to_proto(layer.field))
-            response.layers.append(message)
-        return response
+        return messages.model_response(model)
 
     @rpc
     async def LoadModel(
         self, request: pb.LoadModelRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.LoadModelResponse:
-        return pb.LoadModelResponse(model=_summary(await self.models.load(request.name)))
+        return pb.LoadModelResponse(
+            model=messages.model_summary(await self.models.load(request.name))
+        )
 
     @rpc
     async def UnloadModel(
@@ -99,7 +83,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         )
         upload = UploadHeader(header.name, header.sha256, header.overwrite, prep)
         summary = await self.models.upload(upload, _chunks(iterator))
-        return pb.UploadModelResponse(model=_summary(summary))
+        return pb.UploadModelResponse(model=messages.model_summary(summary))
 
 
 async def _chunks(requests: AsyncIterator[pb.UploadModelRequest]) -> AsyncIterator[bytes]:
@@ -110,13 +94,3 @@ async def _chunks(requests: AsyncIterator[pb.UploadModelRequest]) -> AsyncIterat
                 "UPLOAD_HEADER_REPEATED", "only the first upload message is a header"
             )
         yield message.chunk
-
-
-def _summary(summary: ModelSummary) -> pb.ModelSummary:
-    return pb.ModelSummary(name=summary.name, size_bytes=summary.size_bytes, loaded=summary.loaded)
-
-
-def _tensor_info(tensor: TensorInfo) -> pb.TensorInfo:
-    return pb.TensorInfo(
-        name=tensor.name, element_type=tensor.element_type, shape=list(tensor.shape)
-    )

@@ -9,12 +9,8 @@ import grpc
 
 from maxact.server.core.neurons import stored_neuron, stored_statistics
 from maxact.server.jobs.scan_jobs import ScanJobs
-from maxact.server.service.convert import (
-    neuron_patches_to_proto,
-    render_options_from_proto,
-    scan_to_proto,
-    statistics_to_proto,
-)
+from maxact.server.service import messages
+from maxact.server.service.convert import render_options_from_proto, statistics_to_proto
 from maxact.server.service.errors import rpc
 from maxact.v1 import neuron_service_pb2 as npb
 from maxact.v1 import neuron_service_pb2_grpc
@@ -39,13 +35,7 @@ class NeuronServicer(neuron_service_pb2_grpc.NeuronServiceServicer):
             request.bottom,
             render if request.include_patches else None,
         )
-        record = answer.record
-        return npb.GetNeuronResponse(
-            images_scanned=record.images_done,
-            mode=record.mode.to_proto(),
-            scan=scan_to_proto(record),
-            patches=neuron_patches_to_proto(answer),
-        )
+        return messages.neuron_response(answer)
 
     @rpc
     async def GetLayerStatistics(

@@ -1,12 +1,16 @@
-"""Proto messages -> the typed results in maxact.client.types (one direction only)."""
+"""Proto messages -> the typed results in maxact.common.results (one direction only)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime, timezone
 
-from maxact.client import types as t
-from maxact.common.kinds import RENDER_MODES, RenderMode, TopKMode
+from google.protobuf import timestamp_pb2
+
+from maxact.common import results as t
+from maxact.common.kinds import RENDER_MODES, RenderMode, ScanState, TopKMode
 from maxact.common.preprocessing import Preprocessing
+from maxact.common.resources import scan_id
 from maxact.v1 import (
     analysis_service_pb2,
     common_pb2,
@@ -14,6 +18,7 @@ from maxact.v1 import (
     model_service_pb2,
     neuron_service_pb2,
     receptive_field_service_pb2,
+    scan_service_pb2,
     topk_service_pb2,
 )
 
@@ -181,3 +186,121 @@ def _mode_name(value: int) -> str:
         return TopKMode.from_proto(value).value
     except ValueError:  # a mode newer than this client
         return ""
+
+
+def _time(stamp: timestamp_pb2.Timestamp, is_set: bool) -> datetime | None:
+    return stamp.ToDatetime(tzinfo=timezone.utc) if is_set else None
+
+
+def scan_summary(message: scan_service_pb2.Scan, preprocessing_warning: str = "") -> t.ScanSummary:
+    return t.ScanSummary(
+        id=scan_id(message.name),
+        state=ScanState.from_proto(message.state),
+        images_done=message.images_scanned,
+        images_total=message.images_total,
+        images_failed=message.images_failed,
+        model=message.model,
+        layers=tuple(message.layers),
+        dataset=message.dataset,
+        k=message.k,
+        mode=TopKMode.from_proto(message.mode),
+        error=message.error.message if message.HasField("error") else "",
+        create_time=_time(message.create_time, message.HasField("create_time")),
+        update_time=_time(message.update_time, message.HasField("update_time")),
+        request_id=message.request_id,
+        preprocessing=Preprocessing.from_proto(message.preprocessing)
+        if message.HasField("preprocessing")
+        else None,
+        preprocessing_warning=preprocessing_warning,
+    )
+
+
+def layer_statistics(response: neuron_service_pb2.GetLayerStatisticsResponse) -> t.LayerStatistics:
+    return t.LayerStatistics(
+        images_scanned=response.images_scanned,
+        channels=tuple(
+            t.ChannelStatistics(
+                channel=c.channel,
+                mean_max=c.mean_max,
+                max_max=c.max_max,
+                firing_rate=c.firing_rate,
+                dead=c.dead,
+                selectivity=c.selectivity,
+                preferred_class=c.preferred_class,
+                class_mean=dict(c.class_mean),
+                top_class_histogram=dict(c.top_class_histogram),
+            )
+            for c in response.channels
+        ),
+        top_channels_per_class={
+            name: tuple(entry.channels) for name, entry in response.top_channels_per_class.items()
+        },
+    )
+
+
+def class_channel(message: analysis_service_pb2.ClassChannel) -> t.ClassChannel:
+    return t.ClassChannel(
+        channel=message.channel,
+        mean=message.mean,
+        contrast=message.contrast,
+        selectivity=message.selectivity,
+    )
+
+
+def class_answer(response: analysis_service_pb2.GetClassAnswerResponse) -> t.LayerClassAnswer:
+    return t.LayerClassAnswer(
+        scan=scan_id(response.scan.name),
+        layer=response.layer,
+        images_scanned=response.images_scanned,
+        channels=response.channels,
+        dead=tuple(response.dead),
+        non_selective=tuple(response.non_selective),
+        classes=tuple(
+            t.ClassAnswer(
+                name=c.name,
+                images=c.images,
+                selective_channels=tuple(c.selective_channels),
+                top_channels=tuple(class_channel(x) for x in c.top_channels),
+                selective=tuple(class_channel(x) for x in c.selective_details),
+            )
+            for c in response.classes
+        ),
+        uncovered=tuple(response.uncovered),
+        confusable=tuple(
+            t.ConfusablePair((p.classes[0], p.classes[1]), p.similarity)
+            for p in response.confusable
+        ),
+    )
+
+
+def class_channels(
+    response: analysis_service_pb2.GetClassChannelsResponse, layer: str
+) -> t.ClassChannels:
+    return t.ClassChannels(
+        scan=scan_id(response.scan.name),
+        layer=layer,
+        class_name=response.class_name,
+        images=response.images,
+        channels=tuple(
+            t.ClassChannelPatches(class_channel(c.channel), tuple(patch(p) for p in c.patches))
+            for c in response.channels
+        ),
+    )
+
+
+def comparison(response: analysis_service_pb2.CompareScansResponse) -> t.ScanComparison:
+    return t.ScanComparison(
+        a=scan_id(response.scan_a.name),
+        b=scan_id(response.scan_b.name),
+        layer=response.layer,
+        k=response.k,
+        channels=tuple(
+            t.ChannelChange(
+                channel=c.channel,
+                overlap=c.overlap,
+                firing_rate=(c.firing_rate_a, c.firing_rate_b),
+                mean=(c.mean_a, c.mean_b),
+            )
+            for c in response.channels
+        ),
+    )

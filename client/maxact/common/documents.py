@@ -1,14 +1,15 @@
 """Typed results -> the JSON documents of `maxact ... --json` (the contract scripts rely on;
-docs/cli.md). Shared by the CLI, the report and the demo."""
+docs/cli.md). Shared by the CLI, the report, the demo and the server's HTTP API, whose
+documents are these same ones."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from maxact.client import types as t
-from maxact.client.scans import ScanInfo
+from maxact.common import results as t
 from maxact.common.kinds import RenderMode
 
 
@@ -144,7 +145,7 @@ def dumps(doc: Any) -> str:
     return json.dumps(doc, indent=2, ensure_ascii=False)
 
 
-def scan_json(info: ScanInfo) -> dict[str, Any]:
+def scan_json(info: t.ScanSummary) -> dict[str, Any]:
     """The `scan get` document, plus k, mode, images_failed and error (additive)."""
     return {
         "id": info.id,
@@ -162,5 +163,152 @@ def scan_json(info: ScanInfo) -> dict[str, Any]:
     }
 
 
-def scans_json(scans: Iterable[ScanInfo]) -> dict[str, Any]:
+def scans_json(scans: Iterable[t.ScanSummary]) -> dict[str, Any]:
     return {"scans": [scan_json(s) for s in scans]}
+
+
+def class_channel_json(channel: t.ClassChannel) -> dict[str, Any]:
+    return {
+        "channel": channel.channel,
+        "mean": channel.mean,
+        "contrast": channel.contrast,
+        "selectivity": channel.selectivity,
+    }
+
+
+def classes_json(answer: t.LayerClassAnswer) -> dict[str, Any]:
+    return {
+        "scan": answer.scan,
+        "layer": answer.layer,
+        "images_scanned": answer.images_scanned,
+        "channels": answer.channels,
+        "dead": list(answer.dead),
+        "non_selective": list(answer.non_selective),
+        "classes": [
+            {
+                "name": c.name,
+                "images": c.images,
+                "selective_channels": list(c.selective_channels),
+                "top_channels": [class_channel_json(x) for x in c.top_channels],
+            }
+            for c in answer.classes
+        ],
+        "uncovered": list(answer.uncovered),
+        "confusable": [
+            {"classes": list(p.classes), "similarity": p.similarity} for p in answer.confusable
+        ],
+    }
+
+
+def class_json(
+    result: t.ClassChannels, files: dict[int, dict[int, str]] | None = None, render: str = "rf"
+) -> dict[str, Any]:
+    """The `class --json` document; each result as in `topk` (under mask: `box` the mask's,
+    `rf_box` the receptive field)."""
+    files = files or {}
+    return {
+        "scan": result.scan,
+        "layer": result.layer,
+        "class": result.class_name,
+        "images": result.images,
+        "top_channels": [
+            {
+                **class_channel_json(entry.channel),
+                "results": [
+                    patch_json(p, files.get(entry.channel.channel, {}).get(p.hit.rank), render)
+                    for p in entry.patches
+                ],
+            }
+            for entry in result.channels
+        ],
+    }
+
+
+def compare_json(result: t.ScanComparison) -> dict[str, Any]:
+    return {
+        "a": result.a,
+        "b": result.b,
+        "layer": result.layer,
+        "k": result.k,
+        "channels": [
+            {
+                "channel": c.channel,
+                "overlap": c.overlap,
+                "firing_rate": list(c.firing_rate),
+                "mean": list(c.mean),
+            }
+            for c in result.channels
+        ],
+    }
+
+
+def models_json(models: Iterable[t.ModelSummary]) -> dict[str, Any]:
+    """The `maxact models --json` document."""
+    return {
+        "models": [{"name": m.name, "size_bytes": m.size_bytes, "loaded": m.loaded} for m in models]
+    }
+
+
+def datasets_json(datasets: Iterable[t.DatasetSummary]) -> dict[str, Any]:
+    """The `maxact datasets --json` document."""
+    return {
+        "datasets": [
+            {
+                "name": d.name,
+                "image_count": d.image_count,
+                "labels": list(d.labels),
+                "size_bytes": d.size_bytes,
+                "unreadable": d.unreadable,
+            }
+            for d in datasets
+        ]
+    }
+
+
+def add_layer_labels(doc: dict[str, Any], names: t.ClassNames) -> dict[str, Any]:
+    """The `layers` document with "labels" on the named flat output's entry."""
+    for layer in doc.get("layers", []):
+        if names.names and layer.get("name") == names.layer:
+            layer["labels"] = list(names.names)
+    return doc
+
+
+def deleted_json(scan_id: str) -> dict[str, Any]:
+    """The `scan delete --json` document."""
+    return {"id": scan_id, "deleted": True}
+
+
+def statistics_json(stats: t.LayerStatistics) -> dict[str, Any]:
+    """A layer's stored statistics, channel by channel (the typed LayerStatistics as JSON)."""
+    return {
+        "images_scanned": stats.images_scanned,
+        "channels": [dataclasses.asdict(c) for c in stats.channels],
+        "top_channels_per_class": {
+            name: list(channels) for name, channels in stats.top_channels_per_class.items()
+        },
+    }
+
+
+def neuron_result(
+    scan: t.ScanSummary,
+    layer: str,
+    channel: int,
+    k: int,
+    bottom: bool,
+    patches: Iterable[t.Patch],
+    images_scanned: int,
+) -> t.TopKResult:
+    """A finished scan's top-k (or bottom-k) of one channel as a TopKResult, so the topk
+    writers (JSON, table, rank_N.png + montage.png) serve it unchanged."""
+    return t.TopKResult(
+        model=scan.model,
+        layer=layer,
+        channel=channel,
+        k=k,
+        mode=scan.mode,
+        bottom=bottom,
+        images_scanned=images_scanned,
+        images_failed=scan.images_failed,
+        patches=tuple(sorted(patches, key=lambda p: p.hit.rank)),
+        preprocessing=scan.preprocessing,
+    )

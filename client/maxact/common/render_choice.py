@@ -1,4 +1,5 @@
-"""Per-layer choices of a report: how patches are rendered and in which file format.
+"""Per-layer choices of how patches are rendered and in which file format (the report, `class`
+and the HTTP API choose alike).
 
 Why `mask` for deep layers: a unit's theoretical receptive field grows with depth and soon
 exceeds the model's input crop (MobileNetV3's last layers see ~1000 px of a 224 px crop), so an
@@ -11,7 +12,7 @@ exact and needs no model run.
 
 from __future__ import annotations
 
-from maxact.client import types as t
+from maxact.common import results as t
 from maxact.common.kinds import RenderMode
 
 # rf while the field is at most this share of the input's shorter side; mask beyond
