@@ -154,8 +154,8 @@ def test_a_new_session_reserves_what_its_models_last_session_cost_while_it_is_bu
     second is built, the budget holds what the first cost (its build and first run, as the
     session cache charged it), so the caches make room before it exists."""
     save(detector_like_model(), tmp_path / "models", "det")
-    write_images(tmp_path / "data" / "photos", 4, 64, seed=2)
-    prep = Preprocessing(size=(64, 64))
+    write_images(tmp_path / "data" / "photos", 4, 16, seed=2)
+    prep = Preprocessing(size=(16, 16))  # runs of tiny inputs: far less than a session
     with _server(tmp_path, 4096) as server, Client(server.address) as client:
         client.topk("det", "relu1", 0, dataset="photos", k=2, preprocessing=prep).result()
         first_session = server._built.jobs.models.sessions.bytes  # this server's own cache
