@@ -24,8 +24,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/maxact demo --docs docs
 
-# System packages outside pip (Debian chromium, chromium-driver): installed when missing and
-# possible (root + apt-get), else listed; tests that need a missing one skip with the reason.
+# System packages outside pip (Debian chromium, chromium-driver, postgresql): installed when
+# missing and possible (root + apt-get), else listed; tests that need a missing one skip with
+# the reason.
 sysdeps: $(STAMP)
 	sh scripts/sysdeps.sh $(VENV)/sysdeps-missing.txt
 

@@ -63,6 +63,35 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+LOAD_EVERY_IMAGE = """
+var done = arguments[arguments.length - 1];
+var limit = arguments.length > 1 ? arguments[0] : 20000;  // ms
+var images = Array.prototype.slice.call(document.images);
+var started = Date.now();
+// scroll each image into view, as a reader would: lazy images load only near the viewport
+images.forEach(function (img) { img.scrollIntoView({block: "center"}); });
+(function poll() {
+  images.forEach(function (img) { if (!img.complete) { img.scrollIntoView({block: "center"}); } });
+  var pending = images.filter(function (img) { return !img.complete; }).length;
+  if (pending === 0 || Date.now() - started > limit) {
+    window.scrollTo(0, 0);
+    done(images.map(function (img) {
+      return {src: img.getAttribute("src"), complete: img.complete, width: img.naturalWidth};
+    }));
+  } else { setTimeout(poll, 50); }
+})();
+"""
+
+
+def severe(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The console entries that are errors (failed loads, exceptions)."""
+    return [e for e in entries if e.get("level") in ("SEVERE", "ERROR")]
+
+
+# Chromium's windows are never narrower than this; narrower screens are emulated.
+MIN_WINDOW_WIDTH = 500
+
+
 class WebDriverError(RuntimeError):
     pass
 
@@ -102,6 +131,9 @@ class Browser:
                 },
                 "goog:loggingPrefs": {"browser": "ALL"},
             }
+            if width < MIN_WINDOW_WIDTH:  # a phone: emulate its screen (windows stop at 500)
+                metrics = {"width": width, "height": height, "pixelRatio": 1.0}
+                capabilities["goog:chromeOptions"]["mobileEmulation"] = {"deviceMetrics": metrics}
             value = self._request(
                 "POST", "/session", {"capabilities": {"alwaysMatch": capabilities}}
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,7 +11,9 @@ import onnx
 import pytest
 
 from maxact.client import Client
+from tests.browser import Browser, browser_missing
 from tests.onnx_models import bright_square_model
+from tests.postgres import Postgres
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -68,3 +71,41 @@ def server(model_root: Path, data_root: Path) -> Iterator[object]:
 def client(server: object) -> Iterator[Client]:
     with Client(server.address, timeout=120) as connected:  # type: ignore[attr-defined]
         yield connected
+
+
+@pytest.fixture(scope="session")
+def chromium() -> None:
+    """Skip (with the reason `make sysdeps` recorded) where Chromium cannot run."""
+    reason = browser_missing()
+    if reason is not None:
+        pytest.skip(reason)
+
+
+@pytest.fixture
+def browser(chromium: None, tmp_path: Path) -> Iterator[Browser]:
+    """A headless Chromium at 1400x1000 driven over WebDriver."""
+    with Browser(tmp_path / "chromium-profile") as opened:
+        yield opened
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """A real PostgreSQL server for the session (initdb + pg_ctl on a loopback port, stopped at
+    the end); the tests that need it skip, with the reason, when none can be started."""
+    try:
+        server = Postgres()
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        pytest.skip(f"no PostgreSQL server could be started: {exc}")
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_location(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """Each back end of the store in turn: an SQLite file, a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return tmp_path / "store" / "scans.sqlite"
+    server: Postgres = request.getfixturevalue("postgres")
+    return server.url()

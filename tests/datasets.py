@@ -33,3 +33,21 @@ def slow_scan(
     relu5 takes seconds, so a test can act while it runs."""
     save(heavy_cnn(128), model_root, "heavy")
     write_images(data_root / dataset, count, 128, seed)
+
+
+def tinted_images(
+    root: Path, classes: tuple[str, ...], count: int = 30, size: int = 32, seed: int = 11
+) -> None:
+    """Class folders of noisy images tinted by their class (the class's index picks the colour
+    channel) with a bright square each, so channels differ in class selectivity."""
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        label = classes[i % len(classes)]
+        pixels = rng.integers(0, 90, size=(size, size, 3))
+        channel = classes.index(label) % 3
+        y, x = rng.integers(0, size - 8, size=2)
+        pixels[y : y + 8, x : x + 8, channel] = 255
+        pixels[..., channel] += 60
+        path = root / label / f"{i:03d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path)

@@ -64,3 +64,21 @@ def serve_process(
             if process.poll() is None:
                 process.kill()
                 process.wait()
+
+
+def serve_fails(*flags: str, env: Mapping[str, str] | None = None) -> str:
+    """Run `maxact serve FLAGS`; it must exit 2 with one `error:` line and no traceback; that
+    line."""
+    result = subprocess.run(
+        [*SERVE, *flags],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1, result.stderr
+    return errors[0]

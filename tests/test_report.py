@@ -9,7 +9,6 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
@@ -19,8 +18,8 @@ from maxact.client import Client
 from maxact.client.cli.main import main
 from maxact.client.montage import GAP, MARGIN
 from maxact.client.report.writer import OVERVIEW_COLUMNS, OVERVIEW_TILE, patch_file, safe_names
-from tests.browser import Browser, browser_missing
-from tests.datasets import slow_scan
+from tests.browser import LOAD_EVERY_IMAGE, Browser, severe
+from tests.datasets import slow_scan, tinted_images
 from tests.onnx_models import random_cnn, save
 
 # tensor names as exporters write them
@@ -46,21 +45,6 @@ def _exporter_named_cnn() -> onnx.ModelProto:
     return model
 
 
-def _coloured_dataset(root: Path) -> None:
-    """Class folders of noisy images tinted by their class, so channels differ in selectivity."""
-    rng = np.random.default_rng(11)
-    for i in range(30):
-        label = CLASSES[i % 3]
-        pixels = rng.integers(0, 90, size=(32, 32, 3))
-        channel = CLASSES.index(label)
-        y, x = rng.integers(0, 24, size=2)
-        pixels[y : y + 8, x : x + 8, channel] = 255
-        pixels[..., channel] += 60
-        path = root / label / f"{i:03d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path)
-
-
 @pytest.fixture(scope="module")
 def finished_scan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Client, str]]:
     """One server and one finished scan for the module: the reports only read it."""
@@ -69,7 +53,7 @@ def finished_scan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cl
     root = tmp_path_factory.mktemp("report")
     model_root, data_root = root / "models", root / "data"
     save(_exporter_named_cnn(), model_root, "exported")
-    _coloured_dataset(data_root / "tinted")
+    tinted_images(data_root / "tinted", CLASSES)
     with (
         start_server(model_root, data_root, port=0, device="cpu") as running,
         Client(running.address, timeout=120) as client,
@@ -179,45 +163,11 @@ def test_report_of_a_cancelled_scan_exits_1_with_scan_not_finished(
 # ---------------------------------------------------------------- in a real browser
 
 
-@pytest.fixture(scope="session")
-def chromium() -> None:
-    reason = browser_missing()
-    if reason is not None:
-        pytest.skip(reason)
-
-
-@pytest.fixture
-def browser(chromium: None, tmp_path: Path) -> Iterator[Browser]:
-    with Browser(tmp_path / "chromium-profile") as opened:
-        yield opened
-
-
-LOAD_EVERY_IMAGE = """
-var done = arguments[arguments.length - 1];
-var images = Array.prototype.slice.call(document.images);
-var started = Date.now();
-// scroll each image into view, as a reader would: lazy images load only near the viewport
-images.forEach(function (img) { img.scrollIntoView({block: "center"}); });
-(function poll() {
-  images.forEach(function (img) { if (!img.complete) { img.scrollIntoView({block: "center"}); } });
-  var pending = images.filter(function (img) { return !img.complete; }).length;
-  if (pending === 0 || Date.now() - started > 20000) {
-    window.scrollTo(0, 0);
-    done(images.map(function (img) {
-      return {src: img.getAttribute("src"), complete: img.complete, width: img.naturalWidth};
-    }));
-  } else { setTimeout(poll, 50); }
-})();
-"""
 ROW_ORDER = (
     "return Array.prototype.slice.call(document.querySelectorAll('section.neuron'))"
     ".filter(function (r) { return !r.hidden; })"
     ".map(function (r) { return parseInt(r.getAttribute('data-channel'), 10); });"
 )
-
-
-def _severe(entries: list[dict]) -> list[dict]:
-    return [e for e in entries if e.get("level") in ("SEVERE", "ERROR")]
 
 
 @pytest.mark.slow
@@ -276,4 +226,4 @@ def test_gallery_renders_every_row_and_image_without_errors_and_sorts_by_selecti
     thumbs = browser.run_async(LOAD_EVERY_IMAGE)
     assert thumbs and all(img["width"] > 0 for img in thumbs)
     browser.screenshot(tmp_path / "index.png")
-    assert _severe(browser.console()) == []
+    assert severe(browser.console()) == []

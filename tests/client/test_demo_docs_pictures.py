@@ -13,6 +13,7 @@ from PIL import Image
 
 from maxact.client import types as t
 from maxact.client.demo.docs_pictures import README_PICTURES, write_docs_pictures
+from maxact.client.demo.ocr_demo import CTC_LAYER, MONTAGE, ROWS
 from maxact.client.demo.run import (
     CHANNELS,
     CLASSES_PNG,
@@ -22,6 +23,7 @@ from maxact.client.demo.run import (
     MONTAGE_TILE,
     SCREENSHOT_WINDOW,
 )
+from maxact.client.demo.web_ui import UI_LAYER_PNG, UI_NEURON_PNG, UI_WINDOW
 from maxact.client.montage import stack_rows
 from maxact.client.patches_out import montage_of
 
@@ -56,7 +58,14 @@ def test_the_readme_and_docs_show_exactly_the_pictures_the_demo_writes() -> None
         shown |= set(re.findall(r"!\[[^\]]*\]\(([^)/]+)\)", page.read_text(encoding="utf-8")))
     assert shown == set(README_PICTURES)
     assert all((REPO / "docs" / name).is_file() for name in README_PICTURES)
-    assert set(README_PICTURES.values()) == {"montage.png", GALLERY_PNG, CLASSES_PNG}
+    assert set(README_PICTURES.values()) == {
+        "montage.png",
+        GALLERY_PNG,
+        CLASSES_PNG,
+        MONTAGE,
+        UI_LAYER_PNG,
+        UI_NEURON_PNG,
+    }
 
 
 def test_readme_pictures_have_the_dimensions_the_demo_gives_them() -> None:
@@ -65,10 +74,14 @@ def test_readme_pictures_have_the_dimensions_the_demo_gives_them() -> None:
         for layer in DEMO_LAYERS
         for channel in CHANNELS
     ]
+    recogniser_rows = [(f"{CTC_LAYER} / channel {c}", _placeholder_row(DEMO_K)) for c in ROWS]
     expected = {
         "demo-montage.jpg": stack_rows(rows).size,
+        "demo-recogniser.jpg": stack_rows(recogniser_rows).size,
         "report-deep-layer.jpg": SCREENSHOT_WINDOW,
         "demo-classes.jpg": CLASSES_WINDOW,
+        "ui-layer.jpg": UI_WINDOW,
+        "ui-neuron.jpg": UI_WINDOW,
     }
     for name, size in expected.items():
         with Image.open(REPO / "docs" / name) as picture:
@@ -83,7 +96,8 @@ def test_docs_pictures_are_jpeg_copies_at_the_same_size_and_missing_ones_are_nam
     Image.new("RGB", (300, 120), (1, 2, 3)).save(out / "montage.png")
     Image.new("RGBA", (200, 150), (9, 9, 9, 255)).save(out / GALLERY_PNG)
     written, missing = write_docs_pictures(out, tmp_path / "docs")
-    assert missing == [CLASSES_PNG]  # e.g. no Chromium: the classes screenshot was skipped
+    # e.g. no Chromium (no screenshots were taken), no recogniser montage
+    assert missing == [CLASSES_PNG, MONTAGE, UI_LAYER_PNG, UI_NEURON_PNG]
     sizes = {}
     for path in written:
         with Image.open(path) as picture:

@@ -1,6 +1,6 @@
 """scripts/sysdeps.sh (run by `make test`) as root on a Debian-like machine: apt-get's log is
 kept off the terminal, which gets one line per package. The apt-get here is a stand-in script
-on PATH that prints a real-sized log and installs the two commands; nothing is installed."""
+on PATH that prints a real-sized log and installs the three commands; nothing is installed."""
 
 from __future__ import annotations
 
@@ -23,10 +23,14 @@ done
 echo "Unpacking chromium (120.0-1) ..."
 echo "Setting up chromium (120.0-1) ..."
 echo "Setting up chromium-driver (120.0-1) ..."
+echo "Setting up postgresql-15 (15.18-0+deb12u1) ..."
+echo "Setting up postgresql (15+248) ..."
 echo "Processing triggers for man-db (2.11) ..."
 printf '#!/bin/sh\\n' > "$BIN/chromium"
 printf '#!/bin/sh\\n' > "$BIN/chromedriver"
-chmod +x "$BIN/chromium" "$BIN/chromedriver"
+mkdir -p "$SYSDEPS_POSTGRESQL_ROOT/15/bin"
+printf '#!/bin/sh\\n' > "$SYSDEPS_POSTGRESQL_ROOT/15/bin/initdb"
+chmod +x "$BIN/chromium" "$BIN/chromedriver" "$SYSDEPS_POSTGRESQL_ROOT/15/bin/initdb"
 """
 
 
@@ -45,7 +49,11 @@ def test_apt_get_output_is_one_line_per_package(tmp_path: Path) -> None:
     status = tmp_path / "missing.txt"
     run = subprocess.run(
         [str(bin_dir / "sh"), str(SCRIPT), str(status)],
-        env={"PATH": str(bin_dir), "BIN": str(bin_dir)},
+        env={
+            "PATH": str(bin_dir),
+            "BIN": str(bin_dir),
+            "SYSDEPS_POSTGRESQL_ROOT": str(tmp_path / "postgresql"),
+        },
         capture_output=True,
         text=True,
         timeout=60,
@@ -53,8 +61,10 @@ def test_apt_get_output_is_one_line_per_package(tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines() == [
-        "sysdeps: apt-get install chromium chromium-driver",
+        "sysdeps: apt-get install chromium chromium-driver postgresql",
         "sysdeps: installed chromium 120.0-1",
         "sysdeps: installed chromium-driver 120.0-1",
+        "sysdeps: installed postgresql-15 15.18-0+deb12u1",
+        "sysdeps: installed postgresql 15+248",
     ]
     assert not status.exists()

@@ -41,6 +41,7 @@ IDENTITY = set(
         "Erf",
         "BatchNormalization",
         "InstanceNormalization",
+        "LayerNormalization",
         "Identity",
         "Cast",
         "Dropout",

@@ -101,7 +101,10 @@ def test_instance_norm_and_spatial_softmax_set_global_context() -> None:
     sm = net.op("Softmax", [net.op("Reshape", [x, net.ints([0, 2, -1])])], axis=2)
     rf = compute_receptive_fields(net.model([inorm, sm]), (12, 12))
     assert rf.field(inorm).global_context and rf.field(inorm).spatial
-    assert not rf.field(sm).spatial
+    # merging H and W makes a token grid; softmax over it mixes the tokens: global context,
+    # each token keeping its unit's field
+    assert rf.field(sm).tokens is not None and rf.field(sm).global_context
+    assert rf.field(sm).box(5, 6) == rf.field(x).box(5, 6)
 
 
 def test_concat_on_height_stacks_unit_intervals() -> None:

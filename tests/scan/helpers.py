@@ -10,7 +10,7 @@ from PIL import Image
 
 from maxact.server.data.datasets import list_image_ids, read_labels
 from maxact.server.data.preprocess import Preprocessing, ResolvedPreprocessing, resolve
-from maxact.server.data.reader import ImageSource, file_source
+from maxact.server.data.reader import Batch, ImageSource, file_source
 from maxact.server.models.registry import LoadedModel, ModelRegistry
 from maxact.server.scan.engine import ScanEngine
 from maxact.server.scan.layer import ReduceOptions
@@ -68,6 +68,15 @@ def engine(
     prep = prep_for(model, size)
     entries = [model.layer(prep.input_size, name) for name in layers]
     return ScanEngine(model, entries, prep, options, classes, batch_size=batch_size)
+
+
+def batches_of(inputs: np.ndarray, size: int) -> list[Batch]:
+    """Pre-decoded `inputs` in batches of `size`, images numbered in order."""
+    count = len(inputs)
+    return [
+        Batch(list(range(i, min(i + size, count))), [], inputs[i : i + size])
+        for i in range(0, count, size)
+    ]
 
 
 def oracle_inputs(root: Path, ids: list[str]) -> np.ndarray:

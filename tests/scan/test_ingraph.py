@@ -15,12 +15,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from maxact.server.data.reader import Batch
 from maxact.server.graph.reductions import LayerReduction
 from maxact.server.scan.engine import ScanEngine
 from maxact.server.scan.layer import ReduceOptions
 from tests.onnx_models import layer_outputs, random_cnn
-from tests.scan.helpers import load, prep_for
+from tests.scan.helpers import batches_of, load, prep_for
 
 SIZE = 24
 IMAGES = 37
@@ -73,12 +72,7 @@ def _scan(world: dict, options: ReduceOptions, in_graph: bool, io_binding: bool,
         io_binding=io_binding,
         **kw,
     )
-    inputs = world["inputs"]
-    batches = [
-        Batch(list(range(i, min(i + 8, IMAGES))), [], inputs[i : i + 8])
-        for i in range(0, IMAGES, 8)
-    ]
-    engine.run_batches(batches, IMAGES, world["labels"])
+    engine.run_batches(batches_of(world["inputs"], 8), IMAGES, world["labels"])
     return engine
 
 

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import socket
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,21 +12,9 @@ import pytest
 from tests.onnx_models import bright_square_model, save
 from tests.security.conftest import make_certificate
 from tests.security.robust_helpers import unwritable_folder
-from tests.serve_process import SERVE
+from tests.serve_process import serve_fails
 
 pytestmark = pytest.mark.slow  # `maxact serve` subprocesses
-
-
-def _serve_fails(*flags: str) -> str:
-    """Run `maxact serve FLAGS`; it must exit non-zero with one `error:` line and no traceback."""
-    result = subprocess.run(
-        [*SERVE, *flags], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
-    )
-    assert result.returncode != 0, result.stderr
-    assert "Traceback" not in result.stderr, result.stderr
-    errors = [line for line in result.stderr.splitlines() if "error:" in line]
-    assert len(errors) == 1, result.stderr
-    return errors[0]
 
 
 def _read_only_store(tmp_path: Path) -> Path:
@@ -50,14 +37,14 @@ def test_a_store_that_cannot_be_used_is_one_line(
 ) -> None:
     save(bright_square_model(64), tmp_path / "models", "net")
     path = store(tmp_path)
-    line = _serve_fails("--model-root", str(tmp_path / "models"), "--store", str(path))
+    line = serve_fails("--model-root", str(tmp_path / "models"), "--store", str(path))
     assert says in line and "--store" in line
 
 
 def test_a_tls_key_that_does_not_match_the_certificate_is_named(tmp_path: Path) -> None:
     cert, _ = make_certificate(tmp_path / "a", "a")
     _, other_key = make_certificate(tmp_path / "b", "b")
-    line = _serve_fails(
+    line = serve_fails(
         *["--model-root", str(tmp_path), "--store", str(tmp_path / "s.sqlite")],
         *["--tls-cert", str(cert), "--tls-key", str(other_key)],
     )
@@ -69,7 +56,7 @@ def test_a_busy_port_is_one_line(tmp_path: Path) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        line = _serve_fails(
+        line = serve_fails(
             *["--model-root", str(tmp_path), "--store", str(tmp_path / "s.sqlite")],
             *["--port", str(port)],
         )
@@ -78,7 +65,7 @@ def test_a_busy_port_is_one_line(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("size", ["nan", "inf", "-1", "0"])
 def test_a_cache_size_that_bounds_nothing_is_one_line(tmp_path: Path, size: str) -> None:
-    line = _serve_fails(
+    line = serve_fails(
         *["--model-root", str(tmp_path), "--store", str(tmp_path / "s.sqlite")],
         *["--cache-dir", str(tmp_path / "cache"), "--cache-gb", size],
     )

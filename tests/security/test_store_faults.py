@@ -13,6 +13,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from sqlalchemy import text as sql
 
 from maxact.client import Client
 from maxact.common.kinds import TopKMode
@@ -45,25 +46,31 @@ def _wait_finished(client: Client, scan_id: str, timeout: float = 60) -> object:
         time.sleep(0.05)
 
 
-def _edit(store_path: Path, sql: str, *args: object) -> None:
-    with sqlite3.connect(store_path) as db:
-        db.execute(sql, args)
+def _edit(store: Store, statement: str, **values: object) -> None:
+    with store.engine.begin() as db:
+        db.execute(sql(statement), values)
 
 
-def test_damaged_rows_fail_their_scan_and_the_others_start(tmp_path: Path) -> None:
+def test_damaged_rows_fail_their_scan_and_the_others_start(
+    tmp_path: Path, store_location: Path | str
+) -> None:
     model_root, data_root = _world(tmp_path)
-    path = tmp_path / "store.sqlite"
+    path = store_location
     store = Store(path)
     ids = sorted(p.name for p in (data_root / "ds").iterdir())
     for scan_id in ("badjson", "weird", "escape", "good", "looping"):
         _queued_scan(store, ids, scan_id)
-    _edit(path, "UPDATE scans SET layers = '{\"relu1\": ' WHERE id = 'badjson'")
-    _edit(path, "UPDATE scans SET state = 'exploded' WHERE id = 'weird'")
-    _edit(path, "UPDATE scans SET image_ids = ? WHERE id = 'escape'", '["../../etc/passwd"]')
-    _edit(path, "UPDATE scans SET resume_attempts = 2, state = 'running' WHERE id = 'looping'")
+    _edit(store, "UPDATE scans SET layers = '{\"relu1\": ' WHERE id = 'badjson'")
+    _edit(store, "UPDATE scans SET state = 'exploded' WHERE id = 'weird'")
+    _edit(
+        store, "UPDATE scans SET image_ids = :ids WHERE id = 'escape'", ids='["../../etc/passwd"]'
+    )
+    _edit(store, "UPDATE scans SET resume_attempts = 2, state = 'running' WHERE id = 'looping'")
 
     with (
-        start_server(model_root, data_root, port=0, device="cpu", store=path) as running,
+        start_server(
+            model_root, data_root, device="cpu", store=path, state_dir=tmp_path / "state"
+        ) as running,
         Client(running.address, timeout=60) as client,
     ):
         assert _wait_finished(client, "good").state == "succeeded"

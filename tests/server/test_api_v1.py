@@ -126,12 +126,12 @@ def test_a_scan_whose_deadline_passed_before_commit_is_never_stored(
 
 
 def test_delete_scan_removes_the_scan_and_everything_stored_for_it(
-    served: Client, store_path: Path
+    served: Client, store_location: Path | str
 ) -> None:
     scan = served.scans.create("net", ["conv1", "relu1"], "small", k=2)
     kept = served.scans.create("net", ["conv1"], "small", k=2)
     assert _finished(served, scan.id) == _finished(served, kept.id) == "succeeded"
-    store = Store(store_path)
+    store = Store(store_location)
     before = store.row_counts(scan.id)
     assert before["scans"] == 1 and before["topk_rows"] > 0 and before["layer_statistics"] == 2
     served.delete_scan(scan.id)
@@ -144,13 +144,15 @@ def test_delete_scan_removes_the_scan_and_everything_stored_for_it(
 
 
 def test_deleting_a_running_scan_cancels_it_and_leaves_no_rows(
-    client: Client, model_root: Path, data_root: Path, tmp_path: Path
+    client: Client, model_root: Path, data_root: Path, tmp_path: Path, store_location: Path | str
 ) -> None:
     from maxact.server.app import start_server
 
     slow_scan(model_root, data_root, 120)
-    path = tmp_path / "running.sqlite"
-    running = start_server(model_root, data_root, port=0, device="cpu", store=path)
+    path = store_location
+    running = start_server(
+        model_root, data_root, port=0, device="cpu", store=path, state_dir=tmp_path / "state"
+    )
     with running, Client(running.address, timeout=60) as own:
         scan = own.scans.create("heavy", ["relu5"], "many", k=3)
         queued = own.scans.create("heavy", ["relu5"], "many", k=3)  # waits for the one slot

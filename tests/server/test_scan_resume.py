@@ -109,7 +109,7 @@ def test_sigterm_checkpoints_a_running_scan_and_a_restart_finishes_it(tmp_path: 
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
     parked = Store(store).get(scan.id)
-    assert parked is not None and parked.state == "running"
+    assert parked is not None and parked.state == "queued"  # given back: claimable at once
     assert 64 <= _checkpointed(store, scan.id) < IMAGES
     with (
         _serve(model_root, data_root, store) as (_, address),

@@ -1,16 +1,26 @@
-"""Stored scan state is data: npz checkpoints, versioned schema, pickles never loaded."""
+"""Stored scan state is data: npz checkpoints, versioned schema (Alembic revisions, migrated on
+start from every older store), pickles never loaded."""
 
 from __future__ import annotations
 
 import pickle
+import shutil
 import sqlite3
+from pathlib import Path
 
 import numpy as np
 import pytest
+from sqlalchemy import text as sql
 
-from maxact.server.jobs.store import SCHEMA_VERSION, Store, StoreVersionError
+from maxact.client import Client
+from maxact.server.app import start_server
+from maxact.server.jobs.store import SCHEMA_VERSION, ScanError, Store, StoreVersionError
 from maxact.server.scan.layer import LayerReducer, ReduceOptions
 from maxact.server.scan.reducers import RunningTopK
+from tests.datasets import write_images
+from tests.onnx_models import bright_square_model, save
+
+V5_STORE = Path(__file__).parent / "stores" / "v5.sqlite"
 
 
 def _reducer(options: ReduceOptions) -> LayerReducer:
@@ -47,15 +57,21 @@ def test_running_topk_state_of_the_wrong_shape_is_refused():
         RunningTopK(4, 3).load_state_dict(RunningTopK(5, 3).state_dict())
 
 
+def _v5_store(folder: Path) -> Path:
+    """A copy of the store file maxact 0.2.0 wrote (schema version 5, before Alembic)."""
+    path = folder / "v5.sqlite"
+    shutil.copyfile(V5_STORE, path)
+    return path
+
+
 def test_an_unversioned_store_is_migrated_and_its_pickled_checkpoints_dropped(tmp_path):
-    path = tmp_path / "old.sqlite"
-    Store(path)  # the current schema, then pretend it was written before versioning
+    path = _v5_store(tmp_path)  # then pretend it was written before versioning
     db = sqlite3.connect(path)
     db.execute("PRAGMA user_version = 0")
     db.execute(
         "INSERT INTO scans (id, seq, model, layers, dataset, k, mode, preprocessing, state,"
         " images_done, images_total, create_time, update_time, image_ids, checkpoint_position,"
-        " checkpoint_done) VALUES ('s1', 1, 'm', '[\"l\"]', 'd', 3, 'image', '{}', 'running',"
+        " checkpoint_done) VALUES ('s1', 9, 'm', '[\"l\"]', 'd', 3, 'image', '{}', 'running',"
         " 5, 10, 0, 0, '[]', 5, 5)"
     )
     db.execute("INSERT INTO checkpoints VALUES ('s1', 'l', ?)", (pickle.dumps({"x": 1}),))
@@ -69,6 +85,49 @@ def test_an_unversioned_store_is_migrated_and_its_pickled_checkpoints_dropped(tm
     assert version == SCHEMA_VERSION
 
 
+def test_a_store_written_before_alembic_migrates_keeping_every_scan_and_result(tmp_path):
+    path = _v5_store(tmp_path)
+    before = sqlite3.connect(path)
+    rows_before = before.execute("SELECT * FROM topk_rows ORDER BY 1, 2, 3, 4, 5").fetchall()
+    before.close()
+    store = Store(path)
+    done, queued, failed = store.list_scans(10)[::-1]
+    assert (done.state, done.request_id, done.images_done) == ("succeeded", "made-by-v5", 6)
+    assert (queued.id, queued.state, failed.id) == ("queuedv5", "queued", "failedv5")
+    assert failed.error == ScanError(9, "SOME_REASON", "it failed")
+    assert store.statistics(done.id, "conv1") is not None
+    with store.engine.connect() as db:
+        assert db.execute(sql("SELECT version_num FROM alembic_version")).scalar() == "0006"
+        rows_after = db.execute(sql("SELECT * FROM topk_rows ORDER BY 1, 2, 3, 4, 5")).all()
+    assert [tuple(row) for row in rows_after] == rows_before
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    Store(path)  # opening it again changes nothing
+    assert [r.id for r in Store(path).list_scans(10)] == [failed.id, queued.id, done.id]
+
+
+def test_a_migrated_store_runs_its_queued_scan_to_the_result_of_a_new_one(
+    tmp_path: Path, model_root: Path, data_root: Path
+) -> None:
+    """The scan queued by the old version runs after the migration and equals the same scan
+    created now (and the one the old version finished)."""
+    save(bright_square_model(32), model_root, "net")
+    write_images(data_root / "small", 6, 32, seed=1)
+    path = _v5_store(tmp_path)
+    with (
+        start_server(model_root, data_root, device="cpu", store=path) as running,
+        Client(running.address, timeout=60) as client,
+    ):
+        old_done = next(s for s in client.scans.list() if s.request_id == "made-by-v5")
+        fresh = client.scans.create("net", ["conv1"], "small", k=3)
+        for scan_id in ("queuedv5", fresh.id):
+            assert [i.state for i in client.scans.watch(scan_id)][-1] == "succeeded"
+        answers = [
+            [p.hit for p in client.scans.neuron(scan_id, "conv1", 0, k=3, patches=False)[1]]
+            for scan_id in ("queuedv5", fresh.id, old_done.id)
+        ]
+    assert answers[0] == answers[1] == answers[2] and answers[0]
+
+
 def test_a_store_from_a_newer_maxact_is_refused_naming_its_version(tmp_path):
     path = tmp_path / "new.sqlite"
     db = sqlite3.connect(path)
@@ -76,3 +135,14 @@ def test_a_store_from_a_newer_maxact_is_refused_naming_its_version(tmp_path):
     db.close()
     with pytest.raises(StoreVersionError, match=f"schema version {SCHEMA_VERSION + 1}"):
         Store(path)
+
+
+def test_a_database_of_a_newer_alembic_revision_is_refused_naming_it(store_location):
+    Store(store_location).close()
+    newer = f"{SCHEMA_VERSION + 1:04d}"
+    with Store(store_location).engine.begin() as db:
+        db.execute(sql("UPDATE alembic_version SET version_num = :v"), {"v": newer})
+    with pytest.raises(StoreVersionError, match=f"schema version {SCHEMA_VERSION + 1}") as caught:
+        Store.open(store_location)
+    assert "upgrade maxact" in str(caught.value) and "\n" not in str(caught.value)
+    assert "maxact-test-password" not in str(caught.value)  # a URL's password is never shown

@@ -6,12 +6,13 @@ answer, and a threshold outside 0..1 is refused before anything is read."""
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
 import grpc
+from sqlalchemy import text as sql
 
 from maxact.client import Client
+from maxact.server.jobs.store import Store
 from tests.datasets import write_images
 from tests.errors import raised
 
@@ -24,33 +25,32 @@ def _finished_scan(client: Client, data_root: Path) -> str:
     return scan.id
 
 
-def _drop_keys(store_path: Path, scan_id: str, *keys: str) -> None:
-    db = sqlite3.connect(store_path)
-    (text,) = db.execute(
-        "SELECT statistics FROM layer_statistics WHERE scan_id = ? AND layer = 'conv1'",
-        (scan_id,),
-    ).fetchone()
-    document = json.loads(text)
-    assert set(keys) <= set(document)
-    for key in keys:
-        del document[key]
-    db.execute(
-        "UPDATE layer_statistics SET statistics = ? WHERE scan_id = ? AND layer = 'conv1'",
-        (json.dumps(document), scan_id),
-    )
-    db.commit()
-    db.close()
+def _drop_keys(store_location: Path | str, scan_id: str, *keys: str) -> None:
+    """Rewrite a stored statistics document without `keys` (as an older maxact stored it)."""
+    where = "WHERE scan_id = :scan AND layer = 'conv1'"
+    with Store(store_location).engine.begin() as db:
+        text = db.execute(
+            sql(f"SELECT statistics FROM layer_statistics {where}"), {"scan": scan_id}
+        ).scalar_one()
+        document = json.loads(text)
+        assert set(keys) <= set(document)
+        for key in keys:
+            del document[key]
+        db.execute(
+            sql(f"UPDATE layer_statistics SET statistics = :doc {where}"),
+            {"doc": json.dumps(document), "scan": scan_id},
+        )
 
 
 def test_statistics_stored_without_clipped_class_means_are_outdated_for_the_class_answer(
-    served: Client, store_path: Path, data_root: Path
+    served: Client, store_location: Path | str, data_root: Path
 ) -> None:
     scan_id = _finished_scan(served, data_root)
     answer = served.analysis.classes(scan_id, "conv1")
     assert [c.name for c in answer.classes] == ["a", "b"]
     assert sum(c.images for c in answer.classes) == answer.images_scanned == 6
 
-    _drop_keys(store_path, scan_id, "class_mean_clipped", "class_images")
+    _drop_keys(store_location, scan_id, "class_mean_clipped", "class_images")
     error = raised(lambda: served.analysis.classes(scan_id, "conv1"))
     assert (error.code, error.reason) == (
         grpc.StatusCode.FAILED_PRECONDITION,
@@ -72,10 +72,10 @@ def test_a_selectivity_threshold_outside_zero_one_is_refused(
 
 
 def test_a_stored_document_with_selectivity_but_no_class_means_is_damaged(
-    served: Client, store_path: Path, data_root: Path
+    served: Client, store_location: Path | str, data_root: Path
 ) -> None:
     scan_id = _finished_scan(served, data_root)
-    _drop_keys(store_path, scan_id, "class_mean")
+    _drop_keys(store_location, scan_id, "class_mean")
     for ask in (
         lambda: served.scans.statistics(scan_id, "conv1"),
         lambda: served.analysis.classes(scan_id, "conv1"),

@@ -15,6 +15,7 @@ from maxact.client.channel import MAX_MESSAGE_BYTES, open_channel, resolve_token
 from maxact.client.errors import rpc_errors
 from maxact.client.images import ImageData, ImageRequests, as_images
 from maxact.client.pages import all_pages
+from maxact.client.responses import ResponseCalls
 from maxact.client.scans import ScanCalls
 from maxact.client.stream import TopKStream
 from maxact.client.upload import DEFAULT_CHUNK_BYTES, file_sha256, upload_requests
@@ -71,6 +72,9 @@ class Client:
         self.scans = ScanCalls(self._channel, self._call, timeout, self.server)
         # class questions and scan comparisons: client.analysis.classes(...), .compare(...)
         self.analysis = AnalysisCalls(self._channel, self._call)
+        # a finished scan's per-image responses: client.responses.histogram(...), .labels,
+        # .similar, .quantile, .export
+        self.responses = ResponseCalls(self._channel, self._call, self.server)
 
     def close(self) -> None:
         self._channel.close()

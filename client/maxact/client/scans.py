@@ -15,7 +15,7 @@ from maxact.client.errors import MaxactError, from_status, rpc_errors
 from maxact.client.pages import all_pages
 from maxact.common import convert
 from maxact.common.defaults import DEFAULT_K
-from maxact.common.kinds import TopKMode
+from maxact.common.kinds import ResponsesMode, TopKMode
 from maxact.common.preprocessing import Preprocessing
 from maxact.common.resources import scan_name
 from maxact.common.results import (  # re-exported: the client's typed results
@@ -72,9 +72,12 @@ class ScanCalls:
         mode: str = "image",
         preprocessing: Preprocessing | None = None,
         request_id: str | None = None,
+        responses: str = "auto",
     ) -> ScanInfo:
         """Start a scan. `request_id` (default: a new UUID4) makes the call idempotent: the
-        channel's retries, or yours with the same id, return the scan the first call made."""
+        channel's retries, or yours with the same id, return the scan the first call made.
+        `responses` on|off|auto: keep each image's response per channel (auto: while it fits
+        the server's bound) for client.responses."""
         request = scan_service_pb2.CreateScanRequest(
             model=model,
             layers=layers,
@@ -82,6 +85,7 @@ class ScanCalls:
             k=k,
             mode=TopKMode(mode).to_proto(),
             request_id=request_id if request_id is not None else uuid.uuid4().hex,
+            responses=ResponsesMode(responses).to_proto(),
         )
         if preprocessing is not None:
             request.preprocessing.CopyFrom(preprocessing.to_proto())

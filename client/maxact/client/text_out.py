@@ -71,6 +71,8 @@ def layers_text(info: t.ModelInfo) -> str:
         else:
             g = rf.geometry
             field = f"{_pair(g.size)} / {_pair(g.stride)} / {_pair(g.padding)}"
+            if rf.tokens is not None:
+                field += f"  {tokens_text(rf.tokens)}"
         shape = "x".join(str(d) for d in layer.shape) or "?"
         rows.append(
             (layer.name, layer.op or "(input)", shape, field, "yes" if layer.global_context else "")
@@ -84,6 +86,12 @@ def layers_text(info: t.ModelInfo) -> str:
             f"{info.input_height}x{info.input_width} (shape ?): the model may not take this size"
         )
     return head + body
+
+
+def tokens_text(tokens: t.TokenGrid) -> str:
+    """'grid 14x14 + 1 prefix' for a token sequence (prefix: CLS, registers)."""
+    text = f"grid {tokens.height}x{tokens.width}"
+    return text + (f" + {tokens.prefix} prefix" if tokens.prefix else "")
 
 
 MAX_GROUP_LINES = 8  # the text output summarises; --json keeps every group and interval
@@ -113,6 +121,8 @@ def rf_text(info: t.FieldInfo) -> str:
             f"{rf.rows[0][0]}..{rf.rows[0][1]}, the last row {rf.rows[-1][0]}..{rf.rows[-1][1]}"
             " (--json lists every unit's interval)"
         )
+    if rf.tokens is not None:
+        lines.append(f"tokens  {tokens_text(rf.tokens)}: a unit is (row, col) of the grid")
     if rf.global_context:
         lines.append("global  some channels also depend on the whole image (global path)")
     if info.box is not None:

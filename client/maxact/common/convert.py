@@ -86,6 +86,11 @@ def receptive_field(msg: common_pb2.ReceptiveField) -> t.ReceptiveField:
         global_context=msg.global_context,
         rows=_intervals(msg.rows),
         cols=_intervals(msg.cols),
+        tokens=(
+            t.TokenGrid(msg.tokens.height, msg.tokens.width, msg.tokens.prefix)
+            if msg.HasField("tokens")
+            else None
+        ),
     )
 
 

@@ -25,3 +25,7 @@ DEFAULT_TOP_CHANNELS = 10
 
 # `render mask`: the per-image quantile of the activation map the mask keeps.
 DEFAULT_MASK_QUANTILE = 0.95
+
+# a channel's label (from a scan's per-image responses) is shown beside it from this ROC AUC
+# on (INVERT, Bykov et al. 2023)
+LABEL_AUC = 0.75

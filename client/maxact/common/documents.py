@@ -61,6 +61,7 @@ def rf_json(info: t.FieldInfo, intervals: bool | None = None) -> dict[str, Any]:
         "channel_groups": [channel_group_json(g, intervals) for g in rf.channel_groups],
         "global_context": rf.global_context,
     }
+    doc.update(tokens_json(rf))
     if intervals:
         doc["rows"] = _intervals(rf.rows)
         doc["cols"] = _intervals(rf.cols)
@@ -69,6 +70,13 @@ def rf_json(info: t.FieldInfo, intervals: bool | None = None) -> dict[str, Any]:
     if info.box_unclipped is not None:
         doc["box_unclipped"] = list(info.box_unclipped)
     return doc
+
+
+def tokens_json(rf: t.ReceptiveField) -> dict[str, Any]:
+    """`{"tokens": {"grid": [H, W], "prefix": n}}` for a token sequence, else nothing."""
+    if rf.tokens is None:
+        return {}
+    return {"tokens": {"grid": [rf.tokens.height, rf.tokens.width], "prefix": rf.tokens.prefix}}
 
 
 def layers_json(info: t.ModelInfo) -> dict[str, Any]:
@@ -90,6 +98,7 @@ def layers_json(info: t.ModelInfo) -> dict[str, Any]:
                 ]
                 if layer.receptive_field is not None
                 else [],
+                **(tokens_json(layer.receptive_field) if layer.receptive_field else {}),
                 **({"error": layer.field_error} if layer.field_error else {}),
             }
             for layer in info.layers

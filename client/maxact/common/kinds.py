@@ -111,6 +111,32 @@ _STATE_TO_PROTO = {
 }
 
 
+class ResponsesMode(_Word):
+    """Whether a scan keeps each image's maximum response per channel: AUTO while the matrix
+    fits the server's bound, ON always (refused over the bound), OFF never."""
+
+    AUTO = "auto"
+    ON = "on"
+    OFF = "off"
+
+    def to_proto(self) -> scan_service_pb2.ResponsesMode.ValueType:
+        return _RESPONSES_TO_PROTO[self]
+
+    @classmethod
+    def from_proto(cls, value: int) -> ResponsesMode:
+        """RESPONSES_MODE_UNSPECIFIED means AUTO; unknown numbers raise ValueError."""
+        if value == scan_service_pb2.RESPONSES_MODE_UNSPECIFIED:
+            return cls.AUTO
+        return _word_of(_RESPONSES_TO_PROTO, value, "responses mode")
+
+
+_RESPONSES_TO_PROTO = {
+    ResponsesMode.AUTO: scan_service_pb2.RESPONSES_MODE_AUTO,
+    ResponsesMode.ON: scan_service_pb2.RESPONSES_MODE_ON,
+    ResponsesMode.OFF: scan_service_pb2.RESPONSES_MODE_OFF,
+}
+
+
 class Layout(_Word):
     """Where the channel axis of an image tensor is: [N, C, H, W] or [N, H, W, C]."""
 

@@ -54,6 +54,15 @@ class ChannelGroup:
 
 
 @dataclass(frozen=True)
+class TokenGrid:
+    """A token sequence's grid: `prefix` tokens (CLS, registers) first, then the grid."""
+
+    height: int
+    width: int
+    prefix: int
+
+
+@dataclass(frozen=True)
 class ReceptiveField:
     """The field of a tensor for a concrete input size; the geometry is the union of groups."""
 
@@ -63,6 +72,7 @@ class ReceptiveField:
     global_context: bool
     rows: tuple[Interval, ...] = field(repr=False)
     cols: tuple[Interval, ...] = field(repr=False)
+    tokens: TokenGrid | None = None
 
     def __repr__(self) -> str:
         """One line in a REPL: the geometry and how many rows / columns / groups there are."""
@@ -71,7 +81,9 @@ class ReceptiveField:
             f"ReceptiveField(spatial={self.spatial}, size={g.size}, stride={g.stride}, "
             f"padding={g.padding}, channel_groups={len(self.channel_groups)}, "
             f"global_context={self.global_context}, rows=<{len(self.rows)} intervals>, "
-            f"cols=<{len(self.cols)} intervals>)"
+            f"cols=<{len(self.cols)} intervals>"
+            + (f", tokens={self.tokens}" if self.tokens is not None else "")
+            + ")"
         )
 
 

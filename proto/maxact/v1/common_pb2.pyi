@@ -291,6 +291,7 @@ class ReceptiveField(_message.Message):
     GLOBAL_CONTEXT_FIELD_NUMBER: _builtins.int
     ROWS_FIELD_NUMBER: _builtins.int
     COLS_FIELD_NUMBER: _builtins.int
+    TOKENS_FIELD_NUMBER: _builtins.int
     spatial: _builtins.bool
     """True for [N, C, H, W] tensors; false for flat tensors whose field is the whole image."""
     global_context: _builtins.bool
@@ -305,6 +306,12 @@ class ReceptiveField(_message.Message):
     def rows(self) -> _containers.RepeatedCompositeFieldContainer[Global___Interval]: ...
     @_builtins.property
     def cols(self) -> _containers.RepeatedCompositeFieldContainer[Global___Interval]: ...
+    @_builtins.property
+    def tokens(self) -> Global___TokenGrid:
+        """Set when the tensor is a token sequence that came from a spatial grid (a vision
+        transformer's patches): units are (row, col) of the grid.
+        """
+
     def __init__(
         self,
         *,
@@ -314,14 +321,44 @@ class ReceptiveField(_message.Message):
         global_context: _builtins.bool = ...,
         rows: _abc.Iterable[Global___Interval] | None = ...,
         cols: _abc.Iterable[Global___Interval] | None = ...,
+        tokens: Global___TokenGrid | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["geometry", b"geometry"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["geometry", b"geometry", "tokens", b"tokens"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_groups", b"channel_groups", "cols", b"cols", "geometry", b"geometry", "global_context", b"global_context", "rows", b"rows", "spatial", b"spatial"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_groups", b"channel_groups", "cols", b"cols", "geometry", b"geometry", "global_context", b"global_context", "rows", b"rows", "spatial", b"spatial", "tokens", b"tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReceptiveField: _TypeAlias = ReceptiveField  # noqa: Y015
+
+@_typing.final
+class TokenGrid(_message.Message):
+    """The grid of a token sequence: `prefix` tokens (CLS, registers; no spatial field) come
+    first, then height x width grid tokens in row-major order.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEIGHT_FIELD_NUMBER: _builtins.int
+    WIDTH_FIELD_NUMBER: _builtins.int
+    PREFIX_FIELD_NUMBER: _builtins.int
+    height: _builtins.int
+    width: _builtins.int
+    prefix: _builtins.int
+    def __init__(
+        self,
+        *,
+        height: _builtins.int = ...,
+        width: _builtins.int = ...,
+        prefix: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["height", b"height", "prefix", b"prefix", "width", b"width"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TokenGrid: _TypeAlias = TokenGrid  # noqa: Y015
 
 @_typing.final
 class Box(_message.Message):

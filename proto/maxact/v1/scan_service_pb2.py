@@ -28,41 +28,43 @@ from maxact.v1 import common_pb2 as maxact_dot_v1_dot_common__pb2
 from maxact.v1 import topk_service_pb2 as maxact_dot_v1_dot_topk__service__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cmaxact/v1/scan_service.proto\x12\tmaxact.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x16maxact/v1/common.proto\x1a\x1cmaxact/v1/topk_service.proto\"\xb8\x03\n\x04Scan\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0e\n\x06layers\x18\x03 \x03(\t\x12\x0f\n\x07\x64\x61taset\x18\x04 \x01(\t\x12\t\n\x01k\x18\x05 \x01(\x05\x12/\n\rpreprocessing\x18\x06 \x01(\x0b\x32\x18.maxact.v1.Preprocessing\x12#\n\x05state\x18\x07 \x01(\x0e\x32\x14.maxact.v1.ScanState\x12\x16\n\x0eimages_scanned\x18\x08 \x01(\x03\x12\x14\n\x0cimages_total\x18\t \x01(\x03\x12!\n\x04mode\x18\x0b \x01(\x0e\x32\x13.maxact.v1.TopKMode\x12\x15\n\rimages_failed\x18\x0c \x01(\x03\x12!\n\x05\x65rror\x18\x0f \x01(\x0b\x32\x12.google.rpc.Status\x12/\n\x0b\x63reate_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrequest_id\x18\x12 \x01(\tJ\x04\x08\n\x10\x0bJ\x04\x08\r\x10\x0eJ\x04\x08\x0e\x10\x0f\"\xb6\x01\n\x11\x43reateScanRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06layers\x18\x02 \x03(\t\x12\x0f\n\x07\x64\x61taset\x18\x03 \x01(\t\x12\t\n\x01k\x18\x04 \x01(\x05\x12/\n\rpreprocessing\x18\x05 \x01(\x0b\x32\x18.maxact.v1.Preprocessing\x12!\n\x04mode\x18\x06 \x01(\x0e\x32\x13.maxact.v1.TopKMode\x12\x12\n\nrequest_id\x18\x07 \x01(\t\"R\n\x12\x43reateScanResponse\x12\x1d\n\x04scan\x18\x01 \x01(\x0b\x32\x0f.maxact.v1.Scan\x12\x1d\n\x15preprocessing_warning\x18\x02 \x01(\t\"\x1e\n\x0eGetScanRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"0\n\x0fGetScanResponse\x12\x1d\n\x04scan\x18\x01 \x01(\x0b\x32\x0f.maxact.v1.Scan\"9\n\x10ListScansRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"L\n\x11ListScansResponse\x12\x1e\n\x05scans\x18\x01 \x03(\x0b\x32\x0f.maxact.v1.Scan\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\" \n\x10WatchScanRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"2\n\x11WatchScanResponse\x12\x1d\n\x04scan\x18\x01 \x01(\x0b\x32\x0f.maxact.v1.Scan\"!\n\x11\x43\x61ncelScanRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"3\n\x12\x43\x61ncelScanResponse\x12\x1d\n\x04scan\x18\x01 \x01(\x0b\x32\x0f.maxact.v1.Scan\"!\n\x11\x44\x65leteScanRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x14\n\x12\x44\x65leteScanResponse*\xa1\x01\n\tScanState\x12\x1a\n\x16SCAN_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11SCAN_STATE_QUEUED\x10\x01\x12\x16\n\x12SCAN_STATE_RUNNING\x10\x02\x12\x18\n\x14SCAN_STATE_SUCCEEDED\x10\x03\x12\x15\n\x11SCAN_STATE_FAILED\x10\x04\x12\x18\n\x14SCAN_STATE_CANCELLED\x10\x05\x32\xc2\x03\n\x0bScanService\x12I\n\nCreateScan\x12\x1c.maxact.v1.CreateScanRequest\x1a\x1d.maxact.v1.CreateScanResponse\x12@\n\x07GetScan\x12\x19.maxact.v1.GetScanRequest\x1a\x1a.maxact.v1.GetScanResponse\x12\x46\n\tListScans\x12\x1b.maxact.v1.ListScansRequest\x1a\x1c.maxact.v1.ListScansResponse\x12H\n\tWatchScan\x12\x1b.maxact.v1.WatchScanRequest\x1a\x1c.maxact.v1.WatchScanResponse0\x01\x12I\n\nCancelScan\x12\x1c.maxact.v1.CancelScanRequest\x1a\x1d.maxact.v1.CancelScanResponse\x12I\n\nDeleteScan\x12\x1c.maxact.v1.DeleteScanRequest\x1a\x1d.maxact.v1.DeleteScanResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cmaxact/v1/scan_service.proto\x12\tmaxact.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x16maxact/v1/common.proto\x1a\x1cmaxact/v1/topk_service.proto\"\xb8\x03\n\x04Scan\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0e\n\x06layers\x18\x03 \x03(\t\x12\x0f\n\x07\x64\x61taset\x18\x04 \x01(\t\x12\t\n\x01k\x18\x05 \x01(\x05\x12/\n\rpreprocessing\x18\x06 \x01(\x0b\x32\x18.maxact.v1.Preprocessing\x12#\n\x05state\x18\x07 \x01(\x0e\x32\x14.maxact.v1.ScanState\x12\x16\n\x0eimages_scanned\x18\x08 \x01(\x03\x12\x14\n\x0cimages_total\x18\t \x01(\x03\x12!\n\x04mode\x18\x0b \x01(\x0e\x32\x13.maxact.v1.TopKMode\x12\x15\n\rimages_failed\x18\x0c \x01(\x03\x12!\n\x05\x65rror\x18\x0f \x01(\x0b\x32\x12.google.rpc.Status\x12/\n\x0b\x63reate_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrequest_id\x18\x12 \x01(\tJ\x04\x08\n\x10\x0bJ\x04\x08\r\x10\x0eJ\x04\x08\x0e\x10\x0f\"\xe3\x01\n\x11\x43reateScanRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06layers\x18\x02 \x03(\t\x12\x0f\n\x07\x64\x61taset\x18\x03 \x01(\t\x12\t\n\x01k\x18\x04 \x01(\x05\x12/\n\rpreprocessing\x18\x05 \x01(\x0b\x32\x18.maxact.v1.Preprocessing\x12!\n\x04mode\x18\x06 \x01(\x0e\x32\x13.maxact.v1.TopKMode\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12+\n\tresponses\x18\x08 \x01(\x0e\x32\x18.maxact.v1.ResponsesMode\"R\n\x12\x43reateScanResponse\x12\x1d\n\x04scan\x18\x01 \x01(\x0b\x32\x0f.maxact.v1.Scan\x12\x1d\n\x15preprocessing_warning\x18\x02 \x01(\t\"\x1e\n\x0eGetScanRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"0\n\x0fGetScanResponse\x12\x1d\n\x04scan\x18\x01 \x01(\x0b\x32\x0f.maxact.v1.Scan\"9\n\x10ListScansRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"L\n\x11ListScansResponse\x12\x1e\n\x05scans\x18\x01 \x03(\x0b\x32\x0f.maxact.v1.Scan\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\" \n\x10WatchScanRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"2\n\x11WatchScanResponse\x12\x1d\n\x04scan\x18\x01 \x01(\x0b\x32\x0f.maxact.v1.Scan\"!\n\x11\x43\x61ncelScanRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"3\n\x12\x43\x61ncelScanResponse\x12\x1d\n\x04scan\x18\x01 \x01(\x0b\x32\x0f.maxact.v1.Scan\"!\n\x11\x44\x65leteScanRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x14\n\x12\x44\x65leteScanResponse*\xa1\x01\n\tScanState\x12\x1a\n\x16SCAN_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11SCAN_STATE_QUEUED\x10\x01\x12\x16\n\x12SCAN_STATE_RUNNING\x10\x02\x12\x18\n\x14SCAN_STATE_SUCCEEDED\x10\x03\x12\x15\n\x11SCAN_STATE_FAILED\x10\x04\x12\x18\n\x14SCAN_STATE_CANCELLED\x10\x05*w\n\rResponsesMode\x12\x1e\n\x1aRESPONSES_MODE_UNSPECIFIED\x10\x00\x12\x17\n\x13RESPONSES_MODE_AUTO\x10\x01\x12\x15\n\x11RESPONSES_MODE_ON\x10\x02\x12\x16\n\x12RESPONSES_MODE_OFF\x10\x03\x32\xc2\x03\n\x0bScanService\x12I\n\nCreateScan\x12\x1c.maxact.v1.CreateScanRequest\x1a\x1d.maxact.v1.CreateScanResponse\x12@\n\x07GetScan\x12\x19.maxact.v1.GetScanRequest\x1a\x1a.maxact.v1.GetScanResponse\x12\x46\n\tListScans\x12\x1b.maxact.v1.ListScansRequest\x1a\x1c.maxact.v1.ListScansResponse\x12H\n\tWatchScan\x12\x1b.maxact.v1.WatchScanRequest\x1a\x1c.maxact.v1.WatchScanResponse0\x01\x12I\n\nCancelScan\x12\x1c.maxact.v1.CancelScanRequest\x1a\x1d.maxact.v1.CancelScanResponse\x12I\n\nDeleteScan\x12\x1c.maxact.v1.DeleteScanRequest\x1a\x1d.maxact.v1.DeleteScanResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'maxact.v1.scan_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SCANSTATE']._serialized_start=1318
-  _globals['_SCANSTATE']._serialized_end=1479
+  _globals['_SCANSTATE']._serialized_start=1363
+  _globals['_SCANSTATE']._serialized_end=1524
+  _globals['_RESPONSESMODE']._serialized_start=1526
+  _globals['_RESPONSESMODE']._serialized_end=1645
   _globals['_SCAN']._serialized_start=156
   _globals['_SCAN']._serialized_end=596
   _globals['_CREATESCANREQUEST']._serialized_start=599
-  _globals['_CREATESCANREQUEST']._serialized_end=781
-  _globals['_CREATESCANRESPONSE']._serialized_start=783
-  _globals['_CREATESCANRESPONSE']._serialized_end=865
-  _globals['_GETSCANREQUEST']._serialized_start=867
-  _globals['_GETSCANREQUEST']._serialized_end=897
-  _globals['_GETSCANRESPONSE']._serialized_start=899
-  _globals['_GETSCANRESPONSE']._serialized_end=947
-  _globals['_LISTSCANSREQUEST']._serialized_start=949
-  _globals['_LISTSCANSREQUEST']._serialized_end=1006
-  _globals['_LISTSCANSRESPONSE']._serialized_start=1008
-  _globals['_LISTSCANSRESPONSE']._serialized_end=1084
-  _globals['_WATCHSCANREQUEST']._serialized_start=1086
-  _globals['_WATCHSCANREQUEST']._serialized_end=1118
-  _globals['_WATCHSCANRESPONSE']._serialized_start=1120
-  _globals['_WATCHSCANRESPONSE']._serialized_end=1170
-  _globals['_CANCELSCANREQUEST']._serialized_start=1172
-  _globals['_CANCELSCANREQUEST']._serialized_end=1205
-  _globals['_CANCELSCANRESPONSE']._serialized_start=1207
-  _globals['_CANCELSCANRESPONSE']._serialized_end=1258
-  _globals['_DELETESCANREQUEST']._serialized_start=1260
-  _globals['_DELETESCANREQUEST']._serialized_end=1293
-  _globals['_DELETESCANRESPONSE']._serialized_start=1295
-  _globals['_DELETESCANRESPONSE']._serialized_end=1315
-  _globals['_SCANSERVICE']._serialized_start=1482
-  _globals['_SCANSERVICE']._serialized_end=1932
+  _globals['_CREATESCANREQUEST']._serialized_end=826
+  _globals['_CREATESCANRESPONSE']._serialized_start=828
+  _globals['_CREATESCANRESPONSE']._serialized_end=910
+  _globals['_GETSCANREQUEST']._serialized_start=912
+  _globals['_GETSCANREQUEST']._serialized_end=942
+  _globals['_GETSCANRESPONSE']._serialized_start=944
+  _globals['_GETSCANRESPONSE']._serialized_end=992
+  _globals['_LISTSCANSREQUEST']._serialized_start=994
+  _globals['_LISTSCANSREQUEST']._serialized_end=1051
+  _globals['_LISTSCANSRESPONSE']._serialized_start=1053
+  _globals['_LISTSCANSRESPONSE']._serialized_end=1129
+  _globals['_WATCHSCANREQUEST']._serialized_start=1131
+  _globals['_WATCHSCANREQUEST']._serialized_end=1163
+  _globals['_WATCHSCANRESPONSE']._serialized_start=1165
+  _globals['_WATCHSCANRESPONSE']._serialized_end=1215
+  _globals['_CANCELSCANREQUEST']._serialized_start=1217
+  _globals['_CANCELSCANREQUEST']._serialized_end=1250
+  _globals['_CANCELSCANRESPONSE']._serialized_start=1252
+  _globals['_CANCELSCANRESPONSE']._serialized_end=1303
+  _globals['_DELETESCANREQUEST']._serialized_start=1305
+  _globals['_DELETESCANREQUEST']._serialized_end=1338
+  _globals['_DELETESCANRESPONSE']._serialized_start=1340
+  _globals['_DELETESCANRESPONSE']._serialized_end=1360
+  _globals['_SCANSERVICE']._serialized_start=1648
+  _globals['_SCANSERVICE']._serialized_end=2098
 # @@protoc_insertion_point(module_scope)

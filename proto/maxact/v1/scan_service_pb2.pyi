@@ -46,6 +46,32 @@ SCAN_STATE_FAILED: ScanState.ValueType  # 4
 SCAN_STATE_CANCELLED: ScanState.ValueType  # 5
 Global___ScanState: _TypeAlias = ScanState  # noqa: Y015
 
+class _ResponsesMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ResponsesModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ResponsesMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RESPONSES_MODE_UNSPECIFIED: _ResponsesMode.ValueType  # 0
+    RESPONSES_MODE_AUTO: _ResponsesMode.ValueType  # 1
+    """Kept while images x channels x 4 bytes stays within the server's --max-responses-mb."""
+    RESPONSES_MODE_ON: _ResponsesMode.ValueType  # 2
+    """Kept; a scan over the server's bound is refused (RESOURCE_EXHAUSTED)."""
+    RESPONSES_MODE_OFF: _ResponsesMode.ValueType  # 3
+    """Not kept."""
+
+class ResponsesMode(_ResponsesMode, metaclass=_ResponsesModeEnumTypeWrapper):
+    """Whether a scan keeps its per-image responses."""
+
+RESPONSES_MODE_UNSPECIFIED: ResponsesMode.ValueType  # 0
+RESPONSES_MODE_AUTO: ResponsesMode.ValueType  # 1
+"""Kept while images x channels x 4 bytes stays within the server's --max-responses-mb."""
+RESPONSES_MODE_ON: ResponsesMode.ValueType  # 2
+"""Kept; a scan over the server's bound is refused (RESOURCE_EXHAUSTED)."""
+RESPONSES_MODE_OFF: ResponsesMode.ValueType  # 3
+"""Not kept."""
+Global___ResponsesMode: _TypeAlias = ResponsesMode  # noqa: Y015
+
 @_typing.final
 class Scan(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -137,6 +163,7 @@ class CreateScanRequest(_message.Message):
     PREPROCESSING_FIELD_NUMBER: _builtins.int
     MODE_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    RESPONSES_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     dataset: _builtins.str
     k: _builtins.int
@@ -146,6 +173,11 @@ class CreateScanRequest(_message.Message):
     """Client-chosen idempotency key (e.g. a UUID4, at most 128 characters). A retry with the
     same request_id returns the scan the first call created; a different request under a
     used request_id is ALREADY_EXISTS (reason REQUEST_ID_REUSED). Empty: no idempotency.
+    """
+    responses: Global___ResponsesMode.ValueType
+    """Whether the scan keeps each image's maximum response per channel (the matrix the
+    ResponseService answers from). Unspecified: auto (kept while it fits the server's
+    --max-responses-mb).
     """
     @_builtins.property
     def layers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
@@ -161,10 +193,11 @@ class CreateScanRequest(_message.Message):
         preprocessing: _common_pb2.Preprocessing | None = ...,
         mode: _topk_service_pb2.TopKMode.ValueType = ...,
         request_id: _builtins.str = ...,
+        responses: Global___ResponsesMode.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["preprocessing", b"preprocessing"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset", "k", b"k", "layers", b"layers", "mode", b"mode", "model", b"model", "preprocessing", b"preprocessing", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset", "k", b"k", "layers", b"layers", "mode", b"mode", "model", b"model", "preprocessing", b"preprocessing", "request_id", b"request_id", "responses", b"responses"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

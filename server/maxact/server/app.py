@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import signal
-import sqlite3
 import ssl
 import sys
 import tempfile
@@ -19,6 +18,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from sqlalchemy.exc import SQLAlchemyError
 
 from maxact.server import limits
 from maxact.server.core.validate import ServerState
@@ -28,6 +28,7 @@ from maxact.server.data.input_cache import InputCache
 from maxact.server.http.app import create_http_app
 from maxact.server.http.context import HttpContext
 from maxact.server.http.serve import HttpServer, bind
+from maxact.server.jobs.database import check_location, is_url
 from maxact.server.jobs.ray_connect import (
     RayConnectError,
     connect_within,
@@ -59,6 +60,7 @@ from maxact.server.service.dataset_servicer import DatasetServicer
 from maxact.server.service.model_servicer import ModelServicer
 from maxact.server.service.neuron_servicer import NeuronServicer
 from maxact.server.service.receptive_field_servicer import ReceptiveFieldServicer
+from maxact.server.service.response_servicer import ResponseServicer
 from maxact.server.service.scan_servicer import ScanServicer
 from maxact.server.service.topk_servicer import TopKServicer
 from maxact.server.settings import ServeSettings, default_store_path
@@ -73,6 +75,8 @@ from maxact.v1 import (
     neuron_service_pb2_grpc,
     receptive_field_service_pb2,
     receptive_field_service_pb2_grpc,
+    response_service_pb2,
+    response_service_pb2_grpc,
     scan_service_pb2,
     scan_service_pb2_grpc,
     topk_service_pb2,
@@ -97,6 +101,7 @@ SERVICE_NAMES = [
         (scan_service_pb2.DESCRIPTOR, "ScanService"),
         (neuron_service_pb2.DESCRIPTOR, "NeuronService"),
         (analysis_service_pb2.DESCRIPTOR, "AnalysisService"),
+        (response_service_pb2.DESCRIPTOR, "ResponseService"),
     ]
 ]
 
@@ -247,7 +252,20 @@ async def _build_jobs(
     """The persisted scans on their store, run locally or on the Ray cluster (connected here,
     off the event loop: connecting blocks)."""
     settings = config.settings
-    store_path = settings.store or Path(tempfile.mkdtemp(prefix="maxact-store-")) / "store.sqlite"
+    store_location = (
+        settings.store or Path(tempfile.mkdtemp(prefix="maxact-store-")) / "store.sqlite"
+    )
+    try:
+        check_location(store_location)
+    except ValueError as exc:
+        raise StoreError(str(exc)) from None
+    if is_url(store_location) and settings.state_dir is None:
+        raise StoreError(
+            "--state-dir is required with a PostgreSQL --store: a folder every replica mounts"
+        )
+    store = await asyncio.to_thread(
+        Store.open, store_location, settings.store_max_bytes, store_password(settings)
+    )
     ray = None
     if settings.ray_address:
         address = settings.ray_address
@@ -269,15 +287,34 @@ async def _build_jobs(
         except RayConnectError as exc:
             raise RayUnavailable(str(exc)) from None
     jobs = ScanJobs(
-        Store.open(store_path, settings.store_max_bytes),
+        store,
         state.models,
         state.datasets,
         settings.max_running_scans,
         settings.checkpoint_images,
         shard_executor=ray.executor if ray is not None else None,
         shard_images=settings.shard_images,
+        lease_seconds=settings.lease_seconds,
+        state_dir=settings.state_dir,
+        max_responses_bytes=settings.max_responses_bytes,
     )
     return jobs, ray
+
+
+def store_password(settings: ServeSettings) -> str | None:
+    """The PostgreSQL password from --store-password(-file) / MAXACT_STORE_PASSWORD, if any
+    (a password in the --store URL wins)."""
+    if settings.store_password is not None:
+        return settings.store_password.get_secret_value()
+    if settings.store_password_file is None:
+        return None
+    try:
+        return settings.store_password_file.read_text().rstrip("\r\n")
+    except OSError as exc:
+        raise StoreError(
+            f"--store-password-file {settings.store_password_file} cannot be read "
+            f"({exc.strerror or exc})"
+        ) from None
 
 
 def _new_grpc_server(config: ServerConfig, slots: Slots, tracing: Any) -> grpc.aio.Server:
@@ -307,7 +344,7 @@ def _new_grpc_server(config: ServerConfig, slots: Slots, tracing: Any) -> grpc.a
 def _add_maxact_servicers(
     server: grpc.aio.Server, config: ServerConfig, state: ServerState, jobs: ScanJobs
 ) -> None:
-    """Register the seven maxact services: the live ones on the shared state, the persisted
+    """Register the eight maxact services: the live ones on the shared state, the persisted
     ones on the scan jobs."""
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(
         ModelServicer(state, config.settings.max_upload_bytes), server
@@ -320,6 +357,7 @@ def _add_maxact_servicers(
     scan_service_pb2_grpc.add_ScanServiceServicer_to_server(ScanServicer(jobs), server)
     neuron_service_pb2_grpc.add_NeuronServiceServicer_to_server(NeuronServicer(jobs), server)
     analysis_service_pb2_grpc.add_AnalysisServiceServicer_to_server(AnalysisServicer(jobs), server)
+    response_service_pb2_grpc.add_ResponseServiceServicer_to_server(ResponseServicer(jobs), server)
 
 
 def _add_health_and_reflection(server: grpc.aio.Server) -> health.aio.HealthServicer:
@@ -543,6 +581,6 @@ def main(argv: list[str]) -> int:
         os._exit(code)
     except (StartupError, StoreError) as exc:
         return _startup_failure(str(exc))
-    except (OSError, sqlite3.Error) as exc:
+    except (OSError, SQLAlchemyError) as exc:
         return _startup_failure(f"{type(exc).__name__}: {exc}")
     return 0

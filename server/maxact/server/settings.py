@@ -16,7 +16,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 ENV_PREFIX = "MAXACT_"
@@ -29,6 +29,7 @@ GIB = 1024 * MIB
 DEFAULT_MAX_UPLOAD_MB = 2048
 DEFAULT_CHECKPOINT_IMAGES = 256
 DEFAULT_SHARD_IMAGES = 256
+DEFAULT_MAX_RESPONSES_MB = 1024
 DEFAULT_SESSION_CACHE_MB = 2048
 DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
 DEFAULT_MAX_INPUT_PIXELS = 2048 * 2048
@@ -37,6 +38,9 @@ DEFAULT_MAX_IMAGE_BYTES = 64 * MIB  # the gRPC message bound: what an upload can
 DEFAULT_MAX_CLASSES = 10_000
 DEFAULT_MAX_CLASS_STATISTICS_MB = 1024
 DEFAULT_RAY_CONNECT_SECONDS = 30.0
+# A replica that stops renewing a scan's lease for this long counts as dead: another takes the
+# scan over from its last checkpoint.
+DEFAULT_LEASE_SECONDS = 15.0
 # Beyond this many maxact calls in flight the admission interceptor answers RESOURCE_EXHAUSTED
 # instead of queueing without bound (each scan holds threads and memory; a flood must not take
 # the server down); health and reflection are always answered.
@@ -107,24 +111,50 @@ class ServeSettings(BaseSettings):
         Group.STORAGE,
         "folder whose sub-folders are the datasets scans and topk read (optional)",
     )
-    store: Path | None = setting(
+    store: Path | str | None = setting(
         None,
         Group.STORAGE,
-        "SQLite store of persisted scans (default $XDG_STATE_HOME/maxact/store.sqlite, "
-        "XDG_STATE_HOME defaulting to ~/.local/state; in-process servers: a fresh temporary "
-        "store)",
+        "where persisted scans are kept: an SQLite file (a path; default "
+        "$XDG_STATE_HOME/maxact/store.sqlite, XDG_STATE_HOME defaulting to ~/.local/state; "
+        "in-process servers: a fresh temporary store) or a PostgreSQL database shared by "
+        "replicas, postgresql://USER[:PASS]@HOST:PORT/DB",
+    )
+    store_password: SecretStr | None = setting(
+        None,
+        Group.STORAGE,
+        "password of a PostgreSQL --store whose URL has none (better set as the environment "
+        "variable than as a flag: flags show in the process list)",
+    )
+    store_password_file: Path | None = setting(
+        None,
+        Group.STORAGE,
+        "read the password of a PostgreSQL --store from this file (a container secret)",
+    )
+    state_dir: Path | None = setting(
+        None,
+        Group.STORAGE,
+        "folder of per-scan files beside the store (default: the SQLite store's folder; "
+        "required with PostgreSQL: a folder every replica mounts)",
     )
     store_max_mb: float | None = setting(
         None,
         Group.STORAGE,
-        "largest size of the store (MiB); when full, new scans get RESOURCE_EXHAUSTED "
+        "largest size of an SQLite store (MiB); when full, new scans get RESOURCE_EXHAUSTED "
         "(default: as large as the disk allows)",
         gt=0,
     )
 
     # scans, sessions and caches
     max_running_scans: int = setting(
-        1, Group.SCANS, "scans running at once; more wait queued", gt=0
+        1, Group.SCANS, "scans running at once on this server; more wait queued", gt=0
+    )
+    lease_seconds: float = setting(
+        DEFAULT_LEASE_SECONDS,
+        Group.SCANS,
+        "a server running a scan renews its lease every fifth of this; a scan whose lease ran "
+        "out (its server died) is taken over by another server sharing the store",
+        ge=1,
+        allow_inf_nan=False,
     )
     checkpoint_images: int = setting(
         DEFAULT_CHECKPOINT_IMAGES,
@@ -158,6 +188,15 @@ class ServeSettings(BaseSettings):
         "cap of cached onnxruntime sessions within --memory-budget-mb, each charged by the "
         "memory it took to build (MiB; 0: keep only the session in use)",
         ge=0,
+    )
+    max_responses_mb: float = setting(
+        DEFAULT_MAX_RESPONSES_MB,
+        Group.SCANS,
+        "a scan keeps each image's maximum response per channel (for histogram, labels, "
+        "similar, responses) while images x channels x 4 bytes stays within this (MiB, per "
+        "scan; scan create --responses on|off|auto)",
+        ge=0,
+        allow_inf_nan=False,
     )
     cache_dir: Path | None = setting(
         None,
@@ -269,6 +308,14 @@ class ServeSettings(BaseSettings):
         "text for people, json for log collectors: JSON Lines",
     )
 
+    @field_validator("store")
+    @classmethod
+    def _store_location(cls, value: Path | str | None) -> Path | str | None:
+        """A URL stays a string (checked when the store opens); anything else is a path."""
+        if isinstance(value, str) and "://" not in value:
+            return Path(value)
+        return value
+
     @classmethod
     def in_process(cls, **values: Any) -> ServeSettings:
         """Settings of a server started inside this process (tests, `maxact demo`): the same
@@ -287,6 +334,10 @@ class ServeSettings(BaseSettings):
     @property
     def cache_bytes(self) -> int:
         return int(self.cache_gb * GIB)
+
+    @property
+    def max_responses_bytes(self) -> int:
+        return int(self.max_responses_mb * MIB)
 
     @property
     def store_max_bytes(self) -> int | None:

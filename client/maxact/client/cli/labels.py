@@ -8,6 +8,7 @@ import grpc
 from maxact.client import types as t
 from maxact.client.client import Client
 from maxact.client.errors import MaxactError
+from maxact.client.responses import ChannelLabel
 
 
 def class_names(client: Client, model: str) -> t.ClassNames:
@@ -23,6 +24,18 @@ def class_names(client: Client, model: str) -> t.ClassNames:
 def output_label(client: Client, model: str, layer: str, channel: int) -> str | None:
     """The class name of `channel` when `layer` is the model's named flat output."""
     return class_names(client, model).label(layer, channel)
+
+
+def response_label(client: Client, scan: str, layer: str, channel: int) -> ChannelLabel | None:
+    """The label a scan's responses give `channel` when it is worth showing (auc >= 0.75);
+    None when it is not, or the scan kept no responses or has no labels."""
+    try:
+        (found,) = client.responses.labels(scan, layer, [channel])
+    except MaxactError as error:
+        if error.code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.UNIMPLEMENTED):
+            return None
+        raise
+    return found if found.shown else None
 
 
 def labels_line(names: t.ClassNames) -> str:

@@ -30,6 +30,8 @@ from maxact.client.cli.common import (
 from maxact.client.cli.labels import class_names, labels_line, output_label
 from maxact.client.cli.output import connect, print_doc, print_topk
 from maxact.client.cli.render_args import add_render_arguments, render_options_from_args
+from maxact.client.cli.response_commands import COMMANDS as RESPONSE_COMMANDS
+from maxact.client.cli.response_commands import add_parsers as add_response_parsers
 from maxact.client.cli.scan_commands import COMMANDS as SCAN_COMMANDS
 from maxact.client.cli.scan_commands import add_parsers as add_scan_parsers
 from maxact.client.client import Client
@@ -69,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_topk(commands)
     add_scan_parsers(commands)  # scan create|get|watch|cancel|list, neuron, report
     add_class_parsers(commands)  # classes, class, compare
+    add_response_parsers(commands)  # histogram, labels, similar, responses
     _add_demo(commands)
     _accept_global_options_after_the_command(commands)
     return parser
@@ -203,8 +206,13 @@ def _add_demo(commands: Commands) -> None:
         "--docs",
         type=Path,
         metavar="DIR",
-        help="also write the README's pictures (montage, gallery and classes screenshots) "
-        "into DIR; `make demo` passes docs",
+        help="also write the README's pictures (montage, gallery, classes and web UI "
+        "screenshots) into DIR; `make demo` passes docs",
+    )
+    demo.add_argument(
+        "--serve",
+        action="store_true",
+        help="keep the demo server and its web UI running until Ctrl-C (prints the URL)",
     )
 
 
@@ -409,7 +417,9 @@ def cmd_topk(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from maxact.client.demo import run as demo
 
-    return demo.run(out_dir=args.out, cache_dir=args.cache, k=args.k, docs_dir=args.docs)
+    return demo.run(
+        out_dir=args.out, cache_dir=args.cache, k=args.k, docs_dir=args.docs, serve=args.serve
+    )
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -422,6 +432,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": cmd_demo,
     **SCAN_COMMANDS,
     **CLASS_COMMANDS,
+    **RESPONSE_COMMANDS,
 }
 
 

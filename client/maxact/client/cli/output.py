@@ -11,6 +11,7 @@ from maxact.client import types as t
 from maxact.client.channel import read_token_file
 from maxact.client.client import Client
 from maxact.client.patches_out import write_patches
+from maxact.client.responses import ChannelLabel
 from maxact.common import documents as json_out
 
 
@@ -30,9 +31,15 @@ def warn(message: str) -> None:
         print(f"maxact: warning: {message}", file=sys.stderr)
 
 
-def print_topk(args: argparse.Namespace, result: t.TopKResult, label: str | None = None) -> None:
+def print_topk(
+    args: argparse.Namespace,
+    result: t.TopKResult,
+    label: str | None = None,
+    found: ChannelLabel | None = None,
+) -> None:
     """`topk` and `neuron` output: the document or table, and with --out the patch files;
-    `label`: the class name of a named logits channel."""
+    `label`: the class name of a named logits channel; `found`: the label the scan's
+    responses give the channel."""
     warn(result.preprocessing_warning)
     files = write_patches(result, args.out) if args.out is not None else None
     render = getattr(args, "render", "rf")
@@ -41,6 +48,11 @@ def print_topk(args: argparse.Namespace, result: t.TopKResult, label: str | None
     if label is not None:
         doc["label"] = label
         text = f"class {label!r}\n{text}"
+    if found is not None:
+        doc["label"] = found.label
+        doc["label_auc"] = found.auc
+        figures = f"AUC {found.auc:.3f}, purity {found.purity:.2f}"
+        text = f"{text.rstrip()}\nlabel {found.label!r} ({figures})"
     print_doc(args, doc, text)
     if args.out is not None and not args.json:
         print(f"wrote {len(result.patches)} patches and {args.out / 'montage.png'}")

@@ -24,7 +24,7 @@ from maxact.client.cli.common import (
     nonnegative_int,
     positive_int,
 )
-from maxact.client.cli.labels import output_label
+from maxact.client.cli.labels import output_label, response_label
 from maxact.client.cli.output import connect, print_doc, print_topk, warn
 from maxact.client.cli.render_args import add_render_arguments, render_options_from_args
 from maxact.client.progress import ProgressBar
@@ -32,7 +32,7 @@ from maxact.client.scans import ScanInfo
 from maxact.common.defaults import DEFAULT_K, DEFAULT_MASK_QUANTILE, capped_k
 from maxact.common.documents import deleted_json, scan_json, scans_json
 from maxact.common.documents import neuron_result as neuron_result_of
-from maxact.common.kinds import RENDER_MODES, ScanState, TopKMode
+from maxact.common.kinds import RENDER_MODES, ResponsesMode, ScanState, TopKMode
 from maxact.common.preprocessing import add_preprocessing_arguments, preprocessing_from_args
 from maxact.common.resources import scan_id
 
@@ -114,6 +114,14 @@ def _add_scan_create(verbs: Any) -> None:
         " created instead of starting another (default: a new random id)",
     )
     create.add_argument(
+        "--responses",
+        choices=[m.value for m in ResponsesMode],
+        default="auto",
+        help="keep each image's maximum response per channel, for histogram, labels, similar,"
+        " responses and neuron --quantile (auto, the default: while it fits the server's"
+        " --max-responses-mb)",
+    )
+    create.add_argument(
         "--wait",
         action="store_true",
         help="watch until the scan ends (progress on stderr); exit 1 unless it succeeded",
@@ -157,6 +165,14 @@ def _add_neuron(commands: Any) -> None:
         help=f"default {DEFAULT_K}, or the scan's k when it kept fewer",
     )
     neuron.add_argument("--bottom", action="store_true", help="the k weakest responses instead")
+    neuron.add_argument(
+        "--quantile",
+        type=float,
+        default=None,
+        metavar="Q",
+        help="the k images whose response is nearest the channel's Q-quantile (0..1): what it"
+        " does at ordinary strength (needs a scan that kept its responses)",
+    )
     add_render_arguments(neuron)
     neuron.add_argument("--out", type=Path, metavar="DIR", help="write rank_N.png and montage.png")
     add_json(neuron)
@@ -263,6 +279,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
                 mode=args.mode,
                 preprocessing=preprocessing_from_args(args),
                 request_id=args.request_id,
+                responses=args.responses,
             )
             warn(info.preprocessing_warning)
             code = EXIT_OK
@@ -323,6 +340,10 @@ def neuron_channel(args: argparse.Namespace) -> int:
 
 def cmd_neuron(args: argparse.Namespace) -> int:
     channel = neuron_channel(args)
+    if args.quantile is not None:
+        from maxact.client.cli.response_commands import print_quantile
+
+        return print_quantile(args, channel)
     with connect(args) as client:
         result = neuron_result(
             client,
@@ -334,7 +355,10 @@ def cmd_neuron(args: argparse.Namespace) -> int:
             **render_options_from_args(args),
         )
         label = output_label(client, result.model, args.layer, args.channel)
-    print_topk(args, result, label)
+        found = (
+            None if label is not None else response_label(client, args.scan_id, args.layer, channel)
+        )
+    print_topk(args, result, label, found)
     return EXIT_OK
 
 

@@ -114,6 +114,22 @@ def _report_scan_id(index: Path) -> str:
     return str(report_mapping(index)["scan"]["id"])
 
 
+def print_face_labels(client: Any, scan: str, layer: str, top: int = 5) -> None:
+    """The labels the scan's per-image responses give the most face-selective channels (by
+    ROC AUC for `face`), as `maxact labels` computes them."""
+    labels = [f for f in client.responses.labels(scan, layer) if f.label == "face"]
+    labels.sort(key=lambda f: (-f.auc, f.channel))
+    print(f"\n== labels from per-image responses: maxact labels {scan} {layer}")
+    if not labels:
+        print("   no channel separates faces from non-faces better than the other way round")
+    for found in labels[:top]:
+        shown = "labelled" if found.shown else "below the 0.75 shown beside channels"
+        print(
+            f"   channel {found.channel}: face, AUC {found.auc:.3f}, Mann-Whitney p "
+            f"{found.p_value:.2g}, top-k purity {found.purity:.2f} ({shown})"
+        )
+
+
 def run_classes(
     client: Any,
     photos_index: Path,
@@ -140,4 +156,5 @@ def run_classes(
             f"   see: maxact class {scan} {best.layer} face --out DIR  "
             f"(channel {face.top_channels[0].channel} fires most for faces)"
         )
+    print_face_labels(client, scan, best.layer)
     return faces_index, classes_page(photos_index, photos.layer)

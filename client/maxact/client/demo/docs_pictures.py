@@ -13,6 +13,9 @@ README_PICTURES = {
     "demo-montage.jpg": "montage.png",
     "report-deep-layer.jpg": "gallery.png",
     "demo-classes.jpg": "classes.png",
+    "demo-recogniser.jpg": "recogniser.png",
+    "ui-layer.jpg": "ui-layer.png",  # the server's web UI: a layer page
+    "ui-neuron.jpg": "ui-neuron.png",  # and a neuron page
 }
 
 

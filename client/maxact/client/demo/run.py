@@ -23,15 +23,17 @@ import grpc
 
 from maxact.client import types as t
 from maxact.client.client import Client
-from maxact.client.demo import classes_demo
+from maxact.client.demo import classes_demo, ocr_demo, web_ui
 from maxact.client.demo.docs_pictures import write_docs_pictures
 from maxact.client.demo.fetch import (
     DEMO_MODEL,
     DemoSetupError,
     default_cache_dir,
     fetch_demo_model,
+    fetch_recogniser,
     write_demo_photos,
 )
+from maxact.client.demo.text_crops import write_text_crops
 from maxact.client.errors import MaxactError
 from maxact.client.montage import stack_rows
 from maxact.client.patches_out import montage_of, write_patches
@@ -194,13 +196,15 @@ def run(
     cache_dir: Path | None = None,
     k: int = DEMO_K,
     docs_dir: Path | None = None,
+    serve: bool = False,
 ) -> int:
     """The whole demo; returns the exit code. With `docs_dir` it also writes the README's
-    pictures there (docs_pictures.py)."""
+    pictures there (docs_pictures.py); with `serve` it keeps the server and its web UI running
+    until Ctrl-C."""
     cache = cache_dir or default_cache_dir()
     state = Path(tempfile.mkdtemp(prefix="maxact-demo-"))  # the server's scan store
     try:
-        code = _run(out_dir, cache, state, k)
+        code = _run(out_dir, cache, state, k, serve)
     finally:
         shutil.rmtree(state, ignore_errors=True)
     if code == 0 and docs_dir is not None:
@@ -212,7 +216,7 @@ def run(
     return code
 
 
-def _run(out_dir: Path, cache: Path, state: Path, k: int) -> int:
+def _run(out_dir: Path, cache: Path, state: Path, k: int, serve: bool = False) -> int:
     try:
         print(f"fetching the model and photos (cache: {cache}) ...", file=sys.stderr)
         model_path = fetch_demo_model(cache)
@@ -220,11 +224,24 @@ def _run(out_dir: Path, cache: Path, state: Path, k: int) -> int:
         classes_demo.write_photo_labels(photos)
         classes_demo.write_faces(cache / "data" / classes_demo.FACES)
         classes_demo.write_model_labels(model_path)
+        recogniser = fetch_recogniser(cache)
+        crops = write_text_crops(cache / "data" / ocr_demo.DATASET)
         handle = _start_server(model_path.parent, cache / "data", state / "store.sqlite")
     except DemoSetupError as error:
         print(f"maxact: error: {error}", file=sys.stderr)
         return 1
-    print(f"server on 127.0.0.1:{handle.port}; {len(photos)} photos", file=sys.stderr)
+    print(
+        f"server on 127.0.0.1:{handle.port}; {len(photos)} photos, {len(crops)} text crops",
+        file=sys.stderr,
+    )
+    try:
+        return _run_on(handle, recogniser, out_dir, k, serve)
+    finally:
+        handle.stop()
+
+
+def _run_on(handle: Any, recogniser: Path, out_dir: Path, k: int, serve: bool) -> int:
+    """The demo against the started server `handle`."""
     try:
         with Client(f"127.0.0.1:{handle.port}") as client:
             info = client.get_model(DEMO_MODEL)
@@ -238,11 +255,17 @@ def _run(out_dir: Path, cache: Path, state: Path, k: int) -> int:
             faces, classes_page = classes_demo.run_classes(
                 client, index, scanned, out_dir, k, scan_and_report
             )
+            summary["recogniser"] = ocr_demo.run_recogniser(client, recogniser, out_dir, k)
+            ui_skipped = web_ui.screenshot_ui(
+                client,
+                handle.http_url if handle.http_port else None,
+                index,
+                out_dir,
+                SCREENSHOT_LAYER,
+            )
     except MaxactError as error:
         print(f"maxact: error: {error}", file=sys.stderr)
         return 1
-    finally:
-        handle.stop()
     summary["report"] = str(index.relative_to(out_dir))
     (out_dir / "summary.json").write_text(json_out.dumps(summary) + "\n")
     print(f"montage: {out_dir / 'montage.png'}")
@@ -250,6 +273,7 @@ def _run(out_dir: Path, cache: Path, state: Path, k: int) -> int:
     for layer_doc in summary["layers"]:
         for channel_doc in layer_doc["channels"]:
             print(f"  {out_dir / channel_doc['montage']}")
+    print(f"recogniser: {out_dir / ocr_demo.MONTAGE}")
     print(f"report: {index}")
     print(f"faces report: {faces}")
     skipped = screenshot_gallery(index, out_dir / GALLERY_PNG, SCREENSHOT_LAYER)
@@ -262,6 +286,16 @@ def _run(out_dir: Path, cache: Path, state: Path, k: int) -> int:
         print(f"gallery screenshot: {out_dir / GALLERY_PNG}")
     else:
         print(f"gallery screenshot skipped: {skipped}")
+    if ui_skipped is None:
+        print(
+            f"web UI screenshots: {out_dir / web_ui.UI_LAYER_PNG}, {out_dir / web_ui.UI_NEURON_PNG}"
+        )
+    else:
+        print(f"web UI screenshots skipped: {ui_skipped}")
+    if serve:
+        web_ui.serve_until_interrupted(handle)
+    else:
+        print("browse the scans live in the web UI: maxact demo --serve")
     return 0
 
 

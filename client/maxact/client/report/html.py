@@ -20,13 +20,15 @@ import jinja2
 
 from maxact.client.scans import ChannelStatistics
 from maxact.common.defaults import FIRES_FOR_EVERYTHING_RATE, NON_SELECTIVE_BELOW
+from maxact.common.formatting import fmt, shape_text
 
 TILE = 112  # CSS pixels of a patch box on a layer page
 PREVIEW_TILE = 72  # CSS pixels of a top-1 patch in the index's preview strip
 PREVIEW_COUNT = 10  # top-1 patches of the strongest channels shown per layer on the index
 PAGE_SIZE = 50  # neuron rows drawn at once on a layer page
 TOP_CLASSES = 3
-STATIC_FILES = ("report.css", "layer.js")
+# (package, file): the stylesheet is shared with the server's web UI, hence in maxact.common
+STATIC_FILES = (("maxact.common", "report.css"), ("maxact.client.report", "layer.js"))
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class NeuronEntry:
     stats: ChannelStatistics
     patches: tuple[PatchEntry, ...]
     label: str = ""  # the class name of a named logits channel
+    histogram: tuple[int, ...] = ()  # images per bin of its responses (scans that kept them)
 
     @property
     def channel(self) -> int:
@@ -94,15 +97,6 @@ class ScanHeader:
     extra: dict[str, str] = field(default_factory=dict)
 
 
-def fmt(value: float) -> str:
-    value += 0.0  # -0.0 -> 0.0
-    return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.3e}"
-
-
-def shape_text(shape: Sequence[int]) -> str:
-    return "×".join("?" if d < 0 else str(d) for d in shape) or "-"
-
-
 def non_selective(stats: ChannelStatistics, labelled: bool) -> bool:
     """Fires for everything: the same definition as the `classes` answer."""
     return (
@@ -132,9 +126,9 @@ def copy_static(out: Path) -> None:
     """The CSS and JS the pages link to, into out/static/."""
     folder = out / "static"
     folder.mkdir(parents=True, exist_ok=True)
-    package = resources.files("maxact.client.report") / "static"
-    for name in STATIC_FILES:
-        (folder / name).write_bytes((package / name).read_bytes())
+    for package, name in STATIC_FILES:
+        source = resources.files(package) / "static" / name
+        (folder / name).write_bytes(source.read_bytes())
 
 
 def index_page(
@@ -159,6 +153,7 @@ def neuron_data(entry: NeuronEntry, labelled: bool) -> dict[str, Any]:
     return {
         "channel": s.channel,
         "label": entry.label,
+        "hist": list(entry.histogram),
         "max": float(s.max_max),
         "mean": float(s.mean_max),
         "firing": float(s.firing_rate),

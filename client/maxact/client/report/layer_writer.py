@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import grpc
 from PIL import Image
 
 from maxact.client import types as t
+from maxact.client.errors import MaxactError
 from maxact.client.montage import BACKGROUND, render_montage, stack_rows
 from maxact.client.report import html as g
 from maxact.client.report.encode import SUFFIXES, decode, encode, recode
@@ -24,6 +26,7 @@ QUERY_THREADS = 8
 CHUNK = 4 * QUERY_THREADS  # channels per slice: the progress moves, memory holds one slice
 OVERVIEW_TILE = 96
 OVERVIEW_COLUMNS = 16
+HISTOGRAM_BINS = 20  # bins of the small histogram beside each channel
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,23 @@ def _channel_patches(
     return channel, [(p, recode(p.png, job.file_format)) for p in ranked]
 
 
+def _histograms(
+    client: Any, scan_id: str, layer: str, channels: list[int], pool: ThreadPoolExecutor
+) -> dict[int, tuple[int, ...]]:
+    """A small histogram of each channel's per-image responses (none when the scan did not
+    keep them)."""
+    try:
+        first = client.responses.histogram(scan_id, layer, channels[0], HISTOGRAM_BINS)
+    except MaxactError as error:
+        if error.code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.UNIMPLEMENTED):
+            return {}
+        raise
+    rest = pool.map(
+        lambda c: client.responses.histogram(scan_id, layer, c, HISTOGRAM_BINS), channels[1:]
+    )
+    return {c: tuple(h.counts) for c, h in zip(channels, [first, *rest], strict=True)}
+
+
 def write_layer(
     client: Any,
     scan_id: str,
@@ -101,6 +121,7 @@ def write_layer(
         for start in range(0, len(channels), CHUNK):
             chunk = channels[start : start + CHUNK]
             found = dict(pool.map(lambda c: _channel_patches(client, scan_id, job, c), chunk))
+            histograms = _histograms(client, scan_id, job.name, chunk, pool)
             for channel in chunk:
                 entries = []
                 for patch, data in found[channel]:
@@ -110,7 +131,8 @@ def write_layer(
                         g.PatchEntry(patch.hit.rank, file, patch.hit.score, patch.hit.image)
                     )
                 label = job.labels.get(channel, "")
-                neurons.append(g.NeuronEntry(by_channel[channel], tuple(entries), label))
+                counts = histograms.get(channel, ())
+                neurons.append(g.NeuronEntry(by_channel[channel], tuple(entries), label, counts))
                 if found[channel]:
                     first_files[channel] = entries[0].file
                 tops.append((channel, decode(found[channel][0][1]) if found[channel] else None))

@@ -69,6 +69,11 @@ def chromium_command(browser: Path, profile: Path, width: int, height: int) -> l
 def screenshot_page(page: Path, out: Path, width: int = 1400, height: int = 1000) -> Path:
     """Open a local HTML file in headless Chromium and save the viewport as a PNG at `out`.
     OSError when there is no browser, ScreenshotError when it writes no picture."""
+    return screenshot_url(page.resolve().as_uri(), out, width, height)
+
+
+def screenshot_url(url: str, out: Path, width: int = 1400, height: int = 1000) -> Path:
+    """Like `screenshot_page` for any URL (the demo pictures its server's web UI with it)."""
     browser = find_chromium()
     if browser is None:
         raise FileNotFoundError(missing())
@@ -78,7 +83,7 @@ def screenshot_page(page: Path, out: Path, width: int = 1400, height: int = 1000
         command = [
             *chromium_command(browser, Path(profile), width, height),
             f"--screenshot={out.resolve()}",
-            page.resolve().as_uri(),
+            url,
         ]
         done = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S)
     if done.returncode != 0 or not out.is_file():

@@ -20,7 +20,7 @@ import hashlib
 import re
 import shutil
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -288,6 +288,10 @@ def write_report(
     summaries = []
     for name in ctx.scan.layers:
         job = _layer_job(ctx, name, out, render, patch_size, mask_quantile, names)
+        # labels from the scan's per-image responses beside the other channels
+        job = replace(
+            job, labels={**client.responses.shown_labels(ctx.scan.id, name), **job.labels}
+        )
         summary = layer_summary(ctx, name, job.render)
         summaries.append(write_layer(client, ctx.scan.id, ctx.header, summary, job, advance))
         if summary.labelled:

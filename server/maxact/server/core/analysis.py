@@ -227,18 +227,23 @@ class Analysis:
         return list(dict.fromkeys(row.image for row in rows))[:k]
 
 
+def not_labelled(record: ScanRecord) -> ServiceError:
+    """A class question about a scan of a dataset without labels."""
+    return failed_precondition(
+        "SCAN_NOT_LABELLED",
+        f"scan '{record.name}' is of dataset {record.dataset!r}, which has no labels "
+        "(class subfolders or a labels.csv with path,label at its root)",
+        scan=record.id,
+    )
+
+
 def _class_means(
     record: ScanRecord, stats: LayerStatistics
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(class names, images per class [K], m [K, C]) of the classes with at least one
     scanned image."""
     if not stats.classes:
-        raise failed_precondition(
-            "SCAN_NOT_LABELLED",
-            f"scan '{record.name}' is of dataset {record.dataset!r}, which has no labels "
-            "(class subfolders or a labels.csv with path,label at its root)",
-            scan=record.id,
-        )
+        raise not_labelled(record)
     if not stats.labelled or stats.class_mean_clipped is None or stats.class_images is None:
         raise failed_precondition(
             "SCAN_STATISTICS_OUTDATED",

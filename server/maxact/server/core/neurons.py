@@ -6,7 +6,7 @@ Blocking functions: a face runs them in a worker thread.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,3 +197,12 @@ def layer_statistics(jobs: ScanJobs, record: ScanRecord, layer: str) -> LayerSta
         return LayerStatistics.from_json(document)
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise damaged_statistics(record.id, layer, exc) from None
+
+
+def stored_rankings(
+    jobs: ScanJobs, record: ScanRecord, layer: str, channels: Sequence[int], bottom: bool = False
+) -> dict[int, list[TopKRow]]:
+    """The stored top (or bottom) rows of several channels of a finished scan's `layer`,
+    without boxes or patches: what a page of thumbnails names (images and scores)."""
+    kind = TopKKind.of(record.mode, bottom)
+    return {c: jobs.store.topk_rows(record.id, layer, c, kind, record.k) for c in channels}

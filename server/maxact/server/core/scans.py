@@ -10,7 +10,7 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from maxact.common.defaults import DEFAULT_K
-from maxact.common.kinds import TopKMode
+from maxact.common.kinds import ResponsesMode, TopKMode
 from maxact.server.core.streaming import poll_changes
 from maxact.server.data.preprocess import Preprocessing
 from maxact.server.jobs.scan_jobs import ScanJobs, scan_id_from
@@ -32,6 +32,7 @@ class NewScanRequest:
     preprocessing: Preprocessing
     request_id: str = ""
     deadline: float | None = None
+    responses: ResponsesMode = ResponsesMode.AUTO
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class Scans:
             request.preprocessing,
             request_id=request.request_id,
             deadline=request.deadline,
+            responses=request.responses,
         )
         model = self.jobs.models.get(record.model)
         return CreatedScan(record, model.preprocessing_warning(request.preprocessing))
@@ -90,6 +92,7 @@ class Scans:
             key=_progress,
             finished=lambda record: record.finished,
             interval=WATCH_INTERVAL,
+            changed=lambda: self.jobs.store.changes.wait(scan_id),
         ):
             yield record
 

@@ -19,7 +19,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Hashable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from typing import Any, Generic, TypeVar
 
 from maxact.server.scan.neuron import ScanCancelled
@@ -109,8 +109,10 @@ async def poll_changes(
     key: Callable[[T], Hashable],
     finished: Callable[[T], bool],
     interval: float,
+    changed: Callable[[], Awaitable[None]] | None = None,
 ) -> AsyncIterator[T]:
-    """Yield `read()` (run in a thread) whenever its `key` changed, until `finished`."""
+    """Yield `read()` (run in a thread) whenever its `key` changed, until `finished`; between
+    reads, wait `interval` seconds, or for `changed()` when given (a change notification)."""
     last: Hashable = object()
     while True:
         value = await asyncio.to_thread(read)
@@ -119,7 +121,10 @@ async def poll_changes(
             yield value
         if finished(value):
             return
-        await asyncio.sleep(interval)
+        if changed is not None:
+            await changed()
+        else:
+            await asyncio.sleep(interval)
 
 
 async def _next_or_none(source: AsyncIterator[T]) -> T | None:

@@ -56,6 +56,19 @@ class SpatialField(Protocol):
     def height_axis(self) -> int: ...
     @property
     def width_axis(self) -> int: ...
+    @property
+    def tokens(self) -> TokenLayout | None: ...
+
+
+class TokenLayout(Protocol):
+    """Where a token sequence's tokens are (`rf.TokenGrid` has it)."""
+
+    @property
+    def rank(self) -> int: ...
+    @property
+    def axis(self) -> int: ...
+    @property
+    def prefix(self) -> int: ...
 
 
 MIN_OPSET = 11  # TopK with largest/sorted; older graphs are reduced on the host
@@ -75,6 +88,9 @@ class LayerReduction:
     unit: tuple[int, int] | None = None
     keep_map: bool = False  # position mode: the tensor itself is an output too
     opset: int = 13  # the graph's: ReduceSum takes its axes as an input from 13 on
+    # a token sequence: (token axis, prefix tokens); its grid tokens are laid out as
+    # [N, C, tokens] before the reduction (`axes` is then unused)
+    tokens: tuple[int, int] | None = None
 
     @property
     def outputs(self) -> tuple[str, ...]:
@@ -105,6 +121,7 @@ class LayerReduction:
             self.channels is not None,
             self.keep_map,
             self.opset,
+            self.tokens,
         )
 
     def feeds(self) -> dict[str, np.ndarray]:
@@ -134,8 +151,11 @@ def plan_reduction(
     cannot express it: old opsets, tensors that are not [N, C, H, W] in some order)."""
     if field is None or not field.spatial:
         return LayerReduction(tensor, "flat")
-    if opset < MIN_OPSET or rank != 4:
-        return LayerReduction(tensor, "host")
+    tokens = field.tokens
+    if tokens is not None and unit is None and opset >= MIN_OPSET:
+        rank = tokens.rank
+    elif opset < MIN_OPSET or rank != 4 or tokens is not None:
+        return LayerReduction(tensor, "host")  # a token's unit: `TokenGrid.view` on the host
     axes = (field.channel_axis, field.height_axis, field.width_axis)
     subset = (
         None if channels is None or tuple(channels) == tuple(range(field.channels)) else channels
@@ -150,6 +170,7 @@ def plan_reduction(
         unit,
         keep_map=position,
         opset=opset,
+        tokens=None if tokens is None else (tokens.axis, tokens.prefix),
     )
 
 
@@ -205,9 +226,12 @@ def _nodes(reduction: LayerReduction, graph: onnx.GraphProto) -> list[onnx.NodeP
     if reduction.kind in ("flat", "host"):
         return []
     prefix = f"{reduction.tensor}{SEPARATOR}"
-    nodes = []
+    nodes: list[onnx.NodeProto] = []
     current = reduction.tensor
     channel_axis = reduction.axes[0]
+    if reduction.tokens is not None:
+        current = _grid_tokens(reduction, graph, prefix, nodes)
+        channel_axis = 1
     if reduction.channels is not None:  # the indices are a graph input (see `feeds`)
         nodes.append(
             helper.make_node(
@@ -215,8 +239,8 @@ def _nodes(reduction: LayerReduction, graph: onnx.GraphProto) -> list[onnx.NodeP
             )
         )
         current = prefix + "subset"
-    perm = _to_nchw(reduction.rank, reduction.axes)
-    if perm != tuple(range(reduction.rank)):
+    perm = _to_nchw(reduction.rank, reduction.axes) if reduction.tokens is None else ()
+    if perm and perm != tuple(range(reduction.rank)):
         nodes.append(helper.make_node("Transpose", [current], [prefix + "nchw"], perm=perm))
         current = prefix + "nchw"
     if reduction.kind == "unit":
@@ -248,6 +272,35 @@ def _nodes(reduction: LayerReduction, graph: onnx.GraphProto) -> list[onnx.NodeP
         _sum_over_space(graph, prefix, reduction.opset),  # [N, C]
     ]
     return nodes
+
+
+def _grid_tokens(
+    reduction: LayerReduction, graph: onnx.GraphProto, prefix: str, nodes: list[onnx.NodeProto]
+) -> str:
+    """Append the nodes that lay a token sequence's grid tokens out as [N, C, tokens] (prefix
+    tokens dropped, channels row-major over the other axes: `rf.TokenGrid.view`'s order);
+    returns that tensor's name. Sizes are read at run time: one graph serves every grid."""
+    assert reduction.tokens is not None
+    axis, skip = reduction.tokens
+    current = reduction.tensor
+    perm = [0, axis, *(a for a in range(1, reduction.rank) if a != axis)]
+    if perm != list(range(reduction.rank)):
+        nodes.append(helper.make_node("Transpose", [current], [prefix + "tokens_first"], perm=perm))
+        current = prefix + "tokens_first"
+    shape = _constant(graph, prefix + "token_shape", np.asarray([0, 0, -1], np.int64))
+    start = _constant(graph, prefix + "grid_start", np.asarray([skip], np.int64))
+    end = _constant(graph, prefix + "grid_end", np.asarray([np.iinfo(np.int64).max], np.int64))
+    token_axis = _constant(graph, prefix + "token_axis", np.asarray([1], np.int64))
+    nodes += [
+        helper.make_node("Reshape", [current, shape], [prefix + "sequence"]),
+        helper.make_node(
+            "Slice", [prefix + "sequence", start, end, token_axis], [prefix + "grid_tokens"]
+        ),
+        helper.make_node(
+            "Transpose", [prefix + "grid_tokens"], [prefix + "by_channel"], perm=[0, 2, 1]
+        ),
+    ]
+    return prefix + "by_channel"
 
 
 def _sum_over_space(graph: onnx.GraphProto, prefix: str, opset: int) -> onnx.NodeProto:

@@ -1,29 +1,34 @@
 """Persisted scans: run in the background, checkpoint, resume after a restart, answer queries.
 
-A scan is a row in the store. Worker threads (at most `max_running` at once; the rest wait
-queued) run it over the dataset snapshot taken at creation, always the same way: as shards
-(`shard_work`) on an executor, the one worker in this process (one shard, reported in parts
-every `checkpoint_images` images and on shutdown) or a Ray cluster's workers (`shard_images`
-each). The plan is kept in the store, each reported part is merged into the checkpoint in the
-transaction that marks it done, and a restarted server runs only what is not done yet, so the
-final result equals an uninterrupted scan (reducers are exact and order-independent).
+A scan is a row in the store, shared by every replica on it. A replica claims a scan with a
+lease (`leases.LeaseLoop`: queued scans, and scans whose owner died) while it runs fewer than
+`max_running`; its worker thread runs the scan over the dataset snapshot taken at creation,
+always the same way: as shards (`shard_work`) on an executor, the one worker in this process
+(one shard, reported in parts every `checkpoint_images` images and on shutdown) or a Ray
+cluster's workers (`shard_images` each). The plan is kept in the store, each reported part is
+merged into the checkpoint in the transaction that marks it done, and a restarted server (or
+another replica) runs only what is not done yet, so the final result equals an uninterrupted
+scan (reducers are exact and order-independent). Every write of a running scan carries its
+lease: a replica that lost it (another took the scan over) writes nothing more.
 """
 
 from __future__ import annotations
 
 import logging
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from maxact.common import resources
-from maxact.common.kinds import ACTIVE_STATES, ScanState, TopKMode
+from maxact.common.kinds import ACTIVE_STATES, ResponsesMode, ScanState, TopKMode
 from maxact.common.statistics import LayerStatistics
 from maxact.server import limits
 from maxact.server.data.datasets import DatasetCatalog, read_labels
@@ -39,6 +44,8 @@ from maxact.server.errors import (
     invalid_argument,
     not_found,
 )
+from maxact.server.jobs.leases import LeaseLoop, dead_here, replica_name
+from maxact.server.jobs.responses_files import ResponsesFiles, ResponsesLayout
 from maxact.server.jobs.shard_work import (
     LayerStates,
     LocalShardExecutor,
@@ -53,6 +60,8 @@ from maxact.server.jobs.shard_work import (
 )
 from maxact.server.jobs.store import (
     MAX_RESUME_ATTEMPTS,
+    Lease,
+    LeaseLost,
     NewScan,
     RequestIdReused,
     ScanError,
@@ -66,7 +75,13 @@ from maxact.server.ops.metrics import SCAN_IMAGES_PER_SECOND, SCANS_QUEUED, SCAN
 from maxact.server.scan.engine import EngineCancelled
 from maxact.server.scan.layer import LayerReducer, ReduceOptions
 from maxact.server.scan.reducers import check_k
-from maxact.server.settings import DEFAULT_CHECKPOINT_IMAGES, DEFAULT_SHARD_IMAGES
+from maxact.server.settings import (
+    DEFAULT_CHECKPOINT_IMAGES,
+    DEFAULT_LEASE_SECONDS,
+    DEFAULT_MAX_RESPONSES_MB,
+    DEFAULT_SHARD_IMAGES,
+    MIB,
+)
 
 log = logging.getLogger("maxact.server")
 
@@ -127,10 +142,14 @@ class _Stoppable(Protocol):
 class _Running:
     thread: threading.Thread
     cancel: threading.Event
+    lease: Lease
     engine: _Stoppable | None = None  # the scan engine, or the shard executor
-    scan_id: str = ""
     # set once the worker holds a slot; before that it waits and writes nothing
     holds_slot: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def scan_id(self) -> str:
+        return self.lease.scan_id
 
 
 def scan_id_from(name: str) -> str:
@@ -153,15 +172,30 @@ class ScanJobs:
         checkpoint_images: int = DEFAULT_CHECKPOINT_IMAGES,
         shard_executor: Callable[[], ShardExecutor] | None = None,
         shard_images: int = DEFAULT_SHARD_IMAGES,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        state_dir: Path | None = None,
+        max_responses_bytes: int = DEFAULT_MAX_RESPONSES_MB * MIB,
     ) -> None:
         self.store = store
+        # where per-scan files every replica reads go (a folder all replicas mount; their
+        # per-image responses): by default beside an SQLite store; a server on PostgreSQL
+        # must be given one (maxact serve refuses to start without), others get a private one
+        self.state_dir = state_dir or (
+            store.path.parent
+            if store.path is not None
+            else Path(tempfile.mkdtemp(prefix="maxact-state-"))
+        )
+        self.responses = ResponsesFiles(self.state_dir / "responses")
+        self.max_responses_bytes = max_responses_bytes
+        # this replica, as the store's lease rows name it
+        self.replica = replica_name(uuid.uuid4().hex[:8])
+        self.max_running = max_running
         self.models = models
         self.datasets = datasets
         self.checkpoint_images = checkpoint_images
         # None: scans run in this process; else each scan's shards go to a new executor
         self.shard_executor = shard_executor
         self.shard_images = shard_images
-        self._slots = threading.Semaphore(max_running)
         self._running: dict[str, _Running] = {}
         self._lock = threading.Lock()
         self._closing = threading.Event()
@@ -169,43 +203,64 @@ class ScanJobs:
         # failures the store could not record (e.g. a full disk): reported from memory, so a
         # scan always reaches a final state for its watchers
         self._unrecorded_failures: dict[str, ScanError] = {}
+        self._leases = LeaseLoop(
+            store,
+            self.replica,
+            lease_seconds,
+            held=lambda: [job.lease for job in self._jobs()],
+            free_slots=lambda: 0 if self._closing.is_set() else max_running - len(self._jobs()),
+            start=self._start,
+            lost=self._lost,
+        )
+
+    def _jobs(self) -> list[_Running]:
+        with self._lock:
+            return list(self._running.values())
 
     # -- lifecycle -------------------------------------------------------------------------
     def resume_unfinished(self) -> list[str]:
-        """Start (again) every queued or running scan; called once when the server starts."""
-        resumed = []
-        for record in self.store.unfinished():
-            if record.damage:
-                self._fail(record.id, _damaged(record.damage))
-                continue
-            if record.resume_attempts >= MAX_RESUME_ATTEMPTS:
-                self._fail(
-                    record.id,
-                    ScanError(
-                        Code.ABORTED,
-                        "TOO_MANY_RESTARTS",
-                        f"the server stopped abnormally {record.resume_attempts} times while this"
-                        " scan ran, before it reached a checkpoint (e.g. out of memory); it is not"
-                        " resumed again",
-                    ),
-                )
-                continue
-            try:
-                self.store.set_state(record.id, ScanState.QUEUED)
-            except ServiceError as error:
-                self._fail(record.id, _scan_error(error))
-                continue
-            self._start(record.id)
-            resumed.append(record.id)
+        """Claim what this replica can run now (scans left queued or running by a server that
+        stopped, or by a replica that died), then keep claiming and renewing in the
+        background; called once when the server starts. The ids claimed now."""
+        dead = dead_here(self.store.owners())
+        resumed = [lease.scan_id for lease in self._leases.claim_now(dead)]
+        self._leases.start()
         if resumed:
             log.info("resuming %d unfinished scan(s): %s", len(resumed), ", ".join(resumed))
         return resumed
 
+    def _runnable(self, scan_id: str, lease: Lease) -> ScanRecord | None:
+        """The claimed scan, or None: finished meanwhile, or failed now because it must not
+        run (`_refused`)."""
+        record = self.get(scan_id)
+        if record.finished:
+            return None
+        refused = self._refused(record)
+        if refused is not None:
+            self._fail(scan_id, refused, lease)
+            return None
+        return record
+
+    def _refused(self, record: ScanRecord) -> ScanError | None:
+        """Why a claimed scan must fail instead of run: a damaged row, or a crash loop."""
+        if record.damage:
+            return _damaged(record.damage)
+        if record.resume_attempts >= MAX_RESUME_ATTEMPTS:
+            return ScanError(
+                Code.ABORTED,
+                "TOO_MANY_RESTARTS",
+                f"the server stopped abnormally {record.resume_attempts} times while this"
+                " scan ran, before it reached a checkpoint (e.g. out of memory); it is not"
+                " resumed again",
+            )
+        return None
+
     def shutdown(self, timeout: float = 10.0) -> None:
-        """Stop running scans without marking them cancelled: a restart resumes them."""
+        """Stop running scans without marking them cancelled and give them back: a restart
+        (or another replica) resumes them at once."""
         self._closing.set()
-        with self._lock:
-            running = list(self._running.values())
+        self._leases.stop()
+        running = self._jobs()
         for job in running:
             job.cancel.set()
             if job.engine is not None:
@@ -213,8 +268,11 @@ class ScanJobs:
         for job in running:
             job.thread.join(timeout)
         for job in running:
-            with suppress(ServiceError):  # stopped cleanly: a restart resumes it, no crash counted
-                self.store.clear_resumes(job.scan_id)
+            with suppress(ServiceError, LeaseLost):
+                # stopped cleanly: a restart resumes it, no crash counted
+                self.store.clear_resumes(job.scan_id, job.lease)
+                self.store.release(job.lease)
+        self.store.changes.close()
 
     # -- requests --------------------------------------------------------------------------
     def create(
@@ -227,21 +285,14 @@ class ScanJobs:
         preprocessing: Preprocessing,
         request_id: str = "",
         deadline: float | None = None,
+        responses: ResponsesMode = ResponsesMode.AUTO,
     ) -> ScanRecord:
         """Validate everything a scan needs now, so a bad request fails at once, not later.
 
         `request_id` makes a retry return the scan the first call created; `deadline`
         (time.monotonic()) refuses to commit a scan the caller has stopped waiting for: it
         would run with nobody knowing its id."""
-        if len(request_id) > MAX_REQUEST_ID:
-            raise invalid_argument(
-                "INVALID_REQUEST_ID", f"request_id is longer than {MAX_REQUEST_ID} characters"
-            )
-        if not layers:
-            raise invalid_argument("LAYERS_REQUIRED", "a scan needs at least one layer")
-        if len(set(layers)) > MAX_LAYERS:
-            raise invalid_argument("TOO_MANY_LAYERS", f"at most {MAX_LAYERS} layers per scan")
-        check_k(k)
+        _check_request(request_id, layers, k)
         model = self.models.get(model_name)
         prep = model.resolve(preprocessing)
         entries = [model.layer(prep.reference_size, layer) for layer in dict.fromkeys(layers)]
@@ -249,6 +300,7 @@ class ScanJobs:
             require_field(entry)
         dataset = self.datasets.open(dataset_name)
         limits.check_classes(len(dataset.classes), sum(map(_channel_count, entries)))
+        kept = self._keeps_responses(responses, len(dataset.ids), entries)
         scan = NewScan(
             model_name,
             tuple(dict.fromkeys(layers)),
@@ -275,8 +327,37 @@ class ScanJobs:
                 scan=reused.scan_id,
             ) from None
         if created:
-            self._start(record.id)
+            if kept:
+                self.responses.create(record.id, len(dataset.ids), kept)
+            self._leases.wake()
         return record
+
+    def _keeps_responses(
+        self, mode: ResponsesMode, images: int, layers: list[LayerEntry]
+    ) -> dict[str, int] | None:
+        """The channels per layer a new scan keeps per-image responses of (None: none):
+        `auto` while images x channels x 4 bytes fits the bound, `on` always (refused over
+        the bound), `off` never."""
+        if mode is ResponsesMode.OFF:
+            return None
+        channels = {layer.name: _channel_count(layer) for layer in layers}
+        size = images * sum(channels.values()) * 4
+        if size <= self.max_responses_bytes:
+            return channels
+        if mode is ResponsesMode.ON:
+            raise ServiceError(
+                Code.RESOURCE_EXHAUSTED,
+                "RESPONSES_TOO_LARGE",
+                f"the per-image responses of this scan would take {size / MIB:.1f} MiB"
+                f" (images x channels x 4 bytes), more than the server's bound of"
+                f" {self.max_responses_bytes / MIB:.0f} MiB (maxact serve --max-responses-mb);"
+                " scan fewer layers or images, or with --responses off",
+            )
+        return None
+
+    def responses_layout(self, scan_id: str) -> ResponsesLayout | None:
+        """What the scan keeps of its per-image responses (None: nothing)."""
+        return self.responses.layout(scan_id)
 
     def get(self, scan_id: str) -> ScanRecord:
         record = self.store.get(scan_id)
@@ -327,19 +408,35 @@ class ScanJobs:
                     {"scan": scan_id},
                 )
         self.store.delete(scan_id)
+        self.responses.delete(scan_id)
 
     # -- running ---------------------------------------------------------------------------
-    def _start(self, scan_id: str) -> None:
+    def _start(self, lease: Lease) -> None:
         job = _Running(
             threading.Thread(
-                target=self._run, args=(scan_id,), name=f"maxact-scan-job-{scan_id}", daemon=True
+                target=self._run,
+                args=(lease.scan_id,),
+                name=f"maxact-scan-job-{lease.scan_id}",
+                daemon=True,
             ),
             threading.Event(),
-            scan_id=scan_id,
+            lease,
         )
+        job.holds_slot.set()  # a replica claims only what its slots can run
         with self._lock:
-            self._running[scan_id] = job
+            self._running[lease.scan_id] = job
         job.thread.start()
+
+    def _lost(self, lease: Lease) -> None:
+        """The lease is gone (taken over, cancelled or deleted elsewhere): stop the scan here
+        without writing anything."""
+        with self._lock:
+            job = self._running.get(lease.scan_id)
+        if job is not None and job.lease == lease:
+            log.info("scan %s: no longer this replica's; stopping it", lease.scan_id)
+            job.cancel.set()
+            if job.engine is not None:
+                job.engine.stop()
 
     def _gauges(self, delta_queued: int, delta_running: int) -> None:
         with self._lock:
@@ -350,38 +447,42 @@ class ScanJobs:
 
     def _run(self, scan_id: str) -> None:
         job = self._running[scan_id]
-        self._gauges(+1, 0)
+        self._gauges(0, +1)
         try:
-            with self._slots:
-                job.holds_slot.set()
-                self._gauges(-1, +1)
-                try:
-                    if job.cancel.is_set() or self._closing.is_set():
-                        return
-                    self._scan(scan_id, job)
-                finally:
-                    self._gauges(0, -1)
-        except EngineCancelled:
+            if job.cancel.is_set() or self._closing.is_set():
+                return
+            self._scan(scan_id, job)
+        except (EngineCancelled, LeaseLost):
             pass
         except ServiceError as error:
-            self._fail(scan_id, _scan_error(error))
+            if error.reason == "STORE_UNAVAILABLE" and not self._closing.is_set():
+                # paused, not failed: its lease runs out and a replica (this one, once the
+                # store answers) resumes it from its last checkpoint
+                log.warning("scan %s paused: %s", scan_id, error.message)
+            else:
+                self._fail(scan_id, _scan_error(error), job.lease)
         except Exception as exc:
             log.exception("scan %s failed", scan_id)
             self._fail(
                 scan_id,
                 ScanError(Code.INTERNAL, "SCAN_FAILED", f"{type(exc).__name__}: {exc}"),
+                job.lease,
             )
         finally:
+            self._gauges(0, -1)
             with self._lock:
                 self._running.pop(scan_id, None)
+            self._leases.wake()
 
-    def _fail(self, scan_id: str, error: ScanError) -> None:
+    def _fail(self, scan_id: str, error: ScanError, lease: Lease | None = None) -> None:
         """Mark the scan failed; when the store cannot take it (full disk), remember it in
         memory so the scan still ends `failed` for everyone watching."""
         if self._closing.is_set():
             return
         try:
-            self.store.transition(scan_id, ScanState.FAILED, ACTIVE_STATES, error)
+            self.store.transition(scan_id, ScanState.FAILED, ACTIVE_STATES, error, lease)
+        except LeaseLost:
+            pass
         except ServiceError as failure:
             log.warning(
                 "scan %s failed (%s); the store cannot record it: %s",
@@ -398,9 +499,26 @@ class ScanJobs:
             raise failed_precondition("SCAN_DAMAGED", record.damage, scan=record.id)
         return scan_setup(self.models, record.model, record.preprocessing, record.layers)
 
+    def checkpoint_statistics(self, record: ScanRecord) -> dict[str, LayerStatistics]:
+        """The statistics of an unfinished scan's images so far, from its last checkpoint
+        (exactly what the finished scan would store for those images); {} before the first
+        checkpoint. Read-only: the running scan is not touched."""
+        if not self.store.checkpoint(record.id):
+            return {}
+        _, _, layers = self.prepare(record)
+        inputs = self._inputs(record, layers)
+        merged = self._restored(record, layers, inputs.classes)
+        return self._statistics(merged.reducers, inputs.labels)
+
     def _inputs(self, record: ScanRecord, layers: list[LayerEntry]) -> _Inputs:
         """The snapshot taken at creation (not a new listing: a resumed scan sees the same
-        images) and its labels."""
+        images) and its labels, within the bound on classes."""
+        inputs = self.labelled_images(record)
+        limits.check_classes(len(inputs.classes), sum(map(_channel_count, layers)))
+        return inputs
+
+    def labelled_images(self, record: ScanRecord) -> _Inputs:
+        """The scan's image snapshot, each image's class id (-1: none) and the classes."""
         try:
             ids = self.store.image_ids(record.id)
         except ValueError as exc:
@@ -409,7 +527,6 @@ class ScanJobs:
         # (dataset_sources), and has no label (read_labels)
         label_of = read_labels(self.datasets.root_of(record.dataset), ids)
         classes = tuple(sorted(set(label_of.values())))
-        limits.check_classes(len(classes), sum(map(_channel_count, layers)))
         class_ids = {name: i for i, name in enumerate(classes)}
         labels = np.asarray([class_ids.get(label_of.get(i, ""), -1) for i in ids])
         return _Inputs(ids, labels, classes)
@@ -434,38 +551,39 @@ class ScanJobs:
             ) from None
         return merged
 
-    def _plan(self, record: ScanRecord, total: int) -> list[ShardRow]:
+    def _plan(self, record: ScanRecord, total: int, lease: Lease) -> list[ShardRow]:
         """The scan's shards: its plan if a previous run made one, else from its checkpoint
         on, `shard_images` each for a cluster, one shard in this process (the one-worker
         executor checkpoints inside it)."""
         remaining = total - record.checkpoint_position
         size = self.shard_images if self.shard_executor is not None else max(1, remaining)
         return self.store.plan_shards(
-            record.id, shard_ranges(record.checkpoint_position, total, size)
+            record.id, shard_ranges(record.checkpoint_position, total, size), lease
         )
 
     def _scan(self, scan_id: str, job: _Running) -> None:
         """Run a scan: its unfinished shards on the executor (Ray's, or the one worker in this
         process), merging each part into the checkpoint as it reports, then store the
         results."""
-        record = self.get(scan_id)
-        if record.finished:
+        record = self._runnable(scan_id, job.lease)
+        if record is None:
             return
         _, _, layers = self.prepare(record)
         inputs = self._inputs(record, layers)
         # counted before the checkpoint is loaded and the scan runs, reset at each checkpoint:
         # a scan that takes the server down (a bad checkpoint, out of memory) is not resumed
         # into a crash loop
-        self.store.count_run(scan_id)
+        self.store.count_run(scan_id, job.lease)
         merged = self._restored(record, layers, inputs.classes)
-        shards = self._plan(record, len(inputs.ids))
+        shards = self._plan(record, len(inputs.ids), job.lease)
         totals = _Totals(
             record.checkpoint_done + sum(s.images_done for s in shards if s.done),
             record.checkpoint_failed + sum(s.images_failed for s in shards if s.done),
         )
-        if not self.store.transition(scan_id, ScanState.RUNNING, ACTIVE_STATES):
+        layout = self.responses.allocated(scan_id)  # None: the scan keeps no responses
+        if not self.store.transition(scan_id, ScanState.RUNNING, ACTIVE_STATES, lease=job.lease):
             return  # cancelled while it was being prepared
-        self.store.set_progress(scan_id, totals.done, totals.failed)
+        self.store.set_progress(scan_id, totals.done, totals.failed, job.lease)
         tasks = [
             ShardTask(
                 s.shard,
@@ -486,9 +604,9 @@ class ScanJobs:
             raise EngineCancelled()
         started = time.monotonic()
         executor.run(
-            self._work(record, inputs.classes),
+            replace(self._work(record, inputs.classes), responses=layout is not None),
             tasks,
-            self._events(scan_id, merged, totals),
+            self._events(job.lease, merged, totals, layout),
             job.cancel,
         )
         if job.cancel.is_set():
@@ -501,6 +619,7 @@ class ScanJobs:
             self._statistics(merged.reducers, inputs.labels),
             totals.done,
             totals.failed,
+            job.lease,
         )
 
     @staticmethod
@@ -516,11 +635,21 @@ class ScanJobs:
             list(classes),
         )
 
-    def _events(self, scan_id: str, merged: _Merged, totals: _Totals) -> ShardEvents:
+    def _events(
+        self,
+        lease: Lease,
+        merged: _Merged,
+        totals: _Totals,
+        layout: ResponsesLayout | None = None,
+    ) -> ShardEvents:
         """Merge each reported part and store it with the merged checkpoint in one
-        transaction; show the progress of work not reported yet."""
+        transaction (its rows of the responses matrix written first); show the progress of
+        work not reported yet."""
+        scan_id = lease.scan_id
 
         def finished(result: ShardResult) -> None:
+            if layout is not None:
+                self.responses.write(scan_id, layout, result.first, result.responses)
             merged.add(result.states)
             totals.done += result.done
             totals.failed += result.failed
@@ -534,15 +663,16 @@ class ScanJobs:
                 totals.done,
                 totals.failed,
                 until=result.stop,
+                lease=lease,
             )
 
         def progress(done: int, failed: int) -> None:
             if time.monotonic() - totals.written > PROGRESS_SECONDS:
                 totals.written = time.monotonic()
-                self.store.set_progress(scan_id, totals.done + done, totals.failed + failed)
+                self.store.set_progress(scan_id, totals.done + done, totals.failed + failed, lease)
 
         return ShardEvents(
-            lambda shard: self.store.shard_started(scan_id, shard), finished, progress
+            lambda shard: self.store.shard_started(scan_id, shard, lease), finished, progress
         )
 
     @staticmethod
@@ -571,6 +701,19 @@ class ScanJobs:
         reducers: dict[str, LayerReducer], labels: np.ndarray
     ) -> dict[str, LayerStatistics]:
         return {name: reducer.statistics(labels).document() for name, reducer in reducers.items()}
+
+
+def _check_request(request_id: str, layers: list[str], k: int) -> None:
+    """The bounds of a CreateScan request that need nothing loaded."""
+    if len(request_id) > MAX_REQUEST_ID:
+        raise invalid_argument(
+            "INVALID_REQUEST_ID", f"request_id is longer than {MAX_REQUEST_ID} characters"
+        )
+    if not layers:
+        raise invalid_argument("LAYERS_REQUIRED", "a scan needs at least one layer")
+    if len(set(layers)) > MAX_LAYERS:
+        raise invalid_argument("TOO_MANY_LAYERS", f"at most {MAX_LAYERS} layers per scan")
+    check_k(k)
 
 
 def _channel_count(layer: LayerEntry) -> int:

@@ -30,6 +30,9 @@ from maxact.server.scan.engine import EngineCallbacks, EngineCancelled, ScanEngi
 from maxact.server.scan.layer import ReduceOptions
 
 LayerStates = dict[str, dict[str, np.ndarray]]
+# a worker reporting its parts (the local one) hands its kept responses over at the latest
+# after this many values (64 MiB of float32), whatever --checkpoint-images says
+RESPONSES_BLOCK_VALUES = 1 << 24
 
 
 def shard_ranges(start: int, total: int, shard_images: int) -> list[tuple[int, int]]:
@@ -38,9 +41,12 @@ def shard_ranges(start: int, total: int, shard_images: int) -> list[tuple[int, i
     return [(i, min(i + shard_images, total)) for i in range(start, total, shard_images)]
 
 
-def reduce_options(k: int, mode: TopKMode) -> ReduceOptions:
-    """What a scan's reducers keep: top and bottom k, per image or per position."""
-    return ReduceOptions(k=k, bottom=True, position=mode is TopKMode.POSITION)
+def reduce_options(k: int, mode: TopKMode, responses: bool = False) -> ReduceOptions:
+    """What a scan's reducers keep: top and bottom k, per image or per position, and with
+    `responses` every image's response per channel."""
+    return ReduceOptions(
+        k=k, bottom=True, position=mode is TopKMode.POSITION, keep_responses=responses
+    )
 
 
 @dataclass(frozen=True)
@@ -55,13 +61,14 @@ class ShardWork:
     mode: str  # a TopKMode value (plain data for Ray)
     preprocessing: dict[str, Any]
     classes: list[str]
+    responses: bool = False  # hand over each part's per-image responses (ShardResult)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @property
     def options(self) -> ReduceOptions:
-        return reduce_options(self.k, TopKMode(self.mode))
+        return reduce_options(self.k, TopKMode(self.mode), self.responses)
 
 
 @dataclass(frozen=True)
@@ -80,7 +87,8 @@ class ShardTask:
 @dataclass
 class ShardResult:
     """The reducer states of a shard's images (all of them, or with `stop` only those before
-    that dataset index: the rest of the shard is still to come)."""
+    that dataset index: the rest of the shard is still to come); with responses kept, per
+    layer the block of rows first.. of the scan's responses matrix."""
 
     shard: int
     states: LayerStates
@@ -88,6 +96,8 @@ class ShardResult:
     failed: int
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (image id, reason)
     stop: int | None = None
+    first: int = 0
+    responses: dict[str, np.ndarray] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -97,6 +107,8 @@ class ShardResult:
             "failed": self.failed,
             "skipped": [list(pair) for pair in self.skipped],
             "stop": self.stop,
+            "first": self.first,
+            "responses": self.responses,
         }
 
     @staticmethod
@@ -107,6 +119,10 @@ class ShardResult:
         }
         skipped = [(str(a), str(b)) for a, b in data.get("skipped", [])]
         stop = data.get("stop")
+        responses = {
+            str(layer): np.asarray(block, dtype=np.float32)
+            for layer, block in data.get("responses", {}).items()
+        }
         return ShardResult(
             int(data["shard"]),
             states,
@@ -114,6 +130,8 @@ class ShardResult:
             int(data["failed"]),
             skipped,
             None if stop is None else int(stop),
+            int(data.get("first", 0)),
+            responses,
         )
 
 
@@ -158,6 +176,9 @@ class _TaskScan:
         self.handed = (0, 0, 0)  # done, failed, skipped already handed over
         self.skipped: list[tuple[str, str]] = []
         self.consistent = -1  # the reducers hold exactly the images before it (-1: unknown)
+        channels = sum(len(r.channels) for r in engine.reducers.values())
+        keeps = engine.options.keep_responses and channels > 0
+        self.block_images = max(1, RESPONSES_BLOCK_VALUES // channels) if keeps else 0
 
     def callbacks(self) -> EngineCallbacks:
         return EngineCallbacks(
@@ -178,13 +199,23 @@ class _TaskScan:
     def _batch_done(self, position: int) -> None:
         self.consistent = position
         stop = self.task.first + len(self.task.ids)
-        if self.every and position - self.first >= self.every and position < stop:
+        scanned = position - self.first
+        due = self.every and scanned >= self.every
+        # kept responses wait in memory until handed over: at most RESPONSES_BLOCK_VALUES
+        full = self.block_images and scanned >= self.block_images and self.events is not None
+        if (due or full) and position < stop:
             self.hand_over(position)
 
     def hand_over(self, stop: int | None) -> ShardResult:
         """The part scanned since the last hand-over (images before `stop`; None: the rest)."""
         reducers = self.engine.take_reducers()
         done, failed, skipped = self.handed
+        end = self.task.first + len(self.task.ids) if stop is None else stop
+        responses = {}
+        if self.engine.options.keep_responses:
+            responses = {
+                name: reducer.take_responses(self.first, end) for name, reducer in reducers.items()
+            }
         result = ShardResult(
             self.task.shard,
             {name: reducer.state_dict() for name, reducer in reducers.items()},
@@ -192,6 +223,8 @@ class _TaskScan:
             self.failed - failed,
             self.skipped[skipped:],
             stop,
+            self.first,
+            responses,
         )
         self.handed = (self.done, self.failed, len(self.skipped))
         if stop is not None:

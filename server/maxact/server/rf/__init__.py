@@ -16,12 +16,15 @@ centres the hull `P = max P_i`, `R = max(R_i - P_i) + P`; with different strides
 `FieldError` names the op. Inputs broadcast over space (squeeze-excitation gates, flat
 tensors) keep the local field and set `global_context`. Global paths (GlobalAveragePool,
 Gemm, Flatten, spatial reductions) give flat tensors whose field is the whole image.
+Tensors of tokens that came from a grid (a vision transformer's patches) keep that grid:
+`TensorField.tokens` says where the tokens are, and the field describes the grid tokens
+(prefix tokens such as CLS excluded); ops that mix tokens set `global_context`.
 Unsupported ops fail lazily: only the tensors depending on them raise `FieldError`.
 """
 
 from maxact.server.rf.engine import ReceptiveFields, compute_receptive_fields
 from maxact.server.rf.errors import FieldError
-from maxact.server.rf.fields import AxisGeometry, ChannelGroupField, TensorField
+from maxact.server.rf.fields import AxisGeometry, ChannelGroupField, TensorField, TokenGrid
 
 __all__ = [
     "AxisGeometry",
@@ -29,5 +32,6 @@ __all__ = [
     "FieldError",
     "ReceptiveFields",
     "TensorField",
+    "TokenGrid",
     "compute_receptive_fields",
 ]

@@ -10,7 +10,7 @@ import onnx
 from maxact.server.rf.constants import Constants, attr
 from maxact.server.rf.state import Unsupported
 
-__all__ = ["Context", "attr"]
+__all__ = ["Context", "attr", "reduce_axes", "slice_params"]
 
 
 @dataclass
@@ -43,3 +43,31 @@ class Context:
         if value is None:
             raise Unsupported(f"{node.op_type} {node.name!r} has no input {index}")
         return value
+
+
+def reduce_axes(ctx: Context, node: onnx.NodeProto, rank: int) -> set[int] | None:
+    """The axes a Reduce*/ArgMax node reduces (attribute or input), None: all of them."""
+    axes = attr(node, "axes")
+    if axes is None and len(node.input) > 1 and node.input[1]:
+        axes = ctx.required(node, 1).tolist()
+    if axes is None and node.op_type in ("ArgMax", "ArgMin"):
+        axes = [attr(node, "axis", 0)]
+    return None if axes is None else {int(a) % rank for a in axes}
+
+
+def slice_params(
+    ctx: Context, node: onnx.NodeProto, rank: int
+) -> tuple[list[int], list[int], list[int]]:
+    """(starts, axes, steps) of a Slice node, from attributes (opset < 10) or inputs."""
+    given_axes: list[int] | None
+    given_steps: list[int] | None = None
+    if ctx.opset < 10:
+        starts, given_axes = list(attr(node, "starts")), attr(node, "axes")
+    else:
+        starts = ctx.required(node, 1).tolist()
+        axes_value, steps_value = ctx.value(node, 3), ctx.value(node, 4)
+        given_axes = None if axes_value is None else axes_value.tolist()
+        given_steps = None if steps_value is None else steps_value.tolist()
+    axes = list(range(len(starts))) if given_axes is None else [int(a) % rank for a in given_axes]
+    steps = [1] * len(starts) if given_steps is None else [int(s) for s in given_steps]
+    return [int(s) for s in starts], axes, steps

@@ -11,12 +11,12 @@ import onnx
 from maxact.common.kinds import Layout
 from maxact.server.graph.shapes import graph_inputs, infer_shapes
 from maxact.server.graph.surgery import detect_layout
-from maxact.server.rf import ops_layout, ops_resample, ops_window
+from maxact.server.rf import ops_layout, ops_resample, ops_tokens, ops_window
 from maxact.server.rf.axis import identity_axis
 from maxact.server.rf.constants import Constants
 from maxact.server.rf.context import Context
 from maxact.server.rf.errors import FieldError
-from maxact.server.rf.fields import AxisGeometry, ChannelGroupField, TensorField
+from maxact.server.rf.fields import AxisGeometry, ChannelGroupField, TensorField, TokenGrid
 from maxact.server.rf.state import (
     CONST,
     FLAT,
@@ -27,6 +27,7 @@ from maxact.server.rf.state import (
     Handler,
     Spatial,
     State,
+    Tokens,
     Unsupported,
 )
 
@@ -99,6 +100,23 @@ _UNARY = [
     "Expand",
 ]
 
+_REDUCTIONS = [
+    "ReduceMean",
+    "ReduceMax",
+    "ReduceMin",
+    "ReduceSum",
+    "ReduceProd",
+    "ReduceL1",
+    "ReduceL2",
+    "ReduceLogSum",
+    "ReduceLogSumExp",
+    "ReduceSumSquare",
+    "ArgMax",
+    "ArgMin",
+]
+
+_SHAPE_ONLY = ["Shape", "Size", "RandomNormalLike", "RandomUniformLike", "EyeLike"]
+
 HANDLERS: dict[str, Handler] = {
     **dict.fromkeys(_UNARY, ops_layout.elementwise),
     "Conv": ops_window.conv,
@@ -113,23 +131,7 @@ HANDLERS: dict[str, Handler] = {
     "Concat": ops_layout.concat,
     "Transpose": ops_layout.transpose,
     **dict.fromkeys(["Reshape", "Flatten", "Squeeze", "Unsqueeze"], ops_layout.reshape),
-    **dict.fromkeys(
-        [
-            "ReduceMean",
-            "ReduceMax",
-            "ReduceMin",
-            "ReduceSum",
-            "ReduceProd",
-            "ReduceL1",
-            "ReduceL2",
-            "ReduceLogSum",
-            "ReduceLogSumExp",
-            "ReduceSumSquare",
-            "ArgMax",
-            "ArgMin",
-        ],
-        ops_layout.reduce,
-    ),
+    **dict.fromkeys(_REDUCTIONS, ops_layout.reduce),
     **dict.fromkeys(["Softmax", "LogSoftmax", "Hardmax"], ops_layout.softmax),
     "MatMul": ops_layout.matmul,
     "LRN": ops_layout.lrn,
@@ -137,11 +139,19 @@ HANDLERS: dict[str, Handler] = {
         ["GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool", "Gemm"],
         lambda c, n, i: [FLAT] * len(n.output),
     ),
-    **dict.fromkeys(
-        ["Shape", "Size", "RandomNormalLike", "RandomUniformLike", "EyeLike"],
-        ops_layout.constant_of_image,
-    ),
+    **dict.fromkeys(_SHAPE_ONLY, ops_layout.constant_of_image),
 }
+
+# Handlers of ops with a token-sequence input, by (domain, op type)
+TOKEN_HANDLERS = ops_tokens.handlers(_UNARY, _REDUCTIONS)
+
+
+def _handler(node: onnx.NodeProto, ins: list[State]) -> Handler | None:
+    """The handler of `node` for these inputs (None: the op cannot be traced)."""
+    domain = "" if node.domain == "ai.onnx" else node.domain
+    if any(isinstance(s, Tokens) for s in ins) and node.op_type not in _SHAPE_ONLY:
+        return TOKEN_HANDLERS.get((domain, node.op_type))
+    return HANDLERS.get(node.op_type) if domain == "" else None
 
 
 def image_input(model: onnx.ModelProto) -> onnx.ValueInfoProto:
@@ -224,7 +234,7 @@ class ReceptiveFields:
         elif all(isinstance(s, Const) for s in ins):
             outs = [CONST] * len(node.output)
         else:
-            handler = HANDLERS.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+            handler = _handler(node, ins)
             reason = None
             try:
                 if handler is None:
@@ -242,7 +252,9 @@ class ReceptiveFields:
         for name, state in zip(node.output, outs, strict=False):
             if name:
                 self._states[name] = state
-                if isinstance(state, Spatial | Flat):
+                if isinstance(state, Spatial | Flat) or (
+                    isinstance(state, Tokens) and state.batch == 0
+                ):
                     self._order.append(name)
 
     def tensors(self) -> list[str]:
@@ -273,7 +285,16 @@ class ReceptiveFields:
             raise self._error(tensor, state)
         if isinstance(state, Const):
             raise KeyError(f"tensor {tensor!r} does not depend on the image")
-        result = self._spatial(tensor, state) if isinstance(state, Spatial) else self._flat(tensor)
+        if isinstance(state, Tokens) and state.batch != 0:
+            raise FieldError(
+                f"{tensor!r} is a token sequence whose batch axis is not first", "", tensor
+            )
+        if isinstance(state, Spatial):
+            result = self._spatial(tensor, state)
+        elif isinstance(state, Tokens):
+            result = self._tokens(tensor, state)
+        else:
+            result = self._flat(tensor)
         self._cache[tensor] = result
         return result
 
@@ -296,6 +317,27 @@ class ReceptiveFields:
             global_context=s.global_context,
             input_height=self.input_height,
             input_width=self.input_width,
+        )
+
+    def _tokens(self, tensor: str, s: Tokens) -> TensorField:
+        """A token sequence seen as its grid: axes of the [N, H, W, C] view `TokenGrid.view`."""
+        rows, cols = s.h.intervals(), s.w.intervals()
+        group = ChannelGroupField(0, s.channels - 1, s.h.geom, s.w.geom, rows, cols)
+        height, width = s.grid
+        return TensorField(
+            tensor=tensor,
+            spatial=True,
+            channels=s.channels,
+            height=height,
+            width=width,
+            channel_axis=3,
+            height_axis=1,
+            width_axis=2,
+            groups=(group,),
+            global_context=s.global_context,
+            input_height=self.input_height,
+            input_width=self.input_width,
+            tokens=TokenGrid(s.rank, s.axis, s.prefix, height, width),
         )
 
     def _flat(self, tensor: str) -> TensorField:

@@ -10,6 +10,8 @@ import math
 from dataclasses import dataclass, field
 from fractions import Fraction
 
+import numpy as np
+
 Interval = tuple[int, int]
 
 
@@ -72,6 +74,25 @@ class ChannelGroupField:
 
 
 @dataclass(frozen=True)
+class TokenGrid:
+    """Where a token sequence's grid is: tensor rank, token axis, prefix tokens (CLS,
+    registers, no spatial field) and the grid (height, width) of the tokens after them."""
+
+    rank: int
+    axis: int
+    prefix: int
+    height: int
+    width: int
+
+    def view(self, output: np.ndarray) -> np.ndarray:
+        """The grid tokens of a [N, ...] output as [N, H, W, C]: prefix tokens dropped, the
+        channels numbered row-major over the other non-batch axes."""
+        moved = np.moveaxis(np.asarray(output), self.axis, 1)
+        tokens = moved.reshape(moved.shape[0], moved.shape[1], -1)[:, self.prefix :]
+        return tokens.reshape(tokens.shape[0], self.height, self.width, tokens.shape[2])
+
+
+@dataclass(frozen=True)
 class TensorField:
     """Receptive field of every unit of one tensor, per channel group."""
 
@@ -87,6 +108,8 @@ class TensorField:
     global_context: bool
     input_height: int
     input_width: int
+    # a token sequence: the axes above are those of `tokens.view(output)`, [N, H, W, C]
+    tokens: TokenGrid | None = None
 
     def geometry(self) -> tuple[AxisGeometry, AxisGeometry]:
         """(height, width) geometry of the union over channel groups (see `union_geometry`)."""

@@ -14,7 +14,8 @@ import numpy as np
 import onnx
 
 from maxact.server.rf.axis import AxisField, union_axes
-from maxact.server.rf.context import Context, attr
+from maxact.server.rf.context import Context, attr, reduce_axes
+from maxact.server.rf.ops_tokens import kept_axis, merge_grid
 from maxact.server.rf.state import (
     FLAT,
     Const,
@@ -171,23 +172,14 @@ def transpose(ctx: Context, node: onnx.NodeProto, x: Spatial) -> list[State]:
     ]
 
 
-def _find_axis(in_shape: tuple[int, ...], out_shape: tuple[int, ...], axis: int) -> int | None:
-    """Output axis that is input `axis` unchanged by a row-major reshape, else None."""
-    before = math.prod(in_shape[:axis])
-    for j, size in enumerate(out_shape):
-        if size == in_shape[axis] and math.prod(out_shape[:j]) == before:
-            return j
-    return None
-
-
 @on_image
 def reshape(ctx: Context, node: onnx.NodeProto, x: Spatial) -> list[State]:
     """Reshape/Flatten/Squeeze/Unsqueeze: local while both spatial axes survive, else flat."""
     in_shape, out_shape = ctx.shape(node.input[0]), ctx.shape(node.output[0])
-    h = _find_axis(in_shape, out_shape, x.h_axis)
-    w = _find_axis(in_shape, out_shape, x.w_axis)
+    h = kept_axis(in_shape, out_shape, x.h_axis)
+    w = kept_axis(in_shape, out_shape, x.w_axis)
     if h is None or w is None or math.prod(in_shape[: x.h_axis]) != math.prod(out_shape[:h]):
-        return [FLAT]
+        return [merge_grid(in_shape, out_shape, x) or FLAT]
     if min(h, w) == 0:
         return [FLAT]
     rest = [j for j in range(1, len(out_shape)) if j not in (h, w)]
@@ -203,19 +195,10 @@ def reshape(ctx: Context, node: onnx.NodeProto, x: Spatial) -> list[State]:
     return [Spatial(len(out_shape), c_axis, h, w, channels, tuple(groups), x.global_context)]
 
 
-def _axes(ctx: Context, node: onnx.NodeProto, rank: int) -> set[int] | None:
-    axes = attr(node, "axes")
-    if axes is None and len(node.input) > 1 and node.input[1]:
-        axes = ctx.required(node, 1).tolist()
-    if axes is None and node.op_type in ("ArgMax", "ArgMin"):
-        axes = [attr(node, "axis", 0)]
-    return None if axes is None else {int(a) % rank for a in axes}
-
-
 @on_image
 def reduce(ctx: Context, node: onnx.NodeProto, x: Spatial) -> list[State]:
     """Reduce*/ArgMax: over space -> flat (global); over channels -> one union group."""
-    axes = _axes(ctx, node, x.rank)
+    axes = reduce_axes(ctx, node, x.rank)
     if axes is None:
         if attr(node, "noop_with_empty_axes", 0):
             return [x]

@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 
 from maxact.server.rf.axis import AxisField, gather_axis, propagate
-from maxact.server.rf.context import Context, attr
+from maxact.server.rf.context import Context, attr, slice_params
 from maxact.server.rf.state import (
     Group,
     Spatial,
@@ -234,17 +234,7 @@ def _cut(x: Spatial, axis: int, start: int, step: int, n_out: int) -> Spatial:
 @on_image
 def slice_op(ctx: Context, node: onnx.NodeProto, x: Spatial) -> list[State]:
     """Slice: crops (and strides) spatial axes or selects channel ranges."""
-    given_axes: list[int] | None
-    given_steps: list[int] | None = None
-    if ctx.opset < 10:
-        starts, given_axes = list(attr(node, "starts")), attr(node, "axes")
-    else:
-        starts = ctx.required(node, 1).tolist()
-        axes_value, steps_value = ctx.value(node, 3), ctx.value(node, 4)
-        given_axes = None if axes_value is None else axes_value.tolist()
-        given_steps = None if steps_value is None else steps_value.tolist()
-    axes = list(range(len(starts))) if given_axes is None else [int(a) % x.rank for a in given_axes]
-    steps = [1] * len(starts) if given_steps is None else [int(s) for s in given_steps]
+    starts, axes, steps = slice_params(ctx, node, x.rank)
     in_shape, out_shape = ctx.shape(node.input[0]), ctx.shape(node.output[0])
     for a, s, st in zip(axes, starts, steps, strict=True):
         x = _cut(x, a, _norm_start(int(s), st, in_shape[a]), st, out_shape[a])

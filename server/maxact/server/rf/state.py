@@ -1,4 +1,4 @@
-"""Internal per-tensor states of the engine: constant, spatial, flat (global) or failed."""
+"""Internal per-tensor states of the engine: constant, spatial, tokens, flat (global), failed."""
 
 from __future__ import annotations
 
@@ -59,6 +59,34 @@ class Spatial:
 
 
 @dataclass(frozen=True)
+class Tokens:
+    """A sequence of tokens that came from a spatial grid (a vision transformer's patches).
+
+    `axis` is the token axis; every other non-batch axis is a channel axis (channels are
+    numbered row-major over them). The first `prefix` tokens (CLS, registers) have no spatial
+    field; token `prefix + r * width + c` carries the field (h[r], w[c]) of grid cell (r, c).
+    """
+
+    rank: int
+    axis: int
+    channels: int
+    prefix: int
+    h: AxisField
+    w: AxisField
+    global_context: bool = False
+    batch: int = 0  # moved by attention's [N, T, 3, heads, d] -> [3, N, heads, T, d]
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return (self.h.length, self.w.length)
+
+    @property
+    def length(self) -> int:
+        """Tokens along the token axis, prefix included."""
+        return self.prefix + self.h.length * self.w.length
+
+
+@dataclass(frozen=True)
 class Flat:
     """Depends on the whole image through a global path (GAP, Gemm, Flatten...)."""
 
@@ -76,7 +104,7 @@ class Failed:
     output: str
 
 
-State = Const | Spatial | Flat | Failed
+State = Const | Spatial | Tokens | Flat | Failed
 
 Handler = Callable[["Context", "onnx.NodeProto", list[State]], list[State]]
 
@@ -89,7 +117,8 @@ def on_image(fn: Callable[[Context, onnx.NodeProto, Spatial], list[State]]) -> H
         x = ins[0]
         if isinstance(x, Flat):
             return [FLAT] * len(node.output)
-        assert isinstance(x, Spatial)
+        if not isinstance(x, Spatial):
+            raise Unsupported("the op needs a spatial [N, C, H, W] input, got a token sequence")
         return fn(ctx, node, x)
 
     return handler

@@ -31,7 +31,10 @@ _Responses = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | 
 
 
 def channels_first(output: np.ndarray, field: TensorField) -> np.ndarray:
-    """[B, C, H, W] view of a spatial tensor, whatever its layout."""
+    """[B, C, H, W] view of a spatial tensor, whatever its layout (a token sequence: its
+    grid tokens)."""
+    if field.tokens is not None:
+        output = field.tokens.view(output)
     axes = (field.channel_axis, field.height_axis, field.width_axis)
     return np.moveaxis(output, axes, (1, 2, 3))
 
@@ -48,6 +51,9 @@ class ReduceOptions:
     # image mode on one unit: rank each channel's value at this (y, x) of a spatial tensor
     # instead of its maximum over space (a neuron query for a single unit)
     unit: tuple[int, int] | None = None
+    # keep every image's response per channel (a scan's responses matrix), handed over in
+    # blocks by `take_responses`
+    keep_responses: bool = False
 
 
 class LayerReducer:
@@ -82,6 +88,8 @@ class LayerReducer:
         self._fold_every = max(1, min(FOLD_IMAGES, FOLD_VALUES // count))
         # per field (one per input size), the field kept alive so its id stays its own
         self._groups_at: dict[int, tuple[TensorField, list[tuple[np.ndarray, ...]]]] = {}
+        # (dataset indices [N], float32 responses [N, C]) of the batches since the last block
+        self._kept: list[tuple[np.ndarray, np.ndarray]] = []
 
     @property
     def spatial(self) -> bool:
@@ -211,6 +219,8 @@ class LayerReducer:
                 assert maps is not None, "position mode needs the layer's maps"
                 self._update_position(self._topk[kind], maps, images, largest, field or self.field)
         shape = responses.shape
+        if self.options.keep_responses:
+            self._kept.append((images, np.array(responses, dtype=np.float32)))
         self._pending.append(
             (
                 np.ascontiguousarray(responses),  # a copy where it is a view of a whole map
@@ -298,6 +308,15 @@ class LayerReducer:
         this reducer keeps is refused before it is inflated (ValueError)."""
         shapes = {name: array.shape for name, array in self.state_dict().items()}
         self.load_state_dict(read_arrays(data, shapes))
+
+    def take_responses(self, first: int, stop: int) -> np.ndarray:
+        """The responses of images first..stop-1 kept since the last call, as a float32
+        [stop - first, C] block (NaN rows: images not reduced, e.g. unreadable); forgets them."""
+        block = np.full((stop - first, len(self.channels)), np.nan, dtype=np.float32)
+        for images, responses in self._kept:
+            block[images - first] = responses
+        self._kept = []
+        return block
 
     def kinds(self) -> tuple[TopKKind, ...]:
         return tuple(self._topk)

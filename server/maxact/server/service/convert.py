@@ -73,6 +73,12 @@ def field_to_proto(field: TensorField) -> common_pb2.ReceptiveField:
     if not field.spatial:
         return _whole_image(message, field)
     message.geometry.CopyFrom(geometry_to_proto(*field.geometry()))
+    if field.tokens is not None:
+        message.tokens.CopyFrom(
+            common_pb2.TokenGrid(
+                height=field.tokens.height, width=field.tokens.width, prefix=field.tokens.prefix
+            )
+        )
     message.rows.extend(intervals(field.rows()))
     message.cols.extend(intervals(field.cols()))
     for group in field.groups:

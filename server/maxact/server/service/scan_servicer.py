@@ -10,7 +10,7 @@ from typing import Any
 
 import grpc
 
-from maxact.common.kinds import TopKMode
+from maxact.common.kinds import ResponsesMode, TopKMode
 from maxact.server.core.scans import NewScanRequest, Scans
 from maxact.server.errors import invalid_argument
 from maxact.server.jobs.scan_jobs import ScanJobs
@@ -39,6 +39,12 @@ class ScanServicer(scan_service_pb2_grpc.ScanServiceServicer):
             mode = TopKMode.from_proto(request.mode)
         except ValueError:
             raise invalid_argument("INVALID_MODE", f"unknown top-k mode {request.mode}") from None
+        try:
+            responses = ResponsesMode.from_proto(request.responses)
+        except ValueError:
+            raise invalid_argument(
+                "INVALID_RESPONSES_MODE", f"unknown responses mode {request.responses}"
+            ) from None
         new = NewScanRequest(
             model=request.model,
             layers=list(request.layers),
@@ -48,6 +54,7 @@ class ScanServicer(scan_service_pb2_grpc.ScanServiceServicer):
             preprocessing=preprocessing_from_proto(request.preprocessing),
             request_id=request.request_id,
             deadline=_deadline(context),
+            responses=responses,
         )
         created = await asyncio.to_thread(self.scans.create, new)
         return spb.CreateScanResponse(

@@ -52,6 +52,17 @@
     var dl = el("dl");
     facts.forEach(function (f) { dl.appendChild(el("dt", "", f[0])); dl.appendChild(el("dd", "", f[1])); });
     info.appendChild(dl);
+    if (n.hist && n.hist.length) {
+      var hist = el("div", "hist");
+      var peak = Math.max.apply(null, n.hist) || 1;
+      hist.title = "how many images respond how strongly (per-image maximum, " + n.hist.length + " bins from its smallest to its largest response)";
+      n.hist.forEach(function (count) {
+        var bin = el("span");
+        bin.style.height = Math.round(100 * count / peak) + "%";
+        hist.appendChild(bin);
+      });
+      info.appendChild(hist);
+    }
     if (n.classes.length) {
       var classes = el("div", "classes");
       n.classes.forEach(function (c) {

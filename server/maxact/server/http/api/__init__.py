@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from maxact.server.http.api import analysis, catalogue, neurons, scans
+from maxact.server.http.api import analysis, catalogue, neurons, responses, scans
 from maxact.server.http.auth import require_token
 from maxact.server.http.context import HttpContext
 
@@ -14,6 +14,6 @@ API_PREFIX = "/api/v1"
 
 def api_router(context: HttpContext) -> APIRouter:
     router = APIRouter(prefix=API_PREFIX, dependencies=[Depends(require_token(context.auth_token))])
-    for module in (catalogue, scans, neurons, analysis):
+    for module in (catalogue, scans, neurons, analysis, responses):
         module.add_routes(router, context)
     return router

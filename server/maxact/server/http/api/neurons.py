@@ -16,6 +16,7 @@ from maxact.common.defaults import DEFAULT_MASK_QUANTILE, capped_k
 from maxact.common.kinds import RenderMode
 from maxact.server.core.analysis import Analysis
 from maxact.server.core.neurons import stored_neuron, stored_statistics
+from maxact.server.core.responses import shown_label
 from maxact.server.errors import not_found, shown
 from maxact.server.http.api.scans import ScanId, summary
 from maxact.server.http.context import HttpContext
@@ -88,6 +89,10 @@ def neuron_document(
     names_layer, names = Analysis(jobs).class_names(answer.record.model)
     if names_layer == layer and 0 <= channel < len(names):
         doc["label"] = names[channel]
+    else:
+        found = shown_label(jobs, scan, layer, channel)
+        if found is not None:  # the label the scan's per-image responses give it
+            doc["label"], doc["label_auc"] = found.label, found.auc
     return doc
 
 

@@ -1,0 +1,1 @@
+"""Alembic migrations of the store: one set of revisions for SQLite and PostgreSQL."""
