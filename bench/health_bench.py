@@ -2,7 +2,8 @@
 top-k requests and runs 2 scans (the container HEALTHCHECK gives up after 3 s).
 
 The server is a `maxact serve` child process on 127.0.0.1 (its own GIL); the load comes from
-threads of this process; the probe is a third process (one channel, a Check every 50 ms), so
+threads of this process (the same load as tests/server/test_health_under_load.py, from
+tests/health_load.py); the probe is a third process (one channel, a Check every 50 ms), so
 neither the load nor the probe shares an interpreter with what it measures.
 
 Usage: python bench/health_bench.py [--seconds 30] [--streams 64] [--scans 2]
@@ -11,23 +12,18 @@ Usage: python bench/health_bench.py [--seconds 30] [--streams 64] [--scans 2]
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import re
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
-from PIL import Image
-
-from maxact.client import Client, MaxactError, Preprocessing
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo's tests/ helpers
+from tests.health_load import Load, write_noise_photos
+from tests.onnx_models import heavy_cnn, save
 
 SIZE = 64
 PROBE = r"""
@@ -49,31 +45,6 @@ with grpc.insecure_channel(address) as channel:
         time.sleep(0.05)
 print(json.dumps({"latencies": latencies, "failures": failures}))
 """
-
-
-def _model() -> onnx.ModelProto:
-    rng = np.random.default_rng(1)
-    nodes, inits, previous, channels = [], [], "input", 3
-    for i in range(4):
-        w = rng.normal(0, 0.1, (32, channels, 3, 3)).astype(np.float32)
-        inits.append(numpy_helper.from_array(w, f"w{i}"))
-        nodes.append(
-            helper.make_node(
-                "Conv", [previous, f"w{i}"], [f"conv{i}"], kernel_shape=[3, 3], pads=[1] * 4
-            )
-        )
-        nodes.append(helper.make_node("Relu", [f"conv{i}"], [f"relu{i}"]))
-        previous, channels = f"relu{i}", 32
-    graph = helper.make_graph(
-        nodes,
-        "load",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, SIZE, SIZE])],
-        [helper.make_tensor_value_info(previous, TensorProto.FLOAT, ["N", 32, SIZE, SIZE])],
-        initializer=inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
 
 
 def _serve(work: Path) -> tuple[subprocess.Popen[str], str]:
@@ -99,51 +70,22 @@ def main() -> None:
     parser.add_argument("--scans", type=int, default=2)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="maxact-health-bench-"))
-    (work / "models").mkdir()
-    onnx.save(_model(), work / "models" / "load.onnx")
-    rng = np.random.default_rng(0)
-    (work / "data" / "photos").mkdir(parents=True)
-    for i in range(96):
-        pixels = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(work / "data" / "photos" / f"{i:03d}.png")
+    save(heavy_cnn(size=SIZE, depth=4, width=32), work / "models", "load")
+    write_noise_photos(work / "data" / "photos", 96, SIZE)
     process, address = _serve(work)
-    stop = threading.Event()
-    prep = Preprocessing(size=(SIZE, SIZE))
-    done = {"streams": 0, "scans": 0}
-
-    def stream(channel: int) -> None:
-        with Client(address, timeout=600) as client, contextlib.suppress(MaxactError):
-            while not stop.is_set():
-                client.topk(
-                    "load", "relu3", channel % 32, dataset="photos", k=4, preprocessing=prep
-                ).result()
-                done["streams"] += 1
-
-    def scan() -> None:
-        with Client(address, timeout=600) as client, contextlib.suppress(MaxactError):
-            while not stop.is_set():
-                info = client.scans.create(
-                    "load", ["relu1", "relu3"], "photos", k=4, preprocessing=prep
-                )
-                list(client.scans.watch(info.id))
-                done["scans"] += 1
-
+    layers = ("relu1", "relu3")
+    load = Load(address, "load", "relu3", layers, "photos", SIZE, args.streams, args.scans, 600)
     try:
-        workers = [
-            threading.Thread(target=stream, args=(i,), daemon=True) for i in range(args.streams)
-        ]
-        workers += [threading.Thread(target=scan, daemon=True) for _ in range(args.scans)]
-        for worker in workers:
-            worker.start()
-        time.sleep(3)  # the load is running
-        probe = subprocess.run(
-            [sys.executable, "-c", PROBE, address, str(args.seconds)],
-            capture_output=True,
-            text=True,
-            check=True,
-            env={**os.environ},
-        )
-        stop.set()
+        with load:
+            time.sleep(3)  # the load is running
+            probe = subprocess.run(
+                [sys.executable, "-c", PROBE, address, str(args.seconds)],
+                capture_output=True,
+                text=True,
+                check=True,
+                env={**os.environ},
+            )
+            done = dict(load.served)
     finally:
         process.terminate()
         process.wait(30)

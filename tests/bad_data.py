@@ -9,6 +9,7 @@ import os
 import tarfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -67,15 +68,27 @@ def write_parquet(
     cells: Sequence[bytes],
     row_group_size: int = 64,
     compression: str = "zstd",
+    page_per_row: bool = False,
 ) -> None:
-    """A plain `__key__` + binary `image` Parquet file."""
+    """A plain `__key__` + binary `image` Parquet file (`page_per_row`: each row its own data
+    page, as a writer with small pages gives for large images)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     path.parent.mkdir(parents=True, exist_ok=True)
     table = pa.table({"__key__": list(keys), "image": pa.array(cells, pa.binary())})
+    pages: dict[str, Any] = (
+        {"data_page_size": 1, "write_batch_size": 1, "write_statistics": False}
+        if page_per_row
+        else {}
+    )
     pq.write_table(
-        table, path, row_group_size=row_group_size, compression=compression, use_dictionary=False
+        table,
+        path,
+        row_group_size=row_group_size,
+        compression=compression,
+        use_dictionary=False,
+        **pages,
     )
 
 
@@ -105,6 +118,16 @@ def corrupt_row_group(path: Path, group: int) -> None:
     with path.open("r+b") as handle:
         handle.seek(column.data_page_offset)
         handle.write(b"\xff" * 24)
+
+
+def corrupt_page_of(path: Path, cell: bytes) -> None:
+    """Overwrite the 40 bytes before `cell` (the header of the data page it starts, in a file
+    written one uncompressed page per row) with 0xFF."""
+    data = bytearray(path.read_bytes())
+    at = data.find(cell)
+    assert at >= 40 and data.find(cell, at + 1) == -1, "the cell must occur once, not at the start"
+    data[at - 40 : at] = b"\xff" * 40
+    path.write_bytes(bytes(data))
 
 
 def without_footer(path: Path) -> None:

@@ -17,6 +17,7 @@ from maxact.client import Client, MaxactError
 from maxact.server.app import start_server
 from maxact.v1 import topk_service_pb2, topk_service_pb2_grpc
 from tests.bad_data import (
+    corrupt_page_of,
     corrupt_row_group,
     noise_png,
     png,
@@ -246,6 +247,34 @@ def test_a_corrupt_parquet_data_page_skips_its_rows_with_a_reason_and_the_scan_g
         )
         last = finished(client, "pq")
         assert (last.state, last.images_failed) == ("succeeded", 3)  # type: ignore[attr-defined]
+        assert serving(client)
+
+
+def test_a_corrupt_page_inside_a_row_group_loses_its_rows_and_the_rest_of_that_group_only(
+    tmp_path: Path,
+) -> None:
+    """Eight rows in one row group, one data page each; the page of k3 is damaged. The rows of
+    the pages before it are read (one row at a time after the failure), k3 and the rows after
+    it in that group are skipped with the reason: no Parquet reader at hand resumes after a
+    damaged page inside a row group (docs/operating.md); the next row group is read again."""
+    save(bright_square_model(32), tmp_path / "models", "net")
+    path = tmp_path / "data" / "pq" / "p.parquet"
+    levels = [40, 200, 120, 250, 245, 90, 60, 230, 220]
+    cells = [png(v) for v in levels]
+    keys = [f"k{i}" for i in range(9)]
+    write_parquet(path, keys, cells, row_group_size=8, compression="none", page_per_row=True)
+    corrupt_page_of(path, cells[3])
+    with (
+        start_server(tmp_path / "models", tmp_path / "data", device="cpu") as server,
+        Client(server.address, timeout=120) as client,
+    ):
+        top, skipped = top_ids(client, "pq")
+        # k8 is in the second row group; k1, k2 come from pages before the damaged one
+        assert top == ["p.parquet/k8", "p.parquet/k1", "p.parquet/k2"]
+        assert sorted(skipped) == [f"p.parquet/k{i}" for i in range(3, 8)]
+        assert all("damaged from row 3 on" in why for why in skipped.values()), skipped
+        last = finished(client, "pq")
+        assert (last.state, last.images_failed) == ("succeeded", 5)  # type: ignore[attr-defined]
         assert serving(client)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+import onnx
 import pytest
 from PIL import Image
 
@@ -96,3 +97,21 @@ def test_wrong_preprocessing_size_for_a_fixed_model_is_invalid(client: Client, w
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT
     assert error.reason == "INVALID_PREPROCESSING"
     assert "[64, 64]" in error.message
+
+
+def test_a_model_onnxruntime_loads_but_cannot_run_is_failed_precondition_not_internal(
+    client: Client, world: Path, model_root: Path
+) -> None:
+    """Found by `make fuzz`: a Conv whose kernel_shape attribute contradicts its weights loads
+    and fails only when run; that is the model's fault, said as MODEL_INVALID."""
+    model = bright_square_model(64)
+    conv = next(node for node in model.graph.node if node.op_type == "Conv")
+    for attribute in conv.attribute:
+        if attribute.name == "kernel_shape":
+            attribute.ints[:] = [1, attribute.ints[1]]
+    onnx.save(model, model_root / "lying.onnx")
+    error = raised(lambda: client.topk("lying", "conv1", 0, dataset="mixed").result())
+    assert error.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert error.reason == "MODEL_INVALID"
+    assert "lying" in error.message and "onnxruntime cannot run it" in error.message
+    assert len(client.topk("net", "conv1", 0, dataset="mixed", k=2).result().patches) == 2

@@ -86,6 +86,11 @@ from maxact.v1 import (
 log = logging.getLogger("maxact.server")
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# How long a thread may hold the GIL while another waits for it (CPython's default: 5 ms).
+# The event loop (health checks, every call's messages) waits for the GIL behind each busy
+# scan, decode and reduction thread in turn, each time it wakes; shorter turns let it in
+# sooner. Measured with bench/health_bench.py (BENCHMARKS.md).
+GIL_SWITCH_INTERVAL_S = 0.0005
 SERVICE_NAMES = [
     descriptor.services_by_name[name].full_name
     for descriptor, name in [
@@ -162,6 +167,7 @@ class BuiltServer:
 
 async def build_server(config: ServerConfig) -> BuiltServer:
     """A started server with every maxact service, health and reflection; returns the port."""
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     state = _build_state(config)
     jobs, ray = await _build_jobs(config, state)
     slots = Slots(config.settings.max_concurrent_rpcs)
@@ -221,8 +227,9 @@ def _build_state(config: ServerConfig) -> ServerState:
     settings = config.settings
     providers_for(settings.device)  # decide the device (and log it) once, up front
     limits.configure(limits.Limits.of(settings))
-    if settings.memory_budget_bytes is not None:
-        memory.BUDGET.configure(settings.memory_budget_bytes)
+    memory.BUDGET.configure(
+        settings.memory_budget_bytes or memory.BUDGET.total_bytes, settings.memory_wait_seconds
+    )
     log.info(
         "memory budget %d MB (caches up to %d MB)",
         memory.BUDGET.total_bytes // 2**20,

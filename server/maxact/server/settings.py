@@ -173,6 +173,15 @@ class ServeSettings(BaseSettings):
         "used first out (default: half of the machine's or the container's memory)",
         gt=0,
     )
+    memory_wait_seconds: float = setting(
+        30.0,
+        Group.SCANS,
+        "how long a model run waits for its estimated working memory to fit the memory "
+        "budget beside the runs in flight before RESOURCE_EXHAUSTED (persisted scans wait "
+        "until there is room)",
+        gt=0,
+        allow_inf_nan=False,
+    )
     session_cache_mb: int = setting(
         DEFAULT_SESSION_CACHE_MB,
         Group.SCANS,

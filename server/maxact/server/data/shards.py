@@ -366,26 +366,45 @@ def _group_cells(
 ) -> Iterator[tuple[int, bytes | Exception]]:
     """(row inside the group, image bytes or why not) of `rows`, in row order. A row group over
     the bound is not read; a page that fails to decode (corrupt, truncated) skips the rows from
-    it to the end of its row group (a reader cannot resume inside a group) with the reason."""
+    its first row to the end of its row group with the reason: the rows of the pages before it
+    are read again one row at a time, but no reader resumes after a damaged page inside a row
+    group (see docs/operating.md)."""
     batch_rows = _batch_rows(parquet, group, index.image_column)
     if isinstance(batch_rows, Exception):
         yield from ((row, batch_rows) for row in sorted(rows))
         return
-    inside = 0
+    done = [0]  # rows of the group read so far
     try:
-        for batch in parquet.iter_batches(
-            batch_rows, row_groups=[group], columns=[index.image_column]
-        ):
-            column = batch.column(0)
-            for j in range(batch.num_rows):
-                if inside + j in rows:
-                    yield inside + j, _cell(column[j], index.image_in_struct)
-            inside += batch.num_rows
+        yield from _cells_from(parquet, index, group, rows, batch_rows, done)
     except Exception as exc:  # pyarrow: OSError, ArrowInvalid, ... from a damaged page
-        failed = ValueError(
-            f"row group {group} of the shard is damaged from row {inside} on: {exc}"
-        )
-        yield from ((row, failed) for row in sorted(rows) if row >= inside)
+        error = exc
+        if batch_rows > 1:  # the failed batch's rows before the damaged page: one at a time
+            try:
+                yield from _cells_from(parquet, index, group, rows, 1, done)
+            except Exception as again:
+                error = again
+        yield from _damaged(group, rows, done[0], error)
+
+
+def _cells_from(
+    parquet: Any, index: _ParquetIndex, group: int, rows: set[int], batch_rows: int, done: list[int]
+) -> Iterator[tuple[int, bytes | Exception]]:
+    """The wanted cells from row `done[0]` of the group on, `done[0]` counting rows read."""
+    inside = 0
+    for batch in parquet.iter_batches(batch_rows, row_groups=[group], columns=[index.image_column]):
+        column = batch.column(0)
+        for j in range(batch.num_rows):
+            if inside + j >= done[0] and inside + j in rows:
+                yield inside + j, _cell(column[j], index.image_in_struct)
+        inside += batch.num_rows
+        done[0] = max(done[0], inside)
+
+
+def _damaged(
+    group: int, rows: set[int], first: int, exc: Exception
+) -> Iterator[tuple[int, Exception]]:
+    failed = ValueError(f"row group {group} of the shard is damaged from row {first} on: {exc}")
+    yield from ((row, failed) for row in sorted(rows) if row >= first)
 
 
 def _cell(scalar: Any, in_struct: bool) -> bytes | Exception:

@@ -14,6 +14,7 @@ worker receives them without unpickling any maxact class.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -157,7 +158,9 @@ def scan_setup(
 def shard_engine(models: ModelRegistry, work: ShardWork) -> ScanEngine:
     """The scan engine a worker runs the shards of `work` with."""
     model, prep, layers = scan_setup(models, work.model, work.preprocessing, work.layers)
-    return ScanEngine(model, layers, prep, work.options, classes=tuple(work.classes))
+    engine = ScanEngine(model, layers, prep, work.options, classes=tuple(work.classes))
+    engine.memory_wait = math.inf  # a background scan waits for room until it is stopped
+    return engine
 
 
 class _TaskScan:

@@ -92,3 +92,19 @@ def create_session(model: onnx.ModelProto, device: str = "auto") -> ort.Inferenc
     return ort.InferenceSession(
         model.SerializeToString(), session_options(), providers=list(providers_for(device))
     )
+
+
+def run_failure(model: str, exc: BaseException) -> Exception | None:
+    """onnxruntime failing to run a model it loaded (an attribute its kernel rejects, e.g. a
+    Conv `kernel_shape` that contradicts its weights): the model's fault, said as such
+    (FAILED_PRECONDITION MODEL_INVALID), not an internal error; None for any other error."""
+    if not type(exc).__module__.startswith("onnxruntime"):
+        return None
+    from maxact.server.errors import failed_precondition
+
+    first_line = (str(exc).strip().splitlines() or [""])[-1][:200]
+    return failed_precondition(
+        "MODEL_INVALID",
+        f"model {model!r}: onnxruntime cannot run it ({type(exc).__name__}: {first_line})",
+        model=model,
+    )

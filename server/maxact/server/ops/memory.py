@@ -8,6 +8,13 @@ the process (its resident memory minus the caches' charges) leaves of the budget
 inserts past its cap or past the shared total, least recently used entries go from the
 largest cache (never the entry just added), and one log line per cache says so (at most one per
 `LOG_INTERVAL_S`). `/metrics` reports the budget and each cache's bytes and entries.
+
+What a request needs while it runs (its input batch and the activations onnxruntime computes)
+is the rest of the budget: before each model run the caller reserves its estimated working set
+(`MemoryBudget.reserved`, estimated from the model's shapes at that input size). Reservations
+in flight stay within `work_bytes`; one that does not fit waits (at most `wait_seconds`), one
+larger than `work_bytes` is refused, and the caches shrink by what is reserved, so that caches,
+requests in flight and the rest of the process together stay within the budget.
 """
 
 from __future__ import annotations
@@ -17,12 +24,14 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Generic, TypeVar
 
 from cachetools import LRUCache
 
+from maxact.server.errors import Code, ServiceError
 from maxact.server.ops.process import release_free_memory, resident_bytes
 
 log = logging.getLogger("maxact.server")
@@ -33,6 +42,7 @@ BUDGET_ENV = "MAXACT_MEMORY_BUDGET_MB"
 MACHINE_FRACTION = 0.5  # default budget: half of physical memory or the cgroup limit
 CACHE_SHARE = 0.6  # of the budget, for everything the caches keep between requests
 LOG_INTERVAL_S = 10.0
+DEFAULT_WAIT_S = 30.0  # how long a model run waits for room in the budget before refusal
 TRIM_AFTER_BYTES = 1024 * 1024  # evictions at least this large return free pages at once
 _CGROUP_FILES = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
 
@@ -196,8 +206,71 @@ class MemoryBudget:
 
     def __init__(self, total_bytes: int) -> None:
         self.total_bytes = total_bytes
+        self.wait_seconds = DEFAULT_WAIT_S
         self._caches: weakref.WeakSet[BudgetedCache[object]] = weakref.WeakSet()
         self._lock = threading.Lock()
+        self._room = threading.Condition()
+        self.reserved_bytes = 0  # working sets of model runs in flight
+        self.reserved_peak_bytes = 0
+        self.admission_waits = 0
+        self.admission_refusals = 0
+
+    @property
+    def work_bytes(self) -> int:
+        """What the working sets of model runs in flight may reserve together."""
+        return self.total_bytes - self.cache_bytes
+
+    @contextmanager
+    def reserved(
+        self, nbytes: int, what: str, stop: threading.Event | None = None, wait: float | None = None
+    ) -> Iterator[None]:
+        """Hold `nbytes` of working memory for `what` (a model run) while the block runs: wait
+        for room (at most `wait` seconds, default `wait_seconds`; until `stop` is set when
+        `wait` is inf), refuse with RESOURCE_EXHAUSTED when it can never fit or the wait ends;
+        the caches shrink to leave what is reserved."""
+        self._admit(nbytes, what, stop, self.wait_seconds if wait is None else wait)
+        try:
+            self.reclaim(None)
+            yield
+        finally:
+            with self._room:
+                self.reserved_bytes -= nbytes
+                self._room.notify_all()
+
+    def _admit(self, nbytes: int, what: str, stop: threading.Event | None, wait: float) -> None:
+        work = self.work_bytes
+        if nbytes > work:
+            self.admission_refusals += 1
+            raise ServiceError(
+                Code.RESOURCE_EXHAUSTED,
+                "WORKING_SET_TOO_LARGE",
+                f"{what} needs an estimated {_mb(nbytes)} of working memory, more than the "
+                f"{_mb(work)} that the memory budget of {_mb(self.total_bytes)} leaves model "
+                f"runs in flight (maxact serve --memory-budget-mb); use smaller inputs",
+                {"estimate_bytes": str(nbytes), "bound_bytes": str(work)},
+            )
+        deadline = time.monotonic() + wait
+        with self._room:
+            if self.reserved_bytes + nbytes > work:
+                self.admission_waits += 1
+            while self.reserved_bytes + nbytes > work:
+                left = deadline - time.monotonic()
+                if stop is not None and stop.is_set():
+                    raise RuntimeError("stopped while waiting for memory")
+                if left <= 0:
+                    self.admission_refusals += 1
+                    raise ServiceError(
+                        Code.RESOURCE_EXHAUSTED,
+                        "MEMORY_BUSY",
+                        f"{what} waited {wait:g} s for an estimated {_mb(nbytes)} of working "
+                        f"memory: model runs in flight hold {_mb(self.reserved_bytes)} of the "
+                        f"{_mb(work)} the memory budget of {_mb(self.total_bytes)} leaves them "
+                        f"(maxact serve --memory-budget-mb, --memory-wait-seconds); retry later",
+                        {"estimate_bytes": str(nbytes), "bound_bytes": str(work)},
+                    )
+                self._room.wait(min(left, 0.1))
+            self.reserved_bytes += nbytes
+            self.reserved_peak_bytes = max(self.reserved_peak_bytes, self.reserved_bytes)
 
     @property
     def cache_bytes(self) -> int:
@@ -207,12 +280,17 @@ class MemoryBudget:
     def allowed_cache_bytes(self, charged: int) -> int:
         """What the caches may hold now: their share, and less when the rest of the process
         (its resident memory minus what the caches are charged: the interpreter, models,
-        requests in flight, allocator slack) leaves less than that within the budget."""
+        requests in flight, allocator slack) and the working sets reserved for model runs
+        leave less than that within the budget."""
         rest = resident_bytes() - charged
-        return min(self.cache_bytes, self.total_bytes - rest) if rest > 0 else self.cache_bytes
+        room = self.total_bytes - self.reserved_bytes - max(0, rest)
+        return max(0, min(self.cache_bytes, room))
 
-    def configure(self, total_bytes: int) -> None:
+    def configure(self, total_bytes: int, wait_seconds: float | None = None) -> None:
         self.total_bytes = total_bytes
+        self.reserved_peak_bytes = self.reserved_bytes  # a new budget, a new high-water mark
+        if wait_seconds is not None:
+            self.wait_seconds = wait_seconds
         self.reclaim(None)
 
     def register(self, cache: BudgetedCache[V]) -> None:

@@ -96,7 +96,25 @@ class MemoryCollector(Collector):
             sizes.add_metric([name], size)
             entries.add_metric([name], count)
             evictions.add_metric([name], evicted)
-        yield from (budget, share, sizes, entries, evictions)
+        yield from (budget, share, sizes, entries, evictions, *_working_sets())
+
+
+def _working_sets() -> Iterator[Metric]:
+    """What model runs in flight reserve in the budget: now, at most so far, and how often a
+    run waited for room or was refused."""
+    gauges = (
+        ("work_budget_bytes", "The part of the budget model runs in flight share.", "work_bytes"),
+        ("reserved_bytes", "Estimated working sets of the model runs in flight.", "reserved_bytes"),
+        ("reserved_peak_bytes", "The most model runs in flight reserved.", "reserved_peak_bytes"),
+    )
+    for name, text, attribute in gauges:
+        yield GaugeMetricFamily(f"maxact_memory_{name}", text, value=getattr(BUDGET, attribute))
+    counters = (
+        ("admission_waits", "Model runs that waited for room in the budget.", "admission_waits"),
+        ("admission_refusals", "Model runs refused for memory.", "admission_refusals"),
+    )
+    for name, text, attribute in counters:
+        yield CounterMetricFamily(f"maxact_memory_{name}", text, value=getattr(BUDGET, attribute))
 
 
 REGISTRY.register(MemoryCollector())

@@ -39,7 +39,7 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from maxact.common.defaults import DEFAULT_MASK_QUANTILE
-from maxact.common.kinds import RENDER_MODES, RenderMode
+from maxact.common.kinds import RENDER_MODES, Layout, RenderMode
 from maxact.server.data.preprocess import Geometry, ResolvedPreprocessing, to_rgb
 from maxact.server.errors import failed_precondition, invalid_argument
 from maxact.server.patches.cache import layer_output
@@ -459,11 +459,27 @@ class LayerActivations:
         fixed = model.input.fixed_batch
         if fixed is not None and fixed > 1:
             batch = np.repeat(batch, fixed, axis=0)
-        from maxact.server.models.runtime import run_options  # onnxruntime: only when run
+        from maxact.server.models.runtime import run_failure, run_options  # only when run
+        from maxact.server.models.working_set import reserve_run
 
         options = run_options(variable_shapes=model.input.fixed_size is None)
-        (output,) = model.sessions.first_run(
-            session, lambda: session.run([self._layer], {model.input.name: batch}, options)
-        )
+        size = _input_size(array, model.input.layout)
+        with reserve_run(model, size, (self._layer,), batch.shape[0]):
+            try:
+                (output,) = model.sessions.first_run(
+                    session, lambda: session.run([self._layer], {model.input.name: batch}, options)
+                )
+            except Exception as exc:
+                failure = run_failure(model.name, exc)
+                if failure is not None:
+                    raise failure from None
+                raise
         maps: np.ndarray = channels_first(np.asarray(output), self._field)[0]
         return maps
+
+
+def _input_size(array: np.ndarray, layout: Layout) -> tuple[int, int]:
+    """The (height, width) of one preprocessed image [C, H, W] or [H, W, C]."""
+    if layout == Layout.NCHW:
+        return int(array.shape[1]), int(array.shape[2])
+    return int(array.shape[0]), int(array.shape[1])

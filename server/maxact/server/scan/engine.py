@@ -26,6 +26,7 @@ from maxact.server.data.decode import prepare
 from maxact.server.data.preprocess import ResolvedPreprocessing
 from maxact.server.data.process_reader import read_batches_in_processes, use_processes
 from maxact.server.data.reader import Batch, ImageSource, Skipped, known_total, read_batches
+from maxact.server.errors import ServiceError
 from maxact.server.graph.reductions import (
     LayerReduction,
     Uint8Feed,
@@ -36,7 +37,9 @@ from maxact.server.graph.reductions import (
     split_outputs,
 )
 from maxact.server.models.registry import LayerEntry, LoadedModel
-from maxact.server.models.runtime import CUDA, providers_for, run_options
+from maxact.server.models.runtime import CUDA, providers_for, run_failure, run_options
+from maxact.server.models.working_set import working_set_bytes
+from maxact.server.ops.memory import BUDGET
 from maxact.server.ops.metrics import IMAGES_SCANNED, IMAGES_SKIPPED
 from maxact.server.ops.process import release_free_memory
 from maxact.server.scan.binding import BoundRunner, device_batch_size
@@ -176,6 +179,10 @@ class ScanEngine:
         self.reductions = first.reductions
         self.batch_size = self.fixed_batch or batch_size or device_batch_size(on_gpu)
         self.stop_event = threading.Event()
+        # how long a batch waits for room in the memory budget (None: the server's bound;
+        # inf: a persisted scan in the background waits until there is room or it is stopped)
+        self.memory_wait: float | None = None
+        self._working_sets: dict[tuple[int, int], int] = {}
         self._run_options = run_options(variable_shapes=model.input.fixed_size is None)
 
     def _fresh_reducers(self) -> dict[str, LayerReducer]:
@@ -399,9 +406,16 @@ class ScanEngine:
         return found.reductions, parts
 
     def _run(self, found: _Session, array: np.ndarray) -> list[np.ndarray]:
-        """`found`'s outputs for `array`, split or padded to a fixed batch size."""
+        """`found`'s outputs for `array`, split or padded to a fixed batch size, and split
+        where the batch's working set would not fit the memory budget at once."""
         fixed_batch = found.fixed_batch
         count = array.shape[0]
+        size = self._size_of(array)
+        per_image = self._working_set(size)
+        fits = max(1, BUDGET.work_bytes // max(1, per_image))
+        if fixed_batch is None and count > fits:
+            parts = [self._run(found, array[i : i + fits]) for i in range(0, count, fits)]
+            return [np.concatenate(column) for column in zip(*parts, strict=True)]
         if fixed_batch is not None and count != fixed_batch:
             if count > fixed_batch:
                 parts = [
@@ -412,19 +426,42 @@ class ScanEngine:
             padding = np.zeros((fixed_batch - count, *array.shape[1:]), array.dtype)
             array = np.concatenate([array, padding])
         try:
-            runner = found.runner
-            outputs = self.model.sessions.first_run(
-                found.session,
-                (lambda: runner.run(array, self._run_options))
-                if runner is not None
-                else lambda: found.session.run(
-                    found.outputs,
-                    {self.model.input.name: array, **found.feeds},
-                    self._run_options,
-                ),
-            )
-        except Exception:
+            with BUDGET.reserved(
+                array.shape[0] * per_image,
+                f"a batch of {array.shape[0]} image(s) at {size[0]}x{size[1]} through model "
+                f"{self.model.name!r}",
+                self.stop_event,
+                self.memory_wait,
+            ):
+                outputs = self._run_session(found, array)
+        except ServiceError:
+            raise
+        except Exception as exc:
             if self.stop_event.is_set():
                 raise EngineCancelled() from None
+            failure = run_failure(self.model.name, exc)
+            if failure is not None:
+                raise failure from None
             raise
         return [np.asarray(output)[:count] for output in outputs]
+
+    def _working_set(self, size: tuple[int, int]) -> int:
+        """Estimated working memory per image of a run at `size` (see `working_set`)."""
+        found = self._working_sets.get(size)
+        if found is None:
+            found = self._working_sets[size] = working_set_bytes(self.model, size, self.names)
+        return found
+
+    def _run_session(self, found: _Session, array: np.ndarray) -> list[np.ndarray]:
+        runner = found.runner
+        outputs: list[np.ndarray] = self.model.sessions.first_run(
+            found.session,
+            (lambda: runner.run(array, self._run_options))
+            if runner is not None
+            else lambda: found.session.run(
+                found.outputs,
+                {self.model.input.name: array, **found.feeds},
+                self._run_options,
+            ),
+        )
+        return outputs

@@ -1,0 +1,49 @@
+"""How much memory one image needs while onnxruntime computes some tensors of a model: the
+estimate each model run reserves in the memory budget (`MemoryBudget.reserved`) before it runs.
+
+From the model's own tensor shapes at that input size (float32): the input, the tensors handed
+back (they leave the session and live until reduced), and twice the model's largest
+activation (an operator reads one while it writes the next; onnxruntime reuses the rest).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from threading import Event
+
+from maxact.server.models.registry import LoadedModel
+from maxact.server.ops.memory import BUDGET
+
+FLOAT_BYTES = 4
+
+
+def _per_image(shape: tuple[int, ...]) -> int:
+    """Elements per image of a [N, ...] shape (0 for a scalar, a 1-D or an unknown shape)."""
+    return math.prod(shape[1:]) if len(shape) >= 2 and min(shape) > 0 else 0
+
+
+def working_set_bytes(model: LoadedModel, size: tuple[int, int], outputs: Sequence[str]) -> int:
+    """Estimated bytes per image of a run of `model` at input `size` returning `outputs`."""
+    shapes = model.view(size).shapes
+    weights = {init.name for init in model.proto.graph.initializer}
+    largest = max(
+        (_per_image(shape) for name, shape in shapes.items() if name not in weights), default=0
+    )
+    exposed = sum(_per_image(shapes.get(name, ())) for name in outputs)
+    return FLOAT_BYTES * (_per_image(shapes.get(model.input.name, ())) + exposed + 2 * largest)
+
+
+def reserve_run(
+    model: LoadedModel,
+    size: tuple[int, int],
+    outputs: Sequence[str],
+    images: int,
+    stop: Event | None = None,
+    wait: float | None = None,
+) -> AbstractContextManager[None]:
+    """Hold the estimated working set of a run of `images` images in the memory budget."""
+    nbytes = images * working_set_bytes(model, size, outputs)
+    what = f"a run of {images} image(s) at {size[0]}x{size[1]} through model {model.name!r}"
+    return BUDGET.reserved(nbytes, what, stop, wait)
