@@ -5,6 +5,7 @@ quantile document and the exported matrix against the CLI's, and a scan that kep
 from __future__ import annotations
 
 import html
+import io
 import json
 import re
 from collections.abc import Iterator
@@ -15,11 +16,13 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from PIL import Image
 
 from maxact.client import Client
 from maxact.client.cli.main import main
 from maxact.common.defaults import HISTOGRAM_BINS
 from maxact.server.app import start_server
+from maxact.server.http.ui.patches import THUMBNAIL
 from maxact.server.http.ui.responses_parts import NEURON_BINS
 from tests.responses_world import (
     CONSTANT,
@@ -114,10 +117,16 @@ def test_the_neuron_page_shows_label_histogram_typical_examples_and_similar_chan
     _, counts = oracle_histogram(matrix[:, 2], NEURON_BINS)
     assert _counts(page.text) == counts
     _, nearest = oracle_quantile(matrix[:, 2], 0.5, K)
-    typical = re.search(r'<ol class="typical" id="typical">(.*?)</ol>', page.text, re.S)
+    typical = re.search(r'<div class="patches typical" id="typical">(.*?)</div>', page.text, re.S)
     assert typical is not None
     shown = re.findall(r'<span class="image">([^<]*)</span>', typical.group(1))
     assert [html.unescape(s) for s in shown] == [ids[i] for i in nearest]
+    sources = [html.unescape(s) for s in re.findall(r'src="([^"]*)"', typical.group(1))]
+    assert len(sources) == K
+    for rank, src in enumerate(sources):  # each image loads: the dataset's own picture
+        image = web.api.get(src)
+        assert image.status_code == 200 and image.headers["content-type"] == "image/png"
+        assert Image.open(io.BytesIO(image.content)).size == (THUMBNAIL, THUMBNAIL), rank
     similar = re.search(r'<ul class="similar" id="similar">(.*?)</ul>', page.text, re.S)
     assert similar is not None
     linked = [int(c) for c in re.findall(r"channel=(\d+)", similar.group(1))]
@@ -141,6 +150,11 @@ def test_a_scan_without_responses_renders_its_pages_without_the_extras(web: Web)
         assert "data-count" not in page.text and 'class="rlabel"' not in page.text
     assert 'id="typical"' not in neuron.text and 'id="responses"' not in neuron.text
     assert 'id="c0"' in layer.text  # the rest of the page is there
+    query = {"layer": "relu", "channel": FACE, "rank": 1}
+    missing = web.api.get(f"/ui/typical/{web.off}.png", params=query)
+    assert missing.status_code == 400 and "RESPONSES_NOT_KEPT" in missing.text
+    beyond = web.api.get(f"/ui/typical/{web.scan}.png", params={**query, "rank": K + 1})
+    assert beyond.status_code == 400 and "RANK_OUT_OF_RANGE" in beyond.text
 
 
 def _cli_json(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:

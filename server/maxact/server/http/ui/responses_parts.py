@@ -4,9 +4,13 @@ no responses (or a dataset without labels) shows none of it: FAILED_PRECONDITION
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
 
 from maxact.common.defaults import HISTOGRAM_BINS, LABEL_AUC
 from maxact.common.formatting import histogram_heights, label_text
@@ -17,11 +21,19 @@ from maxact.server.core.responses import (
     response_quantile,
     response_similar,
 )
-from maxact.server.errors import Code, ServiceError
+from maxact.server.data.datasets import image_source
+from maxact.server.data.reader import load_original
+from maxact.server.errors import Code, ServiceError, invalid_argument, not_found
+from maxact.server.http.ui.guard import guarded
+from maxact.server.http.ui.patches import THUMBNAIL
+from maxact.server.http.ui.services import UiServices
 from maxact.server.jobs.scan_jobs import ScanJobs
+from maxact.server.patches.crop import encode_png
+from maxact.server.patches.render import letterbox
 
 TYPICAL_QUANTILE = 0.5  # the neuron page's typical examples: the images nearest the median
 SIMILAR_SHOWN = 8
+FINISHED_CACHE_S = 86400  # a finished scan's matrix never changes
 NEURON_BINS = 50
 
 T = TypeVar("T")
@@ -86,3 +98,41 @@ def typical(jobs: ScanJobs, scan: str, layer: str, channel: int) -> Typical | No
 
 def similar(jobs: ScanJobs, scan: str, layer: str, channel: int) -> list[tuple[int, float]]:
     return _or_none(lambda: response_similar(jobs, scan, layer, channel, SIMILAR_SHOWN)) or []
+
+
+def typical_png(jobs: ScanJobs, scan: str, layer: str, channel: int, rank: int, size: int) -> bytes:
+    """The whole image of one typical example, letterboxed into size x size (the image is
+    the one the matrix names: a request never names a file)."""
+    answer = response_quantile(jobs, scan, layer, channel, TYPICAL_QUANTILE)
+    if not 1 <= rank <= len(answer.examples):
+        raise invalid_argument("RANK_OUT_OF_RANGE", f"rank must be in 1..{len(answer.examples)}")
+    image = answer.examples[rank - 1][1]
+    root = jobs.datasets.root_of(answer.record.dataset)
+    try:
+        original = load_original(image_source(root, 0, image))
+    except (OSError, ValueError):
+        raise not_found(
+            "IMAGE_NOT_FOUND",
+            f"image {image!r} of dataset {answer.record.dataset!r} can no longer be read",
+            image=image,
+        ) from None
+    return encode_png(letterbox(original.convert("RGB"), size))
+
+
+def typical_routes(router: APIRouter, ui: UiServices) -> None:
+    """The whole images of the neuron page's typical examples."""
+    guard = guarded(ui.token)
+
+    @router.get("/ui/typical/{scan_id}.png", include_in_schema=False)
+    @guard
+    async def typical_image(
+        request: Request, scan_id: str, layer: str, channel: int, rank: int
+    ) -> Response:
+        png = await asyncio.to_thread(
+            typical_png, ui.jobs, scan_id, layer, channel, rank, THUMBNAIL
+        )
+        return Response(
+            png,
+            media_type="image/png",
+            headers={"Cache-Control": f"private, max-age={FINISHED_CACHE_S}"},
+        )

@@ -239,6 +239,7 @@ class ScanPages:
                 (f"Bottom {len(bottom)}: the weakest responses", [_hit(h) for h in bottom], True),
             ],
             tile=LARGE,
+            thumb=THUMBNAIL,
         )
 
 
