@@ -105,6 +105,9 @@ def test_layer_rows_show_the_face_label_and_histograms_whose_counts_equal_numpys
     for channel in range(matrix.shape[1]):
         _, counts = oracle_histogram(matrix[:, channel], HISTOGRAM_BINS)
         assert _counts(_row(page.text, channel)) == counts, channel
+    again = web.api.get(f"/scans/{web.scan}/layers", params={"layer": "relu"})  # remembered
+    assert _label(_row(again.text, FACE)) == f"face (AUC {auc:.2f})"
+    assert _label(_row(again.text, CONSTANT)) is None
 
 
 def test_the_neuron_page_shows_label_histogram_typical_examples_and_similar_channels(

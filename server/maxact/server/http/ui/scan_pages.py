@@ -151,7 +151,7 @@ class ScanPages:
             channel: thumbnails(record.id, layer, channel, rows, query.render, THUMBNAIL)
             for channel, rows in hits.items()
         }
-        rlabels = parts.shown_labels(self.ui.jobs, record.id, layer, channels)
+        rlabels = self.ui.labels.shown(self.ui.jobs, record.id, layer, channels)
         hists = parts.histogram_bars(self.ui.jobs, record.id, layer, channels)
         params = {
             "layer": layer,
@@ -230,7 +230,7 @@ class ScanPages:
             render=render,
             renders=RENDER_MODES,
             render_help=RENDER_HELP.get(render, ""),
-            rlabel=parts.shown_labels(jobs, record.id, layer, [channel]).get(channel),
+            rlabel=self.ui.labels.shown(jobs, record.id, layer, [channel]).get(channel),
             hist=hist.get(channel),
             typical=parts.typical(jobs, record.id, layer, channel) if hist else None,
             similar=parts.similar(jobs, record.id, layer, channel) if hist else [],
