@@ -61,6 +61,8 @@ def test_home_to_scan_to_layer_to_neuron_with_every_image_loaded_and_keys_steppi
     click(browser, 'a[href$="/layers?layer=relu_a"]')
     assert here(browser) == (f"/scans/{ui_world.scan}/layers", {"layer": ["relu_a"]})
     assert all_images_load(browser) == 8 * K
+    # each row has its small histogram of per-image responses (the scan kept them)
+    assert browser.run("return document.querySelectorAll('section.neuron .hist').length;") == 8
     # the hostile class name is shown as text and ran nothing
     names = browser.run(
         "return Array.from(document.querySelectorAll('.cls .name')).map(n => n.textContent);"
@@ -79,7 +81,7 @@ def test_home_to_scan_to_layer_to_neuron_with_every_image_loaded_and_keys_steppi
     assert here(browser)[1]["q"] == ["c3"]
     click(browser, "#c3 .channel a")
     assert here(browser)[1] == {"layer": ["relu_a"], "channel": ["3"]}
-    assert all_images_load(browser) == 2 * K  # top-k and bottom-k
+    assert all_images_load(browser) == 3 * K  # top-k, bottom-k and the typical examples
     browser.run(
         "document.body.dispatchEvent(new KeyboardEvent('keydown', "
         "{key: 'ArrowRight', bubbles: true})); window.__old = true;"
@@ -94,7 +96,7 @@ def test_home_to_scan_to_layer_to_neuron_with_every_image_loaded_and_keys_steppi
     wait_for(browser, "return !window.__old && document.readyState === 'complete';")
     assert here(browser)[1]["channel"] == ["3"]
     click(browser, 'a.toggle[href$="render=heatmap"]')
-    assert all_images_load(browser) == 2 * K
+    assert all_images_load(browser) == 3 * K
     assert severe(browser.console()) == []
 
 
@@ -194,7 +196,7 @@ def test_with_a_token_the_ui_asks_for_it_once_then_every_page_and_image_works(
         assert all_images_load(browser) == 8 * K
         browser.open(f"{running.http_url}/scans/{scan.id}/neurons?layer=relu_a&channel=1")
         assert here(browser)[0].endswith("/neurons")  # asked once: the cookie carries it
-        assert all_images_load(browser) == 2 * K
+        assert all_images_load(browser) == 3 * K
         assert severe(browser.console()) == [] or all(
             "401" in e.get("message", "") for e in severe(browser.console())
         )

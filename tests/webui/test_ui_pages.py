@@ -103,7 +103,8 @@ def test_neuron_page_shows_top_and_bottom_k_with_names_scores_and_neighbours(
     )[1]
     for patch in [*top, *bottom]:
         assert f'title="{html.escape(patch.hit.image)}"' in page
-    assert page.count("?layer=relu_b&amp;channel=2&amp;rank=") == 2 * K
+    assert page.count(".png?layer=relu_b&amp;channel=2&amp;rank=") == 3 * K  # + typical
+    assert page.count("/ui/typical/") == K  # the images nearest its median response
     assert page.count("bottom=1") == K
     assert 'rel="prev"' in page and "channel=1" in page and 'rel="next"' in page
     first = _get(web, f"/scans/{ui_world.scan}/neurons?layer=relu_b&channel=0")

@@ -15,6 +15,7 @@ from numpy.lib import format as npy
 
 from maxact.client.errors import MaxactError, rpc_errors
 from maxact.common.defaults import LABEL_AUC
+from maxact.common.formatting import label_text
 from maxact.common.resources import scan_name
 from maxact.v1 import response_service_pb2 as rpb
 from maxact.v1 import response_service_pb2_grpc
@@ -128,7 +129,7 @@ class ResponseCalls:
             if error.code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.UNIMPLEMENTED):
                 return {}
             raise
-        return {f.channel: f"{f.label} (AUC {f.auc:.2f})" for f in labels if f.shown}
+        return {f.channel: label_text(f.label, f.auc) for f in labels if f.shown}
 
     def similar(self, scan: str, layer: str, channel: int, top: int = 10) -> list[SimilarChannel]:
         response = self._call(

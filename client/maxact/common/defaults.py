@@ -29,3 +29,6 @@ DEFAULT_MASK_QUANTILE = 0.95
 # a channel's label (from a scan's per-image responses) is shown beside it from this ROC AUC
 # on (INVERT, Bykov et al. 2023)
 LABEL_AUC = 0.75
+
+# bins of the small histogram of a channel's per-image responses beside it (report, web UI)
+HISTOGRAM_BINS = 20

@@ -321,3 +321,28 @@ def neuron_result(
         patches=tuple(sorted(patches, key=lambda p: p.hit.rank)),
         preprocessing=scan.preprocessing,
     )
+
+
+def quantile_json(
+    model: str,
+    layer: str,
+    channel: int,
+    quantile: float,
+    value: float,
+    examples: Iterable[tuple[int, str, float]],
+    images_scanned: int,
+) -> dict[str, Any]:
+    """`maxact neuron --quantile Q --json`: the images (rank, image, score) whose response is
+    nearest the channel's Q-quantile `value` (NaN: no answer, null)."""
+    results = [{"rank": r, "image": i, "score": s} for r, i, s in examples]
+    return {
+        "model": model,
+        "layer": layer,
+        "channel": channel,
+        "k": len(results),
+        "mode": "image",
+        "images_scanned": images_scanned,
+        "quantile": quantile,
+        "quantile_value": None if value != value else value,
+        "results": results,
+    }

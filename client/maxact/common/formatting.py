@@ -15,3 +15,15 @@ def fmt(value: float) -> str:
 def shape_text(shape: Sequence[int]) -> str:
     """[8, 32, 32] -> "8×32×32" (unknown sides as "?")."""
     return "×".join("?" if d < 0 else str(d) for d in shape) or "-"
+
+
+def label_text(label: str, auc: float) -> str:
+    """A channel's label from its per-image responses as it stands beside the channel:
+    "face (AUC 0.98)"."""
+    return f"{label} (AUC {auc:.2f})"
+
+
+def histogram_heights(counts: Sequence[int]) -> list[int]:
+    """Each bin's bar height in percent of the tallest (the small per-channel histogram)."""
+    peak = max(counts, default=0) or 1
+    return [round(100 * count / peak) for count in counts]

@@ -12,6 +12,7 @@ from typing import Any
 from maxact.client import text_out
 from maxact.client.cli.common import add_channel, add_json, positive_int
 from maxact.client.cli.output import connect, print_doc
+from maxact.common import documents
 from maxact.common.resources import scan_id
 
 EXIT_OK = 0
@@ -146,17 +147,15 @@ def print_quantile(args: argparse.Namespace, channel: int) -> int:
             args.scan_id, args.layer, channel, args.quantile, args.k or 0
         )
         scan = client.scans.get(args.scan_id)
-    doc = {
-        "model": scan.model,
-        "layer": args.layer,
-        "channel": channel,
-        "k": len(found.examples),
-        "mode": "image",
-        "images_scanned": found.images_scanned,
-        "quantile": args.quantile,
-        "quantile_value": _number(found.value),
-        "results": [{"rank": e.rank, "image": e.image, "score": e.score} for e in found.examples],
-    }
+    doc = documents.quantile_json(
+        scan.model,
+        args.layer,
+        channel,
+        args.quantile,
+        found.value,
+        [(e.rank, e.image, e.score) for e in found.examples],
+        found.images_scanned,
+    )
     rows = [(e.rank, f"{e.score:.4g}", e.image) for e in found.examples]
     text = f"quantile {args.quantile} of channel {channel}: {found.value:.4g}\n" + text_out.table(
         ("RANK", "SCORE", "IMAGE"), rows

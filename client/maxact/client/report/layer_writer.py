@@ -21,12 +21,12 @@ from maxact.client.montage import BACKGROUND, render_montage, stack_rows
 from maxact.client.report import html as g
 from maxact.client.report.encode import SUFFIXES, decode, encode, recode
 from maxact.client.scans import ChannelStatistics, LayerStatistics
+from maxact.common.defaults import HISTOGRAM_BINS
 
 QUERY_THREADS = 8
 CHUNK = 4 * QUERY_THREADS  # channels per slice: the progress moves, memory holds one slice
 OVERVIEW_TILE = 96
 OVERVIEW_COLUMNS = 16
-HISTOGRAM_BINS = 20  # bins of the small histogram beside each channel
 
 
 @dataclass(frozen=True)

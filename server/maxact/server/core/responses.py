@@ -126,12 +126,22 @@ def kept_responses(jobs: ScanJobs, scan: str, layer: str) -> KeptResponses:
 def response_histogram(
     jobs: ScanJobs, scan: str, layer: str, channel: int, bins: int = 0
 ) -> Histogram:
+    return response_histograms(jobs, scan, layer, [channel], bins)[channel]
+
+
+def response_histograms(
+    jobs: ScanJobs, scan: str, layer: str, channels: list[int], bins: int = 0
+) -> dict[int, Histogram]:
+    """Each of `channels`' histogram (numpy's rule), the matrix opened once (a page's rows)."""
     bins = bins or DEFAULT_BINS
     if not 0 < bins <= MAX_BINS:
         raise invalid_argument("BINS_OUT_OF_RANGE", f"bins must be in 1..{MAX_BINS}, got {bins}")
     kept = kept_responses(jobs, scan, layer)
-    edges, counts = histogram(column(kept.matrix, kept.check_channel(channel)), bins)
-    return Histogram([float(e) for e in edges], [int(c) for c in counts])
+    found = {}
+    for channel in channels:
+        edges, counts = histogram(column(kept.matrix, kept.check_channel(channel)), bins)
+        found[channel] = Histogram([float(e) for e in edges], [int(c) for c in counts])
+    return found
 
 
 def response_quantile(
@@ -197,6 +207,11 @@ def response_blocks(jobs: ScanJobs, scan: str, layer: str) -> Iterator[Responses
     the blocks are taken)."""
     kept = kept_responses(jobs, scan, layer)
     return _blocks(kept.matrix, jobs.store.image_ids(kept.record.id))
+
+
+def response_ids(jobs: ScanJobs, scan: str, layer: str) -> list[str]:
+    """The image ids of the layer's matrix rows, in order (checked as the matrix is)."""
+    return jobs.store.image_ids(kept_responses(jobs, scan, layer).record.id)
 
 
 def _blocks(matrix: np.ndarray, ids: list[str]) -> Iterator[ResponsesBlock]:

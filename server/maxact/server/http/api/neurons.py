@@ -16,7 +16,7 @@ from maxact.common.defaults import DEFAULT_MASK_QUANTILE, capped_k
 from maxact.common.kinds import RenderMode
 from maxact.server.core.analysis import Analysis
 from maxact.server.core.neurons import stored_neuron, stored_statistics
-from maxact.server.core.responses import shown_label
+from maxact.server.core.responses import response_quantile, shown_label
 from maxact.server.errors import not_found, shown
 from maxact.server.http.api.scans import ScanId, summary
 from maxact.server.http.context import HttpContext
@@ -96,6 +96,17 @@ def neuron_document(
     return doc
 
 
+def quantile_document(
+    jobs: ScanJobs, scan: str, layer: str, channel: int, quantile: float, k: int
+) -> dict[str, Any]:
+    """`maxact neuron --quantile Q --json` (k 0: the scan's k), blocking."""
+    found = response_quantile(jobs, scan, layer, channel, quantile, k)
+    model = summary(found.record).model
+    return documents.quantile_json(
+        model, layer, channel, quantile, found.value, found.examples, found.images_scanned
+    )
+
+
 def add_routes(api: APIRouter, context: HttpContext) -> None:
     jobs = context.jobs
 
@@ -109,9 +120,18 @@ def add_routes(api: APIRouter, context: HttpContext) -> None:
         render: Render = "rf",
         mask_quantile: Quantile = None,
         patch_size: PatchSize = 0,
+        quantile: Annotated[
+            float | None,
+            Query(ge=0, le=1, description="the images nearest this quantile of the responses"),
+        ] = None,
     ) -> dict[str, Any]:
         """One channel's top-k (or bottom-k) from a finished scan (`maxact neuron --json`),
-        each result with the `patch_url` of its image."""
+        each result with the `patch_url` of its image; with `quantile` the k images nearest
+        that quantile of the channel's per-image responses (`maxact neuron --quantile Q`)."""
+        if quantile is not None:
+            return await asyncio.to_thread(
+                quantile_document, jobs, scan_id, layer, channel, quantile, k or 0
+            )
         options = render_options(render, mask_quantile, patch_size)
         doc = await asyncio.to_thread(
             neuron_document, jobs, scan_id, layer, channel, k, bottom, options

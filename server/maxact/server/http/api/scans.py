@@ -14,7 +14,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from maxact.common import convert, documents
-from maxact.common.kinds import TopKMode
+from maxact.common.kinds import ResponsesMode, TopKMode
 from maxact.common.results import ScanSummary
 from maxact.server.core.scans import NewScanRequest, Scans
 from maxact.server.data.preprocess import parse_mapping
@@ -46,6 +46,11 @@ class NewScan(BaseModel):
     )
     request_id: str = Field(
         "", max_length=200, description="a retry with the same id returns the same scan"
+    )
+    responses: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="keep each image's maximum response per channel (auto: while it fits "
+        "the server's --max-responses-mb)",
     )
 
 
@@ -107,6 +112,7 @@ def add_routes(api: APIRouter, context: HttpContext) -> None:
             mode=TopKMode(body.mode),
             preprocessing=parse_mapping(body.preprocessing, "preprocessing"),
             request_id=body.request_id,
+            responses=ResponsesMode(body.responses),
         )
         created = await asyncio.to_thread(scans.create, request)
         if created.preprocessing_warning:

@@ -15,6 +15,7 @@ from maxact.common.kinds import RENDER_MODES, ScanState
 from maxact.common.statistics import LayerStatistics
 from maxact.server.core.neurons import layer_statistics, stored_rankings
 from maxact.server.errors import invalid_argument
+from maxact.server.http.ui import responses_parts as parts
 from maxact.server.http.ui.guard import guarded
 from maxact.server.http.ui.patches import LARGE, THUMBNAIL, patch_key
 from maxact.server.http.ui.render import page, url
@@ -150,6 +151,8 @@ class ScanPages:
             channel: thumbnails(record.id, layer, channel, rows, query.render, THUMBNAIL)
             for channel, rows in hits.items()
         }
+        rlabels = self.ui.labels.shown(self.ui.jobs, record.id, layer, channels)
+        hists = parts.histogram_bars(self.ui.jobs, record.id, layer, channels)
         params = {
             "layer": layer,
             "sort": query.sort,
@@ -171,6 +174,8 @@ class ScanPages:
             labelled=stats.labelled,
             rows=on_page,
             thumbs=thumbs,
+            rlabels=rlabels,
+            hists=hists,
             shown=len(shown),
             channels=len(rows),
             dead=sum(r.dead for r in rows),
@@ -201,6 +206,8 @@ class ScanPages:
         row = channel_rows(stats, self.labels(record.model, layer))[channel]
         top = stored_rankings(self.ui.jobs, record, layer, [channel])[channel]
         bottom = stored_rankings(self.ui.jobs, record, layer, [channel], bottom=True)[channel]
+        jobs = self.ui.jobs
+        hist = parts.histogram_bars(jobs, record.id, layer, [channel], parts.NEURON_BINS)
 
         def neuron_url(c: int) -> str:
             return url(
@@ -223,11 +230,16 @@ class ScanPages:
             render=render,
             renders=RENDER_MODES,
             render_help=RENDER_HELP.get(render, ""),
+            rlabel=self.ui.labels.shown(jobs, record.id, layer, [channel]).get(channel),
+            hist=hist.get(channel),
+            typical=parts.typical(jobs, record.id, layer, channel) if hist else None,
+            similar=parts.similar(jobs, record.id, layer, channel) if hist else [],
             rankings=[
                 (f"Top {len(top)}: the strongest responses", [_hit(h) for h in top], False),
                 (f"Bottom {len(bottom)}: the weakest responses", [_hit(h) for h in bottom], True),
             ],
             tile=LARGE,
+            thumb=THUMBNAIL,
         )
 
 

@@ -12,6 +12,7 @@ from maxact.server.core.scans import Scans
 from maxact.server.core.validate import ServerState
 from maxact.server.http.context import HttpContext
 from maxact.server.http.ui.patches import PatchCache
+from maxact.server.http.ui.responses_parts import LabelCache
 from maxact.server.jobs.scan_jobs import ScanJobs
 
 
@@ -24,6 +25,7 @@ class UiServices:
     scans: Scans
     analysis: Analysis
     patches: PatchCache
+    labels: LabelCache
     token: str | None  # None: no token asked for
 
     @classmethod
@@ -37,5 +39,6 @@ class UiServices:
             scans=Scans(jobs),
             analysis=Analysis(jobs),
             patches=PatchCache(jobs),
+            labels=LabelCache(),
             token=context.auth_token,
         )
