@@ -10,7 +10,7 @@ PROTO_DEPS := build/proto-deps
 # `buf breaking` compares the protos with this commit's (the previous one by default).
 BREAKING_AGAINST ?= HEAD~1
 
-.PHONY: demo test test-fast fuzz lint proto proto-deps breaking bench clean venv sysdeps openapi
+.PHONY: demo test test-slow test-all test-fast fuzz lint proto proto-deps breaking bench clean venv sysdeps openapi
 
 venv: $(STAMP)
 
@@ -30,11 +30,18 @@ demo: $(STAMP)
 sysdeps: $(STAMP)
 	sh scripts/sysdeps.sh $(VENV)/sysdeps-missing.txt
 
+# every test but the suites marked slow: the command of the README (about 8 minutes on 2 cores)
 test: $(STAMP) sysdeps
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slow"
 
-# the edit loop: everything but the suites marked slow (Ray clusters, `maxact serve`
-# subprocesses, the real model and the browser); `make test` still runs them all
+# the slow suites: Ray clusters, `maxact serve` subprocesses, PostgreSQL replicas, SIGKILL and
+# resume, the real models and the browser (about 8 minutes more); CI runs them after `make test`
+test-slow: $(STAMP) sysdeps
+	$(BIN)/python -m pytest -q -m slow
+
+test-all: test test-slow
+
+# the edit loop: `make test` without the system-package check
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from numpy.lib import format as npy
 
+from maxact.server.compile_lock import COMPILE_LOCK
 from maxact.server.errors import Code, ServiceError
 
 _MANIFEST = "manifest.json"
@@ -166,7 +167,8 @@ class ResponsesFiles:
         """The layer's [images, channels] matrix, memory-mapped read-only (column-major:
         a column, or a run of columns, is one contiguous read)."""
         _, file = layout.layers[layer]
-        array: np.ndarray = np.load(self.path(scan_id, file), mmap_mode="r", allow_pickle=False)
+        with COMPILE_LOCK:  # the header is parsed with ast: see compile_lock
+            array: np.ndarray = np.load(self.path(scan_id, file), mmap_mode="r", allow_pickle=False)
         return array
 
     def delete(self, scan_id: str) -> None:

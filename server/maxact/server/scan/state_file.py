@@ -15,6 +15,8 @@ from collections.abc import Mapping
 import numpy as np
 from numpy.lib import format as npy
 
+from maxact.server.compile_lock import COMPILE_LOCK
+
 # plain numbers only (never objects); at most 8 bytes each
 _KINDS = "biuf"
 _MAX_ITEM_BYTES = 8
@@ -29,7 +31,7 @@ def write_arrays(arrays: Mapping[str, np.ndarray]) -> bytes:
 
 
 def _header(archive: zipfile.ZipFile, member: str) -> tuple[tuple[int, ...], np.dtype]:
-    with archive.open(member) as stream:
+    with COMPILE_LOCK, archive.open(member) as stream:  # parsed with ast: see compile_lock
         version = npy.read_magic(stream)
         if version == (1, 0):
             shape, _, dtype = npy.read_array_header_1_0(stream)
@@ -59,7 +61,7 @@ def read_arrays(data: bytes, shapes: Mapping[str, tuple[int, ...]]) -> dict[str,
                     raise ValueError(f"array {name!r} has shape {found}, expected {shape}")
                 if dtype.kind not in _KINDS or dtype.itemsize > _MAX_ITEM_BYTES:
                     raise ValueError(f"array {name!r} has type {dtype}, expected a number")
-        with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+        with COMPILE_LOCK, np.load(io.BytesIO(data), allow_pickle=False) as arrays:
             return {name: arrays[name] for name in shapes}
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise ValueError(f"not a readable .npz file: {exc}") from None
