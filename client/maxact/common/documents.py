@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from maxact.common import results as t
 from maxact.common.kinds import RenderMode
@@ -346,3 +347,59 @@ def quantile_json(
         "quantile_value": None if value != value else value,
         "results": results,
     }
+
+
+class LabelRow(Protocol):
+    """A channel's best class from the per-image responses (client or server record)."""
+
+    @property
+    def channel(self) -> int: ...
+    @property
+    def label(self) -> str: ...
+    @property
+    def auc(self) -> float: ...
+    @property
+    def p_value(self) -> float: ...
+    @property
+    def purity(self) -> float: ...
+
+
+def _number(value: float) -> float | None:
+    """NaN (no answer) as JSON null."""
+    return None if math.isnan(value) else value
+
+
+def histogram_json(
+    scan: str, layer: str, channel: int, edges: Iterable[float], counts: Iterable[int]
+) -> dict[str, Any]:
+    """`maxact histogram --json`."""
+    return {
+        "scan": scan,
+        "layer": layer,
+        "channel": channel,
+        "edges": list(edges),
+        "counts": list(counts),
+    }
+
+
+def labels_json(scan: str, layer: str, labels: Iterable[LabelRow]) -> dict[str, Any]:
+    """`maxact labels --json`: a constant channel's label and NaN figures are null."""
+    return {
+        "scan": scan,
+        "layer": layer,
+        "channels": [
+            {
+                "channel": found.channel,
+                "label": found.label or None,
+                "auc": _number(found.auc),
+                "p_value": _number(found.p_value),
+                "purity": _number(found.purity),
+            }
+            for found in labels
+        ],
+    }
+
+
+def similar_json(channel: int, similar: Iterable[tuple[int, float]]) -> dict[str, Any]:
+    """`maxact similar --json`."""
+    return {"channel": channel, "similar": [{"channel": c, "correlation": r} for c, r in similar]}

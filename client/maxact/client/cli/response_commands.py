@@ -4,7 +4,6 @@ from a finished scan's per-image responses (docs/responses.md)."""
 from __future__ import annotations
 
 import argparse
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -57,22 +56,13 @@ def _scan_layer(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("layer", metavar="LAYER")
 
 
-def _number(value: float) -> float | None:
-    """NaN (no answer) as JSON null."""
-    return None if math.isnan(value) else value
-
-
 def cmd_histogram(args: argparse.Namespace) -> int:
     channel = int(args.channel)
     with connect(args) as client:
         found = client.responses.histogram(args.scan_id, args.layer, channel, args.bins)
-    doc = {
-        "scan": scan_id(args.scan_id),
-        "layer": args.layer,
-        "channel": channel,
-        "edges": list(found.edges),
-        "counts": list(found.counts),
-    }
+    doc = documents.histogram_json(
+        scan_id(args.scan_id), args.layer, channel, found.edges, found.counts
+    )
     peak = max(found.counts, default=0) or 1
     rows = [
         (f"{found.edges[i]:.4g}", f"{found.edges[i + 1]:.4g}", count, "#" * (40 * count // peak))
@@ -85,20 +75,7 @@ def cmd_histogram(args: argparse.Namespace) -> int:
 def cmd_labels(args: argparse.Namespace) -> int:
     with connect(args) as client:
         labels = client.responses.labels(args.scan_id, args.layer)
-    doc = {
-        "scan": scan_id(args.scan_id),
-        "layer": args.layer,
-        "channels": [
-            {
-                "channel": found.channel,
-                "label": found.label or None,
-                "auc": _number(found.auc),
-                "p_value": _number(found.p_value),
-                "purity": _number(found.purity),
-            }
-            for found in labels
-        ],
-    }
+    doc = documents.labels_json(scan_id(args.scan_id), args.layer, labels)
     rows = [
         (
             found.channel,
@@ -118,10 +95,7 @@ def cmd_similar(args: argparse.Namespace) -> int:
     channel = int(args.channel)
     with connect(args) as client:
         similar = client.responses.similar(args.scan_id, args.layer, channel, args.top)
-    doc = {
-        "channel": channel,
-        "similar": [{"channel": s.channel, "correlation": s.correlation} for s in similar],
-    }
+    doc = documents.similar_json(channel, [(s.channel, s.correlation) for s in similar])
     rows = [(s.channel, f"{s.correlation:.3f}") for s in similar]
     text = (
         text_out.table(("CHANNEL", "CORRELATION"), rows)

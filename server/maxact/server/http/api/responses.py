@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import io
 import itertools
-import math
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -14,6 +13,7 @@ import numpy.lib.format as npy
 from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
+from maxact.common import documents
 from maxact.common.resources import scan_id as bare_scan_id
 from maxact.server.core.responses import (
     DEFAULT_BINS,
@@ -32,10 +32,6 @@ from maxact.server.http.api.scans import ScanId
 from maxact.server.http.context import HttpContext
 
 Channel = Annotated[int, Query(ge=0, le=2**31 - 1, description="the channel")]
-
-
-def _number(value: float) -> float | None:
-    return None if math.isnan(value) else value
 
 
 def npy_stream(first: ResponsesBlock, rest: Iterator[ResponsesBlock]) -> Iterator[bytes]:
@@ -61,32 +57,15 @@ def add_routes(api: APIRouter, context: HttpContext) -> None:
     ) -> dict[str, Any]:
         """How many images respond how strongly (`maxact histogram --json`)."""
         found = await asyncio.to_thread(response_histogram, jobs, scan_id, layer, channel, bins)
-        return {
-            "scan": bare_scan_id(scan_id),
-            "layer": layer,
-            "channel": channel,
-            "edges": found.edges,
-            "counts": found.counts,
-        }
+        return documents.histogram_json(
+            bare_scan_id(scan_id), layer, channel, found.edges, found.counts
+        )
 
     @api.get("/scans/{scan_id}/labels", tags=["responses"])
     async def get_labels(scan_id: ScanId, layer: Layer) -> dict[str, Any]:
         """Per channel, the class it separates best (`maxact labels --json`)."""
         labels = await asyncio.to_thread(response_labels, jobs, scan_id, layer)
-        return {
-            "scan": bare_scan_id(scan_id),
-            "layer": layer,
-            "channels": [
-                {
-                    "channel": found.channel,
-                    "label": found.label or None,
-                    "auc": _number(found.auc),
-                    "p_value": _number(found.p_value),
-                    "purity": _number(found.purity),
-                }
-                for found in labels
-            ],
-        }
+        return documents.labels_json(bare_scan_id(scan_id), layer, labels)
 
     @api.get("/scans/{scan_id}/similar", tags=["responses"])
     async def get_similar(
@@ -97,10 +76,7 @@ def add_routes(api: APIRouter, context: HttpContext) -> None:
     ) -> dict[str, Any]:
         """The channels whose responses correlate most with one's (`maxact similar --json`)."""
         similar = await asyncio.to_thread(response_similar, jobs, scan_id, layer, channel, top)
-        return {
-            "channel": channel,
-            "similar": [{"channel": c, "correlation": r} for c, r in similar],
-        }
+        return documents.similar_json(channel, similar)
 
     _add_export(api, context)
 
