@@ -1,0 +1,393 @@
+"""Reading the pages of a Parquet column chunk that pyarrow gave up on, so that a damaged data
+page loses only its own rows.
+
+pyarrow decodes a column chunk's pages in sequence and fails the rest of the row group at the
+first bad one; its Python API has no page reader. This reader walks the chunk itself: each
+page header (Thrift compact, `parquet_thrift`), the page's checksum when the writer wrote one,
+decompression through `pyarrow.Codec`, definition levels (RLE/bit-packed hybrid) and BYTE_ARRAY
+values (PLAIN or dictionary indices), for data pages v1 and v2. It reads flat BYTE_ARRAY
+columns (a binary column, or the `bytes` leaf of a {bytes, path} struct): one level per row.
+
+A page whose header, checksum, decompression or decoding fails skips its rows with the reason,
+and reading resumes at the next page. A header that does not parse hides where the next page
+starts: the walk resynchronises on the first later offset from which a chain of well-formed
+headers ends exactly at the chunk's end, and the rows in between are skipped. Whatever leaves
+the rows' places in doubt (the pages' rows do not add up to the footer's) is `Unsalvageable`.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from maxact.server import limits
+from maxact.server.data.parquet_thrift import (
+    DATA_PAGE,
+    DATA_PAGE_V2,
+    DICTIONARY_PAGE,
+    PageHeader,
+    ThriftError,
+    read_page_header,
+    read_varint,
+)
+
+PLAIN, PLAIN_DICTIONARY, RLE, RLE_DICTIONARY = 0, 2, 3, 8
+CODECS = {
+    "UNCOMPRESSED": None,
+    "SNAPPY": "snappy",
+    "GZIP": "gzip",
+    "BROTLI": "brotli",
+    "ZSTD": "zstd",
+    "LZ4_RAW": "lz4_raw",
+    "LZ4": "lz4_raw",  # pyarrow names LZ4_RAW so; the older Hadoop framing fails per page
+}
+MAX_RESYNC_CANDIDATES = 4096  # offsets tried after a header that does not parse
+# a data page header starts with field 1 (type: DATA_PAGE or DATA_PAGE_V2), then field 2
+_DATA_PAGE_START = re.compile(rb"\x15[\x00\x06]\x15")
+
+Cell = bytes | Exception
+
+
+class Unsalvageable(ValueError):
+    """The column chunk cannot be read page by page (a type, codec or layout this reader does
+    not decode, or pages whose rows do not add up): the caller keeps its coarser fallback."""
+
+
+class PageError(ValueError):
+    """One page cannot be read; its rows are skipped with this reason."""
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    """One column chunk's bytes and what decoding them needs from the footer."""
+
+    data: bytes
+    codec: str | None
+    max_definition: int
+    rows: int  # rows of the row group
+    max_uncompressed: int  # the chunk's uncompressed size: no page inflates past it
+
+
+@dataclass(frozen=True)
+class _Page:
+    offset: int  # of its header, inside the chunk
+    header: PageHeader | None  # None: a gap (headers that did not parse) up to `end`
+    body: int  # where its data starts
+    end: int
+    why: str = ""
+
+    @property
+    def rows(self) -> int:
+        header = self.header
+        if header is None or header.kind not in (DATA_PAGE, DATA_PAGE_V2):
+            return 0
+        return header.num_rows if header.num_rows is not None else header.num_values
+
+
+def salvage_cells(
+    path: Path, parquet: Any, group: int, column: str, rows: set[int]
+) -> Iterator[tuple[int, Cell]]:
+    """(row, image bytes or why not) for each of `rows` of row group `group`, in row order,
+    reading column `column` (a leaf path such as `image` or `image.bytes`) page by page.
+    Raises Unsalvageable before yielding anything when the chunk cannot be read so."""
+    chunk = _load_chunk(path, parquet, group, column)
+    pages = _walk(chunk)
+    placed = _place(pages, chunk.rows)
+    return _cells(chunk, placed, rows, f"shard {path.name!r}, row group {group}")
+
+
+def _load_chunk(path: Path, parquet: Any, group: int, column: str) -> _Chunk:
+    leaves = [parquet.schema.column(j) for j in range(parquet.metadata.num_columns)]
+    found = [j for j, leaf in enumerate(leaves) if leaf.path == column]
+    if not found:
+        raise Unsalvageable(f"no column {column!r} in the file's schema")
+    leaf, meta = leaves[found[0]], parquet.metadata.row_group(group).column(found[0])
+    if leaf.physical_type != "BYTE_ARRAY" or leaf.max_repetition_level > 0:
+        raise Unsalvageable(
+            f"column {column!r} is {leaf.physical_type} with repetition level "
+            f"{leaf.max_repetition_level}: only flat BYTE_ARRAY columns are read page by page"
+        )
+    if meta.compression not in CODECS:
+        raise Unsalvageable(f"the {meta.compression} codec is not read page by page")
+    start = meta.data_page_offset
+    if meta.has_dictionary_page and 0 < meta.dictionary_page_offset < start:
+        start = meta.dictionary_page_offset
+    size, bound = meta.total_compressed_size, _chunk_bound()
+    if start < 4 or size <= 0 or size > bound or start + size > path.stat().st_size:
+        raise Unsalvageable(
+            f"the column chunk at byte {start:,} of {size:,} bytes is outside the file or over "
+            f"{bound:,} bytes"
+        )
+    with path.open("rb") as handle:
+        handle.seek(start)
+        data = handle.read(size)
+    return _Chunk(
+        data,
+        CODECS[meta.compression],
+        leaf.max_definition_level,
+        parquet.metadata.row_group(group).num_rows,
+        meta.total_uncompressed_size,
+    )
+
+
+def _chunk_bound() -> int:
+    """The largest column chunk read whole: the row group bound of the shard reader, plus
+    room for page headers and incompressible pages."""
+    from maxact.server.data.shards import PARQUET_GROUP_IMAGES
+
+    return 2 * PARQUET_GROUP_IMAGES * limits.current().max_image_bytes + (1 << 20)
+
+
+# -- walking the pages -----------------------------------------------------------------------
+
+
+def _header_at(chunk: _Chunk, pos: int) -> _Page:
+    """The page whose header starts at `pos`; ThriftError when it is not one."""
+    header, body = read_page_header(chunk.data, pos)
+    end = body + header.compressed_size
+    if end > len(chunk.data):
+        raise ThriftError(
+            f"a page of {header.compressed_size:,} bytes runs past the end of the column chunk"
+        )
+    if header.kind not in (DATA_PAGE, DATA_PAGE_V2, DICTIONARY_PAGE):
+        raise ThriftError(f"a page of type {header.kind} in a column chunk of data")
+    if max(header.num_values, header.num_rows or 0) > chunk.rows and header.kind != DICTIONARY_PAGE:
+        raise ThriftError(f"a page of {header.num_values:,} values in a group of {chunk.rows:,}")
+    return _Page(pos, header, body, end)
+
+
+def _chains_to_end(chunk: _Chunk, pos: int) -> bool:
+    """Whether well-formed page headers lead from `pos` exactly to the chunk's end."""
+    while pos < len(chunk.data):
+        try:
+            pos = _header_at(chunk, pos).end
+        except ThriftError:
+            return False
+    return pos == len(chunk.data)
+
+
+def _resync(chunk: _Chunk, after: int) -> int:
+    """The first offset past `after` where a chain of headers reaches the end (or the end)."""
+    for tried, match in enumerate(_DATA_PAGE_START.finditer(chunk.data, after + 1)):
+        if tried >= MAX_RESYNC_CANDIDATES:
+            break
+        if _chains_to_end(chunk, match.start()):
+            return match.start()
+    return len(chunk.data)
+
+
+def _walk(chunk: _Chunk) -> list[_Page]:
+    """The chunk's pages in order; a stretch whose headers do not parse is one gap page."""
+    pages: list[_Page] = []
+    pos = 0
+    while pos < len(chunk.data):
+        try:
+            page = _header_at(chunk, pos)
+        except ThriftError as exc:
+            resumed = _resync(chunk, pos)
+            page = _Page(pos, None, pos, resumed, f"the page header does not parse: {exc}")
+        pages.append(page)
+        pos = page.end
+    return pages
+
+
+def _place(pages: list[_Page], total: int) -> list[tuple[_Page, int, int]]:
+    """(page, first row, rows) of each page. Rows before the first gap count from the front,
+    rows after the last gap from the back; a gap holds the rest (with any pages between gaps,
+    whose rows cannot be placed and are skipped with the gap)."""
+    gaps = [i for i, page in enumerate(pages) if page.header is None]
+    front = pages if not gaps else pages[: gaps[0]]
+    back = [] if not gaps else pages[gaps[-1] + 1 :]
+    before, after = sum(p.rows for p in front), sum(p.rows for p in back)
+    if (not gaps and before != total) or before + after > total:
+        raise Unsalvageable(
+            f"its pages hold {before + after:,} rows where the footer says {total:,}"
+        )
+    placed: list[tuple[_Page, int, int]] = []
+    row = 0
+    for page in front:
+        placed.append((page, row, page.rows))
+        row += page.rows
+    if gaps:
+        middle = pages[gaps[0] : gaps[-1] + 1]
+        why = "; ".join(p.why for p in middle if p.header is None)
+        gap = _Page(middle[0].offset, None, middle[0].offset, middle[-1].end, why)
+        placed.append((gap, row, total - before - after))
+        row = total - after
+    for page in back:
+        placed.append((page, row, page.rows))
+        row += page.rows
+    return placed
+
+
+# -- decoding the pages ----------------------------------------------------------------------
+
+
+def _cells(
+    chunk: _Chunk, placed: list[tuple[_Page, int, int]], rows: set[int], where: str
+) -> Iterator[tuple[int, Cell]]:
+    dictionary: list[Cell] | PageError | None = None
+    for number, (page, first, count) in enumerate(placed):
+        header = page.header
+        if header is not None and header.kind == DICTIONARY_PAGE:
+            try:
+                dictionary = _dictionary(chunk, page)
+            except (PageError, ValueError) as exc:
+                dictionary = PageError(f"its dictionary page does not decode: {exc}")
+            continue
+        wanted = sorted(row for row in rows if first <= row < first + count)
+        if not wanted:
+            continue
+        try:
+            if header is None:
+                raise PageError(page.why)
+            values = _data_page(chunk, page, dictionary)
+        except (PageError, ValueError) as exc:
+            failed = PageError(
+                f"{where}, page {number} (at byte {page.offset:,} of the column chunk) does not "
+                f"decode: {exc}; its rows {first}-{first + count - 1} are skipped"
+            )
+            yield from ((row, failed) for row in wanted)
+            continue
+        yield from ((row, values[row - first]) for row in wanted)
+
+
+def _payload(chunk: _Chunk, page: _Page, skip: int = 0, compressed: bool = True) -> bytes:
+    """The page's data from byte `skip` on, checksum verified and decompressed."""
+    header = page.header
+    assert header is not None
+    raw = chunk.data[page.body : page.end]
+    if header.crc is not None and zlib.crc32(raw) != header.crc & 0xFFFFFFFF:
+        raise PageError("its checksum does not match its data")
+    size = header.uncompressed_size - skip
+    if size < 0 or size > chunk.max_uncompressed:
+        raise PageError(f"it claims {header.uncompressed_size:,} bytes uncompressed")
+    if chunk.codec is None or not compressed:
+        if len(raw) - skip != size:
+            raise PageError(f"it holds {len(raw) - skip:,} bytes where it claims {size:,}")
+        return raw[skip:]
+    import pyarrow as pa
+
+    try:
+        out = pa.Codec(chunk.codec).decompress(raw[skip:], decompressed_size=size, asbytes=True)
+    except Exception as exc:  # pyarrow: OSError, ArrowInvalid from a damaged stream
+        raise PageError(f"it does not decompress: {exc}") from None
+    return bytes(out)
+
+
+def _dictionary(chunk: _Chunk, page: _Page) -> list[Cell]:
+    header = page.header
+    assert header is not None
+    if header.encoding not in (PLAIN, PLAIN_DICTIONARY):
+        raise PageError(f"dictionary encoding {header.encoding} is not read")
+    return _plain(_payload(chunk, page), header.num_values)
+
+
+def _data_page(chunk: _Chunk, page: _Page, dictionary: list[Cell] | PageError | None) -> list[Cell]:
+    """One cell per row of a data page (v1 or v2); a null is an error cell."""
+    header = page.header
+    assert header is not None
+    count, width = header.num_values, chunk.max_definition.bit_length()
+    if header.kind == DATA_PAGE_V2:
+        if header.num_rows != count or header.repetition_levels_length:
+            raise PageError("repeated values in a flat column")
+        skip = header.definition_levels_length
+        if page.body + skip > page.end:
+            raise PageError("its levels run past the page")
+        levels_data = chunk.data[page.body : page.body + skip]
+        values = _payload(chunk, page, skip, header.is_compressed)
+        levels = rle_hybrid(levels_data, width, count) if width else None
+    else:
+        data = _payload(chunk, page)
+        levels, values = None, data
+        if width:
+            if header.definition_level_encoding != RLE:
+                raise PageError(f"level encoding {header.definition_level_encoding} is not read")
+            length = int.from_bytes(data[:4], "little")
+            if len(data) < 4 or 4 + length > len(data):
+                raise PageError("its definition levels run past the page")
+            levels = rle_hybrid(data[4 : 4 + length], width, count)
+            values = data[4 + length :]
+    present = count if levels is None else int(np.count_nonzero(levels == chunk.max_definition))
+    decoded = _values(values, header.encoding, present, dictionary)
+    if levels is None:
+        return decoded
+    found = iter(decoded)
+    missing = ValueError("the Parquet row holds no image bytes")
+    return [next(found) if level == chunk.max_definition else missing for level in levels]
+
+
+def _values(
+    data: bytes, encoding: int, count: int, dictionary: list[Cell] | PageError | None
+) -> list[Cell]:
+    if encoding == PLAIN:
+        return _plain(data, count)
+    if encoding not in (PLAIN_DICTIONARY, RLE_DICTIONARY):
+        raise PageError(f"value encoding {encoding} is not read page by page")
+    if isinstance(dictionary, PageError):
+        raise dictionary
+    if dictionary is None:
+        raise PageError("dictionary indices without a dictionary page")
+    if count and (not data or data[0] > 32):
+        raise PageError("a dictionary index width over 32 bits")
+    indices = rle_hybrid(data[1:], data[0], count) if count else np.zeros(0, np.int64)
+    if indices.size and int(indices.max()) >= len(dictionary):
+        raise PageError(f"a dictionary index past its {len(dictionary)} entries")
+    return [dictionary[i] for i in indices.tolist()]
+
+
+def _plain(data: bytes, count: int) -> list[Cell]:
+    """PLAIN BYTE_ARRAY values: each a 4-byte little-endian length and the bytes; a value over
+    the image bound is not copied. The values must fill the data exactly."""
+    cells: list[Cell] = []
+    pos = 0
+    if count > len(data) // 4:
+        raise PageError(f"{count:,} values in {len(data):,} bytes")
+    for _ in range(count):
+        length = int.from_bytes(data[pos : pos + 4], "little")
+        if pos + 4 + length > len(data):
+            raise PageError("a value runs past the end of its page")
+        too_large = limits.image_bytes_error(length, "the Parquet cell")
+        empty = ValueError("the Parquet row holds no image bytes") if not length else None
+        cells.append(too_large or empty or data[pos + 4 : pos + 4 + length])
+        pos += 4 + length
+    if pos != len(data):
+        raise PageError(f"{len(data) - pos:,} bytes left after its {count:,} values")
+    return cells
+
+
+def rle_hybrid(data: bytes, width: int, count: int) -> np.ndarray[Any, np.dtype[np.int64]]:
+    """`count` values of the RLE/bit-packed hybrid encoding, `width` bits each."""
+    if width == 0:
+        return np.zeros(count, np.int64)
+    pieces: list[np.ndarray[Any, np.dtype[np.int64]]] = []
+    have, pos, weights = 0, 0, np.int64(1) << np.arange(width, dtype=np.int64)
+    while have < count:
+        try:
+            head, pos = read_varint(data, pos)
+        except ThriftError as exc:
+            raise PageError(f"{count - have:,} levels or indices missing: {exc}") from None
+        if head & 1:  # bit-packed: groups of 8 values
+            size = (head >> 1) * width
+            if not size or pos + size > len(data):
+                raise PageError("a bit-packed run runs past its data")
+            bits = np.unpackbits(np.frombuffer(data, np.uint8, size, pos), bitorder="little")
+            piece = bits.reshape(-1, width).astype(np.int64) @ weights
+            pos += size
+        else:  # a run of one value
+            size = (width + 7) // 8
+            if not head >> 1 or pos + size > len(data):
+                raise PageError("an RLE run runs past its data")
+            value = int.from_bytes(data[pos : pos + size], "little")
+            piece = np.full(min(head >> 1, count - have), value, np.int64)
+            pos += size
+        piece = piece[: count - have]
+        pieces.append(piece)
+        have += piece.size
+    return np.concatenate(pieces) if pieces else np.zeros(0, np.int64)
