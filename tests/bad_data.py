@@ -69,9 +69,11 @@ def write_parquet(
     row_group_size: int = 64,
     compression: str = "zstd",
     page_per_row: bool = False,
+    **options: Any,
 ) -> None:
     """A plain `__key__` + binary `image` Parquet file (`page_per_row`: each row its own data
-    page, as a writer with small pages gives for large images)."""
+    page, as a writer with small pages gives for large images; `options`: more of
+    `pyarrow.parquet.write_table`'s)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -87,8 +89,7 @@ def write_parquet(
         path,
         row_group_size=row_group_size,
         compression=compression,
-        use_dictionary=False,
-        **pages,
+        **({"use_dictionary": False} | pages | options),
     )
 
 
@@ -120,14 +121,39 @@ def corrupt_row_group(path: Path, group: int) -> None:
         handle.write(b"\xff" * 24)
 
 
-def corrupt_page_of(path: Path, cell: bytes) -> None:
-    """Overwrite the 40 bytes before `cell` (the header of the data page it starts, in a file
-    written one uncompressed page per row) with 0xFF."""
+def data_pages(path: Path, group: int, column: str = "image") -> list[tuple[int, int, int, int]]:
+    """(file offset of the header, of the page data, first row, rows) of each data page of one
+    column chunk, walking the page headers (the footer does not list pages)."""
+    import pyarrow.parquet as pq
+
+    from maxact.server.data.parquet_thrift import DATA_PAGE, DATA_PAGE_V2, read_page_header
+
+    parquet = pq.ParquetFile(path)
+    leaves = [parquet.schema.column(j).path for j in range(parquet.metadata.num_columns)]
+    meta = parquet.metadata.row_group(group).column(leaves.index(column))
+    start = meta.dictionary_page_offset if meta.has_dictionary_page else meta.data_page_offset
+    data = path.read_bytes()
+    pages: list[tuple[int, int, int, int]] = []
+    pos, row = start, 0
+    while pos < start + meta.total_compressed_size:
+        header, body = read_page_header(data, pos)
+        if header.kind in (DATA_PAGE, DATA_PAGE_V2):
+            rows = header.num_values if header.num_rows is None else header.num_rows
+            pages.append((pos, body, row, rows))
+            row += rows
+        pos = body + header.compressed_size
+    return pages
+
+
+def corrupt_data_page(path: Path, group: int, page: int, part: str = "header") -> range:
+    """Overwrite 8 bytes of data page `page` of row group `group`'s image column (its header,
+    or the start of its data) with 0xFF; the rows of that page, inside the group."""
+    header, body, first, rows = data_pages(path, group)[page]
+    at = header if part == "header" else body
     data = bytearray(path.read_bytes())
-    at = data.find(cell)
-    assert at >= 40 and data.find(cell, at + 1) == -1, "the cell must occur once, not at the start"
-    data[at - 40 : at] = b"\xff" * 40
+    data[at : at + 8] = b"\xff" * 8
     path.write_bytes(bytes(data))
+    return range(first, first + rows)
 
 
 def without_footer(path: Path) -> None:

@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from maxact.server.data.parquet_salvage import Unsalvageable, rle_hybrid, salvage_cells
-from maxact.server.data.parquet_thrift import DATA_PAGE, DATA_PAGE_V2, read_page_header
+from maxact.server.data.parquet_thrift import read_page_header
+from tests.bad_data import data_pages
 
 settings.register_profile(
     "salvage",
@@ -26,6 +27,7 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 CODECS = ["none", "snappy", "gzip", "zstd", "lz4", "brotli"]
+BOUND = 1 << 24
 NO_BYTES = "the Parquet row holds no image bytes"
 
 
@@ -60,7 +62,7 @@ def tables(draw: st.DrawFn) -> tuple[pa.Table, dict[str, object]]:
 
 
 def _write(path: Path, table: pa.Table, options: dict[str, object]) -> str:
-    pq.write_table(table, path, **options)  # type: ignore[arg-type]
+    pq.write_table(table, path, **options)
     return "image.bytes" if pa.types.is_struct(table.schema.field("image").type) else "image"
 
 
@@ -78,7 +80,7 @@ def _read_all(path: Path, column: str) -> list[bytes | Exception]:
     cells: list[bytes | Exception] = []
     for group in range(parquet.num_row_groups):
         rows = set(range(parquet.metadata.row_group(group).num_rows))
-        cells.extend(cell for _, cell in salvage_cells(path, parquet, group, column, rows))
+        cells.extend(cell for _, cell in salvage_cells(path, parquet, group, column, rows, BOUND))
     return cells
 
 
@@ -97,24 +99,6 @@ def test_the_page_reader_reads_exactly_what_pyarrow_reads_from_an_undamaged_file
     assert all(str(c) == NO_BYTES for c in got if isinstance(c, Exception))
 
 
-def _data_pages(path: Path, column: str, group: int) -> list[tuple[int, int, int]]:
-    """(file offset of the header, first row, rows) of each data page of a column chunk."""
-    parquet = pq.ParquetFile(path)
-    leaf = next(j for j in range(parquet.metadata.num_columns) if parquet.schema.column(j).path == column)
-    meta = parquet.metadata.row_group(group).column(leaf)
-    start = meta.dictionary_page_offset if meta.has_dictionary_page else meta.data_page_offset
-    data = path.read_bytes()
-    pages, pos, row = [], start, 0
-    while pos < start + meta.total_compressed_size:
-        header, body = read_page_header(data, pos)
-        if header.kind in (DATA_PAGE, DATA_PAGE_V2):
-            rows = header.num_rows if header.num_rows is not None else header.num_values
-            pages.append((pos, row, rows))
-            row += rows
-        pos = body + header.compressed_size
-    return pages
-
-
 @pytest.mark.parametrize("damage", ["header", "body"])
 @pytest.mark.parametrize("version", ["1.0", "2.0"])
 @pytest.mark.parametrize("dictionary", [False, True])
@@ -122,16 +106,24 @@ def test_one_damaged_data_page_skips_exactly_its_rows_and_every_other_row_is_int
     tmp_path: Path, damage: str, version: str, dictionary: bool
 ) -> None:
     cells = [bytes([i]) * (50 + i) for i in range(40)]
-    table = pa.table({"__key__": [f"k{i}" for i in range(40)], "image": pa.array(cells, pa.binary())})
+    table = pa.table(
+        {"__key__": [f"k{i}" for i in range(40)], "image": pa.array(cells, pa.binary())}
+    )
     path = tmp_path / "p.parquet"
     pq.write_table(
-        table, path, row_group_size=40, data_page_size=200, write_batch_size=5,
-        compression="snappy", use_dictionary=dictionary, data_page_version=version,
+        table,
+        path,
+        row_group_size=40,
+        data_page_size=200,
+        write_batch_size=5,
+        compression="snappy",
+        use_dictionary=dictionary,
+        data_page_version=version,
         write_page_checksum=True,
     )
-    pages = _data_pages(path, "image", 0)
+    pages = data_pages(path, 0)
     assert len(pages) >= 4
-    offset, first, count = pages[2]
+    offset, _, first, count = pages[2]
     data = bytearray(path.read_bytes())
     header, body = read_page_header(bytes(data), offset)
     at, size = (offset, 8) if damage == "header" else (body, min(8, header.compressed_size))
@@ -145,15 +137,16 @@ def test_one_damaged_data_page_skips_exactly_its_rows_and_every_other_row_is_int
     assert all(got[i] == cells[i] for i in range(40) if i not in lost)
     reasons = {str(got[i]) for i in lost}
     assert len(reasons) == 1
-    assert "row group 0, page" in reasons.pop()
+    assert "row group 0, data page 2 " in reasons.pop()
 
 
 def test_a_page_whose_rows_do_not_add_up_is_unsalvageable(tmp_path: Path) -> None:
     path = tmp_path / "p.parquet"
     table = pa.table({"image": pa.array([b"x" * 20] * 10, pa.binary())})
-    pq.write_table(table, path, data_page_size=1, write_batch_size=1, use_dictionary=False,
-                   compression="none")
-    offset, _, _ = _data_pages(path, "image", 0)[1]
+    pq.write_table(
+        table, path, data_page_size=1, write_batch_size=1, use_dictionary=False, compression="none"
+    )
+    offset, _, _, _ = data_pages(path, 0)[1]
     data = bytearray(path.read_bytes())
     header, _ = read_page_header(bytes(data), offset)
     # field 5 (data_page_header) -> field 1 num_values: 1 (zigzag 2) becomes 2 (zigzag 4)
@@ -163,7 +156,7 @@ def test_a_page_whose_rows_do_not_add_up_is_unsalvageable(tmp_path: Path) -> Non
     path.write_bytes(bytes(data))
     parquet = pq.ParquetFile(path)
     with pytest.raises(Unsalvageable, match="rows where the footer says 10"):
-        list(salvage_cells(path, parquet, 0, "image", set(range(10))))
+        list(salvage_cells(path, parquet, 0, "image", set(range(10)), BOUND))
     assert header.num_values == 1
 
 
@@ -173,4 +166,3 @@ def test_the_hybrid_decoder_reads_runs_and_bit_packed_groups() -> None:
     data = bytes([10, 3, (1 << 1) | 1]) + packed
     assert rle_hybrid(data, 2, 13).tolist() == [3] * 5 + [0, 1, 2, 3] * 2
     assert rle_hybrid(data, 2, 7).tolist() == [3] * 5 + [0, 1]
-

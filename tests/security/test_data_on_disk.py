@@ -17,8 +17,9 @@ from maxact.client import Client, MaxactError
 from maxact.server.app import start_server
 from maxact.v1 import topk_service_pb2, topk_service_pb2_grpc
 from tests.bad_data import (
-    corrupt_page_of,
+    corrupt_data_page,
     corrupt_row_group,
+    data_pages,
     noise_png,
     png,
     without_footer,
@@ -229,6 +230,7 @@ def test_oversized_tar_members_and_parquet_cells_are_skipped_unread_naming_the_b
 def test_a_corrupt_parquet_data_page_skips_its_rows_with_a_reason_and_the_scan_goes_on(
     tmp_path: Path,
 ) -> None:
+    """Row group 1 is one data page whose header is damaged: its three rows are skipped."""
     save(bright_square_model(32), tmp_path / "models", "net")
     path = tmp_path / "data" / "pq" / "p.parquet"
     levels = [40, 200, 120, 250, 250, 90, 60]
@@ -242,39 +244,92 @@ def test_a_corrupt_parquet_data_page_skips_its_rows_with_a_reason_and_the_scan_g
         top, skipped = top_ids(client, "pq")
         assert top == ["p.parquet/k1", "p.parquet/k2", "p.parquet/k6"]
         assert sorted(skipped) == ["p.parquet/k3", "p.parquet/k4", "p.parquet/k5"]
-        assert all("row group 1 of the shard is damaged" in why for why in skipped.values()), (
-            skipped
-        )
+        assert all(
+            "shard 'p.parquet', row group 1, data page 0" in why and "header does not parse" in why
+            for why in skipped.values()
+        ), skipped
         last = finished(client, "pq")
         assert (last.state, last.images_failed) == ("succeeded", 3)  # type: ignore[attr-defined]
         assert serving(client)
 
 
-def test_a_corrupt_page_inside_a_row_group_loses_its_rows_and_the_rest_of_that_group_only(
-    tmp_path: Path,
+def _brute_force(levels: list[int], lost: set[int], k: int = 3) -> list[str]:
+    """The top-k of conv1 channel 0 (the grey level) over the rows that survive."""
+    alive = sorted((level, -i) for i, level in enumerate(levels) if i not in lost)
+    return [f"p.parquet/k{-i}" for _, i in reversed(alive[-k:])]
+
+
+@pytest.mark.parametrize("part", ["header", "body"])
+def test_a_corrupt_page_inside_a_row_group_loses_only_its_own_rows(
+    tmp_path: Path, part: str
 ) -> None:
-    """Eight rows in one row group, one data page each; the page of k3 is damaged. The rows of
-    the pages before it are read (one row at a time after the failure), k3 and the rows after
-    it in that group are skipped with the reason: no Parquet reader at hand resumes after a
-    damaged page inside a row group (docs/operating.md); the next row group is read again."""
+    """Eight rows in one row group, one data page each; the page of k3 (the brightest image)
+    is damaged, in its header (the reader resynchronises on the next page) or in its data (its
+    checksum fails). Only k3 is skipped, with a reason naming the shard, row group and page;
+    the rows after it in the group are read as before the damage."""
     save(bright_square_model(32), tmp_path / "models", "net")
     path = tmp_path / "data" / "pq" / "p.parquet"
     levels = [40, 200, 120, 250, 245, 90, 60, 230, 220]
     cells = [png(v) for v in levels]
     keys = [f"k{i}" for i in range(9)]
-    write_parquet(path, keys, cells, row_group_size=8, compression="none", page_per_row=True)
-    corrupt_page_of(path, cells[3])
+    write_parquet(path, keys, cells, 8, "none", page_per_row=True, write_page_checksum=True)
+    assert corrupt_data_page(path, 0, 3, part) == range(3, 4)
     with (
         start_server(tmp_path / "models", tmp_path / "data", device="cpu") as server,
         Client(server.address, timeout=120) as client,
     ):
+        assert client.get_dataset("pq").image_count == 9
         top, skipped = top_ids(client, "pq")
-        # k8 is in the second row group; k1, k2 come from pages before the damaged one
-        assert top == ["p.parquet/k8", "p.parquet/k1", "p.parquet/k2"]
-        assert sorted(skipped) == [f"p.parquet/k{i}" for i in range(3, 8)]
-        assert all("damaged from row 3 on" in why for why in skipped.values()), skipped
+        assert top == _brute_force(levels, {3}) == ["p.parquet/k4", "p.parquet/k7", "p.parquet/k8"]
+        assert list(skipped) == ["p.parquet/k3"]
+        assert "shard 'p.parquet', row group 0, data page 3" in skipped["p.parquet/k3"], skipped
+        assert "rows 3-3 are skipped" in skipped["p.parquet/k3"], skipped
         last = finished(client, "pq")
-        assert (last.state, last.images_failed) == ("succeeded", 5)  # type: ignore[attr-defined]
+        assert (last.state, last.images_failed) == ("succeeded", 1)  # type: ignore[attr-defined]
+        assert serving(client)
+
+
+@pytest.mark.parametrize("version", ["1.0", "2.0"])
+def test_a_corrupt_page_among_many_multi_row_pages_skips_exactly_that_pages_rows(
+    tmp_path: Path, version: str
+) -> None:
+    """30 rows in one snappy row group of several rows per page, checksums written; the data
+    of the page holding the brightest images is damaged. Exactly that page's rows are skipped
+    and the top-k is the brute-force answer over the rest (listing still counts every row)."""
+    save(bright_square_model(32), tmp_path / "models", "net")
+    path = tmp_path / "data" / "pq" / "p.parquet"
+    levels = [(37 * i) % 251 for i in range(30)]
+    cells = [png(v) for v in levels]
+    write_parquet(
+        path,
+        [f"k{i}" for i in range(30)],
+        cells,
+        30,
+        "snappy",
+        data_page_size=1,
+        write_batch_size=4,
+        write_page_checksum=True,
+        data_page_version=version,
+        write_statistics=False,
+    )
+    pages = data_pages(path, 0)
+    assert len(pages) > 3 and all(rows > 1 for *_, rows in pages[:-1])
+    brightest = levels.index(max(levels))
+    page = next(n for n, (*_, first, rows) in enumerate(pages) if first <= brightest < first + rows)
+    lost = set(corrupt_data_page(path, 0, page, "body"))
+    with (
+        start_server(tmp_path / "models", tmp_path / "data", device="cpu") as server,
+        Client(server.address, timeout=120) as client,
+    ):
+        assert client.get_dataset("pq").image_count == 30
+        top, skipped = top_ids(client, "pq")
+        assert top == _brute_force(levels, lost)
+        assert sorted(skipped) == sorted(f"p.parquet/k{i}" for i in lost)
+        assert all(f"row group 0, data page {page}" in why for why in skipped.values()), skipped
+        assert all("checksum" in why for why in skipped.values()), skipped
+        last = finished(client, "pq")
+        state = (last.state, last.images_failed)  # type: ignore[attr-defined]
+        assert state == ("succeeded", len(lost))
         assert serving(client)
 
 

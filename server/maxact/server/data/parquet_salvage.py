@@ -91,18 +91,19 @@ class _Page:
 
 
 def salvage_cells(
-    path: Path, parquet: Any, group: int, column: str, rows: set[int]
+    path: Path, parquet: Any, group: int, column: str, rows: set[int], bound: int
 ) -> Iterator[tuple[int, Cell]]:
     """(row, image bytes or why not) for each of `rows` of row group `group`, in row order,
-    reading column `column` (a leaf path such as `image` or `image.bytes`) page by page.
-    Raises Unsalvageable before yielding anything when the chunk cannot be read so."""
-    chunk = _load_chunk(path, parquet, group, column)
+    reading column `column` (a leaf path such as `image` or `image.bytes`) page by page; a
+    column chunk over `bound` bytes is not read. Raises Unsalvageable before yielding anything
+    when the chunk cannot be read so."""
+    chunk = _load_chunk(path, parquet, group, column, bound)
     pages = _walk(chunk)
     placed = _place(pages, chunk.rows)
     return _cells(chunk, placed, rows, f"shard {path.name!r}, row group {group}")
 
 
-def _load_chunk(path: Path, parquet: Any, group: int, column: str) -> _Chunk:
+def _load_chunk(path: Path, parquet: Any, group: int, column: str, bound: int) -> _Chunk:
     leaves = [parquet.schema.column(j) for j in range(parquet.metadata.num_columns)]
     found = [j for j, leaf in enumerate(leaves) if leaf.path == column]
     if not found:
@@ -118,7 +119,7 @@ def _load_chunk(path: Path, parquet: Any, group: int, column: str) -> _Chunk:
     start = meta.data_page_offset
     if meta.has_dictionary_page and 0 < meta.dictionary_page_offset < start:
         start = meta.dictionary_page_offset
-    size, bound = meta.total_compressed_size, _chunk_bound()
+    size = meta.total_compressed_size
     if start < 4 or size <= 0 or size > bound or start + size > path.stat().st_size:
         raise Unsalvageable(
             f"the column chunk at byte {start:,} of {size:,} bytes is outside the file or over "
@@ -134,14 +135,6 @@ def _load_chunk(path: Path, parquet: Any, group: int, column: str) -> _Chunk:
         parquet.metadata.row_group(group).num_rows,
         meta.total_uncompressed_size,
     )
-
-
-def _chunk_bound() -> int:
-    """The largest column chunk read whole: the row group bound of the shard reader, plus
-    room for page headers and incompressible pages."""
-    from maxact.server.data.shards import PARQUET_GROUP_IMAGES
-
-    return 2 * PARQUET_GROUP_IMAGES * limits.current().max_image_bytes + (1 << 20)
 
 
 # -- walking the pages -----------------------------------------------------------------------
@@ -232,8 +225,11 @@ def _place(pages: list[_Page], total: int) -> list[tuple[_Page, int, int]]:
 def _cells(
     chunk: _Chunk, placed: list[tuple[_Page, int, int]], rows: set[int], where: str
 ) -> Iterator[tuple[int, Cell]]:
+    """The wanted rows' cells, page by page; data pages are numbered from 0 in the reasons (a
+    stretch of unreadable headers counts as one)."""
     dictionary: list[Cell] | PageError | None = None
-    for number, (page, first, count) in enumerate(placed):
+    number = -1
+    for page, first, count in placed:
         header = page.header
         if header is not None and header.kind == DICTIONARY_PAGE:
             try:
@@ -241,6 +237,7 @@ def _cells(
             except (PageError, ValueError) as exc:
                 dictionary = PageError(f"its dictionary page does not decode: {exc}")
             continue
+        number += 1
         wanted = sorted(row for row in rows if first <= row < first + count)
         if not wanted:
             continue
@@ -250,8 +247,8 @@ def _cells(
             values = _data_page(chunk, page, dictionary)
         except (PageError, ValueError) as exc:
             failed = PageError(
-                f"{where}, page {number} (at byte {page.offset:,} of the column chunk) does not "
-                f"decode: {exc}; its rows {first}-{first + count - 1} are skipped"
+                f"{where}, data page {number} (at byte {page.offset:,} of the column chunk) "
+                f"does not decode: {exc}; its rows {first}-{first + count - 1} are skipped"
             )
             yield from ((row, failed) for row in wanted)
             continue

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from maxact.server import limits
 from maxact.server.data.labels import MAX_LABEL_CHARS, label_problem
+from maxact.server.data.parquet_salvage import Unsalvageable, salvage_cells
 from maxact.server.data.reader import ImageSource, failing_source, open_bytes
 
 if TYPE_CHECKING:
@@ -235,6 +236,12 @@ def _pyarrow_parquet() -> Any:
     return pq
 
 
+def _parquet_file(path: Path | str, pq: Any = None) -> Any:
+    """A pyarrow ParquetFile that verifies the page checksums a writer wrote: a damaged page
+    fails (and is skipped) instead of giving altered bytes."""
+    return (pq or _pyarrow_parquet()).ParquetFile(path, page_checksum_verification=True)
+
+
 @dataclass(frozen=True)
 class _ParquetIndex:
     samples: list[Sample]
@@ -284,7 +291,7 @@ def _parquet_index(path: str, mtime_ns: int, size: int) -> _ParquetIndex:
     """Reads only the key and label columns, a record batch at a time."""
     pq = _pyarrow_parquet()
     try:
-        return _read_parquet_index(pq.ParquetFile(path), path)
+        return _read_parquet_index(_parquet_file(path, pq), path)
     except ShardError:
         raise
     except Exception as exc:  # pyarrow raises OSError, ArrowInvalid, ... for a damaged file
@@ -362,13 +369,14 @@ def _batch_rows(parquet: Any, group: int, image_column: str) -> int | Exception:
 
 
 def _group_cells(
-    parquet: Any, index: _ParquetIndex, group: int, rows: set[int]
+    path: Path, parquet: Any, index: _ParquetIndex, group: int, rows: set[int]
 ) -> Iterator[tuple[int, bytes | Exception]]:
     """(row inside the group, image bytes or why not) of `rows`, in row order. A row group over
-    the bound is not read; a page that fails to decode (corrupt, truncated) skips the rows from
-    its first row to the end of its row group with the reason: the rows of the pages before it
-    are read again one row at a time, but no reader resumes after a damaged page inside a row
-    group (see docs/operating.md)."""
+    the bound is not read. When pyarrow fails on a page (corrupt, truncated, a bad checksum),
+    the rest of the group is read again page by page (`parquet_salvage`): a damaged page skips
+    only its own rows, with the reason. A chunk that reader cannot take (a codec or layout it
+    does not decode) skips the rows from the failed batch on, those before the damaged page
+    read again one row at a time (see docs/operating.md)."""
     batch_rows = _batch_rows(parquet, group, index.image_column)
     if isinstance(batch_rows, Exception):
         yield from ((row, batch_rows) for row in sorted(rows))
@@ -377,12 +385,22 @@ def _group_cells(
     try:
         yield from _cells_from(parquet, index, group, rows, batch_rows, done)
     except Exception as exc:  # pyarrow: OSError, ArrowInvalid, ... from a damaged page
-        error = exc
+        leaf = f"{index.image_column}.bytes" if index.image_in_struct else index.image_column
+        rest = {row for row in rows if row >= done[0]}
+        bound = 2 * PARQUET_GROUP_IMAGES * limits.current().max_image_bytes + (1 << 20)
+        try:
+            salvaged = salvage_cells(path, parquet, group, leaf, rest, bound)
+        except Unsalvageable as why:
+            unsalvageable = f"it cannot be read page by page: {why}"
+        else:
+            yield from salvaged
+            return
+        error: Exception = ValueError(f"{exc}; {unsalvageable}")
         if batch_rows > 1:  # the failed batch's rows before the damaged page: one at a time
             try:
                 yield from _cells_from(parquet, index, group, rows, 1, done)
             except Exception as again:
-                error = again
+                error = ValueError(f"{again}; {unsalvageable}")
         yield from _damaged(group, rows, done[0], error)
 
 
@@ -421,11 +439,11 @@ def _cell(scalar: Any, in_struct: bool) -> bytes | Exception:
 def _parquet_stream(path: Path, wanted: dict[str, int]) -> Iterator[Item]:
     """The wanted keys, one row group and one record batch in memory at a time."""
     index = _parquet_index(*_index_key(path))
-    parquet = _pyarrow_parquet().ParquetFile(path)
+    parquet = _parquet_file(path)
     keys_by_place = {index.location[key]: key for key in wanted if key in index.location}
     for group in sorted({group for group, _ in keys_by_place}):
         rows = {row for g, row in keys_by_place if g == group}
-        for row, data in _group_cells(parquet, index, group, rows):
+        for row, data in _group_cells(path, parquet, index, group, rows):
             key = keys_by_place[(group, row)]
             yield wanted[key], key, data
 
@@ -435,8 +453,8 @@ def _parquet_read(path: Path, key: str) -> bytes:
     if key not in index.location:
         raise FileNotFoundError(f"no image {key!r} in shard {path.name!r}")
     group, row = index.location[key]
-    parquet = _pyarrow_parquet().ParquetFile(path)
-    for _, data in _group_cells(parquet, index, group, {row}):
+    parquet = _parquet_file(path)
+    for _, data in _group_cells(path, parquet, index, group, {row}):
         if isinstance(data, Exception):
             raise data
         return data
