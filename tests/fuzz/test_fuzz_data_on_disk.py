@@ -1,5 +1,6 @@
-"""Fuzzing data on disk through the real server: mutated tar headers, mutated Parquet files and
-arbitrary labels.csv files, each dropped into the data root as a new dataset beside a good one.
+"""Fuzzing data on disk through the real server: mutated tar headers, mutated Parquet files
+(anywhere, or inside one data page of a file of many pages) and arbitrary labels.csv files,
+each dropped into the data root as a new dataset beside a good one.
 Listing, GetDataset, StreamTopK and CreateScan over it never answer INTERNAL or UNKNOWN nor
 name a server folder; the good dataset keeps listing, readable, with its images; afterwards the
 server is SERVING and answers a known top-k."""
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from hypothesis import strategies as st
 
 from maxact.client import Client, MaxactError
 from maxact.server.app import start_server
-from tests.bad_data import png, tar_member
+from tests.bad_data import data_pages, png, tar_member, write_parquet
 from tests.onnx_models import bright_square_model, save
 
 # each example lists, reads and scans a dataset (~1 s): the long profile's 400 need more than
@@ -153,6 +155,62 @@ def test_any_mutated_parquet_shard_is_never_internal_and_hides_no_other_dataset(
     (on_disk.data / name).mkdir()
     (on_disk.data / name / "p.parquet").write_bytes(data)
     _exercise(on_disk, name)
+
+
+PAGED_LEVELS = [(53 * i + 17) % 251 for i in range(12)]
+
+
+def _paged_parquet() -> tuple[bytes, list[tuple[int, int, int, int]]]:
+    """12 rows in two row groups (8 + 4) of two-row snappy data pages with checksums, and the
+    data pages of the first group (header offset, data offset, first row, rows)."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "p.parquet"
+        cells = [png(v) for v in PAGED_LEVELS]
+        write_parquet(
+            path,
+            [f"k{i}" for i in range(12)],
+            cells,
+            8,
+            "snappy",
+            data_page_size=1,
+            write_batch_size=2,
+            write_page_checksum=True,
+            write_statistics=False,
+        )
+        return path.read_bytes(), data_pages(path, 0)
+
+
+PAGED, PAGES = _paged_parquet()
+
+
+@st.composite
+def mutated_pages(draw: st.DrawFn) -> bytes:
+    """The paged file with 1 to 8 bytes overwritten inside one data page (header or data) of
+    its first row group."""
+    data = bytearray(PAGED)
+    page = draw(st.integers(0, len(PAGES) - 1))
+    start = PAGES[page][0]
+    end = PAGES[page + 1][0] if page + 1 < len(PAGES) else PAGES[page][1] + 8
+    for _ in range(draw(st.integers(1, 8))):
+        data[draw(st.integers(start, end - 1))] = draw(st.integers(0, 255))
+    return bytes(data)
+
+
+@given(data=mutated_pages())
+def test_a_mutated_parquet_page_skips_only_rows_of_its_row_group_and_the_rest_rank_exactly(
+    on_disk: _Server, data: bytes
+) -> None:
+    """Whatever the server reads of a damaged row group is what was written: the top-k is the
+    brute-force answer over the rows it did not skip, and the second row group is whole."""
+    name = f"paged_{next(_names)}"
+    (on_disk.data / name).mkdir()
+    (on_disk.data / name / "p.parquet").write_bytes(data)
+    _exercise(on_disk, name)
+    result = on_disk.client.topk("net", "conv1", 0, dataset=name, k=3).result()
+    skipped = {int(s.image.removeprefix("p.parquet/k")) for s in result.skipped}
+    assert skipped <= set(range(8)), result.skipped
+    alive = sorted(((v, -i) for i, v in enumerate(PAGED_LEVELS) if i not in skipped), reverse=True)
+    assert [p.hit.image for p in result.patches] == [f"p.parquet/k{-i}" for _, i in alive[:3]]
 
 
 @st.composite
