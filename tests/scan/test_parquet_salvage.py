@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from maxact.server import limits
 from maxact.server.data.parquet_salvage import Unsalvageable, rle_hybrid, salvage_cells
 from maxact.server.data.parquet_thrift import read_page_header
 from tests.bad_data import data_pages
@@ -166,3 +167,41 @@ def test_the_hybrid_decoder_reads_runs_and_bit_packed_groups() -> None:
     data = bytes([10, 3, (1 << 1) | 1]) + packed
     assert rle_hybrid(data, 2, 13).tolist() == [3] * 5 + [0, 1, 2, 3] * 2
     assert rle_hybrid(data, 2, 7).tolist() == [3] * 5 + [0, 1]
+
+
+def test_a_damaged_dictionary_page_skips_the_rows_of_the_pages_that_index_it(
+    tmp_path: Path,
+) -> None:
+    cells = [bytes([i % 3]) * 40 for i in range(20)]
+    path = tmp_path / "p.parquet"
+    pq.write_table(
+        pa.table({"image": pa.array(cells, pa.binary())}),
+        path,
+        data_page_size=1,
+        write_batch_size=5,
+        compression="zstd",
+        write_page_checksum=True,
+    )
+    meta = pq.ParquetFile(path).metadata.row_group(0).column(0)
+    assert meta.has_dictionary_page
+    _, body = read_page_header(path.read_bytes(), meta.dictionary_page_offset)
+    data = bytearray(path.read_bytes())
+    data[body : body + 4] = b"\xff" * 4
+    path.write_bytes(bytes(data))
+    got = _read_all(path, "image")
+    assert len(got) == 20
+    assert all(isinstance(c, Exception) and "dictionary page" in str(c) for c in got), got
+
+
+def test_a_cell_over_the_image_bound_is_an_error_and_is_not_copied(tmp_path: Path) -> None:
+    path = tmp_path / "p.parquet"
+    cells = [b"a" * 10, b"b" * 5000, b"c" * 10]
+    pq.write_table(pa.table({"image": pa.array(cells, pa.binary())}), path, use_dictionary=False)
+    before = limits.current()
+    limits.configure(limits.Limits(max_image_bytes=1000))
+    try:
+        got = _read_all(path, "image")
+    finally:
+        limits.configure(before)
+    assert got[0] == cells[0] and got[2] == cells[2]
+    assert isinstance(got[1], limits.ImageTooLarge), got[1]

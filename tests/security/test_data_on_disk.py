@@ -6,6 +6,7 @@ runs through the real server; the good datasets answer exactly as before."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -286,6 +287,42 @@ def test_a_corrupt_page_inside_a_row_group_loses_only_its_own_rows(
         assert "rows 3-3 are skipped" in skipped["p.parquet/k3"], skipped
         last = finished(client, "pq")
         assert (last.state, last.images_failed) == ("succeeded", 1)  # type: ignore[attr-defined]
+        assert serving(client)
+
+
+def test_a_page_whose_row_count_lies_keeps_the_coarser_rule_with_its_reason(
+    tmp_path: Path,
+) -> None:
+    """k3's page header claims 2 rows instead of 1: the pages no longer add up to the footer's
+    row count, so no row's place can be trusted after it. The rows from k3 to the end of the
+    group are skipped, saying why they are not read page by page; k0-k2 and k8 are read."""
+    save(bright_square_model(32), tmp_path / "models", "net")
+    path = tmp_path / "data" / "pq" / "p.parquet"
+    levels = [40, 200, 120, 250, 245, 90, 60, 230, 220]
+    write_parquet(path, [f"k{i}" for i in range(9)], [png(v) for v in levels], 8, "none", True)
+    data = bytearray(path.read_bytes())
+    # data_page_header (a struct field) -> num_values 1 (zigzag 2) becomes 2 (zigzag 4)
+    found = re.compile(rb"[\x1c\x2c]\x15\x02").search(bytes(data), data_pages(path, 0)[3][0])
+    assert found is not None
+    data[found.start() + 2] = 4
+    path.write_bytes(bytes(data))
+    with (
+        start_server(tmp_path / "models", tmp_path / "data", device="cpu") as server,
+        Client(server.address, timeout=120) as client,
+    ):
+        top, skipped = top_ids(client, "pq")
+        assert (
+            top
+            == _brute_force(levels, set(range(3, 8)))
+            == [
+                "p.parquet/k8",
+                "p.parquet/k1",
+                "p.parquet/k2",
+            ]
+        )
+        assert sorted(skipped) == [f"p.parquet/k{i}" for i in range(3, 8)]
+        assert all("damaged from row 3 on" in why for why in skipped.values()), skipped
+        assert all("9 rows where the footer says 8" in why for why in skipped.values()), skipped
         assert serving(client)
 
 
