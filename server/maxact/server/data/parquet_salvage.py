@@ -6,7 +6,8 @@ first bad one; its Python API has no page reader. This reader walks the chunk it
 page header (Thrift compact, `parquet_thrift`), the page's checksum when the writer wrote one,
 decompression through `pyarrow.Codec`, definition levels (RLE/bit-packed hybrid) and BYTE_ARRAY
 values (PLAIN or dictionary indices), for data pages v1 and v2. It reads flat BYTE_ARRAY
-columns (a binary column, or the `bytes` leaf of a {bytes, path} struct): one level per row.
+columns (a binary or string column, or the `bytes` leaf of a {bytes, path} struct) and flat
+INT32/INT64 ones (integer labels): one level per row.
 
 A page whose header, checksum, decompression or decoding fails skips its rows with the reason,
 and reading resumes at the next page. A header that does not parse hides where the next page
@@ -51,7 +52,9 @@ MAX_RESYNC_CANDIDATES = 4096  # offsets tried after a header that does not parse
 # a data page header starts with field 1 (type: DATA_PAGE or DATA_PAGE_V2), then field 2
 _DATA_PAGE_START = re.compile(rb"\x15[\x00\x06]\x15")
 
-Cell = bytes | Exception
+Cell = bytes | int | None | Exception
+"""A row's value (None: null), or why its page could not be read."""
+WIDTHS = {"INT32": 4, "INT64": 8}
 
 
 class Unsalvageable(ValueError):
@@ -69,6 +72,7 @@ class _Chunk:
 
     data: bytes
     codec: str | None
+    physical: str  # BYTE_ARRAY, INT32 or INT64
     max_definition: int
     rows: int  # rows of the row group
     max_uncompressed: int  # the chunk's uncompressed size: no page inflates past it
@@ -93,10 +97,10 @@ class _Page:
 def salvage_cells(
     path: Path, parquet: Any, group: int, column: str, rows: set[int], bound: int
 ) -> Iterator[tuple[int, Cell]]:
-    """(row, image bytes or why not) for each of `rows` of row group `group`, in row order,
+    """(row, its value or why not) for each of `rows` of row group `group`, in row order,
     reading column `column` (a leaf path such as `image` or `image.bytes`) page by page; a
-    column chunk over `bound` bytes is not read. Raises Unsalvageable before yielding anything
-    when the chunk cannot be read so."""
+    column chunk over `bound` bytes is not read, nor a BYTE_ARRAY value over the image bound.
+    Raises Unsalvageable before yielding anything when the chunk cannot be read so."""
     chunk = _load_chunk(path, parquet, group, column, bound)
     pages = _walk(chunk)
     placed = _place(pages, chunk.rows)
@@ -109,10 +113,12 @@ def _load_chunk(path: Path, parquet: Any, group: int, column: str, bound: int) -
     if not found:
         raise Unsalvageable(f"no column {column!r} in the file's schema")
     leaf, meta = leaves[found[0]], parquet.metadata.row_group(group).column(found[0])
-    if leaf.physical_type != "BYTE_ARRAY" or leaf.max_repetition_level > 0:
+    physical = leaf.physical_type
+    if (physical != "BYTE_ARRAY" and physical not in WIDTHS) or leaf.max_repetition_level > 0:
         raise Unsalvageable(
-            f"column {column!r} is {leaf.physical_type} with repetition level "
-            f"{leaf.max_repetition_level}: only flat BYTE_ARRAY columns are read page by page"
+            f"column {column!r} is {physical} with repetition level "
+            f"{leaf.max_repetition_level}: only flat BYTE_ARRAY, INT32 and INT64 columns are "
+            "read page by page"
         )
     if meta.compression not in CODECS:
         raise Unsalvageable(f"the {meta.compression} codec is not read page by page")
@@ -131,6 +137,7 @@ def _load_chunk(path: Path, parquet: Any, group: int, column: str, bound: int) -
     return _Chunk(
         data,
         CODECS[meta.compression],
+        physical,
         leaf.max_definition_level,
         parquet.metadata.row_group(group).num_rows,
         meta.total_uncompressed_size,
@@ -283,11 +290,11 @@ def _dictionary(chunk: _Chunk, page: _Page) -> list[Cell]:
     assert header is not None
     if header.encoding not in (PLAIN, PLAIN_DICTIONARY):
         raise PageError(f"dictionary encoding {header.encoding} is not read")
-    return _plain(_payload(chunk, page), header.num_values)
+    return _plain(_payload(chunk, page), header.num_values, chunk.physical)
 
 
 def _data_page(chunk: _Chunk, page: _Page, dictionary: list[Cell] | PageError | None) -> list[Cell]:
-    """One cell per row of a data page (v1 or v2); a null is an error cell."""
+    """One cell per row of a data page (v1 or v2)."""
     header = page.header
     assert header is not None
     count, width = header.num_values, chunk.max_definition.bit_length()
@@ -312,19 +319,22 @@ def _data_page(chunk: _Chunk, page: _Page, dictionary: list[Cell] | PageError | 
             levels = rle_hybrid(data[4 : 4 + length], width, count)
             values = data[4 + length :]
     present = count if levels is None else int(np.count_nonzero(levels == chunk.max_definition))
-    decoded = _values(values, header.encoding, present, dictionary)
+    decoded = _values(values, header.encoding, present, dictionary, chunk.physical)
     if levels is None:
         return decoded
     found = iter(decoded)
-    missing = ValueError("the Parquet row holds no image bytes")
-    return [next(found) if level == chunk.max_definition else missing for level in levels]
+    return [next(found) if level == chunk.max_definition else None for level in levels]
 
 
 def _values(
-    data: bytes, encoding: int, count: int, dictionary: list[Cell] | PageError | None
+    data: bytes,
+    encoding: int,
+    count: int,
+    dictionary: list[Cell] | PageError | None,
+    physical: str,
 ) -> list[Cell]:
     if encoding == PLAIN:
-        return _plain(data, count)
+        return _plain(data, count, physical)
     if encoding not in (PLAIN_DICTIONARY, RLE_DICTIONARY):
         raise PageError(f"value encoding {encoding} is not read page by page")
     if isinstance(dictionary, PageError):
@@ -339,9 +349,14 @@ def _values(
     return [dictionary[i] for i in indices.tolist()]
 
 
-def _plain(data: bytes, count: int) -> list[Cell]:
-    """PLAIN BYTE_ARRAY values: each a 4-byte little-endian length and the bytes; a value over
-    the image bound is not copied. The values must fill the data exactly."""
+def _plain(data: bytes, count: int, physical: str) -> list[Cell]:
+    """PLAIN values: integers, or BYTE_ARRAY ones, each a 4-byte little-endian length and the
+    bytes (one over the image bound is not copied). The values must fill the data exactly."""
+    if physical in WIDTHS:
+        if len(data) != count * WIDTHS[physical]:
+            raise PageError(f"{len(data):,} bytes for {count:,} {physical} values")
+        integers: list[int] = np.frombuffer(data, f"<i{WIDTHS[physical]}", count).tolist()
+        return list(integers)
     cells: list[Cell] = []
     pos = 0
     if count > len(data) // 4:
@@ -351,8 +366,7 @@ def _plain(data: bytes, count: int) -> list[Cell]:
         if pos + 4 + length > len(data):
             raise PageError("a value runs past the end of its page")
         too_large = limits.image_bytes_error(length, "the Parquet cell")
-        empty = ValueError("the Parquet row holds no image bytes") if not length else None
-        cells.append(too_large or empty or data[pos + 4 : pos + 4 + length])
+        cells.append(too_large or data[pos + 4 : pos + 4 + length])
         pos += 4 + length
     if pos != len(data):
         raise PageError(f"{len(data) - pos:,} bytes left after its {count:,} values")

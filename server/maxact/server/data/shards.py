@@ -393,7 +393,7 @@ def _group_cells(
         except Unsalvageable as why:
             unsalvageable = f"it cannot be read page by page: {why}"
         else:
-            yield from salvaged
+            yield from ((row, _salvaged_cell(cell)) for row, cell in salvaged)
             return
         error: Exception = ValueError(f"{exc}; {unsalvageable}")
         if batch_rows > 1:  # the failed batch's rows before the damaged page: one at a time
@@ -402,6 +402,14 @@ def _group_cells(
             except Exception as again:
                 error = ValueError(f"{again}; {unsalvageable}")
         yield from _damaged(group, rows, done[0], error)
+
+
+def _salvaged_cell(cell: object) -> bytes | Exception:
+    if isinstance(cell, Exception):
+        return cell
+    if not isinstance(cell, bytes) or not cell:
+        return ValueError("the Parquet row holds no image bytes")
+    return cell
 
 
 def _cells_from(
