@@ -145,10 +145,12 @@ def data_pages(path: Path, group: int, column: str = "image") -> list[tuple[int,
     return pages
 
 
-def corrupt_data_page(path: Path, group: int, page: int, part: str = "header") -> range:
-    """Overwrite 8 bytes of data page `page` of row group `group`'s image column (its header,
-    or the start of its data) with 0xFF; the rows of that page, inside the group."""
-    header, body, first, rows = data_pages(path, group)[page]
+def corrupt_data_page(
+    path: Path, group: int, page: int, part: str = "header", column: str = "image"
+) -> range:
+    """Overwrite 8 bytes of data page `page` of row group `group`'s `column` (its header, or
+    the start of its data) with 0xFF; the rows of that page, inside the group."""
+    header, body, first, rows = data_pages(path, group, column)[page]
     at = header if part == "header" else body
     data = bytearray(path.read_bytes())
     data[at : at + 8] = b"\xff" * 8

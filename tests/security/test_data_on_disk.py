@@ -290,6 +290,38 @@ def test_a_corrupt_page_inside_a_row_group_loses_only_its_own_rows(
         assert serving(client)
 
 
+def test_a_corrupt_key_page_leaves_only_its_rows_out_of_the_listing(tmp_path: Path) -> None:
+    """The `__key__` column's page 1 is damaged (its checksum fails): its rows have no id, so
+    they are not listed; every other row lists and ranks as written, the scan succeeds."""
+    save(bright_square_model(32), tmp_path / "models", "net")
+    path = tmp_path / "data" / "pq" / "p.parquet"
+    levels = [(41 * i + 7) % 251 for i in range(20)]
+    write_parquet(
+        path,
+        [f"k{i}" for i in range(20)],
+        [png(v) for v in levels],
+        20,
+        "zstd",
+        data_page_size=1,
+        write_batch_size=4,
+        write_page_checksum=True,
+    )
+    lost = set(corrupt_data_page(path, 0, 1, "body", column="__key__"))
+    assert lost == {4, 5, 6, 7}
+    with (
+        start_server(tmp_path / "models", tmp_path / "data", device="cpu") as server,
+        Client(server.address, timeout=120) as client,
+    ):
+        dataset = client.get_dataset("pq")
+        assert (dataset.unreadable, dataset.image_count) == ("", 16)
+        top, skipped = top_ids(client, "pq")
+        assert (top, skipped) == (_brute_force(levels, lost), {})
+        last = finished(client, "pq")
+        state = (last.state, last.images_done, last.images_failed)  # type: ignore[attr-defined]
+        assert state == ("succeeded", 16, 0)
+        assert serving(client)
+
+
 def test_a_page_whose_row_count_lies_keeps_the_coarser_rule_with_its_reason(
     tmp_path: Path,
 ) -> None:

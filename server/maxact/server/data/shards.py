@@ -27,6 +27,7 @@ page, a truncated member) skips those samples with the reason; the rest of the s
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tarfile
 from collections.abc import Iterator, Sequence
@@ -43,6 +44,8 @@ from maxact.server.data.reader import ImageSource, failing_source, open_bytes
 
 if TYPE_CHECKING:
     from maxact.server.data.input_cache import DatasetInputCache
+
+log = logging.getLogger(__name__)
 
 TAR_SUFFIX = ".tar"
 PARQUET_SUFFIX = ".parquet"
@@ -303,37 +306,100 @@ def _parquet_index(path: str, mtime_ns: int, size: int) -> _ParquetIndex:
 def _read_parquet_index(parquet: Any, path: str) -> _ParquetIndex:
     image, in_struct, label_column, key_column = _columns(parquet.schema_arrow, path)
     names = _class_names(parquet.schema_arrow.metadata, label_column) if label_column else None
-    columns = [c for c in (key_column, label_column) if c is not None]
     samples: list[Sample] = []
     location: dict[str, tuple[int, int]] = {}
-    row = 0
+    first = 0  # the dataset row of the group's first row
     width = max(6, len(str(parquet.metadata.num_rows - 1)))
     for group in range(parquet.num_row_groups):
-        inside = 0
-        if columns:
-            batches = parquet.iter_batches(PARQUET_BATCH_ROWS, row_groups=[group], columns=columns)
-            chunks = [
-                (
-                    batch.num_rows,
-                    batch.column(key_column).to_pylist() if key_column else None,
-                    batch.column(label_column).to_pylist() if label_column else None,
-                )
-                for batch in batches
-            ]
-        else:
-            chunks = [(parquet.metadata.row_group(group).num_rows, None, None)]
-        for rows, keys, values in chunks:
-            for j in range(rows):
-                key = str(keys[j]) if keys is not None else f"{row:0{width}d}"
-                location[key] = (group, inside)
-                label = _label_text(values[j], names) if values else None
-                problem = label_problem(label) if label is not None else None
-                if problem is not None:
-                    raise ShardError(f"shard {Path(path).name!r}: row {row}: {problem}")
-                samples.append(Sample(key, label))
-                row += 1
-                inside += 1
+        try:
+            rows = _index_rows(parquet, group, key_column, label_column)
+        except Exception as exc:  # pyarrow: OSError, ArrowInvalid, ... from a damaged page
+            rows = _salvaged_index_rows(Path(path), parquet, group, (key_column, label_column), exc)
+        for inside, key_value, label_value in rows:
+            row = first + inside
+            key = str(key_value) if key_column else f"{row:0{width}d}"
+            location[key] = (group, inside)
+            label = _label_text(label_value, names)
+            problem = label_problem(label) if label is not None else None
+            if problem is not None:
+                raise ShardError(f"shard {Path(path).name!r}: row {row}: {problem}")
+            samples.append(Sample(key, label))
+        first += parquet.metadata.row_group(group).num_rows
     return _ParquetIndex(samples, location, image, in_struct)
+
+
+IndexRow = tuple[int, Any, Any]
+"""(row inside its group, key value, label value) of a row the index lists."""
+
+
+def _index_rows(
+    parquet: Any, group: int, key_column: str | None, label_column: str | None
+) -> list[IndexRow]:
+    columns = [c for c in (key_column, label_column) if c is not None]
+    if not columns:
+        return [(j, None, None) for j in range(parquet.metadata.row_group(group).num_rows)]
+    rows: list[IndexRow] = []
+    for batch in parquet.iter_batches(PARQUET_BATCH_ROWS, row_groups=[group], columns=columns):
+        keys = batch.column(key_column).to_pylist() if key_column else None
+        labels = batch.column(label_column).to_pylist() if label_column else None
+        rows.extend(
+            (len(rows), keys[j] if keys else None, labels[j] if labels else None)
+            for j in range(batch.num_rows)
+        )
+    return rows
+
+
+def _salvaged_index_rows(
+    path: Path, parquet: Any, group: int, columns: tuple[str | None, str | None], exc: Exception
+) -> list[IndexRow]:
+    """The rows of a group pyarrow failed on, its key and label columns read page by page: a
+    row whose key or label page is damaged is left out of the listing (logged with the
+    reason); a column that cannot be read so fails the shard as before."""
+    every = set(range(parquet.metadata.row_group(group).num_rows))
+    read: list[dict[int, Any]] = []
+    for column in columns:
+        if column is None:
+            read.append({})
+            continue
+        try:
+            cells = dict(salvage_cells(path, parquet, group, column, every, _salvage_bound()))
+        except Unsalvageable as why:
+            raise ShardError(
+                f"shard {path.name!r}: row group {group} does not read ({exc}), nor page by "
+                f"page: {why}"
+            ) from None
+        string = _is_string(parquet.schema_arrow.field(column).type)
+        read.append({row: _text_of(cell, string) for row, cell in cells.items()})
+    keys, labels = read
+    failed = {str(c) for c in (*keys.values(), *labels.values()) if isinstance(c, Exception)}
+    for reason in sorted(failed):
+        log.warning("not listed: %s", reason)
+    return [
+        (row, keys.get(row), labels.get(row))
+        for row in sorted(every)
+        if not isinstance(keys.get(row), Exception) and not isinstance(labels.get(row), Exception)
+    ]
+
+
+def _is_string(kind: Any) -> bool:
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind))
+
+
+def _text_of(cell: object, string: bool) -> object:
+    """A salvaged value as pyarrow gives it: text for a string column."""
+    if string and isinstance(cell, bytes):
+        return cell.decode("utf-8", "replace")
+    return cell
+
+
+def _salvage_bound() -> int:
+    """The largest column chunk read whole page by page: a row group's image bound (see
+    `_batch_rows`), with room for page headers and pages that do not compress."""
+    return 2 * PARQUET_GROUP_IMAGES * limits.current().max_image_bytes + (1 << 20)
 
 
 def _label_text(value: Any, names: list[str] | None) -> str | None:
@@ -387,9 +453,8 @@ def _group_cells(
     except Exception as exc:  # pyarrow: OSError, ArrowInvalid, ... from a damaged page
         leaf = f"{index.image_column}.bytes" if index.image_in_struct else index.image_column
         rest = {row for row in rows if row >= done[0]}
-        bound = 2 * PARQUET_GROUP_IMAGES * limits.current().max_image_bytes + (1 << 20)
         try:
-            salvaged = salvage_cells(path, parquet, group, leaf, rest, bound)
+            salvaged = salvage_cells(path, parquet, group, leaf, rest, _salvage_bound())
         except Unsalvageable as why:
             unsalvageable = f"it cannot be read page by page: {why}"
         else:
