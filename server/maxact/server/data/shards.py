@@ -22,6 +22,8 @@ Every sample is read within the encoded-image bound (`limits.check_image_bytes`)
 against what the file claims before any of it is read: a tar member's header size, a Parquet
 row group's uncompressed image-column size from the footer. What fails (too large, a corrupt
 page, a truncated member) skips those samples with the reason; the rest of the shard goes on.
+A row group pyarrow fails on is read again page by page (`parquet_salvage`), so a damaged
+Parquet page loses only its own rows.
 """
 
 from __future__ import annotations
