@@ -203,3 +203,30 @@ def test_a_cell_over_the_image_bound_is_an_error_and_is_not_copied(tmp_path: Pat
         limits.configure(before)
     assert got[0] == cells[0] and got[2] == cells[2]
     assert isinstance(got[1], limits.ImageTooLarge), got[1]
+
+
+def test_two_damaged_headers_lose_the_rows_from_the_first_to_the_second_and_no_more(
+    tmp_path: Path,
+) -> None:
+    """Rows between two unreadable headers cannot be placed (a header that does not parse
+    hides its row count); rows before the first and after the second are read. 3,000 one-row
+    pages: resynchronising parses each offset at most once, so this stays fast."""
+    cells = [i.to_bytes(2, "little") * 4 for i in range(3000)]
+    path = tmp_path / "p.parquet"
+    pq.write_table(
+        pa.table({"image": pa.array(cells, pa.binary())}),
+        path,
+        data_page_size=1,
+        write_batch_size=1,
+        use_dictionary=False,
+        write_statistics=False,
+        compression="none",
+    )
+    pages = data_pages(path, 0)
+    data = bytearray(path.read_bytes())
+    for page in (2, 5):
+        data[pages[page][0] : pages[page][0] + 3] = b"\xff" * 3
+    path.write_bytes(bytes(data))
+    got = _read_all(path, "image")
+    assert [i for i, c in enumerate(got) if isinstance(c, Exception)] == [2, 3, 4, 5]
+    assert all(got[i] == cells[i] for i in range(3000) if not 2 <= i <= 5)

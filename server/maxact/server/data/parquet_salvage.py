@@ -162,22 +162,30 @@ def _header_at(chunk: _Chunk, pos: int) -> _Page:
     return _Page(pos, header, body, end)
 
 
-def _chains_to_end(chunk: _Chunk, pos: int) -> bool:
-    """Whether well-formed page headers lead from `pos` exactly to the chunk's end."""
-    while pos < len(chunk.data):
+def _chains_to_end(chunk: _Chunk, pos: int, known: dict[int, bool]) -> bool:
+    """Whether well-formed page headers lead from `pos` exactly to the chunk's end. `known`
+    remembers the answer for every offset a chain passed through, so that each offset is
+    parsed at most once however many candidates are tried."""
+    visited: list[int] = []
+    answer = True
+    while pos < len(chunk.data) and pos not in known:
+        visited.append(pos)
         try:
             pos = _header_at(chunk, pos).end
         except ThriftError:
-            return False
-    return pos == len(chunk.data)
+            answer = False
+            break
+    answer = answer and known.get(pos, pos == len(chunk.data))
+    known.update((offset, answer) for offset in visited)
+    return answer
 
 
-def _resync(chunk: _Chunk, after: int) -> int:
+def _resync(chunk: _Chunk, after: int, known: dict[int, bool]) -> int:
     """The first offset past `after` where a chain of headers reaches the end (or the end)."""
     for tried, match in enumerate(_DATA_PAGE_START.finditer(chunk.data, after + 1)):
         if tried >= MAX_RESYNC_CANDIDATES:
             break
-        if _chains_to_end(chunk, match.start()):
+        if _chains_to_end(chunk, match.start(), known):
             return match.start()
     return len(chunk.data)
 
@@ -186,11 +194,12 @@ def _walk(chunk: _Chunk) -> list[_Page]:
     """The chunk's pages in order; a stretch whose headers do not parse is one gap page."""
     pages: list[_Page] = []
     pos = 0
+    known: dict[int, bool] = {}
     while pos < len(chunk.data):
         try:
             page = _header_at(chunk, pos)
         except ThriftError as exc:
-            resumed = _resync(chunk, pos)
+            resumed = _resync(chunk, pos, known)
             page = _Page(pos, None, pos, resumed, f"the page header does not parse: {exc}")
         pages.append(page)
         pos = page.end
