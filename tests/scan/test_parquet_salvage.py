@@ -21,7 +21,7 @@ from tests.bad_data import data_pages
 
 settings.register_profile(
     "salvage",
-    max_examples=60,
+    max_examples=100,
     derandomize=True,
     deadline=None,
     database=None,

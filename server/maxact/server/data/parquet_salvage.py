@@ -125,11 +125,11 @@ def _load_chunk(path: Path, parquet: Any, group: int, column: str, bound: int) -
     start = meta.data_page_offset
     if meta.has_dictionary_page and 0 < meta.dictionary_page_offset < start:
         start = meta.dictionary_page_offset
-    size = meta.total_compressed_size
-    if start < 4 or size <= 0 or size > bound or start + size > path.stat().st_size:
+    size, inflated = meta.total_compressed_size, meta.total_uncompressed_size
+    if start < 4 or size <= 0 or start + size > path.stat().st_size or max(size, inflated) > bound:
         raise Unsalvageable(
-            f"the column chunk at byte {start:,} of {size:,} bytes is outside the file or over "
-            f"{bound:,} bytes"
+            f"the column chunk at byte {start:,} of {size:,} bytes ({inflated:,} uncompressed) "
+            f"is outside the file or over {bound:,} bytes"
         )
     with path.open("rb") as handle:
         handle.seek(start)
