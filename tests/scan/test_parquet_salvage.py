@@ -230,3 +230,34 @@ def test_two_damaged_headers_lose_the_rows_from_the_first_to_the_second_and_no_m
     got = _read_all(path, "image")
     assert [i for i, c in enumerate(got) if isinstance(c, Exception)] == [2, 3, 4, 5]
     assert all(got[i] == cells[i] for i in range(3000) if not 2 <= i <= 5)
+
+
+@pytest.mark.parametrize("dictionary", [False, True])
+def test_a_row_count_lie_before_an_unreadable_header_never_moves_rows_onto_other_keys(
+    tmp_path: Path, dictionary: bool
+) -> None:
+    """No checksum covers a page header: page 0 claims 0 rows instead of 3 and page 5's header
+    does not parse. Counting rows from the front would shift pages 1-4 onto the wrong rows;
+    they are lost with the gap instead, and every row returned holds its own bytes."""
+    cells = [bytes([i]) * (40 + i) for i in range(30)]
+    path = tmp_path / "p.parquet"
+    pq.write_table(
+        pa.table({"image": pa.array(cells, pa.binary())}),
+        path,
+        data_page_size=1,
+        write_batch_size=3,
+        use_dictionary=dictionary,
+        write_statistics=False,
+        compression="snappy",
+        write_page_checksum=True,
+    )
+    pages = data_pages(path, 0)
+    data = bytearray(path.read_bytes())
+    found = re.compile(rb"[\x1c\x2c]\x15\x06").search(bytes(data), pages[0][0], pages[0][1])
+    assert found is not None
+    data[found.start() + 2] = 0  # num_values 3 (zigzag 6) -> 0
+    data[pages[5][0] : pages[5][0] + 3] = b"\xff" * 3
+    path.write_bytes(bytes(data))
+    got = _read_all(path, "image")
+    assert all(c == cells[i] for i, c in enumerate(got) if not isinstance(c, Exception))
+    assert [i for i, c in enumerate(got) if isinstance(c, Exception)] == list(range(18))

@@ -103,6 +103,8 @@ def salvage_cells(
     Raises Unsalvageable before yielding anything when the chunk cannot be read so."""
     chunk = _load_chunk(path, parquet, group, column, bound)
     pages = _walk(chunk)
+    if any(page.header is None for page in pages):
+        pages = _doubting(chunk, pages)
     placed = _place(pages, chunk.rows)
     return _cells(chunk, placed, rows, f"shard {path.name!r}, row group {group}")
 
@@ -206,6 +208,27 @@ def _walk(chunk: _Chunk) -> list[_Page]:
     return pages
 
 
+def _doubting(chunk: _Chunk, pages: list[_Page]) -> list[_Page]:
+    """`pages` with each data page that does not decode made a gap: once a header did not
+    parse, only the pages that decode vouch for the row counts their headers claim (no
+    checksum covers a header), so rows are never placed after a count that might lie."""
+    doubted: list[_Page] = []
+    dictionary: list[Cell] | PageError | None = None
+    for page in pages:
+        header = page.header
+        if header is not None and header.kind == DICTIONARY_PAGE:
+            dictionary = _dictionary(chunk, page)
+        elif header is not None:
+            try:
+                _data_page(chunk, page, dictionary)
+            except (PageError, ValueError) as exc:
+                page = _Page(
+                    page.offset, None, page.body, page.end, f"a page does not decode: {exc}"
+                )
+        doubted.append(page)
+    return doubted
+
+
 def _place(pages: list[_Page], total: int) -> list[tuple[_Page, int, int]]:
     """(page, first row, rows) of each page. Rows before the first gap count from the front,
     rows after the last gap from the back; a gap holds the rest (with any pages between gaps,
@@ -248,10 +271,7 @@ def _cells(
     for page, first, count in placed:
         header = page.header
         if header is not None and header.kind == DICTIONARY_PAGE:
-            try:
-                dictionary = _dictionary(chunk, page)
-            except (PageError, ValueError) as exc:
-                dictionary = PageError(f"its dictionary page does not decode: {exc}")
+            dictionary = _dictionary(chunk, page)
             continue
         number += 1
         wanted = sorted(row for row in rows if first <= row < first + count)
@@ -294,12 +314,16 @@ def _payload(chunk: _Chunk, page: _Page, skip: int = 0, compressed: bool = True)
     return bytes(out)
 
 
-def _dictionary(chunk: _Chunk, page: _Page) -> list[Cell]:
+def _dictionary(chunk: _Chunk, page: _Page) -> list[Cell] | PageError:
+    """The dictionary page's values, or why the pages that index it cannot be read."""
     header = page.header
     assert header is not None
-    if header.encoding not in (PLAIN, PLAIN_DICTIONARY):
-        raise PageError(f"dictionary encoding {header.encoding} is not read")
-    return _plain(_payload(chunk, page), header.num_values, chunk.physical)
+    try:
+        if header.encoding not in (PLAIN, PLAIN_DICTIONARY):
+            raise PageError(f"dictionary encoding {header.encoding} is not read")
+        return _plain(_payload(chunk, page), header.num_values, chunk.physical)
+    except (PageError, ValueError) as exc:
+        return PageError(f"its dictionary page does not decode: {exc}")
 
 
 def _data_page(chunk: _Chunk, page: _Page, dictionary: list[Cell] | PageError | None) -> list[Cell]:
@@ -383,7 +407,8 @@ def _plain(data: bytes, count: int, physical: str) -> list[Cell]:
 
 
 def rle_hybrid(data: bytes, width: int, count: int) -> np.ndarray[Any, np.dtype[np.int64]]:
-    """`count` values of the RLE/bit-packed hybrid encoding, `width` bits each."""
+    """`count` values of the RLE/bit-packed hybrid encoding, `width` bits each, which must
+    fill `data` exactly: a page whose header claims a wrong count does not decode."""
     if width == 0:
         return np.zeros(count, np.int64)
     pieces: list[np.ndarray[Any, np.dtype[np.int64]]] = []
@@ -404,10 +429,16 @@ def rle_hybrid(data: bytes, width: int, count: int) -> np.ndarray[Any, np.dtype[
             size = (width + 7) // 8
             if not head >> 1 or pos + size > len(data):
                 raise PageError("an RLE run runs past its data")
+            if head >> 1 > count - have:
+                raise PageError(f"a run of {head >> 1:,} values where {count - have:,} are left")
             value = int.from_bytes(data[pos : pos + size], "little")
-            piece = np.full(min(head >> 1, count - have), value, np.int64)
+            piece = np.full(head >> 1, value, np.int64)
             pos += size
+        if piece.size - (count - have) >= 8:
+            raise PageError(f"a bit-packed run of {piece.size:,} values past the page's {count:,}")
         piece = piece[: count - have]
         pieces.append(piece)
         have += piece.size
+    if pos != len(data):
+        raise PageError(f"{len(data) - pos:,} bytes left after its {count:,} levels or indices")
     return np.concatenate(pieces) if pieces else np.zeros(0, np.int64)
