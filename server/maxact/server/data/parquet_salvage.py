@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 import zlib
+from bisect import bisect_left
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -268,13 +269,14 @@ def _cells(
     stretch of unreadable headers counts as one)."""
     dictionary: list[Cell] | PageError | None = None
     number = -1
+    ordered = sorted(rows)
     for page, first, count in placed:
         header = page.header
         if header is not None and header.kind == DICTIONARY_PAGE:
             dictionary = _dictionary(chunk, page)
             continue
         number += 1
-        wanted = sorted(row for row in rows if first <= row < first + count)
+        wanted = ordered[bisect_left(ordered, first) : bisect_left(ordered, first + count)]
         if not wanted:
             continue
         try:
