@@ -69,16 +69,22 @@ def write_parquet(
     row_group_size: int = 64,
     compression: str = "zstd",
     page_per_row: bool = False,
+    struct: bool = False,
     **options: Any,
 ) -> None:
     """A plain `__key__` + binary `image` Parquet file (`page_per_row`: each row its own data
-    page, as a writer with small pages gives for large images; `options`: more of
-    `pyarrow.parquet.write_table`'s)."""
+    page, as a writer with small pages gives for large images; `struct`: the image column a
+    {bytes, path} struct; `options`: more of `pyarrow.parquet.write_table`'s)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.table({"__key__": list(keys), "image": pa.array(cells, pa.binary())})
+    image = pa.array(cells, pa.binary())
+    if struct:  # as Hugging Face writes images: {bytes, path}
+        image = pa.StructArray.from_arrays(
+            [image, pa.array([None] * len(cells), pa.string())], ["bytes", "path"]
+        )
+    table = pa.table({"__key__": list(keys), "image": image})
     pages: dict[str, Any] = (
         {"data_page_size": 1, "write_batch_size": 1, "write_statistics": False}
         if page_per_row

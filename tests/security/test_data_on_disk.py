@@ -358,13 +358,14 @@ def test_a_page_whose_row_count_lies_keeps_the_coarser_rule_with_its_reason(
         assert serving(client)
 
 
-@pytest.mark.parametrize("version", ["1.0", "2.0"])
+@pytest.mark.parametrize(("version", "struct"), [("1.0", False), ("2.0", True)])
 def test_a_corrupt_page_among_many_multi_row_pages_skips_exactly_that_pages_rows(
-    tmp_path: Path, version: str
+    tmp_path: Path, version: str, struct: bool
 ) -> None:
-    """30 rows in one snappy row group of several rows per page, checksums written; the data
-    of the page holding the brightest images is damaged. Exactly that page's rows are skipped
-    and the top-k is the brute-force answer over the rest (listing still counts every row)."""
+    """30 rows in one snappy row group of several rows per page, checksums written (the image
+    column binary, or a {bytes, path} struct); the data of the page holding the brightest
+    images is damaged. Exactly that page's rows are skipped and the top-k is the brute-force
+    answer over the rest (listing still counts every row)."""
     save(bright_square_model(32), tmp_path / "models", "net")
     path = tmp_path / "data" / "pq" / "p.parquet"
     levels = [(37 * i) % 251 for i in range(30)]
@@ -380,12 +381,14 @@ def test_a_corrupt_page_among_many_multi_row_pages_skips_exactly_that_pages_rows
         write_page_checksum=True,
         data_page_version=version,
         write_statistics=False,
+        struct=struct,
     )
-    pages = data_pages(path, 0)
+    column = "image.bytes" if struct else "image"
+    pages = data_pages(path, 0, column)
     assert len(pages) > 3 and all(rows > 1 for *_, rows in pages[:-1])
     brightest = levels.index(max(levels))
     page = next(n for n, (*_, first, rows) in enumerate(pages) if first <= brightest < first + rows)
-    lost = set(corrupt_data_page(path, 0, page, "body"))
+    lost = set(corrupt_data_page(path, 0, page, "body", column))
     with (
         start_server(tmp_path / "models", tmp_path / "data", device="cpu") as server,
         Client(server.address, timeout=120) as client,
