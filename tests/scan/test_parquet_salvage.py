@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from maxact.server import limits
 from maxact.server.data.parquet_salvage import Cell, Unsalvageable, rle_hybrid, salvage_cells
-from maxact.server.data.parquet_thrift import read_page_header
+from maxact.server.data.parquet_thrift import ThriftError, read_page_header
 from tests.bad_data import data_pages
 
 settings.register_profile(
@@ -261,3 +261,21 @@ def test_a_row_count_lie_before_an_unreadable_header_never_moves_rows_onto_other
     got = _read_all(path, "image")
     assert all(c == cells[i] for i, c in enumerate(got) if not isinstance(c, Exception))
     assert [i for i, c in enumerate(got) if isinstance(c, Exception)] == list(range(18))
+
+
+@pytest.mark.parametrize(
+    ("header", "why"),
+    [
+        (b"\x19\xf5\xff\xff\xff\x0f", "elements in fewer bytes"),  # a list of 2**32 elements
+        (b"\x18\xff\xff\xff\xff\x0f", "runs past the end"),  # a 4 GiB binary field
+        (b"\x1c" * 20, "nested too deep"),
+        (b"\x15\x00", "runs past the end"),  # no STOP
+        (b"\x15\x00\x15\x01\x15\x02\x00", "negative page size"),
+        (b"\x15\x00\x15\x02\x15\x02\x00", "without its header"),  # a data page, no data header
+    ],
+)
+def test_a_malformed_page_header_is_a_thrift_error_never_an_allocation(
+    header: bytes, why: str
+) -> None:
+    with pytest.raises(ThriftError, match=why):
+        read_page_header(header, 0)
