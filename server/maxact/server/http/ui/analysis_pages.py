@@ -34,7 +34,12 @@ class AnalysisPages:
         so_far = self.ui.jobs.checkpoint_statistics(record)
         if layer not in so_far:
             return None, True
-        return answer_of(record, layer, so_far[layer]), True
+        try:
+            return answer_of(record, layer, so_far[layer]), True
+        except ServiceError as error:
+            if error.reason == "TOO_FEW_CLASSES":  # one class so far: wait for the next
+                return None, True
+            raise
 
     def classes(self, scan_id: str, layer: str, here: str) -> Response:
         report, partial = self.class_report(scan_id, layer)
