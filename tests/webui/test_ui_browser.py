@@ -234,3 +234,29 @@ def test_a_running_scans_layer_page_shows_partial_figures_then_the_final_thumbna
     assert client.scans.get(scan.id).state == "succeeded"
     assert all_images_load(browser) == 32 * 3
     assert severe(browser.console()) == []
+
+
+def test_a_running_scans_neuron_page_shows_its_ranking_so_far_then_the_final_top_k(
+    slow_server: tuple[str, Client], browser: Browser
+) -> None:
+    url, client = slow_server
+    scan = client.scans.create("heavy", ["relu5"], "many", k=3)
+    browser.open(f"{url}/scans/{scan.id}/neurons?layer=relu5&channel=1")
+    browser.run("window.__marker = 'same page';")
+    # after the first checkpoint: the ranking so far, names and scores, no patches yet
+    wait_for(browser, "return document.querySelectorAll('table.ranking td.image').length;", 120)
+    assert browser.run("return document.querySelector('.card.partial') !== null;")
+    assert browser.run("return document.querySelectorAll('main img').length;") == 0
+    # at the end: the final top-k and bottom-k patches, swapped in without a reload
+    wait_for(browser, "return document.querySelectorAll('.patches.large img').length === 6;", 240)
+    assert browser.run("return window.__marker;") == "same page"
+    assert not browser.run("return document.querySelector('.card.partial');")
+    shown = browser.run(
+        "return Array.from(document.querySelectorAll('.patches.large')[0]"
+        ".querySelectorAll('img')).map(function (i) { return i.title; });"
+    )
+    final = client.scans.neuron(scan.id, "relu5", 1, k=3, patches=False)[1]
+    assert shown == [p.hit.image for p in final]
+    wait_for(browser, "return document.querySelector('#responses');")  # then loaded lazily
+    assert all_images_load(browser) == 6 + 3  # top, bottom and the typical examples
+    assert severe(browser.console()) == []
