@@ -81,6 +81,12 @@ def test_home_to_scan_to_layer_to_neuron_with_every_image_loaded_and_keys_steppi
     assert here(browser)[1]["q"] == ["c3"]
     click(browser, "#c3 .channel a")
     assert here(browser)[1] == {"layer": ["relu_a"], "channel": ["3"]}
+    # the top-k shows at once, above the fold; the responses sections load below the patches
+    assert browser.run(
+        "var img = document.querySelector('.patches.large img');"
+        "return img.getBoundingClientRect().bottom <= window.innerHeight;"
+    )
+    wait_for(browser, "return document.querySelector('#responses');")
     assert all_images_load(browser) == 3 * K  # top-k, bottom-k and the typical examples
     browser.run(
         "document.body.dispatchEvent(new KeyboardEvent('keydown', "
@@ -96,6 +102,7 @@ def test_home_to_scan_to_layer_to_neuron_with_every_image_loaded_and_keys_steppi
     wait_for(browser, "return !window.__old && document.readyState === 'complete';")
     assert here(browser)[1]["channel"] == ["3"]
     click(browser, 'a.toggle[href$="render=heatmap"]')
+    wait_for(browser, "return document.querySelector('#responses');")
     assert all_images_load(browser) == 3 * K
     assert severe(browser.console()) == []
 
