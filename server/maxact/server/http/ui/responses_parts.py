@@ -29,6 +29,8 @@ from maxact.server.data.reader import load_original
 from maxact.server.errors import Code, ServiceError, invalid_argument, not_found
 from maxact.server.http.ui.guard import guarded
 from maxact.server.http.ui.patches import THUMBNAIL
+from maxact.server.http.ui.render import page, url
+from maxact.server.http.ui.views import scan_view
 from maxact.server.jobs.scan_jobs import ScanJobs
 from maxact.server.jobs.store import ScanRecord
 from maxact.server.patches.crop import encode_png
@@ -200,9 +202,38 @@ def typical_png(jobs: ScanJobs, scan: str, layer: str, channel: int, rank: int, 
     return encode_png(letterbox(original.convert("RGB"), size))
 
 
-def typical_routes(router: APIRouter, ui: UiServices) -> None:
-    """The whole images of the neuron page's typical examples."""
+def responses_page(ui: UiServices, scan_id: str, layer: str, channel: int, whole: bool) -> Response:
+    """The neuron page's responses sections: an htmx fragment, or (`whole`, a browser
+    without JavaScript following the page's link) a page of their own."""
+    record = ui.scans.get(scan_id)
+    found = ui.responses.get(ui.jobs, ui.labels, record, layer, channel)
+
+    def neuron_url(c: int) -> str:
+        return url(f"/scans/{record.id}/neurons", layer=layer, channel=c)
+
+    return page(
+        "responses.html" if whole else "_responses.html",
+        scan=scan_view(record),
+        layer=layer,
+        channel=channel,
+        found=found,
+        neuron_url=neuron_url,
+        thumb=THUMBNAIL,
+        whole=whole,
+    )
+
+
+def responses_routes(router: APIRouter, ui: UiServices) -> None:
+    """The neuron page's responses sections and the whole images of its typical examples."""
     guard = guarded(ui.token)
+
+    @router.get("/scans/{scan_id}/neurons/responses", include_in_schema=False)
+    @guard
+    async def responses_fragment(
+        request: Request, scan_id: str, layer: str = "", channel: int = 0
+    ) -> Response:
+        whole = "hx-request" not in request.headers  # htmx asks for the fragment
+        return await asyncio.to_thread(responses_page, ui, scan_id, layer, channel, whole)
 
     @router.get("/ui/typical/{scan_id}.png", include_in_schema=False)
     @guard

@@ -142,22 +142,21 @@ class ScanPages:
         partial: bool,
         here: str,
     ) -> Response:
-        layer = view.name
+        layer, jobs = view.name, self.ui.jobs
         rows = channel_rows(stats, self.labels(record.model, layer))
         every = [] if partial or not query.q else [r.channel for r in rows]
-        labelled = self.ui.labels.shown(self.ui.jobs, record.id, layer, every)
-        shown = _sorted_rows(rows, query, labelled)
+        shown = _sorted_rows(rows, query, self.ui.labels.shown(jobs, record.id, layer, every))
         pages = max(1, math.ceil(len(shown) / PAGE_SIZE))
         number = min(max(1, query.page), pages)
         on_page = shown[(number - 1) * PAGE_SIZE : number * PAGE_SIZE]
         channels = [] if partial else [r.channel for r in on_page]
-        hits = stored_rankings(self.ui.jobs, record, layer, channels)
+        hits = stored_rankings(jobs, record, layer, channels)
         thumbs = {
             channel: thumbnails(record.id, layer, channel, rows, query.render, THUMBNAIL)
             for channel, rows in hits.items()
         }
-        rlabels = self.ui.labels.shown(self.ui.jobs, record.id, layer, channels)
-        hists = parts.histogram_bars(self.ui.jobs, record.id, layer, channels)
+        rlabels = self.ui.labels.shown(jobs, record.id, layer, channels)
+        hists = parts.histogram_bars(jobs, record.id, layer, channels)
         params = {
             "layer": layer,
             "sort": query.sort,
@@ -259,26 +258,6 @@ class ScanPages:
         _, _, entries = self.ui.jobs.prepare(record)
         return layer_view(next(e for e in entries if e.name == layer))
 
-    def responses(self, scan_id: str, layer: str, channel: int, whole: bool) -> Response:
-        """The neuron page's responses sections: an htmx fragment, or (`whole`, a browser
-        without JavaScript following the page's link) a page of their own."""
-        record = self.ui.scans.get(scan_id)
-        found = self.ui.responses.get(self.ui.jobs, self.ui.labels, record, layer, channel)
-
-        def neuron_url(c: int) -> str:
-            return url(f"/scans/{record.id}/neurons", layer=layer, channel=c)
-
-        return page(
-            "responses.html" if whole else "_responses.html",
-            scan=scan_view(record),
-            layer=layer,
-            channel=channel,
-            found=found,
-            neuron_url=neuron_url,
-            thumb=THUMBNAIL,
-            whole=whole,
-        )
-
 
 def _check_channel(layer: str, channel: int, channels: int) -> None:
     if not 0 <= channel < channels:
@@ -346,14 +325,6 @@ def scan_routes(router: APIRouter, ui: UiServices) -> None:
     ) -> Response:
         where = here(request)
         return await asyncio.to_thread(pages.neuron, scan_id, layer, channel, render, where)
-
-    @router.get("/scans/{scan_id}/neurons/responses", include_in_schema=False)
-    @guard
-    async def neuron_responses(
-        request: Request, scan_id: str, layer: str = "", channel: int = 0
-    ) -> Response:
-        whole = "hx-request" not in request.headers  # htmx asks for the fragment
-        return await asyncio.to_thread(pages.responses, scan_id, layer, channel, whole)
 
     @router.get("/ui/patches/{scan_id}.png", include_in_schema=False)
     @guard
