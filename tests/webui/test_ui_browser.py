@@ -143,13 +143,20 @@ def slow_server(tmp_path: Path) -> Iterator[tuple[str, Client]]:
         yield running.http_url, client
 
 
+def open_running(slow_server: tuple[str, Client], browser: Browser, path: str) -> str:
+    """Start a scan, open its page at `path` (after the scan's id) and mark the page (a reload
+    would lose the mark); the scan's id."""
+    url, client = slow_server
+    scan = client.scans.create("heavy", ["relu5"], "many", k=3)
+    browser.open(f"{url}/scans/{scan.id}{path}")
+    browser.run("window.__marker = 'same page';")
+    return scan.id
+
+
 def test_a_running_scans_page_moves_without_reload_and_reaches_succeeded(
     slow_server: tuple[str, Client], browser: Browser
 ) -> None:
-    url, client = slow_server
-    scan = client.scans.create("heavy", ["relu5"], "many", k=3)
-    browser.open(f"{url}/scans/{scan.id}")
-    browser.run("window.__marker = 'same page';")
+    open_running(slow_server, browser, "")
     seen: list[tuple[str, str]] = []
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
@@ -226,10 +233,8 @@ def test_pages_fit_a_phone_screen(ui_world: UiWorld, tmp_path: Path, chromium: N
 def test_a_running_scans_layer_page_shows_partial_figures_then_the_final_thumbnails(
     slow_server: tuple[str, Client], browser: Browser
 ) -> None:
-    url, client = slow_server
-    scan = client.scans.create("heavy", ["relu5"], "many", k=3)
-    browser.open(f"{url}/scans/{scan.id}/layers?layer=relu5")
-    browser.run("window.__marker = 'same page';")
+    client = slow_server[1]
+    scan = open_running(slow_server, browser, "/layers?layer=relu5")
     # after the first checkpoint: a row per channel with the figures so far, no thumbnails
     wait_for(browser, "return document.querySelector('.card.partial');", timeout=120)
     assert browser.run("return document.querySelectorAll('section.neuron').length;") == 32
@@ -238,7 +243,7 @@ def test_a_running_scans_layer_page_shows_partial_figures_then_the_final_thumbna
     wait_for(browser, "return document.querySelectorAll('#rows img').length === 32 * 3;", 240)
     assert not browser.run("return document.querySelector('.card.partial');")
     assert browser.run("return window.__marker;") == "same page"
-    assert client.scans.get(scan.id).state == "succeeded"
+    assert client.scans.get(scan).state == "succeeded"
     assert all_images_load(browser) == 32 * 3
     assert severe(browser.console()) == []
 
@@ -246,10 +251,8 @@ def test_a_running_scans_layer_page_shows_partial_figures_then_the_final_thumbna
 def test_a_running_scans_neuron_page_shows_its_ranking_so_far_then_the_final_top_k(
     slow_server: tuple[str, Client], browser: Browser
 ) -> None:
-    url, client = slow_server
-    scan = client.scans.create("heavy", ["relu5"], "many", k=3)
-    browser.open(f"{url}/scans/{scan.id}/neurons?layer=relu5&channel=1")
-    browser.run("window.__marker = 'same page';")
+    client = slow_server[1]
+    scan = open_running(slow_server, browser, "/neurons?layer=relu5&channel=1")
     # after the first checkpoint: the ranking so far, names and scores, no patches yet
     wait_for(browser, "return document.querySelectorAll('table.ranking td.image').length;", 120)
     assert browser.run("return document.querySelector('.card.partial') !== null;")
@@ -262,7 +265,7 @@ def test_a_running_scans_neuron_page_shows_its_ranking_so_far_then_the_final_top
         "return Array.from(document.querySelectorAll('.patches.large')[0]"
         ".querySelectorAll('img')).map(function (i) { return i.title; });"
     )
-    final = client.scans.neuron(scan.id, "relu5", 1, k=3, patches=False)[1]
+    final = client.scans.neuron(scan, "relu5", 1, k=3, patches=False)[1]
     assert shown == [p.hit.image for p in final]
     wait_for(browser, "return document.querySelector('#responses');")  # then loaded lazily
     assert all_images_load(browser) == 6 + 3  # top, bottom and the typical examples

@@ -76,15 +76,22 @@ def _live(page: str, scan: str) -> None:
     assert "scan-progress from:body" in page and "scan-finished from:body" in page
 
 
+def _running_page(running: tuple[httpx.Client, Client, str], path: str) -> str:
+    """The running scan's page at `path` (after its scan's id) with its partial answer."""
+    web, client, scan = running
+    page = _partial(web, f"/scans/{scan}/{path}")
+    assert client.scans.get(scan).state == "running"
+    _live(page, scan)
+    return page
+
+
 def test_a_running_scans_classes_and_class_pages_show_the_answer_so_far(
     running: tuple[httpx.Client, Client, str],
 ) -> None:
-    web, client, scan = running
-    page = _partial(web, f"/scans/{scan}/classes?layer=relu5")
-    assert client.scans.get(scan).state == "running"
+    web, _, scan = running
+    page = _running_page(running, "classes?layer=relu5")
     so_far = _images_so_far(page)
     assert CHECKPOINT <= so_far < IMAGES
-    _live(page, scan)
     rows = re.findall(r'<tr>\s*<td><a href="[^"]*/classes/(\w+)\?layer=relu5">\w+</a></td>\s*'
                       r"<td>(\d+)</td>", page)  # fmt: skip
     assert sorted(name for name, _ in rows) == list(CLASSES)
@@ -100,10 +107,8 @@ def test_a_running_scans_classes_and_class_pages_show_the_answer_so_far(
 def test_a_running_scans_neuron_page_shows_its_ranking_so_far(
     running: tuple[httpx.Client, Client, str],
 ) -> None:
-    web, client, scan = running
-    page = _partial(web, f"/scans/{scan}/neurons?layer=relu5&channel=1")
-    assert client.scans.get(scan).state == "running"
-    _live(page, scan)
+    web, _, scan = running
+    page = _running_page(running, "neurons?layer=relu5&channel=1")
     assert "<img" not in page and "/neurons/responses" not in page
     top = page[page.index("Top ") : page.index("Bottom ")]
     ranked = re.findall(r'<td class="score">([^<]*)</td><td class="image">([^<]*)</td>', top)
