@@ -168,7 +168,7 @@ async def _follow(
             if published.get(name) != status:
                 await servicer.set(name, status)
         published = answers
-        with contextlib.suppress(TimeoutError):
+        with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(readable.wait(), CHECK_SECONDS)
     loop.remove_reader(reader.fd)
 

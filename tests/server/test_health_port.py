@@ -1,0 +1,197 @@
+"""`maxact serve --health-port`: grpc.health.v1 answered by a separate process that follows the
+server's word and its event loop's heartbeat, turns NOT_SERVING when the server drains or
+stops beating, and never outlives it. Real `maxact serve` processes and real signals."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from maxact.server import healthcheck
+from maxact.server.app import SERVICE_NAMES, start_server
+from tests.onnx_models import bright_square_model, save
+from tests.security.conftest import make_certificate
+from tests.serve_process import serve_fails, serve_process
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+STALE_SECONDS = 2.0  # --health-stale-seconds of the stop/continue test
+
+
+def check(address: str, service: str = "", timeout: float = 5.0) -> int:
+    """One plaintext Check; the status."""
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        request = health_pb2.HealthCheckRequest(service=service)
+        return int(stub.Check(request, timeout=timeout).status)
+
+
+def wait_for(condition: Callable[[], bool], seconds: float) -> float:
+    """Poll `condition` every 0.1 s; the seconds it took to hold (fails after `seconds`)."""
+    start = time.monotonic()
+    while not condition():
+        assert time.monotonic() - start < seconds, f"not within {seconds} s"
+        time.sleep(0.1)
+    return time.monotonic() - start
+
+
+def health_process_of(pid: int) -> int:
+    """The pid of the health process `maxact serve` (pid) started."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            if b"health_process" in Path(f"/proc/{child}/cmdline").read_bytes():
+                return int(child)
+    raise AssertionError(f"process {pid} has no health process")
+
+
+def is_dead(pid: int) -> bool:
+    """Gone, or a zombie waiting for init to reap it: it runs no more."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+@contextmanager
+def health_served(tmp_path: Path, *flags: str) -> Iterator[tuple[subprocess.Popen[str], str, str]]:
+    """`maxact serve --health-port 0 FLAGS` over one model: (process, main address, health
+    address), the health port read from the start-up line."""
+    save(bright_square_model(64), tmp_path / "models", "net")
+    ready: list[str] = []
+    served = ["--model-root", str(tmp_path / "models"), "--store", str(tmp_path / "s.sqlite")]
+    with serve_process(*served, "--no-http", "--health-port", "0", *flags, ready=ready) as (
+        process,
+        address,
+    ):
+        found = re.search(r"health on 127\.0\.0\.1:(\d+)", ready[0])
+        assert found, ready[0]
+        yield process, address, f"127.0.0.1:{found.group(1)}"
+
+
+@pytest.mark.slow
+def test_the_health_port_answers_serving_for_the_server_and_every_service(
+    tmp_path: Path,
+) -> None:
+    with health_served(tmp_path) as (_, address, health):
+        assert check(health) == SERVING
+        assert [check(health, name) for name in SERVICE_NAMES] == [SERVING] * len(SERVICE_NAMES)
+        with pytest.raises(grpc.RpcError) as unknown:
+            check(health, "no.such.Service")
+        assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+        assert check(address) == SERVING  # the main port's health stays as it was
+        probe = subprocess.run(  # the container's probe finds it from MAXACT_HEALTH_PORT alone
+            [sys.executable, "-m", "maxact.server.healthcheck", "--timeout", "5"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "MAXACT_HEALTH_PORT": health.rsplit(":")[1], "MAXACT_PORT": "1"},
+        )
+        assert probe.returncode == 0, probe.stderr
+
+
+@pytest.mark.slow
+def test_the_health_port_turns_not_serving_when_sigterm_starts_the_drain(
+    tmp_path: Path,
+) -> None:
+    statuses: list[int] = []
+    watching = threading.Event()
+
+    def watch(address: str) -> None:
+        with grpc.insecure_channel(address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            try:
+                for answer in stub.Watch(health_pb2.HealthCheckRequest(service=""), timeout=60):
+                    statuses.append(answer.status)
+                    watching.set()
+            except grpc.RpcError:
+                pass  # the health process ended with the server
+
+    with health_served(tmp_path) as (process, _, health):
+        child = health_process_of(process.pid)
+        watcher = threading.Thread(target=watch, args=(health,))
+        watcher.start()
+        assert watching.wait(10)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0
+        watcher.join(30)
+        wait_for(lambda: is_dead(child), 10)
+    assert statuses[0] == SERVING
+    assert statuses[-1] == NOT_SERVING, statuses
+
+
+@pytest.mark.slow
+def test_a_stopped_server_turns_not_serving_after_the_threshold_and_serving_when_continued(
+    tmp_path: Path,
+) -> None:
+    with health_served(tmp_path, "--health-stale-seconds", str(STALE_SECONDS)) as (
+        process,
+        _,
+        health,
+    ):
+        wait_for(lambda: check(health) == SERVING, 10)
+        os.kill(process.pid, signal.SIGSTOP)
+        try:
+            # the health process itself answers all along: no Check times out
+            took = wait_for(lambda: check(health) == NOT_SERVING, STALE_SECONDS + 10)
+        finally:
+            os.kill(process.pid, signal.SIGCONT)
+        # the last beat came at most 0.5 s before the stop: never unhealthy before that
+        assert took >= STALE_SECONDS - 0.6, took
+        wait_for(lambda: check(health) == SERVING, 10)
+
+
+@pytest.mark.slow
+def test_the_health_process_does_not_outlive_a_server_killed_with_sigkill(
+    tmp_path: Path,
+) -> None:
+    with health_served(tmp_path) as (process, _, health):
+        child = health_process_of(process.pid)
+        assert check(health) == SERVING
+        process.kill()
+        process.wait()
+        wait_for(lambda: is_dead(child), 10)
+        with pytest.raises(grpc.RpcError):
+            check(health, timeout=2)
+
+
+@pytest.mark.slow
+def test_a_busy_health_port_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        line = serve_fails(
+            *["--model-root", str(tmp_path), "--store", str(tmp_path / "s.sqlite")],
+            *["--no-http", "--port", "0", "--health-port", str(port)],
+        )
+    assert f"--health-port: cannot listen on 127.0.0.1:{port}" in line, line
+
+
+def test_an_in_process_server_serves_tls_health_on_its_health_port_and_stops_it(
+    tmp_path: Path,
+) -> None:
+    cert, key = make_certificate(tmp_path / "tls")
+    save(bright_square_model(64), tmp_path / "models", "net")
+    tls = (cert.read_bytes(), key.read_bytes())
+    server = start_server(tmp_path / "models", device="cpu", http=False, tls=tls, health_port=0)
+    with server:
+        assert server.health_port is not None
+        child = health_process_of(os.getpid())
+        assert healthcheck.check(f"localhost:{server.health_port}", 5, cert)  # same certificate
+        with pytest.raises(grpc.RpcError):  # TLS only
+            check(f"127.0.0.1:{server.health_port}", timeout=2)
+    wait_for(lambda: is_dead(child), 10)
