@@ -212,10 +212,7 @@ def _health_process(config: ServerConfig) -> HealthProcess | None:
     try:
         return HealthProcess.start(start)
     except HealthPortError as exc:
-        raise StartupError(
-            f"--health-port: {exc}: the port is in use or the host is not an address of this "
-            f"machine (pick another --health-port, or 0 for a free one)"
-        ) from None
+        raise StartupError(f"--health-port: {exc}") from None
 
 
 def _tracing(config: ServerConfig) -> Any:

@@ -81,8 +81,15 @@ class HealthProcess:
         if not answer.startswith("port "):
             process.kill()
             process.wait()
-            reason = answer.removeprefix("error ") or "the health process did not start"
-            raise HealthPortError(reason)
+            if answer.startswith("error "):  # it could not bind
+                raise HealthPortError(
+                    f"{answer.removeprefix('error ')}: the port is in use or the host is not an "
+                    f"address of this machine (pick another --health-port, or 0 for a free one)"
+                )
+            raise HealthPortError(
+                f"the health process exited or hung before listening (exit code "
+                f"{process.returncode}; its own error, if any, is above)"
+            )
         return cls(process, int(answer.removeprefix("port ")))
 
     @property
