@@ -7,10 +7,8 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,25 +16,18 @@ from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from maxact.server import healthcheck
 from maxact.server.app import SERVICE_NAMES, start_server
+from tests.health_probe import check, health_watch
 from tests.onnx_models import bright_square_model, save
 from tests.security.conftest import make_certificate
-from tests.serve_process import serve_fails, serve_process
+from tests.serve_process import serve_process
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 STALE_SECONDS = 2.0  # --health-stale-seconds of the stop/continue test
-
-
-def check(address: str, service: str = "", timeout: float = 5.0) -> int:
-    """One plaintext Check; the status."""
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        request = health_pb2.HealthCheckRequest(service=service)
-        return int(stub.Check(request, timeout=timeout).status)
 
 
 def wait_for(condition: Callable[[], bool], seconds: float) -> float:
@@ -107,27 +98,11 @@ def test_the_health_port_answers_serving_for_the_server_and_every_service(
 def test_the_health_port_turns_not_serving_when_sigterm_starts_the_drain(
     tmp_path: Path,
 ) -> None:
-    statuses: list[int] = []
-    watching = threading.Event()
-
-    def watch(address: str) -> None:
-        with grpc.insecure_channel(address) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            try:
-                for answer in stub.Watch(health_pb2.HealthCheckRequest(service=""), timeout=60):
-                    statuses.append(answer.status)
-                    watching.set()
-            except grpc.RpcError:
-                pass  # the health process ended with the server
-
     with health_served(tmp_path) as (process, _, health):
         child = health_process_of(process.pid)
-        watcher = threading.Thread(target=watch, args=(health,))
-        watcher.start()
-        assert watching.wait(10)
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(60) == 0
-        watcher.join(30)
+        with health_watch(health) as statuses:
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(60) == 0
         wait_for(lambda: is_dead(child), 10)
     assert statuses[0] == SERVING
     assert statuses[-1] == NOT_SERVING, statuses
@@ -166,19 +141,6 @@ def test_the_health_process_does_not_outlive_a_server_killed_with_sigkill(
         wait_for(lambda: is_dead(child), 10)
         with pytest.raises(grpc.RpcError):
             check(health, timeout=2)
-
-
-@pytest.mark.slow
-def test_a_busy_health_port_is_one_line_and_exit_2(tmp_path: Path) -> None:
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        port = busy.getsockname()[1]
-        line = serve_fails(
-            *["--model-root", str(tmp_path), "--store", str(tmp_path / "s.sqlite")],
-            *["--no-http", "--port", "0", "--health-port", str(port)],
-        )
-    assert f"--health-port: cannot listen on 127.0.0.1:{port}" in line, line
 
 
 def test_an_in_process_server_serves_tls_health_on_its_health_port_and_stops_it(
