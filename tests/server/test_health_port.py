@@ -27,7 +27,7 @@ from tests.serve_process import serve_process
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-STALE_SECONDS = 2.0  # --health-stale-seconds of the stop/continue test
+STALE_SECONDS = 3.0  # --health-stale-seconds of the stop/continue test
 
 
 def wait_for(condition: Callable[[], bool], seconds: float) -> float:
@@ -124,8 +124,9 @@ def test_a_stopped_server_turns_not_serving_after_the_threshold_and_serving_when
             took = wait_for(lambda: check(health) == NOT_SERVING, STALE_SECONDS + 10)
         finally:
             os.kill(process.pid, signal.SIGCONT)
-        # the last beat came at most 0.5 s before the stop: never unhealthy before that
-        assert took >= STALE_SECONDS - 0.6, took
+        # not at the first missed beat (every 0.5 s): the threshold, less the age of the last
+        # beat at the stop (0.5 s idle, more on a loaded machine)
+        assert took >= STALE_SECONDS / 2, took
         wait_for(lambda: check(health) == SERVING, 10)
 
 
