@@ -311,15 +311,19 @@ class ScanJobs:
             mode,
             prep.as_request().to_dict(),  # resolved now: a later sidecar edit changes nothing
         )
+        scan_id = uuid.uuid4().hex[:16]
+        if kept:  # before the row commits: a replica may claim the scan at once
+            self.responses.create(scan_id, len(dataset.ids), kept)
         try:
             record, created = self.store.create_scan(
-                uuid.uuid4().hex[:16],
+                scan_id,
                 scan,
                 list(dataset.ids),
                 request_id,
                 before_commit=_deadline_check(deadline),
             )
         except RequestIdReused as reused:
+            self.responses.delete(scan_id)
             raise already_exists(
                 "REQUEST_ID_REUSED",
                 f"request_id {request_id!r} already created scan "
@@ -328,10 +332,13 @@ class ScanJobs:
                 request_id=request_id,
                 scan=reused.scan_id,
             ) from None
+        except BaseException:
+            self.responses.delete(scan_id)
+            raise
         if created:
-            if kept:
-                self.responses.create(record.id, len(dataset.ids), kept)
             self._leases.wake()
+        else:  # a retry of an earlier request: that scan has its own files
+            self.responses.delete(scan_id)
         return record
 
     def _keeps_responses(
