@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -57,10 +58,22 @@ def is_dead(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
 
 
+@dataclass
+class Served:
+    """A `maxact serve --health-port 0` process and where it answers."""
+
+    process: subprocess.Popen[str]
+    address: str  # the main port
+    health: str  # the health process's port, read from the start-up line
+
+    @property
+    def health_pid(self) -> int:
+        return health_process_of(self.process.pid)
+
+
 @contextmanager
-def health_served(tmp_path: Path, *flags: str) -> Iterator[tuple[subprocess.Popen[str], str, str]]:
-    """`maxact serve --health-port 0 FLAGS` over one model: (process, main address, health
-    address), the health port read from the start-up line."""
+def health_served(tmp_path: Path, *flags: str) -> Iterator[Served]:
+    """`maxact serve --health-port 0 FLAGS` over one model."""
     save(bright_square_model(64), tmp_path / "models", "net")
     ready: list[str] = []
     served = ["--model-root", str(tmp_path / "models"), "--store", str(tmp_path / "s.sqlite")]
@@ -70,14 +83,15 @@ def health_served(tmp_path: Path, *flags: str) -> Iterator[tuple[subprocess.Pope
     ):
         found = re.search(r"health on 127\.0\.0\.1:(\d+)", ready[0])
         assert found, ready[0]
-        yield process, address, f"127.0.0.1:{found.group(1)}"
+        yield Served(process, address, f"127.0.0.1:{found.group(1)}")
 
 
 @pytest.mark.slow
 def test_the_health_port_answers_serving_for_the_server_and_every_service(
     tmp_path: Path,
 ) -> None:
-    with health_served(tmp_path) as (_, address, health):
+    with health_served(tmp_path) as served:
+        address, health = served.address, served.health
         assert check(health) == SERVING
         assert [check(health, name) for name in SERVICE_NAMES] == [SERVING] * len(SERVICE_NAMES)
         with pytest.raises(grpc.RpcError) as unknown:
@@ -98,11 +112,11 @@ def test_the_health_port_answers_serving_for_the_server_and_every_service(
 def test_the_health_port_turns_not_serving_when_sigterm_starts_the_drain(
     tmp_path: Path,
 ) -> None:
-    with health_served(tmp_path) as (process, _, health):
-        child = health_process_of(process.pid)
-        with health_watch(health) as statuses:
-            process.send_signal(signal.SIGTERM)
-            assert process.wait(60) == 0
+    with health_served(tmp_path) as served:
+        child = served.health_pid
+        with health_watch(served.health) as statuses:
+            served.process.send_signal(signal.SIGTERM)
+            assert served.process.wait(60) == 0
         wait_for(lambda: is_dead(child), 10)
     assert statuses[0] == SERVING
     assert statuses[-1] == NOT_SERVING, statuses
@@ -112,11 +126,8 @@ def test_the_health_port_turns_not_serving_when_sigterm_starts_the_drain(
 def test_a_stopped_server_turns_not_serving_after_the_threshold_and_serving_when_continued(
     tmp_path: Path,
 ) -> None:
-    with health_served(tmp_path, "--health-stale-seconds", str(STALE_SECONDS)) as (
-        process,
-        _,
-        health,
-    ):
+    with health_served(tmp_path, "--health-stale-seconds", str(STALE_SECONDS)) as served:
+        process, health = served.process, served.health
         wait_for(lambda: check(health) == SERVING, 10)
         os.kill(process.pid, signal.SIGSTOP)
         try:
@@ -134,14 +145,14 @@ def test_a_stopped_server_turns_not_serving_after_the_threshold_and_serving_when
 def test_the_health_process_does_not_outlive_a_server_killed_with_sigkill(
     tmp_path: Path,
 ) -> None:
-    with health_served(tmp_path) as (process, _, health):
-        child = health_process_of(process.pid)
-        assert check(health) == SERVING
-        process.kill()
-        process.wait()
+    with health_served(tmp_path) as served:
+        child = served.health_pid
+        assert check(served.health) == SERVING
+        served.process.kill()
+        served.process.wait()
         wait_for(lambda: is_dead(child), 10)
         with pytest.raises(grpc.RpcError):
-            check(health, timeout=2)
+            check(served.health, timeout=2)
 
 
 def test_an_in_process_server_serves_tls_health_on_its_health_port_and_stops_it(
