@@ -339,16 +339,27 @@ class ScanJobs:
             mode,
             prep.as_request().to_dict(),  # resolved now: a later sidecar edit changes nothing
         )
+        record, created = self._commit(scan, list(dataset.ids), kept, request_id, deadline)
+        if created:
+            self._leases.wake()
+        return record
+
+    def _commit(
+        self,
+        scan: NewScan,
+        image_ids: list[str],
+        kept: dict[str, int] | None,
+        request_id: str,
+        deadline: float | None,
+    ) -> tuple[ScanRecord, bool]:
+        """Insert the scan, its responses manifest written first: a replica may claim the
+        scan as soon as its row commits. A retry or a refusal leaves no manifest behind."""
         scan_id = uuid.uuid4().hex[:16]
-        if kept:  # before the row commits: a replica may claim the scan at once
-            self.responses.create(scan_id, len(dataset.ids), kept)
+        if kept:
+            self.responses.create(scan_id, len(image_ids), kept)
         try:
             record, created = self.store.create_scan(
-                scan_id,
-                scan,
-                list(dataset.ids),
-                request_id,
-                before_commit=_deadline_check(deadline),
+                scan_id, scan, image_ids, request_id, before_commit=_deadline_check(deadline)
             )
         except RequestIdReused as reused:
             self.responses.delete(scan_id)
@@ -363,11 +374,9 @@ class ScanJobs:
         except BaseException:
             self.responses.delete(scan_id)
             raise
-        if created:
-            self._leases.wake()
-        else:  # a retry of an earlier request: that scan has its own files
+        if not created:  # a retry of an earlier request: that scan has its own files
             self.responses.delete(scan_id)
-        return record
+        return record, created
 
     def _keeps_responses(
         self, mode: ResponsesMode, images: int, layers: list[LayerEntry]
