@@ -66,6 +66,24 @@ def _write(path: Path, table: pa.Table, options: dict[str, object]) -> str:
     return "image.bytes" if pa.types.is_struct(table.schema.field("image").type) else "image"
 
 
+def _write_images(path: Path, cells: list[bytes], **options: object) -> None:
+    """A binary `image` column of `cells`, one row group, small pages (`options` override)."""
+    pq.write_table(
+        pa.table({"image": pa.array(cells, pa.binary())}),
+        path,
+        **(
+            {
+                "data_page_size": 1,
+                "use_dictionary": False,
+                "write_statistics": False,
+                "compression": "snappy",
+                "write_page_checksum": True,
+            }
+            | options
+        ),
+    )
+
+
 def _expected(table: pa.Table, column: str) -> list[bytes | None]:
     image = table.column("image").combine_chunks()
     if column == "image.bytes":
@@ -172,14 +190,7 @@ def test_a_damaged_dictionary_page_skips_the_rows_of_the_pages_that_index_it(
 ) -> None:
     cells = [bytes([i % 3]) * 40 for i in range(20)]
     path = tmp_path / "p.parquet"
-    pq.write_table(
-        pa.table({"image": pa.array(cells, pa.binary())}),
-        path,
-        data_page_size=1,
-        write_batch_size=5,
-        compression="zstd",
-        write_page_checksum=True,
-    )
+    _write_images(path, cells, write_batch_size=5, compression="zstd", use_dictionary=True)
     meta = pq.ParquetFile(path).metadata.row_group(0).column(0)
     assert meta.has_dictionary_page
     _, body = read_page_header(path.read_bytes(), meta.dictionary_page_offset)
@@ -213,15 +224,7 @@ def test_two_damaged_headers_lose_the_rows_from_the_first_to_the_second_and_no_m
     pages: resynchronising parses each offset at most once, so this stays fast."""
     cells = [i.to_bytes(2, "little") * 4 for i in range(3000)]
     path = tmp_path / "p.parquet"
-    pq.write_table(
-        pa.table({"image": pa.array(cells, pa.binary())}),
-        path,
-        data_page_size=1,
-        write_batch_size=1,
-        use_dictionary=False,
-        write_statistics=False,
-        compression="none",
-    )
+    _write_images(path, cells, write_batch_size=1, compression="none")
     pages = data_pages(path, 0)
     data = bytearray(path.read_bytes())
     for page in (2, 5):
@@ -241,16 +244,7 @@ def test_a_row_count_lie_before_an_unreadable_header_never_moves_rows_onto_other
     they are lost with the gap instead, and every row returned holds its own bytes."""
     cells = [bytes([i]) * (40 + i) for i in range(30)]
     path = tmp_path / "p.parquet"
-    pq.write_table(
-        pa.table({"image": pa.array(cells, pa.binary())}),
-        path,
-        data_page_size=1,
-        write_batch_size=3,
-        use_dictionary=dictionary,
-        write_statistics=False,
-        compression="snappy",
-        write_page_checksum=True,
-    )
+    _write_images(path, cells, write_batch_size=3, use_dictionary=dictionary)
     pages = data_pages(path, 0)
     data = bytearray(path.read_bytes())
     found = re.compile(rb"[\x1c\x2c]\x15\x06").search(bytes(data), pages[0][0], pages[0][1])
