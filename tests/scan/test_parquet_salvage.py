@@ -273,3 +273,32 @@ def test_a_malformed_page_header_is_a_thrift_error_never_an_allocation(
 ) -> None:
     with pytest.raises(ThriftError, match=why):
         read_page_header(header, 0)
+
+
+def test_a_page_of_unknown_type_that_pyarrow_skips_silently_moves_no_row(tmp_path: Path) -> None:
+    """pyarrow skips a data page whose header names an unknown page type without an error,
+    so the group reads short and later rows take earlier rows' places; the shard reader
+    notices from the page headers and reads that group page by page: exactly the page's
+    rows are skipped and every other row keeps its own image."""
+    from maxact.server.data.shards import _parquet_stream
+
+    path = tmp_path / "p.parquet"
+    cells = [bytes([i]) * (50 + i) for i in range(8)]
+    _write_images(path, cells, data_page_size=1, write_batch_size=2, write_statistics=False)
+    pages = data_pages(path, 0)
+    header = pages[1][0]
+    data = bytearray(path.read_bytes())
+    assert data[header : header + 2] == b"\x15\x00"  # field 1 (type): DATA_PAGE
+    data[header + 1] = 0x0E  # type 7: unknown
+    path.write_bytes(bytes(data))
+    assert pq.ParquetFile(path).read_row_group(0, columns=["image"]).num_rows == 6  # silent
+    first, rows = pages[1][2], pages[1][3]
+    got = {key: data for _, key, data in _parquet_stream(path, {f"{i:06d}": i for i in range(8)})}
+    lost = set(range(first, first + rows))
+    assert lost == {2, 3}
+    for row in range(8):
+        if row in lost:
+            assert isinstance(got[f"{row:06d}"], Exception), row
+            assert "a page of type 7" in str(got[f"{row:06d}"])
+        else:
+            assert got[f"{row:06d}"] == cells[row], row

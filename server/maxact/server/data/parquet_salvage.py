@@ -56,6 +56,8 @@ _DATA_PAGE_START = re.compile(rb"\x15[\x00\x06]\x15")
 Cell = bytes | int | None | Exception
 """A row's value (None: null), or why its page could not be read."""
 WIDTHS = {"INT32": 4, "INT64": 8}
+HEADER_WINDOW = 4096  # bytes read at a page's offset to parse its header
+MAX_HEADER_BYTES = 1 << 20  # a longer header is taken as damaged
 
 
 class Unsalvageable(ValueError):
@@ -125,10 +127,8 @@ def _load_chunk(path: Path, parquet: Any, group: int, column: str, bound: int) -
         )
     if meta.compression not in CODECS:
         raise Unsalvageable(f"the {meta.compression} codec is not read page by page")
-    start = meta.data_page_offset
-    if meta.has_dictionary_page and 0 < meta.dictionary_page_offset < start:
-        start = meta.dictionary_page_offset
-    size, inflated = meta.total_compressed_size, meta.total_uncompressed_size
+    start, size = _chunk_bytes(meta)
+    inflated = meta.total_uncompressed_size
     if start < 4 or size <= 0 or start + size > path.stat().st_size or max(size, inflated) > bound:
         raise Unsalvageable(
             f"the column chunk at byte {start:,} of {size:,} bytes ({inflated:,} uncompressed) "
@@ -145,6 +145,60 @@ def _load_chunk(path: Path, parquet: Any, group: int, column: str, bound: int) -
         parquet.metadata.row_group(group).num_rows,
         meta.total_uncompressed_size,
     )
+
+
+def _chunk_bytes(meta: Any) -> tuple[int, int]:
+    """(where a column chunk's first page starts in the file, its compressed size)."""
+    start = meta.data_page_offset
+    if meta.has_dictionary_page and 0 < meta.dictionary_page_offset < start:
+        start = meta.dictionary_page_offset
+    return start, meta.total_compressed_size
+
+
+def misplaced_rows(path: Path, parquet: Any, group: int, column: str) -> str | None:
+    """Why pyarrow's reading of a column chunk cannot be trusted to keep its rows in place
+    (None: it can). pyarrow skips a page of a type it does not know without an error: the
+    row group then reads short and every later row takes another row's place. Only the page
+    headers are read (a window at each page's offset), so this costs one small read a page."""
+    leaves = [parquet.schema.column(j) for j in range(parquet.metadata.num_columns)]
+    found = [j for j, leaf in enumerate(leaves) if leaf.path == column]
+    if not found or leaves[found[0]].max_repetition_level > 0:
+        return None  # a repeated column's values are not its rows: pyarrow's own check holds
+    start, size = _chunk_bytes(parquet.metadata.row_group(group).column(found[0]))
+    expected = parquet.metadata.row_group(group).num_rows
+    counted, pos = 0, 0
+    with path.open("rb") as handle:
+        while pos < size:
+            try:
+                header, body = _header_from_file(handle, start + pos, size - pos)
+            except ThriftError as exc:
+                return f"the page header at byte {pos:,} of column {column!r} does not parse: {exc}"
+            if header.kind not in (DATA_PAGE, DATA_PAGE_V2, DICTIONARY_PAGE):
+                return f"column {column!r} has a page of unknown type {header.kind} at byte {pos:,}"
+            if header.kind != DICTIONARY_PAGE:
+                counted += header.num_rows if header.num_rows is not None else header.num_values
+            pos += body + header.compressed_size
+    if pos != size or counted != expected:
+        return (
+            f"the pages of column {column!r} hold {counted:,} rows in {pos:,} bytes where the "
+            f"footer says {expected:,} rows in {size:,} bytes"
+        )
+    return None
+
+
+def _header_from_file(handle: Any, at: int, left: int) -> tuple[PageHeader, int]:
+    """The page header at byte `at` of the open file and its length, read in a window that
+    grows while the header runs past it (statistics can make a header long)."""
+    window = min(HEADER_WINDOW, left)
+    while True:
+        handle.seek(at)
+        data = handle.read(window)
+        try:
+            return read_page_header(data, 0)
+        except ThriftError:
+            if window >= min(left, MAX_HEADER_BYTES) or len(data) < window:
+                raise
+            window = min(window * 16, left, MAX_HEADER_BYTES)
 
 
 # -- walking the pages -----------------------------------------------------------------------

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from maxact.server import limits
 from maxact.server.data.labels import MAX_LABEL_CHARS, label_problem
-from maxact.server.data.parquet_salvage import Unsalvageable, salvage_cells
+from maxact.server.data.parquet_salvage import Unsalvageable, misplaced_rows, salvage_cells
 from maxact.server.data.reader import ImageSource, failing_source, open_bytes
 
 if TYPE_CHECKING:
@@ -314,6 +314,7 @@ def _read_parquet_index(parquet: Any, path: str) -> _ParquetIndex:
     width = max(6, len(str(parquet.metadata.num_rows - 1)))
     for group in range(parquet.num_row_groups):
         try:
+            _trust_pyarrow(Path(path), parquet, group, [key_column, label_column])
             rows = _index_rows(parquet, group, key_column, label_column)
         except Exception as exc:  # pyarrow: OSError, ArrowInvalid, ... from a damaged page
             rows = _salvaged_index_rows(Path(path), parquet, group, (key_column, label_column), exc)
@@ -332,6 +333,19 @@ def _read_parquet_index(parquet: Any, path: str) -> _ParquetIndex:
 
 IndexRow = tuple[int, Any, Any]
 """(row inside its group, key value, label value) of a row the index lists."""
+
+
+class RowsInDoubt(ValueError):
+    """pyarrow would read a row group with rows out of place."""
+
+
+def _trust_pyarrow(path: Path, parquet: Any, group: int, columns: list[str | None]) -> None:
+    """Raise RowsInDoubt when pyarrow would read a column of the group with rows out of place
+    (a page of an unknown type, skipped without an error): the caller reads it page by page."""
+    for column in columns:
+        doubt = misplaced_rows(path, parquet, group, column) if column else None
+        if doubt is not None:
+            raise RowsInDoubt(f"row group {group} is not read whole: {doubt}")
 
 
 def _index_rows(
@@ -444,16 +458,18 @@ def _group_cells(
     the rest of the group is read again page by page (`parquet_salvage`): a damaged page skips
     only its own rows, with the reason. A chunk that reader cannot take (a codec or layout it
     does not decode) skips the rows from the failed batch on, those before the damaged page
-    read again one row at a time (see docs/operating.md)."""
+    read again one row at a time (see docs/operating.md); when pyarrow cannot be trusted to keep
+    the rows in place, none of the group's rows is read with it."""
     batch_rows = _batch_rows(parquet, group, index.image_column)
     if isinstance(batch_rows, Exception):
         yield from ((row, batch_rows) for row in sorted(rows))
         return
     done = [0]  # rows of the group read so far
+    leaf = f"{index.image_column}.bytes" if index.image_in_struct else index.image_column
     try:
+        _trust_pyarrow(path, parquet, group, [leaf])
         yield from _cells_from(parquet, index, group, rows, batch_rows, done)
     except Exception as exc:  # pyarrow: OSError, ArrowInvalid, ... from a damaged page
-        leaf = f"{index.image_column}.bytes" if index.image_in_struct else index.image_column
         rest = {row for row in rows if row >= done[0]}
         try:
             salvaged = salvage_cells(path, parquet, group, leaf, rest, _salvage_bound())
@@ -463,7 +479,7 @@ def _group_cells(
             yield from ((row, _salvaged_cell(cell)) for row, cell in salvaged)
             return
         error: Exception = ValueError(f"{exc}; {unsalvageable}")
-        if batch_rows > 1:  # the failed batch's rows before the damaged page: one at a time
+        if batch_rows > 1 and not isinstance(exc, RowsInDoubt):  # rows before the bad page
             try:
                 yield from _cells_from(parquet, index, group, rows, 1, done)
             except Exception as again:
