@@ -9,8 +9,8 @@ activation (an operator reads one while it writes the next; onnxruntime reuses t
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from threading import Event
 
 from maxact.server.models.registry import LoadedModel
@@ -46,4 +46,24 @@ def reserve_run(
     """Hold the estimated working set of a run of `images` images in the memory budget."""
     nbytes = images * working_set_bytes(model, size, outputs)
     what = f"a run of {images} image(s) at {size[0]}x{size[1]} through model {model.name!r}"
-    return BUDGET.reserved(nbytes, what, stop, wait)
+    return reserve_working_set(model, nbytes, what, stop, wait)
+
+
+@contextmanager
+def reserve_working_set(
+    model: LoadedModel,
+    nbytes: int,
+    what: str,
+    stop: Event | None = None,
+    wait: float | None = None,
+) -> Iterator[None]:
+    """Hold `nbytes` (an estimate) scaled by what the model's runs were measured to take
+    (`run_peaks`) while the block runs; the scaling alone never makes a run too large for
+    the budget (it reserves at most what the budget leaves runs then)."""
+    scaled = int(nbytes * model.run_peaks.factor())
+    scaled = max(nbytes, min(scaled, BUDGET.work_bytes))
+    with (
+        BUDGET.reserved(scaled, what, stop, wait),
+        model.run_peaks.measured(nbytes, lambda: BUDGET.reserved_bytes == scaled),
+    ):
+        yield

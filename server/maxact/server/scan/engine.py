@@ -38,7 +38,7 @@ from maxact.server.graph.reductions import (
 )
 from maxact.server.models.registry import LayerEntry, LoadedModel
 from maxact.server.models.runtime import CUDA, providers_for, run_failure, run_options
-from maxact.server.models.working_set import working_set_bytes
+from maxact.server.models.working_set import reserve_working_set, working_set_bytes
 from maxact.server.ops.memory import BUDGET
 from maxact.server.ops.metrics import IMAGES_SCANNED, IMAGES_SKIPPED
 from maxact.server.ops.process import release_free_memory
@@ -174,6 +174,9 @@ class ScanEngine:
         self._channels = channels or {}
         self.reducers = self._fresh_reducers()
         self._sessions: dict[tuple[tuple[int, int], bool], _Session] = {}
+        # the onnxruntime sessions this engine runs, by their graph: one serves every size, and
+        # the engine keeps it even when the cache evicts it (a rebuild would be a second copy)
+        self._graphs: dict[tuple[object, ...], tuple[ort.InferenceSession, int | None]] = {}
         first = self._session_for(prep.reference_size)
         self.session, self.fixed_batch = first.session, first.fixed_batch
         self.reductions = first.reductions
@@ -339,9 +342,12 @@ class ScanEngine:
                 if in_graph
                 else tuple(LayerReduction(name, "host") for name in self.names)
             )
-            session, fixed_batch = self.model.scan_session(
-                self.names, size, reductions if in_graph else (), self._feed
-            )
+            graph = (in_graph, *(r.graph_key for r in reductions))
+            if graph not in self._graphs:
+                self._graphs[graph] = self.model.scan_session(
+                    self.names, size, reductions if in_graph else (), self._feed
+                )
+            session, fixed_batch = self._graphs[graph]
             names = [name for r in reductions for name in r.outputs]
             feeds = feeds_of(reductions) if in_graph else {}
             runner = (
@@ -426,7 +432,8 @@ class ScanEngine:
             padding = np.zeros((fixed_batch - count, *array.shape[1:]), array.dtype)
             array = np.concatenate([array, padding])
         try:
-            with BUDGET.reserved(
+            with reserve_working_set(
+                self.model,
                 array.shape[0] * per_image,
                 f"a batch of {array.shape[0]} image(s) at {size[0]}x{size[1]} through model "
                 f"{self.model.name!r}",
