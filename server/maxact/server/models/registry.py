@@ -461,8 +461,7 @@ class LoadedModel:
                 proto = with_uint8_input(proto, self.input.name, feed)
             return with_reductions(proto, reductions) if reductions else proto
 
-        cache_key = (self.name, "scan", key)
-        found = self.sessions.get(cache_key)
+        found = self.sessions.get((self.name, "scan", key))
         if found is not None:
             return found  # type: ignore[no-any-return]
         pruned = prune_to_outputs(self.proto, tuple(sorted(outputs)))
@@ -492,7 +491,7 @@ class LoadedModel:
             return found, self.proto.ByteSize()
 
         session: tuple[Any, int | None] = self.sessions.get_or_create(
-            cache_key, create, self._size_bytes(pruned, size)
+            (self.name, "scan", key), create, self._size_bytes(pruned, size)
         )
         return session
 

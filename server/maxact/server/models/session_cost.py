@@ -2,15 +2,19 @@
 make room for it first and the process never goes over its memory budget while it is built and
 run for the first time.
 
-Measured on PP-OCRv4 det (per layer set, input 736 x W): building a session grows the process
-by 6-33 MB (its weights, prepacked copies, the optimised graph) and its first run by another
-19-64 MB (what onnxruntime's arena keeps), growing with the depth of the layer set. A session
-is described by its `size_bytes`: the weights its pruned graph keeps plus, per image, the
-float32 tensors it computes at the input size (`pruned_size_bytes`). A model's sessions cost
-roughly in proportion: the estimate of a new one is its size times the highest cost per byte
-measured on the model's last sessions, and before any is measured, `COLD_RATE` (an upper
-bound of what was measured: 0.3-1.9 on PP-OCRv4 det and PP-LCNet). A deeper layer set keeps
-every node of a shallower one, so it is never estimated below what a shallower one cost.
+Measured on PP-OCRv4 det (per layer set, inputs 736 x 288..1888): building a session grows
+the process by 0-29 MB (weights, prepacked copies, the optimised graph: 2-7 MB for a layer set
+of 100-200 nodes, 21-29 MB for 507) and its first run by another 5-72 MB (what onnxruntime's
+arena keeps, growing with the input size). A session
+is described by its `size_bytes` (`pruned_size_bytes`): the weights its pruned graph keeps,
+NODE_BYTES per node and the float32 bytes per image of the largest tensor it computes at the
+input size. A model's sessions cost roughly in proportion (1.1-1.5 bytes per size byte on
+PP-OCRv4 det's layer sets): a new one is estimated at its size times the highest cost per byte
+measured on the model's last HISTORY sessions, and before any is measured at `COLD_RATE` per
+byte (a first session run at a large batch, e.g. a classifier scanned 16 images at a time,
+can cost more: its arena holds the whole batch; its measured rate then covers the next ones).
+A deeper layer set keeps every node of a shallower one, so it is never estimated below what a
+shallower one cost at the same input size.
 """
 
 from __future__ import annotations
@@ -48,17 +52,17 @@ def _per_image(shape: tuple[int, ...]) -> int:
 
 
 class SessionCosts:
-    """Per model, the cost per size byte of its last measured sessions."""
+    """Per model, (size bytes, measured cost) of its last measured sessions."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._rates: dict[str, deque[float]] = {}
+        self._measured: dict[str, deque[tuple[int, int]]] = {}
 
     def estimate(self, model: str, size_bytes: int) -> int:
         """Bytes a new session of `model` of `size_bytes` is expected to cost."""
         with self._lock:
-            rates = self._rates.get(model)
-            rate = max(rates) if rates else COLD_RATE
+            found = self._measured.get(model)
+            rate = max(cost / size for size, cost in found) if found else COLD_RATE
         return int(rate * size_bytes)
 
     def measured(self, model: str, size_bytes: int, cost: int) -> None:
@@ -66,4 +70,10 @@ class SessionCosts:
         if size_bytes <= 0 or cost <= 0:
             return
         with self._lock:
-            self._rates.setdefault(model, deque(maxlen=HISTORY)).append(cost / size_bytes)
+            self._measured.setdefault(model, deque(maxlen=HISTORY)).append((size_bytes, cost))
+
+    def last(self, model: str) -> tuple[int, int] | None:
+        """(size bytes, cost) of the model's last measured session."""
+        with self._lock:
+            found = self._measured.get(model)
+            return found[-1] if found else None

@@ -174,9 +174,6 @@ class ScanEngine:
         self._channels = channels or {}
         self.reducers = self._fresh_reducers()
         self._sessions: dict[tuple[tuple[int, int], bool], _Session] = {}
-        # the onnxruntime sessions this engine runs, by their graph: one serves every size, and
-        # the engine keeps it even when the cache evicts it (a rebuild would be a second copy)
-        self._graphs: dict[tuple[object, ...], tuple[ort.InferenceSession, int | None]] = {}
         first = self._session_for(prep.reference_size)
         self.session, self.fixed_batch = first.session, first.fixed_batch
         self.reductions = first.reductions
@@ -333,7 +330,9 @@ class ScanEngine:
         return int(array.shape[1]), int(array.shape[2])
 
     def _session_for(self, size: tuple[int, int], host: bool = False) -> _Session:
-        """The session for one input size; `host`: returning the maps (no in-graph reductions)."""
+        """The session for one input size; `host`: returning the maps (no in-graph reductions).
+        One onnxruntime session per graph serves every size, reused from the engine's other
+        sizes even when the cache evicted it: a rebuild would be a second copy of it."""
         in_graph = self.in_graph and not host
         found = self._sessions.get((size, in_graph))
         if found is None:
@@ -342,12 +341,19 @@ class ScanEngine:
                 if in_graph
                 else tuple(LayerReduction(name, "host") for name in self.names)
             )
-            graph = (in_graph, *(r.graph_key for r in reductions))
-            if graph not in self._graphs:
-                self._graphs[graph] = self.model.scan_session(
+            graph = [r.graph_key for r in reductions]
+            same = [
+                known
+                for (_, known_in_graph), known in self._sessions.items()
+                if known_in_graph == in_graph and [r.graph_key for r in known.reductions] == graph
+            ]
+            session, fixed_batch = (
+                (same[0].session, same[0].fixed_batch)
+                if same
+                else self.model.scan_session(
                     self.names, size, reductions if in_graph else (), self._feed
                 )
-            session, fixed_batch = self._graphs[graph]
+            )
             names = [name for r in reductions for name in r.outputs]
             feeds = feeds_of(reductions) if in_graph else {}
             runner = (
