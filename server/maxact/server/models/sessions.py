@@ -64,7 +64,7 @@ class SessionCache(BudgetedCache[Any]):
                 grown = max(0, resident_bytes() - before)
             session = value[0] if isinstance(value, tuple) else value
             floor = max(grown, COST_FACTOR * graph_bytes)
-            self._unmeasured[id(session)] = _Built(key, grown, floor, size_bytes)
+            self._unmeasured[id(session)] = _Built(key, floor, size_bytes)
             log.debug(
                 "memory: session %r built: RSS +%s, estimated %s",
                 key,
@@ -83,16 +83,16 @@ class SessionCache(BudgetedCache[Any]):
         result = run()
         grown = max(0, resident_bytes() - before)
         log.debug("memory: session %r first run: RSS +%s", built.key, _mb(grown))
-        self.set_cost(built.key, built.floor + grown)
-        self.costs.measured(_model_of(built.key), built.size_bytes, built.grown + grown)
+        cost = built.floor + grown
+        self.set_cost(built.key, cost)
+        self.costs.measured(_model_of(built.key), built.size_bytes, cost)
         return result
 
 
 @dataclass(frozen=True)
 class _Built:
     key: Hashable
-    grown: int  # resident-memory growth while it was built
-    floor: int  # its charge without the first run
+    floor: int  # its charge without the first run: its build's growth, at least 2x its graph
     size_bytes: int
 
 
