@@ -37,7 +37,7 @@ def pruned_size_bytes(pruned: onnx.ModelProto, shapes: dict[str, tuple[int, ...]
     (`shapes`; an unknown shape counts 0): each grows with the depth of the layer set."""
     weights = sum(_tensor_bytes(init) for init in pruned.graph.initializer)
     computed = {name for node in pruned.graph.node for name in node.output if name}
-    largest = max((_per_image(shapes.get(name, ())) for name in computed), default=0)
+    largest = max((per_image(shapes.get(name, ())) for name in computed), default=0)
     return weights + NODE_BYTES * len(pruned.graph.node) + FLOAT_BYTES * largest
 
 
@@ -47,7 +47,8 @@ def _tensor_bytes(tensor: onnx.TensorProto) -> int:
     return FLOAT_BYTES * math.prod(tensor.dims)
 
 
-def _per_image(shape: tuple[int, ...]) -> int:
+def per_image(shape: tuple[int, ...]) -> int:
+    """Elements per image of a [N, ...] shape (0 for a scalar, a 1-D or an unknown shape)."""
     return math.prod(shape[1:]) if len(shape) >= 2 and min(shape) > 0 else 0
 
 
