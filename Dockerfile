@@ -26,6 +26,7 @@ WORKDIR /home/maxact
 # Every `maxact serve` flag also reads MAXACT_<FLAG> (`python -m maxact.server --help`).
 ENV MAXACT_HOST=0.0.0.0 \
     MAXACT_PORT=50051 \
+    MAXACT_HEALTH_PORT=50052 \
     MAXACT_MODEL_ROOT=/models \
     MAXACT_DATA_ROOT=/data \
     MAXACT_STORE=/state/store.sqlite \
@@ -33,9 +34,10 @@ ENV MAXACT_HOST=0.0.0.0 \
     MAXACT_LOG_FORMAT=json
 
 VOLUME ["/models", "/data", "/state"]
-EXPOSE 50051
+EXPOSE 50051 50052
 
-# grpc.health.v1 Check on the local port, with our own tiny module (no probe binary).
+# grpc.health.v1 Check on the health process's port (MAXACT_HEALTH_PORT: answered by its own
+# small process, never behind the server's work), with our own tiny module (no probe binary).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-m", "maxact.server.healthcheck"]
 

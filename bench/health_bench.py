@@ -1,10 +1,13 @@
 """Health latency under load: grpc.health.v1 Check round trips while the server streams 64
-top-k requests and runs 2 scans (the container HEALTHCHECK gives up after 3 s).
+top-k requests and runs 2 scans (the container HEALTHCHECK gives up after 3 s, a Kubernetes
+gRPC probe after 1 s by default), on the main port and on the --health-port process, in the
+same run.
 
-The server is a `maxact serve` child process on 127.0.0.1 (its own GIL); the load comes from
-threads of this process (the same load as tests/server/test_health_under_load.py, from
-tests/health_load.py); the probe is a third process (one channel, a Check every 50 ms), so
-neither the load nor the probe shares an interpreter with what it measures.
+The server is a `maxact serve` child process on 127.0.0.1 (its own GIL) started with
+`--health-port 0`; the load comes from threads of this process (the same load as
+tests/server/test_health_under_load.py, from tests/health_load.py); each port has its own
+probe process (one channel, a Check every 50 ms), running at the same time, so neither the
+load nor a probe shares an interpreter with what it measures.
 
 Usage: python bench/health_bench.py [--seconds 30] [--streams 64] [--scans 2]
 """
@@ -47,8 +50,10 @@ print(json.dumps({"latencies": latencies, "failures": failures}))
 """
 
 
-def _serve(work: Path) -> tuple[subprocess.Popen[str], str]:
+def _serve(work: Path) -> tuple[subprocess.Popen[str], str, str]:
+    """The server process, its address and its health process's address."""
     command = [sys.executable, "-m", "maxact.server", "--port", "0", "--device", "cpu"]
+    command += ["--http-port", "0", "--health-port", "0"]
     command += ["--model-root", str(work / "models"), "--data-root", str(work / "data")]
     command += ["--store", str(work / "store.sqlite"), "--max-running-scans", "2"]
     command += ["--max-concurrent-rpcs", "256"]
@@ -57,9 +62,10 @@ def _serve(work: Path) -> tuple[subprocess.Popen[str], str]:
     )
     assert process.stdout is not None
     for line in process.stdout:
-        found = re.search(r"serving on (\S+:\d+)", line)
+        found = re.search(r"serving on (\S+):(\d+) .*\(health on \S+:(\d+)\)", line)
         if found:
-            return process, found.group(1)
+            host = found.group(1)
+            return process, f"{host}:{found.group(2)}", f"{host}:{found.group(3)}"
     raise RuntimeError("the server did not start")
 
 
@@ -72,31 +78,41 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="maxact-health-bench-"))
     save(heavy_cnn(size=SIZE, depth=4, width=32), work / "models", "load")
     write_noise_photos(work / "data" / "photos", 96, SIZE)
-    process, address = _serve(work)
+    process, address, health = _serve(work)
     layers = ("relu1", "relu3")
     load = Load(address, "load", "relu3", layers, "photos", SIZE, args.streams, args.scans, 600)
     try:
         with load:
             time.sleep(3)  # the load is running
-            probe = subprocess.run(
-                [sys.executable, "-c", PROBE, address, str(args.seconds)],
-                capture_output=True,
-                text=True,
-                check=True,
-                env={**os.environ},
-            )
+            probes = {
+                port: subprocess.Popen(
+                    [sys.executable, "-c", PROBE, target, str(args.seconds)],
+                    stdout=subprocess.PIPE,
+                    text=True,
+                    env={**os.environ},
+                )
+                for port, target in [("main port", address), ("health port", health)]
+            }
+            results = {port: json.loads(probe.communicate()[0]) for port, probe in probes.items()}
             done = dict(load.served)
     finally:
         process.terminate()
         process.wait(30)
-    result = json.loads(probe.stdout)
-    latencies = sorted(result["latencies"])
-    p = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000  # noqa: E731
     print(
-        f"health Check under {args.streams} top-k streams + {args.scans} scans, "
-        f"{len(latencies)} probes over {args.seconds:g} s: p50 {p(0.5):.0f} ms, "
-        f"p99 {p(0.99):.0f} ms, max {latencies[-1] * 1000:.0f} ms, "
-        f"failures {result['failures']} (load done meanwhile: {done})"
+        f"health Check under {args.streams} top-k streams + {args.scans} scans, one probe "
+        f"process per port at once, {args.seconds:g} s (load done meanwhile: {done}):"
+    )
+    for port, result in results.items():
+        print(f"  {port}: {_summary(result['latencies'], result['failures'])}")
+
+
+def _summary(latencies: list[float], failures: int) -> str:
+    """Probes, p50/p95/p99/max in ms, failures."""
+    ordered = sorted(latencies)
+    p = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000  # noqa: E731
+    return (
+        f"{len(ordered)} probes, p50 {p(0.5):.1f} ms, p95 {p(0.95):.1f} ms, "
+        f"p99 {p(0.99):.1f} ms, max {ordered[-1] * 1000:.1f} ms, failures {failures}"
     )
 
 

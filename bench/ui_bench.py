@@ -5,8 +5,9 @@ One scan of a 512-channel layer over N images (default 20000, k = 9) is run once
   median of repeats), and in headless Chromium the time from navigation to every thumbnail
   loaded (scrolled into view, as they load lazily), with the server's patch cache cold (first
   visit) and warm (a second browser, same page);
-- the neuron page (top-9 and bottom-9 patches): HTML p50/p95 over many channels, and in the
-  browser the time to all 18 patches loaded, cold, p50/p95 over channels.
+- the neuron page (top-9 and bottom-9 patches): HTML p50/p95 over many channels; its responses
+  sections (the fragment the page loads after its patches) at the first visit of each channel
+  and again (kept in memory); in the browser the time to all patches loaded, cold, p50/p95.
 
 Usage: python bench/ui_bench.py [--images N] [--neurons N]
 Needs chromium and chromedriver (`make sysdeps`).
@@ -81,10 +82,12 @@ def write_dataset(folder: Path, count: int) -> None:
         Image.fromarray(pixels).save(path, quality=90)
 
 
-def ttfb(client: httpx.Client, url: str) -> tuple[float, float]:
+def ttfb(
+    client: httpx.Client, url: str, headers: dict[str, str] | None = None
+) -> tuple[float, float]:
     """(seconds to the first byte of the body, seconds to the whole body)."""
     start = time.perf_counter()
-    with client.stream("GET", url) as answer:
+    with client.stream("GET", url, headers=headers) as answer:
         chunks = answer.iter_bytes()
         next(chunks)
         first = time.perf_counter() - start
@@ -202,6 +205,17 @@ def main() -> None:
             f"p95 {pct(pages, 95):.1f} ms",
             flush=True,
         )
+        htmx = {"HX-Request": "true"}  # as the page's hx-get asks for its responses sections
+        for label in ("first visit", "again (kept)"):
+            parts = [
+                ttfb(web, f"/scans/{scan.id}/neurons/responses?layer={LAYER}&channel={c}", htmx)[1]
+                for c in channels
+            ]
+            print(
+                f"neuron page's responses fragment, {label}, over {len(parts)} channels: "
+                f"p50 {pct(parts, 50):.1f} ms, p95 {pct(parts, 95):.1f} ms",
+                flush=True,
+            )
         delays = sse_delay(work, srv.http_url, client)
         print(
             "SSE: the server answering a progress step -> scan page in Chromium: "

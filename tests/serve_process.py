@@ -31,11 +31,12 @@ def serve_process(
     env: Mapping[str, str] | None = None,
     stderr_to: IO[str] | None = None,
     preexec_fn: Callable[[], None] | None = None,
+    ready: list[str] | None = None,
 ) -> Iterator[tuple[subprocess.Popen[str], str]]:
     """Start `maxact serve --port 0 --device cpu FLAGS` (extra environment `env`; its stderr
     into `stderr_to` if given; `preexec_fn` run in the child before it starts, e.g. to set a
-    resource limit); yield (process, address) once it prints the port it listens on. A process
-    still running at exit is killed."""
+    resource limit); yield (process, address) once it prints the port it listens on (that
+    line appended to `ready` if given). A process still running at exit is killed."""
     with (
         tempfile.TemporaryFile("w+") as own,  # a file, not a pipe: a full pipe would block
         tempfile.TemporaryDirectory(prefix="maxact-serve-state-") as state,
@@ -59,6 +60,8 @@ def serve_process(
                 process.wait()
                 stderr.seek(0)
             assert match, f"the server did not start: {line!r}\n{stderr.read()}"
+            if ready is not None:
+                ready.append(line)
             yield process, f"127.0.0.1:{match.group(1)}"
         finally:
             if process.poll() is None:

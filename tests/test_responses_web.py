@@ -20,7 +20,7 @@ from PIL import Image
 
 from maxact.client import Client
 from maxact.client.cli.main import main
-from maxact.common.defaults import HISTOGRAM_BINS
+from maxact.common.defaults import HISTOGRAM_BINS, LABEL_AUC
 from maxact.server.app import start_server
 from maxact.server.http.ui.patches import THUMBNAIL
 from maxact.server.http.ui.responses_parts import NEURON_BINS
@@ -46,6 +46,7 @@ class Web:
     scan: str  # responses kept (the default)
     off: str  # made over HTTP with "responses": "off"
     data_root: Path
+    state: Path  # the server's state folder (the per-image responses live under it)
 
 
 def _finished(api: httpx.Client, body: dict[str, Any]) -> str:
@@ -64,7 +65,9 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Web]:
     model_root, data_root = root / "models", root / "data"
     write_world(model_root, data_root)
     with (
-        start_server(model_root, data_root, port=0, device="cpu") as server,
+        start_server(
+            model_root, data_root, port=0, device="cpu", store=root / "s.sqlite"
+        ) as server,
         Client(server.address, timeout=120) as client,
         httpx.Client(base_url=server.http_url, timeout=60) as api,
     ):
@@ -73,7 +76,7 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Web]:
             api,
             {"model": "faces", "layers": ["relu"], "dataset": "faces", "k": K, "responses": "off"},
         )
-        yield Web(client, api, scan, off, data_root)
+        yield Web(client, api, scan, off, data_root, root)
 
 
 def _row(page: str, channel: int) -> str:
@@ -110,13 +113,22 @@ def test_layer_rows_show_the_face_label_and_histograms_whose_counts_equal_numpys
     assert _label(_row(again.text, CONSTANT)) is None
 
 
+def _responses(web: Web, scan: str, channel: int) -> httpx.Response:
+    """The neuron page's responses sections, as its htmx call asks for them."""
+    query: dict[str, str | int] = {"layer": "relu", "channel": channel}
+    found = web.api.get(
+        f"/scans/{scan}/neurons/responses", params=query, headers={"HX-Request": "true"}
+    )
+    assert found.status_code == 200, found.text[:300]
+    return found
+
+
 def test_the_neuron_page_shows_label_histogram_typical_examples_and_similar_channels(
     web: Web,
 ) -> None:
     matrix = oracle_matrix(web.data_root, "relu")
     ids, _ = dataset_order(web.data_root)
-    page = web.api.get(f"/scans/{web.scan}/neurons", params={"layer": "relu", "channel": 2})
-    assert page.status_code == 200
+    page = _responses(web, web.scan, 2)
     _, counts = oracle_histogram(matrix[:, 2], NEURON_BINS)
     assert _counts(page.text) == counts
     _, nearest = oracle_quantile(matrix[:, 2], 0.5, K)
@@ -134,15 +146,63 @@ def test_the_neuron_page_shows_label_histogram_typical_examples_and_similar_chan
     assert similar is not None
     linked = [int(c) for c in re.findall(r"channel=(\d+)", similar.group(1))]
     assert linked == [c for c, _ in oracle_similar(matrix, 2, len(linked))]
-    face = web.api.get(f"/scans/{web.scan}/neurons", params={"layer": "relu", "channel": FACE})
-    assert (_label(face.text) or "").startswith("face (AUC ")
+    face = _responses(web, web.scan, FACE).text
+    assert (_label(face) or "").startswith("face (AUC ")
+    assert '<span id="rlabel" hx-swap-oob="true">' in face  # it goes into the page's heading
+    neuron = web.api.get(f"/scans/{web.scan}/neurons", params={"layer": "relu", "channel": FACE})
+    assert '<span id="rlabel"></span>' in neuron.text
+
+
+def test_a_finished_scans_responses_sections_are_computed_once_then_served_from_memory(
+    web: Web,
+) -> None:
+    first = _responses(web, web.scan, 4).text
+    assert "data-count" in first
+    kept = web.state / "responses" / web.scan
+    moved = kept.with_name("moved-away")
+    kept.rename(moved)  # the matrix is gone: only a kept answer can still be shown
+    try:
+        assert _responses(web, web.scan, 4).text == first
+        other = web.api.get(
+            f"/scans/{web.scan}/neurons/responses",
+            params={"layer": "relu", "channel": 5},
+            headers={"HX-Request": "true"},
+        )
+        assert "data-count" not in other.text  # another channel must read the matrix
+    finally:
+        moved.rename(kept)
+    assert "data-count" in _responses(web, web.scan, 5).text
+
+
+def _filtered(web: Web, text: str) -> tuple[str, list[int]]:
+    page = web.api.get(f"/scans/{web.scan}/layers", params={"layer": "relu", "q": text})
+    assert page.status_code == 200
+    return page.text, [
+        int(c) for c in re.findall(r'<section class="neuron" id="c(\d+)"', page.text)
+    ]
+
+
+def test_the_layer_filter_matches_response_labels(web: Web) -> None:
+    labelled = {
+        c.channel: c.label
+        for c in web.client.responses.labels(web.scan, "relu")
+        if c.label and c.auc >= LABEL_AUC
+    }
+    page, rows = _filtered(web, "face")
+    assert labelled[FACE] == "face"
+    assert {c for c, name in labelled.items() if name == "face"} <= set(rows)
+    for channel in rows:
+        assert "face" in _row(page, channel)
+    # only a response label holds "AUC": the filter keeps exactly the labelled channels
+    page, rows = _filtered(web, "auc")
+    assert rows == sorted(labelled)
+    assert all(f"{labelled[c]} (AUC" in _row(page, c) for c in rows)
 
 
 def test_a_constant_channel_has_no_label_and_no_similar_channels_on_its_page(web: Web) -> None:
-    page = web.api.get(f"/scans/{web.scan}/neurons", params={"layer": "relu", "channel": CONSTANT})
-    assert page.status_code == 200
-    assert _label(page.text) is None
-    assert 'id="similar"' not in page.text and "the channel is constant" in page.text
+    page = _responses(web, web.scan, CONSTANT).text
+    assert _label(page) is None
+    assert 'id="similar"' not in page and "the channel is constant" in page
 
 
 def test_a_scan_without_responses_renders_its_pages_without_the_extras(web: Web) -> None:
@@ -152,6 +212,7 @@ def test_a_scan_without_responses_renders_its_pages_without_the_extras(web: Web)
         assert page.status_code == 200
         assert "data-count" not in page.text and 'class="rlabel"' not in page.text
     assert 'id="typical"' not in neuron.text and 'id="responses"' not in neuron.text
+    assert _responses(web, web.off, FACE).text.strip() == ""  # the placeholder goes away
     assert 'id="c0"' in layer.text  # the rest of the page is there
     query = {"layer": "relu", "channel": FACE, "rank": 1}
     missing = web.api.get(f"/ui/typical/{web.off}.png", params=query)

@@ -51,16 +51,19 @@ def test_a_tls_key_that_does_not_match_the_certificate_is_named(tmp_path: Path) 
     assert "does not match" in line  # grpc itself only says "Failed to bind to address"
 
 
-def test_a_busy_port_is_one_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("flag", ["--port", "--health-port"])
+def test_a_busy_port_is_one_line(tmp_path: Path, flag: str) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
+        others = ["--port", "0"] if flag != "--port" else []
         line = serve_fails(
             *["--model-root", str(tmp_path), "--store", str(tmp_path / "s.sqlite")],
-            *["--port", str(port)],
+            *others,
+            *[flag, str(port)],
         )
-    assert f"127.0.0.1:{port}" in line and "--port" in line
+    assert f"127.0.0.1:{port}" in line and flag in line, line
 
 
 @pytest.mark.parametrize("size", ["nan", "inf", "-1", "0"])

@@ -8,20 +8,20 @@ import logging
 import os
 import subprocess
 import sys
-import threading
 import urllib.request
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from PIL import Image
 
 from maxact.client import Client
 from maxact.server.app import start_server
 from maxact.server.ops.logs import JsonFormatter
 from maxact.v1 import model_service_pb2, model_service_pb2_grpc
+from tests.health_probe import health_watch
 from tests.onnx_models import bright_square_model, save
 
 
@@ -108,24 +108,8 @@ def test_every_rpc_logs_one_line_with_its_request_id_and_code_as_fields(
 def test_health_turns_not_serving_when_shutdown_begins(world: tuple[Path, Path]) -> None:
     model_root, data_root = world
     server = start_server(model_root, data_root, device="cpu")
-    statuses: list[int] = []
-    ready = threading.Event()
-
-    def watch() -> None:
-        with grpc.insecure_channel(server.address) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            try:
-                for response in stub.Watch(health_pb2.HealthCheckRequest(service=""), timeout=30):
-                    statuses.append(response.status)
-                    ready.set()
-            except grpc.RpcError:
-                pass
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    assert ready.wait(10)
-    server.stop(grace=2)
-    watcher.join(10)
+    with health_watch(server.address, timeout=30) as statuses:
+        server.stop(grace=2)
     assert statuses[0] == health_pb2.HealthCheckResponse.SERVING
     assert health_pb2.HealthCheckResponse.NOT_SERVING in statuses
 

@@ -117,6 +117,8 @@ def test_the_health_probe_reads_serves_variables_with_serves_defaults(
         )
     monkeypatch.setenv("MAXACT_PORT", "6001")
     assert ProbeSettings().port == parse_args(["--model-root", "m"]).port == 6001
+    monkeypatch.setenv("MAXACT_HEALTH_PORT", "6002")
+    assert ProbeSettings().health_port == parse_args(["--model-root", "m"]).health_port == 6002
 
 
 def test_the_limits_read_from_the_settings_have_the_limits_defaults() -> None:

@@ -81,6 +81,12 @@ def test_home_to_scan_to_layer_to_neuron_with_every_image_loaded_and_keys_steppi
     assert here(browser)[1]["q"] == ["c3"]
     click(browser, "#c3 .channel a")
     assert here(browser)[1] == {"layer": ["relu_a"], "channel": ["3"]}
+    # the top-k shows at once, above the fold; the responses sections load below the patches
+    assert browser.run(
+        "var img = document.querySelector('.patches.large img');"
+        "return img.getBoundingClientRect().bottom <= window.innerHeight;"
+    )
+    wait_for(browser, "return document.querySelector('#responses');")
     assert all_images_load(browser) == 3 * K  # top-k, bottom-k and the typical examples
     browser.run(
         "document.body.dispatchEvent(new KeyboardEvent('keydown', "
@@ -96,6 +102,7 @@ def test_home_to_scan_to_layer_to_neuron_with_every_image_loaded_and_keys_steppi
     wait_for(browser, "return !window.__old && document.readyState === 'complete';")
     assert here(browser)[1]["channel"] == ["3"]
     click(browser, 'a.toggle[href$="render=heatmap"]')
+    wait_for(browser, "return document.querySelector('#responses');")
     assert all_images_load(browser) == 3 * K
     assert severe(browser.console()) == []
 
@@ -136,13 +143,20 @@ def slow_server(tmp_path: Path) -> Iterator[tuple[str, Client]]:
         yield running.http_url, client
 
 
+def open_running(slow_server: tuple[str, Client], browser: Browser, path: str) -> str:
+    """Start a scan, open its page at `path` (after the scan's id) and mark the page (a reload
+    would lose the mark); the scan's id."""
+    url, client = slow_server
+    scan = client.scans.create("heavy", ["relu5"], "many", k=3)
+    browser.open(f"{url}/scans/{scan.id}{path}")
+    browser.run("window.__marker = 'same page';")
+    return scan.id
+
+
 def test_a_running_scans_page_moves_without_reload_and_reaches_succeeded(
     slow_server: tuple[str, Client], browser: Browser
 ) -> None:
-    url, client = slow_server
-    scan = client.scans.create("heavy", ["relu5"], "many", k=3)
-    browser.open(f"{url}/scans/{scan.id}")
-    browser.run("window.__marker = 'same page';")
+    open_running(slow_server, browser, "")
     seen: list[tuple[str, str]] = []
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
@@ -219,10 +233,8 @@ def test_pages_fit_a_phone_screen(ui_world: UiWorld, tmp_path: Path, chromium: N
 def test_a_running_scans_layer_page_shows_partial_figures_then_the_final_thumbnails(
     slow_server: tuple[str, Client], browser: Browser
 ) -> None:
-    url, client = slow_server
-    scan = client.scans.create("heavy", ["relu5"], "many", k=3)
-    browser.open(f"{url}/scans/{scan.id}/layers?layer=relu5")
-    browser.run("window.__marker = 'same page';")
+    client = slow_server[1]
+    scan = open_running(slow_server, browser, "/layers?layer=relu5")
     # after the first checkpoint: a row per channel with the figures so far, no thumbnails
     wait_for(browser, "return document.querySelector('.card.partial');", timeout=120)
     assert browser.run("return document.querySelectorAll('section.neuron').length;") == 32
@@ -231,6 +243,30 @@ def test_a_running_scans_layer_page_shows_partial_figures_then_the_final_thumbna
     wait_for(browser, "return document.querySelectorAll('#rows img').length === 32 * 3;", 240)
     assert not browser.run("return document.querySelector('.card.partial');")
     assert browser.run("return window.__marker;") == "same page"
-    assert client.scans.get(scan.id).state == "succeeded"
+    assert client.scans.get(scan).state == "succeeded"
     assert all_images_load(browser) == 32 * 3
+    assert severe(browser.console()) == []
+
+
+def test_a_running_scans_neuron_page_shows_its_ranking_so_far_then_the_final_top_k(
+    slow_server: tuple[str, Client], browser: Browser
+) -> None:
+    client = slow_server[1]
+    scan = open_running(slow_server, browser, "/neurons?layer=relu5&channel=1")
+    # after the first checkpoint: the ranking so far, names and scores, no patches yet
+    wait_for(browser, "return document.querySelectorAll('table.ranking td.image').length;", 120)
+    assert browser.run("return document.querySelector('.card.partial') !== null;")
+    assert browser.run("return document.querySelectorAll('main img').length;") == 0
+    # at the end: the final top-k and bottom-k patches, swapped in without a reload
+    wait_for(browser, "return document.querySelectorAll('.patches.large img').length === 6;", 240)
+    assert browser.run("return window.__marker;") == "same page"
+    assert not browser.run("return document.querySelector('.card.partial');")
+    shown = browser.run(
+        "return Array.from(document.querySelectorAll('.patches.large')[0]"
+        ".querySelectorAll('img')).map(function (i) { return i.title; });"
+    )
+    final = client.scans.neuron(scan, "relu5", 1, k=3, patches=False)[1]
+    assert shown == [p.hit.image for p in final]
+    wait_for(browser, "return document.querySelector('#responses');")  # then loaded lazily
+    assert all_images_load(browser) == 6 + 3  # top, bottom and the typical examples
     assert severe(browser.console()) == []

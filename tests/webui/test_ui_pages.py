@@ -103,9 +103,17 @@ def test_neuron_page_shows_top_and_bottom_k_with_names_scores_and_neighbours(
     )[1]
     for patch in [*top, *bottom]:
         assert f'title="{html.escape(patch.hit.image)}"' in page
-    assert page.count(".png?layer=relu_b&amp;channel=2&amp;rank=") == 3 * K  # + typical
-    assert page.count("/ui/typical/") == K  # the images nearest its median response
+    assert page.count(".png?layer=relu_b&amp;channel=2&amp;rank=") == 2 * K
     assert page.count("bottom=1") == K
+    # the responses sections load after the patches, from a fragment of their own
+    fragment = f"/scans/{ui_world.scan}/neurons/responses?layer=relu_b&amp;channel=2"
+    assert page.index(f'hx-get="{fragment}" hx-trigger="load"') > page.rindex("bottom=1")
+    assert f'<noscript><p><a href="{fragment}">' in page and "/ui/typical/" not in page
+    lazy = web.get(html.unescape(fragment), headers={"HX-Request": "true"}).text
+    assert lazy.count("/ui/typical/") == K  # the images nearest its median response
+    assert "<html" not in lazy and 'id="responses"' in lazy
+    whole = _get(web, html.unescape(fragment))  # no JavaScript: the link opens a page
+    assert "<html" in whole and whole.count("/ui/typical/") == K
     assert 'rel="prev"' in page and "channel=1" in page and 'rel="next"' in page
     first = _get(web, f"/scans/{ui_world.scan}/neurons?layer=relu_b&channel=0")
     assert 'rel="prev"' not in first

@@ -45,6 +45,8 @@ from maxact.server.ops.admission import AdmissionInterceptor
 from maxact.server.ops.auth import BearerTokenInterceptor, read_token
 from maxact.server.ops.call_observer import ObservingInterceptor
 from maxact.server.ops.decode_guard import DecodeGuardInterceptor
+from maxact.server.ops.health_port import HealthPortError, HealthProcess, ServerHealth
+from maxact.server.ops.health_process import StartSettings
 from maxact.server.ops.logs import configure_logging
 from maxact.server.ops.metrics import MetricsServer
 from maxact.server.ops.slots import Slots
@@ -137,7 +139,7 @@ class BuiltServer:
     server: grpc.aio.Server
     port: int
     jobs: ScanJobs
-    health: health.aio.HealthServicer
+    health: ServerHealth
     metrics: MetricsServer | None = None
     ray: RayCluster | None = None
     http: HttpServer | None = None
@@ -148,10 +150,10 @@ class BuiltServer:
         return self.http.port if self.http is not None else None
 
     async def stop(self, grace: float) -> None:
-        """Health says NOT_SERVING, running scans stop at a checkpoint-able point (a restart
-        resumes them), calls in flight on both faces get `grace` seconds."""
-        for name in [*SERVICE_NAMES, ""]:
-            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        """Health says NOT_SERVING (the health process first), running scans stop at a
+        checkpoint-able point (a restart resumes them), calls in flight on both faces get
+        `grace` seconds; the health process ends last."""
+        await self.health.set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
         await asyncio.to_thread(self.jobs.shutdown, grace)
         faces = [self.server.stop(grace)]
         if self.http is not None:
@@ -163,6 +165,7 @@ class BuiltServer:
             await asyncio.to_thread(self.ray.close)
         if self.metrics is not None:
             self.metrics.stop()
+        await self.health.close()
 
 
 async def build_server(config: ServerConfig) -> BuiltServer:
@@ -174,21 +177,42 @@ async def build_server(config: ServerConfig) -> BuiltServer:
     tracing = _tracing(config)
     server = _new_grpc_server(config, slots, tracing)
     _add_maxact_servicers(server, config, state, jobs)
-    health_servicer = _add_health_and_reflection(server)
+    servicer = _add_health_and_reflection(server)
     port = _listen(server, config)
     context = HttpContext(state, jobs, config.settings, config.auth_token, slots)
     http = _http_server(config, context, tracing)
+    server_health = ServerHealth(servicer, [*SERVICE_NAMES, ""], _health_process(config))
     await server.start()
     if http is not None:
         await http.start()
-    for name in [*SERVICE_NAMES, ""]:
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    await server_health.set_all(health_pb2.HealthCheckResponse.SERVING)
+    server_health.start_heartbeat()
     await asyncio.to_thread(jobs.resume_unfinished)
     metrics = None
     if config.settings.metrics_port is not None:
         metrics = MetricsServer(config.settings.host, config.settings.metrics_port)
         log.info("metrics on http://%s:%d/metrics", config.settings.host, metrics.port)
-    return BuiltServer(server, port, jobs, health_servicer, metrics, ray, http, tracing)
+    return BuiltServer(server, port, jobs, server_health, metrics, ray, http, tracing)
+
+
+def _health_process(config: ServerConfig) -> HealthProcess | None:
+    """The --health-port process, listening (None without the flag); StartupError when it
+    cannot listen. Started on the event loop's thread, which lives as long as the server."""
+    settings = config.settings
+    if settings.health_port is None:
+        return None
+    cert, key = config.tls if config.tls is not None else (None, None)
+    start = StartSettings(
+        settings.host,
+        settings.health_port,
+        settings.health_stale_seconds,
+        cert.decode() if cert is not None else None,
+        key.decode() if key is not None else None,
+    )
+    try:
+        return HealthProcess.start(start)
+    except HealthPortError as exc:
+        raise StartupError(f"--health-port: {exc}") from None
 
 
 def _tracing(config: ServerConfig) -> Any:
@@ -408,6 +432,7 @@ class RunningServer:
         self.port = 0
         self.metrics_port: int | None = None
         self.http_port: int | None = None
+        self.health_port: int | None = None
         self._thread = threading.Thread(
             target=self._run, args=(config,), name="maxact-server-loop", daemon=True
         )
@@ -440,6 +465,7 @@ class RunningServer:
             self._server, self.port = self._built.server, self._built.port
             self.metrics_port = self._built.metrics.port if self._built.metrics else None
             self.http_port = self._built.http_port
+            self.health_port = self._built.health.port
         except BaseException as exc:
             self._error = exc
             self._started.set()
@@ -526,9 +552,13 @@ async def _serve(config: ServerConfig) -> None:
     if built.http_port is not None:
         http = f"{'https' if config.tls else 'http'}://{_url_host(host)}:{built.http_port}"
         ready += f" (HTTP API and web UI on {http})"
+    health_port = built.health.port
+    if health_port is not None:
+        ready += f" (health on {_url_host(host)}:{health_port})"
     if config.settings.log_format == "json":
         fields = {"message": ready, "host": host, "port": port}
-        ready = json.dumps({**fields, **({"http": http} if http else {})})
+        fields |= {"http": http} if http else {}
+        ready = json.dumps(fields | ({"health_port": health_port} if health_port else {}))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):  # before the line: a script may signal at once

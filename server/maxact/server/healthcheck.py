@@ -1,8 +1,9 @@
 """`python -m maxact.server.healthcheck`: exit 0 when the local server answers SERVING on
 grpc.health.v1, else 1. The container image's HEALTHCHECK runs it (no extra binary needed).
 
-It reads the same MAXACT_* variables as `maxact serve`: MAXACT_PORT (default 50051) and, when
-the server serves TLS, MAXACT_TLS_CERT, whose certificate it then trusts for "localhost".
+It reads the same MAXACT_* variables as `maxact serve`: MAXACT_HEALTH_PORT when set (the health
+process, which answers even while the server is busy), else MAXACT_PORT (default 50051), and,
+when the server serves TLS, MAXACT_TLS_CERT, whose certificate it then trusts for "localhost".
 Health needs no bearer token.
 """
 
@@ -43,7 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     served = ProbeSettings()
     tls_cert = served.tls_cert
     host = "localhost" if tls_cert else "127.0.0.1"
-    parser.add_argument("--address", default=f"{host}:{served.port}")
+    # a health port of 0 was picked at start: only the server's log knows it
+    port = served.health_port or served.port
+    parser.add_argument("--address", default=f"{host}:{port}")
     parser.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
     args = parser.parse_args(argv)
     try:

@@ -45,6 +45,10 @@ DEFAULT_LEASE_SECONDS = 15.0
 # instead of queueing without bound (each scan holds threads and memory; a flood must not take
 # the server down); health and reflection are always answered.
 DEFAULT_MAX_CONCURRENT_RPCS = 64
+# The --health-port process turns NOT_SERVING after this long without a heartbeat from the
+# server's event loop (it beats every 0.5 s): long enough that a busy server, whose loop waits
+# seconds for the GIL at worst, stays SERVING; short enough that a wedged one is restarted.
+DEFAULT_HEALTH_STALE_SECONDS = 15.0
 
 
 class Group(str, Enum):
@@ -300,6 +304,22 @@ class ServeSettings(BaseSettings):
         "http://127.0.0.1:4318 (needs the 'otel' extra; default: no tracing)",
         max_length=2000,
     )
+    health_port: int | None = setting(
+        None,
+        Group.OBSERVABILITY,
+        "also answer grpc.health.v1 (for probes) from a small separate process on this port "
+        "(same --host and TLS), which never waits behind the server's work; 0: any free port, "
+        "logged at start (default: off; the container image sets 50052)",
+        ge=0,
+    )
+    health_stale_seconds: float = setting(
+        DEFAULT_HEALTH_STALE_SECONDS,
+        Group.OBSERVABILITY,
+        "the --health-port process answers NOT_SERVING once the server's event loop has not "
+        "beaten (every 0.5 s) for this many seconds: a wedged server",
+        ge=1,
+        allow_inf_nan=False,
+    )
     # text by default: people start `maxact serve` at a terminal; collectors (the container
     # image sets MAXACT_LOG_FORMAT=json) want one JSON object per line.
     log_format: Literal["text", "json"] = setting(
@@ -378,6 +398,7 @@ class ProbeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_ignore_empty=True)
 
     port: int = DEFAULT_PORT
+    health_port: int | None = None
     tls_cert: Path | None = None
 
 

@@ -98,7 +98,8 @@ def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "layer"
 
 
-def _start_server(model_root: Path, data_root: Path, store: Path) -> Any:
+def demo_server(model_root: Path, data_root: Path, store: Path) -> Any:
+    """The demo's server, in this process on free loopback ports (gRPC and HTTP)."""
     try:
         from maxact.server.app import start_server
     except ImportError as error:
@@ -226,7 +227,7 @@ def _run(out_dir: Path, cache: Path, state: Path, k: int, serve: bool = False) -
         classes_demo.write_model_labels(model_path)
         recogniser = fetch_recogniser(cache)
         crops = write_text_crops(cache / "data" / ocr_demo.DATASET)
-        handle = _start_server(model_path.parent, cache / "data", state / "store.sqlite")
+        handle = demo_server(model_path.parent, cache / "data", state / "store.sqlite")
     except DemoSetupError as error:
         print(f"maxact: error: {error}", file=sys.stderr)
         return 1

@@ -70,10 +70,16 @@ def screenshot_ui(
 
 
 def serve_until_interrupted(handle: Any) -> None:
-    """Keep the demo server (gRPC and its web UI) running until Ctrl-C."""
-    print(f"web UI: {handle.http_url}/  (gRPC: {handle.address}); Ctrl-C stops the server")
+    """Keep the demo server (gRPC and its web UI) running until Ctrl-C, then stop it: its
+    ports are released and a line says so (no traceback: Ctrl-C is how it is meant to end)."""
+    print(
+        f"web UI: {handle.http_url}/  (gRPC: {handle.address}); Ctrl-C stops the server",
+        flush=True,
+    )
     try:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
-        print("stopping the demo server")
+        print("stopping the demo server", flush=True)
+    handle.stop()
+    print("demo server stopped", flush=True)

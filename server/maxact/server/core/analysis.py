@@ -113,25 +113,13 @@ class Analysis:
         top = _check_top(top)
         record = finished_scan(self.jobs, scan)
         stats = layer_statistics(self.jobs, record, layer)  # read each time: the row decides
-        names, images, m = _class_means(record, stats)
+        _class_means(record, stats)
         key = (record.id, layer, threshold, top)
         with self._answers_lock:
             cached = self._answers.get(key)
         if cached is not None:
             return ClassAnswerReport(record, layer, stats.images, cached.answer)
-        try:
-            answer = class_answer(
-                names,
-                images,
-                m,
-                np.asarray(stats.firing_rate, dtype=np.float64),
-                np.asarray(stats.dead, dtype=bool),
-                threshold,
-                top,
-            )
-        except (IndexError, TypeError, ValueError) as exc:
-            raise damaged_statistics(record.id, layer, exc) from None
-        report = ClassAnswerReport(record, layer, stats.images, answer)
+        report = answer_of(record, layer, stats, threshold, top)
         with self._answers_lock:
             self._answers[key] = report
         return report
@@ -225,6 +213,31 @@ class Analysis:
         kind = TopKKind.of(record.mode, bottom=False)
         rows = self.jobs.store.topk_rows(record.id, layer, channel, kind, record.k)
         return list(dict.fromkeys(row.image for row in rows))[:k]
+
+
+def answer_of(
+    record: ScanRecord,
+    layer: str,
+    stats: LayerStatistics,
+    threshold: float = DEFAULT_SELECTIVE,
+    top: int = DEFAULT_TOP,
+) -> ClassAnswerReport:
+    """The class answer of `stats`: a finished scan's, or a running one's so far (its
+    checkpoint's statistics; never cached, they change)."""
+    names, images, m = _class_means(record, stats)
+    try:
+        answer = class_answer(
+            names,
+            images,
+            m,
+            np.asarray(stats.firing_rate, dtype=np.float64),
+            np.asarray(stats.dead, dtype=bool),
+            threshold,
+            top,
+        )
+    except (IndexError, TypeError, ValueError) as exc:
+        raise damaged_statistics(record.id, layer, exc) from None
+    return ClassAnswerReport(record, layer, stats.images, answer)
 
 
 def not_labelled(record: ScanRecord) -> ServiceError:

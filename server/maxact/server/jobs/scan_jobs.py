@@ -29,7 +29,7 @@ import numpy as np
 from cachetools import TTLCache
 
 from maxact.common import resources
-from maxact.common.kinds import ACTIVE_STATES, ResponsesMode, ScanState, TopKMode
+from maxact.common.kinds import ACTIVE_STATES, ResponsesMode, ScanState, TopKKind, TopKMode
 from maxact.common.statistics import LayerStatistics
 from maxact.server import limits
 from maxact.server.data.datasets import DatasetCatalog, read_labels
@@ -133,6 +133,34 @@ class _Merged:
 
     def states(self) -> dict[str, bytes]:
         return {name: reducer.state() for name, reducer in self.reducers.items()}
+
+
+def _ranked_rows(
+    name: str, reducer: LayerReducer, position: int, kind: TopKKind, ids: list[str]
+) -> list[TopKRow]:
+    """The ranked rows of the channel at `position` of `reducer`, as the store keeps them."""
+    channel = reducer.channels[position]
+    return [
+        TopKRow(name, channel, kind, rank, ids[e.image], float(e.score), e.y, e.x)
+        for rank, e in enumerate(reducer.entries(position, kind), start=1)
+    ]
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """An unfinished scan's answers so far, from its last checkpoint: exactly what the
+    finished scan would store for the images it has done."""
+
+    statistics: dict[str, LayerStatistics]
+    reducers: dict[str, LayerReducer]
+    ids: list[str]
+
+    def rankings(self, layer: str, channel: int, kind: TopKKind) -> list[TopKRow]:
+        """The channel's ranking so far ([] for a ranking the scan does not keep)."""
+        reducer = self.reducers[layer]
+        if kind not in reducer.kinds() or channel not in reducer.channels:
+            return []
+        return _ranked_rows(layer, reducer, reducer.channels.index(channel), kind, self.ids)
 
 
 class _Stoppable(Protocol):
@@ -311,15 +339,30 @@ class ScanJobs:
             mode,
             prep.as_request().to_dict(),  # resolved now: a later sidecar edit changes nothing
         )
+        record, created = self._commit(scan, list(dataset.ids), kept, request_id, deadline)
+        if created:
+            self._leases.wake()
+        return record
+
+    def _commit(
+        self,
+        scan: NewScan,
+        image_ids: list[str],
+        kept: dict[str, int] | None,
+        request_id: str,
+        deadline: float | None,
+    ) -> tuple[ScanRecord, bool]:
+        """Insert the scan, its responses manifest written first: a replica may claim the
+        scan as soon as its row commits. A retry or a refusal leaves no manifest behind."""
+        scan_id = uuid.uuid4().hex[:16]
+        if kept:
+            self.responses.create(scan_id, len(image_ids), kept)
         try:
             record, created = self.store.create_scan(
-                uuid.uuid4().hex[:16],
-                scan,
-                list(dataset.ids),
-                request_id,
-                before_commit=_deadline_check(deadline),
+                scan_id, scan, image_ids, request_id, before_commit=_deadline_check(deadline)
             )
         except RequestIdReused as reused:
+            self.responses.delete(scan_id)
             raise already_exists(
                 "REQUEST_ID_REUSED",
                 f"request_id {request_id!r} already created scan "
@@ -328,11 +371,12 @@ class ScanJobs:
                 request_id=request_id,
                 scan=reused.scan_id,
             ) from None
-        if created:
-            if kept:
-                self.responses.create(record.id, len(dataset.ids), kept)
-            self._leases.wake()
-        return record
+        except BaseException:
+            self.responses.delete(scan_id)
+            raise
+        if not created:  # a retry of an earlier request: that scan has its own files
+            self.responses.delete(scan_id)
+        return record, created
 
     def _keeps_responses(
         self, mode: ResponsesMode, images: int, layers: list[LayerEntry]
@@ -505,12 +549,19 @@ class ScanJobs:
         """The statistics of an unfinished scan's images so far, from its last checkpoint
         (exactly what the finished scan would store for those images); {} before the first
         checkpoint. Read-only: the running scan is not touched."""
+        found = self.checkpoint(record)
+        return {} if found is None else found.statistics
+
+    def checkpoint(self, record: ScanRecord) -> Checkpoint | None:
+        """An unfinished scan's statistics and rankings so far; None before its first
+        checkpoint. Read-only: the running scan is not touched."""
         if not self.store.checkpoint(record.id):
-            return {}
+            return None
         _, _, layers = self.prepare(record)
         inputs = self._inputs(record, layers)
         merged = self._restored(record, layers, inputs.classes)
-        return self._statistics(merged.reducers, inputs.labels)
+        statistics = self._statistics(merged.reducers, inputs.labels)
+        return Checkpoint(statistics, merged.reducers, inputs.ids)
 
     def _inputs(self, record: ScanRecord, layers: list[LayerEntry]) -> _Inputs:
         """The snapshot taken at creation (not a new listing: a resumed scan sees the same
@@ -695,20 +746,8 @@ class ScanJobs:
         rows = []
         for name, reducer in reducers.items():
             for kind in reducer.kinds():
-                for position, channel in enumerate(reducer.channels):
-                    for rank, entry in enumerate(reducer.entries(position, kind), start=1):
-                        rows.append(
-                            TopKRow(
-                                name,
-                                channel,
-                                kind,
-                                rank,
-                                ids[entry.image],
-                                float(entry.score),
-                                entry.y,
-                                entry.x,
-                            )
-                        )
+                for position in range(len(reducer.channels)):
+                    rows += _ranked_rows(name, reducer, position, kind, ids)
         return rows
 
     @staticmethod

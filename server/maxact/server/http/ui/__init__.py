@@ -11,7 +11,7 @@ from maxact.server.http.ui.analysis_pages import analysis_routes
 from maxact.server.http.ui.assets import static_router
 from maxact.server.http.ui.home_pages import home_routes
 from maxact.server.http.ui.login_page import login_routes
-from maxact.server.http.ui.responses_parts import typical_routes
+from maxact.server.http.ui.responses_parts import responses_routes
 from maxact.server.http.ui.scan_pages import scan_routes
 from maxact.server.http.ui.services import UiServices
 from maxact.server.http.ui.try_page import try_routes
@@ -25,7 +25,7 @@ def ui_router(context: HttpContext) -> APIRouter:
         login_routes,
         home_routes,
         scan_routes,
-        typical_routes,
+        responses_routes,
         analysis_routes,
         try_routes,
     ):

@@ -7,6 +7,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import jinja2
+from fastapi import Request
 from fastapi.responses import HTMLResponse
 
 from maxact.common.formatting import fmt, shape_text
@@ -63,3 +64,8 @@ def render(template: str, **values: Any) -> str:
 def page(template: str, status: int = 200, **values: Any) -> HTMLResponse:
     """A whole page (or an htmx fragment) that is never cached."""
     return HTMLResponse(render(template, **values), status_code=status, headers=NO_STORE)
+
+
+def here(request: Request) -> str:
+    """The page's own path and query: what a live page asks for again to refresh itself."""
+    return str(request.url.path) + "?" + str(request.url.query)

@@ -11,14 +11,14 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from maxact.common.kinds import RENDER_MODES, ScanState
+from maxact.common.kinds import RENDER_MODES, ScanState, TopKKind
 from maxact.common.statistics import LayerStatistics
 from maxact.server.core.neurons import layer_statistics, stored_rankings
 from maxact.server.errors import invalid_argument
 from maxact.server.http.ui import responses_parts as parts
 from maxact.server.http.ui.guard import guarded
 from maxact.server.http.ui.patches import LARGE, THUMBNAIL, patch_key
-from maxact.server.http.ui.render import page, url
+from maxact.server.http.ui.render import here, page, url
 from maxact.server.http.ui.services import UiServices
 from maxact.server.http.ui.views import (
     ChannelRow,
@@ -56,13 +56,17 @@ class LayerQuery:
     render: str
 
 
-def _sorted_rows(rows: list[ChannelRow], query: LayerQuery) -> list[ChannelRow]:
+def _sorted_rows(
+    rows: list[ChannelRow], query: LayerQuery, rlabels: dict[int, str]
+) -> list[ChannelRow]:
+    """The rows kept by the query's filters (the text also matches `rlabels`, the channels'
+    response labels), in its order."""
     kept = [
         r
         for r in rows
         if not (query.hide_dead and r.dead)
         and not (query.hide_flat and r.flat)
-        and (not query.q or r.matches(query.q))
+        and (not query.q or r.matches(query.q, rlabels.get(r.channel, "")))
     ]
     if query.sort == "channel":
         return sorted(kept, key=lambda r: r.channel, reverse=query.desc)
@@ -125,8 +129,7 @@ class ScanPages:
             so_far = {} if record.finished else self.ui.jobs.checkpoint_statistics(record)
             if layer not in so_far:
                 return self.pending(record, layer, here)
-            _, _, entries = self.ui.jobs.prepare(record)
-            view = layer_view(next(e for e in entries if e.name == layer))
+            view = self.scanned_layer(record, layer)
             stats, partial = so_far[layer], True
         return self.layer_answer(record, view, stats, query, partial, here)
 
@@ -139,20 +142,21 @@ class ScanPages:
         partial: bool,
         here: str,
     ) -> Response:
-        layer = view.name
+        layer, jobs = view.name, self.ui.jobs
         rows = channel_rows(stats, self.labels(record.model, layer))
-        shown = _sorted_rows(rows, query)
+        every = [] if partial or not query.q else [r.channel for r in rows]
+        shown = _sorted_rows(rows, query, self.ui.labels.shown(jobs, record.id, layer, every))
         pages = max(1, math.ceil(len(shown) / PAGE_SIZE))
         number = min(max(1, query.page), pages)
         on_page = shown[(number - 1) * PAGE_SIZE : number * PAGE_SIZE]
         channels = [] if partial else [r.channel for r in on_page]
-        hits = stored_rankings(self.ui.jobs, record, layer, channels)
+        hits = stored_rankings(jobs, record, layer, channels)
         thumbs = {
             channel: thumbnails(record.id, layer, channel, rows, query.render, THUMBNAIL)
             for channel, rows in hits.items()
         }
-        rlabels = self.ui.labels.shown(self.ui.jobs, record.id, layer, channels)
-        hists = parts.histogram_bars(self.ui.jobs, record.id, layer, channels)
+        rlabels = self.ui.labels.shown(jobs, record.id, layer, channels)
+        hists = parts.histogram_bars(jobs, record.id, layer, channels)
         params = {
             "layer": layer,
             "sort": query.sort,
@@ -191,23 +195,31 @@ class ScanPages:
         )
 
     def neuron(self, scan_id: str, layer: str, channel: int, render: str, here: str) -> Response:
+        """A finished scan's neuron (its responses sections load apart: they read the
+        per-image matrix); a running one's ranking so far, refreshed as the scan goes on."""
         record = self.ui.scans.get(scan_id)
-        if record.state is not ScanState.SUCCEEDED:
-            return self.pending(record, layer, here)
         if render not in RENDER_MODES:
             raise invalid_argument("INVALID_RENDER", f"render must be one of {RENDER_MODES}")
-        view, stats = self.layer_parts(record, layer)
-        if not 0 <= channel < stats.channels:
-            raise invalid_argument(
-                "CHANNEL_OUT_OF_RANGE",
-                f"channel {channel} is out of range for layer {layer[:200]!r}, which has "
-                f"{stats.channels} channels (valid: 0..{stats.channels - 1})",
-            )
-        row = channel_rows(stats, self.labels(record.model, layer))[channel]
-        top = stored_rankings(self.ui.jobs, record, layer, [channel])[channel]
-        bottom = stored_rankings(self.ui.jobs, record, layer, [channel], bottom=True)[channel]
-        jobs = self.ui.jobs
-        hist = parts.histogram_bars(jobs, record.id, layer, [channel], parts.NEURON_BINS)
+        if record.state is ScanState.SUCCEEDED:
+            view, stats = self.layer_parts(record, layer)
+            _check_channel(layer, channel, stats.channels)
+            ranked = [
+                stored_rankings(self.ui.jobs, record, layer, [channel], bottom)[channel]
+                for bottom in (False, True)
+            ]
+        else:
+            so_far = None if record.finished else self.ui.jobs.checkpoint(record)
+            if so_far is None or layer not in so_far.statistics:
+                return self.pending(record, layer, here)
+            stats = so_far.statistics[layer]
+            _check_channel(layer, channel, stats.channels)
+            view = self.scanned_layer(record, layer)
+            ranked = [
+                so_far.rankings(layer, channel, TopKKind.of(record.mode, bottom))
+                for bottom in (False, True)
+            ]
+        partial = record.state is not ScanState.SUCCEEDED
+        top, bottom = ranked
 
         def neuron_url(c: int) -> str:
             return url(
@@ -221,7 +233,7 @@ class ScanPages:
             "neuron.html",
             scan=scan_view(record),
             layer=view,
-            row=row,
+            row=channel_rows(stats, self.labels(record.model, layer))[channel],
             images=stats.images,
             channels=stats.channels,
             prev=channel - 1 if channel > 0 else None,
@@ -230,16 +242,29 @@ class ScanPages:
             render=render,
             renders=RENDER_MODES,
             render_help=RENDER_HELP.get(render, ""),
-            rlabel=self.ui.labels.shown(jobs, record.id, layer, [channel]).get(channel),
-            hist=hist.get(channel),
-            typical=parts.typical(jobs, record.id, layer, channel) if hist else None,
-            similar=parts.similar(jobs, record.id, layer, channel) if hist else [],
+            responses_url=url(
+                f"/scans/{record.id}/neurons/responses", layer=layer, channel=channel
+            ),
             rankings=[
                 (f"Top {len(top)}: the strongest responses", [_hit(h) for h in top], False),
                 (f"Bottom {len(bottom)}: the weakest responses", [_hit(h) for h in bottom], True),
             ],
             tile=LARGE,
-            thumb=THUMBNAIL,
+            partial=partial,
+            here=here,
+        )
+
+    def scanned_layer(self, record: ScanRecord, layer: str) -> LayerView:
+        _, _, entries = self.ui.jobs.prepare(record)
+        return layer_view(next(e for e in entries if e.name == layer))
+
+
+def _check_channel(layer: str, channel: int, channels: int) -> None:
+    if not 0 <= channel < channels:
+        raise invalid_argument(
+            "CHANNEL_OUT_OF_RANGE",
+            f"channel {channel} is out of range for layer {layer[:200]!r}, which has "
+            f"{channels} channels (valid: 0..{channels - 1})",
         )
 
 
@@ -291,16 +316,15 @@ def scan_routes(router: APIRouter, ui: UiServices) -> None:
         if sort not in dict(SORTS):
             raise invalid_argument("INVALID_SORT", f"sort must be one of {list(dict(SORTS))}")
         query = LayerQuery(sort, desc, hide_dead, hide_flat, q[:200], page, render)
-        here = str(request.url.path) + "?" + str(request.url.query)
-        return await asyncio.to_thread(pages.layer, scan_id, layer, query, here)
+        return await asyncio.to_thread(pages.layer, scan_id, layer, query, here(request))
 
     @router.get("/scans/{scan_id}/neurons", include_in_schema=False)
     @guard
     async def neuron_page(
         request: Request, scan_id: str, layer: str = "", channel: int = 0, render: str = "rf"
     ) -> Response:
-        here = str(request.url.path) + "?" + str(request.url.query)
-        return await asyncio.to_thread(pages.neuron, scan_id, layer, channel, render, here)
+        where = here(request)
+        return await asyncio.to_thread(pages.neuron, scan_id, layer, channel, render, where)
 
     @router.get("/ui/patches/{scan_id}.png", include_in_schema=False)
     @guard

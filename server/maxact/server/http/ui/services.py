@@ -12,7 +12,7 @@ from maxact.server.core.scans import Scans
 from maxact.server.core.validate import ServerState
 from maxact.server.http.context import HttpContext
 from maxact.server.http.ui.patches import PatchCache
-from maxact.server.http.ui.responses_parts import LabelCache
+from maxact.server.http.ui.responses_parts import LabelCache, ResponsesCache
 from maxact.server.jobs.scan_jobs import ScanJobs
 
 
@@ -26,6 +26,7 @@ class UiServices:
     analysis: Analysis
     patches: PatchCache
     labels: LabelCache
+    responses: ResponsesCache
     token: str | None  # None: no token asked for
 
     @classmethod
@@ -40,5 +41,6 @@ class UiServices:
             analysis=Analysis(jobs),
             patches=PatchCache(jobs),
             labels=LabelCache(),
+            responses=ResponsesCache(),
             token=context.auth_token,
         )

@@ -105,8 +105,9 @@ class ChannelRow:
     flat: bool  # fires for everything
     classes: tuple[tuple[str, int], ...]  # the classes of its top-k images, most first
 
-    def matches(self, text: str) -> bool:
-        words = [f"c{self.channel}", str(self.channel), self.label, self.prefers]
+    def matches(self, text: str, response_label: str = "") -> bool:
+        """Does `text` occur in the channel's number, labels, classes or badges?"""
+        words = [f"c{self.channel}", str(self.channel), self.label, response_label, self.prefers]
         words += ["dead"] if self.dead else []
         words += ["non-selective"] if self.flat else []
         words += [name for name, _ in self.classes]
