@@ -6,7 +6,11 @@ The model stands in for a text detector (PP-OCR det takes `--resize-shorter 736
 the input, scanned over photo-like images of several shapes at resize_shorter 736. Built with
 onnx.helper, no download. Timers wrap the server's functions in this process only.
 
-Usage: python bench/mask_report_bench.py [--images 40] [--channels 64] [-k 9]
+With `--ppocr LAYER` the model is the real PP-OCRv4 det instead (out of the rapidocr-onnxruntime
+wheel in the demo's cache, as `bench/soak.py` fetches it; its sidecar's preprocessing:
+`--resize-shorter 736 --size-multiple 32`), scanned at LAYER over the same images.
+
+Usage: python bench/mask_report_bench.py [--images 40] [--channels 64] [-k 9] [--ppocr LAYER]
 """
 
 from __future__ import annotations
@@ -96,10 +100,20 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=40)
     parser.add_argument("--channels", type=int, default=64)
     parser.add_argument("-k", type=int, default=9)
+    parser.add_argument("--ppocr", metavar="LAYER", help="PP-OCRv4 det scanned at LAYER")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="maxact-mask-bench-"))
     (work / "models").mkdir()
-    onnx.save(detector(args.channels), str(work / "models" / "det.onnx"))
+    model, layer = ("det", "deep1")
+    prep: Preprocessing | None = Preprocessing(resize_shorter=736, size_multiple=32, scale=1 / 255)
+    if args.ppocr:
+        from bench.soak import fetch_detector
+        from maxact.client.demo.fetch import default_cache_dir
+
+        fetch_detector(default_cache_dir(), work / "models")
+        model, layer, prep = "ppocr_det", args.ppocr, None  # its sidecar's preprocessing
+    else:
+        onnx.save(detector(args.channels), str(work / "models" / "det.onnx"))
     photos(work / "data" / "photos", args.images)
     render.LayerActivations.all_channels = timed(  # type: ignore[method-assign]
         "layer run (all channels, one image)", render.LayerActivations.all_channels
@@ -110,18 +124,19 @@ def main() -> None:
             setattr(render, name, timed(f"  {name}", getattr(render, name)))
     crop.render_loaded = timed("render_loaded (a whole patch)", crop.render_loaded)
     crop.encode_png = timed("  encode_png", crop.encode_png)
-    prep = Preprocessing(resize_shorter=736, size_multiple=32, scale=1 / 255)
     with (
         start_server(work / "models", work / "data", device="cpu", store=work / "s.db") as srv,
         Client(srv.address, timeout=600) as client,
     ):
         start = time.perf_counter()
-        scan = client.scans.create("det", ["deep1"], "photos", k=args.k, preprocessing=prep)
+        scan = client.scans.create(model, [layer], "photos", k=args.k, preprocessing=prep)
         final = [info for info in client.scans.watch(scan.id)][-1]
         assert final.state == "succeeded", final
         print(f"scan of {args.images} images: {time.perf_counter() - start:.1f} s")
-        field = client.get_model("det", size=(736, 736)).layers[-1].receptive_field
-        print(f"deep1 field: {field.geometry if field else None}")
+        info = client.get_model(model, size=(736, 736))
+        found = next(entry for entry in info.layers if entry.name == layer)
+        field = found.receptive_field
+        print(f"{layer} {found.shape} field: {field.geometry if field else None}")
         for mode in ("rf", "mask", "rf", "mask"):
             for c in (cache.ORIGINALS, cache.ACTIVATIONS, cache.RENDERED):
                 c.clear()
@@ -130,7 +145,7 @@ def main() -> None:
             start = time.perf_counter()
             write_report(client, scan.id, work / f"r-{mode}", k=args.k, render=mode, force=True)
             elapsed = time.perf_counter() - start
-            print(f"--render {mode}: {elapsed:.1f} s ({args.channels} channels x {args.k})")
+            print(f"--render {mode}: {elapsed:.1f} s ({found.shape[0]} channels x {args.k})")
             for name, seconds in sorted(TIMES.items(), key=lambda item: -item[1]):
                 print(f"    {name}: {seconds:.2f} s in {CALLS[name]} calls")
             print(

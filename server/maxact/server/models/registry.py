@@ -50,7 +50,9 @@ from maxact.server.models.feedable import (
     text_problem,
     unsupported_input,
 )
+from maxact.server.models.run_peaks import RunPeaks
 from maxact.server.models.runtime import create_session
+from maxact.server.models.session_cost import pruned_size_bytes
 from maxact.server.models.sessions import DEFAULT_MAX_BYTES, SessionCache
 from maxact.server.ops.memory import BudgetedCache
 from maxact.server.ops.process import release_free_memory
@@ -178,6 +180,7 @@ class LoadedModel:
         default_factory=lambda: BudgetedCache("size_views", SIZE_VIEWS_MAX_BYTES)
     )
     sessions: SessionCache = field(default_factory=SessionCache)
+    run_peaks: RunPeaks = field(default_factory=RunPeaks)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _multiple: LRUCache[str, int | None] = field(
         default_factory=lambda: LRUCache(maxsize=MAX_SIZE_MULTIPLES)
@@ -411,15 +414,25 @@ class LoadedModel:
             self._multiple[key] = found
         return found
 
-    def session(self, outputs: tuple[str, ...]) -> ort.InferenceSession:
-        """A session on the graph pruned to `outputs`, from the server-wide LRU."""
-        key = tuple(sorted(outputs))
+    def session(
+        self, outputs: tuple[str, ...], size: tuple[int, int] | None = None
+    ) -> ort.InferenceSession:
+        """A session on the graph pruned to `outputs`, from the server-wide LRU (`size`: the
+        input size it is about to run at, for the estimate of what a new one costs)."""
+        key = (self.name, "outputs", tuple(sorted(outputs)))
+        found = self.sessions.get(key)
+        if found is not None:
+            return found
+        pruned = prune_to_outputs(self.proto, key[2])
 
         def create() -> tuple[ort.InferenceSession, int]:
-            pruned = prune_to_outputs(self.proto, key)
             return self._created(lambda: create_session(pruned, self.device)), pruned.ByteSize()
 
-        return self.sessions.get_or_create((self.name, "outputs", key), create)
+        return self.sessions.get_or_create(key, create, self._size_bytes(pruned, size))
+
+    def _size_bytes(self, pruned: onnx.ModelProto, size: tuple[int, int] | None) -> int:
+        """What a session on `pruned` holds per `session_cost.pruned_size_bytes`."""
+        return pruned_size_bytes(pruned, self.view(size).shapes if size is not None else {})
 
     def scan_session(
         self,
@@ -437,7 +450,7 @@ class LoadedModel:
         """
         fixed = self.input.fixed_batch
         if fixed != 1 and not reductions and feed is None:
-            return self.session(outputs), fixed
+            return self.session(outputs, size), fixed
         # not the size nor the channel / unit values: one session per layer set serves every
         # input size and channel (a session per size or channel subset grew the server until
         # it was OOM-killed); `size` only shapes the one-time batching check
@@ -448,10 +461,14 @@ class LoadedModel:
                 proto = with_uint8_input(proto, self.input.name, feed)
             return with_reductions(proto, reductions) if reductions else proto
 
+        found = self.sessions.get((self.name, "scan", key))
+        if found is not None:
+            return found  # type: ignore[no-any-return]
+        pruned = prune_to_outputs(self.proto, tuple(sorted(outputs)))
+
         def create() -> tuple[tuple[ort.InferenceSession, int | None], int]:
             from maxact.server.models.batching import batchable_session
 
-            pruned = prune_to_outputs(self.proto, tuple(sorted(outputs)))
             if fixed != 1:
                 final = reduced(pruned)
                 made = self._created(lambda: create_session(final, self.device))
@@ -474,7 +491,7 @@ class LoadedModel:
             return found, self.proto.ByteSize()
 
         session: tuple[Any, int | None] = self.sessions.get_or_create(
-            (self.name, "scan", key), create
+            (self.name, "scan", key), create, self._size_bytes(pruned, size)
         )
         return session
 

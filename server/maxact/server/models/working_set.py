@@ -8,20 +8,13 @@ activation (an operator reads one while it writes the next; onnxruntime reuses t
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from threading import Event
 
 from maxact.server.models.registry import LoadedModel
+from maxact.server.models.session_cost import FLOAT_BYTES, per_image
 from maxact.server.ops.memory import BUDGET
-
-FLOAT_BYTES = 4
-
-
-def _per_image(shape: tuple[int, ...]) -> int:
-    """Elements per image of a [N, ...] shape (0 for a scalar, a 1-D or an unknown shape)."""
-    return math.prod(shape[1:]) if len(shape) >= 2 and min(shape) > 0 else 0
 
 
 def working_set_bytes(model: LoadedModel, size: tuple[int, int], outputs: Sequence[str]) -> int:
@@ -29,10 +22,10 @@ def working_set_bytes(model: LoadedModel, size: tuple[int, int], outputs: Sequen
     shapes = model.view(size).shapes
     weights = {init.name for init in model.proto.graph.initializer}
     largest = max(
-        (_per_image(shape) for name, shape in shapes.items() if name not in weights), default=0
+        (per_image(shape) for name, shape in shapes.items() if name not in weights), default=0
     )
-    exposed = sum(_per_image(shapes.get(name, ())) for name in outputs)
-    return FLOAT_BYTES * (_per_image(shapes.get(model.input.name, ())) + exposed + 2 * largest)
+    exposed = sum(per_image(shapes.get(name, ())) for name in outputs)
+    return FLOAT_BYTES * (per_image(shapes.get(model.input.name, ())) + exposed + 2 * largest)
 
 
 def reserve_run(
@@ -46,4 +39,24 @@ def reserve_run(
     """Hold the estimated working set of a run of `images` images in the memory budget."""
     nbytes = images * working_set_bytes(model, size, outputs)
     what = f"a run of {images} image(s) at {size[0]}x{size[1]} through model {model.name!r}"
-    return BUDGET.reserved(nbytes, what, stop, wait)
+    return reserve_working_set(model, nbytes, what, stop, wait)
+
+
+@contextmanager
+def reserve_working_set(
+    model: LoadedModel,
+    nbytes: int,
+    what: str,
+    stop: Event | None = None,
+    wait: float | None = None,
+) -> Iterator[None]:
+    """Hold `nbytes` (an estimate) scaled by what the model's runs were measured to take
+    (`run_peaks`) while the block runs; the scaling alone never makes a run too large for
+    the budget (it reserves at most what the budget leaves runs then)."""
+    scaled = int(nbytes * model.run_peaks.factor())
+    scaled = max(nbytes, min(scaled, BUDGET.work_bytes))
+    with (
+        BUDGET.reserved(scaled, what, stop, wait),
+        model.run_peaks.measured(nbytes, lambda: BUDGET.reserved_bytes == scaled),
+    ):
+        yield

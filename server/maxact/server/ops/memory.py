@@ -136,14 +136,15 @@ class BudgetedCache(Generic[V]):
         self._budget.reclaim(self)
         return value
 
-    def add_cost(self, key: Hashable, extra: int) -> None:
-        """Charge an entry `extra` more bytes (what it turned out to hold), then evict beyond
-        the cap and the budget as `put` does; nothing when the entry is gone."""
+    def set_cost(self, key: Hashable, cost: int) -> None:
+        """Charge an entry `cost` bytes (what it turned out to hold, more or less than it was
+        charged), then evict beyond the cap and the budget as `put` does; nothing when the
+        entry is gone."""
         with self._lock:
             found = self._entries.get(key)
-            if found is None or extra <= 0:
+            if found is None:
                 return
-            cost = found[1] + extra
+            cost = max(1, int(cost))
             if self.keep_oversized:
                 cost = min(cost, self.max_bytes)
             if cost <= self.max_bytes:

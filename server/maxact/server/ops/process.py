@@ -35,3 +35,31 @@ def release_free_memory() -> None:
     per-thread arenas. A no-op where the C library is not glibc."""
     if _TRIM is not None:
         _TRIM(0)
+
+
+_CLEAR_REFS = "/proc/self/clear_refs"
+RESET_PEAK = b"5"  # clear_refs: reset the peak resident set size to the current one
+
+
+def reset_peak_resident() -> bool:
+    """Start a new resident-memory high-water mark (`peak_resident_bytes`); False where the
+    system cannot (not Linux, an older kernel, no permission)."""
+    try:
+        with open(_CLEAR_REFS, "wb") as f:
+            f.write(RESET_PEAK)
+        return True
+    except OSError:
+        return False
+
+
+def peak_resident_bytes() -> int:
+    """The highest resident set size since the last `reset_peak_resident` (VmHWM); 0 where
+    there is none."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, IndexError, ValueError):
+        pass
+    return 0

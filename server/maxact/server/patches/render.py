@@ -454,7 +454,8 @@ class LayerActivations:
     def all_channels(self, array: np.ndarray) -> np.ndarray:
         """[C, H', W']: the layer's output for one preprocessed image."""
         model = self._model
-        session = model.session((self._layer,))
+        size = _input_size(array, model.input.layout)
+        session = model.session((self._layer,), size)
         batch = array[None]
         fixed = model.input.fixed_batch
         if fixed is not None and fixed > 1:
@@ -463,7 +464,6 @@ class LayerActivations:
         from maxact.server.models.working_set import reserve_run
 
         options = run_options(variable_shapes=model.input.fixed_size is None)
-        size = _input_size(array, model.input.layout)
         with reserve_run(model, size, (self._layer,), batch.shape[0]):
             try:
                 (output,) = model.sessions.first_run(

@@ -38,7 +38,7 @@ from maxact.server.graph.reductions import (
 )
 from maxact.server.models.registry import LayerEntry, LoadedModel
 from maxact.server.models.runtime import CUDA, providers_for, run_failure, run_options
-from maxact.server.models.working_set import working_set_bytes
+from maxact.server.models.working_set import reserve_working_set, working_set_bytes
 from maxact.server.ops.memory import BUDGET
 from maxact.server.ops.metrics import IMAGES_SCANNED, IMAGES_SKIPPED
 from maxact.server.ops.process import release_free_memory
@@ -330,7 +330,9 @@ class ScanEngine:
         return int(array.shape[1]), int(array.shape[2])
 
     def _session_for(self, size: tuple[int, int], host: bool = False) -> _Session:
-        """The session for one input size; `host`: returning the maps (no in-graph reductions)."""
+        """The session for one input size; `host`: returning the maps (no in-graph reductions).
+        One onnxruntime session per graph serves every size, reused from the engine's other
+        sizes even when the cache evicted it: a rebuild would be a second copy of it."""
         in_graph = self.in_graph and not host
         found = self._sessions.get((size, in_graph))
         if found is None:
@@ -339,8 +341,18 @@ class ScanEngine:
                 if in_graph
                 else tuple(LayerReduction(name, "host") for name in self.names)
             )
-            session, fixed_batch = self.model.scan_session(
-                self.names, size, reductions if in_graph else (), self._feed
+            graph = [r.graph_key for r in reductions]
+            same = [
+                known
+                for (_, known_in_graph), known in self._sessions.items()
+                if known_in_graph == in_graph and [r.graph_key for r in known.reductions] == graph
+            ]
+            session, fixed_batch = (
+                (same[0].session, same[0].fixed_batch)
+                if same
+                else self.model.scan_session(
+                    self.names, size, reductions if in_graph else (), self._feed
+                )
             )
             names = [name for r in reductions for name in r.outputs]
             feeds = feeds_of(reductions) if in_graph else {}
@@ -426,7 +438,8 @@ class ScanEngine:
             padding = np.zeros((fixed_batch - count, *array.shape[1:]), array.dtype)
             array = np.concatenate([array, padding])
         try:
-            with BUDGET.reserved(
+            with reserve_working_set(
+                self.model,
                 array.shape[0] * per_image,
                 f"a batch of {array.shape[0]} image(s) at {size[0]}x{size[1]} through model "
                 f"{self.model.name!r}",
