@@ -85,13 +85,18 @@ def similar_channels(matrix: np.ndarray, channel: int, top: int) -> list[tuple[i
     centred = x - x.mean()
     norm = np.sqrt(centred @ centred)
     found: list[tuple[int, float]] = []
+    every_row = bool(rows.all())
     for run, block in column_runs(matrix, range(matrix.shape[1])):
-        block = block[rows]
+        if not every_row:
+            block = block[rows]
         spread = np.ptp(block, axis=0)
-        centred_block = block - block.mean(axis=0)
-        norms = np.sqrt(np.einsum("ij,ij->j", centred_block, centred_block))
+        means = block.mean(axis=0)
+        # each channel's sum of squared deviations, and `centred @ block` below equals
+        # `centred @ (block - means)` (centred sums to 0): no centred copy of the block
+        deviations = np.einsum("ij,ij->j", block, block) - block.shape[0] * means * means
+        norms = np.sqrt(np.maximum(deviations, 0.0))
         with np.errstate(invalid="ignore", divide="ignore"):
-            correlation = (centred @ centred_block) / (norm * norms)
+            correlation = (centred @ block) / (norm * norms)
         for other, value, width in zip(run, correlation, spread, strict=True):
             if other != channel and width > 0 and np.isfinite(value):
                 found.append((other, float(np.clip(value, -1.0, 1.0))))
