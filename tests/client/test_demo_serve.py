@@ -43,8 +43,19 @@ def _free(port: int) -> bool:
     return True
 
 
+def _ignore_sigint() -> None:
+    """What a shell does to a command it starts in the background (`maxact demo --serve &`,
+    a CI runner): SIGINT ignored from the start, which Python then leaves ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize(
+    ("stop_with", "sigint_ignored_at_start"),
+    [(signal.SIGINT, False), (signal.SIGINT, True), (signal.SIGTERM, False)],
+    ids=["ctrl-c", "ctrl-c-started-in-background", "sigterm"],
+)
 def test_demo_serve_stops_on_ctrl_c_with_exit_0_a_goodbye_and_its_ports_released(
-    tmp_path: Path,
+    tmp_path: Path, stop_with: signal.Signals, sigint_ignored_at_start: bool
 ) -> None:
     save(random_cnn(seed=1, size=32), tmp_path / "models", "net")
     write_images(tmp_path / "data" / "few", 4, 32, seed=2)
@@ -53,6 +64,7 @@ def test_demo_serve_stops_on_ctrl_c_with_exit_0_a_goodbye_and_its_ports_released
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_ignore_sigint if sigint_ignored_at_start else None,
     )
     try:
         assert child.stdout is not None
@@ -64,7 +76,7 @@ def test_demo_serve_stops_on_ctrl_c_with_exit_0_a_goodbye_and_its_ports_released
         home = httpx.get(f"http://127.0.0.1:{http_port}/", timeout=30)
         assert home.status_code == 200 and "net" in home.text  # the UI serves the models
         started = time.monotonic()
-        child.send_signal(signal.SIGINT)
+        child.send_signal(stop_with)
         out, err = child.communicate(timeout=60)
     finally:
         if child.poll() is None:

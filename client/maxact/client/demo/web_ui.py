@@ -3,8 +3,9 @@ and `maxact demo --serve`, which keeps the demo server and its UI running until 
 
 from __future__ import annotations
 
+import signal
 import subprocess
-import time
+import threading
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -70,16 +71,26 @@ def screenshot_ui(
 
 
 def serve_until_interrupted(handle: Any) -> None:
-    """Keep the demo server (gRPC and its web UI) running until Ctrl-C, then stop it: its
-    ports are released and a line says so (no traceback: Ctrl-C is how it is meant to end)."""
+    """Keep the demo server (gRPC and its web UI) running until Ctrl-C (or SIGTERM), then stop
+    it: its ports are released and a line says so (no traceback: that is how it is meant to
+    end). Ctrl-C is armed here: a shell starting the demo in the background ignores SIGINT,
+    and Python then leaves it ignored."""
+    stop = threading.Event()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    armed = threading.current_thread() is threading.main_thread()
+    before = [signal.signal(s, lambda *_: stop.set()) for s in signals] if armed else []
     print(
         f"web UI: {handle.http_url}/  (gRPC: {handle.address}); Ctrl-C stops the server",
         flush=True,
     )
     try:
-        while True:
-            time.sleep(3600)
+        while not stop.wait(1.0):
+            pass
     except KeyboardInterrupt:
-        print("stopping the demo server", flush=True)
+        pass
+    finally:
+        for number, handler in zip(signals, before, strict=False):
+            signal.signal(number, handler)
+    print("stopping the demo server", flush=True)
     handle.stop()
     print("demo server stopped", flush=True)
