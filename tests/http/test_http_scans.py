@@ -70,10 +70,17 @@ def test_created_scan_streams_progress_then_its_final_state_and_the_stream_ends(
         done = [doc["images_done"] for _, doc in events]
         assert done == sorted(done)
         assert api.get(f"/api/v1/scans/{scan['id']}").json() == final
+        neuron = api.get(
+            f"/api/v1/scans/{scan['id']}/neurons", params={"layer": "conv1", "channel": 0}
+        )
+        patch_url = neuron.json()["results"][0]["patch_url"]
+        assert api.get(patch_url).status_code == 200  # kept from the document's rendering
         deleted = api.delete(f"/api/v1/scans/{scan['id']}")
         assert deleted.json() == {"id": scan["id"], "deleted": True}
         gone = api.get(f"/api/v1/scans/{scan['id']}")
         assert gone.status_code == 404 and gone.json()["error"]["reason"] == "SCAN_NOT_FOUND"
+        patch = api.get(patch_url)  # a kept patch does not outlive its scan
+        assert patch.status_code == 404 and patch.json()["error"]["reason"] == "SCAN_NOT_FOUND"
 
 
 def test_a_slow_scan_streams_several_progress_events_and_cancel_stops_it(

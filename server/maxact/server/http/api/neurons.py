@@ -15,12 +15,13 @@ from maxact.common import convert, documents
 from maxact.common.defaults import DEFAULT_MASK_QUANTILE, capped_k
 from maxact.common.kinds import RenderMode
 from maxact.server.core.analysis import Analysis
-from maxact.server.core.neurons import stored_neuron, stored_statistics
+from maxact.server.core.neurons import finished_scan, stored_neuron, stored_statistics
 from maxact.server.core.responses import response_quantile, shown_label
 from maxact.server.errors import not_found, shown
 from maxact.server.http.api.scans import ScanId, summary
 from maxact.server.http.context import HttpContext
 from maxact.server.jobs.scan_jobs import ScanJobs, scan_id_from
+from maxact.server.ops.memory import BudgetedCache
 from maxact.server.patches.render import RenderOptions
 from maxact.server.service import messages
 from maxact.server.service.convert import statistics_to_proto
@@ -31,6 +32,25 @@ Channel = Annotated[int, Query(ge=0, le=2**31 - 1)]
 Render = Literal["rf", "heatmap", "mask"]
 Quantile = Annotated[float | None, Query(gt=0, lt=1, description="--render mask's quantile")]
 PatchSize = Annotated[int, Query(ge=0, le=4096, description="letterbox into N x N (0: own size)")]
+SERVED_PATCHES_BYTES = 32 * 1024 * 1024
+# the PNGs a neuron document rendered, kept for the patch URLs it hands out (a client asks
+# for them right after): their requests then read no ranking and crop nothing again
+_SERVED: BudgetedCache[bytes] = BudgetedCache("http_patches", SERVED_PATCHES_BYTES)
+
+
+def _served_key(
+    scan_id: str, layer: str, channel: int, bottom: bool, options: RenderOptions, rank: int
+) -> tuple[object, ...]:
+    return (
+        scan_id,
+        layer,
+        channel,
+        bottom,
+        options.mode,
+        options.mask_quantile,
+        options.patch_size,
+        rank,
+    )
 
 
 def render_options(render: str, mask_quantile: float | None, patch_size: int) -> RenderOptions:
@@ -75,6 +95,9 @@ def neuron_document(
     if k is None:
         k = capped_k(jobs.get(scan_id_from(scan)).k)
     answer = stored_neuron(jobs, scan, layer, channel, k, bottom, options)
+    for hit, patch in zip(answer.hits, answer.patches, strict=False):
+        key = _served_key(answer.record.id, layer, channel, bottom, options, hit.rank)
+        _SERVED.put(key, patch.png, len(patch.png))
     response = messages.neuron_response(answer)
     result = documents.neuron_result(
         summary(answer.record),
@@ -165,6 +188,11 @@ def _add_patches_and_statistics(api: APIRouter, jobs: ScanJobs) -> None:
     ) -> Response:
         """The PNG patch of one ranked hit of a finished scan (cacheable: it never changes)."""
         options = render_options(render, mask_quantile, patch_size)
+        key = _served_key(scan_id_from(scan_id), layer, channel, bottom, options, rank)
+        served = _SERVED.get(key)
+        if served is not None:
+            await asyncio.to_thread(finished_scan, jobs, scan_id)  # not deleted since
+            return Response(served, media_type="image/png", headers={"Cache-Control": IMMUTABLE})
         answer = await asyncio.to_thread(
             stored_neuron, jobs, scan_id, layer, channel, 0, bottom, options, rank
         )
