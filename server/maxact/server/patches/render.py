@@ -43,6 +43,8 @@ from maxact.common.kinds import RENDER_MODES, Layout, RenderMode
 from maxact.server.data.preprocess import Geometry, ResolvedPreprocessing, to_rgb
 from maxact.server.errors import failed_precondition, invalid_argument
 from maxact.server.patches.cache import layer_output
+from maxact.server.patches.mask_cells import EIGHT_CONNECTED, cell_mask
+from maxact.server.patches.upsample import upsample
 from maxact.server.rf import AxisGeometry, TensorField
 from maxact.server.scan.layer import channels_first
 
@@ -55,7 +57,6 @@ MAX_PATCH_SIZE = 2048
 # inside the image is never resampled).
 MAX_PATCH_PIXELS = 2048 * 2048
 GREY = 128
-EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 HEATMAP_ALPHA = 0.5
 MARKER_RADIUS = 0.1  # of the heatmap patch's shorter side
 Box = tuple[int, int, int, int]
@@ -235,41 +236,6 @@ def letterbox(image: Image.Image, size: int) -> Image.Image:
     return canvas
 
 
-def _taps(
-    axis: AxisGeometry, units: int, coords: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(low unit, high unit, weight of high) per model-input pixel coordinate in `coords`:
-    bilinear between unit centres, unit i's value sitting at its field's centre pixel
-    i*S - P + (R-1)/2 (constant beyond the ends)."""
-    first_centre = float(-axis.padding + (axis.size - 1) / 2)
-    position = np.clip((coords - first_centre) / float(axis.stride), 0.0, units - 1.0)
-    low = np.floor(position).astype(np.int64)
-    high = np.minimum(low + 1, units - 1)
-    return low, high, position - low
-
-
-def upsample(
-    channel_map: np.ndarray,
-    axes: tuple[AxisGeometry, AxisGeometry],
-    ys: np.ndarray,
-    xs: np.ndarray,
-    dtype: type[np.floating] = np.float64,
-) -> np.ndarray:
-    """The map's values at model-input pixel coordinates ys x xs (RF-centre-preserving), in
-    `dtype`.
-
-    Two taps per axis, gathered: a mask of a 736 x 1000 input needs ~3M multiply-adds this
-    way, not the dense [pixels, units] weight products (and no BLAS threads, which spin
-    against onnxruntime's on a busy server)."""
-    height, width = channel_map.shape
-    low_y, high_y, fy = _taps(axes[0], height, ys)
-    low_x, high_x, fx = _taps(axes[1], width, xs)
-    channel_map = channel_map.astype(dtype, copy=False)
-    fy, fx = fy.astype(dtype)[:, None], fx.astype(dtype)
-    rows = channel_map[low_y] * (1.0 - fy) + channel_map[high_y] * fy  # [len(ys), W']
-    return np.asarray(rows[:, low_x] * (1.0 - fx) + rows[:, high_x] * fx)
-
-
 def _unit_centre(target: PatchTarget, size: tuple[int, int]) -> tuple[int, int]:
     gh, gw = target.axes()
     y, x = target.unit
@@ -335,21 +301,32 @@ def mask_box(
     quantile: float,
 ) -> Box:
     """The mask's bounding box in model-input pixels (see the module docstring); float32
-    maps (what the layer gave) halve the memory the quantile reads."""
-    up = upsample(
-        channel_map,
-        target.axes(),
-        np.arange(size[0], dtype=np.float64),
-        np.arange(size[1], dtype=np.float64),
-        np.float32,
-    )
-    mask = above_quantile(up, quantile)
+    maps (what the layer gave) halve the memory the quantile reads.
+
+    Only the cells that can hold mask pixels are upsampled (`mask_cells`: the same mask,
+    ~4x cheaper on a detector's map); when that prunes too little, the whole map is."""
+    cells = cell_mask(channel_map, target.axes(), size, quantile)
+    if cells is None:
+        up = upsample(
+            channel_map,
+            target.axes(),
+            np.arange(size[0], dtype=np.float64),
+            np.arange(size[1], dtype=np.float64),
+            np.float32,
+        )
+        mask = above_quantile(up, quantile)
+    else:
+        mask = cells.mask
     seed = _unit_centre(target, size)
     if not mask[seed]:
         ys, xs = np.nonzero(mask)
         nearest = int(np.argmin((ys - seed[0]) ** 2 + (xs - seed[1]) ** 2))
         seed = (int(ys[nearest]), int(xs[nearest]))
-    return component_box(mask, seed)
+    if cells is None:
+        return component_box(mask, seed)
+    y0, x0, y1, x1 = cells.window(seed)  # holds the seed's whole region
+    top, left, bottom, right = component_box(mask[y0:y1, x0:x1], (seed[0] - y0, seed[1] - x0))
+    return (y0 + top, x0 + left, y0 + bottom, x0 + right)
 
 
 def _mask(
