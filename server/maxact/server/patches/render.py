@@ -318,12 +318,14 @@ def mask_box(
     else:
         mask = cells.mask
     seed = _unit_centre(target, size)
-    if not mask[seed]:
-        ys, xs = np.nonzero(mask)
-        nearest = int(np.argmin((ys - seed[0]) ** 2 + (xs - seed[1]) ** 2))
-        seed = (int(ys[nearest]), int(xs[nearest]))
     if cells is None:
+        if not mask[seed]:
+            ys, xs = np.nonzero(mask)
+            nearest = int(np.argmin((ys - seed[0]) ** 2 + (xs - seed[1]) ** 2))
+            seed = (int(ys[nearest]), int(xs[nearest]))
         return component_box(mask, seed)
+    if not mask[seed]:
+        seed = cells.nearest(seed)
     y0, x0, y1, x1 = cells.window(seed)  # holds the seed's whole region
     top, left, bottom, right = component_box(mask[y0:y1, x0:x1], (seed[0] - y0, seed[1] - x0))
     return (y0 + top, x0 + left, y0 + bottom, x0 + right)
