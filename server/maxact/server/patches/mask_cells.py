@@ -199,7 +199,8 @@ def _upper_bounds(
     ys = np.stack([rows.starts, rows.ends], axis=1).ravel().astype(np.float64)
     xs = np.stack([cols.starts, cols.ends], axis=1).ravel().astype(np.float64)
     corners = upsample(grid, axes, ys, xs, np.float64)  # [2 blocks_y, 2 blocks_x]
-    highest = corners.reshape(len(rows.starts), 2, len(cols.starts), 2).max(axis=(1, 3))
+    top, bottom = np.maximum(corners[0::2, 0::2], corners[0::2, 1::2]), corners[1::2]
+    highest = np.maximum(top, np.maximum(bottom[:, 0::2], bottom[:, 1::2]))
     return np.asarray(highest + (MARGIN * float(np.abs(grid).max()) + TINY))
 
 
