@@ -36,12 +36,12 @@ from scipy import ndimage
 from maxact.server.patches.upsample import Taps, blend_cols, blend_rows, taps, upsample
 from maxact.server.rf import AxisGeometry
 
-BLOCK_COLS = 8  # columns per block at most: tighter bounds than whole cells
+BLOCK_COLS = 16  # columns per block at most: tighter bounds than whole cells
 # rows per block at most: whole cells keep the row bands (a few numpy calls each) few
 BLOCK_ROWS = 64
 MARGIN = 2.0**-16  # of max |map|: the float32 rounding allowance of the block bounds
 TINY = 2.0**-120  # ... plus this absolute one (subnormal products)
-FIRST = 2.0  # upsample first the highest blocks holding this many times `needed` pixels
+FIRST = 1.5  # upsample first the highest blocks holding this many times `needed` pixels
 MAX_SHARE = 0.5  # upsampling more than this share of the pixels: the whole map is as cheap
 EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 Box = tuple[int, int, int, int]
@@ -157,11 +157,14 @@ def cell_mask(
     blended = blend_rows(grid, row_taps)  # [H, W']: cheap next to [H, W]
     bands = _upsample_blocks(blended, col_taps, rows, cols, top)
     values = np.concatenate([band[3].ravel() for band in bands])
-    candidate = high >= float(_largest(values, needed))  # a lower bound of the threshold
+    floor = _largest(values, needed)  # a lower bound of the threshold
+    candidate = high >= float(floor)
     if int(counts[candidate].sum()) > MAX_SHARE * total:
         return None
-    bands += _upsample_blocks(blended, col_taps, rows, cols, candidate & ~top)
-    values = np.concatenate([band[3].ravel() for band in bands])
+    more_bands = _upsample_blocks(blended, col_taps, rows, cols, candidate & ~top)
+    bands += more_bands
+    # the values below the bound cannot be the threshold
+    values = np.concatenate([values[values >= floor]] + [b[3][b[3] >= floor] for b in more_bands])
     threshold = _largest(values, needed)
     strict = bool((values > threshold).any())  # else the top values tie: >= (above_quantile)
     mask = np.zeros(size, dtype=bool)
