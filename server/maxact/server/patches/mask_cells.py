@@ -1,18 +1,19 @@
 """The mask of the upsampled map without upsampling all of it (the `mask` render's hot path).
 
-A "block" is a rectangle of model-input pixels sharing one low tap per axis (`upsample.taps`):
-the rows between two neighbouring unit centres x at most BLOCK_COLS of the columns between two.
-Over a block the upsampled map is bilinear in the two weights, which grow with the pixel
-index, so its extremes over the block are at its 4 corner pixels. Their float64 values widened
-by `margin` bound every pixel the float32 `upsample` gives in the block:
+A "block" is a rectangle of at most BLOCK x BLOCK model-input pixels sharing one low tap per
+axis (`upsample.taps`: between two neighbouring unit centres per axis). Over a block the
+upsampled map is bilinear in the two weights, which grow with the pixel index, so its extremes
+over the block are at its 4 corner pixels. Their values (float32 `upsample`, as the whole map
+has them) widened by `margin` bound every pixel of the block:
 
     In float32 (unit roundoff u = 2^-24, A = max |map|) one stage computes
     fl(fl(a * fl(1 - f)) + fl(b * f)) with f in [0, 1]: fl(1 - f) is off by <= u, each product
     by <= u A (1 + u), their sum by <= u A (1 + 3u); the exact a (1 - f) + b f lies in
-    [min(a, b), max(a, b)]. So a stage adds at most ~4uA, both ~8.2uA (+ O(u^2)). The weight
-    f itself is rounded to float32 (the value moves by <= 2A u per axis) and the float64
-    corners are off by ~1e-16 A: under 13uA in all, plus up to 2^-149 per subnormal rounding.
-    `margin` = 2^-16 A + 2^-120 (256uA) is far above that.
+    [min(a, b), max(a, b)]. So a stage adds at most ~4uA, both ~8.2uA (+ O(u^2)) to the exact
+    bilinear value at the pixel's float32 weights; rounding the weights to float32 keeps
+    their order (a pixel's weights stay between its block's corners'). So a pixel exceeds
+    its block's largest corner pixel by at most ~16.4uA, plus up to 2^-149 per subnormal
+    rounding: `margin` = 2^-16 A + 2^-120 (256uA) is far above that.
 
 The mask's threshold is the needed-th largest pixel (`above_quantile`). It is at most U, the
 lowest upper bound among the highest blocks holding `needed` pixels. The highest blocks
@@ -33,20 +34,18 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from maxact.server.patches.upsample import Taps, blend_cols, blend_rows, taps, upsample
+from maxact.server.patches.upsample import Taps, blend_pixels, blend_rows, taps, upsample
 from maxact.server.rf import AxisGeometry
 
-BLOCK_COLS = 16  # columns per block at most: tighter bounds than whole cells
-# rows per block at most: whole cells keep the row bands (a few numpy calls each) few
-BLOCK_ROWS = 64
+BLOCK = 8  # pixels per block side at most: tighter bounds than whole cells
 MARGIN = 2.0**-16  # of max |map|: the float32 rounding allowance of the block bounds
 TINY = 2.0**-120  # ... plus this absolute one (subnormal products)
 FIRST = 1.5  # upsample first the highest blocks holding this many times `needed` pixels
 MAX_SHARE = 0.5  # upsampling more than this share of the pixels: the whole map is as cheap
 EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 Box = tuple[int, int, int, int]
-# a row band of upsampled blocks: rows y0:y1, columns xs, their values (or mask)
-Band = tuple[int, int, np.ndarray, np.ndarray]
+# upsampled blocks of one shape: rows [K, h, 1], columns [K, 1, w], values (or mask) [K, h, w]
+Piece = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -82,33 +81,23 @@ class CellMask:
     """The whole mask and the blocks that may hold mask pixels."""
 
     mask: np.ndarray  # [H, W] bool
-    bands: list[Band]  # where mask pixels can be: the upsampled bands, their masks
+    pieces: list[Piece]  # where mask pixels can be: the upsampled blocks, their masks
     hot: np.ndarray  # [blocks_y, blocks_x] bool: upper bound >= the threshold
     rows: _Blocks
     cols: _Blocks
 
     def nearest(self, seed: tuple[int, int]) -> tuple[int, int]:
         """The mask pixel nearest to `seed`, the first in row-major order among equals (as
-        argmin over np.nonzero of the whole mask picks it); bands by their row distance,
-        until no closer pixel can follow."""
-        best, ys, xs = math.inf, np.empty(0, np.int64), np.empty(0, np.int64)
-
-        def gap(band: Band) -> int:
-            return max(0, band[0] - seed[0], seed[0] - band[1] + 1)
-
-        for band in sorted(self.bands, key=gap):
-            if gap(band) ** 2 > best:
-                break
-            y0, _, cols, mask = band
-            r, c = np.nonzero(mask)
-            distance = (y0 + r - seed[0]) ** 2 + (cols[c] - seed[1]) ** 2
-            if distance.size and distance.min() <= best:
-                closest = distance == distance.min()
-                if distance.min() < best:
-                    best, ys, xs = distance.min(), ys[:0], xs[:0]
-                ys = np.concatenate([ys, y0 + r[closest]])
-                xs = np.concatenate([xs, cols[c[closest]]])
-        first = int(np.argmin(ys * self.mask.shape[1] + xs))
+        argmin over np.nonzero of the whole mask picks it)."""
+        ys, xs = (
+            np.concatenate(
+                [np.broadcast_to(piece[axis], piece[2].shape)[piece[2]] for piece in self.pieces]
+            )
+            for axis in (0, 1)
+        )
+        distance = (ys - seed[0]) ** 2 + (xs - seed[1]) ** 2
+        closest = np.flatnonzero(distance == distance.min())
+        first = closest[np.argmin(ys[closest] * self.mask.shape[1] + xs[closest])]
         return int(ys[first]), int(xs[first])
 
     def window(self, seed: tuple[int, int]) -> Box:
@@ -139,7 +128,7 @@ def cell_mask(
     needed = total - math.floor(quantile * (total - 1))
     row_taps = taps(axes[0], grid.shape[0], np.arange(size[0], dtype=np.float64))
     col_taps = taps(axes[1], grid.shape[1], np.arange(size[1], dtype=np.float64))
-    rows, cols = _Blocks.of(row_taps, BLOCK_ROWS), _Blocks.of(col_taps, BLOCK_COLS)
+    rows, cols = _Blocks.of(row_taps, BLOCK), _Blocks.of(col_taps, BLOCK)
     high = _upper_bounds(grid, axes, rows, cols)
     counts = rows.counts[:, None] * cols.counts[None, :]
     # the highest blocks holding `needed` pixels: the threshold is at most their lowest upper
@@ -151,29 +140,28 @@ def cell_mask(
     ):
         return None
     # a few times more: their needed-th largest is closer to the threshold
-    more = min(total, math.ceil(FIRST * needed))
+    first = min(total, math.ceil(FIRST * needed))
     top = np.zeros(high.shape, dtype=bool)
-    top.ravel()[order[: int(np.searchsorted(reach, more)) + 1]] = True
+    top.ravel()[order[: int(np.searchsorted(reach, first)) + 1]] = True
     blended = blend_rows(grid, row_taps)  # [H, W']: cheap next to [H, W]
-    bands = _upsample_blocks(blended, col_taps, rows, cols, top)
-    values = np.concatenate([band[3].ravel() for band in bands])
+    pieces = _upsample_blocks(blended, col_taps, rows, cols, top)
+    values = np.concatenate([piece[2].ravel() for piece in pieces])
     floor = _largest(values, needed)  # a lower bound of the threshold
     candidate = high >= float(floor)
     if int(counts[candidate].sum()) > MAX_SHARE * total:
         return None
-    more_bands = _upsample_blocks(blended, col_taps, rows, cols, candidate & ~top)
-    bands += more_bands
+    more = _upsample_blocks(blended, col_taps, rows, cols, candidate & ~top)
+    pieces += more
     # the values below the bound cannot be the threshold
-    values = np.concatenate([values[values >= floor]] + [b[3][b[3] >= floor] for b in more_bands])
+    values = np.concatenate([values[values >= floor]] + [p[2][p[2] >= floor] for p in more])
     threshold = _largest(values, needed)
     strict = bool((values > threshold).any())  # else the top values tie: >= (above_quantile)
     mask = np.zeros(size, dtype=bool)
-    masks: list[Band] = []
-    for y0, y1, xs, band in bands:
-        selected = band > threshold if strict else band >= threshold
-        if selected.any():
-            mask[y0:y1, xs] = selected
-            masks.append((y0, y1, xs, selected))
+    masks: list[Piece] = []
+    for ys, xs, piece in pieces:
+        selected = piece > threshold if strict else piece >= threshold
+        mask[ys, xs] = selected
+        masks.append((ys, xs, selected))
     return CellMask(mask, masks, high >= float(threshold), rows, cols)
 
 
@@ -198,23 +186,25 @@ def _upper_bounds(
     grid: np.ndarray, axes: tuple[AxisGeometry, AxisGeometry], rows: _Blocks, cols: _Blocks
 ) -> np.ndarray:
     """[blocks_y, blocks_x] float64 upper bounds of every block's upsampled pixels: the
-    largest of its 4 corner pixels plus the margin."""
+    largest of its 4 corner pixels plus the margin (module docstring)."""
     ys = np.stack([rows.starts, rows.ends], axis=1).ravel().astype(np.float64)
     xs = np.stack([cols.starts, cols.ends], axis=1).ravel().astype(np.float64)
-    corners = upsample(grid, axes, ys, xs, np.float64)  # [2 blocks_y, 2 blocks_x]
+    corners = upsample(grid, axes, ys, xs, np.float32)  # [2 blocks_y, 2 blocks_x]
     top, bottom = np.maximum(corners[0::2, 0::2], corners[0::2, 1::2]), corners[1::2]
     highest = np.maximum(top, np.maximum(bottom[:, 0::2], bottom[:, 1::2]))
-    return np.asarray(highest + (MARGIN * float(np.abs(grid).max()) + TINY))
+    return np.asarray(highest.astype(np.float64) + (MARGIN * float(np.abs(grid).max()) + TINY))
 
 
 def _upsample_blocks(
     blended: np.ndarray, col_taps: Taps, rows: _Blocks, cols: _Blocks, chosen: np.ndarray
-) -> list[Band]:
-    """The chosen blocks upsampled, a row band of blocks at a time (second stage only)."""
-    bands = []
-    for i in np.flatnonzero(chosen.any(axis=1)):
-        xs = np.flatnonzero(np.repeat(chosen[i], cols.counts))
-        y0, y1 = rows.span(int(i), int(i))
-        band = blend_cols(blended[y0:y1], (col_taps[0][xs], col_taps[1][xs], col_taps[2][xs]))
-        bands.append((y0, y1, xs, band))
-    return bands
+) -> list[Piece]:
+    """The chosen blocks upsampled (the second stage), the blocks of one shape at once."""
+    block_y, block_x = np.nonzero(chosen)
+    heights, widths = rows.counts[block_y], cols.counts[block_x]
+    pieces = []
+    for height, width in sorted(set(zip(heights.tolist(), widths.tolist(), strict=True))):
+        same = (heights == height) & (widths == width)
+        ys = (rows.starts[block_y[same]][:, None] + np.arange(height))[:, :, None]
+        xs = (cols.starts[block_x[same]][:, None] + np.arange(width))[:, None, :]
+        pieces.append((ys, xs, blend_pixels(blended, ys, xs, col_taps)))
+    return pieces

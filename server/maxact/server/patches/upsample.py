@@ -57,3 +57,11 @@ def upsample(
     height, width = channel_map.shape
     grid = channel_map.astype(dtype, copy=False)
     return blend_cols(blend_rows(grid, taps(axes[0], height, ys)), taps(axes[1], width, xs))
+
+
+def blend_pixels(rows: np.ndarray, ys: np.ndarray, xs: np.ndarray, cols: Taps) -> np.ndarray:
+    """`blend_cols(rows, cols)[ys, xs]` (broadcast index arrays) without the other pixels:
+    the same arithmetic on the same float32 operands, so the same values."""
+    low, high, weight = cols
+    w = weight.astype(rows.dtype)[xs]
+    return np.asarray(rows[ys, low[xs]] * (1.0 - w) + rows[ys, high[xs]] * w)
