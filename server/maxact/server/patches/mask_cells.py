@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from maxact.server.patches.upsample import Taps, blend_pixels, blend_rows, taps, upsample
+from maxact.server.patches.upsample import Taps, blend_blocks, blend_rows, taps, upsample
 from maxact.server.rf import AxisGeometry
 
 BLOCK = 8  # pixels per block side at most: tighter bounds than whole cells
@@ -131,18 +131,19 @@ def cell_mask(
     rows, cols = _Blocks.of(row_taps, BLOCK), _Blocks.of(col_taps, BLOCK)
     high = _upper_bounds(grid, axes, rows, cols)
     counts = rows.counts[:, None] * cols.counts[None, :]
-    # the highest blocks holding `needed` pixels: the threshold is at most their lowest upper
-    # bound, so every block up there is a candidate; too many: nothing to prune
-    order = np.argsort(-high, axis=None)
-    reach = np.cumsum(counts.ravel()[order])
-    if int(counts[high >= high.ravel()[order[np.searchsorted(reach, needed)]]].sum()) > (
+    # U: the k-th highest upper bound, k = needed / the largest block's pixels; the needed-th
+    # largest pixel is at most U, so the blocks up to U all are candidates: too many, no pruning
+    flat = high.ravel()
+    k = math.ceil(needed / int(counts.max()))
+    if int(counts[high >= np.partition(flat, flat.size - k)[flat.size - k]].sum()) > (
         MAX_SHARE * total
     ):
         return None
-    # a few times more: their needed-th largest is closer to the threshold
-    first = min(total, math.ceil(FIRST * needed))
+    # the highest blocks holding FIRST x needed pixels (at least `needed`)
+    order = np.argsort(-flat)
+    reach = np.cumsum(counts.ravel()[order])
     top = np.zeros(high.shape, dtype=bool)
-    top.ravel()[order[: int(np.searchsorted(reach, first)) + 1]] = True
+    top.ravel()[order[: int(np.searchsorted(reach, math.ceil(FIRST * needed))) + 1]] = True
     blended = blend_rows(grid, row_taps)  # [H, W']: cheap next to [H, W]
     pieces = _upsample_blocks(blended, col_taps, rows, cols, top)
     values = np.concatenate([piece[2].ravel() for piece in pieces])
@@ -206,5 +207,5 @@ def _upsample_blocks(
         same = (heights == height) & (widths == width)
         ys = (rows.starts[block_y[same]][:, None] + np.arange(height))[:, :, None]
         xs = (cols.starts[block_x[same]][:, None] + np.arange(width))[:, None, :]
-        pieces.append((ys, xs, blend_pixels(blended, ys, xs, col_taps)))
+        pieces.append((ys, xs, blend_blocks(blended, ys, xs, col_taps)))
     return pieces

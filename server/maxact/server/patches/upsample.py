@@ -59,9 +59,11 @@ def upsample(
     return blend_cols(blend_rows(grid, taps(axes[0], height, ys)), taps(axes[1], width, xs))
 
 
-def blend_pixels(rows: np.ndarray, ys: np.ndarray, xs: np.ndarray, cols: Taps) -> np.ndarray:
-    """`blend_cols(rows, cols)[ys, xs]` (broadcast index arrays) without the other pixels:
-    the same arithmetic on the same float32 operands, so the same values."""
+def blend_blocks(rows: np.ndarray, ys: np.ndarray, xs: np.ndarray, cols: Taps) -> np.ndarray:
+    """`blend_cols(rows, cols)[ys, xs]` of K blocks, rows ys [K, h, 1] x columns xs [K, 1, w],
+    the columns of a block sharing one low (so one high) tap: the same arithmetic on the same
+    float32 operands, so the same values (a tap's value is gathered once per block row)."""
     low, high, weight = cols
     w = weight.astype(rows.dtype)[xs]
-    return np.asarray(rows[ys, low[xs]] * (1.0 - w) + rows[ys, high[xs]] * w)
+    tap = xs[:, :, :1]
+    return np.asarray(rows[ys, low[tap]] * (1.0 - w) + rows[ys, high[tap]] * w)
