@@ -148,3 +148,19 @@ def test_mask_box_with_pruned_cells_equals_the_full_upsampled_mask_box(
         assert mask_box(channel_map, target, size, quantile) == expected, (case, size, axes)
         pruned += mask_cells.cell_mask(channel_map, axes, size, quantile) is not None
     assert pruned == 500 if max_share == 1.0 else pruned > 50
+
+
+def test_largest_equals_the_rank_th_of_the_sorted_values() -> None:
+    """All three ways: a partition above the sample's bound, the bound itself (long runs of
+    equal values: a ReLU map's zeros), a partition below it."""
+    rng = np.random.default_rng(13)
+    for case in range(300):
+        size = int(rng.integers(1, 3000))
+        if case % 3 == 0:
+            values = rng.random(size).astype(np.float32)
+        elif case % 3 == 1:
+            values = np.maximum(rng.normal(-2, 1, size), 0).astype(np.float32)
+        else:
+            values = rng.integers(0, 3, size).astype(np.float32)
+        rank = int(rng.integers(1, size + 1))
+        assert mask_cells._largest(values, rank) == np.sort(values)[size - rank]
