@@ -118,8 +118,11 @@ def main() -> None:
     render.LayerActivations.all_channels = timed(  # type: ignore[method-assign]
         "layer run (all channels, one image)", render.LayerActivations.all_channels
     )
-    render.mask_box = timed("mask box (upsample, quantile, component)", render.mask_box)
-    for name in ("upsample", "above_quantile", "component_box", "crop_with_border", "letterbox"):
+    render.mask_box = timed(
+        "mask box (cell_mask, or upsample + quantile; component)", render.mask_box
+    )
+    names = ("cell_mask", "upsample", "above_quantile", "component_box", "crop_with_border")
+    for name in (*names, "letterbox"):
         if hasattr(render, name):
             setattr(render, name, timed(f"  {name}", getattr(render, name)))
     crop.render_loaded = timed("render_loaded (a whole patch)", crop.render_loaded)
