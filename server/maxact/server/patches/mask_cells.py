@@ -139,11 +139,8 @@ def cell_mask(
         MAX_SHARE * total
     ):
         return None
-    # the highest blocks holding FIRST x needed pixels (at least `needed`)
-    order = np.argsort(-flat)
-    reach = np.cumsum(counts.ravel()[order])
-    top = np.zeros(high.shape, dtype=bool)
-    top.ravel()[order[: int(np.searchsorted(reach, math.ceil(FIRST * needed))) + 1]] = True
+    top = _top_blocks(flat, counts.ravel(), min(total, math.ceil(FIRST * needed)))
+    top = top.reshape(high.shape)
     blended = blend_rows(grid, row_taps)  # [H, W']: cheap next to [H, W]
     pieces = _upsample_blocks(blended, col_taps, rows, cols, top)
     values = np.concatenate([piece[2].ravel() for piece in pieces])
@@ -164,6 +161,21 @@ def cell_mask(
         mask[ys, xs] = selected
         masks.append((ys, xs, selected))
     return CellMask(mask, masks, high >= float(threshold), rows, cols)
+
+
+def _top_blocks(high: np.ndarray, counts: np.ndarray, pixels: int) -> np.ndarray:
+    """The highest blocks (flat) holding at least `pixels` pixels, as a mask: a sort of the
+    few highest, not of all blocks."""
+    take = min(high.size, 2 * math.ceil(pixels / counts.mean()))
+    while True:
+        few = np.argpartition(-high, take - 1)[:take] if take < high.size else np.arange(take)
+        order = few[np.argsort(-high[few])]
+        reach = np.cumsum(counts[order])
+        if reach[-1] >= pixels:
+            chosen = np.zeros(high.size, dtype=bool)
+            chosen[order[: int(np.searchsorted(reach, pixels)) + 1]] = True
+            return chosen
+        take = min(high.size, 2 * take)
 
 
 def _largest(values: np.ndarray, rank: int) -> np.floating:
