@@ -81,7 +81,7 @@ class CellMask:
     """The whole mask and the blocks that may hold mask pixels."""
 
     mask: np.ndarray  # [H, W] bool
-    pieces: list[Piece]  # where mask pixels can be: the upsampled blocks, their masks
+    pixels: tuple[np.ndarray, np.ndarray]  # the mask's pixels: rows, columns
     hot: np.ndarray  # [blocks_y, blocks_x] bool: upper bound >= the threshold
     rows: _Blocks
     cols: _Blocks
@@ -89,12 +89,7 @@ class CellMask:
     def nearest(self, seed: tuple[int, int]) -> tuple[int, int]:
         """The mask pixel nearest to `seed`, the first in row-major order among equals (as
         argmin over np.nonzero of the whole mask picks it)."""
-        ys, xs = (
-            np.concatenate(
-                [np.broadcast_to(piece[axis], piece[2].shape)[piece[2]] for piece in self.pieces]
-            )
-            for axis in (0, 1)
-        )
+        ys, xs = self.pixels
         distance = (ys - seed[0]) ** 2 + (xs - seed[1]) ** 2
         closest = np.flatnonzero(distance == distance.min())
         first = closest[np.argmin(ys[closest] * self.mask.shape[1] + xs[closest])]
@@ -154,13 +149,15 @@ def cell_mask(
     values = np.concatenate([values[values >= floor]] + [p[2][p[2] >= floor] for p in more])
     threshold = _largest(values, needed)
     strict = bool((values > threshold).any())  # else the top values tie: >= (above_quantile)
+    found = [
+        (np.broadcast_to(ys, chosen.shape)[chosen], np.broadcast_to(xs, chosen.shape)[chosen])
+        for ys, xs, piece in pieces
+        for chosen in [piece > threshold if strict else piece >= threshold]
+    ]
+    pixels = (np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found]))
     mask = np.zeros(size, dtype=bool)
-    masks: list[Piece] = []
-    for ys, xs, piece in pieces:
-        selected = piece > threshold if strict else piece >= threshold
-        mask[ys, xs] = selected
-        masks.append((ys, xs, selected))
-    return CellMask(mask, masks, high >= float(threshold), rows, cols)
+    mask[pixels] = True
+    return CellMask(mask, pixels, high >= float(threshold), rows, cols)
 
 
 def _top_blocks(high: np.ndarray, counts: np.ndarray, pixels: int) -> np.ndarray:
