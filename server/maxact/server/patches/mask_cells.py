@@ -78,22 +78,45 @@ class _Blocks:
 
 @dataclass(frozen=True)
 class CellMask:
-    """The whole mask and the blocks that may hold mask pixels."""
+    """The mask as the upsampled blocks that may hold its pixels (never the whole input)."""
 
-    mask: np.ndarray  # [H, W] bool
-    pixels: tuple[np.ndarray, np.ndarray]  # the mask's pixels: rows, columns
-    hot: np.ndarray  # [blocks_y, blocks_x] bool: upper bound >= the threshold
+    pieces: list[Piece]  # rows, columns, in the mask
+    hot: np.ndarray  # [blocks_y, blocks_x] bool: upper bound >= the threshold (all upsampled)
     rows: _Blocks
     cols: _Blocks
+    width: int  # of the input
+
+    def holds(self, pixel: tuple[int, int]) -> bool:
+        y0 = self.rows.starts[self.rows.of_pixel(pixel[0])]
+        x0 = self.cols.starts[self.cols.of_pixel(pixel[1])]
+        for ys, xs, inside in self.pieces:
+            (block,) = np.nonzero((ys[:, 0, 0] == y0) & (xs[:, 0, 0] == x0))
+            if block.size:
+                return bool(inside[block[0], pixel[0] - y0, pixel[1] - x0])
+        return False  # not upsampled: not hot
 
     def nearest(self, seed: tuple[int, int]) -> tuple[int, int]:
         """The mask pixel nearest to `seed`, the first in row-major order among equals (as
         argmin over np.nonzero of the whole mask picks it)."""
-        ys, xs = self.pixels
+        ys, xs = (
+            np.concatenate([np.broadcast_to(p[axis], p[2].shape)[p[2]] for p in self.pieces])
+            for axis in (0, 1)
+        )
         distance = (ys - seed[0]) ** 2 + (xs - seed[1]) ** 2
         closest = np.flatnonzero(distance == distance.min())
-        first = closest[np.argmin(ys[closest] * self.mask.shape[1] + xs[closest])]
+        first = closest[np.argmin(ys[closest] * self.width + xs[closest])]
         return int(ys[first]), int(xs[first])
+
+    def mask_in(self, window: Box) -> np.ndarray:
+        """The mask over `window` (whole blocks, as `window` gives)."""
+        y0, x0, y1, x1 = window
+        out = np.zeros((y1 - y0, x1 - x0), dtype=bool)
+        for ys, xs, inside in self.pieces:
+            top, left = ys[:, 0, 0], xs[:, 0, 0]
+            keep = (top >= y0) & (top < y1) & (left >= x0) & (left < x1)
+            if keep.any():
+                out[ys[keep] - y0, xs[keep] - x0] = inside[keep]
+        return out
 
     def window(self, seed: tuple[int, int]) -> Box:
         """Pixels holding the seed's whole 8-connected region: neighbouring pixels lie in the
@@ -149,15 +172,10 @@ def cell_mask(
     values = np.concatenate([values[values >= floor]] + [p[2][p[2] >= floor] for p in more])
     threshold = _largest(values, needed)
     strict = bool((values > threshold).any())  # else the top values tie: >= (above_quantile)
-    found = [
-        (np.broadcast_to(ys, chosen.shape)[chosen], np.broadcast_to(xs, chosen.shape)[chosen])
-        for ys, xs, piece in pieces
-        for chosen in [piece > threshold if strict else piece >= threshold]
+    masks = [
+        (ys, xs, piece > threshold if strict else piece >= threshold) for ys, xs, piece in pieces
     ]
-    pixels = (np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found]))
-    mask = np.zeros(size, dtype=bool)
-    mask[pixels] = True
-    return CellMask(mask, pixels, high >= float(threshold), rows, cols)
+    return CellMask(masks, high >= float(threshold), rows, cols, size[1])
 
 
 def _top_blocks(high: np.ndarray, counts: np.ndarray, pixels: int) -> np.ndarray:

@@ -306,29 +306,27 @@ def mask_box(
     Only the cells that can hold mask pixels are upsampled (`mask_cells`: the same mask,
     ~4x cheaper on a detector's map); when that prunes too little, the whole map is."""
     cells = cell_mask(channel_map, target.axes(), size, quantile)
-    if cells is None:
-        up = upsample(
-            channel_map,
-            target.axes(),
-            np.arange(size[0], dtype=np.float64),
-            np.arange(size[1], dtype=np.float64),
-            np.float32,
-        )
-        mask = above_quantile(up, quantile)
-    else:
-        mask = cells.mask
     seed = _unit_centre(target, size)
-    if cells is None:
-        if not mask[seed]:
-            ys, xs = np.nonzero(mask)
-            nearest = int(np.argmin((ys - seed[0]) ** 2 + (xs - seed[1]) ** 2))
-            seed = (int(ys[nearest]), int(xs[nearest]))
-        return component_box(mask, seed)
+    if cells is not None:
+        if not cells.holds(seed):
+            seed = cells.nearest(seed)
+        y0, x0, y1, x1 = cells.window(seed)  # holds the seed's whole region
+        local = (seed[0] - y0, seed[1] - x0)
+        top, left, bottom, right = component_box(cells.mask_in((y0, x0, y1, x1)), local)
+        return (y0 + top, x0 + left, y0 + bottom, x0 + right)
+    up = upsample(
+        channel_map,
+        target.axes(),
+        np.arange(size[0], dtype=np.float64),
+        np.arange(size[1], dtype=np.float64),
+        np.float32,
+    )
+    mask = above_quantile(up, quantile)
     if not mask[seed]:
-        seed = cells.nearest(seed)
-    y0, x0, y1, x1 = cells.window(seed)  # holds the seed's whole region
-    top, left, bottom, right = component_box(mask[y0:y1, x0:x1], (seed[0] - y0, seed[1] - x0))
-    return (y0 + top, x0 + left, y0 + bottom, x0 + right)
+        ys, xs = np.nonzero(mask)
+        nearest = int(np.argmin((ys - seed[0]) ** 2 + (xs - seed[1]) ** 2))
+        seed = (int(ys[nearest]), int(xs[nearest]))
+    return component_box(mask, seed)
 
 
 def _mask(
