@@ -1,6 +1,7 @@
-"""The fast mask box (render.above_quantile, render.component_box) selects exactly what its
-definition does: the pixels above np.quantile of the upsampled map, and the bounding box of
-the 8-connected region holding the seed labelled over the whole map."""
+"""The fast mask box (render.above_quantile, render.component_box, and mask_cells, which
+upsamples only the blocks that can hold mask pixels) selects exactly what its definition does:
+the pixels above np.quantile of the whole upsampled map, and the bounding box of the
+8-connected region holding the seed labelled over the whole map."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import pytest
 from scipy import ndimage
 
 from maxact.server.patches import mask_cells
+from maxact.server.patches.mask_cells import EIGHT_CONNECTED
 from maxact.server.patches.render import (
-    EIGHT_CONNECTED,
     PatchTarget,
     above_quantile,
     component_box,
