@@ -1,5 +1,6 @@
-"""Micro benchmark: the `mask` render's box (render.mask_box), old (the whole map upsampled to
-the input) against new (only the cells that can hold mask pixels), in one run.
+"""Micro benchmark: the `mask` render's box, old (`render.whole_map_mask_box`: the whole map
+upsampled to the input, as before) against new (`render.mask_box`: only the blocks that can
+hold mask pixels), in one run.
 
 PP-OCRv4 det geometry (field 315, stride 16, padding 157; a 46 x 63 map, input 736 x 1008;
 quantile 0.95). Maps: smoothed ReLU maps (text-line-like blobs), sparse ReLU maps, and the worst
@@ -22,14 +23,7 @@ import numpy as np
 from scipy import ndimage
 
 from maxact.server.patches.mask_cells import cell_mask
-from maxact.server.patches.render import (
-    PatchTarget,
-    _unit_centre,
-    above_quantile,
-    component_box,
-    mask_box,
-)
-from maxact.server.patches.upsample import upsample
+from maxact.server.patches.render import PatchTarget, mask_box, whole_map_mask_box
 from maxact.server.rf import AxisGeometry
 from maxact.server.rf.fields import ChannelGroupField, TensorField
 
@@ -37,20 +31,6 @@ SHAPE = (46, 63)
 SIZE = (736, 1008)
 QUANTILE = 0.95
 AXIS = AxisGeometry(Fraction(315), Fraction(16), Fraction(157))
-
-
-def old_mask_box(
-    channel_map: np.ndarray, target: PatchTarget, size: tuple[int, int], quantile: float
-) -> tuple[int, int, int, int]:
-    """mask_box before the cells: the whole map upsampled to the input."""
-    ys, xs = np.arange(size[0], dtype=np.float64), np.arange(size[1], dtype=np.float64)
-    mask = above_quantile(upsample(channel_map, target.axes(), ys, xs, np.float32), quantile)
-    seed = _unit_centre(target, size)
-    if not mask[seed]:
-        rows, cols = np.nonzero(mask)
-        nearest = int(np.argmin((rows - seed[0]) ** 2 + (cols - seed[1]) ** 2))
-        seed = (int(rows[nearest]), int(cols[nearest]))
-    return component_box(mask, seed)
 
 
 def maps(kind: str, count: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -101,10 +81,12 @@ def main() -> None:
             for _ in range(args.units):
                 unit = (int(rng.integers(SHAPE[0])), int(rng.integers(SHAPE[1])))
                 hit = target(unit)
-                assert mask_box(channel_map, hit, SIZE, QUANTILE) == old_mask_box(
+                assert mask_box(channel_map, hit, SIZE, QUANTILE) == whole_map_mask_box(
                     channel_map, hit, SIZE, QUANTILE
                 )
-                old.append(timed(old_mask_box, (channel_map, hit, SIZE, QUANTILE), args.repeats))
+                old.append(
+                    timed(whole_map_mask_box, (channel_map, hit, SIZE, QUANTILE), args.repeats)
+                )
                 new.append(timed(mask_box, (channel_map, hit, SIZE, QUANTILE), args.repeats))
         o, n = 1000 * statistics.mean(old), 1000 * statistics.mean(new)
         print(f"{kind:10} {len(old):7d} {whole:4d}/{args.maps:<4d} {o:8.2f} {n:8.2f} {o / n:7.2f}x")

@@ -303,7 +303,7 @@ def mask_box(
     """The mask's bounding box in model-input pixels (see the module docstring); float32
     maps (what the layer gave) halve the memory the quantile reads.
 
-    Only the cells that can hold mask pixels are upsampled (`mask_cells`: the same mask,
+    Only the blocks that can hold mask pixels are upsampled (`mask_cells`: the same mask,
     ~4x cheaper on a detector's map); when that prunes too little, the whole map is."""
     cells = cell_mask(channel_map, target.axes(), size, quantile)
     seed = _unit_centre(target, size)
@@ -314,6 +314,14 @@ def mask_box(
         local = (seed[0] - y0, seed[1] - x0)
         top, left, bottom, right = component_box(cells.mask_in((y0, x0, y1, x1)), local)
         return (y0 + top, x0 + left, y0 + bottom, x0 + right)
+    return whole_map_mask_box(channel_map, target, size, quantile)
+
+
+def whole_map_mask_box(
+    channel_map: np.ndarray, target: PatchTarget, size: tuple[int, int], quantile: float
+) -> Box:
+    """`mask_box` with the whole map upsampled to the input: when pruning cannot pay."""
+    seed = _unit_centre(target, size)
     up = upsample(
         channel_map,
         target.axes(),
