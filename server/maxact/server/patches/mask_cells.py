@@ -97,11 +97,32 @@ class CellMask:
 
     def nearest(self, seed: tuple[int, int]) -> tuple[int, int]:
         """The mask pixel nearest to `seed`, the first in row-major order among equals (as
-        argmin over np.nonzero of the whole mask picks it)."""
-        ys, xs = (
-            np.concatenate([np.broadcast_to(p[axis], p[2].shape)[p[2]] for p in self.pieces])
-            for axis in (0, 1)
-        )
+        argmin over np.nonzero of the whole mask picks it). Only the blocks that can be as
+        near as the nearest block's farthest pixel are searched."""
+        blocks, bound = [], math.inf
+        for ys, xs, inside in self.pieces:
+            some = inside.reshape(len(inside), -1).any(axis=1)
+            if some.any():
+                ys, xs, inside = ys[some], xs[some], inside[some]
+                first_y, last_y, first_x, last_x = (
+                    ys[:, 0, 0],
+                    ys[:, -1, 0],
+                    xs[:, 0, 0],
+                    xs[:, 0, -1],
+                )
+                near = _squared(first_y, last_y, seed[0], False)
+                near += _squared(first_x, last_x, seed[1], False)
+                far = _squared(first_y, last_y, seed[0], True)
+                far += _squared(first_x, last_x, seed[1], True)
+                bound = min(bound, int(far.min()))
+                blocks.append((ys, xs, inside, near))
+        found_y, found_x = [], []
+        for ys, xs, inside, near in blocks:
+            keep = near <= bound
+            chosen = inside[keep]
+            found_y.append(np.broadcast_to(ys[keep], chosen.shape)[chosen])
+            found_x.append(np.broadcast_to(xs[keep], chosen.shape)[chosen])
+        ys, xs = np.concatenate(found_y), np.concatenate(found_x)
         distance = (ys - seed[0]) ** 2 + (xs - seed[1]) ** 2
         closest = np.flatnonzero(distance == distance.min())
         first = closest[np.argmin(ys[closest] * self.width + xs[closest])]
@@ -128,6 +149,16 @@ class CellMask:
         y0, y1 = self.rows.span(int(ys.min()), int(ys.max()))
         x0, x1 = self.cols.span(int(xs.min()), int(xs.max()))
         return y0, x0, y1, x1
+
+
+def _squared(first: np.ndarray, last: np.ndarray, at: int, farthest: bool) -> np.ndarray:
+    """Squared distance along one axis from `at` to the nearest (or farthest) of the pixels
+    first..last of each block."""
+    if farthest:
+        gap = np.maximum(np.abs(first - at), np.abs(last - at))
+    else:
+        gap = np.maximum(0, np.maximum(first - at, at - last))
+    return np.asarray(gap * gap)
 
 
 def cell_mask(
@@ -229,9 +260,12 @@ def _upsample_blocks(
     """The chosen blocks upsampled (the second stage), the blocks of one shape at once."""
     block_y, block_x = np.nonzero(chosen)
     heights, widths = rows.counts[block_y], cols.counts[block_x]
+    shapes = heights * (BLOCK + 1) + widths  # blocks are at most BLOCK x BLOCK
+    kinds = np.unique(shapes)
     pieces = []
-    for height, width in sorted(set(zip(heights.tolist(), widths.tolist(), strict=True))):
-        same = (heights == height) & (widths == width)
+    for kind in kinds.tolist():
+        same = shapes == kind if kinds.size > 1 else slice(None)
+        height, width = divmod(kind, BLOCK + 1)
         ys = (rows.starts[block_y[same]][:, None] + np.arange(height))[:, :, None]
         xs = (cols.starts[block_x[same]][:, None] + np.arange(width))[:, None, :]
         pieces.append((ys, xs, blend_blocks(blended, ys, xs, col_taps)))
