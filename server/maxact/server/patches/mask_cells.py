@@ -28,13 +28,14 @@ falls on 0) the caller upsamples the whole map as before.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
 
-from maxact.server.patches.upsample import Taps, blend_blocks, blend_rows, taps, upsample
+from maxact.server.patches.upsample import Taps, blend_blocks, blend_cols, blend_rows, taps
 from maxact.server.rf import AxisGeometry
 
 BLOCK = 8  # pixels per block side at most: tighter bounds than whole cells
@@ -74,6 +75,36 @@ class _Blocks:
 
     def of_pixel(self, pixel: int) -> int:
         return int(np.searchsorted(self.starts, pixel, side="right")) - 1
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """What only the geometry decides: the same for every patch of a layer at one input size."""
+
+    row_taps: Taps  # of every input row
+    col_taps: Taps
+    rows: _Blocks
+    cols: _Blocks
+    corner_rows: Taps  # of each block's first and last row, in turn
+    corner_cols: Taps
+
+
+@functools.lru_cache(maxsize=16)
+def _layout(
+    axes: tuple[AxisGeometry, AxisGeometry], units: tuple[int, int], size: tuple[int, int]
+) -> _Layout:
+    """Shared by every call through the cache: all its arrays are read-only."""
+    row_taps = taps(axes[0], units[0], np.arange(size[0], dtype=np.float64))
+    col_taps = taps(axes[1], units[1], np.arange(size[1], dtype=np.float64))
+    rows, cols = _Blocks.of(row_taps, BLOCK), _Blocks.of(col_taps, BLOCK)
+    ends = [np.stack([b.starts, b.ends], axis=1).ravel() for b in (rows, cols)]
+    corner_rows = (row_taps[0][ends[0]], row_taps[1][ends[0]], row_taps[2][ends[0]])
+    corner_cols = (col_taps[0][ends[1]], col_taps[1][ends[1]], col_taps[2][ends[1]])
+    layout = _Layout(row_taps, col_taps, rows, cols, corner_rows, corner_cols)
+    for array in (*row_taps, *col_taps, *corner_rows, *corner_cols, rows.starts, rows.counts):
+        array.flags.writeable = False
+    cols.starts.flags.writeable = cols.counts.flags.writeable = False
+    return layout
 
 
 @dataclass(frozen=True)
@@ -175,10 +206,9 @@ def cell_mask(
         return None
     total = size[0] * size[1]
     needed = total - math.floor(quantile * (total - 1))
-    row_taps = taps(axes[0], grid.shape[0], np.arange(size[0], dtype=np.float64))
-    col_taps = taps(axes[1], grid.shape[1], np.arange(size[1], dtype=np.float64))
-    rows, cols = _Blocks.of(row_taps, BLOCK), _Blocks.of(col_taps, BLOCK)
-    high = _upper_bounds(grid, axes, rows, cols)
+    layout = _layout(axes, (int(grid.shape[0]), int(grid.shape[1])), size)
+    row_taps, col_taps, rows, cols = layout.row_taps, layout.col_taps, layout.rows, layout.cols
+    high = _upper_bounds(grid, layout)
     counts = rows.counts[:, None] * cols.counts[None, :]
     # U: the k-th highest upper bound, k = needed / the largest block's pixels; the needed-th
     # largest pixel is at most U, so the blocks up to U all are candidates: too many, no pruning
@@ -241,14 +271,10 @@ def _largest(values: np.ndarray, rank: int) -> np.floating:
     return np.partition(below, below.size - rank)[below.size - rank]  # type: ignore[no-any-return]
 
 
-def _upper_bounds(
-    grid: np.ndarray, axes: tuple[AxisGeometry, AxisGeometry], rows: _Blocks, cols: _Blocks
-) -> np.ndarray:
+def _upper_bounds(grid: np.ndarray, layout: _Layout) -> np.ndarray:
     """[blocks_y, blocks_x] float64 upper bounds of every block's upsampled pixels: the
     largest of its 4 corner pixels plus the margin (module docstring)."""
-    ys = np.stack([rows.starts, rows.ends], axis=1).ravel().astype(np.float64)
-    xs = np.stack([cols.starts, cols.ends], axis=1).ravel().astype(np.float64)
-    corners = upsample(grid, axes, ys, xs, np.float32)  # [2 blocks_y, 2 blocks_x]
+    corners = blend_cols(blend_rows(grid, layout.corner_rows), layout.corner_cols)  # upsample
     top, bottom = np.maximum(corners[0::2, 0::2], corners[0::2, 1::2]), corners[1::2]
     highest = np.maximum(top, np.maximum(bottom[:, 0::2], bottom[:, 1::2]))
     return np.asarray(highest.astype(np.float64) + (MARGIN * float(np.abs(grid).max()) + TINY))
