@@ -16,14 +16,16 @@ has them) widened by `margin` bound every pixel of the block:
     rounding: `margin` = 2^-16 A + 2^-120 (256uA) is far above that.
 
 The mask's threshold is the needed-th largest pixel (`above_quantile`). It is at most U, the
-lowest upper bound among the highest blocks holding `needed` pixels. The highest blocks
-holding twice that many are upsampled first: their needed-th largest value E is a lower bound
-of the threshold, so only blocks whose upper bound is >= E can hold a pixel >= the threshold.
-Those are upsampled too, a row band of blocks at a time, with the same formula as the whole
-map (per-pixel identical values: every tap is computed per coordinate): the needed-th largest
-of everything upsampled IS the threshold, and every mask pixel is among them. When the blocks
-up to U or E hold over MAX_SHARE of the pixels (a constant map, a ReLU map whose quantile
-falls on 0) the caller upsamples the whole map as before.
+k-th highest upper bound (k blocks of at most the largest block's pixels hold `needed`), so
+every block up to U can hold mask pixels: if those are over MAX_SHARE of the input (a
+constant map, a ReLU map whose quantile falls on 0) nothing can be pruned and the caller
+upsamples the whole map as before. Else the highest blocks holding FIRST x `needed` pixels
+are upsampled: their needed-th largest value E is a lower bound of the threshold, so only
+blocks whose upper bound is >= E can hold a pixel >= the threshold; those are upsampled too.
+Always with the same formula as the whole map, per-pixel identical values (`blend_blocks`;
+every tap is computed per coordinate): the needed-th largest of everything upsampled IS the
+threshold, and every mask pixel is among them. The seed's region, the nearest mask pixel and
+the region's window come from those blocks too: no [H, W] array is made.
 """
 
 from __future__ import annotations
