@@ -139,12 +139,24 @@ def stored_neuron(
         return StoredNeuron(record, hits, ())
     renderer = PatchRenderer(model, layer.name, layer.field, prep, render)
     folder = root
+    # the maps the scan kept for these hits: a mask or heatmap then needs no layer run
+    kept = {}
+    if render.needs_activations:
+        kept = jobs.maps.neuron(record.id, layer.name, channel, kind)
 
     def crop(pair: tuple[TopKRow, Hit]) -> PatchImage | None:
         row, hit = pair
+        stored = kept.get(row.rank)
         try:
             source = image_source(folder, 0, row.image)
-            return renderer(source, hit.box, hit.unit, channel, key=_image_key(folder, row.image))
+            return renderer(
+                source,
+                hit.box,
+                hit.unit,
+                channel,
+                key=_image_key(folder, row.image),
+                channel_map=None if stored is None else stored.values,
+            )
         except (OSError, ValueError):
             return None
 
