@@ -81,13 +81,15 @@ class KeptMaps:
                 kept[key] = copy = np.array(maps[n, c])
                 self.bytes += copy.nbytes
 
-    def prune(self, kind: TopKKind, slots: np.ndarray) -> None:
-        """Forget the maps of entries no longer kept; `slots`: [C, k] image of each slot."""
-        channels = np.repeat(np.arange(slots.shape[0]), slots.shape[1])
-        wanted = set(zip(slots.ravel().tolist(), channels.tolist(), strict=True))
-        kept = self._maps[kind]
-        for key in [key for key in kept if key not in wanted]:
-            self.bytes -= kept.pop(key).nbytes
+    def prune(self, slots: Mapping[TopKKind, np.ndarray]) -> None:
+        """Forget the maps of entries no longer kept; `slots[kind]`: [C, k] image of each
+        slot of that ranking."""
+        for kind, images in slots.items():
+            channels = np.repeat(np.arange(images.shape[0]), images.shape[1])
+            wanted = set(zip(images.ravel().tolist(), channels.tolist(), strict=True))
+            kept = self._maps[kind]
+            for key in [key for key in kept if key not in wanted]:
+                self.bytes -= kept.pop(key).nbytes
         if self.bytes > OVER_PLAN * self.bound:
             self.disable()
 

@@ -135,9 +135,9 @@ class LayerReducer:
 
     def _prune_maps(self) -> None:
         if self.kept_maps is not None:
-            for kind in KINDS:
-                if kind in self._topk:
-                    self.kept_maps.prune(kind, self._topk[kind].kept_images())
+            self.kept_maps.prune(
+                {kind: self._topk[kind].kept_images() for kind in KINDS if kind in self._topk}
+            )
 
     def _overlap_groups(self, field: TensorField) -> list[tuple[np.ndarray, ...]]:
         """(positions in self.channels, row overlap, col overlap) per receptive-field group,
