@@ -40,10 +40,12 @@ def planned_bytes(k: int, channels: int, height: int, width: int, itemsize: int 
 
 
 def layers_keeping_maps(
-    layers: Sequence[tuple[str, int]], budget: int = SCAN_MAPS_BYTES
+    layers: Sequence[tuple[str, int]], budget: int | None = None
 ) -> tuple[str, ...]:
     """The layers (name, planned bytes) whose maps a scan keeps: the smallest first (deep
-    layers, where `mask` is the render of choice) while they fit `budget` together."""
+    layers, where `mask` is the render of choice) while they fit `budget` (default
+    SCAN_MAPS_BYTES) together."""
+    budget = SCAN_MAPS_BYTES if budget is None else budget
     kept: list[str] = []
     total = 0
     for name, size in sorted(layers, key=lambda pair: pair[1]):
