@@ -682,14 +682,19 @@ class ScanJobs:
             raise EngineCancelled()
         images = sum(len(task.ids) for task in tasks)
         SCAN_IMAGES_PER_SECOND.set(images / max(time.monotonic() - started, 1e-9))
-        self.maps.write(scan_id, merged.reducers)  # before the results that name them commit
+        self._finish(merged, inputs, totals, job.lease)
+
+    def _finish(self, merged: _Merged, inputs: _Inputs, totals: _Totals, lease: Lease) -> None:
+        """Store the results of a scan that ran to its end (its kept maps first: the
+        results name them once they commit)."""
+        self.maps.write(lease.scan_id, merged.reducers)
         self.store.finish(
-            scan_id,
+            lease.scan_id,
             self._rows(merged.reducers, inputs.ids),
             self._statistics(merged.reducers, inputs.labels),
             totals.done,
             totals.failed,
-            job.lease,
+            lease,
         )
 
     @staticmethod
