@@ -77,7 +77,7 @@ def test_early_folds_under_a_tiny_bound_keep_every_map(
     world: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Copies past the bound make the reducer fold after every batch: same maps."""
-    monkeypatch.setattr(kept_maps, "FOLD_PAST", 0.01)
+    monkeypatch.setattr(kept_maps, "FOLD_PAST", 0.001)
     monkeypatch.setattr(kept_maps, "OVER_PLAN", 1e9)  # never give up here
     _assert_every_entry_has_its_map(_scan(world, 8), world)
 

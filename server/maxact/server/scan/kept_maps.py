@@ -7,7 +7,8 @@ has its tensor among the graph's outputs, and the map of each (image, channel) t
 enter the channel's top-k or bottom-k now is copied. Slots only improve, so every map a kept
 entry needs was copied when its image was reduced; folding prunes the rest. Memory: at most
 2 x k maps per channel after a fold (k x channels, not the dataset), and copies of candidates
-between folds, which a byte bound keeps small (`LayerReducer` folds early past it).
+between folds, at most half of that more (`LayerReducer` folds early past it). The maps are
+resident memory like any other, so the server's caches make room for them (`ops.memory`).
 
 The maps are an optimisation only: an entry without its map (restored from a checkpoint, which
 leaves maps out; a layer over its byte bound) is rendered by running the layer, as before.
@@ -28,8 +29,9 @@ SCAN_MAPS_BYTES = 48 * 1024 * 1024
 # a layer stops keeping maps when, after a fold, they take this many times the plan (inputs of
 # their own sizes: the plan counts maps at the reference size)
 OVER_PLAN = 2.0
-# copies of candidates past this many times the plan make the reducer fold (and prune) early
-FOLD_PAST = 3.0
+# copies of candidates past this share of the plan since the last prune make the reducer fold
+# (and prune) early
+FOLD_PAST = 0.5
 
 _Key = tuple[int, int]  # (dataset index, channel position)
 
@@ -64,11 +66,13 @@ class KeptMaps:
         self.enabled = True
         self._maps: dict[TopKKind, dict[_Key, np.ndarray]] = {kind: {} for kind in KINDS}
         self.bytes = 0
+        self._settled = 0  # bytes after the last prune
 
     @property
     def over(self) -> bool:
-        """Holding copies of candidates well past the plan: time to fold (and prune)."""
-        return self.bytes > FOLD_PAST * self.bound
+        """Copies of candidates since the last prune past FOLD_PAST of the plan: time to fold
+        (and prune)."""
+        return self.bytes - self._settled > FOLD_PAST * self.bound
 
     def offer(
         self, kind: TopKKind, contenders: np.ndarray, maps: np.ndarray, images: np.ndarray
@@ -92,6 +96,7 @@ class KeptMaps:
             kept = self._maps[kind]
             for key in [key for key in kept if key not in wanted]:
                 self.bytes -= kept.pop(key).nbytes
+        self._settled = self.bytes
         if self.bytes > OVER_PLAN * self.bound:
             self.disable()
 
@@ -99,7 +104,7 @@ class KeptMaps:
         """Keep nothing from now on (the layer's entries are rendered by running it)."""
         self.enabled = False
         self._maps = {kind: {} for kind in KINDS}
-        self.bytes = 0
+        self.bytes = self._settled = 0
 
     def get(self, kind: TopKKind, image: int, position: int) -> np.ndarray | None:
         """The map of the entry of `image` at channel `position`, if kept."""
