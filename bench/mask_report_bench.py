@@ -1,5 +1,7 @@
 """A report of a per-image-size detector scan: `--render mask` against `--render rf`, and where
-the mask's time goes (the layer's runs, the mask boxes, the rest).
+the mask's time goes (the layer's runs, the mask boxes, the rest); first what keeping the hits'
+activation maps costs the scan (scans with and without, alternately; the reports use the
+last, which kept them).
 
 The model stands in for a text detector (PP-OCR det takes `--resize-shorter 736
 --size-multiple 32`): a dynamic-size stride-32 CNN whose last layer's field (~900 px) exceeds
@@ -33,8 +35,10 @@ from maxact.client.report.writer import write_report
 from maxact.common.preprocessing import Preprocessing
 from maxact.server.app import start_server
 from maxact.server.patches import cache, crop, render
+from maxact.server.scan import kept_maps
 
 SHAPES = ((960, 720), (720, 960), (1024, 768), (800, 800), (1280, 720))
+MAPS_BYTES = kept_maps.SCAN_MAPS_BYTES
 TIMES: dict[str, float] = defaultdict(float)
 CALLS: dict[str, int] = defaultdict(int)
 
@@ -131,11 +135,15 @@ def main() -> None:
         start_server(work / "models", work / "data", device="cpu", store=work / "s.db") as srv,
         Client(srv.address, timeout=600) as client,
     ):
-        start = time.perf_counter()
-        scan = client.scans.create(model, [layer], "photos", k=args.k, preprocessing=prep)
-        final = [info for info in client.scans.watch(scan.id)][-1]
-        assert final.state == "succeeded", final
-        print(f"scan of {args.images} images: {time.perf_counter() - start:.1f} s")
+        # what keeping the hits' maps costs the scan: without and with, alternately
+        for keep in (False, True, False, True):
+            kept_maps.SCAN_MAPS_BYTES = MAPS_BYTES if keep else 0
+            start = time.perf_counter()
+            scan = client.scans.create(model, [layer], "photos", k=args.k, preprocessing=prep)
+            final = [info for info in client.scans.watch(scan.id)][-1]
+            assert final.state == "succeeded", final
+            took = time.perf_counter() - start
+            print(f"scan of {args.images} images, maps {'kept' if keep else 'off'}: {took:.1f} s")
         info = client.get_model(model, size=(736, 736))
         found = next(entry for entry in info.layers if entry.name == layer)
         field = found.receptive_field

@@ -25,6 +25,7 @@ from maxact.server.errors import (
     not_found,
     shown,
 )
+from maxact.server.jobs.maps_files import RankedMap
 from maxact.server.jobs.scan_jobs import ScanJobs, scan_id_from
 from maxact.server.jobs.store import ScanRecord, TopKRow
 from maxact.server.models.registry import check_channel
@@ -138,13 +139,39 @@ def stored_neuron(
     if render is None or root is None:
         return StoredNeuron(record, hits, ())
     renderer = PatchRenderer(model, layer.name, layer.field, prep, render)
-    folder = root
+    # the maps the scan kept for these hits: a mask or heatmap then needs no layer run
+    kept = (
+        jobs.maps.neuron(record.id, layer.name, channel, kind) if render.needs_activations else {}
+    )
+    patches = _cropped(renderer, record, root, rows, hits, channel, kept)
+    return StoredNeuron(record, hits, patches)
+
+
+def _cropped(
+    renderer: PatchRenderer,
+    record: ScanRecord,
+    folder: Path,
+    rows: list[TopKRow],
+    hits: tuple[Hit, ...],
+    channel: int,
+    kept: dict[int, RankedMap],
+) -> tuple[PatchImage, ...]:
+    """Each hit's patch, cropped again from its original image (with its kept map, if any);
+    IMAGE_NOT_FOUND names an image that can no longer be read."""
 
     def crop(pair: tuple[TopKRow, Hit]) -> PatchImage | None:
         row, hit = pair
+        stored = kept.get(row.rank)
         try:
             source = image_source(folder, 0, row.image)
-            return renderer(source, hit.box, hit.unit, channel, key=_image_key(folder, row.image))
+            return renderer(
+                source,
+                hit.box,
+                hit.unit,
+                channel,
+                key=_image_key(folder, row.image),
+                channel_map=None if stored is None else stored.values,
+            )
         except (OSError, ValueError):
             return None
 
@@ -156,7 +183,7 @@ def stored_neuron(
                 f"image {found.image!r} of dataset {record.dataset!r} can no longer be read",
                 image=found.image,
             )
-    return StoredNeuron(record, hits, tuple(p for p in patches if p is not None))
+    return tuple(p for p in patches if p is not None)
 
 
 def stored_statistics(jobs: ScanJobs, scan: str, layer: str) -> LayerStatistics:

@@ -19,7 +19,8 @@ its cache key is `LayerReduction.graph_key`, which leaves the values out.
 Position mode keeps the full map: its greedy receptive-field suppression may keep, for one
 (image, channel), a unit ranked anywhere in that channel's order (every better unit can overlap
 an already kept one), so no fixed-size TopK prefix is exact; the map is only added to the
-outputs of scans that ask for position mode.
+outputs of scans that ask for position mode, and of layers whose kept entries keep their maps
+(`scan.kept_maps`: a stored scan's deep layers, so its mask patches need no second run).
 
 Each "max" layer also returns its per-channel sums over space: NaN exactly when the map holds
 a NaN (or inf - inf), where onnxruntime's comparisons disagree with numpy's argmax (which picks
@@ -86,7 +87,7 @@ class LayerReduction:
     channels: tuple[int, ...] | None = None  # a subset, in the requested order
     total_channels: int = 0
     unit: tuple[int, int] | None = None
-    keep_map: bool = False  # position mode: the tensor itself is an output too
+    keep_map: bool = False  # the tensor itself is an output too (position mode, kept maps)
     opset: int = 13  # the graph's: ReduceSum takes its axes as an input from 13 on
     # a token sequence: (token axis, prefix tokens); its grid tokens are laid out as
     # [N, C, tokens] before the reduction (`axes` is then unused)
@@ -144,7 +145,7 @@ def plan_reduction(
     rank: int,
     channels: tuple[int, ...] | None,
     unit: tuple[int, int] | None,
-    position: bool,
+    keep_map: bool,
     opset: int,
 ) -> LayerReduction:
     """The in-graph reduction for one layer of a scan (falls back to "host" when the graph
@@ -168,7 +169,7 @@ def plan_reduction(
         None if subset is None else tuple(int(c) for c in subset),
         field.channels,
         unit,
-        keep_map=position,
+        keep_map=keep_map,
         opset=opset,
         tokens=None if tokens is None else (tokens.axis, tokens.prefix),
     )

@@ -46,6 +46,7 @@ from maxact.server.errors import (
     not_found,
 )
 from maxact.server.jobs.leases import LeaseLoop, dead_here, replica_name
+from maxact.server.jobs.maps_files import MapsFiles
 from maxact.server.jobs.responses_files import ResponsesFiles, ResponsesLayout
 from maxact.server.jobs.shard_work import (
     LayerStates,
@@ -215,6 +216,7 @@ class ScanJobs:
             else Path(tempfile.mkdtemp(prefix="maxact-state-"))
         )
         self.responses = ResponsesFiles(self.state_dir / "responses")
+        self.maps = MapsFiles(self.state_dir / "maps")
         self.max_responses_bytes = max_responses_bytes
         # this replica, as the store's lease rows name it
         self.replica = replica_name(uuid.uuid4().hex[:8])
@@ -455,6 +457,7 @@ class ScanJobs:
                 )
         self.store.delete(scan_id)
         self.responses.delete(scan_id)
+        self.maps.delete(scan_id)
 
     # -- running ---------------------------------------------------------------------------
     def _start(self, lease: Lease) -> None:
@@ -602,7 +605,7 @@ class ScanJobs:
     ) -> _Merged:
         """The scan's reducers with its checkpoint (the work of its finished shards) loaded;
         a checkpoint that does not fit the scan fails it with the reason."""
-        merged = _Merged(layers, reduce_options(record.k, record.mode), classes)
+        merged = _Merged(layers, reduce_options(record.k, record.mode, layers=layers), classes)
         states = self.store.checkpoint(record.id)
         if not states:
             return merged
@@ -679,13 +682,19 @@ class ScanJobs:
             raise EngineCancelled()
         images = sum(len(task.ids) for task in tasks)
         SCAN_IMAGES_PER_SECOND.set(images / max(time.monotonic() - started, 1e-9))
+        self._finish(merged, inputs, totals, job.lease)
+
+    def _finish(self, merged: _Merged, inputs: _Inputs, totals: _Totals, lease: Lease) -> None:
+        """Store the results of a scan that ran to its end (its kept maps first: the
+        results name them once they commit)."""
+        self.maps.write(lease.scan_id, merged.reducers)
         self.store.finish(
-            scan_id,
+            lease.scan_id,
             self._rows(merged.reducers, inputs.ids),
             self._statistics(merged.reducers, inputs.labels),
             totals.done,
             totals.failed,
-            job.lease,
+            lease,
         )
 
     @staticmethod

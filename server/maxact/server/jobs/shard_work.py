@@ -27,6 +27,7 @@ from maxact.server.data.datasets import DatasetCatalog, dataset_sources
 from maxact.server.data.preprocess import ResolvedPreprocessing, parse_mapping
 from maxact.server.models.registry import LayerEntry, LoadedModel, ModelRegistry
 from maxact.server.scan.engine import EngineCallbacks, EngineCancelled, ScanEngine
+from maxact.server.scan.kept_maps import layers_keeping_maps, planned_bytes
 from maxact.server.scan.layer import ReduceOptions
 
 LayerStates = dict[str, dict[str, np.ndarray]]
@@ -41,12 +42,29 @@ def shard_ranges(start: int, total: int, shard_images: int) -> list[tuple[int, i
     return [(i, min(i + shard_images, total)) for i in range(start, total, shard_images)]
 
 
-def reduce_options(k: int, mode: TopKMode, responses: bool = False) -> ReduceOptions:
-    """What a scan's reducers keep: top and bottom k, per image or per position, and with
-    `responses` every image's response per channel."""
+def reduce_options(
+    k: int, mode: TopKMode, responses: bool = False, layers: Sequence[LayerEntry] = ()
+) -> ReduceOptions:
+    """What a scan's reducers keep: top and bottom k, per image or per position, with
+    `responses` every image's response per channel, and per image the activation maps of
+    the kept entries of those of `layers` that fit the scan's bound (`kept_maps`)."""
+    position = mode is TopKMode.POSITION
     return ReduceOptions(
-        k=k, bottom=True, position=mode is TopKMode.POSITION, keep_responses=responses
+        k=k,
+        bottom=True,
+        position=position,
+        keep_responses=responses,
+        keep_maps=() if position else _layers_keeping_maps(k, layers),
     )
+
+
+def _layers_keeping_maps(k: int, layers: Sequence[LayerEntry]) -> tuple[str, ...]:
+    planned = [
+        (layer.name, planned_bytes(k, field.channels, field.height, field.width))
+        for layer in layers
+        if (field := layer.field) is not None and field.spatial
+    ]
+    return layers_keeping_maps(planned)
 
 
 @dataclass(frozen=True)
@@ -66,9 +84,9 @@ class ShardWork:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    @property
-    def options(self) -> ReduceOptions:
-        return reduce_options(self.k, TopKMode(self.mode), self.responses)
+    def options(self, layers: Sequence[LayerEntry]) -> ReduceOptions:
+        """What the reducers of this scan's `layers` (their catalogue rows) keep."""
+        return reduce_options(self.k, TopKMode(self.mode), self.responses, layers)
 
 
 @dataclass(frozen=True)
@@ -158,7 +176,7 @@ def scan_setup(
 def shard_engine(models: ModelRegistry, work: ShardWork) -> ScanEngine:
     """The scan engine a worker runs the shards of `work` with."""
     model, prep, layers = scan_setup(models, work.model, work.preprocessing, work.layers)
-    engine = ScanEngine(model, layers, prep, work.options, classes=tuple(work.classes))
+    engine = ScanEngine(model, layers, prep, work.options(layers), classes=tuple(work.classes))
     engine.memory_wait = math.inf  # a background scan waits for room until it is stopped
     return engine
 

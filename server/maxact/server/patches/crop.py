@@ -12,6 +12,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
 from PIL import Image
 
 from maxact.server.data.preprocess import ResolvedPreprocessing
@@ -92,15 +93,26 @@ class PatchRenderer:
         unit: tuple[int, int],
         channel: int,
         key: Hashable | None = None,
+        channel_map: np.ndarray | None = None,
     ) -> PatchImage:
         """The patch of one hit; with `key` (cache.file_key of the source) the decoded image,
-        the layer's output for it and channel-independent rf patches come from shared caches."""
+        the layer's output for it and channel-independent rf patches come from shared caches.
+        `channel_map`: the channel's map for this image, kept by the scan (used when it has
+        the layer's shape at this image's size; else the layer runs)."""
         image = self._image(key, source)
         field = self.field
         size = self.prep.input_size_for(image.height, image.width)
         if self.prep.fixed_size is None:  # per-image sizing: the field at this image's size
             field = self.model.layer(size, self.layer).field
         target = PatchTarget(input_box, unit, channel, field)
+        if (
+            channel_map is not None
+            and self._activations is not None
+            and field is not None
+            and channel_map.shape == (field.height, field.width)
+        ):
+            kept = channel_map
+            return render_loaded(image, target, self.prep, self.options, lambda _a, _c: kept)
         if key is None:
             return render_loaded(image, target, self.prep, self.options, self._activations)
         if self._activations is None:

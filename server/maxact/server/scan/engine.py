@@ -383,7 +383,10 @@ class ScanEngine:
                 len(shapes.get(name, ())),
                 self.reducers[name].channels,
                 self.options.unit,
-                self.options.position or self.options.position_bottom,
+                # the maps out too: position mode, and layers that keep their entries' maps
+                self.options.position
+                or self.options.position_bottom
+                or name in self.options.keep_maps,
                 opset,
             )
             for name in self.names

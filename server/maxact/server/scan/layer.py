@@ -16,6 +16,7 @@ from maxact.common.defaults import DEFAULT_K
 from maxact.common.kinds import TopKKind
 from maxact.server.graph.reductions import LayerReduction
 from maxact.server.rf import TensorField
+from maxact.server.scan.kept_maps import KINDS, KeptMaps, planned_bytes
 from maxact.server.scan.reducers import NO_IMAGE, Entry, RunningTopK
 from maxact.server.scan.state_file import read_arrays, write_arrays
 from maxact.server.scan.statistics import ChannelStatistics, StatisticsReducer
@@ -54,6 +55,8 @@ class ReduceOptions:
     # keep every image's response per channel (a scan's responses matrix), handed over in
     # blocks by `take_responses`
     keep_responses: bool = False
+    # the layers whose top-k and bottom-k entries keep their activation maps (`kept_maps`)
+    keep_maps: tuple[str, ...] = ()
 
 
 class LayerReducer:
@@ -90,6 +93,10 @@ class LayerReducer:
         self._groups_at: dict[int, tuple[TensorField, list[tuple[np.ndarray, ...]]]] = {}
         # (dataset indices [N], float32 responses [N, C]) of the batches since the last block
         self._kept: list[tuple[np.ndarray, np.ndarray]] = []
+        self.kept_maps: KeptMaps | None = None
+        if self.field is not None and name in options.keep_maps and options.unit is None:
+            size = planned_bytes(options.k, count, self.field.height, self.field.width)
+            self.kept_maps = KeptMaps(size)
 
     @property
     def spatial(self) -> bool:
@@ -124,6 +131,13 @@ class LayerReducer:
             if kind in self._topk:
                 self._topk[kind].update(responses, images, ys, xs)
         self._stats.update(responses, labels)
+        self._prune_maps()
+
+    def _prune_maps(self) -> None:
+        if self.kept_maps is not None:
+            self.kept_maps.prune(
+                {kind: self._topk[kind].kept_images() for kind in KINDS if kind in self._topk}
+            )
 
     def _overlap_groups(self, field: TensorField) -> list[tuple[np.ndarray, ...]]:
         """(positions in self.channels, row overlap, col overlap) per receptive-field group,
@@ -218,6 +232,8 @@ class LayerReducer:
             if kind in self._topk:
                 assert maps is not None, "position mode needs the layer's maps"
                 self._update_position(self._topk[kind], maps, images, largest, field or self.field)
+        if self.kept_maps is not None and self.kept_maps.enabled and maps is not None:
+            self._offer_maps(responses, ys, xs, maps, images)
         shape = responses.shape
         if self.options.keep_responses:
             self._kept.append((images, np.array(responses, dtype=np.float32)))
@@ -230,8 +246,25 @@ class LayerReducer:
                 None if labels is None else np.asarray(labels, dtype=np.int64),
             )
         )
-        if sum(len(part[3]) for part in self._pending) >= self._fold_every:
+        # copies of maps piling up (the first batches: every entry may enter) fold early
+        maps_over = self.kept_maps is not None and self.kept_maps.over
+        if maps_over or sum(len(part[3]) for part in self._pending) >= self._fold_every:
             self.fold()
+
+    def _offer_maps(
+        self,
+        responses: np.ndarray,
+        ys: np.ndarray,
+        xs: np.ndarray,
+        maps: np.ndarray,
+        images: np.ndarray,
+    ) -> None:
+        """Copy the maps of this batch's entries that may be kept (see `kept_maps`)."""
+        assert self.kept_maps is not None
+        for kind in KINDS:
+            if kind in self._topk:
+                contenders = self._topk[kind].contenders(responses, images, ys, xs)
+                self.kept_maps.offer(kind, contenders, maps, images)
 
     def _update_position(
         self,
@@ -272,10 +305,14 @@ class LayerReducer:
         for kind, topk in self._topk.items():
             topk.merge(other._topk[kind])
         self._stats.merge(other._stats)
+        if self.kept_maps is not None and other.kept_maps is not None:
+            self.kept_maps.merge(other.kept_maps)
+            self._prune_maps()
 
-    def state_dict(self) -> dict[str, np.ndarray]:
-        """The accumulated state as named arrays ("top/key", "stats/fired", ...): pure data,
-        so a stored checkpoint or a Ray worker's result can never execute code when read."""
+    def state_dict(self, maps: bool = True) -> dict[str, np.ndarray]:
+        """The accumulated state as named arrays ("top/key", "stats/fired", "maps/top/index",
+        ...): pure data, so a stored checkpoint or a Ray worker's result can never execute
+        code when read. `maps`: with the kept entries' activation maps (`kept_maps`)."""
         self.fold()
         state = {
             f"{kind}/{name}": a
@@ -283,11 +320,19 @@ class LayerReducer:
             for name, a in t.state_dict().items()
         }
         state.update({f"stats/{name}": a for name, a in self._stats.state_dict().items()})
+        if maps and self.kept_maps is not None:
+            state.update({f"maps/{key}": a for key, a in self.kept_maps.state_dict().items()})
         return state
 
     def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
-        """Restore `state_dict()` of a reducer of the same layer and options."""
+        """Restore `state_dict()` of a reducer of the same layer and options (its maps, if it
+        has any and this reducer keeps them)."""
         self._pending = []  # replaced by the restored state
+        maps = {key[5:]: value for key, value in state.items() if key.startswith("maps/")}
+        state = {key: value for key, value in state.items() if not key.startswith("maps/")}
+        if self.kept_maps is not None:
+            self.kept_maps = KeptMaps(self.kept_maps.bound)
+            self.kept_maps.load_state_dict(maps)
         kinds = {key.split("/", 1)[0] for key in state} - {"stats"}
         keeps = {kind.value for kind in self._topk}
         if kinds != keeps:
@@ -300,13 +345,15 @@ class LayerReducer:
         self._stats.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("stats/")})
 
     def state(self) -> bytes:
-        """`state_dict()` as an .npz file (read back by `load_state`)."""
-        return write_arrays(self.state_dict())
+        """`state_dict()` as an .npz file (read back by `load_state`), without maps: a
+        checkpoint stays k x channels numbers; a resumed scan renders the masks of its
+        earlier entries by running the layer."""
+        return write_arrays(self.state_dict(maps=False))
 
     def load_state(self, data: bytes) -> None:
         """Restore a checkpoint written by `state()`; anything but plain arrays of the sizes
         this reducer keeps is refused before it is inflated (ValueError)."""
-        shapes = {name: array.shape for name, array in self.state_dict().items()}
+        shapes = {name: array.shape for name, array in self.state_dict(maps=False).items()}
         self.load_state_dict(read_arrays(data, shapes))
 
     def take_responses(self, first: int, stop: int) -> np.ndarray:
@@ -328,6 +375,13 @@ class LayerReducer:
             raise KeyError(f"this scan did not keep {str(kind)!r} (kept: {kept})")
         self.fold()
         return self._topk[TopKKind(kind)].entries(position)
+
+    def kept_map(self, kind: TopKKind, position: int, image: int) -> np.ndarray | None:
+        """The activation map of a kept entry (image, channel at `position`), if kept."""
+        if self.kept_maps is None or kind not in KINDS:
+            return None
+        self.fold()
+        return self.kept_maps.get(kind, image, position)
 
     def top_images(self, kind: TopKKind = TopKKind.TOP) -> np.ndarray:
         """[C, k] dataset indices of each channel's kept entries (-1 for empty slots)."""

@@ -67,6 +67,30 @@ class RunningTopK:
         self._y = np.zeros((channels, k), dtype=np.int64)
         self._x = np.zeros((channels, k), dtype=np.int64)
 
+    def _candidates(
+        self, scores: np.ndarray, images: np.ndarray, ys: np.ndarray, xs: np.ndarray
+    ) -> tuple[np.ndarray, ...]:
+        """(key, images, ys, xs) as [channels, N] arrays in the order's terms (NaN: -inf)."""
+        images = np.asarray(images, dtype=np.int64)
+        if images.ndim == 1:
+            images = np.broadcast_to(images[:, None], scores.shape)
+        key = scores if self.largest else -scores
+        key = np.where(np.isnan(key), -np.inf, key).T
+        ys = np.broadcast_to(ys, scores.shape).T
+        xs = np.broadcast_to(xs, scores.shape).T
+        return key, images.T, ys, xs
+
+    def contenders(
+        self, scores: np.ndarray, images: np.ndarray, ys: np.ndarray, xs: np.ndarray
+    ) -> np.ndarray:
+        """[N, channels]: which of these candidates would enter the kept slots now. Slots only
+        improve, so a candidate kept after any later update is among them."""
+        scores = np.asarray(scores, dtype=np.float64)
+        if scores.size == 0:
+            return np.zeros(scores.shape, dtype=bool)
+        beats: np.ndarray = self._beats_kth(*self._candidates(scores, images, ys, xs))
+        return np.ascontiguousarray(beats.T)
+
     def update(
         self, scores: np.ndarray, images: np.ndarray, ys: np.ndarray, xs: np.ndarray
     ) -> None:
@@ -74,14 +98,7 @@ class RunningTopK:
         scores = np.asarray(scores, dtype=np.float64)
         if scores.size == 0:
             return
-        images = np.asarray(images, dtype=np.int64)
-        if images.ndim == 1:
-            images = np.broadcast_to(images[:, None], scores.shape)
-        key = scores if self.largest else -scores
-        key = np.where(np.isnan(key), -np.inf, key).T
-        images = images.T
-        ys = np.broadcast_to(ys, scores.shape).T
-        xs = np.broadcast_to(xs, scores.shape).T
+        key, images, ys, xs = self._candidates(scores, images, ys, xs)
         # only candidates that beat a channel's k-th kept slot in the total order can enter
         beats = self._beats_kth(key, images, ys, xs)
         rows = np.flatnonzero(beats.any(axis=1))
@@ -214,6 +231,10 @@ class RunningTopK:
                 )
             )
         return result
+
+    def kept_images(self) -> np.ndarray:
+        """[channels, k] image index of every kept slot (NO_IMAGE where empty)."""
+        return self._image
 
     def images(self) -> np.ndarray:
         """[channels, k] image index of every kept slot (-1 where empty)."""
