@@ -120,6 +120,7 @@ class CellMask:
     width: int  # of the input
 
     def holds(self, pixel: tuple[int, int]) -> bool:
+        """Whether `pixel` is in the mask (its block upsampled, else not hot: not in it)."""
         y0 = self.rows.starts[self.rows.of_pixel(pixel[0])]
         x0 = self.cols.starts[self.cols.of_pixel(pixel[1])]
         for ys, xs, inside in self.pieces:
@@ -137,12 +138,8 @@ class CellMask:
             some = inside.reshape(len(inside), -1).any(axis=1)
             if some.any():
                 ys, xs, inside = ys[some], xs[some], inside[some]
-                first_y, last_y, first_x, last_x = (
-                    ys[:, 0, 0],
-                    ys[:, -1, 0],
-                    xs[:, 0, 0],
-                    xs[:, 0, -1],
-                )
+                first_y, last_y = ys[:, 0, 0], ys[:, -1, 0]
+                first_x, last_x = xs[:, 0, 0], xs[:, 0, -1]
                 near = _squared(first_y, last_y, seed[0], False)
                 near += _squared(first_x, last_x, seed[1], False)
                 far = _squared(first_y, last_y, seed[0], True)
