@@ -90,6 +90,13 @@ def test_merged_shards_and_a_state_round_trip_keep_every_map(world: dict) -> Non
         copy.load_state_dict(other.state_dict())  # as a Ray worker's result arrives
         reducer.merge(copy)
     _assert_every_entry_has_its_map(first, world)
+    for reducer in first.values():  # no kept map is a view pinning a whole received state
+        assert reducer.kept_maps is not None
+        for kind in (TopKKind.TOP, TopKKind.BOTTOM):
+            for channel in range(len(reducer.channels)):
+                for entry in reducer.entries(channel, kind):
+                    kept = reducer.kept_map(kind, channel, entry.image)
+                    assert kept is not None and kept.base is None
 
 
 def test_a_checkpoint_leaves_the_maps_out(world: dict) -> None:

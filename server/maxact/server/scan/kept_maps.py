@@ -25,7 +25,7 @@ from maxact.common.kinds import TopKKind
 # kinds whose entries are whole-image rankings (position mode keeps several units per image)
 KINDS = (TopKKind.TOP, TopKKind.BOTTOM)
 # the maps of one scan's layers, all kept entries (2 x k x channels maps per layer) together
-SCAN_MAPS_BYTES = 48 * 1024 * 1024
+SCAN_MAPS_BYTES = 32 * 1024 * 1024
 # a layer stops keeping maps when, after a fold, they take this many times the plan (inputs of
 # their own sizes: the plan counts maps at the reference size)
 OVER_PLAN = 2.0
@@ -91,8 +91,7 @@ class KeptMaps:
         """Forget the maps of entries no longer kept; `slots[kind]`: [C, k] image of each
         slot of that ranking."""
         for kind, images in slots.items():
-            channels = np.repeat(np.arange(images.shape[0]), images.shape[1])
-            wanted = set(zip(images.ravel().tolist(), channels.tolist(), strict=True))
+            wanted = _wanted(images)
             kept = self._maps[kind]
             for key in [key for key in kept if key not in wanted]:
                 self.bytes -= kept.pop(key).nbytes
@@ -110,15 +109,18 @@ class KeptMaps:
         """The map of the entry of `image` at channel `position`, if kept."""
         return self._maps[kind].get((image, position))
 
-    def merge(self, other: KeptMaps) -> None:
-        """Take the other reducer's maps (a disjoint shard); the caller prunes."""
-        if not other.enabled:
-            return
-        for kind, maps in other._maps.items():
-            for key, value in maps.items():
-                if key not in self._maps[kind]:
-                    self._maps[kind][key] = value
-                    self.bytes += value.nbytes
+    def merge(self, other: KeptMaps, slots: Mapping[TopKKind, np.ndarray]) -> None:
+        """Take the maps of the other reducer (a disjoint shard) that the merged slots
+        keep, as copies of their own (`other`'s may be views of a whole state), then prune."""
+        if other.enabled:
+            for kind, images in slots.items():
+                wanted = _wanted(images)
+                mine = self._maps[kind]
+                for key, value in other._maps[kind].items():
+                    if key in wanted and key not in mine:
+                        mine[key] = value if value.base is None else value.copy()
+                        self.bytes += value.nbytes
+        self.prune(slots)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Per ranking: "index" [n, 4] (image, channel position, height, width) and
@@ -151,7 +153,14 @@ class KeptMaps:
             for (image, position, height, width), end, size in zip(
                 index.tolist(), ends.tolist(), sizes.tolist(), strict=True
             ):
-                value = flat[end - size : end].reshape(height, width).copy()
+                # a view: a merge copies only the maps it keeps (`merge`)
+                value = flat[end - size : end].reshape(height, width)
                 if (image, position) not in self._maps[kind]:
                     self._maps[kind][(image, position)] = value
                     self.bytes += value.nbytes
+
+
+def _wanted(images: np.ndarray) -> set[_Key]:
+    """The (image, channel position) of every slot of a [C, k] slot-image array."""
+    channels = np.repeat(np.arange(images.shape[0]), images.shape[1])
+    return set(zip(images.ravel().tolist(), channels.tolist(), strict=True))

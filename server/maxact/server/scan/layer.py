@@ -133,11 +133,13 @@ class LayerReducer:
         self._stats.update(responses, labels)
         self._prune_maps()
 
+    def _slot_images(self) -> dict[TopKKind, np.ndarray]:
+        """[C, k] image of each slot, per ranking whose entries keep maps."""
+        return {kind: self._topk[kind].kept_images() for kind in KINDS if kind in self._topk}
+
     def _prune_maps(self) -> None:
         if self.kept_maps is not None:
-            self.kept_maps.prune(
-                {kind: self._topk[kind].kept_images() for kind in KINDS if kind in self._topk}
-            )
+            self.kept_maps.prune(self._slot_images())
 
     def _overlap_groups(self, field: TensorField) -> list[tuple[np.ndarray, ...]]:
         """(positions in self.channels, row overlap, col overlap) per receptive-field group,
@@ -306,8 +308,7 @@ class LayerReducer:
             topk.merge(other._topk[kind])
         self._stats.merge(other._stats)
         if self.kept_maps is not None and other.kept_maps is not None:
-            self.kept_maps.merge(other.kept_maps)
-            self._prune_maps()
+            self.kept_maps.merge(other.kept_maps, self._slot_images())
 
     def state_dict(self, maps: bool = True) -> dict[str, np.ndarray]:
         """The accumulated state as named arrays ("top/key", "stats/fired", "maps/top/index",
