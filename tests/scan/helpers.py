@@ -14,7 +14,7 @@ from maxact.server.data.reader import Batch, ImageSource, file_source
 from maxact.server.models.registry import LoadedModel, ModelRegistry
 from maxact.server.scan.engine import ScanEngine
 from maxact.server.scan.layer import ReduceOptions
-from tests.onnx_models import save
+from tests.onnx_models import layer_outputs, random_cnn, save
 
 
 def write_random_images(root: Path, count: int, size: int = 32, seed: int = 5) -> list[str]:
@@ -86,6 +86,17 @@ def oracle_inputs(root: Path, ids: list[str]) -> np.ndarray:
         for i in ids
     ]
     return np.stack(arrays).astype(np.float32)
+
+
+def random_world(root: Path, seed: int, size: int, images: int, layers: list[str]) -> dict:
+    """A `random_cnn` model, `images` random images at its size, and the oracle's outputs of
+    `layers` for them (plain onnxruntime on the whole graph)."""
+    proto = random_cnn(seed=seed, size=size)
+    model = load(proto, root / "models", "random")
+    data = root / "data"
+    ids = write_random_images(data, images, size)
+    outputs = layer_outputs(proto, layers, oracle_inputs(data, ids))
+    return {"model": model, "data": data, "ids": ids, "outputs": outputs}
 
 
 def _overlaps(a: tuple, b: tuple) -> bool:

@@ -7,15 +7,7 @@ import numpy as np
 import pytest
 
 from maxact.server.scan.layer import ReduceOptions
-from tests.onnx_models import layer_outputs, random_cnn
-from tests.scan.helpers import (
-    engine,
-    load,
-    oracle_inputs,
-    oracle_position_mode,
-    sources,
-    write_random_images,
-)
+from tests.scan.helpers import engine, oracle_position_mode, random_world, sources
 
 SIZE = 32
 IMAGES = 210
@@ -25,13 +17,7 @@ LAYERS = ["conv_a", "relu_b", "logits"]
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    root = tmp_path_factory.mktemp("engine_bf")
-    proto = random_cnn(seed=11, size=SIZE)
-    model = load(proto, root / "models", "random")
-    data = root / "data"
-    ids = write_random_images(data, IMAGES, SIZE)
-    outputs = layer_outputs(proto, LAYERS, oracle_inputs(data, ids))
-    return {"model": model, "data": data, "ids": ids, "outputs": outputs}
+    return random_world(tmp_path_factory.mktemp("engine_bf"), 11, SIZE, IMAGES, LAYERS)
 
 
 def _scan(world: dict, options: ReduceOptions, layers: list[str] = LAYERS):

@@ -13,8 +13,7 @@ import pytest
 from maxact.common.kinds import TopKKind
 from maxact.server.scan import kept_maps
 from maxact.server.scan.layer import LayerReducer, ReduceOptions
-from tests.onnx_models import layer_outputs, random_cnn
-from tests.scan.helpers import engine, load, oracle_inputs, sources, write_random_images
+from tests.scan.helpers import engine, random_world, sources
 
 SIZE = 32
 IMAGES = 150
@@ -25,13 +24,7 @@ OPTIONS = ReduceOptions(k=K, bottom=True, keep_maps=("conv_a", "relu_b"))
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    root = tmp_path_factory.mktemp("kept_maps")
-    proto = random_cnn(seed=3, size=SIZE)
-    model = load(proto, root / "models", "random")
-    data = root / "data"
-    ids = write_random_images(data, IMAGES, SIZE)
-    outputs = layer_outputs(proto, LAYERS, oracle_inputs(data, ids))
-    return {"model": model, "data": data, "ids": ids, "outputs": outputs}
+    return random_world(tmp_path_factory.mktemp("kept_maps"), 3, SIZE, IMAGES, LAYERS)
 
 
 def _scan(world: dict, batch: int, start: int = 0, stop: int = IMAGES) -> dict[str, LayerReducer]:
