@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from maxact.common.kinds import ScanState, TopKKind
 from maxact.common.resources import scan_name
 from maxact.common.statistics import LayerStatistics
@@ -25,7 +27,6 @@ from maxact.server.errors import (
     not_found,
     shown,
 )
-from maxact.server.jobs.maps_files import RankedMap
 from maxact.server.jobs.scan_jobs import ScanJobs, scan_id_from
 from maxact.server.jobs.store import ScanRecord, TopKRow
 from maxact.server.models.registry import check_channel
@@ -154,14 +155,13 @@ def _cropped(
     rows: list[TopKRow],
     hits: tuple[Hit, ...],
     channel: int,
-    kept: dict[int, RankedMap],
+    kept: dict[int, np.ndarray],
 ) -> tuple[PatchImage, ...]:
     """Each hit's patch, cropped again from its original image (with its kept map, if any);
     IMAGE_NOT_FOUND names an image that can no longer be read."""
 
     def crop(pair: tuple[TopKRow, Hit]) -> PatchImage | None:
         row, hit = pair
-        stored = kept.get(row.rank)
         try:
             source = image_source(folder, 0, row.image)
             return renderer(
@@ -170,7 +170,7 @@ def _cropped(
                 hit.unit,
                 channel,
                 key=_image_key(folder, row.image),
-                channel_map=None if stored is None else stored.values,
+                channel_map=kept.get(row.rank),
             )
         except (OSError, ValueError):
             return None

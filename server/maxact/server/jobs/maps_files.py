@@ -19,7 +19,6 @@ import logging
 import os
 import shutil
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,14 +32,6 @@ log = logging.getLogger(__name__)
 
 _MANIFEST = "manifest.json"
 _CODES = {kind: code for code, kind in enumerate(KINDS)}
-
-
-@dataclass(frozen=True)
-class RankedMap:
-    """The map of one stored hit: its image (dataset index) and the layer's values there."""
-
-    image: int
-    values: np.ndarray
 
 
 def _rows(
@@ -97,7 +88,7 @@ class MapsFiles:
 
     def neuron(
         self, scan_id: str, layer: str, channel: int, kind: TopKKind
-    ) -> dict[int, RankedMap]:
+    ) -> dict[int, np.ndarray]:
         """The stored maps of one channel's ranking, by rank ({} when there are none)."""
         if kind not in _CODES:
             return {}
@@ -114,9 +105,9 @@ class MapsFiles:
                 )
             found = {}
             chosen = index[(index[:, 0] == _CODES[kind]) & (index[:, 1] == channel)]
-            for _, _, rank, image, height, width, offset in chosen.tolist():
+            for _, _, rank, _, height, width, offset in chosen.tolist():
                 part = np.array(values[offset : offset + height * width])
-                found[int(rank)] = RankedMap(int(image), part.reshape(height, width))
+                found[int(rank)] = part.reshape(height, width)
             return found
         except FileNotFoundError:
             return {}
